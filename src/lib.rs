@@ -1,0 +1,19 @@
+//! offload: run CPU-heavy work from an async Rust service every known way, and measure what
+//! each way costs.
+//!
+//! # Layout
+//! - [`cli`]: flags into validated configs; tracing set-up; subcommand dispatch.
+//! - [`work`]: the CPU-bound jobs (`count`, `primes`, `hash`): parse, validate, run.
+//! - [`pool`]: the bounded worker pool (no HTTP in it).
+//! - [`strategy`]: one file per strategy, one enum over them.
+//! - [`gateway`]: the axum router: `/heavy`, `/health`, `/metrics`; errors to responses.
+//! - [`load`]: the load generator (knows nothing of offload's servers).
+//! - [`queue`]: the job queue layer, SQLite and Redis backends (no HTTP in it).
+
+pub mod cli;
+pub mod gateway;
+pub mod load;
+pub mod pool;
+pub mod queue;
+pub mod strategy;
+pub mod work;
