@@ -7,12 +7,14 @@
 //! - [`pool`]: the bounded worker pool (no HTTP in it).
 //! - [`strategy`]: one file per strategy, one enum over them.
 //! - [`gateway`]: the axum router: `/heavy`, `/health`, `/metrics`; errors to responses.
+//! - [`metrics`]: counters, histograms, Prometheus text.
 //! - [`load`]: the load generator (knows nothing of offload's servers).
 //! - [`queue`]: the job queue layer, SQLite and Redis backends (no HTTP in it).
 
 pub mod cli;
 pub mod gateway;
 pub mod load;
+pub mod metrics;
 pub mod pool;
 pub mod queue;
 pub mod strategy;

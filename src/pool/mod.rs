@@ -1,1 +1,349 @@
-//! The bounded worker pool.
+//! offload's piscina: a fixed set of threads fed by a bounded queue, with no HTTP in it.
+//!
+//! - Submitting never blocks: a full queue is rejected at once ([`SubmitError::Full`]).
+//! - Each task may carry a deadline; a task whose deadline passed before it starts is dropped
+//!   without running, and a task whose caller stopped waiting (dropped its [`Handle`]) never
+//!   runs. Running tasks see the same two conditions through their stop check.
+//! - A panic in a task is caught and reported; the thread carries on.
+//! - Wait and run times go into histograms; busy time gives utilisation.
+//! - [`Pool::shutdown`] stops intake and lets the threads drain what is queued.
+
+mod stats;
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+pub use stats::PoolStats;
+use stats::Counters;
+
+/// What a task receives: call it now and then; true means "give up, nobody wants the result".
+pub type StopCheck<'a> = &'a dyn Fn() -> bool;
+
+type Job = Box<dyn FnOnce(StopCheck<'_>) -> Box<dyn std::any::Any + Send> + Send>;
+
+/// How a pool is built.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Worker threads (fixed for the pool's life).
+    pub threads: usize,
+    /// Tasks that may wait; past it, submissions are rejected at once.
+    pub max_queue: usize,
+    /// Niceness added to the worker threads (Linux; 0 = same priority as the caller).
+    pub nice: i32,
+    /// Thread name prefix.
+    pub name: String,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the pool queue is full ({0} tasks waiting)")]
+    Full(usize),
+    #[error("the pool is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a submitted task produced no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    #[error("the task's deadline passed before it finished")]
+    Expired,
+    #[error("the task panicked: {0}")]
+    Panicked(String),
+    #[error("the task stopped early")]
+    Stopped,
+}
+
+struct Task {
+    job: Job,
+    deadline: Option<Instant>,
+    queued_at: Instant,
+    reply: oneshot::Sender<Result<Box<dyn std::any::Any + Send>, TaskError>>,
+}
+
+struct Queue {
+    tasks: VecDeque<Task>,
+    open: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    max_queue: usize,
+    counters: Counters,
+}
+
+/// A bounded pool of worker threads. Cheap to share behind an `Arc`.
+pub struct Pool {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    size: usize,
+    created: Instant,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("threads", &self.size).field("max_queue", &self.shared.max_queue).finish()
+    }
+}
+
+/// The result of one submitted task, as a future.
+/// Dropping it before the task starts means the task never runs.
+#[derive(Debug)]
+pub struct Handle<T> {
+    rx: oneshot::Receiver<Result<Box<dyn std::any::Any + Send>, TaskError>>,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Send + 'static> std::future::Future for Handle<T> {
+    type Output = Result<T, TaskError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| match r {
+            Ok(Ok(any)) => Ok(*any.downcast::<T>().expect("a handle gets its own task's type")),
+            Ok(Err(e)) => Err(e),
+            // The worker dropped the sender without replying: only on a shut-down pool.
+            Err(_) => Err(TaskError::Stopped),
+        })
+    }
+}
+
+impl Pool {
+    /// Starts the pool's threads.
+    ///
+    /// # Errors
+    /// The OS error when a thread cannot be started (the threads already started stop).
+    pub fn new(config: PoolConfig) -> std::io::Result<Pool> {
+        let threads = config.threads.max(1);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue { tasks: VecDeque::with_capacity(config.max_queue.min(65_536)), open: true }),
+            ready: Condvar::new(),
+            max_queue: config.max_queue,
+            counters: Counters::default(),
+        });
+        let pool = Pool { shared: shared.clone(), threads: Mutex::new(Vec::new()), size: threads, created: Instant::now() };
+        for i in 0..threads {
+            let shared = shared.clone();
+            let nice = config.nice;
+            let handle = std::thread::Builder::new().name(format!("{}-{i}", config.name)).spawn(move || {
+                lower_priority(nice);
+                worker(&shared);
+            });
+            match handle {
+                Ok(h) => pool.threads.lock().expect("pool thread list").push(h),
+                Err(e) => {
+                    pool.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(pool)
+    }
+
+    /// The number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.size
+    }
+
+    /// Queues `f` to run on a pool thread, all or nothing for a batch of one.
+    ///
+    /// # Errors
+    /// [`SubmitError`] when the queue is full or the pool is shutting down.
+    pub fn submit<T, F>(&self, deadline: Option<Instant>, f: F) -> Result<Handle<T>, SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(StopCheck<'_>) -> T + Send + 'static,
+    {
+        let mut handles = self.submit_all(deadline, vec![f])?;
+        Ok(handles.pop().expect("one task in, one handle out"))
+    }
+
+    /// Queues several tasks at once: either all are queued or none is (a request split into
+    /// chunks never half-enters the queue).
+    ///
+    /// # Errors
+    /// [`SubmitError`] when they do not all fit, or the pool is shutting down.
+    pub fn submit_all<T, F>(&self, deadline: Option<Instant>, fs: Vec<F>) -> Result<Vec<Handle<T>>, SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(StopCheck<'_>) -> T + Send + 'static,
+    {
+        let now = Instant::now();
+        let mut q = self.shared.queue.lock().expect("pool queue lock");
+        if !q.open {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if q.tasks.len() + fs.len() > self.shared.max_queue {
+            self.shared.counters.rejected.add(1);
+            return Err(SubmitError::Full(q.tasks.len()));
+        }
+        let mut handles = Vec::with_capacity(fs.len());
+        for f in fs {
+            let (tx, rx) = oneshot::channel();
+            let job: Job = Box::new(move |stop| Box::new(f(stop)) as Box<dyn std::any::Any + Send>);
+            q.tasks.push_back(Task { job, deadline, queued_at: now, reply: tx });
+            handles.push(Handle { rx, _t: std::marker::PhantomData });
+        }
+        self.shared.counters.submitted.add(handles.len() as u64);
+        drop(q);
+        if handles.len() == 1 {
+            self.shared.ready.notify_one();
+        } else {
+            self.shared.ready.notify_all();
+        }
+        Ok(handles)
+    }
+
+    /// A snapshot of the pool's counters, histograms and utilisation.
+    pub fn stats(&self) -> PoolStats {
+        let depth = self.shared.queue.lock().expect("pool queue lock").tasks.len();
+        self.shared.counters.snapshot(depth, self.size, self.shared.max_queue, self.created.elapsed())
+    }
+
+    /// Stops intake: later submissions fail with [`SubmitError::ShuttingDown`]. Queued tasks
+    /// still run (unless their deadline passes or their caller has gone).
+    pub fn shutdown(&self) {
+        self.shared.queue.lock().expect("pool queue lock").open = false;
+        self.shared.ready.notify_all();
+    }
+
+    /// Shuts down and waits up to `grace` for the threads to drain the queue and exit.
+    /// Returns false when some thread was still busy at the end of the grace period.
+    pub fn drain(&self, grace: Duration) -> bool {
+        self.shutdown();
+        let end = Instant::now() + grace;
+        let mut threads = std::mem::take(&mut *self.threads.lock().expect("pool thread list"));
+        while Instant::now() < end {
+            if threads.iter().all(|t| t.is_finished()) {
+                threads.drain(..).for_each(|t| {
+                    let _ = t.join();
+                });
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn worker(shared: &Shared) {
+    loop {
+        let task = {
+            let mut q = shared.queue.lock().expect("pool queue lock");
+            loop {
+                if let Some(t) = q.tasks.pop_front() {
+                    break t;
+                }
+                if !q.open {
+                    return;
+                }
+                q = shared.ready.wait(q).expect("pool queue lock");
+            }
+        };
+        run_task(shared, task);
+    }
+}
+
+fn run_task(shared: &Shared, task: Task) {
+    let c = &shared.counters;
+    let start = Instant::now();
+    if task.reply.is_closed() {
+        c.cancelled.add(1);
+        return;
+    }
+    if task.deadline.is_some_and(|d| d <= start) {
+        c.expired.add(1);
+        let _ = task.reply.send(Err(TaskError::Expired));
+        return;
+    }
+    c.started.add(1);
+    c.wait.record(start - task.queued_at);
+    let (reply, deadline) = (&task.reply, task.deadline);
+    let stop = move || reply.is_closed() || deadline.is_some_and(|d| Instant::now() >= d);
+    let out = catch_unwind(AssertUnwindSafe(|| (task.job)(&stop)));
+    let ran = start.elapsed();
+    c.run.record(ran);
+    c.busy_us.add(ran.as_micros() as u64);
+    let out = match out {
+        Ok(v) => {
+            c.completed.add(1);
+            Ok(v)
+        }
+        Err(panic) => {
+            c.panicked.add(1);
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            tracing::error!(panic = %msg, "a pool task panicked; the thread carries on");
+            Err(TaskError::Panicked(msg))
+        }
+    };
+    let _ = task.reply.send(out);
+}
+
+/// Lowers this thread's scheduling priority by `nice` (Linux: per-thread niceness), so that
+/// runtime threads answering light requests win the CPU over pool threads doing heavy work.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority on our own thread id with a
+        // positive increment only lowers our own priority and reports failure by -1.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+        };
+        if rc != 0 {
+            tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower pool thread priority");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+impl Pool {
+    /// Writes the pool's Prometheus metrics (`offload_pool_*`).
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{header, sample};
+        let s = self.stats();
+        header(out, "offload_pool_threads", "gauge", "Worker threads in the pool.");
+        sample(out, "offload_pool_threads", "", s.threads);
+        header(out, "offload_pool_queue_depth", "gauge", "Tasks waiting in the pool queue.");
+        sample(out, "offload_pool_queue_depth", "", s.queue_depth);
+        header(out, "offload_pool_queue_capacity", "gauge", "Tasks the pool queue holds before it rejects.");
+        sample(out, "offload_pool_queue_capacity", "", s.max_queue);
+        header(out, "offload_pool_tasks_total", "counter", "Pool tasks by outcome.");
+        for (outcome, v) in [
+            ("submitted", s.submitted),
+            ("rejected", s.rejected),
+            ("started", s.started),
+            ("completed", s.completed),
+            ("expired", s.expired),
+            ("cancelled", s.cancelled),
+            ("panicked", s.panicked),
+        ] {
+            sample(out, "offload_pool_tasks_total", &format!("outcome=\"{outcome}\""), v);
+        }
+        header(out, "offload_pool_utilisation", "gauge", "Busy thread time over thread time since start.");
+        sample(out, "offload_pool_utilisation", "", format!("{:.4}", s.utilisation));
+        header(out, "offload_pool_wait_seconds", "histogram", "Time tasks waited in the queue before starting.");
+        self.shared.counters.wait.render(out, "offload_pool_wait_seconds", "");
+        header(out, "offload_pool_run_seconds", "histogram", "Time tasks ran on a pool thread.");
+        self.shared.counters.run.render(out, "offload_pool_run_seconds", "");
+    }
+}

@@ -1,0 +1,63 @@
+//! The pool's counters and histograms, and the snapshot [`PoolStats`] read from them.
+
+use std::time::Duration;
+
+use crate::metrics::{Counter, Histogram};
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub submitted: Counter,
+    pub rejected: Counter,
+    pub started: Counter,
+    pub completed: Counter,
+    pub expired: Counter,
+    pub cancelled: Counter,
+    pub panicked: Counter,
+    pub busy_us: Counter,
+    pub wait: Histogram,
+    pub run: Histogram,
+}
+
+/// A point-in-time view of a pool, for `/metrics` and tests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolStats {
+    pub threads: usize,
+    pub max_queue: usize,
+    /// Tasks waiting now.
+    pub queue_depth: usize,
+    /// Tasks accepted into the queue.
+    pub submitted: u64,
+    /// Submissions refused because the queue was full.
+    pub rejected: u64,
+    /// Tasks that began running (expired and cancelled ones never do).
+    pub started: u64,
+    /// Tasks that returned (including those that stopped early on their stop check).
+    pub completed: u64,
+    /// Tasks dropped unrun because their deadline passed while they waited.
+    pub expired: u64,
+    /// Tasks dropped unrun because their caller had gone.
+    pub cancelled: u64,
+    /// Tasks that panicked.
+    pub panicked: u64,
+    /// Busy thread time over available thread time since the pool started, 0..=1.
+    pub utilisation: f64,
+}
+
+impl Counters {
+    pub(super) fn snapshot(&self, depth: usize, threads: usize, max_queue: usize, up: Duration) -> PoolStats {
+        let avail = up.as_micros() as f64 * threads as f64;
+        PoolStats {
+            threads,
+            max_queue,
+            queue_depth: depth,
+            submitted: self.submitted.get(),
+            rejected: self.rejected.get(),
+            started: self.started.get(),
+            completed: self.completed.get(),
+            expired: self.expired.get(),
+            cancelled: self.cancelled.get(),
+            panicked: self.panicked.get(),
+            utilisation: if avail > 0.0 { (self.busy_us.get() as f64 / avail).min(1.0) } else { 0.0 },
+        }
+    }
+}
