@@ -1,6 +1,18 @@
+//! The `offload` executable: parse flags, set up logging, run the subcommand, and map its
+//! outcome to an exit code.
+
+use std::process::ExitCode;
+
 use clap::Parser;
 
-fn main() -> std::process::ExitCode {
-    let _cli = offload::cli::Cli::parse();
-    std::process::ExitCode::SUCCESS
+fn main() -> ExitCode {
+    let cli = offload::cli::Cli::parse();
+    offload::cli::init_tracing();
+    match offload::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("offload: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,1 +1,95 @@
-//! The gateway router.
+//! The gateway: the axum router for `/heavy`, `/health` and `/metrics`, its shared state,
+//! and [`serve`], which runs it on a listener until a shutdown future completes.
+
+mod error;
+mod heavy;
+mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{OriginalUri, State};
+use axum::http::{Method, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+pub use error::{ApiError, RETRY_AFTER_SECS};
+pub use metrics::RequestMetrics;
+
+use crate::strategy::Strategy;
+use crate::work::Limits;
+
+/// Request limits and deadlines of a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub limits: Limits,
+    /// How long a heavy request may take, queueing included.
+    pub timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    pub max_body: usize,
+    /// Largest accepted query string, in bytes.
+    pub max_query: usize,
+    /// How long shutdown waits for work in hand.
+    pub grace: Duration,
+}
+
+/// The state every handler sees.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<GatewayConfig>,
+    pub strategy: Arc<Strategy>,
+    pub metrics: Arc<RequestMetrics>,
+}
+
+impl AppState {
+    pub fn new(config: GatewayConfig, strategy: Strategy) -> AppState {
+        AppState { config: Arc::new(config), strategy: Arc::new(strategy), metrics: Arc::default() }
+    }
+}
+
+/// The gateway's router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/heavy", get(heavy::get).post(heavy::post))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}
+
+async fn health(State(app): State<AppState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok", "strategy": app.strategy.name().as_str()}))
+}
+
+async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
+    let mut out = String::with_capacity(16 * 1024);
+    app.metrics.render(&mut out);
+    app.strategy.render_metrics(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+}
+
+async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NotFound(uri.path().chars().take(128).collect())
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then stops taking
+/// connections, lets requests in flight finish, and drains the strategy.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let strategy = state.strategy.clone();
+    let grace = state.config.grace;
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
+    tokio::task::spawn_blocking(move || strategy.drain(grace)).await.ok();
+    Ok(())
+}

@@ -1,1 +1,167 @@
-//! The strategies: one file each, one enum over them.
+//! The strategies: the ways a `/heavy` request's work can run. One file each, one enum over
+//! them; every strategy gives the same result for the same work.
+
+mod blocking;
+mod inline;
+mod pool;
+mod spawn;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::work::{Chunk, Stopped, Work, combine};
+
+pub use self::pool::PoolStrategy;
+pub use blocking::Blocking;
+pub use inline::Inline;
+pub use spawn::Spawn;
+
+/// The strategy names, as given to `offload serve --strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Name {
+    /// On the runtime's worker threads, in the handler. The anti-pattern: it stalls every
+    /// other request on that thread. Built to be measured, not used.
+    Inline,
+    /// A fresh OS thread per chunk, per request; nothing bounds the total.
+    Spawn,
+    /// tokio's spawn_blocking with its defaults (up to 512 threads, unbounded queue).
+    Blocking,
+    /// A fixed pool of threads with a bounded queue, deadlines and cancellation.
+    Pool,
+}
+
+impl Name {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Name::Inline => "inline",
+            Name::Spawn => "spawn",
+            Name::Blocking => "blocking",
+            Name::Pool => "pool",
+        }
+    }
+}
+
+/// A finished request's result and where its time went.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Done {
+    pub result: u64,
+    /// From the request's hand-off to the first chunk starting.
+    pub wait: Duration,
+    /// From the first chunk starting to the last one ending.
+    pub run: Duration,
+}
+
+/// Why a strategy produced no result.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("the pool queue is full")]
+    Overloaded,
+    #[error("no thread could be started: {0}")]
+    NoThread(std::io::Error),
+    #[error("the deadline passed before the work finished")]
+    Expired,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("the work panicked: {0}")]
+    Panicked(String),
+}
+
+/// One strategy, ready to run work.
+#[derive(Debug)]
+pub enum Strategy {
+    Inline(Inline),
+    Spawn(Spawn),
+    Blocking(Blocking),
+    Pool(PoolStrategy),
+}
+
+impl Strategy {
+    pub fn name(&self) -> Name {
+        match self {
+            Strategy::Inline(_) => Name::Inline,
+            Strategy::Spawn(_) => Name::Spawn,
+            Strategy::Blocking(_) => Name::Blocking,
+            Strategy::Pool(_) => Name::Pool,
+        }
+    }
+
+    /// Runs `work`, giving up at `deadline`.
+    ///
+    /// # Errors
+    /// [`ExecError`] when the work could not run or finish.
+    pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
+        match self {
+            Strategy::Inline(s) => s.run(work, deadline),
+            Strategy::Spawn(s) => s.run(work, deadline).await,
+            Strategy::Blocking(s) => s.run(work, deadline).await,
+            Strategy::Pool(s) => s.run(work, deadline).await,
+        }
+    }
+
+    /// Writes strategy-specific Prometheus metrics (the pool's queue and times).
+    pub fn render_metrics(&self, out: &mut String) {
+        if let Strategy::Pool(p) = self {
+            p.pool().render_metrics(out);
+        }
+    }
+
+    /// Stops intake and waits up to `grace` for work in hand to finish.
+    pub fn drain(&self, grace: Duration) {
+        if let Strategy::Pool(p) = self {
+            if !p.pool().drain(grace) {
+                tracing::warn!(?grace, "pool threads still busy after the grace period");
+            }
+        }
+    }
+}
+
+/// What one chunk reports back: its result and when it ran.
+type ChunkOutcome = (Result<u64, Stopped>, Instant, Instant);
+
+/// Runs a chunk on the calling thread and times it.
+fn run_chunk(chunk: &Chunk, stop: &dyn Fn() -> bool) -> ChunkOutcome {
+    let start = Instant::now();
+    let r = chunk.run(stop);
+    (r, start, Instant::now())
+}
+
+/// Folds chunk outcomes into a [`Done`]; any stopped chunk means the deadline passed (the
+/// other reason to stop, a gone client, leaves nobody to answer).
+fn finish(handed_off: Instant, outcomes: &[ChunkOutcome]) -> Result<Done, ExecError> {
+    let mut parts = Vec::with_capacity(outcomes.len());
+    for (r, _, _) in outcomes {
+        parts.push(r.map_err(|Stopped| ExecError::Expired)?);
+    }
+    let first = outcomes.iter().map(|o| o.1).min().unwrap_or(handed_off);
+    let last = outcomes.iter().map(|o| o.2).max().unwrap_or(first);
+    Ok(Done { result: combine(&parts), wait: first.saturating_duration_since(handed_off), run: last - first })
+}
+
+/// Set when the request that owns some threads goes away (its future is dropped), so the
+/// threads' stop check sees it and they give up early.
+#[derive(Debug, Clone, Default)]
+struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// A guard that sets the flag when dropped: on return, on error and on cancellation.
+    fn guard(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+}
+
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The stop check of threads owned by a request: its deadline passed or it was dropped.
+fn stop_check(cancel: Cancel, deadline: Instant) -> impl Fn() -> bool + Send + Sync + 'static {
+    move || cancel.is_set() || Instant::now() >= deadline
+}

@@ -1,0 +1,153 @@
+//! `offload serve`: the gateway with one strategy.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{cores, parse_duration, shutdown_signal};
+use crate::gateway::{self, AppState, GatewayConfig};
+use crate::pool::{Pool, PoolConfig};
+use crate::strategy::{Blocking, Inline, Name, PoolStrategy, Spawn, Strategy};
+use crate::work::{self, HashParams, Limits};
+
+/// Flags of `offload serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// How `/heavy` runs its work. `inline` is the anti-pattern (it stalls the server) and is
+    /// there to be measured.
+    #[arg(long, value_enum, default_value = "pool", env = "OFFLOAD_STRATEGY")]
+    pub strategy: Name,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", env = "OFFLOAD_BIND")]
+    pub bind: IpAddr,
+    /// Port to listen on (0: any free port; the address is printed on stdout).
+    #[arg(long, default_value_t = 3000, env = "OFFLOAD_PORT")]
+    pub port: u16,
+    /// Runtime worker threads [default: cores].
+    #[arg(long, env = "OFFLOAD_RUNTIME_THREADS")]
+    pub runtime_threads: Option<usize>,
+    /// Pool threads (`pool`) [default: cores].
+    #[arg(long, env = "OFFLOAD_THREADS")]
+    pub threads: Option<usize>,
+    /// Chunks each request's work is split into (`pool`, `spawn`) [default: pool threads or cores].
+    #[arg(long, env = "OFFLOAD_SPLIT")]
+    pub split: Option<usize>,
+    /// Chunks that may wait in the pool queue; past it, 503 with Retry-After at once.
+    #[arg(long, default_value_t = 1024, env = "OFFLOAD_MAX_QUEUE")]
+    pub max_queue: usize,
+    /// Niceness added to pool threads, so light requests win the CPU over heavy work (Linux).
+    #[arg(long, default_value_t = 0, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub nice: i32,
+    /// Deadline of a heavy request, queueing included (504 past it).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "OFFLOAD_TIMEOUT")]
+    pub timeout: Duration,
+    /// How long shutdown waits for work in hand.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "OFFLOAD_GRACE")]
+    pub grace: Duration,
+    /// Largest accepted request body in bytes (413 past it).
+    #[arg(long, default_value_t = 16 * 1024, env = "OFFLOAD_MAX_BODY")]
+    pub max_body: usize,
+    /// Largest accepted query string in bytes (414 past it).
+    #[arg(long, default_value_t = 2048, env = "OFFLOAD_MAX_QUERY")]
+    pub max_query: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Bounds on work sizes and the cost of `hash`.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest `n` for `count`.
+    #[arg(long, default_value_t = work::DEFAULT_MAX_COUNT, env = "OFFLOAD_MAX_COUNT")]
+    pub max_count: u64,
+    /// Largest `n` for `primes`.
+    #[arg(long, default_value_t = work::DEFAULT_MAX_PRIMES, env = "OFFLOAD_MAX_PRIMES")]
+    pub max_primes: u64,
+    /// Largest `n` (number of hashes) for `hash`.
+    #[arg(long, default_value_t = work::DEFAULT_MAX_HASHES, env = "OFFLOAD_MAX_HASHES")]
+    pub max_hashes: u64,
+    /// Memory per argon2id hash, in KiB.
+    #[arg(long, default_value_t = HashParams::default().memory_kib, env = "OFFLOAD_HASH_MEMORY_KIB")]
+    pub hash_memory_kib: u32,
+    /// Passes per argon2id hash.
+    #[arg(long, default_value_t = HashParams::default().iterations, env = "OFFLOAD_HASH_ITERATIONS")]
+    pub hash_iterations: u32,
+    /// Accept `work=fault`, a task that panics (for fault drills and tests).
+    #[arg(long, hide = true, env = "OFFLOAD_ALLOW_FAULT")]
+    pub allow_fault: bool,
+}
+
+impl LimitArgs {
+    /// # Errors
+    /// A message naming the setting out of range.
+    pub fn to_limits(&self) -> anyhow::Result<Limits> {
+        let limits = Limits {
+            max_count: self.max_count,
+            max_primes: self.max_primes,
+            max_hashes: self.max_hashes,
+            hash: HashParams { memory_kib: self.hash_memory_kib, iterations: self.hash_iterations },
+            allow_fault: self.allow_fault,
+        };
+        limits.validate().map_err(anyhow::Error::msg)?;
+        Ok(limits)
+    }
+}
+
+fn positive(name: &str, v: Option<usize>, default: usize) -> anyhow::Result<usize> {
+    match v {
+        Some(0) => anyhow::bail!("--{name} must be at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let limits = args.limits.to_limits()?;
+    let runtime_threads = positive("runtime-threads", args.runtime_threads, cores())?;
+    let threads = positive("threads", args.threads, cores())?;
+    let split = positive("split", args.split, threads)?;
+    if args.max_queue == 0 {
+        anyhow::bail!("--max-queue must be at least 1");
+    }
+    if args.timeout.is_zero() {
+        anyhow::bail!("--timeout must be more than zero");
+    }
+    let strategy = match args.strategy {
+        Name::Inline => Strategy::Inline(Inline),
+        Name::Spawn => Strategy::Spawn(Spawn { split }),
+        Name::Blocking => Strategy::Blocking(Blocking),
+        Name::Pool => {
+            let pool = Pool::new(PoolConfig { threads, max_queue: args.max_queue, nice: args.nice, name: "offload-pool".into() })
+                .context("starting the pool threads")?;
+            Strategy::Pool(PoolStrategy::new(Arc::new(pool), split))
+        }
+    };
+    let config = GatewayConfig {
+        limits,
+        timeout: args.timeout,
+        max_body: args.max_body,
+        max_query: args.max_query,
+        grace: args.grace,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(runtime_threads)
+        .thread_name("offload-rt")
+        .enable_all()
+        .build()
+        .context("building the async runtime")?;
+    let addr = SocketAddr::new(args.bind, args.port);
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        // The first line on stdout says where we listen: the bench and tests read it.
+        println!("offload serve: listening on http://{local} (strategy {})", args.strategy.as_str());
+        tracing::info!(%local, strategy = args.strategy.as_str(), runtime_threads, threads, split, "gateway ready");
+        gateway::serve(listener, AppState::new(config, strategy), shutdown_signal()).await.context("serving")?;
+        tracing::info!("gateway stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}

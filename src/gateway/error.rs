@@ -1,0 +1,77 @@
+//! The one error type of the HTTP API: every failure becomes a JSON body
+//! `{"error": {"code": "...", "message": "..."}}` with the right status. Client mistakes
+//! (4xx) say what was wrong; server failures (5xx) are logged once and say little.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::strategy::ExecError;
+use crate::work::SpecError;
+
+/// Seconds a client is asked to wait after a 503: long enough for a few heavy requests to
+/// finish and free their places in the queue.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("content-type must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is over the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the request body could not be read: {0}")]
+    BadBody(String),
+    #[error("the query string is over the limit of {0} bytes")]
+    UriTooLong(usize),
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Spec(e) => (StatusCode::BAD_REQUEST, e.code()),
+            ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "query_too_long"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Exec(e) => match e {
+                ExecError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+                ExecError::NoThread(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_thread"),
+                ExecError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+                ExecError::Expired => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+                ExecError::Panicked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::Exec(ExecError::Panicked(_)) => {
+                tracing::error!(error = %self, "request failed");
+                "the work failed on the server".to_string()
+            }
+            ApiError::Exec(ExecError::NoThread(_)) => {
+                tracing::error!(error = %self, "request failed");
+                "no thread could be started for the work; retry later".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}

@@ -1,0 +1,72 @@
+//! `GET /heavy` and `POST /heavy`: parse the work spec (never running bad specs), hand the
+//! work to the strategy, answer with its result and where the time went.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::work::Work;
+
+pub(super) async fn get(State(app): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let query = query.unwrap_or_default();
+    if query.len() > app.config.max_query {
+        return Err(ApiError::UriTooLong(app.config.max_query));
+    }
+    let work = Work::from_query(&query, &app.config.limits)?;
+    execute(&app, work).await
+}
+
+pub(super) async fn post(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    if !is_json(&headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let limit = app.config.max_body;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BodyTooLarge(limit));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // to_bytes fails with a length-limit error when a chunked body runs over.
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            ApiError::BodyTooLarge(limit)
+        } else {
+            ApiError::BadBody(e.to_string())
+        }
+    })?;
+    let work = Work::from_json(&bytes, &app.config.limits)?;
+    execute(&app, work).await
+}
+
+/// `application/json`, with or without parameters such as `charset=utf-8`.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn execute(app: &AppState, work: Work) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + app.config.timeout;
+    let _in_flight = app.metrics.in_flight();
+    // The timeout stops waiting at the deadline; dropping the strategy's future cancels
+    // its queued chunks and tells running ones to stop.
+    let done = match tokio::time::timeout_at(deadline.into(), app.strategy.run(work, deadline)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(crate::strategy::ExecError::Expired.into()),
+    };
+    Ok(axum::Json(json!({
+        "strategy": app.strategy.name().as_str(),
+        "work": work.kind().name(),
+        "n": work.n(),
+        "result": done.result,
+        "wait_us": done.wait.as_micros() as u64,
+        "run_us": done.run.as_micros() as u64,
+    }))
+    .into_response())
+}
