@@ -8,8 +8,8 @@ use std::time::Duration;
 /// Upper bounds of the histogram buckets in seconds: 50 µs to 60 s, about 2.5x apart,
 /// covering a pool hand-off at the bottom and a deadline-bound heavy request at the top.
 pub const BUCKETS: [f64; 18] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 60.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 60.0,
 ];
 
 /// A monotonic counter.
@@ -51,7 +51,10 @@ pub struct Histogram {
 impl Histogram {
     pub fn record(&self, d: Duration) {
         let s = d.as_secs_f64();
-        let i = BUCKETS.iter().position(|&b| s <= b).unwrap_or(BUCKETS.len());
+        let i = BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(BUCKETS.len());
         self.counts[i].fetch_add(1, Relaxed);
         self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
     }
@@ -72,8 +75,16 @@ impl Histogram {
         }
         cum += self.counts[BUCKETS.len()].load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            self.sum_us.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{braces} {cum}");
     }
 }
@@ -105,10 +116,22 @@ mod tests {
         h.record(Duration::from_secs(100));
         let mut s = String::new();
         h.render(&mut s, "x_seconds", "route=\"/a\"");
-        assert!(s.contains("x_seconds_bucket{route=\"/a\",le=\"0.00005\"} 1\n"), "{s}");
-        assert!(s.contains("x_seconds_bucket{route=\"/a\",le=\"0.005\"} 2\n"), "{s}");
-        assert!(s.contains("x_seconds_bucket{route=\"/a\",le=\"60\"} 2\n"), "{s}");
-        assert!(s.contains("x_seconds_bucket{route=\"/a\",le=\"+Inf\"} 3\n"), "{s}");
+        assert!(
+            s.contains("x_seconds_bucket{route=\"/a\",le=\"0.00005\"} 1\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("x_seconds_bucket{route=\"/a\",le=\"0.005\"} 2\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("x_seconds_bucket{route=\"/a\",le=\"60\"} 2\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("x_seconds_bucket{route=\"/a\",le=\"+Inf\"} 3\n"),
+            "{s}"
+        );
         assert!(s.contains("x_seconds_count{route=\"/a\"} 3\n"), "{s}");
         assert_eq!(h.count(), 3);
     }

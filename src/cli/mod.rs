@@ -60,7 +60,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     } else {
         (t, 1.0)
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("{text:?} is not a duration (like 250ms, 30s, 2m)"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 250ms, 30s, 2m)"))?;
     if !v.is_finite() || v < 0.0 {
         return Err(format!("{text:?}: a duration must be zero or more"));
     }

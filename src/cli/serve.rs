@@ -89,7 +89,10 @@ impl LimitArgs {
             max_count: self.max_count,
             max_primes: self.max_primes,
             max_hashes: self.max_hashes,
-            hash: HashParams { memory_kib: self.hash_memory_kib, iterations: self.hash_iterations },
+            hash: HashParams {
+                memory_kib: self.hash_memory_kib,
+                iterations: self.hash_iterations,
+            },
             allow_fault: self.allow_fault,
         };
         limits.validate().map_err(anyhow::Error::msg)?;
@@ -121,8 +124,13 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Name::Spawn => Strategy::Spawn(Spawn { split }),
         Name::Blocking => Strategy::Blocking(Blocking),
         Name::Pool => {
-            let pool = Pool::new(PoolConfig { threads, max_queue: args.max_queue, nice: args.nice, name: "offload-pool".into() })
-                .context("starting the pool threads")?;
+            let pool = Pool::new(PoolConfig {
+                threads,
+                max_queue: args.max_queue,
+                nice: args.nice,
+                name: "offload-pool".into(),
+            })
+            .context("starting the pool threads")?;
             Strategy::Pool(PoolStrategy::new(Arc::new(pool), split))
         }
     };

@@ -37,7 +37,9 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Spec(e) => (StatusCode::BAD_REQUEST, e.code()),
-            ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
             ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "query_too_long"),
@@ -68,9 +70,14 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut resp = (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response();
+        let mut resp = (
+            status,
+            axum::Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         resp
     }

@@ -12,7 +12,10 @@ use serde_json::json;
 use super::{ApiError, AppState};
 use crate::work::Work;
 
-pub(super) async fn get(State(app): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub(super) async fn get(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let query = query.unwrap_or_default();
     if query.len() > app.config.max_query {
         return Err(ApiError::UriTooLong(app.config.max_query));
@@ -21,18 +24,25 @@ pub(super) async fn get(State(app): State<AppState>, RawQuery(query): RawQuery) 
     execute(&app, work).await
 }
 
-pub(super) async fn post(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub(super) async fn post(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let limit = app.config.max_body;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::BodyTooLarge(limit));
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         // to_bytes fails with a length-limit error when a chunked body runs over.
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
             ApiError::BodyTooLarge(limit)
         } else {
             ApiError::BadBody(e.to_string())
@@ -56,10 +66,11 @@ async fn execute(app: &AppState, work: Work) -> Result<Response, ApiError> {
     let _in_flight = app.metrics.in_flight();
     // The timeout stops waiting at the deadline; dropping the strategy's future cancels
     // its queued chunks and tells running ones to stop.
-    let done = match tokio::time::timeout_at(deadline.into(), app.strategy.run(work, deadline)).await {
-        Ok(r) => r?,
-        Err(_) => return Err(crate::strategy::ExecError::Expired.into()),
-    };
+    let done =
+        match tokio::time::timeout_at(deadline.into(), app.strategy.run(work, deadline)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(crate::strategy::ExecError::Expired.into()),
+        };
     Ok(axum::Json(json!({
         "strategy": app.strategy.name().as_str(),
         "work": work.kind().name(),

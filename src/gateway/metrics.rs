@@ -49,18 +49,52 @@ impl RequestMetrics {
     }
 
     pub fn render(&self, out: &mut String) {
-        header(out, "offload_http_in_flight", "gauge", "Heavy requests being worked on now.");
+        header(
+            out,
+            "offload_http_in_flight",
+            "gauge",
+            "Heavy requests being worked on now.",
+        );
         sample(out, "offload_http_in_flight", "", self.in_flight.get());
-        header(out, "offload_work_handed_off_total", "counter", "Heavy requests with valid work handed to the strategy.");
-        sample(out, "offload_work_handed_off_total", "", self.handed_off.get());
+        header(
+            out,
+            "offload_work_handed_off_total",
+            "counter",
+            "Heavy requests with valid work handed to the strategy.",
+        );
+        sample(
+            out,
+            "offload_work_handed_off_total",
+            "",
+            self.handed_off.get(),
+        );
         let map = self.by_route.lock().expect("metrics lock").clone();
-        header(out, "offload_http_requests_total", "counter", "HTTP requests by route and status.");
+        header(
+            out,
+            "offload_http_requests_total",
+            "counter",
+            "HTTP requests by route and status.",
+        );
         for ((route, status), h) in &map {
-            sample(out, "offload_http_requests_total", &format!("route=\"{route}\",status=\"{status}\""), h.count());
+            sample(
+                out,
+                "offload_http_requests_total",
+                &format!("route=\"{route}\",status=\"{status}\""),
+                h.count(),
+            );
         }
-        header(out, "offload_http_request_duration_seconds", "histogram", "HTTP request latency by route and status.");
+        header(
+            out,
+            "offload_http_request_duration_seconds",
+            "histogram",
+            "HTTP request latency by route and status.",
+        );
         for ((route, status), h) in &map {
-            h.render(out, "offload_http_request_duration_seconds", &format!("route=\"{route}\",status=\"{status}\""));
+            h.render(
+                out,
+                "offload_http_request_duration_seconds",
+                &format!("route=\"{route}\",status=\"{status}\""),
+            );
         }
     }
 }
@@ -69,7 +103,11 @@ impl RequestMetrics {
 /// so a scan of random paths cannot grow the label set without bound).
 pub(super) async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
     let resp = next.run(req).await;
     app.metrics.record(&route, resp.status().as_u16(), start);
     resp

@@ -46,7 +46,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: GatewayConfig, strategy: Strategy) -> AppState {
-        AppState { config: Arc::new(config), strategy: Arc::new(strategy), metrics: Arc::default() }
+        AppState {
+            config: Arc::new(config),
+            strategy: Arc::new(strategy),
+            metrics: Arc::default(),
+        }
     }
 }
 
@@ -58,7 +62,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -70,7 +77,13 @@ async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(16 * 1024);
     app.metrics.render(&mut out);
     app.strategy.render_metrics(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
 }
 
 async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
@@ -86,10 +99,18 @@ async fn method_not_allowed(method: Method) -> ApiError {
 ///
 /// # Errors
 /// An I/O error from the listener.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let strategy = state.strategy.clone();
     let grace = state.config.grace;
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
-    tokio::task::spawn_blocking(move || strategy.drain(grace)).await.ok();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tokio::task::spawn_blocking(move || strategy.drain(grace))
+        .await
+        .ok();
     Ok(())
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-pub use stats::PoolStats;
 use stats::Counters;
+pub use stats::PoolStats;
 
 /// What a task receives: call it now and then; true means "give up, nobody wants the result".
 pub type StopCheck<'a> = &'a dyn Fn() -> bool;
@@ -88,7 +88,10 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("threads", &self.size).field("max_queue", &self.shared.max_queue).finish()
+        f.debug_struct("Pool")
+            .field("threads", &self.size)
+            .field("max_queue", &self.shared.max_queue)
+            .finish()
     }
 }
 
@@ -102,9 +105,14 @@ pub struct Handle<T> {
 
 impl<T: Send + 'static> std::future::Future for Handle<T> {
     type Output = Result<T, TaskError>;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| match r {
-            Ok(Ok(any)) => Ok(*any.downcast::<T>().expect("a handle gets its own task's type")),
+            Ok(Ok(any)) => Ok(*any
+                .downcast::<T>()
+                .expect("a handle gets its own task's type")),
             Ok(Err(e)) => Err(e),
             // The worker dropped the sender without replying: only on a shut-down pool.
             Err(_) => Err(TaskError::Stopped),
@@ -120,19 +128,29 @@ impl Pool {
     pub fn new(config: PoolConfig) -> std::io::Result<Pool> {
         let threads = config.threads.max(1);
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { tasks: VecDeque::with_capacity(config.max_queue.min(65_536)), open: true }),
+            queue: Mutex::new(Queue {
+                tasks: VecDeque::with_capacity(config.max_queue.min(65_536)),
+                open: true,
+            }),
             ready: Condvar::new(),
             max_queue: config.max_queue,
             counters: Counters::default(),
         });
-        let pool = Pool { shared: shared.clone(), threads: Mutex::new(Vec::new()), size: threads, created: Instant::now() };
+        let pool = Pool {
+            shared: shared.clone(),
+            threads: Mutex::new(Vec::new()),
+            size: threads,
+            created: Instant::now(),
+        };
         for i in 0..threads {
             let shared = shared.clone();
             let nice = config.nice;
-            let handle = std::thread::Builder::new().name(format!("{}-{i}", config.name)).spawn(move || {
-                lower_priority(nice);
-                worker(&shared);
-            });
+            let handle = std::thread::Builder::new()
+                .name(format!("{}-{i}", config.name))
+                .spawn(move || {
+                    lower_priority(nice);
+                    worker(&shared);
+                });
             match handle {
                 Ok(h) => pool.threads.lock().expect("pool thread list").push(h),
                 Err(e) => {
@@ -167,7 +185,11 @@ impl Pool {
     ///
     /// # Errors
     /// [`SubmitError`] when they do not all fit, or the pool is shutting down.
-    pub fn submit_all<T, F>(&self, deadline: Option<Instant>, fs: Vec<F>) -> Result<Vec<Handle<T>>, SubmitError>
+    pub fn submit_all<T, F>(
+        &self,
+        deadline: Option<Instant>,
+        fs: Vec<F>,
+    ) -> Result<Vec<Handle<T>>, SubmitError>
     where
         T: Send + 'static,
         F: FnOnce(StopCheck<'_>) -> T + Send + 'static,
@@ -185,8 +207,16 @@ impl Pool {
         for f in fs {
             let (tx, rx) = oneshot::channel();
             let job: Job = Box::new(move |stop| Box::new(f(stop)) as Box<dyn std::any::Any + Send>);
-            q.tasks.push_back(Task { job, deadline, queued_at: now, reply: tx });
-            handles.push(Handle { rx, _t: std::marker::PhantomData });
+            q.tasks.push_back(Task {
+                job,
+                deadline,
+                queued_at: now,
+                reply: tx,
+            });
+            handles.push(Handle {
+                rx,
+                _t: std::marker::PhantomData,
+            });
         }
         self.shared.counters.submitted.add(handles.len() as u64);
         drop(q);
@@ -200,8 +230,19 @@ impl Pool {
 
     /// A snapshot of the pool's counters, histograms and utilisation.
     pub fn stats(&self) -> PoolStats {
-        let depth = self.shared.queue.lock().expect("pool queue lock").tasks.len();
-        self.shared.counters.snapshot(depth, self.size, self.shared.max_queue, self.created.elapsed())
+        let depth = self
+            .shared
+            .queue
+            .lock()
+            .expect("pool queue lock")
+            .tasks
+            .len();
+        self.shared.counters.snapshot(
+            depth,
+            self.size,
+            self.shared.max_queue,
+            self.created.elapsed(),
+        )
     }
 
     /// Stops intake: later submissions fail with [`SubmitError::ShuttingDown`]. Queued tasks
@@ -257,13 +298,14 @@ fn worker(shared: &Shared) {
 fn run_task(shared: &Shared, task: Task) {
     let c = &shared.counters;
     let start = Instant::now();
-    if task.reply.is_closed() {
-        c.cancelled.add(1);
-        return;
-    }
+    // Deadline first: a caller that gave up because its deadline passed counts as expired.
     if task.deadline.is_some_and(|d| d <= start) {
         c.expired.add(1);
         let _ = task.reply.send(Err(TaskError::Expired));
+        return;
+    }
+    if task.reply.is_closed() {
+        c.cancelled.add(1);
         return;
     }
     c.started.add(1);
@@ -321,13 +363,33 @@ impl Pool {
     pub fn render_metrics(&self, out: &mut String) {
         use crate::metrics::{header, sample};
         let s = self.stats();
-        header(out, "offload_pool_threads", "gauge", "Worker threads in the pool.");
+        header(
+            out,
+            "offload_pool_threads",
+            "gauge",
+            "Worker threads in the pool.",
+        );
         sample(out, "offload_pool_threads", "", s.threads);
-        header(out, "offload_pool_queue_depth", "gauge", "Tasks waiting in the pool queue.");
+        header(
+            out,
+            "offload_pool_queue_depth",
+            "gauge",
+            "Tasks waiting in the pool queue.",
+        );
         sample(out, "offload_pool_queue_depth", "", s.queue_depth);
-        header(out, "offload_pool_queue_capacity", "gauge", "Tasks the pool queue holds before it rejects.");
+        header(
+            out,
+            "offload_pool_queue_capacity",
+            "gauge",
+            "Tasks the pool queue holds before it rejects.",
+        );
         sample(out, "offload_pool_queue_capacity", "", s.max_queue);
-        header(out, "offload_pool_tasks_total", "counter", "Pool tasks by outcome.");
+        header(
+            out,
+            "offload_pool_tasks_total",
+            "counter",
+            "Pool tasks by outcome.",
+        );
         for (outcome, v) in [
             ("submitted", s.submitted),
             ("rejected", s.rejected),
@@ -337,13 +399,44 @@ impl Pool {
             ("cancelled", s.cancelled),
             ("panicked", s.panicked),
         ] {
-            sample(out, "offload_pool_tasks_total", &format!("outcome=\"{outcome}\""), v);
+            sample(
+                out,
+                "offload_pool_tasks_total",
+                &format!("outcome=\"{outcome}\""),
+                v,
+            );
         }
-        header(out, "offload_pool_utilisation", "gauge", "Busy thread time over thread time since start.");
-        sample(out, "offload_pool_utilisation", "", format!("{:.4}", s.utilisation));
-        header(out, "offload_pool_wait_seconds", "histogram", "Time tasks waited in the queue before starting.");
-        self.shared.counters.wait.render(out, "offload_pool_wait_seconds", "");
-        header(out, "offload_pool_run_seconds", "histogram", "Time tasks ran on a pool thread.");
-        self.shared.counters.run.render(out, "offload_pool_run_seconds", "");
+        header(
+            out,
+            "offload_pool_utilisation",
+            "gauge",
+            "Busy thread time over thread time since start.",
+        );
+        sample(
+            out,
+            "offload_pool_utilisation",
+            "",
+            format!("{:.4}", s.utilisation),
+        );
+        header(
+            out,
+            "offload_pool_wait_seconds",
+            "histogram",
+            "Time tasks waited in the queue before starting.",
+        );
+        self.shared
+            .counters
+            .wait
+            .render(out, "offload_pool_wait_seconds", "");
+        header(
+            out,
+            "offload_pool_run_seconds",
+            "histogram",
+            "Time tasks ran on a pool thread.",
+        );
+        self.shared
+            .counters
+            .run
+            .render(out, "offload_pool_run_seconds", "");
     }
 }

@@ -44,7 +44,13 @@ pub struct PoolStats {
 }
 
 impl Counters {
-    pub(super) fn snapshot(&self, depth: usize, threads: usize, max_queue: usize, up: Duration) -> PoolStats {
+    pub(super) fn snapshot(
+        &self,
+        depth: usize,
+        threads: usize,
+        max_queue: usize,
+        up: Duration,
+    ) -> PoolStats {
         let avail = up.as_micros() as f64 * threads as f64;
         PoolStats {
             threads,
@@ -57,7 +63,11 @@ impl Counters {
             expired: self.expired.get(),
             cancelled: self.cancelled.get(),
             panicked: self.panicked.get(),
-            utilisation: if avail > 0.0 { (self.busy_us.get() as f64 / avail).min(1.0) } else { 0.0 },
+            utilisation: if avail > 0.0 {
+                (self.busy_us.get() as f64 / avail).min(1.0)
+            } else {
+                0.0
+            },
         }
     }
 }

@@ -7,7 +7,13 @@ use std::time::{Duration, Instant};
 use super::*;
 
 fn pool(threads: usize, max_queue: usize) -> Pool {
-    Pool::new(PoolConfig { threads, max_queue, nice: 0, name: "test-pool".into() }).unwrap()
+    Pool::new(PoolConfig {
+        threads,
+        max_queue,
+        nice: 0,
+        name: "test-pool".into(),
+    })
+    .unwrap()
 }
 
 /// Occupies the pool's one thread until the returned barrier is passed.
@@ -29,7 +35,12 @@ fn block(p: &Pool) -> (Arc<Barrier>, Handle<()>) {
 #[tokio::test]
 async fn runs_tasks_and_returns_values() {
     let p = pool(2, 16);
-    let hs = p.submit_all(None, (0..8u64).map(|i| move |_: StopCheck<'_>| i * i).collect()).unwrap();
+    let hs = p
+        .submit_all(
+            None,
+            (0..8u64).map(|i| move |_: StopCheck<'_>| i * i).collect(),
+        )
+        .unwrap();
     let mut out = Vec::new();
     for h in hs {
         out.push(h.await.unwrap());
@@ -60,9 +71,12 @@ async fn expired_task_never_runs() {
     let (gate, running) = block(&p);
     let r = ran.clone();
     let h = p
-        .submit(Some(Instant::now() + Duration::from_millis(20)), move |_| {
-            r.fetch_add(1, Ordering::SeqCst);
-        })
+        .submit(
+            Some(Instant::now() + Duration::from_millis(20)),
+            move |_| {
+                r.fetch_add(1, Ordering::SeqCst);
+            },
+        )
         .unwrap();
     std::thread::sleep(Duration::from_millis(50));
     gate.wait();
@@ -79,7 +93,9 @@ async fn dropped_handle_means_the_task_never_runs() {
     let ran = Arc::new(AtomicUsize::new(0));
     let (gate, running) = block(&p);
     let r = ran.clone();
-    let h = p.submit(None, move |_| r.fetch_add(1, Ordering::SeqCst)).unwrap();
+    let h = p
+        .submit(None, move |_| r.fetch_add(1, Ordering::SeqCst))
+        .unwrap();
     drop(h);
     gate.wait();
     running.await.unwrap();
@@ -95,7 +111,10 @@ async fn running_task_sees_its_deadline_through_the_stop_check() {
         .submit(Some(Instant::now() + Duration::from_millis(30)), |stop| {
             let start = Instant::now();
             while !stop() {
-                assert!(start.elapsed() < Duration::from_secs(10), "stop check never fired");
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "stop check never fired"
+                );
                 std::hint::spin_loop();
             }
             start.elapsed()
@@ -118,10 +137,18 @@ async fn panic_is_reported_and_the_thread_survives() {
 async fn drain_finishes_queued_work_and_refuses_new() {
     let p = pool(1, 8);
     let hs = p
-        .submit_all(None, (0..4).map(|_| |_: StopCheck<'_>| std::thread::sleep(Duration::from_millis(10))).collect())
+        .submit_all(
+            None,
+            (0..4)
+                .map(|_| |_: StopCheck<'_>| std::thread::sleep(Duration::from_millis(10)))
+                .collect(),
+        )
         .unwrap();
     assert!(p.drain(Duration::from_secs(5)));
-    assert_eq!(p.submit(None, |_| ()).unwrap_err(), SubmitError::ShuttingDown);
+    assert_eq!(
+        p.submit(None, |_| ()).unwrap_err(),
+        SubmitError::ShuttingDown
+    );
     for h in hs {
         h.await.unwrap();
     }

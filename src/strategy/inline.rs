@@ -20,7 +20,13 @@ impl Inline {
     /// [`ExecError::Expired`] when the deadline passed mid-run.
     pub fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
         let start = Instant::now();
-        let result = work.run(&|| Instant::now() >= deadline).map_err(|Stopped| ExecError::Expired)?;
-        Ok(Done { result, wait: Duration::ZERO, run: start.elapsed() })
+        let result = work
+            .run(&|| Instant::now() >= deadline)
+            .map_err(|Stopped| ExecError::Expired)?;
+        Ok(Done {
+            result,
+            wait: Duration::ZERO,
+            run: start.elapsed(),
+        })
     }
 }

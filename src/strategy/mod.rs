@@ -135,7 +135,11 @@ fn finish(handed_off: Instant, outcomes: &[ChunkOutcome]) -> Result<Done, ExecEr
     }
     let first = outcomes.iter().map(|o| o.1).min().unwrap_or(handed_off);
     let last = outcomes.iter().map(|o| o.2).max().unwrap_or(first);
-    Ok(Done { result: combine(&parts), wait: first.saturating_duration_since(handed_off), run: last - first })
+    Ok(Done {
+        result: combine(&parts),
+        wait: first.saturating_duration_since(handed_off),
+        run: last - first,
+    })
 }
 
 /// Set when the request that owns some threads goes away (its future is dropped), so the

@@ -19,7 +19,10 @@ pub struct PoolStrategy {
 
 impl PoolStrategy {
     pub fn new(pool: Arc<Pool>, split: usize) -> PoolStrategy {
-        PoolStrategy { pool, split: split.max(1) }
+        PoolStrategy {
+            pool,
+            split: split.max(1),
+        }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -31,11 +34,18 @@ impl PoolStrategy {
     /// deadline; [`ExecError::Panicked`] when a chunk panicked.
     pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
         let handed_off = Instant::now();
-        let tasks = work.chunks(self.split).into_iter().map(|c| move |stop: &dyn Fn() -> bool| run_chunk(&c, stop)).collect();
-        let handles = self.pool.submit_all(Some(deadline), tasks).map_err(|e| match e {
-            SubmitError::Full(_) => ExecError::Overloaded,
-            SubmitError::ShuttingDown => ExecError::ShuttingDown,
-        })?;
+        let tasks = work
+            .chunks(self.split)
+            .into_iter()
+            .map(|c| move |stop: &dyn Fn() -> bool| run_chunk(&c, stop))
+            .collect();
+        let handles = self
+            .pool
+            .submit_all(Some(deadline), tasks)
+            .map_err(|e| match e {
+                SubmitError::Full(_) => ExecError::Overloaded,
+                SubmitError::ShuttingDown => ExecError::ShuttingDown,
+            })?;
         let mut outcomes = Vec::with_capacity(handles.len());
         // If this future is dropped (client gone, deadline), the remaining handles drop with
         // it and their chunks are skipped or stopped.

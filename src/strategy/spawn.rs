@@ -41,7 +41,10 @@ impl Spawn {
         let mut outcomes = Vec::with_capacity(replies.len());
         for rx in replies {
             // A sender dropped without a reply means the thread panicked.
-            outcomes.push(rx.await.map_err(|_| ExecError::Panicked("a spawned thread died".into()))?);
+            outcomes.push(
+                rx.await
+                    .map_err(|_| ExecError::Panicked("a spawned thread died".into()))?,
+            );
         }
         finish(handed_off, &outcomes)
     }

@@ -1,0 +1,4 @@
+//! All integration tests, in one test binary: real `offload` processes on loopback ports.
+
+mod gateway;
+mod support;

@@ -1,0 +1,177 @@
+//! Test support: start `offload` subcommands as real processes on free ports, and speak
+//! HTTP/1.1 to them with a plain hyper client (a new connection per request).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+/// A running `offload` child process, killed when dropped.
+pub struct Proc {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Proc {
+    /// Starts `offload <args> --port 0` and waits for its "listening on http://ADDR" line.
+    pub fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_offload"))
+            .args(args)
+            .args(["--port", "0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start offload");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().expect("a socket address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("offload {args:?} did not say where it listens");
+            }
+        };
+        Proc { child, addr }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit, returning whether it exited cleanly.
+    pub fn terminate(mut self, within: Duration) -> bool {
+        // SAFETY: kill(2) on our own child's pid, which we have not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response as a test sees it.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The stable error code of a JSON error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("<no code>")
+            .to_string()
+    }
+}
+
+/// Sends one request on a fresh connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send
+        .send_request(req.body(Full::new(body.into())).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Resp {
+    request(addr, "GET", path, &[], Bytes::new()).await
+}
+
+pub async fn post_json(addr: SocketAddr, body: &str) -> Resp {
+    request(
+        addr,
+        "POST",
+        "/heavy",
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+/// One sample's value from Prometheus text, e.g. `offload_pool_tasks_total{outcome="started"}`.
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let text = String::from_utf8(get(addr, "/metrics").await.body.to_vec()).expect("utf-8 metrics");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no series {series} in metrics:\n{text}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// `n` for a `count` that takes about `target` on one thread of this build, measured here.
+pub fn count_n_for(target: Duration) -> u64 {
+    use offload::work::{Kind, Limits, Work};
+    let probe = 20_000_000;
+    let w = Work::new(Kind::Count, probe, &Limits::default()).unwrap();
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        w.run(&|| false).unwrap();
+        best = best.min(t.elapsed());
+    }
+    ((probe as f64) * target.as_secs_f64() / best.as_secs_f64()) as u64
+}
