@@ -6,12 +6,14 @@
 //! - [`work`]: the CPU-bound jobs (`count`, `primes`, `hash`): parse, validate, run.
 //! - [`pool`]: the bounded worker pool (no HTTP in it).
 //! - [`strategy`]: one file per strategy, one enum over them.
+//! - [`compute`]: the compute service router (`POST /compute`).
 //! - [`gateway`]: the axum router: `/heavy`, `/health`, `/metrics`; errors to responses.
 //! - [`metrics`]: counters, histograms, Prometheus text.
 //! - [`load`]: the load generator (knows nothing of offload's servers).
 //! - [`queue`]: the job queue layer, SQLite and Redis backends (no HTTP in it).
 
 pub mod cli;
+pub mod compute;
 pub mod gateway;
 pub mod load;
 pub mod metrics;

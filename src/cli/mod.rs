@@ -1,6 +1,7 @@
 //! Command-line flags, validated into configs, and dispatch to the subcommands. Every
 //! setting is a flag with its default shown in `--help`, and an `OFFLOAD_*` variable.
 
+mod compute;
 mod serve;
 
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+pub use compute::ComputeArgs;
 pub use serve::ServeArgs;
 
 /// offload: run CPU-heavy work from an async service every known way, and measure each.
@@ -22,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway: `/heavy` with one strategy, `/health`, `/metrics`.
     Serve(ServeArgs),
+    /// Run the compute service that `serve --strategy remote` forwards to.
+    Compute(ComputeArgs),
 }
 
 /// Runs the parsed command.
@@ -31,6 +35,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Compute(args) => compute::run(args),
     }
 }
 

@@ -11,7 +11,9 @@ use clap::Args;
 use super::{cores, parse_duration, shutdown_signal};
 use crate::gateway::{self, AppState, GatewayConfig};
 use crate::pool::{Pool, PoolConfig};
-use crate::strategy::{Blocking, Inline, Name, PoolStrategy, Spawn, Strategy};
+use crate::strategy::{
+    Blocking, Inline, Name, PoolStrategy, Remote, RemoteConfig, Spawn, Strategy,
+};
 use crate::work::{self, HashParams, Limits};
 
 /// Flags of `offload serve`.
@@ -54,6 +56,17 @@ pub struct ServeArgs {
     /// Largest accepted query string in bytes (414 past it).
     #[arg(long, default_value_t = 2048, env = "OFFLOAD_MAX_QUERY")]
     pub max_query: usize,
+    /// Compute services for `remote`, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:3001",
+        env = "OFFLOAD_COMPUTE"
+    )]
+    pub compute: Vec<hyper::Uri>,
+    /// How often `remote` checks each compute service's /health.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, env = "OFFLOAD_HEALTH_INTERVAL")]
+    pub health_interval: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -100,7 +113,7 @@ impl LimitArgs {
     }
 }
 
-fn positive(name: &str, v: Option<usize>, default: usize) -> anyhow::Result<usize> {
+pub(super) fn positive(name: &str, v: Option<usize>, default: usize) -> anyhow::Result<usize> {
     match v {
         Some(0) => anyhow::bail!("--{name} must be at least 1"),
         Some(n) => Ok(n),
@@ -116,24 +129,9 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.max_queue == 0 {
         anyhow::bail!("--max-queue must be at least 1");
     }
-    if args.timeout.is_zero() {
-        anyhow::bail!("--timeout must be more than zero");
+    if args.timeout.is_zero() || args.health_interval.is_zero() {
+        anyhow::bail!("--timeout and --health-interval must be more than zero");
     }
-    let strategy = match args.strategy {
-        Name::Inline => Strategy::Inline(Inline),
-        Name::Spawn => Strategy::Spawn(Spawn { split }),
-        Name::Blocking => Strategy::Blocking(Blocking),
-        Name::Pool => {
-            let pool = Pool::new(PoolConfig {
-                threads,
-                max_queue: args.max_queue,
-                nice: args.nice,
-                name: "offload-pool".into(),
-            })
-            .context("starting the pool threads")?;
-            Strategy::Pool(PoolStrategy::new(Arc::new(pool), split))
-        }
-    };
     let config = GatewayConfig {
         limits,
         timeout: args.timeout,
@@ -141,21 +139,75 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_query: args.max_query,
         grace: args.grace,
     };
+    let name = args.strategy.as_str();
+    let addr = SocketAddr::new(args.bind, args.port);
+    run_service("serve", name, runtime_threads, addr, move || {
+        let strategy = match args.strategy {
+            Name::Inline => Strategy::Inline(Inline),
+            Name::Spawn => Strategy::Spawn(Spawn { split }),
+            Name::Blocking => Strategy::Blocking(Blocking),
+            Name::Pool => {
+                let config = PoolConfig {
+                    threads,
+                    max_queue: args.max_queue,
+                    nice: args.nice,
+                    name: "offload-pool".into(),
+                };
+                let pool = Pool::new(config).context("starting the pool threads")?;
+                Strategy::Pool(PoolStrategy::new(Arc::new(pool), split))
+            }
+            Name::Remote => Strategy::Remote(
+                Remote::start(RemoteConfig {
+                    backends: args.compute,
+                    health_interval: args.health_interval,
+                    connect_timeout: Duration::from_secs(1),
+                })
+                .map_err(anyhow::Error::msg)?,
+            ),
+            Name::Rayon => {
+                anyhow::bail!("rayon is the compute service's strategy: run `offload compute`")
+            }
+        };
+        let state = AppState::new(config, strategy);
+        Ok((gateway::app(state.clone()), state))
+    })
+}
+
+/// Builds the runtime, binds, prints where it listens (the first line on stdout, which the
+/// bench and the tests read), and serves until Ctrl-C or SIGTERM. `build` runs inside the
+/// runtime, so strategies may start tasks.
+pub(super) fn run_service(
+    role: &str,
+    strategy: &str,
+    runtime_threads: usize,
+    addr: SocketAddr,
+    build: impl FnOnce() -> anyhow::Result<(axum::Router, AppState)>,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(runtime_threads)
         .thread_name("offload-rt")
         .enable_all()
         .build()
         .context("building the async runtime")?;
-    let addr = SocketAddr::new(args.bind, args.port);
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
-        // The first line on stdout says where we listen: the bench and tests read it.
-        println!("offload serve: listening on http://{local} (strategy {})", args.strategy.as_str());
-        tracing::info!(%local, strategy = args.strategy.as_str(), runtime_threads, threads, split, "gateway ready");
-        gateway::serve(listener, AppState::new(config, strategy), shutdown_signal()).await.context("serving")?;
-        tracing::info!("gateway stopped");
+        let (router, state) = build()?;
+        println!("offload {role}: listening on http://{local} (strategy {strategy})");
+        tracing::info!(%local, strategy, runtime_threads, "{role} ready");
+        let grace = state.config.grace;
+        gateway::serve(
+            listener,
+            router,
+            state.strategy.clone(),
+            grace,
+            shutdown_signal(),
+        )
+        .await
+        .context("serving")?;
+        tracing::info!("{role} stopped");
         Ok(ExitCode::SUCCESS)
     })
 }

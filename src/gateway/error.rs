@@ -6,12 +6,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::strategy::ExecError;
+use crate::strategy::{ExecError, RETRY_AFTER_SECS};
 use crate::work::SpecError;
-
-/// Seconds a client is asked to wait after a 503: long enough for a few heavy requests to
-/// finish and free their places in the queue.
-pub const RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -46,7 +42,8 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Exec(e) => match e {
-                ExecError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+                ExecError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+                ExecError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
                 ExecError::NoThread(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_thread"),
                 ExecError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 ExecError::Expired => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
@@ -63,6 +60,10 @@ impl IntoResponse for ApiError {
             ApiError::Exec(ExecError::Panicked(_)) => {
                 tracing::error!(error = %self, "request failed");
                 "the work failed on the server".to_string()
+            }
+            ApiError::Exec(ExecError::BadGateway(_)) => {
+                tracing::warn!(error = %self, "request failed");
+                "the compute service could not be reached or failed".to_string()
             }
             ApiError::Exec(ExecError::NoThread(_)) => {
                 tracing::error!(error = %self, "request failed");

@@ -24,7 +24,7 @@ pub(super) async fn get(
     execute(&app, work).await
 }
 
-pub(super) async fn post(
+pub(crate) async fn post(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Body,

@@ -16,7 +16,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-pub use error::{ApiError, RETRY_AFTER_SECS};
+pub use error::ApiError;
+pub(crate) use heavy::post as heavy_post;
 pub use metrics::RequestMetrics;
 
 use crate::strategy::Strategy;
@@ -56,8 +57,16 @@ impl AppState {
 
 /// The gateway's router.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/heavy", get(heavy::get).post(heavy::post))
+    with_common(
+        Router::new().route("/heavy", get(heavy::get).post(heavy::post)),
+        state,
+    )
+}
+
+/// Adds what every offload service has to `routes`: `/health`, `/metrics`, JSON 404 and 405,
+/// and the request metrics.
+pub(crate) fn with_common(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
@@ -94,19 +103,19 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then stops taking
-/// connections, lets requests in flight finish, and drains the strategy.
+/// Serves `router` on `listener` until `shutdown` completes, then stops taking connections,
+/// lets requests in flight finish, and drains `strategy`.
 ///
 /// # Errors
 /// An I/O error from the listener.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    router: Router,
+    strategy: Arc<Strategy>,
+    grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let strategy = state.strategy.clone();
-    let grace = state.config.grace;
-    axum::serve(listener, app(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await?;
     tokio::task::spawn_blocking(move || strategy.drain(grace))

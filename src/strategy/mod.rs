@@ -4,6 +4,8 @@
 mod blocking;
 mod inline;
 mod pool;
+mod rayon;
+mod remote;
 mod spawn;
 
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use crate::work::{Chunk, Stopped, Work, combine};
 pub use self::pool::PoolStrategy;
 pub use blocking::Blocking;
 pub use inline::Inline;
+pub use rayon::Rayon;
+pub use remote::{Backend, Remote, RemoteConfig};
 pub use spawn::Spawn;
 
 /// The strategy names, as given to `offload serve --strategy`.
@@ -29,6 +33,11 @@ pub enum Name {
     Blocking,
     /// A fixed pool of threads with a bounded queue, deadlines and cancellation.
     Pool,
+    /// Forwarded over HTTP keep-alive to `offload compute` services, balanced across them.
+    Remote,
+    /// The compute service's rayon pool (`offload compute`, not a gateway strategy).
+    #[value(skip)]
+    Rayon,
 }
 
 impl Name {
@@ -38,6 +47,8 @@ impl Name {
             Name::Spawn => "spawn",
             Name::Blocking => "blocking",
             Name::Pool => "pool",
+            Name::Remote => "remote",
+            Name::Rayon => "rayon",
         }
     }
 }
@@ -55,8 +66,10 @@ pub struct Done {
 /// Why a strategy produced no result.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("the pool queue is full")]
-    Overloaded,
+    #[error("no capacity for more work now")]
+    Overloaded { retry_after_secs: u64 },
+    #[error("the compute service failed: {0}")]
+    BadGateway(String),
     #[error("no thread could be started: {0}")]
     NoThread(std::io::Error),
     #[error("the deadline passed before the work finished")]
@@ -74,6 +87,9 @@ pub enum Strategy {
     Spawn(Spawn),
     Blocking(Blocking),
     Pool(PoolStrategy),
+    Remote(Remote),
+    /// The compute service's own strategy (not a gateway choice).
+    Rayon(Rayon),
 }
 
 impl Strategy {
@@ -83,6 +99,8 @@ impl Strategy {
             Strategy::Spawn(_) => Name::Spawn,
             Strategy::Blocking(_) => Name::Blocking,
             Strategy::Pool(_) => Name::Pool,
+            Strategy::Remote(_) => Name::Remote,
+            Strategy::Rayon(_) => Name::Rayon,
         }
     }
 
@@ -96,13 +114,34 @@ impl Strategy {
             Strategy::Spawn(s) => s.run(work, deadline).await,
             Strategy::Blocking(s) => s.run(work, deadline).await,
             Strategy::Pool(s) => s.run(work, deadline).await,
+            Strategy::Remote(s) => s.run(work, deadline).await,
+            Strategy::Rayon(s) => s.run(work, deadline).await,
         }
     }
 
     /// Writes strategy-specific Prometheus metrics (the pool's queue and times).
     pub fn render_metrics(&self, out: &mut String) {
-        if let Strategy::Pool(p) = self {
-            p.pool().render_metrics(out);
+        match self {
+            Strategy::Pool(p) => p.pool().render_metrics(out),
+            Strategy::Remote(r) => r.render_metrics(out),
+            Strategy::Rayon(r) => {
+                use crate::metrics::{header, sample};
+                header(
+                    out,
+                    "offload_compute_in_flight",
+                    "gauge",
+                    "Requests running on rayon now.",
+                );
+                sample(out, "offload_compute_in_flight", "", r.in_flight());
+                header(
+                    out,
+                    "offload_compute_max_in_flight",
+                    "gauge",
+                    "Admission limit; past it, 503.",
+                );
+                sample(out, "offload_compute_max_in_flight", "", r.max_inflight());
+            }
+            _ => {}
         }
     }
 
@@ -115,6 +154,10 @@ impl Strategy {
         }
     }
 }
+
+/// Seconds a client is asked to wait after a 503: long enough for a few heavy requests to
+/// finish and free their places.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// What one chunk reports back: its result and when it ran.
 type ChunkOutcome = (Result<u64, Stopped>, Instant, Instant);

@@ -43,7 +43,9 @@ impl PoolStrategy {
             .pool
             .submit_all(Some(deadline), tasks)
             .map_err(|e| match e {
-                SubmitError::Full(_) => ExecError::Overloaded,
+                SubmitError::Full(_) => ExecError::Overloaded {
+                    retry_after_secs: super::RETRY_AFTER_SECS,
+                },
                 SubmitError::ShuttingDown => ExecError::ShuttingDown,
             })?;
         let mut outcomes = Vec::with_capacity(handles.len());

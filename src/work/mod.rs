@@ -129,14 +129,18 @@ impl Work {
     }
 
     /// Runs the job on rayon's global pool; the result equals [`Work::run`]'s.
-    pub fn run_parallel(&self) -> u64 {
+    ///
+    /// # Errors
+    /// [`Stopped`] when `stop` returned true during the run.
+    pub fn run_parallel(&self, stop: &(dyn Fn() -> bool + Sync)) -> Result<u64, Stopped> {
+        // A few chunks per thread, so threads that finish early take more.
         let k = rayon::current_num_threads().max(1) * 4;
         let parts: Vec<u64> = self
             .chunks(k)
             .into_par_iter()
-            .map(|c| c.run(&|| false).unwrap_or(0))
-            .collect();
-        combine(&parts)
+            .map(|c| c.run(stop))
+            .collect::<Result<_, _>>()?;
+        Ok(combine(&parts))
     }
 
     /// Splits the job into at most `k` chunks of near-equal size (fewer when `n < k`).
@@ -196,7 +200,7 @@ mod tests {
     fn count_gives_n_every_way() {
         let w = work(Kind::Count, 1_000_003);
         assert_eq!(w.run(&|| false), Ok(1_000_003));
-        assert_eq!(w.run_parallel(), 1_000_003);
+        assert_eq!(w.run_parallel(&|| false).unwrap(), 1_000_003);
         let parts: Vec<u64> = w
             .chunks(8)
             .iter()
@@ -218,7 +222,11 @@ mod tests {
         ] {
             let w = work(Kind::Primes, n);
             assert_eq!(w.run(&|| false), Ok(pi), "pi below {n}");
-            assert_eq!(w.run_parallel(), pi, "parallel pi below {n}");
+            assert_eq!(
+                w.run_parallel(&|| false).unwrap(),
+                pi,
+                "parallel pi below {n}"
+            );
             let parts: Vec<u64> = w
                 .chunks(7)
                 .iter()
@@ -240,7 +248,7 @@ mod tests {
         let w = Work::new(Kind::Hash, 5, &limits).unwrap();
         let seq = w.run(&|| false).unwrap();
         assert_ne!(seq, 0);
-        assert_eq!(w.run_parallel(), seq);
+        assert_eq!(w.run_parallel(&|| false).unwrap(), seq);
         let parts: Vec<u64> = w
             .chunks(3)
             .iter()

@@ -10,7 +10,7 @@ use crate::support::{Proc, count_n_for, get, metric, post_json, request};
 
 const STRATEGIES: [&str; 4] = ["inline", "spawn", "blocking", "pool"];
 /// Cheap hash settings so the tests stay fast; the result is still argon2id's.
-const HASH_FLAGS: [&str; 4] = ["--hash-memory-kib", "64", "--hash-iterations", "1"];
+pub const HASH_FLAGS: [&str; 4] = ["--hash-memory-kib", "64", "--hash-iterations", "1"];
 
 fn serve(strategy: &str, extra: &[&str]) -> Proc {
     let mut args = vec!["serve", "--strategy", strategy];
@@ -19,7 +19,7 @@ fn serve(strategy: &str, extra: &[&str]) -> Proc {
     Proc::start(&args)
 }
 
-fn expected_hash(n: u64) -> u64 {
+pub fn expected_hash(n: u64) -> u64 {
     let limits = Limits {
         hash: HashParams {
             memory_kib: 64,
@@ -69,7 +69,7 @@ async fn every_strategy_returns_exact_results_for_get_and_post() {
 }
 
 /// (method, path, headers, body, status, code)
-type BadCase = (
+pub type BadCase = (
     &'static str,
     String,
     Vec<(&'static str, &'static str)>,
@@ -78,7 +78,7 @@ type BadCase = (
     &'static str,
 );
 
-fn bad_cases() -> Vec<BadCase> {
+pub fn bad_cases() -> Vec<BadCase> {
     let json = vec![("content-type", "application/json")];
     let get = |q: &str, status, code| ("GET", format!("/heavy?{q}"), vec![], vec![], status, code);
     let post = |b: &str, status, code| {
@@ -388,7 +388,7 @@ async fn sigterm_lets_work_in_flight_finish() {
 }
 
 /// Polls a metric until it reaches `value` (at most 10 s).
-async fn wait_for(addr: std::net::SocketAddr, series: &str, value: f64) {
+pub async fn wait_for(addr: std::net::SocketAddr, series: &str, value: f64) {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         let v = metric(addr, series).await;

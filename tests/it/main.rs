@@ -1,4 +1,5 @@
 //! All integration tests, in one test binary: real `offload` processes on loopback ports.
 
 mod gateway;
+mod remote;
 mod support;

@@ -19,11 +19,17 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `offload <args> --port 0` and waits for its "listening on http://ADDR" line.
+    /// Starts `offload <args>` (on `--port 0` unless args name a port) and waits for its
+    /// "listening on http://ADDR" line.
     pub fn start(args: &[&str]) -> Proc {
+        let port: &[&str] = if args.contains(&"--port") {
+            &[]
+        } else {
+            &["--port", "0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_offload"))
             .args(args)
-            .args(["--port", "0"])
+            .args(port)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -66,6 +72,14 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+}
+
+impl Proc {
+    /// SIGKILL, no goodbye.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,73 @@
+//! `offload compute`: the compute service that `serve --strategy remote` forwards to.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::serve::{LimitArgs, positive, run_service};
+use super::{cores, parse_duration};
+use crate::gateway::{AppState, GatewayConfig};
+use crate::strategy::{Rayon, Strategy};
+
+/// Flags of `offload compute`.
+#[derive(Debug, Args)]
+pub struct ComputeArgs {
+    /// Address to listen on (use 0.0.0.0 to take requests from other machines).
+    #[arg(long, default_value = "127.0.0.1", env = "OFFLOAD_BIND")]
+    pub bind: IpAddr,
+    /// Port to listen on (0: any free port; the address is printed on stdout).
+    #[arg(long, default_value_t = 3001, env = "OFFLOAD_PORT")]
+    pub port: u16,
+    /// rayon threads that run the work [default: cores].
+    #[arg(long, env = "OFFLOAD_THREADS")]
+    pub threads: Option<usize>,
+    /// Runtime threads for HTTP [default: 1; the work runs on rayon].
+    #[arg(long, env = "OFFLOAD_RUNTIME_THREADS")]
+    pub runtime_threads: Option<usize>,
+    /// Requests worked on at once; past it, 503 with Retry-After at once [default: 2 x threads].
+    #[arg(long, env = "OFFLOAD_MAX_INFLIGHT")]
+    pub max_inflight: Option<usize>,
+    /// Deadline of a request (504 past it).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "OFFLOAD_TIMEOUT")]
+    pub timeout: Duration,
+    /// How long shutdown waits for work in hand.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "OFFLOAD_GRACE")]
+    pub grace: Duration,
+    /// Largest accepted request body in bytes (413 past it).
+    #[arg(long, default_value_t = 16 * 1024, env = "OFFLOAD_MAX_BODY")]
+    pub max_body: usize,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
+    let limits = args.limits.to_limits()?;
+    let threads = positive("threads", args.threads, cores())?;
+    let runtime_threads = positive("runtime-threads", args.runtime_threads, 1)?;
+    // Two per thread: one running, one ready to start the moment a thread frees up, so the
+    // cores never idle between requests while the backlog stays bounded.
+    let max_inflight = positive("max-inflight", args.max_inflight, 2 * threads)?;
+    if args.timeout.is_zero() {
+        anyhow::bail!("--timeout must be more than zero");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("offload-rayon-{i}"))
+        .build_global()
+        .context("starting the rayon threads")?;
+    let config = GatewayConfig {
+        limits,
+        timeout: args.timeout,
+        max_body: args.max_body,
+        max_query: 0,
+        grace: args.grace,
+    };
+    let addr = SocketAddr::new(args.bind, args.port);
+    run_service("compute", "rayon", runtime_threads, addr, move || {
+        let state = AppState::new(config, Strategy::Rayon(Rayon::new(max_inflight)));
+        Ok((crate::compute::app(state.clone()), state))
+    })
+}
