@@ -11,4 +11,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Load an HTTP endpoint (closed or open loop) and report latency, throughput and every
+    /// failure; `--json` for a machine-readable report.
+    Load(crate::load::LoadArgs),
+}
