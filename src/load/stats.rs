@@ -84,6 +84,14 @@ fn histogram() -> Histogram<u64> {
     Histogram::new(SIGFIG).expect("valid sigfig")
 }
 
+/// Records `value`, growing the histogram as needed. (`saturating_record` would clamp to the
+/// initial range, about 2 ms, without growing: it silently hides exactly the slow requests.)
+fn put(h: &mut Histogram<u64>, value: u64) {
+    if h.record(value).is_err() {
+        h.saturating_record(value);
+    }
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -147,10 +155,10 @@ impl Recorder {
         self.sent += 1;
         self.completed += 1;
         let (lat, raw) = (micros(r.latency), micros(r.uncorrected));
-        self.latency.saturating_record(lat);
-        self.latency_uncorrected.saturating_record(raw);
-        self.latency_with_timeouts.saturating_record(lat);
-        self.first_byte.saturating_record(micros(r.first_byte));
+        put(&mut self.latency, lat);
+        put(&mut self.latency_uncorrected, raw);
+        put(&mut self.latency_with_timeouts, lat);
+        put(&mut self.first_byte, micros(r.first_byte));
         self.bytes += r.bytes;
         match self.status.iter_mut().find(|(s, _)| *s == r.status) {
             Some((_, n)) => *n += 1,
@@ -160,14 +168,14 @@ impl Recorder {
         b.completed += 1;
         b.ok += u64::from((200..300).contains(&r.status));
         b.bytes += r.bytes;
-        b.latency.saturating_record(lat);
+        put(&mut b.latency, lat);
     }
 
     /// A request was given up on after `waited` (from its intended send time).
     pub fn timed_out(&mut self, waited: Duration, second: usize) {
         self.sent += 1;
         self.timeouts += 1;
-        self.latency_with_timeouts.saturating_record(micros(waited));
+        put(&mut self.latency_with_timeouts, micros(waited));
         self.bucket(second).timeouts += 1;
     }
 
@@ -254,5 +262,14 @@ mod tests {
         assert_eq!(a.timeline[2].completed, 1);
         assert_eq!(a.timeline[0].ok, 1);
         assert_eq!(a.bytes, 20);
+    }
+
+    #[test]
+    fn slow_requests_are_not_clamped() {
+        let mut r = Recorder::new();
+        r.completed(done(200, 30_000), 0);
+        r.timed_out(Duration::from_secs(10), 0);
+        assert!(r.latency.max() >= 29_900_000, "{}", r.latency.max());
+        assert!(r.latency_with_timeouts.max() >= 9_990_000);
     }
 }
