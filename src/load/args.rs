@@ -90,7 +90,11 @@ impl TryFrom<&LoadArgs> for Plan {
         };
         let connections = args.connections;
         let mode = match args.rate {
-            Some(rate) => Mode::Open { rate, connections, stop },
+            Some(rate) => Mode::Open {
+                rate,
+                connections,
+                stop,
+            },
             None => Mode::Closed { connections, stop },
         };
         let target = Target::parse(&args.url, args.allow_remote)?;
@@ -134,7 +138,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
-    let value: f64 = text.trim().parse().map_err(|_| format!("expected requests per second; got {text:?}"))?;
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected requests per second; got {text:?}"))?;
     if !(value.is_finite() && value > 0.0) {
         return Err(format!("the rate must be above 0; got {text:?}"));
     }

@@ -83,9 +83,10 @@ fn classify(e: &hyper::Error) -> ErrorKind {
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 use std::io::ErrorKind as K;
                 return match io.kind() {
-                    K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-                        ErrorKind::Closed
-                    }
+                    K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::BrokenPipe
+                    | K::UnexpectedEof => ErrorKind::Closed,
                     _ => ErrorKind::Other,
                 };
             }
@@ -99,8 +100,14 @@ async fn connect(plan: &Plan) -> std::io::Result<Conn> {
     let stream = TcpStream::connect(plan.target.addr()).await?;
     // Requests are small and latency is what we measure: never wait for Nagle.
     stream.set_nodelay(true)?;
-    let (sender, driver) = http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
-    Ok(Conn { sender, driver: Box::pin(driver), dead: false })
+    let (sender, driver) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(Conn {
+        sender,
+        driver: Box::pin(driver),
+        dead: false,
+    })
 }
 
 /// Bytes of the response head as HTTP/1.1 puts them on the wire (status line, headers, blank
@@ -129,7 +136,11 @@ fn build_request(plan: &Plan) -> Request<Full<Bytes>> {
 /// Sends one request and reads the whole response, driving the connection in this same task
 /// (no hand-off to a separate connection task per request).
 async fn exchange(conn: &mut Conn, req: Request<Full<Bytes>>) -> Result<Exchange, Failure> {
-    let Conn { sender, driver, dead } = conn;
+    let Conn {
+        sender,
+        driver,
+        dead,
+    } = conn;
     if sender.is_closed() {
         return Err(Failure::NotSent);
     }
@@ -139,14 +150,24 @@ async fn exchange(conn: &mut Conn, req: Request<Full<Bytes>>) -> Result<Exchange
         let resp = sender.send_request(req).await.map_err(kind)?;
         let head_at = Instant::now();
         let (parts, mut body) = resp.into_parts();
-        let close = parts.headers.get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let close = parts
+            .headers
+            .get(CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let mut bytes = head_bytes(&parts);
         while let Some(frame) = body.frame().await {
             if let Some(data) = frame.map_err(kind)?.data_ref() {
                 bytes += data.len() as u64;
             }
         }
-        Ok((Exchange { status: parts.status.as_u16(), head_at, bytes }, close))
+        Ok((
+            Exchange {
+                status: parts.status.as_u16(),
+                head_at,
+                bytes,
+            },
+            close,
+        ))
     };
     tokio::pin!(talk);
     let outcome = tokio::select! {
@@ -230,7 +251,9 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
         // Completion second in the measured phase; an answer landing a hair past the deadline
         // belongs to the last second, not to a stray extra one.
         let second = |now: Instant| {
-            let s = now.saturating_duration_since(shared.measure_start).as_secs() as usize;
+            let s = now
+                .saturating_duration_since(shared.measure_start)
+                .as_secs() as usize;
             match mode.stop() {
                 Stop::Duration(d) => s.min((d.as_secs_f64().ceil() as usize).max(1) - 1),
                 Stop::Count(_) => s,
@@ -294,7 +317,8 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
             }
             let live = &shared.live[index];
             live.finished.store(rec.sent, Ordering::Relaxed);
-            live.failed.store(rec.timeouts + rec.errors.total(), Ordering::Relaxed);
+            live.failed
+                .store(rec.timeouts + rec.errors.total(), Ordering::Relaxed);
         }
         if past_deadline {
             break;

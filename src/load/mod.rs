@@ -82,9 +82,14 @@ pub fn run_cli(args: LoadArgs) -> anyhow::Result<ExitCode> {
         render(&report)
     };
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         // A reader that went away (`| head`) is not a failure of the run.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write the report"),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the report")
+        }
         _ => Ok(ExitCode::SUCCESS),
     }
 }

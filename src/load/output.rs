@@ -51,7 +51,11 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(out, "{} {} @ {} ({how})", r.method, r.mode, r.url);
     match r.rate {
         Some(rate) => {
-            let _ = writeln!(out, "{} connections, open loop at {rate} req/s", r.connections);
+            let _ = writeln!(
+                out,
+                "{} connections, open loop at {rate} req/s",
+                r.connections
+            );
         }
         None => {
             let _ = writeln!(out, "{} connections, closed loop", r.connections);
@@ -88,8 +92,20 @@ pub fn render(r: &Report) -> String {
          {} aborted at deadline",
         q.sent, q.completed, q.status_2xx, q.non_2xx, q.timeouts, q.errors, q.aborted_at_deadline
     );
-    let statuses: Vec<String> = q.by_status.iter().map(|(s, n)| format!("{s}: {n}")).collect();
-    let _ = writeln!(out, "  by status: {}", if statuses.is_empty() { "none".into() } else { statuses.join(", ") });
+    let statuses: Vec<String> = q
+        .by_status
+        .iter()
+        .map(|(s, n)| format!("{s}: {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  by status: {}",
+        if statuses.is_empty() {
+            "none".into()
+        } else {
+            statuses.join(", ")
+        }
+    );
     let e = &r.errors;
     let _ = writeln!(
         out,

@@ -53,8 +53,13 @@ impl Target {
     /// # Errors
     /// [`PlanError::BadUrl`], [`PlanError::Resolve`], [`PlanError::Remote`].
     pub fn parse(url: &str, allow_remote: bool) -> Result<Self, PlanError> {
-        let bad = |reason: &str| PlanError::BadUrl { url: url.to_string(), reason: reason.into() };
-        let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+        let bad = |reason: &str| PlanError::BadUrl {
+            url: url.to_string(),
+            reason: reason.into(),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => return Err(bad("https is not supported; use http://")),
@@ -78,7 +83,10 @@ impl Target {
         } else {
             (bare, port)
                 .to_socket_addrs()
-                .map_err(|e| PlanError::Resolve { host: bare.into(), reason: e.to_string() })?
+                .map_err(|e| PlanError::Resolve {
+                    host: bare.into(),
+                    reason: e.to_string(),
+                })?
                 .collect()
         };
         let first = *addrs.first().ok_or_else(|| PlanError::Resolve {
@@ -88,7 +96,10 @@ impl Target {
         if !allow_remote {
             // Every address must be loopback: a name that resolves to both is not safe to load.
             if let Some(remote) = addrs.iter().find(|a| !is_loopback(a.ip())) {
-                return Err(PlanError::Remote { host: bare.into(), addr: remote.ip() });
+                return Err(PlanError::Remote {
+                    host: bare.into(),
+                    addr: remote.ip(),
+                });
             }
         }
         let path = uri
@@ -100,7 +111,12 @@ impl Target {
             .map_err(|e| bad(&e.to_string()))?;
         let host_value =
             HeaderValue::from_str(authority.as_str()).map_err(|e| bad(&e.to_string()))?;
-        Ok(Self { url: uri, addr: first, host: host_value, path })
+        Ok(Self {
+            url: uri,
+            addr: first,
+            host: host_value,
+            path,
+        })
     }
 
     /// The URL as given.
@@ -126,7 +142,9 @@ impl Target {
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -148,7 +166,11 @@ pub enum Mode {
     /// `rate` requests per second in total, on a fixed schedule spread evenly over the
     /// connections (wrk2). Latency is measured from each request's *scheduled* send time, so
     /// a stalled server cannot hide behind requests the generator failed to send.
-    Open { rate: f64, connections: u32, stop: Stop },
+    Open {
+        rate: f64,
+        connections: u32,
+        stop: Stop,
+    },
 }
 
 impl Mode {
@@ -213,7 +235,9 @@ impl Plan {
         }
         if let Some(rate) = mode.rate() {
             if !(rate.is_finite() && rate > 0.0) {
-                return Err(PlanError::Invalid(format!("rate must be above 0, got {rate}")));
+                return Err(PlanError::Invalid(format!(
+                    "rate must be above 0, got {rate}"
+                )));
             }
         }
         match mode.stop() {
@@ -313,14 +337,25 @@ mod tests {
 
     #[test]
     fn loopback_targets_are_accepted() {
-        for url in ["http://127.0.0.1:3000/x", "http://localhost/", "http://[::1]:8/a?b=c", "http://127.9.9.9"] {
+        for url in [
+            "http://127.0.0.1:3000/x",
+            "http://localhost/",
+            "http://[::1]:8/a?b=c",
+            "http://127.9.9.9",
+        ] {
             Target::parse(url, false).unwrap_or_else(|e| panic!("{url}: {e}"));
         }
         let t = Target::parse("http://127.0.0.1:3000/heavy?n=5", false).unwrap();
         assert_eq!(t.path().to_string(), "/heavy?n=5");
         assert_eq!(t.addr(), "127.0.0.1:3000".parse().unwrap());
         assert_eq!(t.host_header(), "127.0.0.1:3000");
-        assert_eq!(Target::parse("http://localhost", false).unwrap().path().to_string(), "/");
+        assert_eq!(
+            Target::parse("http://localhost", false)
+                .unwrap()
+                .path()
+                .to_string(),
+            "/"
+        );
     }
 
     #[test]
@@ -333,7 +368,14 @@ mod tests {
 
     #[test]
     fn malformed_urls_are_refused() {
-        for url in ["", "127.0.0.1:3000", "ftp://127.0.0.1/", "https://127.0.0.1/", "http://", "http//x"] {
+        for url in [
+            "",
+            "127.0.0.1:3000",
+            "ftp://127.0.0.1/",
+            "https://127.0.0.1/",
+            "http://",
+            "http//x",
+        ] {
             let err = Target::parse(url, false).unwrap_err();
             assert!(matches!(err, PlanError::BadUrl { .. }), "{url}: {err}");
         }
@@ -342,11 +384,18 @@ mod tests {
     #[test]
     fn plan_rejects_zero_and_nonsense() {
         let t = Target::parse("http://127.0.0.1:1/", false).unwrap();
-        let closed = |c, stop| Mode::Closed { connections: c, stop };
+        let closed = |c, stop| Mode::Closed {
+            connections: c,
+            stop,
+        };
         assert!(Plan::new(t.clone(), closed(0, Stop::Count(1))).is_err());
         assert!(Plan::new(t.clone(), closed(1, Stop::Count(0))).is_err());
         assert!(Plan::new(t.clone(), closed(1, Stop::Duration(Duration::ZERO))).is_err());
-        let open = Mode::Open { rate: 0.0, connections: 1, stop: Stop::Count(1) };
+        let open = Mode::Open {
+            rate: 0.0,
+            connections: 1,
+            stop: Stop::Count(1),
+        };
         assert!(Plan::new(t.clone(), open).is_err());
         let plan = Plan::new(t, closed(1, Stop::Count(1))).unwrap();
         assert!(plan.clone().with_header("nocolon").is_err());

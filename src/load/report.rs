@@ -107,7 +107,18 @@ impl LatencyStats {
     fn from_histogram(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         if h.is_empty() {
-            return Self { count: 0, p2_5: 0.0, p50: 0.0, p97_5: 0.0, p99: 0.0, p99_9: 0.0, avg: 0.0, stdev: 0.0, min: 0.0, max: 0.0 };
+            return Self {
+                count: 0,
+                p2_5: 0.0,
+                p50: 0.0,
+                p97_5: 0.0,
+                p99: 0.0,
+                p99_9: 0.0,
+                avg: 0.0,
+                stdev: 0.0,
+                min: 0.0,
+                max: 0.0,
+            };
         }
         let q = |p: f64| ms(h.value_at_quantile(p));
         Self {
@@ -143,7 +154,17 @@ pub struct RateStats {
 impl RateStats {
     fn from_samples(samples: &[f64]) -> Self {
         if samples.is_empty() {
-            return Self { samples: 0, p1: 0.0, p2_5: 0.0, p50: 0.0, p97_5: 0.0, avg: 0.0, stdev: 0.0, min: 0.0, max: 0.0 };
+            return Self {
+                samples: 0,
+                p1: 0.0,
+                p2_5: 0.0,
+                p50: 0.0,
+                p97_5: 0.0,
+                avg: 0.0,
+                stdev: 0.0,
+                min: 0.0,
+                max: 0.0,
+            };
         }
         let mut sorted = samples.to_vec();
         sorted.sort_by(f64::total_cmp);
@@ -204,7 +225,10 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
     for i in 0..seconds {
         let span = (elapsed_s - i as f64).clamp(0.0, 1.0);
         let b = rec.timeline.get(i);
-        let q = |p: f64| b.filter(|b| !b.latency.is_empty()).map(|b| b.latency.value_at_quantile(p) as f64 / 1000.0);
+        let q = |p: f64| {
+            b.filter(|b| !b.latency.is_empty())
+                .map(|b| b.latency.value_at_quantile(p) as f64 / 1000.0)
+        };
         timeline.push(Second {
             second: i as u64,
             span_s: if span > 0.0 { span } else { 1.0 },
@@ -221,9 +245,15 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
     // scaled from its partial second.
     let whole: Vec<&Second> = timeline.iter().filter(|s| s.span_s >= 0.999).collect();
     let (reqs, bytes): (Vec<f64>, Vec<f64>) = if whole.is_empty() {
-        timeline.iter().map(|s| (s.completed as f64 / s.span_s, s.bytes as f64 / s.span_s)).unzip()
+        timeline
+            .iter()
+            .map(|s| (s.completed as f64 / s.span_s, s.bytes as f64 / s.span_s))
+            .unzip()
     } else {
-        whole.iter().map(|s| (s.completed as f64, s.bytes as f64)).unzip()
+        whole
+            .iter()
+            .map(|s| (s.completed as f64, s.bytes as f64))
+            .unzip()
     };
     let connections = mode.connections();
     let mut notes = vec![TIMEOUT_NOTE.to_string()];
@@ -251,7 +281,9 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
         amount,
         warmup_s: plan.warmup().as_secs_f64(),
         timeout_s: plan.timeout().as_secs_f64(),
-        started_at_unix_ms: started.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        started_at_unix_ms: started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         elapsed_s,
         requests: Requests {
             sent: rec.sent,
@@ -262,11 +294,17 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
             timeouts: rec.timeouts,
             errors: rec.errors.total(),
             aborted_at_deadline: rec.aborted,
-            throughput: if elapsed_s > 0.0 { rec.completed as f64 / elapsed_s } else { 0.0 },
+            throughput: if elapsed_s > 0.0 {
+                rec.completed as f64 / elapsed_s
+            } else {
+                0.0
+            },
         },
         errors: rec.errors,
         connections_opened: rec.connections_opened,
-        reconnects: rec.connections_opened.saturating_sub(u64::from(connections)),
+        reconnects: rec
+            .connections_opened
+            .saturating_sub(u64::from(connections)),
         latency: LatencyStats::from_histogram(&rec.latency),
         latency_uncorrected: LatencyStats::from_histogram(&rec.latency_uncorrected),
         latency_with_timeouts: LatencyStats::from_histogram(&rec.latency_with_timeouts),
@@ -286,7 +324,10 @@ mod tests {
     #[test]
     fn rate_percentiles_use_nearest_rank() {
         let s = RateStats::from_samples(&[10.0, 20.0, 30.0, 40.0]);
-        assert_eq!((s.p1, s.p50, s.p97_5, s.min, s.max), (10.0, 20.0, 40.0, 10.0, 40.0));
+        assert_eq!(
+            (s.p1, s.p50, s.p97_5, s.min, s.max),
+            (10.0, 20.0, 40.0, 10.0, 40.0)
+        );
         assert_eq!(s.avg, 25.0);
         assert_eq!(RateStats::from_samples(&[]).samples, 0);
     }

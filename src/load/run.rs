@@ -61,8 +61,12 @@ pub async fn run(plan: &Plan, progress: Option<watch::Sender<Progress>>) -> Repo
         live: (0..connections).map(|_| Live::default()).collect(),
     });
     let started_wall = SystemTime::now() + plan.warmup();
-    let tasks: Vec<_> = (0..connections).map(|i| tokio::spawn(drive(shared.clone(), i))).collect();
-    let ticker = progress.clone().map(|tx| tokio::spawn(tick(shared.clone(), tx)));
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| tokio::spawn(drive(shared.clone(), i)))
+        .collect();
+    let ticker = progress
+        .clone()
+        .map(|tx| tokio::spawn(tick(shared.clone(), tx)));
 
     let mut total = Recorder::new();
     for task in tasks {
@@ -99,7 +103,9 @@ fn snapshot(shared: &Shared) -> Progress {
     let warming_up = now < shared.measure_start;
     let fraction = match shared.plan.mode().stop() {
         Stop::Duration(d) => {
-            now.saturating_duration_since(shared.measure_start).as_secs_f64() / d.as_secs_f64()
+            now.saturating_duration_since(shared.measure_start)
+                .as_secs_f64()
+                / d.as_secs_f64()
         }
         Stop::Count(n) => finished as f64 / n as f64,
     };

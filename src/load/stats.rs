@@ -240,7 +240,13 @@ mod tests {
 
     fn done(status: u16, ms: u64) -> Completed {
         let d = Duration::from_millis(ms);
-        Completed { status, latency: d, uncorrected: d, first_byte: d, bytes: 10 }
+        Completed {
+            status,
+            latency: d,
+            uncorrected: d,
+            first_byte: d,
+            bytes: 10,
+        }
     }
 
     #[test]

@@ -9,11 +9,11 @@ use std::process::Output;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::Router;
 use offload::load::{Mode, Plan, Progress, Report, Stop, Target, run};
 
 /// A response body that fails on its first poll: hyper then drops the connection mid-response.
@@ -36,7 +36,10 @@ impl hyper::body::Body for BrokenBody {
 async fn server() -> SocketAddr {
     let app = Router::new()
         .route("/ok", get(|| async { "ok" }))
-        .route("/fail", get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "no") }))
+        .route(
+            "/fail",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "no") }),
+        )
         .route(
             "/slow/{ms}",
             get(|Path(ms): Path<u64>| async move {
@@ -48,7 +51,9 @@ async fn server() -> SocketAddr {
         .route(
             "/echo",
             post(|headers: HeaderMap, body: String| async move {
-                let json = headers.get("content-type").is_some_and(|v| v == "application/json");
+                let json = headers
+                    .get("content-type")
+                    .is_some_and(|v| v == "application/json");
                 if json && body == r#"{"work":"count","n":1000}"# {
                     StatusCode::OK
                 } else {
@@ -78,9 +83,16 @@ fn secs(s: f64) -> Duration {
 /// The counts in a report always add up.
 fn assert_consistent(r: &Report) {
     let q = &r.requests;
-    assert_eq!(q.sent, q.completed + q.timeouts + q.errors + q.aborted_at_deadline, "{q:?}");
+    assert_eq!(
+        q.sent,
+        q.completed + q.timeouts + q.errors + q.aborted_at_deadline,
+        "{q:?}"
+    );
     assert_eq!(q.completed, q.status_2xx + q.non_2xx, "{q:?}");
-    assert_eq!(q.errors, r.errors.connect + r.errors.closed + r.errors.protocol + r.errors.other);
+    assert_eq!(
+        q.errors,
+        r.errors.connect + r.errors.closed + r.errors.protocol + r.errors.other
+    );
     assert_eq!(q.completed, q.by_status.values().sum::<u64>());
     assert_eq!(r.latency.count, q.completed);
     assert_eq!(r.latency_with_timeouts.count, q.completed + q.timeouts);
@@ -101,7 +113,11 @@ async fn count_mode_sends_exactly_the_amount() {
     // "ok" body plus a small head: bytes are counted, not guessed.
     assert!(r.bytes_read > 1000 * 40, "{}", r.bytes_read);
 
-    let open = Mode::Open { rate: 1000.0, connections: 4, stop: Stop::Count(300) };
+    let open = Mode::Open {
+        rate: 1000.0,
+        connections: 4,
+        stop: Stop::Count(300),
+    };
     let r = run(&plan(addr, "/ok", open), None).await;
     assert_consistent(&r);
     assert_eq!(r.requests.sent, 300);
@@ -135,17 +151,26 @@ async fn non_2xx_are_counted_by_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_are_counted_and_shown_at_the_timeout() {
     let addr = server().await;
-    let p = plan(addr, "/slow/3000", closed(2, Stop::Count(4))).with_timeout(secs(0.2)).unwrap();
+    let p = plan(addr, "/slow/3000", closed(2, Stop::Count(4)))
+        .with_timeout(secs(0.2))
+        .unwrap();
     let started = Instant::now();
     let r = run(&p, None).await;
-    assert!(started.elapsed() < secs(2.5), "timeouts must not wait for the server");
+    assert!(
+        started.elapsed() < secs(2.5),
+        "timeouts must not wait for the server"
+    );
     assert_consistent(&r);
     assert_eq!(r.requests.timeouts, 4);
     assert_eq!(r.requests.completed, 0);
     assert_eq!(r.requests.errors, 0);
     assert_eq!(r.latency.count, 0);
     assert_eq!(r.latency_with_timeouts.count, 4);
-    assert!(r.latency_with_timeouts.min >= 200.0, "{:?}", r.latency_with_timeouts);
+    assert!(
+        r.latency_with_timeouts.min >= 200.0,
+        "{:?}",
+        r.latency_with_timeouts
+    );
     // A connection with a request in flight cannot be reused: each timeout reopens one.
     assert_eq!(r.connections_opened, 4);
     assert_eq!(r.timeline.iter().map(|s| s.timeouts).sum::<u64>(), 4);
@@ -166,7 +191,10 @@ async fn dropped_connections_are_errors_and_reopened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connections_are_connect_errors() {
     // A port that was just free: nothing listens there.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let r = run(&plan(addr, "/", closed(2, Stop::Count(20))), None).await;
     assert_consistent(&r);
     assert_eq!(r.errors.connect, 20);
@@ -177,16 +205,27 @@ async fn refused_connections_are_connect_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_holds_its_rate() {
     let addr = server().await;
-    let open = Mode::Open { rate: 200.0, connections: 10, stop: Stop::Duration(secs(2.0)) };
+    let open = Mode::Open {
+        rate: 200.0,
+        connections: 10,
+        stop: Stop::Duration(secs(2.0)),
+    };
     let r = run(&plan(addr, "/ok", open), None).await;
     assert_consistent(&r);
     let done = r.requests.completed as f64;
-    assert!((done - 400.0).abs() <= 400.0 * 0.05, "completed {done} of 400 scheduled");
+    assert!(
+        (done - 400.0).abs() <= 400.0 * 0.05,
+        "completed {done} of 400 scheduled"
+    );
     assert_eq!(r.timeline.len(), 2);
     for s in &r.timeline {
         assert!((s.completed as f64 - 200.0).abs() <= 20.0, "{s:?}");
     }
-    assert!((r.requests.throughput - 200.0).abs() <= 10.0, "{}", r.requests.throughput);
+    assert!(
+        (r.requests.throughput - 200.0).abs() <= 10.0,
+        "{}",
+        r.requests.throughput
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,14 +233,25 @@ async fn slow_server_shows_in_corrected_latency() {
     let addr = server().await;
     // One connection, 40 req/s scheduled, 50 ms per answer: at most 20/s get through, so the
     // schedule falls ever further behind. wrk-style closed-loop figures would say 50 ms.
-    let open = Mode::Open { rate: 40.0, connections: 1, stop: Stop::Duration(secs(2.0)) };
+    let open = Mode::Open {
+        rate: 40.0,
+        connections: 1,
+        stop: Stop::Duration(secs(2.0)),
+    };
     let r = run(&plan(addr, "/slow/50", open), None).await;
     assert_consistent(&r);
     let (fixed, raw) = (&r.latency, &r.latency_uncorrected);
     assert!(raw.p50 >= 50.0 && raw.p50 < 150.0, "uncorrected {raw:?}");
     assert!(fixed.p99 > 500.0, "corrected {fixed:?}");
-    assert!(fixed.max > 4.0 * raw.max, "corrected {fixed:?} vs uncorrected {raw:?}");
-    assert!(r.requests.completed < 60, "the server cannot do 40/s: {:?}", r.requests);
+    assert!(
+        fixed.max > 4.0 * raw.max,
+        "corrected {fixed:?} vs uncorrected {raw:?}"
+    );
+    assert!(
+        r.requests.completed < 60,
+        "the server cannot do 40/s: {:?}",
+        r.requests
+    );
     // The per-second p99 climbs as the backlog grows.
     let p99: Vec<f64> = r.timeline.iter().filter_map(|s| s.p99_ms).collect();
     assert!(p99.last() > p99.first(), "{p99:?}");
@@ -213,23 +263,40 @@ async fn deadline_aborts_in_flight_requests() {
     let p = plan(addr, "/slow/5000", closed(3, Stop::Duration(secs(0.5))));
     let started = Instant::now();
     let r = run(&p, None).await;
-    assert!(started.elapsed() < secs(2.0), "the run must stop at its deadline");
+    assert!(
+        started.elapsed() < secs(2.0),
+        "the run must stop at its deadline"
+    );
     assert_consistent(&r);
     assert_eq!(r.requests.aborted_at_deadline, 3);
-    assert_eq!((r.requests.completed, r.requests.timeouts, r.requests.errors), (0, 0, 0));
+    assert_eq!(
+        (r.requests.completed, r.requests.timeouts, r.requests.errors),
+        (0, 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_at_once_in_one_runtime() {
     let addr = server().await;
     let heavy = plan(addr, "/slow/20", closed(4, Stop::Duration(secs(1.0))));
-    let probe =
-        plan(addr, "/ok", Mode::Open { rate: 100.0, connections: 2, stop: Stop::Duration(secs(1.0)) });
+    let probe = plan(
+        addr,
+        "/ok",
+        Mode::Open {
+            rate: 100.0,
+            connections: 2,
+            stop: Stop::Duration(secs(1.0)),
+        },
+    );
     let (a, b) = tokio::join!(run(&heavy, None), run(&probe, None));
     assert_consistent(&a);
     assert_consistent(&b);
     assert!(a.requests.completed >= 50, "{:?}", a.requests);
-    assert!((b.requests.completed as i64 - 100).abs() <= 5, "{:?}", b.requests);
+    assert!(
+        (b.requests.completed as i64 - 100).abs() <= 5,
+        "{:?}",
+        b.requests
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,7 +328,10 @@ async fn method_headers_and_body_are_sent() {
 async fn offload(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_offload")).args(&args).output().unwrap()
+        std::process::Command::new(env!("CARGO_BIN_EXE_offload"))
+            .args(&args)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap()
@@ -275,11 +345,23 @@ async fn cli_refuses_bad_arguments_clearly() {
         (&["load", "127.0.0.1:3000/x"], "malformed URL"),
         (&["load", "http://127.0.0.1:1/", "-c", "0"], "--connections"),
         (&["load", "http://127.0.0.1:1/", "-d", "-5"], "negative"),
-        (&["load", "http://127.0.0.1:1/", "-R", "100"], "needs a duration (-d) or an amount (-a)"),
-        (&["load", "http://127.0.0.1:1/", "-R", "0", "-d", "1"], "rate"),
-        (&["load", "http://127.0.0.1:1/", "-d", "1", "-a", "5"], "cannot be used with"),
+        (
+            &["load", "http://127.0.0.1:1/", "-R", "100"],
+            "needs a duration (-d) or an amount (-a)",
+        ),
+        (
+            &["load", "http://127.0.0.1:1/", "-R", "0", "-d", "1"],
+            "rate",
+        ),
+        (
+            &["load", "http://127.0.0.1:1/", "-d", "1", "-a", "5"],
+            "cannot be used with",
+        ),
         (&["load", "http://192.0.2.1/", "-a", "1"], "--allow-remote"),
-        (&["load", "http://127.0.0.1:1/", "-H", "no colon"], "bad header"),
+        (
+            &["load", "http://127.0.0.1:1/", "-H", "no colon"],
+            "bad header",
+        ),
     ];
     for (args, expected) in cases {
         let out = offload(args).await;
@@ -295,7 +377,11 @@ async fn cli_json_matches_the_committed_schema() {
     let addr = server().await;
     let url = format!("http://{addr}/ok");
     let out = offload(&["load", &url, "-c", "4", "-a", "300", "--json"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let schema: serde_json::Value = serde_json::from_str(offload::load::REPORT_SCHEMA).unwrap();
     let errors = schema::validate(&schema, &report);
@@ -322,9 +408,17 @@ async fn cli_text_shows_every_count_and_how_timeouts_count() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for needle in [
-        "Latency (ms)", "2.5%", "97.5%", "99.9%", "Stdev", "Req/Sec", "Bytes/Sec",
+        "Latency (ms)",
+        "2.5%",
+        "97.5%",
+        "99.9%",
+        "Stdev",
+        "Req/Sec",
+        "Bytes/Sec",
         "50 requests sent: 50 completed (0 2xx, 50 non-2xx), 0 timeouts, 0 connection errors",
-        "by status: 500: 50", "with timeouts", "note: latency covers completed responses",
+        "by status: 500: 50",
+        "with timeouts",
+        "note: latency covers completed responses",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }

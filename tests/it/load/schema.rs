@@ -30,12 +30,26 @@ fn type_matches(name: &str, v: &Value) -> bool {
 
 fn check(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>) {
     const KNOWN: [&str; 13] = [
-        "$schema", "$id", "$ref", "$defs", "title", "description", "type", "enum", "minimum",
-        "properties", "required", "additionalProperties", "items",
+        "$schema",
+        "$id",
+        "$ref",
+        "$defs",
+        "title",
+        "description",
+        "type",
+        "enum",
+        "minimum",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
     ];
     let obj = schema.as_object().expect("a schema is an object");
     for key in obj.keys() {
-        assert!(KNOWN.contains(&key.as_str()), "schema keyword {key} not supported by this checker");
+        assert!(
+            KNOWN.contains(&key.as_str()),
+            "schema keyword {key} not supported by this checker"
+        );
     }
     if let Some(r) = obj.get("$ref").and_then(Value::as_str) {
         let name = r.strip_prefix("#/$defs/").expect("only local $defs refs");
@@ -64,7 +78,12 @@ fn check(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Vec<S
     }
     if let Some(map) = v.as_object() {
         let props = obj.get("properties").and_then(Value::as_object);
-        for req in obj.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for req in obj
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let req = req.as_str().expect("required names are strings");
             if !map.contains_key(req) {
                 errors.push(format!("{path}: missing required {req}"));
@@ -72,7 +91,10 @@ fn check(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Vec<S
         }
         for (key, item) in map {
             let sub = format!("{path}.{key}");
-            match (props.and_then(|p| p.get(key)), obj.get("additionalProperties")) {
+            match (
+                props.and_then(|p| p.get(key)),
+                obj.get("additionalProperties"),
+            ) {
                 (Some(s), _) => check(root, s, item, &sub, errors),
                 (None, Some(Value::Bool(false))) => errors.push(format!("{sub}: not allowed")),
                 (None, Some(s @ Value::Object(_))) => check(root, s, item, &sub, errors),
@@ -101,6 +123,9 @@ fn checker_catches_violations() {
     let bad = serde_json::json!({"a": 0.5, "b": ["y", 3], "c": 1});
     let errors = validate(&schema, &bad);
     assert_eq!(errors.len(), 4, "{errors:#?}"); // a not integer, b[0] enum, b[1] type, c extra
-    assert_eq!(validate(&schema, &serde_json::json!({"a": 0, "b": []})).len(), 1);
+    assert_eq!(
+        validate(&schema, &serde_json::json!({"a": 0, "b": []})).len(),
+        1
+    );
     assert_eq!(validate(&schema, &serde_json::json!({"b": []})).len(), 1);
 }
