@@ -26,6 +26,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the compute service that `serve --strategy remote` forwards to.
     Compute(ComputeArgs),
+    /// Load an HTTP endpoint (closed or open loop) and report latency, throughput and every
+    /// failure; `--json` for a machine-readable report.
+    Load(crate::load::LoadArgs),
 }
 
 /// Runs the parsed command.
@@ -36,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Compute(args) => compute::run(args),
+        Command::Load(args) => crate::load::run_cli(args),
     }
 }
 

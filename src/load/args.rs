@@ -1,0 +1,172 @@
+//! The `offload load` flags (clap derive) and their translation into a validated [`Plan`].
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::plan::{Mode, Plan, PlanError, Stop, Target};
+
+/// Closed-loop run length when neither `-d` nor `-a` is given: autocannon's default.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// Load an HTTP endpoint and report latency, throughput and every failure.
+///
+/// Closed loop by default (like autocannon and wrk); `-R` switches to an open loop whose
+/// latencies are corrected for coordinated omission (like wrk2).
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Target URL, http:// only (e.g. http://127.0.0.1:3000/health). Must be a loopback
+    /// address unless --allow-remote is given.
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    /// Connections kept open (keep-alive); each has one request in flight at a time.
+    #[arg(short = 'c', long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections: u32,
+
+    /// Measure for this long: seconds, or with a unit (500ms, 10s, 2m). Default 10 s in a
+    /// closed loop when -a is not given; required (or -a) with -R.
+    #[arg(short = 'd', long, value_parser = parse_duration, allow_negative_numbers = true,
+          conflicts_with = "amount")]
+    pub duration: Option<Duration>,
+
+    /// Stop after exactly this many requests (warm-up not counted).
+    #[arg(short = 'a', long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub amount: Option<u64>,
+
+    /// Open loop: this many requests per second in total, spread over the connections;
+    /// latency is measured from each request's scheduled send time.
+    #[arg(short = 'R', long, value_parser = parse_rate, allow_negative_numbers = true)]
+    pub rate: Option<f64>,
+
+    /// Send load for this long first without counting it (same units as -d).
+    #[arg(long, default_value = "0", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub warmup: Duration,
+
+    /// Per-request timeout (same units as -d); a request with no complete answer by then
+    /// counts as a timeout and its connection is reopened.
+    #[arg(short = 't', long, default_value = "10", value_parser = parse_duration,
+          allow_negative_numbers = true)]
+    pub timeout: Duration,
+
+    /// HTTP method.
+    #[arg(short = 'm', long, default_value = "GET")]
+    pub method: String,
+
+    /// Request header, 'name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
+    /// Request body, sent as is with a Content-Length.
+    #[arg(short = 'b', long)]
+    pub body: Option<String>,
+
+    /// Print the report as JSON (schema: src/load/report.schema.json) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Allow a target that is not a loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// Never draw the progress bar (it is drawn only when stdout and stderr are terminals).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl TryFrom<&LoadArgs> for Plan {
+    type Error = PlanError;
+
+    fn try_from(args: &LoadArgs) -> Result<Self, PlanError> {
+        let stop = match (args.duration, args.amount) {
+            (Some(d), _) => Stop::Duration(d),
+            (None, Some(n)) => Stop::Count(n),
+            (None, None) if args.rate.is_some() => {
+                return Err(PlanError::Invalid(
+                    "a rate (-R) needs a duration (-d) or an amount (-a)".into(),
+                ));
+            }
+            (None, None) => Stop::Duration(DEFAULT_DURATION),
+        };
+        let connections = args.connections;
+        let mode = match args.rate {
+            Some(rate) => Mode::Open {
+                rate,
+                connections,
+                stop,
+            },
+            None => Mode::Closed { connections, stop },
+        };
+        let target = Target::parse(&args.url, args.allow_remote)?;
+        let mut plan = Plan::new(target, mode)?
+            .with_method(&args.method)?
+            .with_warmup(args.warmup)
+            .with_timeout(args.timeout)?;
+        for header in &args.headers {
+            plan = plan.with_header(header)?;
+        }
+        if let Some(body) = &args.body {
+            plan = plan.with_body(body.clone());
+        }
+        Ok(plan)
+    }
+}
+
+/// Parses `10`, `1.5`, `10s`, `500ms`, `2m` into a duration; refuses negatives.
+///
+/// # Errors
+/// A message for clap to show when the value is not a non-negative number with a known unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected seconds or a duration like 500ms, 10s, 2m; got {text:?}"))?;
+    if value < 0.0 {
+        return Err(format!("a duration cannot be negative; got {text:?}"));
+    }
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected requests per second; got {text:?}"))?;
+    if !(value.is_finite() && value > 0.0) {
+        return Err(format!("the rate must be above 0; got {text:?}"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("-5").unwrap_err().contains("negative"));
+        assert!(parse_duration("ten").is_err());
+    }
+
+    #[test]
+    fn rates_must_be_positive() {
+        assert_eq!(parse_rate("500").unwrap(), 500.0);
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("-3").is_err());
+        assert!(parse_rate("inf").is_err());
+    }
+}

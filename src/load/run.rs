@@ -1,0 +1,131 @@
+//! Running a plan: one task per connection on the current runtime, an optional progress
+//! ticker, and the merge of every connection's recorder into one [`Report`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::conn::{Live, Shared, drive};
+use super::plan::{Plan, Stop};
+use super::report::{Report, build};
+use super::stats::Recorder;
+
+/// How often the progress ticker publishes: smooth enough for a bar, negligible cost.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// A snapshot of a running load, published on the `watch` channel given to [`run`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Time since the run started (warm-up included).
+    pub elapsed: Duration,
+    /// True while still in the warm-up.
+    pub warming_up: bool,
+    /// Measured requests finished so far (any outcome).
+    pub finished: u64,
+    /// Of those, timeouts and connection errors.
+    pub failed: u64,
+    /// Fraction of the measured phase done, 0.0 to 1.0 (by time or by count).
+    pub fraction: f64,
+    /// True once the run is over (the last message sent).
+    pub done: bool,
+}
+
+/// Runs `plan` to completion on the current tokio runtime and returns its report.
+///
+/// Spawns one task per connection, so it can run beside other work, including another `run`:
+/// each call has its own connections and recorders. It always stops by itself: at the `-d`
+/// deadline (in-flight requests are aborted and counted) or after exactly `-a` requests,
+/// each of which ends by the per-request timeout at the latest.
+///
+/// If `progress` is given, a snapshot is sent every 200 ms and a final one with `done`.
+///
+/// # Panics
+/// Only if a connection task panics, which would be a bug; the panic is passed on.
+pub async fn run(plan: &Plan, progress: Option<watch::Sender<Progress>>) -> Report {
+    let connections = plan.mode().connections() as usize;
+    let start = Instant::now();
+    let measure_start = start + plan.warmup();
+    let deadline = match plan.mode().stop() {
+        Stop::Duration(d) => Some(measure_start + d),
+        Stop::Count(_) => None,
+    };
+    let shared = Arc::new(Shared {
+        plan: plan.clone(),
+        start,
+        measure_start,
+        deadline,
+        tickets: AtomicU64::new(0),
+        live: (0..connections).map(|_| Live::default()).collect(),
+    });
+    let started_wall = SystemTime::now() + plan.warmup();
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| tokio::spawn(drive(shared.clone(), i)))
+        .collect();
+    let ticker = progress
+        .clone()
+        .map(|tx| tokio::spawn(tick(shared.clone(), tx)));
+
+    let mut total = Recorder::new();
+    for task in tasks {
+        match task.await {
+            Ok(rec) => total.merge(&rec),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("connection task cancelled: {e}"),
+        }
+    }
+    let end = Instant::now();
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let elapsed = match plan.mode().stop() {
+        Stop::Duration(d) => d,
+        Stop::Count(_) => end.saturating_duration_since(measure_start),
+    };
+    if let Some(tx) = progress {
+        let mut last = snapshot(&shared);
+        last.done = true;
+        last.fraction = 1.0;
+        tx.send_replace(last);
+    }
+    build(plan, &total, elapsed, started_wall)
+}
+
+fn snapshot(shared: &Shared) -> Progress {
+    let now = Instant::now();
+    let (mut finished, mut failed) = (0, 0);
+    for live in shared.live.iter() {
+        finished += live.finished.load(Ordering::Relaxed);
+        failed += live.failed.load(Ordering::Relaxed);
+    }
+    let warming_up = now < shared.measure_start;
+    let fraction = match shared.plan.mode().stop() {
+        Stop::Duration(d) => {
+            now.saturating_duration_since(shared.measure_start)
+                .as_secs_f64()
+                / d.as_secs_f64()
+        }
+        Stop::Count(n) => finished as f64 / n as f64,
+    };
+    Progress {
+        elapsed: now - shared.start,
+        warming_up,
+        finished,
+        failed,
+        fraction: fraction.clamp(0.0, 1.0),
+        done: false,
+    }
+}
+
+async fn tick(shared: Arc<Shared>, tx: watch::Sender<Progress>) {
+    let mut every = tokio::time::interval(PROGRESS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        if tx.send(snapshot(&shared)).is_err() {
+            return; // nobody is watching any more
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Per-connection recording: each connection task owns one `Recorder` (histograms, counters,
+//! a per-second timeline) and touches nothing shared per request; recorders merge at the end.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Significant figures of the whole-run histograms: 0.1% value precision, microsecond units,
+/// every request recorded (no sampling). Auto-resizing, so no upper bound to guess.
+const SIGFIG: u8 = 3;
+/// Per-second histograms only feed a timeline plot of p50/p99; 1% precision keeps the
+/// thousands of them (connections x seconds) small.
+const TIMELINE_SIGFIG: u8 = 2;
+
+/// How a request that got no complete answer failed on its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// TCP connect refused, unreachable, or timed out.
+    Connect,
+    /// The server closed or reset the connection before the response was complete.
+    Closed,
+    /// The response was not valid HTTP/1.
+    Protocol,
+    /// Anything else (local I/O errors).
+    Other,
+}
+
+/// Counts of connection errors by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ErrorCounts {
+    pub connect: u64,
+    pub closed: u64,
+    pub protocol: u64,
+    pub other: u64,
+}
+
+impl ErrorCounts {
+    pub fn total(&self) -> u64 {
+        self.connect + self.closed + self.protocol + self.other
+    }
+
+    fn add(&mut self, kind: ErrorKind) {
+        match kind {
+            ErrorKind::Connect => self.connect += 1,
+            ErrorKind::Closed => self.closed += 1,
+            ErrorKind::Protocol => self.protocol += 1,
+            ErrorKind::Other => self.other += 1,
+        }
+    }
+
+    fn merge(&mut self, o: &ErrorCounts) {
+        self.connect += o.connect;
+        self.closed += o.closed;
+        self.protocol += o.protocol;
+        self.other += o.other;
+    }
+}
+
+/// One second of the measured phase, by completion time.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub completed: u64,
+    pub ok: u64,
+    pub timeouts: u64,
+    pub errors: u64,
+    pub bytes: u64,
+    pub latency: Histogram<u64>,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Self {
+            completed: 0,
+            ok: 0,
+            timeouts: 0,
+            errors: 0,
+            bytes: 0,
+            latency: Histogram::new(TIMELINE_SIGFIG).expect("valid sigfig"),
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new(SIGFIG).expect("valid sigfig")
+}
+
+/// Records `value`, growing the histogram as needed. (`saturating_record` would clamp to the
+/// initial range, about 2 ms, without growing: it silently hides exactly the slow requests.)
+fn put(h: &mut Histogram<u64>, value: u64) {
+    if h.record(value).is_err() {
+        h.saturating_record(value);
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// What one connection task saw. All durations in microseconds.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    /// Completed responses (any status), from the intended send time (= actual in closed loop).
+    pub latency: Histogram<u64>,
+    /// Completed responses from the actual send time (differs only in an open loop).
+    pub latency_uncorrected: Histogram<u64>,
+    /// `latency` plus every timeout recorded at the time it was given up on.
+    pub latency_with_timeouts: Histogram<u64>,
+    /// Time from the actual send to the response head.
+    pub first_byte: Histogram<u64>,
+    pub sent: u64,
+    pub completed: u64,
+    pub status: Vec<(u16, u64)>,
+    pub timeouts: u64,
+    pub aborted: u64,
+    pub errors: ErrorCounts,
+    pub bytes: u64,
+    pub connections_opened: u64,
+    pub timeline: Vec<Bucket>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self {
+            latency: histogram(),
+            latency_uncorrected: histogram(),
+            latency_with_timeouts: histogram(),
+            first_byte: histogram(),
+            sent: 0,
+            completed: 0,
+            status: Vec::new(),
+            timeouts: 0,
+            aborted: 0,
+            errors: ErrorCounts::default(),
+            bytes: 0,
+            connections_opened: 0,
+            timeline: Vec::new(),
+        }
+    }
+
+    fn bucket(&mut self, second: usize) -> &mut Bucket {
+        if self.timeline.len() <= second {
+            self.timeline.resize_with(second + 1, Bucket::new);
+        }
+        &mut self.timeline[second]
+    }
+
+    /// A response arrived in full. `second` is its completion second in the measured phase.
+    pub fn completed(&mut self, r: Completed, second: usize) {
+        self.sent += 1;
+        self.completed += 1;
+        let (lat, raw) = (micros(r.latency), micros(r.uncorrected));
+        put(&mut self.latency, lat);
+        put(&mut self.latency_uncorrected, raw);
+        put(&mut self.latency_with_timeouts, lat);
+        put(&mut self.first_byte, micros(r.first_byte));
+        self.bytes += r.bytes;
+        match self.status.iter_mut().find(|(s, _)| *s == r.status) {
+            Some((_, n)) => *n += 1,
+            None => self.status.push((r.status, 1)),
+        }
+        let b = self.bucket(second);
+        b.completed += 1;
+        b.ok += u64::from((200..300).contains(&r.status));
+        b.bytes += r.bytes;
+        put(&mut b.latency, lat);
+    }
+
+    /// A request was given up on after `waited` (from its intended send time).
+    pub fn timed_out(&mut self, waited: Duration, second: usize) {
+        self.sent += 1;
+        self.timeouts += 1;
+        put(&mut self.latency_with_timeouts, micros(waited));
+        self.bucket(second).timeouts += 1;
+    }
+
+    /// A request failed on its connection.
+    pub fn failed(&mut self, kind: ErrorKind, second: usize) {
+        self.sent += 1;
+        self.errors.add(kind);
+        self.bucket(second).errors += 1;
+    }
+
+    /// A request was still in flight at the run's deadline.
+    pub fn aborted(&mut self) {
+        self.sent += 1;
+        self.aborted += 1;
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Recorder) {
+        // Auto-resizing histograms cannot fail to add.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.latency_uncorrected.add(&other.latency_uncorrected);
+        let _ = self.latency_with_timeouts.add(&other.latency_with_timeouts);
+        let _ = self.first_byte.add(&other.first_byte);
+        self.sent += other.sent;
+        self.completed += other.completed;
+        for &(s, n) in &other.status {
+            match self.status.iter_mut().find(|(x, _)| *x == s) {
+                Some((_, m)) => *m += n,
+                None => self.status.push((s, n)),
+            }
+        }
+        self.timeouts += other.timeouts;
+        self.aborted += other.aborted;
+        self.errors.merge(&other.errors);
+        self.bytes += other.bytes;
+        self.connections_opened += other.connections_opened;
+        for (i, b) in other.timeline.iter().enumerate() {
+            let mine = self.bucket(i);
+            mine.completed += b.completed;
+            mine.ok += b.ok;
+            mine.timeouts += b.timeouts;
+            mine.errors += b.errors;
+            mine.bytes += b.bytes;
+            let _ = mine.latency.add(&b.latency);
+        }
+    }
+}
+
+/// One completed exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Completed {
+    pub status: u16,
+    pub latency: Duration,
+    pub uncorrected: Duration,
+    pub first_byte: Duration,
+    pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(status: u16, ms: u64) -> Completed {
+        let d = Duration::from_millis(ms);
+        Completed {
+            status,
+            latency: d,
+            uncorrected: d,
+            first_byte: d,
+            bytes: 10,
+        }
+    }
+
+    #[test]
+    fn merge_adds_everything() {
+        let mut a = Recorder::new();
+        a.completed(done(200, 5), 0);
+        a.timed_out(Duration::from_secs(1), 1);
+        let mut b = Recorder::new();
+        b.completed(done(500, 7), 2);
+        b.failed(ErrorKind::Closed, 2);
+        b.aborted();
+        a.merge(&b);
+        assert_eq!((a.sent, a.completed, a.timeouts, a.aborted), (5, 2, 1, 1));
+        assert_eq!(a.errors.closed, 1);
+        assert_eq!(a.latency.len(), 2);
+        assert_eq!(a.latency_with_timeouts.len(), 3);
+        assert_eq!(a.status.len(), 2);
+        assert_eq!(a.timeline.len(), 3);
+        assert_eq!(a.timeline[2].completed, 1);
+        assert_eq!(a.timeline[0].ok, 1);
+        assert_eq!(a.bytes, 20);
+    }
+
+    #[test]
+    fn slow_requests_are_not_clamped() {
+        let mut r = Recorder::new();
+        r.completed(done(200, 30_000), 0);
+        r.timed_out(Duration::from_secs(10), 0);
+        assert!(r.latency.max() >= 29_900_000, "{}", r.latency.max());
+        assert!(r.latency_with_timeouts.max() >= 9_990_000);
+    }
+}

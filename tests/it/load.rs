@@ -1,0 +1,427 @@
+//! `offload load` against a real axum server on 127.0.0.1:0: exact counts, failures counted
+//! where they belong, open-loop pacing, coordinated-omission correction, and the CLI.
+
+mod schema;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::Output;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use offload::load::{Mode, Plan, Progress, Report, Stop, Target, run};
+
+/// A response body that fails on its first poll: hyper then drops the connection mid-response.
+struct BrokenBody;
+
+impl hyper::body::Body for BrokenBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        Poll::Ready(Some(Err(std::io::Error::other("dropped on purpose"))))
+    }
+}
+
+/// Starts the test server: `/ok` (200), `/fail` (500), `/slow/{ms}` (200 after a sleep),
+/// `/drop` (drops the connection), `POST /echo` (200 only for the JSON body the tests send).
+async fn server() -> SocketAddr {
+    let app = Router::new()
+        .route("/ok", get(|| async { "ok" }))
+        .route(
+            "/fail",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "no") }),
+        )
+        .route(
+            "/slow/{ms}",
+            get(|Path(ms): Path<u64>| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                "slow"
+            }),
+        )
+        .route("/drop", get(|| async { Body::new(BrokenBody) }))
+        .route(
+            "/echo",
+            post(|headers: HeaderMap, body: String| async move {
+                let json = headers
+                    .get("content-type")
+                    .is_some_and(|v| v == "application/json");
+                if json && body == r#"{"work":"count","n":1000}"# {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_REQUEST
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn plan(addr: SocketAddr, path: &str, mode: Mode) -> Plan {
+    let target = Target::parse(&format!("http://{addr}{path}"), false).unwrap();
+    Plan::new(target, mode).unwrap()
+}
+
+fn closed(connections: u32, stop: Stop) -> Mode {
+    Mode::Closed { connections, stop }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+/// The counts in a report always add up.
+fn assert_consistent(r: &Report) {
+    let q = &r.requests;
+    assert_eq!(
+        q.sent,
+        q.completed + q.timeouts + q.errors + q.aborted_at_deadline,
+        "{q:?}"
+    );
+    assert_eq!(q.completed, q.status_2xx + q.non_2xx, "{q:?}");
+    assert_eq!(
+        q.errors,
+        r.errors.connect + r.errors.closed + r.errors.protocol + r.errors.other
+    );
+    assert_eq!(q.completed, q.by_status.values().sum::<u64>());
+    assert_eq!(r.latency.count, q.completed);
+    assert_eq!(r.latency_with_timeouts.count, q.completed + q.timeouts);
+    let timeline: u64 = r.timeline.iter().map(|s| s.completed).sum();
+    assert_eq!(timeline, q.completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_mode_sends_exactly_the_amount() {
+    let addr = server().await;
+    let r = run(&plan(addr, "/ok", closed(8, Stop::Count(1000))), None).await;
+    assert_consistent(&r);
+    assert_eq!(r.requests.sent, 1000);
+    assert_eq!(r.requests.status_2xx, 1000);
+    assert_eq!(r.requests.by_status["200"], 1000);
+    assert_eq!(r.connections_opened, 8, "keep-alive: one connection each");
+    assert_eq!(r.reconnects, 0);
+    // "ok" body plus a small head: bytes are counted, not guessed.
+    assert!(r.bytes_read > 1000 * 40, "{}", r.bytes_read);
+
+    let open = Mode::Open {
+        rate: 1000.0,
+        connections: 4,
+        stop: Stop::Count(300),
+    };
+    let r = run(&plan(addr, "/ok", open), None).await;
+    assert_consistent(&r);
+    assert_eq!(r.requests.sent, 300);
+    assert_eq!(r.requests.status_2xx, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_requests_are_not_counted() {
+    let addr = server().await;
+    let p = plan(addr, "/ok", closed(4, Stop::Count(200))).with_warmup(secs(0.3));
+    let started = Instant::now();
+    let r = run(&p, None).await;
+    assert!(started.elapsed() >= secs(0.3));
+    assert_consistent(&r);
+    assert_eq!(r.requests.sent, 200);
+    assert_eq!(r.warmup_s, 0.3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_2xx_are_counted_by_status() {
+    let addr = server().await;
+    let r = run(&plan(addr, "/fail", closed(4, Stop::Count(200))), None).await;
+    assert_consistent(&r);
+    assert_eq!(r.requests.completed, 200);
+    assert_eq!(r.requests.non_2xx, 200);
+    assert_eq!(r.requests.status_2xx, 0);
+    assert_eq!(r.requests.by_status["500"], 200);
+    assert_eq!(r.requests.errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_are_counted_and_shown_at_the_timeout() {
+    let addr = server().await;
+    let p = plan(addr, "/slow/3000", closed(2, Stop::Count(4)))
+        .with_timeout(secs(0.2))
+        .unwrap();
+    let started = Instant::now();
+    let r = run(&p, None).await;
+    assert!(
+        started.elapsed() < secs(2.5),
+        "timeouts must not wait for the server"
+    );
+    assert_consistent(&r);
+    assert_eq!(r.requests.timeouts, 4);
+    assert_eq!(r.requests.completed, 0);
+    assert_eq!(r.requests.errors, 0);
+    assert_eq!(r.latency.count, 0);
+    assert_eq!(r.latency_with_timeouts.count, 4);
+    assert!(
+        r.latency_with_timeouts.min >= 200.0,
+        "{:?}",
+        r.latency_with_timeouts
+    );
+    // A connection with a request in flight cannot be reused: each timeout reopens one.
+    assert_eq!(r.connections_opened, 4);
+    assert_eq!(r.timeline.iter().map(|s| s.timeouts).sum::<u64>(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_errors_and_reopened() {
+    let addr = server().await;
+    let r = run(&plan(addr, "/drop", closed(2, Stop::Count(50))), None).await;
+    assert_consistent(&r);
+    assert_eq!(r.requests.sent, 50);
+    assert_eq!(r.errors.closed, 50, "{:?}", r.errors);
+    assert_eq!(r.requests.completed, 0);
+    assert_eq!(r.connections_opened, 50);
+    assert_eq!(r.reconnects, 48);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_connect_errors() {
+    // A port that was just free: nothing listens there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let r = run(&plan(addr, "/", closed(2, Stop::Count(20))), None).await;
+    assert_consistent(&r);
+    assert_eq!(r.errors.connect, 20);
+    assert_eq!(r.requests.sent, 20);
+    assert_eq!(r.connections_opened, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_holds_its_rate() {
+    let addr = server().await;
+    let open = Mode::Open {
+        rate: 200.0,
+        connections: 10,
+        stop: Stop::Duration(secs(2.0)),
+    };
+    let r = run(&plan(addr, "/ok", open), None).await;
+    assert_consistent(&r);
+    let done = r.requests.completed as f64;
+    assert!(
+        (done - 400.0).abs() <= 400.0 * 0.05,
+        "completed {done} of 400 scheduled"
+    );
+    assert_eq!(r.timeline.len(), 2);
+    for s in &r.timeline {
+        assert!((s.completed as f64 - 200.0).abs() <= 20.0, "{s:?}");
+    }
+    assert!(
+        (r.requests.throughput - 200.0).abs() <= 10.0,
+        "{}",
+        r.requests.throughput
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_server_shows_in_corrected_latency() {
+    let addr = server().await;
+    // One connection, 40 req/s scheduled, 50 ms per answer: at most 20/s get through, so the
+    // schedule falls ever further behind. wrk-style closed-loop figures would say 50 ms.
+    let open = Mode::Open {
+        rate: 40.0,
+        connections: 1,
+        stop: Stop::Duration(secs(2.0)),
+    };
+    let r = run(&plan(addr, "/slow/50", open), None).await;
+    assert_consistent(&r);
+    let (fixed, raw) = (&r.latency, &r.latency_uncorrected);
+    assert!(raw.p50 >= 50.0 && raw.p50 < 150.0, "uncorrected {raw:?}");
+    assert!(fixed.p99 > 500.0, "corrected {fixed:?}");
+    assert!(
+        fixed.max > 4.0 * raw.max,
+        "corrected {fixed:?} vs uncorrected {raw:?}"
+    );
+    assert!(
+        r.requests.completed < 60,
+        "the server cannot do 40/s: {:?}",
+        r.requests
+    );
+    // The per-second p99 climbs as the backlog grows.
+    let p99: Vec<f64> = r.timeline.iter().filter_map(|s| s.p99_ms).collect();
+    assert!(p99.last() > p99.first(), "{p99:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_aborts_in_flight_requests() {
+    let addr = server().await;
+    let p = plan(addr, "/slow/5000", closed(3, Stop::Duration(secs(0.5))));
+    let started = Instant::now();
+    let r = run(&p, None).await;
+    assert!(
+        started.elapsed() < secs(2.0),
+        "the run must stop at its deadline"
+    );
+    assert_consistent(&r);
+    assert_eq!(r.requests.aborted_at_deadline, 3);
+    assert_eq!(
+        (r.requests.completed, r.requests.timeouts, r.requests.errors),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_at_once_in_one_runtime() {
+    let addr = server().await;
+    let heavy = plan(addr, "/slow/20", closed(4, Stop::Duration(secs(1.0))));
+    let probe = plan(
+        addr,
+        "/ok",
+        Mode::Open {
+            rate: 100.0,
+            connections: 2,
+            stop: Stop::Duration(secs(1.0)),
+        },
+    );
+    let (a, b) = tokio::join!(run(&heavy, None), run(&probe, None));
+    assert_consistent(&a);
+    assert_consistent(&b);
+    assert!(a.requests.completed >= 50, "{:?}", a.requests);
+    assert!(
+        (b.requests.completed as i64 - 100).abs() <= 5,
+        "{:?}",
+        b.requests
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_published_and_finishes() {
+    let addr = server().await;
+    let (tx, rx) = tokio::sync::watch::channel(Progress::default());
+    let r = run(&plan(addr, "/ok", closed(2, Stop::Count(300))), Some(tx)).await;
+    let last = rx.borrow().clone();
+    assert!(last.done);
+    assert_eq!(last.finished, r.requests.sent);
+    assert_eq!(last.fraction, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_headers_and_body_are_sent() {
+    let addr = server().await;
+    let p = plan(addr, "/echo", closed(2, Stop::Count(20)))
+        .with_method("post")
+        .unwrap()
+        .with_header("content-type: application/json")
+        .unwrap()
+        .with_body(r#"{"work":"count","n":1000}"#);
+    let r = run(&p, None).await;
+    assert_eq!(r.requests.status_2xx, 20, "{:?}", r.requests.by_status);
+    assert_eq!(r.method, "POST");
+}
+
+/// Runs the `offload` binary off the runtime's threads (the test server lives on them).
+async fn offload(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_offload"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_refuses_bad_arguments_clearly() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["load"], "<URL>"),
+        (&["load", "not a url"], "malformed URL"),
+        (&["load", "127.0.0.1:3000/x"], "malformed URL"),
+        (&["load", "http://127.0.0.1:1/", "-c", "0"], "--connections"),
+        (&["load", "http://127.0.0.1:1/", "-d", "-5"], "negative"),
+        (
+            &["load", "http://127.0.0.1:1/", "-R", "100"],
+            "needs a duration (-d) or an amount (-a)",
+        ),
+        (
+            &["load", "http://127.0.0.1:1/", "-R", "0", "-d", "1"],
+            "rate",
+        ),
+        (
+            &["load", "http://127.0.0.1:1/", "-d", "1", "-a", "5"],
+            "cannot be used with",
+        ),
+        (&["load", "http://192.0.2.1/", "-a", "1"], "--allow-remote"),
+        (
+            &["load", "http://127.0.0.1:1/", "-H", "no colon"],
+            "bad header",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = offload(args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_json_matches_the_committed_schema() {
+    let addr = server().await;
+    let url = format!("http://{addr}/ok");
+    let out = offload(&["load", &url, "-c", "4", "-a", "300", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(offload::load::REPORT_SCHEMA).unwrap();
+    let errors = schema::validate(&schema, &report);
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(report["requests"]["sent"], 300);
+    assert_eq!(report["requests"]["by_status"]["200"], 300);
+    assert_eq!(report["mode"], "closed");
+
+    // An open-loop, time-bound run with failures exercises the nullable and map fields.
+    let url = format!("http://{addr}/fail");
+    let out = offload(&["load", &url, "-R", "100", "-d", "1", "-c", "2", "--json"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = schema::validate(&schema, &report);
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(report["mode"], "open");
+    assert!(report["requests"]["by_status"]["500"].as_u64().unwrap() > 90);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_text_shows_every_count_and_how_timeouts_count() {
+    let addr = server().await;
+    let url = format!("http://{addr}/fail");
+    let out = offload(&["load", &url, "-c", "2", "-a", "50"]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "Latency (ms)",
+        "2.5%",
+        "97.5%",
+        "99.9%",
+        "Stdev",
+        "Req/Sec",
+        "Bytes/Sec",
+        "50 requests sent: 50 completed (0 2xx, 50 non-2xx), 0 timeouts, 0 connection errors",
+        "by status: 500: 50",
+        "with timeouts",
+        "note: latency covers completed responses",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    // Piped output: no progress bar escape codes anywhere.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains('\r'));
+}
