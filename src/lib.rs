@@ -2,6 +2,7 @@
 //! each way costs.
 //!
 //! # Layout
+//! - [`bench`]: every strategy side by side, and the report.
 //! - [`cli`]: flags into validated configs; tracing set-up; subcommand dispatch.
 //! - [`work`]: the CPU-bound jobs (`count`, `primes`, `hash`): parse, validate, run.
 //! - [`pool`]: the bounded worker pool (no HTTP in it).
@@ -12,6 +13,7 @@
 //! - [`load`]: the load generator (knows nothing of offload's servers).
 //! - [`queue`]: the job queue layer, SQLite and Redis backends (no HTTP in it).
 
+pub mod bench;
 pub mod cli;
 pub mod compute;
 pub mod gateway;

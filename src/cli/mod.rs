@@ -29,6 +29,8 @@ pub enum Command {
     /// Load an HTTP endpoint (closed or open loop) and report latency, throughput and every
     /// failure; `--json` for a machine-readable report.
     Load(crate::load::LoadArgs),
+    /// Run every strategy side by side on this machine and write a report.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Runs the parsed command.
@@ -40,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Compute(args) => compute::run(args),
         Command::Load(args) => crate::load::run_cli(args),
+        Command::Bench(args) => crate::bench::run_cli(args),
     }
 }
 

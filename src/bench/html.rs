@@ -1,0 +1,256 @@
+//! `index.html`: one self-contained page (no network, no scripts from elsewhere) with the
+//! summary table and charts drawn as inline SVG: throughput against the limit, latency
+//! percentiles, bystander latency, and per-second timelines.
+
+use std::fmt::Write as _;
+
+use super::report::{Results, table};
+use super::scenario::StrategyRun;
+
+const COLOURS: [&str; 6] = ["#d62728", "#ff7f0e", "#9467bd", "#2ca02c", "#1f77b4", "#8c564b"];
+const W: f64 = 720.0;
+const H: f64 = 300.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 30.0;
+const BOTTOM: f64 = 40.0;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn colour(r: &Results, strategy: &str) -> &'static str {
+    let i = r.settings.strategies.iter().position(|s| s == strategy).unwrap_or(0);
+    COLOURS[i % COLOURS.len()]
+}
+
+/// A y axis: linear from 0, or log10 over the data's decades.
+struct Axis {
+    log: bool,
+    lo: f64,
+    hi: f64,
+}
+
+impl Axis {
+    fn new(values: impl Iterator<Item = f64>, log: bool) -> Axis {
+        let vals: Vec<f64> = values.filter(|v| v.is_finite() && (!log || *v > 0.0)).collect();
+        let max = vals.iter().copied().fold(0.0, f64::max).max(if log { 1.0 } else { 1e-9 });
+        if log {
+            let min = vals.iter().copied().fold(f64::INFINITY, f64::min).min(max);
+            let lo = 10f64.powf(min.max(1e-3).log10().floor());
+            Axis { log, lo, hi: 10f64.powf(max.log10().ceil()).max(lo * 10.0) }
+        } else {
+            Axis { log, lo: 0.0, hi: max * 1.1 }
+        }
+    }
+    fn y(&self, v: f64) -> f64 {
+        let f = if self.log {
+            (v.max(self.lo).log10() - self.lo.log10()) / (self.hi.log10() - self.lo.log10())
+        } else {
+            (v - self.lo) / (self.hi - self.lo)
+        };
+        TOP + (H - TOP - BOTTOM) * (1.0 - f.clamp(0.0, 1.0))
+    }
+    fn ticks(&self) -> Vec<f64> {
+        if self.log {
+            let mut t = Vec::new();
+            let mut v = self.lo;
+            while v <= self.hi * 1.0001 {
+                t.push(v);
+                v *= 10.0;
+            }
+            t
+        } else {
+            (0..=4).map(|i| self.hi / 1.1 * f64::from(i) / 4.0).collect()
+        }
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.0}", v)
+    } else if v >= 1.0 {
+        format!("{:.3}", v).trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn frame(out: &mut String, id: &str, title: &str, y_label: &str, axis: &Axis) {
+    let _ = write!(
+        out,
+        r#"<figure><svg class="chart" id="{id}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{t}"><text x="{LEFT}" y="18" class="title">{t}</text>"#,
+        t = esc(title)
+    );
+    for t in axis.ticks() {
+        let y = axis.y(t);
+        let _ = write!(
+            out,
+            r#"<line x1="{LEFT}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" class="grid"/><text x="{tx}" y="{ty:.1}" class="tick" text-anchor="end">{v}</text>"#,
+            x2 = W - RIGHT,
+            tx = LEFT - 6.0,
+            ty = y + 4.0,
+            v = fmt_num(t)
+        );
+    }
+    let _ = write!(
+        out,
+        r#"<text transform="translate(14 {y}) rotate(-90)" class="tick" text-anchor="middle">{l}</text>"#,
+        y = (TOP + H - BOTTOM) / 2.0,
+        l = esc(y_label)
+    );
+}
+
+fn legend(out: &mut String, r: &Results, names: &[&str]) {
+    let _ = write!(out, r#"<figcaption>"#);
+    for n in names {
+        let _ = write!(out, r#"<span class="key" style="--c:{}">{}</span> "#, colour(r, n), esc(n));
+    }
+    let _ = write!(out, "</figcaption></figure>");
+}
+
+/// Bars of completed/s per strategy (queue: accepted/s beside it), the limit as a line.
+fn throughput(out: &mut String, r: &Results) {
+    let limit = r.calibration.limit_per_s;
+    let axis = Axis::new(r.runs.iter().map(|x| x.completed_per_s).chain([limit]), false);
+    frame(out, "chart-throughput", "Work completed per second, against the physical limit", "req/s", &axis);
+    let n = r.runs.len().max(1) as f64;
+    let slot = (W - LEFT - RIGHT) / n;
+    for (i, run) in r.runs.iter().enumerate() {
+        let x = LEFT + slot * i as f64 + slot * 0.2;
+        let y = axis.y(run.completed_per_s);
+        let _ = write!(
+            out,
+            r#"<rect class="mark" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"><title>{s}: {v:.0} req/s ({p:.0}% of limit)</title></rect><text x="{tx:.1}" y="{ly}" class="tick" text-anchor="middle">{s}</text><text x="{tx:.1}" y="{vy:.1}" class="tick" text-anchor="middle">{p:.0}%</text>"#,
+            w = slot * 0.6,
+            h = H - BOTTOM - y,
+            c = colour(r, &run.strategy),
+            s = esc(&run.strategy),
+            v = run.completed_per_s,
+            p = run.limit_fraction * 100.0,
+            tx = x + slot * 0.3,
+            ly = H - BOTTOM + 16.0,
+            vy = y - 4.0
+        );
+    }
+    let ly = axis.y(limit);
+    let _ = write!(
+        out,
+        r#"<line x1="{LEFT}" x2="{x2}" y1="{ly:.1}" y2="{ly:.1}" class="limit"/><text x="{x2}" y="{ty:.1}" class="tick" text-anchor="end">limit {limit:.0}/s</text></svg>"#,
+        x2 = W - RIGHT,
+        ty = ly - 4.0
+    );
+    let names: Vec<&str> = r.runs.iter().map(|x| x.strategy.as_str()).collect();
+    legend(out, r, &names);
+}
+
+/// Lines through the latency percentiles of each strategy, log scale.
+fn percentiles(out: &mut String, r: &Results, id: &str, title: &str, pick: fn(&StrategyRun) -> [f64; 6]) {
+    let labels = ["p2.5", "p50", "p97.5", "p99", "p99.9", "max"];
+    let axis = Axis::new(r.runs.iter().flat_map(|x| pick(x).into_iter()), true);
+    frame(out, id, title, "ms (log)", &axis);
+    let step = (W - LEFT - RIGHT) / (labels.len() - 1) as f64;
+    for (i, l) in labels.iter().enumerate() {
+        let _ = write!(out, r#"<text x="{x:.1}" y="{y}" class="tick" text-anchor="middle">{l}</text>"#, x = LEFT + step * i as f64, y = H - BOTTOM + 16.0);
+    }
+    for run in &r.runs {
+        let pts: Vec<String> =
+            pick(run).iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", LEFT + step * i as f64, axis.y(*v))).collect();
+        let _ = write!(
+            out,
+            r#"<polyline class="mark" fill="none" stroke="{c}" stroke-width="2" points="{p}"><title>{s}</title></polyline>"#,
+            c = colour(r, &run.strategy),
+            p = pts.join(" "),
+            s = esc(&run.strategy)
+        );
+    }
+    let _ = write!(out, "</svg>");
+    let names: Vec<&str> = r.runs.iter().map(|x| x.strategy.as_str()).collect();
+    legend(out, r, &names);
+}
+
+/// One line per strategy over the seconds of the measured phase.
+fn timeline(out: &mut String, r: &Results, id: &str, title: &str, y_label: &str, log: bool, pick: fn(&StrategyRun) -> Vec<Option<f64>>) {
+    let series: Vec<(&StrategyRun, Vec<Option<f64>>)> = r.runs.iter().map(|x| (x, pick(x))).collect();
+    let axis = Axis::new(series.iter().flat_map(|(_, v)| v.iter().flatten().copied()), log);
+    frame(out, id, title, y_label, &axis);
+    let secs = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1).max(2);
+    let step = (W - LEFT - RIGHT) / (secs - 1) as f64;
+    for s in 0..secs {
+        let _ = write!(out, r#"<text x="{x:.1}" y="{y}" class="tick" text-anchor="middle">{s}</text>"#, x = LEFT + step * s as f64, y = H - BOTTOM + 16.0);
+    }
+    let _ = write!(out, r#"<text x="{x}" y="{y}" class="tick" text-anchor="middle">second of the measured run</text>"#, x = (LEFT + W - RIGHT) / 2.0, y = H - 6.0);
+    for (run, vals) in &series {
+        let pts: Vec<String> =
+            vals.iter().enumerate().filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", LEFT + step * i as f64, axis.y(v)))).collect();
+        let _ = write!(
+            out,
+            r#"<polyline class="mark" fill="none" stroke="{c}" stroke-width="2" points="{p}"><title>{s}</title></polyline>"#,
+            c = colour(r, &run.strategy),
+            p = pts.join(" "),
+            s = esc(&run.strategy)
+        );
+    }
+    let _ = write!(out, "</svg>");
+    let names: Vec<&str> = r.runs.iter().map(|x| x.strategy.as_str()).collect();
+    legend(out, r, &names);
+}
+
+fn lat(l: &crate::load::LatencyStats) -> [f64; 6] {
+    [l.p2_5, l.p50, l.p97_5, l.p99, l.p99_9, l.max]
+}
+
+/// The whole page.
+pub fn page(r: &Results) -> String {
+    let mut body = String::new();
+    throughput(&mut body, r);
+    percentiles(&mut body, r, "chart-latency", "Latency of /heavy by percentile", |x| lat(&x.heavy.latency));
+    percentiles(&mut body, r, "chart-bystander", "Latency of the /health bystander by percentile (open loop)", |x| lat(&x.bystander.latency));
+    timeline(&mut body, r, "chart-timeline-rate", "Completed /heavy requests per second", "req/s", false, |x| {
+        x.heavy.timeline.iter().map(|s| Some(s.completed as f64 / s.span_s.max(1e-9))).collect()
+    });
+    timeline(&mut body, r, "chart-timeline-health", "/health p99 per second", "ms (log)", true, |x| {
+        x.bystander.timeline.iter().map(|s| s.p99_ms).collect()
+    });
+    timeline(&mut body, r, "chart-timeline-threads", "Threads of the strategy's processes per second", "threads", false, |x| {
+        (0..x.heavy.timeline.len()).map(|s| Some(super::report::process_second(x, x.heavy.warmup_s + s as f64).2 as f64)).collect()
+    });
+    let reading: String = r.reading.iter().map(|l| format!("<li>{}</li>", esc(l))).collect();
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>offload bench: {work}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 12px; }}
+figure {{ margin: 1.5em 0; }} .chart {{ max-width: 100%; height: auto; }}
+.title {{ font-weight: 600; font-size: 14px; }} .tick {{ font-size: 11px; fill: #555; }}
+.grid {{ stroke: #e4e4e4; }} .limit {{ stroke: #000; stroke-dasharray: 6 4; }}
+.key {{ display: inline-block; margin-right: 1em; }} .key::before {{ content: ""; display: inline-block; width: 12px; height: 12px; background: var(--c); margin-right: 4px; vertical-align: -1px; }}
+</style></head>
+<body data-charts="pending">
+<h1>offload bench</h1>
+<p>{cpu}, {cores} cores, {mem:.1} GiB, {os} {kernel}; offload {ver}; wall time {wall:.0} s.<br><code>{cmd}</code></p>
+<pre>{table}</pre>
+<ul>{reading}</ul>
+{body}
+<p>Latency is measured by the client from each request's send (the /health probe: from its scheduled send, correcting coordinated omission). Timed-out requests are counted apart, never silently dropped.</p>
+<script>
+// Marks the page once every chart has drawn marks, so a headless browser can check it.
+const charts = document.querySelectorAll("svg.chart");
+const drawn = [...charts].filter(c => c.querySelector(".mark") && c.getBBox().width > 0).length;
+document.body.dataset.charts = drawn + "/" + charts.length;
+</script>
+</body></html>
+"#,
+        work = esc(&r.settings.work),
+        cpu = esc(&r.machine.cpu_model),
+        cores = r.machine.cores,
+        mem = r.machine.memory_bytes as f64 / (1u64 << 30) as f64,
+        os = esc(&r.machine.os),
+        kernel = esc(&r.machine.kernel),
+        ver = esc(&r.offload_version),
+        wall = r.wall_s,
+        cmd = esc(&r.command_line.join(" ")),
+        table = esc(&table(r)),
+    )
+}

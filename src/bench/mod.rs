@@ -1,0 +1,312 @@
+//! `offload bench`: every strategy side by side on this machine. For each it starts the
+//! processes it needs (this same executable), loads `/heavy` while probing `/health`,
+//! samples CPU, memory and threads, follows queued jobs until they are done, stops
+//! everything, and writes a report: a table on the terminal and a folder with raw data,
+//! a Markdown summary and a self-contained HTML page.
+
+mod html;
+mod machine;
+mod procs;
+mod report;
+mod sample;
+mod scenario;
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::cli::parse_duration;
+use crate::load::Progress;
+use crate::work::{self, Kind, Limits, Work};
+
+pub use machine::{Calibration, Machine};
+pub use report::{Results, SCHEMA as RESULTS_SCHEMA};
+pub use scenario::{QueueRun, StrategyRun};
+
+/// Every strategy, in the order the bench runs them.
+pub const ALL_STRATEGIES: [&str; 6] = ["inline", "spawn", "blocking", "pool", "remote", "queue"];
+
+/// Flags of `offload bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Strategies to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "inline,spawn,blocking,pool,remote,queue")]
+    pub strategies: Vec<String>,
+    /// Connections of the heavy load (closed loop, as autocannon -c).
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: u32,
+    /// Measured duration of each strategy's load [default: 10s; 2s with --quick].
+    #[arg(short = 'd', long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Warm-up before measuring, not counted [default: 2s; 0.5s with --quick].
+    #[arg(long, value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// The heavy request's work, as kind:n (count, primes, hash).
+    #[arg(long, default_value = "count:20000000")]
+    pub work: String,
+    /// Queue for the `queue` strategy [default: a SQLite file in the report folder].
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// A short smoke run: 2 s per strategy, short warm-up, fewer calibration runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Report folder [default: offload-report/<date-time>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Requests per second of the light `/health` probe (open loop).
+    #[arg(long, default_value_t = 20.0)]
+    pub probe_rate: f64,
+    /// Per-request timeout of the load (timeouts are counted, never hidden).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// The queue's backlog cap: past it the gateway answers 503.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_backlog: u64,
+    /// How long to wait for queued jobs to finish after the load stops.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// Validated settings of a bench run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    pub strategies: Vec<String>,
+    pub connections: u32,
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    #[serde(serialize_with = "secs")]
+    pub warmup: Duration,
+    pub work: String,
+    /// The query string of the heavy request.
+    pub work_query: String,
+    pub queue_url: String,
+    pub probe_rate: f64,
+    #[serde(serialize_with = "secs")]
+    pub timeout: Duration,
+    pub max_backlog: u64,
+    #[serde(serialize_with = "secs")]
+    pub drain_timeout: Duration,
+    /// The pool queue given to gateways: room for every connection's chunks.
+    pub max_queue: usize,
+    /// Size limits passed to servers so the chosen work is accepted.
+    pub limit_flags: Vec<String>,
+    pub quick: bool,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Parses `kind:n` into work, raising the size bound to n when the default is lower.
+fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
+    let (kind, n) = spec.split_once(':').with_context(|| format!("--work {spec:?}: expected kind:n, like count:20000000"))?;
+    let n: u64 = n.replace('_', "").parse().with_context(|| format!("--work {spec:?}: n must be a whole number"))?;
+    let (kind, flag, default_max) = match kind {
+        "count" => (Kind::Count, "--max-count", work::DEFAULT_MAX_COUNT),
+        "primes" => (Kind::Primes, "--max-primes", work::DEFAULT_MAX_PRIMES),
+        "hash" => (Kind::Hash, "--max-hashes", work::DEFAULT_MAX_HASHES),
+        other => bail!("--work: unknown kind {other:?}: expected count, primes or hash"),
+    };
+    let mut limits = Limits::default();
+    let mut flags = Vec::new();
+    if n > default_max {
+        flags = vec![flag.to_string(), n.to_string()];
+        match kind {
+            Kind::Count => limits.max_count = n,
+            Kind::Primes => limits.max_primes = n,
+            _ => limits.max_hashes = n,
+        }
+    }
+    let work = Work::new(kind, n, &limits).map_err(|e| anyhow::anyhow!("--work {spec:?}: {e}"))?;
+    Ok((work, flags))
+}
+
+impl BenchArgs {
+    fn settings(&self, out: &std::path::Path) -> anyhow::Result<(Settings, Work)> {
+        for s in &self.strategies {
+            if !ALL_STRATEGIES.contains(&s.as_str()) {
+                bail!("--strategies: unknown strategy {s:?}: expected some of {}", ALL_STRATEGIES.join(","));
+            }
+        }
+        if self.strategies.is_empty() {
+            bail!("--strategies: give at least one");
+        }
+        if self.connections == 0 {
+            bail!("-c must be at least 1");
+        }
+        if !(self.probe_rate > 0.0 && self.probe_rate.is_finite()) {
+            bail!("--probe-rate must be more than zero");
+        }
+        let duration = self.duration.unwrap_or(if self.quick { Duration::from_secs(2) } else { Duration::from_secs(10) });
+        let warmup = self.warmup.unwrap_or(if self.quick { Duration::from_millis(500) } else { Duration::from_secs(2) });
+        if duration.is_zero() || self.timeout.is_zero() {
+            bail!("-d and --timeout must be more than zero");
+        }
+        let (work, limit_flags) = parse_work(&self.work)?;
+        let queue_url = match &self.queue {
+            Some(q) => q.clone(),
+            None => format!("sqlite://{}", out.join("queue.db").display()),
+        };
+        let cores = crate::cli::cores();
+        Ok((
+            Settings {
+                strategies: self.strategies.clone(),
+                connections: self.connections,
+                duration,
+                warmup,
+                work: format!("{}:{}", work.kind().name(), work.n()),
+                work_query: format!("work={}&n={}", work.kind().name(), work.n()),
+                queue_url,
+                probe_rate: self.probe_rate,
+                timeout: self.timeout,
+                max_backlog: self.max_backlog,
+                drain_timeout: self.drain_timeout,
+                max_queue: (self.connections as usize * cores * 2).max(1024),
+                limit_flags,
+                quick: self.quick,
+            },
+            work,
+        ))
+    }
+}
+
+/// Runs `offload bench`.
+///
+/// # Errors
+/// Bad flags, a report folder that cannot be written, or a runtime that cannot start.
+pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("offload-report").join(report::timestamp()));
+    let (settings, work) = args.settings(&out)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let machine = Machine::read();
+    let progress = ProgressLine::new();
+    progress.note(&format!("calibrating {} on one thread", settings.work));
+    let calibration = machine::calibrate(&work, if settings.quick { 3 } else { 7 }, machine.cores);
+    progress.done(&format!(
+        "calibration: {} takes {:.2} ms on one thread; limit {:.0} req/s on {} cores",
+        settings.work, calibration.single_thread_ms, calibration.limit_per_s, machine.cores
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(machine.cores.max(2))
+        .enable_all()
+        .build()
+        .context("building the async runtime")?;
+    // Children are started from this (main) thread inside block_on, so their parent-death
+    // signal is tied to the bench process's life.
+    let outcome = runtime.block_on(async {
+        let mut runs = Vec::new();
+        let mut failures = Vec::new();
+        for (i, strategy) in settings.strategies.iter().enumerate() {
+            progress.note(&format!("[{}/{}] {strategy}: starting", i + 1, settings.strategies.len()));
+            let one = scenario::run(strategy, &settings, calibration.limit_per_s, &progress);
+            tokio::select! {
+                r = one => match r {
+                    Ok(run) => {
+                        progress.done(&format!("[{}/{}] {strategy}: {:.0} req/s ({:.0}% of limit)", i + 1, settings.strategies.len(), run.completed_per_s, run.limit_fraction * 100.0));
+                        runs.push(run);
+                    }
+                    Err(e) => {
+                        progress.done(&format!("[{}/{}] {strategy}: failed: {e:#}", i + 1, settings.strategies.len()));
+                        failures.push(report::Failure { strategy: strategy.clone(), error: format!("{e:#}") });
+                    }
+                },
+                _ = tokio::signal::ctrl_c() => return Err(anyhow::anyhow!("interrupted; all child processes stopped")),
+            }
+        }
+        Ok((runs, failures))
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let (runs, failures) = outcome?;
+    let results = Results::new(machine, settings, calibration, runs, failures, started.elapsed());
+    let table = report::table(&results);
+    println!("{table}");
+    for line in &results.reading {
+        println!("- {line}");
+    }
+    report::write_folder(&out, &results).with_context(|| format!("writing the report to {}", out.display()))?;
+    println!("\nreport: {}/index.html (results.json, timeline.csv, README.md beside it); wall time {:.0}s", out.display(), results.wall_s);
+    Ok(if results.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A small HTTP/1.1 GET on a fresh connection: (status, body).
+///
+/// # Errors
+/// When the server cannot be reached or answers garbage within 5 s.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    use http_body_util::{BodyExt, Empty};
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path).header("host", addr.to_string()).body(Empty::<hyper::body::Bytes>::new())?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange).await.context("timed out")?
+}
+
+/// The progress display on stderr: a live line on a terminal, plain lines otherwise.
+#[derive(Debug)]
+pub struct ProgressLine {
+    tty: bool,
+}
+
+impl ProgressLine {
+    fn new() -> ProgressLine {
+        ProgressLine { tty: std::io::stderr().is_terminal() }
+    }
+
+    /// A passing note: overwritten on a terminal, its own line otherwise.
+    pub fn note(&self, text: &str) {
+        let mut e = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(e, "\r\x1b[2K{text}");
+        } else {
+            let _ = writeln!(e, "{text}");
+        }
+        let _ = e.flush();
+    }
+
+    /// A line that stays.
+    pub fn done(&self, text: &str) {
+        let mut e = std::io::stderr().lock();
+        if self.tty {
+            let _ = writeln!(e, "\r\x1b[2K{text}");
+        } else {
+            let _ = writeln!(e, "{text}");
+        }
+    }
+
+    /// Shows the heavy load's progress (elapsed, live req/s) until it ends. On a pipe it
+    /// stays quiet: the per-strategy lines say enough.
+    pub fn follow(&self, strategy: &str, mut rx: tokio::sync::watch::Receiver<Progress>) -> tokio::task::JoinHandle<()> {
+        let (tty, strategy) = (self.tty, strategy.to_string());
+        tokio::spawn(async move {
+            let (mut last_n, mut last_t) = (0u64, Instant::now());
+            let mut rate = 0.0;
+            while rx.changed().await.is_ok() {
+                let p = rx.borrow().clone();
+                if p.done {
+                    break;
+                }
+                let dt = last_t.elapsed().as_secs_f64();
+                if dt >= 0.5 {
+                    rate = (p.finished.saturating_sub(last_n)) as f64 / dt;
+                    (last_n, last_t) = (p.finished, Instant::now());
+                }
+                if tty {
+                    let phase = if p.warming_up { "warming up" } else { "measuring" };
+                    eprint!("\r\x1b[2K{strategy}: {phase} {:.1}s, {:.0} req/s, {} done, {} failed", p.elapsed.as_secs_f64(), rate, p.finished, p.failed);
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,293 @@
+//! The bench's results: what is kept (`results.json`, schema beside this file), the table
+//! on the terminal, the lines that read it, and the report folder.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::machine::{Calibration, Machine};
+use super::scenario::StrategyRun;
+use super::Settings;
+
+/// The JSON schema of `results.json`.
+pub const SCHEMA: &str = include_str!("results.schema.json");
+/// Bumped when `results.json` changes shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A strategy that could not be measured, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub strategy: String,
+    pub error: String,
+}
+
+/// Everything a bench run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub schema_version: u32,
+    pub offload_version: String,
+    pub command_line: Vec<String>,
+    pub started_at_unix_s: u64,
+    pub wall_s: f64,
+    pub machine: Machine,
+    pub settings: Settings,
+    pub calibration: Calibration,
+    pub runs: Vec<StrategyRun>,
+    pub failures: Vec<Failure>,
+    /// Plain sentences that read the table.
+    pub reading: Vec<String>,
+}
+
+impl Results {
+    pub fn new(machine: Machine, settings: Settings, calibration: Calibration, runs: Vec<StrategyRun>, failures: Vec<Failure>, wall: Duration) -> Results {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let mut r = Results {
+            schema_version: SCHEMA_VERSION,
+            offload_version: env!("CARGO_PKG_VERSION").to_string(),
+            command_line: std::env::args().collect(),
+            started_at_unix_s: (now - wall).as_secs(),
+            wall_s: wall.as_secs_f64(),
+            machine,
+            settings,
+            calibration,
+            runs,
+            failures,
+            reading: Vec::new(),
+        };
+        r.reading = read(&r);
+        r
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn ms(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.2}s", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.0}ms")
+    } else {
+        format!("{v:.2}ms")
+    }
+}
+
+/// The summary table, one row per strategy (plain text, also used in README.md).
+pub fn table(r: &Results) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "work {} ({:.2} ms on one thread), limit {:.0} req/s on {} cores; -c {} -d {:.0}s, /health probe at {}/s",
+        r.settings.work,
+        r.calibration.single_thread_ms,
+        r.calibration.limit_per_s,
+        r.machine.cores,
+        r.settings.connections,
+        r.settings.duration.as_secs_f64(),
+        r.settings.probe_rate
+    );
+    let _ = writeln!(
+        t,
+        "{:<9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8} {:>6}  {}",
+        "strategy", "done", "req/s", "%limit", "p50", "p99", "max", "err/timeout/!2xx", "/health p50/p99/max", "RSS MiB", "thr", "queue: accepted/s, backlog, drain"
+    );
+    for run in &r.runs {
+        let l = &run.heavy.latency;
+        let b = &run.bystander.latency;
+        let q = &run.heavy.requests;
+        let non2xx = if run.queue.is_some() { q.completed - q.status_2xx } else { q.non_2xx };
+        let queue = run.queue.as_ref().map_or(String::new(), |x| {
+            format!("{:.0}/s, {} jobs, {:.1}s{}", x.accepted_per_s, x.backlog_at_stop, x.drain_s, if x.drained { "" } else { " (not drained)" })
+        });
+        let _ = writeln!(
+            t,
+            "{:<9} {:>8} {:>8.0} {:>5.0}% {:>8} {:>8} {:>8} {:>16} {:>26} {:>8.1} {:>6}  {}",
+            run.strategy,
+            run.completed,
+            run.completed_per_s,
+            run.limit_fraction * 100.0,
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.max),
+            format!("{}/{}/{}", q.errors, q.timeouts, non2xx),
+            format!("{} / {} / {}", ms(b.p50), ms(b.p99), ms(b.max)),
+            mib(run.peak_rss_bytes),
+            run.peak_threads,
+            queue
+        );
+    }
+    for f in &r.failures {
+        let _ = writeln!(t, "{:<9} failed: {}", f.strategy, f.error);
+    }
+    t
+}
+
+/// A few sentences that read the table for the user.
+fn read(r: &Results) -> Vec<String> {
+    let mut out = Vec::new();
+    let runs: Vec<&StrategyRun> = r.runs.iter().collect();
+    if runs.is_empty() {
+        return out;
+    }
+    let by = |name: &str| runs.iter().find(|x| x.strategy == name).copied();
+    let best_bystander = runs.iter().map(|x| x.bystander.latency.p99).fold(f64::INFINITY, f64::min);
+    for run in &runs {
+        let p99 = run.bystander.latency.p99;
+        if p99 > 50.0 && p99 > 10.0 * best_bystander {
+            out.push(format!(
+                "{} stalls light requests: /health waited {} at p99 (max {}), against {} for the best strategy.",
+                run.strategy,
+                ms(p99),
+                ms(run.bystander.latency.max),
+                ms(best_bystander)
+            ));
+        }
+    }
+    if let Some(worst) = runs.iter().max_by_key(|x| x.peak_threads) {
+        let fewest = runs.iter().map(|x| x.peak_threads).min().unwrap_or(0);
+        if worst.peak_threads > 2 * fewest.max(1) {
+            out.push(format!(
+                "{} used the most threads ({} at peak, {:.0} MiB), against {} for the leanest: threads and memory grow with load.",
+                worst.strategy,
+                worst.peak_threads,
+                mib(worst.peak_rss_bytes),
+                fewest
+            ));
+        }
+    }
+    let keep: Vec<&str> = runs.iter().filter(|x| x.limit_fraction >= 0.9).map(|x| x.strategy.as_str()).collect();
+    let short: Vec<String> =
+        runs.iter().filter(|x| x.limit_fraction < 0.75).map(|x| format!("{} ({:.0}%)", x.strategy, x.limit_fraction * 100.0)).collect();
+    if !keep.is_empty() {
+        out.push(format!("Within 10% of the physical limit ({:.0} req/s): {}.", r.calibration.limit_per_s, keep.join(", ")));
+    }
+    if !short.is_empty() {
+        out.push(format!("Well short of the limit: {}.", short.join(", ")));
+    }
+    if let Some(q) = by("queue").and_then(|x| x.queue.clone().map(|q| (x, q))) {
+        let (run, q) = q;
+        out.push(format!(
+            "queue answered {:.0} requests/s with 202 but completed {:.0} jobs/s; {} jobs were waiting when the load stopped and took {:.1}s to drain{}.",
+            q.accepted_per_s,
+            run.completed_per_s,
+            q.backlog_at_stop,
+            q.drain_s,
+            if q.drained { "" } else { " (the drain timed out)" }
+        ));
+    }
+    let timeouts: Vec<String> = runs
+        .iter()
+        .filter(|x| x.heavy.requests.timeouts + x.heavy.requests.errors > 0)
+        .map(|x| format!("{} ({} timeouts, {} errors)", x.strategy, x.heavy.requests.timeouts, x.heavy.requests.errors))
+        .collect();
+    if !timeouts.is_empty() {
+        out.push(format!("Requests lost to timeouts or errors, counted above: {}.", timeouts.join(", ")));
+    }
+    out
+}
+
+/// Writes results.json, timeline.csv, README.md and index.html into `dir`.
+///
+/// # Errors
+/// Any I/O error.
+pub fn write_folder(dir: &Path, r: &Results) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("results.json"), json + "\n")?;
+    std::fs::write(dir.join("timeline.csv"), timeline_csv(r))?;
+    std::fs::write(dir.join("README.md"), markdown(r))?;
+    std::fs::write(dir.join("index.html"), super::html::page(r))?;
+    Ok(())
+}
+
+/// One row per strategy and second: the heavy load, the probe, and each process's sample
+/// nearest the end of that second.
+fn timeline_csv(r: &Results) -> String {
+    let mut s = String::from("strategy,second,completed,status_2xx,timeouts,errors,p50_ms,p99_ms,health_p50_ms,health_p99_ms,cpu_percent,rss_mib,threads\n");
+    let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
+    for run in &r.runs {
+        let warm = r.settings.warmup.as_secs_f64();
+        for sec in &run.heavy.timeline {
+            let probe = run.bystander.timeline.iter().find(|p| p.second == sec.second);
+            let (cpu, rss, thr) = process_second(run, warm + sec.second as f64);
+            let _ = writeln!(
+                s,
+                "{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{}",
+                run.strategy,
+                sec.second,
+                sec.completed,
+                sec.status_2xx,
+                sec.timeouts,
+                sec.errors,
+                opt(sec.p50_ms),
+                opt(sec.p99_ms),
+                opt(probe.and_then(|p| p.p50_ms)),
+                opt(probe.and_then(|p| p.p99_ms)),
+                cpu,
+                rss,
+                thr
+            );
+        }
+    }
+    s
+}
+
+/// CPU % (all the strategy's processes), RSS MiB and threads over [t, t+1).
+pub(super) fn process_second(run: &StrategyRun, t: f64) -> (f64, f64, u64) {
+    let (mut cpu, mut rss, mut thr) = (0.0, 0.0, 0);
+    for p in &run.processes {
+        let at = |x: f64| p.samples.iter().filter(|s| s.t <= x).next_back();
+        if let (Some(a), Some(b)) = (at(t), at(t + 1.0)) {
+            if b.t > a.t {
+                cpu += (b.cpu_s - a.cpu_s) / (b.t - a.t) * 100.0;
+            }
+            rss += mib(b.rss_bytes);
+            thr += b.threads;
+        }
+    }
+    (cpu, rss, thr)
+}
+
+fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# offload bench report\n");
+    let _ = writeln!(s, "- command: `{}`", r.command_line.join(" "));
+    let _ = writeln!(s, "- offload {}", r.offload_version);
+    let _ = writeln!(
+        s,
+        "- machine: {} ({} cores), {:.1} GiB memory, {} kernel {}",
+        r.machine.cpu_model,
+        r.machine.cores,
+        r.machine.memory_bytes as f64 / (1u64 << 30) as f64,
+        r.machine.os,
+        r.machine.kernel
+    );
+    let _ = writeln!(s, "- wall time: {:.0} s\n", r.wall_s);
+    let _ = writeln!(s, "```\n{}```\n", table(r));
+    for line in &r.reading {
+        let _ = writeln!(s, "- {line}");
+    }
+    let _ = writeln!(s, "\nLatency is measured by the client; timed-out requests are counted apart and never left out silently.");
+    let _ = writeln!(s, "`index.html` has the charts, `results.json` everything (schema: `results.schema.json` in offload's source), `timeline.csv` the per-second data.");
+    s
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, for report folder names.
+pub fn timestamp() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}

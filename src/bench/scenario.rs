@@ -1,0 +1,243 @@
+//! One strategy's run: start its processes, load `/heavy` while probing `/health`, sample
+//! the processes, follow the queue's jobs until they are done, stop everything.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use super::procs::ChildProc;
+use super::sample::{self, Sample};
+use super::{Settings, http_get};
+use crate::load::{self, Mode, Plan, Progress, Report, Stop, Target};
+
+/// How often processes are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// How long a child may take between printing its address and answering `/health`.
+const HEALTH_WAIT: Duration = Duration::from_secs(10);
+
+/// One process of a run, as sampled.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessStats {
+    pub role: String,
+    pub peak_rss_bytes: u64,
+    pub peak_threads: u64,
+    /// CPU seconds used during the measured run.
+    pub cpu_s: f64,
+    pub samples: Vec<Sample>,
+}
+
+/// The queue's side of a run: accepted is not done.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueRun {
+    /// 202 answers during the measured phase.
+    pub accepted: u64,
+    pub accepted_per_s: f64,
+    /// Jobs done when the load stopped.
+    pub done_at_stop: u64,
+    /// Jobs queued or running when the load stopped.
+    pub backlog_at_stop: u64,
+    /// Time from the end of the load until nothing was queued or running.
+    pub drain_s: f64,
+    /// False when the drain timeout ran out first.
+    pub drained: bool,
+    /// Jobs done and failed by the end of the drain.
+    pub jobs_done: u64,
+    pub jobs_failed: u64,
+    /// Jobs done per second, from the start of the load to the end of the drain.
+    pub completed_per_s: f64,
+}
+
+/// Everything measured of one strategy.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyRun {
+    pub strategy: String,
+    /// Requests that completed with the work done (2xx; for the queue: jobs done).
+    pub completed: u64,
+    /// Work completed per second (for the queue: jobs done per second, drain included).
+    pub completed_per_s: f64,
+    /// completed_per_s over the physical limit.
+    pub limit_fraction: f64,
+    /// Highest sum of the processes' resident memory at one sampling instant.
+    pub peak_rss_bytes: u64,
+    /// Highest sum of the processes' threads at one sampling instant.
+    pub peak_threads: u64,
+    pub cpu_s: f64,
+    pub heavy: Report,
+    pub bystander: Report,
+    pub processes: Vec<ProcessStats>,
+    pub queue: Option<QueueRun>,
+}
+
+/// Runs one strategy end to end. Children are stopped when this returns or is dropped.
+///
+/// # Errors
+/// When a process does not start or get ready, or the load cannot be planned.
+pub async fn run(strategy: &str, s: &Settings, limit_per_s: f64, progress: &super::ProgressLine) -> anyhow::Result<StrategyRun> {
+    let procs = start(strategy, s).await?;
+    let gateway = procs.last().expect("a gateway").addr();
+    for p in procs.iter().filter(|p| p.addr.is_some()) {
+        wait_healthy(p.addr(), &p.role).await?;
+    }
+    let heavy_plan = Plan::new(
+        Target::parse(&format!("http://{gateway}/heavy?{}", s.work_query), false)?,
+        Mode::Closed { connections: s.connections, stop: Stop::Duration(s.duration) },
+    )?
+    .with_warmup(s.warmup)
+    .with_timeout(s.timeout)?;
+    let probe_plan = Plan::new(
+        Target::parse(&format!("http://{gateway}/health"), false)?,
+        Mode::Open { rate: s.probe_rate, connections: 4, stop: Stop::Duration(s.duration) },
+    )?
+    .with_warmup(s.warmup)
+    .with_timeout(s.timeout)?;
+
+    let since = Instant::now();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(sample::run(procs.iter().map(ChildProc::pid).collect(), SAMPLE_EVERY, since, stop_rx));
+    let (ptx, prx) = tokio::sync::watch::channel(Progress::default());
+    let shown = progress.follow(strategy, prx);
+    let (heavy, bystander) = tokio::join!(load::run(&heavy_plan, Some(ptx)), load::run(&probe_plan, None));
+    let _ = shown.await;
+
+    let queue = if strategy == "queue" { Some(follow_queue(gateway, &heavy, s, progress).await?) } else { None };
+    let _ = stop_tx.send(true);
+    let samples = sampler.await.context("the sampler")?;
+    let warmup_s = s.warmup.as_secs_f64();
+    let processes: Vec<ProcessStats> = procs.iter().zip(samples).map(|(p, v)| process_stats(&p.role, v, warmup_s)).collect();
+    for p in procs.into_iter().rev() {
+        p.stop(Duration::from_secs(5));
+    }
+
+    let (completed, completed_per_s) = match &queue {
+        Some(q) => (q.jobs_done, q.completed_per_s),
+        None => (heavy.requests.status_2xx, heavy.requests.status_2xx as f64 / heavy.elapsed_s.max(1e-9)),
+    };
+    let (peak_rss_bytes, peak_threads) = combined_peaks(&processes);
+    Ok(StrategyRun {
+        strategy: strategy.to_string(),
+        completed,
+        completed_per_s,
+        limit_fraction: completed_per_s / limit_per_s,
+        peak_rss_bytes,
+        peak_threads,
+        cpu_s: processes.iter().map(|p| p.cpu_s).sum(),
+        heavy,
+        bystander,
+        processes,
+        queue,
+    })
+}
+
+/// Starts the strategy's processes; the gateway is always last.
+async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
+    let mut procs = Vec::new();
+    let mut serve: Vec<String> = ["serve", "--strategy", strategy, "--port", "0"].map(String::from).to_vec();
+    serve.extend(s.limit_flags.iter().cloned());
+    serve.extend(["--max-queue".into(), s.max_queue.to_string(), "--timeout".into(), format!("{}s", s.timeout.as_secs_f64())]);
+    match strategy {
+        "remote" => {
+            let mut args: Vec<String> = ["compute", "--port", "0"].map(String::from).to_vec();
+            args.extend(s.limit_flags.iter().cloned());
+            // Room for every connection: the bench measures throughput, not admission.
+            args.extend(["--max-inflight".into(), (s.connections as usize).max(1).to_string()]);
+            let compute = ChildProc::start("compute", &args, true)?;
+            serve.extend(["--compute".into(), format!("http://{}", compute.addr())]);
+            procs.push(compute);
+        }
+        "queue" => {
+            let mut args: Vec<String> = ["worker", "--queue", &s.queue_url].map(String::from).to_vec();
+            args.extend(s.limit_flags.iter().cloned());
+            procs.push(ChildProc::start("worker", &args, false)?);
+            serve.extend(["--queue".into(), s.queue_url.clone(), "--max-backlog".into(), s.max_backlog.to_string()]);
+        }
+        _ => {}
+    }
+    procs.push(ChildProc::start("gateway", &serve, true)?);
+    Ok(procs)
+}
+
+async fn wait_healthy(addr: SocketAddr, role: &str) -> anyhow::Result<()> {
+    let end = Instant::now() + HEALTH_WAIT;
+    loop {
+        if matches!(http_get(addr, "/health").await, Ok((200, _))) {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("{role} at {addr} did not answer /health within {HEALTH_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Jobs by state from the gateway's `/metrics` (`offload_jobs{state="..."}`).
+async fn job_counts(gateway: SocketAddr) -> anyhow::Result<[u64; 4]> {
+    let (status, body) = http_get(gateway, "/metrics").await?;
+    if status != 200 {
+        bail!("/metrics answered {status}");
+    }
+    let mut out = [0u64; 4];
+    for line in String::from_utf8_lossy(&body).lines() {
+        for (i, state) in ["queued", "running", "done", "failed"].iter().enumerate() {
+            if let Some(v) = line.strip_prefix(&format!("offload_jobs{{state=\"{state}\"}} ")) {
+                out[i] = v.trim().parse::<f64>().unwrap_or(0.0) as u64;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// After the load: waits until no job is queued or running (or the drain timeout).
+async fn follow_queue(gateway: SocketAddr, heavy: &Report, s: &Settings, progress: &super::ProgressLine) -> anyhow::Result<QueueRun> {
+    let stopped = Instant::now();
+    let [queued, running, done_at_stop, _] = job_counts(gateway).await?;
+    let backlog_at_stop = queued + running;
+    let mut counts = [queued, running, done_at_stop, 0];
+    while counts[0] + counts[1] > 0 && stopped.elapsed() < s.drain_timeout {
+        progress.note(&format!("queue: draining, {} jobs left, {:.1}s", counts[0] + counts[1], stopped.elapsed().as_secs_f64()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        counts = job_counts(gateway).await?;
+    }
+    let drained = counts[0] + counts[1] == 0;
+    let drain_s = stopped.elapsed().as_secs_f64();
+    let accepted = heavy.requests.by_status.get("202").copied().unwrap_or(0);
+    Ok(QueueRun {
+        accepted,
+        accepted_per_s: accepted as f64 / heavy.elapsed_s.max(1e-9),
+        done_at_stop,
+        backlog_at_stop,
+        drain_s,
+        drained,
+        jobs_done: counts[2],
+        jobs_failed: counts[3],
+        completed_per_s: counts[2] as f64 / (heavy.elapsed_s + s.warmup.as_secs_f64() + drain_s).max(1e-9),
+    })
+}
+
+fn process_stats(role: &str, samples: Vec<Sample>, warmup_s: f64) -> ProcessStats {
+    let measured: Vec<&Sample> = samples.iter().filter(|x| x.t >= warmup_s).collect();
+    let cpu_s = match (measured.first(), measured.last()) {
+        (Some(a), Some(b)) => b.cpu_s - a.cpu_s,
+        _ => 0.0,
+    };
+    ProcessStats {
+        role: role.to_string(),
+        peak_rss_bytes: samples.iter().map(|x| x.rss_bytes).max().unwrap_or(0),
+        peak_threads: samples.iter().map(|x| x.threads).max().unwrap_or(0),
+        cpu_s,
+        samples,
+    }
+}
+
+/// Peaks of the processes' sums, taken sample by sample (all are sampled on the same tick).
+fn combined_peaks(ps: &[ProcessStats]) -> (u64, u64) {
+    let ticks = ps.iter().map(|p| p.samples.len()).max().unwrap_or(0);
+    let mut peaks = (0, 0);
+    for i in 0..ticks {
+        let rss = ps.iter().filter_map(|p| p.samples.get(i)).map(|x| x.rss_bytes).sum();
+        let thr = ps.iter().filter_map(|p| p.samples.get(i)).map(|x| x.threads).sum();
+        peaks = (peaks.0.max(rss), peaks.1.max(thr));
+    }
+    peaks
+}
