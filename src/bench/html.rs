@@ -40,7 +40,11 @@ impl Axis {
             let lo = 10f64.powf(min.max(1e-3).log10().floor());
             Axis { log, lo, hi: 10f64.powf(max.log10().ceil()).max(lo * 10.0) }
         } else {
-            Axis { log, lo: 0.0, hi: max * 1.1 }
+            // Four or five gridlines at a round step (1, 2 or 5 times a power of ten).
+            let raw = max / 4.0;
+            let mag = 10f64.powf(raw.log10().floor());
+            let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+            Axis { log, lo: 0.0, hi: (max / step).ceil() * step }
         }
     }
     fn y(&self, v: f64) -> f64 {
@@ -61,7 +65,7 @@ impl Axis {
             }
             t
         } else {
-            (0..=4).map(|i| self.hi / 1.1 * f64::from(i) / 4.0).collect()
+            (0..=4).map(|i| self.hi * f64::from(i) / 4.0).collect()
         }
     }
 }
@@ -69,10 +73,8 @@ impl Axis {
 fn fmt_num(v: f64) -> String {
     if v >= 1000.0 {
         format!("{:.0}", v)
-    } else if v >= 1.0 {
-        format!("{:.3}", v).trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
-        format!("{v}")
+        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -222,7 +224,7 @@ pub fn page(r: &Results) -> String {
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
 pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 12px; }}
-figure {{ margin: 1.5em 0; }} .chart {{ max-width: 100%; height: auto; }}
+figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 1em; }} .chart {{ max-width: 100%; height: auto; }}
 .title {{ font-weight: 600; font-size: 14px; }} .tick {{ font-size: 11px; fill: #555; }}
 .grid {{ stroke: #e4e4e4; }} .limit {{ stroke: #000; stroke-dasharray: 6 4; }}
 .key {{ display: inline-block; margin-right: 1em; }} .key::before {{ content: ""; display: inline-block; width: 12px; height: 12px; background: var(--c); margin-right: 4px; vertical-align: -1px; }}
@@ -232,7 +234,7 @@ figure {{ margin: 1.5em 0; }} .chart {{ max-width: 100%; height: auto; }}
 <p>{cpu}, {cores} cores, {mem:.1} GiB, {os} {kernel}; offload {ver}; wall time {wall:.0} s.<br><code>{cmd}</code></p>
 <pre>{table}</pre>
 <ul>{reading}</ul>
-{body}
+<div class="charts">{body}</div>
 <p>Latency is measured by the client from each request's send (the /health probe: from its scheduled send, correcting coordinated omission). Timed-out requests are counted apart, never silently dropped.</p>
 <script>
 // Marks the page once every chart has drawn marks, so a headless browser can check it.

@@ -148,7 +148,8 @@ fn read(r: &Results) -> Vec<String> {
     }
     if let Some(worst) = runs.iter().max_by_key(|x| x.peak_threads) {
         let fewest = runs.iter().map(|x| x.peak_threads).min().unwrap_or(0);
-        if worst.peak_threads > 2 * fewest.max(1) {
+        // Only worth a sentence when one strategy's threads clearly grow with the load.
+        if worst.peak_threads > 3 * fewest.max(1) && worst.peak_threads >= 16 {
             out.push(format!(
                 "{} used the most threads ({} at peak, {:.0} MiB), against {} for the leanest: threads and memory grow with load.",
                 worst.strategy,

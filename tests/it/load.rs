@@ -1,7 +1,7 @@
 //! `offload load` against a real axum server on 127.0.0.1:0: exact counts, failures counted
 //! where they belong, open-loop pacing, coordinated-omission correction, and the CLI.
 
-mod schema;
+pub mod schema;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
