@@ -29,6 +29,8 @@ struct Axis {
     log: bool,
     lo: f64,
     hi: f64,
+    /// Gridline step of a linear axis.
+    step: f64,
 }
 
 impl Axis {
@@ -38,13 +40,13 @@ impl Axis {
         if log {
             let min = vals.iter().copied().fold(f64::INFINITY, f64::min).min(max);
             let lo = 10f64.powf(min.max(1e-3).log10().floor());
-            Axis { log, lo, hi: 10f64.powf(max.log10().ceil()).max(lo * 10.0) }
+            Axis { log, lo, hi: 10f64.powf(max.log10().ceil()).max(lo * 10.0), step: 0.0 }
         } else {
             // Four or five gridlines at a round step (1, 2 or 5 times a power of ten).
             let raw = max / 4.0;
             let mag = 10f64.powf(raw.log10().floor());
             let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
-            Axis { log, lo: 0.0, hi: (max / step).ceil() * step }
+            Axis { log, lo: 0.0, hi: (max / step).ceil() * step, step }
         }
     }
     fn y(&self, v: f64) -> f64 {
@@ -65,7 +67,8 @@ impl Axis {
             }
             t
         } else {
-            (0..=4).map(|i| self.hi * f64::from(i) / 4.0).collect()
+            let n = (self.hi / self.step).round() as u32;
+            (0..=n).map(|i| self.step * f64::from(i)).collect()
         }
     }
 }
