@@ -188,11 +188,16 @@ pub enum Queue {
 /// # Errors
 /// [`QueueError::BadUrl`] for another scheme; the backend's error if it cannot be opened.
 pub async fn open(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         if path.is_empty() {
             return Err(QueueError::BadUrl(url.to_owned()));
         }
-        Ok(Queue::Sqlite(SqliteQueue::open(path.as_ref(), options).await?))
+        Ok(Queue::Sqlite(
+            SqliteQueue::open(path.as_ref(), options).await?,
+        ))
     } else if url.starts_with("redis://") || url.starts_with("rediss://") {
         Ok(Queue::Redis(RedisQueue::open(url, options).await?))
     } else {

@@ -81,7 +81,9 @@ struct Inner {
 
 impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisQueue").field("stream", &self.inner.keys[0]).finish()
+        f.debug_struct("RedisQueue")
+            .field("stream", &self.inner.keys[0])
+            .finish()
     }
 }
 
@@ -158,14 +160,20 @@ impl RedisQueue {
                 .query_async(&mut conn)
                 .await?;
             if !found.is_empty() {
-                redis::cmd("DEL").arg(&found).query_async::<()>(&mut conn).await?;
+                redis::cmd("DEL")
+                    .arg(&found)
+                    .query_async::<()>(&mut conn)
+                    .await?;
             }
             if next == 0 {
                 break;
             }
             cursor = next;
         }
-        redis::cmd("DEL").arg(&self.inner.keys[..]).query_async::<()>(&mut conn).await?;
+        redis::cmd("DEL")
+            .arg(&self.inner.keys[..])
+            .query_async::<()>(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -182,7 +190,10 @@ impl RedisQueue {
                 let config = AsyncConnectionConfig::new()
                     .set_response_timeout(Some(wait + BLOCK_SLACK))
                     .set_connection_timeout(Some(RESPONSE_TIMEOUT));
-                self.inner.client.get_multiplexed_async_connection_with_config(&config).await?
+                self.inner
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?
             }
         };
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
@@ -199,7 +210,15 @@ impl RedisQueue {
             .query_async(&mut conn)
             .await?;
         self.inner.blocking.lock().expect("pool lock").push(conn);
-        Ok(reply.and_then(|r| r.keys.into_iter().next()?.ids.into_iter().next().map(|e| e.id)))
+        Ok(reply.and_then(|r| {
+            r.keys
+                .into_iter()
+                .next()?
+                .ids
+                .into_iter()
+                .next()
+                .map(|e| e.id)
+        }))
     }
 
     /// Runs the claim script, on `entry` if a blocking read got one.
@@ -211,8 +230,12 @@ impl RedisQueue {
     ) -> Result<Result<Claimed, Option<Duration>>, QueueError> {
         let token = lease_token();
         let lease_ms = lease.as_millis().to_string();
-        let got: Vec<String> =
-            self.run(&self.inner.scripts.claim, &[worker.as_str(), token.as_str(), &lease_ms, entry]).await?;
+        let got: Vec<String> = self
+            .run(
+                &self.inner.scripts.claim,
+                &[worker.as_str(), token.as_str(), &lease_ms, entry],
+            )
+            .await?;
         match got.as_slice() {
             [entry, id, payload, attempt, max] => Ok(Ok(Claimed {
                 id: JobId::parse(id).map_err(|_| QueueError::Corrupt(format!("bad id {id:?}")))?,
@@ -241,19 +264,32 @@ impl JobQueue for RedisQueue {
     async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueError> {
         let id = JobId::random();
         let opts = &self.inner.options;
-        let max = job.max_attempts.unwrap_or(opts.max_attempts).max(1).to_string();
+        let max = job
+            .max_attempts
+            .unwrap_or(opts.max_attempts)
+            .max(1)
+            .to_string();
         let cap = opts.max_backlog.to_string();
         let (stored, depth): (u8, u64) = self
-            .run(&self.inner.scripts.enqueue, &[id.as_str(), &job.payload, &max, &cap])
+            .run(
+                &self.inner.scripts.enqueue,
+                &[id.as_str(), &job.payload, &max, &cap],
+            )
             .await?;
-        if stored == 1 { Ok(id) } else { Err(EnqueueError::Full(depth)) }
+        if stored == 1 {
+            Ok(id)
+        } else {
+            Err(EnqueueError::Full(depth))
+        }
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<JobView>, QueueError> {
         let mut conn = self.inner.conn.clone();
         let key = format!("{}{}", self.inner.job_prefix, id);
-        let mut h: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await?;
+        let mut h: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
         if h.is_empty() {
             return Ok(None);
         }
@@ -279,7 +315,9 @@ impl JobQueue for RedisQueue {
         wait: Duration,
     ) -> Result<Option<Claimed>, QueueError> {
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-        self.inner.min_lease_ms.fetch_min(lease_ms, Ordering::Relaxed);
+        self.inner
+            .min_lease_ms
+            .fetch_min(lease_ms, Ordering::Relaxed);
         let next_retry = match self.start(worker, lease, "").await? {
             Ok(job) => return Ok(Some(job)),
             Err(next) => next,
@@ -297,7 +335,13 @@ impl JobQueue for RedisQueue {
 
     async fn heartbeat(&self, job: &Claimed, lease: Duration) -> Result<bool, QueueError> {
         let lease_ms = lease.as_millis().to_string();
-        let args: [&str; 5] = [&job.consumer, &job.token, &lease_ms, &job.entry, job.id.as_str()];
+        let args: [&str; 5] = [
+            &job.consumer,
+            &job.token,
+            &lease_ms,
+            &job.entry,
+            job.id.as_str(),
+        ];
         let n: u8 = self.run(&self.inner.scripts.heartbeat, &args).await?;
         Ok(n == 1)
     }
@@ -312,9 +356,19 @@ impl JobQueue for RedisQueue {
             Ok(result) => ("ok", result),
             Err(e) => (if e.retry { "retry" } else { "fatal" }, e.message),
         };
-        let delay = backoff(job.attempt, opts.retry_base, opts.retry_max).as_millis().to_string();
+        let delay = backoff(job.attempt, opts.retry_base, opts.retry_max)
+            .as_millis()
+            .to_string();
         let retention = opts.retention.as_millis().to_string();
-        let args: [&str; 7] = [&job.token, &job.entry, job.id.as_str(), kind, &value, &delay, &retention];
+        let args: [&str; 7] = [
+            &job.token,
+            &job.entry,
+            job.id.as_str(),
+            kind,
+            &value,
+            &delay,
+            &retention,
+        ];
         let reply: String = self.run(&self.inner.scripts.complete, &args).await?;
         Ok(match reply.as_str() {
             "done" => Completion::Done,
@@ -326,7 +380,10 @@ impl JobQueue for RedisQueue {
 
     async fn release(&self, job: &Claimed) -> Result<bool, QueueError> {
         let n: u8 = self
-            .run(&self.inner.scripts.release, &[job.token.as_str(), &job.entry, job.id.as_str()])
+            .run(
+                &self.inner.scripts.release,
+                &[job.token.as_str(), &job.entry, job.id.as_str()],
+            )
             .await?;
         Ok(n == 1)
     }
@@ -337,7 +394,11 @@ impl JobQueue for RedisQueue {
             ms => ms,
         };
         let retention = self.inner.options.retention.as_millis().to_string();
-        self.run(&self.inner.scripts.reap, &[REAPER, &min_idle.to_string(), &retention]).await
+        self.run(
+            &self.inner.scripts.reap,
+            &[REAPER, &min_idle.to_string(), &retention],
+        )
+        .await
     }
 
     async fn prune(&self) -> Result<u64, QueueError> {
@@ -349,6 +410,11 @@ impl JobQueue for RedisQueue {
         let retention = self.inner.options.retention.as_millis().to_string();
         let (queued, running, done, failed): (i64, u64, u64, u64) =
             self.run(&self.inner.scripts.counts, &[&retention]).await?;
-        Ok(Counts { queued: queued.max(0) as u64, running, done, failed })
+        Ok(Counts {
+            queued: queued.max(0) as u64,
+            running,
+            done,
+            failed,
+        })
     }
 }

@@ -23,7 +23,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// (a `count(*)` per insert cut enqueue rates several-fold).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
-    id           TEXT PRIMARY KEY,
+    seq          INTEGER PRIMARY KEY, -- the rowid: FIFO order among jobs due in the same ms
+    id           TEXT NOT NULL UNIQUE,
     status       TEXT NOT NULL,
     payload      TEXT NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease        TEXT,
     lease_until  INTEGER,
     worker       TEXT
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
@@ -90,7 +91,9 @@ impl SqliteQueue {
             })
             .map_err(|e| QueueError::Corrupt(format!("cannot start the sqlite thread: {e}")))?;
         ready_rx.await.map_err(|_| QueueError::Closed)??;
-        Ok(SqliteQueue { inner: Arc::new(Inner { tasks, options }) })
+        Ok(SqliteQueue {
+            inner: Arc::new(Inner { tasks, options }),
+        })
     }
 
     /// Runs `f` on the connection thread.
@@ -104,7 +107,10 @@ impl SqliteQueue {
         let task: Task = Box::new(move |conn| {
             let _ = tx.send(f(conn, &inner.options));
         });
-        self.inner.tasks.send(task).map_err(|_| QueueError::Closed)?;
+        self.inner
+            .tasks
+            .send(task)
+            .map_err(|_| QueueError::Closed)?;
         Ok(rx.await.map_err(|_| QueueError::Closed)??)
     }
 }
@@ -114,9 +120,15 @@ fn connect(path: &Path, full_sync: bool) -> Result<Connection, QueueError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(QueueError::Corrupt(format!("{path:?} cannot use WAL (journal mode {mode})")));
+        return Err(QueueError::Corrupt(format!(
+            "{path:?} cannot use WAL (journal mode {mode})"
+        )));
     }
-    conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if full_sync { "FULL" } else { "NORMAL" },
+    )?;
     let tx = write_tx(&mut conn)?;
     tx.execute_batch(SCHEMA)?;
     tx.commit()?;
@@ -172,7 +184,9 @@ impl JobQueue for SqliteQueue {
                 let tx = write_tx(conn)?;
                 let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
                 let room = tx
-                    .prepare_cached("UPDATE qmeta SET depth = depth + 1 WHERE id = 0 AND depth < ?1")?
+                    .prepare_cached(
+                        "UPDATE qmeta SET depth = depth + 1 WHERE id = 0 AND depth < ?1",
+                    )?
                     .execute([cap])?;
                 if room == 0 {
                     let depth: i64 =
@@ -228,7 +242,7 @@ impl JobQueue for SqliteQueue {
                     "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = ?1, \
                      lease_until = ?2, started_at = ?3, worker = ?4 \
                      WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?3 \
-                                 ORDER BY run_at LIMIT 1) \
+                                 ORDER BY run_at, seq LIMIT 1) \
                      RETURNING id, payload, attempts, max_attempts",
                 )?
                 .query_row(params![token, t + ms(lease), t, worker], |r| {
@@ -302,7 +316,11 @@ impl JobQueue for SqliteQueue {
                         "UPDATE jobs SET status = 'queued', error = ?1, run_at = ?2, \
                          lease = NULL, lease_until = NULL WHERE id = ?3",
                     )?
-                    .execute(params![e.message, t + ms(delay), id.as_str()])?;
+                    .execute(params![
+                        e.message,
+                        t + ms(delay),
+                        id.as_str()
+                    ])?;
                     Completion::Retrying
                 }
                 Err(e) => {

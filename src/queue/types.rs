@@ -172,7 +172,10 @@ pub struct NewJob {
 impl NewJob {
     /// A job with the queue's default attempt budget.
     pub fn new(payload: impl Into<String>) -> NewJob {
-        NewJob { payload: payload.into(), max_attempts: None }
+        NewJob {
+            payload: payload.into(),
+            max_attempts: None,
+        }
     }
 
     /// Sets the attempt budget (at least 1).
@@ -215,12 +218,18 @@ pub struct JobError {
 impl JobError {
     /// An error worth another attempt (a timeout, a lost dependency).
     pub fn retry(message: impl Into<String>) -> JobError {
-        JobError { message: message.into(), retry: true }
+        JobError {
+            message: message.into(),
+            retry: true,
+        }
     }
 
     /// An error that another attempt would repeat.
     pub fn fatal(message: impl Into<String>) -> JobError {
-        JobError { message: message.into(), retry: false }
+        JobError {
+            message: message.into(),
+            retry: false,
+        }
     }
 }
 
@@ -254,16 +263,24 @@ pub struct Counts {
 /// `max`, with "equal jitter" (half fixed, half random) so that jobs that failed together do not
 /// retry together.
 pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(max);
+    let exp = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(max);
     let half = exp / 2;
     let r = u64::from_le_bytes(random_bytes::<8>());
-    let jitter_ms = if half.as_millis() == 0 { 0 } else { r % (half.as_millis() as u64 + 1) };
+    let jitter_ms = if half.as_millis() == 0 {
+        0
+    } else {
+        r % (half.as_millis() as u64 + 1)
+    };
     half + Duration::from_millis(jitter_ms)
 }
 
 /// Now as unix milliseconds.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A random lease token (64 bits: only needs to differ between claims of one job).
@@ -279,10 +296,12 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -301,7 +320,13 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_rejected() {
-        for bad in ["", "abc", "zz000000000000000000000000000000", &"a".repeat(33), "../etc/passwd"] {
+        for bad in [
+            "",
+            "abc",
+            "zz000000000000000000000000000000",
+            &"a".repeat(33),
+            "../etc/passwd",
+        ] {
             assert_eq!(JobId::parse(bad), Err(IdError), "{bad:?}");
         }
     }

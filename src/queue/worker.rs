@@ -117,7 +117,13 @@ impl Tally {
     }
     fn report(&self) -> WorkerReport {
         let n = |i: usize| self.0[i].load(Ordering::Relaxed);
-        WorkerReport { done: n(0), retried: n(1), failed: n(2), lost: n(3), released: n(4) }
+        WorkerReport {
+            done: n(0),
+            retried: n(1),
+            failed: n(2),
+            lost: n(3),
+            released: n(4),
+        }
     }
 }
 
