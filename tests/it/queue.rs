@@ -124,5 +124,6 @@ conformance!(
     ops::prune_after_retention,
     loops::dead_worker_job_runs_again,
     loops::shutdown_gives_jobs_back,
+    loops::long_job_keeps_its_lease,
     loops::worker_loops_drain_everything,
 );

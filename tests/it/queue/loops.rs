@@ -183,3 +183,43 @@ pub(super) async fn worker_loops_drain_everything(b: Backend, test: &str) {
     );
     h.cleanup().await;
 }
+
+pub(super) async fn long_job_keeps_its_lease(b: Backend, test: &str) {
+    let Some(h) = b.open(test, options()).await else {
+        return;
+    };
+    let id = h.queue.enqueue(NewJob::new("{}")).await.unwrap();
+    // Runs for three leases; only heartbeats keep it from being taken back.
+    let slow: Executor = Arc::new(|_| {
+        Box::pin(async {
+            sleep(LEASE * 3).await;
+            Ok("\"slow\"".to_owned())
+        })
+    });
+    let q = h.queue.clone();
+    let jid = id.clone();
+    let worker = tokio::spawn(run_worker_until(h.handle().await, slow, move || {
+        let (q, jid) = (q.clone(), jid.clone());
+        async move { q.get(&jid).await.unwrap().unwrap().status == JobStatus::Done }
+    }));
+    while h.queue.get(&id).await.unwrap().unwrap().status != JobStatus::Running {
+        sleep(Duration::from_millis(5)).await;
+    }
+    // Once the job runs, a rival keeps reaping and claiming for longer than the job takes.
+    let rival = h.handle().await;
+    let me = WorkerId::new();
+    let mut stolen = 0;
+    for _ in 0..50 {
+        rival.reap().await.unwrap();
+        if rival.claim(&me, LEASE, NO_WAIT).await.unwrap().is_some() {
+            stolen += 1;
+        }
+        sleep(Duration::from_millis(25)).await;
+    }
+    let report = worker.await.unwrap();
+    assert_eq!(stolen, 0, "a heartbeated job is never taken back");
+    assert_eq!((report.done, report.lost), (1, 0));
+    let v = h.queue.get(&id).await.unwrap().unwrap();
+    assert_eq!((v.status, v.attempts), (JobStatus::Done, 1));
+    h.cleanup().await;
+}
