@@ -1,7 +1,15 @@
 //! The scale-out backend: Redis Streams with one consumer group. The stream carries job ids; one
 //! hash per job holds status, payload and result; every state change is one Lua script (in
 //! `lua/`), so a job's hash and its stream entry never disagree. Needs Redis 6.2+ (XAUTOCLAIM).
-
+//!
+//! Keys, all under the `{name}` hash tag (one cluster slot; `name` from [`QueueOptions::name`]):
+//! - `{name}:stream`: entries `id=<job id>`, waiting or in flight; consumer group `workers`.
+//!   Acked entries are deleted, so `XLEN` + `ZCARD retry` is the backlog.
+//! - `{name}:job:<id>`: hash `status payload attempts max_attempts result error enqueued_at
+//!   started_at finished_at lease lease_until worker`; `PEXPIRE` retention once finished.
+//! - `{name}:retry`: zset of job ids by due time (ms); promoted to the stream by the claim script.
+//! - `{name}:done`, `{name}:failed`: zsets of job ids by finish time, for counts and pruning.
+//! - `{name}:dlq`: stream of failed jobs (`id`, `error`), trimmed to ~10,000 and to the retention.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
