@@ -80,6 +80,9 @@ pub enum QueueError {
     /// Redis answered with an error or could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// A SQLite group commit failed, so the operation's writes were rolled back.
+    #[error("sqlite commit failed: {0}")]
+    Commit(String),
     /// The SQLite thread is gone (it panicked or the queue was dropped).
     #[error("the sqlite thread has stopped")]
     Closed,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::types::{lease_token, now_ms};
@@ -49,7 +49,14 @@ INSERT OR IGNORE INTO qmeta (id, depth) VALUES (0, 0);
 const VIEW_COLUMNS: &str = "id, status, attempts, max_attempts, result, error, enqueued_at, \
                             started_at, finished_at";
 
-type Task = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the connection thread. It runs at once and returns the reply, which the thread sends
+/// only after the group commit holding the work has committed (or failed: the reply says so).
+type Task = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Most tasks committed together: under concurrent enqueue one commit then serves many jobs,
+/// while a group still holds the write lock for only a few milliseconds.
+const GROUP_COMMIT: usize = 64;
 
 /// A handle on a SQLite queue file. Clones share one connection thread.
 #[derive(Debug, Clone)]
@@ -85,8 +92,10 @@ impl SqliteQueue {
                 };
                 let _ = ready_tx.send(Ok(()));
                 // Ends when every handle (and so every sender) is dropped.
-                for task in inbox {
-                    task(&mut conn);
+                while let Ok(first) = inbox.recv() {
+                    let mut group = vec![first];
+                    group.extend(inbox.try_iter().take(GROUP_COMMIT - 1));
+                    run_group(&mut conn, group);
                 }
             })
             .map_err(|e| QueueError::Corrupt(format!("cannot start the sqlite thread: {e}")))?;
@@ -105,13 +114,38 @@ impl SqliteQueue {
         let (tx, rx) = oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let task: Task = Box::new(move |conn| {
-            let _ = tx.send(f(conn, &inner.options));
+            let out = f(conn, &inner.options);
+            Box::new(move |committed: Result<(), String>| {
+                let out = match (out, committed) {
+                    (Ok(_), Err(e)) => Err(QueueError::Commit(e)),
+                    (out, _) => out.map_err(QueueError::from),
+                };
+                let _ = tx.send(out);
+            })
         });
         self.inner
             .tasks
             .send(task)
             .map_err(|_| QueueError::Closed)?;
-        Ok(rx.await.map_err(|_| QueueError::Closed)??)
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+}
+
+/// Runs a group of tasks in one transaction (each in its own savepoint), then replies.
+fn run_group(conn: &mut Connection, group: Vec<Task>) {
+    if group.len() == 1 || conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+        for task in group {
+            task(conn)(Ok(()));
+        }
+        return;
+    }
+    let replies: Vec<Reply> = group.into_iter().map(|task| task(conn)).collect();
+    let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if committed.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for reply in replies {
+        reply(committed.clone());
     }
 }
 
@@ -129,16 +163,35 @@ fn connect(path: &Path, full_sync: bool) -> Result<Connection, QueueError> {
         "synchronous",
         if full_sync { "FULL" } else { "NORMAL" },
     )?;
-    let tx = write_tx(&mut conn)?;
-    tx.execute_batch(SCHEMA)?;
-    tx.commit()?;
+    write(&mut conn, |c| c.execute_batch(SCHEMA))?;
     Ok(conn)
 }
 
-/// `BEGIN IMMEDIATE`: takes the write lock up front, so the busy timeout applies (a deferred
-/// transaction that reads then writes can fail at once with `SQLITE_BUSY`).
-fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, rusqlite::Error> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+/// Runs `f` as one unit of work: its own `BEGIN IMMEDIATE` transaction, or a savepoint inside
+/// the group commit the connection thread has open. `IMMEDIATE` takes the write lock up front,
+/// so the busy timeout applies (a deferred transaction that reads then writes can fail at once
+/// with `SQLITE_BUSY`).
+fn write<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>,
+) -> Result<T, rusqlite::Error> {
+    if conn.is_autocommit() {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        return Ok(out);
+    }
+    conn.execute_batch("SAVEPOINT unit")?;
+    match f(conn) {
+        Ok(out) => {
+            conn.execute_batch("RELEASE unit")?;
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO unit; RELEASE unit");
+            Err(e)
+        }
+    }
 }
 
 fn ms(d: Duration) -> i64 {
@@ -169,7 +222,7 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView, rusqlite::Error> {
 }
 
 /// Marks one unfinished job finished: the backlog counter goes down by one.
-fn finished(tx: &Transaction<'_>, n: u64) -> Result<(), rusqlite::Error> {
+fn finished(tx: &Connection, n: u64) -> Result<(), rusqlite::Error> {
     if n > 0 {
         tx.prepare_cached("UPDATE qmeta SET depth = max(depth - ?1, 0) WHERE id = 0")?
             .execute([n as i64])?;
@@ -181,32 +234,33 @@ impl JobQueue for SqliteQueue {
     async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueError> {
         let out = self
             .call(move |conn, opts| {
-                let tx = write_tx(conn)?;
-                let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
-                let room = tx
-                    .prepare_cached(
-                        "UPDATE qmeta SET depth = depth + 1 WHERE id = 0 AND depth < ?1",
-                    )?
-                    .execute([cap])?;
-                if room == 0 {
-                    let depth: i64 =
-                        tx.query_row("SELECT depth FROM qmeta WHERE id = 0", [], |r| r.get(0))?;
-                    return Ok(Err(depth as u64));
-                }
-                let id = JobId::random();
-                let t = now();
-                tx.prepare_cached(
-                    "INSERT INTO jobs (id, status, payload, max_attempts, enqueued_at, run_at) \
+                write(conn, |tx| {
+                    let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
+                    let room = tx
+                        .prepare_cached(
+                            "UPDATE qmeta SET depth = depth + 1 WHERE id = 0 AND depth < ?1",
+                        )?
+                        .execute([cap])?;
+                    if room == 0 {
+                        let depth: i64 =
+                            tx.query_row("SELECT depth FROM qmeta WHERE id = 0", [], |r| r.get(0))?;
+                        return Ok(Err(depth as u64));
+                    }
+                    let id = JobId::random();
+                    let t = now();
+                    tx.prepare_cached(
+                        "INSERT INTO jobs (id, status, payload, max_attempts, enqueued_at, run_at) \
                      VALUES (?1, 'queued', ?2, ?3, ?4, ?4)",
-                )?
-                .execute(params![
-                    id.as_str(),
-                    job.payload,
-                    job.max_attempts.unwrap_or(opts.max_attempts).max(1),
-                    t
-                ])?;
-                tx.commit()?;
-                Ok(Ok(id))
+                    )?
+                    .execute(params![
+                        id.as_str(),
+                        job.payload,
+                        job.max_attempts.unwrap_or(opts.max_attempts).max(1),
+                        t
+                    ])?;
+
+                    Ok(Ok(id))
+                })
             })
             .await?;
         out.map_err(EnqueueError::Full)
@@ -236,31 +290,32 @@ impl JobQueue for SqliteQueue {
         self.call(move |conn, _| {
             let token = lease_token();
             let t = now();
-            let tx = write_tx(conn)?;
-            let claimed = tx
-                .prepare_cached(
-                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = ?1, \
+            write(conn, |tx| {
+                let claimed = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = ?1, \
                      lease_until = ?2, started_at = ?3, worker = ?4 \
                      WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?3 \
                                  ORDER BY run_at, seq LIMIT 1) \
                      RETURNING id, payload, attempts, max_attempts",
-                )?
-                .query_row(params![token, t + ms(lease), t, worker], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .optional()?;
-            tx.commit()?;
-            Ok(claimed.and_then(|(id, payload, attempt, max_attempts)| {
-                Some(Claimed {
-                    id: JobId::parse(&id).ok()?,
-                    payload,
-                    attempt,
-                    max_attempts,
-                    token,
-                    entry: String::new(),
-                    consumer: String::new(),
-                })
-            }))
+                    )?
+                    .query_row(params![token, t + ms(lease), t, worker], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .optional()?;
+
+                Ok(claimed.and_then(|(id, payload, attempt, max_attempts)| {
+                    Some(Claimed {
+                        id: JobId::parse(&id).ok()?,
+                        payload,
+                        attempt,
+                        max_attempts,
+                        token,
+                        entry: String::new(),
+                        consumer: String::new(),
+                    })
+                }))
+            })
         })
         .await
     }
@@ -268,15 +323,16 @@ impl JobQueue for SqliteQueue {
     async fn heartbeat(&self, job: &Claimed, lease: Duration) -> Result<bool, QueueError> {
         let (id, token) = (job.id.clone(), job.token.clone());
         self.call(move |conn, _| {
-            let tx = write_tx(conn)?;
-            let n = tx
-                .prepare_cached(
-                    "UPDATE jobs SET lease_until = ?1 \
+            write(conn, |tx| {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET lease_until = ?1 \
                      WHERE id = ?2 AND lease = ?3 AND status = 'running'",
-                )?
-                .execute(params![now() + ms(lease), id.as_str(), token])?;
-            tx.commit()?;
-            Ok(n == 1)
+                    )?
+                    .execute(params![now() + ms(lease), id.as_str(), token])?;
+
+                Ok(n == 1)
+            })
         })
         .await
     }
@@ -289,52 +345,53 @@ impl JobQueue for SqliteQueue {
         let (id, token) = (job.id.clone(), job.token.clone());
         self.call(move |conn, opts| {
             let t = now();
-            let tx = write_tx(conn)?;
-            let held: Option<(u32, u32)> = tx
-                .prepare_cached(
-                    "SELECT attempts, max_attempts FROM jobs \
+            write(conn, |tx| {
+                let held: Option<(u32, u32)> = tx
+                    .prepare_cached(
+                        "SELECT attempts, max_attempts FROM jobs \
                      WHERE id = ?1 AND lease = ?2 AND status = 'running'",
-                )?
-                .query_row(params![id.as_str(), token], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((attempts, max_attempts)) = held else {
-                return Ok(Completion::Refused);
-            };
-            let done = match outcome {
-                Ok(result) => {
-                    tx.prepare_cached(
-                        "UPDATE jobs SET status = 'done', result = ?1, error = NULL, \
+                    )?
+                    .query_row(params![id.as_str(), token], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((attempts, max_attempts)) = held else {
+                    return Ok(Completion::Refused);
+                };
+                let done = match outcome {
+                    Ok(result) => {
+                        tx.prepare_cached(
+                            "UPDATE jobs SET status = 'done', result = ?1, error = NULL, \
                          finished_at = ?2, lease = NULL, lease_until = NULL WHERE id = ?3",
-                    )?
-                    .execute(params![result, t, id.as_str()])?;
-                    finished(&tx, 1)?;
-                    Completion::Done
-                }
-                Err(e) if e.retry && attempts < max_attempts => {
-                    let delay = backoff(attempts, opts.retry_base, opts.retry_max);
-                    tx.prepare_cached(
-                        "UPDATE jobs SET status = 'queued', error = ?1, run_at = ?2, \
+                        )?
+                        .execute(params![result, t, id.as_str()])?;
+                        finished(tx, 1)?;
+                        Completion::Done
+                    }
+                    Err(e) if e.retry && attempts < max_attempts => {
+                        let delay = backoff(attempts, opts.retry_base, opts.retry_max);
+                        tx.prepare_cached(
+                            "UPDATE jobs SET status = 'queued', error = ?1, run_at = ?2, \
                          lease = NULL, lease_until = NULL WHERE id = ?3",
-                    )?
-                    .execute(params![
-                        e.message,
-                        t + ms(delay),
-                        id.as_str()
-                    ])?;
-                    Completion::Retrying
-                }
-                Err(e) => {
-                    tx.prepare_cached(
-                        "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2, \
+                        )?
+                        .execute(params![
+                            e.message,
+                            t + ms(delay),
+                            id.as_str()
+                        ])?;
+                        Completion::Retrying
+                    }
+                    Err(e) => {
+                        tx.prepare_cached(
+                            "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2, \
                          lease = NULL, lease_until = NULL WHERE id = ?3",
-                    )?
-                    .execute(params![e.message, t, id.as_str()])?;
-                    finished(&tx, 1)?;
-                    Completion::Failed
-                }
-            };
-            tx.commit()?;
-            Ok(done)
+                        )?
+                        .execute(params![e.message, t, id.as_str()])?;
+                        finished(tx, 1)?;
+                        Completion::Failed
+                    }
+                };
+
+                Ok(done)
+            })
         })
         .await
     }
@@ -342,16 +399,17 @@ impl JobQueue for SqliteQueue {
     async fn release(&self, job: &Claimed) -> Result<bool, QueueError> {
         let (id, token) = (job.id.clone(), job.token.clone());
         self.call(move |conn, _| {
-            let tx = write_tx(conn)?;
-            let n = tx
-                .prepare_cached(
-                    "UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), \
+            write(conn, |tx| {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), \
                      run_at = ?1, lease = NULL, lease_until = NULL \
                      WHERE id = ?2 AND lease = ?3 AND status = 'running'",
-                )?
-                .execute(params![now(), id.as_str(), token])?;
-            tx.commit()?;
-            Ok(n == 1)
+                    )?
+                    .execute(params![now(), id.as_str(), token])?;
+
+                Ok(n == 1)
+            })
         })
         .await
     }
@@ -359,7 +417,7 @@ impl JobQueue for SqliteQueue {
     async fn reap(&self) -> Result<u64, QueueError> {
         self.call(move |conn, _| {
             let t = now();
-            let tx = write_tx(conn)?;
+            write(conn, |tx| {
             let statuses = tx
                 .prepare_cached(
                     "UPDATE jobs SET \
@@ -374,24 +432,26 @@ impl JobQueue for SqliteQueue {
                 .query_map([t], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             let failed = statuses.iter().filter(|s| *s == "failed").count() as u64;
-            finished(&tx, failed)?;
-            tx.commit()?;
+            finished(tx, failed)?;
+
             Ok(statuses.len() as u64)
+})
         })
         .await
     }
 
     async fn prune(&self) -> Result<u64, QueueError> {
         self.call(move |conn, opts| {
-            let tx = write_tx(conn)?;
-            let n = tx
-                .prepare_cached(
-                    "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
+            write(conn, |tx| {
+                let n = tx
+                    .prepare_cached(
+                        "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
                      AND status IN ('done', 'failed')",
-                )?
-                .execute([now() - ms(opts.retention)])?;
-            tx.commit()?;
-            Ok(n as u64)
+                    )?
+                    .execute([now() - ms(opts.retention)])?;
+
+                Ok(n as u64)
+            })
         })
         .await
     }
