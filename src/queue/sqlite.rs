@@ -250,7 +250,7 @@ impl JobQueue for SqliteQueue {
                     let t = now();
                     tx.prepare_cached(
                         "INSERT INTO jobs (id, status, payload, max_attempts, enqueued_at, run_at) \
-                     VALUES (?1, 'queued', ?2, ?3, ?4, ?4)",
+                         VALUES (?1, 'queued', ?2, ?3, ?4, ?4)",
                     )?
                     .execute(params![
                         id.as_str(),
@@ -258,7 +258,6 @@ impl JobQueue for SqliteQueue {
                         job.max_attempts.unwrap_or(opts.max_attempts).max(1),
                         t
                     ])?;
-
                     Ok(Ok(id))
                 })
             })
@@ -294,16 +293,15 @@ impl JobQueue for SqliteQueue {
                 let claimed = tx
                     .prepare_cached(
                         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = ?1, \
-                     lease_until = ?2, started_at = ?3, worker = ?4 \
-                     WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?3 \
-                                 ORDER BY run_at, seq LIMIT 1) \
-                     RETURNING id, payload, attempts, max_attempts",
+                         lease_until = ?2, started_at = ?3, worker = ?4 \
+                         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?3 \
+                                     ORDER BY run_at, seq LIMIT 1) \
+                         RETURNING id, payload, attempts, max_attempts",
                     )?
                     .query_row(params![token, t + ms(lease), t, worker], |r| {
                         Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })
                     .optional()?;
-
                 Ok(claimed.and_then(|(id, payload, attempt, max_attempts)| {
                     Some(Claimed {
                         id: JobId::parse(&id).ok()?,
@@ -327,10 +325,9 @@ impl JobQueue for SqliteQueue {
                 let n = tx
                     .prepare_cached(
                         "UPDATE jobs SET lease_until = ?1 \
-                     WHERE id = ?2 AND lease = ?3 AND status = 'running'",
+                         WHERE id = ?2 AND lease = ?3 AND status = 'running'",
                     )?
                     .execute(params![now() + ms(lease), id.as_str(), token])?;
-
                 Ok(n == 1)
             })
         })
@@ -349,7 +346,7 @@ impl JobQueue for SqliteQueue {
                 let held: Option<(u32, u32)> = tx
                     .prepare_cached(
                         "SELECT attempts, max_attempts FROM jobs \
-                     WHERE id = ?1 AND lease = ?2 AND status = 'running'",
+                         WHERE id = ?1 AND lease = ?2 AND status = 'running'",
                     )?
                     .query_row(params![id.as_str(), token], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
@@ -360,7 +357,7 @@ impl JobQueue for SqliteQueue {
                     Ok(result) => {
                         tx.prepare_cached(
                             "UPDATE jobs SET status = 'done', result = ?1, error = NULL, \
-                         finished_at = ?2, lease = NULL, lease_until = NULL WHERE id = ?3",
+                             finished_at = ?2, lease = NULL, lease_until = NULL WHERE id = ?3",
                         )?
                         .execute(params![result, t, id.as_str()])?;
                         finished(tx, 1)?;
@@ -370,7 +367,7 @@ impl JobQueue for SqliteQueue {
                         let delay = backoff(attempts, opts.retry_base, opts.retry_max);
                         tx.prepare_cached(
                             "UPDATE jobs SET status = 'queued', error = ?1, run_at = ?2, \
-                         lease = NULL, lease_until = NULL WHERE id = ?3",
+                             lease = NULL, lease_until = NULL WHERE id = ?3",
                         )?
                         .execute(params![
                             e.message,
@@ -382,14 +379,13 @@ impl JobQueue for SqliteQueue {
                     Err(e) => {
                         tx.prepare_cached(
                             "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2, \
-                         lease = NULL, lease_until = NULL WHERE id = ?3",
+                             lease = NULL, lease_until = NULL WHERE id = ?3",
                         )?
                         .execute(params![e.message, t, id.as_str()])?;
                         finished(tx, 1)?;
                         Completion::Failed
                     }
                 };
-
                 Ok(done)
             })
         })
@@ -403,11 +399,10 @@ impl JobQueue for SqliteQueue {
                 let n = tx
                     .prepare_cached(
                         "UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), \
-                     run_at = ?1, lease = NULL, lease_until = NULL \
-                     WHERE id = ?2 AND lease = ?3 AND status = 'running'",
+                         run_at = ?1, lease = NULL, lease_until = NULL \
+                         WHERE id = ?2 AND lease = ?3 AND status = 'running'",
                     )?
                     .execute(params![now(), id.as_str(), token])?;
-
                 Ok(n == 1)
             })
         })
@@ -415,27 +410,26 @@ impl JobQueue for SqliteQueue {
     }
 
     async fn reap(&self) -> Result<u64, QueueError> {
+        /// Expired leases go back to `queued`, or to `failed` once attempts are spent.
+        const REAP: &str = "UPDATE jobs SET \
+            status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+            error = 'lease expired (worker died or hung) on attempt ' || attempts \
+                    || ' of ' || max_attempts, \
+            finished_at = CASE WHEN attempts >= max_attempts THEN ?1 END, \
+            run_at = ?1, lease = NULL, lease_until = NULL \
+            WHERE status = 'running' AND lease_until < ?1 \
+            RETURNING status";
         self.call(move |conn, _| {
             let t = now();
             write(conn, |tx| {
-            let statuses = tx
-                .prepare_cached(
-                    "UPDATE jobs SET \
-                       status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
-                       error = 'lease expired (worker died or hung) on attempt ' || attempts \
-                               || ' of ' || max_attempts, \
-                       finished_at = CASE WHEN attempts >= max_attempts THEN ?1 END, \
-                       run_at = ?1, lease = NULL, lease_until = NULL \
-                     WHERE status = 'running' AND lease_until < ?1 \
-                     RETURNING status",
-                )?
-                .query_map([t], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            let failed = statuses.iter().filter(|s| *s == "failed").count() as u64;
-            finished(tx, failed)?;
-
-            Ok(statuses.len() as u64)
-})
+                let statuses = tx
+                    .prepare_cached(REAP)?
+                    .query_map([t], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let failed = statuses.iter().filter(|s| *s == "failed").count() as u64;
+                finished(tx, failed)?;
+                Ok(statuses.len() as u64)
+            })
         })
         .await
     }
@@ -446,10 +440,9 @@ impl JobQueue for SqliteQueue {
                 let n = tx
                     .prepare_cached(
                         "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
-                     AND status IN ('done', 'failed')",
+                         AND status IN ('done', 'failed')",
                     )?
                     .execute([now() - ms(opts.retention)])?;
-
                 Ok(n as u64)
             })
         })
