@@ -36,6 +36,27 @@ const DEFAULT_MIN_IDLE: Duration = Duration::from_secs(30);
 /// Longest a blocking read waits beyond its `wait`, before its reply is deemed lost.
 const BLOCK_SLACK: Duration = Duration::from_secs(5);
 
+/// Creates the stream and the consumer group unless they exist.
+async fn create_group(conn: &mut ConnectionManager, stream: &str) -> Result<(), QueueError> {
+    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The group is gone (Redis restarted without persistence, or the keys were deleted).
+fn no_group(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
+}
+
 /// The shared preamble and one body per operation.
 struct Scripts {
     enqueue: Script,
@@ -106,18 +127,7 @@ impl RedisQueue {
         let mut conn = client.get_connection_manager_with_config(config).await?;
         let tag = format!("{{{}}}", options.name);
         let keys = ["stream", "retry", "done", "failed", "dlq"].map(|k| format!("{tag}:{k}"));
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&keys[0])
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => return Err(e.into()),
-            _ => {}
-        }
+        create_group(&mut conn, &keys[0]).await?;
         Ok(RedisQueue {
             inner: Arc::new(Inner {
                 client,
@@ -147,7 +157,13 @@ impl RedisQueue {
             call.arg(*arg);
         }
         let mut conn = self.inner.conn.clone();
-        Ok(call.invoke_async(&mut conn).await?)
+        match call.invoke_async(&mut conn).await {
+            Err(e) if no_group(&e) => {
+                create_group(&mut conn, &self.inner.keys[0]).await?;
+                Ok(call.invoke_async(&mut conn).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Deletes every key of this queue (tests and benchmarks isolate themselves by name).
@@ -204,7 +220,7 @@ impl RedisQueue {
                     .await?
             }
         };
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
             .arg(worker.as_str())
@@ -216,7 +232,14 @@ impl RedisQueue {
             .arg(&self.inner.keys[0])
             .arg(">")
             .query_async(&mut conn)
-            .await?;
+            .await;
+        let reply = match reply {
+            Err(e) if no_group(&e) => {
+                create_group(&mut self.inner.conn.clone(), &self.inner.keys[0]).await?;
+                None
+            }
+            other => other?,
+        };
         self.inner.blocking.lock().expect("pool lock").push(conn);
         Ok(reply.and_then(|r| {
             r.keys

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use offload::queue::{JobId, Queue, QueueOptions, open};
+use offload::queue::{JobId, JobQueue, NewJob, Queue, QueueOptions, WorkerId, open};
 
 /// Short leases keep the suite fast; still far above a claim's round trip.
 const LEASE: Duration = Duration::from_millis(300);
@@ -127,3 +127,35 @@ conformance!(
     loops::long_job_keeps_its_lease,
     loops::worker_loops_drain_everything,
 );
+
+/// Redis only: a server restart without persistence (or deleted keys) loses the consumer group;
+/// the queue recreates it instead of failing every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_recreates_a_lost_group() {
+    let Some(h) = Backend::Redis.open("lost_group", options()).await else {
+        return;
+    };
+    let Queue::Redis(q) = &h.queue else {
+        unreachable!()
+    };
+    q.destroy().await.unwrap();
+    let id = h.queue.enqueue(NewJob::new("1")).await.unwrap();
+    let me = WorkerId::new();
+    let job = h
+        .queue
+        .claim(&me, LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .expect("job after recovery");
+    assert_eq!(job.id, id);
+    q.destroy().await.unwrap();
+    // And again after a second loss, with a blocking wait.
+    assert!(
+        h.queue
+            .claim(&me, LEASE, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    h.cleanup().await;
+}
