@@ -28,7 +28,12 @@ fn echo() -> Executor {
 }
 
 /// Runs a worker loop until `until` says stop (checked every 10 ms) or 10 s pass.
-async fn run_worker_until<F, Fut>(q: Queue, exec: Executor, until: F) -> worker::WorkerReport
+async fn run_worker_until<F, Fut>(
+    q: Queue,
+    exec: Executor,
+    config: WorkerConfig,
+    until: F,
+) -> worker::WorkerReport
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -39,7 +44,7 @@ where
             sleep(Duration::from_millis(10)).await;
         }
     };
-    worker::run(q, exec, test_config(), stop).await
+    worker::run(q, exec, config, stop).await
 }
 
 pub(super) async fn dead_worker_job_runs_again(b: Backend, test: &str) {
@@ -57,7 +62,7 @@ pub(super) async fn dead_worker_job_runs_again(b: Backend, test: &str) {
     drop(dead);
     let q = h.queue.clone();
     let jid = id.clone();
-    let report = run_worker_until(h.handle().await, echo(), move || {
+    let report = run_worker_until(h.handle().await, echo(), test_config(), move || {
         let (q, jid) = (q.clone(), jid.clone());
         async move { q.get(&jid).await.unwrap().unwrap().status == JobStatus::Done }
     })
@@ -158,7 +163,10 @@ pub(super) async fn worker_loops_drain_everything(b: Backend, test: &str) {
     for _ in 0..3 {
         let (q, counter) = (h.handle().await, h.queue.clone());
         let exec = Arc::clone(&exec);
-        workers.push(tokio::spawn(run_worker_until(q, exec, move || {
+        // A long lease: this test is about throughput and exactly-once results, and a loaded
+        // machine must not turn a late heartbeat into a second run.
+        let config = test_config().with_lease(Duration::from_secs(5));
+        workers.push(tokio::spawn(run_worker_until(q, exec, config, move || {
             let counter = counter.clone();
             async move { counter.counts().await.unwrap().done == JOBS as u64 }
         })));
@@ -198,10 +206,15 @@ pub(super) async fn long_job_keeps_its_lease(b: Backend, test: &str) {
     });
     let q = h.queue.clone();
     let jid = id.clone();
-    let worker = tokio::spawn(run_worker_until(h.handle().await, slow, move || {
-        let (q, jid) = (q.clone(), jid.clone());
-        async move { q.get(&jid).await.unwrap().unwrap().status == JobStatus::Done }
-    }));
+    let worker = tokio::spawn(run_worker_until(
+        h.handle().await,
+        slow,
+        test_config(),
+        move || {
+            let (q, jid) = (q.clone(), jid.clone());
+            async move { q.get(&jid).await.unwrap().unwrap().status == JobStatus::Done }
+        },
+    ));
     while h.queue.get(&id).await.unwrap().unwrap().status != JobStatus::Running {
         sleep(Duration::from_millis(5)).await;
     }
