@@ -1,1 +1,257 @@
-//! The job queue layer: one trait, SQLite and Redis backends (issue 4).
+//! The job queue layer: one trait ([`JobQueue`]), an embedded SQLite backend and a Redis Streams
+//! backend, selected by URL with [`open`], and the worker loop ([`worker::run`]). No HTTP here and
+//! no knowledge of the work: a payload and a result are opaque JSON strings.
+//!
+//! Guarantees on both backends: at-least-once execution; a result stored once (only the current
+//! lease holder may complete a job); a lost lease puts the job back; retries with exponential
+//! backoff and jitter up to `max_attempts`, then `failed`; a bounded backlog; finished jobs expire.
+
+mod redis;
+mod sqlite;
+mod types;
+pub mod worker;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use self::redis::RedisQueue;
+pub use self::sqlite::SqliteQueue;
+pub use self::types::{
+    Claimed, Completion, Counts, IdError, JobError, JobId, JobStatus, JobView, NewJob, WorkerId,
+    backoff,
+};
+
+/// Jobs accepted but not finished, past which enqueue answers [`EnqueueError::Full`]: enough to
+/// absorb a burst of a few seconds at thousands of jobs/s, small enough to drain in minutes.
+pub const DEFAULT_MAX_BACKLOG: u64 = 10_000;
+/// Runs per job: one try and two retries, as BullMQ users commonly configure.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// How long finished jobs stay readable: long enough for a client polling every few seconds.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
+/// First retry delay; doubled per attempt.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(500);
+/// Longest retry delay, so a job with many attempts still finishes within minutes.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Redis key prefix (inside the `{}` hash tag) and thus the queue's name.
+pub const DEFAULT_QUEUE_NAME: &str = "offload";
+
+/// Settings shared by both backends.
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    /// Unfinished jobs allowed (queued, running or waiting for a retry).
+    pub max_backlog: u64,
+    /// Attempts for jobs that do not set their own.
+    pub max_attempts: u32,
+    /// How long finished jobs stay readable.
+    pub retention: Duration,
+    /// First retry delay.
+    pub retry_base: Duration,
+    /// Cap on the retry delay.
+    pub retry_max: Duration,
+    /// Redis: key prefix and hash tag, so several queues (or tests) share one server.
+    pub name: String,
+    /// SQLite: `synchronous=FULL` (survives power loss) instead of `NORMAL` (survives a crash).
+    pub sqlite_full_sync: bool,
+}
+
+impl Default for QueueOptions {
+    fn default() -> QueueOptions {
+        QueueOptions {
+            max_backlog: DEFAULT_MAX_BACKLOG,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retention: DEFAULT_RETENTION,
+            retry_base: DEFAULT_RETRY_BASE,
+            retry_max: DEFAULT_RETRY_MAX,
+            name: DEFAULT_QUEUE_NAME.to_owned(),
+            sqlite_full_sync: false,
+        }
+    }
+}
+
+/// A backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The URL names no supported backend.
+    #[error("unsupported queue URL {0:?}: expected sqlite://PATH or redis://HOST:PORT")]
+    BadUrl(String),
+    /// SQLite answered with an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Redis answered with an error or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// A SQLite group commit failed, so the operation's writes were rolled back.
+    #[error("sqlite commit failed: {0}")]
+    Commit(String),
+    /// The SQLite thread is gone (it panicked or the queue was dropped).
+    #[error("the sqlite thread has stopped")]
+    Closed,
+    /// Stored data did not have the expected shape.
+    #[error("corrupt job record: {0}")]
+    Corrupt(String),
+}
+
+/// Enqueue failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The backlog is at `max_backlog`: try again later (HTTP 503 + Retry-After).
+    #[error("the queue is full ({0} unfinished jobs)")]
+    Full(u64),
+    /// The backend failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// The queue operations. Implemented by each backend and by [`Queue`], which dispatches.
+pub trait JobQueue: Send + Sync + 'static {
+    /// Stores a job and returns its id at once.
+    ///
+    /// # Errors
+    /// [`EnqueueError::Full`] past `max_backlog`; [`EnqueueError::Queue`] if the backend fails.
+    fn enqueue(&self, job: NewJob) -> impl Future<Output = Result<JobId, EnqueueError>> + Send;
+
+    /// Status, attempts, result or error and times; `None` for an unknown or expired id.
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn get(&self, id: &JobId) -> impl Future<Output = Result<Option<JobView>, QueueError>> + Send;
+
+    /// Takes the next due job under a lease of `lease`. Redis waits up to `wait` for one to
+    /// arrive; SQLite answers at once (the caller polls).
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn claim(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Option<Claimed>, QueueError>> + Send;
+
+    /// Extends the lease by `lease` from now. `false`: the lease was lost, stop the work.
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn heartbeat(
+        &self,
+        job: &Claimed,
+        lease: Duration,
+    ) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// Stores a run's outcome: the result (`done`), or the error followed by a retry after a
+    /// backoff or, with attempts spent or a non-retryable error, `failed`.
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn complete(
+        &self,
+        job: &Claimed,
+        outcome: Result<String, JobError>,
+    ) -> impl Future<Output = Result<Completion, QueueError>> + Send;
+
+    /// Gives a job back unrun (graceful shutdown): queued at once, the attempt not counted.
+    /// `false` if the lease was already lost.
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn release(&self, job: &Claimed) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
+    /// Takes back jobs whose lease expired: queued again, or `failed` once their attempts are
+    /// spent (a job that kills its worker every time ends here). Returns how many it moved.
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn reap(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
+    /// Deletes finished jobs older than the retention period; returns how many.
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn prune(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
+
+    /// Jobs by state.
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn counts(&self) -> impl Future<Output = Result<Counts, QueueError>> + Send;
+}
+
+/// A queue on either backend: cheap to clone, `Send + Sync`, usable as axum state.
+#[derive(Debug, Clone)]
+pub enum Queue {
+    /// Embedded: a SQLite file shared by the processes of one host.
+    Sqlite(SqliteQueue),
+    /// Scale-out: Redis Streams, shared by workers on many hosts.
+    Redis(RedisQueue),
+}
+
+/// Opens the queue named by `url`: `sqlite://PATH` (`sqlite:PATH` also works; a relative path is
+/// relative to the working directory) or `redis://HOST:PORT[/DB]`.
+///
+/// # Errors
+/// [`QueueError::BadUrl`] for another scheme; the backend's error if it cannot be opened.
+pub async fn open(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err(QueueError::BadUrl(url.to_owned()));
+        }
+        Ok(Queue::Sqlite(
+            SqliteQueue::open(path.as_ref(), options).await?,
+        ))
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(Queue::Redis(RedisQueue::open(url, options).await?))
+    } else {
+        Err(QueueError::BadUrl(url.to_owned()))
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $q:ident => $e:expr) => {
+        match $self {
+            Queue::Sqlite($q) => $e,
+            Queue::Redis($q) => $e,
+        }
+    };
+}
+
+impl JobQueue for Queue {
+    async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueError> {
+        dispatch!(self, q => q.enqueue(job).await)
+    }
+    async fn get(&self, id: &JobId) -> Result<Option<JobView>, QueueError> {
+        dispatch!(self, q => q.get(id).await)
+    }
+    async fn claim(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Claimed>, QueueError> {
+        dispatch!(self, q => q.claim(worker, lease, wait).await)
+    }
+    async fn heartbeat(&self, job: &Claimed, lease: Duration) -> Result<bool, QueueError> {
+        dispatch!(self, q => q.heartbeat(job, lease).await)
+    }
+    async fn complete(
+        &self,
+        job: &Claimed,
+        outcome: Result<String, JobError>,
+    ) -> Result<Completion, QueueError> {
+        dispatch!(self, q => q.complete(job, outcome).await)
+    }
+    async fn release(&self, job: &Claimed) -> Result<bool, QueueError> {
+        dispatch!(self, q => q.release(job).await)
+    }
+    async fn reap(&self) -> Result<u64, QueueError> {
+        dispatch!(self, q => q.reap().await)
+    }
+    async fn prune(&self) -> Result<u64, QueueError> {
+        dispatch!(self, q => q.prune().await)
+    }
+    async fn counts(&self) -> Result<Counts, QueueError> {
+        dispatch!(self, q => q.counts().await)
+    }
+}

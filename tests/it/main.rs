@@ -3,5 +3,6 @@
 mod bench;
 mod gateway;
 mod load;
+mod queue;
 mod remote;
 mod support;

@@ -1,0 +1,44 @@
+-- Shared by every script. KEYS: stream, retry zset, done zset, failed zset, dead-letter stream.
+-- ARGV[1]: job hash prefix ("{name}:job:"), ARGV[2]: consumer group. All keys share the {name}
+-- hash tag, so job hashes built from ARGV[1] live in the same cluster slot as KEYS.
+local stream, retry, done_z, failed_z, dlq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local jobp, group = ARGV[1], ARGV[2]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Unfinished jobs: stream entries (waiting or in flight) plus jobs waiting for a retry.
+local function backlog()
+  return redis.call('XLEN', stream) + redis.call('ZCARD', retry)
+end
+
+-- Acknowledge and delete an entry, so the stream holds only waiting and in-flight work.
+local function drop(entry)
+  redis.call('XACK', stream, group, entry)
+  redis.call('XDEL', stream, entry)
+end
+
+-- Terminal state: stored once, expires after retention, indexed by finish time for counts/prune.
+local function finish(key, id, status, value, now, retention_ms, entry)
+  if status == 'done' then
+    redis.call('HSET', key, 'status', 'done', 'result', value, 'finished_at', now)
+    redis.call('HDEL', key, 'error', 'lease', 'lease_until')
+    redis.call('ZADD', done_z, now, id)
+  else
+    redis.call('HSET', key, 'status', 'failed', 'error', value, 'finished_at', now)
+    redis.call('HDEL', key, 'lease', 'lease_until')
+    redis.call('ZADD', failed_z, now, id)
+    -- The dead-letter stream is a record, not work: trimming it loses nothing that must run.
+    redis.call('XADD', dlq, 'MAXLEN', '~', 10000, '*', 'id', id, 'error', value)
+  end
+  redis.call('PEXPIRE', key, retention_ms)
+  if entry ~= '' then drop(entry) end
+end
+
+-- Put a job back on the stream as a fresh entry (the old one is acked and deleted).
+local function requeue(id, entry)
+  if entry ~= '' then drop(entry) end
+  redis.call('XADD', stream, '*', 'id', id)
+end

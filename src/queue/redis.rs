@@ -1,0 +1,451 @@
+//! The scale-out backend: Redis Streams with one consumer group. The stream carries job ids; one
+//! hash per job holds status, payload and result; every state change is one Lua script (in
+//! `lua/`), so a job's hash and its stream entry never disagree. Needs Redis 6.2+ (XAUTOCLAIM).
+//!
+//! Keys, all under the `{name}` hash tag (one cluster slot; `name` from [`QueueOptions::name`]):
+//! - `{name}:stream`: entries `id=<job id>`, waiting or in flight; consumer group `workers`.
+//!   Acked entries are deleted, so `XLEN` + `ZCARD retry` is the backlog.
+//! - `{name}:job:<id>`: hash `status payload attempts max_attempts result error enqueued_at
+//!   started_at finished_at lease lease_until worker`; `PEXPIRE` retention once finished.
+//! - `{name}:retry`: zset of job ids by due time (ms); promoted to the stream by the claim script.
+//! - `{name}:done`, `{name}:failed`: zsets of job ids by finish time, for counts and pruning.
+//! - `{name}:dlq`: stream of failed jobs (`id`, `error`), trimmed to ~10,000 and to the retention.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Script, streams::StreamReadReply};
+
+use super::types::lease_token;
+use super::{
+    Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus, JobView,
+    NewJob, QueueError, QueueOptions, WorkerId, backoff,
+};
+
+/// The consumer group every worker reads through.
+const GROUP: &str = "workers";
+/// The consumer name the reaper claims stalled entries under.
+const REAPER: &str = "reaper";
+/// Reply timeout for ordinary commands: generous, since a busy 2-core host can stall a few
+/// hundred ms, and the library default (500 ms) turned load spikes into errors.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reaper's minimum idle time before any lease has been granted by this handle.
+const DEFAULT_MIN_IDLE: Duration = Duration::from_secs(30);
+/// Longest a blocking read waits beyond its `wait`, before its reply is deemed lost.
+const BLOCK_SLACK: Duration = Duration::from_secs(5);
+
+/// Creates the stream and the consumer group unless they exist.
+async fn create_group(conn: &mut ConnectionManager, stream: &str) -> Result<(), QueueError> {
+    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The group is gone (Redis restarted without persistence, or the keys were deleted).
+fn no_group(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
+}
+
+/// The shared preamble and one body per operation.
+struct Scripts {
+    enqueue: Script,
+    claim: Script,
+    heartbeat: Script,
+    complete: Script,
+    release: Script,
+    reap: Script,
+    counts: Script,
+    prune: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        let common = include_str!("lua/common.lua");
+        let s = |body: &str| Script::new(&format!("{common}\n{body}"));
+        Scripts {
+            enqueue: s(include_str!("lua/enqueue.lua")),
+            claim: s(include_str!("lua/claim.lua")),
+            heartbeat: s(include_str!("lua/heartbeat.lua")),
+            complete: s(include_str!("lua/complete.lua")),
+            release: s(include_str!("lua/release.lua")),
+            reap: s(include_str!("lua/reap.lua")),
+            counts: s(include_str!("lua/counts.lua")),
+            prune: s(include_str!("lua/prune.lua")),
+        }
+    }
+}
+
+/// A handle on a Redis queue. Clones share one multiplexed connection.
+#[derive(Clone)]
+pub struct RedisQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    conn: ConnectionManager,
+    /// Connections for blocking reads, which would stall every other command on the
+    /// multiplexed connection.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    scripts: Scripts,
+    /// `{name}:stream`, `{name}:retry`, `{name}:done`, `{name}:failed`, `{name}:dlq`.
+    keys: [String; 5],
+    /// `{name}:job:`
+    job_prefix: String,
+    options: QueueOptions,
+    /// The shortest lease this handle has granted, in ms: the reaper's XAUTOCLAIM min idle.
+    min_lease_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("stream", &self.inner.keys[0])
+            .finish()
+    }
+}
+
+impl RedisQueue {
+    /// Connects to `url` and creates the stream and consumer group if needed.
+    ///
+    /// # Errors
+    /// If Redis cannot be reached.
+    pub async fn open(url: &str, options: QueueOptions) -> Result<RedisQueue, QueueError> {
+        let client = Client::open(url)?;
+        let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let mut conn = client.get_connection_manager_with_config(config).await?;
+        let tag = format!("{{{}}}", options.name);
+        let keys = ["stream", "retry", "done", "failed", "dlq"].map(|k| format!("{tag}:{k}"));
+        create_group(&mut conn, &keys[0]).await?;
+        Ok(RedisQueue {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                blocking: Mutex::new(Vec::new()),
+                scripts: Scripts::new(),
+                job_prefix: format!("{tag}:job:"),
+                keys,
+                options,
+                min_lease_ms: AtomicU64::new(u64::MAX),
+            }),
+        })
+    }
+
+    /// Runs `script` with the standard KEYS and first two ARGV, then `args`.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        args: &[&str],
+    ) -> Result<T, QueueError> {
+        let mut call = script.prepare_invoke();
+        for key in &self.inner.keys {
+            call.key(key);
+        }
+        call.arg(&self.inner.job_prefix).arg(GROUP);
+        for arg in args {
+            call.arg(*arg);
+        }
+        let mut conn = self.inner.conn.clone();
+        match call.invoke_async(&mut conn).await {
+            Err(e) if no_group(&e) => {
+                create_group(&mut conn, &self.inner.keys[0]).await?;
+                Ok(call.invoke_async(&mut conn).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Deletes every key of this queue (tests and benchmarks isolate themselves by name).
+    ///
+    /// # Errors
+    /// If Redis fails.
+    pub async fn destroy(&self) -> Result<(), QueueError> {
+        let mut conn = self.inner.conn.clone();
+        let pattern = format!("{}*", self.inner.job_prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !found.is_empty() {
+                redis::cmd("DEL")
+                    .arg(&found)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        redis::cmd("DEL")
+            .arg(&self.inner.keys[..])
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Waits up to `wait` on a dedicated connection for a new entry; its id if one arrived.
+    async fn read_blocking(
+        &self,
+        worker: &WorkerId,
+        wait: Duration,
+    ) -> Result<Option<String>, QueueError> {
+        let pooled = self.inner.blocking.lock().expect("pool lock").pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(wait + BLOCK_SLACK))
+                    .set_connection_timeout(Some(RESPONSE_TIMEOUT));
+                self.inner
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?
+            }
+        };
+        let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(worker.as_str())
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(wait.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&self.inner.keys[0])
+            .arg(">")
+            .query_async(&mut conn)
+            .await;
+        let reply = match reply {
+            Err(e) if no_group(&e) => {
+                create_group(&mut self.inner.conn.clone(), &self.inner.keys[0]).await?;
+                None
+            }
+            other => other?,
+        };
+        self.inner.blocking.lock().expect("pool lock").push(conn);
+        Ok(reply.and_then(|r| {
+            r.keys
+                .into_iter()
+                .next()?
+                .ids
+                .into_iter()
+                .next()
+                .map(|e| e.id)
+        }))
+    }
+
+    /// Runs the claim script, on `entry` if a blocking read got one.
+    async fn start(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        entry: &str,
+    ) -> Result<Result<Claimed, Option<Duration>>, QueueError> {
+        let token = lease_token();
+        let lease_ms = lease.as_millis().to_string();
+        let got: Vec<String> = self
+            .run(
+                &self.inner.scripts.claim,
+                &[worker.as_str(), token.as_str(), &lease_ms, entry],
+            )
+            .await?;
+        match got.as_slice() {
+            [entry, id, payload, attempt, max] => Ok(Ok(Claimed {
+                id: JobId::parse(id).map_err(|_| QueueError::Corrupt(format!("bad id {id:?}")))?,
+                payload: payload.clone(),
+                attempt: attempt.parse().unwrap_or(1),
+                max_attempts: max.parse().unwrap_or(1),
+                token,
+                entry: entry.clone(),
+                consumer: worker.as_str().to_owned(),
+            })),
+            [_, next] => Ok(Err(next.parse::<u64>().ok().map(Duration::from_millis))),
+            other => Err(QueueError::Corrupt(format!("claim replied {other:?}"))),
+        }
+    }
+}
+
+fn field(h: &mut HashMap<String, String>, name: &str) -> Option<String> {
+    h.remove(name)
+}
+
+fn number<T: std::str::FromStr>(h: &mut HashMap<String, String>, name: &str) -> Option<T> {
+    h.get(name).and_then(|v| v.parse().ok())
+}
+
+impl JobQueue for RedisQueue {
+    async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueError> {
+        let id = JobId::random();
+        let opts = &self.inner.options;
+        let max = job
+            .max_attempts
+            .unwrap_or(opts.max_attempts)
+            .max(1)
+            .to_string();
+        let cap = opts.max_backlog.to_string();
+        let (stored, depth): (u8, u64) = self
+            .run(
+                &self.inner.scripts.enqueue,
+                &[id.as_str(), &job.payload, &max, &cap],
+            )
+            .await?;
+        if stored == 1 {
+            Ok(id)
+        } else {
+            Err(EnqueueError::Full(depth))
+        }
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<JobView>, QueueError> {
+        let mut conn = self.inner.conn.clone();
+        let key = format!("{}{}", self.inner.job_prefix, id);
+        let mut h: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let status = h.get("status").and_then(|s| JobStatus::from_name(s));
+        let status = status.ok_or_else(|| QueueError::Corrupt(format!("{key}: no status")))?;
+        Ok(Some(JobView {
+            id: id.clone(),
+            status,
+            attempts: number(&mut h, "attempts").unwrap_or(0),
+            max_attempts: number(&mut h, "max_attempts").unwrap_or(0),
+            enqueued_at: number(&mut h, "enqueued_at").unwrap_or(0),
+            started_at: number(&mut h, "started_at"),
+            finished_at: number(&mut h, "finished_at"),
+            result: field(&mut h, "result"),
+            error: field(&mut h, "error"),
+        }))
+    }
+
+    async fn claim(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Claimed>, QueueError> {
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        self.inner
+            .min_lease_ms
+            .fetch_min(lease_ms, Ordering::Relaxed);
+        let next_retry = match self.start(worker, lease, "").await? {
+            Ok(job) => return Ok(Some(job)),
+            Err(next) => next,
+        };
+        // Nothing ready: block for a new entry, but no longer than until the next retry is due.
+        let wait = next_retry.map_or(wait, |due| due.min(wait));
+        if wait.is_zero() {
+            return Ok(None);
+        }
+        match self.read_blocking(worker, wait).await? {
+            Some(entry) => Ok(self.start(worker, lease, &entry).await?.ok()),
+            None => Ok(None),
+        }
+    }
+
+    async fn heartbeat(&self, job: &Claimed, lease: Duration) -> Result<bool, QueueError> {
+        let lease_ms = lease.as_millis().to_string();
+        let args: [&str; 5] = [
+            &job.consumer,
+            &job.token,
+            &lease_ms,
+            &job.entry,
+            job.id.as_str(),
+        ];
+        let n: u8 = self.run(&self.inner.scripts.heartbeat, &args).await?;
+        Ok(n == 1)
+    }
+
+    async fn complete(
+        &self,
+        job: &Claimed,
+        outcome: Result<String, JobError>,
+    ) -> Result<Completion, QueueError> {
+        let opts = &self.inner.options;
+        let (kind, value) = match outcome {
+            Ok(result) => ("ok", result),
+            Err(e) => (if e.retry { "retry" } else { "fatal" }, e.message),
+        };
+        let delay = backoff(job.attempt, opts.retry_base, opts.retry_max)
+            .as_millis()
+            .to_string();
+        let retention = opts.retention.as_millis().to_string();
+        let args: [&str; 7] = [
+            &job.token,
+            &job.entry,
+            job.id.as_str(),
+            kind,
+            &value,
+            &delay,
+            &retention,
+        ];
+        let reply: String = self.run(&self.inner.scripts.complete, &args).await?;
+        Ok(match reply.as_str() {
+            "done" => Completion::Done,
+            "retrying" => Completion::Retrying,
+            "failed" => Completion::Failed,
+            _ => Completion::Refused,
+        })
+    }
+
+    async fn release(&self, job: &Claimed) -> Result<bool, QueueError> {
+        let n: u8 = self
+            .run(
+                &self.inner.scripts.release,
+                &[job.token.as_str(), &job.entry, job.id.as_str()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn reap(&self) -> Result<u64, QueueError> {
+        let min_idle = match self.inner.min_lease_ms.load(Ordering::Relaxed) {
+            u64::MAX => DEFAULT_MIN_IDLE.as_millis() as u64,
+            ms => ms,
+        };
+        let retention = self.inner.options.retention.as_millis().to_string();
+        self.run(
+            &self.inner.scripts.reap,
+            &[REAPER, &min_idle.to_string(), &retention],
+        )
+        .await
+    }
+
+    async fn prune(&self) -> Result<u64, QueueError> {
+        let retention = self.inner.options.retention.as_millis().to_string();
+        self.run(&self.inner.scripts.prune, &[&retention]).await
+    }
+
+    async fn counts(&self) -> Result<Counts, QueueError> {
+        let retention = self.inner.options.retention.as_millis().to_string();
+        let (queued, running, done, failed): (i64, u64, u64, u64) =
+            self.run(&self.inner.scripts.counts, &[&retention]).await?;
+        Ok(Counts {
+            queued: queued.max(0) as u64,
+            running,
+            done,
+            failed,
+        })
+    }
+}

@@ -1,0 +1,344 @@
+//! The queue's nouns: job ids, the job view the gateway returns, claims, outcomes and errors.
+//! Shared by both backends so that they answer with the same values.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes of randomness in a job id: 128 bits cannot be guessed or enumerated.
+const ID_BYTES: usize = 16;
+
+/// A job id: 128 random bits from the OS RNG, written as 32 lowercase hex characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    /// A fresh random id.
+    ///
+    /// # Panics
+    /// If the OS RNG fails, which on the supported platforms means the system is broken.
+    pub fn random() -> JobId {
+        JobId(hex(&random_bytes::<ID_BYTES>()))
+    }
+
+    /// Parses an id as given by a client.
+    ///
+    /// # Errors
+    /// [`IdError`] if `s` is not exactly 32 hex characters (case-insensitive).
+    pub fn parse(s: &str) -> Result<JobId, IdError> {
+        if s.len() == ID_BYTES * 2 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(JobId(s.to_ascii_lowercase()))
+        } else {
+            Err(IdError)
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for JobId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<JobId, IdError> {
+        JobId::parse(s)
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({})", self.0)
+    }
+}
+
+impl Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// A string that is not a job id (as opposed to an id that names no job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed job id: expected 32 hex characters")]
+pub struct IdError;
+
+/// The name a worker claims under: host, process id and a random suffix, so two workers never
+/// share one (a shared Redis consumer name would mix their pending entries).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    /// A fresh, unique worker name.
+    pub fn new() -> WorkerId {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
+        let suffix = hex(&random_bytes::<6>());
+        WorkerId(format!("{host}-{}-{suffix}", std::process::id()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for WorkerId {
+    fn default() -> WorkerId {
+        WorkerId::new()
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Waiting to run, or waiting for its next retry.
+    Queued,
+    /// Held by a worker under a lease.
+    Running,
+    /// Finished with a result.
+    Done,
+    /// Out of attempts, or failed with an error that must not be retried.
+    Failed,
+}
+
+impl JobStatus {
+    /// The lowercase name stored by both backends.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn from_name(s: &str) -> Option<JobStatus> {
+        Some(match s {
+            "queued" => JobStatus::Queued,
+            "running" => JobStatus::Running,
+            "done" => JobStatus::Done,
+            "failed" => JobStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// What `GET /jobs/{id}` shows: one lookup in either backend. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobView {
+    /// The job's id.
+    pub id: JobId,
+    /// Where the job is.
+    pub status: JobStatus,
+    /// Runs started so far (a lease lost counts as a run).
+    pub attempts: u32,
+    /// Runs allowed before the job fails.
+    pub max_attempts: u32,
+    /// The job's result (opaque JSON text) once done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// The error once failed, or the last error while a retry is pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the job was accepted.
+    pub enqueued_at: u64,
+    /// When its latest run started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    /// When it reached `done` or `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+/// A job to enqueue: an opaque payload (JSON text) and its attempt budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// Opaque to the queue: handed unchanged to the executor.
+    pub payload: String,
+    /// Runs allowed; `None` takes the queue's default.
+    pub max_attempts: Option<u32>,
+}
+
+impl NewJob {
+    /// A job with the queue's default attempt budget.
+    pub fn new(payload: impl Into<String>) -> NewJob {
+        NewJob {
+            payload: payload.into(),
+            max_attempts: None,
+        }
+    }
+
+    /// Sets the attempt budget (at least 1).
+    pub fn max_attempts(mut self, n: u32) -> NewJob {
+        self.max_attempts = Some(n.max(1));
+        self
+    }
+}
+
+/// A job held under a lease. Only the holder of the current lease can heartbeat, complete or
+/// release it: a worker whose lease expired and whose job was claimed again is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The job's id.
+    pub id: JobId,
+    /// The payload given at enqueue.
+    pub payload: String,
+    /// This run's number, from 1.
+    pub attempt: u32,
+    /// Runs allowed.
+    pub max_attempts: u32,
+    /// Random token naming this lease; stored with the job while the lease is current.
+    pub(crate) token: String,
+    /// Redis only: the stream entry that delivered the job.
+    pub(crate) entry: String,
+    /// Redis only: the consumer (worker) that holds the entry.
+    pub(crate) consumer: String,
+}
+
+/// Why a job's run did not produce a result, and whether running it again may help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    /// Shown as the job's error.
+    pub message: String,
+    /// `false`: fail at once, whatever attempts remain (a bad payload will not improve).
+    pub retry: bool,
+}
+
+impl JobError {
+    /// An error worth another attempt (a timeout, a lost dependency).
+    pub fn retry(message: impl Into<String>) -> JobError {
+        JobError {
+            message: message.into(),
+            retry: true,
+        }
+    }
+
+    /// An error that another attempt would repeat.
+    pub fn fatal(message: impl Into<String>) -> JobError {
+        JobError {
+            message: message.into(),
+            retry: false,
+        }
+    }
+}
+
+/// What `complete` did with an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The result is stored; the job is `done`.
+    Done,
+    /// The error is stored and the job is queued again after a backoff.
+    Retrying,
+    /// The job is `failed` with the error.
+    Failed,
+    /// The caller no longer holds the lease; nothing was written.
+    Refused,
+}
+
+/// Jobs by state, for metrics. `done` and `failed` count finished jobs still within retention.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Waiting, including those waiting for a retry.
+    pub queued: u64,
+    /// Held by workers.
+    pub running: u64,
+    /// Finished with a result.
+    pub done: u64,
+    /// Finished with an error.
+    pub failed: u64,
+}
+
+/// The delay before retry number `attempt` (1 = first retry): exponential from `base`, capped at
+/// `max`, with "equal jitter" (half fixed, half random) so that jobs that failed together do not
+/// retry together.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(max);
+    let half = exp / 2;
+    let r = u64::from_le_bytes(random_bytes::<8>());
+    let jitter_ms = if half.as_millis() == 0 {
+        0
+    } else {
+        r % (half.as_millis() as u64 + 1)
+    };
+    half + Duration::from_millis(jitter_ms)
+}
+
+/// Now as unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A random lease token (64 bits: only needs to differ between claims of one job).
+pub(crate) fn lease_token() -> String {
+    hex(&random_bytes::<8>())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).expect("the OS random number generator failed");
+    buf
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_32_hex_and_distinct() {
+        let a = JobId::random();
+        let b = JobId::random();
+        assert_eq!(a.as_str().len(), 32);
+        assert_ne!(a, b);
+        assert_eq!(JobId::parse(a.as_str()), Ok(a.clone()));
+        assert_eq!(JobId::parse(&a.as_str().to_uppercase()), Ok(a));
+    }
+
+    #[test]
+    fn malformed_ids_are_rejected() {
+        for bad in [
+            "",
+            "abc",
+            "zz000000000000000000000000000000",
+            &"a".repeat(33),
+            "../etc/passwd",
+        ] {
+            assert_eq!(JobId::parse(bad), Err(IdError), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for attempt in 1..10 {
+            let d = backoff(attempt, base, max);
+            let exp = (base * (1 << (attempt - 1))).min(max);
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?}");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Queue conformance suite: one set of tests, each run on SQLite (temp dir) and on Redis at
+//! `REDIS_URL` (a unique key prefix per test, deleted after). Without `REDIS_URL` the Redis runs
+//! say loudly that they did not run; with `OFFLOAD_REQUIRE_REDIS=1` they fail instead. A
+//! `REDIS_URL` that cannot be reached always fails: a set URL means Redis was meant to be tested.
+
+use std::io::Write;
+use std::time::Duration;
+
+use offload::queue::{JobId, JobQueue, NewJob, Queue, QueueOptions, WorkerId, open};
+
+/// Short leases keep the suite fast; still far above a claim's round trip.
+const LEASE: Duration = Duration::from_millis(300);
+/// Nothing blocks in these tests: a claim that finds nothing must answer quickly.
+const NO_WAIT: Duration = Duration::ZERO;
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Redis,
+}
+
+/// One queue under test; `handle` opens another connection to it, as another process would.
+struct Harness {
+    url: String,
+    options: QueueOptions,
+    queue: Queue,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn options() -> QueueOptions {
+    QueueOptions {
+        retry_base: Duration::from_millis(40),
+        retry_max: Duration::from_millis(200),
+        ..QueueOptions::default()
+    }
+}
+
+fn redis_url(test: &str) -> Option<String> {
+    let required = std::env::var("OFFLOAD_REQUIRE_REDIS").is_ok_and(|v| v == "1");
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if required => panic!("OFFLOAD_REQUIRE_REDIS=1 but REDIS_URL is not set ({test})"),
+        _ => {
+            // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
+                "!!!! REDIS_URL is not set: Redis queue test `{test}` DID NOT RUN !!!!"
+            );
+            None
+        }
+    }
+}
+
+impl Backend {
+    async fn open(self, test: &str, options: QueueOptions) -> Option<Harness> {
+        let (url, dir, options) = match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("q.db").display());
+                (url, Some(dir), options)
+            }
+            Backend::Redis => {
+                let url = redis_url(test)?;
+                let name = format!("test-{test}-{}", &JobId::random().as_str()[..8]);
+                (url, None, QueueOptions { name, ..options })
+            }
+        };
+        let queue = match open(&url, options.clone()).await {
+            Ok(q) => q,
+            Err(e) => panic!("cannot open {url}: {e}"),
+        };
+        Some(Harness {
+            url,
+            options,
+            queue,
+            _dir: dir,
+        })
+    }
+}
+
+impl Harness {
+    async fn handle(&self) -> Queue {
+        open(&self.url, self.options.clone())
+            .await
+            .expect("second handle")
+    }
+
+    async fn cleanup(self) {
+        if let Queue::Redis(q) = &self.queue {
+            q.destroy().await.expect("delete test keys");
+        }
+    }
+}
+
+/// Runs a conformance test on both backends.
+macro_rules! conformance {
+    ($($part:ident :: $name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$part::$name(super::Backend::Sqlite, stringify!($name)).await
+            })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$part::$name(super::Backend::Redis, stringify!($name)).await
+            })*
+        }
+    };
+}
+
+mod loops;
+mod ops;
+
+conformance!(
+    ops::round_trip,
+    ops::unknown_and_malformed_ids,
+    ops::claim_is_exclusive,
+    ops::stale_holder_is_refused,
+    ops::retry_with_backoff_then_failed,
+    ops::poison_job_ends_failed,
+    ops::cap_rejects_exactly_the_overflow,
+    ops::prune_after_retention,
+    loops::dead_worker_job_runs_again,
+    loops::shutdown_gives_jobs_back,
+    loops::long_job_keeps_its_lease,
+    loops::worker_loops_drain_everything,
+);
+
+/// Redis only: a server restart without persistence (or deleted keys) loses the consumer group;
+/// the queue recreates it instead of failing every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_recreates_a_lost_group() {
+    let Some(h) = Backend::Redis.open("lost_group", options()).await else {
+        return;
+    };
+    let Queue::Redis(q) = &h.queue else {
+        unreachable!()
+    };
+    q.destroy().await.unwrap();
+    let id = h.queue.enqueue(NewJob::new("1")).await.unwrap();
+    let me = WorkerId::new();
+    let job = h
+        .queue
+        .claim(&me, LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .expect("job after recovery");
+    assert_eq!(job.id, id);
+    q.destroy().await.unwrap();
+    // And again after a second loss, with a blocking wait.
+    assert!(
+        h.queue
+            .claim(&me, LEASE, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    h.cleanup().await;
+}

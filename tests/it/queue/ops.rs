@@ -1,0 +1,360 @@
+//! Conformance tests of the queue operations, run on each backend by `conformance!`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use offload::queue::{
+    Claimed, Completion, EnqueueError, JobError, JobId, JobQueue, JobStatus, NewJob, Queue,
+    QueueOptions, WorkerId,
+};
+use tokio::time::{Instant, sleep};
+
+use super::{Backend, LEASE, NO_WAIT, options};
+
+pub(super) async fn round_trip(b: Backend, test: &str) {
+    let Some(h) = b.open(test, options()).await else {
+        return;
+    };
+    let q = &h.queue;
+    let id = q.enqueue(NewJob::new(r#"{"n":1}"#)).await.unwrap();
+    let v = q.get(&id).await.unwrap().expect("stored");
+    assert_eq!(
+        (v.status, v.attempts, v.max_attempts),
+        (JobStatus::Queued, 0, 3)
+    );
+    assert!(v.enqueued_at > 0 && v.started_at.is_none() && v.result.is_none());
+
+    let job = q
+        .claim(&WorkerId::new(), LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .expect("a job");
+    assert_eq!(
+        (&job.id, job.payload.as_str(), job.attempt),
+        (&id, r#"{"n":1}"#, 1)
+    );
+    let v = q.get(&id).await.unwrap().unwrap();
+    assert_eq!((v.status, v.attempts), (JobStatus::Running, 1));
+    assert!(v.started_at.is_some());
+    assert!(q.heartbeat(&job, LEASE).await.unwrap());
+
+    let done = q.complete(&job, Ok(r#"{"r":42}"#.into())).await.unwrap();
+    assert_eq!(done, Completion::Done);
+    let v = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(v.status, JobStatus::Done);
+    assert_eq!(v.result.as_deref(), Some(r#"{"r":42}"#));
+    assert!(v.finished_at.unwrap() >= v.started_at.unwrap());
+    let json = serde_json::to_value(&v).unwrap();
+    assert_eq!(json["status"], "done");
+    assert_eq!(json["id"], id.as_str());
+    // Completing twice does not store a second result.
+    assert_eq!(
+        q.complete(&job, Ok("other".into())).await.unwrap(),
+        Completion::Refused
+    );
+    assert_eq!(
+        q.get(&id).await.unwrap().unwrap().result.as_deref(),
+        Some(r#"{"r":42}"#)
+    );
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.queued, c.running, c.done, c.failed), (0, 0, 1, 0));
+    h.cleanup().await;
+}
+
+pub(super) async fn unknown_and_malformed_ids(b: Backend, test: &str) {
+    let Some(h) = b.open(test, options()).await else {
+        return;
+    };
+    assert!(JobId::parse("not-an-id").is_err());
+    assert!(JobId::parse("").is_err());
+    assert!(JobId::parse(&"g".repeat(32)).is_err());
+    let unknown = JobId::random();
+    assert_eq!(h.queue.get(&unknown).await.unwrap(), None);
+    h.cleanup().await;
+}
+
+pub(super) async fn claim_is_exclusive(b: Backend, test: &str) {
+    let Some(h) = b.open(test, options()).await else {
+        return;
+    };
+    const JOBS: usize = 60;
+    for i in 0..JOBS {
+        h.queue.enqueue(NewJob::new(i.to_string())).await.unwrap();
+    }
+    // Four handles (connections) with three claimers each, all racing.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let q = h.handle().await;
+        for _ in 0..3 {
+            let q = q.clone();
+            tasks.push(tokio::spawn(async move {
+                let me = WorkerId::new();
+                let mut got = Vec::new();
+                while let Some(job) = q
+                    .claim(&me, Duration::from_secs(30), NO_WAIT)
+                    .await
+                    .unwrap()
+                {
+                    got.push(job.id);
+                }
+                got
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), JOBS, "every job claimed exactly once");
+    assert_eq!(unique.len(), JOBS);
+    assert_eq!(h.queue.counts().await.unwrap().running, JOBS as u64);
+    h.cleanup().await;
+}
+
+pub(super) async fn stale_holder_is_refused(b: Backend, test: &str) {
+    let Some(h) = b.open(test, options()).await else {
+        return;
+    };
+    let q = &h.queue;
+    let id = q.enqueue(NewJob::new("{}")).await.unwrap();
+    let a = q
+        .claim(&WorkerId::new(), LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    sleep(LEASE + Duration::from_millis(100)).await;
+    assert_eq!(q.reap().await.unwrap(), 1);
+    let v = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(v.status, JobStatus::Queued);
+    assert!(v.error.unwrap().contains("lease expired"));
+    let other = h.handle().await;
+    let b2 = other
+        .claim(&WorkerId::new(), LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((b2.id.clone(), b2.attempt), (id.clone(), 2));
+    // The first holder wakes up: its heartbeat and its result are refused.
+    assert!(!q.heartbeat(&a, LEASE).await.unwrap());
+    assert_eq!(
+        q.complete(&a, Ok("\"stale\"".into())).await.unwrap(),
+        Completion::Refused
+    );
+    assert!(!q.release(&a).await.unwrap());
+    assert_eq!(
+        other.complete(&b2, Ok("\"fresh\"".into())).await.unwrap(),
+        Completion::Done
+    );
+    let v = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (v.status, v.attempts, v.result.as_deref()),
+        (JobStatus::Done, 2, Some("\"fresh\""))
+    );
+    assert_eq!(v.error, None);
+    h.cleanup().await;
+}
+
+/// Claims `id`'s next run, polling until its backoff has passed; returns the wait.
+async fn claim_next(q: &Queue) -> (Claimed, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(job) = q.claim(&WorkerId::new(), LEASE, NO_WAIT).await.unwrap() {
+            return (job, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "retry never became due"
+        );
+        sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub(super) async fn retry_with_backoff_then_failed(b: Backend, test: &str) {
+    let Some(h) = b.open(test, options()).await else {
+        return;
+    };
+    let q = &h.queue;
+    let id = q.enqueue(NewJob::new("{}")).await.unwrap();
+    let mut waits = Vec::new();
+    let mut job = q
+        .claim(&WorkerId::new(), LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    for attempt in 1..=3u32 {
+        assert_eq!(job.attempt, attempt);
+        let outcome = q
+            .complete(&job, Err(JobError::retry(format!("boom {attempt}"))))
+            .await;
+        let v = q.get(&id).await.unwrap().unwrap();
+        assert_eq!(v.attempts, attempt);
+        assert_eq!(v.error.as_deref(), Some(format!("boom {attempt}").as_str()));
+        if attempt < 3 {
+            assert_eq!(outcome.unwrap(), Completion::Retrying);
+            assert_eq!(v.status, JobStatus::Queued);
+            let (next, waited) = claim_next(q).await;
+            waits.push(waited);
+            job = next;
+        } else {
+            assert_eq!(outcome.unwrap(), Completion::Failed);
+            assert_eq!(v.status, JobStatus::Failed);
+            assert!(v.finished_at.is_some());
+        }
+    }
+    // Backoff: at least half the exponential delay (40 ms, then 80 ms) before each retry.
+    assert!(waits[0] >= Duration::from_millis(15), "{waits:?}");
+    assert!(waits[1] >= Duration::from_millis(35), "{waits:?}");
+    assert!(
+        q.claim(&WorkerId::new(), LEASE, NO_WAIT)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A non-retryable error fails at once, attempts left or not.
+    let id = q.enqueue(NewJob::new("{}")).await.unwrap();
+    let job = q
+        .claim(&WorkerId::new(), LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    let done = q
+        .complete(&job, Err(JobError::fatal("bad payload")))
+        .await
+        .unwrap();
+    assert_eq!(done, Completion::Failed);
+    let v = q.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (v.status, v.attempts, v.error.as_deref()),
+        (JobStatus::Failed, 1, Some("bad payload"))
+    );
+    assert_eq!(q.counts().await.unwrap().failed, 2);
+    h.cleanup().await;
+}
+
+pub(super) async fn poison_job_ends_failed(b: Backend, test: &str) {
+    let Some(h) = b.open(test, options()).await else {
+        return;
+    };
+    let q = &h.queue;
+    let id = q.enqueue(NewJob::new("{}").max_attempts(2)).await.unwrap();
+    let lease = Duration::from_millis(200);
+    let mut runs = 0;
+    let start = Instant::now();
+    // The job kills its worker every time: claimed, never heartbeated, never completed.
+    while q.get(&id).await.unwrap().unwrap().status != JobStatus::Failed {
+        assert!(start.elapsed() < Duration::from_secs(5), "poison job loops");
+        if q.claim(&WorkerId::new(), lease, NO_WAIT)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            runs += 1;
+        }
+        sleep(Duration::from_millis(50)).await;
+        q.reap().await.unwrap();
+    }
+    let v = q.get(&id).await.unwrap().unwrap();
+    assert_eq!((runs, v.attempts), (2, 2));
+    assert!(v.error.unwrap().contains("lease expired"), "error says why");
+    assert!(
+        q.claim(&WorkerId::new(), lease, NO_WAIT)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    h.cleanup().await;
+}
+
+pub(super) async fn cap_rejects_exactly_the_overflow(b: Backend, test: &str) {
+    let Some(h) = b
+        .open(
+            test,
+            QueueOptions {
+                max_backlog: 20,
+                ..options()
+            },
+        )
+        .await
+    else {
+        return;
+    };
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let q = h.queue.clone();
+            tokio::spawn(async move { q.enqueue(NewJob::new(i.to_string())).await })
+        })
+        .collect();
+    let (mut ok, mut full) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(EnqueueError::Full(depth)) => {
+                assert_eq!(depth, 20);
+                full += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, full), (20, 44));
+    assert_eq!(h.queue.counts().await.unwrap().queued, 20);
+    // A running job still counts; a finished one frees its slot.
+    let job = h
+        .queue
+        .claim(&WorkerId::new(), LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        h.queue.enqueue(NewJob::new("x")).await,
+        Err(EnqueueError::Full(_))
+    ));
+    h.queue.complete(&job, Ok("1".into())).await.unwrap();
+    h.queue.enqueue(NewJob::new("x")).await.unwrap();
+    assert!(matches!(
+        h.queue.enqueue(NewJob::new("y")).await,
+        Err(EnqueueError::Full(_))
+    ));
+    h.cleanup().await;
+}
+
+pub(super) async fn prune_after_retention(b: Backend, test: &str) {
+    let retention = Duration::from_millis(300);
+    let Some(h) = b
+        .open(
+            test,
+            QueueOptions {
+                retention,
+                ..options()
+            },
+        )
+        .await
+    else {
+        return;
+    };
+    let q = &h.queue;
+    let (done, failed, waiting) = (
+        q.enqueue(NewJob::new("1")).await.unwrap(),
+        q.enqueue(NewJob::new("2").max_attempts(1)).await.unwrap(),
+        q.enqueue(NewJob::new("3")).await.unwrap(),
+    );
+    let me = WorkerId::new();
+    let a = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+    let b2 = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+    q.complete(&a, Ok("1".into())).await.unwrap();
+    q.complete(&b2, Err(JobError::retry("no"))).await.unwrap();
+    assert!(q.get(&done).await.unwrap().is_some());
+    assert_eq!(q.prune().await.unwrap(), 0, "nothing is old yet");
+    sleep(retention + Duration::from_millis(150)).await;
+    assert_eq!(q.prune().await.unwrap(), 2);
+    assert_eq!(q.get(&done).await.unwrap(), None);
+    assert_eq!(q.get(&failed).await.unwrap(), None);
+    assert_eq!(
+        q.get(&waiting).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.queued, c.done, c.failed), (1, 0, 0));
+    h.cleanup().await;
+}
