@@ -125,6 +125,7 @@ conformance!(
     loops::dead_worker_job_runs_again,
     loops::shutdown_gives_jobs_back,
     loops::long_job_keeps_its_lease,
+    loops::panicking_job_is_retried,
     loops::worker_loops_drain_everything,
 );
 
