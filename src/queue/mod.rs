@@ -2,10 +2,22 @@
 //! backend, selected by URL with [`open`], and the worker loop ([`worker::run`]). No HTTP here and
 //! no knowledge of the work: a payload and a result are opaque JSON strings.
 //!
-//! Guarantees on both backends: at-least-once execution; a result stored once (only the current
-//! lease holder may complete a job); a lost lease puts the job back; retries with exponential
-//! backoff and jitter up to `max_attempts`, then `failed`; a bounded backlog; finished jobs expire.
-
+//! # Guarantees, and how each backend keeps them
+//! - **At-least-once.** A claim takes a job under a lease (SQLite: `lease_until` on the row;
+//!   Redis: the stream entry stays in the group's pending list). A worker that dies stops
+//!   heartbeating; the reaper finds the expired lease and queues the job again.
+//! - **One result.** Each claim stores a random lease token with the job; heartbeat, complete and
+//!   release check it (SQL `WHERE lease = ?`, a Lua compare), so a worker whose lease was taken
+//!   over is refused and cannot overwrite the new holder's result or status.
+//! - **Retries, then failed.** An error with attempts left sets `queued` with the error and a due
+//!   time `now + backoff` (exponential, equal jitter; SQLite `run_at`, Redis retry zset promoted
+//!   by the claim script); attempts spent, or a non-retryable [`JobError`], set `failed`.
+//! - **No poison loop.** Attempts are counted at claim, so a job whose lease keeps expiring
+//!   reaches `max_attempts` and the reaper fails it ("lease expired ... on attempt n of n").
+//! - **Bounded backlog.** SQLite: a counter row bumped in the enqueue transaction; Redis:
+//!   `XLEN + ZCARD retry` checked in the enqueue script. Past `max_backlog`: [`EnqueueError::Full`].
+//! - **Retention.** Finished jobs read as unknown after `retention`; SQLite rows are deleted by
+//!   [`JobQueue::prune`], Redis hashes expire by TTL (prune trims the indexes).
 mod redis;
 mod sqlite;
 mod types;

@@ -6,6 +6,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use tokio::time::sleep;
+
 use offload::queue::{JobId, JobQueue, NewJob, Queue, QueueOptions, WorkerId, open};
 
 /// Short leases keep the suite fast; still far above a claim's round trip.
@@ -125,6 +127,7 @@ conformance!(
     loops::dead_worker_job_runs_again,
     loops::shutdown_gives_jobs_back,
     loops::long_job_keeps_its_lease,
+    loops::panicking_job_is_retried,
     loops::worker_loops_drain_everything,
 );
 
@@ -157,5 +160,38 @@ async fn redis_recreates_a_lost_group() {
             .unwrap()
             .is_none()
     );
+    h.cleanup().await;
+}
+
+/// Redis only: an entry read by a worker that died before its claim script ran (the gap in the
+/// blocking-read path) is delivered again by the reaper, without counting an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_redelivers_an_entry_read_but_never_started() {
+    let Some(h) = Backend::Redis.open("read_not_started", options()).await else {
+        return;
+    };
+    let id = h.queue.enqueue(NewJob::new("1")).await.unwrap();
+    let client = ::redis::Client::open(h.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("{{{}}}:stream", h.options.name);
+    let read: ::redis::Value = ::redis::cmd("XREADGROUP")
+        .arg(&[
+            "GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", &stream, ">",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_ne!(read, ::redis::Value::Nil, "the ghost read the entry");
+    let me = WorkerId::new();
+    assert!(h.queue.claim(&me, LEASE, NO_WAIT).await.unwrap().is_none());
+    sleep(LEASE + Duration::from_millis(100)).await;
+    assert_eq!(h.queue.reap().await.unwrap(), 1);
+    let job = h
+        .queue
+        .claim(&me, LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .expect("delivered again");
+    assert_eq!((job.id, job.attempt), (id, 1));
     h.cleanup().await;
 }

@@ -236,3 +236,41 @@ pub(super) async fn long_job_keeps_its_lease(b: Backend, test: &str) {
     assert_eq!((v.status, v.attempts), (JobStatus::Done, 1));
     h.cleanup().await;
 }
+
+pub(super) async fn panicking_job_is_retried(b: Backend, test: &str) {
+    let Some(h) = b.open(test, options()).await else {
+        return;
+    };
+    let id = h.queue.enqueue(NewJob::new("{}")).await.unwrap();
+    let runs = Arc::new(Mutex::new(0u32));
+    let exec: Executor = {
+        let runs = Arc::clone(&runs);
+        Arc::new(move |_| {
+            let runs = Arc::clone(&runs);
+            Box::pin(async move {
+                let n = {
+                    let mut runs = runs.lock().unwrap();
+                    *runs += 1;
+                    *runs
+                };
+                assert!(n > 1, "the first run panics");
+                Ok("\"second\"".to_owned())
+            })
+        })
+    };
+    let q = h.queue.clone();
+    let jid = id.clone();
+    let report = run_worker_until(h.handle().await, exec, test_config(), move || {
+        let (q, jid) = (q.clone(), jid.clone());
+        async move { q.get(&jid).await.unwrap().unwrap().status == JobStatus::Done }
+    })
+    .await;
+    assert_eq!(
+        (report.retried, report.done),
+        (1, 1),
+        "the worker survives the panic"
+    );
+    let v = h.queue.get(&id).await.unwrap().unwrap();
+    assert_eq!((v.attempts, v.result.as_deref()), (2, Some("\"second\"")));
+    h.cleanup().await;
+}
