@@ -66,7 +66,7 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
         grace: args.grace,
     };
     let addr = SocketAddr::new(args.bind, args.port);
-    run_service("compute", "rayon", runtime_threads, addr, move || {
+    run_service("compute", "rayon", runtime_threads, addr, async move || {
         let state = AppState::new(config, Strategy::Rayon(Rayon::new(max_inflight)));
         Ok((crate::compute::app(state.clone()), state))
     })

@@ -11,7 +11,7 @@ use clap::Args;
 use super::{cores, parse_duration, shutdown_signal};
 use crate::gateway::{self, AppState, GatewayConfig};
 use crate::pool::{Pool, PoolConfig};
-use crate::strategy::{
+use crate::strategy::{QueueStrategy, 
     Blocking, Inline, Name, PoolStrategy, Remote, RemoteConfig, Spawn, Strategy,
 };
 use crate::work::{self, HashParams, Limits};
@@ -68,7 +68,49 @@ pub struct ServeArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration, env = "OFFLOAD_HEALTH_INTERVAL")]
     pub health_interval: Duration,
     #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Where the `queue` strategy and `offload worker` keep jobs, and the queue's bounds.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// The job queue: sqlite://PATH (one machine, no server) or redis://HOST:PORT (many machines).
+    #[arg(long = "queue", default_value = "sqlite://offload-queue.db", env = "OFFLOAD_QUEUE")]
+    pub url: String,
+    /// Unfinished jobs the queue holds; past it, enqueue answers 503 with Retry-After.
+    #[arg(long, default_value_t = crate::queue::DEFAULT_MAX_BACKLOG, env = "OFFLOAD_MAX_BACKLOG")]
+    pub max_backlog: u64,
+    /// Runs of a job before it is marked failed.
+    #[arg(long, default_value_t = crate::queue::DEFAULT_MAX_ATTEMPTS, env = "OFFLOAD_MAX_ATTEMPTS")]
+    pub max_attempts: u32,
+    /// How long finished jobs (and their results) are kept.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, env = "OFFLOAD_RETENTION")]
+    pub retention: Duration,
+    /// Name (Redis key prefix) of the queue, so several can share one Redis.
+    #[arg(long, default_value = crate::queue::DEFAULT_QUEUE_NAME, env = "OFFLOAD_QUEUE_NAME")]
+    pub queue_name: String,
+}
+
+impl QueueArgs {
+    /// Opens the queue.
+    ///
+    /// # Errors
+    /// A bad URL, or a store that cannot be opened or reached.
+    pub async fn open(&self) -> anyhow::Result<crate::queue::Queue> {
+        if self.max_backlog == 0 || self.max_attempts == 0 {
+            anyhow::bail!("--max-backlog and --max-attempts must be at least 1");
+        }
+        let options = crate::queue::QueueOptions {
+            max_backlog: self.max_backlog,
+            max_attempts: self.max_attempts,
+            retention: self.retention,
+            name: self.queue_name.clone(),
+            ..crate::queue::QueueOptions::default()
+        };
+        crate::queue::open(&self.url, options).await.with_context(|| format!("opening the queue {}", self.url))
+    }
 }
 
 /// Bounds on work sizes and the cost of `hash`.
@@ -141,7 +183,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let name = args.strategy.as_str();
     let addr = SocketAddr::new(args.bind, args.port);
-    run_service("serve", name, runtime_threads, addr, move || {
+    run_service("serve", name, runtime_threads, addr, async move || {
         let strategy = match args.strategy {
             Name::Inline => Strategy::Inline(Inline),
             Name::Spawn => Strategy::Spawn(Spawn { split }),
@@ -164,6 +206,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 })
                 .map_err(anyhow::Error::msg)?,
             ),
+            Name::Queue => Strategy::Queue(QueueStrategy::new(args.queue.open().await?)),
             Name::Rayon => {
                 anyhow::bail!("rayon is the compute service's strategy: run `offload compute`")
             }
@@ -181,7 +224,7 @@ pub(super) fn run_service(
     strategy: &str,
     runtime_threads: usize,
     addr: SocketAddr,
-    build: impl FnOnce() -> anyhow::Result<(axum::Router, AppState)>,
+    build: impl AsyncFnOnce() -> anyhow::Result<(axum::Router, AppState)>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(runtime_threads)
@@ -194,7 +237,7 @@ pub(super) fn run_service(
             .await
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
-        let (router, state) = build()?;
+        let (router, state) = build().await?;
         println!("offload {role}: listening on http://{local} (strategy {strategy})");
         tracing::info!(%local, strategy, runtime_threads, "{role} ready");
         let grace = state.config.grace;

@@ -23,6 +23,10 @@ pub enum ApiError {
     UriTooLong(usize),
     #[error("no route for {0}")]
     NotFound(String),
+    #[error("{0:?} is not a job id: expected 32 hex characters")]
+    BadJobId(String),
+    #[error("no job {0} (unknown, or finished and past its retention)")]
+    JobNotFound(String),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
     #[error(transparent)]
@@ -40,10 +44,13 @@ impl ApiError {
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
             ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "query_too_long"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadJobId(_) => (StatusCode::BAD_REQUEST, "invalid_job_id"),
+            ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Exec(e) => match e {
                 ExecError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
                 ExecError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+                ExecError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable"),
                 ExecError::NoThread(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_thread"),
                 ExecError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 ExecError::Expired => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
@@ -64,6 +71,10 @@ impl IntoResponse for ApiError {
             ApiError::Exec(ExecError::BadGateway(_)) => {
                 tracing::warn!(error = %self, "request failed");
                 "the compute service could not be reached or failed".to_string()
+            }
+            ApiError::Exec(ExecError::Unavailable(_)) => {
+                tracing::error!(error = %self, "request failed");
+                "the job queue is unavailable; retry later".to_string()
             }
             ApiError::Exec(ExecError::NoThread(_)) => {
                 tracing::error!(error = %self, "request failed");

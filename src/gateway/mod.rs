@@ -58,7 +58,7 @@ impl AppState {
 /// The gateway's router.
 pub fn app(state: AppState) -> Router {
     with_common(
-        Router::new().route("/heavy", get(heavy::get).post(heavy::post)),
+        Router::new().route("/heavy", get(heavy::get).post(heavy::post)).route("/jobs/{id}", get(heavy::job)),
         state,
     )
 }
@@ -86,6 +86,9 @@ async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(16 * 1024);
     app.metrics.render(&mut out);
     app.strategy.render_metrics(&mut out);
+    if let Strategy::Queue(q) = &*app.strategy {
+        q.render_metrics(&mut out).await;
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -4,6 +4,7 @@
 mod blocking;
 mod inline;
 mod pool;
+mod queue;
 mod rayon;
 mod remote;
 mod spawn;
@@ -17,6 +18,7 @@ use crate::work::{Chunk, Stopped, Work, combine};
 pub use self::pool::PoolStrategy;
 pub use blocking::Blocking;
 pub use inline::Inline;
+pub use queue::QueueStrategy;
 pub use rayon::Rayon;
 pub use remote::{Backend, Remote, RemoteConfig};
 pub use spawn::Spawn;
@@ -35,6 +37,8 @@ pub enum Name {
     Pool,
     /// Forwarded over HTTP keep-alive to `offload compute` services, balanced across them.
     Remote,
+    /// Stored as a durable job (202 Accepted at once); `offload worker` processes run it.
+    Queue,
     /// The compute service's rayon pool (`offload compute`, not a gateway strategy).
     #[value(skip)]
     Rayon,
@@ -48,6 +52,7 @@ impl Name {
             Name::Blocking => "blocking",
             Name::Pool => "pool",
             Name::Remote => "remote",
+            Name::Queue => "queue",
             Name::Rayon => "rayon",
         }
     }
@@ -63,6 +68,15 @@ pub struct Done {
     pub run: Duration,
 }
 
+/// What a strategy did with a request's work.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The work ran; here is its result.
+    Done(Done),
+    /// The work was stored as a job (the queue strategy).
+    Accepted(crate::queue::JobId),
+}
+
 /// Why a strategy produced no result.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -70,6 +84,8 @@ pub enum ExecError {
     Overloaded { retry_after_secs: u64 },
     #[error("the compute service failed: {0}")]
     BadGateway(String),
+    #[error("the job queue is unavailable: {0}")]
+    Unavailable(String),
     #[error("no thread could be started: {0}")]
     NoThread(std::io::Error),
     #[error("the deadline passed before the work finished")]
@@ -88,6 +104,7 @@ pub enum Strategy {
     Blocking(Blocking),
     Pool(PoolStrategy),
     Remote(Remote),
+    Queue(QueueStrategy),
     /// The compute service's own strategy (not a gateway choice).
     Rayon(Rayon),
 }
@@ -100,23 +117,26 @@ impl Strategy {
             Strategy::Blocking(_) => Name::Blocking,
             Strategy::Pool(_) => Name::Pool,
             Strategy::Remote(_) => Name::Remote,
+            Strategy::Queue(_) => Name::Queue,
             Strategy::Rayon(_) => Name::Rayon,
         }
     }
 
-    /// Runs `work`, giving up at `deadline`.
+    /// Runs `work`, giving up at `deadline`; the queue strategy stores it as a job instead.
     ///
     /// # Errors
-    /// [`ExecError`] when the work could not run or finish.
-    pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
-        match self {
+    /// [`ExecError`] when the work could not run or finish, or the job could not be stored.
+    pub async fn run(&self, work: Work, deadline: Instant) -> Result<Outcome, ExecError> {
+        let done = match self {
             Strategy::Inline(s) => s.run(work, deadline),
             Strategy::Spawn(s) => s.run(work, deadline).await,
             Strategy::Blocking(s) => s.run(work, deadline).await,
             Strategy::Pool(s) => s.run(work, deadline).await,
             Strategy::Remote(s) => s.run(work, deadline).await,
             Strategy::Rayon(s) => s.run(work, deadline).await,
-        }
+            Strategy::Queue(q) => return q.enqueue(work).await.map(Outcome::Accepted),
+        };
+        done.map(Outcome::Done)
     }
 
     /// Writes strategy-specific Prometheus metrics (the pool's queue and times).
@@ -124,6 +144,7 @@ impl Strategy {
         match self {
             Strategy::Pool(p) => p.pool().render_metrics(out),
             Strategy::Remote(r) => r.render_metrics(out),
+            Strategy::Queue(_) => {} // async: the gateway renders it
             Strategy::Rayon(r) => {
                 use crate::metrics::{header, sample};
                 header(

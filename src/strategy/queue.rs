@@ -1,0 +1,57 @@
+//! `queue`: the work is stored as a durable job and the request answers `202 Accepted` at
+//! once with the job's id; separate `offload worker` processes run it and store the result,
+//! readable at `GET /jobs/{id}`. Accepted is not done: the gateway's rate of 202s says
+//! nothing about how fast jobs finish.
+
+use crate::queue::{EnqueueError, JobId, JobQueue, NewJob, Queue};
+use crate::work::Work;
+
+use super::{ExecError, RETRY_AFTER_SECS};
+
+/// Enqueues work on a [`Queue`].
+#[derive(Debug, Clone)]
+pub struct QueueStrategy {
+    queue: Queue,
+}
+
+impl QueueStrategy {
+    pub fn new(queue: Queue) -> QueueStrategy {
+        QueueStrategy { queue }
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Stores `work` as a job; returns its id.
+    ///
+    /// # Errors
+    /// [`ExecError::Overloaded`] when the backlog is full; [`ExecError::Unavailable`] when the
+    /// queue's store fails (Redis down, disk full).
+    pub async fn enqueue(&self, work: Work) -> Result<JobId, ExecError> {
+        self.queue.enqueue(NewJob::new(work.to_json().to_string())).await.map_err(|e| match e {
+            EnqueueError::Full(_) => ExecError::Overloaded { retry_after_secs: RETRY_AFTER_SECS },
+            EnqueueError::Queue(e) => ExecError::Unavailable(e.to_string()),
+        })
+    }
+
+    /// Writes `offload_jobs{state="..."}` gauges.
+    pub async fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{header, sample};
+        header(out, "offload_jobs", "gauge", "Jobs in the queue by state (finished ones until their retention ends).");
+        match self.queue.counts().await {
+            Ok(c) => {
+                for (state, v) in [("queued", c.queued), ("running", c.running), ("done", c.done), ("failed", c.failed)] {
+                    sample(out, "offload_jobs", &format!("state=\"{state}\""), v);
+                }
+                header(out, "offload_queue_up", "gauge", "1 when the queue's store answers.");
+                sample(out, "offload_queue_up", "", 1);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count jobs");
+                header(out, "offload_queue_up", "gauge", "1 when the queue's store answers.");
+                sample(out, "offload_queue_up", "", 0);
+            }
+        }
+    }
+}
