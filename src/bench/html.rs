@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use super::report::{Results, table};
 use super::scenario::StrategyRun;
 
-const COLOURS: [&str; 6] = ["#d62728", "#ff7f0e", "#9467bd", "#2ca02c", "#1f77b4", "#8c564b"];
+const COLOURS: [&str; 6] = [
+    "#d62728", "#ff7f0e", "#9467bd", "#2ca02c", "#1f77b4", "#8c564b",
+];
 const W: f64 = 720.0;
 const H: f64 = 300.0;
 const LEFT: f64 = 70.0;
@@ -16,11 +18,19 @@ const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn colour(r: &Results, strategy: &str) -> &'static str {
-    let i = r.settings.strategies.iter().position(|s| s == strategy).unwrap_or(0);
+    let i = r
+        .settings
+        .strategies
+        .iter()
+        .position(|s| s == strategy)
+        .unwrap_or(0);
     COLOURS[i % COLOURS.len()]
 }
 
@@ -35,18 +45,38 @@ struct Axis {
 
 impl Axis {
     fn new(values: impl Iterator<Item = f64>, log: bool) -> Axis {
-        let vals: Vec<f64> = values.filter(|v| v.is_finite() && (!log || *v > 0.0)).collect();
-        let max = vals.iter().copied().fold(0.0, f64::max).max(if log { 1.0 } else { 1e-9 });
+        let vals: Vec<f64> = values
+            .filter(|v| v.is_finite() && (!log || *v > 0.0))
+            .collect();
+        let max = vals
+            .iter()
+            .copied()
+            .fold(0.0, f64::max)
+            .max(if log { 1.0 } else { 1e-9 });
         if log {
             let min = vals.iter().copied().fold(f64::INFINITY, f64::min).min(max);
             let lo = 10f64.powf(min.max(1e-3).log10().floor());
-            Axis { log, lo, hi: 10f64.powf(max.log10().ceil()).max(lo * 10.0), step: 0.0 }
+            Axis {
+                log,
+                lo,
+                hi: 10f64.powf(max.log10().ceil()).max(lo * 10.0),
+                step: 0.0,
+            }
         } else {
             // Four or five gridlines at a round step (1, 2 or 5 times a power of ten).
             let raw = max / 4.0;
             let mag = 10f64.powf(raw.log10().floor());
-            let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
-            Axis { log, lo: 0.0, hi: (max / step).ceil() * step, step }
+            let step = [1.0, 2.0, 5.0, 10.0]
+                .iter()
+                .map(|m| m * mag)
+                .find(|s| *s >= raw)
+                .unwrap_or(10.0 * mag);
+            Axis {
+                log,
+                lo: 0.0,
+                hi: (max / step).ceil() * step,
+                step,
+            }
         }
     }
     fn y(&self, v: f64) -> f64 {
@@ -77,7 +107,10 @@ fn fmt_num(v: f64) -> String {
     if v >= 1000.0 {
         format!("{:.0}", v)
     } else {
-        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
 }
 
@@ -109,7 +142,12 @@ fn frame(out: &mut String, id: &str, title: &str, y_label: &str, axis: &Axis) {
 fn legend(out: &mut String, r: &Results, names: &[&str]) {
     let _ = write!(out, r#"<figcaption>"#);
     for n in names {
-        let _ = write!(out, r#"<span class="key" style="--c:{}">{}</span> "#, colour(r, n), esc(n));
+        let _ = write!(
+            out,
+            r#"<span class="key" style="--c:{}">{}</span> "#,
+            colour(r, n),
+            esc(n)
+        );
     }
     let _ = write!(out, "</figcaption></figure>");
 }
@@ -117,8 +155,17 @@ fn legend(out: &mut String, r: &Results, names: &[&str]) {
 /// Bars of completed/s per strategy (queue: accepted/s beside it), the limit as a line.
 fn throughput(out: &mut String, r: &Results) {
     let limit = r.calibration.limit_per_s;
-    let axis = Axis::new(r.runs.iter().map(|x| x.completed_per_s).chain([limit]), false);
-    frame(out, "chart-throughput", "Work completed per second, against the physical limit", "req/s", &axis);
+    let axis = Axis::new(
+        r.runs.iter().map(|x| x.completed_per_s).chain([limit]),
+        false,
+    );
+    frame(
+        out,
+        "chart-throughput",
+        "Work completed per second, against the physical limit",
+        "req/s",
+        &axis,
+    );
     let n = r.runs.len().max(1) as f64;
     let slot = (W - LEFT - RIGHT) / n;
     for (i, run) in r.runs.iter().enumerate() {
@@ -150,17 +197,31 @@ fn throughput(out: &mut String, r: &Results) {
 }
 
 /// Lines through the latency percentiles of each strategy, log scale.
-fn percentiles(out: &mut String, r: &Results, id: &str, title: &str, pick: fn(&StrategyRun) -> [f64; 6]) {
+fn percentiles(
+    out: &mut String,
+    r: &Results,
+    id: &str,
+    title: &str,
+    pick: fn(&StrategyRun) -> [f64; 6],
+) {
     let labels = ["p2.5", "p50", "p97.5", "p99", "p99.9", "max"];
     let axis = Axis::new(r.runs.iter().flat_map(|x| pick(x).into_iter()), true);
     frame(out, id, title, "ms (log)", &axis);
     let step = (W - LEFT - RIGHT) / (labels.len() - 1) as f64;
     for (i, l) in labels.iter().enumerate() {
-        let _ = write!(out, r#"<text x="{x:.1}" y="{y}" class="tick" text-anchor="middle">{l}</text>"#, x = LEFT + step * i as f64, y = H - BOTTOM + 16.0);
+        let _ = write!(
+            out,
+            r#"<text x="{x:.1}" y="{y}" class="tick" text-anchor="middle">{l}</text>"#,
+            x = LEFT + step * i as f64,
+            y = H - BOTTOM + 16.0
+        );
     }
     for run in &r.runs {
-        let pts: Vec<String> =
-            pick(run).iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", LEFT + step * i as f64, axis.y(*v))).collect();
+        let pts: Vec<String> = pick(run)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("{:.1},{:.1}", LEFT + step * i as f64, axis.y(*v)))
+            .collect();
         let _ = write!(
             out,
             r#"<polyline class="mark" fill="none" stroke="{c}" stroke-width="2" points="{p}"><title>{s}</title></polyline>"#,
@@ -175,19 +236,51 @@ fn percentiles(out: &mut String, r: &Results, id: &str, title: &str, pick: fn(&S
 }
 
 /// One line per strategy over the seconds of the measured phase.
-fn timeline(out: &mut String, r: &Results, id: &str, title: &str, y_label: &str, log: bool, pick: fn(&StrategyRun) -> Vec<Option<f64>>) {
-    let series: Vec<(&StrategyRun, Vec<Option<f64>>)> = r.runs.iter().map(|x| (x, pick(x))).collect();
-    let axis = Axis::new(series.iter().flat_map(|(_, v)| v.iter().flatten().copied()), log);
+fn timeline(
+    out: &mut String,
+    r: &Results,
+    id: &str,
+    title: &str,
+    y_label: &str,
+    log: bool,
+    pick: fn(&StrategyRun) -> Vec<Option<f64>>,
+) {
+    let series: Vec<(&StrategyRun, Vec<Option<f64>>)> =
+        r.runs.iter().map(|x| (x, pick(x))).collect();
+    let axis = Axis::new(
+        series.iter().flat_map(|(_, v)| v.iter().flatten().copied()),
+        log,
+    );
     frame(out, id, title, y_label, &axis);
-    let secs = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1).max(2);
+    let secs = series
+        .iter()
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
     let step = (W - LEFT - RIGHT) / (secs - 1) as f64;
     for s in 0..secs {
-        let _ = write!(out, r#"<text x="{x:.1}" y="{y}" class="tick" text-anchor="middle">{s}</text>"#, x = LEFT + step * s as f64, y = H - BOTTOM + 16.0);
+        let _ = write!(
+            out,
+            r#"<text x="{x:.1}" y="{y}" class="tick" text-anchor="middle">{s}</text>"#,
+            x = LEFT + step * s as f64,
+            y = H - BOTTOM + 16.0
+        );
     }
-    let _ = write!(out, r#"<text x="{x}" y="{y}" class="tick" text-anchor="middle">second of the measured run</text>"#, x = (LEFT + W - RIGHT) / 2.0, y = H - 6.0);
+    let _ = write!(
+        out,
+        r#"<text x="{x}" y="{y}" class="tick" text-anchor="middle">second of the measured run</text>"#,
+        x = (LEFT + W - RIGHT) / 2.0,
+        y = H - 6.0
+    );
     for (run, vals) in &series {
-        let pts: Vec<String> =
-            vals.iter().enumerate().filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", LEFT + step * i as f64, axis.y(v)))).collect();
+        let pts: Vec<String> = vals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                v.map(|v| format!("{:.1},{:.1}", LEFT + step * i as f64, axis.y(v)))
+            })
+            .collect();
         let _ = write!(
             out,
             r#"<polyline class="mark" fill="none" stroke="{c}" stroke-width="2" points="{p}"><title>{s}</title></polyline>"#,
@@ -209,18 +302,64 @@ fn lat(l: &crate::load::LatencyStats) -> [f64; 6] {
 pub fn page(r: &Results) -> String {
     let mut body = String::new();
     throughput(&mut body, r);
-    percentiles(&mut body, r, "chart-latency", "Latency of /heavy by percentile", |x| lat(&x.heavy.latency));
-    percentiles(&mut body, r, "chart-bystander", "Latency of the /health bystander by percentile (open loop)", |x| lat(&x.bystander.latency));
-    timeline(&mut body, r, "chart-timeline-rate", "Completed /heavy requests per second", "req/s", false, |x| {
-        x.heavy.timeline.iter().map(|s| Some(s.completed as f64 / s.span_s.max(1e-9))).collect()
-    });
-    timeline(&mut body, r, "chart-timeline-health", "/health p99 per second", "ms (log)", true, |x| {
-        x.bystander.timeline.iter().map(|s| s.p99_ms).collect()
-    });
-    timeline(&mut body, r, "chart-timeline-threads", "Threads of the strategy's processes per second", "threads", false, |x| {
-        (0..x.heavy.timeline.len()).map(|s| Some(super::report::process_second(x, x.heavy.warmup_s + s as f64).2 as f64)).collect()
-    });
-    let reading: String = r.reading.iter().map(|l| format!("<li>{}</li>", esc(l))).collect();
+    percentiles(
+        &mut body,
+        r,
+        "chart-latency",
+        "Latency of /heavy by percentile",
+        |x| lat(&x.heavy.latency),
+    );
+    percentiles(
+        &mut body,
+        r,
+        "chart-bystander",
+        "Latency of the /health bystander by percentile (open loop)",
+        |x| lat(&x.bystander.latency),
+    );
+    timeline(
+        &mut body,
+        r,
+        "chart-timeline-rate",
+        "Completed /heavy requests per second",
+        "req/s",
+        false,
+        |x| {
+            x.heavy
+                .timeline
+                .iter()
+                .map(|s| Some(s.completed as f64 / s.span_s.max(1e-9)))
+                .collect()
+        },
+    );
+    timeline(
+        &mut body,
+        r,
+        "chart-timeline-health",
+        "/health p99 per second",
+        "ms (log)",
+        true,
+        |x| x.bystander.timeline.iter().map(|s| s.p99_ms).collect(),
+    );
+    timeline(
+        &mut body,
+        r,
+        "chart-timeline-threads",
+        "Threads of the strategy's processes per second",
+        "threads",
+        false,
+        |x| {
+            (0..x.heavy.timeline.len())
+                .map(|s| {
+                    Some(super::report::process_second(x, x.heavy.warmup_s + s as f64).2 as f64)
+                })
+                .collect()
+        },
+    );
+    let reading: String = r
+        .reading
+        .iter()
+        .map(|l| format!("<li>{}</li>", esc(l)))
+        .collect();
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>offload bench: {work}</title>

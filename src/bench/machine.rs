@@ -23,7 +23,10 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split(':').nth(1))
+            })
             .map_or_else(|| "unknown".to_string(), |s| s.trim().to_string());
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let memory_kb: u64 = meminfo
@@ -31,7 +34,8 @@ impl Machine {
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0);
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
         Machine {
             cpu_model,
             cores: crate::cli::cores(),
@@ -66,5 +70,9 @@ pub fn calibrate(work: &Work, reps: usize, cores: usize) -> Calibration {
     let runs_ms: Vec<f64> = runs.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     runs.sort();
     let median = runs[runs.len() / 2].as_secs_f64().max(1e-9);
-    Calibration { runs_ms, single_thread_ms: median * 1e3, limit_per_s: cores as f64 / median }
+    Calibration {
+        runs_ms,
+        single_thread_ms: median * 1e3,
+        limit_per_s: cores as f64 / median,
+    }
 }

@@ -35,7 +35,11 @@ pub const ALL_STRATEGIES: [&str; 6] = ["inline", "spawn", "blocking", "pool", "r
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Strategies to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "inline,spawn,blocking,pool,remote,queue")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "inline,spawn,blocking,pool,remote,queue"
+    )]
     pub strategies: Vec<String>,
     /// Connections of the heavy load (closed loop, as autocannon -c).
     #[arg(short = 'c', long, default_value_t = 100)]
@@ -104,8 +108,13 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// Parses `kind:n` into work, raising the size bound to n when the default is lower.
 fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
-    let (kind, n) = spec.split_once(':').with_context(|| format!("--work {spec:?}: expected kind:n, like count:20000000"))?;
-    let n: u64 = n.replace('_', "").parse().with_context(|| format!("--work {spec:?}: n must be a whole number"))?;
+    let (kind, n) = spec
+        .split_once(':')
+        .with_context(|| format!("--work {spec:?}: expected kind:n, like count:20000000"))?;
+    let n: u64 = n
+        .replace('_', "")
+        .parse()
+        .with_context(|| format!("--work {spec:?}: n must be a whole number"))?;
     let (kind, flag, default_max) = match kind {
         "count" => (Kind::Count, "--max-count", work::DEFAULT_MAX_COUNT),
         "primes" => (Kind::Primes, "--max-primes", work::DEFAULT_MAX_PRIMES),
@@ -130,7 +139,10 @@ impl BenchArgs {
     fn settings(&self, out: &std::path::Path) -> anyhow::Result<(Settings, Work)> {
         for s in &self.strategies {
             if !ALL_STRATEGIES.contains(&s.as_str()) {
-                bail!("--strategies: unknown strategy {s:?}: expected some of {}", ALL_STRATEGIES.join(","));
+                bail!(
+                    "--strategies: unknown strategy {s:?}: expected some of {}",
+                    ALL_STRATEGIES.join(",")
+                );
             }
         }
         if self.strategies.is_empty() {
@@ -142,8 +154,16 @@ impl BenchArgs {
         if !(self.probe_rate > 0.0 && self.probe_rate.is_finite()) {
             bail!("--probe-rate must be more than zero");
         }
-        let duration = self.duration.unwrap_or(if self.quick { Duration::from_secs(2) } else { Duration::from_secs(10) });
-        let warmup = self.warmup.unwrap_or(if self.quick { Duration::from_millis(500) } else { Duration::from_secs(2) });
+        let duration = self.duration.unwrap_or(if self.quick {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(10)
+        });
+        let warmup = self.warmup.unwrap_or(if self.quick {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(2)
+        });
         if duration.is_zero() || self.timeout.is_zero() {
             bail!("-d and --timeout must be more than zero");
         }
@@ -181,7 +201,10 @@ impl BenchArgs {
 /// Bad flags, a report folder that cannot be written, or a runtime that cannot start.
 pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("offload-report").join(report::timestamp()));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("offload-report").join(report::timestamp()));
     let (settings, work) = args.settings(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let machine = Machine::read();
@@ -223,15 +246,31 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     let (runs, failures) = outcome?;
-    let results = Results::new(machine, settings, calibration, runs, failures, started.elapsed());
+    let results = Results::new(
+        machine,
+        settings,
+        calibration,
+        runs,
+        failures,
+        started.elapsed(),
+    );
     let table = report::table(&results);
     println!("{table}");
     for line in &results.reading {
         println!("- {line}");
     }
-    report::write_folder(&out, &results).with_context(|| format!("writing the report to {}", out.display()))?;
-    println!("\nreport: {}/index.html (results.json, timeline.csv, README.md beside it); wall time {:.0}s", out.display(), results.wall_s);
-    Ok(if results.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    report::write_folder(&out, &results)
+        .with_context(|| format!("writing the report to {}", out.display()))?;
+    println!(
+        "\nreport: {}/index.html (results.json, timeline.csv, README.md beside it); wall time {:.0}s",
+        out.display(),
+        results.wall_s
+    );
+    Ok(if results.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// A small HTTP/1.1 GET on a fresh connection: (status, body).
@@ -242,15 +281,20 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<
     use http_body_util::{BodyExt, Empty};
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let req = hyper::Request::get(path).header("host", addr.to_string()).body(Empty::<hyper::body::Bytes>::new())?;
+        let req = hyper::Request::get(path)
+            .header("host", addr.to_string())
+            .body(Empty::<hyper::body::Bytes>::new())?;
         let resp = send.send_request(req).await?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await?.to_bytes().to_vec();
         anyhow::Ok((status, body))
     };
-    tokio::time::timeout(Duration::from_secs(5), exchange).await.context("timed out")?
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .context("timed out")?
 }
 
 /// The progress display on stderr: a live line on a terminal, plain lines otherwise.
@@ -261,7 +305,9 @@ pub struct ProgressLine {
 
 impl ProgressLine {
     fn new() -> ProgressLine {
-        ProgressLine { tty: std::io::stderr().is_terminal() }
+        ProgressLine {
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     /// A passing note: overwritten on a terminal, its own line otherwise.
@@ -287,7 +333,11 @@ impl ProgressLine {
 
     /// Shows the heavy load's progress (elapsed, live req/s) until it ends. On a pipe it
     /// stays quiet: the per-strategy lines say enough.
-    pub fn follow(&self, strategy: &str, mut rx: tokio::sync::watch::Receiver<Progress>) -> tokio::task::JoinHandle<()> {
+    pub fn follow(
+        &self,
+        strategy: &str,
+        mut rx: tokio::sync::watch::Receiver<Progress>,
+    ) -> tokio::task::JoinHandle<()> {
         let (tty, strategy) = (self.tty, strategy.to_string());
         tokio::spawn(async move {
             let (mut last_n, mut last_t) = (0u64, Instant::now());
@@ -303,8 +353,18 @@ impl ProgressLine {
                     (last_n, last_t) = (p.finished, Instant::now());
                 }
                 if tty {
-                    let phase = if p.warming_up { "warming up" } else { "measuring" };
-                    eprint!("\r\x1b[2K{strategy}: {phase} {:.1}s, {:.0} req/s, {} done, {} failed", p.elapsed.as_secs_f64(), rate, p.finished, p.failed);
+                    let phase = if p.warming_up {
+                        "warming up"
+                    } else {
+                        "measuring"
+                    };
+                    eprint!(
+                        "\r\x1b[2K{strategy}: {phase} {:.1}s, {:.0} req/s, {} done, {} failed",
+                        p.elapsed.as_secs_f64(),
+                        rate,
+                        p.finished,
+                        p.failed
+                    );
                 }
             }
         })

@@ -30,7 +30,10 @@ impl ChildProc {
     pub fn start(role: &str, args: &[String], wait_listen: bool) -> anyhow::Result<ChildProc> {
         let exe = std::env::current_exe().context("finding the offload executable")?;
         let mut cmd = Command::new(exe);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
@@ -43,7 +46,12 @@ impl ChildProc {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
                 }
             }
         });
@@ -53,12 +61,19 @@ impl ChildProc {
                 eprintln!("[{role_name}] {line}");
             }
         });
-        let mut proc = ChildProc { role: role.to_string(), addr: None, child };
+        let mut proc = ChildProc {
+            role: role.to_string(),
+            addr: None,
+            child,
+        };
         if wait_listen {
             let end = Instant::now() + READY_TIMEOUT;
             loop {
                 if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
-                    proc.addr = Some(addr.parse().with_context(|| format!("{role} printed a bad address {addr:?}"))?);
+                    proc.addr = Some(
+                        addr.parse()
+                            .with_context(|| format!("{role} printed a bad address {addr:?}"))?,
+                    );
                     break;
                 }
                 if let Some(status) = proc.child.try_wait()? {

@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::Settings;
 use super::machine::{Calibration, Machine};
 use super::scenario::StrategyRun;
-use super::Settings;
 
 /// The JSON schema of `results.json`.
 pub const SCHEMA: &str = include_str!("results.schema.json");
@@ -41,8 +41,17 @@ pub struct Results {
 }
 
 impl Results {
-    pub fn new(machine: Machine, settings: Settings, calibration: Calibration, runs: Vec<StrategyRun>, failures: Vec<Failure>, wall: Duration) -> Results {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    pub fn new(
+        machine: Machine,
+        settings: Settings,
+        calibration: Calibration,
+        runs: Vec<StrategyRun>,
+        failures: Vec<Failure>,
+        wall: Duration,
+    ) -> Results {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let mut r = Results {
             schema_version: SCHEMA_VERSION,
             offload_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -92,15 +101,36 @@ pub fn table(r: &Results) -> String {
     let _ = writeln!(
         t,
         "{:<9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8} {:>6}  {}",
-        "strategy", "done", "req/s", "%limit", "p50", "p99", "max", "err/timeout/!2xx", "/health p50/p99/max", "RSS MiB", "thr", "queue: accepted/s, backlog, drain"
+        "strategy",
+        "done",
+        "req/s",
+        "%limit",
+        "p50",
+        "p99",
+        "max",
+        "err/timeout/!2xx",
+        "/health p50/p99/max",
+        "RSS MiB",
+        "thr",
+        "queue: accepted/s, backlog, drain"
     );
     for run in &r.runs {
         let l = &run.heavy.latency;
         let b = &run.bystander.latency;
         let q = &run.heavy.requests;
-        let non2xx = if run.queue.is_some() { q.completed - q.status_2xx } else { q.non_2xx };
+        let non2xx = if run.queue.is_some() {
+            q.completed - q.status_2xx
+        } else {
+            q.non_2xx
+        };
         let queue = run.queue.as_ref().map_or(String::new(), |x| {
-            format!("{:.0}/s, {} jobs, {:.1}s{}", x.accepted_per_s, x.backlog_at_stop, x.drain_s, if x.drained { "" } else { " (not drained)" })
+            format!(
+                "{:.0}/s, {} jobs, {:.1}s{}",
+                x.accepted_per_s,
+                x.backlog_at_stop,
+                x.drain_s,
+                if x.drained { "" } else { " (not drained)" }
+            )
         });
         let _ = writeln!(
             t,
@@ -133,7 +163,10 @@ fn read(r: &Results) -> Vec<String> {
         return out;
     }
     let by = |name: &str| runs.iter().find(|x| x.strategy == name).copied();
-    let best_bystander = runs.iter().map(|x| x.bystander.latency.p99).fold(f64::INFINITY, f64::min);
+    let best_bystander = runs
+        .iter()
+        .map(|x| x.bystander.latency.p99)
+        .fold(f64::INFINITY, f64::min);
     for run in &runs {
         let p99 = run.bystander.latency.p99;
         if p99 > 50.0 && p99 > 10.0 * best_bystander {
@@ -159,11 +192,22 @@ fn read(r: &Results) -> Vec<String> {
             ));
         }
     }
-    let keep: Vec<&str> = runs.iter().filter(|x| x.limit_fraction >= 0.9).map(|x| x.strategy.as_str()).collect();
-    let short: Vec<String> =
-        runs.iter().filter(|x| x.limit_fraction < 0.75).map(|x| format!("{} ({:.0}%)", x.strategy, x.limit_fraction * 100.0)).collect();
+    let keep: Vec<&str> = runs
+        .iter()
+        .filter(|x| x.limit_fraction >= 0.9)
+        .map(|x| x.strategy.as_str())
+        .collect();
+    let short: Vec<String> = runs
+        .iter()
+        .filter(|x| x.limit_fraction < 0.75)
+        .map(|x| format!("{} ({:.0}%)", x.strategy, x.limit_fraction * 100.0))
+        .collect();
     if !keep.is_empty() {
-        out.push(format!("Within 10% of the physical limit ({:.0} req/s): {}.", r.calibration.limit_per_s, keep.join(", ")));
+        out.push(format!(
+            "Within 10% of the physical limit ({:.0} req/s): {}.",
+            r.calibration.limit_per_s,
+            keep.join(", ")
+        ));
     }
     if !short.is_empty() {
         out.push(format!("Well short of the limit: {}.", short.join(", ")));
@@ -182,10 +226,18 @@ fn read(r: &Results) -> Vec<String> {
     let timeouts: Vec<String> = runs
         .iter()
         .filter(|x| x.heavy.requests.timeouts + x.heavy.requests.errors > 0)
-        .map(|x| format!("{} ({} timeouts, {} errors)", x.strategy, x.heavy.requests.timeouts, x.heavy.requests.errors))
+        .map(|x| {
+            format!(
+                "{} ({} timeouts, {} errors)",
+                x.strategy, x.heavy.requests.timeouts, x.heavy.requests.errors
+            )
+        })
         .collect();
     if !timeouts.is_empty() {
-        out.push(format!("Requests lost to timeouts or errors, counted above: {}.", timeouts.join(", ")));
+        out.push(format!(
+            "Requests lost to timeouts or errors, counted above: {}.",
+            timeouts.join(", ")
+        ));
     }
     out
 }
@@ -207,12 +259,18 @@ pub fn write_folder(dir: &Path, r: &Results) -> std::io::Result<()> {
 /// One row per strategy and second: the heavy load, the probe, and each process's sample
 /// nearest the end of that second.
 fn timeline_csv(r: &Results) -> String {
-    let mut s = String::from("strategy,second,completed,status_2xx,timeouts,errors,p50_ms,p99_ms,health_p50_ms,health_p99_ms,cpu_percent,rss_mib,threads\n");
+    let mut s = String::from(
+        "strategy,second,completed,status_2xx,timeouts,errors,p50_ms,p99_ms,health_p50_ms,health_p99_ms,cpu_percent,rss_mib,threads\n",
+    );
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
     for run in &r.runs {
         let warm = r.settings.warmup.as_secs_f64();
         for sec in &run.heavy.timeline {
-            let probe = run.bystander.timeline.iter().find(|p| p.second == sec.second);
+            let probe = run
+                .bystander
+                .timeline
+                .iter()
+                .find(|p| p.second == sec.second);
             let (cpu, rss, thr) = process_second(run, warm + sec.second as f64);
             let _ = writeln!(
                 s,
@@ -271,14 +329,22 @@ fn markdown(r: &Results) -> String {
     for line in &r.reading {
         let _ = writeln!(s, "- {line}");
     }
-    let _ = writeln!(s, "\nLatency is measured by the client; timed-out requests are counted apart and never left out silently.");
-    let _ = writeln!(s, "`index.html` has the charts, `results.json` everything (schema: `results.schema.json` in offload's source), `timeline.csv` the per-second data.");
+    let _ = writeln!(
+        s,
+        "\nLatency is measured by the client; timed-out requests are counted apart and never left out silently."
+    );
+    let _ = writeln!(
+        s,
+        "`index.html` has the charts, `results.json` everything (schema: `results.schema.json` in offload's source), `timeline.csv` the per-second data."
+    );
     s
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC, for report folder names.
 pub fn timestamp() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -290,5 +356,10 @@ pub fn timestamp() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -29,7 +29,12 @@ pub fn read(pid: u32, since: Instant) -> Option<Sample> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
-    Some(Sample { t: since.elapsed().as_secs_f64(), cpu_s: ticks as f64 / clock_ticks(), rss_bytes: rss_kb * 1024, threads })
+    Some(Sample {
+        t: since.elapsed().as_secs_f64(),
+        cpu_s: ticks as f64 / clock_ticks(),
+        rss_bytes: rss_kb * 1024,
+        threads,
+    })
 }
 
 fn clock_ticks() -> f64 {
@@ -39,7 +44,12 @@ fn clock_ticks() -> f64 {
 }
 
 /// Samples `pids` every `every` until `stop` completes; returns the samples of each pid.
-pub async fn run(pids: Vec<u32>, every: Duration, since: Instant, stop: tokio::sync::watch::Receiver<bool>) -> Vec<Vec<Sample>> {
+pub async fn run(
+    pids: Vec<u32>,
+    every: Duration,
+    since: Instant,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<Vec<Sample>> {
     let mut out = vec![Vec::new(); pids.len()];
     let mut tick = tokio::time::interval(every);
     let mut stop = stop;

@@ -74,7 +74,12 @@ pub struct StrategyRun {
 ///
 /// # Errors
 /// When a process does not start or get ready, or the load cannot be planned.
-pub async fn run(strategy: &str, s: &Settings, limit_per_s: f64, progress: &super::ProgressLine) -> anyhow::Result<StrategyRun> {
+pub async fn run(
+    strategy: &str,
+    s: &Settings,
+    limit_per_s: f64,
+    progress: &super::ProgressLine,
+) -> anyhow::Result<StrategyRun> {
     let procs = start(strategy, s).await?;
     let gateway = procs.last().expect("a gateway").addr();
     for p in procs.iter().filter(|p| p.addr.is_some()) {
@@ -82,37 +87,63 @@ pub async fn run(strategy: &str, s: &Settings, limit_per_s: f64, progress: &supe
     }
     let heavy_plan = Plan::new(
         Target::parse(&format!("http://{gateway}/heavy?{}", s.work_query), false)?,
-        Mode::Closed { connections: s.connections, stop: Stop::Duration(s.duration) },
+        Mode::Closed {
+            connections: s.connections,
+            stop: Stop::Duration(s.duration),
+        },
     )?
     .with_warmup(s.warmup)
     .with_timeout(s.timeout)?;
     let probe_plan = Plan::new(
         Target::parse(&format!("http://{gateway}/health"), false)?,
-        Mode::Open { rate: s.probe_rate, connections: 4, stop: Stop::Duration(s.duration) },
+        Mode::Open {
+            rate: s.probe_rate,
+            connections: 4,
+            stop: Stop::Duration(s.duration),
+        },
     )?
     .with_warmup(s.warmup)
     .with_timeout(s.timeout)?;
 
     let since = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sampler = tokio::spawn(sample::run(procs.iter().map(ChildProc::pid).collect(), SAMPLE_EVERY, since, stop_rx));
+    let sampler = tokio::spawn(sample::run(
+        procs.iter().map(ChildProc::pid).collect(),
+        SAMPLE_EVERY,
+        since,
+        stop_rx,
+    ));
     let (ptx, prx) = tokio::sync::watch::channel(Progress::default());
     let shown = progress.follow(strategy, prx);
-    let (heavy, bystander) = tokio::join!(load::run(&heavy_plan, Some(ptx)), load::run(&probe_plan, None));
+    let (heavy, bystander) = tokio::join!(
+        load::run(&heavy_plan, Some(ptx)),
+        load::run(&probe_plan, None)
+    );
     let _ = shown.await;
 
-    let queue = if strategy == "queue" { Some(follow_queue(gateway, &heavy, s, progress).await?) } else { None };
+    let queue = if strategy == "queue" {
+        Some(follow_queue(gateway, &heavy, s, progress).await?)
+    } else {
+        None
+    };
     let _ = stop_tx.send(true);
     let samples = sampler.await.context("the sampler")?;
     let warmup_s = s.warmup.as_secs_f64();
-    let processes: Vec<ProcessStats> = procs.iter().zip(samples).map(|(p, v)| process_stats(&p.role, v, warmup_s)).collect();
+    let processes: Vec<ProcessStats> = procs
+        .iter()
+        .zip(samples)
+        .map(|(p, v)| process_stats(&p.role, v, warmup_s))
+        .collect();
     for p in procs.into_iter().rev() {
         p.stop(Duration::from_secs(5));
     }
 
     let (completed, completed_per_s) = match &queue {
         Some(q) => (q.jobs_done, q.completed_per_s),
-        None => (heavy.requests.status_2xx, heavy.requests.status_2xx as f64 / heavy.elapsed_s.max(1e-9)),
+        None => (
+            heavy.requests.status_2xx,
+            heavy.requests.status_2xx as f64 / heavy.elapsed_s.max(1e-9),
+        ),
     };
     let (peak_rss_bytes, peak_threads) = combined_peaks(&processes);
     Ok(StrategyRun {
@@ -133,24 +164,41 @@ pub async fn run(strategy: &str, s: &Settings, limit_per_s: f64, progress: &supe
 /// Starts the strategy's processes; the gateway is always last.
 async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
     let mut procs = Vec::new();
-    let mut serve: Vec<String> = ["serve", "--strategy", strategy, "--port", "0"].map(String::from).to_vec();
+    let mut serve: Vec<String> = ["serve", "--strategy", strategy, "--port", "0"]
+        .map(String::from)
+        .to_vec();
     serve.extend(s.limit_flags.iter().cloned());
-    serve.extend(["--max-queue".into(), s.max_queue.to_string(), "--timeout".into(), format!("{}s", s.timeout.as_secs_f64())]);
+    serve.extend([
+        "--max-queue".into(),
+        s.max_queue.to_string(),
+        "--timeout".into(),
+        format!("{}s", s.timeout.as_secs_f64()),
+    ]);
     match strategy {
         "remote" => {
             let mut args: Vec<String> = ["compute", "--port", "0"].map(String::from).to_vec();
             args.extend(s.limit_flags.iter().cloned());
             // Room for every connection: the bench measures throughput, not admission.
-            args.extend(["--max-inflight".into(), (s.connections as usize).max(1).to_string()]);
+            args.extend([
+                "--max-inflight".into(),
+                (s.connections as usize).max(1).to_string(),
+            ]);
             let compute = ChildProc::start("compute", &args, true)?;
             serve.extend(["--compute".into(), format!("http://{}", compute.addr())]);
             procs.push(compute);
         }
         "queue" => {
-            let mut args: Vec<String> = ["worker", "--queue", &s.queue_url].map(String::from).to_vec();
+            let mut args: Vec<String> = ["worker", "--queue", &s.queue_url]
+                .map(String::from)
+                .to_vec();
             args.extend(s.limit_flags.iter().cloned());
             procs.push(ChildProc::start("worker", &args, false)?);
-            serve.extend(["--queue".into(), s.queue_url.clone(), "--max-backlog".into(), s.max_backlog.to_string()]);
+            serve.extend([
+                "--queue".into(),
+                s.queue_url.clone(),
+                "--max-backlog".into(),
+                s.max_backlog.to_string(),
+            ]);
         }
         _ => {}
     }
@@ -189,13 +237,22 @@ async fn job_counts(gateway: SocketAddr) -> anyhow::Result<[u64; 4]> {
 }
 
 /// After the load: waits until no job is queued or running (or the drain timeout).
-async fn follow_queue(gateway: SocketAddr, heavy: &Report, s: &Settings, progress: &super::ProgressLine) -> anyhow::Result<QueueRun> {
+async fn follow_queue(
+    gateway: SocketAddr,
+    heavy: &Report,
+    s: &Settings,
+    progress: &super::ProgressLine,
+) -> anyhow::Result<QueueRun> {
     let stopped = Instant::now();
     let [queued, running, done_at_stop, _] = job_counts(gateway).await?;
     let backlog_at_stop = queued + running;
     let mut counts = [queued, running, done_at_stop, 0];
     while counts[0] + counts[1] > 0 && stopped.elapsed() < s.drain_timeout {
-        progress.note(&format!("queue: draining, {} jobs left, {:.1}s", counts[0] + counts[1], stopped.elapsed().as_secs_f64()));
+        progress.note(&format!(
+            "queue: draining, {} jobs left, {:.1}s",
+            counts[0] + counts[1],
+            stopped.elapsed().as_secs_f64()
+        ));
         tokio::time::sleep(Duration::from_millis(100)).await;
         counts = job_counts(gateway).await?;
     }
@@ -211,7 +268,8 @@ async fn follow_queue(gateway: SocketAddr, heavy: &Report, s: &Settings, progres
         drained,
         jobs_done: counts[2],
         jobs_failed: counts[3],
-        completed_per_s: counts[2] as f64 / (heavy.elapsed_s + s.warmup.as_secs_f64() + drain_s).max(1e-9),
+        completed_per_s: counts[2] as f64
+            / (heavy.elapsed_s + s.warmup.as_secs_f64() + drain_s).max(1e-9),
     })
 }
 
@@ -235,8 +293,16 @@ fn combined_peaks(ps: &[ProcessStats]) -> (u64, u64) {
     let ticks = ps.iter().map(|p| p.samples.len()).max().unwrap_or(0);
     let mut peaks = (0, 0);
     for i in 0..ticks {
-        let rss = ps.iter().filter_map(|p| p.samples.get(i)).map(|x| x.rss_bytes).sum();
-        let thr = ps.iter().filter_map(|p| p.samples.get(i)).map(|x| x.threads).sum();
+        let rss = ps
+            .iter()
+            .filter_map(|p| p.samples.get(i))
+            .map(|x| x.rss_bytes)
+            .sum();
+        let thr = ps
+            .iter()
+            .filter_map(|p| p.samples.get(i))
+            .map(|x| x.threads)
+            .sum();
         peaks = (peaks.0.max(rss), peaks.1.max(thr));
     }
     peaks

@@ -3,6 +3,7 @@
 
 mod compute;
 mod serve;
+mod worker;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 pub use compute::ComputeArgs;
-pub use serve::ServeArgs;
+pub use serve::{QueueArgs, ServeArgs};
+pub use worker::WorkerArgs;
 
 /// offload: run CPU-heavy work from an async service every known way, and measure each.
 #[derive(Debug, Parser)]
@@ -26,6 +28,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the compute service that `serve --strategy remote` forwards to.
     Compute(ComputeArgs),
+    /// Run queued jobs (the `queue` strategy's other half); start as many as needed.
+    Worker(WorkerArgs),
     /// Load an HTTP endpoint (closed or open loop) and report latency, throughput and every
     /// failure; `--json` for a machine-readable report.
     Load(crate::load::LoadArgs),
@@ -41,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Compute(args) => compute::run(args),
+        Command::Worker(args) => worker::run(args),
         Command::Load(args) => crate::load::run_cli(args),
         Command::Bench(args) => crate::bench::run_cli(args),
     }
@@ -57,7 +62,7 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Parses a duration: `250ms`, `30s`, `2m`, or a bare number of seconds (`1.5`).
+/// Parses a duration: `250ms`, `30s`, `2m`, `1h`, or a bare number of seconds (`1.5`).
 ///
 /// # Errors
 /// A message when the text is not such a duration, or is negative or not finite.
@@ -69,13 +74,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         (n, 1.0)
     } else if let Some(n) = t.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
     } else {
         (t, 1.0)
     };
     let v: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration (like 250ms, 30s, 2m)"))?;
+        .map_err(|_| format!("{text:?} is not a duration (like 250ms, 30s, 2m, 1h)"))?;
     if !v.is_finite() || v < 0.0 {
         return Err(format!("{text:?}: a duration must be zero or more"));
     }
@@ -119,6 +126,7 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());

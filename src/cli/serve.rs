@@ -11,8 +11,8 @@ use clap::Args;
 use super::{cores, parse_duration, shutdown_signal};
 use crate::gateway::{self, AppState, GatewayConfig};
 use crate::pool::{Pool, PoolConfig};
-use crate::strategy::{QueueStrategy, 
-    Blocking, Inline, Name, PoolStrategy, Remote, RemoteConfig, Spawn, Strategy,
+use crate::strategy::{
+    Blocking, Inline, Name, PoolStrategy, QueueStrategy, Remote, RemoteConfig, Spawn, Strategy,
 };
 use crate::work::{self, HashParams, Limits};
 
@@ -77,7 +77,11 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
     /// The job queue: sqlite://PATH (one machine, no server) or redis://HOST:PORT (many machines).
-    #[arg(long = "queue", default_value = "sqlite://offload-queue.db", env = "OFFLOAD_QUEUE")]
+    #[arg(
+        long = "queue",
+        default_value = "sqlite://offload-queue.db",
+        env = "OFFLOAD_QUEUE"
+    )]
     pub url: String,
     /// Unfinished jobs the queue holds; past it, enqueue answers 503 with Retry-After.
     #[arg(long, default_value_t = crate::queue::DEFAULT_MAX_BACKLOG, env = "OFFLOAD_MAX_BACKLOG")]
@@ -109,7 +113,9 @@ impl QueueArgs {
             name: self.queue_name.clone(),
             ..crate::queue::QueueOptions::default()
         };
-        crate::queue::open(&self.url, options).await.with_context(|| format!("opening the queue {}", self.url))
+        crate::queue::open(&self.url, options)
+            .await
+            .with_context(|| format!("opening the queue {}", self.url))
     }
 }
 

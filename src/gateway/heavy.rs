@@ -68,10 +68,11 @@ async fn execute(app: &AppState, work: Work) -> Result<Response, ApiError> {
     let _in_flight = app.metrics.in_flight();
     // The timeout stops waiting at the deadline; dropping the strategy's future cancels
     // its queued chunks and tells running ones to stop.
-    let outcome = match tokio::time::timeout_at(deadline.into(), app.strategy.run(work, deadline)).await {
-        Ok(r) => r?,
-        Err(_) => return Err(ExecError::Expired.into()),
-    };
+    let outcome =
+        match tokio::time::timeout_at(deadline.into(), app.strategy.run(work, deadline)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ExecError::Expired.into()),
+        };
     Ok(match outcome {
         Outcome::Done(done) => axum::Json(json!({
             "strategy": app.strategy.name().as_str(),
@@ -85,25 +86,43 @@ async fn execute(app: &AppState, work: Work) -> Result<Response, ApiError> {
         Outcome::Accepted(id) => {
             let url = format!("/jobs/{}", id.as_str());
             let body = json!({"id": id.as_str(), "status": "queued", "status_url": url, "work": work.kind().name(), "n": work.n()});
-            (StatusCode::ACCEPTED, [(header::LOCATION, url)], axum::Json(body)).into_response()
+            (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, url)],
+                axum::Json(body),
+            )
+                .into_response()
         }
     })
 }
 
 /// `GET /jobs/{id}`: a job's status, attempts, times, and its result or error.
-pub(super) async fn job(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let Strategy::Queue(q) = &*app.strategy else {
-        return Err(ApiError::NotFound(format!("/jobs/{}: this gateway runs the {} strategy, which has no jobs", truncate(&id), app.strategy.name().as_str())));
+        return Err(ApiError::NotFound(format!(
+            "/jobs/{}: this gateway runs the {} strategy, which has no jobs",
+            truncate(&id),
+            app.strategy.name().as_str()
+        )));
     };
     let id = JobId::parse(&id).map_err(|_| ApiError::BadJobId(truncate(&id)))?;
-    let view = q.queue().get(&id).await.map_err(|e| ApiError::Exec(ExecError::Unavailable(e.to_string())))?;
+    let view = q
+        .queue()
+        .get(&id)
+        .await
+        .map_err(|e| ApiError::Exec(ExecError::Unavailable(e.to_string())))?;
     let Some(view) = view else {
         return Err(ApiError::JobNotFound(id.as_str().to_string()));
     };
-    let mut body = serde_json::to_value(&view).map_err(|e| ApiError::Exec(ExecError::Unavailable(e.to_string())))?;
+    let mut body = serde_json::to_value(&view)
+        .map_err(|e| ApiError::Exec(ExecError::Unavailable(e.to_string())))?;
     // The stored result is the worker's JSON text: hand it out as JSON, not as a string.
     if let Some(text) = view.result.as_deref() {
-        body["result"] = serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
+        body["result"] =
+            serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
     }
     Ok(axum::Json(body).into_response())
 }

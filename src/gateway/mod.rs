@@ -58,7 +58,9 @@ impl AppState {
 /// The gateway's router.
 pub fn app(state: AppState) -> Router {
     with_common(
-        Router::new().route("/heavy", get(heavy::get).post(heavy::post)).route("/jobs/{id}", get(heavy::job)),
+        Router::new()
+            .route("/heavy", get(heavy::get).post(heavy::post))
+            .route("/jobs/{id}", get(heavy::job)),
         state,
     )
 }

@@ -29,27 +29,52 @@ impl QueueStrategy {
     /// [`ExecError::Overloaded`] when the backlog is full; [`ExecError::Unavailable`] when the
     /// queue's store fails (Redis down, disk full).
     pub async fn enqueue(&self, work: Work) -> Result<JobId, ExecError> {
-        self.queue.enqueue(NewJob::new(work.to_json().to_string())).await.map_err(|e| match e {
-            EnqueueError::Full(_) => ExecError::Overloaded { retry_after_secs: RETRY_AFTER_SECS },
-            EnqueueError::Queue(e) => ExecError::Unavailable(e.to_string()),
-        })
+        self.queue
+            .enqueue(NewJob::new(work.to_json().to_string()))
+            .await
+            .map_err(|e| match e {
+                EnqueueError::Full(_) => ExecError::Overloaded {
+                    retry_after_secs: RETRY_AFTER_SECS,
+                },
+                EnqueueError::Queue(e) => ExecError::Unavailable(e.to_string()),
+            })
     }
 
     /// Writes `offload_jobs{state="..."}` gauges.
     pub async fn render_metrics(&self, out: &mut String) {
         use crate::metrics::{header, sample};
-        header(out, "offload_jobs", "gauge", "Jobs in the queue by state (finished ones until their retention ends).");
+        header(
+            out,
+            "offload_jobs",
+            "gauge",
+            "Jobs in the queue by state (finished ones until their retention ends).",
+        );
         match self.queue.counts().await {
             Ok(c) => {
-                for (state, v) in [("queued", c.queued), ("running", c.running), ("done", c.done), ("failed", c.failed)] {
+                for (state, v) in [
+                    ("queued", c.queued),
+                    ("running", c.running),
+                    ("done", c.done),
+                    ("failed", c.failed),
+                ] {
                     sample(out, "offload_jobs", &format!("state=\"{state}\""), v);
                 }
-                header(out, "offload_queue_up", "gauge", "1 when the queue's store answers.");
+                header(
+                    out,
+                    "offload_queue_up",
+                    "gauge",
+                    "1 when the queue's store answers.",
+                );
                 sample(out, "offload_queue_up", "", 1);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not count jobs");
-                header(out, "offload_queue_up", "gauge", "1 when the queue's store answers.");
+                header(
+                    out,
+                    "offload_queue_up",
+                    "gauge",
+                    "1 when the queue's store answers.",
+                );
                 sample(out, "offload_queue_up", "", 0);
             }
         }

@@ -27,15 +27,34 @@ fn processes_with(mark: &str) -> Vec<String> {
 pub fn run_quick_bench(out: &Path, strategies: &str) -> (Value, String) {
     let mark = format!("{}-{}", std::process::id(), out.display());
     let output = Command::new(env!("CARGO_BIN_EXE_offload"))
-        .args(["bench", "--quick", "--strategies", strategies, "--work", "count:2000000", "-c", "50", "--out"])
+        .args([
+            "bench",
+            "--quick",
+            "--strategies",
+            strategies,
+            "--work",
+            "count:2000000",
+            "-c",
+            "50",
+            "--out",
+        ])
         .arg(out)
         .env("OFFLOAD_BENCH_TEST_MARK", &mark)
         .output()
         .expect("run offload bench");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(output.status.success(), "bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(processes_with(&mark), Vec::<String>::new(), "the bench left processes behind");
-    let results: Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert!(
+        output.status.success(),
+        "bench failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        processes_with(&mark),
+        Vec::<String>::new(),
+        "the bench left processes behind"
+    );
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     (results, stdout)
 }
 
@@ -46,27 +65,61 @@ fn quick_bench_reports_every_strategy_and_cleans_up() {
     let (results, stdout) = run_quick_bench(dir.path(), &strategies.join(","));
 
     let schema: Value = serde_json::from_str(offload::bench::RESULTS_SCHEMA).unwrap();
-    assert_eq!(crate::load::schema::validate(&schema, &results), Vec::<String>::new());
+    assert_eq!(
+        crate::load::schema::validate(&schema, &results),
+        Vec::<String>::new()
+    );
     let load_schema: Value = serde_json::from_str(offload::load::REPORT_SCHEMA).unwrap();
     let runs = results["runs"].as_array().unwrap();
-    let names: Vec<&str> = runs.iter().map(|r| r["strategy"].as_str().unwrap()).collect();
+    let names: Vec<&str> = runs
+        .iter()
+        .map(|r| r["strategy"].as_str().unwrap())
+        .collect();
     assert_eq!(names, strategies);
     for run in runs {
         let name = run["strategy"].as_str().unwrap();
-        assert!(stdout.lines().any(|l| l.starts_with(name)), "no table row for {name}:\n{stdout}");
-        assert!(run["completed"].as_u64().unwrap() > 0, "{name} completed nothing");
+        assert!(
+            stdout.lines().any(|l| l.starts_with(name)),
+            "no table row for {name}:\n{stdout}"
+        );
+        assert!(
+            run["completed"].as_u64().unwrap() > 0,
+            "{name} completed nothing"
+        );
         for report in ["heavy", "bystander"] {
-            assert_eq!(crate::load::schema::validate(&load_schema, &run[report]), Vec::<String>::new(), "{name} {report}");
+            assert_eq!(
+                crate::load::schema::validate(&load_schema, &run[report]),
+                Vec::<String>::new(),
+                "{name} {report}"
+            );
         }
-        assert!(run["peak_threads"].as_u64().unwrap() > 0, "{name} was not sampled");
+        assert!(
+            run["peak_threads"].as_u64().unwrap() > 0,
+            "{name} was not sampled"
+        );
     }
-    let p99 = |name: &str| runs.iter().find(|r| r["strategy"] == name).unwrap()["bystander"]["latency"]["p99"].as_f64().unwrap();
-    assert!(p99("inline") > 5.0 * p99("pool") && p99("inline") > 20.0, "inline /health p99 {} ms vs pool {} ms", p99("inline"), p99("pool"));
+    let p99 = |name: &str| {
+        runs.iter().find(|r| r["strategy"] == name).unwrap()["bystander"]["latency"]["p99"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        p99("inline") > 5.0 * p99("pool") && p99("inline") > 20.0,
+        "inline /health p99 {} ms vs pool {} ms",
+        p99("inline"),
+        p99("pool")
+    );
 
     for file in ["README.md", "timeline.csv", "index.html"] {
-        assert!(dir.path().join(file).metadata().unwrap().len() > 100, "{file} is missing or empty");
+        assert!(
+            dir.path().join(file).metadata().unwrap().len() > 100,
+            "{file} is missing or empty"
+        );
     }
     let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
     assert_eq!(html.matches("<svg class=\"chart\"").count(), 6);
-    assert!(!html.contains("http://") || !html.contains("<script src"), "the page must not load anything");
+    assert!(
+        !html.contains("http://") || !html.contains("<script src"),
+        "the page must not load anything"
+    );
 }

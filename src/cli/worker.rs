@@ -1,0 +1,105 @@
+//! `offload worker`: takes jobs from the queue and runs them on a bounded pool, never on the
+//! runtime's threads; renews each job's lease while it runs; on SIGTERM stops claiming,
+//! finishes what it can within the grace period and gives the rest back.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+
+use super::serve::{LimitArgs, QueueArgs, positive};
+use super::{cores, parse_duration, shutdown_signal};
+use crate::pool::{Pool, PoolConfig, TaskError};
+use crate::queue::JobError;
+use crate::queue::worker::{self, BoxFuture, Executor, WorkerConfig};
+use crate::work::{Limits, Work};
+
+/// Flags of `offload worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// Jobs run at once, each on its own pool thread [default: cores].
+    #[arg(long, env = "OFFLOAD_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Lease per job: a job whose worker stops renewing it for this long runs again elsewhere.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "OFFLOAD_LEASE")]
+    pub lease: Duration,
+    /// How long SIGTERM waits for jobs in hand before giving them back.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "OFFLOAD_GRACE")]
+    pub grace: Duration,
+    /// Niceness added to the threads that run jobs (Linux).
+    #[arg(long, default_value_t = 0, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub nice: i32,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let limits = args.limits.to_limits()?;
+    let concurrency = positive("concurrency", args.concurrency, cores())?;
+    if args.lease < Duration::from_millis(30) {
+        anyhow::bail!("--lease must be at least 30ms");
+    }
+    let pool = Arc::new(
+        Pool::new(PoolConfig {
+            threads: concurrency,
+            max_queue: concurrency,
+            nice: args.nice,
+            name: "offload-job".into(),
+        })
+        .context("starting the job threads")?,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("offload-rt")
+        .enable_all()
+        .build()
+        .context("building the async runtime")?;
+    runtime.block_on(async move {
+        let queue = args.queue.open().await?;
+        let config = WorkerConfig { concurrency, grace: args.grace, ..WorkerConfig::default() }.with_lease(args.lease);
+        println!("offload worker: running {} (queue {}, concurrency {concurrency})", config.worker_id.as_str(), args.queue.url);
+        tracing::info!(worker = config.worker_id.as_str(), queue = %args.queue.url, concurrency, "worker ready");
+        let report = worker::run(queue, executor(pool.clone(), limits), config, shutdown_signal()).await;
+        tracing::info!(?report, "worker stopped");
+        pool.drain(Duration::from_secs(1));
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Parses each job's payload as a work spec (a bad one fails at once, no retry) and runs it
+/// whole on one pool thread; the result is the same JSON `/heavy` answers.
+fn executor(pool: Arc<Pool>, limits: Limits) -> Executor {
+    Arc::new(
+        move |payload: String| -> BoxFuture<Result<String, JobError>> {
+            let pool = pool.clone();
+            Box::pin(async move {
+                let work = Work::from_json(payload.as_bytes(), &limits)
+                    .map_err(|e| JobError::fatal(format!("bad work spec: {e}")))?;
+                let handle = pool
+                    .submit(None, move |stop| {
+                        let start = Instant::now();
+                        (work.run(stop), start.elapsed())
+                    })
+                    .map_err(|e| JobError::retry(e.to_string()))?;
+                match handle.await {
+                    Ok((Ok(result), ran)) => Ok(serde_json::json!({
+                        "work": work.kind().name(),
+                        "n": work.n(),
+                        "result": result,
+                        "run_us": ran.as_micros() as u64,
+                    })
+                    .to_string()),
+                    Ok((Err(stopped), _)) => Err(JobError::retry(stopped.to_string())),
+                    Err(TaskError::Panicked(msg)) => {
+                        Err(JobError::retry(format!("the work panicked: {msg}")))
+                    }
+                    Err(e) => Err(JobError::retry(e.to_string())),
+                }
+            })
+        },
+    )
+}
