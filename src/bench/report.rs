@@ -100,7 +100,7 @@ pub fn table(r: &Results) -> String {
     );
     let _ = writeln!(
         t,
-        "{:<9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8} {:>6}  {}",
+        "{:<9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8} {:>6}  queue: accepted/s, backlog, drain",
         "strategy",
         "done",
         "req/s",
@@ -112,7 +112,6 @@ pub fn table(r: &Results) -> String {
         "/health p50/p99/max",
         "RSS MiB",
         "thr",
-        "queue: accepted/s, backlog, drain"
     );
     for run in &r.runs {
         let l = &run.heavy.latency;
@@ -298,7 +297,7 @@ fn timeline_csv(r: &Results) -> String {
 pub(super) fn process_second(run: &StrategyRun, t: f64) -> (f64, f64, u64) {
     let (mut cpu, mut rss, mut thr) = (0.0, 0.0, 0);
     for p in &run.processes {
-        let at = |x: f64| p.samples.iter().filter(|s| s.t <= x).next_back();
+        let at = |x: f64| p.samples.iter().rfind(|s| s.t <= x);
         if let (Some(a), Some(b)) = (at(t), at(t + 1.0)) {
             if b.t > a.t {
                 cpu += (b.cpu_s - a.cpu_s) / (b.t - a.t) * 100.0;
