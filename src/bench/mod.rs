@@ -68,9 +68,9 @@ pub struct BenchArgs {
     /// Per-request timeout of the load (timeouts are counted, never hidden).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// The queue's backlog cap: past it the gateway answers 503.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_backlog: u64,
+    /// The queue's backlog cap: past it the gateway answers 503 [default: 10000; 500 with --quick].
+    #[arg(long)]
+    pub max_backlog: Option<u64>,
     /// How long to wait for queued jobs to finish after the load stops.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -184,7 +184,7 @@ impl BenchArgs {
                 queue_url,
                 probe_rate: self.probe_rate,
                 timeout: self.timeout,
-                max_backlog: self.max_backlog,
+                max_backlog: self.max_backlog.unwrap_or(if self.quick { 500 } else { 10_000 }),
                 drain_timeout: self.drain_timeout,
                 max_queue: (self.connections as usize * cores * 2).max(1024),
                 limit_flags,

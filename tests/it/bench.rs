@@ -61,7 +61,7 @@ pub fn run_quick_bench(out: &Path, strategies: &str) -> (Value, String) {
 #[test]
 fn quick_bench_reports_every_strategy_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
-    let strategies = ["inline", "spawn", "blocking", "pool", "remote"];
+    let strategies = ["inline", "spawn", "blocking", "pool", "remote", "queue"];
     let (results, stdout) = run_quick_bench(dir.path(), &strategies.join(","));
 
     let schema: Value = serde_json::from_str(offload::bench::RESULTS_SCHEMA).unwrap();
