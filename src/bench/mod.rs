@@ -89,6 +89,8 @@ pub struct Settings {
     /// The query string of the heavy request.
     pub work_query: String,
     pub queue_url: String,
+    /// A queue name of this run's own, so a shared Redis holds nothing of earlier runs.
+    pub queue_name: String,
     pub probe_rate: f64,
     #[serde(serialize_with = "secs")]
     pub timeout: Duration,
@@ -182,6 +184,7 @@ impl BenchArgs {
                 work: format!("{}:{}", work.kind().name(), work.n()),
                 work_query: format!("work={}&n={}", work.kind().name(), work.n()),
                 queue_url,
+                queue_name: format!("offload-bench-{}-{}", report::timestamp(), std::process::id()),
                 probe_rate: self.probe_rate,
                 timeout: self.timeout,
                 max_backlog: self.max_backlog.unwrap_or(if self.quick { 500 } else { 10_000 }),
@@ -207,6 +210,10 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from("offload-report").join(report::timestamp()));
     let (settings, work) = args.settings(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // A report folder used again starts with an empty embedded queue.
+    for f in ["queue.db", "queue.db-wal", "queue.db-shm"] {
+        let _ = std::fs::remove_file(out.join(f));
+    }
     let machine = Machine::read();
     let progress = ProgressLine::new();
     progress.note(&format!("calibrating {} on one thread", settings.work));
