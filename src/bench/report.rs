@@ -221,6 +221,13 @@ fn read(r: &Results) -> Vec<String> {
             q.drain_s,
             if q.drained { "" } else { " (the drain timed out)" }
         ));
+        let refused = run.heavy.requests.by_status.get("503").copied().unwrap_or(0);
+        if refused > 0 {
+            out.push(format!(
+                "The queue's backlog cap ({}) filled up: {refused} requests were refused with 503, as a bounded queue should.",
+                r.settings.max_backlog
+            ));
+        }
     }
     let timeouts: Vec<String> = runs
         .iter()
