@@ -214,12 +214,18 @@ fn read(r: &Results) -> Vec<String> {
     if let Some(q) = by("queue").and_then(|x| x.queue.clone().map(|q| (x, q))) {
         let (run, q) = q;
         out.push(format!(
-            "queue answered {:.0} requests/s with 202 but completed {:.0} jobs/s; {} jobs were waiting when the load stopped and took {:.1}s to drain{}.",
+            "queue answered {:.0} requests/s with 202 but completed {:.0} jobs/s; {} jobs were waiting when the load stopped and took {:.1}s to drain{}.{}",
             q.accepted_per_s,
             run.completed_per_s,
             q.backlog_at_stop,
             q.drain_s,
-            if q.drained { "" } else { " (the drain timed out)" }
+            if q.drained { "" } else { " (the drain timed out)" },
+            q.enqueue_to_done_ms.as_ref().map_or(String::new(), |d| format!(
+                " From enqueue to done a job took {} at p50, {} at p99 (max {}).",
+                ms(d.p50),
+                ms(d.p99),
+                ms(d.max)
+            ))
         ));
         let refused = run.heavy.requests.by_status.get("503").copied().unwrap_or(0);
         if refused > 0 {

@@ -47,6 +47,48 @@ pub struct QueueRun {
     pub jobs_failed: u64,
     /// Jobs done per second, from the start of the load to the end of the drain.
     pub completed_per_s: f64,
+    /// From enqueue to done, over the run's finished jobs (null when none could be read).
+    pub enqueue_to_done_ms: Option<Spread>,
+}
+
+/// Percentiles of a set of durations, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spread {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Option<Spread> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let at = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Some(Spread { count: n as u64, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: v[n - 1] })
+    }
+}
+
+/// The most finished jobs read back for enqueue-to-done latency.
+const LATENCY_SAMPLE: usize = 100_000;
+
+/// Reads the run's finished jobs from the queue itself (its own name, so only this run's).
+async fn enqueue_to_done(s: &Settings) -> Option<Spread> {
+    use crate::queue::{JobQueue, QueueOptions};
+    let options = QueueOptions { name: s.queue_name.clone(), ..QueueOptions::default() };
+    let queue = match crate::queue::open(&s.queue_url, options).await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not open the queue to read job times");
+            return None;
+        }
+    };
+    let jobs = queue.recent_done(LATENCY_SAMPLE).await.ok()?;
+    Spread::of(jobs.iter().filter_map(|j| Some(j.finished_at?.saturating_sub(j.enqueued_at) as f64)).collect())
 }
 
 /// Everything measured of one strategy.
@@ -270,6 +312,7 @@ async fn follow_queue(
         jobs_failed: counts[3],
         completed_per_s: counts[2] as f64
             / (heavy.elapsed_s + s.warmup.as_secs_f64() + drain_s).max(1e-9),
+        enqueue_to_done_ms: enqueue_to_done(s).await,
     })
 }
 

@@ -186,6 +186,12 @@ pub trait JobQueue: Send + Sync + 'static {
     /// # Errors
     /// If the backend fails.
     fn counts(&self) -> impl Future<Output = Result<Counts, QueueError>> + Send;
+
+    /// Up to `limit` of the most recently finished `done` jobs (for enqueue-to-done latency).
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn recent_done(&self, limit: usize) -> impl Future<Output = Result<Vec<JobView>, QueueError>> + Send;
 }
 
 /// A queue on either backend: cheap to clone, `Send + Sync`, usable as axum state.
@@ -265,5 +271,8 @@ impl JobQueue for Queue {
     }
     async fn counts(&self) -> Result<Counts, QueueError> {
         dispatch!(self, q => q.counts().await)
+    }
+    async fn recent_done(&self, limit: usize) -> Result<Vec<JobView>, QueueError> {
+        dispatch!(self, q => q.recent_done(limit).await)
     }
 }

@@ -448,4 +448,22 @@ impl JobQueue for RedisQueue {
             failed,
         })
     }
+
+    async fn recent_done(&self, limit: usize) -> Result<Vec<JobView>, QueueError> {
+        let mut conn = self.inner.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZREVRANGE")
+            .arg(&self.inner.keys[2])
+            .arg(0)
+            .arg(limit.saturating_sub(1))
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Ok(id) = JobId::parse(&id) else { continue };
+            if let Some(v) = self.get(&id).await? {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
 }

@@ -473,4 +473,15 @@ impl JobQueue for SqliteQueue {
         })
         .await
     }
+
+    async fn recent_done(&self, limit: usize) -> Result<Vec<JobView>, QueueError> {
+        self.call(move |conn, _| {
+            conn.prepare_cached(&format!(
+                "SELECT {VIEW_COLUMNS} FROM jobs WHERE status = 'done' ORDER BY finished_at DESC LIMIT ?1"
+            ))?
+            .query_map([limit as i64], view)?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+    }
 }

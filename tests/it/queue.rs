@@ -124,6 +124,7 @@ conformance!(
     ops::poison_job_ends_failed,
     ops::cap_rejects_exactly_the_overflow,
     ops::prune_after_retention,
+    ops::recent_done_lists_finished_jobs,
     loops::dead_worker_job_runs_again,
     loops::shutdown_gives_jobs_back,
     loops::long_job_keeps_its_lease,

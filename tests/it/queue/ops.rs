@@ -358,3 +358,26 @@ pub(super) async fn prune_after_retention(b: Backend, test: &str) {
     assert_eq!((c.queued, c.done, c.failed), (1, 0, 0));
     h.cleanup().await;
 }
+
+/// `recent_done` lists finished jobs, newest first, and nothing that is not done.
+pub(super) async fn recent_done_lists_finished_jobs(b: Backend, test: &str) {
+    let Some(h) = b.open(test, options()).await else {
+        return;
+    };
+    let q = &h.queue;
+    let worker = WorkerId::new();
+    let mut finished = Vec::new();
+    for i in 0..3 {
+        let id = q.enqueue(NewJob::new(format!(r#"{{"n":{i}}}"#))).await.unwrap();
+        let job = q.claim(&worker, LEASE, NO_WAIT).await.unwrap().expect("a job");
+        assert_eq!(q.complete(&job, Ok("1".into())).await.unwrap(), Completion::Done);
+        finished.push(id);
+        sleep(Duration::from_millis(3)).await;
+    }
+    let waiting = q.enqueue(NewJob::new("{}")).await.unwrap();
+    let listed: Vec<JobId> = q.recent_done(10).await.unwrap().into_iter().map(|v| v.id).collect();
+    finished.reverse();
+    assert_eq!(listed, finished);
+    assert!(!listed.contains(&waiting));
+    assert_eq!(q.recent_done(2).await.unwrap().len(), 2);
+}
