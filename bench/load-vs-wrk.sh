@@ -58,8 +58,10 @@ assert r["requests"]["errors"] == 0 and r["requests"]["timeouts"] == 0, r["reque
 print(round(r["requests"]["throughput"], 1), r["latency"]["p50"])'
 }
 
-echo "target $URL; $CONNECTIONS connections, ${DURATION}s, $REPEATS repeats; $CORES cores;"
-echo "wrk -t$WRK_THREADS; offload load on a $CORES-thread runtime; server $SERVER_THREADS threads"
+echo "$(date -u +%FT%TZ) $(uname -sr); $(rustc -V); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+echo "target $URL (examples/health_server, $SERVER_THREADS threads); $CORES cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency"
+echo "$BIN load -c $CONNECTIONS -d $DURATION --json   (one event-loop thread per core)"
 printf '%-4s %-8s %12s %10s\n' run tool 'req/s' 'p50 ms'
 wrk_rps=(); wrk_p50=(); off_rps=(); off_p50=()
 for i in $(seq "$REPEATS"); do
@@ -72,6 +74,7 @@ for i in $(seq "$REPEATS"); do
   done
 done
 
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "${wrk_rps[*]}" "${wrk_p50[*]}" "${off_rps[*]}" "${off_p50[*]}" <<'PY'
 import statistics as st, sys
 w_rps, w_p50, o_rps, o_p50 = ([float(x) for x in a.split()] for a in sys.argv[1:5])

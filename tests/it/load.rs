@@ -32,7 +32,7 @@ impl hyper::body::Body for BrokenBody {
 }
 
 /// Starts the test server: `/ok` (200), `/fail` (500), `/slow/{ms}` (200 after a sleep),
-/// `/drop` (drops the connection), `POST /echo` (200 only for the JSON body the tests send).
+/// `/drop` (drops the connection), `/close` (answers, then closes: no keep-alive), `POST /echo` (200 only for the JSON body the tests send).
 async fn server() -> SocketAddr {
     let app = Router::new()
         .route("/ok", get(|| async { "ok" }))
@@ -48,6 +48,7 @@ async fn server() -> SocketAddr {
             }),
         )
         .route("/drop", get(|| async { Body::new(BrokenBody) }))
+        .route("/close", get(|| async { ([("connection", "close")], "bye") }))
         .route(
             "/echo",
             post(|headers: HeaderMap, body: String| async move {
@@ -192,6 +193,16 @@ async fn dropped_connections_are_errors_and_reopened() {
     assert_eq!(r.requests.completed, 0);
     assert_eq!(r.connections_opened, 50);
     assert_eq!(r.reconnects, 48);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_after_each_answer_is_not_an_error() {
+    let addr = server().await;
+    let r = run(&plan(addr, "/close", closed(2, Stop::Count(40))), None).await.unwrap();
+    assert_consistent(&r);
+    assert_eq!(r.requests.status_2xx, 40, "{:?} {:?}", r.requests, r.errors);
+    assert_eq!(r.requests.errors, 0);
+    assert_eq!(r.connections_opened, 40, "one connection per answer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
