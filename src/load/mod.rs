@@ -29,6 +29,7 @@ mod plan;
 mod report;
 mod run;
 mod stats;
+mod wire;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

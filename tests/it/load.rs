@@ -48,7 +48,10 @@ async fn server() -> SocketAddr {
             }),
         )
         .route("/drop", get(|| async { Body::new(BrokenBody) }))
-        .route("/close", get(|| async { ([("connection", "close")], "bye") }))
+        .route(
+            "/close",
+            get(|| async { ([("connection", "close")], "bye") }),
+        )
         .route(
             "/echo",
             post(|headers: HeaderMap, body: String| async move {
@@ -198,7 +201,9 @@ async fn dropped_connections_are_errors_and_reopened() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_closes_after_each_answer_is_not_an_error() {
     let addr = server().await;
-    let r = run(&plan(addr, "/close", closed(2, Stop::Count(40))), None).await.unwrap();
+    let r = run(&plan(addr, "/close", closed(2, Stop::Count(40))), None)
+        .await
+        .unwrap();
     assert_consistent(&r);
     assert_eq!(r.requests.status_2xx, 40, "{:?} {:?}", r.requests, r.errors);
     assert_eq!(r.requests.errors, 0);
