@@ -5,6 +5,8 @@
 //! - `plan`: [`Target`] (parsed, resolved, loopback-checked), [`Mode`], [`Stop`], [`Plan`].
 //! - `args`: [`LoadArgs`], the `offload load` flags, and `Plan::try_from(&LoadArgs)`.
 //! - `conn`: one task per connection: keep-alive, pacing, timing, reconnects.
+//! - `wire`: the HTTP/1.1 client connection (request encoded once, answers parsed in place
+//!   with `httparse`); chosen over hyper's client for CPU per request, see its header.
 //! - `stats`: the per-connection recorder (histograms, counters, timeline) and its merge.
 //! - `run`: [`run`], which drives a plan on load threads of its own, and [`Progress`].
 //! - `report`: [`Report`], the serialisable result (schema in `report.schema.json`).

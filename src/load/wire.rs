@@ -316,3 +316,87 @@ impl WireConn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    /// Serves `answers` in order, one per request read, on one connection.
+    async fn canned(answers: Vec<&'static [u8]>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = tokio::io::BufReader::new(stream);
+            for answer in answers {
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if stream.read_line(&mut line).await.unwrap() == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                // Written in two pieces so the parser meets a partial head and body.
+                let (a, b) = answer.split_at(answer.len() / 2);
+                stream.get_mut().write_all(a).await.unwrap();
+                stream.get_mut().flush().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                stream.get_mut().write_all(b).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn reads_length_chunked_interim_and_bodyless_answers() {
+        let answers: Vec<&'static [u8]> = vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n\
+              3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\nx-trailer: 1\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno",
+        ];
+        let expected: Vec<(u16, usize)> = answers.iter().map(|a| (0, a.len())).collect();
+        let addr = canned(answers).await;
+        let mut conn = WireConn::connect(addr).await.unwrap();
+        let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let answer = conn.exchange(request, false).await.unwrap();
+            got.push((answer.status, answer.bytes as usize));
+        }
+        let statuses: Vec<u16> = got.iter().map(|g| g.0).collect();
+        assert_eq!(statuses, [200, 201, 204, 503]);
+        let bytes: Vec<usize> = got.iter().map(|g| g.1).collect();
+        assert_eq!(
+            bytes,
+            expected.iter().map(|e| e.1).collect::<Vec<_>>(),
+            "every byte counted"
+        );
+        assert!(conn.dead, "connection: close is honoured");
+    }
+
+    #[tokio::test]
+    async fn a_truncated_answer_is_closed_and_garbage_is_protocol() {
+        let addr = canned(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\nshort"]).await;
+        let mut conn = WireConn::connect(addr).await.unwrap();
+        let err = conn
+            .exchange(b"GET / HTTP/1.1\r\n\r\n", false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WireError::Closed), "{err:?}");
+        assert!(conn.dead);
+
+        let addr = canned(vec![b"SMTP ready\r\n\r\n"]).await;
+        let mut conn = WireConn::connect(addr).await.unwrap();
+        let err = conn
+            .exchange(b"GET / HTTP/1.1\r\n\r\n", false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WireError::Protocol), "{err:?}");
+    }
+}
