@@ -45,32 +45,36 @@ n,u=float(m[1]),m[2]; print(round(n/1000 if u=="us" else n*1000 if u=="s" else n
 
 run_wrk() {
   local out; out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$URL")
-  local rps p50
+  local rps p50 avg
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  echo "$rps $(to_ms "$p50")"
+  avg=$(awk '$1 == "Latency" {print $2; exit}' <<<"$out")
+  echo "$rps $(to_ms "$p50") $(to_ms "$avg")"
 }
 
 run_offload() {
   "$BIN" load "$URL" -c "$CONNECTIONS" -d "$DURATION" --json |
     python3 -c 'import json,sys; r=json.load(sys.stdin)
 assert r["requests"]["errors"] == 0 and r["requests"]["timeouts"] == 0, r["requests"]
-print(round(r["requests"]["throughput"], 1), r["latency"]["p50"])'
+print(round(r["requests"]["throughput"], 1), r["latency"]["p50"], round(r["latency"]["avg"], 3))'
 }
 
 echo "$(date -u +%FT%TZ) $(uname -sr); $(rustc -V); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "target $URL (examples/health_server, $SERVER_THREADS threads); $CORES cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency"
 echo "$BIN load -c $CONNECTIONS -d $DURATION --json   (one event-loop thread per core)"
-printf '%-4s %-8s %12s %10s\n' run tool 'req/s' 'p50 ms'
+# Little's law: with every connection always busy, mean latency = connections / throughput.
+# The last column is that figure, a check that each tool's own mean latency is consistent.
+printf '%-4s %-8s %12s %10s %10s %14s\n' run tool 'req/s' 'p50 ms' 'avg ms' 'c/(req/s) ms'
 wrk_rps=(); wrk_p50=(); off_rps=(); off_p50=()
 for i in $(seq "$REPEATS"); do
   order=(wrk offload); (( i % 2 == 0 )) && order=(offload wrk)
   for tool in "${order[@]}"; do
     sleep 1 # let TIME_WAIT sockets and the scheduler settle between runs
-    if [[ $tool == wrk ]]; then read -r rps p50 < <(run_wrk); wrk_rps+=("$rps"); wrk_p50+=("$p50")
-    else read -r rps p50 < <(run_offload); off_rps+=("$rps"); off_p50+=("$p50"); fi
-    printf '%-4s %-8s %12s %10s\n' "$i" "$tool" "$rps" "$p50"
+    if [[ $tool == wrk ]]; then read -r rps p50 avg < <(run_wrk); wrk_rps+=("$rps"); wrk_p50+=("$p50")
+    else read -r rps p50 avg < <(run_offload); off_rps+=("$rps"); off_p50+=("$p50"); fi
+    little=$(python3 -c "print(round($CONNECTIONS / $rps * 1000, 3))")
+    printf '%-4s %-8s %12s %10s %10s %14s\n' "$i" "$tool" "$rps" "$p50" "$avg" "$little"
   done
 done
 
