@@ -161,6 +161,8 @@ pub async fn run(
         load::run(&heavy_plan, Some(ptx)),
         load::run(&probe_plan, None)
     );
+    let heavy = heavy.context("the heavy load")?;
+    let bystander = bystander.context("the /health probe")?;
     let _ = shown.await;
 
     let queue = if strategy == "queue" {

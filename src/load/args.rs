@@ -61,6 +61,11 @@ pub struct LoadArgs {
     #[arg(short = 'b', long)]
     pub body: Option<String>,
 
+    /// Threads to spread the connections over, each with its own event loop (like wrk's -t).
+    /// 0: one per core.
+    #[arg(short = 'w', long, default_value_t = 0)]
+    pub threads: usize,
+
     /// Print the report as JSON (schema: src/load/report.schema.json) instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -102,6 +107,9 @@ impl TryFrom<&LoadArgs> for Plan {
             .with_method(&args.method)?
             .with_warmup(args.warmup)
             .with_timeout(args.timeout)?;
+        if args.threads > 0 {
+            plan = plan.with_threads(args.threads);
+        }
         for header in &args.headers {
             plan = plan.with_header(header)?;
         }

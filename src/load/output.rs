@@ -58,7 +58,11 @@ pub fn render(r: &Report) -> String {
             );
         }
         None => {
-            let _ = writeln!(out, "{} connections, closed loop", r.connections);
+            let _ = writeln!(
+                out,
+                "{} connections on {} threads, closed loop",
+                r.connections, r.threads
+            );
         }
     }
     if r.warmup_s > 0.0 {

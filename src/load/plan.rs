@@ -164,8 +164,9 @@ pub enum Mode {
     /// wrk). Latency is measured from the actual send.
     Closed { connections: u32, stop: Stop },
     /// `rate` requests per second in total, on a fixed schedule spread evenly over the
-    /// connections (wrk2). Latency is measured from each request's *scheduled* send time, so
-    /// a stalled server cannot hide behind requests the generator failed to send.
+    /// connections (wrk2). A request whose connection is still busy at its *scheduled* send
+    /// time is timed from that time, so a stalled server cannot hide behind requests the
+    /// generator could not send; one sent on time is timed from the timer's wake-up.
     Open {
         rate: f64,
         connections: u32,
@@ -204,6 +205,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the generator itself is the bottleneck on any machine this tool targets.
 pub const MAX_CONNECTIONS: u32 = 10_000;
 
+/// Default load threads: one per core, as wrk's usual `-t`.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// A validated plan. Build with [`Plan::new`] and the `with_*` methods, or from CLI flags
 /// with `Plan::try_from(&LoadArgs)`.
 #[derive(Debug, Clone)]
@@ -215,6 +221,7 @@ pub struct Plan {
     pub(crate) mode: Mode,
     pub(crate) warmup: Duration,
     pub(crate) timeout: Duration,
+    pub(crate) threads: usize,
 }
 
 impl Plan {
@@ -255,6 +262,7 @@ impl Plan {
             mode,
             warmup: Duration::ZERO,
             timeout: DEFAULT_TIMEOUT,
+            threads: default_threads(),
         })
     }
 
@@ -303,6 +311,17 @@ impl Plan {
         }
         self.timeout = timeout;
         Ok(self)
+    }
+
+    /// Runs the connections on `threads` threads (at least 1; never more than connections).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Threads the connections are spread over.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The target.

@@ -30,6 +30,8 @@ pub struct Report {
     /// `closed` or `open`.
     pub mode: &'static str,
     pub connections: u32,
+    /// Threads the connections ran on (each with its own event loop).
+    pub threads: usize,
     /// Open loop: the target rate (requests per second in total).
     pub rate: Option<f64>,
     /// `-d` in seconds, if the run was time-bound.
@@ -262,8 +264,10 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
     }
     if let Mode::Open { .. } = mode {
         notes.push(
-            "open loop: latency is measured from each request's scheduled send time; \
-             latency_uncorrected from the actual send"
+            "open loop: a request whose connection was still busy at its scheduled send time \
+             is timed from that scheduled time (coordinated omission corrected); one sent on \
+             time is timed from the timer's wake-up (~1 ms timer granularity is the \
+             generator's, not the server's); latency_uncorrected is from the actual send"
                 .into(),
         );
     }
@@ -276,6 +280,7 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
             Mode::Open { .. } => "open",
         },
         connections,
+        threads: plan.threads().min(connections as usize),
         rate: mode.rate(),
         duration_s: duration,
         amount,
@@ -306,8 +311,8 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
             .connections_opened
             .saturating_sub(u64::from(connections)),
         latency: LatencyStats::from_histogram(&rec.latency),
-        latency_uncorrected: LatencyStats::from_histogram(&rec.latency_uncorrected),
-        latency_with_timeouts: LatencyStats::from_histogram(&rec.latency_with_timeouts),
+        latency_uncorrected: LatencyStats::from_histogram(rec.uncorrected()),
+        latency_with_timeouts: LatencyStats::from_histogram(&rec.with_timeouts()),
         first_byte: LatencyStats::from_histogram(&rec.first_byte),
         requests_per_s: RateStats::from_samples(&reqs),
         bytes_per_s: RateStats::from_samples(&bytes),

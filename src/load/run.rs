@@ -1,5 +1,5 @@
-//! Running a plan: one task per connection on the current runtime, an optional progress
-//! ticker, and the merge of every connection's recorder into one [`Report`].
+//! Running a plan: load threads (one event loop each) with one task per connection, an
+//! optional progress ticker, and the merge of every connection's recorder into one [`Report`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,18 +33,23 @@ pub struct Progress {
     pub done: bool,
 }
 
-/// Runs `plan` to completion on the current tokio runtime and returns its report.
+/// Runs `plan` to completion and returns its report.
 ///
-/// Spawns one task per connection, so it can run beside other work, including another `run`:
-/// each call has its own connections and recorders. It always stops by itself: at the `-d`
-/// deadline (in-flight requests are aborted and counted) or after exactly `-a` requests,
-/// each of which ends by the per-request timeout at the latest.
+/// The connections run on `plan.threads()` threads of their own, each with a single-threaded
+/// tokio event loop (wrk's layout); the caller's runtime only awaits the result and, if
+/// `progress` is given, publishes a snapshot every 200 ms and a final one with `done`. So it
+/// can be awaited beside other work, including another `run` (each call has its own threads,
+/// connections and recorders). It always stops by itself: at the `-d` deadline (in-flight
+/// requests are aborted and counted) or after exactly `-a` requests, each of which ends by
+/// the per-request timeout at the latest.
 ///
-/// If `progress` is given, a snapshot is sent every 200 ms and a final one with `done`.
-///
-/// # Panics
-/// Only if a connection task panics, which would be a bug; the panic is passed on.
-pub async fn run(plan: &Plan, progress: Option<watch::Sender<Progress>>) -> Report {
+/// # Errors
+/// A load thread or its event loop could not be started, or one died (a connection task
+/// panicked, which would be a bug; its panic message is printed by the thread).
+pub async fn run(
+    plan: &Plan,
+    progress: Option<watch::Sender<Progress>>,
+) -> std::io::Result<Report> {
     let connections = plan.mode().connections() as usize;
     let start = Instant::now();
     let measure_start = start + plan.warmup();
@@ -61,20 +66,52 @@ pub async fn run(plan: &Plan, progress: Option<watch::Sender<Progress>>) -> Repo
         live: (0..connections).map(|_| Live::default()).collect(),
     });
     let started_wall = SystemTime::now() + plan.warmup();
-    let tasks: Vec<_> = (0..connections)
-        .map(|i| tokio::spawn(drive(shared.clone(), i)))
-        .collect();
     let ticker = progress
         .clone()
         .map(|tx| tokio::spawn(tick(shared.clone(), tx)));
 
-    let mut total = Recorder::new();
-    for task in tasks {
-        match task.await {
-            Ok(rec) => total.merge(&rec),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("connection task cancelled: {e}"),
-        }
+    // wrk's layout: a few threads, each with its own single-threaded event loop driving its
+    // share of the connections. No work stealing and no cross-thread wake-ups per request,
+    // and the load never competes with the caller's own tasks for runtime threads.
+    let threads = plan.threads().min(connections);
+    let open_loop = plan.mode().rate().is_some();
+    let mut results = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let shared = shared.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("offload-load-{t}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let rec = runtime.block_on(async {
+                    let tasks: Vec<_> = (t..connections)
+                        .step_by(threads)
+                        .map(|i| tokio::spawn(drive(shared.clone(), i)))
+                        .collect();
+                    let mut rec = Recorder::new(open_loop);
+                    for task in tasks {
+                        match task.await {
+                            Ok(r) => rec.merge(&r),
+                            Err(e) => std::panic::resume_unwind(e.into_panic()),
+                        }
+                    }
+                    rec
+                });
+                let _ = tx.send(rec);
+                Ok::<_, std::io::Error>(())
+            })?;
+        results.push(rx);
+    }
+    let mut total = Recorder::new(open_loop);
+    for rx in results {
+        // A dropped sender means the thread failed: its runtime did not start or a
+        // connection task panicked (a bug), which the thread has already reported.
+        let rec = rx
+            .await
+            .map_err(|_| std::io::Error::other("a load thread failed"))?;
+        total.merge(&rec);
     }
     let end = Instant::now();
     if let Some(t) = ticker {
@@ -90,7 +127,7 @@ pub async fn run(plan: &Plan, progress: Option<watch::Sender<Progress>>) -> Repo
         last.fraction = 1.0;
         tx.send_replace(last);
     }
-    build(plan, &total, elapsed, started_wall)
+    Ok(build(plan, &total, elapsed, started_wall))
 }
 
 fn snapshot(shared: &Shared) -> Progress {

@@ -32,7 +32,7 @@ impl hyper::body::Body for BrokenBody {
 }
 
 /// Starts the test server: `/ok` (200), `/fail` (500), `/slow/{ms}` (200 after a sleep),
-/// `/drop` (drops the connection), `POST /echo` (200 only for the JSON body the tests send).
+/// `/drop` (drops the connection), `/close` (answers, then closes: no keep-alive), `POST /echo` (200 only for the JSON body the tests send).
 async fn server() -> SocketAddr {
     let app = Router::new()
         .route("/ok", get(|| async { "ok" }))
@@ -48,6 +48,10 @@ async fn server() -> SocketAddr {
             }),
         )
         .route("/drop", get(|| async { Body::new(BrokenBody) }))
+        .route(
+            "/close",
+            get(|| async { ([("connection", "close")], "bye") }),
+        )
         .route(
             "/echo",
             post(|headers: HeaderMap, body: String| async move {
@@ -103,7 +107,9 @@ fn assert_consistent(r: &Report) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn count_mode_sends_exactly_the_amount() {
     let addr = server().await;
-    let r = run(&plan(addr, "/ok", closed(8, Stop::Count(1000))), None).await;
+    let r = run(&plan(addr, "/ok", closed(8, Stop::Count(1000))), None)
+        .await
+        .unwrap();
     assert_consistent(&r);
     assert_eq!(r.requests.sent, 1000);
     assert_eq!(r.requests.status_2xx, 1000);
@@ -118,7 +124,7 @@ async fn count_mode_sends_exactly_the_amount() {
         connections: 4,
         stop: Stop::Count(300),
     };
-    let r = run(&plan(addr, "/ok", open), None).await;
+    let r = run(&plan(addr, "/ok", open), None).await.unwrap();
     assert_consistent(&r);
     assert_eq!(r.requests.sent, 300);
     assert_eq!(r.requests.status_2xx, 300);
@@ -129,7 +135,7 @@ async fn warmup_requests_are_not_counted() {
     let addr = server().await;
     let p = plan(addr, "/ok", closed(4, Stop::Count(200))).with_warmup(secs(0.3));
     let started = Instant::now();
-    let r = run(&p, None).await;
+    let r = run(&p, None).await.unwrap();
     assert!(started.elapsed() >= secs(0.3));
     assert_consistent(&r);
     assert_eq!(r.requests.sent, 200);
@@ -139,7 +145,9 @@ async fn warmup_requests_are_not_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_2xx_are_counted_by_status() {
     let addr = server().await;
-    let r = run(&plan(addr, "/fail", closed(4, Stop::Count(200))), None).await;
+    let r = run(&plan(addr, "/fail", closed(4, Stop::Count(200))), None)
+        .await
+        .unwrap();
     assert_consistent(&r);
     assert_eq!(r.requests.completed, 200);
     assert_eq!(r.requests.non_2xx, 200);
@@ -155,7 +163,7 @@ async fn timeouts_are_counted_and_shown_at_the_timeout() {
         .with_timeout(secs(0.2))
         .unwrap();
     let started = Instant::now();
-    let r = run(&p, None).await;
+    let r = run(&p, None).await.unwrap();
     assert!(
         started.elapsed() < secs(2.5),
         "timeouts must not wait for the server"
@@ -179,7 +187,9 @@ async fn timeouts_are_counted_and_shown_at_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_are_errors_and_reopened() {
     let addr = server().await;
-    let r = run(&plan(addr, "/drop", closed(2, Stop::Count(50))), None).await;
+    let r = run(&plan(addr, "/drop", closed(2, Stop::Count(50))), None)
+        .await
+        .unwrap();
     assert_consistent(&r);
     assert_eq!(r.requests.sent, 50);
     assert_eq!(r.errors.closed, 50, "{:?}", r.errors);
@@ -189,13 +199,27 @@ async fn dropped_connections_are_errors_and_reopened() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_after_each_answer_is_not_an_error() {
+    let addr = server().await;
+    let r = run(&plan(addr, "/close", closed(2, Stop::Count(40))), None)
+        .await
+        .unwrap();
+    assert_consistent(&r);
+    assert_eq!(r.requests.status_2xx, 40, "{:?} {:?}", r.requests, r.errors);
+    assert_eq!(r.requests.errors, 0);
+    assert_eq!(r.connections_opened, 40, "one connection per answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connections_are_connect_errors() {
     // A port that was just free: nothing listens there.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let r = run(&plan(addr, "/", closed(2, Stop::Count(20))), None).await;
+    let r = run(&plan(addr, "/", closed(2, Stop::Count(20))), None)
+        .await
+        .unwrap();
     assert_consistent(&r);
     assert_eq!(r.errors.connect, 20);
     assert_eq!(r.requests.sent, 20);
@@ -210,7 +234,7 @@ async fn open_loop_holds_its_rate() {
         connections: 10,
         stop: Stop::Duration(secs(2.0)),
     };
-    let r = run(&plan(addr, "/ok", open), None).await;
+    let r = run(&plan(addr, "/ok", open), None).await.unwrap();
     assert_consistent(&r);
     let done = r.requests.completed as f64;
     assert!(
@@ -238,7 +262,7 @@ async fn slow_server_shows_in_corrected_latency() {
         connections: 1,
         stop: Stop::Duration(secs(2.0)),
     };
-    let r = run(&plan(addr, "/slow/50", open), None).await;
+    let r = run(&plan(addr, "/slow/50", open), None).await.unwrap();
     assert_consistent(&r);
     let (fixed, raw) = (&r.latency, &r.latency_uncorrected);
     assert!(raw.p50 >= 50.0 && raw.p50 < 150.0, "uncorrected {raw:?}");
@@ -262,7 +286,7 @@ async fn deadline_aborts_in_flight_requests() {
     let addr = server().await;
     let p = plan(addr, "/slow/5000", closed(3, Stop::Duration(secs(0.5))));
     let started = Instant::now();
-    let r = run(&p, None).await;
+    let r = run(&p, None).await.unwrap();
     assert!(
         started.elapsed() < secs(2.0),
         "the run must stop at its deadline"
@@ -289,6 +313,7 @@ async fn two_runs_at_once_in_one_runtime() {
         },
     );
     let (a, b) = tokio::join!(run(&heavy, None), run(&probe, None));
+    let (a, b) = (a.unwrap(), b.unwrap());
     assert_consistent(&a);
     assert_consistent(&b);
     assert!(a.requests.completed >= 50, "{:?}", a.requests);
@@ -303,7 +328,9 @@ async fn two_runs_at_once_in_one_runtime() {
 async fn progress_is_published_and_finishes() {
     let addr = server().await;
     let (tx, rx) = tokio::sync::watch::channel(Progress::default());
-    let r = run(&plan(addr, "/ok", closed(2, Stop::Count(300))), Some(tx)).await;
+    let r = run(&plan(addr, "/ok", closed(2, Stop::Count(300))), Some(tx))
+        .await
+        .unwrap();
     let last = rx.borrow().clone();
     assert!(last.done);
     assert_eq!(last.finished, r.requests.sent);
@@ -319,7 +346,7 @@ async fn method_headers_and_body_are_sent() {
         .with_header("content-type: application/json")
         .unwrap()
         .with_body(r#"{"work":"count","n":1000}"#);
-    let r = run(&p, None).await;
+    let r = run(&p, None).await.unwrap();
     assert_eq!(r.requests.status_2xx, 20, "{:?}", r.requests.by_status);
     assert_eq!(r.method, "POST");
 }
