@@ -314,7 +314,7 @@ pub fn page(r: &Results) -> String {
         r,
         "chart-bystander",
         "Latency of the /health bystander by percentile (open loop)",
-        |x| lat(&x.bystander.latency),
+        |x| lat(&x.bystander.latency_with_timeouts),
     );
     timeline(
         &mut body,
@@ -377,7 +377,7 @@ figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: r
 <pre>{table}</pre>
 <ul>{reading}</ul>
 <div class="charts">{body}</div>
-<p>Latency is measured by the client from each request's send (the /health probe: from its scheduled send, correcting coordinated omission). Timed-out requests are counted apart, never silently dropped.</p>
+<p>Latency is measured by the client from each request's send (the /health probe: from its scheduled send, correcting coordinated omission). Timed-out requests are counted apart, never silently dropped. The /health figures count every probe that fell due: one that timed out, was cut short by the end of the run, or could not even be sent counts at the time it had waited (a lower bound).</p>
 <script>
 // Marks the page once every chart has drawn marks, so a headless browser can check it.
 const charts = document.querySelectorAll("svg.chart");

@@ -184,10 +184,16 @@ impl BenchArgs {
                 work: format!("{}:{}", work.kind().name(), work.n()),
                 work_query: format!("work={}&n={}", work.kind().name(), work.n()),
                 queue_url,
-                queue_name: format!("offload-bench-{}-{}", report::timestamp(), std::process::id()),
+                queue_name: format!(
+                    "offload-bench-{}-{}",
+                    report::timestamp(),
+                    std::process::id()
+                ),
                 probe_rate: self.probe_rate,
                 timeout: self.timeout,
-                max_backlog: self.max_backlog.unwrap_or(if self.quick { 500 } else { 10_000 }),
+                max_backlog: self
+                    .max_backlog
+                    .unwrap_or(if self.quick { 500 } else { 10_000 }),
                 drain_timeout: self.drain_timeout,
                 max_queue: (self.connections as usize * cores * 2).max(1024),
                 limit_flags,

@@ -115,7 +115,7 @@ pub fn table(r: &Results) -> String {
     );
     for run in &r.runs {
         let l = &run.heavy.latency;
-        let b = &run.bystander.latency;
+        let b = &run.bystander.latency_with_timeouts;
         let q = &run.heavy.requests;
         let non2xx = if run.queue.is_some() {
             q.completed - q.status_2xx
@@ -164,16 +164,16 @@ fn read(r: &Results) -> Vec<String> {
     let by = |name: &str| runs.iter().find(|x| x.strategy == name).copied();
     let best_bystander = runs
         .iter()
-        .map(|x| x.bystander.latency.p99)
+        .map(|x| x.bystander.latency_with_timeouts.p99)
         .fold(f64::INFINITY, f64::min);
     for run in &runs {
-        let p99 = run.bystander.latency.p99;
+        let p99 = run.bystander.latency_with_timeouts.p99;
         if p99 > 50.0 && p99 > 10.0 * best_bystander {
             out.push(format!(
                 "{} stalls light requests: /health waited {} at p99 (max {}), against {} for the best strategy.",
                 run.strategy,
                 ms(p99),
-                ms(run.bystander.latency.max),
+                ms(run.bystander.latency_with_timeouts.max),
                 ms(best_bystander)
             ));
         }
@@ -227,7 +227,13 @@ fn read(r: &Results) -> Vec<String> {
                 ms(d.max)
             ))
         ));
-        let refused = run.heavy.requests.by_status.get("503").copied().unwrap_or(0);
+        let refused = run
+            .heavy
+            .requests
+            .by_status
+            .get("503")
+            .copied()
+            .unwrap_or(0);
         if refused > 0 {
             out.push(format!(
                 "The queue's backlog cap ({}) filled up: {refused} requests were refused with 503, as a bounded queue should.",
@@ -343,7 +349,7 @@ fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
-        "\nLatency is measured by the client; timed-out requests are counted apart and never left out silently."
+        "\nLatency is measured by the client; timed-out requests are counted apart and never left out silently. The /health figures count every probe that fell due: one that timed out, was cut short by the end of the run, or could not even be sent counts at the time it had waited (a lower bound)."
     );
     let _ = writeln!(
         s,

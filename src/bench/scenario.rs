@@ -69,7 +69,13 @@ impl Spread {
         v.sort_by(f64::total_cmp);
         let n = v.len();
         let at = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
-        Some(Spread { count: n as u64, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: v[n - 1] })
+        Some(Spread {
+            count: n as u64,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: v[n - 1],
+        })
     }
 }
 
@@ -79,7 +85,10 @@ const LATENCY_SAMPLE: usize = 100_000;
 /// Reads the run's finished jobs from the queue itself (its own name, so only this run's).
 async fn enqueue_to_done(s: &Settings) -> Option<Spread> {
     use crate::queue::{JobQueue, QueueOptions};
-    let options = QueueOptions { name: s.queue_name.clone(), ..QueueOptions::default() };
+    let options = QueueOptions {
+        name: s.queue_name.clone(),
+        ..QueueOptions::default()
+    };
     let queue = match crate::queue::open(&s.queue_url, options).await {
         Ok(q) => q,
         Err(e) => {
@@ -88,7 +97,11 @@ async fn enqueue_to_done(s: &Settings) -> Option<Spread> {
         }
     };
     let jobs = queue.recent_done(LATENCY_SAMPLE).await.ok()?;
-    Spread::of(jobs.iter().filter_map(|j| Some(j.finished_at?.saturating_sub(j.enqueued_at) as f64)).collect())
+    Spread::of(
+        jobs.iter()
+            .filter_map(|j| Some(j.finished_at?.saturating_sub(j.enqueued_at) as f64))
+            .collect(),
+    )
 }
 
 /// Everything measured of one strategy.

@@ -214,7 +214,7 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
                     second(now),
                 ),
                 // At the deadline a request given up on is an abort, not a timeout.
-                Outcome::GaveUp if past_deadline => rec.aborted(),
+                Outcome::GaveUp if past_deadline => rec.aborted(now - intended),
                 Outcome::GaveUp => rec.timed_out(now - intended, second(now)),
                 Outcome::Failed(kind) => rec.failed(kind, second(now)),
             }
@@ -224,6 +224,20 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
                 .store(rec.timeouts + rec.errors.total(), Ordering::Relaxed);
         }
         if past_deadline {
+            // Open loop: the slots that fell due while this connection waited are requests
+            // the server never got to see; count them, and what they had waited by the end.
+            if let (Mode::Open { rate, .. }, Some(deadline)) = (mode, shared.deadline) {
+                loop {
+                    let at = shared.start + Duration::from_secs_f64(slot as f64 / rate);
+                    if at >= deadline {
+                        break;
+                    }
+                    if slot >= first_measured {
+                        rec.unsent(deadline - at);
+                    }
+                    slot += connections;
+                }
+            }
             break;
         }
         if connect_failed {

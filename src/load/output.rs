@@ -93,8 +93,15 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(
         out,
         "{} requests sent: {} completed ({} 2xx, {} non-2xx), {} timeouts, {} connection errors, \
-         {} aborted at deadline",
-        q.sent, q.completed, q.status_2xx, q.non_2xx, q.timeouts, q.errors, q.aborted_at_deadline
+         {} aborted at deadline; {} due but never sent",
+        q.sent,
+        q.completed,
+        q.status_2xx,
+        q.non_2xx,
+        q.timeouts,
+        q.errors,
+        q.aborted_at_deadline,
+        q.unsent_at_deadline
     );
     let statuses: Vec<String> = q
         .by_status

@@ -19,7 +19,9 @@ requests are not in it but are counted, and latency_with_timeouts adds each one 
 was given up on (a lower bound on its true latency)";
 /// How deadline-aborted requests are treated.
 pub const ABORT_NOTE: &str = "requests still in flight at the -d deadline are counted as \
-aborted_at_deadline; they are in neither latency view nor the error counts";
+aborted_at_deadline, and in an open loop requests that fell due but could not be sent (their \
+connection still waiting) as unsent_at_deadline; neither is in latency or the error counts, \
+both are in latency_with_timeouts at the time they had waited when the run ended (a lower bound)";
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -86,6 +88,8 @@ pub struct Requests {
     pub errors: u64,
     /// In flight at the `-d` deadline.
     pub aborted_at_deadline: u64,
+    /// Open loop: due before the deadline but never sent (not part of `sent`).
+    pub unsent_at_deadline: u64,
     /// Completed per second over the whole measured phase.
     pub throughput: f64,
 }
@@ -299,6 +303,7 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
             timeouts: rec.timeouts,
             errors: rec.errors.total(),
             aborted_at_deadline: rec.aborted,
+            unsent_at_deadline: rec.unsent,
             throughput: if elapsed_s > 0.0 {
                 rec.completed as f64 / elapsed_s
             } else {

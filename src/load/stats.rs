@@ -106,6 +106,9 @@ pub struct Recorder {
     pub latency_uncorrected: Option<Histogram<u64>>,
     /// Timed-out requests, each at the time it was given up on (from its intended send).
     pub timed_out: Histogram<u64>,
+    /// Requests the deadline cut short (in flight, or due but never sent), each at how long
+    /// it had waited from its intended send when the run ended.
+    pub cut_short: Histogram<u64>,
     /// Time from the actual send to the response head.
     pub first_byte: Histogram<u64>,
     pub sent: u64,
@@ -113,6 +116,9 @@ pub struct Recorder {
     pub status: Vec<(u16, u64)>,
     pub timeouts: u64,
     pub aborted: u64,
+    /// Open loop: requests due before the deadline that could not be sent, their connection
+    /// still waiting for an earlier answer.
+    pub unsent: u64,
     pub errors: ErrorCounts,
     pub bytes: u64,
     pub connections_opened: u64,
@@ -143,12 +149,14 @@ impl Recorder {
             latency: histogram(),
             latency_uncorrected: open_loop.then(histogram),
             timed_out: histogram(),
+            cut_short: histogram(),
             first_byte: histogram(),
             sent: 0,
             completed: 0,
             status: Vec::new(),
             timeouts: 0,
             aborted: 0,
+            unsent: 0,
             errors: ErrorCounts::default(),
             bytes: 0,
             connections_opened: 0,
@@ -224,10 +232,17 @@ impl Recorder {
         self.bucket(second).errors += 1;
     }
 
-    /// A request was still in flight at the run's deadline.
-    pub fn aborted(&mut self) {
+    /// A request was still in flight at the run's deadline, having waited `waited`.
+    pub fn aborted(&mut self, waited: Duration) {
         self.sent += 1;
         self.aborted += 1;
+        put(&mut self.cut_short, micros(waited));
+    }
+
+    /// An open-loop request was due `waited` before the deadline but never sent.
+    pub fn unsent(&mut self, waited: Duration) {
+        self.unsent += 1;
+        put(&mut self.cut_short, micros(waited));
     }
 
     /// Latency from the actual send: the open-loop record, or `latency` in a closed loop.
@@ -235,10 +250,12 @@ impl Recorder {
         self.latency_uncorrected.as_ref().unwrap_or(&self.latency)
     }
 
-    /// `latency` plus every timeout at the time it was given up on.
+    /// `latency` plus every timeout at the time it was given up on, and every request the
+    /// deadline cut short at the time it had waited: nothing that was due is left out.
     pub fn with_timeouts(&self) -> Histogram<u64> {
         let mut h = self.latency.clone();
         let _ = h.add(&self.timed_out);
+        let _ = h.add(&self.cut_short);
         h
     }
 
@@ -256,6 +273,8 @@ impl Recorder {
             let _ = mine.add(theirs);
         }
         let _ = self.timed_out.add(&other.timed_out);
+        let _ = self.cut_short.add(&other.cut_short);
+        self.unsent += other.unsent;
         let _ = self.first_byte.add(&other.first_byte);
         self.sent += other.sent;
         self.completed += other.completed;
@@ -315,13 +334,17 @@ mod tests {
         let mut b = Recorder::new(false);
         b.completed(done(500, 7), 2);
         b.failed(ErrorKind::Closed, 2);
-        b.aborted();
+        b.aborted(Duration::from_millis(300));
+        b.unsent(Duration::from_millis(100));
         let mut a = a.finish();
         a.merge(&b.finish());
-        assert_eq!((a.sent, a.completed, a.timeouts, a.aborted), (5, 2, 1, 1));
+        assert_eq!(
+            (a.sent, a.completed, a.timeouts, a.aborted, a.unsent),
+            (5, 2, 1, 1, 1)
+        );
         assert_eq!(a.errors.closed, 1);
         assert_eq!(a.latency.len(), 2);
-        assert_eq!(a.with_timeouts().len(), 3);
+        assert_eq!(a.with_timeouts().len(), 5);
         assert_eq!(a.status.len(), 2);
         assert_eq!(a.timeline.len(), 3);
         assert_eq!(a.timeline[2].completed, 1);

@@ -191,7 +191,10 @@ pub trait JobQueue: Send + Sync + 'static {
     ///
     /// # Errors
     /// If the backend fails.
-    fn recent_done(&self, limit: usize) -> impl Future<Output = Result<Vec<JobView>, QueueError>> + Send;
+    fn recent_done(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<JobView>, QueueError>> + Send;
 }
 
 /// A queue on either backend: cheap to clone, `Send + Sync`, usable as axum state.

@@ -99,7 +99,10 @@ fn assert_consistent(r: &Report) {
     );
     assert_eq!(q.completed, q.by_status.values().sum::<u64>());
     assert_eq!(r.latency.count, q.completed);
-    assert_eq!(r.latency_with_timeouts.count, q.completed + q.timeouts);
+    assert_eq!(
+        r.latency_with_timeouts.count,
+        q.completed + q.timeouts + q.aborted_at_deadline + q.unsent_at_deadline
+    );
     let timeline: u64 = r.timeline.iter().map(|s| s.completed).sum();
     assert_eq!(timeline, q.completed);
 }
@@ -279,6 +282,26 @@ async fn slow_server_shows_in_corrected_latency() {
     // The per-second p99 climbs as the backlog grows.
     let p99: Vec<f64> = r.timeline.iter().filter_map(|s| s.p99_ms).collect();
     assert!(p99.last() > p99.first(), "{p99:?}");
+}
+
+/// A server that does not answer within the run: an open loop still counts every request
+/// that fell due, and the view with timeouts shows how long they had waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_counts_requests_a_stalled_server_never_saw() {
+    let addr = server().await;
+    let open = Mode::Open {
+        rate: 20.0,
+        connections: 2,
+        stop: Stop::Duration(secs(1.0)),
+    };
+    let r = run(&plan(addr, "/slow/5000", open), None).await.unwrap();
+    assert_consistent(&r);
+    let q = &r.requests;
+    assert_eq!((q.completed, q.aborted_at_deadline), (0, 2), "{q:?}");
+    assert!((16..=19).contains(&q.unsent_at_deadline), "{q:?}");
+    let w = &r.latency_with_timeouts;
+    assert!(w.max >= 900.0 && w.p50 >= 300.0, "{w:?}");
+    assert_eq!(r.latency.count, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

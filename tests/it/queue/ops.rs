@@ -368,14 +368,30 @@ pub(super) async fn recent_done_lists_finished_jobs(b: Backend, test: &str) {
     let worker = WorkerId::new();
     let mut finished = Vec::new();
     for i in 0..3 {
-        let id = q.enqueue(NewJob::new(format!(r#"{{"n":{i}}}"#))).await.unwrap();
-        let job = q.claim(&worker, LEASE, NO_WAIT).await.unwrap().expect("a job");
-        assert_eq!(q.complete(&job, Ok("1".into())).await.unwrap(), Completion::Done);
+        let id = q
+            .enqueue(NewJob::new(format!(r#"{{"n":{i}}}"#)))
+            .await
+            .unwrap();
+        let job = q
+            .claim(&worker, LEASE, NO_WAIT)
+            .await
+            .unwrap()
+            .expect("a job");
+        assert_eq!(
+            q.complete(&job, Ok("1".into())).await.unwrap(),
+            Completion::Done
+        );
         finished.push(id);
         sleep(Duration::from_millis(3)).await;
     }
     let waiting = q.enqueue(NewJob::new("{}")).await.unwrap();
-    let listed: Vec<JobId> = q.recent_done(10).await.unwrap().into_iter().map(|v| v.id).collect();
+    let listed: Vec<JobId> = q
+        .recent_done(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
     finished.reverse();
     assert_eq!(listed, finished);
     assert!(!listed.contains(&waiting));
