@@ -12,6 +12,15 @@ use hyper::body::Bytes;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
+/// Tests whose assertions depend on timing or on a steady load take this lock, so they do
+/// not run at the same time as each other on a 2-core machine (the others still run in
+/// parallel). A test that failed while holding it does not block the rest.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A running `offload` child process, killed when dropped.
 pub struct Proc {
     child: Child,
@@ -136,7 +145,7 @@ pub async fn request(
     let resp = send
         .send_request(req.body(Full::new(body.into())).expect("request"))
         .await
-        .expect("response");
+        .unwrap_or_else(|e| panic!("{method} {path:.80} on {addr}: no response: {e:?}"));
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
