@@ -60,7 +60,7 @@ pub fn run_quick_bench(out: &Path, strategies: &str) -> (Value, String) {
 
 #[test]
 fn quick_bench_reports_every_strategy_and_cleans_up() {
-    let _serial = crate::support::exclusive();
+    let _serial = crate::support::exclusive_blocking();
     let dir = tempfile::tempdir().unwrap();
     let strategies = ["inline", "spawn", "blocking", "pool", "remote", "queue"];
     let (results, stdout) = run_quick_bench(dir.path(), &strategies.join(","));

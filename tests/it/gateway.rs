@@ -215,7 +215,7 @@ async fn a_chunked_body_over_the_limit_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_full_queue_answers_503_with_retry_after() {
-    let _serial = crate::support::exclusive();
+    let _serial = crate::support::exclusive().await;
     let n = count_n_for(Duration::from_millis(800));
     let p = serve(
         "pool",
@@ -254,7 +254,7 @@ async fn pool_full_queue_answers_503_with_retry_after() {
 /// second, still queued when the deadline passes, is dropped without running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_task_whose_deadline_passes_in_the_queue_never_runs() {
-    let _serial = crate::support::exclusive();
+    let _serial = crate::support::exclusive().await;
     let n = count_n_for(Duration::from_secs(4));
     let p = serve(
         "pool",
@@ -292,7 +292,7 @@ async fn pool_task_whose_deadline_passes_in_the_queue_never_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_task_of_a_gone_client_never_runs() {
-    let _serial = crate::support::exclusive();
+    let _serial = crate::support::exclusive().await;
     let n = count_n_for(Duration::from_millis(800));
     let p = serve("pool", &["--threads", "1", "--split", "1"]);
     let addr = p.addr;
@@ -345,7 +345,7 @@ async fn a_panicking_task_answers_500_and_the_pool_carries_on() {
 /// `inline` and does not under the others. Margins are wide: the machine is shared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_stalls_health_and_the_others_do_not() {
-    let _serial = crate::support::exclusive();
+    let _serial = crate::support::exclusive().await;
     let n = count_n_for(Duration::from_millis(1200));
     for strategy in STRATEGIES {
         let p = serve(
@@ -377,7 +377,7 @@ async fn inline_stalls_health_and_the_others_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_work_in_flight_finish() {
-    let _serial = crate::support::exclusive();
+    let _serial = crate::support::exclusive().await;
     let n = count_n_for(Duration::from_millis(500));
     let p = serve("pool", &[]);
     let addr = p.addr;

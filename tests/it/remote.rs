@@ -112,7 +112,7 @@ async fn no_backend_answers_502_quickly_and_the_gateway_stays_healthy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_503_passes_through_and_deadline_gives_504() {
-    let _serial = crate::support::exclusive();
+    let _serial = crate::support::exclusive().await;
     let n = count_n_for(Duration::from_secs(3));
     let c = compute(&["--threads", "1", "--max-inflight", "1"]);
     let g = gateway(&[&c], &["--timeout", "500ms"]);
@@ -151,7 +151,7 @@ async fn backend_503_passes_through_and_deadline_gives_504() {
 /// Two compute services under steady load; one is killed, then started again on its port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_backend_is_avoided_and_taken_back() {
-    let _serial = crate::support::exclusive();
+    let _serial = crate::support::exclusive().await;
     let a = compute(&[]);
     let b = compute(&[]);
     let b_port = b.addr.port().to_string();
