@@ -15,11 +15,16 @@ use tokio::net::TcpStream;
 /// Tests whose assertions depend on timing or on a steady load take this lock, so they do
 /// not run at the same time as each other on a 2-core machine (the others still run in
 /// parallel). A test that failed while holding it does not block the rest.
-pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    LOCK.lock().await
 }
+
+/// [`exclusive`] for tests that are not async.
+pub fn exclusive_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    LOCK.blocking_lock()
+}
+
+static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A running `offload` child process, killed when dropped.
 pub struct Proc {
