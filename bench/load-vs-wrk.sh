@@ -6,7 +6,9 @@
 # duration, and prints every run and the medians: req/s and p50 latency, and the ratios.
 #
 # Usage: bench/load-vs-wrk.sh            (env: CONNECTIONS=100 DURATION=10 REPEATS=3
-#                                          PORT=3901 WRK_THREADS=<cores> SERVER_THREADS=<cores>)
+#                                          PORT=3901 WRK_THREADS=<cores> SERVER_THREADS=<cores>
+#                                          TARGET=health_server|gateway)
+# TARGET=gateway loads /health of an offload gateway (`offload serve --strategy pool`) instead.
 # Needs: wrk (Debian package `wrk`), python3 (to read JSON), cargo.
 set -euo pipefail
 
@@ -26,8 +28,13 @@ command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2;
 cargo build --profile load-bench --quiet --bin offload --example health_server
 BIN=target/load-bench/offload
 SERVER=target/load-bench/examples/health_server
+TARGET=${TARGET:-health_server}
 
-"$SERVER" "$PORT" "$SERVER_THREADS" 2>/dev/null &
+if [[ $TARGET == gateway ]]; then
+  "$BIN" serve --strategy pool --port "$PORT" --runtime-threads "$SERVER_THREADS" >/dev/null 2>&1 &
+else
+  "$SERVER" "$PORT" "$SERVER_THREADS" 2>/dev/null &
+fi
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
@@ -60,7 +67,7 @@ print(round(r["requests"]["throughput"], 1), r["latency"]["p50"], round(r["laten
 }
 
 echo "$(date -u +%FT%TZ) $(uname -sr); $(rustc -V); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-echo "target $URL (examples/health_server, $SERVER_THREADS threads); $CORES cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "target $URL ($TARGET, $SERVER_THREADS threads); $CORES cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency"
 echo "$BIN load -c $CONNECTIONS -d $DURATION --json   (one event-loop thread per core)"
 # Little's law: with every connection always busy, mean latency = connections / throughput.
