@@ -120,7 +120,8 @@ impl TryFrom<&LoadArgs> for Plan {
     }
 }
 
-/// Parses `10`, `1.5`, `10s`, `500ms`, `2m` into a duration; refuses negatives.
+/// Parses `10`, `1.5`, `10s`, `500ms`, `2m`, `1h` into a duration; refuses negatives. The
+/// one duration syntax of every offload command.
 ///
 /// # Errors
 /// A message for clap to show when the value is not a non-negative number with a known unit.
@@ -132,13 +133,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         (n, 1.0)
     } else if let Some(n) = t.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
     } else {
         (t, 1.0)
     };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected seconds or a duration like 500ms, 10s, 2m; got {text:?}"))?;
+    let value: f64 = number.trim().parse().map_err(|_| {
+        format!("expected seconds or a duration like 500ms, 10s, 2m, 1h; got {text:?}")
+    })?;
     if value < 0.0 {
         return Err(format!("a duration cannot be negative; got {text:?}"));
     }
