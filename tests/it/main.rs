@@ -4,5 +4,6 @@ mod bench;
 mod gateway;
 mod load;
 mod queue;
+mod queue_faults;
 mod remote;
 mod support;

@@ -37,7 +37,7 @@ fn options() -> QueueOptions {
     }
 }
 
-fn redis_url(test: &str) -> Option<String> {
+pub(crate) fn redis_url(test: &str) -> Option<String> {
     let required = std::env::var("OFFLOAD_REQUIRE_REDIS").is_ok_and(|v| v == "1");
     match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => Some(url),

@@ -90,6 +90,39 @@ impl Proc {
 }
 
 impl Proc {
+    /// Starts `offload worker <args>` and waits for its "offload worker: running" line (a worker
+    /// listens on no port, so `addr` is `0.0.0.0:0`).
+    pub fn start_worker(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_offload"))
+            .arg("worker")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start offload worker");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        // Keeps reading after the line, so the worker never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("offload worker: running") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("offload worker {args:?} did not say it is running");
+        }
+        Proc {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+
     /// SIGKILL, no goodbye.
     pub fn kill(mut self) {
         let _ = self.child.kill();

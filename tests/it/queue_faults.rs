@@ -1,0 +1,467 @@
+//! The queue strategy's promises under faults, with real processes: `offload serve --strategy
+//! queue` and `offload worker` on one queue, killed and restarted. Each test runs on SQLite (a
+//! file in a temp dir) and on Redis at `REDIS_URL` (a unique `--queue-name`, its keys deleted
+//! after, even when the test fails); without `REDIS_URL` the Redis runs say loudly that they did
+//! not run, and with `OFFLOAD_REQUIRE_REDIS=1` they fail.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio::time::sleep;
+
+use offload::queue::{JobId, QueueOptions};
+
+use crate::gateway::bad_cases;
+use crate::queue::redis_url;
+use crate::support::{Proc, count_n_for, get, metric, request};
+
+/// Worker lease in these tests: short, so a killed worker's jobs run again within seconds
+/// (the reaper runs every second, so a lost job waits at most about lease + 1 s).
+const LEASE: &str = "1s";
+/// Small work for the many-jobs tests: a few ms per job in a debug build.
+const SMALL_N: u64 = 200_000;
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Redis,
+}
+
+/// One queue the processes of a test share: its URL and name, and what to delete afterwards.
+struct Store {
+    url: String,
+    name: String,
+    redis: bool,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    fn store(self, test: &str) -> Option<Store> {
+        Some(match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                Store {
+                    url: format!("sqlite://{}", dir.path().join("q.db").display()),
+                    name: "offload".into(),
+                    redis: false,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Redis => Store {
+                url: redis_url(test)?,
+                name: format!("test-{test}-{}", &JobId::random().as_str()[..8]),
+                redis: true,
+                _dir: None,
+            },
+        })
+    }
+}
+
+impl Store {
+    fn queue_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["--queue", &self.url, "--queue-name", &self.name];
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// A queue gateway on this store.
+    fn serve(&self, extra: &[&str]) -> Proc {
+        let mut args = vec!["serve", "--strategy", "queue"];
+        args.extend(self.queue_args(extra));
+        Proc::start(&args)
+    }
+
+    /// A worker on this store, with a short lease.
+    fn worker(&self, extra: &[&str]) -> Proc {
+        let mut args = self.queue_args(&["--lease", LEASE]);
+        args.extend_from_slice(extra);
+        Proc::start_worker(&args)
+    }
+}
+
+impl Drop for Store {
+    /// Deletes the test's Redis keys. On its own thread and runtime: drop may run inside the
+    /// test's runtime, which cannot block on another future.
+    fn drop(&mut self) {
+        if !self.redis {
+            return;
+        }
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let cleaned = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let options = QueueOptions {
+                    name,
+                    ..QueueOptions::default()
+                };
+                match offload::queue::open(&url, options).await {
+                    Ok(offload::queue::Queue::Redis(q)) => {
+                        q.destroy().await.map_err(|e| e.to_string())
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = cleaned {
+            eprintln!("could not delete the test's Redis keys: {e}");
+        }
+    }
+}
+
+/// Enqueues through `GET path` and returns the job id; asserts the 202 and its Location.
+async fn enqueue(addr: SocketAddr, path: &str) -> String {
+    let r = get(addr, path).await;
+    assert_eq!(r.status, 202, "{path}: {:?}", r.body);
+    let id = r.json()["id"].as_str().expect("an id").to_string();
+    assert_eq!(r.headers["location"], format!("/jobs/{id}"));
+    id
+}
+
+/// `GET /jobs/{id}`, which must answer 200.
+async fn job(addr: SocketAddr, id: &str) -> Value {
+    let r = get(addr, &format!("/jobs/{id}")).await;
+    assert_eq!(r.status, 200, "/jobs/{id}: {:?}", r.body);
+    r.json()
+}
+
+/// Polls a job until its status is `status`; panics after `within`.
+async fn wait_status(addr: SocketAddr, id: &str, status: &str, within: Duration) -> Value {
+    let end = Instant::now() + within;
+    loop {
+        let j = job(addr, id).await;
+        if j["status"] == status {
+            return j;
+        }
+        assert!(Instant::now() < end, "job {id} never became {status}: {j}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `offload_jobs{state="done"}` until it reaches `n`; panics after `within`.
+async fn wait_done(addr: SocketAddr, n: usize, within: Duration) {
+    let end = Instant::now() + within;
+    loop {
+        let done = jobs_in(addr, "done").await;
+        if done >= n as f64 {
+            return;
+        }
+        assert!(Instant::now() < end, "only {done} of {n} jobs done");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn jobs_in(addr: SocketAddr, state: &str) -> f64 {
+    metric(addr, &format!("offload_jobs{{state=\"{state}\"}}")).await
+}
+
+/// Asserts a job is done with the exact result of `count n`.
+fn assert_counted(j: &Value, n: u64) {
+    assert_eq!(j["status"], "done", "{j}");
+    assert_eq!(j["result"]["work"], "count", "{j}");
+    assert_eq!(j["result"]["result"].as_u64(), Some(n), "{j}");
+    assert!(j.get("error").is_none(), "a done job keeps no error: {j}");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A worker killed with SIGKILL mid-job loses its lease; after it expires the job runs on
+/// another worker, is counted as a second attempt, and ends with exactly one result.
+async fn killed_worker_job_runs_again(b: Backend, test: &str) {
+    let Some(store) = b.store(test) else { return };
+    let gw = store.serve(&[]);
+    let n = count_n_for(Duration::from_millis(1500)).max(1);
+    let doomed = store.worker(&["--concurrency", "1"]);
+    let id = enqueue(gw.addr, &format!("/heavy?n={n}")).await;
+    let first = wait_status(gw.addr, &id, "running", Duration::from_secs(10)).await;
+    assert_eq!(first["attempts"], 1, "{first}");
+    doomed.kill();
+    let killed_at = now_ms();
+    let rescuer = store.worker(&["--concurrency", "1"]);
+    let j = wait_status(gw.addr, &id, "done", Duration::from_secs(20)).await;
+    assert_counted(&j, n);
+    assert_eq!(j["attempts"], 2, "the lost run counts as an attempt: {j}");
+    let started = j["started_at"].as_u64().unwrap();
+    assert!(
+        started >= killed_at,
+        "the second run started after the kill ({started} < {killed_at})"
+    );
+    // One result, no duplicate: one job done, nothing left anywhere else.
+    for (state, want) in [
+        ("done", 1.0),
+        ("queued", 0.0),
+        ("running", 0.0),
+        ("failed", 0.0),
+    ] {
+        assert_eq!(jobs_in(gw.addr, state).await, want, "{state}");
+    }
+    drop(rescuer);
+}
+
+/// 1,000 jobs, three workers, one of them SIGKILLed and restarted about every second: every job
+/// ends done with its exact result, none lost, and the gateway counts exactly 1,000 done.
+async fn thousand_jobs_survive_a_worker_killed_every_second(b: Backend, test: &str) {
+    const JOBS: usize = 1000;
+    let Some(store) = b.store(test) else { return };
+    // Jobs hit by several kills must not run out of attempts: this test is about loss.
+    let gw = store.serve(&["--max-attempts", "20"]);
+    let addr = gw.addr;
+    let path = format!("/heavy?n={SMALL_N}");
+    let mut ids = Vec::with_capacity(JOBS);
+    let mut batch = JoinSet::new();
+    for _ in 0..JOBS {
+        let path = path.clone();
+        batch.spawn(async move { enqueue(addr, &path).await });
+        if batch.len() >= 50 {
+            ids.push(batch.join_next().await.unwrap().unwrap());
+        }
+    }
+    while let Some(id) = batch.join_next().await {
+        ids.push(id.unwrap());
+    }
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        JOBS,
+        "ids are unique"
+    );
+
+    let steady = [
+        store.worker(&["--concurrency", "1"]),
+        store.worker(&["--concurrency", "1"]),
+    ];
+    // The victim holds several jobs at a time, so that each kill loses runs in flight.
+    let mut victim = store.worker(&["--concurrency", "4"]);
+    let mut kills = 0;
+    let end = Instant::now() + Duration::from_secs(45);
+    while jobs_in(gw.addr, "done").await < JOBS as f64 {
+        assert!(
+            Instant::now() < end,
+            "not all jobs done after 45 s ({kills} kills)"
+        );
+        sleep(Duration::from_millis(900)).await;
+        victim.kill();
+        kills += 1;
+        victim = store.worker(&["--concurrency", "4"]);
+    }
+    drop(steady);
+    drop(victim);
+    assert!(
+        kills >= 2,
+        "the test must kill a busy worker more than once ({kills})"
+    );
+
+    let mut reruns = 0;
+    for id in &ids {
+        let j = job(gw.addr, id).await;
+        assert_counted(&j, SMALL_N);
+        reruns += j["attempts"].as_u64().unwrap() - 1;
+    }
+    assert_eq!(jobs_in(gw.addr, "done").await, JOBS as f64);
+    assert_eq!(jobs_in(gw.addr, "failed").await, 0.0);
+    eprintln!("{test}: {kills} kills, {reruns} runs lost and redone");
+    // Proof that the kills hit jobs in flight (else this test tested nothing).
+    assert!(reruns > 0, "no job was ever re-run after {kills} kills");
+}
+
+/// The gateway stopped (SIGTERM) while jobs wait and no worker runs, then started again on the
+/// same queue: every job it accepted, including those accepted while it was shutting down, is
+/// still there and done once a worker starts.
+async fn gateway_restart_keeps_waiting_jobs(b: Backend, test: &str) {
+    let Some(store) = b.store(test) else { return };
+    let first = store.serve(&[]);
+    let addr = first.addr;
+    let path = format!("/heavy?n={SMALL_N}");
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(enqueue(addr, &path).await);
+    }
+    // More requests race the shutdown; those answered 202 must not be lost either.
+    let racing = tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        for _ in 0..200 {
+            match try_enqueue(addr, &format!("/heavy?n={SMALL_N}")).await {
+                Some(id) => accepted.push(id),
+                None => break,
+            }
+        }
+        accepted
+    });
+    sleep(Duration::from_millis(30)).await;
+    assert!(
+        first.terminate(Duration::from_secs(10)),
+        "the gateway did not exit cleanly on SIGTERM"
+    );
+    ids.extend(racing.await.unwrap());
+
+    let second = store.serve(&[]);
+    assert_eq!(jobs_in(second.addr, "queued").await, ids.len() as f64);
+    for id in &ids {
+        assert_eq!(job(second.addr, id).await["status"], "queued");
+    }
+    let _worker = store.worker(&[]);
+    wait_done(second.addr, ids.len(), Duration::from_secs(30)).await;
+    for id in &ids {
+        assert_counted(&job(second.addr, id).await, SMALL_N);
+    }
+}
+
+/// Enqueues one job; `None` if the gateway refused the connection or did not answer 202 (it is
+/// shutting down).
+async fn try_enqueue(addr: SocketAddr, path: &str) -> Option<String> {
+    use http_body_util::{BodyExt, Empty};
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::<hyper::body::Bytes>::new())
+        .ok()?;
+    let resp = send.send_request(req).await.ok()?;
+    if resp.status() != 202 {
+        return None;
+    }
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    let j: Value = serde_json::from_slice(&body).ok()?;
+    Some(j["id"].as_str()?.to_string())
+}
+
+/// A job that panics its worker's task is retried with a backoff until its attempts are spent,
+/// then `failed` with the panic as its error, and stays there: no loop. The worker carries on.
+async fn failing_job_is_retried_then_failed(b: Backend, test: &str) {
+    let Some(store) = b.store(test) else { return };
+    let gw = store.serve(&["--allow-fault", "--max-attempts", "3"]);
+    let _worker = store.worker(&["--allow-fault"]);
+    let id = enqueue(gw.addr, "/heavy?work=fault&n=1").await;
+    let j = wait_status(gw.addr, &id, "failed", Duration::from_secs(20)).await;
+    assert_eq!(
+        (j["attempts"].as_u64(), j["max_attempts"].as_u64()),
+        (Some(3), Some(3)),
+        "{j}"
+    );
+    let error = j["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("panicked"),
+        "the error says what happened: {j}"
+    );
+    assert!(j.get("result").is_none(), "{j}");
+    assert!(j["finished_at"].as_u64().is_some(), "{j}");
+    // Longer than the largest backoff left (base 500 ms doubled): a loop would show here.
+    sleep(Duration::from_millis(2500)).await;
+    let later = job(gw.addr, &id).await;
+    assert_eq!(later, j, "a failed job stays failed, untouched");
+    for (state, want) in [
+        ("failed", 1.0),
+        ("queued", 0.0),
+        ("running", 0.0),
+        ("done", 0.0),
+    ] {
+        assert_eq!(jobs_in(gw.addr, state).await, want, "{state}");
+    }
+    // The panics did not take the worker down.
+    let ok = enqueue(gw.addr, "/heavy?n=1000").await;
+    assert_counted(
+        &wait_status(gw.addr, &ok, "done", Duration::from_secs(10)).await,
+        1000,
+    );
+}
+
+/// Bad job ids and bad work specs get their 4xx and enqueue nothing; a full backlog answers 503
+/// with Retry-After and holds exactly `--max-backlog` jobs.
+async fn bad_input_and_a_full_backlog(b: Backend, test: &str) {
+    let Some(store) = b.store(test) else { return };
+    let gw = store.serve(&["--max-backlog", "5"]);
+    let unknown = JobId::random();
+    let r = get(gw.addr, &format!("/jobs/{unknown}")).await;
+    assert_eq!((r.status, r.code().as_str()), (404, "job_not_found"));
+    for bad in [
+        "xyz",
+        "0123456789abcdef0123456789abcdeg",
+        &"a".repeat(33),
+        "%2e%2e",
+    ] {
+        let r = get(gw.addr, &format!("/jobs/{bad}")).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "invalid_job_id"),
+            "/jobs/{bad}"
+        );
+    }
+    for (method, path, headers, body, status, code) in bad_cases() {
+        let r = request(gw.addr, method, &path, &headers, body).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{method} {path:.60}"
+        );
+    }
+    assert_eq!(metric(gw.addr, "offload_work_handed_off_total").await, 0.0);
+    for state in ["queued", "running", "done", "failed"] {
+        assert_eq!(
+            jobs_in(gw.addr, state).await,
+            0.0,
+            "{state} after bad input"
+        );
+    }
+
+    let mut accepted = Vec::new();
+    for i in 0..8 {
+        let r = get(gw.addr, "/heavy?n=1000").await;
+        if i < 5 {
+            assert_eq!(r.status, 202, "job {i}: {:?}", r.body);
+            accepted.push(r.json()["id"].as_str().unwrap().to_string());
+        } else {
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (503, "overloaded"),
+                "job {i}"
+            );
+            let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(retry >= 1, "Retry-After {retry}");
+        }
+    }
+    assert_eq!(jobs_in(gw.addr, "queued").await, 5.0);
+    for id in &accepted {
+        assert_eq!(job(gw.addr, id).await["status"], "queued");
+    }
+}
+
+/// Runs each test on both backends.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Sqlite, stringify!($name)).await
+            })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Redis, stringify!($name)).await
+            })*
+        }
+    };
+}
+
+both_backends!(
+    killed_worker_job_runs_again,
+    thousand_jobs_survive_a_worker_killed_every_second,
+    gateway_restart_keeps_waiting_jobs,
+    failing_job_is_retried_then_failed,
+    bad_input_and_a_full_backlog,
+);
