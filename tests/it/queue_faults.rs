@@ -218,7 +218,10 @@ async fn thousand_jobs_survive_a_worker_killed_every_second(b: Backend, test: &s
     // Jobs hit by several kills must not run out of attempts: this test is about loss.
     let gw = store.serve(&["--max-attempts", "20"]);
     let addr = gw.addr;
-    let path = format!("/heavy?n={SMALL_N}");
+    // Small work, but enough of it that the drain outlasts several kills even on an idle machine
+    // (1,000 jobs of ~6 ms on 2 cores: 3 s or more).
+    let n = count_n_for(Duration::from_millis(6)).max(SMALL_N);
+    let path = format!("/heavy?n={n}");
     let mut ids = Vec::with_capacity(JOBS);
     let mut batch = JoinSet::new();
     for _ in 0..JOBS {
@@ -265,7 +268,7 @@ async fn thousand_jobs_survive_a_worker_killed_every_second(b: Backend, test: &s
     let mut reruns = 0;
     for id in &ids {
         let j = job(gw.addr, id).await;
-        assert_counted(&j, SMALL_N);
+        assert_counted(&j, n);
         reruns += j["attempts"].as_u64().unwrap() - 1;
     }
     assert_eq!(jobs_in(gw.addr, "done").await, JOBS as f64);
