@@ -149,7 +149,27 @@ fn run_group(conn: &mut Connection, group: Vec<Task>) {
     }
 }
 
+/// Opens the file, retrying while another process is creating it: switching a new file to
+/// WAL can answer SQLITE_BUSY at once, without the busy handler (seen when a gateway and a
+/// worker start together on a fresh file).
 fn connect(path: &Path, full_sync: bool) -> Result<Connection, QueueError> {
+    let end = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match connect_once(path, full_sync) {
+            Err(QueueError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < end =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn connect_once(path: &Path, full_sync: bool) -> Result<Connection, QueueError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
