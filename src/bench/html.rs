@@ -320,14 +320,14 @@ pub fn page(r: &Results) -> String {
         &mut body,
         r,
         "chart-timeline-rate",
-        "Completed /heavy requests per second",
+        "/heavy answers with a 2xx status per second (for the queue: 202 Accepted)",
         "req/s",
         false,
         |x| {
             x.heavy
                 .timeline
                 .iter()
-                .map(|s| Some(s.completed as f64 / s.span_s.max(1e-9)))
+                .map(|s| Some(s.status_2xx as f64 / s.span_s.max(1e-9)))
                 .collect()
         },
     );
