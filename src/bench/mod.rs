@@ -334,6 +334,13 @@ impl ProgressLine {
         let _ = e.flush();
     }
 
+    /// A passing note shown on a terminal only (frequent updates would flood a pipe).
+    pub fn live(&self, text: &str) {
+        if self.tty {
+            self.note(text);
+        }
+    }
+
     /// A line that stays.
     pub fn done(&self, text: &str) {
         let mut e = std::io::stderr().lock();

@@ -305,7 +305,7 @@ async fn follow_queue(
     let backlog_at_stop = queued + running;
     let mut counts = [queued, running, done_at_stop, 0];
     while counts[0] + counts[1] > 0 && stopped.elapsed() < s.drain_timeout {
-        progress.note(&format!(
+        progress.live(&format!(
             "queue: draining, {} jobs left, {:.1}s",
             counts[0] + counts[1],
             stopped.elapsed().as_secs_f64()
