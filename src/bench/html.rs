@@ -216,11 +216,30 @@ fn percentiles(
             y = H - BOTTOM + 16.0
         );
     }
-    for run in &r.runs {
-        let pts: Vec<String> = pick(run)
+    let series: Vec<(&StrategyRun, Vec<Option<f64>>)> = r
+        .runs
+        .iter()
+        .map(|x| (x, pick(x).map(Some).to_vec()))
+        .collect();
+    lines_and_legend(out, r, &axis, step, &series);
+}
+
+/// One polyline per strategy (points at x = LEFT + step * index; gaps skipped), closes the
+/// chart and adds its legend.
+fn lines_and_legend(
+    out: &mut String,
+    r: &Results,
+    axis: &Axis,
+    step: f64,
+    series: &[(&StrategyRun, Vec<Option<f64>>)],
+) {
+    for (run, vals) in series {
+        let pts: Vec<String> = vals
             .iter()
             .enumerate()
-            .map(|(i, v)| format!("{:.1},{:.1}", LEFT + step * i as f64, axis.y(*v)))
+            .filter_map(|(i, v)| {
+                v.map(|v| format!("{:.1},{:.1}", LEFT + step * i as f64, axis.y(v)))
+            })
             .collect();
         let _ = write!(
             out,
@@ -273,25 +292,7 @@ fn timeline(
         x = (LEFT + W - RIGHT) / 2.0,
         y = H - 6.0
     );
-    for (run, vals) in &series {
-        let pts: Vec<String> = vals
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| {
-                v.map(|v| format!("{:.1},{:.1}", LEFT + step * i as f64, axis.y(v)))
-            })
-            .collect();
-        let _ = write!(
-            out,
-            r#"<polyline class="mark" fill="none" stroke="{c}" stroke-width="2" points="{p}"><title>{s}</title></polyline>"#,
-            c = colour(r, &run.strategy),
-            p = pts.join(" "),
-            s = esc(&run.strategy)
-        );
-    }
-    let _ = write!(out, "</svg>");
-    let names: Vec<&str> = r.runs.iter().map(|x| x.strategy.as_str()).collect();
-    legend(out, r, &names);
+    lines_and_legend(out, r, &axis, step, &series);
 }
 
 fn lat(l: &crate::load::LatencyStats) -> [f64; 6] {
