@@ -108,10 +108,10 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
                     break;
                 }
                 let measured = now >= shared.measure_start;
-                if let (true, Stop::Count(n)) = (measured, stop) {
-                    if shared.tickets.fetch_add(1, Ordering::Relaxed) >= n {
-                        break;
-                    }
+                if let (true, Stop::Count(n)) = (measured, stop)
+                    && shared.tickets.fetch_add(1, Ordering::Relaxed) >= n
+                {
+                    break;
                 }
                 (now, measured)
             }
@@ -123,10 +123,10 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
                     break;
                 }
                 let measured = g >= first_measured;
-                if let (true, Stop::Count(n)) = (measured, stop) {
-                    if g - first_measured >= n {
-                        break;
-                    }
+                if let (true, Stop::Count(n)) = (measured, stop)
+                    && g - first_measured >= n
+                {
+                    break;
                 }
                 // Behind schedule (the last answer came after `at`): time it from `at`, which
                 // charges the server for the wait it caused. On time: time it from when the

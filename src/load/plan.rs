@@ -240,12 +240,12 @@ impl Plan {
                 "connections must be at most {MAX_CONNECTIONS}"
             )));
         }
-        if let Some(rate) = mode.rate() {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(PlanError::Invalid(format!(
-                    "rate must be above 0, got {rate}"
-                )));
-            }
+        if let Some(rate) = mode.rate()
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(PlanError::Invalid(format!(
+                "rate must be above 0, got {rate}"
+            )));
         }
         match mode.stop() {
             Stop::Duration(d) if d.is_zero() => {

@@ -168,10 +168,10 @@ impl Strategy {
 
     /// Stops intake and waits up to `grace` for work in hand to finish.
     pub fn drain(&self, grace: Duration) {
-        if let Strategy::Pool(p) = self {
-            if !p.pool().drain(grace) {
-                tracing::warn!(?grace, "pool threads still busy after the grace period");
-            }
+        if let Strategy::Pool(p) = self
+            && !p.pool().drain(grace)
+        {
+            tracing::warn!(?grace, "pool threads still busy after the grace period");
         }
     }
 }

@@ -15,10 +15,10 @@ fn processes_with(mark: &str) -> Vec<String> {
         if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == std::process::id().to_string() {
             continue;
         }
-        if let Ok(env) = std::fs::read(Path::new("/proc").join(&pid).join("environ")) {
-            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-                found.push(pid);
-            }
+        if let Ok(env) = std::fs::read(Path::new("/proc").join(&pid).join("environ"))
+            && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+        {
+            found.push(pid);
         }
     }
     found

@@ -66,15 +66,15 @@ fn check(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Vec<S
             return;
         }
     }
-    if let Some(options) = obj.get("enum").and_then(Value::as_array) {
-        if !options.contains(v) {
-            errors.push(format!("{path}: {v} not one of {options:?}"));
-        }
+    if let Some(options) = obj.get("enum").and_then(Value::as_array)
+        && !options.contains(v)
+    {
+        errors.push(format!("{path}: {v} not one of {options:?}"));
     }
-    if let (Some(min), Some(x)) = (obj.get("minimum").and_then(Value::as_f64), v.as_f64()) {
-        if x < min {
-            errors.push(format!("{path}: {x} is below the minimum {min}"));
-        }
+    if let (Some(min), Some(x)) = (obj.get("minimum").and_then(Value::as_f64), v.as_f64())
+        && x < min
+    {
+        errors.push(format!("{path}: {x} is below the minimum {min}"));
     }
     if let Some(map) = v.as_object() {
         let props = obj.get("properties").and_then(Value::as_object);

@@ -151,7 +151,7 @@ pub(super) async fn worker_loops_drain_everything(b: Backend, test: &str) {
                     *n
                 };
                 let i: usize = payload.parse().unwrap();
-                if i % 10 == 0 && n == 1 {
+                if i.is_multiple_of(10) && n == 1 {
                     return Err(JobError::retry("first run fails"));
                 }
                 sleep(Duration::from_millis(1)).await;
