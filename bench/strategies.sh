@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # For each strategy: start a release gateway, load /heavy with wrk at -c 100 for 10 s while a
-# light probe (20 req/s, open loop) measures /health, then report the gateway's peak RSS and
+# light probe (`offload load -R 20`, open loop) measures /health, then report the gateway's peak RSS and
 # thread count. Usage: bench/strategies.sh [strategies...] (env: CONNS, DURATION, EXTRA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,11 @@ for s in "${strategies[@]}"; do
   ( while kill -0 $pid 2>/dev/null; do
       awk '/VmRSS|Threads/ {print $2}' /proc/$pid/status | paste -sd' '; sleep 0.2; done ) > /tmp/offload-bench-$s.samples &
   sampler=$!
-  python3 bench/probe.py http://127.0.0.1:$port/health 20 $dur > /tmp/offload-bench-$s.probe &
+  # Every probe that fell due counts, at the time it had waited if it never got an answer.
+  $bin load http://127.0.0.1:$port/health -R 20 -c 4 -d $dur --json --no-progress |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); l=r["latency_with_timeouts"]; q=r["requests"]
+print("probe /health: %d due, %d answered, p50 %.2fms p99 %.2fms max %.2fms" % (l["count"], q["completed"], l["p50"], l["p99"], l["max"]))' \
+    > /tmp/offload-bench-$s.probe &
   probe=$!
   echo "== $s (-c $conns -d $dur) =="
   wrk -t 2 -c $conns -d ${dur}s --latency --timeout 30s http://127.0.0.1:$port/heavy \

@@ -26,6 +26,35 @@ pub fn exclusive_blocking() -> tokio::sync::MutexGuard<'static, ()> {
 
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Starts `offload <args>` and waits (at most 20 s) for the first stdout line that `ready`
+/// accepts; keeps reading stdout afterwards so the child never blocks on a full pipe.
+fn spawn_until(args: &[&str], ready: fn(&str) -> Option<SocketAddr>) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_offload"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start offload");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = ready(&line) {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("offload {args:?} did not say it is ready");
+        }
+    }
+}
+
 /// A running `offload` child process, killed when dropped.
 pub struct Proc {
     child: Child,
@@ -41,36 +70,11 @@ impl Proc {
         } else {
             &["--port", "0"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_offload"))
-            .args(args)
-            .args(port)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start offload");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
-                }
-            }
+        let args: Vec<&str> = args.iter().chain(port).copied().collect();
+        let (child, addr) = spawn_until(&args, |line| {
+            let rest = line.split("listening on http://").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a.parse().expect("a socket address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("offload {args:?} did not say where it listens");
-            }
-        };
         Proc { child, addr }
     }
 
@@ -93,34 +97,14 @@ impl Proc {
     /// Starts `offload worker <args>` and waits for its "offload worker: running" line (a worker
     /// listens on no port, so `addr` is `0.0.0.0:0`).
     pub fn start_worker(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_offload"))
-            .arg("worker")
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start offload worker");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        // Keeps reading after the line, so the worker never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("offload worker: running") {
-                    let _ = tx.send(());
-                }
-            }
+        let args: Vec<&str> = std::iter::once("worker")
+            .chain(args.iter().copied())
+            .collect();
+        let (child, addr) = spawn_until(&args, |line| {
+            line.starts_with("offload worker: running")
+                .then(|| SocketAddr::from(([0, 0, 0, 0], 0)))
         });
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("offload worker {args:?} did not say it is running");
-        }
-        Proc {
-            child,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        }
+        Proc { child, addr }
     }
 
     /// SIGKILL, no goodbye.
