@@ -5,6 +5,7 @@
 //! - [`bench`]: every strategy side by side, and the report.
 //! - [`cli`]: flags into validated configs; tracing set-up; subcommand dispatch.
 //! - [`work`]: the CPU-bound jobs (`count`, `primes`, `hash`): parse, validate, run.
+//! - [`admission`]: admission by deadline: the cost model and the rule (no HTTP in it).
 //! - [`pool`]: the bounded worker pool (no HTTP in it).
 //! - [`strategy`]: one file per strategy, one enum over them.
 //! - [`compute`]: the compute service router (`POST /compute`).
@@ -13,6 +14,7 @@
 //! - [`load`]: the load generator (knows nothing of offload's servers).
 //! - [`queue`]: the job queue layer, SQLite and Redis backends (no HTTP in it).
 
+pub mod admission;
 pub mod bench;
 pub mod cli;
 pub mod compute;

@@ -27,7 +27,9 @@ pub struct ComputeArgs {
     /// Runtime threads for HTTP [default: 1; the work runs on rayon].
     #[arg(long, env = "OFFLOAD_RUNTIME_THREADS")]
     pub runtime_threads: Option<usize>,
-    /// Requests worked on at once; past it, 503 with Retry-After at once [default: 2 x threads].
+    /// Requests admitted at once (one per thread running, the rest waiting their turn in
+    /// arrival order); past it, 503 with Retry-After at once. Reported on /health as the
+    /// capacity a gateway may use [default: 2 x threads].
     #[arg(long, env = "OFFLOAD_MAX_INFLIGHT")]
     pub max_inflight: Option<usize>,
     /// Deadline of a request (504 past it).
@@ -67,7 +69,7 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
     };
     let addr = SocketAddr::new(args.bind, args.port);
     run_service("compute", "rayon", runtime_threads, addr, async move || {
-        let state = AppState::new(config, Strategy::Rayon(Rayon::new(max_inflight)));
+        let state = AppState::new(config, Strategy::Rayon(Rayon::new(threads, max_inflight)));
         Ok((crate::compute::app(state.clone()), state))
     })
 }

@@ -12,7 +12,8 @@ use super::{cores, parse_duration, shutdown_signal};
 use crate::gateway::{self, AppState, GatewayConfig};
 use crate::pool::{Pool, PoolConfig};
 use crate::strategy::{
-    Blocking, Inline, Name, PoolStrategy, QueueStrategy, Remote, RemoteConfig, Spawn, Strategy,
+    Blocking, Inline, Name, PoolStrategy, QueueStrategy, Remote, RemoteConfig, Spawn, Split,
+    Strategy,
 };
 use crate::work::{self, HashParams, Limits};
 
@@ -35,11 +36,14 @@ pub struct ServeArgs {
     /// Pool threads (`pool`) [default: cores].
     #[arg(long, env = "OFFLOAD_THREADS")]
     pub threads: Option<usize>,
-    /// Chunks each request's work is split into (`pool`, `spawn`) [default: pool threads or cores].
+    /// Chunks each request's work is split into: forces N for `pool` [default: as many as
+    /// there are idle pool threads, so one when saturated]; for `spawn` [default: cores].
     #[arg(long, env = "OFFLOAD_SPLIT")]
     pub split: Option<usize>,
-    /// Chunks that may wait in the pool queue; past it, 503 with Retry-After at once.
-    #[arg(long, default_value_t = 1024, env = "OFFLOAD_MAX_QUEUE")]
+    /// Hard cap on requests waiting (`pool`; `remote`: in the gateway); past it, 503 at once.
+    /// Admission is by deadline first: a request predicted to miss its deadline gets 503 with
+    /// the predicted Retry-After; this cap only bounds memory.
+    #[arg(long, default_value_t = DEFAULT_MAX_QUEUE, env = "OFFLOAD_MAX_QUEUE")]
     pub max_queue: usize,
     /// Niceness added to pool threads, so light requests win the CPU over heavy work (Linux).
     #[arg(long, default_value_t = 0, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
@@ -72,6 +76,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
 }
+
+/// Requests that may wait in a pool or the remote gateway's queue, whatever their deadline:
+/// a memory bound (a waiting request holds a connection and a few hundred bytes), far above
+/// what deadline admission lets wait with the default work on any core count (at 30 s and
+/// ~20 ms a request on 64 cores, about 96,000 would fit; the cap stops that at 65,536).
+pub const DEFAULT_MAX_QUEUE: usize = 65_536;
 
 /// Where the `queue` strategy and `offload worker` keep jobs, and the queue's bounds.
 #[derive(Debug, Clone, Args)]
@@ -174,6 +184,10 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime_threads = positive("runtime-threads", args.runtime_threads, cores())?;
     let threads = positive("threads", args.threads, cores())?;
     let split = positive("split", args.split, threads)?;
+    let pool_split = match args.split {
+        Some(k) => Split::Fixed(k),
+        None => Split::Adaptive(threads),
+    };
     if args.max_queue == 0 {
         anyhow::bail!("--max-queue must be at least 1");
     }
@@ -202,13 +216,14 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     name: "offload-pool".into(),
                 };
                 let pool = Pool::new(config).context("starting the pool threads")?;
-                Strategy::Pool(PoolStrategy::new(Arc::new(pool), split))
+                Strategy::Pool(PoolStrategy::new(Arc::new(pool), pool_split))
             }
             Name::Remote => Strategy::Remote(
                 Remote::start(RemoteConfig {
                     backends: args.compute,
                     health_interval: args.health_interval,
                     connect_timeout: Duration::from_secs(1),
+                    max_queue: args.max_queue,
                 })
                 .map_err(anyhow::Error::msg)?,
             ),

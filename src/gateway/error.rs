@@ -49,6 +49,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Exec(e) => match e {
                 ExecError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+                ExecError::Late(_) => (StatusCode::SERVICE_UNAVAILABLE, "would_miss_deadline"),
                 ExecError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
                 ExecError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable"),
                 ExecError::NoThread(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_thread"),
@@ -88,8 +89,14 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            let secs = match &self {
+                ApiError::Exec(e) => e.retry_after_secs(),
+                _ => None,
+            };
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(secs.unwrap_or(RETRY_AFTER_SECS)),
+            );
         }
         resp
     }

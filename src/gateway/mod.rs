@@ -81,7 +81,9 @@ pub(crate) fn with_common(routes: Router<AppState>, state: AppState) -> Router {
 }
 
 async fn health(State(app): State<AppState>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok", "strategy": app.strategy.name().as_str()}))
+    let mut body = serde_json::json!({"status": "ok", "strategy": app.strategy.name().as_str()});
+    app.strategy.describe_capacity(&mut body);
+    axum::Json(body)
 }
 
 async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {

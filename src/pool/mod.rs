@@ -1,6 +1,11 @@
 //! offload's piscina: a fixed set of threads fed by a bounded queue, with no HTTP in it.
 //!
-//! - Submitting never blocks: a full queue is rejected at once ([`SubmitError::Full`]).
+//! - Submitting never blocks. [`Pool::submit_work`] admits by deadline: a request that is
+//!   predicted not to finish in time is refused at once ([`SubmitError::Late`]), before any
+//!   of its work exists; the queue's hard cap, counted in requests, refuses with
+//!   [`SubmitError::Full`].
+//! - A request is split into chunks only while threads would otherwise sit idle: alone on an
+//!   idle pool it runs on every thread; when the pool is saturated it runs whole, on one.
 //! - Each task may carry a deadline; a task whose deadline passed before it starts is dropped
 //!   without running, and a task whose caller stopped waiting (dropped its [`Handle`]) never
 //!   runs. Running tasks see the same two conditions through their stop check.
@@ -12,12 +17,14 @@ mod stats;
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::admission::{self, Cost, CostModel, Late};
 use stats::Counters;
 pub use stats::PoolStats;
 
@@ -31,7 +38,8 @@ type Job = Box<dyn FnOnce(StopCheck<'_>) -> Box<dyn std::any::Any + Send> + Send
 pub struct PoolConfig {
     /// Worker threads (fixed for the pool's life).
     pub threads: usize,
-    /// Tasks that may wait; past it, submissions are rejected at once.
+    /// Requests that may wait (a request's chunks count once); past it, submissions are
+    /// rejected at once. A hard cap on memory: the deadline decides first.
     pub max_queue: usize,
     /// Niceness added to the worker threads (Linux; 0 = same priority as the caller).
     pub nice: i32,
@@ -42,8 +50,10 @@ pub struct PoolConfig {
 /// Why a submission was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    #[error("the pool queue is full ({0} tasks waiting)")]
+    #[error("the pool queue is full ({0} requests waiting)")]
     Full(usize),
+    #[error("the predicted wait ({:.3} s) would not leave time to finish before the deadline", .0.wait.as_secs_f64())]
+    Late(Late),
     #[error("the pool is shutting down")]
     ShuttingDown,
 }
@@ -61,6 +71,10 @@ pub enum TaskError {
 
 struct Task {
     job: Job,
+    /// The task's part of its request's cost, for the model; `None` for plain submissions.
+    cost: Option<Cost>,
+    /// The first task of its request: the request counts as waiting until this one starts.
+    lead: bool,
     deadline: Option<Instant>,
     queued_at: Instant,
     reply: oneshot::Sender<Result<Box<dyn std::any::Any + Send>, TaskError>>,
@@ -68,6 +82,8 @@ struct Task {
 
 struct Queue {
     tasks: VecDeque<Task>,
+    /// Requests with a task waiting (their lead task not yet taken).
+    requests: usize,
     open: bool,
 }
 
@@ -76,6 +92,10 @@ struct Shared {
     ready: Condvar,
     max_queue: usize,
     counters: Counters,
+    /// Threads running a task now.
+    running: AtomicUsize,
+    /// Time per unit of work on a pool thread, and the work admitted.
+    model: CostModel,
 }
 
 /// A bounded pool of worker threads. Cheap to share behind an `Arc`.
@@ -129,12 +149,15 @@ impl Pool {
         let threads = config.threads.max(1);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
-                tasks: VecDeque::with_capacity(config.max_queue.min(65_536)),
+                tasks: VecDeque::with_capacity(config.max_queue.min(1024)),
+                requests: 0,
                 open: true,
             }),
             ready: Condvar::new(),
             max_queue: config.max_queue,
             counters: Counters::default(),
+            running: AtomicUsize::new(0),
+            model: CostModel::default(),
         });
         let pool = Pool {
             shared: shared.clone(),
@@ -181,10 +204,11 @@ impl Pool {
     }
 
     /// Queues several tasks at once: either all are queued or none is (a request split into
-    /// chunks never half-enters the queue).
+    /// chunks never half-enters the queue). No admission by deadline: see
+    /// [`Pool::submit_work`].
     ///
     /// # Errors
-    /// [`SubmitError`] when they do not all fit, or the pool is shutting down.
+    /// [`SubmitError`] when the queue is at its cap, or the pool is shutting down.
     pub fn submit_all<T, F>(
         &self,
         deadline: Option<Instant>,
@@ -194,21 +218,97 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(StopCheck<'_>) -> T + Send + 'static,
     {
-        let now = Instant::now();
         let mut q = self.shared.queue.lock().expect("pool queue lock");
+        self.check_room(&q)?;
+        Ok(self.enqueue(&mut q, deadline, fs.into_iter().map(|f| (None, f))))
+    }
+
+    /// Admits a request of `cost` by its deadline and queues it, split into as many chunks
+    /// as there are idle threads (at most `max_split`, and none smaller than
+    /// [`MIN_CHUNK`]); `split(k)` makes the k chunks, each with its share of the units.
+    /// `split` is called only once the request is admitted: a refused request costs no work.
+    ///
+    /// # Errors
+    /// [`SubmitError::Late`] when the predicted wait leaves no time to finish before
+    /// `deadline`; [`SubmitError::Full`] at the hard cap; [`SubmitError::ShuttingDown`].
+    pub fn submit_work<T, F>(
+        &self,
+        deadline: Instant,
+        cost: Cost,
+        max_split: usize,
+        split: impl FnOnce(usize) -> Vec<(u64, F)>,
+    ) -> Result<Vec<Handle<T>>, SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(StopCheck<'_>) -> T + Send + 'static,
+    {
+        let mut q = self.shared.queue.lock().expect("pool queue lock");
+        self.check_room(&q)?;
+        let busy = self.shared.running.load(Relaxed) + q.tasks.len();
+        let idle = self.size.saturating_sub(busy);
+        let model = &self.shared.model;
+        // Every thread busy: the wait is the slot time of all admitted work over the threads.
+        let wait = if idle > 0 {
+            Duration::ZERO
+        } else {
+            model.backlog() / self.size as u32
+        };
+        let own = model.estimate(cost);
+        let k = if max_split <= 1 {
+            1
+        } else {
+            let worth = (own.as_nanos() / MIN_CHUNK.as_nanos()).max(1) as usize;
+            idle.min(max_split).min(worth).max(1)
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if let Err(late) = admission::judge(wait, own / k as u32, remaining) {
+            self.shared.counters.late.add(1);
+            return Err(SubmitError::Late(late));
+        }
+        let chunks = split(k);
+        let tasks = chunks.into_iter().map(|(units, f)| {
+            let c = Cost {
+                class: cost.class,
+                units,
+            };
+            model.admit(c);
+            (Some(c), f)
+        });
+        Ok(self.enqueue(&mut q, Some(deadline), tasks))
+    }
+
+    /// Refuses when the pool is closed or its queue is at the cap.
+    fn check_room(&self, q: &Queue) -> Result<(), SubmitError> {
         if !q.open {
             return Err(SubmitError::ShuttingDown);
         }
-        if q.tasks.len() + fs.len() > self.shared.max_queue {
+        if q.requests >= self.shared.max_queue {
             self.shared.counters.rejected.add(1);
-            return Err(SubmitError::Full(q.tasks.len()));
+            return Err(SubmitError::Full(q.requests));
         }
-        let mut handles = Vec::with_capacity(fs.len());
-        for f in fs {
+        Ok(())
+    }
+
+    /// Pushes one request's tasks (under the queue lock) and wakes threads for them.
+    fn enqueue<T, F>(
+        &self,
+        q: &mut std::sync::MutexGuard<'_, Queue>,
+        deadline: Option<Instant>,
+        tasks: impl Iterator<Item = (Option<Cost>, F)>,
+    ) -> Vec<Handle<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(StopCheck<'_>) -> T + Send + 'static,
+    {
+        let now = Instant::now();
+        let mut handles = Vec::new();
+        for (cost, f) in tasks {
             let (tx, rx) = oneshot::channel();
             let job: Job = Box::new(move |stop| Box::new(f(stop)) as Box<dyn std::any::Any + Send>);
             q.tasks.push_back(Task {
                 job,
+                cost,
+                lead: handles.is_empty(),
                 deadline,
                 queued_at: now,
                 reply: tx,
@@ -218,25 +318,36 @@ impl Pool {
                 _t: std::marker::PhantomData,
             });
         }
+        if !handles.is_empty() {
+            q.requests += 1;
+        }
         self.shared.counters.submitted.add(handles.len() as u64);
-        drop(q);
         if handles.len() == 1 {
             self.shared.ready.notify_one();
         } else {
             self.shared.ready.notify_all();
         }
-        Ok(handles)
+        handles
+    }
+
+    /// The pool's measured time per unit of work, and the work admitted and unfinished.
+    pub fn model(&self) -> &CostModel {
+        &self.shared.model
+    }
+
+    /// The predicted wait of a request arriving now (zero while a thread is idle).
+    pub fn predicted_wait(&self) -> Duration {
+        let q = self.shared.queue.lock().expect("pool queue lock");
+        if self.shared.running.load(Relaxed) + q.tasks.len() < self.size {
+            return Duration::ZERO;
+        }
+        drop(q);
+        self.shared.model.backlog() / self.size as u32
     }
 
     /// A snapshot of the pool's counters, histograms and utilisation.
     pub fn stats(&self) -> PoolStats {
-        let depth = self
-            .shared
-            .queue
-            .lock()
-            .expect("pool queue lock")
-            .tasks
-            .len();
+        let depth = self.shared.queue.lock().expect("pool queue lock").requests;
         self.shared.counters.snapshot(
             depth,
             self.size,
@@ -283,6 +394,12 @@ fn worker(shared: &Shared) {
             let mut q = shared.queue.lock().expect("pool queue lock");
             loop {
                 if let Some(t) = q.tasks.pop_front() {
+                    if t.lead {
+                        q.requests -= 1;
+                    }
+                    // Counted under the lock, so admission never sees a task in neither
+                    // the queue nor the running count.
+                    shared.running.fetch_add(1, Relaxed);
                     break t;
                 }
                 if !q.open {
@@ -291,7 +408,12 @@ fn worker(shared: &Shared) {
                 q = shared.ready.wait(q).expect("pool queue lock");
             }
         };
+        let cost = task.cost;
         run_task(shared, task);
+        shared.running.fetch_sub(1, Relaxed);
+        if let Some(c) = cost {
+            shared.model.finish(c);
+        }
     }
 }
 
@@ -314,6 +436,11 @@ fn run_task(shared: &Shared, task: Task) {
     let stop = move || reply.is_closed() || deadline.is_some_and(|d| Instant::now() >= d);
     let out = catch_unwind(AssertUnwindSafe(|| (task.job)(&stop)));
     let ran = start.elapsed();
+    if let (Some(cost), Ok(_)) = (task.cost, &out)
+        && !stop()
+    {
+        shared.model.observe(cost.class, cost.units, ran);
+    }
     c.run.record(ran);
     c.busy_us.add(ran.as_micros() as u64);
     let out = match out {
@@ -355,6 +482,10 @@ fn lower_priority(nice: i32) {
     }
 }
 
+/// The smallest chunk worth handing to another thread: a hand-off costs a few microseconds
+/// and a wake-up; below this, splitting costs more than it saves.
+pub const MIN_CHUNK: Duration = Duration::from_micros(250);
+
 #[cfg(test)]
 mod tests;
 
@@ -374,14 +505,14 @@ impl Pool {
             out,
             "offload_pool_queue_depth",
             "gauge",
-            "Tasks waiting in the pool queue.",
+            "Requests waiting in the pool queue.",
         );
         sample(out, "offload_pool_queue_depth", "", s.queue_depth);
         header(
             out,
             "offload_pool_queue_capacity",
             "gauge",
-            "Tasks the pool queue holds before it rejects.",
+            "Requests the pool queue holds before it rejects (a hard cap; the deadline decides first).",
         );
         sample(out, "offload_pool_queue_capacity", "", s.max_queue);
         header(
@@ -393,6 +524,7 @@ impl Pool {
         for (outcome, v) in [
             ("submitted", s.submitted),
             ("rejected", s.rejected),
+            ("late", s.late),
             ("started", s.started),
             ("completed", s.completed),
             ("expired", s.expired),
@@ -405,6 +537,34 @@ impl Pool {
                 &format!("outcome=\"{outcome}\""),
                 v,
             );
+        }
+        header(
+            out,
+            "offload_pool_predicted_wait_seconds",
+            "gauge",
+            "Predicted wait of a request arriving now: admitted work over the threads.",
+        );
+        sample(
+            out,
+            "offload_pool_predicted_wait_seconds",
+            "",
+            format!("{:.6}", self.predicted_wait().as_secs_f64()),
+        );
+        header(
+            out,
+            "offload_pool_seconds_per_unit",
+            "gauge",
+            "Measured time one unit of work holds a pool thread, by kind of work.",
+        );
+        for (class, kind) in crate::work::Kind::ALL.iter().enumerate() {
+            if let Some(v) = self.shared.model.secs_per_unit(class) {
+                sample(
+                    out,
+                    "offload_pool_seconds_per_unit",
+                    &format!("work=\"{}\"", kind.name()),
+                    format!("{v:.3e}"),
+                );
+            }
         }
         header(
             out,

@@ -8,6 +8,7 @@ use crate::metrics::{Counter, Histogram};
 pub(super) struct Counters {
     pub submitted: Counter,
     pub rejected: Counter,
+    pub late: Counter,
     pub started: Counter,
     pub completed: Counter,
     pub expired: Counter,
@@ -23,12 +24,14 @@ pub(super) struct Counters {
 pub struct PoolStats {
     pub threads: usize,
     pub max_queue: usize,
-    /// Tasks waiting now.
+    /// Requests waiting now.
     pub queue_depth: usize,
     /// Tasks accepted into the queue.
     pub submitted: u64,
-    /// Submissions refused because the queue was full.
+    /// Submissions refused because the queue was at its cap.
     pub rejected: u64,
+    /// Requests refused because they were predicted to miss their deadline.
+    pub late: u64,
     /// Tasks that began running (expired and cancelled ones never do).
     pub started: u64,
     /// Tasks that returned (including those that stopped early on their stop check).
@@ -58,6 +61,7 @@ impl Counters {
             queue_depth: depth,
             submitted: self.submitted.get(),
             rejected: self.rejected.get(),
+            late: self.late.get(),
             started: self.started.get(),
             completed: self.completed.get(),
             expired: self.expired.get(),

@@ -50,14 +50,15 @@ async fn runs_tasks_and_returns_values() {
 }
 
 #[tokio::test]
-async fn full_queue_rejects_at_once_and_batches_are_all_or_nothing() {
+async fn full_queue_rejects_at_once_and_a_batch_counts_once() {
     let p = pool(1, 2);
     let (gate, running) = block(&p);
     let _a = p.submit(None, |_| ()).unwrap();
     let batch = p.submit_all(None, vec![|_: StopCheck<'_>| (), |_: StopCheck<'_>| ()]);
-    assert_eq!(batch.unwrap_err(), SubmitError::Full(1));
-    let _b = p.submit(None, |_| ()).unwrap();
+    assert_eq!(batch.unwrap().len(), 2);
     assert_eq!(p.submit(None, |_| ()).unwrap_err(), SubmitError::Full(2));
+    let batch = p.submit_all(None, vec![|_: StopCheck<'_>| (), |_: StopCheck<'_>| ()]);
+    assert_eq!(batch.unwrap_err(), SubmitError::Full(2));
     assert_eq!(p.stats().queue_depth, 2);
     assert_eq!(p.stats().rejected, 2);
     gate.wait();
@@ -153,4 +154,148 @@ async fn drain_finishes_queued_work_and_refuses_new() {
         h.await.unwrap();
     }
     assert_eq!(p.stats().completed, 4);
+}
+
+/// A task of `units` that does nothing; `made` counts the chunks ever built.
+fn chunks(
+    made: &Arc<AtomicUsize>,
+    k: usize,
+    units: u64,
+) -> Vec<(u64, impl FnOnce(StopCheck<'_>) -> usize + Send + 'static)> {
+    made.fetch_add(k, Ordering::SeqCst);
+    (0..k)
+        .map(|i| (units / k as u64, move |_: StopCheck<'_>| i))
+        .collect()
+}
+
+const COUNT: usize = 0;
+
+#[tokio::test]
+async fn deadline_admission_refuses_at_once_and_builds_no_work() {
+    let p = pool(1, 1024);
+    // Teach the model: 1,000 units took 100 ms on a pool thread.
+    p.model().observe(COUNT, 1_000, Duration::from_millis(100));
+    let (gate, running) = block(&p);
+    let made = Arc::new(AtomicUsize::new(0));
+    let cost = Cost {
+        class: COUNT,
+        units: 1_000,
+    };
+    // The thread is busy: 100 ms of admitted work ahead (this one) fits a 1 s deadline.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let first = p
+        .submit_work(deadline, cost, 4, |k| chunks(&made, k, 1_000))
+        .unwrap();
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        1,
+        "saturated: one chunk, no split"
+    );
+    // 9 more seconds of work ahead: a 1 s deadline cannot be met.
+    p.model().admit(Cost {
+        class: COUNT,
+        units: 90_000,
+    });
+    let t = Instant::now();
+    let refused = p.submit_work(deadline, cost, 4, |k| chunks(&made, k, 1_000));
+    let Err(SubmitError::Late(late)) = refused else {
+        panic!("expected a refusal, got {refused:?}");
+    };
+    assert!(t.elapsed() < Duration::from_millis(50));
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        1,
+        "a refused request built work"
+    );
+    assert!(late.wait >= Duration::from_secs(9), "{late:?}");
+    // Retry-After: the wait plus its own run, less the time it had.
+    assert!(
+        (Duration::from_millis(8_000)..Duration::from_millis(9_200)).contains(&late.retry_after),
+        "{late:?}"
+    );
+    assert_eq!(p.stats().late, 1);
+    p.model().finish(Cost {
+        class: COUNT,
+        units: 90_000,
+    });
+    gate.wait();
+    running.await.unwrap();
+    assert_eq!(first.into_iter().next().unwrap().await, Ok(0));
+}
+
+#[tokio::test]
+async fn a_request_splits_over_idle_threads_only() {
+    let p = pool(4, 1024);
+    let made = Arc::new(AtomicUsize::new(0));
+    let far = Instant::now() + Duration::from_secs(60);
+    // 40 ms of work on an idle pool of 4: four chunks.
+    p.model().observe(COUNT, 1_000, Duration::from_millis(10));
+    let cost = Cost {
+        class: COUNT,
+        units: 4_000,
+    };
+    let hs = p
+        .submit_work(far, cost, 8, |k| chunks(&made, k, 4_000))
+        .unwrap();
+    assert_eq!(hs.len(), 4);
+    for h in hs {
+        h.await.unwrap();
+    }
+    // Too small to be worth a hand-off: one chunk even on an idle pool.
+    let tiny = Cost {
+        class: COUNT,
+        units: 10,
+    };
+    assert_eq!(
+        p.submit_work(far, tiny, 8, |k| chunks(&made, k, 10))
+            .unwrap()
+            .len(),
+        1
+    );
+    // Three threads busy: a new request gets the one idle thread, whole.
+    let gates: Vec<_> = (0..3).map(|_| block_one(&p)).collect();
+    let hs = p
+        .submit_work(far, cost, 8, |k| chunks(&made, k, 4_000))
+        .unwrap();
+    assert_eq!(hs.len(), 1);
+    for h in hs {
+        h.await.unwrap();
+    }
+    for (g, h) in gates {
+        g.wait();
+        h.await.unwrap();
+    }
+}
+
+/// Occupies one of several threads until the returned barrier is passed.
+fn block_one(p: &Pool) -> (Arc<Barrier>, Handle<()>) {
+    block(p)
+}
+
+#[tokio::test]
+async fn the_hard_cap_counts_requests_not_chunks() {
+    let p = pool(1, 2);
+    let (gate, running) = block(&p);
+    let far = Instant::now() + Duration::from_secs(60);
+    let made = Arc::new(AtomicUsize::new(0));
+    let cost = Cost {
+        class: COUNT,
+        units: 8,
+    };
+    // Two requests of four forced chunks each: eight tasks, two requests, both fit.
+    let a = p
+        .submit_work(far, cost, 1, |_| chunks(&made, 4, 8))
+        .unwrap();
+    let b = p
+        .submit_work(far, cost, 1, |_| chunks(&made, 4, 8))
+        .unwrap();
+    assert_eq!(p.stats().queue_depth, 2);
+    let c = p.submit_work(far, cost, 1, |_| chunks(&made, 4, 8));
+    assert!(matches!(c, Err(SubmitError::Full(2))), "{c:?}");
+    gate.wait();
+    running.await.unwrap();
+    for h in a.into_iter().chain(b) {
+        h.await.unwrap();
+    }
+    assert_eq!(p.stats().queue_depth, 0);
 }

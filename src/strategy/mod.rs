@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::work::{Chunk, Stopped, Work, combine};
 
-pub use self::pool::PoolStrategy;
+pub use self::pool::{PoolStrategy, Split};
 pub use blocking::Blocking;
 pub use inline::Inline;
 pub use queue::QueueStrategy;
@@ -82,6 +82,8 @@ pub enum Outcome {
 pub enum ExecError {
     #[error("no capacity for more work now")]
     Overloaded { retry_after_secs: u64 },
+    #[error("{}", late_message(.0))]
+    Late(crate::admission::Late),
     #[error("the compute service failed: {0}")]
     BadGateway(String),
     #[error("the job queue is unavailable: {0}")]
@@ -166,12 +168,53 @@ impl Strategy {
         }
     }
 
+    /// Adds what `/health` says of the strategy's capacity: a compute service's `capacity`
+    /// (requests it admits at once) and `threads`, which a remote gateway sizes its sending
+    /// by; a pool's threads and predicted wait.
+    pub fn describe_capacity(&self, body: &mut serde_json::Value) {
+        match self {
+            Strategy::Rayon(r) => {
+                body["capacity"] = r.max_inflight().into();
+                body["threads"] = r.threads().into();
+            }
+            Strategy::Pool(p) => {
+                body["threads"] = p.pool().threads().into();
+                body["predicted_wait_s"] = p.pool().predicted_wait().as_secs_f64().into();
+            }
+            Strategy::Remote(r) => {
+                body["predicted_wait_s"] = r.predicted_wait().as_secs_f64().into();
+            }
+            _ => {}
+        }
+    }
+
     /// Stops intake and waits up to `grace` for work in hand to finish.
     pub fn drain(&self, grace: Duration) {
         if let Strategy::Pool(p) = self
             && !p.pool().drain(grace)
         {
             tracing::warn!(?grace, "pool threads still busy after the grace period");
+        }
+    }
+}
+
+fn late_message(late: &crate::admission::Late) -> String {
+    format!(
+        "the work ahead would take {:.2} s; this request would not finish before its deadline",
+        late.wait.as_secs_f64()
+    )
+}
+
+impl ExecError {
+    /// The `Retry-After` seconds of a 503, when this error is one.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ExecError::Overloaded { retry_after_secs } => Some(*retry_after_secs),
+            ExecError::Late(late) => Some(crate::admission::retry_after_secs(late.retry_after)),
+            ExecError::Unavailable(_) | ExecError::NoThread(_) | ExecError::ShuttingDown => {
+                Some(RETRY_AFTER_SECS)
+            }
+            _ => None,
         }
     }
 }

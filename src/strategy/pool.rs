@@ -1,6 +1,8 @@
-//! `pool`: offload's piscina. Each request's work is split into chunks that run on a fixed
-//! set of threads fed by a bounded queue; a full queue answers 503 at once, a deadline that
-//! passes while a chunk waits drops it unrun, and a client that goes away cancels its chunks.
+//! `pool`: offload's piscina. A fixed set of threads fed by a queue admitted by deadline: a
+//! request predicted to miss its deadline answers 503 at once, with the predicted time as
+//! `Retry-After`. A request is split into chunks only while threads would otherwise idle
+//! (`--split N` forces N). A deadline that passes while a chunk waits drops it unrun, and a
+//! client that goes away cancels its chunks.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,16 +15,22 @@ use crate::work::Work;
 #[derive(Debug)]
 pub struct PoolStrategy {
     pool: Arc<Pool>,
-    /// Chunks per request.
-    split: usize,
+    split: Split,
+}
+
+/// How a request's work is split into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Into as many chunks as there are idle threads, at most this many: low latency when
+    /// the pool is light, no splitting overhead when it is saturated.
+    Adaptive(usize),
+    /// Always into this many chunks (`--split N`).
+    Fixed(usize),
 }
 
 impl PoolStrategy {
-    pub fn new(pool: Arc<Pool>, split: usize) -> PoolStrategy {
-        PoolStrategy {
-            pool,
-            split: split.max(1),
-        }
+    pub fn new(pool: Arc<Pool>, split: Split) -> PoolStrategy {
+        PoolStrategy { pool, split }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -30,24 +38,34 @@ impl PoolStrategy {
     }
 
     /// # Errors
-    /// [`ExecError::Overloaded`] when the queue is full; [`ExecError::Expired`] past the
+    /// [`ExecError::Late`] when it is predicted to miss its deadline;
+    /// [`ExecError::Overloaded`] when the queue is at its cap; [`ExecError::Expired`] past the
     /// deadline; [`ExecError::Panicked`] when a chunk panicked.
     pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
         let handed_off = Instant::now();
-        let tasks = work
-            .chunks(self.split)
-            .into_iter()
-            .map(|c| move |stop: &dyn Fn() -> bool| run_chunk(&c, stop))
-            .collect();
-        let handles = self
-            .pool
-            .submit_all(Some(deadline), tasks)
-            .map_err(|e| match e {
-                SubmitError::Full(_) => ExecError::Overloaded {
-                    retry_after_secs: super::RETRY_AFTER_SECS,
-                },
-                SubmitError::ShuttingDown => ExecError::ShuttingDown,
-            })?;
+        let chunked = |k: usize| {
+            work.chunks(k)
+                .into_iter()
+                .map(|c| {
+                    (c.units(), move |stop: &dyn Fn() -> bool| {
+                        run_chunk(&c, stop)
+                    })
+                })
+                .collect()
+        };
+        let submitted = match self.split {
+            Split::Adaptive(max) => self.pool.submit_work(deadline, work.cost(), max, chunked),
+            Split::Fixed(k) => self
+                .pool
+                .submit_work(deadline, work.cost(), 1, |_| chunked(k)),
+        };
+        let handles = submitted.map_err(|e| match e {
+            SubmitError::Full(_) => ExecError::Overloaded {
+                retry_after_secs: super::RETRY_AFTER_SECS,
+            },
+            SubmitError::Late(late) => ExecError::Late(late),
+            SubmitError::ShuttingDown => ExecError::ShuttingDown,
+        })?;
         let mut outcomes = Vec::with_capacity(handles.len());
         // If this future is dropped (client gone, deadline), the remaining handles drop with
         // it and their chunks are skipped or stopped.

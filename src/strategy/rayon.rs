@@ -2,6 +2,11 @@
 //! work in parallel, behind an admission limit (`--max-inflight`), so that past the limit a
 //! request is refused at once (503) instead of piling up without bound. The seed's service
 //! wrapped rayon in spawn_blocking with no limit at all.
+//!
+//! Requests run in arrival order: at most one request per rayon thread is on rayon at once,
+//! and the rest wait their turn in a FIFO (tokio's semaphore is fair). Handing rayon all
+//! admitted requests at once lets its work stealing finish them in any order: at `-c 100`
+//! that put p99 at 8x p50.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,15 +21,28 @@ use crate::work::Work;
 pub struct Rayon {
     permits: Arc<Semaphore>,
     max_inflight: usize,
+    /// Turns on rayon, one per thread, taken in arrival order.
+    turns: Arc<Semaphore>,
+    threads: usize,
 }
 
 impl Rayon {
-    pub fn new(max_inflight: usize) -> Rayon {
+    /// `threads`: rayon's threads; `max_inflight`: requests admitted (running or waiting
+    /// their turn).
+    pub fn new(threads: usize, max_inflight: usize) -> Rayon {
         let max_inflight = max_inflight.max(1);
+        let threads = threads.max(1);
         Rayon {
             permits: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
+            turns: Arc::new(Semaphore::new(threads)),
+            threads,
         }
+    }
+
+    /// rayon's threads.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Requests being worked on now.
@@ -48,6 +66,12 @@ impl Rayon {
                     retry_after_secs: RETRY_AFTER_SECS,
                 })?;
         let handed_off = Instant::now();
+        let turn = self
+            .turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ExecError::ShuttingDown)?;
         let cancel = Cancel::default();
         let _guard = cancel.guard();
         let stop = stop_check(cancel.clone(), deadline);
@@ -59,6 +83,7 @@ impl Rayon {
             let start = Instant::now();
             let r = work.run_parallel(&stop);
             let end = Instant::now();
+            drop(turn);
             drop(permit);
             let _ = tx.send((r, start, end));
         });

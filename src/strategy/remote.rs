@@ -1,19 +1,24 @@
 //! `remote`: each request is forwarded over pooled keep-alive HTTP to one of several
 //! `offload compute` services, the Rust microservice of the seed.
 //!
-//! Balancing: least outstanding requests, ties broken round-robin. Heavy requests differ in
-//! cost and backends in speed; counting what each backend still owes adapts to both, where
-//! plain round-robin keeps feeding a slow or overloaded backend its full share.
+//! The gateway queues instead of bouncing. Each backend gets no more requests at once than
+//! its limit: the capacity it reports on `/health`, lowered while the backend says its own
+//! queue runs long (see [`Limit`]). The rest wait in the gateway, in arrival order, under the
+//! same deadline admission as the pool: a request predicted not to finish in time is refused
+//! at once with 503 and a `Retry-After` from the prediction. A waiting request goes to the
+//! backend with the most free room the moment one frees up.
 //!
 //! Failures: a backend that refuses the connection (nothing was sent) is marked down and the
-//! request is retried once on another, as is one that answered 503 (nothing ran); any other transport error answers 502 (the request
-//! may have run). A backend marked down gets no traffic until the health checker sees it
-//! answer `/health` again. When no other backend can take it, a backend's 503 passes through with its `Retry-After`; at the
-//! deadline the gateway stops waiting (504) and drops the connection, which tells the compute
-//! service to stop the work.
+//! request goes to another, if one is up. A backend's 503 (nothing ran; another gateway may
+//! share it) halves its limit and the request waits its turn again, first in line, while its
+//! deadline allows. Any other transport error answers 502 (the request may have run). A
+//! backend marked down gets no traffic until the health checker sees it answer `/health`
+//! again; at the deadline the gateway stops waiting (504) and drops the connection, which
+//! tells the compute service to stop the work.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -22,8 +27,10 @@ use hyper::{Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
 
 use super::{Done, ExecError, RETRY_AFTER_SECS};
+use crate::admission::{self, Cost, CostModel};
 use crate::metrics::{Counter, Histogram, header, sample};
 use crate::work::Work;
 
@@ -36,6 +43,8 @@ pub struct RemoteConfig {
     pub health_interval: Duration,
     /// How long a connection attempt may take before the backend counts as down.
     pub connect_timeout: Duration,
+    /// Hard cap on requests waiting in the gateway (the deadline decides first).
+    pub max_queue: usize,
 }
 
 /// One compute service and what the gateway knows of it.
@@ -45,7 +54,6 @@ pub struct Backend {
     compute: Uri,
     health: Uri,
     up: AtomicBool,
-    outstanding: AtomicUsize,
     ok: Counter,
     failed: Counter,
     refused: Counter,
@@ -58,17 +66,79 @@ pub struct Backend {
 pub struct Remote {
     backends: Arc<[Backend]>,
     client: Client<HttpConnector, Full<Bytes>>,
-    next: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
 }
 
-/// Decrements a backend's outstanding count however the request ends.
-struct Outstanding<'a>(&'a Backend);
+/// The gateway's queue and each backend's room: who may send to which backend, and when.
+#[derive(Debug)]
+struct Gate {
+    state: Mutex<GateState>,
+    backends: Arc<[Backend]>,
+    /// Time per unit of work a request holds a backend's place, and the work admitted.
+    model: CostModel,
+    max_queue: usize,
+    next: AtomicUsize,
+    late: Counter,
+    full: Counter,
+    retried: Counter,
+}
 
-impl Drop for Outstanding<'_> {
-    fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Relaxed);
+#[derive(Debug)]
+struct GateState {
+    waiting: VecDeque<oneshot::Sender<usize>>,
+    room: Vec<Limit>,
+}
+
+/// How many requests one backend gets at once.
+///
+/// Netflix's concurrency-limits and Envoy's adaptive concurrency compare each round trip
+/// with the smallest one seen. That fits backends whose round trip at low load is their
+/// service time; a compute service splits a lone request across all its threads, so its
+/// idle round trip is a fraction of its loaded one, and that gradient would shrink the
+/// limit to a handful and idle most of a big machine. The compute service says directly
+/// how long each request queued inside it (`wait_us`) and ran (`run_us`). At its capacity
+/// (two per thread) a request waits about one run. The gateway keeps a moving average of
+/// wait over run; when it stays above [`QUEUE_RATIO_HIGH`] the backend is slower than it
+/// said or shared with other gateways, and the limit shrinks by a twentieth (never below
+/// the backend's thread count, which a 503 alone can go under). While the limit is what
+/// holds requests back and the ratio is normal, it grows back by one per limit's worth of
+/// answers, never past the capacity. A 503 halves it.
+#[derive(Debug, Clone)]
+struct Limit {
+    /// Requests sent and not yet answered.
+    outstanding: usize,
+    /// The latency-adjusted limit, 1..=capacity.
+    limit: f64,
+    /// What the backend reported on `/health` (1 until it has).
+    capacity: usize,
+    /// The backend's threads, as reported (1 until known).
+    threads: usize,
+    /// Whether `capacity` came from the backend.
+    known: bool,
+    /// Moving average of the backend's wait over run.
+    queue_ratio: f64,
+}
+
+impl Limit {
+    fn room(&self) -> usize {
+        (self.limit.floor() as usize)
+            .max(1)
+            .saturating_sub(self.outstanding)
     }
 }
+
+/// Wait over run, averaged, past which a backend queues more than its capacity implies.
+const QUEUE_RATIO_HIGH: f64 = 2.0;
+/// Below this average, a limit-bound backend may take one more.
+const QUEUE_RATIO_OK: f64 = 1.5;
+
+/// Added to a backend's run time when judging its wait: timer and scheduling noise on a
+/// busy machine, so tiny requests do not read as long queues.
+const WAIT_SLACK: Duration = Duration::from_millis(2);
+/// The first pause before a request refused by a busy backend asks again; doubles per try.
+const RETRY_PAUSE: Duration = Duration::from_millis(10);
+/// The longest pause between such tries.
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 impl Remote {
     /// Builds the client and starts the health checker on the current runtime.
@@ -97,7 +167,6 @@ impl Remote {
                 health: parse("/health")?,
                 base,
                 up: AtomicBool::new(true),
-                outstanding: AtomicUsize::new(0),
                 ok: Counter::default(),
                 failed: Counter::default(),
                 refused: Counter::default(),
@@ -111,10 +180,35 @@ impl Remote {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
+        let backends: Arc<[Backend]> = backends.into();
+        let room = vec![
+            Limit {
+                outstanding: 0,
+                limit: 1.0,
+                capacity: 1,
+                threads: 1,
+                known: false,
+                queue_ratio: 1.0,
+            };
+            backends.len()
+        ];
+        let gate = Arc::new(Gate {
+            state: Mutex::new(GateState {
+                waiting: VecDeque::new(),
+                room,
+            }),
+            backends: backends.clone(),
+            model: CostModel::default(),
+            max_queue: config.max_queue.max(1),
+            next: AtomicUsize::new(0),
+            late: Counter::default(),
+            full: Counter::default(),
+            retried: Counter::default(),
+        });
         let remote = Remote {
-            backends: backends.into(),
+            backends,
             client,
-            next: Arc::new(AtomicUsize::new(0)),
+            gate,
         };
         tokio::spawn(remote.clone().check_health(config.health_interval));
         Ok(remote)
@@ -125,50 +219,70 @@ impl Remote {
         &self.backends
     }
 
-    /// # Errors
-    /// [`ExecError::BadGateway`] when no backend could be reached or one failed;
-    /// [`ExecError::Overloaded`] when the backend said 503; [`ExecError::Expired`] past
-    /// the deadline.
-    pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
-        let body = Bytes::from(work.to_json().to_string());
-        let first = self.pick(None);
-        match self.forward(first, body.clone(), deadline).await {
-            // Nothing ran: one more try on another backend, if there is one.
-            Err(e @ (Attempt::Refused(_) | Attempt::Overloaded(_))) => {
-                let second = self.pick(Some(first));
-                if second == first {
-                    return Err(e.into_exec());
-                }
-                self.forward(second, body, deadline)
-                    .await
-                    .map_err(Attempt::into_exec)
-            }
-            other => other.map_err(Attempt::into_exec),
-        }
+    /// The predicted wait of a request arriving now.
+    pub fn predicted_wait(&self) -> Duration {
+        let st = self.gate.state.lock().expect("gate lock");
+        self.gate.wait(&st)
     }
 
-    /// Least outstanding among the backends that are up (all of them if none is), skipping
-    /// `avoid`; ties go round-robin.
-    fn pick(&self, avoid: Option<usize>) -> usize {
-        let n = self.backends.len();
-        let start = self.next.fetch_add(1, Relaxed);
-        let any_up = self
-            .backends
-            .iter()
-            .enumerate()
-            .any(|(i, b)| Some(i) != avoid && b.up.load(Relaxed));
-        (0..n)
-            .map(|k| (start + k) % n)
-            .filter(|&i| Some(i) != avoid || n == 1)
-            .filter(|&i| !any_up || self.backends[i].up.load(Relaxed))
-            .min_by_key(|&i| self.backends[i].outstanding.load(Relaxed))
-            .unwrap_or(0)
+    /// # Errors
+    /// [`ExecError::Late`] when it is predicted to miss its deadline; [`ExecError::Overloaded`]
+    /// at the gateway queue's cap, or when backends stayed busy until too close to the
+    /// deadline; [`ExecError::BadGateway`] when no backend could be reached or one failed;
+    /// [`ExecError::Expired`] past the deadline.
+    pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
+        let body = Bytes::from(work.to_json().to_string());
+        let cost = work.cost();
+        let admitted = self.gate.admit(cost, deadline)?;
+        let mut pause = RETRY_PAUSE;
+        let mut first_in_line = false;
+        loop {
+            let slot = admitted
+                .gate
+                .enqueue(first_in_line)
+                .take()
+                .await
+                .ok_or(ExecError::ShuttingDown)?;
+            let start = Instant::now();
+            match self.forward(slot.backend, body.clone(), deadline).await {
+                Ok(done) => {
+                    self.gate.answered(&slot, cost, start.elapsed(), done);
+                    return Ok(done);
+                }
+                // Nothing was sent: another backend may take it, if one is up.
+                Err(Attempt::Refused(e)) => {
+                    let i = slot.backend;
+                    drop(slot);
+                    if !self
+                        .backends
+                        .iter()
+                        .enumerate()
+                        .any(|(j, b)| j != i && b.is_up())
+                    {
+                        return Err(ExecError::BadGateway(e));
+                    }
+                }
+                // Nothing ran: the backend is busier than its limit said (it may be shared).
+                Err(Attempt::Overloaded(retry)) => {
+                    self.gate.overloaded(&slot);
+                    drop(slot);
+                    if Instant::now() + pause >= deadline {
+                        return Err(ExecError::Overloaded {
+                            retry_after_secs: retry,
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+                Err(e) => return Err(e.into_exec()),
+            }
+            self.gate.retried.add(1);
+            first_in_line = true;
+        }
     }
 
     async fn forward(&self, i: usize, body: Bytes, deadline: Instant) -> Result<Done, Attempt> {
         let b = &self.backends[i];
-        b.outstanding.fetch_add(1, Relaxed);
-        let _out = Outstanding(b);
         let start = Instant::now();
         let req = Request::post(b.compute.clone())
             .header("content-type", "application/json")
@@ -246,15 +360,36 @@ impl Remote {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for b in self.backends.iter() {
+            for (i, b) in self.backends.iter().enumerate() {
                 let req = Request::get(b.health.clone()).body(Full::new(Bytes::new()));
                 let Ok(req) = req else { continue };
-                let ok = matches!(
-                    tokio::time::timeout(interval.max(Duration::from_millis(100)), self.client.request(req)).await,
-                    Ok(Ok(r)) if r.status() == StatusCode::OK
-                );
+                let answer = async {
+                    let r = self.client.request(req).await.ok()?;
+                    if r.status() != StatusCode::OK {
+                        return None;
+                    }
+                    let bytes = r.into_body().collect().await.ok()?.to_bytes();
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    Some(
+                        v["capacity"]
+                            .as_u64()
+                            .map(|c| (c, v["threads"].as_u64().unwrap_or(1))),
+                    )
+                };
+                let answer = tokio::time::timeout(interval.max(Duration::from_millis(100)), answer)
+                    .await
+                    .ok()
+                    .flatten();
+                let ok = answer.is_some();
+                if let Some(Some((capacity, threads))) = answer {
+                    self.gate
+                        .set_capacity(i, capacity as usize, threads as usize);
+                }
                 if ok != b.up.swap(ok, Relaxed) {
                     tracing::info!(backend = %b.base, up = ok, "compute service health changed");
+                    // A backend back up may take requests that wait.
+                    self.gate
+                        .dispatch(&mut self.gate.state.lock().expect("gate lock"));
                 }
             }
         }
@@ -282,14 +417,44 @@ impl Remote {
             "gauge",
             "Requests sent to the compute service and not yet answered.",
         );
-        for b in self.backends.iter() {
+        let room = self.gate.state.lock().expect("gate lock").room.clone();
+        for (b, r) in self.backends.iter().zip(&room) {
             sample(
                 out,
                 "offload_backend_outstanding",
                 &format!("backend=\"{}\"", b.base),
-                b.outstanding.load(Relaxed),
+                r.outstanding,
             );
         }
+        header(
+            out,
+            "offload_backend_limit",
+            "gauge",
+            "Requests the gateway sends the compute service at once (latency-adjusted).",
+        );
+        for (b, r) in self.backends.iter().zip(&room) {
+            sample(
+                out,
+                "offload_backend_limit",
+                &format!("backend=\"{}\"", b.base),
+                format!("{:.2}", r.limit),
+            );
+        }
+        header(
+            out,
+            "offload_backend_capacity",
+            "gauge",
+            "Requests the compute service said it admits at once (/health).",
+        );
+        for (b, r) in self.backends.iter().zip(&room) {
+            sample(
+                out,
+                "offload_backend_capacity",
+                &format!("backend=\"{}\"", b.base),
+                r.capacity,
+            );
+        }
+        self.gate.render_metrics(out);
         header(
             out,
             "offload_backend_requests_total",
@@ -375,4 +540,234 @@ fn parse_done(bytes: &[u8]) -> Option<Done> {
         wait: Duration::from_micros(v["wait_us"].as_u64()?),
         run: Duration::from_micros(v["run_us"].as_u64()?),
     })
+}
+
+impl Gate {
+    /// Backends that may get requests: those up, or all when none is (so a request still
+    /// finds out, and answers 502 at once rather than waiting for nothing).
+    fn eligible(&self) -> impl Iterator<Item = usize> + '_ {
+        let any_up = self.backends.iter().any(Backend::is_up);
+        (0..self.backends.len()).filter(move |&i| !any_up || self.backends[i].is_up())
+    }
+
+    /// The predicted wait of a request arriving now: zero when a backend has room and nobody
+    /// waits; otherwise the time all admitted work holds the backends' places, over them.
+    fn wait(&self, st: &GateState) -> Duration {
+        let free = self.eligible().any(|i| st.room[i].room() > 0);
+        if free && st.waiting.is_empty() {
+            return Duration::ZERO;
+        }
+        let places: f64 = self
+            .eligible()
+            .map(|i| st.room[i].limit.max(1.0))
+            .sum::<f64>()
+            .max(1.0);
+        self.model.backlog().div_f64(places)
+    }
+
+    /// Deadline admission: counts the request in the model, or refuses it at once.
+    fn admit(&self, cost: Cost, deadline: Instant) -> Result<Admitted<'_>, ExecError> {
+        let st = self.state.lock().expect("gate lock");
+        if st.waiting.len() >= self.max_queue {
+            self.full.add(1);
+            return Err(ExecError::Overloaded {
+                retry_after_secs: RETRY_AFTER_SECS,
+            });
+        }
+        let wait = self.wait(&st);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if let Err(late) = admission::judge(wait, self.model.estimate(cost), remaining) {
+            self.late.add(1);
+            return Err(ExecError::Late(late));
+        }
+        self.model.admit(cost);
+        Ok(Admitted { gate: self, cost })
+    }
+
+    /// Joins the line (at its head for a request sent back by a busy backend).
+    fn enqueue(&self, first: bool) -> SlotWait<'_> {
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.state.lock().expect("gate lock");
+        if first {
+            st.waiting.push_front(tx);
+        } else {
+            st.waiting.push_back(tx);
+        }
+        self.dispatch(&mut st);
+        SlotWait {
+            rx: Some(rx),
+            gate: self,
+        }
+    }
+
+    /// Hands free places to waiting requests, in arrival order, each to the backend with the
+    /// most room (ties in turn).
+    fn dispatch(&self, st: &mut GateState) {
+        let n = self.backends.len();
+        while !st.waiting.is_empty() {
+            let start = self.next.fetch_add(1, Relaxed);
+            let best = self
+                .eligible()
+                .map(|i| ((i + n - start % n) % n, i))
+                .filter(|&(_, i)| st.room[i].room() > 0)
+                .max_by_key(|&(order, i)| (st.room[i].room(), std::cmp::Reverse(order)))
+                .map(|(_, i)| i);
+            let Some(i) = best else { return };
+            let tx = st.waiting.pop_front().expect("not empty");
+            if tx.is_closed() {
+                continue; // its client left while it waited
+            }
+            st.room[i].outstanding += 1;
+            if tx.send(i).is_err() {
+                st.room[i].outstanding -= 1;
+            }
+        }
+    }
+
+    fn release(&self, i: usize) {
+        let mut st = self.state.lock().expect("gate lock");
+        st.room[i].outstanding = st.room[i].outstanding.saturating_sub(1);
+        self.dispatch(&mut st);
+    }
+
+    /// Learns from an answer: the time a unit of work held a place, and whether the backend
+    /// queued more than it should (see [`Limit`]).
+    fn answered(&self, slot: &Slot<'_>, cost: Cost, took: Duration, done: Done) {
+        self.model.observe(cost.class, cost.units, took);
+        let mut st = self.state.lock().expect("gate lock");
+        let r = &mut st.room[slot.backend];
+        let saturated = r.outstanding >= (r.limit.floor() as usize).max(1);
+        let ratio = done.wait.as_secs_f64() / (done.run + WAIT_SLACK).as_secs_f64();
+        r.queue_ratio += 0.1 * (ratio - r.queue_ratio);
+        if r.queue_ratio > QUEUE_RATIO_HIGH {
+            let floor = (r.threads as f64).min(r.limit);
+            r.limit = (r.limit * 0.95).max(floor).max(1.0);
+            r.queue_ratio = 1.0; // judge the smaller limit on fresh answers
+        } else if saturated && r.queue_ratio < QUEUE_RATIO_OK {
+            r.limit = (r.limit + 1.0 / r.limit).min(r.capacity as f64);
+        }
+    }
+
+    /// A backend said 503: it has less room than its limit said.
+    fn overloaded(&self, slot: &Slot<'_>) {
+        let mut st = self.state.lock().expect("gate lock");
+        let r = &mut st.room[slot.backend];
+        r.limit = (r.limit / 2.0).max(1.0);
+    }
+
+    /// What a backend's `/health` said it admits at once.
+    fn set_capacity(&self, i: usize, capacity: usize, threads: usize) {
+        let capacity = capacity.max(1);
+        let mut st = self.state.lock().expect("gate lock");
+        let r = &mut st.room[i];
+        r.threads = threads.clamp(1, capacity);
+        if r.known && r.capacity == capacity {
+            return;
+        }
+        r.limit = if r.known {
+            r.limit.min(capacity as f64)
+        } else {
+            capacity as f64
+        };
+        (r.capacity, r.known) = (capacity, true);
+        self.dispatch(&mut st);
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        let (depth, wait) = {
+            let st = self.state.lock().expect("gate lock");
+            (st.waiting.len(), self.wait(&st))
+        };
+        header(
+            out,
+            "offload_remote_queue_depth",
+            "gauge",
+            "Requests waiting in the gateway for a compute service's place.",
+        );
+        sample(out, "offload_remote_queue_depth", "", depth);
+        header(
+            out,
+            "offload_remote_predicted_wait_seconds",
+            "gauge",
+            "Predicted wait of a request arriving now.",
+        );
+        sample(
+            out,
+            "offload_remote_predicted_wait_seconds",
+            "",
+            format!("{:.6}", wait.as_secs_f64()),
+        );
+        header(
+            out,
+            "offload_remote_requests_total",
+            "counter",
+            "Gateway decisions: refused as late, refused at the cap, sent again.",
+        );
+        for (outcome, c) in [
+            ("late", &self.late),
+            ("full", &self.full),
+            ("retried", &self.retried),
+        ] {
+            sample(
+                out,
+                "offload_remote_requests_total",
+                &format!("outcome=\"{outcome}\""),
+                c.get(),
+            );
+        }
+    }
+}
+
+/// An admitted request: counted in the gate's model until it ends, however it ends.
+struct Admitted<'a> {
+    gate: &'a Gate,
+    cost: Cost,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.gate.model.finish(self.cost);
+    }
+}
+
+/// A place in the gateway's line; dropping it (client gone, deadline) leaves the line, and
+/// gives back a place that was handed over but not taken.
+struct SlotWait<'a> {
+    rx: Option<oneshot::Receiver<usize>>,
+    gate: &'a Gate,
+}
+
+impl<'a> SlotWait<'a> {
+    /// Waits for a backend's place; `None` only when the gateway is going away.
+    async fn take(mut self) -> Option<Slot<'a>> {
+        let got = self.rx.as_mut()?.await.ok();
+        self.rx = None;
+        got.map(|backend| Slot {
+            backend,
+            gate: self.gate,
+        })
+    }
+}
+
+impl Drop for SlotWait<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(i) = rx.try_recv() {
+                self.gate.release(i);
+            }
+        }
+    }
+}
+
+/// A place at backend `backend`, given back when dropped.
+struct Slot<'a> {
+    backend: usize,
+    gate: &'a Gate,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.gate.release(self.backend);
+    }
 }

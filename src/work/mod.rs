@@ -30,6 +30,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order of [`Kind::class`].
+    pub const ALL: [Kind; 4] = [Kind::Count, Kind::Primes, Kind::Hash, Kind::Fault];
+
+    /// The kind's index for the admission model (`crate::admission::CLASSES` of them).
+    pub fn class(self) -> usize {
+        self as usize
+    }
+
     /// The name used in specs and responses.
     pub fn name(self) -> &'static str {
         match self {
@@ -158,12 +166,25 @@ impl Work {
             .collect()
     }
 
+    /// The request's size as the admission model sees it.
+    pub fn cost(&self) -> crate::admission::Cost {
+        crate::admission::Cost {
+            class: self.kind.class(),
+            units: self.n,
+        }
+    }
+
     fn chunk(&self, range: Range<u64>) -> Chunk {
         Chunk { work: *self, range }
     }
 }
 
 impl Chunk {
+    /// The chunk's units of work.
+    pub fn units(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
     /// Runs this chunk on the calling thread, checking `stop` now and then (every few
     /// milliseconds of work), so a deadline or a gone client can cut it short.
     ///

@@ -1,0 +1,175 @@
+//! Admission by deadline: accept a request unless it cannot finish before its deadline,
+//! predicted from the work already admitted and the measured time per unit of each kind of
+//! work. No HTTP in it: the pool and the remote strategy's gateway queue both use it.
+//!
+//! The model counts *slot time*: how long one unit of work holds one slot (a pool thread, or
+//! one request's place at a compute service), measured on the slots themselves while they are
+//! as busy as they are. So the prediction needs no idea of core counts or turbo: 16 threads
+//! on 2 cores measure eight times the time per unit, and divided by 16 slots give the right
+//! wait. A queue length in requests is a guess that is right on one machine only; a wait in
+//! seconds is right on any.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Kinds of work the model keeps apart (their time per unit differs by orders of magnitude).
+pub const CLASSES: usize = 4;
+
+/// Weight of a new measurement in the moving average: about the last ten count.
+const EWMA_WEIGHT: f64 = 0.1;
+
+/// A request's size, as the model sees it: its kind and its units of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    /// Index of the kind of work, below [`CLASSES`].
+    pub class: usize,
+    /// Units of work (iterations, numbers sieved, hashes).
+    pub units: u64,
+}
+
+/// Measured slot time per unit, per class, and the units admitted and not yet finished.
+#[derive(Debug, Default)]
+pub struct CostModel {
+    /// f64 bits of seconds per unit; 0 until the first measurement.
+    secs_per_unit: [AtomicU64; CLASSES],
+    /// Units admitted and not finished (queued or running).
+    outstanding: [AtomicU64; CLASSES],
+}
+
+impl CostModel {
+    /// Records that `units` of `class` held a slot for `took`.
+    pub fn observe(&self, class: usize, units: u64, took: Duration) {
+        if units == 0 || class >= CLASSES {
+            return;
+        }
+        let sample = took.as_secs_f64() / units as f64;
+        let cell = &self.secs_per_unit[class];
+        // A lost update between two racing threads costs one sample; no lock is worth that.
+        let old = f64::from_bits(cell.load(Relaxed));
+        let new = if old == 0.0 {
+            sample
+        } else {
+            old + EWMA_WEIGHT * (sample - old)
+        };
+        cell.store(new.to_bits(), Relaxed);
+    }
+
+    /// Seconds per unit of `class`, once measured.
+    pub fn secs_per_unit(&self, class: usize) -> Option<f64> {
+        let v = f64::from_bits(self.secs_per_unit.get(class)?.load(Relaxed));
+        (v > 0.0).then_some(v)
+    }
+
+    /// Predicted slot time of `cost` (zero while its class is unmeasured: a model that knows
+    /// nothing admits, and the hard cap still bounds the queue).
+    pub fn estimate(&self, cost: Cost) -> Duration {
+        let s = self.secs_per_unit(cost.class).unwrap_or(0.0) * cost.units as f64;
+        Duration::from_secs_f64(s.min(1e6))
+    }
+
+    /// Slot time of everything admitted and not finished.
+    pub fn backlog(&self) -> Duration {
+        (0..CLASSES)
+            .map(|c| {
+                self.estimate(Cost {
+                    class: c,
+                    units: self.outstanding[c].load(Relaxed),
+                })
+            })
+            .sum()
+    }
+
+    /// Counts `cost` as admitted until [`CostModel::finish`].
+    pub fn admit(&self, cost: Cost) {
+        if let Some(o) = self.outstanding.get(cost.class) {
+            o.fetch_add(cost.units, Relaxed);
+        }
+    }
+
+    /// Counts `cost` as finished (done, failed, expired or abandoned).
+    pub fn finish(&self, cost: Cost) {
+        if let Some(o) = self.outstanding.get(cost.class) {
+            let _ = o.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(cost.units)));
+        }
+    }
+
+    /// Units admitted and not finished, per class.
+    pub fn outstanding(&self) -> [u64; CLASSES] {
+        std::array::from_fn(|c| self.outstanding[c].load(Relaxed))
+    }
+}
+
+/// Why a request was refused: it would not finish by its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Late {
+    /// The predicted wait before it could start.
+    pub wait: Duration,
+    /// When a request like it would fit again, as the backlog drains.
+    pub retry_after: Duration,
+}
+
+/// The deadline rule. `wait` is the predicted wait before the request starts, `run` its own
+/// predicted run time, `remaining` the time left to its deadline. A request that would start
+/// at once is always taken (there is nothing to predict from but itself, and its own deadline
+/// still stops it); otherwise it must be predicted to finish in time.
+///
+/// # Errors
+/// [`Late`] with the predicted wait and a retry time when it would not finish in time.
+pub fn judge(wait: Duration, run: Duration, remaining: Duration) -> Result<(), Late> {
+    if wait.is_zero() || wait + run <= remaining {
+        return Ok(());
+    }
+    // The backlog ahead drains at the rate it is predicted to; once `wait + run - remaining`
+    // of it has gone, a request like this one fits.
+    Err(Late {
+        wait,
+        retry_after: (wait + run).saturating_sub(remaining),
+    })
+}
+
+/// Whole seconds for a `Retry-After` header: rounded up, at least 1, at most an hour.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    d.as_secs_f64().ceil().clamp(1.0, 3600.0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn the_model_learns_time_per_unit_and_sums_the_backlog() {
+        let m = CostModel::default();
+        let c = Cost {
+            class: 0,
+            units: 1_000,
+        };
+        assert_eq!(m.estimate(c), Duration::ZERO, "unmeasured: admit");
+        m.observe(0, 1_000, MS(10));
+        assert_eq!(m.estimate(c), MS(10));
+        m.admit(c);
+        m.admit(Cost {
+            class: 0,
+            units: 3_000,
+        });
+        m.admit(Cost { class: 1, units: 5 }); // unmeasured class: adds nothing yet
+        assert_eq!(m.backlog(), MS(40));
+        m.finish(c);
+        assert_eq!(m.backlog(), MS(30));
+        // The average moves toward new measurements, a tenth at a time.
+        m.observe(0, 1_000, MS(20));
+        assert!((m.secs_per_unit(0).unwrap() - 11e-6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn judge_takes_what_fits_and_refuses_the_rest_with_a_retry_time() {
+        assert_eq!(judge(Duration::ZERO, MS(50_000), MS(1_000)), Ok(()));
+        assert_eq!(judge(MS(500), MS(400), MS(1_000)), Ok(()));
+        let late = judge(MS(2_000), MS(500), MS(1_000)).unwrap_err();
+        assert_eq!(late.wait, MS(2_000));
+        assert_eq!(late.retry_after, MS(1_500));
+        assert_eq!(retry_after_secs(late.retry_after), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+}
