@@ -408,12 +408,16 @@ fn worker(shared: &Shared) {
                 q = shared.ready.wait(q).expect("pool queue lock");
             }
         };
-        let cost = task.cost;
         run_task(shared, task);
-        shared.running.fetch_sub(1, Relaxed);
-        if let Some(c) = cost {
-            shared.model.finish(c);
-        }
+    }
+}
+
+/// Counts a task as no longer running or admitted. Called before its reply goes out, so a
+/// client that sends its next request at once finds the pool as free as it is.
+fn settle(shared: &Shared, cost: Option<Cost>) {
+    shared.running.fetch_sub(1, Relaxed);
+    if let Some(c) = cost {
+        shared.model.finish(c);
     }
 }
 
@@ -423,11 +427,13 @@ fn run_task(shared: &Shared, task: Task) {
     // Deadline first: a caller that gave up because its deadline passed counts as expired.
     if task.deadline.is_some_and(|d| d <= start) {
         c.expired.add(1);
+        settle(shared, task.cost);
         let _ = task.reply.send(Err(TaskError::Expired));
         return;
     }
     if task.reply.is_closed() {
         c.cancelled.add(1);
+        settle(shared, task.cost);
         return;
     }
     c.started.add(1);
@@ -459,6 +465,7 @@ fn run_task(shared: &Shared, task: Task) {
             Err(TaskError::Panicked(msg))
         }
     };
+    settle(shared, task.cost);
     let _ = task.reply.send(out);
 }
 

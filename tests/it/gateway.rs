@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use offload::work::{HashParams, Kind, Limits, Work};
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{Proc, count_n_for, get, metric, post_json, request};
+use crate::support::{Proc, count_n_for, crowd, get, metric, post_json, request};
 
 const STRATEGIES: [&str; 4] = ["inline", "spawn", "blocking", "pool"];
 /// Cheap hash settings so the tests stay fast; the result is still argon2id's.
@@ -406,4 +406,69 @@ pub async fn wait_for(addr: std::net::SocketAddr, series: &str, value: f64) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The seed's load on a big machine, made here by oversubscribing: 16 pool threads on this
+/// machine's cores, 100 and then 1,000 connections. Every request is admitted (the work
+/// ahead is well within the deadline) and every result is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_with_16_threads_answers_100_and_1000_connections_exactly() {
+    let _serial = crate::support::exclusive().await;
+    let n = count_n_for(Duration::from_millis(1));
+    let p = serve("pool", &["--threads", "16"]);
+    for conns in [100, 1000] {
+        let seen = crowd(p.addr, conns, 3, move |i| n + i as u64).await;
+        assert_eq!(
+            seen.statuses,
+            [(200, 3 * conns as u64)].into(),
+            "{conns} connections"
+        );
+        assert_eq!(seen.wrong, Vec::<String>::new(), "{conns} connections");
+    }
+    assert_eq!(
+        metric(p.addr, r#"offload_pool_tasks_total{outcome="late"}"#).await,
+        0.0
+    );
+}
+
+/// One thread and a 1.3 s deadline: with 0.8 s running, a second 0.8 s request cannot
+/// finish in time, so it is refused at once with the predicted Retry-After, and none of its
+/// work is queued; once the pool is free, the same request is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_refuses_at_once_what_cannot_meet_its_deadline_and_it_costs_no_work() {
+    let _serial = crate::support::exclusive().await;
+    let long = count_n_for(Duration::from_millis(800));
+    let p = serve("pool", &["--threads", "1", "--timeout", "1300ms"]);
+    let addr = p.addr;
+    // The model learns this machine's time for this very request.
+    assert_eq!(get(addr, &format!("/heavy?n={long}")).await.status, 200);
+    let running = tokio::spawn(async move { get(addr, &format!("/heavy?n={long}")).await });
+    wait_for(addr, r#"offload_pool_tasks_total{outcome="started"}"#, 2.0).await;
+    let submitted = metric(addr, r#"offload_pool_tasks_total{outcome="submitted"}"#).await;
+    let t = Instant::now();
+    let r = get(addr, &format!("/heavy?n={long}")).await;
+    let took = t.elapsed();
+    assert_eq!((r.status, r.code().as_str()), (503, "would_miss_deadline"));
+    assert!(took < Duration::from_millis(200), "refusal took {took:?}");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        metric(addr, r#"offload_pool_tasks_total{outcome="submitted"}"#).await,
+        submitted,
+        "a refused request queued work"
+    );
+    assert_eq!(
+        metric(addr, r#"offload_pool_tasks_total{outcome="late"}"#).await,
+        1.0
+    );
+    let done = running.await.unwrap();
+    assert_eq!(
+        (done.status, done.json()["result"].as_u64()),
+        (200, Some(long))
+    );
+    let again = get(addr, &format!("/heavy?n={long}")).await;
+    assert_eq!(
+        (again.status, again.json()["result"].as_u64()),
+        (200, Some(long))
+    );
 }

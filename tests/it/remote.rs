@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::gateway::{HASH_FLAGS, bad_cases, expected_hash, wait_for};
-use crate::support::{Proc, count_n_for, get, metric, post_json, request};
+use crate::support::{Proc, count_n_for, crowd, get, metric, post_json, request};
 
 fn compute(extra: &[&str]) -> Proc {
     let mut args = vec!["compute"];
@@ -110,20 +110,16 @@ async fn no_backend_answers_502_quickly_and_the_gateway_stays_healthy() {
     assert_eq!(get(g.addr, "/health").await.status, 200);
 }
 
+/// At the deadline the gateway answers 504 and drops the connection; the compute service
+/// sees it go and stops the work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_503_passes_through_and_deadline_gives_504() {
+async fn deadline_gives_504_and_frees_the_compute_work() {
     let _serial = crate::support::exclusive().await;
     let n = count_n_for(Duration::from_secs(3));
     let c = compute(&["--threads", "1", "--max-inflight", "1"]);
     let g = gateway(&[&c], &["--timeout", "500ms"]);
-    let addr = g.addr;
     let t = Instant::now();
-    let long = tokio::spawn(async move { get(addr, &format!("/heavy?n={n}")).await });
-    wait_for(c.addr, "offload_compute_in_flight", 1.0).await;
-    let r = get(g.addr, "/heavy?n=1000").await;
-    assert_eq!((r.status, r.code().as_str()), (503, "overloaded"));
-    assert_eq!(r.headers["retry-after"], "1");
-    let long = long.await.unwrap();
+    let long = get(g.addr, &format!("/heavy?n={n}")).await;
     assert_eq!(
         (long.status, long.code().as_str()),
         (504, "deadline_exceeded")
@@ -133,7 +129,6 @@ async fn backend_503_passes_through_and_deadline_gives_504() {
         "504 came after {:?}",
         t.elapsed()
     );
-    // The compute service saw the gateway go away and stopped the work.
     let mut freed = false;
     for _ in 0..100 {
         if metric(c.addr, "offload_compute_in_flight").await == 0.0 {
@@ -145,6 +140,95 @@ async fn backend_503_passes_through_and_deadline_gives_504() {
     assert!(
         freed && t.elapsed() < Duration::from_secs(2),
         "the abandoned work kept running"
+    );
+}
+
+/// A compute service that admits 4 at once, 200 clients: the gateway never sends it more
+/// than it can take (it never answers 503), the rest wait in the gateway, and every request
+/// gets its exact result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_queues_within_the_backend_capacity() {
+    let _serial = crate::support::exclusive().await;
+    let n = count_n_for(Duration::from_millis(1));
+    let c = compute(&["--max-inflight", "4"]);
+    let g = gateway(&[&c], &[]);
+    wait_for(
+        g.addr,
+        &format!("offload_backend_capacity{{backend=\"http://{}\"}}", c.addr),
+        4.0,
+    )
+    .await;
+    let seen = crowd(g.addr, 200, 3, move |i| n + i as u64).await;
+    assert_eq!(seen.statuses, [(200, 600)].into());
+    assert_eq!(seen.wrong, Vec::<String>::new());
+    let overloaded = format!(
+        "offload_backend_requests_total{{backend=\"http://{}\",outcome=\"overloaded\"}}",
+        c.addr
+    );
+    assert_eq!(metric(g.addr, &overloaded).await, 0.0);
+}
+
+/// With a 0.8 s request on the backend's one place, a second one cannot finish within a
+/// 1.3 s deadline: refused at once, with Retry-After, and never sent to the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_at_once_what_cannot_meet_its_deadline() {
+    let _serial = crate::support::exclusive().await;
+    let long = count_n_for(Duration::from_millis(800));
+    let c = compute(&["--threads", "1", "--max-inflight", "1"]);
+    let g = gateway(&[&c], &["--timeout", "1300ms"]);
+    let addr = g.addr;
+    assert_eq!(get(addr, &format!("/heavy?n={long}")).await.status, 200);
+    let running = tokio::spawn(async move { get(addr, &format!("/heavy?n={long}")).await });
+    wait_for(c.addr, "offload_compute_in_flight", 1.0).await;
+    let handed = metric(c.addr, "offload_work_handed_off_total").await;
+    let t = Instant::now();
+    let r = get(addr, &format!("/heavy?n={long}")).await;
+    let took = t.elapsed();
+    assert_eq!((r.status, r.code().as_str()), (503, "would_miss_deadline"));
+    assert!(took < Duration::from_millis(200), "refusal took {took:?}");
+    assert!(r.headers.contains_key("retry-after"));
+    let done = running.await.unwrap();
+    assert_eq!(
+        (done.status, done.json()["result"].as_u64()),
+        (200, Some(long))
+    );
+    assert_eq!(
+        metric(c.addr, "offload_work_handed_off_total").await,
+        handed,
+        "the refused request reached the backend"
+    );
+}
+
+/// Another client fills the backend behind the gateway's back: its 503 is retried until
+/// the backend has room, and the request succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_503_is_retried_while_the_deadline_allows() {
+    let _serial = crate::support::exclusive().await;
+    let n = count_n_for(Duration::from_millis(600));
+    let c = compute(&["--threads", "1", "--max-inflight", "1"]);
+    let g = gateway(&[&c], &["--timeout", "10s"]);
+    let caddr = c.addr;
+    let direct = tokio::spawn(async move {
+        request(
+            caddr,
+            "POST",
+            "/compute",
+            &[("content-type", "application/json")],
+            format!(r#"{{"work":"count","n":{n}}}"#),
+        )
+        .await
+    });
+    wait_for(c.addr, "offload_compute_in_flight", 1.0).await;
+    let r = get(g.addr, "/heavy?n=1234").await;
+    assert_eq!((r.status, r.json()["result"].as_u64()), (200, Some(1234)));
+    assert_eq!(direct.await.unwrap().status, 200);
+    assert!(
+        metric(
+            g.addr,
+            r#"offload_remote_requests_total{outcome="retried"}"#
+        )
+        .await
+            >= 1.0
     );
 }
 

@@ -220,3 +220,95 @@ pub fn count_n_for(target: Duration) -> u64 {
     }
     ((probe as f64) * target.as_secs_f64() / best.as_secs_f64()) as u64
 }
+
+/// What a crowd of keep-alive clients saw.
+#[derive(Debug, Default)]
+pub struct Crowd {
+    /// Answers by status.
+    pub statuses: std::collections::BTreeMap<u16, u64>,
+    /// 200 answers whose result was not the `n` asked for, and failed exchanges.
+    pub wrong: Vec<String>,
+    /// The slowest answer of each status.
+    pub slowest: std::collections::BTreeMap<u16, Duration>,
+}
+
+/// `conns` clients at once, each on one keep-alive connection, each sending `per_conn`
+/// `GET /heavy?n=...` in a row; the `i`th request overall asks for `n_of(i)`, and every 200
+/// must carry that exact result.
+pub async fn crowd(
+    addr: SocketAddr,
+    conns: usize,
+    per_conn: usize,
+    n_of: impl Fn(usize) -> u64 + Send + Sync + 'static,
+) -> Crowd {
+    let n_of = std::sync::Arc::new(n_of);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let n_of = n_of.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Crowd::default();
+            let stream = match TcpStream::connect(addr).await {
+                Ok(s) => s,
+                Err(e) => {
+                    seen.wrong.push(format!("connect: {e}"));
+                    return seen;
+                }
+            };
+            let Ok((mut send, conn)) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+            else {
+                seen.wrong.push("handshake failed".into());
+                return seen;
+            };
+            tokio::spawn(conn);
+            for k in 0..per_conn {
+                let n = n_of(c * per_conn + k);
+                let req = hyper::Request::get(format!("/heavy?n={n}"))
+                    .header("host", addr.to_string())
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                let t = Instant::now();
+                let answer = async {
+                    let resp = send.send_request(req).await?;
+                    let status = resp.status().as_u16();
+                    let body = resp.into_body().collect().await?.to_bytes();
+                    Ok::<_, hyper::Error>((status, body))
+                };
+                match tokio::time::timeout(Duration::from_secs(60), answer).await {
+                    Ok(Ok((status, body))) => {
+                        let took = t.elapsed();
+                        *seen.statuses.entry(status).or_default() += 1;
+                        let slow = seen.slowest.entry(status).or_default();
+                        *slow = (*slow).max(took);
+                        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                        if status == 200 && v["result"].as_u64() != Some(n) {
+                            seen.wrong.push(format!("n={n}: {v}"));
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        seen.wrong.push(format!("n={n}: {e}"));
+                        return seen;
+                    }
+                    Err(_) => {
+                        seen.wrong.push(format!("n={n}: no answer in 60 s"));
+                        return seen;
+                    }
+                }
+            }
+            seen
+        }));
+    }
+    let mut all = Crowd::default();
+    for t in tasks {
+        let one = t.await.expect("client task");
+        for (s, k) in one.statuses {
+            *all.statuses.entry(s).or_default() += k;
+        }
+        for (s, d) in one.slowest {
+            let slow = all.slowest.entry(s).or_default();
+            *slow = (*slow).max(d);
+        }
+        all.wrong.extend(one.wrong);
+    }
+    all
+}
