@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::work::Work;
@@ -137,6 +138,45 @@ pub fn calibrate_all_cores(
         readings_per_s,
         readings_runs,
     })
+}
+
+/// How the bench calibrates: readings per all-core calibration, the window of each, and the
+/// timed single-thread runs. Three one-second readings take 3 s per calibration, small
+/// against a 12 s strategy, and their median shrugs off one disturbed reading; --quick keeps
+/// two short ones so a smoke run stays quick.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CalibrationPlan {
+    pub reps: usize,
+    pub window: Duration,
+    pub single_thread_reps: usize,
+}
+
+impl CalibrationPlan {
+    pub(super) fn new(quick: bool) -> CalibrationPlan {
+        if quick {
+            CalibrationPlan {
+                reps: 2,
+                window: Duration::from_millis(300),
+                single_thread_reps: 3,
+            }
+        } else {
+            CalibrationPlan {
+                reps: 3,
+                window: Duration::from_secs(1),
+                single_thread_reps: 7,
+            }
+        }
+    }
+
+    /// One all-core calibration, off the async runtime's threads.
+    pub(super) async fn all_cores(self, work: Work, cores: usize) -> anyhow::Result<AllCore> {
+        tokio::task::spawn_blocking(move || {
+            calibrate_all_cores(&work, cores, self.reps, self.window)
+        })
+        .await
+        .context("the calibration task")?
+        .context("calibrating on all cores")
+    }
 }
 
 /// One reading: (whole runs, runs per second) over all threads.

@@ -26,50 +26,12 @@ use crate::load::Progress;
 use crate::work::{self, Kind, Limits, Work};
 
 pub use limit::{Bracket, Calibration, LimitFlag, RunFlag};
+use machine::CalibrationPlan;
 pub use machine::{
     AllCore, CalibrationError, Machine, SingleThread, calibrate_all_cores, calibrate_single_thread,
 };
 pub use report::{Results, SCHEMA as RESULTS_SCHEMA};
 pub use scenario::{QueueRun, StrategyRun};
-
-/// How the bench calibrates: readings per all-core calibration, the window of each, and the
-/// timed single-thread runs. Three one-second readings take 3 s per calibration, small
-/// against a 12 s strategy, and their median shrugs off one disturbed reading; --quick keeps
-/// two short ones so a smoke run stays quick.
-#[derive(Debug, Clone, Copy)]
-struct CalibrationPlan {
-    reps: usize,
-    window: Duration,
-    single_thread_reps: usize,
-}
-
-impl CalibrationPlan {
-    fn new(quick: bool) -> CalibrationPlan {
-        if quick {
-            CalibrationPlan {
-                reps: 2,
-                window: Duration::from_millis(300),
-                single_thread_reps: 3,
-            }
-        } else {
-            CalibrationPlan {
-                reps: 3,
-                window: Duration::from_secs(1),
-                single_thread_reps: 7,
-            }
-        }
-    }
-
-    /// One all-core calibration, off the async runtime's threads.
-    async fn all_cores(self, work: Work, cores: usize) -> anyhow::Result<AllCore> {
-        tokio::task::spawn_blocking(move || {
-            calibrate_all_cores(&work, cores, self.reps, self.window)
-        })
-        .await
-        .context("the calibration task")?
-        .context("calibrating on all cores")
-    }
-}
 
 /// Every strategy, in the order the bench runs them.
 pub const ALL_STRATEGIES: [&str; 6] = ["inline", "spawn", "blocking", "pool", "remote", "queue"];
