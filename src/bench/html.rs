@@ -208,8 +208,9 @@ fn throughput(out: &mut String, r: &Results) {
     let c = &r.calibration;
     let _ = write!(
         out,
-        r#"<text x="{x2}" y="{TOP}" class="tick" text-anchor="end">dashed: all-core limit, {lo:.0}-{hi:.0}/s over the run</text></svg>"#,
+        r#"<text x="{x2}" y="{y}" class="tick" text-anchor="end">dashed: all-core limit, {lo:.0}-{hi:.0}/s over the run</text></svg>"#,
         x2 = W - RIGHT,
+        y = TOP - 3.0,
         lo = c.min_reading_per_s,
         hi = c.max_reading_per_s,
     );

@@ -2,7 +2,9 @@
 //! processes it needs (this same executable), loads `/heavy` while probing `/health`,
 //! samples CPU, memory and threads, follows queued jobs until they are done, stops
 //! everything, and writes a report: a table on the terminal and a folder with raw data,
-//! a Markdown summary and a self-contained HTML page.
+//! a Markdown summary and a self-contained HTML page. The limit each strategy is held
+//! against is the work alone on all cores, calibrated before the first strategy and after
+//! each one (see `limit`).
 
 mod html;
 mod limit;
