@@ -111,12 +111,18 @@ impl Calibration {
     pub fn note(&self) -> Option<String> {
         self.flags.contains(&RunFlag::SingleThreadDisagrees).then(|| {
             format!(
-                "All cores at once ran the work at {:.2}x one idle core's speed each: {} cores x {:.2} ms on one idle thread would say {:.0} req/s, the all-core limit is {:.0} req/s. %limit uses the all-core figure.",
+                "All cores at once ran the work at {:.2}x one idle core's speed each: {} cores x {:.2} ms on one idle thread would say {:.0} req/s, the all-core limit is {:.0} req/s{}. %limit uses the all-core figure.",
                 self.all_core_over_single_thread,
                 self.cores,
                 self.single_thread.median_ms,
                 self.single_thread_limit_per_s,
-                self.limit_per_s
+                self.limit_per_s,
+                // Faster than one idle core is not physics: the one-thread runs were slowed.
+                if self.all_core_over_single_thread > 1.0 {
+                    " (above 1x: the one-thread runs were slowed, likely by something else running then)"
+                } else {
+                    ""
+                }
             )
         })
     }
@@ -316,6 +322,9 @@ mod tests {
             note.starts_with("All cores at once ran the work at 0.56x"),
             "{note}"
         );
+        assert!(!note.contains("above 1x"), "{note}");
+        let slow_single = Calibration::new(2, single.clone(), vec![all_core(600.0)]);
+        assert!(slow_single.note().unwrap().contains("above 1x"));
         let quiet = Calibration::new(2, single, vec![all_core(390.0)]);
         assert!(quiet.flags.is_empty() && quiet.note().is_none());
         assert_eq!(
