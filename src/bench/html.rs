@@ -152,17 +152,19 @@ fn legend(out: &mut String, r: &Results, names: &[&str]) {
     let _ = write!(out, "</figcaption></figure>");
 }
 
-/// Bars of completed/s per strategy (queue: accepted/s beside it), the limit as a line.
+/// Bars of completed/s per strategy (queue: accepted/s beside it); over each bar, its own
+/// limit (the mean of the all-core calibrations before and after it) as a dashed line.
 fn throughput(out: &mut String, r: &Results) {
-    let limit = r.calibration.limit_per_s;
     let axis = Axis::new(
-        r.runs.iter().map(|x| x.completed_per_s).chain([limit]),
+        r.runs
+            .iter()
+            .flat_map(|x| [x.completed_per_s, x.limit.limit_per_s]),
         false,
     );
     frame(
         out,
         "chart-throughput",
-        "Work completed per second, against the physical limit",
+        "Work completed per second, against the all-core limit around each strategy",
         "req/s",
         &axis,
     );
@@ -171,26 +173,46 @@ fn throughput(out: &mut String, r: &Results) {
     for (i, run) in r.runs.iter().enumerate() {
         let x = LEFT + slot * i as f64 + slot * 0.2;
         let y = axis.y(run.completed_per_s);
+        let flagged = if run.limit_flags.is_empty() {
+            ""
+        } else {
+            " (not reliable)"
+        };
         let _ = write!(
             out,
-            r#"<rect class="mark" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"><title>{s}: {v:.0} req/s ({p:.0}% of limit)</title></rect><text x="{tx:.1}" y="{ly}" class="tick" text-anchor="middle">{s}</text><text x="{tx:.1}" y="{vy:.1}" class="tick" text-anchor="middle">{p:.0}%</text>"#,
+            r#"<rect class="mark" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"><title>{s}: {v:.0} req/s ({p:.0}% of {l:.0} req/s, the mean of {b:.0} before and {a:.0} after){flagged}</title></rect><text x="{tx:.1}" y="{ly}" class="tick" text-anchor="middle">{s}</text><text x="{tx:.1}" y="{vy:.1}" class="tick" text-anchor="middle">{cell}</text>"#,
             w = slot * 0.6,
             h = H - BOTTOM - y,
             c = colour(r, &run.strategy),
             s = esc(&run.strategy),
             v = run.completed_per_s,
             p = run.limit_fraction * 100.0,
+            l = run.limit.limit_per_s,
+            b = run.limit.before.limit_per_s,
+            a = run.limit.after.limit_per_s,
+            cell = esc(super::limit::cell(run.limit_fraction, &run.limit_flags).trim_end()),
             tx = x + slot * 0.3,
             ly = H - BOTTOM + 16.0,
-            vy = y - 4.0
+            vy = y.min(axis.y(run.limit.limit_per_s)) - 4.0
+        );
+        let limit_y = axis.y(run.limit.limit_per_s);
+        let _ = write!(
+            out,
+            r#"<line x1="{x1:.1}" x2="{x2:.1}" y1="{limit_y:.1}" y2="{limit_y:.1}" class="limit"><title>{s}: all-core limit {l:.0} req/s</title></line>"#,
+            x1 = x - slot * 0.1,
+            x2 = x + slot * 0.7,
+            s = esc(&run.strategy),
+            l = run.limit.limit_per_s,
         );
     }
-    let ly = axis.y(limit);
+    let c = &r.calibration;
     let _ = write!(
         out,
-        r#"<line x1="{LEFT}" x2="{x2}" y1="{ly:.1}" y2="{ly:.1}" class="limit"/><text x="{x2}" y="{ty:.1}" class="tick" text-anchor="end">limit {limit:.0}/s</text></svg>"#,
+        r#"<text x="{x2}" y="{y}" class="tick" text-anchor="end">dashed: all-core limit, {lo:.0}-{hi:.0}/s over the run</text></svg>"#,
         x2 = W - RIGHT,
-        ty = ly - 4.0
+        y = TOP - 3.0,
+        lo = c.min_reading_per_s,
+        hi = c.max_reading_per_s,
     );
     let names: Vec<&str> = r.runs.iter().map(|x| x.strategy.as_str()).collect();
     legend(out, r, &names);

@@ -1,8 +1,11 @@
-//! What the bench knows of the machine it runs on, and the calibration of the work's
-//! single-thread time, from which the physical limit follows: cores / single-thread time.
+//! What the bench knows of the machine it runs on, and how fast it runs the work: on one
+//! idle thread, and on every core at once. The all-core figure is the physical limit.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::work::Work;
@@ -46,33 +49,218 @@ impl Machine {
     }
 }
 
-/// The work's single-thread time and the limit it implies.
+/// The work's time on one idle thread: what one core does alone, shown beside the limit and
+/// never used as it (one idle core's speed is not the machine's: turbo, SMT siblings and
+/// neighbours all slow cores down once every core is busy).
 #[derive(Debug, Clone, Serialize)]
-pub struct Calibration {
-    /// Every timed run, in milliseconds.
+pub struct SingleThread {
+    /// Every timed run, in milliseconds, in the order taken.
     pub runs_ms: Vec<f64>,
     /// Their median.
-    pub single_thread_ms: f64,
-    /// cores / single-thread time: the most requests per second the machine can complete.
+    pub median_ms: f64,
+}
+
+/// One all-core calibration: the work run on every core at once, several times.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllCore {
+    /// Threads run at once (one per core).
+    pub threads: usize,
+    /// The time window of each reading, in seconds.
+    pub window_s: f64,
+    /// Each reading's throughput in runs of the work per second, in the order taken.
+    pub readings_per_s: Vec<f64>,
+    /// Whole runs counted in each reading (over all threads).
+    pub readings_runs: Vec<u64>,
+    /// The readings' median: the most requests per second the machine completed just then.
     pub limit_per_s: f64,
 }
 
-/// Runs `work` on this thread `reps` times (after one untimed run) and takes the median.
-pub fn calibrate(work: &Work, reps: usize, cores: usize) -> Calibration {
-    let _ = work.run(&|| false);
-    let mut runs: Vec<Duration> = (0..reps.max(1))
+/// Why a calibration could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError {
+    #[error("could not start a calibration thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("a calibration thread panicked")]
+    Panicked,
+}
+
+/// The median (the mean of the middle two for an even count); 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Runs `work` on the calling thread `reps` times (after one untimed run) and takes the
+/// median. It runs on the caller's thread so a caller can pin it to a core.
+pub fn calibrate_single_thread(work: &Work, reps: usize) -> SingleThread {
+    let _ = std::hint::black_box(work.run(&|| false));
+    let runs_ms: Vec<f64> = (0..reps.max(1))
         .map(|_| {
             let t = Instant::now();
             let _ = std::hint::black_box(work.run(&|| false));
-            t.elapsed()
+            t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    let runs_ms: Vec<f64> = runs.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    runs.sort();
-    let median = runs[runs.len() / 2].as_secs_f64().max(1e-9);
-    Calibration {
+    SingleThread {
+        median_ms: median(&runs_ms),
         runs_ms,
-        single_thread_ms: median * 1e3,
-        limit_per_s: cores as f64 / median,
+    }
+}
+
+/// Runs `work` on `threads` OS threads at once for `window`, `reps` times, and takes the
+/// median throughput. No server is involved: this is the most the work itself allows.
+///
+/// # Errors
+/// When a thread cannot be started or panics.
+pub fn calibrate_all_cores(
+    work: &Work,
+    threads: usize,
+    reps: usize,
+    window: Duration,
+) -> Result<AllCore, CalibrationError> {
+    let threads = threads.max(1);
+    let mut readings_per_s = Vec::new();
+    let mut readings_runs = Vec::new();
+    for _ in 0..reps.max(1) {
+        let (runs, per_s) = all_core_reading(work, threads, window)?;
+        readings_runs.push(runs);
+        readings_per_s.push(per_s);
+    }
+    Ok(AllCore {
+        threads,
+        window_s: window.as_secs_f64(),
+        limit_per_s: median(&readings_per_s),
+        readings_per_s,
+        readings_runs,
+    })
+}
+
+/// How the bench calibrates: readings per all-core calibration, the window of each, and the
+/// timed single-thread runs. Three one-second readings take 3 s per calibration, small
+/// against a 12 s strategy, and their median shrugs off one disturbed reading; --quick keeps
+/// two short ones so a smoke run stays quick.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CalibrationPlan {
+    pub reps: usize,
+    pub window: Duration,
+    pub single_thread_reps: usize,
+}
+
+impl CalibrationPlan {
+    pub(super) fn new(quick: bool) -> CalibrationPlan {
+        if quick {
+            CalibrationPlan {
+                reps: 2,
+                window: Duration::from_millis(300),
+                single_thread_reps: 3,
+            }
+        } else {
+            CalibrationPlan {
+                reps: 3,
+                window: Duration::from_secs(1),
+                single_thread_reps: 7,
+            }
+        }
+    }
+
+    /// One all-core calibration, off the async runtime's threads.
+    pub(super) async fn all_cores(self, work: Work, cores: usize) -> anyhow::Result<AllCore> {
+        tokio::task::spawn_blocking(move || {
+            calibrate_all_cores(&work, cores, self.reps, self.window)
+        })
+        .await
+        .context("the calibration task")?
+        .context("calibrating on all cores")
+    }
+}
+
+/// One reading: (whole runs, runs per second) over all threads.
+///
+/// Each thread counts only whole runs and times them exactly: from the common start to the
+/// end of its first run that ends at or past the window, so no run is cut in half and none
+/// is counted outside the time it took. Its rate is runs / that time; the threads' rates
+/// add up. A thread that is done keeps its core busy (uncounted, stopped as soon as all are
+/// done) so the others are timed under the same contention to their end.
+fn all_core_reading(
+    work: &Work,
+    threads: usize,
+    window: Duration,
+) -> Result<(u64, f64), CalibrationError> {
+    // Held for writing while threads start, so they all begin together; `abort` tells them
+    // to leave without running when one could not be started.
+    let gate = RwLock::new(());
+    let abort = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let held = gate.write().unwrap_or_else(PoisonError::into_inner);
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (gate, abort, done) = (&gate, &abort, &done);
+            let spawned = std::thread::Builder::new()
+                .name(format!("calibrate-{i}"))
+                .spawn_scoped(s, move || {
+                    drop(gate.read().unwrap_or_else(PoisonError::into_inner));
+                    if abort.load(Ordering::Acquire) {
+                        return (0, 0.0);
+                    }
+                    // Counts this thread done even if the work panicked, so no other thread
+                    // waits for it forever.
+                    let mark = MarkDone(done);
+                    let start = Instant::now();
+                    let mut runs = 0u64;
+                    let end = loop {
+                        let _ = std::hint::black_box(work.run(&|| false));
+                        runs += 1;
+                        let now = Instant::now();
+                        if now >= start + window {
+                            break now;
+                        }
+                    };
+                    drop(mark);
+                    let all_done = || done.load(Ordering::Acquire) >= threads;
+                    while !all_done() {
+                        let _ = std::hint::black_box(work.run(&all_done));
+                    }
+                    (runs, runs as f64 / (end - start).as_secs_f64().max(1e-9))
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    abort.store(true, Ordering::Release);
+                    drop(held);
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    return Err(CalibrationError::Spawn(e));
+                }
+            }
+        }
+        drop(held);
+        let mut total = (0u64, 0.0f64);
+        let mut panicked = false;
+        for h in handles {
+            match h.join() {
+                Ok((runs, per_s)) => total = (total.0 + runs, total.1 + per_s),
+                Err(_) => panicked = true,
+            }
+        }
+        if panicked {
+            return Err(CalibrationError::Panicked);
+        }
+        Ok(total)
+    })
+}
+
+/// Adds one to the count of threads done when dropped.
+struct MarkDone<'a>(&'a AtomicUsize);
+
+impl Drop for MarkDone<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
     }
 }

@@ -2,9 +2,12 @@
 //! processes it needs (this same executable), loads `/heavy` while probing `/health`,
 //! samples CPU, memory and threads, follows queued jobs until they are done, stops
 //! everything, and writes a report: a table on the terminal and a folder with raw data,
-//! a Markdown summary and a self-contained HTML page.
+//! a Markdown summary and a self-contained HTML page. The limit each strategy is held
+//! against is the work alone on all cores, calibrated before the first strategy and after
+//! each one (see `limit`).
 
 mod html;
+mod limit;
 mod machine;
 mod procs;
 mod report;
@@ -24,7 +27,11 @@ use crate::cli::parse_duration;
 use crate::load::Progress;
 use crate::work::{self, Kind, Limits, Work};
 
-pub use machine::{Calibration, Machine};
+pub use limit::{Bracket, Calibration, LimitFlag, RunFlag};
+use machine::CalibrationPlan;
+pub use machine::{
+    AllCore, CalibrationError, Machine, SingleThread, calibrate_all_cores, calibrate_single_thread,
+};
 pub use report::{Results, SCHEMA as RESULTS_SCHEMA};
 pub use scenario::{QueueRun, StrategyRun};
 
@@ -97,8 +104,6 @@ pub struct Settings {
     pub max_backlog: u64,
     #[serde(serialize_with = "secs")]
     pub drain_timeout: Duration,
-    /// The pool queue given to gateways: room for every connection's chunks.
-    pub max_queue: usize,
     /// Size limits passed to servers so the chosen work is accepted.
     pub limit_flags: Vec<String>,
     pub quick: bool,
@@ -174,7 +179,6 @@ impl BenchArgs {
             Some(q) => q.clone(),
             None => format!("sqlite://{}", out.join("queue.db").display()),
         };
-        let cores = crate::cli::cores();
         Ok((
             Settings {
                 strategies: self.strategies.clone(),
@@ -195,7 +199,6 @@ impl BenchArgs {
                     .max_backlog
                     .unwrap_or(if self.quick { 500 } else { 10_000 }),
                 drain_timeout: self.drain_timeout,
-                max_queue: (self.connections as usize * cores * 2).max(1024),
                 limit_flags,
                 quick: self.quick,
             },
@@ -221,44 +224,79 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(out.join(f));
     }
     let machine = Machine::read();
+    let cores = machine.cores;
+    let plan = CalibrationPlan::new(settings.quick);
     let progress = ProgressLine::new();
-    progress.note(&format!("calibrating {} on one thread", settings.work));
-    let calibration = machine::calibrate(&work, if settings.quick { 3 } else { 7 }, machine.cores);
+    progress.note(&format!("calibrating {} on one idle thread", settings.work));
+    let single = calibrate_single_thread(&work, plan.single_thread_reps);
     progress.done(&format!(
-        "calibration: {} takes {:.2} ms on one thread; limit {:.0} req/s on {} cores",
-        settings.work, calibration.single_thread_ms, calibration.limit_per_s, machine.cores
+        "one idle thread: {} takes {:.2} ms ({cores} cores x that would be {:.0} req/s; not the limit)",
+        settings.work,
+        single.median_ms,
+        cores as f64 / (single.median_ms / 1e3).max(1e-12)
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(machine.cores.max(2))
+        .worker_threads(cores.max(2))
         .enable_all()
         .build()
         .context("building the async runtime")?;
+    let n = settings.strategies.len();
     // Children are started from this (main) thread inside block_on, so their parent-death
     // signal is tied to the bench process's life.
     let outcome = runtime.block_on(async {
+        let interrupted = || anyhow::anyhow!("interrupted; all child processes stopped");
+        let calibrate = |label: String| {
+            progress.note(&format!("calibrating on all {cores} cores {label}"));
+            plan.all_cores(work, cores)
+        };
+        let mut before = tokio::select! {
+            r = calibrate("before the first strategy".into()) => r?,
+            _ = tokio::signal::ctrl_c() => return Err(interrupted()),
+        };
+        progress.done(&format!("all-core limit: {}", show(&before)));
+        let mut all_core = vec![before.clone()];
         let mut runs = Vec::new();
         let mut failures = Vec::new();
         for (i, strategy) in settings.strategies.iter().enumerate() {
-            progress.note(&format!("[{}/{}] {strategy}: starting", i + 1, settings.strategies.len()));
-            let one = scenario::run(strategy, &settings, calibration.limit_per_s, &progress);
-            tokio::select! {
-                r = one => match r {
-                    Ok(run) => {
-                        progress.done(&format!("[{}/{}] {strategy}: {:.0} req/s ({:.0}% of limit)", i + 1, settings.strategies.len(), run.completed_per_s, run.limit_fraction * 100.0));
-                        runs.push(run);
-                    }
-                    Err(e) => {
-                        progress.done(&format!("[{}/{}] {strategy}: failed: {e:#}", i + 1, settings.strategies.len()));
-                        failures.push(report::Failure { strategy: strategy.clone(), error: format!("{e:#}") });
-                    }
-                },
-                _ = tokio::signal::ctrl_c() => return Err(anyhow::anyhow!("interrupted; all child processes stopped")),
+            progress.note(&format!("[{}/{n}] {strategy}: starting", i + 1));
+            let measured = tokio::select! {
+                r = scenario::run(strategy, &settings, &progress) => r,
+                _ = tokio::signal::ctrl_c() => return Err(interrupted()),
+            };
+            // Every strategy, failed or not, is followed by a calibration: it closes this
+            // strategy's bracket and opens the next one's.
+            let after = tokio::select! {
+                r = calibrate(format!("after {strategy}")) => r?,
+                _ = tokio::signal::ctrl_c() => return Err(interrupted()),
+            };
+            all_core.push(after.clone());
+            match measured {
+                Ok(m) => {
+                    let run = StrategyRun::new(m, Bracket::new(before, after.clone()));
+                    progress.done(&format!(
+                        "[{}/{n}] {strategy}: {:.0} req/s = {:.0}% of {:.0} req/s (all-core before {:.0}, after {:.0}){}",
+                        i + 1,
+                        run.completed_per_s,
+                        run.limit_fraction * 100.0,
+                        run.limit.limit_per_s,
+                        run.limit.before.limit_per_s,
+                        run.limit.after.limit_per_s,
+                        if run.limit_flags.is_empty() { "" } else { "; NOT RELIABLE, see the reading" }
+                    ));
+                    runs.push(run);
+                }
+                Err(e) => {
+                    progress.done(&format!("[{}/{n}] {strategy}: failed: {e:#}; all-core after: {}", i + 1, show(&after)));
+                    failures.push(report::Failure { strategy: strategy.clone(), error: format!("{e:#}") });
+                }
             }
+            before = after;
         }
-        Ok((runs, failures))
+        Ok((runs, failures, all_core))
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let (runs, failures) = outcome?;
+    let (runs, failures, all_core) = outcome?;
+    let calibration = Calibration::new(cores, single, all_core);
     let results = Results::new(
         machine,
         settings,
@@ -284,6 +322,16 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One all-core calibration in a few words, for progress lines.
+fn show(c: &AllCore) -> String {
+    let readings: Vec<String> = c.readings_per_s.iter().map(|v| format!("{v:.0}")).collect();
+    format!(
+        "{:.0} req/s (median of {})",
+        c.limit_per_s,
+        readings.join(", ")
+    )
 }
 
 /// A small HTTP/1.1 GET on a fresh connection: (status, body).

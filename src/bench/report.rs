@@ -8,13 +8,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::Settings;
-use super::machine::{Calibration, Machine};
+use super::limit::{self, Calibration};
+use super::machine::Machine;
 use super::scenario::StrategyRun;
 
 /// The JSON schema of `results.json`.
 pub const SCHEMA: &str = include_str!("results.schema.json");
 /// Bumped when `results.json` changes shape.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A strategy that could not be measured, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -89,22 +90,20 @@ pub fn table(r: &Results) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "work {} ({:.2} ms on one thread), limit {:.0} req/s on {} cores; -c {} -d {:.0}s, /health probe at {}/s",
-        r.settings.work,
-        r.calibration.single_thread_ms,
-        r.calibration.limit_per_s,
-        r.machine.cores,
+        "{}; -c {} -d {:.0}s, /health probe at {}/s",
+        r.calibration.headline(&r.settings.work),
         r.settings.connections,
         r.settings.duration.as_secs_f64(),
         r.settings.probe_rate
     );
     let _ = writeln!(
         t,
-        "{:<9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8} {:>6}  queue: accepted/s, backlog, drain",
+        "{:<9} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8} {:>6}  queue: accepted/s, backlog, drain",
         "strategy",
         "done",
         "req/s",
-        "%limit",
+        "limit",
+        "%limit ",
         "p50",
         "p99",
         "max",
@@ -133,11 +132,12 @@ pub fn table(r: &Results) -> String {
         });
         let _ = writeln!(
             t,
-            "{:<9} {:>8} {:>8.0} {:>5.0}% {:>8} {:>8} {:>8} {:>16} {:>26} {:>8.1} {:>6}  {}",
+            "{:<9} {:>8} {:>8.0} {:>7.0} {:>7} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8.1} {:>6}  {}",
             run.strategy,
             run.completed,
             run.completed_per_s,
-            run.limit_fraction * 100.0,
+            run.limit.limit_per_s,
+            limit::cell(run.limit_fraction, &run.limit_flags),
             ms(l.p50),
             ms(l.p99),
             ms(l.max),
@@ -150,6 +150,9 @@ pub fn table(r: &Results) -> String {
     }
     for f in &r.failures {
         let _ = writeln!(t, "{:<9} failed: {}", f.strategy, f.error);
+    }
+    if r.runs.iter().any(|x| !x.limit_flags.is_empty()) {
+        let _ = writeln!(t, "{}", limit::MARKER_NOTE);
     }
     t
 }
@@ -191,26 +194,9 @@ fn read(r: &Results) -> Vec<String> {
             ));
         }
     }
-    let keep: Vec<&str> = runs
-        .iter()
-        .filter(|x| x.limit_fraction >= 0.9)
-        .map(|x| x.strategy.as_str())
-        .collect();
-    let short: Vec<String> = runs
-        .iter()
-        .filter(|x| x.limit_fraction < 0.75)
-        .map(|x| format!("{} ({:.0}%)", x.strategy, x.limit_fraction * 100.0))
-        .collect();
-    if !keep.is_empty() {
-        out.push(format!(
-            "Within 10% of the physical limit ({:.0} req/s): {}.",
-            r.calibration.limit_per_s,
-            keep.join(", ")
-        ));
-    }
-    if !short.is_empty() {
-        out.push(format!("Well short of the limit: {}.", short.join(", ")));
-    }
+    out.extend(r.calibration.note());
+    let rows: Vec<limit::Row<'_>> = runs.iter().map(|x| x.limit_row()).collect();
+    out.extend(limit::reading(&rows));
     if let Some(q) = by("queue").and_then(|x| x.queue.clone().map(|q| (x, q))) {
         let (run, q) = q;
         out.push(format!(
@@ -347,6 +333,10 @@ fn markdown(r: &Results) -> String {
     for line in &r.reading {
         let _ = writeln!(s, "- {line}");
     }
+    let _ = writeln!(
+        s,
+        "\n%limit is work completed per second against the all-core limit: the work alone run on every core at once, calibrated before the first strategy and after each one; a strategy's limit is the mean of the calibrations before and after it (column `limit`). The time on one idle thread is shown beside it, never used as the limit. `!` marks a %limit that is not reliable."
+    );
     let _ = writeln!(
         s,
         "\nLatency is measured by the client; timed-out requests are counted apart and never left out silently. The /health figures count every probe that fell due: one that timed out, was cut short by the end of the run, or could not even be sent counts at the time it had waited (a lower bound)."

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use super::limit::{Bracket, LimitFlag, Row};
 use super::procs::ChildProc;
 use super::sample::{self, Sample};
 use super::{Settings, http_get};
@@ -104,7 +105,23 @@ async fn enqueue_to_done(s: &Settings) -> Option<Spread> {
     )
 }
 
-/// Everything measured of one strategy.
+/// Everything measured of one strategy, before its limit is known (the calibration after it
+/// runs once its processes are gone).
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub strategy: String,
+    pub completed: u64,
+    pub completed_per_s: f64,
+    pub peak_rss_bytes: u64,
+    pub peak_threads: u64,
+    pub cpu_s: f64,
+    pub heavy: Report,
+    pub bystander: Report,
+    pub processes: Vec<ProcessStats>,
+    pub queue: Option<QueueRun>,
+}
+
+/// Everything measured of one strategy, against its limit.
 #[derive(Debug, Clone, Serialize)]
 pub struct StrategyRun {
     pub strategy: String,
@@ -112,8 +129,13 @@ pub struct StrategyRun {
     pub completed: u64,
     /// Work completed per second (for the queue: jobs done per second, drain included).
     pub completed_per_s: f64,
-    /// completed_per_s over the physical limit.
+    /// completed_per_s over `limit.limit_per_s`, the mean of the all-core calibrations
+    /// before and after this strategy.
     pub limit_fraction: f64,
+    /// Why `limit_fraction` is not to be trusted; empty when it is.
+    pub limit_flags: Vec<LimitFlag>,
+    /// The calibrations before and after this strategy, every reading kept.
+    pub limit: Bracket,
     /// Highest sum of the processes' resident memory at one sampling instant.
     pub peak_rss_bytes: u64,
     /// Highest sum of the processes' threads at one sampling instant.
@@ -125,6 +147,38 @@ pub struct StrategyRun {
     pub queue: Option<QueueRun>,
 }
 
+impl StrategyRun {
+    /// Puts a measured strategy against the calibrations around it.
+    pub fn new(m: Measured, limit: Bracket) -> StrategyRun {
+        let limit_fraction = limit.fraction(m.completed_per_s);
+        StrategyRun {
+            limit_flags: limit.flags(limit_fraction),
+            limit_fraction,
+            limit,
+            strategy: m.strategy,
+            completed: m.completed,
+            completed_per_s: m.completed_per_s,
+            peak_rss_bytes: m.peak_rss_bytes,
+            peak_threads: m.peak_threads,
+            cpu_s: m.cpu_s,
+            heavy: m.heavy,
+            bystander: m.bystander,
+            processes: m.processes,
+            queue: m.queue,
+        }
+    }
+
+    /// This run's figures for the reading of the limit.
+    pub fn limit_row(&self) -> Row<'_> {
+        Row {
+            strategy: &self.strategy,
+            fraction: self.limit_fraction,
+            bracket: &self.limit,
+            flags: &self.limit_flags,
+        }
+    }
+}
+
 /// Runs one strategy end to end. Children are stopped when this returns or is dropped.
 ///
 /// # Errors
@@ -132,9 +186,8 @@ pub struct StrategyRun {
 pub async fn run(
     strategy: &str,
     s: &Settings,
-    limit_per_s: f64,
     progress: &super::ProgressLine,
-) -> anyhow::Result<StrategyRun> {
+) -> anyhow::Result<Measured> {
     let procs = start(strategy, s).await?;
     let gateway = procs.last().expect("a gateway").addr();
     for p in procs.iter().filter(|p| p.addr.is_some()) {
@@ -203,11 +256,10 @@ pub async fn run(
         ),
     };
     let (peak_rss_bytes, peak_threads) = combined_peaks(&processes);
-    Ok(StrategyRun {
+    Ok(Measured {
         strategy: strategy.to_string(),
         completed,
         completed_per_s,
-        limit_fraction: completed_per_s / limit_per_s,
         peak_rss_bytes,
         peak_threads,
         cpu_s: processes.iter().map(|p| p.cpu_s).sum(),
@@ -225,21 +277,14 @@ async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
         .map(String::from)
         .to_vec();
     serve.extend(s.limit_flags.iter().cloned());
-    serve.extend([
-        "--max-queue".into(),
-        s.max_queue.to_string(),
-        "--timeout".into(),
-        format!("{}s", s.timeout.as_secs_f64()),
-    ]);
+    // No --max-queue here (nor --max-inflight for the compute service): the servers' own
+    // defaults admit by deadline and suit any core count, and the bench measures them as a
+    // user would run them.
+    serve.extend(["--timeout".into(), format!("{}s", s.timeout.as_secs_f64())]);
     match strategy {
         "remote" => {
             let mut args: Vec<String> = ["compute", "--port", "0"].map(String::from).to_vec();
             args.extend(s.limit_flags.iter().cloned());
-            // Room for every connection: the bench measures throughput, not admission.
-            args.extend([
-                "--max-inflight".into(),
-                (s.connections as usize).max(1).to_string(),
-            ]);
             let compute = ChildProc::start("compute", &args, true)?;
             serve.extend(["--compute".into(), format!("http://{}", compute.addr())]);
             procs.push(compute);
