@@ -222,6 +222,12 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
             live.finished.store(rec.sent, Ordering::Relaxed);
             live.failed
                 .store(rec.timeouts + rec.errors.total(), Ordering::Relaxed);
+        } else if let Outcome::Done(ex, _) = &outcome
+            && (200..300).contains(&ex.status)
+            && now >= shared.measure_start
+            && !past_deadline
+        {
+            rec.carried_2xx += 1;
         }
         if past_deadline {
             // Open loop: the slots that fell due while this connection waited are requests

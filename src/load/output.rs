@@ -136,6 +136,13 @@ pub fn render(r: &Report) -> String {
         q.throughput,
         human_bytes(r.bytes_read as f64)
     );
+    if q.carried_over_2xx > 0 {
+        let _ = writeln!(
+            out,
+            "{:.1} 2xx/s answered in the measured phase, counting {} sent during the warm-up",
+            q.answered_2xx_per_s, q.carried_over_2xx
+        );
+    }
     for note in &r.notes {
         let _ = writeln!(out, "note: {note}");
     }

@@ -11,7 +11,7 @@ use super::plan::{Mode, Plan, Stop};
 use super::stats::{ErrorCounts, Recorder};
 
 /// Version of the JSON layout; bumped when a field changes meaning or goes away.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How timeouts enter the latency figures; printed and carried in the JSON.
 pub const TIMEOUT_NOTE: &str = "latency covers completed responses (any status); timed-out \
@@ -92,6 +92,14 @@ pub struct Requests {
     pub unsent_at_deadline: u64,
     /// Completed per second over the whole measured phase.
     pub throughput: f64,
+    /// 2xx answers that arrived in the measured phase to requests sent during the warm-up
+    /// (closed loop): not in `sent` or the latencies, but work finished inside the window.
+    pub carried_over_2xx: u64,
+    /// 2xx answers that arrived in the measured phase, whenever sent, per second: the rate at
+    /// which the server finished work. `status_2xx / elapsed_s` undercounts it by about one
+    /// latency's worth of answers (those sent near the end are cut off by the deadline,
+    /// and nothing makes up for them); this counts the ones the warm-up sent instead.
+    pub answered_2xx_per_s: f64,
 }
 
 /// Latency statistics in milliseconds (microsecond resolution).
@@ -306,6 +314,12 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
             unsent_at_deadline: rec.unsent,
             throughput: if elapsed_s > 0.0 {
                 rec.completed as f64 / elapsed_s
+            } else {
+                0.0
+            },
+            carried_over_2xx: rec.carried_2xx,
+            answered_2xx_per_s: if elapsed_s > 0.0 {
+                (status_2xx + rec.carried_2xx) as f64 / elapsed_s
             } else {
                 0.0
             },

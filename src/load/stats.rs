@@ -122,6 +122,10 @@ pub struct Recorder {
     pub errors: ErrorCounts,
     pub bytes: u64,
     pub connections_opened: u64,
+    /// 2xx answers that arrived in the measured phase to requests sent during the warm-up:
+    /// not in the latency figures (their send fell outside), but work the server finished
+    /// inside the window.
+    pub carried_2xx: u64,
     pub timeline: Vec<Bucket>,
     /// Latencies not yet in the histograms (see [`BATCH`]).
     pending: Vec<Sample>,
@@ -160,6 +164,7 @@ impl Recorder {
             errors: ErrorCounts::default(),
             bytes: 0,
             connections_opened: 0,
+            carried_2xx: 0,
             timeline: Vec::new(),
             pending: Vec::with_capacity(BATCH),
         }
@@ -289,6 +294,7 @@ impl Recorder {
         self.errors.merge(&other.errors);
         self.bytes += other.bytes;
         self.connections_opened += other.connections_opened;
+        self.carried_2xx += other.carried_2xx;
         for (i, b) in other.timeline.iter().enumerate() {
             let mine = self.bucket(i);
             mine.completed += b.completed;

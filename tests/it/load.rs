@@ -145,6 +145,26 @@ async fn warmup_requests_are_not_counted() {
     assert_eq!(r.warmup_s, 0.3);
 }
 
+/// Answers that arrive in the window to requests the warm-up sent are the server's work
+/// done in the window: counted apart, never in the latencies, and in the 2xx rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_to_warmup_requests_count_in_the_answer_rate_only() {
+    let addr = server().await;
+    // Each of 4 connections: sent at 0 s, answered at 0.3 s, inside the window (0.2-1.3 s).
+    let p = plan(addr, "/slow/300", closed(4, Stop::Duration(secs(1.1)))).with_warmup(secs(0.2));
+    let r = run(&p, None).await.unwrap();
+    assert_consistent(&r);
+    let q = &r.requests;
+    assert_eq!(q.carried_over_2xx, 4, "{q:?}");
+    assert!(q.status_2xx >= 8, "{q:?}");
+    assert_eq!(
+        r.latency.count, q.completed,
+        "carried answers are not in the latencies"
+    );
+    let want = (q.status_2xx + q.carried_over_2xx) as f64 / r.elapsed_s;
+    assert!((q.answered_2xx_per_s - want).abs() < 1e-9, "{q:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_2xx_are_counted_by_status() {
     let addr = server().await;
