@@ -5,7 +5,7 @@ minute of a shared machine hits every set-up alike; req/s counts every 2xx that 
 (min-max) over the rounds, and each set-up's req/s as a ratio to the default pool's in the
 same round.
 
-Usage: python3 bench/admission.py [--rounds 3] [--only LABEL,...] [--c100-secs 10] [--c1000-secs 15]
+Usage: python3 bench/admission.py [--rounds 3] [--only LABEL,...] [-c 100|1000] [--c100-secs 10] [--c1000-secs 15]
 Needs a release build: cargo build --release.
 """
 
@@ -95,10 +95,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="")
+    ap.add_argument("-c", type=int, default=0, help="only the set-ups at this many connections")
     ap.add_argument("--c100-secs", type=float, default=10)
     ap.add_argument("--c1000-secs", type=float, default=15)
     a = ap.parse_args()
-    setups = [s for s in SETUPS if not a.only or s[0] in a.only.split(",")]
+    setups = [s for s in SETUPS if (not a.only or s[0] in a.only.split(",")) and (not a.c or s[3] == a.c)]
     rows = {}
     for r in range(a.rounds):
         for s in setups:

@@ -69,7 +69,8 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
     };
     let addr = SocketAddr::new(args.bind, args.port);
     run_service("compute", "rayon", runtime_threads, addr, async move || {
-        let state = AppState::new(config, Strategy::Rayon(Rayon::new(threads, max_inflight)));
+        let rayon = Rayon::new(threads, max_inflight).context("starting the turn threads")?;
+        let state = AppState::new(config, Strategy::Rayon(rayon));
         Ok((crate::compute::app(state.clone()), state))
     })
 }

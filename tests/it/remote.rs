@@ -295,3 +295,47 @@ async fn a_killed_backend_is_avoided_and_taken_back() {
         "{failed} failed: more than the {CLIENTS} that could be in flight on b"
     );
 }
+
+/// The compute service runs requests in arrival order: twelve requests sent 10 ms apart,
+/// each longer than that, queue up, and each ends no later than those sent two or more
+/// after it (two run at once on two threads and share them, so neighbours may swap).
+/// Handing all of them to rayon at once, as before, ended them in any order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compute_runs_requests_in_arrival_order() {
+    let _serial = crate::support::exclusive().await;
+    let n = count_n_for(Duration::from_millis(60));
+    let c = compute(&["--threads", "2", "--max-inflight", "16"]);
+    let t0 = Instant::now();
+    let mut sent = Vec::new();
+    for i in 0..12u64 {
+        let addr = c.addr;
+        sent.push(tokio::spawn(async move {
+            let r = request(
+                addr,
+                "POST",
+                "/compute",
+                &[("content-type", "application/json")],
+                format!(r#"{{"work":"count","n":{}}}"#, n + i),
+            )
+            .await;
+            assert_eq!(r.json()["result"].as_u64(), Some(n + i));
+            t0.elapsed()
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut ends = Vec::new();
+    for s in sent {
+        ends.push(s.await.unwrap());
+    }
+    let slack = Duration::from_millis(20);
+    for i in 0..ends.len() {
+        for j in i + 2..ends.len() {
+            assert!(
+                ends[i] <= ends[j] + slack,
+                "request {i} ended at {:?}, after request {j} sent later ({:?}): {ends:?}",
+                ends[i],
+                ends[j]
+            );
+        }
+    }
+}
