@@ -9,7 +9,7 @@
 //! wait. A queue length in requests is a guess that is right on one machine only; a wait in
 //! seconds is right on any.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Kinds of work the model keeps apart (their time per unit differs by orders of magnitude).
@@ -34,6 +34,8 @@ pub struct CostModel {
     secs_per_unit: [AtomicU64; CLASSES],
     /// Units admitted and not finished (queued or running).
     outstanding: [AtomicU64; CLASSES],
+    /// Whether a class's figure comes from real runs (not only a prior).
+    measured: [AtomicBool; CLASSES],
 }
 
 impl CostModel {
@@ -46,12 +48,22 @@ impl CostModel {
         let cell = &self.secs_per_unit[class];
         // A lost update between two racing threads costs one sample; no lock is worth that.
         let old = f64::from_bits(cell.load(Relaxed));
-        let new = if old == 0.0 {
+        // The first real run replaces a prior outright.
+        let new = if old == 0.0 || !self.measured[class].swap(true, Relaxed) {
             sample
         } else {
             old + EWMA_WEIGHT * (sample - old)
         };
         cell.store(new.to_bits(), Relaxed);
+    }
+
+    /// A first guess for `class` (a startup calibration), used until the first real run.
+    pub fn prior(&self, class: usize, units: u64, took: Duration) {
+        if units == 0 || class >= CLASSES || self.measured[class].load(Relaxed) {
+            return;
+        }
+        let v = took.as_secs_f64() / units as f64;
+        let _ = self.secs_per_unit[class].compare_exchange(0, v.to_bits(), Relaxed, Relaxed);
     }
 
     /// Seconds per unit of `class`, once measured.
@@ -146,6 +158,8 @@ mod tests {
             units: 1_000,
         };
         assert_eq!(m.estimate(c), Duration::ZERO, "unmeasured: admit");
+        m.prior(0, 1_000, MS(5));
+        assert_eq!(m.estimate(c), MS(5), "a prior stands in");
         m.observe(0, 1_000, MS(10));
         assert_eq!(m.estimate(c), MS(10));
         m.admit(c);

@@ -201,6 +201,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_query: args.max_query,
         grace: args.grace,
     };
+    let config_limits = config.limits;
     let name = args.strategy.as_str();
     let addr = SocketAddr::new(args.bind, args.port);
     run_service("serve", name, runtime_threads, addr, async move || {
@@ -216,6 +217,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     name: "offload-pool".into(),
                 };
                 let pool = Pool::new(config).context("starting the pool threads")?;
+                crate::strategy::calibrate_priors(&pool, &config_limits, cores());
                 Strategy::Pool(PoolStrategy::new(Arc::new(pool), pool_split))
             }
             Name::Remote => Strategy::Remote(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::work::{Chunk, Stopped, Work, combine};
 
-pub use self::pool::{PoolStrategy, Split};
+pub use self::pool::{PoolStrategy, Split, calibrate_priors};
 pub use blocking::Blocking;
 pub use inline::Inline;
 pub use queue::QueueStrategy;

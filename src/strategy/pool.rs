@@ -28,6 +28,30 @@ pub enum Split {
     Fixed(usize),
 }
 
+/// Times a small instance of each kind of work on the calling thread and gives the pool's
+/// model those figures as priors, so a burst that arrives before any request has finished
+/// is judged by a rough time per unit instead of being admitted blind. A pool with more
+/// threads than cores runs each slower by that ratio, and the prior says so. Takes a few
+/// tens of milliseconds (one `hash` at the configured cost is the most of it).
+pub fn calibrate_priors(pool: &Pool, limits: &crate::work::Limits, cores: usize) {
+    use crate::work::Kind;
+    let slowdown = (pool.threads() as f64 / cores.max(1) as f64).max(1.0);
+    for (kind, n) in [
+        (Kind::Count, 2_000_000),
+        (Kind::Primes, 1_000_000),
+        (Kind::Hash, 1),
+    ] {
+        let Ok(work) = Work::new(kind, n, limits) else {
+            continue; // a limit below the probe's size: that kind learns from real runs
+        };
+        let t = Instant::now();
+        if std::hint::black_box(work.run(&|| false)).is_ok() {
+            let took = t.elapsed().mul_f64(slowdown);
+            pool.model().prior(kind.class(), n, took);
+        }
+    }
+}
+
 impl PoolStrategy {
     pub fn new(pool: Arc<Pool>, split: Split) -> PoolStrategy {
         PoolStrategy { pool, split }

@@ -472,3 +472,34 @@ async fn pool_refuses_at_once_what_cannot_meet_its_deadline_and_it_costs_no_work
         (200, Some(long))
     );
 }
+
+/// A burst before any request has finished: the pool judges it by the time per unit it
+/// measured at startup. Fifty requests of 0.1 s at once on one thread with a 1 s deadline:
+/// about the first nine fit; the rest are refused at once instead of timing out after a
+/// second of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_at_startup_is_judged_by_the_startup_calibration() {
+    let _serial = crate::support::exclusive().await;
+    let n = count_n_for(Duration::from_millis(100));
+    let p = serve("pool", &["--threads", "1", "--timeout", "1s"]);
+    let seen = crowd(p.addr, 50, 1, move |i| n + i as u64).await;
+    assert_eq!(seen.wrong, Vec::<String>::new());
+    let count = |s: u16| seen.statuses.get(&s).copied().unwrap_or(0);
+    assert_eq!(
+        count(200) + count(503) + count(504),
+        50,
+        "{:?}",
+        seen.statuses
+    );
+    assert!(
+        (3..=15).contains(&count(200)),
+        "admitted {:?}",
+        seen.statuses
+    );
+    assert!(count(504) <= 3, "{:?}", seen.statuses);
+    assert!(
+        seen.slowest[&503] < Duration::from_millis(300),
+        "a refusal took {:?}",
+        seen.slowest[&503]
+    );
+}
