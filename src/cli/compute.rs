@@ -69,7 +69,11 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
     };
     let addr = SocketAddr::new(args.bind, args.port);
     run_service("compute", "rayon", runtime_threads, addr, async move || {
-        let rayon = Rayon::new(threads, max_inflight).context("starting the turn threads")?;
+        // A first figure of its speed, for gateways to judge requests by until they have
+        // measured it (on `/health`).
+        let probe = crate::work::Work::probe_costs(&config.limits);
+        let rayon =
+            Rayon::new(threads, max_inflight, probe).context("starting the turn threads")?;
         let state = AppState::new(config, Strategy::Rayon(rayon));
         Ok((crate::compute::app(state.clone()), state))
     })

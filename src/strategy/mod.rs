@@ -176,6 +176,12 @@ impl Strategy {
             Strategy::Rayon(r) => {
                 body["capacity"] = r.max_inflight().into();
                 body["threads"] = r.threads().into();
+                let probe: serde_json::Map<String, serde_json::Value> = r
+                    .probe()
+                    .iter()
+                    .map(|(k, v)| (k.name().to_string(), (*v).into()))
+                    .collect();
+                body["secs_per_unit"] = probe.into();
             }
             Strategy::Pool(p) => {
                 body["threads"] = p.pool().threads().into();

@@ -5,7 +5,7 @@
 //! client that goes away cancels its chunks.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Done, ExecError, finish, run_chunk};
 use crate::pool::{Pool, SubmitError, TaskError};
@@ -28,27 +28,18 @@ pub enum Split {
     Fixed(usize),
 }
 
-/// Times a small instance of each kind of work on the calling thread and gives the pool's
-/// model those figures as priors, so a burst that arrives before any request has finished
-/// is judged by a rough time per unit instead of being admitted blind. A pool with more
-/// threads than cores runs each slower by that ratio, and the prior says so. Takes a few
-/// tens of milliseconds (one `hash` at the configured cost is the most of it).
+/// Gives the pool's model the startup calibration ([`Work::probe_costs`]) as priors, so a
+/// burst that arrives before any request has finished is judged by a rough time per unit
+/// instead of being admitted blind. A pool with more threads than cores runs each slower by
+/// that ratio, and the prior says so.
 pub fn calibrate_priors(pool: &Pool, limits: &crate::work::Limits, cores: usize) {
-    use crate::work::Kind;
     let slowdown = (pool.threads() as f64 / cores.max(1) as f64).max(1.0);
-    for (kind, n) in [
-        (Kind::Count, 2_000_000),
-        (Kind::Primes, 1_000_000),
-        (Kind::Hash, 1),
-    ] {
-        let Ok(work) = Work::new(kind, n, limits) else {
-            continue; // a limit below the probe's size: that kind learns from real runs
-        };
-        let t = Instant::now();
-        if std::hint::black_box(work.run(&|| false)).is_ok() {
-            let took = t.elapsed().mul_f64(slowdown);
-            pool.model().prior(kind.class(), n, took);
-        }
+    for (kind, secs_per_unit) in Work::probe_costs(limits) {
+        pool.model().prior(
+            kind.class(),
+            1_000_000,
+            Duration::from_secs_f64(secs_per_unit * slowdown * 1e6),
+        );
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Rayon {
     /// Threads that each hand one request at a time to rayon, taking them in arrival order.
     turns: Pool,
     threads: usize,
+    /// Seconds per unit of each kind on one idle thread, timed at startup (for `/health`).
+    probe: Vec<(crate::work::Kind, f64)>,
 }
 
 impl Rayon {
@@ -36,7 +38,11 @@ impl Rayon {
     ///
     /// # Errors
     /// When the turn threads cannot be started.
-    pub fn new(threads: usize, max_inflight: usize) -> std::io::Result<Rayon> {
+    pub fn new(
+        threads: usize,
+        max_inflight: usize,
+        probe: Vec<(crate::work::Kind, f64)>,
+    ) -> std::io::Result<Rayon> {
         let max_inflight = max_inflight.max(1);
         let threads = threads.max(1);
         let turns = Pool::new(PoolConfig {
@@ -51,7 +57,13 @@ impl Rayon {
             max_inflight,
             turns,
             threads,
+            probe,
         })
+    }
+
+    /// Seconds per unit of each kind on one idle thread, timed at startup.
+    pub fn probe(&self) -> &[(crate::work::Kind, f64)] {
+        &self.probe
     }
 
     /// rayon's threads.

@@ -373,7 +373,7 @@ impl Remote {
                     Some(
                         v["capacity"]
                             .as_u64()
-                            .map(|c| (c, v["threads"].as_u64().unwrap_or(1))),
+                            .map(|c| (c, v["threads"].as_u64().unwrap_or(1), probe_of(&v))),
                     )
                 };
                 let answer = tokio::time::timeout(interval.max(Duration::from_millis(100)), answer)
@@ -381,9 +381,9 @@ impl Remote {
                     .ok()
                     .flatten();
                 let ok = answer.is_some();
-                if let Some(Some((capacity, threads))) = answer {
+                if let Some(Some((capacity, threads, probe))) = answer {
                     self.gate
-                        .set_capacity(i, capacity as usize, threads as usize);
+                        .set_capacity(i, capacity as usize, threads as usize, &probe);
                 }
                 if ok != b.up.swap(ok, Relaxed) {
                     tracing::info!(backend = %b.base, up = ok, "compute service health changed");
@@ -532,6 +532,17 @@ fn not_sent(e: &hyper_util::client::legacy::Error) -> bool {
             .is_some_and(hyper::Error::is_canceled)
 }
 
+/// The `secs_per_unit` a compute service reports on `/health`, by class.
+fn probe_of(health: &serde_json::Value) -> Vec<(usize, f64)> {
+    crate::work::Kind::ALL
+        .iter()
+        .filter_map(|k| {
+            let v = health["secs_per_unit"][k.name()].as_f64()?;
+            (v.is_finite() && v > 0.0).then_some((k.class(), v))
+        })
+        .collect()
+}
+
 /// Reads the compute service's answer: the same JSON `/heavy` gives.
 fn parse_done(bytes: &[u8]) -> Option<Done> {
     let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
@@ -656,8 +667,17 @@ impl Gate {
     }
 
     /// What a backend's `/health` said it admits at once.
-    fn set_capacity(&self, i: usize, capacity: usize, threads: usize) {
+    ///
+    /// `probe`: its seconds per unit of each class on one idle thread. Until the gateway has
+    /// timed answers itself, a place's time per unit is taken as that, times the places per
+    /// thread (Little's law: `capacity` places kept full finish `threads` requests at a time).
+    fn set_capacity(&self, i: usize, capacity: usize, threads: usize, probe: &[(usize, f64)]) {
         let capacity = capacity.max(1);
+        let per_thread = capacity as f64 / threads.clamp(1, capacity) as f64;
+        for &(class, secs) in probe {
+            let per_unit = Duration::from_secs_f64((secs * per_thread * 1e6).min(1e9));
+            self.model.prior(class, 1_000_000, per_unit);
+        }
         let mut st = self.state.lock().expect("gate lock");
         let r = &mut st.room[i];
         r.threads = threads.clamp(1, capacity);

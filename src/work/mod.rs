@@ -166,6 +166,28 @@ impl Work {
             .collect()
     }
 
+    /// Times a small instance of each kind (within `limits`) on the calling thread: seconds
+    /// per unit, one idle thread's speed. A rough first figure for admission until real runs
+    /// are measured; takes a few tens of milliseconds (one `hash` is most of it).
+    pub fn probe_costs(limits: &Limits) -> Vec<(Kind, f64)> {
+        let mut out = Vec::new();
+        for (kind, n) in [
+            (Kind::Count, 2_000_000),
+            (Kind::Primes, 1_000_000),
+            (Kind::Hash, 1),
+        ] {
+            // A limit below the probe's size: that kind learns from real runs only.
+            let Ok(work) = Work::new(kind, n, limits) else {
+                continue;
+            };
+            let t = std::time::Instant::now();
+            if std::hint::black_box(work.run(&|| false)).is_ok() {
+                out.push((kind, t.elapsed().as_secs_f64() / n as f64));
+            }
+        }
+        out
+    }
+
     /// The request's size as the admission model sees it.
     pub fn cost(&self) -> crate::admission::Cost {
         crate::admission::Cost {

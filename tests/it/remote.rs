@@ -339,3 +339,40 @@ async fn compute_runs_requests_in_arrival_order() {
         }
     }
 }
+
+/// A burst before the gateway has timed any answer: it judges by the speed the compute
+/// service reported on `/health`. Fifty requests of 0.1 s at once, one thread, two places,
+/// a 1 s deadline: about eight fit; the rest are refused at once, not after waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_before_any_answer_is_judged_by_the_reported_speed() {
+    let _serial = crate::support::exclusive().await;
+    let n = count_n_for(Duration::from_millis(100));
+    let c = compute(&["--threads", "1", "--max-inflight", "2"]);
+    let g = gateway(&[&c], &["--timeout", "1s"]);
+    wait_for(
+        g.addr,
+        &format!("offload_backend_capacity{{backend=\"http://{}\"}}", c.addr),
+        2.0,
+    )
+    .await;
+    let seen = crowd(g.addr, 50, 1, move |i| n + i as u64).await;
+    assert_eq!(seen.wrong, Vec::<String>::new());
+    let count = |s: u16| seen.statuses.get(&s).copied().unwrap_or(0);
+    assert_eq!(
+        count(200) + count(503) + count(504),
+        50,
+        "{:?}",
+        seen.statuses
+    );
+    assert!(
+        (3..=15).contains(&count(200)),
+        "admitted {:?}",
+        seen.statuses
+    );
+    assert!(count(504) <= 3, "{:?}", seen.statuses);
+    assert!(
+        seen.slowest[&503] < Duration::from_millis(300),
+        "a refusal took {:?}",
+        seen.slowest[&503]
+    );
+}
