@@ -28,6 +28,7 @@ SETUPS = [
     ("pool", ["--strategy", "pool"], None, 100),
     (f"pool --split {CORES} (old default)", ["--strategy", "pool", "--split", str(CORES)], None, 100),
     ("pool --split 1", ["--strategy", "pool", "--split", "1"], None, 100),
+    ("pool --nice 0 (old default)", ["--strategy", "pool", "--nice", "0"], None, 100),
     ("pool --threads 16", ["--strategy", "pool", "--threads", "16"], None, 100),
     ("pool --threads 16 --split 16 (old default)", ["--strategy", "pool", "--threads", "16", "--split", "16"], None, 100),
     ("remote", ["--strategy", "remote"], [], 100),

@@ -32,6 +32,10 @@ pub struct ComputeArgs {
     /// capacity a gateway may use [default: 2 x threads].
     #[arg(long, env = "OFFLOAD_MAX_INFLIGHT")]
     pub max_inflight: Option<usize>,
+    /// Niceness added to the threads that run the work, so `/health` and the HTTP runtime
+    /// win the CPU over it (Linux; 0 turns it off).
+    #[arg(long, default_value_t = super::serve::DEFAULT_NICE, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub nice: i32,
     /// Deadline of a request (504 past it).
     #[arg(long, default_value = "30s", value_parser = parse_duration, env = "OFFLOAD_TIMEOUT")]
     pub timeout: Duration,
@@ -52,12 +56,14 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
     // Two per thread: one running, one ready to start the moment a thread frees up, so the
     // cores never idle between requests while the backlog stays bounded.
     let max_inflight = positive("max-inflight", args.max_inflight, 2 * threads)?;
+    let nice = args.nice;
     if args.timeout.is_zero() {
         anyhow::bail!("--timeout must be more than zero");
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("offload-rayon-{i}"))
+        .start_handler(move |_| crate::pool::lower_priority(nice))
         .build_global()
         .context("starting the rayon threads")?;
     let config = GatewayConfig {
@@ -73,7 +79,7 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
         // measured it (on `/health`).
         let probe = crate::work::Work::probe_costs(&config.limits);
         let rayon =
-            Rayon::new(threads, max_inflight, probe).context("starting the turn threads")?;
+            Rayon::new(threads, max_inflight, nice, probe).context("starting the turn threads")?;
         let state = AppState::new(config, Strategy::Rayon(rayon));
         Ok((crate::compute::app(state.clone()), state))
     })

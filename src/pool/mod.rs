@@ -471,7 +471,7 @@ fn run_task(shared: &Shared, task: Task) {
 
 /// Lowers this thread's scheduling priority by `nice` (Linux: per-thread niceness), so that
 /// runtime threads answering light requests win the CPU over pool threads doing heavy work.
-fn lower_priority(nice: i32) {
+pub fn lower_priority(nice: i32) {
     if nice == 0 {
         return;
     }

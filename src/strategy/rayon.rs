@@ -41,6 +41,7 @@ impl Rayon {
     pub fn new(
         threads: usize,
         max_inflight: usize,
+        nice: i32,
         probe: Vec<(crate::work::Kind, f64)>,
     ) -> std::io::Result<Rayon> {
         let max_inflight = max_inflight.max(1);
@@ -49,7 +50,7 @@ impl Rayon {
             threads,
             // Admission is the permits'; the queue only ever holds admitted requests.
             max_queue: max_inflight,
-            nice: 0,
+            nice,
             name: "offload-turn".into(),
         })?;
         Ok(Rayon {
