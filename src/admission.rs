@@ -58,12 +58,15 @@ impl CostModel {
     }
 
     /// A first guess for `class` (a startup calibration), used until the first real run.
-    pub fn prior(&self, class: usize, units: u64, took: Duration) {
-        if units == 0 || class >= CLASSES || self.measured[class].load(Relaxed) {
+    pub fn prior(&self, class: usize, secs_per_unit: f64) {
+        if class >= CLASSES || self.measured[class].load(Relaxed) {
             return;
         }
-        let v = took.as_secs_f64() / units as f64;
-        let _ = self.secs_per_unit[class].compare_exchange(0, v.to_bits(), Relaxed, Relaxed);
+        if !(secs_per_unit.is_finite() && secs_per_unit > 0.0) {
+            return;
+        }
+        let bits = secs_per_unit.to_bits();
+        let _ = self.secs_per_unit[class].compare_exchange(0, bits, Relaxed, Relaxed);
     }
 
     /// Seconds per unit of `class`, once measured.
@@ -158,7 +161,7 @@ mod tests {
             units: 1_000,
         };
         assert_eq!(m.estimate(c), Duration::ZERO, "unmeasured: admit");
-        m.prior(0, 1_000, MS(5));
+        m.prior(0, 5e-6);
         assert_eq!(m.estimate(c), MS(5), "a prior stands in");
         m.observe(0, 1_000, MS(10));
         assert_eq!(m.estimate(c), MS(10));

@@ -106,6 +106,10 @@ pub struct QueueArgs {
     /// Runs of a job before it is marked failed.
     #[arg(long, default_value_t = crate::queue::DEFAULT_MAX_ATTEMPTS, env = "OFFLOAD_MAX_ATTEMPTS")]
     pub max_attempts: u32,
+    /// Times a job may be lost with its worker (killed, hung: its lease lapsed) before it is
+    /// marked failed. Stalls do not spend attempts.
+    #[arg(long, default_value_t = crate::queue::DEFAULT_MAX_STALLS, env = "OFFLOAD_MAX_STALLS")]
+    pub max_stalls: u32,
     /// How long finished jobs (and their results) are kept.
     #[arg(long, default_value = "1h", value_parser = parse_duration, env = "OFFLOAD_RETENTION")]
     pub retention: Duration,
@@ -120,12 +124,13 @@ impl QueueArgs {
     /// # Errors
     /// A bad URL, or a store that cannot be opened or reached.
     pub async fn open(&self) -> anyhow::Result<crate::queue::Queue> {
-        if self.max_backlog == 0 || self.max_attempts == 0 {
-            anyhow::bail!("--max-backlog and --max-attempts must be at least 1");
+        if self.max_backlog == 0 || self.max_attempts == 0 || self.max_stalls == 0 {
+            anyhow::bail!("--max-backlog, --max-attempts and --max-stalls must be at least 1");
         }
         let options = crate::queue::QueueOptions {
             max_backlog: self.max_backlog,
             max_attempts: self.max_attempts,
+            max_stalls: self.max_stalls,
             retention: self.retention,
             name: self.queue_name.clone(),
             ..crate::queue::QueueOptions::default()

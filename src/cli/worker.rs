@@ -24,6 +24,10 @@ pub struct WorkerArgs {
     /// Jobs run at once, each on its own pool thread [default: cores].
     #[arg(long, env = "OFFLOAD_CONCURRENCY")]
     pub concurrency: Option<usize>,
+    /// Jobs claimed ahead of those running, so a thread that finishes one starts the next
+    /// without a trip to the store [default: concurrency].
+    #[arg(long, env = "OFFLOAD_PREFETCH")]
+    pub prefetch: Option<usize>,
     /// Lease per job: a job whose worker stops renewing it for this long runs again elsewhere.
     #[arg(long, default_value = "30s", value_parser = parse_duration, env = "OFFLOAD_LEASE")]
     pub lease: Duration,
@@ -40,13 +44,15 @@ pub struct WorkerArgs {
 pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let limits = args.limits.to_limits()?;
     let concurrency = positive("concurrency", args.concurrency, cores())?;
+    let prefetch = args.prefetch.unwrap_or(concurrency);
     if args.lease < Duration::from_millis(30) {
         anyhow::bail!("--lease must be at least 30ms");
     }
     let pool = Arc::new(
         Pool::new(PoolConfig {
             threads: concurrency,
-            max_queue: concurrency,
+            // The running jobs and the prefetched ones waiting their turn.
+            max_queue: concurrency + prefetch,
             nice: args.nice,
             name: "offload-job".into(),
         })
@@ -60,7 +66,7 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .context("building the async runtime")?;
     runtime.block_on(async move {
         let queue = args.queue.open().await?;
-        let config = WorkerConfig { concurrency, grace: args.grace, ..WorkerConfig::default() }.with_lease(args.lease);
+        let config = WorkerConfig { concurrency, prefetch, grace: args.grace, ..WorkerConfig::default() }.with_lease(args.lease);
         println!("offload worker: running {} (queue {}, concurrency {concurrency})", config.worker_id.as_str(), args.queue.url);
         tracing::info!(worker = config.worker_id.as_str(), queue = %args.queue.url, concurrency, "worker ready");
         let report = worker::run(queue, executor(pool.clone(), limits), config, shutdown_signal()).await;

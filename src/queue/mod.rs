@@ -12,8 +12,12 @@
 //! - **Retries, then failed.** An error with attempts left sets `queued` with the error and a due
 //!   time `now + backoff` (exponential, equal jitter; SQLite `run_at`, Redis retry zset promoted
 //!   by the claim script); attempts spent, or a non-retryable [`JobError`], set `failed`.
-//! - **No poison loop.** Attempts are counted at claim, so a job whose lease keeps expiring
-//!   reaches `max_attempts` and the reaper fails it ("lease expired ... on attempt n of n").
+//! - **Stalls are not failures.** A job whose lease lapsed (its worker died or hung) goes back to
+//!   the queue without spending an error attempt: it counts a *stall* instead, with its own limit
+//!   (`max_stalls`), so a storm of worker kills fails nothing while a job that kills every worker
+//!   that runs it still ends `failed` ("lost with its worker n times").
+//! - **Batches.** Workers claim up to `max` jobs in one transaction or script call and complete
+//!   many in one, so a core never waits for a store round trip per job.
 //! - **Bounded backlog.** SQLite: a counter row bumped in the enqueue transaction; Redis:
 //!   `XLEN + ZCARD retry` checked in the enqueue script. Past `max_backlog`: [`EnqueueError::Full`].
 //! - **Retention.** Finished jobs read as unknown after `retention`; SQLite rows are deleted by
@@ -21,6 +25,7 @@
 mod redis;
 mod sqlite;
 mod types;
+mod wake;
 pub mod worker;
 
 use std::future::Future;
@@ -38,6 +43,12 @@ pub use self::types::{
 pub const DEFAULT_MAX_BACKLOG: u64 = 10_000;
 /// Runs per job: one try and two retries, as BullMQ users commonly configure.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Times a job may be lost with its worker (lease lapsed) before it fails. A stall says nothing
+/// about the job, so the limit only has to stop a job that kills every worker running it: ten
+/// workers killed in a row by one job is a clear verdict, while a kill storm that takes one job
+/// down with its worker ten times running (each time within one lease of the last) is not a
+/// storm a deployment survives anyway.
+pub const DEFAULT_MAX_STALLS: u32 = 10;
 /// How long finished jobs stay readable: long enough for a client polling every few seconds.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 /// First retry delay; doubled per attempt.
@@ -54,6 +65,8 @@ pub struct QueueOptions {
     pub max_backlog: u64,
     /// Attempts for jobs that do not set their own.
     pub max_attempts: u32,
+    /// Times a job may be lost with its worker before it fails.
+    pub max_stalls: u32,
     /// How long finished jobs stay readable.
     pub retention: Duration,
     /// First retry delay.
@@ -71,6 +84,7 @@ impl Default for QueueOptions {
         QueueOptions {
             max_backlog: DEFAULT_MAX_BACKLOG,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_stalls: DEFAULT_MAX_STALLS,
             retention: DEFAULT_RETENTION,
             retry_base: DEFAULT_RETRY_BASE,
             retry_max: DEFAULT_RETRY_MAX,
@@ -95,6 +109,9 @@ pub enum QueueError {
     /// A SQLite group commit failed, so the operation's writes were rolled back.
     #[error("sqlite commit failed: {0}")]
     Commit(String),
+    /// A thread the backend needs could not be started.
+    #[error("cannot start the queue's thread: {0}")]
+    Thread(String),
     /// The SQLite thread is gone (it panicked or the queue was dropped).
     #[error("the sqlite thread has stopped")]
     Closed,
@@ -128,8 +145,22 @@ pub trait JobQueue: Send + Sync + 'static {
     /// If the backend fails.
     fn get(&self, id: &JobId) -> impl Future<Output = Result<Option<JobView>, QueueError>> + Send;
 
-    /// Takes the next due job under a lease of `lease`. Redis waits up to `wait` for one to
-    /// arrive; SQLite answers at once (the caller polls).
+    /// Takes up to `max` due jobs (at least one is asked for) under a lease of `lease` each, in
+    /// one transaction or script call, oldest first. When none is due it waits up to `wait` for
+    /// one to arrive (Redis: a blocking read; Postgres: `LISTEN`; SQLite: a file-change wake-up),
+    /// then answers with what it found, possibly nothing.
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn claim_batch(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<Claimed>, QueueError>> + Send;
+
+    /// Takes the next due job: [`JobQueue::claim_batch`] with `max` 1.
     ///
     /// # Errors
     /// If the backend fails.
@@ -138,7 +169,12 @@ pub trait JobQueue: Send + Sync + 'static {
         worker: &WorkerId,
         lease: Duration,
         wait: Duration,
-    ) -> impl Future<Output = Result<Option<Claimed>, QueueError>> + Send;
+    ) -> impl Future<Output = Result<Option<Claimed>, QueueError>> + Send {
+        async move {
+            let got = self.claim_batch(worker, lease, 1, wait).await?;
+            Ok(got.into_iter().next())
+        }
+    }
 
     /// Extends the lease by `lease` from now. `false`: the lease was lost, stop the work.
     ///
@@ -150,6 +186,16 @@ pub trait JobQueue: Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<bool, QueueError>> + Send;
 
+    /// Stores the outcomes of several runs in one transaction or script call, each as
+    /// [`JobQueue::complete`] would; one [`Completion`] per outcome, in order.
+    ///
+    /// # Errors
+    /// If the backend fails; then none of them is stored.
+    fn complete_batch(
+        &self,
+        outcomes: Vec<(Claimed, Result<String, JobError>)>,
+    ) -> impl Future<Output = Result<Vec<Completion>, QueueError>> + Send;
+
     /// Stores a run's outcome: the result (`done`), or the error followed by a retry after a
     /// backoff or, with attempts spent or a non-retryable error, `failed`.
     ///
@@ -159,7 +205,15 @@ pub trait JobQueue: Send + Sync + 'static {
         &self,
         job: &Claimed,
         outcome: Result<String, JobError>,
-    ) -> impl Future<Output = Result<Completion, QueueError>> + Send;
+    ) -> impl Future<Output = Result<Completion, QueueError>> + Send {
+        let batch = vec![(job.clone(), outcome)];
+        async move {
+            let done = self.complete_batch(batch).await?;
+            done.into_iter()
+                .next()
+                .ok_or_else(|| QueueError::Corrupt("complete answered nothing".to_owned()))
+        }
+    }
 
     /// Gives a job back unrun (graceful shutdown): queued at once, the attempt not counted.
     /// `false` if the lease was already lost.
@@ -168,8 +222,9 @@ pub trait JobQueue: Send + Sync + 'static {
     /// If the backend fails.
     fn release(&self, job: &Claimed) -> impl Future<Output = Result<bool, QueueError>> + Send;
 
-    /// Takes back jobs whose lease expired: queued again, or `failed` once their attempts are
-    /// spent (a job that kills its worker every time ends here). Returns how many it moved.
+    /// Takes back jobs whose lease expired: queued again with one more stall and the attempt
+    /// not counted, or `failed` once their stalls reach `max_stalls` (a job that kills its
+    /// worker every time ends here). Returns how many it moved.
     ///
     /// # Errors
     /// If the backend fails.
@@ -245,23 +300,23 @@ impl JobQueue for Queue {
     async fn get(&self, id: &JobId) -> Result<Option<JobView>, QueueError> {
         dispatch!(self, q => q.get(id).await)
     }
-    async fn claim(
+    async fn claim_batch(
         &self,
         worker: &WorkerId,
         lease: Duration,
+        max: usize,
         wait: Duration,
-    ) -> Result<Option<Claimed>, QueueError> {
-        dispatch!(self, q => q.claim(worker, lease, wait).await)
+    ) -> Result<Vec<Claimed>, QueueError> {
+        dispatch!(self, q => q.claim_batch(worker, lease, max, wait).await)
     }
     async fn heartbeat(&self, job: &Claimed, lease: Duration) -> Result<bool, QueueError> {
         dispatch!(self, q => q.heartbeat(job, lease).await)
     }
-    async fn complete(
+    async fn complete_batch(
         &self,
-        job: &Claimed,
-        outcome: Result<String, JobError>,
-    ) -> Result<Completion, QueueError> {
-        dispatch!(self, q => q.complete(job, outcome).await)
+        outcomes: Vec<(Claimed, Result<String, JobError>)>,
+    ) -> Result<Vec<Completion>, QueueError> {
+        dispatch!(self, q => q.complete_batch(outcomes).await)
     }
     async fn release(&self, job: &Claimed) -> Result<bool, QueueError> {
         dispatch!(self, q => q.release(job).await)

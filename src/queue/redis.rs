@@ -10,6 +10,7 @@
 //! - `{name}:retry`: zset of job ids by due time (ms); promoted to the stream by the claim script.
 //! - `{name}:done`, `{name}:failed`: zsets of job ids by finish time, for counts and pruning.
 //! - `{name}:dlq`: stream of failed jobs (`id`, `error`), trimmed to ~10,000 and to the retention.
+//! - `{name}:stalls`: how many runs were ever lost with their worker (a counter for metrics).
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,8 @@ const REAPER: &str = "reaper";
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reaper's minimum idle time before any lease has been granted by this handle.
 const DEFAULT_MIN_IDLE: Duration = Duration::from_secs(30);
+/// Most jobs one claim takes: keeps the script's run (which blocks Redis) to a few milliseconds.
+const MAX_CLAIM: usize = 256;
 /// Longest a blocking read waits beyond its `wait`, before its reply is deemed lost.
 const BLOCK_SLACK: Duration = Duration::from_secs(5);
 
@@ -99,8 +102,9 @@ struct Inner {
     /// multiplexed connection.
     blocking: Mutex<Vec<MultiplexedConnection>>,
     scripts: Scripts,
-    /// `{name}:stream`, `{name}:retry`, `{name}:done`, `{name}:failed`, `{name}:dlq`.
-    keys: [String; 5],
+    /// `{name}:stream`, `{name}:retry`, `{name}:done`, `{name}:failed`, `{name}:dlq`,
+    /// `{name}:stalls`.
+    keys: [String; 6],
     /// `{name}:job:`
     job_prefix: String,
     options: QueueOptions,
@@ -126,7 +130,8 @@ impl RedisQueue {
         let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
         let mut conn = client.get_connection_manager_with_config(config).await?;
         let tag = format!("{{{}}}", options.name);
-        let keys = ["stream", "retry", "done", "failed", "dlq"].map(|k| format!("{tag}:{k}"));
+        let keys =
+            ["stream", "retry", "done", "failed", "dlq", "stalls"].map(|k| format!("{tag}:{k}"));
         create_group(&mut conn, &keys[0]).await?;
         Ok(RedisQueue {
             inner: Arc::new(Inner {
@@ -201,12 +206,13 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// Waits up to `wait` on a dedicated connection for a new entry; its id if one arrived.
+    /// Waits up to `wait` on a dedicated connection for new entries; up to `max` of their ids.
     async fn read_blocking(
         &self,
         worker: &WorkerId,
+        max: usize,
         wait: Duration,
-    ) -> Result<Option<String>, QueueError> {
+    ) -> Result<Vec<String>, QueueError> {
         let pooled = self.inner.blocking.lock().expect("pool lock").pop();
         let mut conn = match pooled {
             Some(conn) => conn,
@@ -225,7 +231,7 @@ impl RedisQueue {
             .arg(GROUP)
             .arg(worker.as_str())
             .arg("COUNT")
-            .arg(1)
+            .arg(max)
             .arg("BLOCK")
             .arg(wait.as_millis().max(1) as u64)
             .arg("STREAMS")
@@ -241,45 +247,52 @@ impl RedisQueue {
             other => other?,
         };
         self.inner.blocking.lock().expect("pool lock").push(conn);
-        Ok(reply.and_then(|r| {
-            r.keys
-                .into_iter()
-                .next()?
-                .ids
-                .into_iter()
-                .next()
-                .map(|e| e.id)
-        }))
+        Ok(reply
+            .and_then(|r| r.keys.into_iter().next())
+            .map(|k| k.ids.into_iter().map(|e| e.id).collect())
+            .unwrap_or_default())
     }
 
-    /// Runs the claim script, on `entry` if a blocking read got one.
+    /// Runs the claim script for up to `max` jobs, starting with `entries` if a blocking read
+    /// got some. `Err(next)`: none taken, and when the next retry is due, if any.
     async fn start(
         &self,
         worker: &WorkerId,
         lease: Duration,
-        entry: &str,
-    ) -> Result<Result<Claimed, Option<Duration>>, QueueError> {
+        max: usize,
+        entries: &[String],
+    ) -> Result<Result<Vec<Claimed>, Option<Duration>>, QueueError> {
         let token = lease_token();
         let lease_ms = lease.as_millis().to_string();
+        let entries = entries.join(",");
+        let max = max.to_string();
         let got: Vec<String> = self
             .run(
                 &self.inner.scripts.claim,
-                &[worker.as_str(), token.as_str(), &lease_ms, entry],
+                &[worker.as_str(), token.as_str(), &lease_ms, &entries, &max],
             )
             .await?;
-        match got.as_slice() {
-            [entry, id, payload, attempt, max] => Ok(Ok(Claimed {
-                id: JobId::parse(id).map_err(|_| QueueError::Corrupt(format!("bad id {id:?}")))?,
-                payload: payload.clone(),
-                attempt: attempt.parse().unwrap_or(1),
-                max_attempts: max.parse().unwrap_or(1),
-                token,
-                entry: entry.clone(),
-                consumer: worker.as_str().to_owned(),
-            })),
-            [_, next] => Ok(Err(next.parse::<u64>().ok().map(Duration::from_millis))),
-            other => Err(QueueError::Corrupt(format!("claim replied {other:?}"))),
+        if let [_, next] = got.as_slice() {
+            return Ok(Err(next.parse::<u64>().ok().map(Duration::from_millis)));
         }
+        if !got.len().is_multiple_of(5) {
+            return Err(QueueError::Corrupt(format!("claim replied {got:?}")));
+        }
+        got.chunks_exact(5)
+            .map(|c| {
+                Ok(Claimed {
+                    id: JobId::parse(&c[1])
+                        .map_err(|_| QueueError::Corrupt(format!("bad id {:?}", c[1])))?,
+                    payload: c[2].clone(),
+                    attempt: c[3].parse().unwrap_or(1),
+                    max_attempts: c[4].parse().unwrap_or(1),
+                    token: token.clone(),
+                    entry: c[0].clone(),
+                    consumer: worker.as_str().to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Ok)
     }
 }
 
@@ -301,10 +314,11 @@ impl JobQueue for RedisQueue {
             .max(1)
             .to_string();
         let cap = opts.max_backlog.to_string();
+        let max_stalls = opts.max_stalls.max(1).to_string();
         let (stored, depth): (u8, u64) = self
             .run(
                 &self.inner.scripts.enqueue,
-                &[id.as_str(), &job.payload, &max, &cap],
+                &[id.as_str(), &job.payload, &max, &cap, &max_stalls],
             )
             .await?;
         if stored == 1 {
@@ -331,6 +345,8 @@ impl JobQueue for RedisQueue {
             status,
             attempts: number(&mut h, "attempts").unwrap_or(0),
             max_attempts: number(&mut h, "max_attempts").unwrap_or(0),
+            stalls: number(&mut h, "stalls").unwrap_or(0),
+            max_stalls: number(&mut h, "max_stalls").unwrap_or(self.inner.options.max_stalls),
             enqueued_at: number(&mut h, "enqueued_at").unwrap_or(0),
             started_at: number(&mut h, "started_at"),
             finished_at: number(&mut h, "finished_at"),
@@ -339,29 +355,35 @@ impl JobQueue for RedisQueue {
         }))
     }
 
-    async fn claim(
+    async fn claim_batch(
         &self,
         worker: &WorkerId,
         lease: Duration,
+        max: usize,
         wait: Duration,
-    ) -> Result<Option<Claimed>, QueueError> {
+    ) -> Result<Vec<Claimed>, QueueError> {
+        let max = max.clamp(1, MAX_CLAIM);
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         self.inner
             .min_lease_ms
             .fetch_min(lease_ms, Ordering::Relaxed);
-        let next_retry = match self.start(worker, lease, "").await? {
-            Ok(job) => return Ok(Some(job)),
+        let next_retry = match self.start(worker, lease, max, &[]).await? {
+            Ok(jobs) => return Ok(jobs),
             Err(next) => next,
         };
-        // Nothing ready: block for a new entry, but no longer than until the next retry is due.
+        // Nothing ready: block for new entries, but no longer than until the next retry is due.
         let wait = next_retry.map_or(wait, |due| due.min(wait));
         if wait.is_zero() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        match self.read_blocking(worker, wait).await? {
-            Some(entry) => Ok(self.start(worker, lease, &entry).await?.ok()),
-            None => Ok(None),
+        let entries = self.read_blocking(worker, max, wait).await?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
+        Ok(self
+            .start(worker, lease, max, &entries)
+            .await?
+            .unwrap_or_default())
     }
 
     async fn heartbeat(&self, job: &Claimed, lease: Duration) -> Result<bool, QueueError> {
@@ -377,36 +399,39 @@ impl JobQueue for RedisQueue {
         Ok(n == 1)
     }
 
-    async fn complete(
+    async fn complete_batch(
         &self,
-        job: &Claimed,
-        outcome: Result<String, JobError>,
-    ) -> Result<Completion, QueueError> {
+        outcomes: Vec<(Claimed, Result<String, JobError>)>,
+    ) -> Result<Vec<Completion>, QueueError> {
         let opts = &self.inner.options;
-        let (kind, value) = match outcome {
-            Ok(result) => ("ok", result),
-            Err(e) => (if e.retry { "retry" } else { "fatal" }, e.message),
-        };
-        let delay = backoff(job.attempt, opts.retry_base, opts.retry_max)
-            .as_millis()
-            .to_string();
-        let retention = opts.retention.as_millis().to_string();
-        let args: [&str; 7] = [
-            &job.token,
-            &job.entry,
-            job.id.as_str(),
-            kind,
-            &value,
-            &delay,
-            &retention,
-        ];
-        let reply: String = self.run(&self.inner.scripts.complete, &args).await?;
-        Ok(match reply.as_str() {
-            "done" => Completion::Done,
-            "retrying" => Completion::Retrying,
-            "failed" => Completion::Failed,
-            _ => Completion::Refused,
-        })
+        let mut args: Vec<String> = Vec::with_capacity(1 + outcomes.len() * 6);
+        args.push(opts.retention.as_millis().to_string());
+        for (job, outcome) in outcomes {
+            let (kind, value) = match outcome {
+                Ok(result) => ("ok", result),
+                Err(e) => (if e.retry { "retry" } else { "fatal" }, e.message),
+            };
+            let delay = backoff(job.attempt, opts.retry_base, opts.retry_max);
+            args.extend([
+                job.token,
+                job.entry,
+                job.id.to_string(),
+                kind.to_owned(),
+                value,
+                delay.as_millis().to_string(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let replies: Vec<String> = self.run(&self.inner.scripts.complete, &args).await?;
+        Ok(replies
+            .iter()
+            .map(|r| match r.as_str() {
+                "done" => Completion::Done,
+                "retrying" => Completion::Retrying,
+                "failed" => Completion::Failed,
+                _ => Completion::Refused,
+            })
+            .collect())
     }
 
     async fn release(&self, job: &Claimed) -> Result<bool, QueueError> {
@@ -425,9 +450,10 @@ impl JobQueue for RedisQueue {
             ms => ms,
         };
         let retention = self.inner.options.retention.as_millis().to_string();
+        let max_stalls = self.inner.options.max_stalls.max(1).to_string();
         self.run(
             &self.inner.scripts.reap,
-            &[REAPER, &min_idle.to_string(), &retention],
+            &[REAPER, &min_idle.to_string(), &retention, &max_stalls],
         )
         .await
     }
@@ -439,13 +465,14 @@ impl JobQueue for RedisQueue {
 
     async fn counts(&self) -> Result<Counts, QueueError> {
         let retention = self.inner.options.retention.as_millis().to_string();
-        let (queued, running, done, failed): (i64, u64, u64, u64) =
+        let (queued, running, done, failed, stalls): (i64, u64, u64, u64, u64) =
             self.run(&self.inner.scripts.counts, &[&retention]).await?;
         Ok(Counts {
             queued: queued.max(0) as u64,
             running,
             done,
             failed,
+            stalls,
         })
     }
 

@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     payload      TEXT NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
     max_attempts INTEGER NOT NULL,
+    stalls       INTEGER NOT NULL DEFAULT 0,
+    max_stalls   INTEGER NOT NULL DEFAULT 10,
     result       TEXT,
     error        TEXT,
     enqueued_at  INTEGER NOT NULL,
@@ -42,17 +44,33 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS qmeta (id INTEGER PRIMARY KEY CHECK (id = 0), depth INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS qmeta (id INTEGER PRIMARY KEY CHECK (id = 0), depth INTEGER NOT NULL,
+    stalls INTEGER NOT NULL DEFAULT 0);
 INSERT OR IGNORE INTO qmeta (id, depth) VALUES (0, 0);
 ";
 
+/// Columns added since the first release: a file made by an older offload gets them on open.
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("jobs", "stalls", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "max_stalls", "INTEGER NOT NULL DEFAULT 10"),
+    ("qmeta", "stalls", "INTEGER NOT NULL DEFAULT 0"),
+];
+
 const VIEW_COLUMNS: &str = "id, status, attempts, max_attempts, result, error, enqueued_at, \
-                            started_at, finished_at";
+                            started_at, finished_at, stalls, max_stalls";
 
 /// Work for the connection thread. It runs at once and returns the reply, which the thread sends
 /// only after the group commit holding the work has committed (or failed: the reply says so).
 type Task = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Most jobs one claim takes: a batch a few milliseconds long even for tiny jobs, and a
+/// bounded `RETURNING` set.
+const MAX_CLAIM: usize = 256;
+
+/// Without a file-change wake-up (not Linux, or inotify refused), idle claims look again this
+/// often: the old poll's ceiling.
+const FALLBACK_POLL: Duration = Duration::from_millis(100);
 
 /// Most tasks committed together: under concurrent enqueue one commit then serves many jobs,
 /// while a group still holds the write lock for only a few milliseconds.
@@ -68,6 +86,8 @@ pub struct SqliteQueue {
 struct Inner {
     tasks: mpsc::Sender<Task>,
     options: QueueOptions,
+    /// Ticks on every write to the file by any process: an idle claim waits on it.
+    wake: Option<super::wake::FileWake>,
 }
 
 impl SqliteQueue {
@@ -78,6 +98,7 @@ impl SqliteQueue {
     pub async fn open(path: &Path, options: QueueOptions) -> Result<SqliteQueue, QueueError> {
         let (tasks, inbox) = mpsc::channel::<Task>();
         let (ready_tx, ready_rx) = oneshot::channel();
+        let db_path = path;
         let path = path.to_owned();
         let full_sync = options.sqlite_full_sync;
         std::thread::Builder::new()
@@ -98,10 +119,21 @@ impl SqliteQueue {
                     run_group(&mut conn, group);
                 }
             })
-            .map_err(|e| QueueError::Corrupt(format!("cannot start the sqlite thread: {e}")))?;
+            .map_err(|e| QueueError::Thread(e.to_string()))?;
         ready_rx.await.map_err(|_| QueueError::Closed)??;
+        let wake = match super::wake::FileWake::watch(&wal_path(db_path)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "no file-change wake-up; idle workers poll every 100 ms");
+                None
+            }
+        };
         Ok(SqliteQueue {
-            inner: Arc::new(Inner { tasks, options }),
+            inner: Arc::new(Inner {
+                tasks,
+                options,
+                wake,
+            }),
         })
     }
 
@@ -183,7 +215,20 @@ fn connect_once(path: &Path, full_sync: bool) -> Result<Connection, QueueError> 
         "synchronous",
         if full_sync { "FULL" } else { "NORMAL" },
     )?;
-    write(&mut conn, |c| c.execute_batch(SCHEMA))?;
+    write(&mut conn, |c| {
+        c.execute_batch(SCHEMA)?;
+        for (table, column, decl) in ADDED_COLUMNS {
+            let present: bool = c.query_row(
+                &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )?;
+            if !present {
+                c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            }
+        }
+        Ok(())
+    })?;
     Ok(conn)
 }
 
@@ -214,6 +259,13 @@ fn write<T>(
     }
 }
 
+/// The WAL file beside the database: in WAL mode every commit by any process writes it.
+fn wal_path(db: &Path) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    name.into()
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -238,6 +290,8 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView, rusqlite::Error> {
         enqueued_at: row.get::<_, i64>(6)? as u64,
         started_at: row.get::<_, Option<i64>>(7)?.map(|t| t as u64),
         finished_at: row.get::<_, Option<i64>>(8)?.map(|t| t as u64),
+        stalls: row.get(9)?,
+        max_stalls: row.get(10)?,
     })
 }
 
@@ -248,6 +302,115 @@ fn finished(tx: &Connection, n: u64) -> Result<(), rusqlite::Error> {
             .execute([n as i64])?;
     }
     Ok(())
+}
+
+/// Claims up to `max` due jobs in one unit of work, under one lease token (a token names one
+/// claim; each row also carries its id, so `(id, token)` names one holder of one job). Also
+/// answers, when nothing was due, how long until the next retry falls due.
+fn claim_due(
+    conn: &mut Connection,
+    worker: &str,
+    lease: Duration,
+    max: usize,
+) -> Result<(Vec<Claimed>, Option<Duration>), rusqlite::Error> {
+    let token = lease_token();
+    let t = now();
+    write(conn, |tx| {
+        let jobs = tx
+            .prepare_cached(
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = ?1, \
+                 lease_until = ?2, started_at = ?3, worker = ?4 \
+                 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= ?3 \
+                               ORDER BY run_at, seq LIMIT ?5) \
+                 RETURNING id, payload, attempts, max_attempts, run_at, seq",
+            )?
+            .query_map(params![token, t + ms(lease), t, worker, max as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut jobs: Vec<_> = jobs
+            .into_iter()
+            .filter_map(|(id, payload, attempt, max_attempts, run_at, seq)| {
+                let job = Claimed {
+                    id: JobId::parse(&id).ok()?,
+                    payload,
+                    attempt,
+                    max_attempts,
+                    token: token.clone(),
+                    entry: String::new(),
+                    consumer: String::new(),
+                };
+                Some(((run_at, seq), job))
+            })
+            .collect();
+        // RETURNING gives no order; hand the jobs out oldest first.
+        jobs.sort_by_key(|(order, _)| *order);
+        let next_due = if jobs.is_empty() {
+            tx.prepare_cached("SELECT min(run_at) FROM jobs WHERE status = 'queued'")?
+                .query_row([], |r| r.get::<_, Option<i64>>(0))?
+                .map(|due| Duration::from_millis((due - t).max(0) as u64))
+        } else {
+            None
+        };
+        Ok((jobs.into_iter().map(|(_, job)| job).collect(), next_due))
+    })
+}
+
+/// Stores one run's outcome, if `job` still holds its lease.
+fn complete_one(
+    tx: &Connection,
+    opts: &QueueOptions,
+    t: i64,
+    job: &Claimed,
+    outcome: Result<String, JobError>,
+) -> Result<Completion, rusqlite::Error> {
+    let id = job.id.as_str();
+    let held: Option<(u32, u32)> = tx
+        .prepare_cached(
+            "SELECT attempts, max_attempts FROM jobs \
+             WHERE id = ?1 AND lease = ?2 AND status = 'running'",
+        )?
+        .query_row(params![id, job.token], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((attempts, max_attempts)) = held else {
+        return Ok(Completion::Refused);
+    };
+    Ok(match outcome {
+        Ok(result) => {
+            tx.prepare_cached(
+                "UPDATE jobs SET status = 'done', result = ?1, error = NULL, \
+                 finished_at = ?2, lease = NULL, lease_until = NULL WHERE id = ?3",
+            )?
+            .execute(params![result, t, id])?;
+            finished(tx, 1)?;
+            Completion::Done
+        }
+        Err(e) if e.retry && attempts < max_attempts => {
+            let delay = backoff(attempts, opts.retry_base, opts.retry_max);
+            tx.prepare_cached(
+                "UPDATE jobs SET status = 'queued', error = ?1, run_at = ?2, \
+                 lease = NULL, lease_until = NULL WHERE id = ?3",
+            )?
+            .execute(params![e.message, t + ms(delay), id])?;
+            Completion::Retrying
+        }
+        Err(e) => {
+            tx.prepare_cached(
+                "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2, \
+                 lease = NULL, lease_until = NULL WHERE id = ?3",
+            )?
+            .execute(params![e.message, t, id])?;
+            finished(tx, 1)?;
+            Completion::Failed
+        }
+    })
 }
 
 impl JobQueue for SqliteQueue {
@@ -269,13 +432,14 @@ impl JobQueue for SqliteQueue {
                     let id = JobId::random();
                     let t = now();
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, status, payload, max_attempts, enqueued_at, run_at) \
-                         VALUES (?1, 'queued', ?2, ?3, ?4, ?4)",
+                        "INSERT INTO jobs (id, status, payload, max_attempts, max_stalls, \
+                         enqueued_at, run_at) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5)",
                     )?
                     .execute(params![
                         id.as_str(),
                         job.payload,
                         job.max_attempts.unwrap_or(opts.max_attempts).max(1),
+                        opts.max_stalls.max(1),
                         t
                     ])?;
                     Ok(Ok(id))
@@ -299,43 +463,36 @@ impl JobQueue for SqliteQueue {
         .await
     }
 
-    async fn claim(
+    async fn claim_batch(
         &self,
         worker: &WorkerId,
         lease: Duration,
-        _wait: Duration,
-    ) -> Result<Option<Claimed>, QueueError> {
-        let worker = worker.as_str().to_owned();
-        self.call(move |conn, _| {
-            let token = lease_token();
-            let t = now();
-            write(conn, |tx| {
-                let claimed = tx
-                    .prepare_cached(
-                        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = ?1, \
-                         lease_until = ?2, started_at = ?3, worker = ?4 \
-                         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?3 \
-                                     ORDER BY run_at, seq LIMIT 1) \
-                         RETURNING id, payload, attempts, max_attempts",
-                    )?
-                    .query_row(params![token, t + ms(lease), t, worker], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })
-                    .optional()?;
-                Ok(claimed.and_then(|(id, payload, attempt, max_attempts)| {
-                    Some(Claimed {
-                        id: JobId::parse(&id).ok()?,
-                        payload,
-                        attempt,
-                        max_attempts,
-                        token,
-                        entry: String::new(),
-                        consumer: String::new(),
-                    })
-                }))
-            })
-        })
-        .await
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claimed>, QueueError> {
+        let max = max.clamp(1, MAX_CLAIM);
+        // Subscribe before looking, so a job stored between the look and the wait still wakes us.
+        let mut woken = self.inner.wake.as_ref().map(|w| w.subscribe());
+        let end = tokio::time::Instant::now() + wait;
+        loop {
+            let worker = worker.as_str().to_owned();
+            let (jobs, next_due) = self
+                .call(move |conn, _| claim_due(conn, &worker, lease, max))
+                .await?;
+            let now = tokio::time::Instant::now();
+            if !jobs.is_empty() || now >= end {
+                return Ok(jobs);
+            }
+            // Wait for a write to the file (another process stored something), the next retry
+            // falling due, or the end of `wait`; without a wake-up, a short poll stands in.
+            let until = next_due.map_or(end, |d| (now + d).min(end));
+            match woken.as_mut() {
+                Some(rx) => {
+                    let _ = tokio::time::timeout_at(until, rx.changed()).await;
+                }
+                None => tokio::time::sleep_until(until.min(now + FALLBACK_POLL)).await,
+            }
+        }
     }
 
     async fn heartbeat(&self, job: &Claimed, lease: Duration) -> Result<bool, QueueError> {
@@ -354,59 +511,17 @@ impl JobQueue for SqliteQueue {
         .await
     }
 
-    async fn complete(
+    async fn complete_batch(
         &self,
-        job: &Claimed,
-        outcome: Result<String, JobError>,
-    ) -> Result<Completion, QueueError> {
-        let (id, token) = (job.id.clone(), job.token.clone());
+        outcomes: Vec<(Claimed, Result<String, JobError>)>,
+    ) -> Result<Vec<Completion>, QueueError> {
         self.call(move |conn, opts| {
             let t = now();
             write(conn, |tx| {
-                let held: Option<(u32, u32)> = tx
-                    .prepare_cached(
-                        "SELECT attempts, max_attempts FROM jobs \
-                         WHERE id = ?1 AND lease = ?2 AND status = 'running'",
-                    )?
-                    .query_row(params![id.as_str(), token], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                let Some((attempts, max_attempts)) = held else {
-                    return Ok(Completion::Refused);
-                };
-                let done = match outcome {
-                    Ok(result) => {
-                        tx.prepare_cached(
-                            "UPDATE jobs SET status = 'done', result = ?1, error = NULL, \
-                             finished_at = ?2, lease = NULL, lease_until = NULL WHERE id = ?3",
-                        )?
-                        .execute(params![result, t, id.as_str()])?;
-                        finished(tx, 1)?;
-                        Completion::Done
-                    }
-                    Err(e) if e.retry && attempts < max_attempts => {
-                        let delay = backoff(attempts, opts.retry_base, opts.retry_max);
-                        tx.prepare_cached(
-                            "UPDATE jobs SET status = 'queued', error = ?1, run_at = ?2, \
-                             lease = NULL, lease_until = NULL WHERE id = ?3",
-                        )?
-                        .execute(params![
-                            e.message,
-                            t + ms(delay),
-                            id.as_str()
-                        ])?;
-                        Completion::Retrying
-                    }
-                    Err(e) => {
-                        tx.prepare_cached(
-                            "UPDATE jobs SET status = 'failed', error = ?1, finished_at = ?2, \
-                             lease = NULL, lease_until = NULL WHERE id = ?3",
-                        )?
-                        .execute(params![e.message, t, id.as_str()])?;
-                        finished(tx, 1)?;
-                        Completion::Failed
-                    }
-                };
-                Ok(done)
+                outcomes
+                    .into_iter()
+                    .map(|(job, outcome)| complete_one(tx, opts, t, &job, outcome))
+                    .collect()
             })
         })
         .await
@@ -430,12 +545,14 @@ impl JobQueue for SqliteQueue {
     }
 
     async fn reap(&self) -> Result<u64, QueueError> {
-        /// Expired leases go back to `queued`, or to `failed` once attempts are spent.
+        /// Expired leases go back to `queued` with one more stall and the attempt given back,
+        /// or to `failed` once the stalls reach the job's limit.
         const REAP: &str = "UPDATE jobs SET \
-            status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
-            error = 'lease expired (worker died or hung) on attempt ' || attempts \
-                    || ' of ' || max_attempts, \
-            finished_at = CASE WHEN attempts >= max_attempts THEN ?1 END, \
+            stalls = stalls + 1, attempts = max(attempts - 1, 0), \
+            status = CASE WHEN stalls + 1 >= max_stalls THEN 'failed' ELSE 'queued' END, \
+            error = 'lost with its worker (lease expired) ' || (stalls + 1) || ' time(s) of ' \
+                    || max_stalls || ' allowed', \
+            finished_at = CASE WHEN stalls + 1 >= max_stalls THEN ?1 END, \
             run_at = ?1, lease = NULL, lease_until = NULL \
             WHERE status = 'running' AND lease_until < ?1 \
             RETURNING status";
@@ -448,6 +565,10 @@ impl JobQueue for SqliteQueue {
                     .collect::<Result<Vec<_>, _>>()?;
                 let failed = statuses.iter().filter(|s| *s == "failed").count() as u64;
                 finished(tx, failed)?;
+                if !statuses.is_empty() {
+                    tx.prepare_cached("UPDATE qmeta SET stalls = stalls + ?1 WHERE id = 0")?
+                        .execute([statuses.len() as i64])?;
+                }
                 Ok(statuses.len() as u64)
             })
         })
@@ -489,6 +610,9 @@ impl JobQueue for SqliteQueue {
                     None => {}
                 }
             }
+            counts.stalls = conn
+                .prepare_cached("SELECT stalls FROM qmeta WHERE id = 0")?
+                .query_row([], |r| r.get::<_, i64>(0))? as u64;
             Ok(counts)
         })
         .await

@@ -140,10 +140,14 @@ pub struct JobView {
     pub id: JobId,
     /// Where the job is.
     pub status: JobStatus,
-    /// Runs started so far (a lease lost counts as a run).
+    /// Runs started so far, not counting those lost with their worker (stalls).
     pub attempts: u32,
     /// Runs allowed before the job fails.
     pub max_attempts: u32,
+    /// Runs lost with their worker (the lease lapsed): not failures, counted apart.
+    pub stalls: u32,
+    /// Stalls allowed before the job fails.
+    pub max_stalls: u32,
     /// The job's result (opaque JSON text) once done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
@@ -257,6 +261,8 @@ pub struct Counts {
     pub done: u64,
     /// Finished with an error.
     pub failed: u64,
+    /// Runs lost with their worker, ever, in this queue (a counter, never reset).
+    pub stalls: u64,
 }
 
 /// The delay before retry number `attempt` (1 = first retry): exponential from `base`, capped at

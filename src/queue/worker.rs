@@ -1,6 +1,8 @@
-//! The worker loop: claims up to `concurrency` jobs, renews each lease while its job runs, stores
-//! the outcome, runs the reaper and the pruner, and drains gracefully on shutdown. A backend error
-//! is logged and retried after a pause: the loop never dies on one.
+//! The worker loop: claims jobs in batches (as many as it has room for: `concurrency` running plus
+//! `prefetch` claimed ahead, so a core that finishes a job finds the next one already in hand),
+//! renews each lease while its job runs, stores outcomes in batches (one completer; while one
+//! batch is being stored the next gathers), runs the reaper and the pruner, and drains gracefully
+//! on shutdown. A backend error is logged and retried after a pause: the loop never dies on one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{Claimed, Completion, JobError, JobQueue, WorkerId};
+use super::{Claimed, Completion, JobError, JobQueue, QueueError, WorkerId};
 
 /// A boxed, sendable future, as returned by an [`Executor`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -25,13 +27,17 @@ pub type Executor = Arc<dyn Fn(String) -> BoxFuture<Result<String, JobError>> + 
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// Heartbeat every lease / 3: two heartbeats can be late or lost before the lease lapses.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
-/// First idle poll delay (SQLite): short, so a job enqueued just after a miss starts quickly.
+/// Pause after a claim that found nothing without waiting (a backend that cannot wait), doubled
+/// up to `poll_max`: keeps an idle loop from spinning.
 pub const DEFAULT_POLL_MIN: Duration = Duration::from_millis(5);
-/// Longest idle poll delay (SQLite): bounds pickup latency at ~100 ms while costing an idle
-/// worker ~10 queries/s.
+/// Longest such pause, and the pause after a backend error.
 pub const DEFAULT_POLL_MAX: Duration = Duration::from_millis(100);
-/// Longest blocking read (Redis): short enough to notice shutdown and due retries promptly.
+/// Longest an idle claim waits for a job to arrive (Redis blocking read, Postgres `LISTEN`,
+/// SQLite file wake-up): short enough to notice shutdown and due retries promptly.
 pub const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
+/// Most outcomes stored in one call: one transaction stays short while a batch still spreads a
+/// round trip over hundreds of tiny jobs.
+const MAX_COMPLETE: usize = 256;
 /// Reaper period: stalled jobs are found within a second of their lease lapsing.
 pub const DEFAULT_REAP_EVERY: Duration = Duration::from_secs(1);
 /// Pruner period: deleting finished jobs is housekeeping, a minute late costs nothing.
@@ -47,6 +53,8 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct WorkerConfig {
     /// Jobs run at once.
     pub concurrency: usize,
+    /// Jobs claimed ahead of those running, waiting their turn under their own lease.
+    pub prefetch: usize,
     /// Lease per job.
     pub lease: Duration,
     /// Lease renewal period; keep it well below `lease`.
@@ -71,6 +79,7 @@ impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
         WorkerConfig {
             concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            prefetch: std::thread::available_parallelism().map_or(1, |n| n.get()),
             lease: DEFAULT_LEASE,
             heartbeat: DEFAULT_HEARTBEAT,
             poll_min: DEFAULT_POLL_MIN,
@@ -106,32 +115,48 @@ pub struct WorkerReport {
     pub lost: u64,
     /// Jobs given back unrun at shutdown.
     pub released: u64,
+    /// Claim calls made (each took a batch of one or more jobs, or found none).
+    pub claims: u64,
+    /// Completion calls made (each stored a batch of outcomes).
+    pub completions: u64,
 }
 
+/// The live counters behind a [`WorkerReport`].
 #[derive(Debug, Default)]
-struct Tally([AtomicU64; 5]);
+struct Tally {
+    done: AtomicU64,
+    retried: AtomicU64,
+    failed: AtomicU64,
+    lost: AtomicU64,
+    released: AtomicU64,
+    claims: AtomicU64,
+    completions: AtomicU64,
+}
 
 impl Tally {
-    fn add(&self, i: usize) {
-        self.0[i].fetch_add(1, Ordering::Relaxed);
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
     }
     fn report(&self) -> WorkerReport {
-        let n = |i: usize| self.0[i].load(Ordering::Relaxed);
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         WorkerReport {
-            done: n(0),
-            retried: n(1),
-            failed: n(2),
-            lost: n(3),
-            released: n(4),
+            done: n(&self.done),
+            retried: n(&self.retried),
+            failed: n(&self.failed),
+            lost: n(&self.lost),
+            released: n(&self.released),
+            claims: n(&self.claims),
+            completions: n(&self.completions),
         }
     }
 }
 
-const DONE: usize = 0;
-const RETRIED: usize = 1;
-const FAILED: usize = 2;
-const LOST: usize = 3;
-const RELEASED: usize = 4;
+/// One outcome on its way to the completer, and where to send what the store made of it.
+type Outcome = (
+    Claimed,
+    Result<String, JobError>,
+    oneshot::Sender<Result<Completion, String>>,
+);
 
 /// Runs a worker until `shutdown` completes, then stops claiming, waits up to `config.grace` for
 /// the jobs in hand and gives back those still running.
@@ -142,23 +167,38 @@ pub async fn run<Q: JobQueue + Clone>(
     shutdown: impl Future<Output = ()>,
 ) -> WorkerReport {
     let tally = Arc::new(Tally::default());
-    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let room = config.concurrency.max(1) + config.prefetch;
+    let permits = Arc::new(Semaphore::new(room));
     let (abandon_tx, abandon_rx) = watch::channel(false);
     let chores = tokio::spawn(chores(queue.clone(), config.clone()));
+    // Every job sends one outcome and holds its permit until it is stored, so `room` bounds it.
+    let (outcomes, inbox) = mpsc::channel::<Outcome>(room);
+    let completer = tokio::spawn(completer(queue.clone(), inbox, Arc::clone(&tally)));
     let mut jobs = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut shut = false;
     let mut idle = config.poll_min;
 
     while !shut {
-        let permit = tokio::select! {
+        let first = tokio::select! {
             biased;
             () = &mut shutdown, if !shut => { shut = true; continue; }
             p = Arc::clone(&permits).acquire_owned() => p.expect("semaphore never closed"),
         };
+        // Claim as many as there is room for, in one call.
+        let mut held = vec![first];
+        while let Ok(p) = Arc::clone(&permits).try_acquire_owned() {
+            held.push(p);
+        }
         while jobs.try_join_next().is_some() {}
         let started = Instant::now();
-        let mut claim = std::pin::pin!(queue.claim(&config.worker_id, config.lease, config.block));
+        let mut claim = std::pin::pin!(queue.claim_batch(
+            &config.worker_id,
+            config.lease,
+            held.len(),
+            config.block
+        ));
+        Tally::add(&tally.claims);
         // A claim in progress is finished, not dropped: a Redis entry read but never started
         // would wait for the reaper.
         let got = loop {
@@ -168,34 +208,45 @@ pub async fn run<Q: JobQueue + Clone>(
             }
         };
         let pause = match got {
-            Ok(Some(job)) => {
+            Ok(batch) if !batch.is_empty() => {
                 idle = config.poll_min;
-                if shut {
-                    let _ = queue.release(&job).await;
-                    tally.add(RELEASED);
-                    break;
+                for job in batch {
+                    if shut {
+                        let _ = queue.release(&job).await;
+                        Tally::add(&tally.released);
+                        continue;
+                    }
+                    let task = Job {
+                        queue: queue.clone(),
+                        job,
+                        executor: Arc::clone(&executor),
+                        config: config.clone(),
+                        tally: Arc::clone(&tally),
+                        abandon: abandon_rx.clone(),
+                        outcomes: outcomes.clone(),
+                    };
+                    jobs.spawn(task.run(held.pop().expect("a permit per job claimed")));
                 }
-                let task = Job {
-                    queue: queue.clone(),
-                    job,
-                    executor: Arc::clone(&executor),
-                    config: config.clone(),
-                    tally: Arc::clone(&tally),
-                    abandon: abandon_rx.clone(),
-                };
-                jobs.spawn(task.run(permit));
-                continue;
+                Duration::ZERO
             }
-            Ok(None) => {
-                let pause = idle.saturating_sub(started.elapsed());
-                idle = (idle * 2).min(config.poll_max);
-                pause
+            Ok(_) => {
+                // The backend waited up to `block` already; only a claim that came back at once
+                // (a retry falling due, or shutdown) earns a pause, so an idle loop cannot spin.
+                if started.elapsed() >= config.block {
+                    idle = config.poll_min;
+                    Duration::ZERO
+                } else {
+                    let pause = idle.saturating_sub(started.elapsed());
+                    idle = (idle * 2).min(config.poll_max);
+                    pause
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed; retrying");
                 config.poll_max
             }
         };
+        drop(held);
         if !pause.is_zero() && !shut {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
@@ -205,6 +256,7 @@ pub async fn run<Q: JobQueue + Clone>(
     }
 
     chores.abort();
+    drop(outcomes);
     let drain = async { while jobs.join_next().await.is_some() {} };
     if tokio::time::timeout(config.grace, drain).await.is_err() {
         tracing::info!(left = jobs.len(), "grace period over; giving jobs back");
@@ -214,7 +266,37 @@ pub async fn run<Q: JobQueue + Clone>(
             jobs.abort_all();
         }
     }
+    // Every sender is gone once the jobs are: the completer stores what is left and ends.
+    let _ = tokio::time::timeout(RELEASE_TIMEOUT, completer).await;
     tally.report()
+}
+
+/// Stores outcomes in batches: takes one, then every other that is already waiting (up to
+/// [`MAX_COMPLETE`]), and stores them in one call. Under load the batch is whatever finished
+/// during the previous call's round trip, so batches grow exactly when they help.
+async fn completer<Q: JobQueue>(queue: Q, mut inbox: mpsc::Receiver<Outcome>, tally: Arc<Tally>) {
+    let mut batch: Vec<Outcome> = Vec::with_capacity(MAX_COMPLETE);
+    while inbox.recv_many(&mut batch, MAX_COMPLETE).await > 0 {
+        let (outcomes, replies): (Vec<_>, Vec<_>) = batch
+            .drain(..)
+            .map(|(job, outcome, reply)| ((job, outcome), reply))
+            .unzip();
+        Tally::add(&tally.completions);
+        match queue.complete_batch(outcomes).await {
+            Ok(done) => {
+                for (reply, c) in replies.into_iter().zip(done) {
+                    let _ = reply.send(Ok(c));
+                }
+            }
+            Err(e) => {
+                let e: QueueError = e;
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// One claimed job and what it needs to run.
@@ -225,6 +307,7 @@ struct Job<Q> {
     config: WorkerConfig,
     tally: Arc<Tally>,
     abandon: watch::Receiver<bool>,
+    outcomes: mpsc::Sender<Outcome>,
 }
 
 impl<Q: JobQueue + Clone> Job<Q> {
@@ -245,7 +328,7 @@ impl<Q: JobQueue + Clone> Job<Q> {
                     Ok(false) => {
                         tracing::warn!(id = %job.id, "lease lost; abandoning the run");
                         work.abort();
-                        self.tally.add(LOST);
+                        Tally::add(&self.tally.lost);
                         return;
                     }
                     Err(e) => tracing::warn!(id = %job.id, error = %e, "heartbeat failed"),
@@ -253,24 +336,34 @@ impl<Q: JobQueue + Clone> Job<Q> {
                 Ok(()) = self.abandon.changed() => {
                     work.abort();
                     match self.queue.release(job).await {
-                        Ok(true) => self.tally.add(RELEASED),
-                        Ok(false) => self.tally.add(LOST),
+                        Ok(true) => Tally::add(&self.tally.released),
+                        Ok(false) => Tally::add(&self.tally.lost),
                         Err(e) => tracing::warn!(id = %job.id, error = %e, "release failed"),
                     }
                     return;
                 }
             }
         };
-        match self.queue.complete(job, outcome).await {
-            Ok(Completion::Done) => self.tally.add(DONE),
-            Ok(Completion::Retrying) => self.tally.add(RETRIED),
-            Ok(Completion::Failed) => self.tally.add(FAILED),
-            Ok(Completion::Refused) => {
+        let (reply, stored) = oneshot::channel();
+        if self
+            .outcomes
+            .send((job.clone(), outcome, reply))
+            .await
+            .is_err()
+        {
+            return; // the completer is gone: the lease lapses and the job runs again
+        }
+        match stored.await {
+            Ok(Ok(Completion::Done)) => Tally::add(&self.tally.done),
+            Ok(Ok(Completion::Retrying)) => Tally::add(&self.tally.retried),
+            Ok(Ok(Completion::Failed)) => Tally::add(&self.tally.failed),
+            Ok(Ok(Completion::Refused)) => {
                 tracing::warn!(id = %job.id, "lease lost before completion; outcome dropped");
-                self.tally.add(LOST);
+                Tally::add(&self.tally.lost);
             }
             // The lease will lapse and the job run again: at-least-once.
-            Err(e) => tracing::warn!(id = %job.id, error = %e, "complete failed"),
+            Ok(Err(e)) => tracing::warn!(id = %job.id, error = %e, "complete failed"),
+            Err(_) => {}
         }
     }
 }

@@ -211,6 +211,29 @@ fn late_message(late: &crate::admission::Late) -> String {
     )
 }
 
+impl From<crate::pool::TaskError> for ExecError {
+    fn from(e: crate::pool::TaskError) -> ExecError {
+        use crate::pool::TaskError;
+        match e {
+            TaskError::Expired | TaskError::Stopped => ExecError::Expired,
+            TaskError::Panicked(msg) => ExecError::Panicked(msg),
+        }
+    }
+}
+
+impl From<crate::pool::SubmitError> for ExecError {
+    fn from(e: crate::pool::SubmitError) -> ExecError {
+        use crate::pool::SubmitError;
+        match e {
+            SubmitError::Full(_) => ExecError::Overloaded {
+                retry_after_secs: RETRY_AFTER_SECS,
+            },
+            SubmitError::Late(late) => ExecError::Late(late),
+            SubmitError::ShuttingDown => ExecError::ShuttingDown,
+        }
+    }
+}
+
 impl ExecError {
     /// The `Retry-After` seconds of a 503, when this error is one.
     pub fn retry_after_secs(&self) -> Option<u64> {

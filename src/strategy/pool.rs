@@ -5,10 +5,10 @@
 //! client that goes away cancels its chunks.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Done, ExecError, finish, run_chunk};
-use crate::pool::{Pool, SubmitError, TaskError};
+use crate::pool::Pool;
 use crate::work::Work;
 
 /// Runs work on a shared [`Pool`].
@@ -35,11 +35,7 @@ pub enum Split {
 pub fn calibrate_priors(pool: &Pool, limits: &crate::work::Limits, cores: usize) {
     let slowdown = (pool.threads() as f64 / cores.max(1) as f64).max(1.0);
     for (kind, secs_per_unit) in Work::probe_costs(limits) {
-        pool.model().prior(
-            kind.class(),
-            1_000_000,
-            Duration::from_secs_f64(secs_per_unit * slowdown * 1e6),
-        );
+        pool.model().prior(kind.class(), secs_per_unit * slowdown);
     }
 }
 
@@ -74,21 +70,12 @@ impl PoolStrategy {
                 .pool
                 .submit_work(deadline, work.cost(), 1, |_| chunked(k)),
         };
-        let handles = submitted.map_err(|e| match e {
-            SubmitError::Full(_) => ExecError::Overloaded {
-                retry_after_secs: super::RETRY_AFTER_SECS,
-            },
-            SubmitError::Late(late) => ExecError::Late(late),
-            SubmitError::ShuttingDown => ExecError::ShuttingDown,
-        })?;
+        let handles = submitted?;
         let mut outcomes = Vec::with_capacity(handles.len());
         // If this future is dropped (client gone, deadline), the remaining handles drop with
         // it and their chunks are skipped or stopped.
         for h in handles {
-            outcomes.push(h.await.map_err(|e| match e {
-                TaskError::Expired | TaskError::Stopped => ExecError::Expired,
-                TaskError::Panicked(msg) => ExecError::Panicked(msg),
-            })?);
+            outcomes.push(h.await?);
         }
         finish(handed_off, &outcomes)
     }

@@ -61,6 +61,13 @@ impl QueueStrategy {
                 }
                 header(
                     out,
+                    "offload_job_stalls_total",
+                    "counter",
+                    "Runs lost with their worker (lease expired): requeued without spending an attempt.",
+                );
+                sample(out, "offload_job_stalls_total", "", c.stalls);
+                header(
+                    out,
                     "offload_queue_up",
                     "gauge",
                     "1 when the queue's store answers.",

@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use super::{Cancel, Done, ExecError, RETRY_AFTER_SECS, finish, stop_check};
-use crate::pool::{Pool, PoolConfig, TaskError};
+use crate::pool::{Pool, PoolConfig};
 use crate::work::Work;
 
 /// Runs work on rayon, at most `max_inflight` requests at a time.
@@ -96,24 +96,18 @@ impl Rayon {
         let cancel = Cancel::default();
         let _guard = cancel.guard();
         let stop = stop_check(cancel.clone(), deadline);
-        let handle = self
-            .turns
-            .submit(Some(deadline), move |_| {
-                // The permit is held until the work really ends, even if the caller left: the
-                // limit bounds CPU work, not waiting callers. It is given back before the
-                // answer goes out, so a client that sends its next request at once finds it
-                // free. A caller gone before its turn came never runs (the pool skips it).
-                let start = Instant::now();
-                let r = work.run_parallel(&stop);
-                let end = Instant::now();
-                drop(permit);
-                (r, start, end)
-            })
-            .map_err(|_| ExecError::ShuttingDown)?;
-        let outcome = handle.await.map_err(|e| match e {
-            TaskError::Expired | TaskError::Stopped => ExecError::Expired,
-            TaskError::Panicked(msg) => ExecError::Panicked(msg),
+        let handle = self.turns.submit(Some(deadline), move |_| {
+            // The permit is held until the work really ends, even if the caller left: the
+            // limit bounds CPU work, not waiting callers. It is given back before the
+            // answer goes out, so a client that sends its next request at once finds it
+            // free. A caller gone before its turn came never runs (the pool skips it).
+            let start = Instant::now();
+            let r = work.run_parallel(&stop);
+            let end = Instant::now();
+            drop(permit);
+            (r, start, end)
         })?;
+        let outcome = handle.await?;
         finish(handed_off, &[outcome])
     }
 }

@@ -233,11 +233,12 @@ impl Remote {
     pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
         let body = Bytes::from(work.to_json().to_string());
         let cost = work.cost();
-        let admitted = self.gate.admit(cost, deadline)?;
+        // Counted in the model until this request ends, however it ends.
+        let _admitted = self.gate.admit(cost, deadline)?;
         let mut pause = RETRY_PAUSE;
         let mut first_in_line = false;
         loop {
-            let slot = admitted
+            let slot = self
                 .gate
                 .enqueue(first_in_line)
                 .take()
@@ -675,8 +676,7 @@ impl Gate {
         let capacity = capacity.max(1);
         let per_thread = capacity as f64 / threads.clamp(1, capacity) as f64;
         for &(class, secs) in probe {
-            let per_unit = Duration::from_secs_f64((secs * per_thread * 1e6).min(1e9));
-            self.model.prior(class, 1_000_000, per_unit);
+            self.model.prior(class, secs * per_thread);
         }
         let mut st = self.state.lock().expect("gate lock");
         let r = &mut st.room[i];

@@ -1,7 +1,8 @@
--- Shared by every script. KEYS: stream, retry zset, done zset, failed zset, dead-letter stream.
+-- Shared by every script. KEYS: stream, retry zset, done zset, failed zset, dead-letter stream,
+-- stall counter.
 -- ARGV[1]: job hash prefix ("{name}:job:"), ARGV[2]: consumer group. All keys share the {name}
 -- hash tag, so job hashes built from ARGV[1] live in the same cluster slot as KEYS.
-local stream, retry, done_z, failed_z, dlq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local stream, retry, done_z, failed_z, dlq, stalls_k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local jobp, group = ARGV[1], ARGV[2]
 
 local function now_ms()

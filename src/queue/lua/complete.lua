@@ -1,19 +1,28 @@
--- ARGV[3] token, ARGV[4] entry, ARGV[5] id, ARGV[6] 'ok' | 'retry' | 'fatal', ARGV[7] result or
--- error, ARGV[8] retry delay ms, ARGV[9] retention ms. Only the current lease holder may write.
-local key = jobp .. ARGV[5]
-local h = redis.call('HMGET', key, 'status', 'lease', 'attempts', 'max_attempts')
-if h[1] ~= 'running' or h[2] ~= ARGV[3] then return 'refused' end
+-- ARGV[3] retention ms, then for each outcome six values: token, entry, id, 'ok' | 'retry' |
+-- 'fatal', result or error, retry delay ms. Only the current lease holder may write. Returns
+-- one of 'done', 'retrying', 'failed', 'refused' per outcome, in order.
 local now = now_ms()
-if ARGV[6] == 'ok' then
-  finish(key, ARGV[5], 'done', ARGV[7], now, ARGV[9], ARGV[4])
-  return 'done'
+local retention = ARGV[3]
+local out = {}
+for i = 4, #ARGV, 6 do
+  local token, entry, id, kind, value, delay =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local key = jobp .. id
+  local h = redis.call('HMGET', key, 'status', 'lease', 'attempts', 'max_attempts')
+  if h[1] ~= 'running' or h[2] ~= token then
+    out[#out + 1] = 'refused'
+  elseif kind == 'ok' then
+    finish(key, id, 'done', value, now, retention, entry)
+    out[#out + 1] = 'done'
+  elseif kind == 'retry' and tonumber(h[3]) < tonumber(h[4]) then
+    redis.call('HSET', key, 'status', 'queued', 'error', value)
+    redis.call('HDEL', key, 'lease', 'lease_until')
+    redis.call('ZADD', retry, now + tonumber(delay), id)
+    drop(entry)
+    out[#out + 1] = 'retrying'
+  else
+    finish(key, id, 'failed', value, now, retention, entry)
+    out[#out + 1] = 'failed'
+  end
 end
-if ARGV[6] == 'retry' and tonumber(h[3]) < tonumber(h[4]) then
-  redis.call('HSET', key, 'status', 'queued', 'error', ARGV[7])
-  redis.call('HDEL', key, 'lease', 'lease_until')
-  redis.call('ZADD', retry, now + tonumber(ARGV[8]), ARGV[5])
-  drop(ARGV[4])
-  return 'retrying'
-end
-finish(key, ARGV[5], 'failed', ARGV[7], now, ARGV[9], ARGV[4])
-return 'failed'
+return out

@@ -1,4 +1,5 @@
--- ARGV[3] reaper consumer, ARGV[4] min idle ms, ARGV[5] retention ms. Takes stalled entries
+-- ARGV[3] reaper consumer, ARGV[4] min idle ms, ARGV[5] retention ms, ARGV[6] max stalls for
+-- jobs stored before stalls were counted. Takes stalled entries
 -- with XAUTOCLAIM; the job hash's lease_until decides. Returns how many jobs were moved.
 local now = now_ms()
 local moved = 0
@@ -8,15 +9,20 @@ for _, e in ipairs(r[2]) do
   local id = e[2] and e[2][2]
   if id then
     local key = jobp .. id
-    local h = redis.call('HMGET', key, 'status', 'lease_until', 'attempts', 'max_attempts')
+    local h = redis.call('HMGET', key, 'status', 'lease_until', 'stalls', 'max_stalls')
     if h[1] == 'running' then
       -- A lease still current (longer than min idle) is left alone: its holder's next
       -- heartbeat takes the entry back.
       if tonumber(h[2]) < now then
         moved = moved + 1
-        local attempts, max = tonumber(h[3]), tonumber(h[4])
-        local err = 'lease expired (worker died or hung) on attempt ' .. attempts .. ' of ' .. max
-        if attempts >= max then
+        -- A stall, not a failure: the attempt is given back and the stall counted apart.
+        local stalls = redis.call('HINCRBY', key, 'stalls', 1)
+        redis.call('HINCRBY', key, 'attempts', -1)
+        redis.call('INCR', stalls_k)
+        local max = tonumber(h[4]) or tonumber(ARGV[6])
+        local err = 'lost with its worker (lease expired) ' .. stalls .. ' time(s) of ' .. max
+          .. ' allowed'
+        if stalls >= max then
           finish(key, id, 'failed', err, now, ARGV[5], entry)
         else
           redis.call('HSET', key, 'status', 'queued', 'error', err)

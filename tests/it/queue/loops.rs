@@ -70,8 +70,8 @@ pub(super) async fn dead_worker_job_runs_again(b: Backend, test: &str) {
     assert_eq!(report.done, 1);
     let v = h.queue.get(&id).await.unwrap().unwrap();
     assert_eq!(
-        (v.status, v.attempts, v.result.as_deref()),
-        (JobStatus::Done, 2, Some("{\"echo\":7}"))
+        (v.status, v.attempts, v.stalls, v.result.as_deref()),
+        (JobStatus::Done, 1, 1, Some("{\"echo\":7}"))
     );
     assert_eq!(
         h.queue.complete(&taken, Ok("late".into())).await.unwrap(),

@@ -128,13 +128,15 @@ pub(super) async fn stale_holder_is_refused(b: Backend, test: &str) {
     let v = q.get(&id).await.unwrap().unwrap();
     assert_eq!(v.status, JobStatus::Queued);
     assert!(v.error.unwrap().contains("lease expired"));
+    // A stall, not a failed attempt: counted apart, and the attempt given back.
+    assert_eq!((v.attempts, v.stalls), (0, 1));
     let other = h.handle().await;
     let b2 = other
         .claim(&WorkerId::new(), LEASE, NO_WAIT)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((b2.id.clone(), b2.attempt), (id.clone(), 2));
+    assert_eq!((b2.id.clone(), b2.attempt), (id.clone(), 1));
     // The first holder wakes up: its heartbeat and its result are refused.
     assert!(!q.heartbeat(&a, LEASE).await.unwrap());
     assert_eq!(
@@ -148,10 +150,15 @@ pub(super) async fn stale_holder_is_refused(b: Backend, test: &str) {
     );
     let v = q.get(&id).await.unwrap().unwrap();
     assert_eq!(
-        (v.status, v.attempts, v.result.as_deref()),
-        (JobStatus::Done, 2, Some("\"fresh\""))
+        (v.status, v.attempts, v.stalls, v.result.as_deref()),
+        (JobStatus::Done, 1, 1, Some("\"fresh\""))
     );
     assert_eq!(v.error, None);
+    assert_eq!(
+        q.counts().await.unwrap().stalls,
+        1,
+        "the stall is counted for metrics"
+    );
     h.cleanup().await;
 }
 
@@ -233,12 +240,18 @@ pub(super) async fn retry_with_backoff_then_failed(b: Backend, test: &str) {
     h.cleanup().await;
 }
 
+/// A job that kills every worker that runs it ends failed after `max_stalls` stalls, though it
+/// has only one attempt: stalls do not spend attempts, and they have their own limit.
 pub(super) async fn poison_job_ends_failed(b: Backend, test: &str) {
-    let Some(h) = b.open(test, options()).await else {
+    let options = QueueOptions {
+        max_stalls: 3,
+        ..options()
+    };
+    let Some(h) = b.open(test, options).await else {
         return;
     };
     let q = &h.queue;
-    let id = q.enqueue(NewJob::new("{}").max_attempts(2)).await.unwrap();
+    let id = q.enqueue(NewJob::new("{}").max_attempts(1)).await.unwrap();
     let lease = Duration::from_millis(200);
     let mut runs = 0;
     let start = Instant::now();
@@ -256,8 +269,9 @@ pub(super) async fn poison_job_ends_failed(b: Backend, test: &str) {
         q.reap().await.unwrap();
     }
     let v = q.get(&id).await.unwrap().unwrap();
-    assert_eq!((runs, v.attempts), (2, 2));
+    assert_eq!((runs, v.attempts, v.stalls, v.max_stalls), (3, 0, 3, 3));
     assert!(v.error.unwrap().contains("lease expired"), "error says why");
+    assert_eq!(q.counts().await.unwrap().failed, 1);
     assert!(
         q.claim(&WorkerId::new(), lease, NO_WAIT)
             .await
