@@ -317,6 +317,65 @@ fn timeline(
     lines_and_legend(out, r, &axis, step, &series);
 }
 
+/// The queue's story over time: jobs accepted against jobs finished (the gap is the backlog),
+/// from the accept phase through the load to the end of the drain, on a time axis in seconds.
+fn backlog(out: &mut String, run: &StrategyRun) {
+    let Some(q) = &run.queue else { return };
+    let pts = &q.backlog;
+    let axis = Axis::new(pts.iter().map(|p| p.accepted as f64), false);
+    frame(
+        out,
+        "chart-queue-backlog",
+        "queue: jobs accepted and jobs finished, cumulative (the gap is the backlog)",
+        "jobs",
+        &axis,
+    );
+    let t_max = pts.last().map_or(1.0, |p| p.t).max(q.load_end_s).max(1e-3);
+    let x = |t: f64| LEFT + (W - LEFT - RIGHT) * (t / t_max);
+    let axis_step = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0]
+        .into_iter()
+        .find(|s| t_max / s <= 10.0)
+        .unwrap_or(300.0);
+    let mut t = 0.0;
+    while t <= t_max + 1e-9 {
+        let _ = write!(
+            out,
+            r#"<text x="{x:.1}" y="{y}" class="tick" text-anchor="middle">{t:.0}</text>"#,
+            x = x(t),
+            y = H - BOTTOM + 16.0
+        );
+        t += axis_step;
+    }
+    let _ = write!(
+        out,
+        r#"<text x="{x}" y="{y}" class="tick" text-anchor="middle">seconds since the accept phase began</text>"#,
+        x = (LEFT + W - RIGHT) / 2.0,
+        y = H - 6.0
+    );
+    let line = |pick: fn(&super::scenario::BacklogPoint) -> u64| -> String {
+        pts.iter()
+            .map(|p| format!("{:.1},{:.1}", x(p.t), axis.y(pick(p) as f64)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let end = x(q.load_end_s);
+    let _ = write!(
+        out,
+        r##"<line x1="{end:.1}" x2="{end:.1}" y1="{top}" y2="{bottom}" class="limit"><title>the load stopped; the drain follows</title></line><text x="{tx:.1}" y="{ty}" class="tick">load stops, drain</text><polyline class="mark" fill="none" stroke="#1f77b4" stroke-width="2" points="{a}"><title>accepted (202)</title></polyline><polyline class="mark" fill="none" stroke="#2ca02c" stroke-width="2" points="{f}"><title>finished (done or failed)</title></polyline></svg>"##,
+        top = TOP,
+        bottom = H - BOTTOM,
+        tx = end + 4.0,
+        ty = TOP + 12.0,
+        a = line(|p| p.accepted),
+        f = line(|p| p.finished),
+    );
+    let _ = write!(
+        out,
+        r##"<figcaption><span style="color:#1f77b4">&#9632;</span> accepted (202) &nbsp; <span style="color:#2ca02c">&#9632;</span> finished &nbsp; {:.0} jobs/s finished while jobs waited; accepted {:.0}/s while the backlog had room</figcaption></figure>"##,
+        run.completed_per_s, q.accept_phase.accepted_per_s
+    );
+}
+
 fn lat(l: &crate::load::LatencyStats) -> [f64; 6] {
     [l.p2_5, l.p50, l.p97_5, l.p99, l.p99_9, l.max]
 }
@@ -378,6 +437,9 @@ pub fn page(r: &Results) -> String {
                 .collect()
         },
     );
+    if let Some(run) = r.runs.iter().find(|x| x.queue.is_some()) {
+        backlog(&mut body, run);
+    }
     let reading: String = r
         .reading
         .iter()

@@ -124,7 +124,7 @@ pub fn table(r: &Results) -> String {
         let queue = run.queue.as_ref().map_or(String::new(), |x| {
             format!(
                 "{:.0}/s, {} jobs, {:.1}s{}",
-                x.accepted_per_s,
+                x.accept_phase.accepted_per_s,
                 x.backlog_at_stop,
                 x.drain_s,
                 if x.drained { "" } else { " (not drained)" }
@@ -199,9 +199,13 @@ fn read(r: &Results) -> Vec<String> {
     out.extend(limit::reading(&rows));
     if let Some(q) = by("queue").and_then(|x| x.queue.clone().map(|q| (x, q))) {
         let (run, q) = q;
+        let a = &q.accept_phase;
         out.push(format!(
-            "queue answered {:.0} requests/s with 202 but completed {:.0} jobs/s; {} jobs were waiting when the load stopped and took {:.1}s to drain{}.{}",
-            q.accepted_per_s,
+            "queue accepted {:.0} requests/s while its backlog had room ({} of {} requests answered 202 in {:.2}s, the worker running beside it); under the main load it answered {:.0}/s with 202, as fast as jobs finished, and refused the rest.",
+            a.accepted_per_s, a.accepted, a.requests, a.seconds, q.accepted_per_s
+        ));
+        out.push(format!(
+            "queue completed {:.0} jobs/s while jobs were waiting; {} jobs were waiting when the load stopped and took {:.1}s to drain{}.{}",
             run.completed_per_s,
             q.backlog_at_stop,
             q.drain_s,

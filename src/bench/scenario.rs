@@ -32,7 +32,9 @@ pub struct ProcessStats {
 /// The queue's side of a run: accepted is not done.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueRun {
-    /// 202 answers during the measured phase.
+    /// How fast the gateway accepts while its backlog cap does not bind.
+    pub accept_phase: AcceptPhase,
+    /// 202 answers during the measured phase (the cap binds there once the backlog fills).
     pub accepted: u64,
     pub accepted_per_s: f64,
     /// Jobs done when the load stopped.
@@ -46,11 +48,47 @@ pub struct QueueRun {
     /// Jobs done and failed by the end of the drain.
     pub jobs_done: u64,
     pub jobs_failed: u64,
-    /// Jobs done per second, from the start of the load to the end of the drain.
+    /// Jobs finished per second while jobs were waiting (the workers' rate: from the first
+    /// backlog reading above zero to the drain's end); the whole run's average if too short.
     pub completed_per_s: f64,
     /// From enqueue to done, over the run's finished jobs (null when none could be read).
     pub enqueue_to_done_ms: Option<Spread>,
+    /// Seconds from the start of the accept phase to the end of the heavy load; the drain
+    /// follows in `backlog`.
+    pub load_end_s: f64,
+    /// Jobs accepted and finished so far, sampled from the start of the accept phase to the
+    /// end of the drain: the gap between the two lines is the backlog.
+    pub backlog: Vec<BacklogPoint>,
 }
+
+/// A burst of requests sized to fit the backlog cap, sent before the main load: what the
+/// gateway accepts per second when the cap is not what answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct AcceptPhase {
+    /// Requests sent (half the backlog cap, so the cap cannot bind).
+    pub requests: u64,
+    /// Of those, answered 202.
+    pub accepted: u64,
+    /// Of those, answered anything else or not at all.
+    pub refused: u64,
+    pub seconds: f64,
+    /// `accepted / seconds`.
+    pub accepted_per_s: f64,
+}
+
+/// One reading of the queue's job counts.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BacklogPoint {
+    /// Seconds since the accept phase began.
+    pub t: f64,
+    /// Jobs in the queue that this run stored (queued, running, done or failed).
+    pub accepted: u64,
+    /// Of those, done or failed.
+    pub finished: u64,
+}
+
+/// How often the job counts are read for the backlog chart.
+const BACKLOG_EVERY: Duration = Duration::from_millis(250);
 
 /// Percentiles of a set of durations, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -214,6 +252,19 @@ pub async fn run(
     .with_warmup(s.warmup)
     .with_timeout(s.timeout)?;
 
+    // The queue first takes a burst that fits its cap, and its counts are followed from then on.
+    let follow = if strategy == "queue" {
+        let [queued, running, done_n, failed] = job_counts(gateway).await?;
+        let base = (queued + running + done_n + failed, done_n + failed);
+        let since = Instant::now();
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let follower = tokio::spawn(follow_backlog(gateway, since, base, done_rx));
+        let accept = accept_phase(gateway, s).await?;
+        Some((since, accept, follower, done_tx))
+    } else {
+        None
+    };
+
     let since = Instant::now();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(sample::run(
@@ -232,10 +283,19 @@ pub async fn run(
     let bystander = bystander.context("the /health probe")?;
     let _ = shown.await;
 
-    let queue = if strategy == "queue" {
-        Some(follow_queue(gateway, &heavy, s, progress).await?)
-    } else {
-        None
+    let queue = match follow {
+        Some((began, accept, follower, done_tx)) => {
+            let load_end_s = began.elapsed().as_secs_f64();
+            let mut q = follow_queue(gateway, &heavy, s, progress, accept).await?;
+            let _ = done_tx.send(true);
+            q.backlog = follower.await.context("the backlog follower")?;
+            q.load_end_s = load_end_s;
+            if let Some(rate) = busy_rate(&q.backlog) {
+                q.completed_per_s = rate;
+            }
+            Some(q)
+        }
+        None => None,
     };
     let _ = stop_tx.send(true);
     let samples = sampler.await.context("the sampler")?;
@@ -342,12 +402,82 @@ async fn job_counts(gateway: SocketAddr) -> anyhow::Result<[u64; 4]> {
     Ok(out)
 }
 
+/// Sends half the backlog cap as fast as `-c` connections allow, before the main load: the
+/// cap cannot bind, so this is the gateway's own accept rate (with a worker draining beside it).
+async fn accept_phase(gateway: SocketAddr, s: &Settings) -> anyhow::Result<AcceptPhase> {
+    let requests = (s.max_backlog / 2).max(1);
+    let plan = Plan::new(
+        Target::parse(&format!("http://{gateway}/heavy?{}", s.work_query), false)?,
+        Mode::Closed {
+            connections: s.connections.min(u32::try_from(requests).unwrap_or(u32::MAX)),
+            stop: Stop::Count(requests),
+        },
+    )?
+    .with_timeout(s.timeout)?;
+    let r = load::run(&plan, None).await.context("the accept phase")?;
+    let accepted = r.requests.by_status.get("202").copied().unwrap_or(0);
+    Ok(AcceptPhase {
+        requests,
+        accepted,
+        refused: requests.saturating_sub(accepted),
+        seconds: r.elapsed_s,
+        accepted_per_s: accepted as f64 / r.elapsed_s.max(1e-9),
+    })
+}
+
+/// Reads the job counts every [`BACKLOG_EVERY`] until told to stop, less `base` (the counts
+/// before the run: jobs of earlier runs are not this run's).
+async fn follow_backlog(
+    gateway: SocketAddr,
+    since: Instant,
+    (a0, f0): (u64, u64),
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> Vec<BacklogPoint> {
+    let mut points = Vec::new();
+    let mut tick = tokio::time::interval(BACKLOG_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = done.changed() => {}
+        }
+        if let Ok([queued, running, done_n, failed]) = job_counts(gateway).await {
+            let (all, finished) = (queued + running + done_n + failed, done_n + failed);
+            points.push(BacklogPoint {
+                t: since.elapsed().as_secs_f64(),
+                accepted: all.saturating_sub(a0),
+                finished: finished.saturating_sub(f0),
+            });
+        }
+        if *done.borrow() {
+            return points;
+        }
+    }
+}
+
+/// Jobs finished per second while jobs were waiting (from the first reading with a backlog to
+/// the last): the workers' own rate, without the start-up before the first job or the idle tail.
+fn busy_rate(points: &[BacklogPoint]) -> Option<f64> {
+    let waiting = |p: &&BacklogPoint| p.accepted > p.finished;
+    let first = points.iter().find(waiting)?;
+    let last = points.iter().rev().find(waiting)?;
+    // The reading after the last one with a backlog is when it reached zero, if there is one.
+    let end = points
+        .iter()
+        .find(|p| p.t > last.t)
+        .filter(|p| p.accepted == p.finished)
+        .unwrap_or(last);
+    let span = end.t - first.t;
+    (span >= 0.5).then(|| (end.finished - first.finished) as f64 / span)
+}
+
 /// After the load: waits until no job is queued or running (or the drain timeout).
 async fn follow_queue(
     gateway: SocketAddr,
     heavy: &Report,
     s: &Settings,
     progress: &super::ProgressLine,
+    accept_phase: AcceptPhase,
 ) -> anyhow::Result<QueueRun> {
     let stopped = Instant::now();
     let [queued, running, done_at_stop, _] = job_counts(gateway).await?;
@@ -366,6 +496,10 @@ async fn follow_queue(
     let drain_s = stopped.elapsed().as_secs_f64();
     let accepted = heavy.requests.by_status.get("202").copied().unwrap_or(0);
     Ok(QueueRun {
+        completed_per_s: counts[2] as f64
+            / (accept_phase.seconds + heavy.elapsed_s + s.warmup.as_secs_f64() + drain_s)
+                .max(1e-9),
+        accept_phase,
         accepted,
         accepted_per_s: accepted as f64 / heavy.elapsed_s.max(1e-9),
         done_at_stop,
@@ -374,9 +508,9 @@ async fn follow_queue(
         drained,
         jobs_done: counts[2],
         jobs_failed: counts[3],
-        completed_per_s: counts[2] as f64
-            / (heavy.elapsed_s + s.warmup.as_secs_f64() + drain_s).max(1e-9),
         enqueue_to_done_ms: enqueue_to_done(s).await,
+        load_end_s: 0.0,
+        backlog: Vec::new(),
     })
 }
 

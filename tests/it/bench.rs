@@ -124,7 +124,33 @@ fn quick_bench_reports_every_strategy_and_cleans_up() {
         );
     }
     let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
-    assert_eq!(html.matches("<svg class=\"chart\"").count(), 6);
+    // Six charts for every run, and the queue's backlog over time.
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), 7);
+    assert!(html.contains("id=\"chart-queue-backlog\""));
+
+    // The queue's story: an accept phase the cap cannot bind (all 202), then cumulative
+    // accepted and finished jobs that meet at the end of the drain.
+    let q = &runs.iter().find(|r| r["strategy"] == "queue").unwrap()["queue"];
+    let phase = &q["accept_phase"];
+    assert_eq!(phase["accepted"], phase["requests"], "{phase}");
+    assert_eq!(phase["refused"], 0, "{phase}");
+    assert!(phase["accepted_per_s"].as_f64().unwrap() > 0.0);
+    let backlog = q["backlog"].as_array().unwrap();
+    assert!(backlog.len() >= 4, "{} backlog readings", backlog.len());
+    let last = backlog.last().unwrap();
+    assert_eq!(q["drained"], true);
+    assert_eq!(
+        last["accepted"], last["finished"],
+        "drained: every accepted job finished ({last})"
+    );
+    assert!(
+        last["accepted"].as_u64().unwrap() >= phase["accepted"].as_u64().unwrap(),
+        "the accept phase's jobs are in the count"
+    );
+    assert!(
+        stdout.contains("while its backlog had room"),
+        "the reading gives the unbound accept rate:\n{stdout}"
+    );
     assert!(
         !html.contains("http://") || !html.contains("<script src"),
         "the page must not load anything"
