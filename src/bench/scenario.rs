@@ -409,7 +409,9 @@ async fn accept_phase(gateway: SocketAddr, s: &Settings) -> anyhow::Result<Accep
     let plan = Plan::new(
         Target::parse(&format!("http://{gateway}/heavy?{}", s.work_query), false)?,
         Mode::Closed {
-            connections: s.connections.min(u32::try_from(requests).unwrap_or(u32::MAX)),
+            connections: s
+                .connections
+                .min(u32::try_from(requests).unwrap_or(u32::MAX)),
             stop: Stop::Count(requests),
         },
     )?
@@ -497,8 +499,7 @@ async fn follow_queue(
     let accepted = heavy.requests.by_status.get("202").copied().unwrap_or(0);
     Ok(QueueRun {
         completed_per_s: counts[2] as f64
-            / (accept_phase.seconds + heavy.elapsed_s + s.warmup.as_secs_f64() + drain_s)
-                .max(1e-9),
+            / (accept_phase.seconds + heavy.elapsed_s + s.warmup.as_secs_f64() + drain_s).max(1e-9),
         accept_phase,
         accepted,
         accepted_per_s: accepted as f64 / heavy.elapsed_s.max(1e-9),

@@ -1,5 +1,7 @@
 //! The worker loop: claims jobs in batches (as many as it has room for: `concurrency` running plus
-//! `prefetch` claimed ahead, so a core that finishes a job finds the next one already in hand),
+//! some claimed ahead, so a core that finishes a job finds the next one already in hand; how many
+//! ahead follows the measured run time, about [`PREFETCH_WORK`] of work per thread, so tiny jobs
+//! come hundreds to a claim and long ones one per thread),
 //! renews each lease while its job runs, stores outcomes in batches (one completer; while one
 //! batch is being stored the next gathers), runs the reaper and the pruner, and drains gracefully
 //! on shutdown. A backend error is logged and retried after a pause: the loop never dies on one.
@@ -35,6 +37,15 @@ pub const DEFAULT_POLL_MAX: Duration = Duration::from_millis(100);
 /// Longest an idle claim waits for a job to arrive (Redis blocking read, Postgres `LISTEN`,
 /// SQLite file wake-up): short enough to notice shutdown and due retries promptly.
 pub const DEFAULT_BLOCK: Duration = Duration::from_secs(1);
+/// Work claimed ahead per thread, by the measured mean run time: enough that a store round trip
+/// (a fraction of a millisecond here, a few on a network) never leaves a thread idle, small
+/// enough that a worker does not hoard jobs that idle workers elsewhere could run.
+pub const PREFETCH_WORK: Duration = Duration::from_millis(20);
+/// Most jobs claimed ahead per thread, whatever the run time.
+pub const PREFETCH_MAX_PER_THREAD: usize = 256;
+/// Longest the completer waits for more outcomes to join a batch, under load: a small part of
+/// enqueue-to-done latency, and enough for tiny jobs to fill batches of dozens.
+const COMPLETE_LINGER: Duration = Duration::from_millis(2);
 /// Most outcomes stored in one call: one transaction stays short while a batch still spreads a
 /// round trip over hundreds of tiny jobs.
 const MAX_COMPLETE: usize = 256;
@@ -53,7 +64,8 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct WorkerConfig {
     /// Jobs run at once.
     pub concurrency: usize,
-    /// Jobs claimed ahead of those running, waiting their turn under their own lease.
+    /// Most jobs claimed ahead of those running, waiting their turn under their own lease; the
+    /// loop claims ahead about [`PREFETCH_WORK`] of work per thread, at least one per thread.
     pub prefetch: usize,
     /// Lease per job.
     pub lease: Duration,
@@ -79,7 +91,8 @@ impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
         WorkerConfig {
             concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            prefetch: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            prefetch: std::thread::available_parallelism().map_or(1, |n| n.get())
+                * PREFETCH_MAX_PER_THREAD,
             lease: DEFAULT_LEASE,
             heartbeat: DEFAULT_HEARTBEAT,
             poll_min: DEFAULT_POLL_MIN,
@@ -167,37 +180,52 @@ pub async fn run<Q: JobQueue + Clone>(
     shutdown: impl Future<Output = ()>,
 ) -> WorkerReport {
     let tally = Arc::new(Tally::default());
-    let room = config.concurrency.max(1) + config.prefetch;
+    let threads = config.concurrency.max(1);
+    let room = threads + config.prefetch;
     let permits = Arc::new(Semaphore::new(room));
+    // Two per thread: one running and one already handed to the executor, so a thread that
+    // finishes finds its next job waiting in the pool instead of waiting for this loop's
+    // runtime to hand one over (a few wake-ups, comparable to a tiny job's run).
+    let slots = Arc::new(Semaphore::new(2 * threads));
+    let pace = Arc::new(Pace::default());
     let (abandon_tx, abandon_rx) = watch::channel(false);
     let chores = tokio::spawn(chores(queue.clone(), config.clone()));
     // Every job sends one outcome and holds its permit until it is stored, so `room` bounds it.
     let (outcomes, inbox) = mpsc::channel::<Outcome>(room);
-    let completer = tokio::spawn(completer(queue.clone(), inbox, Arc::clone(&tally)));
+    let completer = tokio::spawn(completer(
+        queue.clone(),
+        inbox,
+        Arc::clone(&tally),
+        Arc::clone(&permits),
+        room - threads,
+    ));
     let mut jobs = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut shut = false;
     let mut idle = config.poll_min;
 
     while !shut {
-        let first = tokio::select! {
+        // Claim in batches: wait until the jobs in hand fall to the low mark (the running ones
+        // plus half the work wanted ahead), then refill to the full mark in one call. Claiming
+        // whenever one permit frees would take the jobs one or two at a time.
+        let full = pace.ahead(threads, config.prefetch).min(room);
+        let low = threads.min(full - 1) + (full - threads.min(full - 1)) / 2;
+        let mut held = tokio::select! {
             biased;
             () = &mut shutdown, if !shut => { shut = true; continue; }
-            p = Arc::clone(&permits).acquire_owned() => p.expect("semaphore never closed"),
+            p = Arc::clone(&permits).acquire_many_owned((room - low) as u32) => {
+                p.expect("semaphore never closed")
+            }
         };
-        // Claim as many as there is room for, in one call.
-        let mut held = vec![first];
-        while let Ok(p) = Arc::clone(&permits).try_acquire_owned() {
-            held.push(p);
+        let in_hand = room - permits.available_permits() - held.num_permits();
+        let want = full.saturating_sub(in_hand).clamp(1, held.num_permits());
+        if let Some(extra) = held.split(held.num_permits() - want) {
+            drop(extra);
         }
         while jobs.try_join_next().is_some() {}
         let started = Instant::now();
-        let mut claim = std::pin::pin!(queue.claim_batch(
-            &config.worker_id,
-            config.lease,
-            held.len(),
-            config.block
-        ));
+        let mut claim =
+            std::pin::pin!(queue.claim_batch(&config.worker_id, config.lease, want, config.block));
         Tally::add(&tally.claims);
         // A claim in progress is finished, not dropped: a Redis entry read but never started
         // would wait for the reaper.
@@ -224,8 +252,11 @@ pub async fn run<Q: JobQueue + Clone>(
                         tally: Arc::clone(&tally),
                         abandon: abandon_rx.clone(),
                         outcomes: outcomes.clone(),
+                        slots: Arc::clone(&slots),
+                        pace: Arc::clone(&pace),
                     };
-                    jobs.spawn(task.run(held.pop().expect("a permit per job claimed")));
+                    let permit = held.split(1).expect("a permit per job claimed");
+                    jobs.spawn(task.run(permit));
                 }
                 Duration::ZERO
             }
@@ -272,11 +303,29 @@ pub async fn run<Q: JobQueue + Clone>(
 }
 
 /// Stores outcomes in batches: takes one, then every other that is already waiting (up to
-/// [`MAX_COMPLETE`]), and stores them in one call. Under load the batch is whatever finished
-/// during the previous call's round trip, so batches grow exactly when they help.
-async fn completer<Q: JobQueue>(queue: Q, mut inbox: mpsc::Receiver<Outcome>, tally: Arc<Tally>) {
+/// [`MAX_COMPLETE`]), and stores them in one call. Under load (more jobs in hand than threads,
+/// judged by the free `permits` falling below `busy_below`) it lingers up to
+/// [`COMPLETE_LINGER`] for more first: a local store answers faster than tiny jobs finish, so
+/// without it every batch would hold one or two outcomes.
+async fn completer<Q: JobQueue>(
+    queue: Q,
+    mut inbox: mpsc::Receiver<Outcome>,
+    tally: Arc<Tally>,
+    permits: Arc<Semaphore>,
+    busy_below: usize,
+) {
     let mut batch: Vec<Outcome> = Vec::with_capacity(MAX_COMPLETE);
     while inbox.recv_many(&mut batch, MAX_COMPLETE).await > 0 {
+        if batch.len() < MAX_COMPLETE && permits.available_permits() < busy_below {
+            let until = Instant::now() + COMPLETE_LINGER;
+            while batch.len() < MAX_COMPLETE {
+                let room = MAX_COMPLETE - batch.len();
+                match tokio::time::timeout_at(until, inbox.recv_many(&mut batch, room)).await {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
         let (outcomes, replies): (Vec<_>, Vec<_>) = batch
             .drain(..)
             .map(|(job, outcome, reply)| ((job, outcome), reply))
@@ -308,13 +357,65 @@ struct Job<Q> {
     tally: Arc<Tally>,
     abandon: watch::Receiver<bool>,
     outcomes: mpsc::Sender<Outcome>,
+    /// One per thread: a claimed job waits here, under its lease, until a thread is free.
+    slots: Arc<Semaphore>,
+    pace: Arc<Pace>,
+}
+
+/// The mean run time of this worker's jobs (an exponentially weighted mean, in ns; 0 until the
+/// first job ends), from which the loop sizes its claims.
+#[derive(Debug, Default)]
+struct Pace {
+    mean_ns: AtomicU64,
+}
+
+impl Pace {
+    /// Weight of the newest run: the mean follows a change of work within a few dozen jobs.
+    const WEIGHT: f64 = 1.0 / 16.0;
+
+    fn record(&self, ran: Duration) {
+        let ns = ran.as_nanos().min(u128::from(u64::MAX)) as f64;
+        let old = self.mean_ns.load(Ordering::Relaxed) as f64;
+        let new = if old == 0.0 {
+            ns
+        } else {
+            old + (ns - old) * Self::WEIGHT
+        };
+        self.mean_ns.store(new.max(1.0) as u64, Ordering::Relaxed);
+    }
+
+    /// Jobs to hold (running and ahead): `threads` plus [`PREFETCH_WORK`] of work per thread,
+    /// at least one ahead per thread and at most `max_ahead`. Before any job has ended: one
+    /// ahead per thread.
+    fn ahead(&self, threads: usize, max_ahead: usize) -> usize {
+        let mean = self.mean_ns.load(Ordering::Relaxed);
+        let per_thread = if mean == 0 {
+            1
+        } else {
+            (PREFETCH_WORK.as_nanos() as u64 / mean).max(1) as usize
+        };
+        threads + per_thread.saturating_mul(threads).min(max_ahead)
+    }
 }
 
 impl<Q: JobQueue + Clone> Job<Q> {
     async fn run(mut self, _permit: OwnedSemaphorePermit) {
         let job = &self.job;
-        // Its own task, so that a panic in the work becomes an error, not a dead worker.
-        let mut work = tokio::spawn((self.executor)(job.payload.clone()));
+        // Its own task, so that a panic in the work becomes an error, not a dead worker. It
+        // waits for a free thread first, so its measured time is its run alone.
+        let (slots, pace, executor) = (
+            Arc::clone(&self.slots),
+            Arc::clone(&self.pace),
+            Arc::clone(&self.executor),
+        );
+        let payload = job.payload.clone();
+        let mut work = tokio::spawn(async move {
+            let _slot = slots.acquire_owned().await.expect("semaphore never closed");
+            let began = Instant::now();
+            let out = executor(payload).await;
+            pace.record(began.elapsed());
+            out
+        });
         let every = self.config.heartbeat.max(Duration::from_millis(1));
         let mut beat = tokio::time::interval_at(Instant::now() + every, every);
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
