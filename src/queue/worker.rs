@@ -389,11 +389,9 @@ impl Pace {
     /// ahead per thread.
     fn ahead(&self, threads: usize, max_ahead: usize) -> usize {
         let mean = self.mean_ns.load(Ordering::Relaxed);
-        let per_thread = if mean == 0 {
-            1
-        } else {
-            (PREFETCH_WORK.as_nanos() as u64 / mean).max(1) as usize
-        };
+        let per_thread = (PREFETCH_WORK.as_nanos() as u64)
+            .checked_div(mean)
+            .map_or(1, |n| n.max(1) as usize);
         threads + per_thread.saturating_mul(threads).min(max_ahead)
     }
 }
