@@ -124,7 +124,7 @@ pub enum QueueError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
     /// Postgres answered with an error, could not be reached, or the URL is malformed.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres_detail(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The store did not answer in time (what was waited for, and for how long).
     #[error("{0} took longer than {1:?}")]
@@ -141,6 +141,15 @@ pub enum QueueError {
     /// Stored data did not have the expected shape.
     #[error("corrupt job record: {0}")]
     Corrupt(String),
+}
+
+/// A Postgres error with its cause: tokio-postgres shows only "db error" or "error connecting
+/// to server", and keeps the server's message (or the I/O error) as the source.
+fn postgres_detail(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// Enqueue failed.

@@ -16,8 +16,9 @@ pub(super) const CHANNEL: &str = "offload_jobs";
 
 /// Key of the advisory lock that serialises schema creation: concurrent `CREATE TABLE IF NOT
 /// EXISTS` in several processes starting together can fail on a duplicate catalog row. An
-/// arbitrary constant ("offload" in ASCII), unlikely to collide with another application's.
-const SCHEMA_LOCK: &str = "0x6f66666c6f6164";
+/// arbitrary constant, unlikely to collide with another application's: "offload" in ASCII
+/// (0x6f66666c6f6164), written in decimal since Postgres 15 has no hex literals.
+const SCHEMA_LOCK: &str = "31356312506818916";
 
 /// The schema, run as one simple-query string, which Postgres runs as one implicit
 /// transaction, so the advisory transaction lock is held until all of it is in place.
