@@ -134,7 +134,8 @@ fn corrupt(what: String) -> QueueError {
 fn view(row: &Row) -> Result<JobView, QueueError> {
     let id: String = row.try_get(0)?;
     let status: String = row.try_get(1)?;
-    let count = |i: usize| -> Result<u32, QueueError> { Ok(row.try_get::<_, i32>(i)?.max(0) as u32) };
+    let count =
+        |i: usize| -> Result<u32, QueueError> { Ok(row.try_get::<_, i32>(i)?.max(0) as u32) };
     let time = |i: usize| -> Result<Option<u64>, QueueError> {
         Ok(row.try_get::<_, Option<i64>>(i)?.map(|t| t.max(0) as u64))
     };
@@ -181,8 +182,8 @@ impl JobQueue for PostgresQueue {
         let opts = &self.inner.options;
         let id = JobId::random();
         let (name, id_text, payload) = (&opts.name, id.as_str(), &job.payload);
-        let max_attempts = i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1))
-            .unwrap_or(i32::MAX);
+        let max_attempts =
+            i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1)).unwrap_or(i32::MAX);
         let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
         let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
         let (stored, depth) = self

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
 
-use offload::queue::{
-    Completion, JobId, JobQueue, NewJob, Queue, QueueOptions, WorkerId, open,
-};
+use offload::queue::{Completion, JobId, JobQueue, NewJob, Queue, QueueOptions, WorkerId, open};
 
 /// Short leases keep the suite fast; still far above a claim's round trip.
 const LEASE: Duration = Duration::from_millis(300);
@@ -269,13 +267,21 @@ async fn postgres_batched_claims_are_exclusive() {
             all.push(job);
         }
     }
-    assert_eq!((all.len(), ids.len()), (JOBS, JOBS), "per handle: {per_handle:?}");
+    assert_eq!(
+        (all.len(), ids.len()),
+        (JOBS, JOBS),
+        "per handle: {per_handle:?}"
+    );
     let c = h.queue.counts().await.unwrap();
     assert_eq!((c.queued, c.running), (0, JOBS as u64));
     // Each holder's (id, lease token) is the one stored: a second claim of a job would have
     // replaced its token, and the first holder's heartbeat and completion would be refused.
     for job in &all {
-        assert!(h.queue.heartbeat(job, LEASE * 100).await.unwrap(), "{:?}", job.id);
+        assert!(
+            h.queue.heartbeat(job, LEASE * 100).await.unwrap(),
+            "{:?}",
+            job.id
+        );
     }
     let done = h
         .queue
@@ -311,6 +317,111 @@ async fn postgres_idle_claim_wakes_on_notify() {
     let (job, woke) = waiting.await.unwrap();
     assert_eq!(job.expect("woken with the job").id, id);
     let after = woke.saturating_duration_since(enqueued);
-    assert!(after < Duration::from_secs(1), "woke {after:?} after the enqueue");
+    assert!(
+        after < Duration::from_secs(1),
+        "woke {after:?} after the enqueue"
+    );
     h.cleanup().await;
+}
+
+/// Postgres only: connections killed by the server (as on a restart) are replaced on the next
+/// call, and the `LISTEN` connection listens again, so idle claims still wake on `NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reconnects_after_lost_connections() {
+    let Some(base) = postgres_url("pg_reconnect") else {
+        return;
+    };
+    // A name for this test's connections, so only they are killed.
+    let app = format!("offload-test-{}", &JobId::random().as_str()[..8]);
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}application_name={app}");
+    let options = QueueOptions {
+        name: format!("test-pg-reconnect-{}", &JobId::random().as_str()[..8]),
+        ..options()
+    };
+    let q = open(&url, options.clone()).await.expect("open");
+    let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(conn);
+    let kill = || async {
+        let row = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    let connections = || async {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    assert_eq!(kill().await, 2, "the shared and the LISTEN connection");
+    let me = WorkerId::new();
+    let id = q
+        .enqueue(NewJob::new("1"))
+        .await
+        .expect("enqueue after the kill");
+    let job = q
+        .claim(&me, LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(job.id, id);
+    assert_eq!(
+        q.complete(&job, Ok("2".into())).await.unwrap(),
+        Completion::Done
+    );
+
+    // Once the LISTEN task is back (it reconnects on its own), kill both again: a waiting claim
+    // still wakes.
+    let end = Instant::now() + Duration::from_secs(5);
+    while connections().await < 2 {
+        assert!(
+            Instant::now() < end,
+            "the LISTEN connection did not come back"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(kill().await, 2);
+    let end = Instant::now() + Duration::from_secs(5);
+    while connections().await < 1 {
+        assert!(
+            Instant::now() < end,
+            "the LISTEN connection did not come back"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = tokio::spawn({
+        let q = q.clone();
+        async move {
+            let job = q
+                .claim(&WorkerId::new(), LEASE, Duration::from_secs(5))
+                .await;
+            (job, Instant::now())
+        }
+    });
+    sleep(Duration::from_millis(200)).await;
+    let producer = open(&base, options).await.expect("producer");
+    let id = producer.enqueue(NewJob::new("3")).await.unwrap();
+    let enqueued = Instant::now();
+    let (job, woke) = waiting.await.unwrap();
+    assert_eq!(job.unwrap().expect("woken with the job").id, id);
+    let after = woke.saturating_duration_since(enqueued);
+    assert!(
+        after < Duration::from_secs(1),
+        "woke {after:?} after the enqueue"
+    );
+    if let Queue::Postgres(p) = &producer {
+        p.destroy().await.unwrap();
+    }
 }
