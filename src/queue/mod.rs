@@ -68,7 +68,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(500);
 /// Longest retry delay, so a job with many attempts still finishes within minutes.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
-/// Redis key prefix (inside the `{}` hash tag) and thus the queue's name.
+/// The queue's name: the Redis key prefix (inside the `{}` hash tag) or the Postgres
+/// `queue` column.
 pub const DEFAULT_QUEUE_NAME: &str = "offload";
 
 /// Settings shared by the backends.
