@@ -125,8 +125,9 @@ pub enum QueueError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
     /// Postgres answered with an error, could not be reached, or the URL is malformed.
+    /// (Not a `#[source]`: the message already carries the cause, which a chain would repeat.)
     #[error("postgres: {}", postgres_detail(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
     /// The store did not answer in time (what was waited for, and for how long).
     #[error("{0} took longer than {1:?}")]
     Timeout(&'static str, Duration),
@@ -150,6 +151,12 @@ fn postgres_detail(e: &tokio_postgres::Error) -> String {
     match std::error::Error::source(e) {
         Some(cause) => format!("{e}: {cause}"),
         None => e.to_string(),
+    }
+}
+
+impl From<tokio_postgres::Error> for QueueError {
+    fn from(e: tokio_postgres::Error) -> QueueError {
+        QueueError::Postgres(e)
     }
 }
 
