@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The queue strategy's figures on SQLite and Redis, each run RUNS times (medians at the end):
+# The queue strategy's figures on SQLite, Redis and Postgres, each run RUNS times (medians at the end):
 #  1. accepted/s on /heavy?n=$SMALL_N at -c 100 -d $DURATION (offload load), one worker running on
 #     the same machine; the backlog when the load stops, the time to drain it, and completed/s =
 #     jobs done / (load time + drain time);
@@ -8,13 +8,17 @@
 #  4. enqueue-to-done latency in an open loop at $RATE jobs/s of the default work (below what
 #     one worker sustains), ids recorded by bench/queue_jobs.py.
 # The load generator, the gateway and the worker share this machine's cores. Raw rows in $OUT.
-# Usage: bench/queue.sh [sqlite] [redis]   (env: REDIS_URL, RUNS, DURATION, SMALL_N, ...)
+# Usage: bench/queue.sh [sqlite] [redis] [postgres]
+#   (env: REDIS_URL, POSTGRES_URL, RUNS, DURATION, SMALL_N, PICKUPS, ONLY=pickup, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
-bin=$PWD/target/release/offload
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/offload
 helper=$PWD/bench/queue_jobs.py
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+POSTGRES_URL=${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+# ONLY=pickup measures the idle pickup alone (the quickest figure).
+ONLY=${ONLY:-}
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 DEFAULT_DURATION=${DEFAULT_DURATION:-1}
@@ -33,6 +37,7 @@ cleanup() {
 trap cleanup EXIT
 
 redis_cli() { redis-cli -u "$REDIS_URL" "$@"; }
+psql_q() { psql "$POSTGRES_URL" -qtA -v ON_ERROR_STOP=1 "$@"; }
 
 # Starts `offload $@` in the background, waits for the line matching $ready on its stdout,
 # and leaves the pid in $started and the line in $line.
@@ -59,6 +64,7 @@ fresh_queue() {
   case $1 in
     sqlite) queue=(--queue "sqlite://$tmp/$store.db" --queue-name "$store") ;;
     redis) queue=(--queue "$REDIS_URL" --queue-name "$store") ;;
+    postgres) queue=(--queue "$POSTGRES_URL" --queue-name "$store") ;;
   esac
 }
 
@@ -66,6 +72,8 @@ drop_queue() {
   case $1 in
     sqlite) rm -f "$tmp/$store".db* ;;
     redis) redis_cli --scan --pattern "{$store}*" | xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null ;;
+    postgres) psql_q -c "DELETE FROM offload_jobs WHERE queue = '$store'" \
+                     -c "DELETE FROM offload_queues WHERE queue = '$store'" >/dev/null ;;
   esac
 }
 
@@ -95,8 +103,19 @@ for backend in "${backends[@]}"; do
     echo "!!!! Redis at $REDIS_URL does not answer: redis NOT measured !!!!" >&2
     continue
   fi
+  if [ "$backend" = postgres ] && ! psql_q -c 'select 1' >/dev/null 2>&1; then
+    echo "!!!! Postgres at $POSTGRES_URL does not answer: postgres NOT measured !!!!" >&2
+    continue
+  fi
   for run in $(seq "$RUNS"); do
     echo "== $backend, run $run of $RUNS"
+    if [ "$ONLY" = pickup ]; then
+      echo "-- idle pickup, $PICKUPS jobs"
+      up "$backend"
+      python3 "$helper" pickup "$base" "$PICKUPS" | tee -a "$OUT/$backend.pickup.jsonl"
+      down "$backend"
+      continue
+    fi
     echo "-- -c 100 -d $DURATION on /heavy?n=$SMALL_N"
     throughput "$backend" "$DURATION" "$OUT/$backend.small.jsonl" "/heavy?n=$SMALL_N"
     echo "-- -c 100 -d $DEFAULT_DURATION on /heavy (count 20,000,000)"
@@ -116,6 +135,10 @@ echo
 echo "== medians over $RUNS runs (raw rows in $OUT)"
 keys_tp="accepted_per_s completed_per_s backlog_at_stop drain_s accepted rejected_503 other_errors enqueue_p50_ms enqueue_p99_ms load_s"
 for backend in "${backends[@]}"; do
+  if [ -s "$OUT/$backend.pickup.jsonl" ] && [ ! -s "$OUT/$backend.small.jsonl" ]; then
+    echo "$backend, idle pickup (ms):"
+    python3 "$helper" median "$OUT/$backend.pickup.jsonl" pickup_ms.p50 pickup_ms.p99 pickup_ms.max enqueue_to_done_ms.p50 enqueue_to_done_ms.p99
+  fi
   [ -s "$OUT/$backend.small.jsonl" ] || continue
   echo "$backend, -c 100 -d $DURATION, n=$SMALL_N:"
   python3 "$helper" median "$OUT/$backend.small.jsonl" $keys_tp

@@ -93,7 +93,8 @@ pub const DEFAULT_MAX_QUEUE: usize = 65_536;
 /// Where the `queue` strategy and `offload worker` keep jobs, and the queue's bounds.
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
-    /// The job queue: sqlite://PATH (one machine, no server) or redis://HOST:PORT (many machines).
+    /// The job queue: sqlite://PATH (one machine, no server), or redis://HOST:PORT or
+    /// postgres://USER@HOST:PORT/DB (many machines).
     #[arg(
         long = "queue",
         default_value = "sqlite://offload-queue.db",
@@ -113,7 +114,8 @@ pub struct QueueArgs {
     /// How long finished jobs (and their results) are kept.
     #[arg(long, default_value = "1h", value_parser = parse_duration, env = "OFFLOAD_RETENTION")]
     pub retention: Duration,
-    /// Name (Redis key prefix) of the queue, so several can share one Redis.
+    /// Name of the queue (Redis key prefix, Postgres `queue` column), so several can share one
+    /// server.
     #[arg(long, default_value = crate::queue::DEFAULT_QUEUE_NAME, env = "OFFLOAD_QUEUE_NAME")]
     pub queue_name: String,
 }

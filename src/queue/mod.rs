@@ -1,27 +1,39 @@
-//! The job queue layer: one trait ([`JobQueue`]), an embedded SQLite backend and a Redis Streams
-//! backend, selected by URL with [`open`], and the worker loop ([`worker::run`]). No HTTP here and
-//! no knowledge of the work: a payload and a result are opaque JSON strings.
+//! The job queue layer: one trait ([`JobQueue`]), an embedded SQLite backend, a Redis Streams
+//! backend and a Postgres backend, selected by URL with [`open`], and the worker loop
+//! ([`worker::run`]). No HTTP here and no knowledge of the work: a payload and a result are
+//! opaque JSON strings.
 //!
 //! # Guarantees, and how each backend keeps them
-//! - **At-least-once.** A claim takes a job under a lease (SQLite: `lease_until` on the row;
-//!   Redis: the stream entry stays in the group's pending list). A worker that dies stops
+//! - **At-least-once.** A claim takes a job under a lease (SQLite and Postgres: `lease_until` on
+//!   the row; Redis: the stream entry stays in the group's pending list). A worker that dies stops
 //!   heartbeating; the reaper finds the expired lease and queues the job again.
+//!   Postgres: leases and due times use the server's clock, so hosts with skewed clocks agree.
 //! - **One result.** Each claim stores a random lease token with the job; heartbeat, complete and
 //!   release check it (SQL `WHERE lease = ?`, a Lua compare), so a worker whose lease was taken
-//!   over is refused and cannot overwrite the new holder's result or status.
+//!   over is refused and cannot overwrite the new holder's result or status. Postgres: claims
+//!   lock the rows they take (`FOR UPDATE SKIP LOCKED`), so concurrent claims never share a job.
 //! - **Retries, then failed.** An error with attempts left sets `queued` with the error and a due
-//!   time `now + backoff` (exponential, equal jitter; SQLite `run_at`, Redis retry zset promoted
-//!   by the claim script); attempts spent, or a non-retryable [`JobError`], set `failed`.
+//!   time `now + backoff` (exponential, equal jitter; SQLite and Postgres `run_at`, Redis retry
+//!   zset promoted by the claim script); attempts spent, or a non-retryable [`JobError`], set
+//!   `failed`.
 //! - **Stalls are not failures.** A job whose lease lapsed (its worker died or hung) goes back to
 //!   the queue without spending an error attempt: it counts a *stall* instead, with its own limit
 //!   (`max_stalls`), so a storm of worker kills fails nothing while a job that kills every worker
-//!   that runs it still ends `failed` ("lost with its worker n times").
-//! - **Batches.** Workers claim up to `max` jobs in one transaction or script call and complete
-//!   many in one, so a core never waits for a store round trip per job.
+//!   that runs it still ends `failed` ("lost with its worker n times"). Postgres: one reap
+//!   statement moves the rows and bumps the queue's stall counter.
+//! - **Batches.** Workers claim up to `max` jobs in one transaction, statement or script call and
+//!   complete many in one (Postgres: one statement over `unnest`ed arrays), so a core never waits
+//!   for a store round trip per job.
 //! - **Bounded backlog.** SQLite: a counter row bumped in the enqueue transaction; Redis:
-//!   `XLEN + ZCARD retry` checked in the enqueue script. Past `max_backlog`: [`EnqueueError::Full`].
-//! - **Retention.** Finished jobs read as unknown after `retention`; SQLite rows are deleted by
-//!   [`JobQueue::prune`], Redis hashes expire by TTL (prune trims the indexes).
+//!   `XLEN + ZCARD retry` checked in the enqueue script; Postgres: the queue's meta row, bumped
+//!   (only below the cap) in the enqueue statement. Past `max_backlog`: [`EnqueueError::Full`].
+//! - **Retention.** Finished jobs read as unknown after `retention`; SQLite and Postgres rows are
+//!   deleted by [`JobQueue::prune`], Redis hashes expire by TTL (prune trims the indexes).
+//! - **Prompt pickup.** An idle claim waits for new work rather than polling: Redis a blocking
+//!   read, SQLite a file-change wake-up, Postgres a `NOTIFY` sent by the enqueue statement.
+//! - **Reconnects.** Redis: the connection manager; Postgres: a lost connection is replaced on
+//!   the next call (which is retried once), and the `LISTEN` connection listens again.
+mod postgres;
 mod redis;
 mod sqlite;
 mod types;
@@ -31,6 +43,7 @@ pub mod worker;
 use std::future::Future;
 use std::time::Duration;
 
+pub use self::postgres::PostgresQueue;
 pub use self::redis::RedisQueue;
 pub use self::sqlite::SqliteQueue;
 pub use self::types::{
@@ -55,10 +68,11 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(500);
 /// Longest retry delay, so a job with many attempts still finishes within minutes.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
-/// Redis key prefix (inside the `{}` hash tag) and thus the queue's name.
+/// The queue's name: the Redis key prefix (inside the `{}` hash tag) or the Postgres
+/// `queue` column.
 pub const DEFAULT_QUEUE_NAME: &str = "offload";
 
-/// Settings shared by both backends.
+/// Settings shared by the backends.
 #[derive(Debug, Clone)]
 pub struct QueueOptions {
     /// Unfinished jobs allowed (queued, running or waiting for a retry).
@@ -73,7 +87,8 @@ pub struct QueueOptions {
     pub retry_base: Duration,
     /// Cap on the retry delay.
     pub retry_max: Duration,
-    /// Redis: key prefix and hash tag, so several queues (or tests) share one server.
+    /// Redis: key prefix and hash tag; Postgres: the rows' `queue` column. Several queues (or
+    /// tests) share one server.
     pub name: String,
     /// SQLite: `synchronous=FULL` (survives power loss) instead of `NORMAL` (survives a crash).
     pub sqlite_full_sync: bool,
@@ -98,7 +113,10 @@ impl Default for QueueOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The URL names no supported backend.
-    #[error("unsupported queue URL {0:?}: expected sqlite://PATH or redis://HOST:PORT")]
+    #[error(
+        "unsupported queue URL {0:?}: expected sqlite://PATH, redis://HOST:PORT or \
+         postgres://USER@HOST:PORT/DB"
+    )]
     BadUrl(String),
     /// SQLite answered with an error.
     #[error("sqlite: {0}")]
@@ -106,6 +124,13 @@ pub enum QueueError {
     /// Redis answered with an error or could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// Postgres answered with an error, could not be reached, or the URL is malformed.
+    /// (Not a `#[source]`: the message already carries the cause, which a chain would repeat.)
+    #[error("postgres: {}", postgres_detail(.0))]
+    Postgres(tokio_postgres::Error),
+    /// The store did not answer in time (what was waited for, and for how long).
+    #[error("{0} took longer than {1:?}")]
+    Timeout(&'static str, Duration),
     /// A SQLite group commit failed, so the operation's writes were rolled back.
     #[error("sqlite commit failed: {0}")]
     Commit(String),
@@ -118,6 +143,21 @@ pub enum QueueError {
     /// Stored data did not have the expected shape.
     #[error("corrupt job record: {0}")]
     Corrupt(String),
+}
+
+/// A Postgres error with its cause: tokio-postgres shows only "db error" or "error connecting
+/// to server", and keeps the server's message (or the I/O error) as the source.
+fn postgres_detail(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+impl From<tokio_postgres::Error> for QueueError {
+    fn from(e: tokio_postgres::Error) -> QueueError {
+        QueueError::Postgres(e)
+    }
 }
 
 /// Enqueue failed.
@@ -252,17 +292,20 @@ pub trait JobQueue: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<JobView>, QueueError>> + Send;
 }
 
-/// A queue on either backend: cheap to clone, `Send + Sync`, usable as axum state.
+/// A queue on any backend: cheap to clone, `Send + Sync`, usable as axum state.
 #[derive(Debug, Clone)]
 pub enum Queue {
     /// Embedded: a SQLite file shared by the processes of one host.
     Sqlite(SqliteQueue),
     /// Scale-out: Redis Streams, shared by workers on many hosts.
     Redis(RedisQueue),
+    /// Scale-out: one Postgres database, shared by workers on many hosts.
+    Postgres(PostgresQueue),
 }
 
 /// Opens the queue named by `url`: `sqlite://PATH` (`sqlite:PATH` also works; a relative path is
-/// relative to the working directory) or `redis://HOST:PORT[/DB]`.
+/// relative to the working directory), `redis://HOST:PORT[/DB]` or
+/// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (`postgresql://` also works).
 ///
 /// # Errors
 /// [`QueueError::BadUrl`] for another scheme; the backend's error if it cannot be opened.
@@ -279,6 +322,8 @@ pub async fn open(url: &str, options: QueueOptions) -> Result<Queue, QueueError>
         ))
     } else if url.starts_with("redis://") || url.starts_with("rediss://") {
         Ok(Queue::Redis(RedisQueue::open(url, options).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Queue::Postgres(PostgresQueue::open(url, options).await?))
     } else {
         Err(QueueError::BadUrl(url.to_owned()))
     }
@@ -289,6 +334,7 @@ macro_rules! dispatch {
         match $self {
             Queue::Sqlite($q) => $e,
             Queue::Redis($q) => $e,
+            Queue::Postgres($q) => $e,
         }
     };
 }

@@ -1,14 +1,17 @@
-//! Queue conformance suite: one set of tests, each run on SQLite (temp dir) and on Redis at
-//! `REDIS_URL` (a unique key prefix per test, deleted after). Without `REDIS_URL` the Redis runs
-//! say loudly that they did not run; with `OFFLOAD_REQUIRE_REDIS=1` they fail instead. A
-//! `REDIS_URL` that cannot be reached always fails: a set URL means Redis was meant to be tested.
+//! Queue conformance suite: one set of tests, each run on SQLite (temp dir), on Redis at
+//! `REDIS_URL` (a unique key prefix per test, deleted after) and on Postgres at `POSTGRES_URL`
+//! (a unique queue name per test, its rows deleted after). Without the URL a server's runs say
+//! loudly that they did not run; with `OFFLOAD_REQUIRE_REDIS=1` / `OFFLOAD_REQUIRE_POSTGRES=1`
+//! they fail instead. A URL that cannot be reached always fails: a set URL means that server was
+//! meant to be tested.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
-use tokio::time::sleep;
+use tokio::time::{Instant, sleep};
 
-use offload::queue::{JobId, JobQueue, NewJob, Queue, QueueOptions, WorkerId, open};
+use offload::queue::{Completion, JobId, JobQueue, NewJob, Queue, QueueOptions, WorkerId, open};
 
 /// Short leases keep the suite fast; still far above a claim's round trip.
 const LEASE: Duration = Duration::from_millis(300);
@@ -19,6 +22,7 @@ const NO_WAIT: Duration = Duration::ZERO;
 enum Backend {
     Sqlite,
     Redis,
+    Postgres,
 }
 
 /// One queue under test; `handle` opens another connection to it, as another process would.
@@ -38,15 +42,24 @@ fn options() -> QueueOptions {
 }
 
 pub(crate) fn redis_url(test: &str) -> Option<String> {
-    let required = std::env::var("OFFLOAD_REQUIRE_REDIS").is_ok_and(|v| v == "1");
-    match std::env::var("REDIS_URL") {
+    server_url("REDIS_URL", "OFFLOAD_REQUIRE_REDIS", "Redis", test)
+}
+
+pub(crate) fn postgres_url(test: &str) -> Option<String> {
+    server_url("POSTGRES_URL", "OFFLOAD_REQUIRE_POSTGRES", "Postgres", test)
+}
+
+/// The server URL in `var`; without it, a loud skip, or a failure if `require` is `1`.
+fn server_url(var: &str, require: &str, server: &str, test: &str) -> Option<String> {
+    let required = std::env::var(require).is_ok_and(|v| v == "1");
+    match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if required => panic!("OFFLOAD_REQUIRE_REDIS=1 but REDIS_URL is not set ({test})"),
+        _ if required => panic!("{require}=1 but {var} is not set ({test})"),
         _ => {
             // Straight to stderr: the test harness captures `eprintln!` of passing tests.
             let _ = writeln!(
                 std::io::stderr(),
-                "!!!! REDIS_URL is not set: Redis queue test `{test}` DID NOT RUN !!!!"
+                "!!!! {var} is not set: {server} queue test `{test}` DID NOT RUN !!!!"
             );
             None
         }
@@ -63,6 +76,11 @@ impl Backend {
             }
             Backend::Redis => {
                 let url = redis_url(test)?;
+                let name = format!("test-{test}-{}", &JobId::random().as_str()[..8]);
+                (url, None, QueueOptions { name, ..options })
+            }
+            Backend::Postgres => {
+                let url = postgres_url(test)?;
                 let name = format!("test-{test}-{}", &JobId::random().as_str()[..8]);
                 (url, None, QueueOptions { name, ..options })
             }
@@ -88,13 +106,15 @@ impl Harness {
     }
 
     async fn cleanup(self) {
-        if let Queue::Redis(q) = &self.queue {
-            q.destroy().await.expect("delete test keys");
+        match &self.queue {
+            Queue::Redis(q) => q.destroy().await.expect("delete test keys"),
+            Queue::Postgres(q) => q.destroy().await.expect("delete test rows"),
+            Queue::Sqlite(_) => {}
         }
     }
 }
 
-/// Runs a conformance test on both backends.
+/// Runs a conformance test on every backend.
 macro_rules! conformance {
     ($($part:ident :: $name:ident),* $(,)?) => {
         mod sqlite {
@@ -107,6 +127,12 @@ macro_rules! conformance {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$part::$name(super::Backend::Redis, stringify!($name)).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$part::$name(super::Backend::Postgres, stringify!($name)).await
             })*
         }
     };
@@ -195,4 +221,207 @@ async fn redis_redelivers_an_entry_read_but_never_started() {
         .expect("delivered again");
     assert_eq!((job.id, job.attempt), (id, 1));
     h.cleanup().await;
+}
+
+/// Postgres only: batched claims from several connections at once never hand one job to two
+/// holders (`FOR UPDATE SKIP LOCKED`), and every job is claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batched_claims_are_exclusive() {
+    const JOBS: usize = 500;
+    const HANDLES: usize = 4;
+    const BATCH: usize = 16;
+    let Some(h) = Backend::Postgres.open("pg_claims", options()).await else {
+        return;
+    };
+    for i in 0..JOBS {
+        h.queue.enqueue(NewJob::new(i.to_string())).await.unwrap();
+    }
+    let mut claimers = tokio::task::JoinSet::new();
+    for _ in 0..HANDLES {
+        let q = h.handle().await;
+        claimers.spawn(async move {
+            let me = WorkerId::new();
+            let mut got = Vec::new();
+            loop {
+                // A long lease: nothing may expire (and be handed out again) during the test.
+                let batch = q
+                    .claim_batch(&me, Duration::from_secs(60), BATCH, NO_WAIT)
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                assert!(batch.len() <= BATCH);
+                got.extend(batch);
+            }
+        });
+    }
+    let mut ids = HashSet::new();
+    let mut all = Vec::new();
+    let mut per_handle = Vec::new();
+    while let Some(got) = claimers.join_next().await {
+        let got = got.unwrap();
+        per_handle.push(got.len());
+        for job in got {
+            assert!(ids.insert(job.id.clone()), "{:?} claimed twice", job.id);
+            all.push(job);
+        }
+    }
+    assert_eq!(
+        (all.len(), ids.len()),
+        (JOBS, JOBS),
+        "per handle: {per_handle:?}"
+    );
+    let c = h.queue.counts().await.unwrap();
+    assert_eq!((c.queued, c.running), (0, JOBS as u64));
+    // Each holder's (id, lease token) is the one stored: a second claim of a job would have
+    // replaced its token, and the first holder's heartbeat and completion would be refused.
+    for job in &all {
+        assert!(
+            h.queue.heartbeat(job, LEASE * 100).await.unwrap(),
+            "{:?}",
+            job.id
+        );
+    }
+    let done = h
+        .queue
+        .complete_batch(all.iter().map(|j| (j.clone(), Ok("1".into()))).collect())
+        .await
+        .unwrap();
+    assert!(done.iter().all(|c| *c == Completion::Done), "{done:?}");
+    assert_eq!(h.queue.counts().await.unwrap().done, JOBS as u64);
+    h.cleanup().await;
+}
+
+/// Postgres only: an idle claim with a wait wakes on the enqueue's `NOTIFY` from another
+/// connection within milliseconds, not at the end of its wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_idle_claim_wakes_on_notify() {
+    let Some(h) = Backend::Postgres.open("pg_notify", options()).await else {
+        return;
+    };
+    let producer = h.handle().await;
+    let waiting = tokio::spawn({
+        let q = h.queue.clone();
+        async move {
+            let job = q
+                .claim(&WorkerId::new(), LEASE, Duration::from_secs(5))
+                .await
+                .unwrap();
+            (job, Instant::now())
+        }
+    });
+    sleep(Duration::from_millis(200)).await;
+    let id = producer.enqueue(NewJob::new("1")).await.unwrap();
+    let enqueued = Instant::now();
+    let (job, woke) = waiting.await.unwrap();
+    assert_eq!(job.expect("woken with the job").id, id);
+    let after = woke.saturating_duration_since(enqueued);
+    assert!(
+        after < Duration::from_secs(1),
+        "woke {after:?} after the enqueue"
+    );
+    h.cleanup().await;
+}
+
+/// Postgres only: connections killed by the server (as on a restart) are replaced on the next
+/// call, and the `LISTEN` connection listens again, so idle claims still wake on `NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reconnects_after_lost_connections() {
+    let Some(base) = postgres_url("pg_reconnect") else {
+        return;
+    };
+    // A name for this test's connections, so only they are killed.
+    let app = format!("offload-test-{}", &JobId::random().as_str()[..8]);
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}application_name={app}");
+    let options = QueueOptions {
+        name: format!("test-pg-reconnect-{}", &JobId::random().as_str()[..8]),
+        ..options()
+    };
+    let q = open(&url, options.clone()).await.expect("open");
+    let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(conn);
+    let kill = || async {
+        let row = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    let connections = || async {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    assert_eq!(kill().await, 2, "the shared and the LISTEN connection");
+    let me = WorkerId::new();
+    let id = q
+        .enqueue(NewJob::new("1"))
+        .await
+        .expect("enqueue after the kill");
+    let job = q
+        .claim(&me, LEASE, NO_WAIT)
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(job.id, id);
+    assert_eq!(
+        q.complete(&job, Ok("2".into())).await.unwrap(),
+        Completion::Done
+    );
+
+    // Once the LISTEN task is back (it reconnects on its own), kill both again: a waiting claim
+    // still wakes.
+    let end = Instant::now() + Duration::from_secs(5);
+    while connections().await < 2 {
+        assert!(
+            Instant::now() < end,
+            "the LISTEN connection did not come back"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(kill().await, 2);
+    let end = Instant::now() + Duration::from_secs(5);
+    while connections().await < 1 {
+        assert!(
+            Instant::now() < end,
+            "the LISTEN connection did not come back"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = tokio::spawn({
+        let q = q.clone();
+        async move {
+            let job = q
+                .claim(&WorkerId::new(), LEASE, Duration::from_secs(5))
+                .await;
+            (job, Instant::now())
+        }
+    });
+    sleep(Duration::from_millis(200)).await;
+    let producer = open(&base, options).await.expect("producer");
+    let id = producer.enqueue(NewJob::new("3")).await.unwrap();
+    let enqueued = Instant::now();
+    let (job, woke) = waiting.await.unwrap();
+    assert_eq!(job.unwrap().expect("woken with the job").id, id);
+    let after = woke.saturating_duration_since(enqueued);
+    assert!(
+        after < Duration::from_secs(1),
+        "woke {after:?} after the enqueue"
+    );
+    if let Queue::Postgres(p) = &producer {
+        p.destroy().await.unwrap();
+    }
 }

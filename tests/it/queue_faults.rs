@@ -1,8 +1,9 @@
 //! The queue strategy's promises under faults, with real processes: `offload serve --strategy
 //! queue` and `offload worker` on one queue, killed and restarted. Each test runs on SQLite (a
-//! file in a temp dir) and on Redis at `REDIS_URL` (a unique `--queue-name`, its keys deleted
-//! after, even when the test fails); without `REDIS_URL` the Redis runs say loudly that they did
-//! not run, and with `OFFLOAD_REQUIRE_REDIS=1` they fail.
+//! file in a temp dir), on Redis at `REDIS_URL` and on Postgres at `POSTGRES_URL` (a unique
+//! `--queue-name`, its keys or rows deleted after, even when the test fails); without the URL a
+//! server's runs say loudly that they did not run, and with `OFFLOAD_REQUIRE_REDIS=1` /
+//! `OFFLOAD_REQUIRE_POSTGRES=1` they fail.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use tokio::time::sleep;
 use offload::queue::{JobId, QueueOptions};
 
 use crate::gateway::bad_cases;
-use crate::queue::redis_url;
+use crate::queue::{postgres_url, redis_url};
 use crate::support::{Proc, count_n_for, get, metric, request};
 
 /// Worker lease in these tests: short, so a killed worker's jobs run again within seconds
@@ -28,13 +29,15 @@ const SMALL_N: u64 = 200_000;
 enum Backend {
     Sqlite,
     Redis,
+    Postgres,
 }
 
 /// One queue the processes of a test share: its URL and name, and what to delete afterwards.
 struct Store {
     url: String,
     name: String,
-    redis: bool,
+    /// A shared server (Redis or Postgres) whose keys or rows must be deleted after.
+    shared: bool,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -46,14 +49,20 @@ impl Backend {
                 Store {
                     url: format!("sqlite://{}", dir.path().join("q.db").display()),
                     name: "offload".into(),
-                    redis: false,
+                    shared: false,
                     _dir: Some(dir),
                 }
             }
             Backend::Redis => Store {
                 url: redis_url(test)?,
                 name: format!("test-{test}-{}", &JobId::random().as_str()[..8]),
-                redis: true,
+                shared: true,
+                _dir: None,
+            },
+            Backend::Postgres => Store {
+                url: postgres_url(test)?,
+                name: format!("test-{test}-{}", &JobId::random().as_str()[..8]),
+                shared: true,
                 _dir: None,
             },
         })
@@ -83,10 +92,10 @@ impl Store {
 }
 
 impl Drop for Store {
-    /// Deletes the test's Redis keys. On its own thread and runtime: drop may run inside the
+    /// Deletes the test's Redis keys or Postgres rows. On its own thread and runtime: drop may run inside the
     /// test's runtime, which cannot block on another future.
     fn drop(&mut self) {
-        if !self.redis {
+        if !self.shared {
             return;
         }
         let (url, name) = (self.url.clone(), self.name.clone());
@@ -104,6 +113,9 @@ impl Drop for Store {
                     Ok(offload::queue::Queue::Redis(q)) => {
                         q.destroy().await.map_err(|e| e.to_string())
                     }
+                    Ok(offload::queue::Queue::Postgres(q)) => {
+                        q.destroy().await.map_err(|e| e.to_string())
+                    }
                     Ok(_) => Ok(()),
                     Err(e) => Err(e.to_string()),
                 }
@@ -111,7 +123,7 @@ impl Drop for Store {
         })
         .join();
         if let Ok(Err(e)) = cleaned {
-            eprintln!("could not delete the test's Redis keys: {e}");
+            eprintln!("could not delete the test's queue data: {e}");
         }
     }
 }
@@ -454,7 +466,7 @@ async fn bad_input_and_a_full_backlog(b: Backend, test: &str) {
     }
 }
 
-/// Runs each test on both backends.
+/// Runs each test on every backend.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -467,6 +479,12 @@ macro_rules! both_backends {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name(super::Backend::Redis, stringify!($name)).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::Postgres, stringify!($name)).await
             })*
         }
     };

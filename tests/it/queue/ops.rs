@@ -410,4 +410,5 @@ pub(super) async fn recent_done_lists_finished_jobs(b: Backend, test: &str) {
     assert_eq!(listed, finished);
     assert!(!listed.contains(&waiting));
     assert_eq!(q.recent_done(2).await.unwrap().len(), 2);
+    h.cleanup().await;
 }

@@ -1,0 +1,389 @@
+//! The shared-server backend: one Postgres database for workers on many hosts, with exactly the
+//! SQLite backend's rows and rules. Each operation is one statement (`sql.rs`), sent over one
+//! pipelined connection shared by every task of the process (`link.rs`); idle claims wait for a
+//! `NOTIFY` on a dedicated `LISTEN` connection. The client is tokio-postgres: few dependencies,
+//! no macros, and it exposes notifications.
+
+mod link;
+mod sql;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Config, Row};
+
+use self::link::{Link, QUERY_TIMEOUT, Shared, is_lost};
+use super::types::lease_token;
+use super::{
+    Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus, JobView,
+    NewJob, QueueError, QueueOptions, WorkerId, backoff,
+};
+
+/// Most jobs one claim takes: a batch a few milliseconds long even for tiny jobs, and a bounded
+/// `RETURNING` set (as for SQLite).
+const MAX_CLAIM: usize = 256;
+/// If the `LISTEN` task is gone (it only ends with the handle), idle claims look again this
+/// often: the old poll's ceiling.
+const FALLBACK_POLL: Duration = Duration::from_millis(100);
+/// Shortest wait for a job that is due but was not claimed: it is locked by a claim in flight
+/// elsewhere, which will commit within a round trip, so looking again at once would spin.
+const LOCKED_PAUSE: Duration = Duration::from_millis(1);
+
+/// A handle on a Postgres queue. Clones share one connection and one `LISTEN` connection.
+#[derive(Clone)]
+pub struct PostgresQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Shared,
+    options: QueueOptions,
+    /// Bumped on every `NOTIFY` for this queue (and after the `LISTEN` connection comes back).
+    wake: watch::Receiver<u64>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl std::fmt::Debug for PostgresQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresQueue")
+            .field("queue", &self.inner.options.name)
+            .finish()
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl PostgresQueue {
+    /// Connects to `url` (`postgres://USER@HOST:PORT/DB`), creates the schema and this queue's
+    /// row if needed, and starts listening for new jobs.
+    ///
+    /// # Errors
+    /// If the URL is malformed, or Postgres cannot be reached within 5 s or refuses us.
+    pub async fn open(url: &str, options: QueueOptions) -> Result<PostgresQueue, QueueError> {
+        let mut config: Config = url.parse()?;
+        config.connect_timeout(link::CONNECT_TIMEOUT);
+        if config.get_application_name().is_none() {
+            config.application_name("offload");
+        }
+        let first = Link::open(&config, &options.name).await?;
+        let (tx, wake) = watch::channel(0u64);
+        let listener = link::listen(config.clone(), options.name.clone(), tx).await?;
+        Ok(PostgresQueue {
+            inner: Arc::new(Inner {
+                shared: Shared::new(config, options.name.clone(), first),
+                options,
+                wake,
+                listener,
+            }),
+        })
+    }
+
+    /// Deletes this queue's jobs and its meta row (tests and benchmarks isolate themselves by
+    /// name).
+    ///
+    /// # Errors
+    /// If Postgres fails.
+    pub async fn destroy(&self) -> Result<(), QueueError> {
+        let name = &self.inner.options.name;
+        self.call(|l| async move { l.client.execute(sql::DESTROY, &[name]).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Runs `f` on the shared link within [`QUERY_TIMEOUT`]; if the connection turns out to be
+    /// lost, reconnects once and runs it again.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
+    where
+        F: Fn(Arc<Link>) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        let timed = |fut: Fut| async move {
+            tokio::time::timeout(QUERY_TIMEOUT, fut)
+                .await
+                .map_err(|_| QueueError::Timeout("a postgres statement", QUERY_TIMEOUT))
+        };
+        let link = self.inner.shared.link().await?;
+        match timed(f(Arc::clone(&link))).await? {
+            Err(e) if is_lost(&e) || link.client.is_closed() => {
+                tracing::warn!(error = %e, "postgres connection lost; reconnecting");
+                let link = self.inner.shared.reconnect(&link).await?;
+                Ok(timed(f(link)).await??)
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+fn corrupt(what: String) -> QueueError {
+    QueueError::Corrupt(what)
+}
+
+fn view(row: &Row) -> Result<JobView, QueueError> {
+    let id: String = row.try_get(0)?;
+    let status: String = row.try_get(1)?;
+    let count =
+        |i: usize| -> Result<u32, QueueError> { Ok(row.try_get::<_, i32>(i)?.max(0) as u32) };
+    let time = |i: usize| -> Result<Option<u64>, QueueError> {
+        Ok(row.try_get::<_, Option<i64>>(i)?.map(|t| t.max(0) as u64))
+    };
+    Ok(JobView {
+        id: JobId::parse(&id).map_err(|_| corrupt(format!("bad id {id:?}")))?,
+        status: JobStatus::from_name(&status)
+            .ok_or_else(|| corrupt(format!("bad status {status}")))?,
+        attempts: count(2)?,
+        max_attempts: count(3)?,
+        result: row.try_get(4)?,
+        error: row.try_get(5)?,
+        enqueued_at: time(6)?.unwrap_or(0),
+        started_at: time(7)?,
+        finished_at: time(8)?,
+        stalls: count(9)?,
+        max_stalls: count(10)?,
+    })
+}
+
+/// The jobs a claim returned, oldest first (`RETURNING` gives no order).
+fn claimed(rows: Vec<Row>, token: &str) -> Result<Vec<Claimed>, QueueError> {
+    let mut jobs = rows
+        .iter()
+        .map(|r| {
+            let id: String = r.try_get(0)?;
+            let job = Claimed {
+                id: JobId::parse(&id).map_err(|_| corrupt(format!("bad id {id:?}")))?,
+                payload: r.try_get(1)?,
+                attempt: r.try_get::<_, i32>(2)?.max(0) as u32,
+                max_attempts: r.try_get::<_, i32>(3)?.max(0) as u32,
+                token: token.to_owned(),
+                entry: String::new(),
+                consumer: String::new(),
+            };
+            Ok(((r.try_get::<_, i64>(4)?, r.try_get::<_, i64>(5)?), job))
+        })
+        .collect::<Result<Vec<_>, QueueError>>()?;
+    jobs.sort_by_key(|(order, _)| *order);
+    Ok(jobs.into_iter().map(|(_, job)| job).collect())
+}
+
+impl JobQueue for PostgresQueue {
+    async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueError> {
+        let opts = &self.inner.options;
+        let id = JobId::random();
+        let (name, id_text, payload) = (&opts.name, id.as_str(), &job.payload);
+        let max_attempts =
+            i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1)).unwrap_or(i32::MAX);
+        let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
+        let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
+        let (stored, depth) = self
+            .call(|l| async move {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [name, &id_text, payload, &max_attempts, &max_stalls, &cap];
+                match l.client.query_one(&l.enqueue, &params).await {
+                    Ok(row) => Ok((row.try_get::<_, bool>(0)?, row.try_get::<_, i64>(2)?)),
+                    // Only a retry after a lost reply can meet its own id: the first try stored it.
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok((true, 0)),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if stored {
+            Ok(id)
+        } else {
+            Err(EnqueueError::Full(depth.max(0) as u64))
+        }
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<JobView>, QueueError> {
+        let (name, id) = (&self.inner.options.name, id.as_str());
+        let retention = ms(self.inner.options.retention);
+        let row = self
+            .call(|l| async move { l.client.query_opt(&l.get, &[name, &id, &retention]).await })
+            .await?;
+        row.as_ref().map(view).transpose()
+    }
+
+    async fn claim_batch(
+        &self,
+        worker: &WorkerId,
+        lease: Duration,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claimed>, QueueError> {
+        let name = &self.inner.options.name;
+        let (worker, lease_ms) = (worker.as_str(), ms(lease));
+        let max = max.clamp(1, MAX_CLAIM) as i64;
+        // Subscribe before looking, so a job stored between the look and the wait still wakes us.
+        let mut woken = self.inner.wake.clone();
+        woken.borrow_and_update();
+        let end = Instant::now() + wait;
+        loop {
+            // One token per claim: with the job's id, `(id, token)` names one holder of one job.
+            let token = lease_token();
+            let token = token.as_str();
+            let rows = self
+                .call(|l| async move {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                        [name, &max, &token, &lease_ms, &worker];
+                    l.client.query(&l.claim, &params).await
+                })
+                .await?;
+            let jobs = claimed(rows, token)?;
+            let now = Instant::now();
+            if !jobs.is_empty() || now >= end {
+                return Ok(jobs);
+            }
+            // Wait for a NOTIFY (a job stored, retried or released), the next retry falling
+            // due, or the end of `wait`.
+            let next_due: Option<i64> = self
+                .call(|l| async move { l.client.query_one(&l.next_due, &[name]).await })
+                .await?
+                .try_get(0)?;
+            let until = next_due.map_or(end, |d| {
+                let d = Duration::from_millis(d.max(0) as u64).max(LOCKED_PAUSE);
+                (now + d).min(end)
+            });
+            if let Ok(Err(_)) = tokio::time::timeout_at(until, woken.changed()).await {
+                tokio::time::sleep_until(until.min(now + FALLBACK_POLL)).await;
+            }
+        }
+    }
+
+    async fn heartbeat(&self, job: &Claimed, lease: Duration) -> Result<bool, QueueError> {
+        let name = &self.inner.options.name;
+        let (id, token, lease_ms) = (job.id.as_str(), job.token.as_str(), ms(lease));
+        let n = self
+            .call(|l| async move {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                    [name, &id, &token, &lease_ms];
+                l.client.execute(&l.heartbeat, &params).await
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn complete_batch(
+        &self,
+        outcomes: Vec<(Claimed, Result<String, JobError>)>,
+    ) -> Result<Vec<Completion>, QueueError> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let opts = &self.inner.options;
+        let n = outcomes.len();
+        let (mut ids, mut tokens, mut kinds) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut values, mut delays) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (job, outcome) in &outcomes {
+            ids.push(job.id.as_str());
+            tokens.push(job.token.as_str());
+            let (kind, value, delay) = match outcome {
+                Ok(result) => ("ok", result.as_str(), 0),
+                // The row's attempts equal this run's number while the lease matches; the
+                // statement checks again before queueing a retry.
+                Err(e) if e.retry && job.attempt < job.max_attempts => {
+                    let delay = backoff(job.attempt, opts.retry_base, opts.retry_max);
+                    ("retry", e.message.as_str(), ms(delay))
+                }
+                Err(e) => ("fail", e.message.as_str(), 0),
+            };
+            kinds.push(kind);
+            values.push(value);
+            delays.push(delay);
+        }
+        let name = &opts.name;
+        let (ids, tokens, kinds, values, delays) = (&ids, &tokens, &kinds, &values, &delays);
+        let rows = self
+            .call(|l| async move {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [name, ids, tokens, kinds, values, delays];
+                l.client.query(&l.complete, &params).await
+            })
+            .await?;
+        let mut stored: HashMap<String, String> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            stored.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+        // One answer per outcome, in order; the same lease given twice is stored once.
+        Ok(outcomes
+            .iter()
+            .map(|(job, _)| match stored.remove(job.id.as_str()).as_deref() {
+                Some("done") => Completion::Done,
+                Some("queued") => Completion::Retrying,
+                Some(_) => Completion::Failed,
+                None => Completion::Refused,
+            })
+            .collect())
+    }
+
+    async fn release(&self, job: &Claimed) -> Result<bool, QueueError> {
+        let name = &self.inner.options.name;
+        let (id, token) = (job.id.as_str(), job.token.as_str());
+        let rows = self
+            .call(|l| async move { l.client.query(&l.release, &[name, &id, &token]).await })
+            .await?;
+        Ok(rows.len() == 1)
+    }
+
+    async fn reap(&self) -> Result<u64, QueueError> {
+        let name = &self.inner.options.name;
+        let row = self
+            .call(|l| async move { l.client.query_one(&l.reap, &[name]).await })
+            .await?;
+        Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
+    }
+
+    async fn prune(&self) -> Result<u64, QueueError> {
+        let name = &self.inner.options.name;
+        let retention = ms(self.inner.options.retention);
+        self.call(|l| async move { l.client.execute(&l.prune, &[name, &retention]).await })
+            .await
+    }
+
+    async fn counts(&self) -> Result<Counts, QueueError> {
+        let name = &self.inner.options.name;
+        let retention = ms(self.inner.options.retention);
+        let rows = self
+            .call(|l| async move { l.client.query(&l.counts, &[name, &retention]).await })
+            .await?;
+        let mut counts = Counts::default();
+        for row in &rows {
+            let status: String = row.try_get(0)?;
+            let n = row.try_get::<_, i64>(1)?.max(0) as u64;
+            match status.as_str() {
+                "stalls" => counts.stalls = n,
+                other => match JobStatus::from_name(other) {
+                    Some(JobStatus::Queued) => counts.queued = n,
+                    Some(JobStatus::Running) => counts.running = n,
+                    Some(JobStatus::Done) => counts.done = n,
+                    Some(JobStatus::Failed) => counts.failed = n,
+                    None => {}
+                },
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn recent_done(&self, limit: usize) -> Result<Vec<JobView>, QueueError> {
+        let name = &self.inner.options.name;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .call(|l| async move { l.client.query(&l.recent_done, &[name, &limit]).await })
+            .await?;
+        rows.iter().map(view).collect()
+    }
+}

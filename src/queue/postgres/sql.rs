@@ -1,0 +1,237 @@
+//! The Postgres backend's schema and statements. Every operation is ONE statement (CTEs chain
+//! its steps), so it is atomic without an explicit transaction and one pipelined connection can
+//! carry many callers' operations at once. Times come from the server's clock, so workers on
+//! many hosts agree on leases and due times. `$1` is always the queue's name.
+
+/// Now on the server, in unix ms. `clock_timestamp()`, not `now()`: the latter is the start of
+/// the transaction, which for these one-statement transactions is the same but says less.
+macro_rules! now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+    };
+}
+
+/// The channel `NOTIFY` wakes idle workers on; the payload is the queue's name.
+pub(super) const CHANNEL: &str = "offload_jobs";
+
+/// Key of the advisory lock that serialises schema creation: concurrent `CREATE TABLE IF NOT
+/// EXISTS` in several processes starting together can fail on a duplicate catalog row. An
+/// arbitrary constant, unlikely to collide with another application's: "offload" in ASCII
+/// (0x6f66666c6f6164), written in decimal since Postgres 15 has no hex literals.
+const SCHEMA_LOCK: &str = "31356312506818916";
+
+/// The schema, run as one simple-query string, which Postgres runs as one implicit
+/// transaction, so the advisory transaction lock is held until all of it is in place.
+pub(super) fn schema() -> String {
+    format!(
+        "SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
+CREATE TABLE IF NOT EXISTS offload_jobs (
+    seq          BIGSERIAL PRIMARY KEY, -- FIFO order among jobs due in the same ms
+    queue        TEXT NOT NULL,
+    id           TEXT NOT NULL UNIQUE,
+    status       TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    stalls       INTEGER NOT NULL DEFAULT 0,
+    max_stalls   INTEGER NOT NULL DEFAULT 10,
+    result       TEXT,
+    error        TEXT,
+    enqueued_at  BIGINT NOT NULL,
+    started_at   BIGINT,
+    finished_at  BIGINT,
+    run_at       BIGINT NOT NULL,
+    lease        TEXT,
+    lease_until  BIGINT,
+    worker       TEXT
+);
+CREATE INDEX IF NOT EXISTS offload_jobs_due ON offload_jobs (queue, status, run_at, seq);
+CREATE INDEX IF NOT EXISTS offload_jobs_lease ON offload_jobs (queue, lease_until)
+    WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS offload_jobs_finished ON offload_jobs (queue, finished_at)
+    WHERE finished_at IS NOT NULL;
+-- depth: unfinished jobs, so the backlog cap costs O(1) per enqueue; stalls: a counter.
+CREATE TABLE IF NOT EXISTS offload_queues (
+    queue  TEXT PRIMARY KEY,
+    depth  BIGINT NOT NULL DEFAULT 0,
+    stalls BIGINT NOT NULL DEFAULT 0
+);"
+    )
+}
+
+/// Creates this queue's meta row unless it exists.
+pub(super) const ADD_QUEUE: &str =
+    "INSERT INTO offload_queues (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING";
+
+/// `$2` id, `$3` payload, `$4` max attempts, `$5` max stalls, `$6` cap. Takes a place in the
+/// backlog (an upsert, so a deleted meta row comes back), stores the job only if it got one, and
+/// notifies idle workers. Answers whether it stored the job and the depth before it.
+pub(super) const ENQUEUE: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_ms!(),
+    " AS now),
+room AS (
+    INSERT INTO offload_queues AS m (queue, depth) SELECT $1, 1 WHERE $6::bigint > 0
+    ON CONFLICT (queue) DO UPDATE SET depth = m.depth + 1 WHERE m.depth < $6::bigint
+    RETURNING depth),
+job AS (
+    INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
+                              enqueued_at, run_at)
+    SELECT $1, $2, 'queued', $3, $4, $5, t.now, t.now FROM t WHERE EXISTS (SELECT 1 FROM room)
+    RETURNING queue),
+note AS (SELECT pg_notify('offload_jobs', queue) FROM job)
+SELECT EXISTS (SELECT 1 FROM job), (SELECT count(*) FROM note),
+       coalesce((SELECT depth FROM offload_queues WHERE queue = $1), 0)"
+);
+
+/// The columns of a [`super::super::JobView`], in the order `view` reads them.
+macro_rules! view_columns {
+    () => {
+        "id, status, attempts, max_attempts, result, error, enqueued_at, started_at, \
+         finished_at, stalls, max_stalls"
+    };
+}
+
+/// `$2` id, `$3` retention in ms.
+pub(super) const GET: &str = concat!(
+    "SELECT ",
+    view_columns!(),
+    " FROM offload_jobs WHERE queue = $1 AND id = $2 \
+     AND (finished_at IS NULL OR finished_at >= ",
+    now_ms!(),
+    " - $3)"
+);
+
+/// `$2` max, `$3` lease token, `$4` lease in ms, `$5` worker. `SKIP LOCKED`: concurrent claims
+/// pass over each other's rows instead of queueing behind them; a row claimed and committed by
+/// another claim after this one's snapshot is re-checked (status no longer `queued`) and left.
+pub(super) const CLAIM: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_ms!(),
+    " AS now),
+due AS MATERIALIZED (
+    SELECT seq FROM offload_jobs
+    WHERE queue = $1 AND status = 'queued' AND run_at <= (SELECT now FROM t)
+    ORDER BY run_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+UPDATE offload_jobs j SET status = 'running', attempts = j.attempts + 1, lease = $3,
+    lease_until = t.now + $4::bigint, started_at = t.now, worker = $5
+FROM t WHERE j.seq IN (SELECT seq FROM due)
+RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.run_at, j.seq"
+);
+
+/// Milliseconds until the next queued job is due (negative: due now), or NULL if none.
+pub(super) const NEXT_DUE: &str = concat!(
+    "SELECT min(run_at) - ",
+    now_ms!(),
+    " FROM offload_jobs WHERE queue = $1 AND status = 'queued'"
+);
+
+/// `$2` id, `$3` token, `$4` lease in ms.
+pub(super) const HEARTBEAT: &str = concat!(
+    "UPDATE offload_jobs SET lease_until = ",
+    now_ms!(),
+    " + $4::bigint WHERE queue = $1 AND id = $2 AND lease = $3 AND status = 'running'"
+);
+
+/// `$2..$6`: arrays of id, token, kind (`ok`, `retry`, `fail`), result or error text, retry
+/// delay in ms, one element per outcome. Only rows whose lease still matches change; answers
+/// their ids and new statuses. Finished jobs leave the backlog; a retry notifies idle workers
+/// so they learn its due time.
+pub(super) const COMPLETE: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_ms!(),
+    " AS now),
+o AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+      AS o(id, token, kind, value, delay)),
+upd AS (
+    UPDATE offload_jobs j SET
+        status = CASE WHEN o.kind = 'ok' THEN 'done'
+                      WHEN o.kind = 'retry' AND j.attempts < j.max_attempts THEN 'queued'
+                      ELSE 'failed' END,
+        result = CASE WHEN o.kind = 'ok' THEN o.value ELSE j.result END,
+        error = CASE WHEN o.kind = 'ok' THEN NULL ELSE o.value END,
+        finished_at = CASE WHEN o.kind = 'retry' AND j.attempts < j.max_attempts
+                           THEN j.finished_at ELSE t.now END,
+        run_at = CASE WHEN o.kind = 'retry' AND j.attempts < j.max_attempts
+                      THEN t.now + o.delay ELSE j.run_at END,
+        lease = NULL, lease_until = NULL
+    FROM o, t
+    WHERE j.queue = $1 AND j.id = o.id AND j.lease = o.token AND j.status = 'running'
+    RETURNING j.id, j.status),
+fin AS (
+    UPDATE offload_queues
+    SET depth = greatest(depth - (SELECT count(*) FROM upd WHERE status <> 'queued'), 0)
+    WHERE queue = $1 AND EXISTS (SELECT 1 FROM upd WHERE status <> 'queued')),
+note AS (SELECT pg_notify('offload_jobs', $1) FROM upd WHERE status = 'queued' LIMIT 1)
+SELECT id, status, (SELECT count(*) FROM note) FROM upd"
+);
+
+/// `$2` id, `$3` token. Back to `queued` at once, the attempt given back; wakes idle workers.
+pub(super) const RELEASE: &str = concat!(
+    "WITH r AS (
+    UPDATE offload_jobs SET status = 'queued', attempts = greatest(attempts - 1, 0),
+        run_at = ",
+    now_ms!(),
+    ", lease = NULL, lease_until = NULL
+    WHERE queue = $1 AND id = $2 AND lease = $3 AND status = 'running'
+    RETURNING queue)
+SELECT pg_notify('offload_jobs', queue) FROM r"
+);
+
+/// Expired leases go back to `queued` with one more stall and the attempt given back, or to
+/// `failed` once the stalls reach the job's limit. `SKIP LOCKED`: a row being completed right
+/// now is left to the next reap, so reap never waits on (or deadlocks with) a completion.
+pub(super) const REAP: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_ms!(),
+    " AS now),
+lapsed AS MATERIALIZED (
+    SELECT seq FROM offload_jobs
+    WHERE queue = $1 AND status = 'running' AND lease_until < (SELECT now FROM t)
+    FOR UPDATE SKIP LOCKED),
+r AS (
+    UPDATE offload_jobs j SET
+        stalls = j.stalls + 1, attempts = greatest(j.attempts - 1, 0),
+        status = CASE WHEN j.stalls + 1 >= j.max_stalls THEN 'failed' ELSE 'queued' END,
+        error = 'lost with its worker (lease expired) ' || (j.stalls + 1) || ' time(s) of '
+                || j.max_stalls || ' allowed',
+        finished_at = CASE WHEN j.stalls + 1 >= j.max_stalls THEN t.now END,
+        run_at = t.now, lease = NULL, lease_until = NULL
+    FROM t WHERE j.seq IN (SELECT seq FROM lapsed)
+    RETURNING j.status),
+m AS (
+    UPDATE offload_queues SET stalls = stalls + (SELECT count(*) FROM r),
+        depth = greatest(depth - (SELECT count(*) FROM r WHERE status = 'failed'), 0)
+    WHERE queue = $1 AND EXISTS (SELECT 1 FROM r)),
+note AS (SELECT pg_notify('offload_jobs', $1) FROM r WHERE status = 'queued' LIMIT 1)
+SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM note)"
+);
+
+/// `$2` retention in ms.
+pub(super) const PRUNE: &str = concat!(
+    "DELETE FROM offload_jobs WHERE queue = $1 AND finished_at IS NOT NULL \
+     AND finished_at < ",
+    now_ms!(),
+    " - $2::bigint AND status IN ('done', 'failed')"
+);
+
+/// `$2` retention in ms. One row per status, and one `stalls` row with the counter.
+pub(super) const COUNTS: &str = concat!(
+    "SELECT status, count(*) FROM offload_jobs WHERE queue = $1 \
+     AND (finished_at IS NULL OR finished_at >= ",
+    now_ms!(),
+    " - $2::bigint) GROUP BY status \
+     UNION ALL SELECT 'stalls', stalls FROM offload_queues WHERE queue = $1"
+);
+
+/// `$2` limit.
+pub(super) const RECENT_DONE: &str = concat!(
+    "SELECT ",
+    view_columns!(),
+    " FROM offload_jobs WHERE queue = $1 AND status = 'done' \
+     ORDER BY finished_at DESC LIMIT $2"
+);
+
+/// Deletes every row of this queue (tests and benchmarks isolate themselves by name).
+pub(super) const DESTROY: &str = "WITH gone AS (DELETE FROM offload_jobs WHERE queue = $1) \
+     DELETE FROM offload_queues WHERE queue = $1";
