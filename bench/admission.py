@@ -111,6 +111,7 @@ def main():
                   f"{m['errors']} errors/timeouts, p50 {m['p50']:.0f} ms, p99 {m['p99']:.0f} ms, "
                   f"/health p99 {m['health_p99']:.2f} ms", file=sys.stderr, flush=True)
     print(f"{CORES} cores; medians over {a.rounds} rounds, (min-max); ratio: req/s over the default pool's at the same -c in the same round")
+    print("p50/p99 0 ms: no request both started and ended inside the window (latency longer than the window)")
     print(f"{'set-up':<44} {'-c':>5} {'req/s':>16} {'ratio':>6} {'non-2xx':>8} {'err':>4} {'p50 ms':>7} {'p99 ms':>7} {'p99/p50':>7} {'/health p99 ms':>20}")
     for (label, conns), ms in rows.items():
         base = rows.get(("pool", conns))
@@ -119,7 +120,7 @@ def main():
         spread = lambda k, f: f"{med(k):{f}} ({min(m[k] for m in ms):{f}}-{max(m[k] for m in ms):{f}})"
         print(f"{label:<44} {conns:>5} {spread('rps', '.0f'):>16} {statistics.median(ratios) if ratios else float('nan'):>6.2f} "
               f"{sum(m['non2xx'] for m in ms):>8} {sum(m['errors'] for m in ms):>4} {med('p50'):>7.0f} {med('p99'):>7.0f} "
-              f"{statistics.median(m['p99'] / m['p50'] for m in ms):>7.2f} {spread('health_p99', '.2f'):>20}")
+              f"{statistics.median(m['p99'] / m['p50'] if m['p50'] else float('nan') for m in ms):>7.2f} {spread('health_p99', '.2f'):>20}")
 
 
 if __name__ == "__main__":

@@ -3,20 +3,42 @@
 //! readable at `GET /jobs/{id}`. Accepted is not done: the gateway's rate of 202s says
 //! nothing about how fast jobs finish.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use crate::queue::{EnqueueError, JobId, JobQueue, NewJob, Queue};
 use crate::work::Work;
 
 use super::{ExecError, RETRY_AFTER_SECS};
 
+/// After the store says the backlog is full, requests are refused without asking it again for
+/// this long. Under a flood the gateway would otherwise try one store write per refused request
+/// (tens of thousands a second), and on SQLite each try takes the file's one write lock that
+/// the workers need to claim and complete. Workers free a few dozen places in that time at
+/// most; the cap itself stays exact, since only the store decides what is accepted.
+const FULL_HOLD: Duration = Duration::from_millis(10);
+
 /// Enqueues work on a [`Queue`].
 #[derive(Debug, Clone)]
 pub struct QueueStrategy {
     queue: Queue,
+    /// Until when (µs since `epoch`) the backlog is taken to be full.
+    full_until_us: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl QueueStrategy {
     pub fn new(queue: Queue) -> QueueStrategy {
-        QueueStrategy { queue }
+        QueueStrategy {
+            queue,
+            full_until_us: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
     }
 
     pub fn queue(&self) -> &Queue {
@@ -29,13 +51,22 @@ impl QueueStrategy {
     /// [`ExecError::Overloaded`] when the backlog is full; [`ExecError::Unavailable`] when the
     /// queue's store fails (Redis down, disk full).
     pub async fn enqueue(&self, work: Work) -> Result<JobId, ExecError> {
+        let full = ExecError::Overloaded {
+            retry_after_secs: RETRY_AFTER_SECS,
+        };
+        if self.now_us() < self.full_until_us.load(Ordering::Relaxed) {
+            return Err(full);
+        }
         self.queue
             .enqueue(NewJob::new(work.to_json().to_string()))
             .await
             .map_err(|e| match e {
-                EnqueueError::Full(_) => ExecError::Overloaded {
-                    retry_after_secs: RETRY_AFTER_SECS,
-                },
+                EnqueueError::Full(_) => {
+                    let hold = FULL_HOLD.as_micros() as u64;
+                    self.full_until_us
+                        .store(self.now_us() + hold, Ordering::Relaxed);
+                    full
+                }
                 EnqueueError::Queue(e) => ExecError::Unavailable(e.to_string()),
             })
     }
