@@ -1,4 +1,4 @@
-//! A minimal axum server with a `/health` route, the trivial endpoint `bench/load-vs-wrk.sh`
+//! A minimal axum server with a `/health` route, the trivial endpoint `scripts/load-vs-wrk.sh`
 //! points both `offload load` and `wrk` at. Usage: `health_server [PORT] [THREADS]`.
 
 use axum::{Router, routing::get};

@@ -2,6 +2,8 @@
 //! each way costs.
 //!
 //! # Layout
+//! - [`api`]: serde types for everything that crosses a process: answers, job views, errors,
+//!   health, job counts, the "listening on" line.
 //! - [`bench`]: every strategy side by side, and the report.
 //! - [`cli`]: flags into validated configs; tracing set-up; subcommand dispatch.
 //! - [`work`]: the CPU-bound jobs (`count`, `primes`, `hash`): parse, validate, run.
@@ -12,9 +14,10 @@
 //! - [`gateway`]: the axum router: `/heavy`, `/health`, `/metrics`; errors to responses.
 //! - [`metrics`]: counters, histograms, Prometheus text.
 //! - [`load`]: the load generator (knows nothing of offload's servers).
-//! - [`queue`]: the job queue layer, SQLite and Redis backends (no HTTP in it).
+//! - [`queue`]: the job queue layer, SQLite, Redis and Postgres backends (no HTTP in it).
 
 pub mod admission;
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod compute;

@@ -45,13 +45,8 @@ impl ChildProc {
         let role_name = role.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
+                if let Some(l) = crate::api::Listening::parse(&line) {
+                    let _ = tx.send(l.addr.to_string());
                 }
             }
         });

@@ -90,57 +90,20 @@ pub struct BacklogPoint {
 /// How often the job counts are read for the backlog chart.
 const BACKLOG_EVERY: Duration = Duration::from_millis(250);
 
-/// Percentiles of a set of durations, in milliseconds.
-#[derive(Debug, Clone, Serialize)]
-pub struct Spread {
-    pub count: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    fn of(mut v: Vec<f64>) -> Option<Spread> {
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let at = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
-        Some(Spread {
-            count: n as u64,
-            p50: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-            max: v[n - 1],
-        })
-    }
-}
+pub use crate::api::Spread;
 
 /// The most finished jobs read back for enqueue-to-done latency.
 const LATENCY_SAMPLE: usize = 100_000;
 
-/// Reads the run's finished jobs from the queue itself (its own name, so only this run's).
-async fn enqueue_to_done(s: &Settings) -> Option<Spread> {
-    use crate::queue::{JobQueue, QueueOptions};
-    let options = QueueOptions {
-        name: s.queue_name.clone(),
-        ..QueueOptions::default()
-    };
-    let queue = match crate::queue::open(&s.queue_url, options).await {
-        Ok(q) => q,
+/// Enqueue-to-done times of the run's finished jobs, as the gateway reports them.
+async fn enqueue_to_done(gateway: SocketAddr) -> Option<Spread> {
+    match jobs_summary(gateway, &format!("/jobs?latency={LATENCY_SAMPLE}")).await {
+        Ok(j) => j.enqueue_to_done_ms,
         Err(e) => {
-            tracing::warn!(error = %e, "could not open the queue to read job times");
-            return None;
+            tracing::warn!(error = %e, "could not read the job times");
+            None
         }
-    };
-    let jobs = queue.recent_done(LATENCY_SAMPLE).await.ok()?;
-    Spread::of(
-        jobs.iter()
-            .filter_map(|j| Some(j.finished_at?.saturating_sub(j.enqueued_at) as f64))
-            .collect(),
-    )
+    }
 }
 
 /// Everything measured of one strategy, before its limit is known (the calibration after it
@@ -254,8 +217,8 @@ pub async fn run(
 
     // The queue first takes a burst that fits its cap, and its counts are followed from then on.
     let follow = if strategy == "queue" {
-        let [queued, running, done_n, failed] = job_counts(gateway).await?;
-        let base = (queued + running + done_n + failed, done_n + failed);
+        let c = job_counts(gateway).await?;
+        let base = (c.queued + c.running + c.done + c.failed, c.done + c.failed);
         let since = Instant::now();
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let follower = tokio::spawn(follow_backlog(gateway, since, base, done_rx));
@@ -354,14 +317,24 @@ async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
             procs.push(compute);
         }
         "queue" => {
-            let mut args: Vec<String> = ["worker", "--queue", &s.queue_url]
-                .map(String::from)
-                .to_vec();
+            // The run's own queue name, so a shared Redis or Postgres holds this run's jobs
+            // apart from anyone else's (and from earlier runs').
+            let mut args: Vec<String> = [
+                "worker",
+                "--queue",
+                &s.queue_url,
+                "--queue-name",
+                &s.queue_name,
+            ]
+            .map(String::from)
+            .to_vec();
             args.extend(s.limit_flags.iter().cloned());
             procs.push(ChildProc::start("worker", &args, false)?);
             serve.extend([
                 "--queue".into(),
                 s.queue_url.clone(),
+                "--queue-name".into(),
+                s.queue_name.clone(),
                 "--max-backlog".into(),
                 s.max_backlog.to_string(),
             ]);
@@ -385,21 +358,18 @@ async fn wait_healthy(addr: SocketAddr, role: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Jobs by state from the gateway's `/metrics` (`offload_jobs{state="..."}`).
-async fn job_counts(gateway: SocketAddr) -> anyhow::Result<[u64; 4]> {
-    let (status, body) = http_get(gateway, "/metrics").await?;
+/// The gateway's `GET /jobs` (with `path`'s query), typed.
+async fn jobs_summary(gateway: SocketAddr, path: &str) -> anyhow::Result<crate::api::JobsSummary> {
+    let (status, body) = http_get(gateway, path).await?;
     if status != 200 {
-        bail!("/metrics answered {status}");
+        bail!("{path} answered {status}");
     }
-    let mut out = [0u64; 4];
-    for line in String::from_utf8_lossy(&body).lines() {
-        for (i, state) in ["queued", "running", "done", "failed"].iter().enumerate() {
-            if let Some(v) = line.strip_prefix(&format!("offload_jobs{{state=\"{state}\"}} ")) {
-                out[i] = v.trim().parse::<f64>().unwrap_or(0.0) as u64;
-            }
-        }
-    }
-    Ok(out)
+    serde_json::from_slice(&body).with_context(|| format!("{path}: not a job summary"))
+}
+
+/// Jobs by state, from the gateway's `GET /jobs`.
+async fn job_counts(gateway: SocketAddr) -> anyhow::Result<crate::api::JobCounts> {
+    Ok(jobs_summary(gateway, "/jobs").await?.counts)
 }
 
 /// Sends half the backlog cap as fast as `-c` connections allow, before the main load: the
@@ -443,8 +413,8 @@ async fn follow_backlog(
             _ = tick.tick() => {}
             _ = done.changed() => {}
         }
-        if let Ok([queued, running, done_n, failed]) = job_counts(gateway).await {
-            let (all, finished) = (queued + running + done_n + failed, done_n + failed);
+        if let Ok(c) = job_counts(gateway).await {
+            let (all, finished) = (c.queued + c.running + c.done + c.failed, c.done + c.failed);
             points.push(BacklogPoint {
                 t: since.elapsed().as_secs_f64(),
                 accepted: all.saturating_sub(a0),
@@ -482,34 +452,34 @@ async fn follow_queue(
     accept_phase: AcceptPhase,
 ) -> anyhow::Result<QueueRun> {
     let stopped = Instant::now();
-    let [queued, running, done_at_stop, _] = job_counts(gateway).await?;
-    let backlog_at_stop = queued + running;
-    let mut counts = [queued, running, done_at_stop, 0];
-    while counts[0] + counts[1] > 0 && stopped.elapsed() < s.drain_timeout {
+    let at_stop = job_counts(gateway).await?;
+    let left = |c: &crate::api::JobCounts| c.queued + c.running;
+    let mut counts = at_stop;
+    while left(&counts) > 0 && stopped.elapsed() < s.drain_timeout {
         progress.live(&format!(
             "queue: draining, {} jobs left, {:.1}s",
-            counts[0] + counts[1],
+            left(&counts),
             stopped.elapsed().as_secs_f64()
         ));
         tokio::time::sleep(Duration::from_millis(100)).await;
         counts = job_counts(gateway).await?;
     }
-    let drained = counts[0] + counts[1] == 0;
+    let drained = left(&counts) == 0;
     let drain_s = stopped.elapsed().as_secs_f64();
     let accepted = heavy.requests.by_status.get("202").copied().unwrap_or(0);
     Ok(QueueRun {
-        completed_per_s: counts[2] as f64
+        completed_per_s: counts.done as f64
             / (accept_phase.seconds + heavy.elapsed_s + s.warmup.as_secs_f64() + drain_s).max(1e-9),
         accept_phase,
         accepted,
         accepted_per_s: accepted as f64 / heavy.elapsed_s.max(1e-9),
-        done_at_stop,
-        backlog_at_stop,
+        done_at_stop: at_stop.done,
+        backlog_at_stop: left(&at_stop),
         drain_s,
         drained,
-        jobs_done: counts[2],
-        jobs_failed: counts[3],
-        enqueue_to_done_ms: enqueue_to_done(s).await,
+        jobs_done: counts.done,
+        jobs_failed: counts.failed,
+        enqueue_to_done_ms: enqueue_to_done(gateway).await,
         load_end_s: 0.0,
         backlog: Vec::new(),
     })

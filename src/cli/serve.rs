@@ -81,7 +81,7 @@ pub struct ServeArgs {
 /// Niceness of threads that run heavy work next to a server's runtime threads. With both at
 /// the same priority, a runtime thread woken for `/health` waits for a busy core's time
 /// slice (p99 2-4 ms here); at 10 it preempts the work at once (p99 0.3-2.3 ms, same
-/// throughput: `bench/admission.py`). On an idle machine the work still gets every cycle.
+/// throughput: `scripts/admission.py`). On an idle machine the work still gets every cycle.
 pub const DEFAULT_NICE: i32 = 10;
 
 /// Requests that may wait in a pool or the remote gateway's queue, whatever their deadline:
@@ -275,7 +275,12 @@ pub(super) fn run_service(
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         let (router, state) = build().await?;
-        println!("offload {role}: listening on http://{local} (strategy {strategy})");
+        let line = crate::api::Listening {
+            role: role.to_string(),
+            addr: local,
+            strategy: strategy.to_string(),
+        };
+        println!("{line}");
         tracing::info!(%local, strategy, runtime_threads, "{role} ready");
         let grace = state.config.grace;
         gateway::serve(

@@ -80,7 +80,7 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Parses each job's payload as a work spec (a bad one fails at once, no retry) and runs it
-/// whole on one pool thread; the result is the same JSON `/heavy` answers.
+/// whole on one pool thread; the result is a [`crate::api::JobResult`].
 fn executor(pool: Arc<Pool>, limits: Limits) -> Executor {
     Arc::new(
         move |payload: String| -> BoxFuture<Result<String, JobError>> {
@@ -95,13 +95,13 @@ fn executor(pool: Arc<Pool>, limits: Limits) -> Executor {
                     })
                     .map_err(|e| JobError::retry(e.to_string()))?;
                 match handle.await {
-                    Ok((Ok(result), ran)) => Ok(serde_json::json!({
-                        "work": work.kind().name(),
-                        "n": work.n(),
-                        "result": result,
-                        "run_us": ran.as_micros() as u64,
+                    Ok((Ok(result), ran)) => serde_json::to_string(&crate::api::JobResult {
+                        work: work.kind().name().to_owned(),
+                        n: work.n(),
+                        result,
+                        run_us: ran.as_micros() as u64,
                     })
-                    .to_string()),
+                    .map_err(|e| JobError::fatal(format!("cannot write the result: {e}"))),
                     Ok((Err(stopped), _)) => Err(JobError::retry(stopped.to_string())),
                     Err(TaskError::Panicked(msg)) => {
                         Err(JobError::retry(format!("the work panicked: {msg}")))

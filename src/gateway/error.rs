@@ -4,7 +4,6 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::strategy::{ExecError, RETRY_AFTER_SECS};
 use crate::work::SpecError;
@@ -27,6 +26,8 @@ pub enum ApiError {
     BadJobId(String),
     #[error("no job {0} (unknown, or finished and past its retention)")]
     JobNotFound(String),
+    #[error("{0}")]
+    BadQuery(String),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
     #[error(transparent)]
@@ -45,6 +46,7 @@ impl ApiError {
             ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "query_too_long"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadJobId(_) => (StatusCode::BAD_REQUEST, "invalid_job_id"),
+            ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Exec(e) => match e {
@@ -85,7 +87,12 @@ impl IntoResponse for ApiError {
         };
         let mut resp = (
             status,
-            axum::Json(json!({"error": {"code": code, "message": message}})),
+            axum::Json(crate::api::ErrorBody {
+                error: crate::api::ErrorDetail {
+                    code: code.to_owned(),
+                    message,
+                },
+            }),
         )
             .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

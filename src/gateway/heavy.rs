@@ -7,9 +7,9 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::api::{Accepted, HeavyAnswer, Job, JobStatus, JobsSummary, Spread};
 use crate::queue::{JobId, JobQueue};
 use crate::strategy::{ExecError, Outcome, Strategy};
 use crate::work::Work;
@@ -74,18 +74,24 @@ async fn execute(app: &AppState, work: Work) -> Result<Response, ApiError> {
             Err(_) => return Err(ExecError::Expired.into()),
         };
     Ok(match outcome {
-        Outcome::Done(done) => axum::Json(json!({
-            "strategy": app.strategy.name().as_str(),
-            "work": work.kind().name(),
-            "n": work.n(),
-            "result": done.result,
-            "wait_us": done.wait.as_micros() as u64,
-            "run_us": done.run.as_micros() as u64,
-        }))
+        Outcome::Done(done) => axum::Json(HeavyAnswer {
+            strategy: app.strategy.name().as_str().to_owned(),
+            work: work.kind().name().to_owned(),
+            n: work.n(),
+            result: done.result,
+            wait_us: done.wait.as_micros() as u64,
+            run_us: done.run.as_micros() as u64,
+        })
         .into_response(),
         Outcome::Accepted(id) => {
             let url = format!("/jobs/{}", id.as_str());
-            let body = json!({"id": id.as_str(), "status": "queued", "status_url": url, "work": work.kind().name(), "n": work.n()});
+            let body = Accepted {
+                id: id.to_string(),
+                status: JobStatus::Queued,
+                status_url: url.clone(),
+                work: work.kind().name().to_owned(),
+                n: work.n(),
+            };
             (
                 StatusCode::ACCEPTED,
                 [(header::LOCATION, url)],
@@ -117,14 +123,61 @@ pub(super) async fn job(
     let Some(view) = view else {
         return Err(ApiError::JobNotFound(id.as_str().to_string()));
     };
-    let mut body = serde_json::to_value(&view)
-        .map_err(|e| ApiError::Exec(ExecError::Unavailable(e.to_string())))?;
-    // The stored result is the worker's JSON text: hand it out as JSON, not as a string.
-    if let Some(text) = view.result.as_deref() {
-        body["result"] =
-            serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
+    Ok(axum::Json(Job::from(view)).into_response())
+}
+
+/// Most finished jobs `GET /jobs?latency=N` reads: a bounded query even when asked for more.
+const MAX_LATENCY_SAMPLE: usize = 100_000;
+
+/// `GET /jobs`: jobs by state; with `?latency=N`, also enqueue-to-done times over the N most
+/// recently finished jobs. The bench follows a queue run with it.
+pub(super) async fn jobs(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let Strategy::Queue(q) = &*app.strategy else {
+        return Err(ApiError::NotFound(format!(
+            "/jobs: this gateway runs the {} strategy, which has no jobs",
+            app.strategy.name().as_str()
+        )));
+    };
+    let query = query.unwrap_or_default();
+    let mut latency = 0usize;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match (k.as_ref(), v.parse::<usize>()) {
+            ("latency", Ok(n)) => latency = n.min(MAX_LATENCY_SAMPLE),
+            ("latency", Err(_)) => {
+                return Err(ApiError::BadQuery(format!(
+                    "`latency` must be a whole number of jobs: got {:?}",
+                    truncate(&v)
+                )));
+            }
+            (other, _) => {
+                return Err(ApiError::BadQuery(format!(
+                    "unknown parameter {:?} (expected `latency`)",
+                    truncate(other)
+                )));
+            }
+        }
     }
-    Ok(axum::Json(body).into_response())
+    let unavailable =
+        |e: crate::queue::QueueError| ApiError::Exec(ExecError::Unavailable(e.to_string()));
+    let counts = q.queue().counts().await.map_err(unavailable)?;
+    let enqueue_to_done_ms = if latency > 0 {
+        let done = q.queue().recent_done(latency).await.map_err(unavailable)?;
+        Spread::of(
+            done.iter()
+                .filter_map(|j| Some(j.finished_at?.saturating_sub(j.enqueued_at) as f64))
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(axum::Json(JobsSummary {
+        counts,
+        enqueue_to_done_ms,
+    })
+    .into_response())
 }
 
 fn truncate(s: &str) -> String {

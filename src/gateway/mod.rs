@@ -60,6 +60,7 @@ pub fn app(state: AppState) -> Router {
     with_common(
         Router::new()
             .route("/heavy", get(heavy::get).post(heavy::post))
+            .route("/jobs", get(heavy::jobs))
             .route("/jobs/{id}", get(heavy::job)),
         state,
     )
@@ -81,7 +82,7 @@ pub(crate) fn with_common(routes: Router<AppState>, state: AppState) -> Router {
 }
 
 async fn health(State(app): State<AppState>) -> impl IntoResponse {
-    let mut body = serde_json::json!({"status": "ok", "strategy": app.strategy.name().as_str()});
+    let mut body = crate::api::Health::ok(app.strategy.name().as_str());
     app.strategy.describe_capacity(&mut body);
     axum::Json(body)
 }

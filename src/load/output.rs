@@ -28,7 +28,7 @@ fn rate_row(out: &mut String, name: &str, s: &RateStats) {
     );
 }
 
-/// Formats `bytes` with a binary unit.
+/// Formats `bytes` with a decimal (SI) unit: kB = 1000 bytes, as autocannon prints them.
 fn human_bytes(bytes: f64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes;

@@ -9,10 +9,10 @@ mod sql;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, Row};
@@ -34,6 +34,17 @@ const FALLBACK_POLL: Duration = Duration::from_millis(100);
 /// elsewhere, which will commit within a round trip, so looking again at once would spin.
 const LOCKED_PAUSE: Duration = Duration::from_millis(1);
 
+/// Most jobs one enqueue statement stores: concurrent enqueues wait for the statement in
+/// flight and then go together, so a burst of requests costs a few statements, not one each.
+const MAX_ENQUEUE_BATCH: usize = 256;
+
+/// One enqueue waiting for the batcher.
+struct Pending {
+    id: JobId,
+    job: NewJob,
+    reply: oneshot::Sender<Result<JobId, EnqueueError>>,
+}
+
 /// A handle on a Postgres queue. Clones share one connection and one `LISTEN` connection.
 #[derive(Clone)]
 pub struct PostgresQueue {
@@ -46,11 +57,15 @@ struct Inner {
     /// Bumped on every `NOTIFY` for this queue (and after the `LISTEN` connection comes back).
     wake: watch::Receiver<u64>,
     listener: tokio::task::JoinHandle<()>,
+    /// Enqueues go through one batching task (see [`MAX_ENQUEUE_BATCH`]).
+    enqueues: mpsc::Sender<Pending>,
+    batcher: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();
+        self.batcher.abort();
     }
 }
 
@@ -81,14 +96,70 @@ impl PostgresQueue {
         let first = Link::open(&config, &options.name).await?;
         let (tx, wake) = watch::channel(0u64);
         let listener = link::listen(config.clone(), options.name.clone(), tx).await?;
-        Ok(PostgresQueue {
-            inner: Arc::new(Inner {
-                shared: Shared::new(config, options.name.clone(), first),
-                options,
-                wake,
-                listener,
-            }),
-        })
+        let (enqueues, inbox) = mpsc::channel(MAX_ENQUEUE_BATCH * 4);
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+            shared: Shared::new(config, options.name.clone(), first),
+            options,
+            wake,
+            listener,
+            enqueues,
+            batcher: tokio::spawn(batch_enqueues(weak.clone(), inbox)),
+        });
+        Ok(PostgresQueue { inner })
+    }
+
+    /// Stores one job with its own statement.
+    async fn enqueue_one(&self, id: JobId, job: &NewJob) -> Result<JobId, EnqueueError> {
+        let opts = &self.inner.options;
+        let (name, id_text, payload) = (&opts.name, id.as_str(), &job.payload);
+        let max_attempts =
+            i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1)).unwrap_or(i32::MAX);
+        let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
+        let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
+        let (stored, depth) = self
+            .call(|l| async move {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [name, &id_text, payload, &max_attempts, &max_stalls, &cap];
+                match l.client.query_one(&l.enqueue, &params).await {
+                    Ok(row) => Ok((row.try_get::<_, bool>(0)?, row.try_get::<_, i64>(2)?)),
+                    // Only a retry after a lost reply can meet its own id: the first try stored it.
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok((true, 0)),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if stored {
+            Ok(id)
+        } else {
+            Err(EnqueueError::Full(depth.max(0) as u64))
+        }
+    }
+
+    /// Stores as many of `jobs` as the cap allows (the first ones) in one statement; answers
+    /// how many it stored and the depth after.
+    async fn enqueue_many(&self, jobs: &[Pending]) -> Result<(usize, u64), QueueError> {
+        let opts = &self.inner.options;
+        let ids: Vec<&str> = jobs.iter().map(|p| p.id.as_str()).collect();
+        let payloads: Vec<&str> = jobs.iter().map(|p| p.job.payload.as_str()).collect();
+        let attempts: Vec<i32> = jobs
+            .iter()
+            .map(|p| {
+                i32::try_from(p.job.max_attempts.unwrap_or(opts.max_attempts).max(1))
+                    .unwrap_or(i32::MAX)
+            })
+            .collect();
+        let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
+        let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
+        let (ids, payloads, attempts, name) = (&ids, &payloads, &attempts, &opts.name);
+        let (k, depth) = self
+            .call(|l| async move {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [name, ids, payloads, attempts, &max_stalls, &cap];
+                let row = l.client.query_one(&l.enqueue_batch, &params).await?;
+                Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))
+            })
+            .await?;
+        Ok((usize::try_from(k.max(0)).unwrap_or(0), depth.max(0) as u64))
     }
 
     /// Deletes this queue's jobs and its meta row (tests and benchmarks isolate themselves by
@@ -123,6 +194,39 @@ impl PostgresQueue {
                 Ok(timed(f(link)).await??)
             }
             other => Ok(other?),
+        }
+    }
+}
+
+/// The batcher: takes every enqueue waiting (up to [`MAX_ENQUEUE_BATCH`]) and stores them in
+/// one statement, then the next batch. A batch that fails as a whole (a lost connection whose
+/// retry met its own ids, say) is stored job by job instead, so each gets its own answer.
+async fn batch_enqueues(queue: Weak<Inner>, mut inbox: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_ENQUEUE_BATCH);
+    while inbox.recv_many(&mut batch, MAX_ENQUEUE_BATCH).await > 0 {
+        let Some(inner) = queue.upgrade() else { return };
+        let q = PostgresQueue { inner };
+        let jobs: Vec<Pending> = std::mem::take(&mut batch);
+        if jobs.len() > 1 {
+            match q.enqueue_many(&jobs).await {
+                Ok((stored, depth)) => {
+                    for (i, p) in jobs.into_iter().enumerate() {
+                        let answer = if i < stored {
+                            Ok(p.id)
+                        } else {
+                            Err(EnqueueError::Full(depth))
+                        };
+                        let _ = p.reply.send(answer);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, jobs = jobs.len(), "batched enqueue failed; storing one by one")
+                }
+            }
+        }
+        for p in jobs {
+            let _ = p.reply.send(q.enqueue_one(p.id.clone(), &p.job).await);
         }
     }
 }
@@ -179,30 +283,17 @@ fn claimed(rows: Vec<Row>, token: &str) -> Result<Vec<Claimed>, QueueError> {
 
 impl JobQueue for PostgresQueue {
     async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueError> {
-        let opts = &self.inner.options;
         let id = JobId::random();
-        let (name, id_text, payload) = (&opts.name, id.as_str(), &job.payload);
-        let max_attempts =
-            i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1)).unwrap_or(i32::MAX);
-        let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
-        let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
-        let (stored, depth) = self
-            .call(|l| async move {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                    [name, &id_text, payload, &max_attempts, &max_stalls, &cap];
-                match l.client.query_one(&l.enqueue, &params).await {
-                    Ok(row) => Ok((row.try_get::<_, bool>(0)?, row.try_get::<_, i64>(2)?)),
-                    // Only a retry after a lost reply can meet its own id: the first try stored it.
-                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok((true, 0)),
-                    Err(e) => Err(e),
-                }
-            })
-            .await?;
-        if stored {
-            Ok(id)
-        } else {
-            Err(EnqueueError::Full(depth.max(0) as u64))
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            id: id.clone(),
+            job,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(p)) = self.inner.enqueues.send(pending).await {
+            return self.enqueue_one(id, &p.job).await;
         }
+        answer.await.map_err(|_| QueueError::Closed)?
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<JobView>, QueueError> {

@@ -251,7 +251,7 @@ pub enum Completion {
 }
 
 /// Jobs by state, for metrics. `done` and `failed` count finished jobs still within retention.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Waiting, including those waiting for a retry.
     pub queued: u64,

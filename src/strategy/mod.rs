@@ -171,24 +171,24 @@ impl Strategy {
     /// Adds what `/health` says of the strategy's capacity: a compute service's `capacity`
     /// (requests it admits at once) and `threads`, which a remote gateway sizes its sending
     /// by; a pool's threads and predicted wait.
-    pub fn describe_capacity(&self, body: &mut serde_json::Value) {
+    pub fn describe_capacity(&self, body: &mut crate::api::Health) {
         match self {
             Strategy::Rayon(r) => {
-                body["capacity"] = r.max_inflight().into();
-                body["threads"] = r.threads().into();
-                let probe: serde_json::Map<String, serde_json::Value> = r
-                    .probe()
-                    .iter()
-                    .map(|(k, v)| (k.name().to_string(), (*v).into()))
-                    .collect();
-                body["secs_per_unit"] = probe.into();
+                body.capacity = Some(r.max_inflight());
+                body.threads = Some(r.threads());
+                body.secs_per_unit = Some(
+                    r.probe()
+                        .iter()
+                        .map(|(k, v)| (k.name().to_string(), *v))
+                        .collect(),
+                );
             }
             Strategy::Pool(p) => {
-                body["threads"] = p.pool().threads().into();
-                body["predicted_wait_s"] = p.pool().predicted_wait().as_secs_f64().into();
+                body.threads = Some(p.pool().threads());
+                body.predicted_wait_s = Some(p.pool().predicted_wait().as_secs_f64());
             }
             Strategy::Remote(r) => {
-                body["predicted_wait_s"] = r.predicted_wait().as_secs_f64().into();
+                body.predicted_wait_s = Some(r.predicted_wait().as_secs_f64());
             }
             _ => {}
         }

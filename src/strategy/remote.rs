@@ -370,12 +370,11 @@ impl Remote {
                         return None;
                     }
                     let bytes = r.into_body().collect().await.ok()?.to_bytes();
-                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                    Some(
-                        v["capacity"]
-                            .as_u64()
-                            .map(|c| (c, v["threads"].as_u64().unwrap_or(1), probe_of(&v))),
-                    )
+                    let h: Option<crate::api::Health> = serde_json::from_slice(&bytes).ok();
+                    Some(h.and_then(|h| {
+                        let probe = probe_of(&h);
+                        Some((h.capacity?, h.threads.unwrap_or(1), probe))
+                    }))
                 };
                 let answer = tokio::time::timeout(interval.max(Duration::from_millis(100)), answer)
                     .await
@@ -383,8 +382,7 @@ impl Remote {
                     .flatten();
                 let ok = answer.is_some();
                 if let Some(Some((capacity, threads, probe))) = answer {
-                    self.gate
-                        .set_capacity(i, capacity as usize, threads as usize, &probe);
+                    self.gate.set_capacity(i, capacity, threads, &probe);
                 }
                 if ok != b.up.swap(ok, Relaxed) {
                     tracing::info!(backend = %b.base, up = ok, "compute service health changed");
@@ -534,23 +532,26 @@ fn not_sent(e: &hyper_util::client::legacy::Error) -> bool {
 }
 
 /// The `secs_per_unit` a compute service reports on `/health`, by class.
-fn probe_of(health: &serde_json::Value) -> Vec<(usize, f64)> {
+fn probe_of(health: &crate::api::Health) -> Vec<(usize, f64)> {
+    let Some(secs) = &health.secs_per_unit else {
+        return Vec::new();
+    };
     crate::work::Kind::ALL
         .iter()
         .filter_map(|k| {
-            let v = health["secs_per_unit"][k.name()].as_f64()?;
+            let v = *secs.get(k.name())?;
             (v.is_finite() && v > 0.0).then_some((k.class(), v))
         })
         .collect()
 }
 
-/// Reads the compute service's answer: the same JSON `/heavy` gives.
+/// Reads the compute service's answer: the same [`crate::api::HeavyAnswer`] `/heavy` gives.
 fn parse_done(bytes: &[u8]) -> Option<Done> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let a: crate::api::HeavyAnswer = serde_json::from_slice(bytes).ok()?;
     Some(Done {
-        result: v["result"].as_u64()?,
-        wait: Duration::from_micros(v["wait_us"].as_u64()?),
-        run: Duration::from_micros(v["run_us"].as_u64()?),
+        result: a.result,
+        wait: Duration::from_micros(a.wait_us),
+        run: Duration::from_micros(a.run_us),
     })
 }
 

@@ -28,6 +28,7 @@ const RELISTEN_PAUSE: Duration = Duration::from_millis(200);
 pub(super) struct Link {
     pub(super) client: Client,
     pub(super) enqueue: Statement,
+    pub(super) enqueue_batch: Statement,
     pub(super) get: Statement,
     pub(super) claim: Statement,
     pub(super) next_due: Statement,
@@ -60,7 +61,10 @@ impl Link {
     /// round trip's wait for all).
     pub(super) async fn open(config: &Config, queue: &str) -> Result<Link, QueueError> {
         let client = connect(config).await?;
-        client.batch_execute(&sql::schema()).await?;
+        let ready: bool = client.query_one(sql::SCHEMA_READY, &[]).await?.try_get(0)?;
+        if !ready {
+            client.batch_execute(&sql::schema()).await?;
+        }
         client.execute(sql::ADD_QUEUE, &[&queue]).await?;
         let c = &client;
         let (enqueue, get, claim, next_due, heartbeat, complete) = tokio::try_join!(
@@ -71,7 +75,8 @@ impl Link {
             c.prepare(sql::HEARTBEAT),
             c.prepare(sql::COMPLETE),
         )?;
-        let (release, reap, prune, counts, recent_done) = tokio::try_join!(
+        let (enqueue_batch, release, reap, prune, counts, recent_done) = tokio::try_join!(
+            c.prepare(sql::ENQUEUE_BATCH),
             c.prepare(sql::RELEASE),
             c.prepare(sql::REAP),
             c.prepare(sql::PRUNE),
@@ -81,6 +86,7 @@ impl Link {
         Ok(Link {
             client,
             enqueue,
+            enqueue_batch,
             get,
             claim,
             next_due,

@@ -55,9 +55,26 @@ CREATE TABLE IF NOT EXISTS offload_queues (
     queue  TEXT PRIMARY KEY,
     depth  BIGINT NOT NULL DEFAULT 0,
     stalls BIGINT NOT NULL DEFAULT 0
-);"
+);
+-- last_batch: how many of the latest batched enqueue's jobs got a place (see ENQUEUE_BATCH).
+-- Added only where missing: ALTER TABLE takes the table's strongest lock even when it would
+-- change nothing, which would stall (or deadlock with) the enqueues of running processes.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'offload_queues'
+                     AND column_name = 'last_batch') THEN
+        ALTER TABLE offload_queues ADD COLUMN last_batch BIGINT NOT NULL DEFAULT 0;
+    END IF;
+END $$;"
     )
 }
+
+/// Whether the schema is there as this version needs it; if so, opening a connection changes
+/// nothing (DDL takes table locks that running processes' statements would queue behind).
+pub(super) const SCHEMA_READY: &str = "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = 'offload_queues' \
+     AND column_name = 'last_batch') \
+     AND to_regclass('offload_jobs_finished') IS NOT NULL";
 
 /// Creates this queue's meta row unless it exists.
 pub(super) const ADD_QUEUE: &str =
@@ -82,6 +99,35 @@ job AS (
 note AS (SELECT pg_notify('offload_jobs', queue) FROM job)
 SELECT EXISTS (SELECT 1 FROM job), (SELECT count(*) FROM note),
        coalesce((SELECT depth FROM offload_queues WHERE queue = $1), 0)"
+);
+
+/// `$2` ids, `$3` payloads, `$4` max attempts (arrays, one entry per job, in order), `$5` max
+/// stalls, `$6` cap. Takes as many places as the cap leaves for the batch (the first `k` jobs,
+/// in order) under one lock of the meta row, stores those `k` jobs and notifies once. The SET
+/// expressions see the row as it was, so `last_batch` returns `k` itself. Answers `k` and the
+/// depth after. One statement for many jobs: the meta row is locked, and the commit flushed,
+/// once per batch instead of once per job.
+pub(super) const ENQUEUE_BATCH: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_ms!(),
+    " AS now),
+n AS (SELECT cardinality($2::text[])::bigint AS n),
+room AS (
+    INSERT INTO offload_queues AS m (queue, depth, last_batch)
+    SELECT $1, least(n.n, $6::bigint), least(n.n, $6::bigint) FROM n
+    ON CONFLICT (queue) DO UPDATE
+        SET depth = m.depth + least(excluded.last_batch, greatest(0, $6::bigint - m.depth)),
+            last_batch = least(excluded.last_batch, greatest(0, $6::bigint - m.depth))
+    RETURNING depth, last_batch),
+job AS (
+    INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
+                              enqueued_at, run_at)
+    SELECT $1, x.id, 'queued', x.payload, x.max_attempts, $5, t.now, t.now
+    FROM t, unnest($2::text[], $3::text[], $4::int[]) WITH ORDINALITY AS x(id, payload, max_attempts, ord)
+    WHERE x.ord <= (SELECT last_batch FROM room)
+    RETURNING queue),
+note AS (SELECT pg_notify('offload_jobs', $1) WHERE EXISTS (SELECT 1 FROM job))
+SELECT (SELECT last_batch FROM room), (SELECT depth FROM room), (SELECT count(*) FROM note)"
 );
 
 /// The columns of a [`super::super::JobView`], in the order `view` reads them.

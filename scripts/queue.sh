@@ -6,15 +6,15 @@
 #  2. the same with the default work (count 20,000,000) for a shorter run (-d $DEFAULT_DURATION);
 #  3. pickup latency of an idle worker ($PICKUPS jobs, one at a time, with pauses);
 #  4. enqueue-to-done latency in an open loop at $RATE jobs/s of the default work (below what
-#     one worker sustains), ids recorded by bench/queue_jobs.py.
+#     one worker sustains), ids recorded by scripts/queue_jobs.py.
 # The load generator, the gateway and the worker share this machine's cores. Raw rows in $OUT.
-# Usage: bench/queue.sh [sqlite] [redis] [postgres]
+# Usage: scripts/queue.sh [sqlite] [redis] [postgres]
 #   (env: REDIS_URL, POSTGRES_URL, RUNS, DURATION, SMALL_N, PICKUPS, ONLY=pickup, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/offload
-helper=$PWD/bench/queue_jobs.py
+helper=$PWD/scripts/queue_jobs.py
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 POSTGRES_URL=${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 # ONLY=pickup measures the idle pickup alone (the quickest figure).

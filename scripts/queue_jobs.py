@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Helper of bench/queue.sh: talks to a queue gateway over HTTP and prints one JSON line.
+"""Helper of scripts/queue.sh: talks to a queue gateway over HTTP and prints one JSON line.
 
   queue_jobs.py drain BASE LOAD_JSON      backlog when the load stopped, and the time to drain it
   queue_jobs.py pickup BASE COUNT         idle pickup latency: one job at a time, with pauses

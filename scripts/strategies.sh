@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # For each strategy: start a release gateway, load /heavy with wrk at -c 100 for 10 s while a
 # light probe (`offload load -R 20`, open loop) measures /health, then report the gateway's peak RSS and
-# thread count. Usage: bench/strategies.sh [strategies...] (env: CONNS, DURATION, EXTRA)
+# thread count. Usage: scripts/strategies.sh [strategies...] (env: CONNS, DURATION, EXTRA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q

@@ -2,7 +2,7 @@
 # What the network hop of `remote` adds at low load: one connection (-c 1) on /heavy with the
 # default work, against a `pool` gateway and against a `remote` gateway with one compute
 # service, REPEATS times each, alternating; prints p50/p99 and the median difference.
-# Usage: bench/remote-latency.sh   (env: REPEATS=3 DURATION=10)
+# Usage: scripts/remote-latency.sh   (env: REPEATS=3 DURATION=10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q

@@ -5,7 +5,7 @@
 # each tool REPEATS times (alternating which goes first) with the same connections and
 # duration, and prints every run and the medians: req/s and p50 latency, and the ratios.
 #
-# Usage: bench/load-vs-wrk.sh            (env: CONNECTIONS=100 DURATION=10 REPEATS=3
+# Usage: scripts/load-vs-wrk.sh            (env: CONNECTIONS=100 DURATION=10 REPEATS=3
 #                                          PORT=3901 WRK_THREADS=<cores> SERVER_THREADS=<cores>
 #                                          TARGET=health_server|gateway)
 # TARGET=gateway loads /health of an offload gateway (`offload serve --strategy pool`) instead.

@@ -5,7 +5,7 @@ minute of a shared machine hits every set-up alike; req/s counts every 2xx that 
 (min-max) over the rounds, and each set-up's req/s as a ratio to the default pool's in the
 same round.
 
-Usage: python3 bench/admission.py [--rounds 3] [--only LABEL,...] [-c 100|1000] [--c100-secs 10] [--c1000-secs 15]
+Usage: python3 scripts/admission.py [--rounds 3] [--only LABEL,...] [-c 100|1000] [--c100-secs 10] [--c1000-secs 15]
 Needs a release build: cargo build --release.
 """
 

@@ -1,0 +1,344 @@
+//! What crosses a process, typed once: the answers of the gateway and the compute service,
+//! the result a worker stores, the error body, `/health`, the queue's job counts, and the
+//! "listening on" line a child process prints. Each side of a boundary uses the same type, so
+//! a field renamed on one side fails to compile on the other instead of failing at run time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::queue::{Counts as JobCounts, JobStatus};
+
+/// The `200` answer of `/heavy` (every synchronous strategy) and of a compute service's
+/// `/compute`: the result, and where the time went on the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeavyAnswer {
+    /// The strategy that ran it (`rayon` from a compute service).
+    pub strategy: String,
+    /// The kind of work (`count`, `primes`, `hash`).
+    pub work: String,
+    pub n: u64,
+    pub result: u64,
+    /// From the hand-off to the first chunk starting, in µs.
+    pub wait_us: u64,
+    /// From the first chunk starting to the last one ending, in µs.
+    pub run_us: u64,
+}
+
+/// The `202` answer of the queue strategy; the same URL is in `Location`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub id: String,
+    pub status: JobStatus,
+    /// `/jobs/{id}`.
+    pub status_url: String,
+    pub work: String,
+    pub n: u64,
+}
+
+/// What `offload worker` stores as a job's result, shown as `result` by `GET /jobs/{id}`.
+/// Smaller than [`HeavyAnswer`]: a job has no strategy of its own, and its wait is the
+/// job view's `started_at - enqueued_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub work: String,
+    pub n: u64,
+    pub result: u64,
+    /// The run on the worker's thread, in µs.
+    pub run_us: u64,
+}
+
+/// `GET /jobs/{id}`: the queue's view of a job, with its result as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub status: JobStatus,
+    /// Runs started, not counting those lost with their worker.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// Runs lost with their worker (the lease lapsed).
+    pub stalls: u32,
+    pub max_stalls: u32,
+    /// The stored result once done: a [`JobResult`] for jobs run by `offload worker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unix ms.
+    pub enqueued_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+impl From<crate::queue::JobView> for Job {
+    fn from(v: crate::queue::JobView) -> Job {
+        // The stored result is the worker's JSON text: hand it out as JSON, not as a string.
+        let result = v
+            .result
+            .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)));
+        Job {
+            id: v.id.to_string(),
+            status: v.status,
+            attempts: v.attempts,
+            max_attempts: v.max_attempts,
+            stalls: v.stalls,
+            max_stalls: v.max_stalls,
+            result,
+            error: v.error,
+            enqueued_at: v.enqueued_at,
+            started_at: v.started_at,
+            finished_at: v.finished_at,
+        }
+    }
+}
+
+/// `GET /jobs`: the queue's jobs by state and, when asked for (`?latency=N`), enqueue-to-done
+/// times over the N most recently finished jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobsSummary {
+    pub counts: JobCounts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueue_to_done_ms: Option<Spread>,
+}
+
+/// Percentiles of a set of durations, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `v`; `None` when it is empty.
+    pub fn of(mut v: Vec<f64>) -> Option<Spread> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let at = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Some(Spread {
+            count: n as u64,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: v[n - 1],
+        })
+    }
+}
+
+/// Every error answer: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// A stable machine-readable `code` and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /health` of a gateway or a compute service. Always `status` and `strategy`; the rest
+/// where it applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    pub strategy: String,
+    /// Threads that run work (pool, compute service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Requests a compute service admits at once: what a `remote` gateway sends it at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<usize>,
+    /// A compute service's startup calibration: seconds per unit, by kind of work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secs_per_unit: Option<BTreeMap<String, f64>>,
+    /// How long a request arriving now would wait before starting (pool, remote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_wait_s: Option<f64>,
+}
+
+impl Health {
+    /// `ok` for `strategy`, nothing else filled in.
+    pub fn ok(strategy: &str) -> Health {
+        Health {
+            status: "ok".to_owned(),
+            strategy: strategy.to_owned(),
+            threads: None,
+            capacity: None,
+            secs_per_unit: None,
+            predicted_wait_s: None,
+        }
+    }
+}
+
+/// The line a serving process prints on stdout once it listens, which the bench and the
+/// tests read to find it: `offload {role}: listening on http://{addr} (strategy {strategy})`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    /// `serve` or `compute`.
+    pub role: String,
+    pub addr: SocketAddr,
+    pub strategy: String,
+}
+
+impl fmt::Display for Listening {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "offload {}: listening on http://{} (strategy {})",
+            self.role, self.addr, self.strategy
+        )
+    }
+}
+
+impl Listening {
+    /// Reads a line printed by [`Listening`]'s `Display`; `None` for any other line.
+    pub fn parse(line: &str) -> Option<Listening> {
+        let rest = line.trim_end().strip_prefix("offload ")?;
+        let (role, rest) = rest.split_once(": listening on http://")?;
+        let (addr, rest) = rest.split_once(' ')?;
+        let strategy = rest.strip_prefix("(strategy ")?.strip_suffix(')')?;
+        Some(Listening {
+            role: role.to_owned(),
+            addr: addr.parse().ok()?,
+            strategy: strategy.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+
+    /// Serialises, parses back, and checks the JSON against the wire form written out by hand,
+    /// so a renamed field fails here and not in another process.
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(v: &T, wire: &str) {
+        let text = serde_json::to_string(v).unwrap();
+        let back: T = serde_json::from_str(&text).unwrap();
+        assert_eq!(&back, v);
+        let expected: serde_json::Value = serde_json::from_str(wire).unwrap();
+        assert_eq!(serde_json::to_value(v).unwrap(), expected, "{text}");
+        let parsed: T = serde_json::from_str(wire).unwrap();
+        assert_eq!(&parsed, v);
+    }
+
+    #[test]
+    fn answers_round_trip() {
+        round_trip(
+            &HeavyAnswer {
+                strategy: "pool".into(),
+                work: "count".into(),
+                n: 20_000_000,
+                result: 20_000_000,
+                wait_us: 156,
+                run_us: 3131,
+            },
+            r#"{"n":20000000,"result":20000000,"run_us":3131,"strategy":"pool","wait_us":156,"work":"count"}"#,
+        );
+        round_trip(
+            &Accepted {
+                id: "0123456789abcdef0123456789abcdef".into(),
+                status: JobStatus::Queued,
+                status_url: "/jobs/0123456789abcdef0123456789abcdef".into(),
+                work: "count".into(),
+                n: 5,
+            },
+            r#"{"id":"0123456789abcdef0123456789abcdef","status":"queued","status_url":"/jobs/0123456789abcdef0123456789abcdef","work":"count","n":5}"#,
+        );
+        round_trip(
+            &JobResult {
+                work: "primes".into(),
+                n: 100,
+                result: 25,
+                run_us: 7,
+            },
+            r#"{"work":"primes","n":100,"result":25,"run_us":7}"#,
+        );
+        round_trip(
+            &ErrorBody {
+                error: ErrorDetail {
+                    code: "invalid_n".into(),
+                    message: "bad".into(),
+                },
+            },
+            r#"{"error":{"code":"invalid_n","message":"bad"}}"#,
+        );
+    }
+
+    #[test]
+    fn jobs_and_health_round_trip() {
+        round_trip(
+            &Job {
+                id: "ab".into(),
+                status: JobStatus::Done,
+                attempts: 1,
+                max_attempts: 3,
+                stalls: 2,
+                max_stalls: 10,
+                result: Some(
+                    serde_json::json!({"work": "count", "n": 1, "result": 1, "run_us": 0}),
+                ),
+                error: None,
+                enqueued_at: 10,
+                started_at: Some(11),
+                finished_at: Some(12),
+            },
+            r#"{"id":"ab","status":"done","attempts":1,"max_attempts":3,"stalls":2,"max_stalls":10,
+                "result":{"work":"count","n":1,"result":1,"run_us":0},"enqueued_at":10,"started_at":11,"finished_at":12}"#,
+        );
+        round_trip(
+            &JobsSummary {
+                counts: JobCounts {
+                    queued: 1,
+                    running: 2,
+                    done: 3,
+                    failed: 4,
+                    stalls: 5,
+                },
+                enqueue_to_done_ms: Spread::of(vec![3.0, 1.0, 2.0]),
+            },
+            r#"{"counts":{"queued":1,"running":2,"done":3,"failed":4,"stalls":5},
+                "enqueue_to_done_ms":{"count":3,"p50":2.0,"p90":3.0,"p99":3.0,"max":3.0}}"#,
+        );
+        let mut compute = Health::ok("rayon");
+        compute.threads = Some(2);
+        compute.capacity = Some(4);
+        compute.secs_per_unit = Some([("count".to_owned(), 7e-10)].into());
+        round_trip(
+            &compute,
+            r#"{"status":"ok","strategy":"rayon","threads":2,"capacity":4,"secs_per_unit":{"count":7e-10}}"#,
+        );
+        round_trip(
+            &Health::ok("inline"),
+            r#"{"status":"ok","strategy":"inline"}"#,
+        );
+    }
+
+    #[test]
+    fn the_listening_line_round_trips() {
+        let l = Listening {
+            role: "serve".into(),
+            addr: "127.0.0.1:3000".parse().unwrap(),
+            strategy: "pool".into(),
+        };
+        let line = l.to_string();
+        assert_eq!(
+            line,
+            "offload serve: listening on http://127.0.0.1:3000 (strategy pool)"
+        );
+        assert_eq!(Listening::parse(&line), Some(l));
+        assert_eq!(Listening::parse("offload worker: running w1"), None);
+    }
+}
