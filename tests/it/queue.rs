@@ -5,7 +5,6 @@
 //! they fail instead. A URL that cannot be reached always fails: a set URL means that server was
 //! meant to be tested.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
@@ -145,6 +144,7 @@ conformance!(
     ops::round_trip,
     ops::unknown_and_malformed_ids,
     ops::claim_is_exclusive,
+    ops::batched_claims_are_exclusive,
     ops::stale_holder_is_refused,
     ops::retry_with_backoff_then_failed,
     ops::poison_job_ends_failed,
@@ -220,76 +220,6 @@ async fn redis_redelivers_an_entry_read_but_never_started() {
         .unwrap()
         .expect("delivered again");
     assert_eq!((job.id, job.attempt), (id, 1));
-    h.cleanup().await;
-}
-
-/// Postgres only: batched claims from several connections at once never hand one job to two
-/// holders (`FOR UPDATE SKIP LOCKED`), and every job is claimed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_batched_claims_are_exclusive() {
-    const JOBS: usize = 500;
-    const HANDLES: usize = 4;
-    const BATCH: usize = 16;
-    let Some(h) = Backend::Postgres.open("pg_claims", options()).await else {
-        return;
-    };
-    for i in 0..JOBS {
-        h.queue.enqueue(NewJob::new(i.to_string())).await.unwrap();
-    }
-    let mut claimers = tokio::task::JoinSet::new();
-    for _ in 0..HANDLES {
-        let q = h.handle().await;
-        claimers.spawn(async move {
-            let me = WorkerId::new();
-            let mut got = Vec::new();
-            loop {
-                // A long lease: nothing may expire (and be handed out again) during the test.
-                let batch = q
-                    .claim_batch(&me, Duration::from_secs(60), BATCH, NO_WAIT)
-                    .await
-                    .unwrap();
-                if batch.is_empty() {
-                    return got;
-                }
-                assert!(batch.len() <= BATCH);
-                got.extend(batch);
-            }
-        });
-    }
-    let mut ids = HashSet::new();
-    let mut all = Vec::new();
-    let mut per_handle = Vec::new();
-    while let Some(got) = claimers.join_next().await {
-        let got = got.unwrap();
-        per_handle.push(got.len());
-        for job in got {
-            assert!(ids.insert(job.id.clone()), "{:?} claimed twice", job.id);
-            all.push(job);
-        }
-    }
-    assert_eq!(
-        (all.len(), ids.len()),
-        (JOBS, JOBS),
-        "per handle: {per_handle:?}"
-    );
-    let c = h.queue.counts().await.unwrap();
-    assert_eq!((c.queued, c.running), (0, JOBS as u64));
-    // Each holder's (id, lease token) is the one stored: a second claim of a job would have
-    // replaced its token, and the first holder's heartbeat and completion would be refused.
-    for job in &all {
-        assert!(
-            h.queue.heartbeat(job, LEASE * 100).await.unwrap(),
-            "{:?}",
-            job.id
-        );
-    }
-    let done = h
-        .queue
-        .complete_batch(all.iter().map(|j| (j.clone(), Ok("1".into()))).collect())
-        .await
-        .unwrap();
-    assert!(done.iter().all(|c| *c == Completion::Done), "{done:?}");
-    assert_eq!(h.queue.counts().await.unwrap().done, JOBS as u64);
     h.cleanup().await;
 }
 

@@ -412,3 +412,73 @@ pub(super) async fn recent_done_lists_finished_jobs(b: Backend, test: &str) {
     assert_eq!(q.recent_done(2).await.unwrap().len(), 2);
     h.cleanup().await;
 }
+
+/// Batched claims from several connections at once never hand one job to two holders (SQLite:
+/// one writer at a time; Redis: one script at a time; Postgres: `FOR UPDATE SKIP LOCKED`), and
+/// every job is claimed; each holder's lease token is the one stored.
+pub(super) async fn batched_claims_are_exclusive(b: Backend, test: &str) {
+    const JOBS: usize = 500;
+    const HANDLES: usize = 4;
+    const BATCH: usize = 16;
+    let Some(h) = b.open(test, options()).await else {
+        return;
+    };
+    for i in 0..JOBS {
+        h.queue.enqueue(NewJob::new(i.to_string())).await.unwrap();
+    }
+    let mut claimers = tokio::task::JoinSet::new();
+    for _ in 0..HANDLES {
+        let q = h.handle().await;
+        claimers.spawn(async move {
+            let me = WorkerId::new();
+            let mut got = Vec::new();
+            loop {
+                // A long lease: nothing may expire (and be handed out again) during the test.
+                let batch = q
+                    .claim_batch(&me, Duration::from_secs(60), BATCH, NO_WAIT)
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                assert!(batch.len() <= BATCH);
+                got.extend(batch);
+            }
+        });
+    }
+    let mut ids = HashSet::new();
+    let mut all = Vec::new();
+    let mut per_handle = Vec::new();
+    while let Some(got) = claimers.join_next().await {
+        let got = got.unwrap();
+        per_handle.push(got.len());
+        for job in got {
+            assert!(ids.insert(job.id.clone()), "{:?} claimed twice", job.id);
+            all.push(job);
+        }
+    }
+    assert_eq!(
+        (all.len(), ids.len()),
+        (JOBS, JOBS),
+        "per handle: {per_handle:?}"
+    );
+    let c = h.queue.counts().await.unwrap();
+    assert_eq!((c.queued, c.running), (0, JOBS as u64));
+    // Each holder's (id, lease token) is the one stored: a second claim of a job would have
+    // replaced its token, and the first holder's heartbeat and completion would be refused.
+    for job in &all {
+        assert!(
+            h.queue.heartbeat(job, LEASE * 100).await.unwrap(),
+            "{:?}",
+            job.id
+        );
+    }
+    let done = h
+        .queue
+        .complete_batch(all.iter().map(|j| (j.clone(), Ok("1".into()))).collect())
+        .await
+        .unwrap();
+    assert!(done.iter().all(|c| *c == Completion::Done), "{done:?}");
+    assert_eq!(h.queue.counts().await.unwrap().done, JOBS as u64);
+    h.cleanup().await;
+}
