@@ -445,12 +445,20 @@ pub fn page(r: &Results) -> String {
         .iter()
         .map(|l| format!("<li>{}</li>", esc(l)))
         .collect();
+    let verdict: String = super::summary::verdict(r)
+        .iter()
+        .map(|l| format!("<li>{}</li>", esc(l)))
+        .collect();
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>offload bench: {work}</title>
 <style>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
 pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 12px; }}
+table.runs {{ border-collapse: collapse; width: 100%; font-size: 12px; margin: 0.5em 0 1em; }}
+table.runs th, table.runs td {{ padding: 3px 6px; text-align: right; border-bottom: 1px solid #e4e4e4; }}
+table.runs th {{ font-weight: 600; vertical-align: bottom; }} table.runs td {{ white-space: nowrap; }} table.runs td:first-child, table.runs th:first-child {{ text-align: left; }}
+.flag {{ color: #b00; font-weight: 700; cursor: help; }} .verdict {{ background: #f3f7ff; border-left: 4px solid #1f77b4; padding: 0.5em 1em 0.5em 2em; }}
 figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 1em; }} .chart {{ max-width: 100%; height: auto; }}
 .title {{ font-weight: 600; font-size: 14px; }} .tick {{ font-size: 11px; fill: #555; }}
 .grid {{ stroke: #e4e4e4; }} .limit {{ stroke: #000; stroke-dasharray: 6 4; }}
@@ -459,8 +467,11 @@ figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: r
 <body data-charts="pending">
 <h1>offload bench</h1>
 <p>{cpu}, {cores} cores, {mem:.1} GiB, {os} {kernel}; offload {ver}; wall time {wall:.0} s.<br><code>{cmd}</code></p>
-<pre>{table}</pre>
+<h2>Verdict for this machine and this work</h2>
+<ul class="verdict">{verdict}</ul>
+{html_table}
 <ul>{reading}</ul>
+<details><summary>The table as printed on the terminal</summary><pre>{table}</pre></details>
 <div class="charts">{body}</div>
 <p>Latency is measured by the client from each request's send (the /health probe: from its scheduled send, correcting coordinated omission). Timed-out requests are counted apart, never silently dropped. The /health figures count every probe that fell due: one that timed out, was cut short by the end of the run, or could not even be sent counts at the time it had waited (a lower bound).</p>
 <script>
@@ -468,6 +479,9 @@ figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: r
 const charts = document.querySelectorAll("svg.chart");
 const drawn = [...charts].filter(c => c.querySelector(".mark") && c.getBBox().width > 0).length;
 document.body.dataset.charts = drawn + "/" + charts.length;
+// How far the page is wider than the window (0: nothing is cut off), for the same check.
+const root = document.documentElement;
+document.body.dataset.overflow = String(Math.max(0, root.scrollWidth - root.clientWidth));
 </script>
 </body></html>
 "#,
@@ -481,5 +495,6 @@ document.body.dataset.charts = drawn + "/" + charts.length;
         wall = r.wall_s,
         cmd = esc(&r.command_line.join(" ")),
         table = esc(&table(r)),
+        html_table = super::summary::html_table(r),
     )
 }

@@ -13,6 +13,7 @@ mod procs;
 mod report;
 mod sample;
 mod scenario;
+mod summary;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -308,6 +309,10 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let table = report::table(&results);
     println!("{table}");
     for line in &results.reading {
+        println!("- {line}");
+    }
+    println!("\nverdict:");
+    for line in summary::verdict(&results) {
         println!("- {line}");
     }
     report::write_folder(&out, &results)

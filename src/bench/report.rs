@@ -333,6 +333,11 @@ fn markdown(r: &Results) -> String {
         r.machine.kernel
     );
     let _ = writeln!(s, "- wall time: {:.0} s\n", r.wall_s);
+    let _ = writeln!(s, "## Verdict\n");
+    for line in super::summary::verdict(r) {
+        let _ = writeln!(s, "- {line}");
+    }
+    let _ = writeln!(s, "\n## Results\n");
     let _ = writeln!(s, "```\n{}```\n", table(r));
     for line in &r.reading {
         let _ = writeln!(s, "- {line}");

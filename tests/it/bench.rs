@@ -2,6 +2,7 @@
 //! committed schema, an HTML page, and no process left behind; and the calibration of the
 //! limit against a machine that gets busier.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -151,6 +152,23 @@ fn quick_bench_reports_every_strategy_and_cleans_up() {
         stdout.contains("while its backlog had room"),
         "the reading gives the unbound accept rate:\n{stdout}"
     );
+
+    // A person's view: the verdict first, a real table with a row per strategy.
+    assert!(stdout.contains("\nverdict:\n"), "{stdout}");
+    // inline stalls /health by design (asserted above): the verdict must warn against it.
+    assert!(
+        stdout.contains("- Not inline: light requests waited"),
+        "{stdout}"
+    );
+    assert!(html.contains("<h2>Verdict for this machine and this work</h2>"));
+    assert!(html.contains("<table class=\"runs\">"));
+    for name in strategies {
+        assert!(
+            html.contains(&format!("<tr><td>{name}</td>")),
+            "no table row for {name}"
+        );
+    }
+    render_in_chromium(&dir.path().join("index.html"), 7);
     assert!(
         !html.contains("http://") || !html.contains("<script src"),
         "the page must not load anything"
@@ -323,4 +341,65 @@ fn a_busy_core_lowers_the_all_core_limit_but_not_one_idle_core() {
         "a busy CPU 0 should cut the all-core limit below 0.85x and leave one thread on CPU 1 within 1.3x:\n{}",
         seen.join("\n")
     );
+}
+
+/// Renders the report in headless Chromium at 1280 px and checks what a person would see:
+/// every chart drew, and nothing is wider than the window (the table fits). Keeps a screenshot
+/// in `target/tmp` for a look. Without Chromium it says loudly that it did not run, and with
+/// `OFFLOAD_REQUIRE_CHROMIUM=1` (as in CI) it fails.
+fn render_in_chromium(page: &std::path::Path, charts: usize) {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(browser) = browser else {
+        if std::env::var("OFFLOAD_REQUIRE_CHROMIUM").is_ok_and(|v| v == "1") {
+            panic!("OFFLOAD_REQUIRE_CHROMIUM=1 but no chromium is on PATH");
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "!!!! chromium is not installed: the report rendering check DID NOT RUN !!!!"
+        );
+        return;
+    };
+    let url = format!("file://{}", page.display());
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=1280,2400",
+        "--virtual-time-budget=3000",
+    ];
+    let dom = std::process::Command::new(browser)
+        .args(common)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains(&format!("data-charts=\"{charts}/{charts}\"")),
+        "not every chart drew: {}",
+        dom.lines()
+            .find(|l| l.contains("<body"))
+            .unwrap_or("no <body>")
+    );
+    assert!(
+        dom.contains("data-overflow=\"0\""),
+        "the page is wider than 1280 px: {}",
+        dom.lines()
+            .find(|l| l.contains("<body"))
+            .unwrap_or("no <body>")
+    );
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-report.png");
+    let _ = std::process::Command::new(browser)
+        .args(common)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output();
 }
