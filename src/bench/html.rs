@@ -437,6 +437,32 @@ pub fn page(r: &Results) -> String {
                 .collect()
         },
     );
+    timeline(
+        &mut body,
+        r,
+        "chart-timeline-cpu",
+        "CPU of the strategy's processes per second (gateway, compute service, worker: summed)",
+        "% of one core",
+        false,
+        |x| {
+            (0..x.heavy.timeline.len())
+                .map(|s| Some(super::report::process_second(x, x.heavy.warmup_s + s as f64).0))
+                .collect()
+        },
+    );
+    timeline(
+        &mut body,
+        r,
+        "chart-timeline-memory",
+        "Memory (RSS) of the strategy's processes per second, summed",
+        "MiB",
+        false,
+        |x| {
+            (0..x.heavy.timeline.len())
+                .map(|s| Some(super::report::process_second(x, x.heavy.warmup_s + s as f64).1))
+                .collect()
+        },
+    );
     if let Some(run) = r.runs.iter().find(|x| x.queue.is_some()) {
         backlog(&mut body, run);
     }

@@ -6,6 +6,7 @@
 //! against is the work alone on all cores, calibrated before the first strategy and after
 //! each one (see `limit`).
 
+mod compare;
 mod html;
 mod limit;
 mod machine;
@@ -82,6 +83,14 @@ pub struct BenchArgs {
     /// How long to wait for queued jobs to finish after the load stops.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Runs of each strategy, interleaved (all strategies, then all again): the report gives
+    /// each figure's median and min-max, and the table the run nearest the median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
+    /// Compares two report folders instead of running: per strategy and figure, the change
+    /// and whether it exceeds the run-to-run spread.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    pub compare: Option<Vec<PathBuf>>,
 }
 
 /// Validated settings of a bench run.
@@ -108,6 +117,8 @@ pub struct Settings {
     /// Size limits passed to servers so the chosen work is accepted.
     pub limit_flags: Vec<String>,
     pub quick: bool,
+    /// Runs of each strategy.
+    pub repeat: u32,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -202,10 +213,33 @@ impl BenchArgs {
                 drain_timeout: self.drain_timeout,
                 limit_flags,
                 quick: self.quick,
+                repeat: self.repeat,
             },
             work,
         ))
     }
+}
+
+/// Of each strategy's runs, the one whose throughput is nearest the median (the lower middle
+/// of an even count), in the strategies' first-run order.
+fn nearest_median(runs: Vec<StrategyRun>) -> Vec<StrategyRun> {
+    let mut order: Vec<String> = Vec::new();
+    for r in &runs {
+        if !order.contains(&r.strategy) {
+            order.push(r.strategy.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for name in order {
+        let mut mine: Vec<StrategyRun> = runs
+            .iter()
+            .filter(|r| r.strategy == name)
+            .cloned()
+            .collect();
+        mine.sort_by(|a, b| a.completed_per_s.total_cmp(&b.completed_per_s));
+        out.push(mine.swap_remove((mine.len() - 1) / 2));
+    }
+    out
 }
 
 /// Runs `offload bench`.
@@ -213,6 +247,12 @@ impl BenchArgs {
 /// # Errors
 /// Bad flags, a report folder that cannot be written, or a runtime that cannot start.
 pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dirs) = &args.compare {
+        let (a, b) = (&dirs[0], &dirs[1]);
+        let changes = compare::compare(a, b)?;
+        print!("{}", compare::render(a, b, &changes));
+        return Ok(ExitCode::SUCCESS);
+    }
     let started = Instant::now();
     let out = args
         .out
@@ -241,7 +281,12 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("building the async runtime")?;
-    let n = settings.strategies.len();
+    // Interleaved: every strategy once, then every strategy again, so a slow minute of a
+    // shared machine falls on all of them alike.
+    let order: Vec<String> = (0..settings.repeat)
+        .flat_map(|_| settings.strategies.iter().cloned())
+        .collect();
+    let n = order.len();
     // Children are started from this (main) thread inside block_on, so their parent-death
     // signal is tied to the bench process's life.
     let outcome = runtime.block_on(async {
@@ -258,7 +303,7 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let mut all_core = vec![before.clone()];
         let mut runs = Vec::new();
         let mut failures = Vec::new();
-        for (i, strategy) in settings.strategies.iter().enumerate() {
+        for (i, strategy) in order.iter().enumerate() {
             progress.note(&format!("[{}/{n}] {strategy}: starting", i + 1));
             let measured = tokio::select! {
                 r = scenario::run(strategy, &settings, &progress) => r,
@@ -296,7 +341,16 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Ok((runs, failures, all_core))
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let (runs, failures, all_core) = outcome?;
+    let (all_runs, failures, all_core) = outcome?;
+    let (runs, repeats) = if settings.repeat > 1 {
+        let json: Vec<serde_json::Value> = all_runs
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .collect();
+        (nearest_median(all_runs), compare::repeats(&json))
+    } else {
+        (all_runs, Vec::new())
+    };
     let calibration = Calibration::new(cores, single, all_core);
     let results = Results::new(
         machine,
@@ -305,10 +359,14 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
         runs,
         failures,
         started.elapsed(),
+        repeats,
     );
     let table = report::table(&results);
     println!("{table}");
     for line in &results.reading {
+        println!("- {line}");
+    }
+    for line in compare::repeat_lines(&results.repeats) {
         println!("- {line}");
     }
     println!("\nverdict:");

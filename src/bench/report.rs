@@ -39,6 +39,8 @@ pub struct Results {
     pub failures: Vec<Failure>,
     /// Plain sentences that read the table.
     pub reading: Vec<String>,
+    /// With `--repeat` above 1: each strategy's figures over its runs.
+    pub repeats: Vec<super::compare::Repeat>,
 }
 
 impl Results {
@@ -49,6 +51,7 @@ impl Results {
         runs: Vec<StrategyRun>,
         failures: Vec<Failure>,
         wall: Duration,
+        repeats: Vec<super::compare::Repeat>,
     ) -> Results {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -65,6 +68,7 @@ impl Results {
             runs,
             failures,
             reading: Vec::new(),
+            repeats,
         };
         r.reading = read(&r);
         r
@@ -340,6 +344,9 @@ fn markdown(r: &Results) -> String {
     let _ = writeln!(s, "\n## Results\n");
     let _ = writeln!(s, "```\n{}```\n", table(r));
     for line in &r.reading {
+        let _ = writeln!(s, "- {line}");
+    }
+    for line in super::compare::repeat_lines(&r.repeats) {
         let _ = writeln!(s, "- {line}");
     }
     let _ = writeln!(

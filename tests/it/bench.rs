@@ -31,6 +31,16 @@ fn processes_with(mark: &str) -> Vec<String> {
 }
 
 pub fn run_quick_bench(out: &Path, strategies: &str) -> (Value, String) {
+    let (results, stdout, _) = run_quick_bench_with(out, strategies, &[]);
+    (results, stdout)
+}
+
+/// [`run_quick_bench`] with more flags; also gives the progress lines (stderr).
+pub fn run_quick_bench_with(
+    out: &Path,
+    strategies: &str,
+    extra: &[&str],
+) -> (Value, String, String) {
     let mark = format!("{}-{}", std::process::id(), out.display());
     let output = Command::new(env!("CARGO_BIN_EXE_offload"))
         .args([
@@ -42,8 +52,9 @@ pub fn run_quick_bench(out: &Path, strategies: &str) -> (Value, String) {
             "count:2000000",
             "-c",
             "50",
-            "--out",
         ])
+        .args(extra)
+        .arg("--out")
         .arg(out)
         .env("OFFLOAD_BENCH_TEST_MARK", &mark)
         .output()
@@ -61,7 +72,11 @@ pub fn run_quick_bench(out: &Path, strategies: &str) -> (Value, String) {
     );
     let results: Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
-    (results, stdout)
+    (
+        results,
+        stdout,
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
 }
 
 #[test]
@@ -125,8 +140,12 @@ fn quick_bench_reports_every_strategy_and_cleans_up() {
         );
     }
     let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
-    // Six charts for every run, and the queue's backlog over time.
-    assert_eq!(html.matches("<svg class=\"chart\"").count(), 7);
+    // Eight charts for every run (CPU and memory per second among them), and the queue's
+    // backlog over time.
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), 9);
+    assert!(
+        html.contains("id=\"chart-timeline-cpu\"") && html.contains("id=\"chart-timeline-memory\"")
+    );
     assert!(html.contains("id=\"chart-queue-backlog\""));
 
     // The queue's story: an accept phase the cap cannot bind (all 202), then cumulative
@@ -168,7 +187,41 @@ fn quick_bench_reports_every_strategy_and_cleans_up() {
             "no table row for {name}"
         );
     }
-    render_in_chromium(&dir.path().join("index.html"), 7);
+    render_in_chromium(&dir.path().join("index.html"), 9);
+
+    // --compare of a folder with itself: every figure unchanged.
+    let same = compare(dir.path(), dir.path());
+    assert!(
+        same.contains("no figure changed beyond the run-to-run spread"),
+        "{same}"
+    );
+    assert!(!same.contains("yes:"), "{same}");
+    assert!(same.contains("pool      req/s"), "{same}");
+    // A planted 2x in pool's throughput is flagged, and nothing else.
+    let planted = tempfile::tempdir().unwrap();
+    let mut doubled = results.clone();
+    for run in doubled["runs"].as_array_mut().unwrap() {
+        if run["strategy"] == "pool" {
+            let v = run["completed_per_s"].as_f64().unwrap();
+            run["completed_per_s"] = serde_json::json!(v * 2.0);
+        }
+    }
+    std::fs::write(
+        planted.path().join("results.json"),
+        serde_json::to_vec(&doubled).unwrap(),
+    )
+    .unwrap();
+    let diff = compare(dir.path(), planted.path());
+    let flagged: Vec<&str> = diff.lines().filter(|l| l.contains("yes:")).collect();
+    assert_eq!(flagged.len(), 1, "{diff}");
+    assert!(
+        flagged[0].starts_with("pool      req/s") && flagged[0].contains("+100%"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("1 figure(s) changed beyond the run-to-run spread"),
+        "{diff}"
+    );
     assert!(
         !html.contains("http://") || !html.contains("<script src"),
         "the page must not load anything"
@@ -402,4 +455,96 @@ fn render_in_chromium(page: &std::path::Path, charts: usize) {
         .arg(format!("--screenshot={}", shot.display()))
         .arg(&url)
         .output();
+}
+
+/// `offload bench --compare A B`'s output.
+fn compare(a: &Path, b: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_offload"))
+        .args(["bench", "--compare"])
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("run offload bench --compare");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `--repeat 3` runs each strategy three times, interleaved, and reports each figure's median
+/// and min-max over the runs; the table keeps one row per strategy. Two such folders compare
+/// by their spreads.
+#[test]
+fn repeat_reports_median_and_spread() {
+    let _serial = crate::support::exclusive_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let (results, stdout, progress) =
+        run_quick_bench_with(dir.path(), "pool,blocking", &["--repeat", "3"]);
+    let schema: Value = serde_json::from_str(offload::bench::RESULTS_SCHEMA).unwrap();
+    assert_eq!(
+        crate::load::schema::validate(&schema, &results),
+        Vec::<String>::new()
+    );
+    // Interleaved: pool, blocking, pool, blocking, pool, blocking.
+    let starts: Vec<&str> = progress
+        .lines()
+        .filter_map(|l| l.strip_suffix(": starting"))
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "[1/6] pool",
+            "[2/6] blocking",
+            "[3/6] pool",
+            "[4/6] blocking",
+            "[5/6] pool",
+            "[6/6] blocking"
+        ]
+    );
+    assert_eq!(
+        results["runs"].as_array().unwrap().len(),
+        2,
+        "one row per strategy"
+    );
+    let reps = results["repeats"].as_array().unwrap();
+    assert_eq!(reps.len(), 2);
+    for r in reps {
+        assert_eq!(r["runs"], 3, "{r}");
+        let rps = &r["figures"]["completed_per_s"];
+        let vals: Vec<f64> = rps["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(vals.len(), 3);
+        let (lo, hi) = (rps["min"].as_f64().unwrap(), rps["max"].as_f64().unwrap());
+        let med = rps["median"].as_f64().unwrap();
+        assert!(lo <= med && med <= hi, "{rps}");
+        // The row shown is the run nearest the median.
+        let row = results["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["strategy"] == r["strategy"])
+            .unwrap();
+        assert_eq!(row["completed_per_s"].as_f64().unwrap(), med, "{r}");
+    }
+    assert!(
+        stdout.contains("pool: median (min-max) over 3 runs: req/s "),
+        "{stdout}"
+    );
+    let same = compare(dir.path(), dir.path());
+    assert!(
+        same.contains("no figure changed beyond the run-to-run spread"),
+        "{same}"
+    );
+    assert!(
+        same.contains("no\n")
+            || same.contains("no\r\n")
+            || same.lines().any(|l| l.ends_with("  no")),
+        "{same}"
+    );
 }
