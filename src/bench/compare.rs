@@ -160,10 +160,9 @@ fn show(s: &Spread) -> String {
 pub fn repeat_lines(reps: &[Repeat]) -> Vec<String> {
     reps.iter()
         .map(|r| {
-            let figs: Vec<String> = r
-                .figures
+            let figs: Vec<String> = FIGURES
                 .iter()
-                .map(|(name, s)| format!("{} {}", label(name), show(s)))
+                .filter_map(|f| Some(format!("{} {}", f.2, show(r.figures.get(f.0)?))))
                 .collect();
             format!(
                 "{}: median (min-max) over {} runs: {}",
@@ -220,8 +219,8 @@ pub fn compare(a: &Path, b: &Path) -> anyhow::Result<Vec<Change>> {
         let Some(y) = rb.iter().find(|y| y.strategy == x.strategy) else {
             continue;
         };
-        for (name, sa) in &x.figures {
-            let Some(sb) = y.figures.get(name) else {
+        for name in FIGURES.iter().map(|f| f.0) {
+            let (Some(sa), Some(sb)) = (x.figures.get(name), y.figures.get(name)) else {
                 continue;
             };
             let change = if sa.median == 0.0 {
@@ -237,7 +236,7 @@ pub fn compare(a: &Path, b: &Path) -> anyhow::Result<Vec<Change>> {
             };
             out.push(Change {
                 strategy: x.strategy.clone(),
-                figure: name.clone(),
+                figure: name.to_owned(),
                 a: sa.clone(),
                 b: sb.clone(),
                 change,

@@ -24,14 +24,23 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn colour(r: &Results, strategy: &str) -> &'static str {
+fn colour(r: &Results, strategy: &str) -> String {
     let i = r
         .settings
         .strategies
         .iter()
         .position(|s| s == strategy)
         .unwrap_or(0);
-    COLOURS[i % COLOURS.len()]
+    nth_colour(i)
+}
+
+/// The palette's colours first; past them, hues a golden angle apart, so any number of
+/// strategies gets colours that stay apart.
+fn nth_colour(i: usize) -> String {
+    COLOURS.get(i).map_or_else(
+        || format!("hsl({:.0}, 65%, 42%)", (i as f64 * 137.508) % 360.0),
+        |c| (*c).to_string(),
+    )
 }
 
 /// A y axis: linear from 0, or log10 over the data's decades.
@@ -523,4 +532,18 @@ document.body.dataset.overflow = String(Math.max(0, root.scrollWidth - root.clie
         table = esc(&table(r)),
         html_table = super::summary::html_table(r),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nth_colour;
+
+    #[test]
+    fn colours_do_not_run_out() {
+        let all: Vec<String> = (0..12).map(nth_colour).collect();
+        let distinct: std::collections::HashSet<&String> = all.iter().collect();
+        assert_eq!(distinct.len(), 12, "{all:?}");
+        assert_eq!(all[0], "#d62728");
+        assert!(all[7].starts_with("hsl("));
+    }
 }

@@ -27,6 +27,7 @@ use clap::Args;
 
 use crate::cli::parse_duration;
 use crate::load::Progress;
+use crate::strategy::Name;
 use crate::work::{self, Kind, Limits, Work};
 
 pub use limit::{Bracket, Calibration, LimitFlag, RunFlag};
@@ -37,18 +38,19 @@ pub use machine::{
 pub use report::{Results, SCHEMA as RESULTS_SCHEMA};
 pub use scenario::{QueueRun, StrategyRun};
 
-/// Every strategy, in the order the bench runs them.
-pub const ALL_STRATEGIES: [&str; 6] = ["inline", "spawn", "blocking", "pool", "remote", "queue"];
+/// Every gateway strategy, in the order the bench runs them.
+fn all_strategies() -> Vec<String> {
+    Name::GATEWAY
+        .iter()
+        .map(|n| n.as_str().to_owned())
+        .collect()
+}
 
 /// Flags of `offload bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Strategies to run, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "inline,spawn,blocking,pool,remote,queue"
-    )]
+    #[arg(long, value_delimiter = ',', default_values_t = all_strategies())]
     pub strategies: Vec<String>,
     /// Connections of the heavy load (closed loop, as autocannon -c).
     #[arg(short = 'c', long, default_value_t = 100)]
@@ -157,10 +159,10 @@ fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
 impl BenchArgs {
     fn settings(&self, out: &std::path::Path) -> anyhow::Result<(Settings, Work)> {
         for s in &self.strategies {
-            if !ALL_STRATEGIES.contains(&s.as_str()) {
+            if Name::parse(s).is_none() {
                 bail!(
                     "--strategies: unknown strategy {s:?}: expected some of {}",
-                    ALL_STRATEGIES.join(",")
+                    all_strategies().join(",")
                 );
             }
         }

@@ -12,6 +12,7 @@ use super::procs::ChildProc;
 use super::sample::{self, Sample};
 use super::{Settings, http_get};
 use crate::load::{self, Mode, Plan, Progress, Report, Stop, Target};
+use crate::strategy::{Helper, Name};
 
 /// How often processes are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
@@ -216,7 +217,8 @@ pub async fn run(
     .with_timeout(s.timeout)?;
 
     // The queue first takes a burst that fits its cap, and its counts are followed from then on.
-    let follow = if strategy == "queue" {
+    let helper = Name::parse(strategy).and_then(Name::helper);
+    let follow = if helper == Some(Helper::Worker) {
         let c = job_counts(gateway).await?;
         let base = (c.queued + c.running + c.done + c.failed, c.done + c.failed);
         let since = Instant::now();
@@ -308,15 +310,15 @@ async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
     // defaults admit by deadline and suit any core count, and the bench measures them as a
     // user would run them.
     serve.extend(["--timeout".into(), format!("{}s", s.timeout.as_secs_f64())]);
-    match strategy {
-        "remote" => {
+    match Name::parse(strategy).and_then(Name::helper) {
+        Some(Helper::Compute) => {
             let mut args: Vec<String> = ["compute", "--port", "0"].map(String::from).to_vec();
             args.extend(s.limit_flags.iter().cloned());
             let compute = ChildProc::start("compute", &args, true)?;
             serve.extend(["--compute".into(), format!("http://{}", compute.addr())]);
             procs.push(compute);
         }
-        "queue" => {
+        Some(Helper::Worker) => {
             // The run's own queue name, so a shared Redis or Postgres holds this run's jobs
             // apart from anyone else's (and from earlier runs').
             let mut args: Vec<String> = [
@@ -339,7 +341,7 @@ async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
                 s.max_backlog.to_string(),
             ]);
         }
-        _ => {}
+        None => {}
     }
     procs.push(ChildProc::start("gateway", &serve, true)?);
     Ok(procs)

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::report::Results;
 use super::scenario::StrategyRun;
+use crate::strategy::Name;
 
 /// A strategy's `/health` p99 this many times the best one's (and over [`STALL_MS`]) is a
 /// stall worth warning about.
@@ -58,7 +59,7 @@ pub fn verdict(r: &Results) -> Vec<String> {
     let in_process: Vec<&StrategyRun> = r
         .runs
         .iter()
-        .filter(|x| x.queue.is_none() && x.strategy != "remote" && clean(x))
+        .filter(|x| Name::parse(&x.strategy).is_some_and(Name::in_process) && clean(x))
         .collect();
     // Throughput decides only when every in-process figure can be trusted; otherwise the
     // bystander's latency alone does (it does not depend on the machine holding still).
@@ -88,7 +89,10 @@ pub fn verdict(r: &Results) -> Vec<String> {
             }
         ));
     }
-    if let Some(remote) = r.runs.iter().find(|x| x.strategy == "remote" && clean(x)) {
+    let forwards = |x: &&StrategyRun| {
+        Name::parse(&x.strategy).and_then(Name::helper) == Some(crate::strategy::Helper::Compute)
+    };
+    if let Some(remote) = r.runs.iter().filter(forwards).find(|x| clean(x)) {
         let versus = choice.map_or(String::new(), |c| {
             // A p50 of 0: no request both began and ended inside the window.
             let p50 = if remote.heavy.latency.p50 > 0.0 && c.heavy.latency.p50 > 0.0 {

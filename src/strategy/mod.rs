@@ -44,7 +44,46 @@ pub enum Name {
     Rayon,
 }
 
+/// A process a strategy needs beside its gateway (the bench starts it first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Helper {
+    /// An `offload compute` service the gateway forwards to.
+    Compute,
+    /// An `offload worker` that runs the queued jobs.
+    Worker,
+}
+
 impl Name {
+    /// The gateway strategies, in the order the bench runs them by default. The bench, its
+    /// report and its schema take the strategies from here: a new one is added here only.
+    pub const GATEWAY: [Name; 6] = [
+        Name::Inline,
+        Name::Spawn,
+        Name::Blocking,
+        Name::Pool,
+        Name::Remote,
+        Name::Queue,
+    ];
+
+    /// The gateway strategy called `s`.
+    pub fn parse(s: &str) -> Option<Name> {
+        Name::GATEWAY.into_iter().find(|n| n.as_str() == s)
+    }
+
+    /// The process it needs beside the gateway, if any.
+    pub fn helper(self) -> Option<Helper> {
+        match self {
+            Name::Remote => Some(Helper::Compute),
+            Name::Queue => Some(Helper::Worker),
+            _ => None,
+        }
+    }
+
+    /// Whether the work runs inside the gateway's own process, answering with the result.
+    pub fn in_process(self) -> bool {
+        self.helper().is_none() && self != Name::Rayon
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Name::Inline => "inline",

@@ -99,6 +99,10 @@ fn quick_bench_reports_every_strategy_and_cleans_up() {
         .map(|r| r["strategy"].as_str().unwrap())
         .collect();
     assert_eq!(names, strategies);
+    // The schema no longer lists names: each must be a strategy the code knows.
+    for name in &names {
+        assert!(offload::strategy::Name::parse(name).is_some(), "{name}");
+    }
     for run in runs {
         let name = run["strategy"].as_str().unwrap();
         assert!(
