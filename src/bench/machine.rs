@@ -41,7 +41,7 @@ impl Machine {
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
         Machine {
             cpu_model,
-            cores: crate::cli::cores(),
+            cores: crate::work::cores(),
             memory_bytes: memory_kb * 1024,
             kernel,
             os: std::env::consts::OS.to_string(),

@@ -7,6 +7,7 @@
 //! each one (see `limit`).
 
 mod compare;
+mod folder;
 mod html;
 mod limit;
 mod machine;
@@ -22,77 +23,31 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use clap::Args;
+use anyhow::Context;
 
-use crate::cli::parse_duration;
 use crate::load::Progress;
-use crate::strategy::Name;
-use crate::work::{self, Kind, Limits, Work};
+use crate::work::Work;
 
 pub use limit::{Bracket, Calibration, LimitFlag, RunFlag};
 use machine::CalibrationPlan;
 pub use machine::{
     AllCore, CalibrationError, Machine, SingleThread, calibrate_all_cores, calibrate_single_thread,
 };
-pub use report::{Results, SCHEMA as RESULTS_SCHEMA};
+pub use report::{Results, SCHEMA as RESULTS_SCHEMA, timestamp};
 pub use scenario::{QueueRun, StrategyRun};
 
-/// Every gateway strategy, in the order the bench runs them.
-fn all_strategies() -> Vec<String> {
-    Name::GATEWAY
-        .iter()
-        .map(|n| n.as_str().to_owned())
-        .collect()
+/// `offload bench --compare A B`: the comparison of two report folders, as printed.
+///
+/// # Errors
+/// When a folder has no readable `results.json`.
+pub fn compare_folders(a: &std::path::Path, b: &std::path::Path) -> anyhow::Result<String> {
+    let changes = compare::compare(a, b)?;
+    Ok(compare::render(a, b, &changes))
 }
 
-/// Flags of `offload bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Strategies to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = all_strategies())]
-    pub strategies: Vec<String>,
-    /// Connections of the heavy load (closed loop, as autocannon -c).
-    #[arg(short = 'c', long, default_value_t = 100)]
-    pub connections: u32,
-    /// Measured duration of each strategy's load [default: 10s; 2s with --quick].
-    #[arg(short = 'd', long, value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// Warm-up before measuring, not counted [default: 2s; 0.5s with --quick].
-    #[arg(long, value_parser = parse_duration)]
-    pub warmup: Option<Duration>,
-    /// The heavy request's work, as kind:n (count, primes, hash).
-    #[arg(long, default_value = "count:20000000")]
-    pub work: String,
-    /// Queue for the `queue` strategy [default: a SQLite file in the report folder].
-    #[arg(long)]
-    pub queue: Option<String>,
-    /// A short smoke run: 2 s per strategy, short warm-up, fewer calibration runs.
-    #[arg(long)]
-    pub quick: bool,
-    /// Report folder [default: offload-report/<date-time>].
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Requests per second of the light `/health` probe (open loop).
-    #[arg(long, default_value_t = 20.0)]
-    pub probe_rate: f64,
-    /// Per-request timeout of the load (timeouts are counted, never hidden).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// The queue's backlog cap: past it the gateway answers 503 [default: 10000; 500 with --quick].
-    #[arg(long)]
-    pub max_backlog: Option<u64>,
-    /// How long to wait for queued jobs to finish after the load stops.
-    #[arg(long, default_value = "120s", value_parser = parse_duration)]
-    pub drain_timeout: Duration,
-    /// Runs of each strategy, interleaved (all strategies, then all again): the report gives
-    /// each figure's median and min-max, and the table the run nearest the median.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub repeat: u32,
-    /// Compares two report folders instead of running: per strategy and figure, the change
-    /// and whether it exceeds the run-to-run spread.
-    #[arg(long, num_args = 2, value_names = ["A", "B"])]
-    pub compare: Option<Vec<PathBuf>>,
+/// A fresh report folder name: `offload-report/<date-time>`.
+pub fn default_out() -> PathBuf {
+    PathBuf::from("offload-report").join(report::timestamp())
 }
 
 /// Validated settings of a bench run.
@@ -127,101 +82,6 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// Parses `kind:n` into work, raising the size bound to n when the default is lower.
-fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
-    let (kind, n) = spec
-        .split_once(':')
-        .with_context(|| format!("--work {spec:?}: expected kind:n, like count:20000000"))?;
-    let n: u64 = n
-        .replace('_', "")
-        .parse()
-        .with_context(|| format!("--work {spec:?}: n must be a whole number"))?;
-    let (kind, flag, default_max) = match kind {
-        "count" => (Kind::Count, "--max-count", work::DEFAULT_MAX_COUNT),
-        "primes" => (Kind::Primes, "--max-primes", work::DEFAULT_MAX_PRIMES),
-        "hash" => (Kind::Hash, "--max-hashes", work::DEFAULT_MAX_HASHES),
-        other => bail!("--work: unknown kind {other:?}: expected count, primes or hash"),
-    };
-    let mut limits = Limits::default();
-    let mut flags = Vec::new();
-    if n > default_max {
-        flags = vec![flag.to_string(), n.to_string()];
-        match kind {
-            Kind::Count => limits.max_count = n,
-            Kind::Primes => limits.max_primes = n,
-            _ => limits.max_hashes = n,
-        }
-    }
-    let work = Work::new(kind, n, &limits).map_err(|e| anyhow::anyhow!("--work {spec:?}: {e}"))?;
-    Ok((work, flags))
-}
-
-impl BenchArgs {
-    fn settings(&self, out: &std::path::Path) -> anyhow::Result<(Settings, Work)> {
-        for s in &self.strategies {
-            if Name::parse(s).is_none() {
-                bail!(
-                    "--strategies: unknown strategy {s:?}: expected some of {}",
-                    all_strategies().join(",")
-                );
-            }
-        }
-        if self.strategies.is_empty() {
-            bail!("--strategies: give at least one");
-        }
-        if self.connections == 0 {
-            bail!("-c must be at least 1");
-        }
-        if !(self.probe_rate > 0.0 && self.probe_rate.is_finite()) {
-            bail!("--probe-rate must be more than zero");
-        }
-        let duration = self.duration.unwrap_or(if self.quick {
-            Duration::from_secs(2)
-        } else {
-            Duration::from_secs(10)
-        });
-        let warmup = self.warmup.unwrap_or(if self.quick {
-            Duration::from_millis(500)
-        } else {
-            Duration::from_secs(2)
-        });
-        if duration.is_zero() || self.timeout.is_zero() {
-            bail!("-d and --timeout must be more than zero");
-        }
-        let (work, limit_flags) = parse_work(&self.work)?;
-        let queue_url = match &self.queue {
-            Some(q) => q.clone(),
-            None => format!("sqlite://{}", out.join("queue.db").display()),
-        };
-        Ok((
-            Settings {
-                strategies: self.strategies.clone(),
-                connections: self.connections,
-                duration,
-                warmup,
-                work: format!("{}:{}", work.kind().name(), work.n()),
-                work_query: format!("work={}&n={}", work.kind().name(), work.n()),
-                queue_url,
-                queue_name: format!(
-                    "offload-bench-{}-{}",
-                    report::timestamp(),
-                    std::process::id()
-                ),
-                probe_rate: self.probe_rate,
-                timeout: self.timeout,
-                max_backlog: self
-                    .max_backlog
-                    .unwrap_or(if self.quick { 500 } else { 10_000 }),
-                drain_timeout: self.drain_timeout,
-                limit_flags,
-                quick: self.quick,
-                repeat: self.repeat,
-            },
-            work,
-        ))
-    }
-}
-
 /// Of each strategy's runs, the one whose throughput is nearest the median (the lower middle
 /// of an even count), in the strategies' first-run order.
 fn nearest_median(runs: Vec<StrategyRun>) -> Vec<StrategyRun> {
@@ -244,23 +104,12 @@ fn nearest_median(runs: Vec<StrategyRun>) -> Vec<StrategyRun> {
     out
 }
 
-/// Runs `offload bench`.
+/// Runs the bench with validated `settings` on `work`, writing the report to `out`.
 ///
 /// # Errors
-/// Bad flags, a report folder that cannot be written, or a runtime that cannot start.
-pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if let Some(dirs) = &args.compare {
-        let (a, b) = (&dirs[0], &dirs[1]);
-        let changes = compare::compare(a, b)?;
-        print!("{}", compare::render(a, b, &changes));
-        return Ok(ExitCode::SUCCESS);
-    }
+/// A report folder that cannot be written, or a runtime that cannot start.
+pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("offload-report").join(report::timestamp()));
-    let (settings, work) = args.settings(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // A report folder used again starts with an empty embedded queue.
     for f in ["queue.db", "queue.db-wal", "queue.db-shm"] {
@@ -375,7 +224,7 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<ExitCode> {
     for line in summary::verdict(&results) {
         println!("- {line}");
     }
-    report::write_folder(&out, &results)
+    folder::write(&out, &results)
         .with_context(|| format!("writing the report to {}", out.display()))?;
     println!(
         "\nreport: {}/index.html (results.json, timeline.csv, README.md beside it); wall time {:.0}s",

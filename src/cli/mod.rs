@@ -1,7 +1,9 @@
 //! Command-line flags, validated into configs, and dispatch to the subcommands. Every
 //! setting is a flag with its default shown in `--help`, and an `OFFLOAD_*` variable.
 
+mod bench;
 mod compute;
+mod load;
 mod serve;
 mod worker;
 
@@ -9,7 +11,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use bench::BenchArgs;
 pub use compute::ComputeArgs;
+pub use load::{DEFAULT_DURATION, LoadArgs, parse_duration};
 pub use serve::{QueueArgs, ServeArgs};
 pub use worker::WorkerArgs;
 
@@ -31,9 +35,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Load an HTTP endpoint (closed or open loop) and report latency, throughput and every
     /// failure; `--json` for a machine-readable report.
-    Load(crate::load::LoadArgs),
+    Load(LoadArgs),
     /// Run every strategy side by side on this machine and write a report.
-    Bench(crate::bench::BenchArgs),
+    Bench(BenchArgs),
 }
 
 /// Runs the parsed command.
@@ -45,8 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Compute(args) => compute::run(args),
         Command::Worker(args) => worker::run(args),
-        Command::Load(args) => crate::load::run_cli(args),
-        Command::Bench(args) => crate::bench::run_cli(args),
+        Command::Load(args) => load::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
@@ -61,12 +65,7 @@ pub fn init_tracing() {
         .try_init();
 }
 
-pub use crate::load::parse_duration;
-
-/// The number of CPUs this process may use.
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
+pub use crate::work::cores;
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

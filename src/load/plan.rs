@@ -207,7 +207,7 @@ pub const MAX_CONNECTIONS: u32 = 10_000;
 
 /// Default load threads: one per core, as wrk's usual `-t`.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    crate::work::cores()
 }
 
 /// A validated plan. Build with [`Plan::new`] and the `with_*` methods, or from CLI flags

@@ -90,9 +90,8 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
         WorkerConfig {
-            concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            prefetch: std::thread::available_parallelism().map_or(1, |n| n.get())
-                * PREFETCH_MAX_PER_THREAD,
+            concurrency: crate::work::cores(),
+            prefetch: crate::work::cores() * PREFETCH_MAX_PER_THREAD,
             lease: DEFAULT_LEASE,
             heartbeat: DEFAULT_HEARTBEAT,
             poll_min: DEFAULT_POLL_MIN,

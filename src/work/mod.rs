@@ -16,6 +16,12 @@ use rayon::prelude::*;
 pub use hash::HashParams;
 pub use spec::SpecError;
 
+/// The number of CPUs this process may use: the default for every thread count offload
+/// chooses (pool threads, runtime threads, worker concurrency, calibration threads).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Which job a request runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

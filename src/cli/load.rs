@@ -1,10 +1,17 @@
-//! The `offload load` flags (clap derive) and their translation into a validated [`Plan`].
+//! `offload load`: its flags (clap derive), their translation into a validated [`Plan`], and
+//! the command itself. Also the duration parser every command's flags use.
 
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use clap::Args;
 
-use super::plan::{Mode, Plan, PlanError, Stop, Target};
+use crate::load::{
+    Mode, Plan, PlanError, Progress, Stop, Target, draw_progress, render, run as run_load,
+};
 
 /// Closed-loop run length when neither `-d` nor `-a` is given: autocannon's default.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -156,6 +163,54 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         return Err(format!("the rate must be above 0; got {text:?}"));
     }
     Ok(value)
+}
+
+/// `offload load`: validates the flags, runs the plan (on one load thread per core unless
+/// `-w` says otherwise), and prints tables (or JSON with `--json`) to stdout.
+///
+/// # Errors
+/// An invalid plan (bad URL, remote target, bad header...), threads that cannot start, or
+/// an output error other than a closed pipe.
+pub(super) fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let plan = Plan::try_from(&args)?;
+    // The load runs on its own threads (see `run`); this runtime only waits and draws.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let show_progress =
+        !args.no_progress && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let report = runtime
+        .block_on(async {
+            if show_progress {
+                let (tx, rx) = tokio::sync::watch::channel(Progress::default());
+                let bar = tokio::spawn(draw_progress(rx));
+                let report = run_load(&plan, Some(tx)).await;
+                let _ = bar.await;
+                report
+            } else {
+                run_load(&plan, None).await
+            }
+        })
+        .context("cannot start the load threads")?;
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&report).context("cannot serialise the report")?;
+        s.push('\n');
+        s
+    } else {
+        render(&report)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // A reader that went away (`| head`) is not a failure of the run.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the report")
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 #[cfg(test)]
