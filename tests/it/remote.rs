@@ -379,3 +379,43 @@ async fn a_burst_before_any_answer_is_judged_by_the_reported_speed() {
         seen.slowest[&503]
     );
 }
+
+/// Every service's `/metrics`, after a request has gone through, names each metric's HELP and
+/// TYPE once (a second header would make a Prometheus scrape fail): the gateway under every
+/// strategy, and the compute service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_write_each_header_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = format!("sqlite://{}", dir.path().join("q.db").display());
+    let c = compute(&[]);
+    let mut services = vec![("compute".to_string(), c.addr)];
+    let mut procs = Vec::new();
+    for strategy in ["inline", "spawn", "blocking", "pool", "queue"] {
+        let p = Proc::start(&["serve", "--strategy", strategy, "--queue", &queue]);
+        services.push((strategy.to_string(), p.addr));
+        procs.push(p);
+    }
+    let r = gateway(&[&c], &[]);
+    services.push(("remote".to_string(), r.addr));
+    for (name, addr) in services {
+        let heavy = get(addr, "/heavy?n=1000").await;
+        assert!(
+            heavy.status < 300 || name == "compute",
+            "{name}: {}",
+            heavy.status
+        );
+        let text = get(addr, "/metrics").await.body;
+        let text = String::from_utf8_lossy(&text);
+        for kind in ["# HELP ", "# TYPE "] {
+            let mut seen = std::collections::HashSet::new();
+            for line in text.lines().filter(|l| l.starts_with(kind)) {
+                let metric = line.split_whitespace().nth(2).unwrap_or_default();
+                assert!(
+                    seen.insert(metric.to_string()),
+                    "{name}: {kind}{metric} twice"
+                );
+            }
+            assert!(!seen.is_empty(), "{name}: no {kind}lines");
+        }
+    }
+}
