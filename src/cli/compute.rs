@@ -2,13 +2,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
-use super::serve::{LimitArgs, positive, run_service};
-use super::{cores, parse_duration};
+use super::cores;
+use super::serve::{LimitArgs, RequestArgs, positive, run_service};
 use crate::gateway::{AppState, GatewayConfig};
 use crate::strategy::{Rayon, Strategy};
 
@@ -36,15 +35,8 @@ pub struct ComputeArgs {
     /// win the CPU over it (Linux; 0 turns it off).
     #[arg(long, default_value_t = super::serve::DEFAULT_NICE, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
     pub nice: i32,
-    /// Deadline of a request (504 past it).
-    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "OFFLOAD_TIMEOUT")]
-    pub timeout: Duration,
-    /// How long shutdown waits for work in hand.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "OFFLOAD_GRACE")]
-    pub grace: Duration,
-    /// Largest accepted request body in bytes (413 past it).
-    #[arg(long, default_value_t = 16 * 1024, env = "OFFLOAD_MAX_BODY")]
-    pub max_body: usize,
+    #[command(flatten)]
+    pub request: RequestArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -57,7 +49,7 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
     // cores never idle between requests while the backlog stays bounded.
     let max_inflight = positive("max-inflight", args.max_inflight, 2 * threads)?;
     let nice = args.nice;
-    if args.timeout.is_zero() {
+    if args.request.timeout.is_zero() {
         anyhow::bail!("--timeout must be more than zero");
     }
     rayon::ThreadPoolBuilder::new()
@@ -68,10 +60,10 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
         .context("starting the rayon threads")?;
     let config = GatewayConfig {
         limits,
-        timeout: args.timeout,
-        max_body: args.max_body,
+        timeout: args.request.timeout,
+        max_body: args.request.max_body,
         max_query: 0,
-        grace: args.grace,
+        grace: args.request.grace,
     };
     let addr = SocketAddr::new(args.bind, args.port);
     run_service("compute", "rayon", runtime_threads, addr, async move || {

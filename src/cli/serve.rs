@@ -49,15 +49,8 @@ pub struct ServeArgs {
     /// 0 turns it off). The pool still gets every cycle nothing else wants.
     #[arg(long, default_value_t = DEFAULT_NICE, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
     pub nice: i32,
-    /// Deadline of a heavy request, queueing included (504 past it).
-    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "OFFLOAD_TIMEOUT")]
-    pub timeout: Duration,
-    /// How long shutdown waits for work in hand.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "OFFLOAD_GRACE")]
-    pub grace: Duration,
-    /// Largest accepted request body in bytes (413 past it).
-    #[arg(long, default_value_t = 16 * 1024, env = "OFFLOAD_MAX_BODY")]
-    pub max_body: usize,
+    #[command(flatten)]
+    pub request: RequestArgs,
     /// Largest accepted query string in bytes (414 past it).
     #[arg(long, default_value_t = 2048, env = "OFFLOAD_MAX_QUERY")]
     pub max_query: usize,
@@ -143,6 +136,20 @@ impl QueueArgs {
     }
 }
 
+/// How every serving command treats a request, the same for `serve` and `compute`.
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    /// Deadline of a heavy request, queueing included (504 past it).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, env = "OFFLOAD_TIMEOUT")]
+    pub timeout: Duration,
+    /// How long shutdown waits for work in hand.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "OFFLOAD_GRACE")]
+    pub grace: Duration,
+    /// Largest accepted request body in bytes (413 past it).
+    #[arg(long, default_value_t = 16 * 1024, env = "OFFLOAD_MAX_BODY")]
+    pub max_body: usize,
+}
+
 /// Bounds on work sizes and the cost of `hash`.
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
@@ -205,15 +212,15 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.max_queue == 0 {
         anyhow::bail!("--max-queue must be at least 1");
     }
-    if args.timeout.is_zero() || args.health_interval.is_zero() {
+    if args.request.timeout.is_zero() || args.health_interval.is_zero() {
         anyhow::bail!("--timeout and --health-interval must be more than zero");
     }
     let config = GatewayConfig {
         limits,
-        timeout: args.timeout,
-        max_body: args.max_body,
+        timeout: args.request.timeout,
+        max_body: args.request.max_body,
         max_query: args.max_query,
-        grace: args.grace,
+        grace: args.request.grace,
     };
     let config_limits = config.limits;
     let name = args.strategy.as_str();

@@ -181,8 +181,9 @@ async fn deadline_admission_refuses_at_once_and_builds_no_work() {
         class: COUNT,
         units: 1_000,
     };
-    // The thread is busy: 100 ms of admitted work ahead (this one) fits a 1 s deadline.
-    let deadline = Instant::now() + Duration::from_secs(1);
+    // The thread is busy: 100 ms of admitted work ahead (this one) fits a 5 s deadline (wide, so
+    // a stalled test machine cannot make it miss).
+    let deadline = Instant::now() + Duration::from_secs(5);
     let first = p
         .submit_work(deadline, cost, 4, |k| chunks(&made, k, 1_000))
         .unwrap();
@@ -191,32 +192,33 @@ async fn deadline_admission_refuses_at_once_and_builds_no_work() {
         1,
         "saturated: one chunk, no split"
     );
-    // 9 more seconds of work ahead: a 1 s deadline cannot be met.
+    // 45 more seconds of work ahead: a 5 s deadline cannot be met.
     p.model().admit(Cost {
         class: COUNT,
-        units: 90_000,
+        units: 450_000,
     });
     let t = Instant::now();
     let refused = p.submit_work(deadline, cost, 4, |k| chunks(&made, k, 1_000));
     let Err(SubmitError::Late(late)) = refused else {
         panic!("expected a refusal, got {refused:?}");
     };
-    assert!(t.elapsed() < Duration::from_millis(50));
+    // At once: not after waiting anywhere near the 5 s deadline.
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert_eq!(
         made.load(Ordering::SeqCst),
         1,
         "a refused request built work"
     );
-    assert!(late.wait >= Duration::from_secs(9), "{late:?}");
-    // Retry-After: the wait plus its own run, less the time it had.
+    assert!(late.wait >= Duration::from_secs(45), "{late:?}");
+    // Retry-After: the wait plus its own run, less the time it had (at most 5 s).
     assert!(
-        (Duration::from_millis(8_000)..Duration::from_millis(9_200)).contains(&late.retry_after),
+        (Duration::from_millis(40_000)..Duration::from_millis(45_200)).contains(&late.retry_after),
         "{late:?}"
     );
     assert_eq!(p.stats().late, 1);
     p.model().finish(Cost {
         class: COUNT,
-        units: 90_000,
+        units: 450_000,
     });
     gate.wait();
     running.await.unwrap();
