@@ -89,6 +89,29 @@ fn ms(v: f64) -> String {
 }
 
 /// The summary table, one row per strategy (plain text, also used in README.md).
+/// Answers that were not 2xx; for the queue, every answer but its 202s (its 503s are the cap).
+pub(super) fn non_2xx(run: &StrategyRun) -> u64 {
+    let q = &run.heavy.requests;
+    if run.queue.is_some() {
+        q.completed - q.status_2xx
+    } else {
+        q.non_2xx
+    }
+}
+
+/// The queue's cell of the table: accepted/s while the cap did not bind, backlog, drain.
+pub(super) fn queue_cell(run: &StrategyRun) -> String {
+    run.queue.as_ref().map_or(String::new(), |x| {
+        format!(
+            "{:.0}/s, {} jobs, {:.1}s{}",
+            x.accept_phase.accepted_per_s,
+            x.backlog_at_stop,
+            x.drain_s,
+            if x.drained { "" } else { " (not drained)" }
+        )
+    })
+}
+
 pub fn table(r: &Results) -> String {
     let mut t = String::new();
     let _ = writeln!(
@@ -119,20 +142,7 @@ pub fn table(r: &Results) -> String {
         let l = &run.heavy.latency;
         let b = &run.bystander.latency_with_timeouts;
         let q = &run.heavy.requests;
-        let non2xx = if run.queue.is_some() {
-            q.completed - q.status_2xx
-        } else {
-            q.non_2xx
-        };
-        let queue = run.queue.as_ref().map_or(String::new(), |x| {
-            format!(
-                "{:.0}/s, {} jobs, {:.1}s{}",
-                x.accept_phase.accepted_per_s,
-                x.backlog_at_stop,
-                x.drain_s,
-                if x.drained { "" } else { " (not drained)" }
-            )
-        });
+        let (non2xx, queue) = (non_2xx(run), queue_cell(run));
         let _ = writeln!(
             t,
             "{:<9} {:>8} {:>8.0} {:>7.0} {:>7} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8.1} {:>6}  {}",

@@ -168,11 +168,7 @@ pub fn html_table(r: &Results) -> String {
         let l = &run.heavy.latency;
         let b = &run.bystander.latency_with_timeouts;
         let q = &run.heavy.requests;
-        let non2xx = if run.queue.is_some() {
-            q.completed - q.status_2xx
-        } else {
-            q.non_2xx
-        };
+        let non2xx = super::report::non_2xx(run);
         let flag = if run.limit_flags.is_empty() {
             String::new()
         } else {
@@ -191,15 +187,7 @@ pub fn html_table(r: &Results) -> String {
                 esc(&why.join(", "))
             )
         };
-        let queue = run.queue.as_ref().map_or(String::new(), |x| {
-            format!(
-                "{:.0}/s, {} jobs, {:.1} s{}",
-                x.accept_phase.accepted_per_s,
-                x.backlog_at_stop,
-                x.drain_s,
-                if x.drained { "" } else { " (not drained)" }
-            )
-        });
+        let queue = super::report::queue_cell(run);
         let _ = write!(
             t,
             "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}%{flag}</td><td>{} / {} / {}</td><td>{} / {} / {}</td><td>{} / {} / {}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
