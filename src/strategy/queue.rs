@@ -74,47 +74,41 @@ impl QueueStrategy {
     /// Writes `offload_jobs{state="..."}` gauges.
     pub async fn render_metrics(&self, out: &mut String) {
         use crate::metrics::{header, sample};
+        let counts = self.queue.counts().await;
+        header(
+            out,
+            "offload_queue_up",
+            "gauge",
+            "1 when the queue's store answers.",
+        );
+        sample(out, "offload_queue_up", "", u8::from(counts.is_ok()));
+        let c = match counts {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count jobs");
+                return;
+            }
+        };
         header(
             out,
             "offload_jobs",
             "gauge",
             "Jobs in the queue by state (finished ones until their retention ends).",
         );
-        match self.queue.counts().await {
-            Ok(c) => {
-                for (state, v) in [
-                    ("queued", c.queued),
-                    ("running", c.running),
-                    ("done", c.done),
-                    ("failed", c.failed),
-                ] {
-                    sample(out, "offload_jobs", &format!("state=\"{state}\""), v);
-                }
-                header(
-                    out,
-                    "offload_job_stalls_total",
-                    "counter",
-                    "Runs lost with their worker (lease expired): requeued without spending an attempt.",
-                );
-                sample(out, "offload_job_stalls_total", "", c.stalls);
-                header(
-                    out,
-                    "offload_queue_up",
-                    "gauge",
-                    "1 when the queue's store answers.",
-                );
-                sample(out, "offload_queue_up", "", 1);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not count jobs");
-                header(
-                    out,
-                    "offload_queue_up",
-                    "gauge",
-                    "1 when the queue's store answers.",
-                );
-                sample(out, "offload_queue_up", "", 0);
-            }
+        for (state, v) in [
+            ("queued", c.queued),
+            ("running", c.running),
+            ("done", c.done),
+            ("failed", c.failed),
+        ] {
+            sample(out, "offload_jobs", &format!("state=\"{state}\""), v);
         }
+        header(
+            out,
+            "offload_job_stalls_total",
+            "counter",
+            "Runs lost with their worker (lease expired): requeued without spending an attempt.",
+        );
+        sample(out, "offload_job_stalls_total", "", c.stalls);
     }
 }
