@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use super::{Cancel, Done, ExecError, RETRY_AFTER_SECS, finish, stop_check};
+use super::{Cancel, Done, ExecError, finish, stop_check};
 use crate::pool::{Pool, PoolConfig};
 use crate::work::Work;
 
@@ -30,6 +30,9 @@ pub struct Rayon {
     threads: usize,
     /// Seconds per unit of each kind on one idle thread, timed at startup (for `/health`).
     probe: Vec<(crate::work::Kind, f64)>,
+    /// Predicted thread-time of the admitted requests not yet finished, in µs (by the probe):
+    /// what a refused request's `Retry-After` is drawn from.
+    outstanding_us: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Rayon {
@@ -59,7 +62,27 @@ impl Rayon {
             turns,
             threads,
             probe,
+            outstanding_us: Arc::default(),
         })
+    }
+
+    /// Thread-time `work` should take by the startup probe, in µs (0 for an unprobed kind).
+    fn predicted_us(&self, work: &Work) -> u64 {
+        self.probe
+            .iter()
+            .find(|(k, _)| *k == work.kind())
+            .map_or(0, |(_, spu)| (spu * work.n() as f64 * 1e6) as u64)
+    }
+
+    /// When a refused request should come back: once the admitted work has drained, spread
+    /// over the threads (each request runs on all of them), by the startup probe.
+    fn retry_after_secs(&self) -> u64 {
+        let us = self
+            .outstanding_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        crate::admission::retry_after_secs(std::time::Duration::from_micros(
+            us / self.threads as u64,
+        ))
     }
 
     /// Seconds per unit of each kind on one idle thread, timed at startup.
@@ -90,8 +113,13 @@ impl Rayon {
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| ExecError::Overloaded {
-                    retry_after_secs: RETRY_AFTER_SECS,
+                    retry_after_secs: self.retry_after_secs(),
                 })?;
+        let predicted = self.predicted_us(&work);
+        let outstanding = Arc::clone(&self.outstanding_us);
+        outstanding.fetch_add(predicted, std::sync::atomic::Ordering::Relaxed);
+        // Counted off when the work ends (or never starts), however the request ends.
+        let settle = Settle(outstanding, predicted);
         let handed_off = Instant::now();
         let cancel = Cancel::default();
         let _guard = cancel.guard();
@@ -104,10 +132,25 @@ impl Rayon {
             let start = Instant::now();
             let r = work.run_parallel(&stop);
             let end = Instant::now();
+            drop(settle);
             drop(permit);
             (r, start, end)
         })?;
         let outcome = handle.await?;
         finish(handed_off, &[outcome])
+    }
+}
+
+/// Takes a request's predicted time off the outstanding total when dropped.
+#[derive(Debug)]
+struct Settle(Arc<std::sync::atomic::AtomicU64>, u64);
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        let _ = self.0.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |v| Some(v.saturating_sub(self.1)),
+        );
     }
 }

@@ -419,3 +419,59 @@ async fn metrics_write_each_header_once() {
         }
     }
 }
+
+/// A backend's own `Retry-After` reaches the client: the compute service draws it from the work
+/// it has admitted (here a long request, so well above the gateway's 1 s constant), and a
+/// gateway whose deadline leaves no time to retry passes that value on, not its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_retry_after_is_passed_on() {
+    let _serial = crate::support::exclusive().await;
+    let long = count_n_for(Duration::from_millis(4000));
+    let c = compute(&["--threads", "1", "--max-inflight", "1"]);
+    let g = gateway(&[&c], &["--timeout", "300ms"]);
+    let caddr = c.addr;
+    let busy = tokio::spawn(async move {
+        request(
+            caddr,
+            "POST",
+            "/compute",
+            &[("content-type", "application/json")],
+            format!(r#"{{"work":"count","n":{long}}}"#),
+        )
+        .await
+    });
+    wait_for(c.addr, "offload_compute_in_flight", 1.0).await;
+    // The compute service itself, asked directly, says when to come back.
+    let direct = request(
+        c.addr,
+        "POST",
+        "/compute",
+        &[("content-type", "application/json")],
+        r#"{"work":"count","n":1000}"#.to_string(),
+    )
+    .await;
+    assert_eq!(direct.status, 503);
+    let backend: u64 = direct.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        backend >= 2,
+        "a 4 s request ahead, yet Retry-After {backend}"
+    );
+    let r = get(g.addr, "/heavy?n=1000").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "overloaded"),
+        "{:?}",
+        r.body
+    );
+    let passed: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    // The backend's value a moment later (its own clock has moved on by at most a second).
+    assert!(
+        passed + 1 >= backend && passed <= backend && passed > 1,
+        "gateway said {passed}, the backend {backend}"
+    );
+    assert_eq!(busy.await.unwrap().status, 200);
+}
