@@ -15,6 +15,18 @@ fn compute(extra: &[&str]) -> Proc {
     Proc::start(&args)
 }
 
+/// `POST /compute` of `work` with `n` straight to a compute service.
+async fn post_compute(addr: std::net::SocketAddr, work: &str, n: u64) -> crate::support::Resp {
+    request(
+        addr,
+        "POST",
+        "/compute",
+        &[("content-type", "application/json")],
+        format!(r#"{{"work":"{work}","n":{n}}}"#),
+    )
+    .await
+}
+
 fn gateway(backends: &[&Proc], extra: &[&str]) -> Proc {
     let urls: Vec<String> = backends
         .iter()
@@ -56,14 +68,7 @@ async fn remote_results_equal_the_in_process_ones() {
                 "{work}"
             );
         }
-        let direct = request(
-            c.addr,
-            "POST",
-            "/compute",
-            &[("content-type", "application/json")],
-            format!(r#"{{"work":"{work}","n":{n}}}"#),
-        )
-        .await;
+        let direct = post_compute(c.addr, work, n).await;
         assert_eq!(
             direct.json()["result"].as_u64(),
             Some(want),
@@ -208,16 +213,7 @@ async fn a_backend_503_is_retried_while_the_deadline_allows() {
     let c = compute(&["--threads", "1", "--max-inflight", "1"]);
     let g = gateway(&[&c], &["--timeout", "10s"]);
     let caddr = c.addr;
-    let direct = tokio::spawn(async move {
-        request(
-            caddr,
-            "POST",
-            "/compute",
-            &[("content-type", "application/json")],
-            format!(r#"{{"work":"count","n":{n}}}"#),
-        )
-        .await
-    });
+    let direct = tokio::spawn(async move { post_compute(caddr, "count", n).await });
     wait_for(c.addr, "offload_compute_in_flight", 1.0).await;
     let r = get(g.addr, "/heavy?n=1234").await;
     assert_eq!((r.status, r.json()["result"].as_u64()), (200, Some(1234)));
@@ -310,14 +306,7 @@ async fn compute_runs_requests_in_arrival_order() {
     for i in 0..12u64 {
         let addr = c.addr;
         sent.push(tokio::spawn(async move {
-            let r = request(
-                addr,
-                "POST",
-                "/compute",
-                &[("content-type", "application/json")],
-                format!(r#"{{"work":"count","n":{}}}"#, n + i),
-            )
-            .await;
+            let r = post_compute(addr, "count", n + i).await;
             assert_eq!(r.json()["result"].as_u64(), Some(n + i));
             t0.elapsed()
         }));
@@ -430,26 +419,10 @@ async fn a_backend_retry_after_is_passed_on() {
     let c = compute(&["--threads", "1", "--max-inflight", "1"]);
     let g = gateway(&[&c], &["--timeout", "300ms"]);
     let caddr = c.addr;
-    let busy = tokio::spawn(async move {
-        request(
-            caddr,
-            "POST",
-            "/compute",
-            &[("content-type", "application/json")],
-            format!(r#"{{"work":"count","n":{long}}}"#),
-        )
-        .await
-    });
+    let busy = tokio::spawn(async move { post_compute(caddr, "count", long).await });
     wait_for(c.addr, "offload_compute_in_flight", 1.0).await;
     // The compute service itself, asked directly, says when to come back.
-    let direct = request(
-        c.addr,
-        "POST",
-        "/compute",
-        &[("content-type", "application/json")],
-        r#"{"work":"count","n":1000}"#.to_string(),
-    )
-    .await;
+    let direct = post_compute(c.addr, "count", 1000).await;
     assert_eq!(direct.status, 503);
     let backend: u64 = direct.headers["retry-after"]
         .to_str()
