@@ -27,6 +27,15 @@ async fn post_compute(addr: std::net::SocketAddr, work: &str, n: u64) -> crate::
     .await
 }
 
+/// Sends `count n` straight to compute service `c` (filling its place behind any gateway's
+/// back) and returns once it is running there; the handle gives its answer.
+async fn occupy(c: &Proc, n: u64) -> tokio::task::JoinHandle<crate::support::Resp> {
+    let addr = c.addr;
+    let running = tokio::spawn(async move { post_compute(addr, "count", n).await });
+    wait_for(c.addr, "offload_compute_in_flight", 1.0).await;
+    running
+}
+
 fn gateway(backends: &[&Proc], extra: &[&str]) -> Proc {
     let urls: Vec<String> = backends
         .iter()
@@ -212,9 +221,7 @@ async fn a_backend_503_is_retried_while_the_deadline_allows() {
     let n = count_n_for(Duration::from_millis(600));
     let c = compute(&["--threads", "1", "--max-inflight", "1"]);
     let g = gateway(&[&c], &["--timeout", "10s"]);
-    let caddr = c.addr;
-    let direct = tokio::spawn(async move { post_compute(caddr, "count", n).await });
-    wait_for(c.addr, "offload_compute_in_flight", 1.0).await;
+    let direct = occupy(&c, n).await;
     let r = get(g.addr, "/heavy?n=1234").await;
     assert_eq!((r.status, r.json()["result"].as_u64()), (200, Some(1234)));
     assert_eq!(direct.await.unwrap().status, 200);
@@ -418,9 +425,7 @@ async fn a_backend_retry_after_is_passed_on() {
     let long = count_n_for(Duration::from_millis(4000));
     let c = compute(&["--threads", "1", "--max-inflight", "1"]);
     let g = gateway(&[&c], &["--timeout", "300ms"]);
-    let caddr = c.addr;
-    let busy = tokio::spawn(async move { post_compute(caddr, "count", long).await });
-    wait_for(c.addr, "offload_compute_in_flight", 1.0).await;
+    let busy = occupy(&c, long).await;
     // The compute service itself, asked directly, says when to come back.
     let direct = post_compute(c.addr, "count", 1000).await;
     assert_eq!(direct.status, 503);
