@@ -121,6 +121,8 @@ pub struct Late {
     pub wait: Duration,
     /// When a request like it would fit again, as the backlog drains.
     pub retry_after: Duration,
+    /// Its predicted wait plus its own run.
+    pub finish: Duration,
 }
 
 /// The deadline rule. `wait` is the predicted wait before the request starts, `run` its own
@@ -139,6 +141,24 @@ pub fn judge(wait: Duration, run: Duration, remaining: Duration) -> Result<(), L
     Err(Late {
         wait,
         retry_after: (wait + run).saturating_sub(remaining),
+        finish: wait + run,
+    })
+}
+
+/// The budget rule of `auto`: the request must be predicted to *finish* within `budget`,
+/// waiting included, even when it would start at once (a request that cannot is stored as a
+/// job instead, so there is no reason to take it on faith).
+///
+/// # Errors
+/// [`Late`] with the predicted wait when the predicted finish is past the budget.
+pub fn fits(wait: Duration, run: Duration, budget: Duration) -> Result<(), Late> {
+    if wait + run <= budget {
+        return Ok(());
+    }
+    Err(Late {
+        wait,
+        retry_after: (wait + run).saturating_sub(budget),
+        finish: wait + run,
     })
 }
 
@@ -188,5 +208,13 @@ mod tests {
         assert_eq!(late.retry_after, MS(1_500));
         assert_eq!(retry_after_secs(late.retry_after), 2);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn fits_counts_the_run_even_when_nothing_waits() {
+        assert_eq!(fits(Duration::ZERO, MS(900), MS(1_000)), Ok(()));
+        assert!(fits(Duration::ZERO, MS(1_100), MS(1_000)).is_err());
+        assert!(fits(MS(600), MS(500), MS(1_000)).is_err());
+        assert!(fits(Duration::ZERO, MS(1), Duration::ZERO).is_err());
     }
 }

@@ -25,17 +25,27 @@ pub struct HeavyAnswer {
     pub wait_us: u64,
     /// From the first chunk starting to the last one ending, in µs.
     pub run_us: u64,
+    /// `auto` only: the predicted time to finish (wait plus run) that sent it to the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_us: Option<u64>,
 }
 
-/// The `202` answer of the queue strategy; the same URL is in `Location`.
+/// The `202` answer of the queue strategy and of `auto` for queued work; the same URL is in
+/// `Location`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
+    /// `queue` (also when `auto` chose it).
+    #[serde(default)]
+    pub strategy: String,
     pub id: String,
     pub status: JobStatus,
     /// `/jobs/{id}`.
     pub status_url: String,
     pub work: String,
     pub n: u64,
+    /// `auto` only: its predicted time to finish in the pool, which did not fit the budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_us: Option<u64>,
 }
 
 /// What `offload worker` stores as a job's result, shown as `result` by `GET /jobs/{id}`.
@@ -244,18 +254,33 @@ mod tests {
                 result: 20_000_000,
                 wait_us: 156,
                 run_us: 3131,
+                predicted_us: None,
             },
             r#"{"n":20000000,"result":20000000,"run_us":3131,"strategy":"pool","wait_us":156,"work":"count"}"#,
         );
         round_trip(
+            &HeavyAnswer {
+                strategy: "pool".into(),
+                work: "count".into(),
+                n: 2_000_000,
+                result: 2_000_000,
+                wait_us: 3,
+                run_us: 1200,
+                predicted_us: Some(1100),
+            },
+            r#"{"n":2000000,"result":2000000,"run_us":1200,"strategy":"pool","wait_us":3,"work":"count","predicted_us":1100}"#,
+        );
+        round_trip(
             &Accepted {
+                strategy: "queue".into(),
                 id: "0123456789abcdef0123456789abcdef".into(),
                 status: JobStatus::Queued,
                 status_url: "/jobs/0123456789abcdef0123456789abcdef".into(),
                 work: "count".into(),
                 n: 5,
+                predicted_us: Some(2_500_000),
             },
-            r#"{"id":"0123456789abcdef0123456789abcdef","status":"queued","status_url":"/jobs/0123456789abcdef0123456789abcdef","work":"count","n":5}"#,
+            r#"{"strategy":"queue","id":"0123456789abcdef0123456789abcdef","status":"queued","status_url":"/jobs/0123456789abcdef0123456789abcdef","work":"count","n":5,"predicted_us":2500000}"#,
         );
         round_trip(
             &JobResult {

@@ -25,6 +25,7 @@ pub mod gateway;
 pub mod load;
 pub mod metrics;
 pub mod pool;
+pub mod prefer;
 pub mod queue;
 pub mod strategy;
 pub mod work;

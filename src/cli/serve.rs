@@ -12,7 +12,7 @@ use super::{cores, parse_duration, shutdown_signal};
 use crate::gateway::{self, AppState, GatewayConfig};
 use crate::pool::{Pool, PoolConfig};
 use crate::strategy::{
-    Blocking, Inline, Name, PoolStrategy, QueueStrategy, Remote, RemoteConfig, Spawn, Split,
+    Auto, Blocking, Inline, Name, PoolStrategy, QueueStrategy, Remote, RemoteConfig, Spawn, Split,
     Strategy,
 };
 use crate::work::{self, HashParams, Limits};
@@ -67,6 +67,10 @@ pub struct ServeArgs {
     pub health_interval: Duration,
     #[command(flatten)]
     pub queue: QueueArgs,
+    /// `auto`: how long a client waits for an answer unless its `Prefer: wait=N` says
+    /// otherwise. Work predicted to finish within it runs in the pool; the rest is queued.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, env = "OFFLOAD_AUTO_WAIT")]
+    pub auto_wait: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -225,22 +229,28 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config_limits = config.limits;
     let name = args.strategy.as_str();
     let addr = SocketAddr::new(args.bind, args.port);
+    let pool_config = PoolConfig {
+        threads,
+        max_queue: args.max_queue,
+        nice: args.nice,
+        name: "offload-pool".into(),
+    };
+    let pool = move || -> anyhow::Result<PoolStrategy> {
+        let pool = Pool::new(pool_config.clone()).context("starting the pool threads")?;
+        crate::strategy::calibrate_priors(&pool, &config_limits, cores());
+        Ok(PoolStrategy::new(Arc::new(pool), pool_split))
+    };
     run_service("serve", name, runtime_threads, addr, async move || {
         let strategy = match args.strategy {
             Name::Inline => Strategy::Inline(Inline),
             Name::Spawn => Strategy::Spawn(Spawn { split }),
             Name::Blocking => Strategy::Blocking(Blocking),
-            Name::Pool => {
-                let config = PoolConfig {
-                    threads,
-                    max_queue: args.max_queue,
-                    nice: args.nice,
-                    name: "offload-pool".into(),
-                };
-                let pool = Pool::new(config).context("starting the pool threads")?;
-                crate::strategy::calibrate_priors(&pool, &config_limits, cores());
-                Strategy::Pool(PoolStrategy::new(Arc::new(pool), pool_split))
-            }
+            Name::Pool => Strategy::Pool(pool()?),
+            Name::Auto => Strategy::Auto(Auto::new(
+                pool()?,
+                QueueStrategy::new(args.queue.open().await?),
+                args.auto_wait,
+            )),
             Name::Remote => Strategy::Remote(
                 Remote::start(RemoteConfig {
                     backends: args.compute,

@@ -31,6 +31,8 @@ pub enum ApiError {
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
     #[error(transparent)]
+    Prefer(#[from] crate::prefer::BadPrefer),
+    #[error(transparent)]
     Exec(#[from] ExecError),
 }
 
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadJobId(_) => (StatusCode::BAD_REQUEST, "invalid_job_id"),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            ApiError::Prefer(_) => (StatusCode::BAD_REQUEST, "invalid_prefer"),
             ApiError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Exec(e) => match e {

@@ -5,17 +5,19 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::api::{Accepted, HeavyAnswer, Job, JobStatus, JobsSummary, Spread};
 use crate::queue::{JobId, JobQueue};
-use crate::strategy::{ExecError, Outcome, Strategy};
+use crate::prefer::Prefer;
+use crate::strategy::{ExecError, Name, Outcome, Routed};
 use crate::work::Work;
 
 pub(super) async fn get(
     State(app): State<AppState>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = query.unwrap_or_default();
@@ -23,7 +25,14 @@ pub(super) async fn get(
         return Err(ApiError::UriTooLong(app.config.max_query));
     }
     let work = Work::from_query(&query, &app.config.limits)?;
-    execute(&app, work).await
+    execute(&app, work, prefer(&headers)?).await
+}
+
+/// The request's `Prefer` header(s).
+fn prefer(headers: &HeaderMap) -> Result<Prefer, ApiError> {
+    Ok(Prefer::parse(
+        headers.get_all("prefer").iter().map(|v| v.as_bytes()),
+    )?)
 }
 
 pub(crate) async fn post(
@@ -34,6 +43,7 @@ pub(crate) async fn post(
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
+    let prefer = prefer(&headers)?;
     let limit = app.config.max_body;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -51,7 +61,7 @@ pub(crate) async fn post(
         }
     })?;
     let work = Work::from_json(&bytes, &app.config.limits)?;
-    execute(&app, work).await
+    execute(&app, work, prefer).await
 }
 
 /// `application/json`, with or without parameters such as `charset=utf-8`.
@@ -63,68 +73,143 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn execute(app: &AppState, work: Work) -> Result<Response, ApiError> {
-    let deadline = Instant::now() + app.config.timeout;
+async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response, ApiError> {
+    let now = Instant::now();
+    let mut deadline = now + app.config.timeout;
+    // What the strategy makes of the preferences: `auto` takes `wait` as its budget and
+    // `respond-async` as a wish for 202; the queue answers async anyway; a synchronous
+    // strategy answers by `wait` at the latest (503 at once if it cannot, 504 at the end).
+    let name = app.strategy.name();
+    let applied = match name {
+        Name::Auto => Prefer::applied(prefer.wait, prefer.respond_async),
+        Name::Queue => Prefer::applied(None, prefer.respond_async),
+        _ => {
+            if let Some(w) = prefer.wait {
+                deadline = deadline.min(now + w);
+            }
+            Prefer::applied(prefer.wait, false)
+        }
+    };
     let _in_flight = app.metrics.in_flight();
     // The timeout stops waiting at the deadline; dropping the strategy's future cancels
     // its queued chunks and tells running ones to stop.
-    let outcome =
-        match tokio::time::timeout_at(deadline.into(), app.strategy.run(work, deadline)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(ExecError::Expired.into()),
-        };
-    Ok(match outcome {
-        Outcome::Done(done) => axum::Json(HeavyAnswer {
-            strategy: app.strategy.name().as_str().to_owned(),
+    let run = app.strategy.run(work, deadline, &prefer);
+    let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ExecError::Expired.into()),
+    };
+    let us = |d: std::time::Duration| d.as_micros() as u64;
+    let answer = |strategy: Name, done: crate::strategy::Done, predicted: Option<u64>| {
+        axum::Json(HeavyAnswer {
+            strategy: strategy.as_str().to_owned(),
             work: work.kind().name().to_owned(),
             n: work.n(),
             result: done.result,
-            wait_us: done.wait.as_micros() as u64,
-            run_us: done.run.as_micros() as u64,
+            wait_us: us(done.wait),
+            run_us: us(done.run),
+            predicted_us: predicted,
         })
-        .into_response(),
-        Outcome::Accepted(id) => {
-            let url = format!("/jobs/{}", id.as_str());
-            let body = Accepted {
-                id: id.to_string(),
-                status: JobStatus::Queued,
-                status_url: url.clone(),
-                work: work.kind().name().to_owned(),
-                n: work.n(),
-            };
-            (
-                StatusCode::ACCEPTED,
-                [(header::LOCATION, url)],
-                axum::Json(body),
-            )
-                .into_response()
+        .into_response()
+    };
+    let accepted = |id: JobId, predicted: Option<u64>| {
+        let url = format!("/jobs/{}", id.as_str());
+        let body = Accepted {
+            strategy: Name::Queue.as_str().to_owned(),
+            id: id.to_string(),
+            status: JobStatus::Queued,
+            status_url: url.clone(),
+            work: work.kind().name().to_owned(),
+            n: work.n(),
+            predicted_us: predicted,
+        };
+        (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, url)],
+            axum::Json(body),
+        )
+            .into_response()
+    };
+    let mut resp = match outcome {
+        Outcome::Done(done) => answer(name, done, None),
+        Outcome::Accepted(id) => accepted(id, None),
+        Outcome::Routed(Routed::Pool { done, predicted }) => {
+            // `respond-async` was honoured only if the answer is async.
+            let applied = Prefer::applied(prefer.wait, false);
+            let mut r = answer(Name::Pool, done, Some(us(predicted)));
+            set_applied(&mut r, applied);
+            return Ok(r);
         }
-    })
+        Outcome::Routed(Routed::Queue { id, predicted }) => accepted(id, Some(us(predicted))),
+    };
+    set_applied(&mut resp, applied);
+    Ok(resp)
 }
 
-/// `GET /jobs/{id}`: a job's status, attempts, times, and its result or error.
+fn set_applied(resp: &mut Response, applied: Option<String>) {
+    if let Some(v) = applied.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        resp.headers_mut().insert("preference-applied", v);
+    }
+}
+
+/// `GET /jobs/{id}`: a job's status, attempts, times, and its result or error. With
+/// `Prefer: wait=N` it long-polls: it answers as soon as the job is done or failed, or after
+/// N seconds with its state then, holding no thread while it waits.
 pub(super) async fn job(
     State(app): State<AppState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Strategy::Queue(q) = &*app.strategy else {
+    let Some(q) = app.strategy.queue() else {
         return Err(ApiError::NotFound(format!(
             "/jobs/{}: this gateway runs the {} strategy, which has no jobs",
             truncate(&id),
             app.strategy.name().as_str()
         )));
     };
+    let prefer = prefer(&headers)?;
     let id = JobId::parse(&id).map_err(|_| ApiError::BadJobId(truncate(&id)))?;
-    let view = q
-        .queue()
-        .get(&id)
-        .await
-        .map_err(|e| ApiError::Exec(ExecError::Unavailable(e.to_string())))?;
-    let Some(view) = view else {
-        return Err(ApiError::JobNotFound(id.as_str().to_string()));
+    let read = async || {
+        q.queue()
+            .get(&id)
+            .await
+            .map_err(|e| ApiError::Exec(ExecError::Unavailable(e.to_string())))?
+            .ok_or_else(|| ApiError::JobNotFound(id.as_str().to_string()))
     };
-    Ok(axum::Json(Job::from(view)).into_response())
+    let mut view = read().await?;
+    let finished = |v: &crate::queue::JobView| matches!(v.status, JobStatus::Done | JobStatus::Failed);
+    let mut applied = None;
+    if let Some(wait) = prefer.wait
+        && !finished(&view)
+        && let Ok(_permit) = app.long_polls.clone().try_acquire_owned()
+    {
+        // Past the cap on long-polls in progress the answer is the state now: `wait` is a
+        // preference, and the store is not polled by an unbounded crowd.
+        applied = Prefer::applied(Some(wait), false);
+        let end = tokio::time::Instant::now() + wait;
+        let mut pause = LONG_POLL_FIRST;
+        while !finished(&view) {
+            let now = tokio::time::Instant::now();
+            if now >= end {
+                break;
+            }
+            tokio::time::sleep_until((now + pause).min(end)).await;
+            pause = (pause * 2).min(LONG_POLL_MAX);
+            view = read().await?;
+        }
+    }
+    let mut resp = axum::Json(Job::from(view)).into_response();
+    set_applied(&mut resp, applied);
+    Ok(resp)
 }
+
+/// A long-poll reads the job again after this, then twice as long each time up to
+/// [`LONG_POLL_MAX`]: a job that ends is answered within about 50 ms, and a thousand
+/// long-polls cost the store at most 20,000 reads a second.
+const LONG_POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
+const LONG_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Long-polls that may wait at once; past it `GET /jobs/{id}` answers at once.
+pub const MAX_LONG_POLLS: usize = 1024;
 
 /// Most finished jobs `GET /jobs?latency=N` reads: a bounded query even when asked for more.
 const MAX_LATENCY_SAMPLE: usize = 100_000;
@@ -135,7 +220,7 @@ pub(super) async fn jobs(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let Strategy::Queue(q) = &*app.strategy else {
+    let Some(q) = app.strategy.queue() else {
         return Err(ApiError::NotFound(format!(
             "/jobs: this gateway runs the {} strategy, which has no jobs",
             app.strategy.name().as_str()

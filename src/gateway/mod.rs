@@ -43,6 +43,8 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     pub strategy: Arc<Strategy>,
     pub metrics: Arc<RequestMetrics>,
+    /// Places for `GET /jobs/{id}` long-polls (`Prefer: wait=N`).
+    pub long_polls: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             config: Arc::new(config),
             strategy: Arc::new(strategy),
             metrics: Arc::default(),
+            long_polls: Arc::new(tokio::sync::Semaphore::new(heavy::MAX_LONG_POLLS)),
         }
     }
 }
@@ -91,7 +94,7 @@ async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(16 * 1024);
     app.metrics.render(&mut out);
     app.strategy.render_metrics(&mut out);
-    if let Strategy::Queue(q) = &*app.strategy {
+    if let Some(q) = app.strategy.queue() {
         q.render_metrics(&mut out).await;
     }
     (

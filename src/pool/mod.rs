@@ -98,6 +98,15 @@ struct Shared {
     model: CostModel,
 }
 
+/// The client's budget for an answer, for [`Pool::submit_work_within`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The work must be predicted to finish by then.
+    pub end: Instant,
+    /// And it must start at once (`Prefer: respond-async`).
+    pub start_now: bool,
+}
+
 /// A bounded pool of worker threads. Cheap to share behind an `Arc`.
 pub struct Pool {
     shared: Arc<Shared>,
@@ -242,6 +251,44 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(StopCheck<'_>) -> T + Send + 'static,
     {
+        self.submit_judged(deadline, None, cost, max_split, split)
+            .map(|(handles, _)| handles)
+    }
+
+    /// As [`Pool::submit_work`], but admitted only when predicted to *finish* by `budget.end`
+    /// (its wait plus its run, even when it would start at once: [`admission::fits`]); it
+    /// still runs until `deadline`. Returns the handles and the predicted time to finish.
+    /// `auto` uses it to keep in the pool only what answers within the client's budget.
+    ///
+    /// # Errors
+    /// As [`Pool::submit_work`], with [`SubmitError::Late`] when it would not fit the budget.
+    pub fn submit_work_within<T, F>(
+        &self,
+        budget: Budget,
+        deadline: Instant,
+        cost: Cost,
+        max_split: usize,
+        split: impl FnOnce(usize) -> Vec<(u64, F)>,
+    ) -> Result<(Vec<Handle<T>>, Duration), SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(StopCheck<'_>) -> T + Send + 'static,
+    {
+        self.submit_judged(deadline, Some(budget), cost, max_split, split)
+    }
+
+    fn submit_judged<T, F>(
+        &self,
+        deadline: Instant,
+        budget: Option<Budget>,
+        cost: Cost,
+        max_split: usize,
+        split: impl FnOnce(usize) -> Vec<(u64, F)>,
+    ) -> Result<(Vec<Handle<T>>, Duration), SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(StopCheck<'_>) -> T + Send + 'static,
+    {
         let mut q = self.shared.queue.lock().expect("pool queue lock");
         self.check_room(&q)?;
         let busy = self.shared.running.load(Relaxed) + q.tasks.len();
@@ -260,9 +307,21 @@ impl Pool {
             let worth = (own.as_nanos() / MIN_CHUNK.as_nanos()).max(1) as usize;
             idle.min(max_split).min(worth).max(1)
         };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if let Err(late) = admission::judge(wait, own / k as u32, remaining) {
-            self.shared.counters.late.add(1);
+        let now = Instant::now();
+        let run = own / k as u32;
+        let judged = match budget {
+            None => admission::judge(wait, run, deadline.saturating_duration_since(now)),
+            Some(b) if b.start_now && !wait.is_zero() => Err(Late {
+                wait,
+                retry_after: wait,
+                finish: wait + run,
+            }),
+            Some(b) => admission::fits(wait, run, b.end.saturating_duration_since(now)),
+        };
+        if let Err(late) = judged {
+            if budget.is_none() {
+                self.shared.counters.late.add(1);
+            }
             return Err(SubmitError::Late(late));
         }
         let chunks = split(k);
@@ -274,7 +333,7 @@ impl Pool {
             model.admit(c);
             (Some(c), f)
         });
-        Ok(self.enqueue(&mut q, Some(deadline), tasks))
+        Ok((self.enqueue(&mut q, Some(deadline), tasks), wait + run))
     }
 
     /// Refuses when the pool is closed or its queue is at the cap.

@@ -1,6 +1,7 @@
 //! The strategies: the ways a `/heavy` request's work can run. One file each, one enum over
 //! them; every strategy gives the same result for the same work.
 
+mod auto;
 mod blocking;
 mod inline;
 mod pool;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::work::{Chunk, Stopped, Work, combine};
 
 pub use self::pool::{PoolStrategy, Split, calibrate_priors};
+pub use auto::{Auto, Routed};
 pub use blocking::Blocking;
 pub use inline::Inline;
 pub use queue::QueueStrategy;
@@ -39,6 +41,9 @@ pub enum Name {
     Remote,
     /// Stored as a durable job (202 Accepted at once); `offload worker` processes run it.
     Queue,
+    /// A pool and a queue: work predicted to finish within the client's wait budget
+    /// (`Prefer: wait=N`, else `--auto-wait`) runs in the pool (200), the rest is queued (202).
+    Auto,
     /// The compute service's rayon pool (`offload compute`, not a gateway strategy).
     #[value(skip)]
     Rayon,
@@ -56,13 +61,14 @@ pub enum Helper {
 impl Name {
     /// The gateway strategies, in the order the bench runs them by default. The bench, its
     /// report and its schema take the strategies from here: a new one is added here only.
-    pub const GATEWAY: [Name; 6] = [
+    pub const GATEWAY: [Name; 7] = [
         Name::Inline,
         Name::Spawn,
         Name::Blocking,
         Name::Pool,
         Name::Remote,
         Name::Queue,
+        Name::Auto,
     ];
 
     /// The gateway strategy called `s`.
@@ -74,7 +80,7 @@ impl Name {
     pub fn helper(self) -> Option<Helper> {
         match self {
             Name::Remote => Some(Helper::Compute),
-            Name::Queue => Some(Helper::Worker),
+            Name::Queue | Name::Auto => Some(Helper::Worker),
             _ => None,
         }
     }
@@ -92,6 +98,7 @@ impl Name {
             Name::Pool => "pool",
             Name::Remote => "remote",
             Name::Queue => "queue",
+            Name::Auto => "auto",
             Name::Rayon => "rayon",
         }
     }
@@ -114,6 +121,8 @@ pub enum Outcome {
     Done(Done),
     /// The work was stored as a job (the queue strategy).
     Accepted(crate::queue::JobId),
+    /// `auto` chose the pool or the queue.
+    Routed(Routed),
 }
 
 /// Why a strategy produced no result.
@@ -146,6 +155,7 @@ pub enum Strategy {
     Pool(PoolStrategy),
     Remote(Remote),
     Queue(QueueStrategy),
+    Auto(Auto),
     /// The compute service's own strategy (not a gateway choice).
     Rayon(Rayon),
 }
@@ -159,15 +169,22 @@ impl Strategy {
             Strategy::Pool(_) => Name::Pool,
             Strategy::Remote(_) => Name::Remote,
             Strategy::Queue(_) => Name::Queue,
+            Strategy::Auto(_) => Name::Auto,
             Strategy::Rayon(_) => Name::Rayon,
         }
     }
 
-    /// Runs `work`, giving up at `deadline`; the queue strategy stores it as a job instead.
+    /// Runs `work`, giving up at `deadline`; the queue strategy stores it as a job instead,
+    /// and `auto` chooses by the client's preferences.
     ///
     /// # Errors
     /// [`ExecError`] when the work could not run or finish, or the job could not be stored.
-    pub async fn run(&self, work: Work, deadline: Instant) -> Result<Outcome, ExecError> {
+    pub async fn run(
+        &self,
+        work: Work,
+        deadline: Instant,
+        prefer: &crate::prefer::Prefer,
+    ) -> Result<Outcome, ExecError> {
         let done = match self {
             Strategy::Inline(s) => s.run(work, deadline),
             Strategy::Spawn(s) => s.run(work, deadline).await,
@@ -176,8 +193,18 @@ impl Strategy {
             Strategy::Remote(s) => s.run(work, deadline).await,
             Strategy::Rayon(s) => s.run(work, deadline).await,
             Strategy::Queue(q) => return q.enqueue(work).await.map(Outcome::Accepted),
+            Strategy::Auto(a) => return a.run(work, deadline, prefer).await.map(Outcome::Routed),
         };
         done.map(Outcome::Done)
+    }
+
+    /// The job queue behind `queue` and `auto`.
+    pub fn queue(&self) -> Option<&QueueStrategy> {
+        match self {
+            Strategy::Queue(q) => Some(q),
+            Strategy::Auto(a) => Some(a.queue()),
+            _ => None,
+        }
     }
 
     /// Writes strategy-specific Prometheus metrics (the pool's queue and times).
@@ -186,6 +213,7 @@ impl Strategy {
             Strategy::Pool(p) => p.pool().render_metrics(out),
             Strategy::Remote(r) => r.render_metrics(out),
             Strategy::Queue(_) => {} // async: the gateway renders it
+            Strategy::Auto(a) => a.render_metrics(out),
             Strategy::Rayon(r) => {
                 use crate::metrics::{header, sample};
                 header(
@@ -226,6 +254,10 @@ impl Strategy {
                 body.threads = Some(p.pool().threads());
                 body.predicted_wait_s = Some(p.pool().predicted_wait().as_secs_f64());
             }
+            Strategy::Auto(a) => {
+                body.threads = Some(a.pool().pool().threads());
+                body.predicted_wait_s = Some(a.pool().pool().predicted_wait().as_secs_f64());
+            }
             Strategy::Remote(r) => {
                 body.predicted_wait_s = Some(r.predicted_wait().as_secs_f64());
             }
@@ -235,9 +267,12 @@ impl Strategy {
 
     /// Stops intake and waits up to `grace` for work in hand to finish.
     pub fn drain(&self, grace: Duration) {
-        if let Strategy::Pool(p) = self
-            && !p.pool().drain(grace)
-        {
+        let pool = match self {
+            Strategy::Pool(p) => p,
+            Strategy::Auto(a) => a.pool(),
+            _ => return,
+        };
+        if !pool.pool().drain(grace) {
             tracing::warn!(?grace, "pool threads still busy after the grace period");
         }
     }

@@ -5,10 +5,10 @@
 //! client that goes away cancels its chunks.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Done, ExecError, finish, run_chunk};
-use crate::pool::Pool;
+use crate::pool::{Budget, Pool};
 use crate::work::Work;
 
 /// Runs work on a shared [`Pool`].
@@ -53,6 +53,31 @@ impl PoolStrategy {
     /// [`ExecError::Overloaded`] when the queue is at its cap; [`ExecError::Expired`] past the
     /// deadline; [`ExecError::Panicked`] when a chunk panicked.
     pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
+        self.run_judged(work, deadline, None)
+            .await
+            .map(|(done, _)| done)
+    }
+
+    /// Runs `work` only if it is predicted to finish within `budget` (`auto`); returns its
+    /// result and the predicted time to finish.
+    ///
+    /// # Errors
+    /// As [`PoolStrategy::run`]; [`ExecError::Late`] when it would not fit the budget.
+    pub async fn run_within(
+        &self,
+        work: Work,
+        budget: Budget,
+        deadline: Instant,
+    ) -> Result<(Done, Duration), ExecError> {
+        self.run_judged(work, deadline, Some(budget)).await
+    }
+
+    async fn run_judged(
+        &self,
+        work: Work,
+        deadline: Instant,
+        budget: Option<Budget>,
+    ) -> Result<(Done, Duration), ExecError> {
         let handed_off = Instant::now();
         let chunked = |k: usize| {
             work.chunks(k)
@@ -64,19 +89,25 @@ impl PoolStrategy {
                 })
                 .collect()
         };
-        let submitted = match self.split {
-            Split::Adaptive(max) => self.pool.submit_work(deadline, work.cost(), max, chunked),
-            Split::Fixed(k) => self
-                .pool
-                .submit_work(deadline, work.cost(), 1, |_| chunked(k)),
+        let (max, split): (usize, Box<dyn FnOnce(usize) -> Vec<_>>) = match self.split {
+            Split::Adaptive(max) => (max, Box::new(chunked)),
+            Split::Fixed(k) => (1, Box::new(move |_| chunked(k))),
         };
-        let handles = submitted?;
+        let (handles, predicted) = match budget {
+            None => (
+                self.pool.submit_work(deadline, work.cost(), max, split)?,
+                Duration::ZERO,
+            ),
+            Some(b) => self
+                .pool
+                .submit_work_within(b, deadline, work.cost(), max, split)?,
+        };
         let mut outcomes = Vec::with_capacity(handles.len());
         // If this future is dropped (client gone, deadline), the remaining handles drop with
         // it and their chunks are skipped or stopped.
         for h in handles {
             outcomes.push(h.await?);
         }
-        finish(handed_off, &outcomes)
+        Ok((finish(handed_off, &outcomes)?, predicted))
     }
 }

@@ -1,0 +1,158 @@
+//! `auto`: run it now if it fits, queue it if it does not. Each request's finish in the pool
+//! is predicted from the pool's cost model (the work admitted ahead of it, over the threads,
+//! plus its own run); work predicted to answer within the client's wait budget runs in the
+//! pool and answers 200 with its result, the rest is stored as a durable job and answers 202
+//! with its `Location`. The budget is `Prefer: wait=N`, else `--auto-wait`; `Prefer:
+//! respond-async` also asks that only work that can start at once runs in the pool.
+//!
+//! The model learns online: every run in the pool updates the time per unit of its kind, so
+//! when the machine slows down (a busy neighbour), predictions follow within about ten runs
+//! and the split between pool and queue moves with them. A job once stored is never also run
+//! in the pool: the decision is made before either starts.
+
+use std::time::{Duration, Instant};
+
+use super::{Done, ExecError, PoolStrategy, QueueStrategy};
+use crate::metrics::{Counter, header, sample};
+use crate::pool::Budget;
+use crate::prefer::Prefer;
+use crate::queue::JobId;
+use crate::work::Work;
+
+/// Upper bounds of the prediction-error buckets: actual time over predicted time.
+const ERROR_BUCKETS: [f64; 9] = [0.25, 0.5, 0.8, 0.9, 1.1, 1.25, 2.0, 4.0, f64::INFINITY];
+
+/// The pool and the queue behind `auto`, and how it has routed.
+#[derive(Debug)]
+pub struct Auto {
+    pool: PoolStrategy,
+    queue: QueueStrategy,
+    /// The wait budget when the client states none.
+    wait: Duration,
+    to_pool: Counter,
+    to_queue: Counter,
+    /// Runs in the pool by actual-over-predicted, cumulative as Prometheus wants it.
+    error: [Counter; ERROR_BUCKETS.len()],
+    error_sum: Counter,
+}
+
+/// Where `auto` sent a request and what it predicted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Routed {
+    /// Ran in the pool; `predicted` is its predicted time to finish.
+    Pool { done: Done, predicted: Duration },
+    /// Stored as a job: its predicted finish in the pool did not fit the budget.
+    Queue { id: JobId, predicted: Duration },
+}
+
+impl Auto {
+    pub fn new(pool: PoolStrategy, queue: QueueStrategy, wait: Duration) -> Auto {
+        Auto {
+            pool,
+            queue,
+            wait,
+            to_pool: Counter::default(),
+            to_queue: Counter::default(),
+            error: Default::default(),
+            error_sum: Counter::default(),
+        }
+    }
+
+    pub fn pool(&self) -> &PoolStrategy {
+        &self.pool
+    }
+
+    pub fn queue(&self) -> &QueueStrategy {
+        &self.queue
+    }
+
+    /// The budget for a request with these preferences: its `wait`, else `--auto-wait`.
+    pub fn budget(&self, prefer: &Prefer) -> Duration {
+        prefer.wait.unwrap_or(self.wait)
+    }
+
+    /// Runs `work` in the pool if it is predicted to finish within the budget (and before
+    /// `deadline`), else stores it as a job.
+    ///
+    /// # Errors
+    /// A pool failure of work it took ([`ExecError::Expired`], [`ExecError::Panicked`]), or
+    /// the queue's refusal of work the pool would not take ([`ExecError::Overloaded`] when
+    /// the backlog is full, [`ExecError::Unavailable`] when the store fails).
+    pub async fn run(
+        &self,
+        work: Work,
+        deadline: Instant,
+        prefer: &Prefer,
+    ) -> Result<Routed, ExecError> {
+        let budget = Budget {
+            end: (Instant::now() + self.budget(prefer)).min(deadline),
+            start_now: prefer.respond_async,
+        };
+        let predicted = match self.pool.run_within(work, budget, deadline).await {
+            Ok((done, predicted)) => {
+                self.to_pool.add(1);
+                self.record_error(done.wait + done.run, predicted);
+                return Ok(Routed::Pool { done, predicted });
+            }
+            Err(ExecError::Late(late)) => late.finish,
+            // The pool's hard cap: the queue has its own.
+            Err(ExecError::Overloaded { .. }) => self.pool.pool().predicted_wait(),
+            Err(e) => return Err(e),
+        };
+        let id = self.queue.enqueue(work).await?;
+        self.to_queue.add(1);
+        Ok(Routed::Queue { id, predicted })
+    }
+
+    fn record_error(&self, actual: Duration, predicted: Duration) {
+        if predicted.is_zero() {
+            return;
+        }
+        let ratio = actual.as_secs_f64() / predicted.as_secs_f64();
+        for (bound, c) in ERROR_BUCKETS.iter().zip(&self.error) {
+            if ratio <= *bound {
+                c.add(1);
+            }
+        }
+        // Kept in thousandths so the sum is one atomic add.
+        self.error_sum.add((ratio * 1000.0).round() as u64);
+    }
+
+    /// Writes the routing counters and the prediction-error histogram; the pool's own
+    /// metrics follow.
+    pub fn render_metrics(&self, out: &mut String) {
+        let name = "offload_auto_routed_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Requests auto ran in the pool (answered 200) or stored as jobs (answered 202).",
+        );
+        sample(out, name, "route=\"pool\"", self.to_pool.get());
+        sample(out, name, "route=\"queue\"", self.to_queue.get());
+        let name = "offload_auto_prediction_ratio";
+        header(
+            out,
+            name,
+            "histogram",
+            "Runs in the pool by actual time to finish over the predicted time (1 is exact).",
+        );
+        for (bound, c) in ERROR_BUCKETS.iter().zip(&self.error) {
+            let le = if bound.is_finite() {
+                bound.to_string()
+            } else {
+                "+Inf".to_string()
+            };
+            sample(out, &format!("{name}_bucket"), &format!("le=\"{le}\""), c.get());
+        }
+        let count = self.error[ERROR_BUCKETS.len() - 1].get();
+        sample(
+            out,
+            &format!("{name}_sum"),
+            "",
+            self.error_sum.get() as f64 / 1000.0,
+        );
+        sample(out, &format!("{name}_count"), "", count);
+        self.pool.pool().render_metrics(out);
+    }
+}
