@@ -17,6 +17,10 @@ pub const CLASSES: usize = 4;
 
 /// Weight of a new measurement in the moving average: about the last ten count.
 const EWMA_WEIGHT: f64 = 0.1;
+/// Weight of a measurement more than twice or less than half the average: the machine's
+/// speed has changed (a busy neighbour came or went), and the model should follow within
+/// tens of requests, not hundreds, while one stray sample moves it by less than a third.
+const EWMA_WEIGHT_SHIFT: f64 = 0.3;
 
 /// A request's size, as the model sees it: its kind and its units of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +56,12 @@ impl CostModel {
         let new = if old == 0.0 || !self.measured[class].swap(true, Relaxed) {
             sample
         } else {
-            old + EWMA_WEIGHT * (sample - old)
+            let weight = if (0.5..=2.0).contains(&(sample / old)) {
+                EWMA_WEIGHT
+            } else {
+                EWMA_WEIGHT_SHIFT
+            };
+            old + weight * (sample - old)
         };
         cell.store(new.to_bits(), Relaxed);
     }
@@ -194,9 +203,12 @@ mod tests {
         assert_eq!(m.backlog(), MS(40));
         m.finish(c);
         assert_eq!(m.backlog(), MS(30));
-        // The average moves toward new measurements, a tenth at a time.
+        // The average moves toward new measurements, a tenth at a time...
         m.observe(0, 1_000, MS(20));
         assert!((m.secs_per_unit(0).unwrap() - 11e-6).abs() < 1e-9);
+        // ...and faster when one is off by more than twice: 11 + 0.3 * (44 - 11).
+        m.observe(0, 1_000, MS(44));
+        assert!((m.secs_per_unit(0).unwrap() - 20.9e-6).abs() < 1e-9);
     }
 
     #[test]

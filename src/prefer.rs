@@ -169,7 +169,10 @@ mod tests {
             "respond-async=yes",
         ] {
             let e = p(&[bad]).unwrap_err();
-            assert!(e.0.contains("wait") || e.0.contains("respond-async"), "{bad}: {e}");
+            assert!(
+                e.0.contains("wait") || e.0.contains("respond-async"),
+                "{bad}: {e}"
+            );
         }
         assert!(p(&["wait=600"]).is_ok());
     }

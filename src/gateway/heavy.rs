@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::api::{Accepted, HeavyAnswer, Job, JobStatus, JobsSummary, Spread};
-use crate::queue::{JobId, JobQueue};
 use crate::prefer::Prefer;
+use crate::queue::{JobId, JobQueue};
 use crate::strategy::{ExecError, Name, Outcome, Routed};
 use crate::work::Work;
 
@@ -176,7 +176,8 @@ pub(super) async fn job(
             .ok_or_else(|| ApiError::JobNotFound(id.as_str().to_string()))
     };
     let mut view = read().await?;
-    let finished = |v: &crate::queue::JobView| matches!(v.status, JobStatus::Done | JobStatus::Failed);
+    let finished =
+        |v: &crate::queue::JobView| matches!(v.status, JobStatus::Done | JobStatus::Failed);
     let mut applied = None;
     if let Some(wait) = prefer.wait
         && !finished(&view)

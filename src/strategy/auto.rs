@@ -143,7 +143,12 @@ impl Auto {
             } else {
                 "+Inf".to_string()
             };
-            sample(out, &format!("{name}_bucket"), &format!("le=\"{le}\""), c.get());
+            sample(
+                out,
+                &format!("{name}_bucket"),
+                &format!("le=\"{le}\""),
+                c.get(),
+            );
         }
         let count = self.error[ERROR_BUCKETS.len() - 1].get();
         sample(

@@ -1,5 +1,6 @@
 //! All integration tests, in one test binary: real `offload` processes on loopback ports.
 
+mod auto;
 mod bench;
 mod gateway;
 mod load;
