@@ -113,6 +113,10 @@ pub struct JobsSummary {
     pub counts: JobCounts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enqueue_to_done_ms: Option<Spread>,
+    /// With `?latency=N`: the same times by the work of each job (`count:2000000`), for jobs
+    /// whose result names it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_work: BTreeMap<String, Spread>,
 }
 
 /// Percentiles of a set of durations, in milliseconds.
@@ -333,9 +337,11 @@ mod tests {
                     stalls: 5,
                 },
                 enqueue_to_done_ms: Spread::of(vec![3.0, 1.0, 2.0]),
+                by_work: [("count:5".to_owned(), Spread::of(vec![1.0]).unwrap())].into(),
             },
             r#"{"counts":{"queued":1,"running":2,"done":3,"failed":4,"stalls":5},
-                "enqueue_to_done_ms":{"count":3,"p50":2.0,"p90":3.0,"p99":3.0,"max":3.0}}"#,
+                "enqueue_to_done_ms":{"count":3,"p50":2.0,"p90":3.0,"p99":3.0,"max":3.0},
+                "by_work":{"count:5":{"count":1,"p50":1.0,"p90":1.0,"p99":1.0,"max":1.0}}}"#,
         );
         let mut compute = Health::ok("rayon");
         compute.threads = Some(2);

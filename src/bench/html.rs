@@ -17,7 +17,7 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -492,6 +492,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 1100p
 pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 12px; }}
 table.runs {{ border-collapse: collapse; width: 100%; font-size: 12px; margin: 0.5em 0 1em; }}
 table.runs th, table.runs td {{ padding: 3px 6px; text-align: right; border-bottom: 1px solid #e4e4e4; }}
+table.mix {{ border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1em; }} table.mix th, table.mix td {{ padding: 3px 6px; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: nowrap; }} table.mix td:nth-child(-n+2), table.mix th:nth-child(-n+2) {{ text-align: left; }}
 table.runs th {{ font-weight: 600; vertical-align: bottom; }} table.runs td {{ white-space: nowrap; }} table.runs td:first-child, table.runs th:first-child {{ text-align: left; }}
 .flag {{ color: #b00; font-weight: 700; cursor: help; }} .verdict {{ background: #f3f7ff; border-left: 4px solid #1f77b4; padding: 0.5em 1em 0.5em 2em; }}
 figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 1em; }} .chart {{ max-width: 100%; height: auto; }}
@@ -506,6 +507,7 @@ figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: r
 <ul class="verdict">{verdict}</ul>
 {html_table}
 <ul>{reading}</ul>
+{mix}
 <details><summary>The table as printed on the terminal</summary><pre>{table}</pre></details>
 <div class="charts">{body}</div>
 <p>Latency is measured by the client from each request's send (the /health probe: from its scheduled send, correcting coordinated omission). Timed-out requests are counted apart, never silently dropped. The /health figures count every probe that fell due: one that timed out, was cut short by the end of the run, or could not even be sent counts at the time it had waited (a lower bound).</p>
@@ -531,6 +533,7 @@ document.body.dataset.overflow = String(Math.max(0, root.scrollWidth - root.clie
         cmd = esc(&r.command_line.join(" ")),
         table = esc(&table(r)),
         html_table = super::summary::html_table(r),
+        mix = r.mix.as_ref().map(super::mix::html_table).unwrap_or_default(),
     )
 }
 

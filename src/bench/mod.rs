@@ -11,6 +11,7 @@ mod folder;
 mod html;
 mod limit;
 mod machine;
+pub mod mix;
 mod procs;
 mod report;
 mod sample;
@@ -76,6 +77,10 @@ pub struct Settings {
     pub quick: bool,
     /// Runs of each strategy.
     pub repeat: u32,
+    /// The mixed scenario's kinds of work (empty: no mixed scenario).
+    pub mix: Vec<mix::MixPart>,
+    /// The mixed scenario's rate, when given (`--mix-rate`).
+    pub mix_rate: Option<f64>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -189,10 +194,18 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
             }
             before = after;
         }
-        Ok((runs, failures, all_core))
+        let mixed = if settings.mix.is_empty() {
+            None
+        } else {
+            tokio::select! {
+                r = mix::run(&settings, &settings.mix, cores, &progress) => Some(r?),
+                _ = tokio::signal::ctrl_c() => return Err(interrupted()),
+            }
+        };
+        Ok((runs, failures, all_core, mixed))
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let (all_runs, failures, all_core) = outcome?;
+    let (all_runs, failures, all_core, mixed) = outcome?;
     let (runs, repeats) = if settings.repeat > 1 {
         let json: Vec<serde_json::Value> = all_runs
             .iter()
@@ -203,7 +216,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         (all_runs, Vec::new())
     };
     let calibration = Calibration::new(cores, single, all_core);
-    let results = Results::new(
+    let mut results = Results::new(
         machine,
         settings,
         calibration,
@@ -212,6 +225,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         started.elapsed(),
         repeats,
     );
+    results.mix = mixed;
     let table = report::table(&results);
     println!("{table}");
     for line in &results.reading {
@@ -219,6 +233,12 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
     }
     for line in compare::repeat_lines(&results.repeats) {
         println!("- {line}");
+    }
+    if let Some(m) = &results.mix {
+        println!("\n{}", mix::table(m));
+        for line in &m.reading {
+            println!("- {line}");
+        }
     }
     println!("\nverdict:");
     for line in summary::verdict(&results) {

@@ -40,6 +40,8 @@ pub struct Results {
     pub reading: Vec<String>,
     /// With `--repeat` above 1: each strategy's figures over its runs.
     pub repeats: Vec<super::compare::Repeat>,
+    /// The mixed scenario (`--mix`), when it ran.
+    pub mix: Option<super::mix::MixResults>,
 }
 
 impl Results {
@@ -68,6 +70,7 @@ impl Results {
             failures,
             reading: Vec::new(),
             repeats,
+            mix: None,
         };
         r.reading = read(&r);
         r
@@ -78,7 +81,7 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn ms(v: f64) -> String {
+pub(super) fn ms(v: f64) -> String {
     if v >= 1000.0 {
         format!("{:.2}s", v / 1000.0)
     } else if v >= 10.0 {

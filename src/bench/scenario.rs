@@ -300,7 +300,7 @@ pub async fn run(
 }
 
 /// Starts the strategy's processes; the gateway is always last.
-async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
+pub(super) async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
     let mut procs = Vec::new();
     let mut serve: Vec<String> = ["serve", "--strategy", strategy, "--port", "0"]
         .map(String::from)
@@ -331,6 +331,11 @@ async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
             .map(String::from)
             .to_vec();
             args.extend(s.limit_flags.iter().cloned());
+            if strategy == Name::Auto.as_str() {
+                // Beside `auto`'s pool on the same cores, the queued (heavy) work yields to
+                // the requests a client waits for: the pool runs at niceness 10.
+                args.extend(["--nice".into(), "19".into()]);
+            }
             procs.push(ChildProc::start("worker", &args, false)?);
             serve.extend([
                 "--queue".into(),
@@ -347,7 +352,7 @@ async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
     Ok(procs)
 }
 
-async fn wait_healthy(addr: SocketAddr, role: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_healthy(addr: SocketAddr, role: &str) -> anyhow::Result<()> {
     let end = Instant::now() + HEALTH_WAIT;
     loop {
         if matches!(http_get(addr, "/health").await, Ok((200, _))) {
@@ -361,7 +366,7 @@ async fn wait_healthy(addr: SocketAddr, role: &str) -> anyhow::Result<()> {
 }
 
 /// The gateway's `GET /jobs` (with `path`'s query), typed.
-async fn jobs_summary(gateway: SocketAddr, path: &str) -> anyhow::Result<crate::api::JobsSummary> {
+pub(super) async fn jobs_summary(gateway: SocketAddr, path: &str) -> anyhow::Result<crate::api::JobsSummary> {
     let (status, body) = http_get(gateway, path).await?;
     if status != 200 {
         bail!("{path} answered {status}");
@@ -370,7 +375,7 @@ async fn jobs_summary(gateway: SocketAddr, path: &str) -> anyhow::Result<crate::
 }
 
 /// Jobs by state, from the gateway's `GET /jobs`.
-async fn job_counts(gateway: SocketAddr) -> anyhow::Result<crate::api::JobCounts> {
+pub(super) async fn job_counts(gateway: SocketAddr) -> anyhow::Result<crate::api::JobCounts> {
     Ok(jobs_summary(gateway, "/jobs").await?.counts)
 }
 

@@ -64,6 +64,15 @@ pub struct BenchArgs {
     /// each figure's median and min-max, and the table the run nearest the median.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
+    /// The mixed scenario's work: weighted `kind:n=weight` parts; each request draws one,
+    /// from a fixed seed. Runs pool, queue and auto on it (and its lightest part alone on
+    /// pool) after the uniform scenario, in an open loop at half the mix's all-core limit.
+    /// `none` skips it [default: count:2000000=90,count:2000000000=10; none with --quick].
+    #[arg(long)]
+    pub mix: Option<String>,
+    /// Requests per second of the mixed scenario [default: half the mix's all-core limit].
+    #[arg(long)]
+    pub mix_rate: Option<f64>,
     /// Compares two report folders instead of running: per strategy and figure, the change
     /// and whether it exceeds the run-to-run spread.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
@@ -131,7 +140,39 @@ impl BenchArgs {
         if duration.is_zero() || self.timeout.is_zero() {
             bail!("-d and --timeout must be more than zero");
         }
-        let (work, limit_flags) = parse_work(&self.work)?;
+        let (work, mut limit_flags) = parse_work(&self.work)?;
+        let spec = match self.mix.as_deref() {
+            Some("none") => None,
+            Some(spec) => Some(spec),
+            None if self.quick => None,
+            None => Some(crate::bench::mix::DEFAULT_MIX),
+        };
+        let mix = match spec {
+            Some(spec) => {
+                let (parts, flags) = crate::bench::mix::parse(spec, parse_work)?;
+                // The largest size bound of each kind, for the uniform work and the mix alike.
+                for pair in flags.chunks(2) {
+                    if let [flag, n] = pair {
+                        match limit_flags.iter().position(|f| f == flag) {
+                            Some(i) => {
+                                let old: u64 = limit_flags[i + 1].parse().unwrap_or(0);
+                                if n.parse::<u64>().unwrap_or(0) > old {
+                                    limit_flags[i + 1] = n.clone();
+                                }
+                            }
+                            None => limit_flags.extend([flag.clone(), n.clone()]),
+                        }
+                    }
+                }
+                parts
+            }
+            None => Vec::new(),
+        };
+        if let Some(r) = self.mix_rate
+            && !(r > 0.0 && r.is_finite())
+        {
+            bail!("--mix-rate must be more than zero");
+        }
         let queue_url = match &self.queue {
             Some(q) => q.clone(),
             None => format!("sqlite://{}", out.join("queue.db").display()),
@@ -159,6 +200,8 @@ impl BenchArgs {
                 limit_flags,
                 quick: self.quick,
                 repeat: self.repeat,
+                mix,
+                mix_rate: self.mix_rate,
             },
             work,
         ))

@@ -249,19 +249,38 @@ pub(super) async fn jobs(
     let unavailable =
         |e: crate::queue::QueueError| ApiError::Exec(ExecError::Unavailable(e.to_string()));
     let counts = q.queue().counts().await.map_err(unavailable)?;
+    let mut by_work = std::collections::BTreeMap::<String, Vec<f64>>::new();
     let enqueue_to_done_ms = if latency > 0 {
         let done = q.queue().recent_done(latency).await.map_err(unavailable)?;
-        Spread::of(
-            done.iter()
-                .filter_map(|j| Some(j.finished_at?.saturating_sub(j.enqueued_at) as f64))
-                .collect(),
-        )
+        let mut all = Vec::with_capacity(done.len());
+        for j in &done {
+            let Some(finished) = j.finished_at else {
+                continue;
+            };
+            let ms = finished.saturating_sub(j.enqueued_at) as f64;
+            all.push(ms);
+            let work = j
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str::<crate::api::JobResult>(r).ok());
+            if let Some(w) = work {
+                by_work
+                    .entry(format!("{}:{}", w.work, w.n))
+                    .or_default()
+                    .push(ms);
+            }
+        }
+        Spread::of(all)
     } else {
         None
     };
     Ok(axum::Json(JobsSummary {
         counts,
         enqueue_to_done_ms,
+        by_work: by_work
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, Spread::of(v)?)))
+            .collect(),
     })
     .into_response())
 }

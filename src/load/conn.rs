@@ -11,7 +11,7 @@ use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 
 use super::plan::{Mode, Plan, Stop};
 use super::stats::{Completed, ErrorKind, Recorder};
-use super::wire::{Answer, WireConn, WireError, encode_request};
+use super::wire::{Answer, WireConn, WireError, encode_requests};
 
 /// Pause after a failed connect before the next attempt, so a dead target yields a steady
 /// count of connect errors rather than a busy loop that starves the runtime.
@@ -83,8 +83,9 @@ async fn within<F: Future>(
     }
 }
 
-/// Runs one connection until its share of the plan is done; returns what it recorded.
-pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
+/// Runs one connection until its share of the plan is done; returns what it recorded, one
+/// recorder per part of the plan's mix (one without a mix).
+pub async fn drive(shared: Arc<Shared>, index: usize) -> Vec<Recorder> {
     let plan = &shared.plan;
     let mode = plan.mode;
     let connections = u64::from(mode.connections());
@@ -94,14 +95,17 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
         Mode::Open { rate, .. } => (plan.warmup.as_secs_f64() * rate).ceil() as u64,
         Mode::Closed { .. } => 0,
     };
-    let mut rec = Recorder::new(matches!(mode, Mode::Open { .. }));
+    let open_loop = matches!(mode, Mode::Open { .. });
+    let mut recs: Vec<Recorder> = (0..plan.parts()).map(|_| Recorder::new(open_loop)).collect();
     let mut conn: Option<WireConn> = None;
-    let request = encode_request(plan);
+    let requests = encode_requests(plan);
+    // Closed loop: this connection's own request count, for the mix's draws.
+    let mut sent_here = 0u64;
     let head_only = plan.method == hyper::Method::HEAD;
     let mut timer = Box::pin(sleep_until(Instant::now() + plan.timeout));
     let mut slot = index as u64;
     loop {
-        let (intended, measured) = match mode {
+        let (intended, measured, part) = match mode {
             Mode::Closed { stop, .. } => {
                 let now = Instant::now();
                 if shared.deadline.is_some_and(|d| now >= d) {
@@ -113,7 +117,8 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
                 {
                     break;
                 }
-                (now, measured)
+                sent_here += 1;
+                (now, measured, plan.pick((index as u64) << 40 | sent_here))
             }
             Mode::Open { rate, stop, .. } => {
                 let g = slot;
@@ -137,9 +142,11 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
                     sleep_until(at).await;
                     Instant::now()
                 };
-                (origin, measured)
+                (origin, measured, plan.pick(g))
             }
         };
+        let request = &requests[part];
+        let rec = &mut recs[part];
         // Completion second in the measured phase; an answer landing a hair past the deadline
         // belongs to the last second, not to a stray extra one.
         let second = |now: Instant| {
@@ -183,7 +190,7 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
             match within(
                 give_up(sent_at),
                 &mut timer,
-                c.exchange(&request, head_only),
+                c.exchange(request, head_only),
             )
             .await
             {
@@ -219,9 +226,11 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
                 Outcome::Failed(kind) => rec.failed(kind, second(now)),
             }
             let live = &shared.live[index];
-            live.finished.store(rec.sent, Ordering::Relaxed);
-            live.failed
-                .store(rec.timeouts + rec.errors.total(), Ordering::Relaxed);
+            let (sent, failed) = recs.iter().fold((0, 0), |(s, f), r| {
+                (s + r.sent, f + r.timeouts + r.errors.total())
+            });
+            live.finished.store(sent, Ordering::Relaxed);
+            live.failed.store(failed, Ordering::Relaxed);
         } else if let Outcome::Done(ex, _) = &outcome
             && (200..300).contains(&ex.status)
             && now >= shared.measure_start
@@ -239,7 +248,7 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
                         break;
                     }
                     if slot >= first_measured {
-                        rec.unsent(deadline - at);
+                        recs[plan.pick(slot)].unsent(deadline - at);
                     }
                     slot += connections;
                 }
@@ -251,5 +260,5 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Recorder {
             sleep_until(shared.deadline.map_or(until, |d| d.min(until))).await;
         }
     }
-    rec.finish()
+    recs.into_iter().map(Recorder::finish).collect()
 }

@@ -38,7 +38,7 @@ pub use plan::{
 pub use report::{
     ABORT_NOTE, LatencyStats, RateStats, Report, Requests, SCHEMA_VERSION, Second, TIMEOUT_NOTE,
 };
-pub use run::{Progress, run};
+pub use run::{Progress, run, run_mix};
 pub use stats::ErrorCounts;
 
 /// The JSON schema of [`Report`], as committed beside this file.

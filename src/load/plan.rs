@@ -138,6 +138,14 @@ impl Target {
     }
 }
 
+/// A 64-bit mix of `x` (splitmix64's finaliser): uniform enough for weighted draws.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// True for 127.0.0.0/8, ::1 and IPv4-mapped 127.x.
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
@@ -222,6 +230,10 @@ pub struct Plan {
     pub(crate) warmup: Duration,
     pub(crate) timeout: Duration,
     pub(crate) threads: usize,
+    /// A mix: each request is one of these paths, drawn by weight (empty: the target's path).
+    pub(crate) mix: Vec<(Uri, u32)>,
+    /// Seed of the draws, so a mixed run sends the same sequence each time.
+    pub(crate) seed: u64,
 }
 
 impl Plan {
@@ -263,7 +275,58 @@ impl Plan {
             warmup: Duration::ZERO,
             timeout: DEFAULT_TIMEOUT,
             threads: default_threads(),
+            mix: Vec::new(),
+            seed: 0,
         })
+    }
+
+    /// Sends a mix instead of the target's path: each request draws one of `paths`
+    /// (origin-form, like `/heavy?n=5`) with probability proportional to its weight, from a
+    /// sequence fixed by `seed`. Each path is recorded apart as well ([`super::run_mix`]).
+    ///
+    /// # Errors
+    /// [`PlanError::Invalid`] for no paths, a zero total weight, or a path that is not an
+    /// origin-form URI.
+    pub fn with_mix(mut self, paths: &[(&str, u32)], seed: u64) -> Result<Self, PlanError> {
+        if paths.is_empty() || paths.iter().all(|(_, w)| *w == 0) {
+            return Err(PlanError::Invalid("a mix needs a path of weight above 0".into()));
+        }
+        self.mix = paths
+            .iter()
+            .map(|(path, w)| {
+                let uri: Uri = path
+                    .parse()
+                    .ok()
+                    .filter(|u: &Uri| u.scheme().is_none() && path.starts_with('/'))
+                    .ok_or_else(|| PlanError::Invalid(format!("bad mix path {path:?}")))?;
+                Ok((uri, *w))
+            })
+            .collect::<Result<_, PlanError>>()?;
+        self.seed = seed;
+        Ok(self)
+    }
+
+    /// The parts of the mix: 1 without one.
+    pub fn parts(&self) -> usize {
+        self.mix.len().max(1)
+    }
+
+    /// Which part of the mix request `i` of a connection (or slot `i` of an open loop) sends:
+    /// a hash of the seed and `i` against the cumulative weights, the same on every run.
+    pub(crate) fn pick(&self, i: u64) -> usize {
+        if self.mix.len() <= 1 {
+            return 0;
+        }
+        let total: u64 = self.mix.iter().map(|(_, w)| u64::from(*w)).sum();
+        let mut r = splitmix64(self.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % total;
+        for (k, (_, w)) in self.mix.iter().enumerate() {
+            let w = u64::from(*w);
+            if r < w {
+                return k;
+            }
+            r -= w;
+        }
+        self.mix.len() - 1
     }
 
     /// Sets the HTTP method.

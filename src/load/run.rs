@@ -50,6 +50,19 @@ pub async fn run(
     plan: &Plan,
     progress: Option<watch::Sender<Progress>>,
 ) -> std::io::Result<Report> {
+    run_mix(plan, progress).await.map(|(total, _)| total)
+}
+
+/// [`run`], also returning one report per part of the plan's mix ([`Plan::with_mix`]), in
+/// the mix's order (a plan without a mix has one part, the same as the total).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_mix(
+    plan: &Plan,
+    progress: Option<watch::Sender<Progress>>,
+) -> std::io::Result<(Report, Vec<Report>)> {
+    let parts = plan.parts();
     let connections = plan.mode().connections() as usize;
     let start = Instant::now();
     let measure_start = start + plan.warmup();
@@ -90,28 +103,39 @@ pub async fn run(
                         .step_by(threads)
                         .map(|i| tokio::spawn(drive(shared.clone(), i)))
                         .collect();
-                    let mut rec = Recorder::new(open_loop);
+                    let mut recs: Vec<Recorder> =
+                        (0..parts).map(|_| Recorder::new(open_loop)).collect();
                     for task in tasks {
                         match task.await {
-                            Ok(r) => rec.merge(&r),
+                            Ok(r) => {
+                                for (into, from) in recs.iter_mut().zip(&r) {
+                                    into.merge(from);
+                                }
+                            }
                             Err(e) => std::panic::resume_unwind(e.into_panic()),
                         }
                     }
-                    rec
+                    recs
                 });
                 let _ = tx.send(rec);
                 Ok::<_, std::io::Error>(())
             })?;
         results.push(rx);
     }
-    let mut total = Recorder::new(open_loop);
+    let mut by_part: Vec<Recorder> = (0..parts).map(|_| Recorder::new(open_loop)).collect();
     for rx in results {
         // A dropped sender means the thread failed: its runtime did not start or a
         // connection task panicked (a bug), which the thread has already reported.
-        let rec = rx
+        let recs = rx
             .await
             .map_err(|_| std::io::Error::other("a load thread failed"))?;
-        total.merge(&rec);
+        for (into, from) in by_part.iter_mut().zip(&recs) {
+            into.merge(from);
+        }
+    }
+    let mut total = Recorder::new(open_loop);
+    for r in &by_part {
+        total.merge(r);
     }
     let end = Instant::now();
     if let Some(t) = ticker {
@@ -127,7 +151,15 @@ pub async fn run(
         last.fraction = 1.0;
         tx.send_replace(last);
     }
-    Ok(build(plan, &total, elapsed, started_wall))
+    let reports = if plan.mix.is_empty() {
+        Vec::new()
+    } else {
+        by_part
+            .iter()
+            .map(|r| build(plan, r, elapsed, started_wall))
+            .collect()
+    };
+    Ok((build(plan, &total, elapsed, started_wall), reports))
 }
 
 fn snapshot(shared: &Shared) -> Progress {

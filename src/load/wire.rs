@@ -26,10 +26,25 @@ const MAX_HEAD: usize = 1024 * 1024;
 /// The request as bytes on the wire: request line, `Host`, the plan's headers, a
 /// `Content-Length` when there is a body (or the method usually carries one), and the body.
 pub fn encode_request(plan: &Plan) -> Bytes {
+    encode_request_to(plan, plan.target.path())
+}
+
+/// The requests a connection sends, one per part of the plan's mix (or the one request).
+pub fn encode_requests(plan: &Plan) -> Vec<Bytes> {
+    if plan.mix.is_empty() {
+        return vec![encode_request(plan)];
+    }
+    plan.mix
+        .iter()
+        .map(|(path, _)| encode_request_to(plan, path))
+        .collect()
+}
+
+fn encode_request_to(plan: &Plan, path: &hyper::Uri) -> Bytes {
     let mut out = Vec::with_capacity(256 + plan.body.len());
     out.extend_from_slice(plan.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(plan.target.path().to_string().as_bytes());
+    out.extend_from_slice(path.to_string().as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(plan.target.host_header().as_bytes());
     out.extend_from_slice(b"\r\n");

@@ -189,6 +189,15 @@ impl Strategy {
             Strategy::Inline(s) => s.run(work, deadline),
             Strategy::Spawn(s) => s.run(work, deadline).await,
             Strategy::Blocking(s) => s.run(work, deadline).await,
+            // A client's own wait is a hard bound: work predicted not to finish by then is
+            // refused at once even when a thread is idle, rather than run to a 504.
+            Strategy::Pool(s) if prefer.wait.is_some() => {
+                let budget = crate::pool::Budget {
+                    end: deadline,
+                    start_now: false,
+                };
+                s.run_within(work, budget, deadline).await.map(|(d, _)| d)
+            }
             Strategy::Pool(s) => s.run(work, deadline).await,
             Strategy::Remote(s) => s.run(work, deadline).await,
             Strategy::Rayon(s) => s.run(work, deadline).await,

@@ -535,3 +535,38 @@ async fn under_a_saturating_mix_no_answer_from_the_pool_waits_past_its_budget() 
     assert_eq!(total, accepted, "{stored}");
     auto.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_strategy_answers_by_the_wait_it_was_given() {
+    let pool = Proc::start(&["serve", "--strategy", "pool", "--threads", "1"]);
+    let n = count_n_for(Duration::from_millis(30));
+    // Warm the model, then ask for more than fits in 1 s on one thread.
+    for _ in 0..3 {
+        assert_eq!(get(pool.addr, &format!("/heavy?n={n}")).await.status, 200);
+    }
+    let big = n * 100;
+    let t = Instant::now();
+    let r = request(
+        pool.addr,
+        "GET",
+        &format!("/heavy?n={big}"),
+        &[("prefer", "wait=1")],
+        "",
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (503, "would_miss_deadline".into()));
+    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    // What fits is answered, and the preference said so.
+    let r = request(
+        pool.addr,
+        "GET",
+        &format!("/heavy?n={n}"),
+        &[("prefer", "wait=1")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(applied(&r), "wait=1");
+    let r = request(pool.addr, "GET", "/heavy?n=5", &[("prefer", "wait=abc")], "").await;
+    assert_eq!((r.status, r.code()), (400, "invalid_prefer".into()));
+}

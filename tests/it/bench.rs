@@ -552,3 +552,71 @@ fn repeat_reports_median_and_spread() {
         "{same}"
     );
 }
+
+#[test]
+fn a_mix_is_reported_per_kind_for_pool_queue_and_auto() {
+    let _serial = crate::support::exclusive_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    // Light: a few ms in a test build; heavy: seconds, over `auto`'s 1 s budget even when
+    // split over two threads.
+    let light = "count:100000";
+    let heavy = "count:100000000";
+    let mix = format!("{light}=90,{heavy}=10");
+    let (results, stdout, _) = run_quick_bench_with(
+        dir.path(),
+        "pool,queue,auto",
+        &["--mix", &mix, "--mix-rate", "10", "-d", "3"],
+    );
+    let schema: Value = serde_json::from_str(offload::bench::RESULTS_SCHEMA).unwrap();
+    assert_eq!(
+        crate::load::schema::validate(&schema, &results),
+        Vec::<String>::new()
+    );
+    let m = &results["mix"];
+    assert_eq!(m["spec"], mix.as_str());
+    let runs = m["runs"].as_array().unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r["strategy"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pool", "queue", "auto", "pool, light alone"], "{stdout}");
+    let part = |strategy: &str, work: &str| -> Value {
+        let run = runs.iter().find(|r| r["strategy"] == strategy).unwrap();
+        run["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["work"] == work)
+            .unwrap_or_else(|| panic!("{strategy} has no {work}"))
+            .clone()
+    };
+    // How each kind was answered, by status: only the ones named.
+    let only = |p: &Value, status: &str| {
+        let answered = p["answered"].as_object().unwrap();
+        let sent = p["sent"].as_u64().unwrap();
+        assert!(sent > 0, "{p}");
+        assert_eq!(
+            answered.keys().collect::<Vec<_>>(),
+            [status],
+            "{p}\n{stdout}"
+        );
+        assert_eq!(answered[status].as_u64(), Some(sent), "{p}");
+    };
+    only(&part("pool", light), "200");
+    only(&part("pool", heavy), "200");
+    only(&part("queue", light), "202");
+    only(&part("queue", heavy), "202");
+    only(&part("auto", light), "200");
+    only(&part("auto", heavy), "202");
+    only(&part("pool, light alone", light), "200");
+    // Every job stored was done and is counted under its own kind.
+    for (strategy, work) in [("queue", light), ("queue", heavy), ("auto", heavy)] {
+        let p = part(strategy, work);
+        assert_eq!(p["jobs_done"], p["sent"], "{strategy} {work}: {p}");
+        assert_eq!(p["enqueue_to_done_ms"]["count"], p["sent"]);
+    }
+    assert_eq!(part("auto", light)["jobs_done"], 0);
+    assert!(stdout.contains("mix count:100000=90"), "{stdout}");
+    assert!(stdout.contains("light (count:100000) p99: auto"), "{stdout}");
+    let page = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    assert!(page.contains("<h2>Mixed workload</h2>"));
+    let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    assert!(readme.contains("## Mixed workload"));
+}

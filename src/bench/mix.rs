@@ -1,0 +1,583 @@
+//! The mixed scenario: light and heavy requests on the same endpoint, drawn by weight from
+//! `--mix` with a fixed seed, sent in an open loop at a fixed share of the mix's all-core
+//! limit, to `pool`, `queue` and `auto` in turn, and the light part alone to `pool` as the
+//! baseline. Per kind of work it reports how the requests were answered (200, 202, 503,
+//! 504), the answers' latency, and for those stored as jobs when they were done. On a mix the
+//! figures that matter are the light requests' p99 and the heavy jobs' completion.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::machine::CalibrationPlan;
+use super::{ProgressLine, Settings};
+use crate::api::Spread;
+use crate::load::{self, LatencyStats, Mode, Plan, Stop, Target};
+use crate::strategy::Name;
+use crate::work::Work;
+
+/// The mix the default run adds beside the uniform scenario: nine light requests (about a
+/// millisecond of counting) to one heavy (about a second), the seed's example.
+pub const DEFAULT_MIX: &str = "count:2000000=90,count:2000000000=10";
+
+/// Share of the mix's all-core limit sent: a load the machine can carry, so the figures are
+/// latency and completion, not a queue that only grows.
+pub const MIX_LOAD: f64 = 0.5;
+
+/// The strategies compared on the mix, in order.
+pub const MIX_STRATEGIES: [Name; 3] = [Name::Pool, Name::Queue, Name::Auto];
+
+/// The row name of the baseline: the lightest kind alone, at its share of the rate, on `pool`.
+pub const ALONE: &str = "pool, light alone";
+
+/// One kind of work in the mix.
+#[derive(Debug, Clone, Serialize)]
+pub struct MixPart {
+    /// `kind:n`.
+    pub work: String,
+    /// `work=kind&n=N`.
+    pub query: String,
+    pub weight: u32,
+    /// Units of work of one request, for the limit.
+    #[serde(skip)]
+    pub units: u64,
+    #[serde(skip)]
+    pub sample: Option<Work>,
+}
+
+/// The mixed scenario's settings and results.
+#[derive(Debug, Clone, Serialize)]
+pub struct MixResults {
+    /// The `--mix` spec.
+    pub spec: String,
+    pub seed: u64,
+    /// Requests per second sent (open loop).
+    pub rate: f64,
+    /// The mix's all-core limit in requests per second it was sent at a share of.
+    pub limit_per_s: f64,
+    pub load_fraction: f64,
+    pub runs: Vec<MixRun>,
+    /// The goals, read off the runs: plain sentences.
+    pub reading: Vec<String>,
+}
+
+/// One strategy on the mix.
+#[derive(Debug, Clone, Serialize)]
+pub struct MixRun {
+    pub strategy: String,
+    pub rate: f64,
+    pub parts: Vec<PartRun>,
+    /// The `/health` probe's latency meanwhile, in ms.
+    pub health: LatencyStats,
+    /// From the end of the load until no job was queued or running (null: no jobs).
+    pub drain_s: Option<f64>,
+    /// Whether the drain finished within `--drain-timeout`.
+    pub drained: bool,
+}
+
+/// One kind of work of the mix under one strategy.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartRun {
+    pub work: String,
+    pub weight: u32,
+    pub sent: u64,
+    /// Answers by status, plus `timeout` and `error`.
+    pub answered: BTreeMap<String, u64>,
+    /// Latency of the answers (200, 202 or an error), in ms, from the intended send time.
+    pub latency: LatencyStats,
+    /// Of this kind, jobs done and stored (answered 202).
+    pub jobs_done: u64,
+    /// Jobs done per second, from the start of the load to the end of the drain.
+    pub jobs_done_per_s: f64,
+    /// Enqueue to done of this kind's jobs, in ms.
+    pub enqueue_to_done_ms: Option<Spread>,
+}
+
+/// Parses `kind:n=weight,...` with `parse_work` for each `kind:n`.
+///
+/// # Errors
+/// A part that is not `kind:n=weight`, a weight that is not a whole number, no weight above 0.
+pub fn parse(
+    spec: &str,
+    parse_work: impl Fn(&str) -> anyhow::Result<(Work, Vec<String>)>,
+) -> anyhow::Result<(Vec<MixPart>, Vec<String>)> {
+    let mut parts = Vec::new();
+    let mut flags: Vec<String> = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (work, weight) = item.rsplit_once('=').with_context(|| {
+            format!("--mix {item:?}: expected kind:n=weight, like count:2000000=90")
+        })?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .with_context(|| format!("--mix {item:?}: the weight must be a whole number"))?;
+        let (w, more) = parse_work(work.trim()).with_context(|| format!("--mix {item:?}"))?;
+        // A size bound raised for one part: keep the largest for each flag.
+        for pair in more.chunks(2) {
+            if let [flag, n] = pair {
+                match flags.iter().position(|f| f == flag) {
+                    Some(i) => {
+                        let old: u64 = flags[i + 1].parse().unwrap_or(0);
+                        if n.parse::<u64>().unwrap_or(0) > old {
+                            flags[i + 1] = n.clone();
+                        }
+                    }
+                    None => flags.extend([flag.clone(), n.clone()]),
+                }
+            }
+        }
+        parts.push(MixPart {
+            work: format!("{}:{}", w.kind().name(), w.n()),
+            query: format!("work={}&n={}", w.kind().name(), w.n()),
+            weight,
+            units: w.cost().units,
+            sample: Some(w),
+        });
+    }
+    if parts.is_empty() || parts.iter().all(|p| p.weight == 0) {
+        anyhow::bail!("--mix {spec:?}: give at least one kind:n=weight with a weight above 0");
+    }
+    if parts.len() > 16 {
+        anyhow::bail!("--mix: at most 16 kinds of work");
+    }
+    Ok((parts, flags))
+}
+
+/// The mix's all-core limit in requests per second: each kind's limit from one all-core
+/// calibration of that kind (the smallest size of it in the mix, scaled by units), combined
+/// by weight.
+async fn limit(parts: &[MixPart], plan: CalibrationPlan, cores: usize) -> anyhow::Result<f64> {
+    let total: f64 = parts.iter().map(|p| f64::from(p.weight)).sum();
+    let mut secs_per_unit: BTreeMap<&str, f64> = BTreeMap::new();
+    for p in parts {
+        let work = p.sample.expect("parsed");
+        let kind = work.kind().name();
+        let smallest = parts
+            .iter()
+            .filter(|q| q.sample.is_some_and(|w| w.kind() == work.kind()))
+            .min_by_key(|q| q.units)
+            .expect("itself");
+        if secs_per_unit.contains_key(kind) {
+            continue;
+        }
+        let c = plan.all_cores(smallest.sample.expect("parsed"), cores).await?;
+        secs_per_unit.insert(kind, 1.0 / (c.limit_per_s * smallest.units as f64).max(1e-12));
+    }
+    // Seconds of the whole machine per request, on average over the mix.
+    let per_request: f64 = parts
+        .iter()
+        .map(|p| {
+            let kind = p.sample.expect("parsed").kind().name();
+            f64::from(p.weight) / total * secs_per_unit[kind] * p.units as f64
+        })
+        .sum();
+    Ok(1.0 / per_request.max(1e-12))
+}
+
+/// Runs the mixed scenario on those of [`MIX_STRATEGIES`] in `s.strategies`.
+///
+/// # Errors
+/// A calibration that cannot run; a strategy that fails is reported in its place and the
+/// rest still run.
+pub async fn run(
+    s: &Settings,
+    parts: &[MixPart],
+    cores: usize,
+    progress: &ProgressLine,
+) -> anyhow::Result<MixResults> {
+    progress.note("mix: calibrating its kinds of work on all cores");
+    let limit_per_s = limit(parts, CalibrationPlan::new(s.quick), cores).await?;
+    let rate = s.mix_rate.unwrap_or(limit_per_s * MIX_LOAD);
+    let spec = parts
+        .iter()
+        .map(|p| format!("{}={}", p.work, p.weight))
+        .collect::<Vec<_>>()
+        .join(",");
+    progress.done(&format!(
+        "mix {spec}: all-core limit {limit_per_s:.1} req/s; sending {rate:.1} req/s ({:.0}%)",
+        rate / limit_per_s.max(1e-9) * 100.0
+    ));
+    let mut runs = Vec::new();
+    let chosen: Vec<Name> = MIX_STRATEGIES
+        .into_iter()
+        .filter(|n| s.strategies.iter().any(|x| x == n.as_str()))
+        .collect();
+    let lightest = parts
+        .iter()
+        .filter(|p| p.weight > 0)
+        .min_by_key(|p| p.units)
+        .expect("a part");
+    let total: f64 = parts.iter().map(|p| f64::from(p.weight)).sum();
+    let mut rows: Vec<(String, Name, Vec<MixPart>, f64)> = chosen
+        .iter()
+        .map(|n| (n.as_str().to_string(), *n, parts.to_vec(), rate))
+        .collect();
+    if chosen.contains(&Name::Auto) || chosen.contains(&Name::Pool) {
+        let alone = vec![MixPart {
+            weight: 1,
+            ..lightest.clone()
+        }];
+        rows.push((
+            ALONE.to_string(),
+            Name::Pool,
+            alone,
+            rate * f64::from(lightest.weight) / total,
+        ));
+    }
+    for (label, name, parts, rate) in rows {
+        progress.note(&format!("mix: {label}: starting"));
+        match one(s, &label, name, &parts, rate).await {
+            Ok(r) => {
+                progress.done(&format!("mix: {label}: {}", brief(&r)));
+                runs.push(r);
+            }
+            Err(e) => progress.done(&format!("mix: {label}: failed: {e:#}")),
+        }
+    }
+    let reading = reading(&runs, &lightest.work);
+    Ok(MixResults {
+        spec,
+        seed: MIX_SEED,
+        rate,
+        limit_per_s,
+        load_fraction: rate / limit_per_s.max(1e-9),
+        runs,
+        reading,
+    })
+}
+
+/// The seed of the mix's draws: fixed, so every run sends the same sequence.
+pub const MIX_SEED: u64 = 1;
+
+fn brief(r: &MixRun) -> String {
+    r.parts
+        .iter()
+        .map(|p| {
+            format!(
+                "{} p99 {:.1} ms ({})",
+                p.work,
+                p.latency.p99,
+                statuses(&p.answered)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `200 x80, 202 x9`.
+pub fn statuses(answered: &BTreeMap<String, u64>) -> String {
+    answered
+        .iter()
+        .map(|(k, v)| format!("{k} x{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One strategy on the mix: its processes on a queue of their own, the open-loop mix with
+/// the `/health` probe beside it, then the jobs followed until drained.
+async fn one(
+    s: &Settings,
+    label: &str,
+    name: Name,
+    parts: &[MixPart],
+    rate: f64,
+) -> anyhow::Result<MixRun> {
+    let mut own = s.clone();
+    // Jobs of this run only: its own SQLite file or its own queue name.
+    let slug: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    own.queue_name = format!("{}-mix-{slug}", s.queue_name);
+    if let Some(path) = s.queue_url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path);
+        let file = path.with_file_name(format!("queue-mix-{slug}.db"));
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", file.display()));
+        }
+        own.queue_url = format!("sqlite://{}", file.display());
+    }
+    // Nothing refused for a full backlog: the mix is sent below the limit.
+    own.max_backlog = own.max_backlog.max(100_000);
+    let procs = super::scenario::start(name.as_str(), &own).await?;
+    let gateway = procs.last().expect("a gateway").addr();
+    for p in procs.iter().filter(|p| p.addr.is_some()) {
+        super::scenario::wait_healthy(p.addr(), &p.role).await?;
+    }
+    let paths: Vec<String> = parts.iter().map(|p| format!("/heavy?{}", p.query)).collect();
+    let weighted: Vec<(&str, u32)> = paths
+        .iter()
+        .map(String::as_str)
+        .zip(parts.iter().map(|p| p.weight))
+        .collect();
+    let mix_plan = Plan::new(
+        Target::parse(&format!("http://{gateway}{}", paths[0]), false)?,
+        Mode::Open {
+            rate,
+            connections: s.connections,
+            stop: Stop::Duration(s.duration),
+        },
+    )?
+    .with_mix(&weighted, MIX_SEED)?
+    .with_warmup(s.warmup)
+    .with_timeout(s.timeout)?;
+    let probe_plan = Plan::new(
+        Target::parse(&format!("http://{gateway}/health"), false)?,
+        Mode::Open {
+            rate: s.probe_rate,
+            connections: 4,
+            stop: Stop::Duration(s.duration),
+        },
+    )?
+    .with_warmup(s.warmup)
+    .with_timeout(s.timeout)?;
+    let began = Instant::now();
+    let (mixed, probe) = tokio::join!(load::run_mix(&mix_plan, None), load::run(&probe_plan, None));
+    let (_, by_part) = mixed.context("the mixed load")?;
+    let probe = probe.context("the /health probe")?;
+    let queued = name.helper() == Some(crate::strategy::Helper::Worker);
+    let (drain_s, drained, summary) = if queued {
+        let load_end = Instant::now();
+        let end = load_end + s.drain_timeout;
+        let drained = loop {
+            let c = super::scenario::job_counts(gateway).await?;
+            if c.queued + c.running == 0 {
+                break true;
+            }
+            if Instant::now() >= end {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let summary = super::scenario::jobs_summary(gateway, "/jobs?latency=100000").await?;
+        (
+            Some(load_end.elapsed().as_secs_f64()),
+            drained,
+            Some(summary),
+        )
+    } else {
+        (None, true, None)
+    };
+    let span = began.elapsed().as_secs_f64();
+    for p in procs.into_iter().rev() {
+        p.stop(Duration::from_secs(5));
+    }
+    let parts = parts
+        .iter()
+        .zip(by_part)
+        .map(|(p, r)| {
+            let mut answered: BTreeMap<String, u64> = r.requests.by_status.clone();
+            if r.requests.timeouts > 0 {
+                answered.insert("timeout".into(), r.requests.timeouts);
+            }
+            if r.requests.errors > 0 {
+                answered.insert("error".into(), r.requests.errors);
+            }
+            let spread = summary.as_ref().and_then(|j| j.by_work.get(&p.work)).cloned();
+            let jobs_done = spread.as_ref().map_or(0, |s| s.count);
+            PartRun {
+                work: p.work.clone(),
+                weight: p.weight,
+                sent: r.requests.sent,
+                answered,
+                latency: r.latency.clone(),
+                jobs_done,
+                jobs_done_per_s: jobs_done as f64 / span.max(1e-9),
+                enqueue_to_done_ms: spread,
+            }
+        })
+        .collect();
+    Ok(MixRun {
+        strategy: label.to_string(),
+        rate,
+        parts,
+        health: probe.latency,
+        drain_s,
+        drained,
+    })
+}
+
+/// The goals of the mix, read off the runs: the light requests' p99 under `auto` against the
+/// light work alone at the same rate, and the heavy jobs' completion against `queue`'s.
+fn reading(runs: &[MixRun], light: &str) -> Vec<String> {
+    let find = |name: &str| runs.iter().find(|r| r.strategy == name);
+    let part = |r: &MixRun, work: &str| r.parts.iter().find(|p| p.work == work).cloned();
+    let mut out = Vec::new();
+    if let (Some(auto), Some(alone)) = (find("auto"), find(ALONE))
+        && let (Some(a), Some(b)) = (part(auto, light), part(alone, light))
+    {
+        let ratio = a.latency.p99 / b.latency.p99.max(1e-9);
+        out.push(format!(
+            "light ({light}) p99: auto {:.1} ms, alone {:.1} ms: {ratio:.2}x ({} the 1.5x goal)",
+            a.latency.p99,
+            b.latency.p99,
+            if ratio <= 1.5 { "within" } else { "OUTSIDE" }
+        ));
+    }
+    if let (Some(auto), Some(queue)) = (find("auto"), find("queue")) {
+        for q in queue.parts.iter().filter(|p| p.work != light) {
+            let Some(a) = part(auto, &q.work) else {
+                continue;
+            };
+            let ratio = a.jobs_done_per_s / q.jobs_done_per_s.max(1e-9);
+            let p99 = |p: &PartRun| p.enqueue_to_done_ms.as_ref().map_or(f64::NAN, |s| s.p99);
+            out.push(format!(
+                "heavy ({}) jobs done: auto {} ({:.2}/s, enqueue-to-done p99 {:.0} ms), queue {} ({:.2}/s, p99 {:.0} ms): {ratio:.2}x ({} 5% of queue's)",
+                q.work,
+                a.jobs_done,
+                a.jobs_done_per_s,
+                p99(&a),
+                q.jobs_done,
+                q.jobs_done_per_s,
+                p99(q),
+                if (ratio - 1.0).abs() <= 0.05 { "within" } else { "NOT within" }
+            ));
+        }
+        let refused = |r: &MixRun| -> u64 {
+            r.parts
+                .iter()
+                .flat_map(|p| p.answered.iter())
+                .filter(|(k, _)| k.as_str() == "503" || k.as_str() == "504")
+                .map(|(_, v)| v)
+                .sum()
+        };
+        out.push(format!(
+            "503/504 answers: auto {}, queue {}",
+            refused(auto),
+            refused(queue)
+        ));
+    }
+    out
+}
+
+/// The mix's table, as printed and in the README of the report folder.
+pub fn table(m: &MixResults) -> String {
+    let mut out = format!(
+        "mix {} (seed {}): open loop at {:.1} req/s = {:.0}% of its all-core limit {:.1} req/s\n",
+        m.spec,
+        m.seed,
+        m.rate,
+        m.load_fraction * 100.0,
+        m.limit_per_s
+    );
+    out.push_str(&format!(
+        "{:<18} {:<18} {:>6} {:>9} {:>9} {:>9}  {:<30} {:>6} {:>8} {:>10}  {}\n",
+        "strategy",
+        "work",
+        "sent",
+        "p50",
+        "p99",
+        "max",
+        "answered",
+        "jobs",
+        "jobs/s",
+        "e2d p99",
+        "/health p99"
+    ));
+    for r in &m.runs {
+        for (i, p) in r.parts.iter().enumerate() {
+            let e2d = p
+                .enqueue_to_done_ms
+                .as_ref()
+                .map_or("-".to_string(), |s| super::report::ms(s.p99));
+            out.push_str(&format!(
+                "{:<18} {:<18} {:>6} {:>9} {:>9} {:>9}  {:<30} {:>6} {:>8.2} {:>10}  {}\n",
+                if i == 0 { r.strategy.as_str() } else { "" },
+                p.work,
+                p.sent,
+                super::report::ms(p.latency.p50),
+                super::report::ms(p.latency.p99),
+                super::report::ms(p.latency.max),
+                statuses(&p.answered),
+                p.jobs_done,
+                p.jobs_done_per_s,
+                e2d,
+                if i == 0 {
+                    super::report::ms(r.health.p99)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    out
+}
+
+/// The mix's table as HTML, for the report page.
+pub fn html_table(m: &MixResults) -> String {
+    let esc = super::html::esc;
+    let mut rows = String::new();
+    for r in &m.runs {
+        for (i, p) in r.parts.iter().enumerate() {
+            let e2d = p
+                .enqueue_to_done_ms
+                .as_ref()
+                .map_or("-".to_string(), |s| super::report::ms(s.p99));
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td></tr>\n",
+                if i == 0 { esc(&r.strategy) } else { String::new() },
+                esc(&p.work),
+                p.sent,
+                super::report::ms(p.latency.p50),
+                super::report::ms(p.latency.p99),
+                esc(&statuses(&p.answered)),
+                p.jobs_done,
+                p.jobs_done_per_s,
+                e2d,
+                if i == 0 { super::report::ms(r.health.p99) } else { String::new() },
+            ));
+        }
+    }
+    let reading: String = m
+        .reading
+        .iter()
+        .map(|l| format!("<li>{}</li>", esc(l)))
+        .collect();
+    format!(
+        "<h2>Mixed workload</h2>\n<p>{} (seed {}), open loop at {:.1} req/s = {:.0}% of its all-core limit of {:.1} req/s. Per kind of work: how it was answered, the answers' latency, and for jobs (202) when they were done.</p>\n<table class=\"mix\"><thead><tr><th>strategy</th><th>work</th><th>sent</th><th>p50</th><th>p99</th><th>answered</th><th>jobs done</th><th>jobs/s</th><th>enqueue-to-done p99</th><th>/health p99</th></tr></thead><tbody>\n{rows}</tbody></table>\n<ul>{reading}</ul>\n",
+        esc(&m.spec),
+        m.seed,
+        m.rate,
+        m.load_fraction * 100.0,
+        m.limit_per_s
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::work::{Kind, Limits};
+
+    fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
+        let (k, n) = spec.split_once(':').context("kind:n")?;
+        anyhow::ensure!(k == "count", "count only here");
+        let n: u64 = n.parse()?;
+        let limits = Limits {
+            max_count: n.max(Limits::default().max_count),
+            ..Limits::default()
+        };
+        let flags = if n > Limits::default().max_count {
+            vec!["--max-count".to_string(), n.to_string()]
+        } else {
+            Vec::new()
+        };
+        Ok((Work::new(Kind::Count, n, &limits)?, flags))
+    }
+
+    #[test]
+    fn a_mix_spec_is_parsed_with_its_weights_and_size_flags() {
+        let (parts, flags) = parse(DEFAULT_MIX, parse_work).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            (parts[0].work.as_str(), parts[0].weight),
+            ("count:2000000", 90)
+        );
+        assert_eq!(parts[1].query, "work=count&n=2000000000");
+        assert!(flags.is_empty() || flags[0] == "--max-count", "{flags:?}");
+        for bad in ["", "count:5", "count:5=x", "count:5=0", "primes:5=1"] {
+            assert!(parse(bad, parse_work).is_err(), "{bad:?}");
+        }
+    }
+}
