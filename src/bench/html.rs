@@ -533,7 +533,11 @@ document.body.dataset.overflow = String(Math.max(0, root.scrollWidth - root.clie
         cmd = esc(&r.command_line.join(" ")),
         table = esc(&table(r)),
         html_table = super::summary::html_table(r),
-        mix = r.mix.as_ref().map(super::mix::html_table).unwrap_or_default(),
+        mix = r
+            .mix
+            .as_ref()
+            .map(super::mix::html_table)
+            .unwrap_or_default(),
     )
 }
 

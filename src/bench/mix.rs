@@ -83,7 +83,8 @@ pub struct PartRun {
     pub work: String,
     pub weight: u32,
     pub sent: u64,
-    /// Answers by status, plus `timeout` and `error`.
+    /// Answers by status, plus `timeout`, `error` and `unfinished` (still waiting, or not
+    /// sent, when the load stopped).
     pub answered: BTreeMap<String, u64>,
     /// Latency of the answers (200, 202 or an error), in ms, from the intended send time.
     pub latency: LatencyStats,
@@ -162,8 +163,13 @@ async fn limit(parts: &[MixPart], plan: CalibrationPlan, cores: usize) -> anyhow
         if secs_per_unit.contains_key(kind) {
             continue;
         }
-        let c = plan.all_cores(smallest.sample.expect("parsed"), cores).await?;
-        secs_per_unit.insert(kind, 1.0 / (c.limit_per_s * smallest.units as f64).max(1e-12));
+        let c = plan
+            .all_cores(smallest.sample.expect("parsed"), cores)
+            .await?;
+        secs_per_unit.insert(
+            kind,
+            1.0 / (c.limit_per_s * smallest.units as f64).max(1e-12),
+        );
     }
     // Seconds of the whole machine per request, on average over the mix.
     let per_request: f64 = parts
@@ -306,7 +312,10 @@ async fn one(
     for p in procs.iter().filter(|p| p.addr.is_some()) {
         super::scenario::wait_healthy(p.addr(), &p.role).await?;
     }
-    let paths: Vec<String> = parts.iter().map(|p| format!("/heavy?{}", p.query)).collect();
+    let paths: Vec<String> = parts
+        .iter()
+        .map(|p| format!("/heavy?{}", p.query))
+        .collect();
     let weighted: Vec<(&str, u32)> = paths
         .iter()
         .map(String::as_str)
@@ -321,7 +330,8 @@ async fn one(
         },
     )?
     .with_mix(&weighted, MIX_SEED)?
-    .with_warmup(s.warmup)
+    // No warm-up: its jobs would be counted with the measured ones. The servers start from
+    // their startup calibration, as after a deploy.
     .with_timeout(s.timeout)?;
     let probe_plan = Plan::new(
         Target::parse(&format!("http://{gateway}/health"), false)?,
@@ -331,7 +341,6 @@ async fn one(
             stop: Stop::Duration(s.duration),
         },
     )?
-    .with_warmup(s.warmup)
     .with_timeout(s.timeout)?;
     let began = Instant::now();
     let (mixed, probe) = tokio::join!(load::run_mix(&mix_plan, None), load::run(&probe_plan, None));
@@ -375,7 +384,15 @@ async fn one(
             if r.requests.errors > 0 {
                 answered.insert("error".into(), r.requests.errors);
             }
-            let spread = summary.as_ref().and_then(|j| j.by_work.get(&p.work)).cloned();
+            // Still waiting when the load stopped (or never sent, its connection busy).
+            let unfinished = r.requests.aborted_at_deadline + r.requests.unsent_at_deadline;
+            if unfinished > 0 {
+                answered.insert("unfinished".into(), unfinished);
+            }
+            let spread = summary
+                .as_ref()
+                .and_then(|j| j.by_work.get(&p.work))
+                .cloned();
             let jobs_done = spread.as_ref().map_or(0, |s| s.count);
             PartRun {
                 work: p.work.clone(),

@@ -81,6 +81,16 @@ pub struct Settings {
     pub mix: Vec<mix::MixPart>,
     /// The mixed scenario's rate, when given (`--mix-rate`).
     pub mix_rate: Option<f64>,
+    /// `auto`'s wait budget, when given (`--auto-wait`).
+    #[serde(serialize_with = "opt_secs")]
+    pub auto_wait: Option<Duration>,
+}
+
+fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -70,6 +70,9 @@ pub struct BenchArgs {
     /// `none` skips it [default: count:2000000=90,count:2000000000=10; none with --quick].
     #[arg(long)]
     pub mix: Option<String>,
+    /// `auto`'s wait budget (`serve --auto-wait`) [default: serve's].
+    #[arg(long, value_parser = parse_duration)]
+    pub auto_wait: Option<Duration>,
     /// Requests per second of the mixed scenario [default: half the mix's all-core limit].
     #[arg(long)]
     pub mix_rate: Option<f64>,
@@ -202,6 +205,7 @@ impl BenchArgs {
                 repeat: self.repeat,
                 mix,
                 mix_rate: self.mix_rate,
+                auto_wait: self.auto_wait,
             },
             work,
         ))

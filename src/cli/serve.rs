@@ -69,7 +69,8 @@ pub struct ServeArgs {
     pub queue: QueueArgs,
     /// `auto`: how long a client waits for an answer unless its `Prefer: wait=N` says
     /// otherwise. Work predicted to finish within it runs in the pool; the rest is queued.
-    #[arg(long, default_value = "1s", value_parser = parse_duration, env = "OFFLOAD_AUTO_WAIT")]
+    /// Light requests never wait behind more pool work than this.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration, env = "OFFLOAD_AUTO_WAIT")]
     pub auto_wait: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,

@@ -96,7 +96,9 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Vec<Recorder> {
         Mode::Closed { .. } => 0,
     };
     let open_loop = matches!(mode, Mode::Open { .. });
-    let mut recs: Vec<Recorder> = (0..plan.parts()).map(|_| Recorder::new(open_loop)).collect();
+    let mut recs: Vec<Recorder> = (0..plan.parts())
+        .map(|_| Recorder::new(open_loop))
+        .collect();
     let mut conn: Option<WireConn> = None;
     let requests = encode_requests(plan);
     // Closed loop: this connection's own request count, for the mix's draws.
@@ -187,13 +189,7 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Vec<Recorder> {
             }
             let c = conn.as_mut().expect("connected above");
             let sent_at = Instant::now();
-            match within(
-                give_up(sent_at),
-                &mut timer,
-                c.exchange(request, head_only),
-            )
-            .await
-            {
+            match within(give_up(sent_at), &mut timer, c.exchange(request, head_only)).await {
                 Ok(Ok(answer)) => break Outcome::Done(answer, sent_at),
                 // The server closed the idle connection: reopen and send again, once.
                 Ok(Err(WireError::Stale)) if !retried => retried = true,

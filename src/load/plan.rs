@@ -289,7 +289,9 @@ impl Plan {
     /// origin-form URI.
     pub fn with_mix(mut self, paths: &[(&str, u32)], seed: u64) -> Result<Self, PlanError> {
         if paths.is_empty() || paths.iter().all(|(_, w)| *w == 0) {
-            return Err(PlanError::Invalid("a mix needs a path of weight above 0".into()));
+            return Err(PlanError::Invalid(
+                "a mix needs a path of weight above 0".into(),
+            ));
         }
         self.mix = paths
             .iter()

@@ -555,7 +555,11 @@ async fn a_synchronous_strategy_answers_by_the_wait_it_was_given() {
     )
     .await;
     assert_eq!((r.status, r.code()), (503, "would_miss_deadline".into()));
-    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     // What fits is answered, and the preference said so.
     let r = request(
         pool.addr,
@@ -567,6 +571,13 @@ async fn a_synchronous_strategy_answers_by_the_wait_it_was_given() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(applied(&r), "wait=1");
-    let r = request(pool.addr, "GET", "/heavy?n=5", &[("prefer", "wait=abc")], "").await;
+    let r = request(
+        pool.addr,
+        "GET",
+        "/heavy?n=5",
+        &[("prefer", "wait=abc")],
+        "",
+    )
+    .await;
     assert_eq!((r.status, r.code()), (400, "invalid_prefer".into()));
 }

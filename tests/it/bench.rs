@@ -565,7 +565,16 @@ fn a_mix_is_reported_per_kind_for_pool_queue_and_auto() {
     let (results, stdout, _) = run_quick_bench_with(
         dir.path(),
         "pool,queue,auto",
-        &["--mix", &mix, "--mix-rate", "10", "-d", "3"],
+        &[
+            "--mix",
+            &mix,
+            "--mix-rate",
+            "10",
+            "-d",
+            "3",
+            "--auto-wait",
+            "200ms",
+        ],
     );
     let schema: Value = serde_json::from_str(offload::bench::RESULTS_SCHEMA).unwrap();
     assert_eq!(
@@ -575,8 +584,15 @@ fn a_mix_is_reported_per_kind_for_pool_queue_and_auto() {
     let m = &results["mix"];
     assert_eq!(m["spec"], mix.as_str());
     let runs = m["runs"].as_array().unwrap();
-    let names: Vec<&str> = runs.iter().map(|r| r["strategy"].as_str().unwrap()).collect();
-    assert_eq!(names, ["pool", "queue", "auto", "pool, light alone"], "{stdout}");
+    let names: Vec<&str> = runs
+        .iter()
+        .map(|r| r["strategy"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["pool", "queue", "auto", "pool, light alone"],
+        "{stdout}"
+    );
     let part = |strategy: &str, work: &str| -> Value {
         let run = runs.iter().find(|r| r["strategy"] == strategy).unwrap();
         run["parts"]
@@ -587,34 +603,49 @@ fn a_mix_is_reported_per_kind_for_pool_queue_and_auto() {
             .unwrap_or_else(|| panic!("{strategy} has no {work}"))
             .clone()
     };
-    // How each kind was answered, by status: only the ones named.
+    // How each kind was answered, by status: only the one named, but for requests still
+    // waiting when the load stopped (a light one behind heavy work in `pool`, say).
     let only = |p: &Value, status: &str| {
-        let answered = p["answered"].as_object().unwrap();
+        let mut answered = p["answered"].as_object().unwrap().clone();
+        let unfinished = answered
+            .remove("unfinished")
+            .map_or(0, |v| v.as_u64().unwrap());
         let sent = p["sent"].as_u64().unwrap();
         assert!(sent > 0, "{p}");
-        assert_eq!(
-            answered.keys().collect::<Vec<_>>(),
-            [status],
-            "{p}\n{stdout}"
-        );
-        assert_eq!(answered[status].as_u64(), Some(sent), "{p}");
+        if unfinished < sent {
+            assert_eq!(
+                answered.keys().collect::<Vec<_>>(),
+                [status],
+                "{p}\n{stdout}"
+            );
+            assert_eq!(answered[status].as_u64(), Some(sent - unfinished), "{p}");
+        }
+        unfinished
     };
+    // `pool` may not finish the heavy ones (seconds each here) before the load stops.
     only(&part("pool", light), "200");
     only(&part("pool", heavy), "200");
     only(&part("queue", light), "202");
     only(&part("queue", heavy), "202");
-    only(&part("auto", light), "200");
-    only(&part("auto", heavy), "202");
+    // `auto` and `queue` answer at once: at most the last request or two is cut off.
+    assert!(only(&part("auto", light), "200") <= 2);
+    assert!(only(&part("auto", heavy), "202") <= 1);
     only(&part("pool, light alone", light), "200");
     // Every job stored was done and is counted under its own kind.
     for (strategy, work) in [("queue", light), ("queue", heavy), ("auto", heavy)] {
         let p = part(strategy, work);
-        assert_eq!(p["jobs_done"], p["sent"], "{strategy} {work}: {p}");
-        assert_eq!(p["enqueue_to_done_ms"]["count"], p["sent"]);
+        assert_eq!(
+            p["jobs_done"], p["answered"]["202"],
+            "{strategy} {work}: {p}"
+        );
+        assert_eq!(p["enqueue_to_done_ms"]["count"], p["answered"]["202"]);
     }
     assert_eq!(part("auto", light)["jobs_done"], 0);
     assert!(stdout.contains("mix count:100000=90"), "{stdout}");
-    assert!(stdout.contains("light (count:100000) p99: auto"), "{stdout}");
+    assert!(
+        stdout.contains("light (count:100000) p99: auto"),
+        "{stdout}"
+    );
     let page = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
     assert!(page.contains("<h2>Mixed workload</h2>"));
     let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
