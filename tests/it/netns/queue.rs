@@ -159,11 +159,13 @@ async fn a_worker_cut_off_past_its_lease_is_refused(b: Backend, test: &str) {
         assert_counted(&job(gw.addr, id).await, 1000);
     }
     let log = log_text(&stale_log);
-    let refusals = log.matches("lease lost").count();
+    let beats = log.matches("lease lost; abandoning the run").count();
+    let completions = log.matches("lease lost before completion").count();
     eprintln!(
         "netns {test}: 101 jobs, 0 failed, {stalls} run(s) lost with w1 and redone (stalls), \
-         w1 cut off for {out:?} (lease {LEASE}); w1 refused {refusals} time(s), the first \
-         {refused_after:?} after the heal; 10 more jobs on w1 alone done in {w1_back:?}"
+         w1 cut off for {out:?} (lease {LEASE}); w1 refused {beats} heartbeat(s) and \
+         {completions} completion(s), the first {refused_after:?} after the heal; 10 more \
+         jobs on w1 alone done in {w1_back:?}"
     );
     assert!(stalls >= 1);
     drop(w1);

@@ -283,8 +283,14 @@ async fn a_slow_compute_host_gets_less_work() {
             ..LAN
         },
     );
-    let n = count_n_for(Duration::from_millis(5));
+    // Small work, so that a fast host's place is held for milliseconds and the slow one's
+    // for its 100 ms round trip.
+    let n = count_n_for(Duration::from_millis(1));
     let before: Vec<f64> = futures_all(&cl, Cluster::handed_to).await;
+    // More clients than the six places, so that every place is always taken: then each
+    // host's part is its places over the time each request holds one. (With fewer clients
+    // the slow host, idle, would have the most room and get the next request each time its
+    // one finishes: least-outstanding does not look at latency.)
     let seen = crowd(cl.gateway.addr, 8, 20, move |i| n + i as u64).await;
     assert_eq!(seen.statuses, [(200, 160)].into(), "{seen:?}");
     assert_eq!(seen.wrong, Vec::<String>::new());
@@ -293,8 +299,8 @@ async fn a_slow_compute_host_gets_less_work() {
     eprintln!(
         "netns {test}: 160 requests, 0 failed; c1, c2 (1 ms links), c3 (50 ms) took {share:?}"
     );
-    // Its 100 ms round trip holds each of its places ten times longer than a fast host's
-    // request: the fast hosts each take at least twice its share.
+    // Its 100 ms round trip holds each of its places several times longer than a fast host's
+    // request (a few ms): the fast hosts each take clearly more.
     assert!(
         share[0] >= 2.0 * share[2] && share[1] >= 2.0 * share[2],
         "{share:?}"
