@@ -174,7 +174,12 @@ fn tap(ns_path: Option<String>, name: &str) -> File {
         const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
         // SAFETY: TUNSETIFF reads an ifreq, which `req` is laid out as.
         let r = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req) };
-        assert_eq!(r, 0, "TUNSETIFF {name}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            r,
+            0,
+            "TUNSETIFF {name}: {}",
+            std::io::Error::last_os_error()
+        );
         tun
     })
     .join()
@@ -318,13 +323,12 @@ impl Net {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if let Some((uid, gid)) = user {
-                    if libc::setgroups(0, std::ptr::null()) != 0
+                if let Some((uid, gid)) = user
+                    && (libc::setgroups(0, std::ptr::null()) != 0
                         || libc::setgid(gid) != 0
-                        || libc::setuid(uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                        || libc::setuid(uid) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())

@@ -93,7 +93,10 @@ async fn a_worker_cut_off_past_its_lease_is_refused(b: Backend, test: &str) {
     let mut status = job(gw.addr, &long).await;
     let end = Instant::now() + Duration::from_secs(20);
     while status["status"] != "running" {
-        assert!(Instant::now() < end, "w1 never started the long job: {status}");
+        assert!(
+            Instant::now() < end,
+            "w1 never started the long job: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
         status = job(gw.addr, &long).await;
     }
@@ -135,19 +138,32 @@ async fn a_worker_cut_off_past_its_lease_is_refused(b: Backend, test: &str) {
     let refused_after = healed.elapsed();
     // Whatever w1 still had to say has been said: the stored result is unchanged.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(job(gw.addr, &long).await, done, "the stale worker overwrote the result");
+    assert_eq!(
+        job(gw.addr, &long).await,
+        done,
+        "the stale worker overwrote the result"
+    );
     let mut stalls = done["stalls"].as_u64().unwrap();
     for id in &small {
         let j = job(gw.addr, id).await;
         assert_counted(&j, small_n);
-        assert_eq!(j["attempts"], 1, "a lost run is a stall, not an attempt: {j}");
+        assert_eq!(
+            j["attempts"], 1,
+            "a lost run is a stall, not an attempt: {j}"
+        );
         stalls += j["stalls"].as_u64().unwrap();
     }
     assert_eq!(jobs_in(gw.addr, "done").await, 101.0);
     assert_eq!(jobs_in(gw.addr, "failed").await, 0.0);
-    assert_eq!(metric(gw.addr, "offload_job_stalls_total").await, stalls as f64);
+    assert_eq!(
+        metric(gw.addr, "offload_job_stalls_total").await,
+        stalls as f64
+    );
     // w1 works again: with w2 gone, new jobs are done by w1 alone.
-    assert!(w2.terminate(Duration::from_secs(15)), "w2 did not stop cleanly");
+    assert!(
+        w2.terminate(Duration::from_secs(15)),
+        "w2 did not stop cleanly"
+    );
     let t = Instant::now();
     let mut more = Vec::new();
     for _ in 0..10 {
@@ -209,7 +225,11 @@ async fn the_store_cut_off_from_the_gateway_answers_503_at_once(b: Backend, test
         }
         let t = Instant::now();
         assert_eq!(get(gw.addr, "/health").await.status, 200);
-        assert!(t.elapsed() < Duration::from_secs(1), "/health took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "/health took {:?}",
+            t.elapsed()
+        );
     }
     waits.sort();
     // Watching it: /metrics says the store is out of reach, and a job's status is refused,
@@ -218,7 +238,11 @@ async fn the_store_cut_off_from_the_gateway_answers_503_at_once(b: Backend, test
     assert_eq!(metric(gw.addr, "offload_queue_up").await, 0.0);
     let r = get(gw.addr, &format!("/jobs/{}", acked[0])).await;
     assert_eq!((r.status, r.code().as_str()), (503, "queue_unavailable"));
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
     site.net.heal("g", "s");
     let healed = Instant::now();
     let back = loop {
@@ -228,7 +252,10 @@ async fn the_store_cut_off_from_the_gateway_answers_503_at_once(b: Backend, test
             break healed.elapsed();
         }
         assert_eq!(r.status, 503, "{:?}", r.body);
-        assert!(healed.elapsed() < Duration::from_secs(60), "enqueue never recovered");
+        assert!(
+            healed.elapsed() < Duration::from_secs(60),
+            "enqueue never recovered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     for _ in 0..20 {
@@ -242,7 +269,10 @@ async fn the_store_cut_off_from_the_gateway_answers_503_at_once(b: Backend, test
     // (its 503 says "retry later", not "not stored"); an at-once refusal never reached the
     // store. So beyond the acknowledged jobs there are at most the timed-out ones.
     let done = jobs_in(gw.addr, "done").await as usize;
-    let waited = waits.iter().filter(|w| **w >= Duration::from_secs(1)).count();
+    let waited = waits
+        .iter()
+        .filter(|w| **w >= Duration::from_secs(1))
+        .count();
     eprintln!(
         "netns {test}: {} jobs acknowledged and done, 0 lost; {refused} enqueues refused 503 \
          queue_unavailable during the 6 s partition ({waited} after waiting for the store, \
@@ -252,10 +282,19 @@ async fn the_store_cut_off_from_the_gateway_answers_503_at_once(b: Backend, test
         waits.get(waits.len() / 2).copied().unwrap_or_default(),
         done - acked.len(),
     );
-    assert!(done >= acked.len() && done - acked.len() <= waited, "{done} done");
+    assert!(
+        done >= acked.len() && done - acked.len() <= waited,
+        "{done} done"
+    );
     assert!(refused >= 10, "only {refused} requests in 6 s: some hung");
-    assert!(slowest < Duration::from_secs(5), "a refusal took {slowest:?}");
-    assert!(waited <= 2, "{waited} refusals waited for the store: {waits:?}");
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a refusal took {slowest:?}"
+    );
+    assert!(
+        waited <= 2,
+        "{waited} refusals waited for the store: {waits:?}"
+    );
 }
 
 /// 1 % of frames lost on every host's link (and 1 ms delay) while two workers drain a few

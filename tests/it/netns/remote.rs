@@ -125,7 +125,11 @@ async fn remote_across_three_hosts_with_delay_stays_exact_and_spread() {
     assert_eq!(share.iter().sum::<f64>(), 120.0, "{share:?}");
     // Equal hosts under least-outstanding: each takes a fair part (a third would be 40).
     for (i, s) in share.iter().enumerate() {
-        assert!(*s >= 20.0, "compute host {} took only {s} of 120: {share:?}", i + 1);
+        assert!(
+            *s >= 20.0,
+            "compute host {} took only {s} of 120: {share:?}",
+            i + 1
+        );
     }
     // The delay is there: a request crosses the gateway's link twice and a compute host's
     // link twice each way, at least 4 ms in all.

@@ -85,9 +85,7 @@ impl Net {
             };
             let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
             let mut buf = [0u8; 5];
-            s.write_all(b"PING\r\n").is_ok()
-                && s.read_exact(&mut buf).is_ok()
-                && &buf == b"+PONG"
+            s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG"
         });
         self.servers.push(Server { child, _dir: None });
         format!("redis://{addr}")

@@ -183,7 +183,12 @@ impl Shared {
             };
             let now = Instant::now();
             for to in targets.into_iter().filter(|&to| to != port) {
-                if self.cut.lock().unwrap().contains(&(port.min(to), port.max(to))) {
+                if self
+                    .cut
+                    .lock()
+                    .unwrap()
+                    .contains(&(port.min(to), port.max(to)))
+                {
                     continue;
                 }
                 let (Some(out), Some(into)) = (self.cross(port), self.cross(to)) else {
