@@ -131,8 +131,8 @@ async fn remote_across_three_hosts_with_delay_stays_exact_and_spread() {
             i + 1
         );
     }
-    // The delay is there: a request crosses the gateway's link twice and a compute host's
-    // link twice each way, at least 4 ms in all.
+    // The delay is there: the client's handshake and request cross the gateway's link (two
+    // round trips of 2 ms), the gateway's request to a compute host crosses two links (4 ms).
     assert!(
         delayed >= bare + Duration::from_millis(3),
         "no delay seen: {bare:?} -> {delayed:?}"
