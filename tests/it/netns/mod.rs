@@ -85,7 +85,8 @@ fn ip_out(args: &[&str]) -> String {
 
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() != libc::ESRCH }
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    exists || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// The pid in a name `ofl<pid>-...`, if it is one of ours.

@@ -187,6 +187,60 @@ async fn a_worker_cut_off_past_its_lease_is_refused(b: Backend, test: &str) {
     drop(w1);
 }
 
+/// Redis only: a worker host cut off past the store client's reply timeout (10 s), so that
+/// its heartbeat gives up and the run it finished meanwhile is sent as a completion, still
+/// waiting when the host comes back. By then the job is another worker's and done: the store
+/// refuses the stale completion, and the stored result stays. (On Postgres a statement waits
+/// 30 s, so the same path takes over half a minute; the heartbeat refusal above covers it.)
+async fn a_stale_completion_is_refused(b: Backend, test: &str) {
+    let Some(site) = Site::start(b, test, &["g", "w1", "w2", "s"]) else {
+        return;
+    };
+    let gw = site.gateway(&[]);
+    let stale_log = tempfile::NamedTempFile::new().unwrap();
+    let _w1 = site.worker("w1", &["--concurrency", "1"], Some(stale_log.as_file()));
+    let n = count_n_for(Duration::from_millis(1500));
+    let id = enqueue(gw.addr, &format!("/heavy?n={n}")).await;
+    let end = Instant::now() + Duration::from_secs(20);
+    while job(gw.addr, &id).await["status"] != "running" {
+        assert!(Instant::now() < end, "w1 never started the job");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _w2 = site.worker("w2", &["--concurrency", "1"], None);
+    site.net.cut("w1");
+    let cut_at = Instant::now();
+    let end = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let j = job(gw.addr, &id).await;
+        if j["status"] == "done" {
+            break j;
+        }
+        assert!(Instant::now() < end, "w2 never finished the job: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_counted(&done, n);
+    assert_eq!(done["stalls"], 1, "{done}");
+    tokio::time::sleep(Duration::from_secs(12).saturating_sub(cut_at.elapsed())).await;
+    site.net.restore("w1");
+    let healed = Instant::now();
+    let end = Instant::now() + Duration::from_secs(30);
+    while !log_text(&stale_log).contains("lease lost before completion") {
+        assert!(
+            Instant::now() < end,
+            "w1's completion was never refused; its log:\n{}",
+            log_text(&stale_log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused_after = healed.elapsed();
+    assert_eq!(job(gw.addr, &id).await, done, "the stale completion overwrote the result");
+    assert_eq!(jobs_in(gw.addr, "done").await, 1.0);
+    eprintln!(
+        "netns {test}: w1 cut off for 12 s while w2 redid its job (1 stall); w1's completion \
+         refused {refused_after:?} after the heal, the stored result unchanged"
+    );
+}
+
 /// The store cut off from the gateway (the workers still reach it): enqueues answer 503
 /// `queue_unavailable` within a bounded time, never hanging, and `/health` answers at once.
 /// Healed, enqueues succeed again within seconds, and every job acknowledged before, during or
@@ -364,6 +418,15 @@ macro_rules! on_both {
             })*
         }
     };
+}
+
+mod redis_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_completion_is_refused() {
+        let _serial = crate::support::exclusive().await;
+        let test = "redis::a_stale_completion_is_refused";
+        super::a_stale_completion_is_refused(super::Backend::Redis, test).await
+    }
 }
 
 on_both!(
