@@ -233,7 +233,11 @@ async fn a_stale_completion_is_refused(b: Backend, test: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let refused_after = healed.elapsed();
-    assert_eq!(job(gw.addr, &id).await, done, "the stale completion overwrote the result");
+    assert_eq!(
+        job(gw.addr, &id).await,
+        done,
+        "the stale completion overwrote the result"
+    );
     assert_eq!(jobs_in(gw.addr, "done").await, 1.0);
     eprintln!(
         "netns {test}: w1 cut off for 12 s while w2 redid its job (1 stall); w1's completion \
