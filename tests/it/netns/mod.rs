@@ -119,8 +119,8 @@ fn remove_namespace(ns: &str) {
         .status();
 }
 
-/// Removes what killed runs left: namespaces (and the processes in them) and Postgres
-/// directories named after a pid that no longer exists. Once per test process.
+/// Removes what killed runs left: namespaces (and the processes in them), Postgres
+/// directories and worker logs named after a pid that no longer exists. Once per test process.
 fn sweep() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -135,7 +135,10 @@ fn sweep() {
             for d in dirs.flatten() {
                 let name = d.file_name().to_string_lossy().into_owned();
                 if owner(&name).is_some_and(|pid| !alive(pid)) {
-                    let _ = std::fs::remove_dir_all(d.path());
+                    let _ = match d.file_type() {
+                        Ok(t) if t.is_dir() => std::fs::remove_dir_all(d.path()),
+                        _ => std::fs::remove_file(d.path()),
+                    };
                 }
             }
         }
@@ -185,6 +188,14 @@ fn tap(ns_path: Option<String>, name: &str) -> File {
     })
     .join()
     .expect("tap thread")
+}
+
+/// A temp file named after this process, so that the sweep finds it if the run is killed.
+pub fn temp_log() -> tempfile::NamedTempFile {
+    tempfile::Builder::new()
+        .prefix(&format!("{PREFIX}{}-log", std::process::id()))
+        .tempfile()
+        .expect("temp file")
 }
 
 /// One test host: a namespace with `eth0` at `ip`.

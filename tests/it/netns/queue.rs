@@ -86,7 +86,7 @@ async fn a_worker_cut_off_past_its_lease_is_refused(b: Backend, test: &str) {
         return;
     };
     let gw = site.gateway(&[]);
-    let stale_log = tempfile::NamedTempFile::new().unwrap();
+    let stale_log = super::temp_log();
     let w1 = site.worker("w1", &["--concurrency", "1"], Some(stale_log.as_file()));
     let long_n = count_n_for(Duration::from_secs(4));
     let long = enqueue(gw.addr, &format!("/heavy?n={long_n}")).await;
@@ -197,7 +197,7 @@ async fn a_stale_completion_is_refused(b: Backend, test: &str) {
         return;
     };
     let gw = site.gateway(&[]);
-    let stale_log = tempfile::NamedTempFile::new().unwrap();
+    let stale_log = super::temp_log();
     let _w1 = site.worker("w1", &["--concurrency", "1"], Some(stale_log.as_file()));
     let n = count_n_for(Duration::from_millis(1500));
     let id = enqueue(gw.addr, &format!("/heavy?n={n}")).await;

@@ -111,11 +111,11 @@ async fn remote_across_three_hosts_with_delay_stays_exact_and_spread() {
     let delayed = median_small(cl.gateway.addr, 21).await;
 
     let n = count_n_for(Duration::from_millis(5));
-    let before: Vec<f64> = futures_all(&cl, Cluster::handed_to).await;
+    let before: Vec<f64> = per_host(&cl, Cluster::handed_to).await;
     let seen = crowd(cl.gateway.addr, 12, 10, move |i| n + i as u64).await;
     assert_eq!(seen.statuses, [(200, 120)].into(), "{seen:?}");
     assert_eq!(seen.wrong, Vec::<String>::new());
-    let after: Vec<f64> = futures_all(&cl, Cluster::handed_to).await;
+    let after: Vec<f64> = per_host(&cl, Cluster::handed_to).await;
     let share: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     eprintln!(
         "netns {test}: 120 requests, 0 failed; per compute host {share:?}; median small \
@@ -139,7 +139,8 @@ async fn remote_across_three_hosts_with_delay_stays_exact_and_spread() {
     );
 }
 
-async fn futures_all<'a, F, Fut>(cl: &'a Cluster, f: F) -> Vec<f64>
+/// `f` of each compute host, in order.
+async fn per_host<'a, F, Fut>(cl: &'a Cluster, f: F) -> Vec<f64>
 where
     F: Fn(&'a Cluster, usize) -> Fut,
     Fut: std::future::Future<Output = f64>,
@@ -151,7 +152,7 @@ where
     out
 }
 
-/// What the load's clients saw: answers by status, wrong results, and when each non-200 came.
+/// What the load's clients saw: answers by status, and wrong results.
 #[derive(Debug, Default)]
 struct Seen {
     statuses: BTreeMap<u16, u64>,
@@ -290,7 +291,7 @@ async fn a_slow_compute_host_gets_less_work() {
     // Small work, so that a fast host's place is held for milliseconds and the slow one's
     // for its 100 ms round trip.
     let n = count_n_for(Duration::from_millis(1));
-    let before: Vec<f64> = futures_all(&cl, Cluster::handed_to).await;
+    let before: Vec<f64> = per_host(&cl, Cluster::handed_to).await;
     // More clients than the six places, so that every place is always taken: then each
     // host's part is its places over the time each request holds one. (With fewer clients
     // the slow host, idle, would have the most room and get the next request each time its
@@ -298,7 +299,7 @@ async fn a_slow_compute_host_gets_less_work() {
     let seen = crowd(cl.gateway.addr, 8, 20, move |i| n + i as u64).await;
     assert_eq!(seen.statuses, [(200, 160)].into(), "{seen:?}");
     assert_eq!(seen.wrong, Vec::<String>::new());
-    let after: Vec<f64> = futures_all(&cl, Cluster::handed_to).await;
+    let after: Vec<f64> = per_host(&cl, Cluster::handed_to).await;
     let share: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     eprintln!(
         "netns {test}: 160 requests, 0 failed; c1, c2 (1 ms links), c3 (50 ms) took {share:?}"
