@@ -169,10 +169,8 @@ pub(super) async fn job(
     let prefer = prefer(&headers)?;
     let id = JobId::parse(&id).map_err(|_| ApiError::BadJobId(truncate(&id)))?;
     let read = async || {
-        q.queue()
-            .get(&id)
-            .await
-            .map_err(|e| ApiError::Exec(ExecError::Unavailable(e.to_string())))?
+        q.get(&id)
+            .await?
             .ok_or_else(|| ApiError::JobNotFound(id.as_str().to_string()))
     };
     let mut view = read().await?;

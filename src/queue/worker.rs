@@ -417,7 +417,11 @@ impl<Q: JobQueue + Clone> Job<Q> {
         let mut beat = tokio::time::interval_at(Instant::now() + every, every);
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let outcome = loop {
+            // Finished work first: a heartbeat that waited long for the store (a partition)
+            // leaves the next tick due too, and picking it at random over a finished run would
+            // wait for the store again and drop the result if the lease went meanwhile.
             tokio::select! {
+                biased;
                 r = &mut work => break r.unwrap_or_else(|e| {
                     Err(JobError::retry(format!("the job's task failed: {e}")))
                 }),

@@ -4,10 +4,10 @@
 //! nothing about how fast jobs finish.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::queue::{EnqueueError, JobId, JobQueue, NewJob, Queue};
+use crate::queue::{EnqueueError, JobId, JobQueue, JobView, NewJob, Queue, QueueError};
 use crate::work::Work;
 
 use super::{ExecError, RETRY_AFTER_SECS};
@@ -18,6 +18,16 @@ use super::{ExecError, RETRY_AFTER_SECS};
 /// the workers need to claim and complete. Workers free a few dozen places in that time at
 /// most; the cap itself stays exact, since only the store decides what is accepted.
 const FULL_HOLD: Duration = Duration::from_millis(10);
+/// Longest the gateway waits for the store on a client's behalf (an enqueue, a job's status,
+/// the counts on `/metrics`). Each is one round trip touching a few rows, so one unanswered
+/// after this long means the store is out of reach: a network partition is silence, not a
+/// refused connection, and the store clients' own timeouts (10 s Redis, 30 s Postgres) are
+/// for workers, which can afford to wait. An enqueue that timed out may still be stored.
+const STORE_WAIT: Duration = Duration::from_secs(2);
+/// While the store is out of reach the gateway refuses at once (503 `queue_unavailable`)
+/// and checks the store this often in the background; the first answer lets requests
+/// through again. Clients wait for no timeout but the first.
+const STORE_CHECK: Duration = Duration::from_millis(500);
 
 /// Enqueues work on a [`Queue`].
 #[derive(Debug, Clone)]
@@ -26,6 +36,8 @@ pub struct QueueStrategy {
     /// Until when (µs since `epoch`) the backlog is taken to be full.
     full_until_us: Arc<AtomicU64>,
     epoch: Instant,
+    /// The store failed or did not answer within [`STORE_WAIT`]; a check runs until it does.
+    down: Arc<AtomicBool>,
 }
 
 impl QueueStrategy {
@@ -34,6 +46,7 @@ impl QueueStrategy {
             queue,
             full_until_us: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
+            down: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -57,24 +70,75 @@ impl QueueStrategy {
         if self.now_us() < self.full_until_us.load(Ordering::Relaxed) {
             return Err(full);
         }
-        self.queue
-            .enqueue(NewJob::new(work.to_json().to_string()))
-            .await
-            .map_err(|e| match e {
-                EnqueueError::Full(_) => {
-                    let hold = FULL_HOLD.as_micros() as u64;
-                    self.full_until_us
-                        .store(self.now_us() + hold, Ordering::Relaxed);
-                    full
+        self.reachable()?;
+        let job = NewJob::new(work.to_json().to_string());
+        match tokio::time::timeout(STORE_WAIT, self.queue.enqueue(job)).await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(EnqueueError::Full(_))) => {
+                let hold = FULL_HOLD.as_micros() as u64;
+                self.full_until_us
+                    .store(self.now_us() + hold, Ordering::Relaxed);
+                Err(full)
+            }
+            Ok(Err(EnqueueError::Queue(e))) => Err(self.failed(e)),
+            Err(_) => Err(self.failed(QueueError::Timeout("an enqueue", STORE_WAIT))),
+        }
+    }
+
+    /// A job's view, `None` for an unknown id.
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when the store fails or is out of reach.
+    pub async fn get(&self, id: &JobId) -> Result<Option<JobView>, ExecError> {
+        self.bounded("a job's status", self.queue.get(id)).await
+    }
+
+    /// `op` on the store within [`STORE_WAIT`], or at once an error while it is out of reach.
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        op: impl Future<Output = Result<T, QueueError>>,
+    ) -> Result<T, ExecError> {
+        self.reachable()?;
+        match tokio::time::timeout(STORE_WAIT, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.failed(e)),
+            Err(_) => Err(self.failed(QueueError::Timeout(what, STORE_WAIT))),
+        }
+    }
+
+    fn reachable(&self) -> Result<(), ExecError> {
+        if self.down.load(Ordering::Acquire) {
+            return Err(ExecError::Unavailable(
+                "the queue's store is out of reach (checking it in the background)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks the store down after `e` and starts the background check, unless one runs.
+    fn failed(&self, e: QueueError) -> ExecError {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(error = %e, "the queue's store failed; refusing until it answers");
+            let (queue, down) = (self.queue.clone(), Arc::clone(&self.down));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(STORE_CHECK).await;
+                    if let Ok(Ok(_)) = tokio::time::timeout(STORE_WAIT, queue.counts()).await {
+                        down.store(false, Ordering::Release);
+                        tracing::info!("the queue's store answers again");
+                        return;
+                    }
                 }
-                EnqueueError::Queue(e) => ExecError::Unavailable(e.to_string()),
-            })
+            });
+        }
+        ExecError::Unavailable(e.to_string())
     }
 
     /// Writes `offload_jobs{state="..."}` gauges.
     pub async fn render_metrics(&self, out: &mut String) {
         use crate::metrics::{header, sample};
-        let counts = self.queue.counts().await;
+        let counts = self.bounded("counting jobs", self.queue.counts()).await;
         header(
             out,
             "offload_queue_up",

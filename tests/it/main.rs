@@ -4,6 +4,7 @@ mod auto;
 mod bench;
 mod gateway;
 mod load;
+mod netns;
 mod queue;
 mod queue_faults;
 mod remote;

@@ -129,7 +129,7 @@ impl Drop for Store {
 }
 
 /// Enqueues through `GET path` and returns the job id; asserts the 202 and its Location.
-async fn enqueue(addr: SocketAddr, path: &str) -> String {
+pub(crate) async fn enqueue(addr: SocketAddr, path: &str) -> String {
     let r = get(addr, path).await;
     assert_eq!(r.status, 202, "{path}: {:?}", r.body);
     let id = r.json()["id"].as_str().expect("an id").to_string();
@@ -138,7 +138,7 @@ async fn enqueue(addr: SocketAddr, path: &str) -> String {
 }
 
 /// `GET /jobs/{id}`, which must answer 200.
-async fn job(addr: SocketAddr, id: &str) -> Value {
+pub(crate) async fn job(addr: SocketAddr, id: &str) -> Value {
     let r = get(addr, &format!("/jobs/{id}")).await;
     assert_eq!(r.status, 200, "/jobs/{id}: {:?}", r.body);
     r.json()
@@ -158,7 +158,7 @@ async fn wait_status(addr: SocketAddr, id: &str, status: &str, within: Duration)
 }
 
 /// Polls `offload_jobs{state="done"}` until it reaches `n`; panics after `within`.
-async fn wait_done(addr: SocketAddr, n: usize, within: Duration) {
+pub(crate) async fn wait_done(addr: SocketAddr, n: usize, within: Duration) {
     let end = Instant::now() + within;
     loop {
         let done = jobs_in(addr, "done").await;
@@ -170,12 +170,12 @@ async fn wait_done(addr: SocketAddr, n: usize, within: Duration) {
     }
 }
 
-async fn jobs_in(addr: SocketAddr, state: &str) -> f64 {
+pub(crate) async fn jobs_in(addr: SocketAddr, state: &str) -> f64 {
     metric(addr, &format!("offload_jobs{{state=\"{state}\"}}")).await
 }
 
 /// Asserts a job is done with the exact result of `count n`.
-fn assert_counted(j: &Value, n: u64) {
+pub(crate) fn assert_counted(j: &Value, n: u64) {
     assert_eq!(j["status"], "done", "{j}");
     assert_eq!(j["result"]["work"], "count", "{j}");
     assert_eq!(j["result"]["result"].as_u64(), Some(n), "{j}");

@@ -26,14 +26,23 @@ pub fn exclusive_blocking() -> tokio::sync::MutexGuard<'static, ()> {
 
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Starts `offload <args>` and waits (at most 20 s) for the first stdout line that `ready`
+/// The `offload` executable under test, logging warnings to the test's stderr.
+pub fn offload_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_offload"));
+    cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+    cmd
+}
+
+/// Starts `cmd <args>` and waits (at most 20 s) for the first stdout line that `ready`
 /// accepts; keeps reading stdout afterwards so the child never blocks on a full pipe.
-fn spawn_until(args: &[&str], ready: fn(&str) -> Option<SocketAddr>) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_offload"))
+fn spawn_until(
+    mut cmd: Command,
+    args: &[&str],
+    ready: fn(&str) -> Option<SocketAddr>,
+) -> (Child, SocketAddr) {
+    let mut child = cmd
         .args(args)
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .expect("start offload");
     let stdout = child.stdout.take().expect("piped stdout");
@@ -65,13 +74,18 @@ impl Proc {
     /// Starts `offload <args>` (on `--port 0` unless args name a port) and waits for its
     /// "listening on http://ADDR" line.
     pub fn start(args: &[&str]) -> Proc {
+        Proc::start_with(offload_command(), args)
+    }
+
+    /// [`Proc::start`] with a prepared command (another network namespace, stderr elsewhere).
+    pub fn start_with(cmd: Command, args: &[&str]) -> Proc {
         let port: &[&str] = if args.contains(&"--port") {
             &[]
         } else {
             &["--port", "0"]
         };
         let args: Vec<&str> = args.iter().chain(port).copied().collect();
-        let (child, addr) = spawn_until(&args, |line| {
+        let (child, addr) = spawn_until(cmd, &args, |line| {
             let rest = line.split("listening on http://").nth(1)?;
             rest.split_whitespace().next()?.parse().ok()
         });
@@ -97,10 +111,15 @@ impl Proc {
     /// Starts `offload worker <args>` and waits for its "offload worker: running" line (a worker
     /// listens on no port, so `addr` is `0.0.0.0:0`).
     pub fn start_worker(args: &[&str]) -> Proc {
+        Proc::start_worker_with(offload_command(), args)
+    }
+
+    /// [`Proc::start_worker`] with a prepared command.
+    pub fn start_worker_with(cmd: Command, args: &[&str]) -> Proc {
         let args: Vec<&str> = std::iter::once("worker")
             .chain(args.iter().copied())
             .collect();
-        let (child, addr) = spawn_until(&args, |line| {
+        let (child, addr) = spawn_until(cmd, &args, |line| {
             line.starts_with("offload worker: running")
                 .then(|| SocketAddr::from(([0, 0, 0, 0], 0)))
         });

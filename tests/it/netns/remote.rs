@@ -1,0 +1,314 @@
+//! `remote` across the test network: a gateway host and three compute hosts, with delay on
+//! every link, one link cut under load, one host made slow.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{Link, Net};
+use crate::support::{Proc, count_n_for, crowd, get, metric};
+
+/// 1 ms ± 0.2 ms on each host's link, as `netem delay 1ms 0.2ms` would add.
+const LAN: Link = Link {
+    delay: Duration::from_millis(1),
+    jitter: Duration::from_micros(200),
+    loss: 0.0,
+};
+
+const COMPUTE: [&str; 3] = ["c1", "c2", "c3"];
+
+/// The gateway host `g` and compute hosts `c1`..`c3`, each compute service with one thread
+/// (the machine has few cores) and two places.
+struct Cluster {
+    // Field order is drop order: the processes go before their network.
+    gateway: Proc,
+    computes: Vec<Proc>,
+    net: Net,
+}
+
+impl Cluster {
+    fn start(test: &str, gateway_flags: &[&str]) -> Option<Cluster> {
+        let net = Net::new(test, &["g", "c1", "c2", "c3"])?;
+        let computes: Vec<Proc> = COMPUTE
+            .iter()
+            .map(|c| {
+                let args = ["compute", "--threads", "1", "--max-inflight", "2"];
+                net.offload(c, &args)
+            })
+            .collect();
+        let urls: Vec<String> = computes
+            .iter()
+            .map(|c| format!("http://{}", c.addr))
+            .collect();
+        let urls = urls.join(",");
+        let mut args = vec!["serve", "--strategy", "remote", "--compute", &urls];
+        args.extend(["--health-interval", "200ms"]);
+        args.extend_from_slice(gateway_flags);
+        let gateway = net.offload("g", &args);
+        Some(Cluster {
+            gateway,
+            computes,
+            net,
+        })
+    }
+
+    /// Waits until the gateway has seen every compute service's `/health`.
+    async fn ready(&self) {
+        for c in &self.computes {
+            let series = format!("offload_backend_capacity{{backend=\"http://{}\"}}", c.addr);
+            crate::gateway::wait_for(self.gateway.addr, &series, 2.0).await;
+        }
+    }
+
+    /// Answers the gateway counted as `ok` from compute host `i`.
+    async fn ok_on(&self, i: usize) -> f64 {
+        let series = format!(
+            "offload_backend_requests_total{{backend=\"http://{}\",outcome=\"ok\"}}",
+            self.computes[i].addr
+        );
+        metric(self.gateway.addr, &series).await
+    }
+
+    async fn up(&self, i: usize) -> bool {
+        let series = format!(
+            "offload_backend_up{{backend=\"http://{}\"}}",
+            self.computes[i].addr
+        );
+        metric(self.gateway.addr, &series).await == 1.0
+    }
+
+    /// Work the compute service on host `i` took, by its own count.
+    async fn handed_to(&self, i: usize) -> f64 {
+        metric(self.computes[i].addr, "offload_work_handed_off_total").await
+    }
+}
+
+/// Median time of `GET /heavy?n=1000` through the gateway, one at a time, each on a new
+/// connection (as `support::get` does).
+async fn median_small(addr: std::net::SocketAddr, runs: usize) -> Duration {
+    let mut took = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = get(addr, "/heavy?n=1000").await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        took.push(t.elapsed());
+    }
+    took.sort();
+    took[runs / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_across_three_hosts_with_delay_stays_exact_and_spread() {
+    let _serial = crate::support::exclusive().await;
+    let test = "remote_across_three_hosts_with_delay_stays_exact_and_spread";
+    let Some(cl) = Cluster::start(test, &[]) else {
+        return;
+    };
+    cl.ready().await;
+    let bare = median_small(cl.gateway.addr, 21).await;
+    cl.net.set_all_links(LAN);
+    let delayed = median_small(cl.gateway.addr, 21).await;
+
+    let n = count_n_for(Duration::from_millis(5));
+    let before: Vec<f64> = per_host(&cl, Cluster::handed_to).await;
+    let seen = crowd(cl.gateway.addr, 12, 10, move |i| n + i as u64).await;
+    assert_eq!(seen.statuses, [(200, 120)].into(), "{seen:?}");
+    assert_eq!(seen.wrong, Vec::<String>::new());
+    let after: Vec<f64> = per_host(&cl, Cluster::handed_to).await;
+    let share: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    eprintln!(
+        "netns {test}: 120 requests, 0 failed; per compute host {share:?}; median small \
+         request {bare:?} without delay, {delayed:?} with 1 ms ± 0.2 ms per link (added {:?})",
+        delayed.saturating_sub(bare)
+    );
+    assert_eq!(share.iter().sum::<f64>(), 120.0, "{share:?}");
+    // Equal hosts under least-outstanding: each takes a fair part (a third would be 40).
+    for (i, s) in share.iter().enumerate() {
+        assert!(
+            *s >= 20.0,
+            "compute host {} took only {s} of 120: {share:?}",
+            i + 1
+        );
+    }
+    // The delay is there: the client's handshake and request cross the gateway's link (two
+    // round trips of 2 ms), the gateway's request to a compute host crosses two links (4 ms).
+    assert!(
+        delayed >= bare + Duration::from_millis(3),
+        "no delay seen: {bare:?} -> {delayed:?}"
+    );
+}
+
+/// `f` of each compute host, in order.
+async fn per_host<'a, F, Fut>(cl: &'a Cluster, f: F) -> Vec<f64>
+where
+    F: Fn(&'a Cluster, usize) -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut out = Vec::new();
+    for i in 0..COMPUTE.len() {
+        out.push(f(cl, i).await);
+    }
+    out
+}
+
+/// What the load's clients saw: answers by status, and wrong results.
+#[derive(Debug, Default)]
+struct Seen {
+    statuses: BTreeMap<u16, u64>,
+    wrong: Vec<String>,
+}
+
+/// `clients` loops of `GET /heavy?n=...` (a new `n` each time, checked exactly) until `stop`.
+fn load(
+    addr: std::net::SocketAddr,
+    clients: usize,
+    n: u64,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Seen>> {
+    (0..clients)
+        .map(|c| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut seen = Seen::default();
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let want = n + (c as u64) * 1_000_000 + k;
+                    k += 1;
+                    let r = get(addr, &format!("/heavy?n={want}")).await;
+                    *seen.statuses.entry(r.status).or_default() += 1;
+                    if r.status == 200 && r.json()["result"].as_u64() != Some(want) {
+                        seen.wrong.push(format!("n={want}: {:?}", r.body));
+                    }
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
+async fn gather(loops: Vec<tokio::task::JoinHandle<Seen>>) -> Seen {
+    let mut all = Seen::default();
+    for l in loops {
+        let one = l.await.expect("client loop");
+        for (s, k) in one.statuses {
+            *all.statuses.entry(s).or_default() += k;
+        }
+        all.wrong.extend(one.wrong);
+    }
+    all
+}
+
+/// Polls `check` every 20 ms; the time it took to hold, or a panic after `within`.
+async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> F,
+) -> Duration {
+    let t = Instant::now();
+    while !check().await {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_compute_host_costs_only_its_requests_in_flight() {
+    let _serial = crate::support::exclusive().await;
+    let test = "a_cut_compute_host_costs_only_its_requests_in_flight";
+    let Some(cl) = Cluster::start(test, &["--timeout", "3s"]) else {
+        return;
+    };
+    cl.ready().await;
+    cl.net.set_all_links(LAN);
+    let n = count_n_for(Duration::from_millis(10));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops = load(cl.gateway.addr, 6, n, &stop);
+    until("c3 takes traffic", Duration::from_secs(10), || async {
+        cl.ok_on(2).await >= 5.0
+    })
+    .await;
+    cl.net.cut("c3");
+    let down = until("c3 marked down", Duration::from_secs(10), || async {
+        !cl.up(2).await
+    })
+    .await;
+    // Long enough for anything stuck on c3 to reach its deadline, while the others serve.
+    let during = cl.ok_on(0).await + cl.ok_on(1).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let served = cl.ok_on(0).await + cl.ok_on(1).await - during;
+    let on_c3 = cl.ok_on(2).await;
+    cl.net.restore("c3");
+    let back = until("traffic returns to c3", Duration::from_secs(15), || async {
+        cl.ok_on(2).await > on_c3
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = gather(loops).await;
+    let failed: u64 = seen
+        .statuses
+        .iter()
+        .filter(|(s, _)| **s != 200)
+        .map(|(_, k)| k)
+        .sum();
+    eprintln!(
+        "netns {test}: {:?} (status: requests); c3 marked down {down:?} after the cut; \
+         {served} served by c1 and c2 while it was out; traffic back on c3 {back:?} after \
+         the link came up",
+        seen.statuses
+    );
+    assert_eq!(seen.wrong, Vec::<String>::new());
+    // c3 admits two at once: only those in flight on it when the cable went can fail, at
+    // their deadline (504); everything else went to c1 and c2.
+    assert!(
+        failed <= 2,
+        "{failed} failed, more than c3's two places: {:?}",
+        seen.statuses
+    );
+    for s in seen.statuses.keys() {
+        assert!([200, 502, 504].contains(s), "{:?}", seen.statuses);
+    }
+    assert!(served >= 20.0, "c1 and c2 served only {served} meanwhile");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_compute_host_gets_less_work() {
+    let _serial = crate::support::exclusive().await;
+    let test = "a_slow_compute_host_gets_less_work";
+    let Some(cl) = Cluster::start(test, &[]) else {
+        return;
+    };
+    cl.ready().await;
+    cl.net.set_all_links(LAN);
+    cl.net.set_link(
+        "c3",
+        Link {
+            delay: Duration::from_millis(50),
+            ..LAN
+        },
+    );
+    // Small work, so that a fast host's place is held for milliseconds and the slow one's
+    // for its 100 ms round trip.
+    let n = count_n_for(Duration::from_millis(1));
+    let before: Vec<f64> = per_host(&cl, Cluster::handed_to).await;
+    // More clients than the six places, so that every place is always taken: then each
+    // host's part is its places over the time each request holds one. (With fewer clients
+    // the slow host, idle, would have the most room and get the next request each time its
+    // one finishes: least-outstanding does not look at latency.)
+    let seen = crowd(cl.gateway.addr, 8, 20, move |i| n + i as u64).await;
+    assert_eq!(seen.statuses, [(200, 160)].into(), "{seen:?}");
+    assert_eq!(seen.wrong, Vec::<String>::new());
+    let after: Vec<f64> = per_host(&cl, Cluster::handed_to).await;
+    let share: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    eprintln!(
+        "netns {test}: 160 requests, 0 failed; c1, c2 (1 ms links), c3 (50 ms) took {share:?}"
+    );
+    // Its 100 ms round trip holds each of its places several times longer than a fast host's
+    // request (a few ms): the fast hosts each take clearly more.
+    assert!(
+        share[0] >= 2.0 * share[2] && share[1] >= 2.0 * share[2],
+        "{share:?}"
+    );
+    assert!(share[2] >= 1.0, "the slow host still takes some: {share:?}");
+}
