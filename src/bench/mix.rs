@@ -182,7 +182,7 @@ async fn limit(parts: &[MixPart], plan: CalibrationPlan, cores: usize) -> anyhow
     Ok(1.0 / per_request.max(1e-12))
 }
 
-/// Runs the mixed scenario on those of [`MIX_STRATEGIES`] in `s.strategies`.
+/// Runs the mixed scenario on [`MIX_STRATEGIES`], whatever `--strategies` says.
 ///
 /// # Errors
 /// A calibration that cannot run; a strategy that fails is reported in its place and the
@@ -206,10 +206,7 @@ pub async fn run(
         rate / limit_per_s.max(1e-9) * 100.0
     ));
     let mut runs = Vec::new();
-    let chosen: Vec<Name> = MIX_STRATEGIES
-        .into_iter()
-        .filter(|n| s.strategies.iter().any(|x| x == n.as_str()))
-        .collect();
+    let chosen: Vec<Name> = MIX_STRATEGIES.to_vec();
     let lightest = parts
         .iter()
         .filter(|p| p.weight > 0)
@@ -220,18 +217,16 @@ pub async fn run(
         .iter()
         .map(|n| (n.as_str().to_string(), *n, parts.to_vec(), rate))
         .collect();
-    if chosen.contains(&Name::Auto) || chosen.contains(&Name::Pool) {
-        let alone = vec![MixPart {
-            weight: 1,
-            ..lightest.clone()
-        }];
-        rows.push((
-            ALONE.to_string(),
-            Name::Pool,
-            alone,
-            rate * f64::from(lightest.weight) / total,
-        ));
-    }
+    let alone = vec![MixPart {
+        weight: 1,
+        ..lightest.clone()
+    }];
+    rows.push((
+        ALONE.to_string(),
+        Name::Pool,
+        alone,
+        rate * f64::from(lightest.weight) / total,
+    ));
     for (label, name, parts, rate) in rows {
         progress.note(&format!("mix: {label}: starting"));
         match one(s, &label, name, &parts, rate).await {

@@ -21,11 +21,22 @@ fn all_strategies() -> Vec<String> {
         .collect()
 }
 
+/// The uniform scenario's default: the seed's strategies. `auto` is made for mixed work and
+/// runs in the mixed scenario; under one uniform load it is a pool that overflows to a queue.
+fn seed_strategies() -> Vec<String> {
+    Name::GATEWAY
+        .iter()
+        .filter(|n| **n != Name::Auto)
+        .map(|n| n.as_str().to_owned())
+        .collect()
+}
+
 /// Flags of `offload bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Strategies to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = all_strategies())]
+    /// Strategies of the uniform scenario, comma-separated (any of inline, spawn, blocking,
+    /// pool, remote, queue, auto).
+    #[arg(long, value_delimiter = ',', default_values_t = seed_strategies())]
     pub strategies: Vec<String>,
     /// Connections of the heavy load (closed loop, as autocannon -c).
     #[arg(short = 'c', long, default_value_t = 100)]

@@ -161,21 +161,25 @@ async fn light_runs_in_the_pool_and_heavy_work_is_queued(store: Store, test: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_light_runs_in_the_pool_and_heavy_work_is_queued() {
+    let _serial = exclusive().await;
     light_runs_in_the_pool_and_heavy_work_is_queued(Store::Sqlite, "auto-routes").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_light_runs_in_the_pool_and_heavy_work_is_queued() {
+    let _serial = exclusive().await;
     light_runs_in_the_pool_and_heavy_work_is_queued(Store::Redis, "auto-routes").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_light_runs_in_the_pool_and_heavy_work_is_queued() {
+    let _serial = exclusive().await;
     light_runs_in_the_pool_and_heavy_work_is_queued(Store::Postgres, "auto-routes").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefer_sets_the_budget_and_is_echoed_when_honoured() {
+    let _serial = exclusive().await;
     let Some(auto) = Auto::start(Store::Sqlite, "auto-prefer", &["--auto-wait", "10s"]).await
     else {
         return;
@@ -538,6 +542,7 @@ async fn under_a_saturating_mix_no_answer_from_the_pool_waits_past_its_budget() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_synchronous_strategy_answers_by_the_wait_it_was_given() {
+    let _serial = exclusive().await;
     let pool = Proc::start(&["serve", "--strategy", "pool", "--threads", "1"]);
     let n = count_n_for(Duration::from_millis(30));
     // Warm the model, then ask for more than fits in 1 s on one thread.

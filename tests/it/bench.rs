@@ -564,7 +564,7 @@ fn a_mix_is_reported_per_kind_for_pool_queue_and_auto() {
     let mix = format!("{light}=90,{heavy}=10");
     let (results, stdout, _) = run_quick_bench_with(
         dir.path(),
-        "pool,queue,auto",
+        "pool",
         &[
             "--mix",
             &mix,

@@ -156,6 +156,8 @@ where
 #[derive(Debug, Default)]
 struct Seen {
     statuses: BTreeMap<u16, u64>,
+    /// Error codes of the answers that were not 200.
+    codes: BTreeMap<String, u64>,
     wrong: Vec<String>,
 }
 
@@ -180,6 +182,9 @@ fn load(
                     if r.status == 200 && r.json()["result"].as_u64() != Some(want) {
                         seen.wrong.push(format!("n={want}: {:?}", r.body));
                     }
+                    if r.status != 200 {
+                        *seen.codes.entry(r.code()).or_default() += 1;
+                    }
                 }
                 seen
             })
@@ -193,6 +198,9 @@ async fn gather(loops: Vec<tokio::task::JoinHandle<Seen>>) -> Seen {
         let one = l.await.expect("client loop");
         for (s, k) in one.statuses {
             *all.statuses.entry(s).or_default() += k;
+        }
+        for (c, k) in one.codes {
+            *all.codes.entry(c).or_default() += k;
         }
         all.wrong.extend(one.wrong);
     }
@@ -263,8 +271,9 @@ async fn a_cut_compute_host_costs_only_its_requests_in_flight() {
     // their deadline (504); everything else went to c1 and c2.
     assert!(
         failed <= 2,
-        "{failed} failed, more than c3's two places: {:?}",
-        seen.statuses
+        "{failed} failed, more than c3's two places: {:?} {:?}",
+        seen.statuses,
+        seen.codes
     );
     for s in seen.statuses.keys() {
         assert!([200, 502, 504].contains(s), "{:?}", seen.statuses);
