@@ -229,6 +229,8 @@ function listen(a, strategy, onClose) {
     console.error(`${strategy}: cannot listen on ${settings.bind}:${settings.port}: ${e.message}`);
     process.exit(1);
   });
+  // SIGTERM: stop taking connections and leave; work in hand (threads included) ends with
+  // the process, as the seed's servers did.
   const stop = () => {
     server.close();
     server.closeAllConnections();

@@ -37,5 +37,4 @@ listen(
     return { status: 200, body: answer(STRATEGY, work, result, handedOff, first, last) };
   }),
   STRATEGY,
-  () => pool.destroy(),
 );

@@ -11,6 +11,8 @@ mod folder;
 mod html;
 mod limit;
 mod machine;
+mod node;
+mod node_compare;
 mod procs;
 mod report;
 mod sample;
@@ -33,6 +35,7 @@ use machine::CalibrationPlan;
 pub use machine::{
     AllCore, CalibrationError, Machine, SingleThread, calibrate_all_cores, calibrate_single_thread,
 };
+pub use node::{SEED as NODE_SEED, is_node, with_node};
 pub use report::{Results, SCHEMA as RESULTS_SCHEMA, timestamp};
 pub use scenario::{QueueRun, StrategyRun};
 
@@ -76,6 +79,8 @@ pub struct Settings {
     pub quick: bool,
     /// Runs of each strategy.
     pub repeat: u32,
+    /// `--node`: the seed's Node servers run too (their rows are in `strategies`).
+    pub node: bool,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -119,6 +124,12 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
     let cores = machine.cores;
     let plan = CalibrationPlan::new(settings.quick);
     let progress = ProgressLine::new();
+    // Node, npm and Redis are checked (and the servers installed) before anything runs.
+    let mut node = if settings.node {
+        Some(node::prepare(&settings, &work, &progress)?)
+    } else {
+        None
+    };
     progress.note(&format!("calibrating {} on one idle thread", settings.work));
     let single = calibrate_single_thread(&work, plan.single_thread_reps);
     progress.done(&format!(
@@ -156,9 +167,25 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         let mut failures = Vec::new();
         for (i, strategy) in order.iter().enumerate() {
             progress.note(&format!("[{}/{n}] {strategy}: starting", i + 1));
-            let measured = tokio::select! {
-                r = scenario::run(strategy, &settings, &progress) => r,
-                _ = tokio::signal::ctrl_c() => return Err(interrupted()),
+            // A Node row is held against Node's own loop, calibrated right before and after it.
+            let node_row = node.as_mut().filter(|_| node::is_node(strategy));
+            let (measured, node_before) = match node_row {
+                Some(setup) => {
+                    progress.note(&format!("calibrating Node's loop on all {cores} cores before {strategy}"));
+                    let b = tokio::select! {
+                        r = setup.calibrate() => r?,
+                        _ = tokio::signal::ctrl_c() => return Err(interrupted()),
+                    };
+                    let m = tokio::select! {
+                        r = setup.run(strategy, &settings, &progress) => r,
+                        _ = tokio::signal::ctrl_c() => return Err(interrupted()),
+                    };
+                    (m, Some(b))
+                }
+                None => (tokio::select! {
+                    r = scenario::run(strategy, &settings, &progress) => r,
+                    _ = tokio::signal::ctrl_c() => return Err(interrupted()),
+                }, None),
             };
             // Every strategy, failed or not, is followed by a calibration: it closes this
             // strategy's bracket and opens the next one's.
@@ -167,9 +194,21 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
                 _ = tokio::signal::ctrl_c() => return Err(interrupted()),
             };
             all_core.push(after.clone());
+            let bracket = match (node_before, node.as_mut()) {
+                (Some(b), Some(setup)) => {
+                    progress.note(&format!("calibrating Node's loop on all {cores} cores after {strategy}"));
+                    let a = tokio::select! {
+                        r = setup.calibrate() => r?,
+                        _ = tokio::signal::ctrl_c() => return Err(interrupted()),
+                    };
+                    setup.report.calibrations.push(node::NodeBracket { strategy: strategy.clone(), before: b.clone(), after: a.clone() });
+                    Bracket::new(b, a)
+                }
+                _ => Bracket::new(before, after.clone()),
+            };
             match measured {
                 Ok(m) => {
-                    let run = StrategyRun::new(m, Bracket::new(before, after.clone()));
+                    let run = StrategyRun::new(m, bracket);
                     progress.done(&format!(
                         "[{}/{n}] {strategy}: {:.0} req/s = {:.0}% of {:.0} req/s (all-core before {:.0}, after {:.0}){}",
                         i + 1,
@@ -203,7 +242,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         (all_runs, Vec::new())
     };
     let calibration = Calibration::new(cores, single, all_core);
-    let results = Results::new(
+    let mut results = Results::new(
         machine,
         settings,
         calibration,
@@ -212,6 +251,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         started.elapsed(),
         repeats,
     );
+    results.node = node.map(|setup| node_compare::with_pairs(setup.report, &results.runs));
     let table = report::table(&results);
     println!("{table}");
     for line in &results.reading {
@@ -219,6 +259,9 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
     }
     for line in compare::repeat_lines(&results.repeats) {
         println!("- {line}");
+    }
+    if let Some(section) = node_compare::text(&results) {
+        println!("\n{section}");
     }
     println!("\nverdict:");
     for line in summary::verdict(&results) {

@@ -64,6 +64,14 @@ pub struct BenchArgs {
     /// each figure's median and min-max, and the table the run nearest the median.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
+    /// Also runs the seed article's Node.js servers (node:inline, node:worker, node:piscina,
+    /// node:remote, node:bullmq), each right after its offload counterpart (inline, spawn,
+    /// pool, remote, queue) under the same harness, and compares each pair. Needs Node.js 20+
+    /// and npm on PATH (packages installed with `npm ci` on first use into
+    /// $OFFLOAD_NODE_CACHE, default ~/.cache/offload/node) and, for node:bullmq,
+    /// redis-server on PATH or --queue redis://...
+    #[arg(long)]
+    pub node: bool,
     /// Compares two report folders instead of running: per strategy and figure, the change
     /// and whether it exceeds the run-to-run spread.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
@@ -132,13 +140,18 @@ impl BenchArgs {
             bail!("-d and --timeout must be more than zero");
         }
         let (work, limit_flags) = parse_work(&self.work)?;
+        let strategies = if self.node {
+            crate::bench::with_node(&self.strategies)?
+        } else {
+            self.strategies.clone()
+        };
         let queue_url = match &self.queue {
             Some(q) => q.clone(),
             None => format!("sqlite://{}", out.join("queue.db").display()),
         };
         Ok((
             Settings {
-                strategies: self.strategies.clone(),
+                strategies,
                 connections: self.connections,
                 duration,
                 warmup,
@@ -159,6 +172,7 @@ impl BenchArgs {
                 limit_flags,
                 quick: self.quick,
                 repeat: self.repeat,
+                node: self.node,
             },
             work,
         ))
