@@ -85,7 +85,7 @@ fn markdown(r: &Results) -> String {
     for line in super::compare::repeat_lines(&r.repeats) {
         let _ = writeln!(s, "- {line}");
     }
-    if let Some(section) = super::node_compare::text(r) {
+    if let Some(section) = super::node::compare::text(r) {
         let _ = writeln!(
             s,
             "\n## offload beside the seed's Node servers\n\n```\n{section}```"

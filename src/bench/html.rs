@@ -541,7 +541,7 @@ document.body.dataset.overflow = String(Math.max(0, root.scrollWidth - root.clie
         cmd = esc(&r.command_line.join(" ")),
         table = esc(&table(r)),
         html_table = super::summary::html_table(r),
-        node = super::node_compare::html(r),
+        node = super::node::compare::html(r),
     )
 }
 

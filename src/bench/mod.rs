@@ -12,7 +12,6 @@ mod html;
 mod limit;
 mod machine;
 mod node;
-mod node_compare;
 mod procs;
 mod report;
 mod sample;
@@ -210,11 +209,12 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
                 Ok(m) => {
                     let run = StrategyRun::new(m, bracket);
                     progress.done(&format!(
-                        "[{}/{n}] {strategy}: {:.0} req/s = {:.0}% of {:.0} req/s (all-core before {:.0}, after {:.0}){}",
+                        "[{}/{n}] {strategy}: {:.0} req/s = {:.0}% of {:.0} req/s ({}all-core before {:.0}, after {:.0}){}",
                         i + 1,
                         run.completed_per_s,
                         run.limit_fraction * 100.0,
                         run.limit.limit_per_s,
+                        if node::is_node(strategy) { "Node's " } else { "" },
                         run.limit.before.limit_per_s,
                         run.limit.after.limit_per_s,
                         if run.limit_flags.is_empty() { "" } else { "; NOT RELIABLE, see the reading" }
@@ -251,7 +251,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         started.elapsed(),
         repeats,
     );
-    results.node = node.map(|setup| node_compare::with_pairs(setup.report, &results.runs));
+    results.node = node.map(|setup| node::compare::with_pairs(setup.report, &results.runs));
     let table = report::table(&results);
     println!("{table}");
     for line in &results.reading {
@@ -260,7 +260,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
     for line in compare::repeat_lines(&results.repeats) {
         println!("- {line}");
     }
-    if let Some(section) = node_compare::text(&results) {
+    if let Some(section) = node::compare::text(&results) {
         println!("\n{section}");
     }
     println!("\nverdict:");

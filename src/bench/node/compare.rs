@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::node::{NodeReport, SEED};
-use super::report::Results;
-use super::scenario::StrategyRun;
+use super::super::report::Results;
+use super::super::scenario::StrategyRun;
+use super::{NodeReport, SEED};
 
 /// One seed strategy: offload's row and the Node row, figure by figure.
 #[derive(Debug, Clone, Serialize)]
@@ -143,7 +143,7 @@ fn preamble(r: &Results, n: &NodeReport) -> Vec<String> {
         (lo.min(*v), hi.max(*v))
     });
     if !limits.is_empty() {
-        let node_limit = super::machine::median(&limits);
+        let node_limit = super::super::machine::median(&limits);
         out.push(format!(
             "The loop alone on all {} cores (no server): Node's {:.0} req/s (median of {} calibrations, readings {:.0}-{:.0}), offload's {:.0} req/s: offload's loop runs {:.2}x Node's. Node rows' limit and %limit are against Node's own loop, calibrated right before and after each.",
             r.calibration.cores,

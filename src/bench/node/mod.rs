@@ -8,12 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
+
+pub mod compare;
+mod install;
+
+use install::{install, on_path, packages, version_of};
 
 use super::machine::{AllCore, CalibrationPlan};
 use super::procs::ChildProc;
@@ -31,36 +36,6 @@ pub const SEED: [(&str, &str, &str); 5] = [
     ("queue", "node:bullmq", "bullmq.js"),
 ];
 
-/// The Node servers' files, embedded so that an installed `offload` finds them without its
-/// source tree: written to the cache folder before `npm ci`.
-const FILES: [(&str, &str); 14] = [
-    ("package.json", include_str!("../../node/package.json")),
-    (
-        "package-lock.json",
-        include_str!("../../node/package-lock.json"),
-    ),
-    ("common.js", include_str!("../../node/common.js")),
-    ("count.js", include_str!("../../node/count.js")),
-    ("inline.js", include_str!("../../node/inline.js")),
-    ("worker.js", include_str!("../../node/worker.js")),
-    (
-        "count-thread.js",
-        include_str!("../../node/count-thread.js"),
-    ),
-    ("piscina.js", include_str!("../../node/piscina.js")),
-    ("count-task.js", include_str!("../../node/count-task.js")),
-    ("remote.js", include_str!("../../node/remote.js")),
-    ("jobs.js", include_str!("../../node/jobs.js")),
-    ("bullmq.js", include_str!("../../node/bullmq.js")),
-    (
-        "bullmq-worker.js",
-        include_str!("../../node/bullmq-worker.js"),
-    ),
-    ("calibrate.js", include_str!("../../node/calibrate.js")),
-];
-
-/// The packages whose versions the report names (pinned in `node/package.json`).
-const PACKAGES: [&str; 4] = ["express", "piscina", "bullmq", "ioredis"];
 /// The oldest Node the servers are written for (`worker_threads`, `fetch`, piscina 5).
 const MIN_NODE_MAJOR: u32 = 20;
 /// How long the one checked job of node:bullmq may take to be done before the load.
@@ -137,7 +112,7 @@ pub struct NodeReport {
     /// against offload's result for the same work before the load.
     pub checks: Vec<Check>,
     /// Each Node row beside its offload counterpart.
-    pub pairs: Vec<super::node_compare::Pair>,
+    pub pairs: Vec<compare::Pair>,
 }
 
 /// Node's calibrations around one Node row.
@@ -154,127 +129,6 @@ pub struct Check {
     pub strategy: String,
     pub expected: u64,
     pub result: u64,
-}
-
-/// The program `name` on `PATH`.
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// `program --version`'s first line.
-fn version_of(program: &Path) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {} --version", program.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().next().unwrap_or("").trim().to_owned())
-}
-
-/// 64-bit FNV-1a of the embedded files: names the cache folder, so a changed server or lock
-/// file gets a fresh install and an unchanged one is installed once.
-fn fingerprint() -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, text) in FILES {
-        for b in name.bytes().chain([0]).chain(text.bytes()).chain([0]) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
-}
-
-/// `OFFLOAD_NODE_CACHE`, else `$XDG_CACHE_HOME/offload/node`, else `~/.cache/offload/node`.
-fn cache_root() -> anyhow::Result<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(d) = var("OFFLOAD_NODE_CACHE") {
-        return Ok(d);
-    }
-    let base = var("XDG_CACHE_HOME")
-        .or_else(|| var("HOME").map(|h| h.join(".cache")))
-        .context(
-            "--node: no cache folder for the Node servers: set OFFLOAD_NODE_CACHE (or HOME)",
-        )?;
-    Ok(base.join("offload").join("node"))
-}
-
-/// The servers' folder, written and `npm ci`-installed on first use. Installed into a
-/// folder of this process's own and renamed into place, so two benches starting at once
-/// never see a half-installed one.
-fn install(npm: &Path, progress: &ProgressLine) -> anyhow::Result<PathBuf> {
-    let root = cache_root()?;
-    let dir = root.join(fingerprint());
-    if dir.join(".installed").is_file() {
-        return Ok(dir);
-    }
-    let tmp = root.join(format!("{}.tmp-{}", fingerprint(), std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    for (name, text) in FILES {
-        std::fs::write(tmp.join(name), text).with_context(|| format!("writing {name}"))?;
-    }
-    progress.note(&format!(
-        "--node: installing the Node servers' packages (npm ci) into {}",
-        dir.display()
-    ));
-    // No install scripts: the packages run as plain JavaScript (msgpackr falls back from
-    // its optional native part), and nothing from the registry runs at install time.
-    let out = Command::new(npm)
-        .args([
-            "ci",
-            "--ignore-scripts",
-            "--omit=dev",
-            "--no-audit",
-            "--no-fund",
-            "--prefer-offline",
-            "--loglevel=error",
-        ])
-        .current_dir(&tmp)
-        .output()
-        .context("running npm ci")?;
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        bail!(
-            "--node: npm ci failed ({}) for the Node servers:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    std::fs::write(tmp.join(".installed"), "")?;
-    if std::fs::rename(&tmp, &dir).is_err() {
-        // Another bench installed the same files first: use its folder.
-        let _ = std::fs::remove_dir_all(&tmp);
-        if !dir.join(".installed").is_file() {
-            bail!(
-                "--node: could not move the Node servers into {}",
-                dir.display()
-            );
-        }
-    }
-    progress.done(&format!(
-        "--node: Node servers installed in {}",
-        dir.display()
-    ));
-    Ok(dir)
-}
-
-/// The installed versions of [`PACKAGES`], from the embedded lock file.
-fn packages() -> BTreeMap<String, String> {
-    let lock: serde_json::Value = serde_json::from_str(FILES[1].1).unwrap_or_default();
-    PACKAGES
-        .iter()
-        .map(|p| {
-            let v = lock["packages"][format!("node_modules/{p}")]["version"]
-                .as_str()
-                .unwrap_or("unknown");
-            ((*p).to_owned(), v.to_owned())
-        })
-        .collect()
 }
 
 /// Checks that Node, npm (and Redis, for node:bullmq) are there, installs the servers, and
@@ -331,10 +185,15 @@ pub fn prepare(s: &Settings, work: &Work, progress: &ProgressLine) -> anyhow::Re
     let npm_version = version_of(&npm)?;
     let dir = install(&npm, progress)?;
     let redis_text = match &redis {
-        Some(Redis::Private(p)) => Some(format!(
-            "a redis-server of the run's own ({}), sampled",
-            version_of(p).unwrap_or_default()
-        )),
+        Some(Redis::Private(p)) => {
+            // `Redis server v=7.0.15 sha=...`: the version is enough.
+            let v = version_of(p).unwrap_or_default();
+            let v = v
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("v="))
+                .unwrap_or("of unknown version");
+            Some(format!("a redis-server {v} of the run's own, sampled"))
+        }
         Some(Redis::Shared(url)) => {
             Some(format!("{url} (shared with offload's queue; not sampled)"))
         }
@@ -612,5 +471,33 @@ impl Setup {
             readings_per_s: p.readings_per_s,
             readings_runs: p.readings_runs,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    #[test]
+    fn each_node_row_runs_right_after_its_counterpart() {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            with_node(&s(&["inline", "blocking", "pool", "queue"])).unwrap(),
+            s(&[
+                "inline",
+                "node:inline",
+                "blocking",
+                "pool",
+                "node:piscina",
+                "queue",
+                "node:bullmq"
+            ])
+        );
+        let e = with_node(&s(&["blocking"])).unwrap_err().to_string();
+        assert!(
+            e.contains("none of --strategies has a Node counterpart"),
+            "{e}"
+        );
+        assert!(is_node("node:remote") && !is_node("remote") && !is_node("node:x"));
     }
 }
