@@ -166,25 +166,10 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         let mut failures = Vec::new();
         for (i, strategy) in order.iter().enumerate() {
             progress.note(&format!("[{}/{n}] {strategy}: starting", i + 1));
-            // A Node row is held against Node's own loop, calibrated right before and after it.
-            let node_row = node.as_mut().filter(|_| node::is_node(strategy));
-            let (measured, node_before) = match node_row {
-                Some(setup) => {
-                    progress.note(&format!("calibrating Node's loop on all {cores} cores before {strategy}"));
-                    let b = tokio::select! {
-                        r = setup.calibrate() => r?,
-                        _ = tokio::signal::ctrl_c() => return Err(interrupted()),
-                    };
-                    let m = tokio::select! {
-                        r = setup.run(strategy, &settings, &progress) => r,
-                        _ = tokio::signal::ctrl_c() => return Err(interrupted()),
-                    };
-                    (m, Some(b))
-                }
-                None => (tokio::select! {
-                    r = scenario::run(strategy, &settings, &progress) => r,
-                    _ = tokio::signal::ctrl_c() => return Err(interrupted()),
-                }, None),
+            // A Node row comes with its own bracket: Node's loop, calibrated around it.
+            let (measured, node_bracket) = tokio::select! {
+                r = node::run_strategy(node.as_mut(), strategy, &settings, &progress) => r?,
+                _ = tokio::signal::ctrl_c() => return Err(interrupted()),
             };
             // Every strategy, failed or not, is followed by a calibration: it closes this
             // strategy's bracket and opens the next one's.
@@ -193,20 +178,9 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
                 _ = tokio::signal::ctrl_c() => return Err(interrupted()),
             };
             all_core.push(after.clone());
-            let bracket = match (node_before, node.as_mut()) {
-                (Some(b), Some(setup)) => {
-                    progress.note(&format!("calibrating Node's loop on all {cores} cores after {strategy}"));
-                    let a = tokio::select! {
-                        r = setup.calibrate() => r?,
-                        _ = tokio::signal::ctrl_c() => return Err(interrupted()),
-                    };
-                    setup.report.calibrations.push(node::NodeBracket { strategy: strategy.clone(), before: b.clone(), after: a.clone() });
-                    Bracket::new(b, a)
-                }
-                _ => Bracket::new(before, after.clone()),
-            };
             match measured {
                 Ok(m) => {
+                    let bracket = node_bracket.unwrap_or_else(|| Bracket::new(before, after.clone()));
                     let run = StrategyRun::new(m, bracket);
                     progress.done(&format!(
                         "[{}/{n}] {strategy}: {:.0} req/s = {:.0}% of {:.0} req/s ({}all-core before {:.0}, after {:.0}){}",

@@ -20,6 +20,7 @@ mod install;
 
 use install::{install, on_path, packages, version_of};
 
+use super::limit::Bracket;
 use super::machine::{AllCore, CalibrationPlan};
 use super::procs::ChildProc;
 use super::scenario::{self, Measured};
@@ -68,6 +69,39 @@ pub fn with_node(strategies: &[String]) -> anyhow::Result<Vec<String>> {
         );
     }
     Ok(out)
+}
+
+/// Runs `strategy`: a Node row (with `node`) between two calibrations of Node's own loop,
+/// returning their bracket; any other strategy as `scenario::run`. The outer error is a
+/// calibration that failed (the bench stops); the inner one, a strategy that failed.
+///
+/// # Errors
+/// When Node's calibration fails.
+pub async fn run_strategy(
+    node: Option<&mut Setup>,
+    strategy: &str,
+    s: &Settings,
+    progress: &ProgressLine,
+) -> anyhow::Result<(anyhow::Result<Measured>, Option<Bracket>)> {
+    let Some(setup) = node.filter(|_| is_node(strategy)) else {
+        return Ok((scenario::run(strategy, s, progress).await, None));
+    };
+    let cores = setup.cores;
+    progress.note(&format!(
+        "calibrating Node's loop on all {cores} cores before {strategy}"
+    ));
+    let before = setup.calibrate().await?;
+    let measured = setup.run(strategy, s, progress).await;
+    progress.note(&format!(
+        "calibrating Node's loop on all {cores} cores after {strategy}"
+    ));
+    let after = setup.calibrate().await?;
+    setup.report.calibrations.push(NodeBracket {
+        strategy: strategy.to_owned(),
+        before: before.clone(),
+        after: after.clone(),
+    });
+    Ok((measured, Some(Bracket::new(before, after))))
 }
 
 /// Where node:bullmq's Redis runs.
@@ -146,8 +180,8 @@ pub fn prepare(s: &Settings, work: &Work, progress: &ProgressLine) -> anyhow::Re
             .map(|(n, _)| *n)
             .collect();
         bail!(
-            "--node needs Node.js {MIN_NODE_MAJOR} or later and npm on PATH, and {} is not there: install them (Debian/Ubuntu: `apt-get install nodejs npm`; or from https://nodejs.org), or run without --node",
-            missing.join(" nor ")
+            "--node needs Node.js {MIN_NODE_MAJOR} or later and npm on PATH, and found no {}: install them (Debian/Ubuntu: `apt-get install nodejs npm`; or from https://nodejs.org), or run without --node",
+            missing.join(" and no ")
         );
     };
     let node_version = version_of(&node)?;
@@ -273,7 +307,7 @@ impl Setup {
     ///
     /// # Errors
     /// When a process does not start, an answer is not exact, or the load fails.
-    pub async fn run(
+    async fn run(
         &mut self,
         strategy: &str,
         s: &Settings,
@@ -427,7 +461,7 @@ impl Setup {
     ///
     /// # Errors
     /// When the calibration script fails or prints something else.
-    pub async fn calibrate(&self) -> anyhow::Result<AllCore> {
+    async fn calibrate(&self) -> anyhow::Result<AllCore> {
         let n = self.n;
         let mut cmd = Command::new(&self.node);
         cmd.arg(self.dir.join("calibrate.js"))
