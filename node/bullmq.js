@@ -19,11 +19,36 @@ const maxBacklog = intSetting('max-backlog', 'OFFLOAD_MAX_BACKLOG', 10_000);
 const MAX_LATENCY_SAMPLE = 100_000;
 const WAITING = ['waiting', 'delayed', 'prioritized', 'paused', 'waiting-children'];
 
+// How often the gateway reads the backlog for its cap: a read per request would cost every
+// 202 a Redis round trip that the seed's gateway did not make.
+const REFRESH_MS = 50;
+
 const redis = connection(false);
 const queue = new Queue(queueName, { connection: redis });
-// Jobs being added right now: counted against the cap until Redis counts them, so one
-// gateway's burst cannot overshoot it. (Several gateways could, by their requests in flight.)
+// The cap is checked against the backlog read at most REFRESH_MS ago, plus the jobs this
+// gateway added since that read began and those being added now. A job finished since only
+// makes the check stricter, so one gateway never overshoots the cap (several could, by what
+// each added within REFRESH_MS).
+let backlog = 0;
+let added = 0;
+let addedBeforeRead = 0;
 let adding = 0;
+let reading = false;
+
+async function refresh() {
+  if (reading) return;
+  reading = true;
+  const before = added;
+  try {
+    const c = await counts();
+    backlog = c.queued + c.running;
+    addedBeforeRead = before;
+  } catch (e) {
+    console.error(`${STRATEGY}: reading the backlog: ${e.message}`);
+  } finally {
+    reading = false;
+  }
+}
 
 // 128 random bits as 32 hex characters, like offload's job ids (BullMQ refuses custom ids
 // that read as integers, so an all-digit one is drawn again).
@@ -51,19 +76,14 @@ async function counts() {
 }
 
 async function enqueue(work) {
-  let c;
-  try {
-    c = await counts();
-  } catch (e) {
-    throw unavailable(e);
-  }
-  if (c.queued + c.running + adding >= maxBacklog) {
+  if (backlog + (added - addedBeforeRead) + adding >= maxBacklog) {
     throw new ApiError(503, 'overloaded', 'no capacity for more work now', 1);
   }
   const id = jobId();
   adding++;
   try {
     await queue.add('count', { work: work.work, n: work.n }, { ...JOB_OPTIONS, jobId: id });
+    added++;
   } catch (e) {
     throw unavailable(e);
   } finally {
@@ -157,10 +177,16 @@ function routes(a) {
   });
 }
 
-queue.waitUntilReady().then(
-  () => listen(app(STRATEGY, enqueue, routes), STRATEGY, () => queue.close()),
-  (e) => {
-    console.error(`${STRATEGY}: cannot reach Redis: ${e.message}`);
-    process.exit(1);
-  },
-);
+queue
+  .waitUntilReady()
+  .then(refresh)
+  .then(
+    () => {
+      setInterval(refresh, REFRESH_MS).unref();
+      listen(app(STRATEGY, enqueue, routes), STRATEGY, () => queue.close());
+    },
+    (e) => {
+      console.error(`${STRATEGY}: cannot reach Redis: ${e.message}`);
+      process.exit(1);
+    },
+  );
