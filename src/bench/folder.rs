@@ -92,6 +92,12 @@ fn markdown(r: &Results) -> String {
             let _ = writeln!(s, "- {line}");
         }
     }
+    if let Some(section) = super::node::compare::text(r) {
+        let _ = writeln!(
+            s,
+            "\n## offload beside the seed's Node servers\n\n```\n{section}```"
+        );
+    }
     let _ = writeln!(
         s,
         "\n%limit is work completed per second against the all-core limit: the work alone run on every core at once, calibrated before the first strategy and after each one; a strategy's limit is the mean of the calibrations before and after it (column `limit`). The time on one idle thread is shown beside it, never used as the limit. `!` marks a %limit that is not reliable."

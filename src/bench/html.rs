@@ -326,16 +326,25 @@ fn timeline(
     lines_and_legend(out, r, &axis, step, &series);
 }
 
-/// The queue's story over time: jobs accepted against jobs finished (the gap is the backlog),
+/// A queue's story over time: jobs accepted against jobs finished (the gap is the backlog),
 /// from the accept phase through the load to the end of the drain, on a time axis in seconds.
+/// One chart per queue row (offload's `queue`, and `node:bullmq` with `--node`).
 fn backlog(out: &mut String, run: &StrategyRun) {
     let Some(q) = &run.queue else { return };
     let pts = &q.backlog;
     let axis = Axis::new(pts.iter().map(|p| p.accepted as f64), false);
+    let id = if run.strategy == "queue" {
+        "chart-queue-backlog".to_owned()
+    } else {
+        format!("chart-queue-backlog-{}", run.strategy.replace(':', "-"))
+    };
     frame(
         out,
-        "chart-queue-backlog",
-        "queue: jobs accepted and jobs finished, cumulative (the gap is the backlog)",
+        &id,
+        &format!(
+            "{}: jobs accepted and jobs finished, cumulative (the gap is the backlog)",
+            run.strategy
+        ),
         "jobs",
         &axis,
     );
@@ -472,7 +481,7 @@ pub fn page(r: &Results) -> String {
                 .collect()
         },
     );
-    if let Some(run) = r.runs.iter().find(|x| x.queue.is_some()) {
+    for run in r.runs.iter().filter(|x| x.queue.is_some()) {
         backlog(&mut body, run);
     }
     let reading: String = r
@@ -508,6 +517,7 @@ figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: r
 {html_table}
 <ul>{reading}</ul>
 {mix}
+{node}
 <details><summary>The table as printed on the terminal</summary><pre>{table}</pre></details>
 <div class="charts">{body}</div>
 <p>Latency is measured by the client from each request's send (the /health probe: from its scheduled send, correcting coordinated omission). Timed-out requests are counted apart, never silently dropped. The /health figures count every probe that fell due: one that timed out, was cut short by the end of the run, or could not even be sent counts at the time it had waited (a lower bound).</p>
@@ -538,6 +548,7 @@ document.body.dataset.overflow = String(Math.max(0, root.scrollWidth - root.clie
             .as_ref()
             .map(super::mix::html_table)
             .unwrap_or_default(),
+        node = super::node::compare::html(r),
     )
 }
 

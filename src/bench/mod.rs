@@ -12,6 +12,7 @@ mod html;
 mod limit;
 mod machine;
 pub mod mix;
+mod node;
 mod procs;
 mod report;
 mod sample;
@@ -34,6 +35,7 @@ use machine::CalibrationPlan;
 pub use machine::{
     AllCore, CalibrationError, Machine, SingleThread, calibrate_all_cores, calibrate_single_thread,
 };
+pub use node::{SEED as NODE_SEED, is_node, with_node};
 pub use report::{Results, SCHEMA as RESULTS_SCHEMA, timestamp};
 pub use scenario::{QueueRun, StrategyRun};
 
@@ -84,6 +86,8 @@ pub struct Settings {
     /// `auto`'s wait budget, when given (`--auto-wait`).
     #[serde(serialize_with = "opt_secs")]
     pub auto_wait: Option<Duration>,
+    /// `--node`: the seed's Node servers run too (their rows are in `strategies`).
+    pub node: bool,
 }
 
 fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -134,6 +138,12 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
     let cores = machine.cores;
     let plan = CalibrationPlan::new(settings.quick);
     let progress = ProgressLine::new();
+    // Node, npm and Redis are checked (and the servers installed) before anything runs.
+    let mut node = if settings.node {
+        Some(node::prepare(&settings, &work, &progress)?)
+    } else {
+        None
+    };
     progress.note(&format!("calibrating {} on one idle thread", settings.work));
     let single = calibrate_single_thread(&work, plan.single_thread_reps);
     progress.done(&format!(
@@ -171,8 +181,9 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         let mut failures = Vec::new();
         for (i, strategy) in order.iter().enumerate() {
             progress.note(&format!("[{}/{n}] {strategy}: starting", i + 1));
-            let measured = tokio::select! {
-                r = scenario::run(strategy, &settings, &progress) => r,
+            // A Node row comes with its own bracket: Node's loop, calibrated around it.
+            let (measured, node_bracket) = tokio::select! {
+                r = node::run_strategy(node.as_mut(), strategy, &settings, &progress) => r?,
                 _ = tokio::signal::ctrl_c() => return Err(interrupted()),
             };
             // Every strategy, failed or not, is followed by a calibration: it closes this
@@ -184,13 +195,15 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
             all_core.push(after.clone());
             match measured {
                 Ok(m) => {
-                    let run = StrategyRun::new(m, Bracket::new(before, after.clone()));
+                    let bracket = node_bracket.unwrap_or_else(|| Bracket::new(before, after.clone()));
+                    let run = StrategyRun::new(m, bracket);
                     progress.done(&format!(
-                        "[{}/{n}] {strategy}: {:.0} req/s = {:.0}% of {:.0} req/s (all-core before {:.0}, after {:.0}){}",
+                        "[{}/{n}] {strategy}: {:.0} req/s = {:.0}% of {:.0} req/s ({}all-core before {:.0}, after {:.0}){}",
                         i + 1,
                         run.completed_per_s,
                         run.limit_fraction * 100.0,
                         run.limit.limit_per_s,
+                        if node::is_node(strategy) { "Node's " } else { "" },
                         run.limit.before.limit_per_s,
                         run.limit.after.limit_per_s,
                         if run.limit_flags.is_empty() { "" } else { "; NOT RELIABLE, see the reading" }
@@ -236,6 +249,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         repeats,
     );
     results.mix = mixed;
+    results.node = node.map(|setup| node::compare::with_pairs(setup.report, &results.runs));
     let table = report::table(&results);
     println!("{table}");
     for line in &results.reading {
@@ -249,6 +263,9 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         for line in &m.reading {
             println!("- {line}");
         }
+    }
+    if let Some(section) = node::compare::text(&results) {
+        println!("\n{section}");
     }
     println!("\nverdict:");
     for line in summary::verdict(&results) {

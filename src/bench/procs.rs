@@ -29,15 +29,26 @@ impl ChildProc {
     /// When the executable cannot be started, exits early, or does not get ready in time.
     pub fn start(role: &str, args: &[String], wait_listen: bool) -> anyhow::Result<ChildProc> {
         let exe = std::env::current_exe().context("finding the offload executable")?;
-        let mut cmd = Command::new(exe);
-        cmd.args(args)
-            .stdin(Stdio::null())
+        ChildProc::start_program(role, Command::new(exe).args(args), wait_listen)
+    }
+
+    /// [`ChildProc::start`] for any program (the Node servers, Redis): `cmd` with its
+    /// arguments and environment set, started and stopped under the same rules.
+    ///
+    /// # Errors
+    /// As [`ChildProc::start`].
+    pub fn start_program(
+        role: &str,
+        cmd: &mut Command,
+        wait_listen: bool,
+    ) -> anyhow::Result<ChildProc> {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
-        die_with_parent(&mut cmd);
+        die_with_parent(cmd);
         let mut child = cmd.spawn().with_context(|| format!("starting {role}"))?;
         let stdout = child.stdout.take().context("child stdout")?;
         let stderr = child.stderr.take().context("child stderr")?;

@@ -14,7 +14,7 @@ use super::scenario::StrategyRun;
 /// The JSON schema of `results.json`.
 pub const SCHEMA: &str = include_str!("results.schema.json");
 /// Bumped when `results.json` changes shape.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A strategy that could not be measured, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +42,8 @@ pub struct Results {
     pub repeats: Vec<super::compare::Repeat>,
     /// The mixed scenario (`--mix`), when it ran.
     pub mix: Option<super::mix::MixResults>,
+    /// With `--node`: the Node servers' set-up, calibrations, checks and pairs.
+    pub node: Option<super::node::NodeReport>,
 }
 
 impl Results {
@@ -71,6 +73,7 @@ impl Results {
             reading: Vec::new(),
             repeats,
             mix: None,
+            node: None,
         };
         r.reading = read(&r);
         r
@@ -117,6 +120,8 @@ pub(super) fn queue_cell(run: &StrategyRun) -> String {
 
 pub fn table(r: &Results) -> String {
     let mut t = String::new();
+    // Wide enough for the longest name (`node:piscina` with --node).
+    let w = r.runs.iter().map(|x| x.strategy.len()).fold(9, usize::max);
     let _ = writeln!(
         t,
         "{}; -c {} -d {:.0}s, /health probe at {}/s",
@@ -127,7 +132,7 @@ pub fn table(r: &Results) -> String {
     );
     let _ = writeln!(
         t,
-        "{:<9} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8} {:>6}  queue: accepted/s, backlog, drain",
+        "{:<w$} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8} {:>6}  queue: accepted/s, backlog, drain",
         "strategy",
         "done",
         "req/s",
@@ -148,7 +153,7 @@ pub fn table(r: &Results) -> String {
         let (non2xx, queue) = (non_2xx(run), queue_cell(run));
         let _ = writeln!(
             t,
-            "{:<9} {:>8} {:>8.0} {:>7.0} {:>7} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8.1} {:>6}  {}",
+            "{:<w$} {:>8} {:>8.0} {:>7.0} {:>7} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8.1} {:>6}  {}",
             run.strategy,
             run.completed,
             run.completed_per_s,
@@ -165,7 +170,7 @@ pub fn table(r: &Results) -> String {
         );
     }
     for f in &r.failures {
-        let _ = writeln!(t, "{:<9} failed: {}", f.strategy, f.error);
+        let _ = writeln!(t, "{:<w$} failed: {}", f.strategy, f.error);
     }
     if r.runs.iter().any(|x| !x.limit_flags.is_empty()) {
         let _ = writeln!(t, "{}", limit::MARKER_NOTE);

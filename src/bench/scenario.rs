@@ -192,6 +192,24 @@ pub async fn run(
     progress: &super::ProgressLine,
 ) -> anyhow::Result<Measured> {
     let procs = start(strategy, s).await?;
+    let queued = Name::parse(strategy).and_then(Name::helper) == Some(Helper::Worker);
+    measure(strategy, procs, queued, s, progress).await
+}
+
+/// The harness every strategy gets, offload's and the Node servers' alike, once its
+/// processes run (the gateway last): readiness, warm-up and load with the `/health` probe,
+/// sampling of every process, and for a queue (`queued`) the accept phase and the drain.
+/// The processes are stopped when this returns or is dropped.
+///
+/// # Errors
+/// When a process does not get ready, or the load cannot be planned.
+pub(super) async fn measure(
+    strategy: &str,
+    procs: Vec<ChildProc>,
+    queued: bool,
+    s: &Settings,
+    progress: &super::ProgressLine,
+) -> anyhow::Result<Measured> {
     let gateway = procs.last().expect("a gateway").addr();
     for p in procs.iter().filter(|p| p.addr.is_some()) {
         wait_healthy(p.addr(), &p.role).await?;
@@ -217,8 +235,7 @@ pub async fn run(
     .with_timeout(s.timeout)?;
 
     // The queue first takes a burst that fits its cap, and its counts are followed from then on.
-    let helper = Name::parse(strategy).and_then(Name::helper);
-    let follow = if helper == Some(Helper::Worker) {
+    let follow = if queued {
         let c = job_counts(gateway).await?;
         let base = (c.queued + c.running + c.done + c.failed, c.done + c.failed);
         let since = Instant::now();

@@ -87,6 +87,14 @@ pub struct BenchArgs {
     /// Requests per second of the mixed scenario [default: half the mix's all-core limit].
     #[arg(long)]
     pub mix_rate: Option<f64>,
+    /// Also runs the seed article's Node.js servers (node:inline, node:worker, node:piscina,
+    /// node:remote, node:bullmq), each right after its offload counterpart (inline, spawn,
+    /// pool, remote, queue) under the same harness, and compares each pair. Needs Node.js 20+
+    /// and npm on PATH (packages installed with `npm ci` on first use into
+    /// $OFFLOAD_NODE_CACHE, default ~/.cache/offload/node) and, for node:bullmq,
+    /// redis-server on PATH or --queue redis://...
+    #[arg(long)]
+    pub node: bool,
     /// Compares two report folders instead of running: per strategy and figure, the change
     /// and whether it exceeds the run-to-run spread.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
@@ -187,13 +195,18 @@ impl BenchArgs {
         {
             bail!("--mix-rate must be more than zero");
         }
+        let strategies = if self.node {
+            crate::bench::with_node(&self.strategies)?
+        } else {
+            self.strategies.clone()
+        };
         let queue_url = match &self.queue {
             Some(q) => q.clone(),
             None => format!("sqlite://{}", out.join("queue.db").display()),
         };
         Ok((
             Settings {
-                strategies: self.strategies.clone(),
+                strategies,
                 connections: self.connections,
                 duration,
                 warmup,
@@ -217,6 +230,7 @@ impl BenchArgs {
                 mix,
                 mix_rate: self.mix_rate,
                 auto_wait: self.auto_wait,
+                node: self.node,
             },
             work,
         ))

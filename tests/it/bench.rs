@@ -404,7 +404,7 @@ fn a_busy_core_lowers_the_all_core_limit_but_not_one_idle_core() {
 /// every chart drew, and nothing is wider than the window (the table fits). Keeps a screenshot
 /// in `target/tmp` for a look. Without Chromium it says loudly that it did not run, and with
 /// `OFFLOAD_REQUIRE_CHROMIUM=1` (as in CI) it fails.
-fn render_in_chromium(page: &std::path::Path, charts: usize) {
+pub(crate) fn render_in_chromium(page: &std::path::Path, charts: usize) {
     let browser = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|b| {

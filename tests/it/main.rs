@@ -2,6 +2,7 @@
 
 mod auto;
 mod bench;
+mod bench_node;
 mod gateway;
 mod load;
 mod netns;

@@ -1,0 +1,275 @@
+//! The comparison section of `offload bench --node`: each seed strategy's Node row beside
+//! its offload counterpart, as figures of the same run and their ratio (offload / Node), for
+//! the terminal, README.md and the HTML page. %limit is each side's against its own
+//! language's loop, so that ratio shows the architecture and not the loop's speed.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::super::report::Results;
+use super::super::scenario::StrategyRun;
+use super::{NodeReport, SEED};
+
+/// One seed strategy: offload's row and the Node row, figure by figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pair {
+    pub offload: String,
+    pub node: String,
+    pub figures: Vec<Figure>,
+}
+
+/// One figure of a pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// `req/s`, `%limit`, `/health p99 ms`, `RSS MiB`, `threads`; for the queues also
+    /// `accepted/s`, `done/s` and `drain s` (and `req/s` is left out: it is done/s there).
+    pub figure: String,
+    pub offload: f64,
+    pub node: f64,
+    /// offload / Node; null when Node's figure is zero.
+    pub ratio: Option<f64>,
+    /// A %limit of either side that is not reliable (its calibrations disagree, or it beat
+    /// its limit).
+    pub unreliable: bool,
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
+}
+
+fn figure(name: &str, offload: f64, node: f64) -> Figure {
+    Figure {
+        figure: name.to_owned(),
+        offload,
+        node,
+        ratio: (node != 0.0).then(|| offload / node),
+        unreliable: false,
+    }
+}
+
+fn figures(o: &StrategyRun, n: &StrategyRun) -> Vec<Figure> {
+    let mut f = Vec::new();
+    match (&o.queue, &n.queue) {
+        (Some(oq), Some(nq)) => {
+            f.push(figure(
+                "accepted/s",
+                oq.accept_phase.accepted_per_s,
+                nq.accept_phase.accepted_per_s,
+            ));
+            f.push(figure("done/s", o.completed_per_s, n.completed_per_s));
+            f.push(figure("drain s", oq.drain_s, nq.drain_s));
+        }
+        _ => f.push(figure("req/s", o.completed_per_s, n.completed_per_s)),
+    }
+    let mut limit = figure("%limit", o.limit_fraction * 100.0, n.limit_fraction * 100.0);
+    limit.unreliable = !(o.limit_flags.is_empty() && n.limit_flags.is_empty());
+    f.push(limit);
+    let p99 = |r: &StrategyRun| r.bystander.latency_with_timeouts.p99;
+    f.push(figure("/health p99 ms", p99(o), p99(n)));
+    f.push(figure(
+        "RSS MiB",
+        mib(o.peak_rss_bytes),
+        mib(n.peak_rss_bytes),
+    ));
+    f.push(figure(
+        "threads",
+        o.peak_threads as f64,
+        n.peak_threads as f64,
+    ));
+    f
+}
+
+/// `report` with the pairs of `runs` filled in: every seed strategy whose two rows both ran.
+pub fn with_pairs(mut report: NodeReport, runs: &[StrategyRun]) -> NodeReport {
+    let by = |name: &str| runs.iter().find(|r| r.strategy == name);
+    report.pairs = SEED
+        .iter()
+        .filter_map(|(o, n, _)| {
+            let (o, n) = (by(o)?, by(n)?);
+            Some(Pair {
+                offload: o.strategy.clone(),
+                node: n.strategy.clone(),
+                figures: figures(o, n),
+            })
+        })
+        .collect();
+    report
+}
+
+/// A figure's value as the table shows it.
+fn value(f: &Figure, v: f64) -> String {
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mark = if f.unreliable { "!" } else { "" };
+    match f.figure.as_str() {
+        "%limit" => format!("{v:.0}%{mark}"),
+        "threads" => format!("{v:.0}"),
+        _ => format!("{v:.digits$}"),
+    }
+}
+
+fn ratio(f: &Figure) -> String {
+    // Two decimals, or three below 0.1 (a p99 of 0.77 ms against 224 ms is 0.003x, not 0).
+    f.ratio.map_or("-".to_owned(), |r| {
+        if r < 0.1 {
+            format!("{r:.3}x")
+        } else {
+            format!("{r:.2}x")
+        }
+    })
+}
+
+/// The sentences above the pairs: what ran, Node's own limit against offload's, the checks.
+fn preamble(r: &Results, n: &NodeReport) -> Vec<String> {
+    let packages: Vec<String> = n.packages.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let mut out = vec![format!(
+        "Node {} ({}), from {}; node:bullmq's Redis: {}.",
+        n.node_version,
+        packages.join(", "),
+        n.folder,
+        n.redis.as_deref().unwrap_or("not used")
+    )];
+    let limits: Vec<f64> = n
+        .calibrations
+        .iter()
+        .flat_map(|c| [c.before.limit_per_s, c.after.limit_per_s])
+        .collect();
+    let readings = n.calibrations.iter().flat_map(|c| {
+        c.before
+            .readings_per_s
+            .iter()
+            .chain(&c.after.readings_per_s)
+    });
+    let (lo, hi) = readings.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+        (lo.min(*v), hi.max(*v))
+    });
+    if !limits.is_empty() {
+        let node_limit = super::super::machine::median(&limits);
+        out.push(format!(
+            "The loop alone on all {} cores (no server): Node's {:.0} req/s (median of {} calibrations, readings {:.0}-{:.0}), offload's {:.0} req/s: offload's loop runs {:.2}x Node's. Node rows' limit and %limit are against Node's own loop, calibrated right before and after each.",
+            r.calibration.cores,
+            node_limit,
+            limits.len(),
+            lo,
+            hi,
+            r.calibration.limit_per_s,
+            r.calibration.limit_per_s / node_limit.max(1e-9)
+        ));
+    }
+    if !n.checks.is_empty() {
+        let names: Vec<&str> = n.checks.iter().map(|c| c.strategy.as_str()).collect();
+        out.push(format!(
+            "Checked before each load: {} answered {} for {} (for node:bullmq, its job's stored result), offload's exact result.",
+            names.join(", "),
+            n.checks[0].expected,
+            r.settings.work
+        ));
+    }
+    out
+}
+
+/// The section for the terminal and README.md; None without `--node`.
+pub fn text(r: &Results) -> Option<String> {
+    let n = r.node.as_ref()?;
+    let mut t = String::from(
+        "offload beside the seed's Node servers, measured in this run (ratio: offload / Node):\n",
+    );
+    for line in preamble(r, n) {
+        let _ = writeln!(t, "- {line}");
+    }
+    let _ = writeln!(
+        t,
+        "{:<24} {:<15} {:>10} {:>10} {:>8}",
+        "pair", "figure", "offload", "Node", "ratio"
+    );
+    for p in &n.pairs {
+        for (i, f) in p.figures.iter().enumerate() {
+            let label = if i == 0 {
+                format!("{} / {}", p.offload, p.node)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                t,
+                "{label:<24} {:<15} {:>10} {:>10} {:>8}",
+                f.figure,
+                value(f, f.offload),
+                value(f, f.node),
+                ratio(f)
+            );
+        }
+    }
+    let missing: Vec<String> = SEED
+        .iter()
+        .filter(|(o, nn, _)| {
+            r.settings.strategies.iter().any(|s| s == nn)
+                && !n.pairs.iter().any(|p| p.offload == *o)
+        })
+        .map(|(o, nn, _)| format!("{o} / {nn}"))
+        .collect();
+    if !missing.is_empty() {
+        let _ = writeln!(
+            t,
+            "Not compared (a row of the pair failed, see the table): {}.",
+            missing.join(", ")
+        );
+    }
+    if n.pairs
+        .iter()
+        .any(|p| p.figures.iter().any(|f| f.unreliable))
+    {
+        let _ = writeln!(
+            t,
+            "! a %limit of the pair is not reliable (see the table's marks): compare its ratio with care."
+        );
+    }
+    let _ = writeln!(
+        t,
+        "Below 1x, offload's figure is the lower: better for /health p99, RSS, threads and drain; worse for the rates."
+    );
+    Some(t)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The section for the HTML page; empty without `--node`.
+pub fn html(r: &Results) -> String {
+    let Some(n) = r.node.as_ref() else {
+        return String::new();
+    };
+    let mut h = String::from(r#"<h2 id="node">offload beside the seed's Node servers</h2><ul>"#);
+    for line in preamble(r, n) {
+        let _ = write!(h, "<li>{}</li>", esc(&line));
+    }
+    h.push_str(r#"</ul><table class="runs node-pairs"><thead><tr><th>pair</th><th>figure</th><th>offload</th><th>Node</th><th>offload / Node</th></tr></thead><tbody>"#);
+    for p in &n.pairs {
+        for (i, f) in p.figures.iter().enumerate() {
+            let label = if i == 0 {
+                esc(&format!("{} / {}", p.offload, p.node))
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{label}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&f.figure),
+                esc(&value(f, f.offload)),
+                esc(&value(f, f.node)),
+                esc(&ratio(f))
+            );
+        }
+    }
+    h.push_str("</tbody></table><p>Ratios are offload's figure over Node's, from the same run and load. Below 1x, offload's figure is the lower: better for /health p99, RSS, threads and drain; worse for the rates. A ! marks a %limit that is not reliable.</p>");
+    h
+}

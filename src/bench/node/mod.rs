@@ -1,0 +1,537 @@
+//! `offload bench --node`: the seed article's five Node.js servers (`node/` in offload's
+//! source, embedded in the binary) measured in the same run as offload's strategies, each
+//! right after its counterpart and under the same harness (`scenario::measure`). Their
+//! packages are installed with `npm ci` on first use into a cache folder outside the
+//! repository; their %limit is held against Node's own loop on all cores, calibrated right
+//! before and after each of them, so a ratio shows the architecture and not only the loop.
+//! The pairs are read side by side in `node_compare`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+pub mod compare;
+mod install;
+
+use install::{install, on_path, packages, version_of};
+
+use super::limit::Bracket;
+use super::machine::{AllCore, CalibrationPlan};
+use super::procs::ChildProc;
+use super::scenario::{self, Measured};
+use super::{ProgressLine, Settings, http_get};
+use crate::api::{Accepted, HeavyAnswer, Job, JobResult, JobStatus};
+use crate::work::Work;
+
+/// Each seed strategy: offload's name, the Node row's name, and the Node server's file.
+pub const SEED: [(&str, &str, &str); 5] = [
+    ("inline", "node:inline", "inline.js"),
+    ("spawn", "node:worker", "worker.js"),
+    ("pool", "node:piscina", "piscina.js"),
+    ("remote", "node:remote", "remote.js"),
+    ("queue", "node:bullmq", "bullmq.js"),
+];
+
+/// The oldest Node the servers are written for (`worker_threads`, `fetch`, piscina 5).
+const MIN_NODE_MAJOR: u32 = 20;
+/// How long the one checked job of node:bullmq may take to be done before the load.
+const CHECK_JOB_WAIT: Duration = Duration::from_secs(30);
+/// How long a private Redis may take to answer PING.
+const REDIS_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether `strategy` names one of the Node rows.
+pub fn is_node(strategy: &str) -> bool {
+    SEED.iter().any(|(_, n, _)| *n == strategy)
+}
+
+/// The strategies with each seed strategy's Node row right after it (run back to back, so
+/// a shared machine's slow minute falls on both of a pair alike).
+///
+/// # Errors
+/// When none of `strategies` has a Node counterpart.
+pub fn with_node(strategies: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for s in strategies {
+        out.push(s.clone());
+        if let Some((_, n, _)) = SEED.iter().find(|(o, _, _)| o == s) {
+            out.push((*n).to_owned());
+        }
+    }
+    if out.len() == strategies.len() {
+        bail!(
+            "--node: none of --strategies has a Node counterpart (those are {})",
+            SEED.map(|(o, _, _)| o).join(", ")
+        );
+    }
+    Ok(out)
+}
+
+/// Runs `strategy`: a Node row (with `node`) between two calibrations of Node's own loop,
+/// returning their bracket; any other strategy as `scenario::run`. The outer error is a
+/// calibration that failed (the bench stops); the inner one, a strategy that failed.
+///
+/// # Errors
+/// When Node's calibration fails.
+pub async fn run_strategy(
+    node: Option<&mut Setup>,
+    strategy: &str,
+    s: &Settings,
+    progress: &ProgressLine,
+) -> anyhow::Result<(anyhow::Result<Measured>, Option<Bracket>)> {
+    let Some(setup) = node.filter(|_| is_node(strategy)) else {
+        return Ok((scenario::run(strategy, s, progress).await, None));
+    };
+    let cores = setup.cores;
+    progress.note(&format!(
+        "calibrating Node's loop on all {cores} cores before {strategy}"
+    ));
+    let before = setup.calibrate().await?;
+    let measured = setup.run(strategy, s, progress).await;
+    progress.note(&format!(
+        "calibrating Node's loop on all {cores} cores after {strategy}"
+    ));
+    let after = setup.calibrate().await?;
+    setup.report.calibrations.push(NodeBracket {
+        strategy: strategy.to_owned(),
+        before: before.clone(),
+        after: after.clone(),
+    });
+    Ok((measured, Some(Bracket::new(before, after))))
+}
+
+/// Where node:bullmq's Redis runs.
+#[derive(Debug, Clone)]
+enum Redis {
+    /// A `redis-server` the bench starts for the run on a free loopback port (sampled).
+    Private(PathBuf),
+    /// The Redis of `--queue redis://...`, which offload's queue uses too (not sampled: it
+    /// is not the bench's process).
+    Shared(String),
+}
+
+/// Node, its installed servers, and what the report says of them.
+#[derive(Debug)]
+pub struct Setup {
+    node: PathBuf,
+    /// The cache folder holding the servers and their `node_modules`.
+    dir: PathBuf,
+    redis: Option<Redis>,
+    /// The work's size, and its exact result by offload's own `Work::run`.
+    n: u64,
+    expected: u64,
+    plan: CalibrationPlan,
+    cores: usize,
+    pub report: NodeReport,
+}
+
+/// `results.json`'s `node`: what ran, how it was calibrated and checked, and the pairs.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    pub node_version: String,
+    pub npm_version: String,
+    /// express, piscina, bullmq and ioredis, as installed from the lock file.
+    pub packages: BTreeMap<String, String>,
+    /// The cache folder the servers ran from.
+    pub folder: String,
+    /// Where node:bullmq's Redis ran (null without node:bullmq).
+    pub redis: Option<String>,
+    /// Node's own all-core calibrations, right before and after each Node row.
+    pub calibrations: Vec<NodeBracket>,
+    /// One `/heavy` answer (for node:bullmq, its job's stored result) per Node row, checked
+    /// against offload's result for the same work before the load.
+    pub checks: Vec<Check>,
+    /// Each Node row beside its offload counterpart.
+    pub pairs: Vec<compare::Pair>,
+}
+
+/// Node's calibrations around one Node row.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeBracket {
+    pub strategy: String,
+    pub before: AllCore,
+    pub after: AllCore,
+}
+
+/// A Node server's answer against offload's result for the same work.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub strategy: String,
+    pub expected: u64,
+    pub result: u64,
+}
+
+/// Checks that Node, npm (and Redis, for node:bullmq) are there, installs the servers, and
+/// computes the exact result they must give. Runs before anything else of the bench.
+///
+/// # Errors
+/// When node or npm is missing or too old, node:bullmq has no Redis, the work is not the
+/// seed's count, or the install fails: each says what to install or change.
+pub fn prepare(s: &Settings, work: &Work, progress: &ProgressLine) -> anyhow::Result<Setup> {
+    let (node, npm) = (on_path("node"), on_path("npm"));
+    let (Some(node), Some(npm)) = (node.clone(), npm.clone()) else {
+        let missing: Vec<&str> = [("node", node.is_none()), ("npm", npm.is_none())]
+            .iter()
+            .filter(|(_, m)| *m)
+            .map(|(n, _)| *n)
+            .collect();
+        bail!(
+            "--node needs Node.js {MIN_NODE_MAJOR} or later and npm on PATH, and found no {}: install them (Debian/Ubuntu: `apt-get install nodejs npm`; or from https://nodejs.org), or run without --node",
+            missing.join(" and no ")
+        );
+    };
+    let node_version = version_of(&node)?;
+    let major: u32 = node_version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < MIN_NODE_MAJOR {
+        bail!(
+            "--node needs Node.js {MIN_NODE_MAJOR} or later: {} is {node_version}",
+            node.display()
+        );
+    }
+    if work.kind() != crate::work::Kind::Count {
+        bail!(
+            "--node runs the seed's count loop only: use --work count:N (not {})",
+            s.work
+        );
+    }
+    let redis = if s.strategies.iter().any(|x| x == "node:bullmq") {
+        if s.queue_url.starts_with("redis://") {
+            Some(Redis::Shared(s.queue_url.clone()))
+        } else if let Some(r) = on_path("redis-server") {
+            Some(Redis::Private(r))
+        } else {
+            bail!(
+                "--node: node:bullmq needs Redis: install redis-server (Debian/Ubuntu: `apt-get install redis-server`) or pass --queue redis://HOST:PORT (offload's queue then uses it too)"
+            );
+        }
+    } else {
+        None
+    };
+    let npm_version = version_of(&npm)?;
+    let dir = install(&npm, progress)?;
+    let redis_text = match &redis {
+        Some(Redis::Private(p)) => {
+            // `Redis server v=7.0.15 sha=...`: the version is enough.
+            let v = version_of(p).unwrap_or_default();
+            let v = v
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("v="))
+                .unwrap_or("of unknown version");
+            Some(format!("a redis-server {v} of the run's own, sampled"))
+        }
+        Some(Redis::Shared(url)) => {
+            Some(format!("{url} (shared with offload's queue; not sampled)"))
+        }
+        None => None,
+    };
+    Ok(Setup {
+        node,
+        n: work.n(),
+        expected: work.run(&|| false).context("computing the exact result")?,
+        plan: CalibrationPlan::new(s.quick),
+        cores: crate::work::cores(),
+        report: NodeReport {
+            node_version,
+            npm_version,
+            packages: packages(),
+            folder: dir.display().to_string(),
+            redis: redis_text,
+            calibrations: Vec::new(),
+            checks: Vec::new(),
+            pairs: Vec::new(),
+        },
+        dir,
+        redis,
+    })
+}
+
+/// A free loopback port (for a program that cannot be told port 0: Redis).
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Waits until Redis at `addr` answers PING.
+async fn redis_ready(addr: SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let end = Instant::now() + REDIS_WAIT;
+    loop {
+        let ping = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            s.write_all(b"PING\r\n").await?;
+            let mut buf = [0u8; 7];
+            s.read_exact(&mut buf).await?;
+            anyhow::Ok(&buf == b"+PONG\r\n")
+        };
+        if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(1), ping).await {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            bail!("the run's redis-server at {addr} did not answer PING within {REDIS_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Setup {
+    /// `node <file> <args>` in the servers' folder, as a child of the bench.
+    fn start_node(
+        &self,
+        role: &str,
+        file: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        wait_listen: bool,
+    ) -> anyhow::Result<ChildProc> {
+        let mut cmd = Command::new(&self.node);
+        cmd.arg(self.dir.join(file))
+            .args(args)
+            .current_dir(&self.dir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        ChildProc::start_program(role, &mut cmd, wait_listen)
+    }
+
+    /// Starts a Node row's processes (the gateway last), checks one answer against the
+    /// exact result, and measures it under offload's harness.
+    ///
+    /// # Errors
+    /// When a process does not start, an answer is not exact, or the load fails.
+    async fn run(
+        &mut self,
+        strategy: &str,
+        s: &Settings,
+        progress: &ProgressLine,
+    ) -> anyhow::Result<Measured> {
+        let Some(&(_, _, file)) = SEED.iter().find(|(_, n, _)| *n == strategy) else {
+            bail!("{strategy} is not a Node row");
+        };
+        let max_count = crate::work::DEFAULT_MAX_COUNT.max(self.n);
+        let mut gateway_args: Vec<String> = vec![
+            "--port".into(),
+            "0".into(),
+            "--max-count".into(),
+            max_count.to_string(),
+        ];
+        let mut env: Vec<(&str, String)> = Vec::new();
+        let mut procs = Vec::new();
+        match strategy {
+            "node:remote" => {
+                // The seed's gateway forwards every request at once and its Rust service
+                // had no admission limit: this compute service admits as many as the load
+                // has connections, where its default (2 per thread) would refuse most.
+                let mut args: Vec<String> = ["compute", "--port", "0", "--max-inflight"]
+                    .map(String::from)
+                    .to_vec();
+                args.push((s.connections as usize).max(2 * self.cores).to_string());
+                args.extend(s.limit_flags.iter().cloned());
+                let compute = ChildProc::start("compute", &args, true)?;
+                gateway_args.extend(["--compute".into(), format!("http://{}", compute.addr())]);
+                gateway_args.extend([
+                    "--timeout-ms".into(),
+                    s.timeout.as_millis().max(1).to_string(),
+                ]);
+                procs.push(compute);
+            }
+            "node:bullmq" => {
+                let url = match self.redis.clone() {
+                    Some(Redis::Shared(url)) => url,
+                    Some(Redis::Private(server)) => {
+                        let port = free_port()?;
+                        let mut cmd = Command::new(server);
+                        cmd.args([
+                            "--port",
+                            &port.to_string(),
+                            "--bind",
+                            "127.0.0.1",
+                            "--save",
+                            "",
+                            "--appendonly",
+                            "no",
+                        ]);
+                        let redis = ChildProc::start_program("redis", &mut cmd, false)?;
+                        redis_ready(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+                        procs.push(redis);
+                        format!("redis://127.0.0.1:{port}")
+                    }
+                    None => bail!("node:bullmq has no Redis"),
+                };
+                env.push(("REDIS_URL", url));
+                env.push(("OFFLOAD_QUEUE_NAME", format!("{}-node", s.queue_name)));
+                // One worker process per core: a BullMQ worker runs its job's loop on its
+                // event loop, so CPU-bound jobs scale by processes (BullMQ's own advice),
+                // as offload's worker runs one job per core on its threads.
+                for _ in 0..self.cores {
+                    procs.push(self.start_node("worker", "bullmq-worker.js", &[], &env, false)?);
+                }
+                gateway_args.extend(["--max-backlog".into(), s.max_backlog.to_string()]);
+            }
+            _ => {}
+        }
+        procs.push(self.start_node("gateway", file, &gateway_args, &env, true)?);
+        let gateway = procs.last().expect("a gateway").addr();
+        for p in procs.iter().filter(|p| p.addr.is_some()) {
+            scenario::wait_healthy(p.addr(), &p.role).await?;
+        }
+        let result = self.check(strategy, gateway, s).await?;
+        self.report.checks.push(Check {
+            strategy: strategy.to_owned(),
+            expected: self.expected,
+            result,
+        });
+        scenario::measure(strategy, procs, strategy == "node:bullmq", s, progress).await
+    }
+
+    /// One `/heavy` request before the load: its answer (for the queue, its job's stored
+    /// result) must be offload's exact result for the same work.
+    async fn check(
+        &self,
+        strategy: &str,
+        gateway: SocketAddr,
+        s: &Settings,
+    ) -> anyhow::Result<u64> {
+        let (status, body) = http_get(gateway, &format!("/heavy?{}", s.work_query)).await?;
+        let text = || {
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        };
+        let result = if strategy == "node:bullmq" {
+            if status != 202 {
+                bail!("{strategy}: /heavy answered {status}, not 202: {}", text());
+            }
+            let a: Accepted = serde_json::from_slice(&body)
+                .with_context(|| format!("{strategy}: not a 202 answer: {}", text()))?;
+            let end = Instant::now() + CHECK_JOB_WAIT;
+            loop {
+                let (st, b) = http_get(gateway, &a.status_url).await?;
+                let job: Job = serde_json::from_slice(&b).with_context(|| {
+                    format!("{strategy}: {} answered {st}: not a job", a.status_url)
+                })?;
+                match job.status {
+                    JobStatus::Done => {
+                        let r: JobResult = serde_json::from_value(job.result.unwrap_or_default())
+                            .with_context(|| {
+                            format!("{strategy}: a done job without a result")
+                        })?;
+                        break r.result;
+                    }
+                    JobStatus::Failed => {
+                        bail!("{strategy}: the checked job failed: {:?}", job.error)
+                    }
+                    _ if Instant::now() > end => {
+                        bail!("{strategy}: the checked job was not done within {CHECK_JOB_WAIT:?}")
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        } else {
+            if status != 200 {
+                bail!("{strategy}: /heavy answered {status}: {}", text());
+            }
+            let a: HeavyAnswer = serde_json::from_slice(&body)
+                .with_context(|| format!("{strategy}: not offload's /heavy answer: {}", text()))?;
+            if a.strategy != strategy {
+                bail!("{strategy}: the answer says strategy {:?}", a.strategy);
+            }
+            a.result
+        };
+        if result != self.expected {
+            bail!(
+                "{strategy}: result {result} for {}, where offload computes {}",
+                s.work,
+                self.expected
+            );
+        }
+        Ok(result)
+    }
+
+    /// Node's all-core limit now: the count loop alone on one worker thread per core.
+    ///
+    /// # Errors
+    /// When the calibration script fails or prints something else.
+    async fn calibrate(&self) -> anyhow::Result<AllCore> {
+        let n = self.n;
+        let mut cmd = Command::new(&self.node);
+        cmd.arg(self.dir.join("calibrate.js"))
+            .args([
+                n.to_string(),
+                self.cores.to_string(),
+                self.plan.reps.to_string(),
+                self.plan.window.as_millis().max(1).to_string(),
+            ])
+            .current_dir(&self.dir);
+        // A short-lived child that ends by itself within a few windows: no parent-death
+        // signal is needed (it runs on a blocking thread, which may outlive no one).
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .context("the Node calibration task")?
+            .context("running node calibrate.js")?;
+        if !out.status.success() {
+            bail!(
+                "Node's calibration failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        #[derive(serde::Deserialize)]
+        struct Printed {
+            threads: usize,
+            window_s: f64,
+            readings_per_s: Vec<f64>,
+            readings_runs: Vec<u64>,
+        }
+        let p: Printed = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "Node's calibration printed {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })?;
+        Ok(AllCore {
+            threads: p.threads,
+            window_s: p.window_s,
+            limit_per_s: super::machine::median(&p.readings_per_s),
+            readings_per_s: p.readings_per_s,
+            readings_runs: p.readings_runs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    #[test]
+    fn each_node_row_runs_right_after_its_counterpart() {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            with_node(&s(&["inline", "blocking", "pool", "queue"])).unwrap(),
+            s(&[
+                "inline",
+                "node:inline",
+                "blocking",
+                "pool",
+                "node:piscina",
+                "queue",
+                "node:bullmq"
+            ])
+        );
+        let e = with_node(&s(&["blocking"])).unwrap_err().to_string();
+        assert!(
+            e.contains("none of --strategies has a Node counterpart"),
+            "{e}"
+        );
+        assert!(is_node("node:remote") && !is_node("remote") && !is_node("node:x"));
+    }
+}
