@@ -96,6 +96,20 @@ pub struct PartRun {
     pub enqueue_to_done_ms: Option<Spread>,
 }
 
+/// Adds `more` (`--max-count N` pairs) to `flags`, keeping the largest bound of each flag: a
+/// bound raised for one kind of work must hold for every request of that kind.
+pub fn merge_limit_flags(flags: &mut Vec<String>, more: &[String]) {
+    for pair in more.chunks(2) {
+        let [flag, n] = pair else { continue };
+        let n_of = |s: &str| s.parse::<u64>().unwrap_or(0);
+        match flags.iter().position(|f| f == flag) {
+            Some(i) if n_of(n) > n_of(&flags[i + 1]) => flags[i + 1] = n.clone(),
+            Some(_) => {}
+            None => flags.extend([flag.clone(), n.clone()]),
+        }
+    }
+}
+
 /// Parses `kind:n=weight,...` with `parse_work` for each `kind:n`.
 ///
 /// # Errors
@@ -115,20 +129,7 @@ pub fn parse(
             .parse()
             .with_context(|| format!("--mix {item:?}: the weight must be a whole number"))?;
         let (w, more) = parse_work(work.trim()).with_context(|| format!("--mix {item:?}"))?;
-        // A size bound raised for one part: keep the largest for each flag.
-        for pair in more.chunks(2) {
-            if let [flag, n] = pair {
-                match flags.iter().position(|f| f == flag) {
-                    Some(i) => {
-                        let old: u64 = flags[i + 1].parse().unwrap_or(0);
-                        if n.parse::<u64>().unwrap_or(0) > old {
-                            flags[i + 1] = n.clone();
-                        }
-                    }
-                    None => flags.extend([flag.clone(), n.clone()]),
-                }
-            }
-        }
+        merge_limit_flags(&mut flags, &more);
         parts.push(MixPart {
             work: format!("{}:{}", w.kind().name(), w.n()),
             query: format!("work={}&n={}", w.kind().name(), w.n()),
@@ -464,6 +465,13 @@ fn reading(runs: &[MixRun], light: &str) -> Vec<String> {
     out
 }
 
+/// The enqueue-to-done p99 of a part's jobs, or `-` without jobs.
+fn e2d_p99(p: &PartRun) -> String {
+    p.enqueue_to_done_ms
+        .as_ref()
+        .map_or("-".to_string(), |s| super::report::ms(s.p99))
+}
+
 /// The mix's table, as printed and in the README of the report folder.
 pub fn table(m: &MixResults) -> String {
     let mut out = format!(
@@ -490,10 +498,7 @@ pub fn table(m: &MixResults) -> String {
     ));
     for r in &m.runs {
         for (i, p) in r.parts.iter().enumerate() {
-            let e2d = p
-                .enqueue_to_done_ms
-                .as_ref()
-                .map_or("-".to_string(), |s| super::report::ms(s.p99));
+            let e2d = e2d_p99(p);
             out.push_str(&format!(
                 "{:<18} {:<18} {:>6} {:>9} {:>9} {:>9}  {:<30} {:>6} {:>8.2} {:>10}  {}\n",
                 if i == 0 { r.strategy.as_str() } else { "" },
@@ -523,10 +528,7 @@ pub fn html_table(m: &MixResults) -> String {
     let mut rows = String::new();
     for r in &m.runs {
         for (i, p) in r.parts.iter().enumerate() {
-            let e2d = p
-                .enqueue_to_done_ms
-                .as_ref()
-                .map_or("-".to_string(), |s| super::report::ms(s.p99));
+            let e2d = e2d_p99(p);
             rows.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td></tr>\n",
                 if i == 0 { esc(&r.strategy) } else { String::new() },
@@ -591,5 +593,14 @@ mod tests {
         for bad in ["", "count:5", "count:5=x", "count:5=0", "primes:5=1"] {
             assert!(parse(bad, parse_work).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn limit_flags_keep_the_largest_bound_of_each_flag() {
+        let mut flags: Vec<String> = ["--max-count", "5"].map(String::from).to_vec();
+        let more = ["--max-count", "9", "--max-primes", "3"].map(String::from);
+        merge_limit_flags(&mut flags, &more);
+        merge_limit_flags(&mut flags, &["--max-count".into(), "7".into()]);
+        assert_eq!(flags, ["--max-count", "9", "--max-primes", "3"]);
     }
 }

@@ -173,19 +173,7 @@ impl BenchArgs {
             Some(spec) => {
                 let (parts, flags) = crate::bench::mix::parse(spec, parse_work)?;
                 // The largest size bound of each kind, for the uniform work and the mix alike.
-                for pair in flags.chunks(2) {
-                    if let [flag, n] = pair {
-                        match limit_flags.iter().position(|f| f == flag) {
-                            Some(i) => {
-                                let old: u64 = limit_flags[i + 1].parse().unwrap_or(0);
-                                if n.parse::<u64>().unwrap_or(0) > old {
-                                    limit_flags[i + 1] = n.clone();
-                                }
-                            }
-                            None => limit_flags.extend([flag.clone(), n.clone()]),
-                        }
-                    }
-                }
+                crate::bench::mix::merge_limit_flags(&mut limit_flags, &flags);
                 parts
             }
             None => Vec::new(),
