@@ -75,9 +75,9 @@ impl Auto {
     /// `deadline`), else stores it as a job.
     ///
     /// # Errors
-    /// A pool failure of work it took ([`ExecError::Expired`], [`ExecError::Panicked`]); when
-    /// the queue's backlog is full, the pool's deadline refusal ([`ExecError::Late`]); when
-    /// the store fails, [`ExecError::Unavailable`].
+    /// A pool failure of work it took ([`ExecError::Expired`], [`ExecError::Panicked`]), or
+    /// the queue's refusal of work the pool would not take ([`ExecError::Overloaded`] when
+    /// the backlog is full, [`ExecError::Unavailable`] when the store fails).
     pub async fn run(
         &self,
         work: Work,
@@ -99,18 +99,7 @@ impl Auto {
             Err(ExecError::Overloaded { .. }) => self.pool.pool().predicted_wait(),
             Err(e) => return Err(e),
         };
-        let id = match self.queue.enqueue(work).await {
-            Ok(id) => id,
-            // The backlog is full. `wait` is a preference: a late answer from the pool, under
-            // plain deadline admission, serves the client better than a 503, and a crowd
-            // that would turn 503s into a storm of retries waits in line instead.
-            Err(ExecError::Overloaded { .. }) => {
-                let done = self.pool.run(work, deadline).await?;
-                self.to_pool.add(1);
-                return Ok(Routed::Pool { done, predicted });
-            }
-            Err(e) => return Err(e),
-        };
+        let id = self.queue.enqueue(work).await?;
         self.to_queue.add(1);
         Ok(Routed::Queue { id, predicted })
     }
