@@ -64,6 +64,8 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
         max_body: args.request.max_body,
         max_query: 0,
         grace: args.request.grace,
+        refusals_per_second: u64::from(args.request.refusals_per_core) * cores() as u64,
+        max_refusal_hold: args.request.max_refusal_hold,
     };
     let addr = SocketAddr::new(args.bind, args.port);
     run_service("compute", "rayon", runtime_threads, addr, async move || {

@@ -40,7 +40,8 @@ pub struct ServeArgs {
     /// there are idle pool threads, so one when saturated]; for `spawn` [default: cores].
     #[arg(long, env = "OFFLOAD_SPLIT")]
     pub split: Option<usize>,
-    /// Hard cap on requests waiting (`pool`; `remote`: in the gateway); past it, 503 at once.
+    /// Hard cap on requests waiting (`pool`; `remote`: in the gateway; `queue` and `auto`:
+    /// for room in a full backlog); past it, 503 at once.
     /// Admission is by deadline first: a request predicted to miss its deadline gets 503 with
     /// the predicted Retry-After; this cap only bounds memory.
     #[arg(long, default_value_t = DEFAULT_MAX_QUEUE, env = "OFFLOAD_MAX_QUEUE")]
@@ -99,7 +100,8 @@ pub struct QueueArgs {
         env = "OFFLOAD_QUEUE"
     )]
     pub url: String,
-    /// Unfinished jobs the queue holds; past it, enqueue answers 503 with Retry-After.
+    /// Unfinished jobs the queue holds; past it, a new request waits for room up to its own
+    /// wait (`--timeout`, or `Prefer: wait=N`), then answers 503 with Retry-After.
     #[arg(long, default_value_t = crate::queue::DEFAULT_MAX_BACKLOG, env = "OFFLOAD_MAX_BACKLOG")]
     pub max_backlog: u64,
     /// Runs of a job before it is marked failed.
@@ -153,6 +155,14 @@ pub struct RequestArgs {
     /// Largest accepted request body in bytes (413 past it).
     #[arg(long, default_value_t = 16 * 1024, env = "OFFLOAD_MAX_BODY")]
     pub max_body: usize,
+    /// Refusals (503 for overload) a second, per core, past which each is held until its
+    /// turn, so that closed-loop clients cannot spin on them; a lone refusal goes at once
+    /// (0: never hold).
+    #[arg(long, default_value_t = gateway::DEFAULT_REFUSALS_PER_CORE, env = "OFFLOAD_REFUSALS_PER_CORE")]
+    pub refusals_per_core: u32,
+    /// Longest a refusal is held (never past the request's deadline).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, env = "OFFLOAD_MAX_REFUSAL_HOLD")]
+    pub max_refusal_hold: Duration,
 }
 
 /// Bounds on work sizes and the cost of `hash`.
@@ -226,6 +236,8 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_body: args.request.max_body,
         max_query: args.max_query,
         grace: args.request.grace,
+        refusals_per_second: u64::from(args.request.refusals_per_core) * cores() as u64,
+        max_refusal_hold: args.request.max_refusal_hold,
     };
     let config_limits = config.limits;
     let name = args.strategy.as_str();
@@ -249,7 +261,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Name::Pool => Strategy::Pool(pool()?),
             Name::Auto => Strategy::Auto(Auto::new(
                 pool()?,
-                QueueStrategy::new(args.queue.open().await?),
+                QueueStrategy::new(args.queue.open().await?, args.max_queue),
                 args.auto_wait,
             )),
             Name::Remote => Strategy::Remote(
@@ -261,7 +273,9 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 })
                 .map_err(anyhow::Error::msg)?,
             ),
-            Name::Queue => Strategy::Queue(QueueStrategy::new(args.queue.open().await?)),
+            Name::Queue => {
+                Strategy::Queue(QueueStrategy::new(args.queue.open().await?, args.max_queue))
+            }
             Name::Rayon => {
                 anyhow::bail!("rayon is the compute service's strategy: run `offload compute`")
             }

@@ -82,7 +82,14 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
     let name = app.strategy.name();
     let applied = match name {
         Name::Auto => Prefer::applied(prefer.wait, prefer.respond_async),
-        Name::Queue => Prefer::applied(None, prefer.respond_async),
+        // The queue answers at once while its backlog has room; when it is full, `wait`
+        // bounds how long the request waits for room.
+        Name::Queue => {
+            if let Some(w) = prefer.wait {
+                deadline = deadline.min(now + w);
+            }
+            Prefer::applied(prefer.wait, prefer.respond_async)
+        }
         _ => {
             if let Some(w) = prefer.wait {
                 deadline = deadline.min(now + w);
@@ -95,7 +102,13 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
     // its queued chunks and tells running ones to stop.
     let run = app.strategy.run(work, deadline, &prefer);
     let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
-        Ok(r) => r?,
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            if e.is_refusal() {
+                app.pacer.pace(deadline).await;
+            }
+            return Err(e.into());
+        }
         Err(_) => return Err(ExecError::Expired.into()),
     };
     let us = |d: std::time::Duration| d.as_micros() as u64;

@@ -4,6 +4,7 @@
 mod error;
 mod heavy;
 mod metrics;
+mod pace;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 pub(crate) use heavy::post as heavy_post;
 pub use metrics::RequestMetrics;
+pub use pace::{DEFAULT_MAX_HOLD, DEFAULT_REFUSALS_PER_CORE, Pacer};
 
 use crate::strategy::Strategy;
 use crate::work::Limits;
@@ -35,6 +37,10 @@ pub struct GatewayConfig {
     pub max_query: usize,
     /// How long shutdown waits for work in hand.
     pub grace: Duration,
+    /// Refusals (503 for overload) a second before they are held ([`Pacer`]); 0: never held.
+    pub refusals_per_second: u64,
+    /// Longest a refusal is held.
+    pub max_refusal_hold: Duration,
 }
 
 /// The state every handler sees.
@@ -45,11 +51,17 @@ pub struct AppState {
     pub metrics: Arc<RequestMetrics>,
     /// Places for `GET /jobs/{id}` long-polls (`Prefer: wait=N`).
     pub long_polls: Arc<tokio::sync::Semaphore>,
+    /// The schedule that 503s for overload are held to.
+    pub pacer: Arc<Pacer>,
 }
 
 impl AppState {
     pub fn new(config: GatewayConfig, strategy: Strategy) -> AppState {
         AppState {
+            pacer: Arc::new(Pacer::new(
+                config.refusals_per_second,
+                config.max_refusal_hold,
+            )),
             config: Arc::new(config),
             strategy: Arc::new(strategy),
             metrics: Arc::default(),
@@ -93,6 +105,7 @@ async fn health(State(app): State<AppState>) -> impl IntoResponse {
 async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(16 * 1024);
     app.metrics.render(&mut out);
+    app.pacer.render_metrics(&mut out);
     app.strategy.render_metrics(&mut out);
     if let Some(q) = app.strategy.queue() {
         q.render_metrics(&mut out).await;

@@ -33,6 +33,7 @@
 //!   read, SQLite a file-change wake-up, Postgres a `NOTIFY` sent by the enqueue statement.
 //! - **Reconnects.** Redis: the connection manager; Postgres: a lost connection is replaced on
 //!   the next call (which is retried once), and the `LISTEN` connection listens again.
+pub mod line;
 mod postgres;
 mod redis;
 mod sqlite;
@@ -43,6 +44,7 @@ pub mod worker;
 use std::future::Future;
 use std::time::Duration;
 
+pub use self::line::{Line, LineError};
 pub use self::postgres::PostgresQueue;
 pub use self::redis::RedisQueue;
 pub use self::sqlite::SqliteQueue;
@@ -140,6 +142,9 @@ pub enum QueueError {
     /// The SQLite thread is gone (it panicked or the queue was dropped).
     #[error("the sqlite thread has stopped")]
     Closed,
+    /// The store failed for a request ahead in line (see [`line`]), so this one was not tried.
+    #[error("the store failed for a request ahead in line: {0}")]
+    Unreachable(String),
     /// Stored data did not have the expected shape.
     #[error("corrupt job record: {0}")]
     Corrupt(String),

@@ -31,6 +31,8 @@ pub struct Auto {
     wait: Duration,
     to_pool: Counter,
     to_queue: Counter,
+    /// Runs in the pool past the budget, because the queue was full or out of reach.
+    over_budget: Counter,
     /// Runs in the pool by actual-over-predicted, cumulative as Prometheus wants it.
     error: [Counter; ERROR_BUCKETS.len()],
     error_sum: Counter,
@@ -53,6 +55,7 @@ impl Auto {
             wait,
             to_pool: Counter::default(),
             to_queue: Counter::default(),
+            over_budget: Counter::default(),
             error: Default::default(),
             error_sum: Counter::default(),
         }
@@ -72,12 +75,15 @@ impl Auto {
     }
 
     /// Runs `work` in the pool if it is predicted to finish within the budget (and before
-    /// `deadline`), else stores it as a job.
+    /// `deadline`), else stores it as a job. When the backlog is full (or its store is out of
+    /// reach), the budget gives way: the pool takes the work under plain deadline admission,
+    /// since a late 200 serves the client better than a 503. Only work the pool cannot finish
+    /// by the deadline waits for room in the queue's line.
     ///
     /// # Errors
-    /// A pool failure of work it took ([`ExecError::Expired`], [`ExecError::Panicked`]), or
-    /// the queue's refusal of work the pool would not take ([`ExecError::Overloaded`] when
-    /// the backlog is full, [`ExecError::Unavailable`] when the store fails).
+    /// A pool failure of work it took ([`ExecError::Expired`], [`ExecError::Panicked`]); when
+    /// neither the pool (by the deadline) nor the queue (within the wait) takes it,
+    /// [`ExecError::Overloaded`] or [`ExecError::Unavailable`].
     pub async fn run(
         &self,
         work: Work,
@@ -89,19 +95,41 @@ impl Auto {
             start_now: prefer.respond_async,
         };
         let predicted = match self.pool.run_within(work, budget, deadline).await {
-            Ok((done, predicted)) => {
-                self.to_pool.add(1);
-                self.record_error(done.wait + done.run, predicted);
-                return Ok(Routed::Pool { done, predicted });
-            }
+            Ok((done, predicted)) => return Ok(self.ran(done, predicted)),
             Err(ExecError::Late(late)) => late.finish,
             // The pool's hard cap: the queue has its own.
             Err(ExecError::Overloaded { .. }) => self.pool.pool().predicted_wait(),
             Err(e) => return Err(e),
         };
-        let id = self.queue.enqueue(work).await?;
+        let refused = match self.queue.try_enqueue(work).await {
+            Ok(id) => return Ok(self.queued(id, predicted)),
+            Err(e @ (ExecError::Overloaded { .. } | ExecError::Unavailable(_))) => e,
+            Err(e) => return Err(e),
+        };
+        match self.pool.run(work, deadline).await {
+            Ok(done) => {
+                self.over_budget.add(1);
+                return Ok(self.ran(done, predicted));
+            }
+            Err(ExecError::Late(_) | ExecError::Overloaded { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        if matches!(refused, ExecError::Unavailable(_)) {
+            return Err(refused);
+        }
+        let id = self.queue.enqueue(work, deadline).await?;
+        Ok(self.queued(id, predicted))
+    }
+
+    fn ran(&self, done: Done, predicted: Duration) -> Routed {
+        self.to_pool.add(1);
+        self.record_error(done.wait + done.run, predicted);
+        Routed::Pool { done, predicted }
+    }
+
+    fn queued(&self, id: JobId, predicted: Duration) -> Routed {
         self.to_queue.add(1);
-        Ok(Routed::Queue { id, predicted })
+        Routed::Queue { id, predicted }
     }
 
     fn record_error(&self, actual: Duration, predicted: Duration) {
@@ -130,6 +158,15 @@ impl Auto {
         );
         sample(out, name, "route=\"pool\"", self.to_pool.get());
         sample(out, name, "route=\"queue\"", self.to_queue.get());
+        let name = "offload_auto_over_budget_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Requests the pool ran past the wait budget (under deadline admission) because the \
+             queue's backlog was full or its store out of reach.",
+        );
+        sample(out, name, "", self.over_budget.get());
         let name = "offload_auto_prediction_ratio";
         header(
             out,

@@ -201,7 +201,7 @@ impl Strategy {
             Strategy::Pool(s) => s.run(work, deadline).await,
             Strategy::Remote(s) => s.run(work, deadline).await,
             Strategy::Rayon(s) => s.run(work, deadline).await,
-            Strategy::Queue(q) => return q.enqueue(work).await.map(Outcome::Accepted),
+            Strategy::Queue(q) => return q.enqueue(work, deadline).await.map(Outcome::Accepted),
             Strategy::Auto(a) => return a.run(work, deadline, prefer).await.map(Outcome::Routed),
         };
         done.map(Outcome::Done)
@@ -318,6 +318,18 @@ impl From<crate::pool::SubmitError> for ExecError {
 }
 
 impl ExecError {
+    /// Whether this is a 503 for overload (full, late, store out of reach, no thread): what a
+    /// closed-loop client would send straight back, so the gateway paces it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ExecError::Overloaded { .. }
+                | ExecError::Late(_)
+                | ExecError::Unavailable(_)
+                | ExecError::NoThread(_)
+        )
+    }
+
     /// The `Retry-After` seconds of a 503, when this error is one.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {

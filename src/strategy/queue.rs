@@ -1,23 +1,23 @@
-//! `queue`: the work is stored as a durable job and the request answers `202 Accepted` at
-//! once with the job's id; separate `offload worker` processes run it and store the result,
-//! readable at `GET /jobs/{id}`. Accepted is not done: the gateway's rate of 202s says
-//! nothing about how fast jobs finish.
+//! `queue`: the work is stored as a durable job and the request answers `202 Accepted` with
+//! the job's id; separate `offload worker` processes run it and store the result, readable at
+//! `GET /jobs/{id}`. Accepted is not done: the gateway's rate of 202s says nothing about how
+//! fast jobs finish.
+//!
+//! While the backlog is at its cap, a request waits in the [`Line`] for room, in arrival
+//! order, up to its own wait (the deadline, or `Prefer: wait=N`), and only then answers 503
+//! with a `Retry-After` from the line's drain rate. So a closed loop of clients is paced to
+//! the rate at which workers finish jobs, instead of spinning on refusals that take the CPU
+//! from the work.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::queue::{EnqueueError, JobId, JobQueue, JobView, NewJob, Queue, QueueError};
+use crate::queue::{JobId, JobQueue, JobView, Line, LineError, NewJob, Queue, QueueError};
 use crate::work::Work;
 
-use super::{ExecError, RETRY_AFTER_SECS};
+use super::ExecError;
 
-/// After the store says the backlog is full, requests are refused without asking it again for
-/// this long. Under a flood the gateway would otherwise try one store write per refused request
-/// (tens of thousands a second), and on SQLite each try takes the file's one write lock that
-/// the workers need to claim and complete. Workers free a few dozen places in that time at
-/// most; the cap itself stays exact, since only the store decides what is accepted.
-const FULL_HOLD: Duration = Duration::from_millis(10);
 /// Longest the gateway waits for the store on a client's behalf (an enqueue, a job's status,
 /// the counts on `/metrics`). Each is one round trip touching a few rows, so one unanswered
 /// after this long means the store is out of reach: a network partition is silence, not a
@@ -28,61 +28,78 @@ const STORE_WAIT: Duration = Duration::from_secs(2);
 /// and checks the store this often in the background; the first answer lets requests
 /// through again. Clients wait for no timeout but the first.
 const STORE_CHECK: Duration = Duration::from_millis(500);
+/// A request in the line leaves it this long before its deadline, so that its 503 (with a
+/// `Retry-After`) is sent before the gateway's deadline turns it into a 504.
+const LINE_MARGIN: Duration = Duration::from_millis(5);
 
-/// Enqueues work on a [`Queue`].
+/// Enqueues work on a [`Queue`]; while the backlog is full, requests wait in a [`Line`].
 #[derive(Debug, Clone)]
 pub struct QueueStrategy {
     queue: Queue,
-    /// Until when (µs since `epoch`) the backlog is taken to be full.
-    full_until_us: Arc<AtomicU64>,
-    epoch: Instant,
+    line: Line,
     /// The store failed or did not answer within [`STORE_WAIT`]; a check runs until it does.
     down: Arc<AtomicBool>,
 }
 
 impl QueueStrategy {
-    pub fn new(queue: Queue) -> QueueStrategy {
+    /// Enqueues on `queue`; at most `max_waiting` requests wait for room in a full backlog.
+    pub fn new(queue: Queue, max_waiting: usize) -> QueueStrategy {
         QueueStrategy {
+            line: Line::new(queue.clone(), max_waiting, STORE_WAIT),
             queue,
-            full_until_us: Arc::new(AtomicU64::new(0)),
-            epoch: Instant::now(),
             down: Arc::new(AtomicBool::new(false)),
         }
-    }
-
-    fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
     }
 
     pub fn queue(&self) -> &Queue {
         &self.queue
     }
 
-    /// Stores `work` as a job; returns its id.
+    /// Stores `work` as a job and returns its id. While the backlog is full the request waits
+    /// for room in arrival order, until shortly before `deadline`.
     ///
     /// # Errors
-    /// [`ExecError::Overloaded`] when the backlog is full; [`ExecError::Unavailable`] when the
-    /// queue's store fails (Redis down, disk full).
-    pub async fn enqueue(&self, work: Work) -> Result<JobId, ExecError> {
-        let full = ExecError::Overloaded {
-            retry_after_secs: RETRY_AFTER_SECS,
-        };
-        if self.now_us() < self.full_until_us.load(Ordering::Relaxed) {
-            return Err(full);
-        }
+    /// [`ExecError::Overloaded`] when the backlog stayed full for the whole wait, or the line
+    /// ahead is predicted to take longer than that (its `Retry-After` is the line's predicted
+    /// drain time); [`ExecError::Unavailable`] when the queue's store fails (Redis down, disk
+    /// full) or is out of reach.
+    pub async fn enqueue(&self, work: Work, deadline: Instant) -> Result<JobId, ExecError> {
+        self.reachable()?;
+        let until = deadline.checked_sub(LINE_MARGIN).unwrap_or(deadline);
+        let job = NewJob::new(work.to_json().to_string());
+        self.line
+            .enqueue(job, until)
+            .await
+            .map_err(|e| self.refused(e))
+    }
+
+    /// Stores `work` only if there is room now: no wait in the line.
+    ///
+    /// # Errors
+    /// As [`QueueStrategy::enqueue`], at once.
+    pub async fn try_enqueue(&self, work: Work) -> Result<JobId, ExecError> {
         self.reachable()?;
         let job = NewJob::new(work.to_json().to_string());
-        match tokio::time::timeout(STORE_WAIT, self.queue.enqueue(job)).await {
-            Ok(Ok(id)) => Ok(id),
-            Ok(Err(EnqueueError::Full(_))) => {
-                let hold = FULL_HOLD.as_micros() as u64;
-                self.full_until_us
-                    .store(self.now_us() + hold, Ordering::Relaxed);
-                Err(full)
+        self.line
+            .enqueue(job, Instant::now())
+            .await
+            .map_err(|e| self.refused(e))
+    }
+
+    fn refused(&self, e: LineError) -> ExecError {
+        match e {
+            LineError::Full { retry_after } | LineError::WaitRanOut { retry_after } => {
+                ExecError::Overloaded {
+                    retry_after_secs: crate::admission::retry_after_secs(retry_after),
+                }
             }
-            Ok(Err(EnqueueError::Queue(e))) => Err(self.failed(e)),
-            Err(_) => Err(self.failed(QueueError::Timeout("an enqueue", STORE_WAIT))),
+            LineError::Store(e) => self.failed(e),
         }
+    }
+
+    /// The line of requests waiting for room in a full backlog.
+    pub fn line(&self) -> &Line {
+        &self.line
     }
 
     /// A job's view, `None` for an unknown id.
@@ -135,9 +152,10 @@ impl QueueStrategy {
         ExecError::Unavailable(e.to_string())
     }
 
-    /// Writes `offload_jobs{state="..."}` gauges.
+    /// Writes `offload_jobs{state="..."}` gauges and the line's.
     pub async fn render_metrics(&self, out: &mut String) {
         use crate::metrics::{header, sample};
+        self.line.render_metrics(out);
         let counts = self.bounded("counting jobs", self.queue.counts()).await;
         header(
             out,

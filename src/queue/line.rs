@@ -1,0 +1,412 @@
+//! Backpressure for a full backlog. A request that finds the backlog at its cap does not get a
+//! refusal it would send straight back: it waits in a line, in arrival order, and one task per
+//! process (the pump) stores the jobs at the head of the line as room appears. Only when its
+//! own wait runs out does a request leave the line unstored. A closed loop of any size is then
+//! paced to the rate at which workers drain the backlog, and the store sees one attempt per
+//! free place rather than one per refused request.
+//!
+//! The pump learns that room appeared by trying: it stores a batch of jobs from the head of the
+//! line and, when the store says full, pauses for about the time one job takes to drain before
+//! it tries again. The batch grows while every job in it is stored and shrinks to what was
+//! stored when the store is full, so the attempts that fail are about one per pause.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::{EnqueueError, JobId, JobQueue, NewJob, Queue, QueueError};
+use crate::metrics::Counter;
+
+/// Most jobs the pump stores at once: enough to move the line at tens of thousands of jobs a
+/// second against a store with a millisecond's round trip, few enough that a full store sees a
+/// small burst of failed attempts.
+const MAX_BATCH: usize = 64;
+/// The pump's pause after the store says full, before the drain rate is known.
+const FULL_PAUSE: Duration = Duration::from_millis(5);
+/// The pause is about the time the backlog takes to drain one job, within these bounds: under
+/// a millisecond it is not worth a wake-up, and past 20 ms a line behind a fast-draining store
+/// would stand still while places sit free.
+const PAUSE_MIN: Duration = Duration::from_millis(1);
+const PAUSE_MAX: Duration = Duration::from_millis(20);
+/// The drain rate is averaged over windows at least this long.
+const RATE_WINDOW: Duration = Duration::from_millis(100);
+/// Weight of a new window in the drain rate's moving average.
+const RATE_WEIGHT: f64 = 0.3;
+
+/// Why a job did not get into the store.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The line is at its cap, or the line ahead is predicted to take longer to drain than the
+    /// request may wait. `retry_after`: when a request like it would get through.
+    #[error("the queue is full and its line is longer than this request may wait")]
+    Full { retry_after: Duration },
+    /// The request waited its whole wait and the backlog stayed full.
+    #[error("the queue stayed full for the whole of this request's wait")]
+    WaitRanOut { retry_after: Duration },
+    /// The store failed or did not answer in time.
+    #[error(transparent)]
+    Store(#[from] QueueError),
+}
+
+/// The line of requests waiting for room in a full backlog, and the pump that serves it.
+#[derive(Debug, Clone)]
+pub struct Line {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: Queue,
+    state: Mutex<State>,
+    /// Most requests that may wait at once.
+    max_waiting: usize,
+    /// How long one store call may take before it counts as failed.
+    store_wait: Duration,
+    stored: Counter,
+    ran_out: Counter,
+    refused: Counter,
+}
+
+#[derive(Debug)]
+struct State {
+    waiting: VecDeque<Waiter>,
+    pump: bool,
+    /// Jobs stored per second by the pump while requests waited (the drain rate), if known.
+    rate: Option<f64>,
+    window_start: Instant,
+    window_stored: u64,
+    /// Until when the store is taken to be full without asking it: after it said so, a new
+    /// request joins the line rather than trying a store write of its own.
+    full_until: Instant,
+}
+
+/// A request in the line. Its `claim` says who decides its fate: the pump once it has taken
+/// the job to store it, or the request once it has given up.
+#[derive(Debug)]
+struct Waiter {
+    job: NewJob,
+    until: Instant,
+    claim: Arc<AtomicU8>,
+    reply: oneshot::Sender<Result<JobId, LineError>>,
+}
+
+const WAITING: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Line {
+    /// A line in front of `queue`, holding at most `max_waiting` requests.
+    pub fn new(queue: Queue, max_waiting: usize, store_wait: Duration) -> Line {
+        Line {
+            inner: Arc::new(Inner {
+                queue,
+                state: Mutex::new(State {
+                    waiting: VecDeque::new(),
+                    pump: false,
+                    rate: None,
+                    window_start: Instant::now(),
+                    window_stored: 0,
+                    full_until: Instant::now(),
+                }),
+                max_waiting: max_waiting.max(1),
+                store_wait,
+                stored: Counter::default(),
+                ran_out: Counter::default(),
+                refused: Counter::default(),
+            }),
+        }
+    }
+
+    /// Whether requests are waiting now (a new one must not pass them).
+    pub fn is_busy(&self) -> bool {
+        let st = self.inner.state.lock().expect("line lock");
+        !st.waiting.is_empty() || Instant::now() < st.full_until
+    }
+
+    /// Requests waiting now.
+    pub fn len(&self) -> usize {
+        self.inner.state.lock().expect("line lock").waiting.len()
+    }
+
+    /// Whether no request waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The drain rate the line has seen (jobs stored per second while requests waited).
+    pub fn rate(&self) -> Option<f64> {
+        self.inner.state.lock().expect("line lock").rate
+    }
+
+    /// The predicted wait of a request joining the line now.
+    pub fn predicted_wait(&self) -> Duration {
+        let st = self.inner.state.lock().expect("line lock");
+        predicted(&st, st.waiting.len() + 1)
+    }
+
+    /// Stores `job`, waiting in the line until `until` while the backlog is full.
+    ///
+    /// # Errors
+    /// [`LineError::Full`] at once when the line is at its cap or predicted not to reach this
+    /// request in time; [`LineError::WaitRanOut`] at `until`; [`LineError::Store`] when the
+    /// store fails.
+    pub async fn enqueue(&self, job: NewJob, until: Instant) -> Result<JobId, LineError> {
+        if !self.is_busy() {
+            match tokio::time::timeout(self.inner.store_wait, self.inner.queue.enqueue(job.clone()))
+                .await
+            {
+                Ok(Ok(id)) => return Ok(id),
+                Ok(Err(EnqueueError::Full(_))) => {
+                    let mut st = self.inner.state.lock().expect("line lock");
+                    st.full_until = Instant::now() + pause(&st);
+                }
+                Ok(Err(EnqueueError::Queue(e))) => return Err(e.into()),
+                Err(_) => {
+                    return Err(QueueError::Timeout("an enqueue", self.inner.store_wait).into());
+                }
+            }
+        }
+        self.wait(job, until).await
+    }
+
+    /// Joins the line and waits for the pump to store the job, or for `until`.
+    async fn wait(&self, job: NewJob, until: Instant) -> Result<JobId, LineError> {
+        let claim = Arc::new(AtomicU8::new(WAITING));
+        let (tx, mut rx) = oneshot::channel();
+        {
+            let mut st = self.inner.state.lock().expect("line lock");
+            let ahead = st.waiting.len();
+            let wait = predicted(&st, ahead + 1);
+            let remaining = until.saturating_duration_since(Instant::now());
+            let late = remaining.is_zero() || (st.rate.is_some() && wait > remaining);
+            if ahead >= self.inner.max_waiting || late {
+                self.inner.refused.add(1);
+                return Err(LineError::Full {
+                    retry_after: wait.saturating_sub(remaining).max(predicted(&st, 1)),
+                });
+            }
+            st.waiting.push_back(Waiter {
+                job,
+                until,
+                claim: Arc::clone(&claim),
+                reply: tx,
+            });
+            if !st.pump {
+                st.pump = true;
+                (st.window_start, st.window_stored) = (Instant::now(), 0);
+                tokio::spawn(pump(Arc::clone(&self.inner)));
+            }
+        }
+        let mut gone = Gone(Some(Arc::clone(&claim)));
+        let answer = tokio::select! {
+            r = &mut rx => r,
+            () = tokio::time::sleep_until(until.into()) => {
+                if claim
+                    .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.inner.ran_out.add(1);
+                    gone.0 = None;
+                    return Err(LineError::WaitRanOut {
+                        retry_after: self.predicted_wait(),
+                    });
+                }
+                // The pump holds the job: its answer comes within one store call.
+                (&mut rx).await
+            }
+        };
+        gone.0 = None;
+        answer.unwrap_or_else(|_| Err(QueueError::Closed.into()))
+    }
+
+    /// Adds the line's gauges and counters to `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::metrics::{header, sample};
+        let (waiting, rate) = {
+            let st = self.inner.state.lock().expect("line lock");
+            (st.waiting.len(), st.rate)
+        };
+        header(
+            out,
+            "offload_queue_line_waiting",
+            "gauge",
+            "Requests waiting for room in a full backlog.",
+        );
+        sample(out, "offload_queue_line_waiting", "", waiting);
+        header(
+            out,
+            "offload_queue_line_drain_per_second",
+            "gauge",
+            "Jobs stored per second from the line while requests waited (0 until measured).",
+        );
+        sample(
+            out,
+            "offload_queue_line_drain_per_second",
+            "",
+            format!("{:.1}", rate.unwrap_or(0.0)),
+        );
+        header(
+            out,
+            "offload_queue_line_total",
+            "counter",
+            "Requests that waited in the line, by outcome: stored, their wait ran out, or \
+             refused on arrival (line full or too long for their wait).",
+        );
+        for (outcome, c) in [
+            ("stored", &self.inner.stored),
+            ("wait_ran_out", &self.inner.ran_out),
+            ("refused", &self.inner.refused),
+        ] {
+            sample(
+                out,
+                "offload_queue_line_total",
+                &format!("outcome=\"{outcome}\""),
+                c.get(),
+            );
+        }
+    }
+}
+
+/// Marks a waiter abandoned if its request goes away (client gone) while it waits.
+struct Gone(Option<Arc<AtomicU8>>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            let _ = c.compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+}
+
+/// Time for `n` requests of the line to get in, at the measured drain rate.
+fn predicted(st: &State, n: usize) -> Duration {
+    match st.rate {
+        Some(r) if r > 0.0 => Duration::from_secs_f64((n as f64 / r).min(3600.0)),
+        _ => Duration::ZERO,
+    }
+}
+
+/// The pump's pause after the store said full: about the time the backlog takes to drain one
+/// job.
+fn pause(st: &State) -> Duration {
+    match st.rate {
+        Some(r) if r > 0.0 => Duration::from_secs_f64(1.0 / r).clamp(PAUSE_MIN, PAUSE_MAX),
+        _ => FULL_PAUSE,
+    }
+}
+
+/// Serves the line until it is empty: stores batches from its head as room appears.
+async fn pump(inner: Arc<Inner>) {
+    let mut batch_size = 1usize;
+    loop {
+        let batch: Vec<Waiter> = {
+            let mut st = inner.state.lock().expect("line lock");
+            let mut batch = Vec::new();
+            while batch.len() < batch_size {
+                let Some(w) = st.waiting.pop_front() else {
+                    break;
+                };
+                if w.claim
+                    .compare_exchange(WAITING, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    batch.push(w);
+                }
+            }
+            if batch.is_empty() && st.waiting.is_empty() {
+                st.pump = false;
+                st.window_stored = 0;
+                return;
+            }
+            batch
+        };
+        let mut tries = tokio::task::JoinSet::new();
+        for (i, w) in batch.iter().enumerate() {
+            let (queue, job, wait) = (inner.queue.clone(), w.job.clone(), inner.store_wait);
+            tries.spawn(async move { (i, tokio::time::timeout(wait, queue.enqueue(job)).await) });
+        }
+        let mut results: Vec<Option<_>> = (0..batch.len()).map(|_| None).collect();
+        while let Some(done) = tries.join_next().await {
+            if let Ok((i, r)) = done {
+                results[i] = Some(r);
+            }
+        }
+        let (mut stored, mut full, mut failed) = (0usize, false, None);
+        let mut back = Vec::new();
+        let now = Instant::now();
+        for (w, r) in batch.into_iter().zip(results) {
+            match r {
+                Some(Ok(Ok(id))) => {
+                    stored += 1;
+                    inner.stored.add(1);
+                    let _ = w.reply.send(Ok(id));
+                }
+                Some(Ok(Err(EnqueueError::Full(_)))) => {
+                    full = true;
+                    if now >= w.until {
+                        inner.ran_out.add(1);
+                        let retry_after = {
+                            let st = inner.state.lock().expect("line lock");
+                            predicted(&st, st.waiting.len() + 1)
+                        };
+                        let _ = w.reply.send(Err(LineError::WaitRanOut { retry_after }));
+                    } else {
+                        w.claim.store(WAITING, Ordering::Release);
+                        back.push(w);
+                    }
+                }
+                Some(Ok(Err(EnqueueError::Queue(e)))) => {
+                    failed.get_or_insert_with(|| e.to_string());
+                    let _ = w.reply.send(Err(e.into()));
+                }
+                Some(Err(_)) | None => {
+                    let e = QueueError::Timeout("an enqueue", inner.store_wait);
+                    failed.get_or_insert_with(|| e.to_string());
+                    let _ = w.reply.send(Err(e.into()));
+                }
+            }
+        }
+        let pause = {
+            let mut st = inner.state.lock().expect("line lock");
+            for w in back.into_iter().rev() {
+                st.waiting.push_front(w);
+            }
+            if let Some(why) = failed {
+                // The store failed: every request in the line would wait for it in turn.
+                // They all hear it now; the strategy decides what the store's state means.
+                for w in st.waiting.drain(..) {
+                    let _ = w
+                        .reply
+                        .send(Err(QueueError::Unreachable(why.clone()).into()));
+                }
+            }
+            st.window_stored += stored as u64;
+            let span = st.window_start.elapsed();
+            if span >= RATE_WINDOW {
+                let r = st.window_stored as f64 / span.as_secs_f64();
+                st.rate = Some(match st.rate {
+                    Some(old) => old + RATE_WEIGHT * (r - old),
+                    None => r,
+                });
+                st.window_start = Instant::now();
+                st.window_stored = 0;
+            }
+            let pause = pause(&st);
+            if full {
+                st.full_until = Instant::now() + pause;
+            }
+            pause
+        };
+        batch_size = if full {
+            stored.max(1)
+        } else {
+            (batch_size * 2).min(MAX_BATCH)
+        };
+        if full {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
