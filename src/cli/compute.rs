@@ -31,10 +31,8 @@ pub struct ComputeArgs {
     /// capacity a gateway may use [default: 2 x threads].
     #[arg(long, env = "OFFLOAD_MAX_INFLIGHT")]
     pub max_inflight: Option<usize>,
-    /// Niceness added to the threads that run the work, so `/health` and the HTTP runtime
-    /// win the CPU over it (Linux; 0 turns it off).
-    #[arg(long, default_value_t = super::serve::DEFAULT_NICE, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
-    pub nice: i32,
+    #[command(flatten)]
+    pub sched: super::serve::SchedArgs,
     #[command(flatten)]
     pub request: RequestArgs,
     #[command(flatten)]
@@ -48,14 +46,15 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
     // Two per thread: one running, one ready to start the moment a thread frees up, so the
     // cores never idle between requests while the backlog stays bounded.
     let max_inflight = positive("max-inflight", args.max_inflight, 2 * threads)?;
-    let nice = args.nice;
+    let priority = args.sched.priority();
+    let slice = args.sched.slice();
     if args.request.timeout.is_zero() {
         anyhow::bail!("--timeout must be more than zero");
     }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("offload-rayon-{i}"))
-        .start_handler(move |_| crate::pool::lower_priority(nice))
+        .start_handler(move |_| priority.apply())
         .build_global()
         .context("starting the rayon threads")?;
     let config = GatewayConfig {
@@ -68,13 +67,20 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
         max_refusal_hold: args.request.max_refusal_hold,
     };
     let addr = SocketAddr::new(args.bind, args.port);
-    run_service("compute", "rayon", runtime_threads, addr, async move || {
-        // A first figure of its speed, for gateways to judge requests by until they have
-        // measured it (on `/health`).
-        let probe = crate::work::Work::probe_costs(&config.limits);
-        let rayon =
-            Rayon::new(threads, max_inflight, nice, probe).context("starting the turn threads")?;
-        let state = AppState::new(config, Strategy::Rayon(rayon));
-        Ok((crate::compute::app(state.clone()), state))
-    })
+    run_service(
+        "compute",
+        "rayon",
+        runtime_threads,
+        slice,
+        addr,
+        async move || {
+            // A first figure of its speed, for gateways to judge requests by until they have
+            // measured it (on `/health`).
+            let probe = crate::work::Work::probe_costs(&config.limits);
+            let rayon = Rayon::new(threads, max_inflight, priority, probe)
+                .context("starting the turn threads")?;
+            let state = AppState::new(config, Strategy::Rayon(rayon));
+            Ok((crate::compute::app(state.clone()), state))
+        },
+    )
 }

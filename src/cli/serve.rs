@@ -46,10 +46,8 @@ pub struct ServeArgs {
     /// the predicted Retry-After; this cap only bounds memory.
     #[arg(long, default_value_t = DEFAULT_MAX_QUEUE, env = "OFFLOAD_MAX_QUEUE")]
     pub max_queue: usize,
-    /// Niceness added to pool threads, so light requests win the CPU over heavy work (Linux;
-    /// 0 turns it off). The pool still gets every cycle nothing else wants.
-    #[arg(long, default_value_t = DEFAULT_NICE, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
-    pub nice: i32,
+    #[command(flatten)]
+    pub sched: SchedArgs,
     #[command(flatten)]
     pub request: RequestArgs,
     /// Largest accepted query string in bytes (414 past it).
@@ -76,6 +74,44 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
 }
+
+/// How a server's threads that run heavy work share the CPU with its runtime threads and with
+/// other processes (see [`crate::pool::priority`]); the same for `serve` and `compute`.
+#[derive(Debug, Clone, Args)]
+pub struct SchedArgs {
+    /// Niceness added to the threads that run heavy work (Linux; 0 turns it off). A high one
+    /// lets light requests win the CPU, but also makes the work give way to every other
+    /// process on the machine.
+    #[arg(long, default_value_t = DEFAULT_NICE, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub nice: i32,
+    /// Scheduling policy of the threads that run heavy work (Linux): `batch` marks them
+    /// CPU-bound, so they never preempt other threads on wake-up.
+    #[arg(long, value_enum, default_value_t = DEFAULT_POLICY, env = "OFFLOAD_POOL_POLICY")]
+    pub pool_policy: crate::pool::Policy,
+    /// EEVDF time slice asked for the runtime threads that answer requests (Linux 6.12+;
+    /// clamped to 0.1-100 ms; 0: the kernel's default). A short slice lets a runtime thread
+    /// woken for a light request preempt heavy work at once.
+    #[arg(long, default_value = DEFAULT_RUNTIME_SLICE, value_parser = parse_duration, env = "OFFLOAD_RUNTIME_SLICE")]
+    pub runtime_slice: Duration,
+}
+
+impl SchedArgs {
+    pub fn priority(&self) -> crate::pool::Priority {
+        crate::pool::Priority {
+            nice: self.nice,
+            policy: self.pool_policy,
+        }
+    }
+    /// The runtime threads' slice, if one is asked for.
+    pub fn slice(&self) -> Option<Duration> {
+        (!self.runtime_slice.is_zero()).then_some(self.runtime_slice)
+    }
+}
+
+/// The pool threads' scheduling policy by default.
+pub const DEFAULT_POLICY: crate::pool::Policy = crate::pool::Policy::Normal;
+/// The runtime threads' time slice by default (0: the kernel's).
+pub const DEFAULT_RUNTIME_SLICE: &str = "0";
 
 /// Niceness of threads that run heavy work next to a server's runtime threads. With both at
 /// the same priority, a runtime thread woken for `/health` waits for a busy core's time
@@ -160,7 +196,7 @@ pub struct RequestArgs {
     /// (0: never hold).
     #[arg(long, default_value_t = gateway::DEFAULT_REFUSALS_PER_CORE, env = "OFFLOAD_REFUSALS_PER_CORE")]
     pub refusals_per_core: u32,
-    /// Longest a refusal is held (never past the request's deadline).
+    /// Longest a refusal is held.
     #[arg(long, default_value = "1s", value_parser = parse_duration, env = "OFFLOAD_MAX_REFUSAL_HOLD")]
     pub max_refusal_hold: Duration,
 }
@@ -245,7 +281,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let pool_config = PoolConfig {
         threads,
         max_queue: args.max_queue,
-        nice: args.nice,
+        priority: args.sched.priority(),
         name: "offload-pool".into(),
     };
     let pool = move || -> anyhow::Result<PoolStrategy> {
@@ -253,36 +289,44 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         crate::strategy::calibrate_priors(&pool, &config_limits, cores());
         Ok(PoolStrategy::new(Arc::new(pool), pool_split))
     };
-    run_service("serve", name, runtime_threads, addr, async move || {
-        let strategy = match args.strategy {
-            Name::Inline => Strategy::Inline(Inline),
-            Name::Spawn => Strategy::Spawn(Spawn { split }),
-            Name::Blocking => Strategy::Blocking(Blocking),
-            Name::Pool => Strategy::Pool(pool()?),
-            Name::Auto => Strategy::Auto(Auto::new(
-                pool()?,
-                QueueStrategy::new(args.queue.open().await?, args.max_queue),
-                args.auto_wait,
-            )),
-            Name::Remote => Strategy::Remote(
-                Remote::start(RemoteConfig {
-                    backends: args.compute,
-                    health_interval: args.health_interval,
-                    connect_timeout: Duration::from_secs(1),
-                    max_queue: args.max_queue,
-                })
-                .map_err(anyhow::Error::msg)?,
-            ),
-            Name::Queue => {
-                Strategy::Queue(QueueStrategy::new(args.queue.open().await?, args.max_queue))
-            }
-            Name::Rayon => {
-                anyhow::bail!("rayon is the compute service's strategy: run `offload compute`")
-            }
-        };
-        let state = AppState::new(config, strategy);
-        Ok((gateway::app(state.clone()), state))
-    })
+    let slice = args.sched.slice();
+    run_service(
+        "serve",
+        name,
+        runtime_threads,
+        slice,
+        addr,
+        async move || {
+            let strategy = match args.strategy {
+                Name::Inline => Strategy::Inline(Inline),
+                Name::Spawn => Strategy::Spawn(Spawn { split }),
+                Name::Blocking => Strategy::Blocking(Blocking),
+                Name::Pool => Strategy::Pool(pool()?),
+                Name::Auto => Strategy::Auto(Auto::new(
+                    pool()?,
+                    QueueStrategy::new(args.queue.open().await?, args.max_queue),
+                    args.auto_wait,
+                )),
+                Name::Remote => Strategy::Remote(
+                    Remote::start(RemoteConfig {
+                        backends: args.compute,
+                        health_interval: args.health_interval,
+                        connect_timeout: Duration::from_secs(1),
+                        max_queue: args.max_queue,
+                    })
+                    .map_err(anyhow::Error::msg)?,
+                ),
+                Name::Queue => {
+                    Strategy::Queue(QueueStrategy::new(args.queue.open().await?, args.max_queue))
+                }
+                Name::Rayon => {
+                    anyhow::bail!("rayon is the compute service's strategy: run `offload compute`")
+                }
+            };
+            let state = AppState::new(config, strategy);
+            Ok((gateway::app(state.clone()), state))
+        },
+    )
 }
 
 /// Builds the runtime, binds, prints where it listens (the first line on stdout, which the
@@ -292,12 +336,18 @@ pub(super) fn run_service(
     role: &str,
     strategy: &str,
     runtime_threads: usize,
+    slice: Option<Duration>,
     addr: SocketAddr,
     build: impl AsyncFnOnce() -> anyhow::Result<(axum::Router, AppState)>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(runtime_threads)
         .thread_name("offload-rt")
+        .on_thread_start(move || {
+            if let Some(s) = slice {
+                crate::pool::priority::set_slice(s);
+            }
+        })
         .enable_all()
         .build()
         .context("building the async runtime")?;

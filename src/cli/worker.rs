@@ -56,7 +56,10 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             threads: concurrency,
             // The loop hands over at most two jobs per thread: one running, one next.
             max_queue: 2 * concurrency,
-            nice: args.nice,
+            priority: crate::pool::Priority {
+                nice: args.nice,
+                policy: crate::pool::Policy::Normal,
+            },
             name: "offload-job".into(),
         })
         .context("starting the job threads")?,

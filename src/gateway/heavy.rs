@@ -105,7 +105,7 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
             if e.is_refusal() {
-                app.pacer.pace(deadline).await;
+                app.pacer.pace().await;
             }
             return Err(e.into());
         }

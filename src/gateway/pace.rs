@@ -2,7 +2,7 @@
 //! next request the moment it arrives: unpaced, a thousand such clients turn a full server
 //! into tens of thousands of refusals a second, and the CPU that answers them is taken from
 //! the work. The pacer gives each refusal a slot on a schedule of at most `rate` a second and
-//! holds it until then (never past its deadline, and at most `max_hold`). A lone refusal on a
+//! holds it until then (at most `max_hold`). A lone refusal on a
 //! quiet server goes out at once; a storm is spread out, so a client cannot spin on it
 //! whatever its number of connections (beyond `max_hold`, the rate is connections over
 //! `max_hold`). Holding costs no thread: the request is a parked future.
@@ -87,11 +87,11 @@ impl Pacer {
         }
     }
 
-    /// Holds a refusal made now for its slot, but never past `deadline`.
-    pub async fn pace(&self, deadline: Instant) {
-        let hold = self
-            .hold()
-            .min(deadline.saturating_duration_since(Instant::now()));
+    /// Holds a refusal made now until its slot. Not capped by the request's deadline: a
+    /// client asking `Prefer: wait=0` must not be able to spin either, and a refusal is no
+    /// later for it than the `max_hold` it is capped at.
+    pub async fn pace(&self) {
+        let hold = self.hold();
         if !hold.is_zero() {
             tokio::time::sleep(hold).await;
         }

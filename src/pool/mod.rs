@@ -13,6 +13,7 @@
 //! - Wait and run times go into histograms; busy time gives utilisation.
 //! - [`Pool::shutdown`] stops intake and lets the threads drain what is queued.
 
+pub mod priority;
 mod stats;
 
 use std::collections::VecDeque;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::admission::{self, Cost, CostModel, Late};
+pub use priority::{Policy, Priority};
 use stats::Counters;
 pub use stats::PoolStats;
 
@@ -41,8 +43,8 @@ pub struct PoolConfig {
     /// Requests that may wait (a request's chunks count once); past it, submissions are
     /// rejected at once. A hard cap on memory: the deadline decides first.
     pub max_queue: usize,
-    /// Niceness added to the worker threads (Linux; 0 = same priority as the caller).
-    pub nice: i32,
+    /// How the worker threads are scheduled (Linux): niceness and policy.
+    pub priority: Priority,
     /// Thread name prefix.
     pub name: String,
 }
@@ -176,11 +178,11 @@ impl Pool {
         };
         for i in 0..threads {
             let shared = shared.clone();
-            let nice = config.nice;
+            let priority = config.priority;
             let handle = std::thread::Builder::new()
                 .name(format!("{}-{i}", config.name))
                 .spawn(move || {
-                    lower_priority(nice);
+                    priority.apply();
                     worker(&shared);
                 });
             match handle {
@@ -526,26 +528,6 @@ fn run_task(shared: &Shared, task: Task) {
     };
     settle(shared, task.cost);
     let _ = task.reply.send(out);
-}
-
-/// Lowers this thread's scheduling priority by `nice` (Linux: per-thread niceness), so that
-/// runtime threads answering light requests win the CPU over pool threads doing heavy work.
-pub fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid has no preconditions; setpriority on our own thread id with a
-        // positive increment only lowers our own priority and reports failure by -1.
-        let rc = unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
-        };
-        if rc != 0 {
-            tracing::warn!(nice, error = %std::io::Error::last_os_error(), "could not lower pool thread priority");
-        }
-    }
 }
 
 /// The smallest chunk worth handing to another thread: a hand-off costs a few microseconds

@@ -10,7 +10,7 @@ fn pool(threads: usize, max_queue: usize) -> Pool {
     Pool::new(PoolConfig {
         threads,
         max_queue,
-        nice: 0,
+        priority: super::Priority::SAME,
         name: "test-pool".into(),
     })
     .unwrap()

@@ -44,7 +44,7 @@ impl Rayon {
     pub fn new(
         threads: usize,
         max_inflight: usize,
-        nice: i32,
+        priority: crate::pool::Priority,
         probe: Vec<(crate::work::Kind, f64)>,
     ) -> std::io::Result<Rayon> {
         let max_inflight = max_inflight.max(1);
@@ -53,7 +53,7 @@ impl Rayon {
             threads,
             // Admission is the permits'; the queue only ever holds admitted requests.
             max_queue: max_inflight,
-            nice,
+            priority,
             name: "offload-turn".into(),
         })?;
         Ok(Rayon {

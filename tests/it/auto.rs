@@ -9,7 +9,9 @@ use offload::queue::{JobId, Queue, QueueOptions, open};
 use serde_json::Value;
 
 use crate::queue::{postgres_url, redis_url};
-use crate::support::{Proc, Resp, count_n_for, exclusive, get, metric, request};
+use crate::support::{
+    BusyLoop, Proc, Resp, count_n_for, exclusive, get, metric, request, two_cpus_and_taskset,
+};
 
 /// A gateway running `auto` and one worker, on a queue of their own.
 struct Auto {
@@ -335,32 +337,6 @@ async fn a_long_poll_answers_when_the_job_ends_or_at_its_wait() {
     .await;
     assert_eq!((r.status, r.code()), (400, "invalid_prefer".into()));
     auto.cleanup().await;
-}
-
-/// Whether CPUs 0 and 1 and `taskset` are here; without them a loud skip, in CI a failure.
-fn two_cpus_and_taskset(test: &str) -> bool {
-    let have_taskset = std::process::Command::new("taskset")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if have_taskset && cpus >= 2 {
-        return true;
-    }
-    let why = format!("{test} needs 2 CPUs (have {cpus}) and taskset (found: {have_taskset})");
-    assert!(std::env::var_os("CI").is_none(), "{why}");
-    eprintln!("!!!! DID NOT RUN: {why}");
-    false
-}
-
-/// A busy loop pinned to one CPU, killed when dropped.
-struct BusyLoop(std::process::Child);
-
-impl Drop for BusyLoop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Actual over predicted time to finish of one light request, which must run in the pool.

@@ -336,3 +336,41 @@ pub async fn crowd(
     }
     all
 }
+
+/// Whether CPUs 0 and 1 and `taskset` are here; without them a loud skip, in CI a failure.
+pub fn two_cpus_and_taskset(test: &str) -> bool {
+    let have_taskset = std::process::Command::new("taskset")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if have_taskset && cpus >= 2 {
+        return true;
+    }
+    let why = format!("{test} needs 2 CPUs (have {cpus}) and taskset (found: {have_taskset})");
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("!!!! DID NOT RUN: {why}");
+    false
+}
+
+/// A busy loop pinned to one CPU, killed when dropped.
+pub struct BusyLoop(pub std::process::Child);
+
+impl Drop for BusyLoop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl BusyLoop {
+    /// Starts `sh -c 'while :; do :; done'` pinned to `cpu`.
+    pub fn on(cpu: usize) -> BusyLoop {
+        BusyLoop(
+            Command::new("taskset")
+                .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
+                .spawn()
+                .expect("start a busy loop"),
+        )
+    }
+}
