@@ -197,7 +197,7 @@ pub struct RequestArgs {
     #[arg(long, default_value_t = gateway::DEFAULT_REFUSALS_PER_CORE, env = "OFFLOAD_REFUSALS_PER_CORE")]
     pub refusals_per_core: u32,
     /// Longest a refusal is held.
-    #[arg(long, default_value = "1s", value_parser = parse_duration, env = "OFFLOAD_MAX_REFUSAL_HOLD")]
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "OFFLOAD_MAX_REFUSAL_HOLD")]
     pub max_refusal_hold: Duration,
 }
 
