@@ -73,6 +73,8 @@ struct Inner {
 #[derive(Debug)]
 struct State {
     waiting: VecDeque<Waiter>,
+    /// Waiters in `waiting` whose requests gave up (the pump drops them when it gets there).
+    abandoned: usize,
     pump: bool,
     /// Jobs stored per second by the pump while requests waited (the drain rate), if known.
     rate: Option<f64>,
@@ -105,6 +107,7 @@ impl Line {
                 queue,
                 state: Mutex::new(State {
                     waiting: VecDeque::new(),
+                    abandoned: 0,
                     pump: false,
                     rate: None,
                     window_start: Instant::now(),
@@ -123,12 +126,12 @@ impl Line {
     /// Whether requests are waiting now (a new one must not pass them).
     pub fn is_busy(&self) -> bool {
         let st = self.inner.state.lock().expect("line lock");
-        !st.waiting.is_empty() || Instant::now() < st.full_until
+        st.len() > 0 || Instant::now() < st.full_until
     }
 
     /// Requests waiting now.
     pub fn len(&self) -> usize {
-        self.inner.state.lock().expect("line lock").waiting.len()
+        self.inner.state.lock().expect("line lock").len()
     }
 
     /// Whether no request waits.
@@ -144,7 +147,7 @@ impl Line {
     /// The predicted wait of a request joining the line now.
     pub fn predicted_wait(&self) -> Duration {
         let st = self.inner.state.lock().expect("line lock");
-        predicted(&st, st.waiting.len() + 1)
+        predicted(&st, st.len() + 1)
     }
 
     /// Stores `job`, waiting in the line until `until` while the backlog is full.
@@ -178,7 +181,7 @@ impl Line {
         let (tx, mut rx) = oneshot::channel();
         {
             let mut st = self.inner.state.lock().expect("line lock");
-            let ahead = st.waiting.len();
+            let ahead = st.len();
             let wait = predicted(&st, ahead + 1);
             let remaining = until.saturating_duration_since(Instant::now());
             let late = remaining.is_zero() || (st.rate.is_some() && wait > remaining);
@@ -200,7 +203,7 @@ impl Line {
                 tokio::spawn(pump(Arc::clone(&self.inner)));
             }
         }
-        let mut gone = Gone(Some(Arc::clone(&claim)));
+        let mut gone = Gone(Some((Arc::clone(&claim), Arc::clone(&self.inner))));
         let answer = tokio::select! {
             r = &mut rx => r,
             () = tokio::time::sleep_until(until.into()) => {
@@ -209,6 +212,7 @@ impl Line {
                     .is_ok()
                 {
                     self.inner.ran_out.add(1);
+                    self.inner.state.lock().expect("line lock").abandoned += 1;
                     gone.0 = None;
                     return Err(LineError::WaitRanOut {
                         retry_after: self.predicted_wait(),
@@ -227,7 +231,7 @@ impl Line {
         use crate::metrics::{header, sample};
         let (waiting, rate) = {
             let st = self.inner.state.lock().expect("line lock");
-            (st.waiting.len(), st.rate)
+            (st.len(), st.rate)
         };
         header(
             out,
@@ -271,13 +275,23 @@ impl Line {
 }
 
 /// Marks a waiter abandoned if its request goes away (client gone) while it waits.
-struct Gone(Option<Arc<AtomicU8>>);
+struct Gone(Option<(Arc<AtomicU8>, Arc<Inner>)>);
 
 impl Drop for Gone {
     fn drop(&mut self) {
-        if let Some(c) = &self.0 {
-            let _ = c.compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
+        if let Some((c, inner)) = &self.0
+            && c.compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            inner.state.lock().expect("line lock").abandoned += 1;
         }
+    }
+}
+
+impl State {
+    /// Requests waiting, not counting those that gave up.
+    fn len(&self) -> usize {
+        self.waiting.len().saturating_sub(self.abandoned)
     }
 }
 
@@ -314,6 +328,8 @@ async fn pump(inner: Arc<Inner>) {
                     .is_ok()
                 {
                     batch.push(w);
+                } else {
+                    st.abandoned = st.abandoned.saturating_sub(1);
                 }
             }
             if batch.is_empty() && st.waiting.is_empty() {
@@ -323,34 +339,30 @@ async fn pump(inner: Arc<Inner>) {
             }
             batch
         };
-        let mut tries = tokio::task::JoinSet::new();
-        for (i, w) in batch.iter().enumerate() {
-            let (queue, job, wait) = (inner.queue.clone(), w.job.clone(), inner.store_wait);
-            tries.spawn(async move { (i, tokio::time::timeout(wait, queue.enqueue(job)).await) });
-        }
-        let mut results: Vec<Option<_>> = (0..batch.len()).map(|_| None).collect();
-        while let Some(done) = tries.join_next().await {
-            if let Ok((i, r)) = done {
-                results[i] = Some(r);
-            }
-        }
+        // The tries are polled in the line's order, so each reaches the store's connection (a
+        // channel to the SQLite thread, a Redis pipeline, the Postgres batcher) in that order
+        // and the jobs are stored, and later claimed, in arrival order.
+        let tries = batch
+            .iter()
+            .map(|w| tokio::time::timeout(inner.store_wait, inner.queue.enqueue(w.job.clone())));
+        let results = join_in_order(tries.collect()).await;
         let (mut stored, mut full, mut failed) = (0usize, false, None);
         let mut back = Vec::new();
         let now = Instant::now();
         for (w, r) in batch.into_iter().zip(results) {
             match r {
-                Some(Ok(Ok(id))) => {
+                Ok(Ok(id)) => {
                     stored += 1;
                     inner.stored.add(1);
                     let _ = w.reply.send(Ok(id));
                 }
-                Some(Ok(Err(EnqueueError::Full(_)))) => {
+                Ok(Err(EnqueueError::Full(_))) => {
                     full = true;
                     if now >= w.until {
                         inner.ran_out.add(1);
                         let retry_after = {
                             let st = inner.state.lock().expect("line lock");
-                            predicted(&st, st.waiting.len() + 1)
+                            predicted(&st, st.len() + 1)
                         };
                         let _ = w.reply.send(Err(LineError::WaitRanOut { retry_after }));
                     } else {
@@ -358,11 +370,11 @@ async fn pump(inner: Arc<Inner>) {
                         back.push(w);
                     }
                 }
-                Some(Ok(Err(EnqueueError::Queue(e)))) => {
+                Ok(Err(EnqueueError::Queue(e))) => {
                     failed.get_or_insert_with(|| e.to_string());
                     let _ = w.reply.send(Err(e.into()));
                 }
-                Some(Err(_)) | None => {
+                Err(_) => {
                     let e = QueueError::Timeout("an enqueue", inner.store_wait);
                     failed.get_or_insert_with(|| e.to_string());
                     let _ = w.reply.send(Err(e.into()));
@@ -408,5 +420,126 @@ async fn pump(inner: Arc<Inner>) {
         if full {
             tokio::time::sleep(pause).await;
         }
+    }
+}
+
+/// Runs `futures` together and returns their outputs in order; each is first polled in order.
+async fn join_in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{QueueOptions, WorkerId, open};
+
+    async fn queue(dir: &tempfile::TempDir, max_backlog: u64) -> Queue {
+        let url = format!("sqlite://{}", dir.path().join("q.db").display());
+        let options = QueueOptions {
+            max_backlog,
+            ..QueueOptions::default()
+        };
+        open(&url, options).await.unwrap()
+    }
+
+    /// Runs the oldest due job and returns its payload: one place frees up.
+    async fn finish_one(q: &Queue, worker: &WorkerId) -> String {
+        let job = q
+            .claim(worker, Duration::from_secs(30), Duration::from_secs(1))
+            .await
+            .unwrap()
+            .expect("a job to claim");
+        q.complete(&job, Ok("{}".into())).await.unwrap();
+        job.payload
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_get_in_in_arrival_order_as_places_free_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(&dir, 2).await;
+        let line = Line::new(q.clone(), 100, Duration::from_secs(2));
+        let until = Instant::now() + Duration::from_secs(20);
+        for p in ["a", "b"] {
+            line.enqueue(NewJob::new(p), until).await.unwrap();
+        }
+        let mut waiting = Vec::new();
+        for i in 0..5 {
+            let l = line.clone();
+            waiting.push(tokio::spawn(async move {
+                l.enqueue(NewJob::new(i.to_string()), until).await
+            }));
+            // Arrive one after the other.
+            while line.len() < i + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(line.len(), 5);
+        let worker = WorkerId::new();
+        let mut order = Vec::new();
+        for _ in 0..7 {
+            order.push(finish_one(&q, &worker).await);
+        }
+        for w in waiting {
+            w.await.unwrap().expect("stored once a place freed up");
+        }
+        assert_eq!(order, ["a", "b", "0", "1", "2", "3", "4"]);
+        assert!(line.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wait_that_runs_out_stores_nothing_and_a_full_line_refuses_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = queue(&dir, 1).await;
+        let line = Line::new(q.clone(), 1, Duration::from_secs(2));
+        let far = Instant::now() + Duration::from_secs(20);
+        line.enqueue(NewJob::new("first"), far).await.unwrap();
+        let start = Instant::now();
+        let short = start + Duration::from_millis(200);
+        let r = line.enqueue(NewJob::new("late"), short).await;
+        assert!(matches!(r, Err(LineError::WaitRanOut { .. })), "{r:?}");
+        assert!(start.elapsed() >= Duration::from_millis(190));
+        // One waits; the line's cap (1) refuses the next at once.
+        let waiter = {
+            let line = line.clone();
+            tokio::spawn(async move { line.enqueue(NewJob::new("second"), far).await })
+        };
+        while line.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let t = Instant::now();
+        let r = line.enqueue(NewJob::new("refused"), far).await;
+        assert!(matches!(r, Err(LineError::Full { .. })), "{r:?}");
+        assert!(t.elapsed() < Duration::from_millis(100));
+        let worker = WorkerId::new();
+        assert_eq!(finish_one(&q, &worker).await, "first");
+        waiter.await.unwrap().unwrap();
+        assert_eq!(finish_one(&q, &worker).await, "second");
+        let c = q.counts().await.unwrap();
+        assert_eq!(
+            (c.queued, c.running, c.done),
+            (0, 0, 2),
+            "nothing else was stored"
+        );
     }
 }
