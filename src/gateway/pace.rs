@@ -44,11 +44,9 @@ impl Pacer {
         Pacer {
             epoch: Instant::now(),
             next_us: AtomicU64::new(0),
-            gap_us: if per_second == 0 {
-                0
-            } else {
-                (1_000_000 / per_second).max(1)
-            },
+            gap_us: 1_000_000u64
+                .checked_div(per_second)
+                .map_or(0, |gap| gap.max(1)),
             max_hold,
             refused: Counter::default(),
             held: Counter::default(),
