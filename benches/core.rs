@@ -57,7 +57,7 @@ fn main() {
     let pool = Pool::new(PoolConfig {
         threads: 1,
         max_queue: 16,
-        nice: 0,
+        priority: offload::pool::Priority::SAME,
         name: "bench-pool".into(),
     })
     .expect("pool");

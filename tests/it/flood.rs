@@ -11,12 +11,16 @@ use serde_json::Value;
 use crate::support::{BusyLoop, Proc, count_n_for, exclusive, get, metric, two_cpus_and_taskset};
 
 /// Runs `offload load --json <args> <url>` to its end and returns its report.
-async fn load(url: String, args: &[&str]) -> Value {
-    load_on(None, url, args).await
+fn load(url: String, args: &[&str]) -> impl Future<Output = Value> + Send + 'static {
+    load_on(None, url, args)
 }
 
 /// [`load`], pinned to `cpu` when one is given.
-async fn load_on(cpu: Option<usize>, url: String, args: &[&str]) -> Value {
+fn load_on(
+    cpu: Option<usize>,
+    url: String,
+    args: &[&str],
+) -> impl Future<Output = Value> + Send + 'static {
     let mut cmd = match cpu {
         Some(c) => {
             let mut cmd = std::process::Command::new("taskset");
@@ -30,16 +34,18 @@ async fn load_on(cpu: Option<usize>, url: String, args: &[&str]) -> Value {
         .arg("--no-progress")
         .args(args)
         .arg(&url);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .expect("run offload load");
-    assert!(
-        out.status.success(),
-        "offload load failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("load's JSON report")
+    async move {
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .expect("run offload load");
+        assert!(
+            out.status.success(),
+            "offload load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("load's JSON report")
+    }
 }
 
 /// Answers of one status in a load report.
