@@ -13,20 +13,13 @@ use crate::bench::Settings;
 use crate::strategy::Name;
 use crate::work::{self, Kind, Limits, Work};
 
-/// Every gateway strategy, in the order the bench runs them.
+/// Every gateway strategy, in the order the bench runs them: the uniform scenario's default.
+/// `auto` is among them: under one uniform load it runs what fits its wait budget in its pool
+/// and queues the rest, and how it shares the cores between the two is worth a row of its own
+/// (the mixed scenario shows what it is made for).
 fn all_strategies() -> Vec<String> {
     Name::GATEWAY
         .iter()
-        .map(|n| n.as_str().to_owned())
-        .collect()
-}
-
-/// The uniform scenario's default: the seed's strategies. `auto` is made for mixed work and
-/// runs in the mixed scenario; under one uniform load it is a pool that overflows to a queue.
-fn seed_strategies() -> Vec<String> {
-    Name::GATEWAY
-        .iter()
-        .filter(|n| **n != Name::Auto)
         .map(|n| n.as_str().to_owned())
         .collect()
 }
@@ -43,8 +36,8 @@ fn flood_strategies() -> Vec<String> {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Strategies of the uniform scenario, comma-separated (any of inline, spawn, blocking,
-    /// pool, remote, queue, auto).
-    #[arg(long, value_delimiter = ',', default_values_t = seed_strategies())]
+    /// pool, remote, queue, auto; all of them by default).
+    #[arg(long, value_delimiter = ',', default_values_t = all_strategies())]
     pub strategies: Vec<String>,
     /// Connections of the heavy load (closed loop, as autocannon -c).
     #[arg(short = 'c', long, default_value_t = 100)]
