@@ -95,6 +95,7 @@ fn markdown(r: &Results) -> String {
     if let Some(f) = &r.flood {
         let _ = writeln!(s, "\n## Flood\n");
         let _ = writeln!(s, "```\n{}```\n", super::flood::table(f));
+        let _ = writeln!(s, "{}\n", super::flood::LEGEND);
         for line in &f.reading {
             let _ = writeln!(s, "- {line}");
         }

@@ -818,6 +818,8 @@ fn a_flood_reports_goodput_refusals_and_gateway_cpu() {
     assert!(readme.contains("## Flood"));
     let page = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
     assert!(page.contains("<h2>Flood</h2>"));
+    // The uniform scenario's eight charts drew, and the flood's table fits the window.
+    render_in_chromium(&dir.path().join("index.html"), 8);
     eprintln!(
         "{stdout}\nwall time {:.0} s",
         started.elapsed().as_secs_f64()

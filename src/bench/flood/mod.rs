@@ -6,6 +6,8 @@
 //! row the goodput (work done per second in the load window), the refusals per second and
 //! the CPU the gateway spent meanwhile.
 
+mod draw;
+
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,6 +22,8 @@ use super::{ProgressLine, Settings};
 use crate::load::{MAX_CONNECTIONS, Report, RetryAfterStats};
 use crate::strategy::Name;
 use crate::work::Work;
+
+pub use draw::{LEGEND, html_table, table};
 
 /// The connection counts of the default flood: the seed's `-c 100`, and ten times that.
 pub const DEFAULT_FLOOD: &str = "100,1000";
@@ -209,7 +213,7 @@ impl FloodRow {
     }
 
     /// `plain`, or `Retry-After` for the client that honours it.
-    fn client(&self) -> &'static str {
+    pub(super) fn client(&self) -> &'static str {
         if self.honor_retry_after {
             "Retry-After"
         } else {
@@ -464,147 +468,10 @@ fn reading(rows: &[FloodRow], counts: &[u32]) -> Vec<String> {
     out
 }
 
+/// The gateway's CPU share of the machine, or `-` when it could not be sampled.
 fn cpu_cell(r: &FloodRow) -> String {
     r.gateway_cpu_fraction
         .map_or("-".into(), |f| format!("{:.0}%", f * 100.0))
-}
-
-/// The cells of one row, shared by the text and HTML tables.
-fn cells(r: &FloodRow) -> [String; 14] {
-    let queued = r.jobs_finished.is_some();
-    [
-        r.strategy.clone(),
-        r.connections.to_string(),
-        format!("{}{}", r.client(), if r.from_uniform { "*" } else { "" }),
-        format!("{:.1}", r.goodput_per_s),
-        super::limit::cell(r.limit_fraction, &r.limit_flags),
-        format!("{:.1}", r.ok_per_s),
-        if queued {
-            format!("{:.0}", r.accepted_per_s)
-        } else {
-            "-".into()
-        },
-        format!("{:.0}", r.refused_per_s),
-        cpu_cell(r),
-        r.gateway_cpu_s_per_refusal
-            .map_or("-".into(), |c| format!("{:.3}", c * 1000.0)),
-        ms(r.health_p99_ms),
-        r.unfinished.to_string(),
-        format!("{}/{}/{}", r.errors, r.timeouts, r.other_answers),
-        if r.honor_retry_after {
-            format!("{:.0}%", r.retry_after.waited_fraction * 100.0)
-        } else {
-            "-".into()
-        },
-    ]
-}
-
-const HEADERS: [&str; 14] = [
-    "strategy",
-    "-c",
-    "client",
-    "goodput/s",
-    "%limit ",
-    "200/s",
-    "202/s",
-    "503/s",
-    "gw CPU",
-    "CPU ms/503",
-    "/health p99",
-    "unfinished",
-    "err/timeout/other",
-    "waited",
-];
-
-/// The first line of the flood's table and section.
-fn headline(f: &FloodResults) -> String {
-    format!(
-        "flood: closed loop at -c {} on each strategy, and at -c {} with a client that honours Retry-After; goodput is work done per second in the window (queue: jobs finished in it, not 202s; auto: 200s plus jobs finished); gw CPU is the gateway process's share of all {} cores",
-        f.connections
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        f.honour_connections,
-        f.cores
-    )
-}
-
-/// The flood's table, as printed and in the README of the report folder.
-pub fn table(f: &FloodResults) -> String {
-    let widths = [9, 5, 12, 9, 7, 7, 7, 7, 6, 10, 11, 10, 17, 6];
-    let line = |cells: &[String]| -> String {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i == 0 || i == 2 {
-                s.push_str(&format!("{c:<w$} "));
-            } else {
-                s.push_str(&format!("{c:>w$} "));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = headline(f) + "\n";
-    out.push_str(&line(&HEADERS.map(String::from)));
-    for r in &f.rows {
-        out.push_str(&line(&cells(r)));
-    }
-    for x in &f.failures {
-        out.push_str(&format!(
-            "{} -c {}{} failed: {}\n",
-            x.strategy,
-            x.connections,
-            honour_label(x.honor_retry_after),
-            x.error
-        ));
-    }
-    if f.rows.iter().any(|r| r.from_uniform) {
-        out.push_str("* the uniform scenario's run at the same -c, reused\n");
-    }
-    if f.rows.iter().any(|r| !r.limit_flags.is_empty()) {
-        out.push_str(super::limit::MARKER_NOTE);
-        out.push('\n');
-    }
-    out
-}
-
-/// The flood's table as HTML, for the report page.
-pub fn html_table(f: &FloodResults) -> String {
-    let esc = super::html::esc;
-    let head: String = HEADERS
-        .iter()
-        .map(|h| format!("<th>{}</th>", esc(h.trim())))
-        .collect();
-    let mut rows = String::new();
-    for r in &f.rows {
-        let tds: String = cells(r)
-            .iter()
-            .map(|c| format!("<td>{}</td>", esc(c)))
-            .collect();
-        rows.push_str(&format!("<tr>{tds}</tr>\n"));
-    }
-    for x in &f.failures {
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td colspan=\"12\">failed: {}</td></tr>\n",
-            esc(&x.strategy),
-            x.connections,
-            esc(&x.error)
-        ));
-    }
-    let reading: String = f
-        .reading
-        .iter()
-        .map(|l| format!("<li>{}</li>", esc(l)))
-        .collect();
-    format!(
-        "<h2>Flood</h2>\n<p>{}.{}</p>\n<table class=\"mix\"><thead><tr>{head}</tr></thead><tbody>\n{rows}</tbody></table>\n<ul>{reading}</ul>\n",
-        esc(&headline(f)),
-        if f.rows.iter().any(|r| r.from_uniform) {
-            " * the uniform scenario's run at the same -c, reused."
-        } else {
-            ""
-        }
-    )
 }
 
 #[cfg(test)]
