@@ -92,6 +92,14 @@ fn markdown(r: &Results) -> String {
             let _ = writeln!(s, "- {line}");
         }
     }
+    if let Some(f) = &r.flood {
+        let _ = writeln!(s, "\n## Flood\n");
+        let _ = writeln!(s, "```\n{}```\n", super::flood::table(f));
+        let _ = writeln!(s, "{}\n", super::flood::LEGEND);
+        for line in &f.reading {
+            let _ = writeln!(s, "- {line}");
+        }
+    }
     if let Some(section) = super::node::compare::text(r) {
         let _ = writeln!(
             s,

@@ -517,6 +517,7 @@ figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: r
 {html_table}
 <ul>{reading}</ul>
 {mix}
+{flood}
 {node}
 <details><summary>The table as printed on the terminal</summary><pre>{table}</pre></details>
 <div class="charts">{body}</div>
@@ -547,6 +548,11 @@ document.body.dataset.overflow = String(Math.max(0, root.scrollWidth - root.clie
             .mix
             .as_ref()
             .map(super::mix::html_table)
+            .unwrap_or_default(),
+        flood = r
+            .flood
+            .as_ref()
+            .map(super::flood::html_table)
             .unwrap_or_default(),
         node = super::node::compare::html(r),
     )

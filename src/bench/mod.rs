@@ -7,6 +7,7 @@
 //! each one (see `limit`).
 
 mod compare;
+pub mod flood;
 mod folder;
 mod html;
 mod limit;
@@ -88,6 +89,14 @@ pub struct Settings {
     pub auto_wait: Option<Duration>,
     /// `--node`: the seed's Node servers run too (their rows are in `strategies`).
     pub node: bool,
+    /// The flood scenario's closed-loop connection counts, ascending (empty: no flood).
+    pub flood: Vec<u32>,
+    /// The strategies the flood scenario runs.
+    pub flood_strategies: Vec<String>,
+    /// Whether the heavy load honours `Retry-After`: set per row by the flood scenario on
+    /// its own copy, never a setting of the whole run (so not in results.json).
+    #[serde(skip)]
+    pub honor_retry_after: bool,
 }
 
 fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -225,10 +234,18 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
                 _ = tokio::signal::ctrl_c() => return Err(interrupted()),
             }
         };
-        Ok((runs, failures, all_core, mixed))
+        let flooded = if settings.flood.is_empty() {
+            None
+        } else {
+            tokio::select! {
+                r = flood::run(&settings, work, cores, &runs, &progress) => Some(r?),
+                _ = tokio::signal::ctrl_c() => return Err(interrupted()),
+            }
+        };
+        Ok((runs, failures, all_core, mixed, flooded))
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
-    let (all_runs, failures, all_core, mixed) = outcome?;
+    let (all_runs, failures, all_core, mixed, flooded) = outcome?;
     let (runs, repeats) = if settings.repeat > 1 {
         let json: Vec<serde_json::Value> = all_runs
             .iter()
@@ -249,6 +266,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         repeats,
     );
     results.mix = mixed;
+    results.flood = flooded;
     results.node = node.map(|setup| node::compare::with_pairs(setup.report, &results.runs));
     let table = report::table(&results);
     println!("{table}");
@@ -261,6 +279,12 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
     if let Some(m) = &results.mix {
         println!("\n{}", mix::table(m));
         for line in &m.reading {
+            println!("- {line}");
+        }
+    }
+    if let Some(f) = &results.flood {
+        println!("\n{}", flood::table(f));
+        for line in &f.reading {
             println!("- {line}");
         }
     }

@@ -14,7 +14,7 @@ use super::scenario::StrategyRun;
 /// The JSON schema of `results.json`.
 pub const SCHEMA: &str = include_str!("results.schema.json");
 /// Bumped when `results.json` changes shape.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// A strategy that could not be measured, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +42,8 @@ pub struct Results {
     pub repeats: Vec<super::compare::Repeat>,
     /// The mixed scenario (`--mix`), when it ran.
     pub mix: Option<super::mix::MixResults>,
+    /// The flood scenario (`--flood`), when it ran.
+    pub flood: Option<super::flood::FloodResults>,
     /// With `--node`: the Node servers' set-up, calibrations, checks and pairs.
     pub node: Option<super::node::NodeReport>,
 }
@@ -73,6 +75,7 @@ impl Results {
             reading: Vec::new(),
             repeats,
             mix: None,
+            flood: None,
             node: None,
         };
         r.reading = read(&r);

@@ -222,7 +222,8 @@ pub(super) async fn measure(
         },
     )?
     .with_warmup(s.warmup)
-    .with_timeout(s.timeout)?;
+    .with_timeout(s.timeout)?
+    .with_honor_retry_after(s.honor_retry_after);
     let probe_plan = Plan::new(
         Target::parse(&format!("http://{gateway}/health"), false)?,
         Mode::Open {

@@ -13,7 +13,10 @@ use crate::bench::Settings;
 use crate::strategy::Name;
 use crate::work::{self, Kind, Limits, Work};
 
-/// Every gateway strategy, in the order the bench runs them.
+/// Every gateway strategy, in the order the bench runs them: the uniform scenario's default.
+/// `auto` is among them: under one uniform load it runs what fits its wait budget in its pool
+/// and queues the rest, and how it shares the cores between the two is worth a row of its own
+/// (the mixed scenario shows what it is made for).
 fn all_strategies() -> Vec<String> {
     Name::GATEWAY
         .iter()
@@ -21,12 +24,10 @@ fn all_strategies() -> Vec<String> {
         .collect()
 }
 
-/// The uniform scenario's default: the seed's strategies. `auto` is made for mixed work and
-/// runs in the mixed scenario; under one uniform load it is a pool that overflows to a queue.
-fn seed_strategies() -> Vec<String> {
-    Name::GATEWAY
+/// The flood scenario's default strategies.
+fn flood_strategies() -> Vec<String> {
+    crate::bench::flood::FLOOD_STRATEGIES
         .iter()
-        .filter(|n| **n != Name::Auto)
         .map(|n| n.as_str().to_owned())
         .collect()
 }
@@ -35,8 +36,8 @@ fn seed_strategies() -> Vec<String> {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Strategies of the uniform scenario, comma-separated (any of inline, spawn, blocking,
-    /// pool, remote, queue, auto).
-    #[arg(long, value_delimiter = ',', default_values_t = seed_strategies())]
+    /// pool, remote, queue, auto; all of them by default).
+    #[arg(long, value_delimiter = ',', default_values_t = all_strategies())]
     pub strategies: Vec<String>,
     /// Connections of the heavy load (closed loop, as autocannon -c).
     #[arg(short = 'c', long, default_value_t = 100)]
@@ -81,6 +82,16 @@ pub struct BenchArgs {
     /// `none` skips it [default: count:2000000=90,count:2000000000=10; none with --quick].
     #[arg(long)]
     pub mix: Option<String>,
+    /// The flood scenario's connection counts, comma-separated: after the others, each of
+    /// --flood-strategies runs the closed loop at each count, and at the largest again with
+    /// a client that honours Retry-After (`offload load --honor-retry-after`); per row the
+    /// goodput, refusals per second and the gateway's CPU. A row at the uniform scenario's -c
+    /// reuses its run. `none` skips it [default: 100,1000; none with --quick].
+    #[arg(long)]
+    pub flood: Option<String>,
+    /// Strategies of the flood scenario, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = flood_strategies())]
+    pub flood_strategies: Vec<String>,
     /// `auto`'s wait budget (`serve --auto-wait`) [default: serve's].
     #[arg(long, value_parser = parse_duration)]
     pub auto_wait: Option<Duration>,
@@ -142,6 +153,23 @@ impl BenchArgs {
         }
         if self.strategies.is_empty() {
             bail!("--strategies: give at least one");
+        }
+        for s in &self.flood_strategies {
+            if Name::parse(s).is_none() {
+                bail!(
+                    "--flood-strategies: unknown strategy {s:?}: expected some of {}",
+                    all_strategies().join(",")
+                );
+            }
+        }
+        let flood = match self.flood.as_deref() {
+            Some("none") => Vec::new(),
+            Some(spec) => crate::bench::flood::parse(spec)?,
+            None if self.quick => Vec::new(),
+            None => crate::bench::flood::parse(crate::bench::flood::DEFAULT_FLOOD)?,
+        };
+        if !flood.is_empty() && self.flood_strategies.is_empty() {
+            bail!("--flood-strategies: give at least one, or --flood none");
         }
         if self.connections == 0 {
             bail!("-c must be at least 1");
@@ -219,6 +247,9 @@ impl BenchArgs {
                 mix_rate: self.mix_rate,
                 auto_wait: self.auto_wait,
                 node: self.node,
+                flood,
+                flood_strategies: self.flood_strategies.clone(),
+                honor_retry_after: false,
             },
             work,
         ))

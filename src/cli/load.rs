@@ -73,6 +73,15 @@ pub struct LoadArgs {
     #[arg(short = 'w', long, default_value_t = 0)]
     pub threads: usize,
 
+    /// Honour Retry-After: after a 503 or 429 answer with a Retry-After header (seconds or
+    /// an HTTP-date), that connection sends nothing for that long (capped at the end of a -d
+    /// run), then resumes. Closed loop: its next request waits. Open loop (-R): its requests
+    /// that fall due during the wait are not sent and are counted as skipped, never dropped
+    /// silently. Without it the answers that asked are still counted, and the next request
+    /// goes at once (as autocannon and wrk do).
+    #[arg(long)]
+    pub honor_retry_after: bool,
+
     /// Print the report as JSON (schema: src/load/report.schema.json) instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -113,7 +122,8 @@ impl TryFrom<&LoadArgs> for Plan {
         let mut plan = Plan::new(target, mode)?
             .with_method(&args.method)?
             .with_warmup(args.warmup)
-            .with_timeout(args.timeout)?;
+            .with_timeout(args.timeout)?
+            .with_honor_retry_after(args.honor_retry_after);
         if args.threads > 0 {
             plan = plan.with_threads(args.threads);
         }

@@ -11,7 +11,7 @@ use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 
 use super::plan::{Mode, Plan, Stop};
 use super::stats::{Completed, ErrorKind, Recorder};
-use super::wire::{Answer, WireConn, WireError, encode_requests};
+use super::wire::{Answer, RetryAfter, WireConn, WireError, encode_requests};
 
 /// Pause after a failed connect before the next attempt, so a dead target yields a steady
 /// count of connect errors rather than a busy loop that starves the runtime.
@@ -204,6 +204,10 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Vec<Recorder> {
         let now = Instant::now();
         let past_deadline = shared.deadline.is_some_and(|d| now >= d);
         let connect_failed = matches!(outcome, Outcome::Failed(ErrorKind::Connect));
+        let retry_after = match &outcome {
+            Outcome::Done(ex, _) => ex.retry_after,
+            _ => None,
+        };
         if measured {
             match outcome {
                 Outcome::Done(ex, sent_at) => rec.completed(
@@ -220,6 +224,10 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Vec<Recorder> {
                 Outcome::GaveUp if past_deadline => rec.aborted(now - intended),
                 Outcome::GaveUp => rec.timed_out(now - intended, second(now)),
                 Outcome::Failed(kind) => rec.failed(kind, second(now)),
+            }
+            if let Some(asked) = retry_after {
+                rec.retry_asked += 1;
+                rec.retry_unparseable += u64::from(asked == RetryAfter::Unparseable);
             }
             let live = &shared.live[index];
             let (sent, failed) = recs.iter().fold((0, 0), |(s, f), r| {
@@ -250,6 +258,33 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Vec<Recorder> {
                 }
             }
             break;
+        }
+        if plan.honor_retry_after
+            && let Some(RetryAfter::Wait(delay)) = retry_after
+            && !delay.is_zero()
+        {
+            let now = Instant::now();
+            let until = shared.deadline.map_or(now + delay, |d| d.min(now + delay));
+            if measured {
+                recs[part].retry_waited += until - now;
+            }
+            match mode {
+                Mode::Closed { .. } => sleep_until(until).await,
+                // This connection's slots that fall due during the wait are skipped, and
+                // counted as such: the client chose not to send them.
+                Mode::Open { rate, stop, .. } => loop {
+                    let at = shared.start + Duration::from_secs_f64(slot as f64 / rate);
+                    let beyond_count = matches!(stop, Stop::Count(n)
+                        if slot >= first_measured && slot - first_measured >= n);
+                    if at >= until || beyond_count {
+                        break;
+                    }
+                    if slot >= first_measured {
+                        recs[plan.pick(slot)].retry_skipped += 1;
+                    }
+                    slot += connections;
+                },
+            }
         }
         if connect_failed {
             let until = Instant::now() + CONNECT_BACKOFF;

@@ -36,7 +36,8 @@ pub use plan::{
     DEFAULT_TIMEOUT, MAX_CONNECTIONS, Mode, Plan, PlanError, Stop, Target, default_threads,
 };
 pub use report::{
-    ABORT_NOTE, LatencyStats, RateStats, Report, Requests, SCHEMA_VERSION, Second, TIMEOUT_NOTE,
+    ABORT_NOTE, LatencyStats, RETRY_NOTE, RateStats, Report, Requests, RetryAfterStats,
+    SCHEMA_VERSION, Second, TIMEOUT_NOTE,
 };
 pub use run::{Progress, run, run_mix};
 pub use stats::ErrorCounts;

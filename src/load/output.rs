@@ -136,6 +136,31 @@ pub fn render(r: &Report) -> String {
         q.throughput,
         human_bytes(r.bytes_read as f64)
     );
+    let ra = &r.retry_after;
+    if ra.asked > 0 || ra.honoured {
+        let mut line = format!(
+            "Retry-After: {} answers (503/429) asked to wait ({} unparseable); ",
+            ra.asked, ra.unparseable
+        );
+        if ra.honoured {
+            let _ = write!(
+                line,
+                "honoured: waited {:.1}s in total ({:.0}% of the connections' time)",
+                ra.waited_s,
+                ra.waited_fraction * 100.0
+            );
+            if r.rate.is_some() {
+                let _ = write!(
+                    line,
+                    ", {} requests due during a wait skipped (not sent)",
+                    ra.skipped
+                );
+            }
+        } else {
+            line.push_str("not honoured: the next request went at once (--honor-retry-after)");
+        }
+        let _ = writeln!(out, "{line}");
+    }
     if q.carried_over_2xx > 0 {
         let _ = writeln!(
             out,

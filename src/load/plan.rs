@@ -234,6 +234,9 @@ pub struct Plan {
     pub(crate) mix: Vec<(Uri, u32)>,
     /// Seed of the draws, so a mixed run sends the same sequence each time.
     pub(crate) seed: u64,
+    /// After a 503 or 429 with `Retry-After`, the connection waits that long before it sends
+    /// again (see [`Plan::with_honor_retry_after`]).
+    pub(crate) honor_retry_after: bool,
 }
 
 impl Plan {
@@ -277,6 +280,7 @@ impl Plan {
             threads: default_threads(),
             mix: Vec::new(),
             seed: 0,
+            honor_retry_after: false,
         })
     }
 
@@ -376,6 +380,21 @@ impl Plan {
         }
         self.timeout = timeout;
         Ok(self)
+    }
+
+    /// Honours `Retry-After`: when an answer is 503 or 429 with a `Retry-After` header
+    /// (delta-seconds or an HTTP-date), its connection sends nothing for that long, capped at
+    /// the end of a time-bound run, then resumes. In an open loop the connection's requests
+    /// that fall due meanwhile are not sent and are counted as skipped. Without it the header
+    /// is still counted, but the next request goes out at once (autocannon's behaviour).
+    pub fn with_honor_retry_after(mut self, honor: bool) -> Self {
+        self.honor_retry_after = honor;
+        self
+    }
+
+    /// Whether connections wait as `Retry-After` asks.
+    pub fn honors_retry_after(&self) -> bool {
+        self.honor_retry_after
     }
 
     /// Runs the connections on `threads` threads (at least 1; never more than connections).

@@ -23,6 +23,12 @@ aborted_at_deadline, and in an open loop requests that fell due but could not be
 connection still waiting) as unsent_at_deadline; neither is in latency or the error counts, \
 both are in latency_with_timeouts at the time they had waited when the run ended (a lower bound)";
 
+/// How `--honor-retry-after` counts; carried in the notes when it was given.
+pub const RETRY_NOTE: &str = "Retry-After honoured: after a 503 or 429 with Retry-After, its \
+connection sent nothing for that long (capped at the end of the run); the waits are in \
+retry_after.waited_s, not in any latency, and in an open loop the requests that fell due \
+during a wait are retry_after.skipped, not part of sent";
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -65,6 +71,8 @@ pub struct Report {
     /// Response bytes (head and body) per second, sampled likewise.
     pub bytes_per_s: RateStats,
     pub bytes_read: u64,
+    /// The answers that asked the client to wait (`Retry-After`), and what it did.
+    pub retry_after: RetryAfterStats,
     /// One entry per second of the measured phase, by completion time.
     pub timeline: Vec<Second>,
     /// How timeouts and aborted requests are treated, in words.
@@ -100,6 +108,26 @@ pub struct Requests {
     /// latency's worth of answers (those sent near the end are cut off by the deadline,
     /// and nothing makes up for them); this counts the ones the warm-up sent instead.
     pub answered_2xx_per_s: f64,
+}
+
+/// `Retry-After` on 503 and 429 answers in the measured phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryAfterStats {
+    /// `--honor-retry-after`: each connection waited as asked before it sent again.
+    pub honoured: bool,
+    /// 503 and 429 answers that carried a `Retry-After` (whether or not it was honoured).
+    pub asked: u64,
+    /// Of those, a value that was neither delta-seconds nor an HTTP-date: never waited for.
+    pub unparseable: u64,
+    /// Total time the connections spent waiting as asked, in seconds, each wait capped at
+    /// the end of a time-bound run (0 when not honoured).
+    pub waited_s: f64,
+    /// `waited_s` over the connections' time in the measured phase (connections x
+    /// elapsed_s): the share of the client's time spent waiting.
+    pub waited_fraction: f64,
+    /// Open loop: requests that fell due while their connection waited as asked. Not sent,
+    /// so not in `requests.sent`; counted here, never dropped silently.
+    pub skipped: u64,
 }
 
 /// Latency statistics in milliseconds (microsecond resolution).
@@ -274,6 +302,9 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
     if duration.is_some() {
         notes.push(ABORT_NOTE.to_string());
     }
+    if plan.honors_retry_after() {
+        notes.push(RETRY_NOTE.to_string());
+    }
     if let Mode::Open { .. } = mode {
         notes.push(
             "open loop: a request whose connection was still busy at its scheduled send time \
@@ -336,6 +367,18 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
         requests_per_s: RateStats::from_samples(&reqs),
         bytes_per_s: RateStats::from_samples(&bytes),
         bytes_read: rec.bytes,
+        retry_after: RetryAfterStats {
+            honoured: plan.honors_retry_after(),
+            asked: rec.retry_asked,
+            unparseable: rec.retry_unparseable,
+            waited_s: rec.retry_waited.as_secs_f64(),
+            waited_fraction: if elapsed_s > 0.0 {
+                rec.retry_waited.as_secs_f64() / (elapsed_s * f64::from(connections))
+            } else {
+                0.0
+            },
+            skipped: rec.retry_skipped,
+        },
         timeline,
         notes,
     }

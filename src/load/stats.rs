@@ -126,6 +126,14 @@ pub struct Recorder {
     /// not in the latency figures (their send fell outside), but work the server finished
     /// inside the window.
     pub carried_2xx: u64,
+    /// Measured 503 and 429 answers that carried a `Retry-After`.
+    pub retry_asked: u64,
+    /// Of those, a value that could not be read (never waited for).
+    pub retry_unparseable: u64,
+    /// Time this connection spent waiting as asked, capped at the run's end.
+    pub retry_waited: Duration,
+    /// Open loop: requests that fell due while their connection waited as asked; not sent.
+    pub retry_skipped: u64,
     pub timeline: Vec<Bucket>,
     /// Latencies not yet in the histograms (see [`BATCH`]).
     pending: Vec<Sample>,
@@ -165,6 +173,10 @@ impl Recorder {
             bytes: 0,
             connections_opened: 0,
             carried_2xx: 0,
+            retry_asked: 0,
+            retry_unparseable: 0,
+            retry_waited: Duration::ZERO,
+            retry_skipped: 0,
             timeline: Vec::new(),
             pending: Vec::with_capacity(BATCH),
         }
@@ -295,6 +307,10 @@ impl Recorder {
         self.bytes += other.bytes;
         self.connections_opened += other.connections_opened;
         self.carried_2xx += other.carried_2xx;
+        self.retry_asked += other.retry_asked;
+        self.retry_unparseable += other.retry_unparseable;
+        self.retry_waited += other.retry_waited;
+        self.retry_skipped += other.retry_skipped;
         for (i, b) in other.timeline.iter().enumerate() {
             let mine = self.bucket(i);
             mine.completed += b.completed;

@@ -8,6 +8,7 @@
 //! A generator only needs to send one fixed request and read each answer to its end.
 
 use std::io;
+use std::time::{Duration, SystemTime};
 
 use hyper::body::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,6 +98,37 @@ pub struct Answer {
     pub head_at: Instant,
     /// Bytes of the answer on the wire (head, body and any chunk framing).
     pub bytes: u64,
+    /// The `Retry-After` of a 503 or 429 answer; not looked for on any other status.
+    pub retry_after: Option<RetryAfter>,
+}
+
+/// What a `Retry-After` header asked for (RFC 9110, section 10.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// Wait this long: delta-seconds, or the time left until an HTTP-date (zero when it is
+    /// already past).
+    Wait(Duration),
+    /// Neither delta-seconds nor an HTTP-date: counted, never waited for.
+    Unparseable,
+}
+
+/// Parses a `Retry-After` value: delta-seconds (`120`) or an HTTP-date
+/// (`Fri, 31 Dec 1999 23:59:59 GMT`), measured from `now`.
+pub fn parse_retry_after(value: &[u8], now: SystemTime) -> RetryAfter {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return RetryAfter::Unparseable;
+    };
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is not a delay anyone means.
+        return text.parse::<u64>().map_or(RetryAfter::Unparseable, |s| {
+            RetryAfter::Wait(Duration::from_secs(s))
+        });
+    }
+    match httpdate::parse_http_date(text) {
+        Ok(at) => RetryAfter::Wait(at.duration_since(now).unwrap_or(Duration::ZERO)),
+        Err(_) => RetryAfter::Unparseable,
+    }
 }
 
 /// How the body of an answer ends.
@@ -187,7 +219,7 @@ impl WireConn {
         }
         let mut wire = 0u64;
         // The head, skipping any 1xx interim answers.
-        let (status, body, close, head_at) = loop {
+        let (status, body, close, head_at, retry_after) = loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
             match response.parse(&self.buf[self.start..self.end]) {
@@ -196,6 +228,9 @@ impl WireConn {
                     let mut close = response.version == Some(0);
                     let mut length = None;
                     let mut chunked = false;
+                    let mut retry_after = None;
+                    // Only refusals are searched for it, so a 200 costs nothing more.
+                    let refused = status == 503 || status == 429;
                     for h in response.headers.iter() {
                         if h.name.eq_ignore_ascii_case("content-length") {
                             let text =
@@ -215,6 +250,8 @@ impl WireConn {
                             } else if v.windows(10).any(|w| w == b"keep-alive") {
                                 close = false;
                             }
+                        } else if refused && h.name.eq_ignore_ascii_case("retry-after") {
+                            retry_after = Some(parse_retry_after(h.value, SystemTime::now()));
                         }
                     }
                     self.start += len;
@@ -231,7 +268,7 @@ impl WireConn {
                     } else {
                         Body::UntilClose
                     };
-                    break (status, body, close, Instant::now());
+                    break (status, body, close, Instant::now(), retry_after);
                 }
                 Ok(httparse::Status::Partial) => {
                     if self.end - self.start > MAX_HEAD {
@@ -271,6 +308,7 @@ impl WireConn {
             status,
             head_at,
             bytes: wire,
+            retry_after,
         })
     }
 
@@ -393,6 +431,61 @@ mod tests {
             "every byte counted"
         );
         assert!(conn.dead, "connection: close is honoured");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // 06 Nov 1994 08:49:37
+        let wait = |s: u64| RetryAfter::Wait(Duration::from_secs(s));
+        assert_eq!(parse_retry_after(b"1", now), wait(1));
+        assert_eq!(parse_retry_after(b" 120 ", now), wait(120));
+        assert_eq!(
+            parse_retry_after(b"Sun, 06 Nov 1994 08:49:47 GMT", now),
+            wait(10)
+        );
+        assert_eq!(
+            parse_retry_after(b"Sun, 06 Nov 1994 08:49:27 GMT", now),
+            wait(0),
+            "a date in the past: no wait"
+        );
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"1.5",
+            b"soon",
+            b"99999999999999999999999",
+            b"\xff",
+        ] {
+            assert_eq!(
+                parse_retry_after(bad, now),
+                RetryAfter::Unparseable,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_is_read_on_refusals_only() {
+        let answers: Vec<&'static [u8]> = vec![
+            b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: later\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n",
+        ];
+        let addr = canned(answers).await;
+        let mut conn = WireConn::connect(addr).await.unwrap();
+        let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(conn.exchange(request, false).await.unwrap().retry_after);
+        }
+        assert_eq!(
+            got,
+            [
+                Some(RetryAfter::Wait(Duration::from_secs(2))),
+                Some(RetryAfter::Unparseable),
+                None
+            ]
+        );
     }
 
     #[tokio::test]

@@ -651,3 +651,177 @@ fn a_mix_is_reported_per_kind_for_pool_queue_and_auto() {
     let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
     assert!(readme.contains("## Mixed workload"));
 }
+
+/// `--flood` in a quick run: per strategy a row at each connection count and one with a
+/// client that honours Retry-After, with goodput, refusals and the gateway's CPU; the row at
+/// the uniform scenario's -c is its run, reused.
+#[test]
+fn a_flood_reports_goodput_refusals_and_gateway_cpu() {
+    let _serial = crate::support::exclusive_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    // The uniform scenario runs pool at -c 50 (run_quick_bench_with's -c).
+    let (results, stdout, _) = run_quick_bench_with(
+        dir.path(),
+        "pool",
+        &["--flood", "200,50", "--flood-strategies", "pool,queue,auto"],
+    );
+    let schema: Value = serde_json::from_str(offload::bench::RESULTS_SCHEMA).unwrap();
+    assert_eq!(
+        crate::load::schema::validate(&schema, &results),
+        Vec::<String>::new()
+    );
+    let load_schema: Value = serde_json::from_str(offload::load::REPORT_SCHEMA).unwrap();
+    let f = &results["flood"];
+    assert_eq!(f["connections"], serde_json::json!([50, 200]));
+    assert_eq!(f["honour_connections"], 200);
+    assert_eq!(f["failures"], serde_json::json!([]), "{stdout}");
+    let rows = f["rows"].as_array().unwrap();
+    let keys: Vec<(&str, u64, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["strategy"].as_str().unwrap(),
+                r["connections"].as_u64().unwrap(),
+                r["honor_retry_after"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("pool", 50, false),
+            ("pool", 200, false),
+            ("pool", 200, true),
+            ("queue", 50, false),
+            ("queue", 200, false),
+            ("queue", 200, true),
+            ("auto", 50, false),
+            ("auto", 200, false),
+            ("auto", 200, true),
+        ]
+    );
+    let uniform_pool = &results["runs"][0];
+    let cores = results["machine"]["cores"].as_f64().unwrap();
+    let single_ms = results["calibration"]["single_thread"]["runs_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    for r in rows {
+        let name = format!(
+            "{} -c {} honour {}",
+            r["strategy"], r["connections"], r["honor_retry_after"]
+        );
+        let num = |k: &str| {
+            r[k].as_f64()
+                .unwrap_or_else(|| panic!("{name}: no {k}: {r}"))
+        };
+        let window = num("window_s");
+        assert!(window > 1.9, "{name}");
+        assert!((num("goodput_per_s") - num("goodput") / window).abs() < 1e-9);
+        assert!((num("refused_per_s") - num("refused") / window).abs() < 1e-9);
+        assert!(num("goodput_per_s") > 0.0, "{name} did no work: {r}");
+        // Against the limit around it, flagged when over it; and physically possible: no
+        // faster than every core running the work at one idle thread's best speed (with
+        // room for that calibration's own noise on a shared machine).
+        let limit = r["limit"]["limit_per_s"].as_f64().unwrap();
+        assert!((num("limit_fraction") - num("goodput_per_s") / limit).abs() < 1e-9);
+        let flags = r["limit_flags"].as_array().unwrap();
+        assert_eq!(
+            flags.contains(&Value::from("over_limit")),
+            num("limit_fraction") > 1.05,
+            "{name}"
+        );
+        assert!(
+            num("goodput_per_s") < 1.5 * cores / (single_ms / 1e3),
+            "{name}: goodput {} with {cores} cores at {single_ms} ms",
+            num("goodput_per_s")
+        );
+        let cpu = num("gateway_cpu_fraction");
+        assert!(cpu > 0.0 && cpu <= 1.05, "{name}: gateway CPU {cpu}");
+        assert_eq!(
+            r["gateway_cpu_s_per_refusal"].is_number(),
+            num("refused") > 0.0,
+            "{name}"
+        );
+        assert!(num("health_p99_ms") > 0.0, "{name}");
+        assert!(r["unfinished"].is_u64(), "{name}");
+        assert_eq!(
+            r["retry_after"]["honoured"], r["honor_retry_after"],
+            "{name}"
+        );
+        for report in ["heavy", "bystander"] {
+            assert_eq!(
+                crate::load::schema::validate(&load_schema, &r[report]),
+                Vec::<String>::new(),
+                "{name} {report}"
+            );
+        }
+        if r["strategy"] == "queue" {
+            // Goodput is jobs finished in the window, not the 202s.
+            assert_eq!(r["goodput"], r["jobs_finished"], "{name}");
+            assert!(r["backlog_at_stop"].is_u64(), "{name}");
+        } else if r["strategy"] == "auto" {
+            // The pool's 200s and the worker's jobs.
+            let ok = (num("ok_per_s") * window).round() as u64;
+            let jobs = r["jobs_finished"].as_u64().unwrap();
+            assert_eq!(r["goodput"].as_u64().unwrap(), ok + jobs, "{name}");
+        } else {
+            assert!(r["jobs_finished"].is_null(), "{name}");
+        }
+        eprintln!(
+            "{name}: goodput {:.1}/s ({:.0}%), 503 {:.0}/s, 202 {:.0}/s, gateway CPU {:.0}%, /health p99 {:.1} ms, unfinished {}, waited {:.0}%",
+            num("goodput_per_s"),
+            num("limit_fraction") * 100.0,
+            num("refused_per_s"),
+            num("accepted_per_s"),
+            cpu * 100.0,
+            num("health_p99_ms"),
+            r["unfinished"],
+            r["retry_after"]["waited_fraction"].as_f64().unwrap() * 100.0
+        );
+    }
+    // The uniform scenario's pool at -c 50 is reused, not run again.
+    assert_eq!(rows[0]["from_uniform"], true);
+    assert!(rows[1..].iter().all(|r| r["from_uniform"] == false));
+    assert_eq!(rows[0]["heavy"], uniform_pool["heavy"]);
+    // The flood's own queue files are gone.
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("queue-flood-"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    assert!(
+        stdout.contains("flood: closed loop at -c 50, 200 on each strategy"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("pool") && l.contains("Retry-After")),
+        "{stdout}"
+    );
+    // Each strategy's honouring row is read: what it changed, or that nothing was refused.
+    for name in ["pool", "queue", "auto"] {
+        assert!(
+            stdout.contains(&format!(
+                "- {name} at -c 200 with a client that honours Retry-After: "
+            )) || stdout.contains(&format!("- {name} refused nothing at -c 200, so a client")),
+            "{name}: {stdout}"
+        );
+    }
+    let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    assert!(readme.contains("## Flood"));
+    let page = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    assert!(page.contains("<h2>Flood</h2>"));
+    // The uniform scenario's eight charts drew, and the flood's table fits the window.
+    render_in_chromium(&dir.path().join("index.html"), 8);
+    eprintln!(
+        "{stdout}\nwall time {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -32,7 +32,8 @@ impl hyper::body::Body for BrokenBody {
 }
 
 /// Starts the test server: `/ok` (200), `/fail` (500), `/slow/{ms}` (200 after a sleep),
-/// `/drop` (drops the connection), `/close` (answers, then closes: no keep-alive), `POST /echo` (200 only for the JSON body the tests send).
+/// `/drop` (drops the connection), `/close` (answers, then closes: no keep-alive), `POST /echo` (200 only for the JSON body the tests send),
+/// `/busy` (503 with `Retry-After: 1`).
 async fn server() -> SocketAddr {
     let app = Router::new()
         .route("/ok", get(|| async { "ok" }))
@@ -48,6 +49,16 @@ async fn server() -> SocketAddr {
             }),
         )
         .route("/drop", get(|| async { Body::new(BrokenBody) }))
+        .route(
+            "/busy",
+            get(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "1")],
+                    "busy",
+                )
+            }),
+        )
         .route(
             "/close",
             get(|| async { ([("connection", "close")], "bye") }),
@@ -494,4 +505,104 @@ async fn cli_text_shows_every_count_and_how_timeouts_count() {
     }
     // Piped output: no progress bar escape codes anywhere.
     assert!(!String::from_utf8_lossy(&out.stderr).contains('\r'));
+}
+
+/// A server that refuses with `Retry-After: 1`: a client that honours it sends about one
+/// request per second per connection and waits the rest of the time; one that does not
+/// spins on the refusals. Both count every answer that asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_per_connection() {
+    let addr = server().await;
+    let connections = 4u32;
+    let honoured = plan(
+        addr,
+        "/busy",
+        closed(connections, Stop::Duration(secs(2.5))),
+    )
+    .with_honor_retry_after(true);
+    let r = run(&honoured, None).await.unwrap();
+    assert_consistent(&r);
+    let q = &r.requests;
+    // Sent at about 0 s, 1 s and 2 s on each connection.
+    assert!(
+        (2 * connections as u64..=4 * connections as u64).contains(&q.sent),
+        "{q:?}"
+    );
+    assert_eq!(q.by_status["503"], q.completed);
+    let ra = &r.retry_after;
+    assert!(ra.honoured);
+    assert_eq!((ra.asked, ra.unparseable), (q.completed, 0), "{ra:?}");
+    // Each connection waited from its first answer to the end: about 2.5 s each, the last
+    // wait cut at the deadline.
+    let most = f64::from(connections) * 2.5;
+    assert!(
+        ra.waited_s > most * 0.9 && ra.waited_s <= most + 0.01,
+        "{ra:?}"
+    );
+    assert!(
+        ra.waited_fraction > 0.9 && ra.waited_fraction <= 1.0,
+        "{ra:?}"
+    );
+    assert_eq!(ra.skipped, 0, "closed loop: nothing is skipped");
+
+    let spinning = plan(
+        addr,
+        "/busy",
+        closed(connections, Stop::Duration(secs(2.5))),
+    );
+    let s = run(&spinning, None).await.unwrap();
+    assert_consistent(&s);
+    assert!(!s.retry_after.honoured);
+    assert_eq!(s.retry_after.asked, s.requests.completed);
+    assert_eq!(s.retry_after.waited_s, 0.0);
+    assert!(
+        s.requests.sent > 50 * q.sent,
+        "without the flag {} requests, with it {}",
+        s.requests.sent,
+        q.sent
+    );
+    eprintln!(
+        "Retry-After: 1 at -c {connections} for 2.5 s: {} requests honouring it (waited {:.2} s), {} not",
+        q.sent, ra.waited_s, s.requests.sent
+    );
+
+    // Open loop: the slots that fall due during a wait are skipped and counted, so every
+    // scheduled request is accounted for.
+    let open = Mode::Open {
+        rate: 40.0,
+        connections: 2,
+        stop: Stop::Duration(secs(2.0)),
+    };
+    let o = run(
+        &plan(addr, "/busy", open).with_honor_retry_after(true),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_consistent(&o);
+    let (sent, skipped) = (o.requests.sent, o.retry_after.skipped);
+    assert!((2..=6).contains(&sent), "{:?}", o.requests);
+    assert_eq!(
+        sent + skipped + o.requests.unsent_at_deadline,
+        80,
+        "every one of the 80 scheduled requests is accounted for: {:?} {:?}",
+        o.requests,
+        o.retry_after
+    );
+
+    // The CLI: the flag, its line in the text, and the JSON against the schema.
+    let url = format!("http://{addr}/busy");
+    let out = offload(&["load", &url, "-c", "2", "-d", "1.5", "--honor-retry-after"]).await;
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("answers (503/429) asked to wait (0 unparseable); honoured: waited "),
+        "{text}"
+    );
+    let out = offload(&["load", &url, "-c", "2", "-d", "1", "--json"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(offload::load::REPORT_SCHEMA).unwrap();
+    assert_eq!(schema::validate(&schema, &report), Vec::<String>::new());
+    assert_eq!(report["retry_after"]["honoured"], false);
+    assert!(report["retry_after"]["asked"].as_u64().unwrap() > 10);
 }
