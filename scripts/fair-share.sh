@@ -2,7 +2,9 @@
 # How the pool's threads share the CPU, for each scheduling choice: on an idle machine (the
 # /health p99 beside a saturating /heavy load) and beside a busy neighbour, one busy loop per
 # core at nice 0 (the pool's share: its req/s against the idle run's). Release build.
-# Usage: scripts/fair-share.sh [repeats]   (env: DURATION, default 8)
+# Usage: scripts/fair-share.sh [repeats]   (env: DURATION, default 8; CONNS, the heavy closed
+# loop's connections, default 8: enough to keep the cores busy, few enough that requests finish
+# within the window even at a tenth of the CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q
@@ -29,7 +31,7 @@ one() { # variant phase
   fi
   $bin load "http://127.0.0.1:$port/health" -R 100 -c 4 -d "$dur" --warmup 1 --json --no-progress >/tmp/fair-probe.json &
   local probe=$!
-  $bin load "http://127.0.0.1:$port/heavy" -c 100 -d "$dur" --warmup 1 --json --no-progress >/tmp/fair-heavy.json
+  $bin load "http://127.0.0.1:$port/heavy" -c ${CONNS:-8} -d "$dur" --warmup 1 --json --no-progress >/tmp/fair-heavy.json
   wait $probe
   stop_busy
   kill $pid; wait $pid 2>/dev/null || true
