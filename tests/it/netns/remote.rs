@@ -18,8 +18,8 @@ const LAN: Link = Link {
 
 const COMPUTE: [&str; 3] = ["c1", "c2", "c3"];
 
-/// The gateway host `g` and compute hosts `c1`..`c3`, each compute service with one thread
-/// (the machine has few cores) and two places.
+/// The gateway host `g` and compute hosts (`c1`..`c3` unless a test names others), each
+/// compute service with one thread (the machine has few cores) and two places.
 struct Cluster {
     // Field order is drop order: the processes go before their network.
     gateway: Proc,
@@ -28,9 +28,16 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Three compute hosts, their health checked every 200 ms.
     fn start(test: &str, gateway_flags: &[&str]) -> Option<Cluster> {
-        let net = Net::new(test, &["g", "c1", "c2", "c3"])?;
-        let computes: Vec<Proc> = COMPUTE
+        let flags = [&["--health-interval", "200ms"], gateway_flags].concat();
+        Cluster::build(test, &COMPUTE, &flags)
+    }
+
+    /// Compute hosts `names`; the gateway with `gateway_flags` and defaults for the rest.
+    fn build(test: &str, names: &[&str], gateway_flags: &[&str]) -> Option<Cluster> {
+        let net = Net::new(test, &[&["g"], names].concat())?;
+        let computes: Vec<Proc> = names
             .iter()
             .map(|c| {
                 let args = ["compute", "--threads", "1", "--max-inflight", "2"];
@@ -43,7 +50,6 @@ impl Cluster {
             .collect();
         let urls = urls.join(",");
         let mut args = vec!["serve", "--strategy", "remote", "--compute", &urls];
-        args.extend(["--health-interval", "200ms"]);
         args.extend_from_slice(gateway_flags);
         let gateway = net.offload("g", &args);
         Some(Cluster {
@@ -146,7 +152,7 @@ where
     Fut: std::future::Future<Output = f64>,
 {
     let mut out = Vec::new();
-    for i in 0..COMPUTE.len() {
+    for i in 0..cl.computes.len() {
         out.push(f(cl, i).await);
     }
     out
@@ -159,6 +165,8 @@ struct Seen {
     /// Error codes of the answers that were not 200.
     codes: BTreeMap<String, u64>,
     wrong: Vec<String>,
+    /// The longest any request took, sent to answered.
+    slowest: Duration,
 }
 
 /// `clients` loops of `GET /heavy?n=...` (a new `n` each time, checked exactly) until `stop`.
@@ -177,7 +185,9 @@ fn load(
                 while !stop.load(Ordering::Relaxed) {
                     let want = n + (c as u64) * 1_000_000 + k;
                     k += 1;
+                    let t = Instant::now();
                     let r = get(addr, &format!("/heavy?n={want}")).await;
+                    seen.slowest = seen.slowest.max(t.elapsed());
                     *seen.statuses.entry(r.status).or_default() += 1;
                     if r.status == 200 && r.json()["result"].as_u64() != Some(want) {
                         seen.wrong.push(format!("n={want}: {:?}", r.body));
@@ -203,6 +213,7 @@ async fn gather(loops: Vec<tokio::task::JoinHandle<Seen>>) -> Seen {
             *all.codes.entry(c).or_default() += k;
         }
         all.wrong.extend(one.wrong);
+        all.slowest = all.slowest.max(one.slowest);
     }
     all
 }
@@ -219,6 +230,64 @@ async fn until<F: std::future::Future<Output = bool>>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     t.elapsed()
+}
+
+/// The measured problem: two compute hosts under a steady stream, one cut (a partition: no
+/// reset, no refusal, silence) while both its places hold requests, everything else at its
+/// default (a 30 s deadline, a 1 s health check). Those requests must not wait out their
+/// deadline on a dead host while the other one is idle: every request gets its exact
+/// result, within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_is_left_on_a_cut_compute_host() {
+    let _serial = crate::support::exclusive().await;
+    let test = "no_request_is_left_on_a_cut_compute_host";
+    let Some(cl) = Cluster::build(test, &["c1", "c2"], &[]) else {
+        return;
+    };
+    cl.ready().await;
+    cl.net.set_all_links(LAN);
+    // 100 ms of work; six clients on four places, so both of c2's are always taken.
+    let n = count_n_for(Duration::from_millis(100));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops = load(cl.gateway.addr, 6, n, &stop);
+    let c2 = cl.computes[1].addr;
+    until("c2 runs two requests", Duration::from_secs(10), || async {
+        cl.ok_on(1).await >= 3.0 && metric(c2, "offload_compute_in_flight").await >= 2.0
+    })
+    .await;
+    cl.net.cut("c2");
+    let down = until("c2 marked down", Duration::from_secs(10), || async {
+        !cl.up(1).await
+    })
+    .await;
+    // The requests caught on c2 have long been answered (or would wait for their 30 s).
+    let on_c1 = cl.ok_on(0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let served = cl.ok_on(0).await - on_c1;
+    stop.store(true, Ordering::Relaxed);
+    let seen = gather(loops).await;
+    eprintln!(
+        "netns {test}: {:?} (status: requests), slowest {:?}; c2 marked down {down:?} after \
+         the cut; c1 served {served} in the 3 s after",
+        seen.statuses, seen.slowest
+    );
+    let resent = metric(
+        cl.gateway.addr,
+        r#"offload_remote_requests_total{outcome="resent"}"#,
+    )
+    .await;
+    eprintln!("netns {test}: {resent} requests resent after their host was lost");
+    assert_eq!(seen.wrong, Vec::<String>::new());
+    assert_eq!(seen.statuses.keys().collect::<Vec<_>>(), [&200], "{seen:?}");
+    assert!(
+        seen.slowest < Duration::from_secs(5),
+        "a request took {:?}",
+        seen.slowest
+    );
+    // The two caught on c2 went to c1 (a health check that found c2 silent may also have
+    // caught one more that went out to it just before).
+    assert!(resent >= 2.0, "{resent} resent");
+    assert!(served >= 5.0, "c1 served only {served}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
