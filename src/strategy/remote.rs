@@ -3,18 +3,29 @@
 //!
 //! The gateway queues instead of bouncing. Each backend gets no more requests at once than
 //! its limit: the capacity it reports on `/health`, lowered while the backend says its own
-//! queue runs long (see [`Limit`]). The rest wait in the gateway, in arrival order, under the
+//! queue runs long (see [`gate::Limit`]). The rest wait in the gateway, in arrival order, under the
 //! same deadline admission as the pool: a request predicted not to finish in time is refused
 //! at once with 503 and a `Retry-After` from the prediction. A waiting request goes to the
 //! backend with the most free room the moment one frees up.
 //!
-//! Failures: a backend that refuses the connection (nothing was sent) is marked down and the
-//! request goes to another, if one is up. A backend's 503 (nothing ran; another gateway may
-//! share it) halves its limit and the request waits its turn again, first in line, while its
-//! deadline allows. Any other transport error answers 502 (the request may have run). A
-//! backend marked down gets no traffic until the health checker sees it answer `/health`
-//! again; at the deadline the gateway stops waiting (504) and drops the connection, which
-//! tells the compute service to stop the work.
+//! Failures: a backend that refuses the connection or does not take it within the connect
+//! timeout (nothing was sent) is marked down and the request goes to another, if one is up.
+//! A backend's 503 (nothing ran; another gateway may share it) halves its limit and the
+//! request waits its turn again, first in line, while its deadline allows.
+//!
+//! No request is left on a dead host. The work is pure, so a request may run twice: when its
+//! backend is marked down while it is in flight (by the health checker, which finds a silent
+//! host within two `--health-interval`s, or because another request to it failed), or when
+//! its own connection breaks after sending (reset, closed, any transport error), the gateway
+//! drops its connection, which tells the compute service to stop the work, and sends it again
+//! at once, first in line, to another backend that is up. Only if none is up does it answer
+//! 502 at once, as for a refused connection: the gateway does not hold requests for a host
+//! that may never come back, and a new request would get 502 just the same. A request lost
+//! [`MAX_RESENDS`] times over also answers 502, so that a request that kills its host cannot
+//! go on to kill every other. Only a failure that is not the transport's (an unreadable
+//! answer, a status other than 200, 503 and 504) answers 502 at once. A backend marked down
+//! gets no traffic until the health checker sees it answer `/health` again; at the deadline
+//! the gateway stops waiting (504) and drops the connection.
 
 mod gate;
 
@@ -28,6 +39,7 @@ use hyper::{Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
 
 use self::gate::Gate;
 use super::{Done, ExecError, RETRY_AFTER_SECS};
@@ -41,7 +53,8 @@ pub struct RemoteConfig {
     pub backends: Vec<Uri>,
     /// How often each backend's `/health` is checked.
     pub health_interval: Duration,
-    /// How long a connection attempt may take before the backend counts as down.
+    /// How long a connection attempt may take before the backend counts as down (and the
+    /// requests in flight on it go elsewhere).
     pub connect_timeout: Duration,
     /// Hard cap on requests waiting in the gateway (the deadline decides first).
     pub max_queue: usize,
@@ -54,10 +67,14 @@ pub struct Backend {
     compute: Uri,
     health: Uri,
     up: AtomicBool,
+    /// Counts the times the backend was marked down; requests in flight on it watch it.
+    downs: watch::Sender<u64>,
     ok: Counter,
     failed: Counter,
     refused: Counter,
     overloaded: Counter,
+    /// Requests in flight when the backend was lost (marked down, or their connection broke).
+    lost: Counter,
     latency: Histogram,
 }
 
@@ -68,6 +85,11 @@ pub struct Remote {
     client: Client<HttpConnector, Full<Bytes>>,
     gate: Arc<Gate>,
 }
+
+/// Times a request may be sent again after losing its backend mid-flight: enough for a host
+/// and then a second one lost under it (partitions, restarts), and a bound on the hosts that
+/// a request which kills its host can take down with it.
+const MAX_RESENDS: u32 = 2;
 
 /// The first pause before a request refused by a busy backend asks again; doubles per try.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
@@ -101,10 +123,12 @@ impl Remote {
                 health: parse("/health")?,
                 base,
                 up: AtomicBool::new(true),
+                downs: watch::Sender::new(0),
                 ok: Counter::default(),
                 failed: Counter::default(),
                 refused: Counter::default(),
                 overloaded: Counter::default(),
+                lost: Counter::default(),
                 latency: Histogram::default(),
             });
         }
@@ -121,7 +145,9 @@ impl Remote {
             client,
             gate,
         };
-        tokio::spawn(remote.clone().check_health(config.health_interval));
+        for i in 0..remote.backends.len() {
+            tokio::spawn(remote.clone().check_health(i, config.health_interval));
+        }
         Ok(remote)
     }
 
@@ -138,7 +164,8 @@ impl Remote {
     /// # Errors
     /// [`ExecError::Late`] when it is predicted to miss its deadline; [`ExecError::Overloaded`]
     /// at the gateway queue's cap, or when backends stayed busy until too close to the
-    /// deadline; [`ExecError::BadGateway`] when no backend could be reached or one failed;
+    /// deadline; [`ExecError::BadGateway`] when no backend could be reached, one failed, or
+    /// the request lost its backend with no other up (or [`MAX_RESENDS`] times over);
     /// [`ExecError::Expired`] past the deadline.
     pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
         let body = Bytes::from(work.to_json().to_string());
@@ -146,6 +173,7 @@ impl Remote {
         // Counted in the model until this request ends, however it ends.
         let _admitted = self.gate.admit(cost, deadline)?;
         let mut pause = RETRY_PAUSE;
+        let mut resends = 0;
         let mut first_in_line = false;
         loop {
             let slot = self
@@ -154,24 +182,30 @@ impl Remote {
                 .take()
                 .await
                 .ok_or(ExecError::ShuttingDown)?;
+            let i = slot.backend;
             let start = Instant::now();
-            match self.forward(slot.backend, body.clone(), deadline).await {
+            match self.forward(i, body.clone(), deadline).await {
                 Ok(done) => {
                     self.gate.answered(&slot, cost, start.elapsed(), done);
                     return Ok(done);
                 }
                 // Nothing was sent: another backend may take it, if one is up.
                 Err(Attempt::Refused(e)) => {
-                    let i = slot.backend;
                     drop(slot);
-                    if !self
-                        .backends
-                        .iter()
-                        .enumerate()
-                        .any(|(j, b)| j != i && b.is_up())
-                    {
+                    if !self.other_up(i) {
                         return Err(ExecError::BadGateway(e));
                     }
+                    self.gate.retried.add(1);
+                }
+                // It may have run, or be running still on a host we cannot reach; the work
+                // is pure, so another backend runs it again.
+                Err(Attempt::Lost(e)) => {
+                    drop(slot);
+                    resends += 1;
+                    if resends > MAX_RESENDS || !self.other_up(i) {
+                        return Err(ExecError::BadGateway(e));
+                    }
+                    self.gate.resent.add(1);
                 }
                 // Nothing ran: the backend is busier than its limit said (it may be shared).
                 Err(Attempt::Overloaded(retry)) => {
@@ -184,14 +218,23 @@ impl Remote {
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                    self.gate.retried.add(1);
                 }
                 Err(e) => return Err(e.into_exec()),
             }
-            self.gate.retried.add(1);
             first_in_line = true;
         }
     }
 
+    /// Whether a backend other than `i` takes traffic.
+    fn other_up(&self, i: usize) -> bool {
+        self.backends
+            .iter()
+            .enumerate()
+            .any(|(j, b)| j != i && b.is_up())
+    }
+
+    /// One try on backend `i`, until its answer, the deadline, or the backend is lost.
     async fn forward(&self, i: usize, body: Bytes, deadline: Instant) -> Result<Done, Attempt> {
         let b = &self.backends[i];
         let start = Instant::now();
@@ -199,6 +242,18 @@ impl Remote {
             .header("content-type", "application/json")
             .body(Full::new(body))
             .map_err(|e| Attempt::Failed(e.to_string()))?;
+        // Watched from before the check, so a mark between the two is not missed.
+        let mut downs = b.downs.subscribe();
+        if !b.is_up() && self.other_up(i) {
+            // Marked down since this place was handed out; the line goes to one that is up.
+            return Err(Attempt::Refused(format!("{}: marked down", b.base)));
+        }
+        let marked_down = async move {
+            // The sender lives as long as the backend, so this ends only on a mark.
+            if downs.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         // Transport errors as (nothing was sent, message).
         let exchange = async {
             let resp = self
@@ -219,22 +274,36 @@ impl Remote {
                 .to_bytes();
             Ok::<_, (bool, String)>((status, retry, bytes))
         };
-        let outcome = match tokio::time::timeout_at(deadline.into(), exchange).await {
+        let answer = tokio::time::timeout_at(deadline.into(), exchange);
+        // Dropping the exchange on either branch closes its connection.
+        let outcome = tokio::select! {
+            biased;
+            answer = answer => answer,
+            () = marked_down => {
+                b.lost.add(1);
+                // The mark itself was logged once; this is one line per request.
+                tracing::debug!(backend = %b.base, "request lost with its compute service");
+                return Err(Attempt::Lost(format!("{}: marked down mid-request", b.base)));
+            }
+        };
+        let outcome = match outcome {
             Err(_) => {
                 b.failed.add(1);
                 return Err(Attempt::Expired);
             }
             Ok(Err((true, e))) => {
                 b.refused.add(1);
-                b.up.store(false, Relaxed);
-                tracing::warn!(backend = %b.base, error = %e, "compute service unreachable; marked down");
+                if b.mark_down() {
+                    tracing::warn!(backend = %b.base, error = %e, "compute service unreachable; marked down");
+                }
                 return Err(Attempt::Refused(format!("{}: {e}", b.base)));
             }
             Ok(Err((false, e))) => {
-                b.failed.add(1);
-                b.up.store(false, Relaxed);
-                tracing::warn!(backend = %b.base, error = %e, "compute service failed mid-request; marked down");
-                return Err(Attempt::Failed(format!("{}: {e}", b.base)));
+                b.lost.add(1);
+                if b.mark_down() {
+                    tracing::warn!(backend = %b.base, error = %e, "compute service failed mid-request; marked down");
+                }
+                return Err(Attempt::Lost(format!("{}: {e}", b.base)));
             }
             Ok(Ok(o)) => o,
         };
@@ -264,40 +333,43 @@ impl Remote {
         }
     }
 
-    /// Checks every backend's `/health` each `interval`; one that answers 200 within the
-    /// interval is up, any other outcome marks it down.
-    async fn check_health(self, interval: Duration) {
+    /// Checks backend `i`'s `/health` each `interval`: up when it answers 200 within the
+    /// interval (at least 100 ms), down on any other outcome. So a silent host is marked down
+    /// within two intervals of going quiet (2 s by default). One task per backend, so that a
+    /// silent one does not hold up the checks of the others.
+    async fn check_health(self, i: usize, interval: Duration) {
+        let b = &self.backends[i];
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for (i, b) in self.backends.iter().enumerate() {
-                let req = Request::get(b.health.clone()).body(Full::new(Bytes::new()));
-                let Ok(req) = req else { continue };
-                let answer = async {
-                    let r = self.client.request(req).await.ok()?;
-                    if r.status() != StatusCode::OK {
-                        return None;
-                    }
-                    let bytes = r.into_body().collect().await.ok()?.to_bytes();
-                    let h: Option<crate::api::Health> = serde_json::from_slice(&bytes).ok();
-                    Some(h.and_then(|h| {
-                        let probe = probe_of(&h);
-                        Some((h.capacity?, h.threads.unwrap_or(1), probe))
-                    }))
-                };
-                let answer = tokio::time::timeout(interval.max(Duration::from_millis(100)), answer)
-                    .await
-                    .ok()
-                    .flatten();
-                let ok = answer.is_some();
-                if let Some(Some((capacity, threads, probe))) = answer {
-                    self.gate.set_capacity(i, capacity, threads, &probe);
+            let req = Request::get(b.health.clone()).body(Full::new(Bytes::new()));
+            let Ok(req) = req else { continue };
+            let answer = async {
+                let r = self.client.request(req).await.ok()?;
+                if r.status() != StatusCode::OK {
+                    return None;
                 }
-                if ok != b.up.swap(ok, Relaxed) {
-                    tracing::info!(backend = %b.base, up = ok, "compute service health changed");
-                    self.gate.backend_up();
-                }
+                let bytes = r.into_body().collect().await.ok()?.to_bytes();
+                let h: Option<crate::api::Health> = serde_json::from_slice(&bytes).ok();
+                Some(h.and_then(|h| {
+                    let probe = probe_of(&h);
+                    Some((h.capacity?, h.threads.unwrap_or(1), probe))
+                }))
+            };
+            let answer = tokio::time::timeout(interval.max(Duration::from_millis(100)), answer)
+                .await
+                .ok()
+                .flatten();
+            let ok = answer.is_some();
+            if let Some(Some((capacity, threads, probe))) = answer {
+                self.gate.set_capacity(i, capacity, threads, &probe);
+            }
+            if ok && !b.up.swap(true, Relaxed) {
+                tracing::info!(backend = %b.base, up = true, "compute service health changed");
+                self.gate.backend_up();
+            } else if !ok && b.mark_down() {
+                tracing::info!(backend = %b.base, up = false, "compute service health changed");
             }
         }
     }
@@ -374,6 +446,7 @@ impl Remote {
                 ("failed", &b.failed),
                 ("refused", &b.refused),
                 ("overloaded", &b.overloaded),
+                ("lost", &b.lost),
             ] {
                 sample(
                     out,
@@ -408,12 +481,26 @@ impl Backend {
     pub fn is_up(&self) -> bool {
         self.up.load(Relaxed)
     }
+
+    /// Marks the backend down and, if it was up, tells the requests in flight on it; true
+    /// when it was up.
+    fn mark_down(&self) -> bool {
+        let was_up = self.up.swap(false, Relaxed);
+        if was_up {
+            self.downs.send_modify(|n| *n += 1);
+        }
+        was_up
+    }
 }
 
 /// How one forwarding attempt ended, when it did not give a result.
 enum Attempt {
     /// The connection was refused or never made: nothing was sent, so another backend may try.
     Refused(String),
+    /// The backend was lost with the request on it: marked down, or the connection broke
+    /// after sending. The request may have run; being pure, it may run again elsewhere.
+    Lost(String),
+    /// Not the transport's fault: an unreadable answer or an unexpected status.
     Failed(String),
     Overloaded(u64),
     Expired,
@@ -422,7 +509,9 @@ enum Attempt {
 impl Attempt {
     fn into_exec(self) -> ExecError {
         match self {
-            Attempt::Refused(e) | Attempt::Failed(e) => ExecError::BadGateway(e),
+            Attempt::Refused(e) | Attempt::Lost(e) | Attempt::Failed(e) => {
+                ExecError::BadGateway(e)
+            }
             Attempt::Overloaded(retry_after_secs) => ExecError::Overloaded { retry_after_secs },
             Attempt::Expired => ExecError::Expired,
         }

@@ -27,6 +27,8 @@ pub(super) struct Gate {
     full: Counter,
     /// Sent again after a refused connection or a busy backend's 503.
     pub(super) retried: Counter,
+    /// Sent to another backend after theirs was lost mid-request.
+    pub(super) resent: Counter,
 }
 
 #[derive(Debug)]
@@ -107,6 +109,7 @@ impl Gate {
             late: Counter::default(),
             full: Counter::default(),
             retried: Counter::default(),
+            resent: Counter::default(),
         }
     }
 
@@ -298,12 +301,14 @@ impl Gate {
             out,
             "offload_remote_requests_total",
             "counter",
-            "Gateway decisions: refused as late, refused at the cap, sent again.",
+            "Gateway decisions: refused as late, refused at the cap, sent again (a refused \
+             connection, a busy backend), sent elsewhere after losing their backend (resent).",
         );
         for (outcome, c) in [
             ("late", &self.late),
             ("full", &self.full),
             ("retried", &self.retried),
+            ("resent", &self.resent),
         ] {
             sample(
                 out,
