@@ -62,7 +62,9 @@ pub struct ServeArgs {
         env = "OFFLOAD_COMPUTE"
     )]
     pub compute: Vec<hyper::Uri>,
-    /// How often `remote` checks each compute service's /health.
+    /// How often `remote` checks each compute service's /health. A service that has not
+    /// answered within the interval (at least 1 s) is marked down, and the requests in
+    /// flight on it go to another.
     #[arg(long, default_value = "1s", value_parser = parse_duration, env = "OFFLOAD_HEALTH_INTERVAL")]
     pub health_interval: Duration,
     /// How long `remote` waits for a new connection to a compute service before it marks the

@@ -91,6 +91,12 @@ pub struct Remote {
 /// a request which kills its host can take down with it.
 const MAX_RESENDS: u32 = 2;
 
+/// The least time a health check waits for `/health`. The answer takes a round trip on a
+/// kept-alive connection and two on a new one (600 ms at a 300 ms cross-datacenter RTT), plus
+/// whatever a busy host or gateway adds before it is scheduled. A shorter wait would mark a
+/// healthy far or busy host down, and a mark sends every request in flight on it elsewhere.
+const HEALTH_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+
 /// The first pause before a request refused by a busy backend asks again; doubles per try.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause between such tries.
@@ -334,9 +340,9 @@ impl Remote {
     }
 
     /// Checks backend `i`'s `/health` each `interval`: up when it answers 200 within the
-    /// interval (at least 100 ms), down on any other outcome. So a silent host is marked down
-    /// within two intervals of going quiet (2 s by default). One task per backend, so that a
-    /// silent one does not hold up the checks of the others.
+    /// interval (at least [`HEALTH_TIMEOUT_MIN`]), down on any other outcome. So a silent host
+    /// is marked down within an interval plus that (2 s by default). One task per backend, so
+    /// that a silent one does not hold up the checks of the others.
     async fn check_health(self, i: usize, interval: Duration) {
         let b = &self.backends[i];
         let mut tick = tokio::time::interval(interval);
@@ -357,7 +363,7 @@ impl Remote {
                     Some((h.capacity?, h.threads.unwrap_or(1), probe))
                 }))
             };
-            let answer = tokio::time::timeout(interval.max(Duration::from_millis(100)), answer)
+            let answer = tokio::time::timeout(interval.max(HEALTH_TIMEOUT_MIN), answer)
                 .await
                 .ok()
                 .flatten();
