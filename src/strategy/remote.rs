@@ -515,9 +515,7 @@ enum Attempt {
 impl Attempt {
     fn into_exec(self) -> ExecError {
         match self {
-            Attempt::Refused(e) | Attempt::Lost(e) | Attempt::Failed(e) => {
-                ExecError::BadGateway(e)
-            }
+            Attempt::Refused(e) | Attempt::Lost(e) | Attempt::Failed(e) => ExecError::BadGateway(e),
             Attempt::Overloaded(retry_after_secs) => ExecError::Overloaded { retry_after_secs },
             Attempt::Expired => ExecError::Expired,
         }

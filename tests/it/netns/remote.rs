@@ -42,7 +42,15 @@ impl Cluster {
         let computes: Vec<Proc> = names
             .iter()
             .map(|c| {
-                let args = ["compute", "--threads", "1", "--max-inflight", "2", "--nice", "0"];
+                let args = [
+                    "compute",
+                    "--threads",
+                    "1",
+                    "--max-inflight",
+                    "2",
+                    "--nice",
+                    "0",
+                ];
                 net.offload(c, &args)
             })
             .collect();
