@@ -230,11 +230,12 @@ impl Conn {
             .header("host", self.addr.to_string())
             .body(Full::new(Bytes::new()))
             .expect("request");
-        let resp = self
-            .send
-            .send_request(req)
-            .await
-            .unwrap_or_else(|e| panic!("GET {path:.80} on {}: no response: {e:?}", self.addr));
+        let resp = async {
+            self.send.ready().await?;
+            self.send.send_request(req).await
+        }
+        .await
+        .unwrap_or_else(|e| panic!("GET {path:.80} on {}: no response: {e:?}", self.addr));
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
