@@ -3,29 +3,29 @@
 //!
 //! The gateway queues instead of bouncing. Each backend gets no more requests at once than
 //! its limit: the capacity it reports on `/health`, lowered while the backend says its own
-//! queue runs long (see [`gate::Limit`]). The rest wait in the gateway, in arrival order, under the
-//! same deadline admission as the pool: a request predicted not to finish in time is refused
-//! at once with 503 and a `Retry-After` from the prediction. A waiting request goes to the
-//! backend with the most free room the moment one frees up.
+//! queue runs long (see [`gate::Limit`]). The rest wait in the gateway, in arrival order,
+//! under the same deadline admission as the pool: a request predicted not to finish in time
+//! is refused at once with 503 and a `Retry-After` from the prediction. A waiting request
+//! goes to the backend with the most free room the moment one frees up.
 //!
 //! Failures: a backend that refuses the connection or does not take it within the connect
 //! timeout (nothing was sent) is marked down and the request goes to another, if one is up.
 //! A backend's 503 (nothing ran; another gateway may share it) halves its limit and the
 //! request waits its turn again, first in line, while its deadline allows.
 //!
-//! No request is left on a dead host. The work is pure, so a request may run twice: when its
+//! No request is left on a dead host. The work is pure, so a request may run twice. When its
 //! backend is marked down while it is in flight (by the health checker, which finds a silent
-//! host within two `--health-interval`s, or because another request to it failed), or when
-//! its own connection breaks after sending (reset, closed, any transport error), the gateway
-//! drops its connection, which tells the compute service to stop the work, and sends it again
-//! at once, first in line, to another backend that is up. Only if none is up does it answer
-//! 502 at once, as for a refused connection: the gateway does not hold requests for a host
-//! that may never come back, and a new request would get 502 just the same. A request lost
-//! [`MAX_RESENDS`] times over also answers 502, so that a request that kills its host cannot
-//! go on to kill every other. Only a failure that is not the transport's (an unreadable
-//! answer, a status other than 200, 503 and 504) answers 502 at once. A backend marked down
-//! gets no traffic until the health checker sees it answer `/health` again; at the deadline
-//! the gateway stops waiting (504) and drops the connection.
+//! host within an interval and a check's wait, 2 s by default; or because another request to
+//! it failed), or when its own connection breaks after sending (reset, closed, any transport
+//! error), the gateway drops its connection, which tells the compute service to stop the
+//! work, and sends it again at once, first in line, to another backend that is up. If none
+//! is up it answers 502 at once, as for a refused connection: the gateway does not hold
+//! requests for a host that may never come back, and a new request would get 502 just the
+//! same. A request is sent again at most [`MAX_RESENDS`] times, so that one that kills its
+//! host cannot go on to kill every other. Only a failure that is not the transport's (an
+//! unreadable answer, a status other than 200, 503 and 504) answers 502 without another try.
+//! A backend marked down gets no traffic until the health checker sees it answer `/health`
+//! again; at the deadline the gateway stops waiting (504) and drops the connection.
 
 mod gate;
 
