@@ -171,7 +171,7 @@ impl Remote {
     /// [`ExecError::Late`] when it is predicted to miss its deadline; [`ExecError::Overloaded`]
     /// at the gateway queue's cap, or when backends stayed busy until too close to the
     /// deadline; [`ExecError::BadGateway`] when no backend could be reached, one failed, or
-    /// the request lost its backend with no other up (or [`MAX_RESENDS`] times over);
+    /// the request lost its backend with no other up (or a third time);
     /// [`ExecError::Expired`] past the deadline.
     pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
         let body = Bytes::from(work.to_json().to_string());
