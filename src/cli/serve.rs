@@ -61,9 +61,16 @@ pub struct ServeArgs {
         env = "OFFLOAD_COMPUTE"
     )]
     pub compute: Vec<hyper::Uri>,
-    /// How often `remote` checks each compute service's /health.
+    /// How often `remote` checks each compute service's /health. A service that has not
+    /// answered within the interval (at least 1 s) is marked down, and the requests in
+    /// flight on it go to another.
     #[arg(long, default_value = "1s", value_parser = parse_duration, env = "OFFLOAD_HEALTH_INTERVAL")]
     pub health_interval: Duration,
+    /// How long `remote` waits for a new connection to a compute service before it marks the
+    /// service down and sends the request (and those in flight there) to another. Long enough
+    /// for one lost SYN to be sent again (Linux waits 1 s) at a cross-datacenter round trip.
+    #[arg(long, default_value = DEFAULT_CONNECT_TIMEOUT, value_parser = parse_duration, env = "OFFLOAD_CONNECT_TIMEOUT")]
+    pub connect_timeout: Duration,
     #[command(flatten)]
     pub queue: QueueArgs,
     /// `auto`: how long a client waits for an answer unless its `Prefer: wait=N` says
@@ -118,6 +125,19 @@ pub const DEFAULT_RUNTIME_SLICE: &str = "0";
 /// slice (p99 2-4 ms here); at 10 it preempts the work at once (p99 0.3-2.3 ms, same
 /// throughput: `scripts/admission.py`). On an idle machine the work still gets every cycle.
 pub const DEFAULT_NICE: i32 = 10;
+
+/// How long a `remote` gateway waits for a new connection to a compute service
+/// (`--connect-timeout`).
+///
+/// A connection takes one round trip: well under a millisecond in a datacenter, 70-150 ms
+/// between continents, 300 ms at worst. When a SYN is lost, Linux sends it again after 1 s
+/// (its initial retransmission timeout). A 1 s timeout would call a healthy host down for one
+/// lost packet, and marking a host down sends everything in flight on it elsewhere: on a
+/// 64-core compute host that is up to 128 requests' work thrown away and redone. At 1.5 s the
+/// retransmitted SYN gets through at any RTT up to 400 ms (and a burst of new connections
+/// that overflows a busy host's accept queue gets its second chance too), while a host that
+/// is really gone is found within 1.5 s by the connection and within 2 s by the health check.
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "1500ms";
 
 /// Requests that may wait in a pool or the remote gateway's queue, whatever their deadline:
 /// a memory bound (a waiting request holds a connection and a few hundred bytes), far above
@@ -263,8 +283,11 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.max_queue == 0 {
         anyhow::bail!("--max-queue must be at least 1");
     }
-    if args.request.timeout.is_zero() || args.health_interval.is_zero() {
-        anyhow::bail!("--timeout and --health-interval must be more than zero");
+    if args.request.timeout.is_zero()
+        || args.health_interval.is_zero()
+        || args.connect_timeout.is_zero()
+    {
+        anyhow::bail!("--timeout, --health-interval and --connect-timeout must be more than zero");
     }
     let config = GatewayConfig {
         limits,
@@ -311,7 +334,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     Remote::start(RemoteConfig {
                         backends: args.compute,
                         health_interval: args.health_interval,
-                        connect_timeout: Duration::from_secs(1),
+                        connect_timeout: args.connect_timeout,
                         max_queue: args.max_queue,
                     })
                     .map_err(anyhow::Error::msg)?,
@@ -377,4 +400,20 @@ pub(super) fn run_service(
         tracing::info!("{role} stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn the_connect_timeout_defaults_to_one_and_a_half_seconds() {
+        let Command::Serve(args) = Cli::parse_from(["offload", "serve"]).command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.connect_timeout, Duration::from_millis(1500));
+    }
 }

@@ -3,22 +3,34 @@
 //!
 //! The gateway queues instead of bouncing. Each backend gets no more requests at once than
 //! its limit: the capacity it reports on `/health`, lowered while the backend says its own
-//! queue runs long (see [`Limit`]). The rest wait in the gateway, in arrival order, under the
-//! same deadline admission as the pool: a request predicted not to finish in time is refused
-//! at once with 503 and a `Retry-After` from the prediction. A waiting request goes to the
-//! backend with the most free room the moment one frees up.
+//! queue runs long (see [`gate::Limit`]). The rest wait in the gateway, in arrival order,
+//! under the same deadline admission as the pool: a request predicted not to finish in time
+//! is refused at once with 503 and a `Retry-After` from the prediction. A waiting request
+//! goes to the backend with the most free room the moment one frees up.
 //!
-//! Failures: a backend that refuses the connection (nothing was sent) is marked down and the
-//! request goes to another, if one is up. A backend's 503 (nothing ran; another gateway may
-//! share it) halves its limit and the request waits its turn again, first in line, while its
-//! deadline allows. Any other transport error answers 502 (the request may have run). A
-//! backend marked down gets no traffic until the health checker sees it answer `/health`
-//! again; at the deadline the gateway stops waiting (504) and drops the connection, which
-//! tells the compute service to stop the work.
+//! Failures: a backend that refuses the connection or does not take it within the connect
+//! timeout (nothing was sent) is marked down and the request goes to another, if one is up.
+//! A backend's 503 (nothing ran; another gateway may share it) halves its limit and the
+//! request waits its turn again, first in line, while its deadline allows.
+//!
+//! No request is left on a dead host. The work is pure, so a request may run twice. When its
+//! backend is marked down while it is in flight (by the health checker, which finds a silent
+//! host within an interval and a check's wait, 2 s by default; or because another request to
+//! it failed), or when its own connection breaks after sending (reset, closed, any transport
+//! error), the gateway drops its connection, which tells the compute service to stop the
+//! work, and sends it again at once, first in line, to another backend that is up. If none
+//! is up it answers 502 at once, as for a refused connection: the gateway does not hold
+//! requests for a host that may never come back, and a new request would get 502 just the
+//! same. A request is sent again at most [`MAX_RESENDS`] times, so that one that kills its
+//! host cannot go on to kill every other. Only a failure that is not the transport's (an
+//! unreadable answer, a status other than 200, 503 and 504) answers 502 without another try.
+//! A backend marked down gets no traffic until the health checker sees it answer `/health`
+//! again; at the deadline the gateway stops waiting (504) and drops the connection.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+mod gate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -27,10 +39,10 @@ use hyper::{Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
+use self::gate::Gate;
 use super::{Done, ExecError, RETRY_AFTER_SECS};
-use crate::admission::{self, Cost, CostModel};
 use crate::metrics::{Counter, Histogram, header, sample};
 use crate::work::Work;
 
@@ -41,7 +53,8 @@ pub struct RemoteConfig {
     pub backends: Vec<Uri>,
     /// How often each backend's `/health` is checked.
     pub health_interval: Duration,
-    /// How long a connection attempt may take before the backend counts as down.
+    /// How long a connection attempt may take before the backend counts as down (and the
+    /// requests in flight on it go elsewhere).
     pub connect_timeout: Duration,
     /// Hard cap on requests waiting in the gateway (the deadline decides first).
     pub max_queue: usize,
@@ -54,10 +67,14 @@ pub struct Backend {
     compute: Uri,
     health: Uri,
     up: AtomicBool,
+    /// Counts the times the backend was marked down; requests in flight on it watch it.
+    downs: watch::Sender<u64>,
     ok: Counter,
     failed: Counter,
     refused: Counter,
     overloaded: Counter,
+    /// Requests in flight when the backend was lost (marked down, or their connection broke).
+    lost: Counter,
     latency: Histogram,
 }
 
@@ -69,72 +86,17 @@ pub struct Remote {
     gate: Arc<Gate>,
 }
 
-/// The gateway's queue and each backend's room: who may send to which backend, and when.
-#[derive(Debug)]
-struct Gate {
-    state: Mutex<GateState>,
-    backends: Arc<[Backend]>,
-    /// Time per unit of work a request holds a backend's place, and the work admitted.
-    model: CostModel,
-    max_queue: usize,
-    next: AtomicUsize,
-    late: Counter,
-    full: Counter,
-    retried: Counter,
-}
+/// Times a request may be sent again after losing its backend mid-flight: enough for a host
+/// and then a second one lost under it (partitions, restarts), and a bound on the hosts that
+/// a request which kills its host can take down with it.
+const MAX_RESENDS: u32 = 2;
 
-#[derive(Debug)]
-struct GateState {
-    waiting: VecDeque<oneshot::Sender<usize>>,
-    room: Vec<Limit>,
-}
+/// The least time a health check waits for `/health`. The answer takes a round trip on a
+/// kept-alive connection and two on a new one (600 ms at a 300 ms cross-datacenter RTT), plus
+/// whatever a busy host or gateway adds before it is scheduled. A shorter wait would mark a
+/// healthy far or busy host down, and a mark sends every request in flight on it elsewhere.
+const HEALTH_TIMEOUT_MIN: Duration = Duration::from_secs(1);
 
-/// How many requests one backend gets at once.
-///
-/// Netflix's concurrency-limits and Envoy's adaptive concurrency compare each round trip
-/// with the smallest one seen. That fits backends whose round trip at low load is their
-/// service time; a compute service splits a lone request across all its threads, so its
-/// idle round trip is a fraction of its loaded one, and that gradient would shrink the
-/// limit to a handful and idle most of a big machine. The compute service says directly
-/// how long each request queued inside it (`wait_us`) and ran (`run_us`). At its capacity
-/// (two per thread) a request waits about one run. The gateway keeps a moving average of
-/// wait over run; when it stays above [`QUEUE_RATIO_HIGH`] the backend is slower than it
-/// said or shared with other gateways, and the limit shrinks by a twentieth (never below
-/// the backend's thread count, which a 503 alone can go under). While the limit is what
-/// holds requests back and the ratio is normal, it grows back by one per limit's worth of
-/// answers, never past the capacity. A 503 halves it.
-#[derive(Debug, Clone)]
-struct Limit {
-    /// Requests sent and not yet answered.
-    outstanding: usize,
-    /// The latency-adjusted limit, 1..=capacity.
-    limit: f64,
-    /// What the backend reported on `/health` (1 until it has).
-    capacity: usize,
-    /// The backend's threads, as reported (1 until known).
-    threads: usize,
-    /// Whether `capacity` came from the backend.
-    known: bool,
-    /// Moving average of the backend's wait over run.
-    queue_ratio: f64,
-}
-
-impl Limit {
-    fn room(&self) -> usize {
-        (self.limit.floor() as usize)
-            .max(1)
-            .saturating_sub(self.outstanding)
-    }
-}
-
-/// Wait over run, averaged, past which a backend queues more than its capacity implies.
-const QUEUE_RATIO_HIGH: f64 = 2.0;
-/// Below this average, a limit-bound backend may take one more.
-const QUEUE_RATIO_OK: f64 = 1.5;
-
-/// Added to a backend's run time when judging its wait: timer and scheduling noise on a
-/// busy machine, so tiny requests do not read as long queues.
-const WAIT_SLACK: Duration = Duration::from_millis(2);
 /// The first pause before a request refused by a busy backend asks again; doubles per try.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause between such tries.
@@ -167,10 +129,12 @@ impl Remote {
                 health: parse("/health")?,
                 base,
                 up: AtomicBool::new(true),
+                downs: watch::Sender::new(0),
                 ok: Counter::default(),
                 failed: Counter::default(),
                 refused: Counter::default(),
                 overloaded: Counter::default(),
+                lost: Counter::default(),
                 latency: Histogram::default(),
             });
         }
@@ -181,36 +145,15 @@ impl Remote {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         let backends: Arc<[Backend]> = backends.into();
-        let room = vec![
-            Limit {
-                outstanding: 0,
-                limit: 1.0,
-                capacity: 1,
-                threads: 1,
-                known: false,
-                queue_ratio: 1.0,
-            };
-            backends.len()
-        ];
-        let gate = Arc::new(Gate {
-            state: Mutex::new(GateState {
-                waiting: VecDeque::new(),
-                room,
-            }),
-            backends: backends.clone(),
-            model: CostModel::default(),
-            max_queue: config.max_queue.max(1),
-            next: AtomicUsize::new(0),
-            late: Counter::default(),
-            full: Counter::default(),
-            retried: Counter::default(),
-        });
+        let gate = Arc::new(Gate::new(backends.clone(), config.max_queue));
         let remote = Remote {
             backends,
             client,
             gate,
         };
-        tokio::spawn(remote.clone().check_health(config.health_interval));
+        for i in 0..remote.backends.len() {
+            tokio::spawn(remote.clone().check_health(i, config.health_interval));
+        }
         Ok(remote)
     }
 
@@ -221,14 +164,14 @@ impl Remote {
 
     /// The predicted wait of a request arriving now.
     pub fn predicted_wait(&self) -> Duration {
-        let st = self.gate.state.lock().expect("gate lock");
-        self.gate.wait(&st)
+        self.gate.predicted_wait()
     }
 
     /// # Errors
     /// [`ExecError::Late`] when it is predicted to miss its deadline; [`ExecError::Overloaded`]
     /// at the gateway queue's cap, or when backends stayed busy until too close to the
-    /// deadline; [`ExecError::BadGateway`] when no backend could be reached or one failed;
+    /// deadline; [`ExecError::BadGateway`] when no backend could be reached, one failed, or
+    /// the request lost its backend with no other up (or a third time);
     /// [`ExecError::Expired`] past the deadline.
     pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
         let body = Bytes::from(work.to_json().to_string());
@@ -236,6 +179,7 @@ impl Remote {
         // Counted in the model until this request ends, however it ends.
         let _admitted = self.gate.admit(cost, deadline)?;
         let mut pause = RETRY_PAUSE;
+        let mut resends = 0;
         let mut first_in_line = false;
         loop {
             let slot = self
@@ -244,24 +188,30 @@ impl Remote {
                 .take()
                 .await
                 .ok_or(ExecError::ShuttingDown)?;
+            let i = slot.backend;
             let start = Instant::now();
-            match self.forward(slot.backend, body.clone(), deadline).await {
+            match self.forward(i, body.clone(), deadline).await {
                 Ok(done) => {
                     self.gate.answered(&slot, cost, start.elapsed(), done);
                     return Ok(done);
                 }
                 // Nothing was sent: another backend may take it, if one is up.
                 Err(Attempt::Refused(e)) => {
-                    let i = slot.backend;
                     drop(slot);
-                    if !self
-                        .backends
-                        .iter()
-                        .enumerate()
-                        .any(|(j, b)| j != i && b.is_up())
-                    {
+                    if !self.other_up(i) {
                         return Err(ExecError::BadGateway(e));
                     }
+                    self.gate.retried.add(1);
+                }
+                // It may have run, or be running still on a host we cannot reach; the work
+                // is pure, so another backend runs it again.
+                Err(Attempt::Lost(e)) => {
+                    drop(slot);
+                    resends += 1;
+                    if resends > MAX_RESENDS || !self.other_up(i) {
+                        return Err(ExecError::BadGateway(e));
+                    }
+                    self.gate.resent.add(1);
                 }
                 // Nothing ran: the backend is busier than its limit said (it may be shared).
                 Err(Attempt::Overloaded(retry)) => {
@@ -274,14 +224,23 @@ impl Remote {
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                    self.gate.retried.add(1);
                 }
                 Err(e) => return Err(e.into_exec()),
             }
-            self.gate.retried.add(1);
             first_in_line = true;
         }
     }
 
+    /// Whether a backend other than `i` takes traffic.
+    fn other_up(&self, i: usize) -> bool {
+        self.backends
+            .iter()
+            .enumerate()
+            .any(|(j, b)| j != i && b.is_up())
+    }
+
+    /// One try on backend `i`, until its answer, the deadline, or the backend is lost.
     async fn forward(&self, i: usize, body: Bytes, deadline: Instant) -> Result<Done, Attempt> {
         let b = &self.backends[i];
         let start = Instant::now();
@@ -289,6 +248,18 @@ impl Remote {
             .header("content-type", "application/json")
             .body(Full::new(body))
             .map_err(|e| Attempt::Failed(e.to_string()))?;
+        // Watched from before the check, so a mark between the two is not missed.
+        let mut downs = b.downs.subscribe();
+        if !b.is_up() && self.other_up(i) {
+            // Marked down since this place was handed out; the line goes to one that is up.
+            return Err(Attempt::Refused(format!("{}: marked down", b.base)));
+        }
+        let marked_down = async move {
+            // The sender lives as long as the backend, so this ends only on a mark.
+            if downs.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         // Transport errors as (nothing was sent, message).
         let exchange = async {
             let resp = self
@@ -309,22 +280,36 @@ impl Remote {
                 .to_bytes();
             Ok::<_, (bool, String)>((status, retry, bytes))
         };
-        let outcome = match tokio::time::timeout_at(deadline.into(), exchange).await {
+        let answer = tokio::time::timeout_at(deadline.into(), exchange);
+        // Dropping the exchange on either branch closes its connection.
+        let outcome = tokio::select! {
+            biased;
+            answer = answer => answer,
+            () = marked_down => {
+                b.lost.add(1);
+                // The mark itself was logged once; this is one line per request.
+                tracing::debug!(backend = %b.base, "request lost with its compute service");
+                return Err(Attempt::Lost(format!("{}: marked down mid-request", b.base)));
+            }
+        };
+        let outcome = match outcome {
             Err(_) => {
                 b.failed.add(1);
                 return Err(Attempt::Expired);
             }
             Ok(Err((true, e))) => {
                 b.refused.add(1);
-                b.up.store(false, Relaxed);
-                tracing::warn!(backend = %b.base, error = %e, "compute service unreachable; marked down");
+                if b.mark_down() {
+                    tracing::warn!(backend = %b.base, error = %e, "compute service unreachable; marked down");
+                }
                 return Err(Attempt::Refused(format!("{}: {e}", b.base)));
             }
             Ok(Err((false, e))) => {
-                b.failed.add(1);
-                b.up.store(false, Relaxed);
-                tracing::warn!(backend = %b.base, error = %e, "compute service failed mid-request; marked down");
-                return Err(Attempt::Failed(format!("{}: {e}", b.base)));
+                b.lost.add(1);
+                if b.mark_down() {
+                    tracing::warn!(backend = %b.base, error = %e, "compute service failed mid-request; marked down");
+                }
+                return Err(Attempt::Lost(format!("{}: {e}", b.base)));
             }
             Ok(Ok(o)) => o,
         };
@@ -354,42 +339,43 @@ impl Remote {
         }
     }
 
-    /// Checks every backend's `/health` each `interval`; one that answers 200 within the
-    /// interval is up, any other outcome marks it down.
-    async fn check_health(self, interval: Duration) {
+    /// Checks backend `i`'s `/health` each `interval`: up when it answers 200 within the
+    /// interval (at least [`HEALTH_TIMEOUT_MIN`]), down on any other outcome. So a silent host
+    /// is marked down within an interval plus that (2 s by default). One task per backend, so
+    /// that a silent one does not hold up the checks of the others.
+    async fn check_health(self, i: usize, interval: Duration) {
+        let b = &self.backends[i];
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for (i, b) in self.backends.iter().enumerate() {
-                let req = Request::get(b.health.clone()).body(Full::new(Bytes::new()));
-                let Ok(req) = req else { continue };
-                let answer = async {
-                    let r = self.client.request(req).await.ok()?;
-                    if r.status() != StatusCode::OK {
-                        return None;
-                    }
-                    let bytes = r.into_body().collect().await.ok()?.to_bytes();
-                    let h: Option<crate::api::Health> = serde_json::from_slice(&bytes).ok();
-                    Some(h.and_then(|h| {
-                        let probe = probe_of(&h);
-                        Some((h.capacity?, h.threads.unwrap_or(1), probe))
-                    }))
-                };
-                let answer = tokio::time::timeout(interval.max(Duration::from_millis(100)), answer)
-                    .await
-                    .ok()
-                    .flatten();
-                let ok = answer.is_some();
-                if let Some(Some((capacity, threads, probe))) = answer {
-                    self.gate.set_capacity(i, capacity, threads, &probe);
+            let req = Request::get(b.health.clone()).body(Full::new(Bytes::new()));
+            let Ok(req) = req else { continue };
+            let answer = async {
+                let r = self.client.request(req).await.ok()?;
+                if r.status() != StatusCode::OK {
+                    return None;
                 }
-                if ok != b.up.swap(ok, Relaxed) {
-                    tracing::info!(backend = %b.base, up = ok, "compute service health changed");
-                    // A backend back up may take requests that wait.
-                    self.gate
-                        .dispatch(&mut self.gate.state.lock().expect("gate lock"));
-                }
+                let bytes = r.into_body().collect().await.ok()?.to_bytes();
+                let h: Option<crate::api::Health> = serde_json::from_slice(&bytes).ok();
+                Some(h.and_then(|h| {
+                    let probe = probe_of(&h);
+                    Some((h.capacity?, h.threads.unwrap_or(1), probe))
+                }))
+            };
+            let answer = tokio::time::timeout(interval.max(HEALTH_TIMEOUT_MIN), answer)
+                .await
+                .ok()
+                .flatten();
+            let ok = answer.is_some();
+            if let Some(Some((capacity, threads, probe))) = answer {
+                self.gate.set_capacity(i, capacity, threads, &probe);
+            }
+            if ok && !b.up.swap(true, Relaxed) {
+                tracing::info!(backend = %b.base, up = true, "compute service health changed");
+                self.gate.backend_up();
+            } else if !ok && b.mark_down() {
+                tracing::info!(backend = %b.base, up = false, "compute service health changed");
             }
         }
     }
@@ -416,7 +402,7 @@ impl Remote {
             "gauge",
             "Requests sent to the compute service and not yet answered.",
         );
-        let room = self.gate.state.lock().expect("gate lock").room.clone();
+        let room = self.gate.rooms();
         for (b, r) in self.backends.iter().zip(&room) {
             sample(
                 out,
@@ -466,6 +452,7 @@ impl Remote {
                 ("failed", &b.failed),
                 ("refused", &b.refused),
                 ("overloaded", &b.overloaded),
+                ("lost", &b.lost),
             ] {
                 sample(
                     out,
@@ -500,12 +487,26 @@ impl Backend {
     pub fn is_up(&self) -> bool {
         self.up.load(Relaxed)
     }
+
+    /// Marks the backend down and, if it was up, tells the requests in flight on it; true
+    /// when it was up.
+    fn mark_down(&self) -> bool {
+        let was_up = self.up.swap(false, Relaxed);
+        if was_up {
+            self.downs.send_modify(|n| *n += 1);
+        }
+        was_up
+    }
 }
 
 /// How one forwarding attempt ended, when it did not give a result.
 enum Attempt {
     /// The connection was refused or never made: nothing was sent, so another backend may try.
     Refused(String),
+    /// The backend was lost with the request on it: marked down, or the connection broke
+    /// after sending. The request may have run; being pure, it may run again elsewhere.
+    Lost(String),
+    /// Not the transport's fault: an unreadable answer or an unexpected status.
     Failed(String),
     Overloaded(u64),
     Expired,
@@ -514,7 +515,7 @@ enum Attempt {
 impl Attempt {
     fn into_exec(self) -> ExecError {
         match self {
-            Attempt::Refused(e) | Attempt::Failed(e) => ExecError::BadGateway(e),
+            Attempt::Refused(e) | Attempt::Lost(e) | Attempt::Failed(e) => ExecError::BadGateway(e),
             Attempt::Overloaded(retry_after_secs) => ExecError::Overloaded { retry_after_secs },
             Attempt::Expired => ExecError::Expired,
         }
@@ -553,242 +554,4 @@ fn parse_done(bytes: &[u8]) -> Option<Done> {
         wait: Duration::from_micros(a.wait_us),
         run: Duration::from_micros(a.run_us),
     })
-}
-
-impl Gate {
-    /// Backends that may get requests: those up, or all when none is (so a request still
-    /// finds out, and answers 502 at once rather than waiting for nothing).
-    fn eligible(&self) -> impl Iterator<Item = usize> + '_ {
-        let any_up = self.backends.iter().any(Backend::is_up);
-        (0..self.backends.len()).filter(move |&i| !any_up || self.backends[i].is_up())
-    }
-
-    /// The predicted wait of a request arriving now: zero when a backend has room and nobody
-    /// waits; otherwise the time all admitted work holds the backends' places, over them.
-    fn wait(&self, st: &GateState) -> Duration {
-        let free = self.eligible().any(|i| st.room[i].room() > 0);
-        if free && st.waiting.is_empty() {
-            return Duration::ZERO;
-        }
-        let places: f64 = self
-            .eligible()
-            .map(|i| st.room[i].limit.max(1.0))
-            .sum::<f64>()
-            .max(1.0);
-        self.model.backlog().div_f64(places)
-    }
-
-    /// Deadline admission: counts the request in the model, or refuses it at once.
-    fn admit(&self, cost: Cost, deadline: Instant) -> Result<Admitted<'_>, ExecError> {
-        let st = self.state.lock().expect("gate lock");
-        if st.waiting.len() >= self.max_queue {
-            self.full.add(1);
-            return Err(ExecError::Overloaded {
-                retry_after_secs: RETRY_AFTER_SECS,
-            });
-        }
-        let wait = self.wait(&st);
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if let Err(late) = admission::judge(wait, self.model.estimate(cost), remaining) {
-            self.late.add(1);
-            return Err(ExecError::Late(late));
-        }
-        self.model.admit(cost);
-        Ok(Admitted { gate: self, cost })
-    }
-
-    /// Joins the line (at its head for a request sent back by a busy backend).
-    fn enqueue(&self, first: bool) -> SlotWait<'_> {
-        let (tx, rx) = oneshot::channel();
-        let mut st = self.state.lock().expect("gate lock");
-        if first {
-            st.waiting.push_front(tx);
-        } else {
-            st.waiting.push_back(tx);
-        }
-        self.dispatch(&mut st);
-        SlotWait {
-            rx: Some(rx),
-            gate: self,
-        }
-    }
-
-    /// Hands free places to waiting requests, in arrival order, each to the backend with the
-    /// most room (ties in turn).
-    fn dispatch(&self, st: &mut GateState) {
-        let n = self.backends.len();
-        while !st.waiting.is_empty() {
-            let start = self.next.fetch_add(1, Relaxed);
-            let best = self
-                .eligible()
-                .map(|i| ((i + n - start % n) % n, i))
-                .filter(|&(_, i)| st.room[i].room() > 0)
-                .max_by_key(|&(order, i)| (st.room[i].room(), std::cmp::Reverse(order)))
-                .map(|(_, i)| i);
-            let Some(i) = best else { return };
-            let tx = st.waiting.pop_front().expect("not empty");
-            if tx.is_closed() {
-                continue; // its client left while it waited
-            }
-            st.room[i].outstanding += 1;
-            if tx.send(i).is_err() {
-                st.room[i].outstanding -= 1;
-            }
-        }
-    }
-
-    fn release(&self, i: usize) {
-        let mut st = self.state.lock().expect("gate lock");
-        st.room[i].outstanding = st.room[i].outstanding.saturating_sub(1);
-        self.dispatch(&mut st);
-    }
-
-    /// Learns from an answer: the time a unit of work held a place, and whether the backend
-    /// queued more than it should (see [`Limit`]).
-    fn answered(&self, slot: &Slot<'_>, cost: Cost, took: Duration, done: Done) {
-        self.model.observe(cost.class, cost.units, took);
-        let mut st = self.state.lock().expect("gate lock");
-        let r = &mut st.room[slot.backend];
-        let saturated = r.outstanding >= (r.limit.floor() as usize).max(1);
-        let ratio = done.wait.as_secs_f64() / (done.run + WAIT_SLACK).as_secs_f64();
-        r.queue_ratio += 0.1 * (ratio - r.queue_ratio);
-        if r.queue_ratio > QUEUE_RATIO_HIGH {
-            let floor = (r.threads as f64).min(r.limit);
-            r.limit = (r.limit * 0.95).max(floor).max(1.0);
-            r.queue_ratio = 1.0; // judge the smaller limit on fresh answers
-        } else if saturated && r.queue_ratio < QUEUE_RATIO_OK {
-            r.limit = (r.limit + 1.0 / r.limit).min(r.capacity as f64);
-        }
-    }
-
-    /// A backend said 503: it has less room than its limit said.
-    fn overloaded(&self, slot: &Slot<'_>) {
-        let mut st = self.state.lock().expect("gate lock");
-        let r = &mut st.room[slot.backend];
-        r.limit = (r.limit / 2.0).max(1.0);
-    }
-
-    /// What a backend's `/health` said it admits at once.
-    ///
-    /// `probe`: its seconds per unit of each class on one idle thread. Until the gateway has
-    /// timed answers itself, a place's time per unit is taken as that, times the places per
-    /// thread (Little's law: `capacity` places kept full finish `threads` requests at a time).
-    fn set_capacity(&self, i: usize, capacity: usize, threads: usize, probe: &[(usize, f64)]) {
-        let capacity = capacity.max(1);
-        let per_thread = capacity as f64 / threads.clamp(1, capacity) as f64;
-        for &(class, secs) in probe {
-            self.model.prior(class, secs * per_thread);
-        }
-        let mut st = self.state.lock().expect("gate lock");
-        let r = &mut st.room[i];
-        r.threads = threads.clamp(1, capacity);
-        if r.known && r.capacity == capacity {
-            return;
-        }
-        r.limit = if r.known {
-            r.limit.min(capacity as f64)
-        } else {
-            capacity as f64
-        };
-        (r.capacity, r.known) = (capacity, true);
-        self.dispatch(&mut st);
-    }
-
-    fn render_metrics(&self, out: &mut String) {
-        let (depth, wait) = {
-            let st = self.state.lock().expect("gate lock");
-            (st.waiting.len(), self.wait(&st))
-        };
-        header(
-            out,
-            "offload_remote_queue_depth",
-            "gauge",
-            "Requests waiting in the gateway for a compute service's place.",
-        );
-        sample(out, "offload_remote_queue_depth", "", depth);
-        header(
-            out,
-            "offload_remote_predicted_wait_seconds",
-            "gauge",
-            "Predicted wait of a request arriving now.",
-        );
-        sample(
-            out,
-            "offload_remote_predicted_wait_seconds",
-            "",
-            format!("{:.6}", wait.as_secs_f64()),
-        );
-        header(
-            out,
-            "offload_remote_requests_total",
-            "counter",
-            "Gateway decisions: refused as late, refused at the cap, sent again.",
-        );
-        for (outcome, c) in [
-            ("late", &self.late),
-            ("full", &self.full),
-            ("retried", &self.retried),
-        ] {
-            sample(
-                out,
-                "offload_remote_requests_total",
-                &format!("outcome=\"{outcome}\""),
-                c.get(),
-            );
-        }
-    }
-}
-
-/// An admitted request: counted in the gate's model until it ends, however it ends.
-struct Admitted<'a> {
-    gate: &'a Gate,
-    cost: Cost,
-}
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.gate.model.finish(self.cost);
-    }
-}
-
-/// A place in the gateway's line; dropping it (client gone, deadline) leaves the line, and
-/// gives back a place that was handed over but not taken.
-struct SlotWait<'a> {
-    rx: Option<oneshot::Receiver<usize>>,
-    gate: &'a Gate,
-}
-
-impl<'a> SlotWait<'a> {
-    /// Waits for a backend's place; `None` only when the gateway is going away.
-    async fn take(mut self) -> Option<Slot<'a>> {
-        let got = self.rx.as_mut()?.await.ok();
-        self.rx = None;
-        got.map(|backend| Slot {
-            backend,
-            gate: self.gate,
-        })
-    }
-}
-
-impl Drop for SlotWait<'_> {
-    fn drop(&mut self) {
-        if let Some(mut rx) = self.rx.take() {
-            rx.close();
-            if let Ok(i) = rx.try_recv() {
-                self.gate.release(i);
-            }
-        }
-    }
-}
-
-/// A place at backend `backend`, given back when dropped.
-struct Slot<'a> {
-    backend: usize,
-    gate: &'a Gate,
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.gate.release(self.backend);
-    }
 }

@@ -1,5 +1,6 @@
 //! Test support: start `offload` subcommands as real processes on free ports, and speak
-//! HTTP/1.1 to them with a plain hyper client (a new connection per request).
+//! HTTP/1.1 to them with a plain hyper client (a new connection per request, unless a
+//! [`Conn`] or a [`crowd`] keeps one).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -204,6 +205,46 @@ pub async fn request(
 
 pub async fn get(addr: SocketAddr, path: &str) -> Resp {
     request(addr, "GET", path, &[], Bytes::new()).await
+}
+
+/// One keep-alive connection, for requests in a row without a handshake each.
+pub struct Conn {
+    addr: SocketAddr,
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        Conn { addr, send }
+    }
+
+    /// `GET path` on this connection.
+    pub async fn get(&mut self, path: &str) -> Resp {
+        let req = hyper::Request::get(path)
+            .header("host", self.addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = async {
+            self.send.ready().await?;
+            self.send.send_request(req).await
+        }
+        .await
+        .unwrap_or_else(|e| panic!("GET {path:.80} on {}: no response: {e:?}", self.addr));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
 }
 
 pub async fn post_json(addr: SocketAddr, body: &str) -> Resp {

@@ -8,7 +8,7 @@
 //! that is not made persistent disappears with its file descriptor, so a killed test run leaves
 //! no link behind.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -38,9 +38,22 @@ const FRAME_MAX: usize = 65_536;
 struct Port {
     tap: File,
     link: Mutex<Link>,
-    /// Frames waiting out their delay, due times in order.
-    out: Mutex<VecDeque<(Instant, Vec<u8>)>>,
+    /// Frames waiting out their delay.
+    out: Mutex<Outbox>,
     ready: Condvar,
+}
+
+/// The frames on their way to one port.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// By due time, then by arrival (equal times keep their order).
+    frames: BTreeMap<(Instant, u64), Vec<u8>>,
+    /// The due time of the last frame from each port. A frame never overtakes an earlier one
+    /// from the same host, as on a wire; but it does not wait behind another host's: frames
+    /// from a fast host reach this one while a slow host's are still on their way (a single
+    /// queue per port held every host's answers to the gateway behind the slowest one's).
+    last: HashMap<usize, Instant>,
+    next: u64,
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +89,7 @@ impl Switch {
                 .map(|tap| Port {
                     tap,
                     link: Mutex::new(Link::default()),
-                    out: Mutex::new(VecDeque::new()),
+                    out: Mutex::new(Outbox::default()),
                     ready: Condvar::new(),
                 })
                 .collect(),
@@ -196,9 +209,11 @@ impl Shared {
                 };
                 let target = &self.ports[to];
                 let mut q = target.out.lock().unwrap();
-                // In order on each link, as on a wire: a frame never overtakes an earlier one.
-                let due = (now + out + into).max(q.back().map_or(now, |b| b.0));
-                q.push_back((due, frame.to_vec()));
+                let due = (now + out + into).max(q.last.get(&port).copied().unwrap_or(now));
+                q.last.insert(port, due);
+                let k = q.next;
+                q.next += 1;
+                q.frames.insert((due, k), frame.to_vec());
                 target.ready.notify_one();
             }
         }
@@ -211,14 +226,14 @@ impl Shared {
         let mut q = p.out.lock().unwrap();
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            match q.front() {
-                Some((due, _)) if *due <= now => {
-                    let (_, frame) = q.pop_front().unwrap();
+            match q.frames.first_key_value() {
+                Some(((due, _), _)) if *due <= now => {
+                    let (_, frame) = q.frames.pop_first().unwrap();
                     drop(q);
                     let _ = (&p.tap).write(&frame);
                     q = p.out.lock().unwrap();
                 }
-                Some((due, _)) => {
+                Some(((due, _), _)) => {
                     let wait = *due - now;
                     q = p.ready.wait_timeout(q, wait).unwrap().0;
                 }
