@@ -2,6 +2,8 @@
 # How the pool's threads share the CPU, for each scheduling choice: on an idle machine (the
 # /health p99 beside a saturating /heavy load) and beside a busy neighbour, one busy loop per
 # core at nice 0 (the pool's share: its req/s against the idle run's). Release build.
+# The /health probe runs as `offload load --urgent` (as the bench's does) unless PROBE_FLAGS
+# says otherwise (PROBE_FLAGS= for a plain client).
 # Usage: scripts/fair-share.sh [repeats]   (env: DURATION, default 8; CONNS, the heavy closed
 # loop's connections, default 8: enough to keep the cores busy, few enough that requests finish
 # within the window even at a tenth of the CPU)
@@ -11,11 +13,13 @@ cargo build --release -q
 bin=${CARGO_TARGET_DIR:-target}/release/offload
 dur=${DURATION:-8}; reps=${1:-3}
 declare -A variants=(
-  [nice10]="--nice 10 --pool-policy normal --runtime-slice 0"
-  [nice0]="--nice 0 --pool-policy normal --runtime-slice 0"
-  [batch]="--nice 0 --pool-policy batch --runtime-slice 0"
-  [slice]="--nice 0 --pool-policy normal --runtime-slice 0.0001"
-  [batch+slice]="--nice 0 --pool-policy batch --runtime-slice 0.0001"
+  [nice10]="--nice 10 --pool-policy normal --runtime-slice 0 --runtime-nice 0"
+  [nice0]="--nice 0 --pool-policy normal --runtime-slice 0 --runtime-nice 0"
+  [batch]="--nice 0 --pool-policy batch --runtime-slice 0 --runtime-nice 0"
+  [slice]="--nice 0 --pool-policy normal --runtime-slice 0.1ms --runtime-nice 0"
+  [batch+slice]="--nice 0 --pool-policy batch --runtime-slice 0.1ms --runtime-nice 0"
+  [rtnice]="--nice 0 --pool-policy normal --runtime-slice 0 --runtime-nice -10"
+  [rtnice+slice]="--nice 0 --pool-policy normal --runtime-slice 0.1ms --runtime-nice -10"
 )
 busy=()
 stop_busy() { for p in "${busy[@]}"; do kill "$p" 2>/dev/null || true; done; busy=(); }
@@ -29,7 +33,8 @@ one() { # variant phase
   if [ "$2" = busy ]; then
     for c in $(seq 0 $(($(nproc) - 1))); do taskset -c "$c" sh -c 'while :; do :; done' & busy+=($!); done
   fi
-  $bin load "http://127.0.0.1:$port/health" -R 100 -c 4 -d "$dur" --warmup 1 --json --no-progress >/tmp/fair-probe.json &
+  # shellcheck disable=SC2086
+  $bin load ${PROBE_FLAGS---urgent} "http://127.0.0.1:$port/health" -R 100 -c 4 -d "$dur" --warmup 1 --json --no-progress >/tmp/fair-probe.json &
   local probe=$!
   $bin load "http://127.0.0.1:$port/heavy" -c ${CONNS:-8} -d "$dur" --warmup 1 --json --no-progress >/tmp/fair-heavy.json
   wait $probe
@@ -45,7 +50,7 @@ print("%-12s %-5s heavy %7.1f req/s  /health p50 %6.2f ms p99 %7.2f ms max %7.2f
 PY
 }
 for r in $(seq "$reps"); do
-  for v in nice10 nice0 batch slice batch+slice; do
+  for v in ${VARIANTS:-nice10 nice0 batch slice batch+slice rtnice rtnice+slice}; do
     one "$v" idle
     one "$v" busy
   done

@@ -337,6 +337,7 @@ async fn one(
             stop: Stop::Duration(s.duration),
         },
     )?
+    .with_urgent(true)
     .with_timeout(s.timeout)?;
     let began = Instant::now();
     let (mixed, probe) = tokio::join!(load::run_mix(&mix_plan, None), load::run(&probe_plan, None));

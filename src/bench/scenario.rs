@@ -232,6 +232,7 @@ pub(super) async fn measure(
             stop: Stop::Duration(s.duration),
         },
     )?
+    .with_urgent(true)
     .with_warmup(s.warmup)
     .with_timeout(s.timeout)?;
 

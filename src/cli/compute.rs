@@ -47,7 +47,7 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
     // cores never idle between requests while the backlog stays bounded.
     let max_inflight = positive("max-inflight", args.max_inflight, 2 * threads)?;
     let priority = args.sched.priority();
-    let slice = args.sched.slice();
+    let urgent = Some(args.sched.urgent());
     if args.request.timeout.is_zero() {
         anyhow::bail!("--timeout must be more than zero");
     }
@@ -71,7 +71,7 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
         "compute",
         "rayon",
         runtime_threads,
-        slice,
+        urgent,
         addr,
         async move || {
             // A first figure of its speed, for gateways to judge requests by until they have

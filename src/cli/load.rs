@@ -82,6 +82,13 @@ pub struct LoadArgs {
     #[arg(long)]
     pub honor_retry_after: bool,
 
+    /// Run the load's threads on a short time slice and, where allowed, at nice -10: for a
+    /// light probe beside a saturating load on the same machine, so that it measures the
+    /// server's delay rather than its own wait for a core (`offload bench` does this for its
+    /// /health probe).
+    #[arg(long)]
+    pub urgent: bool,
+
     /// Print the report as JSON (schema: src/load/report.schema.json) instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -123,7 +130,8 @@ impl TryFrom<&LoadArgs> for Plan {
             .with_method(&args.method)?
             .with_warmup(args.warmup)
             .with_timeout(args.timeout)?
-            .with_honor_retry_after(args.honor_retry_after);
+            .with_honor_retry_after(args.honor_retry_after)
+            .with_urgent(args.urgent);
         if args.threads > 0 {
             plan = plan.with_threads(args.threads);
         }

@@ -82,24 +82,30 @@ pub struct ServeArgs {
     pub limits: LimitArgs,
 }
 
-/// How a server's threads that run heavy work share the CPU with its runtime threads and with
-/// other processes (see [`crate::pool::priority`]); the same for `serve` and `compute`.
+/// How a server's threads share the CPU (see [`crate::pool::priority`]); the same for `serve`
+/// and `compute`.
 #[derive(Debug, Clone, Args)]
 pub struct SchedArgs {
-    /// Niceness added to the threads that run heavy work (Linux; 0 turns it off). A high one
-    /// lets light requests win the CPU, but also makes the work give way to every other
-    /// process on the machine.
+    /// Niceness added to the threads that run heavy work (Linux). 0 keeps the work's fair share
+    /// beside other processes; a higher one also makes it give way to every other process on
+    /// the machine.
     #[arg(long, default_value_t = DEFAULT_NICE, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
     pub nice: i32,
     /// Scheduling policy of the threads that run heavy work (Linux): `batch` marks them
     /// CPU-bound, so they never preempt other threads on wake-up.
     #[arg(long, value_enum, default_value_t = DEFAULT_POLICY, env = "OFFLOAD_POOL_POLICY")]
     pub pool_policy: crate::pool::Policy,
-    /// EEVDF time slice asked for the runtime threads that answer requests (Linux 6.12+;
-    /// clamped to 0.1-100 ms; 0: the kernel's default). A short slice lets a runtime thread
-    /// woken for a light request preempt heavy work at once.
-    #[arg(long, default_value = DEFAULT_RUNTIME_SLICE, value_parser = parse_duration, env = "OFFLOAD_RUNTIME_SLICE")]
+    /// EEVDF time slice asked for the runtime threads that answer requests (Linux 6.12+, which
+    /// clamps it to 0.1-100 ms; 0: the kernel's default). A short slice lets a runtime thread
+    /// woken for a light request preempt heavy work at once. Not for `inline` and
+    /// `blocking`, whose runtime threads run the work.
+    #[arg(long, default_value = "0.1ms", value_parser = parse_duration, env = "OFFLOAD_RUNTIME_SLICE")]
     pub runtime_slice: Duration,
+    /// Niceness asked for the runtime threads (Linux; negative raises their priority over the
+    /// heavy work's, which needs CAP_SYS_NICE or RLIMIT_NICE: without it they stay at 0, and
+    /// the log says so). Not for `inline` and `blocking`.
+    #[arg(long, default_value_t = DEFAULT_RUNTIME_NICE, env = "OFFLOAD_RUNTIME_NICE", value_parser = clap::value_parser!(i32).range(-20..=0), allow_negative_numbers = true)]
+    pub runtime_nice: i32,
 }
 
 impl SchedArgs {
@@ -109,22 +115,27 @@ impl SchedArgs {
             policy: self.pool_policy,
         }
     }
-    /// The runtime threads' slice, if one is asked for.
-    pub fn slice(&self) -> Option<Duration> {
-        (!self.runtime_slice.is_zero()).then_some(self.runtime_slice)
+    /// What the runtime threads get when they run no heavy work.
+    pub fn urgent(&self) -> crate::pool::priority::Urgent {
+        crate::pool::priority::Urgent {
+            slice: (!self.runtime_slice.is_zero()).then_some(self.runtime_slice),
+            nice: self.runtime_nice,
+        }
     }
 }
 
 /// The pool threads' scheduling policy by default.
 pub const DEFAULT_POLICY: crate::pool::Policy = crate::pool::Policy::Normal;
-/// The runtime threads' time slice by default (0: the kernel's).
-pub const DEFAULT_RUNTIME_SLICE: &str = "0";
+/// The runtime threads' niceness by default, where the process may raise it.
+pub const DEFAULT_RUNTIME_NICE: i32 = -10;
 
-/// Niceness of threads that run heavy work next to a server's runtime threads. With both at
-/// the same priority, a runtime thread woken for `/health` waits for a busy core's time
-/// slice (p99 2-4 ms here); at 10 it preempts the work at once (p99 0.3-2.3 ms, same
-/// throughput: `scripts/admission.py`). On an idle machine the work still gets every cycle.
-pub const DEFAULT_NICE: i32 = 10;
+/// Niceness of threads that run heavy work next to a server's runtime threads. At 10 the work
+/// gave way to light requests (`/health` p99 0.3-1.3 ms beside a saturating load here) but
+/// also to every other process: beside one busy loop per core it kept about a tenth of the CPU.
+/// At 0 it keeps its fair share, and the runtime threads' short slice and raised priority
+/// (`--runtime-slice`, `--runtime-nice`) keep light requests fast instead
+/// (`scripts/fair-share.sh`; the README's "Sharing the machine").
+pub const DEFAULT_NICE: i32 = 0;
 
 /// How long a `remote` gateway waits for a new connection to a compute service
 /// (`--connect-timeout`).
@@ -312,12 +323,17 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         crate::strategy::calibrate_priors(&pool, &config_limits, cores());
         Ok(PoolStrategy::new(Arc::new(pool), pool_split))
     };
-    let slice = args.sched.slice();
+    // `inline` and `blocking` run the work on the runtime's own threads (or its blocking
+    // threads, which share their start hook): those must not outrank other processes.
+    let urgent = match args.strategy {
+        Name::Inline | Name::Blocking => None,
+        _ => Some(args.sched.urgent()),
+    };
     run_service(
         "serve",
         name,
         runtime_threads,
-        slice,
+        urgent,
         addr,
         async move || {
             let strategy = match args.strategy {
@@ -352,6 +368,9 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// Set once the kernel refused to raise a runtime thread's priority (logged once).
+static NICE_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Builds the runtime, binds, prints where it listens (the first line on stdout, which the
 /// bench and the tests read), and serves until Ctrl-C or SIGTERM. `build` runs inside the
 /// runtime, so strategies may start tasks.
@@ -359,7 +378,7 @@ pub(super) fn run_service(
     role: &str,
     strategy: &str,
     runtime_threads: usize,
-    slice: Option<Duration>,
+    urgent: Option<crate::pool::priority::Urgent>,
     addr: SocketAddr,
     build: impl AsyncFnOnce() -> anyhow::Result<(axum::Router, AppState)>,
 ) -> anyhow::Result<ExitCode> {
@@ -367,8 +386,15 @@ pub(super) fn run_service(
         .worker_threads(runtime_threads)
         .thread_name("offload-rt")
         .on_thread_start(move || {
-            if let Some(s) = slice {
-                crate::pool::priority::set_slice(s);
+            if let Some(u) = urgent
+                && !u.apply()
+                && !NICE_REFUSED.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::info!(
+                    nice = u.nice,
+                    "the runtime threads stay at the process's niceness (raising it needs \
+                     CAP_SYS_NICE or RLIMIT_NICE); their short time slice still applies"
+                );
             }
         })
         .enable_all()

@@ -237,6 +237,8 @@ pub struct Plan {
     /// After a 503 or 429 with `Retry-After`, the connection waits that long before it sends
     /// again (see [`Plan::with_honor_retry_after`]).
     pub(crate) honor_retry_after: bool,
+    /// Run the load's threads as [`crate::pool::priority::Urgent::DEFAULT`].
+    pub(crate) urgent: bool,
 }
 
 impl Plan {
@@ -281,6 +283,7 @@ impl Plan {
             mix: Vec::new(),
             seed: 0,
             honor_retry_after: false,
+            urgent: false,
         })
     }
 
@@ -395,6 +398,14 @@ impl Plan {
     /// Whether connections wait as `Retry-After` asks.
     pub fn honors_retry_after(&self) -> bool {
         self.honor_retry_after
+    }
+
+    /// Runs the load's threads on a short time slice and, where the process may, at nice -10:
+    /// for a light probe beside a saturating load on the same machine, so that it measures the
+    /// server's delay rather than its own wait for a core.
+    pub fn with_urgent(mut self, urgent: bool) -> Self {
+        self.urgent = urgent;
+        self
     }
 
     /// Runs the connections on `threads` threads (at least 1; never more than connections).

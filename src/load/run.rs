@@ -88,6 +88,7 @@ pub async fn run_mix(
     // and the load never competes with the caller's own tasks for runtime threads.
     let threads = plan.threads().min(connections);
     let open_loop = plan.mode().rate().is_some();
+    let urgent = plan.urgent;
     let mut results = Vec::with_capacity(threads);
     for t in 0..threads {
         let shared = shared.clone();
@@ -95,6 +96,9 @@ pub async fn run_mix(
         std::thread::Builder::new()
             .name(format!("offload-load-{t}"))
             .spawn(move || {
+                if urgent {
+                    crate::pool::priority::Urgent::DEFAULT.apply();
+                }
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;

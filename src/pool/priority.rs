@@ -64,6 +64,52 @@ impl Priority {
     }
 }
 
+/// Sets the calling thread's niceness to `nice` (negative raises its priority, which needs
+/// `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows it). Returns whether it was allowed.
+pub fn set_nice(nice: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority on our own thread id reports
+        // failure (EPERM, EACCES) by -1 and changes nothing then.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice) == 0
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        false
+    }
+}
+
+/// The scheduling of threads that answer light requests next to heavy work: a short time
+/// slice, and a higher priority where the process may raise it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Urgent {
+    /// The EEVDF slice asked for (`None`: the kernel's default).
+    pub slice: Option<Duration>,
+    /// The niceness asked for (0: unchanged).
+    pub nice: i32,
+}
+
+impl Urgent {
+    /// What the runtime threads of a server get by default, and a light probe of the bench.
+    pub const DEFAULT: Urgent = Urgent {
+        slice: Some(Duration::from_micros(100)),
+        nice: -10,
+    };
+
+    /// Applies it to the calling thread; returns whether the niceness was allowed (a slice
+    /// the kernel does not know is ignored by it).
+    pub fn apply(self) -> bool {
+        if let Some(s) = self.slice {
+            set_slice(s);
+        }
+        self.nice == 0 || set_nice(self.nice)
+    }
+}
+
 /// Asks for an EEVDF time slice of `slice` for the calling thread (Linux 6.12+; the kernel
 /// clamps it to 0.1-100 ms). A thread on a shorter slice than the one running preempts it
 /// when it wakes. Returns whether the kernel took it (older kernels ignore the field).
@@ -105,7 +151,7 @@ pub fn set_slice(slice: Duration) -> bool {
         // sched_attr whose `size` says how much the kernel may read.
         let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
         if rc != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "could not set the runtime threads' time slice");
+            tracing::debug!(error = %std::io::Error::last_os_error(), "could not set a thread's time slice");
             return false;
         }
         true
