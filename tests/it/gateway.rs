@@ -481,7 +481,12 @@ async fn pool_refuses_at_once_what_cannot_meet_its_deadline_and_it_costs_no_work
 async fn a_burst_at_startup_is_judged_by_the_startup_calibration() {
     let _serial = crate::support::exclusive().await;
     let n = count_n_for(Duration::from_millis(100));
-    let p = serve("pool", &["--threads", "1", "--timeout", "1s"]);
+    // Refusals unpaced: this is about the admission's judgement; pacing has its own test
+    // (`flood::a_closed_loop_cannot_spin_on_refusals`).
+    let p = serve(
+        "pool",
+        &["--threads", "1", "--timeout", "1s", "--refusals-per-core", "0"],
+    );
     let seen = crowd(p.addr, 50, 1, move |i| n + i as u64).await;
     assert_eq!(seen.wrong, Vec::<String>::new());
     let count = |s: u16| seen.statuses.get(&s).copied().unwrap_or(0);

@@ -406,8 +406,9 @@ async fn failing_job_is_retried_then_failed(b: Backend, test: &str) {
     );
 }
 
-/// Bad job ids and bad work specs get their 4xx and enqueue nothing; a full backlog answers 503
-/// with Retry-After and holds exactly `--max-backlog` jobs.
+/// Bad job ids and bad work specs get their 4xx and enqueue nothing; a full backlog holds a
+/// request for room up to its wait (`Prefer: wait=N`), then answers 503 with Retry-After, and
+/// holds exactly `--max-backlog` jobs.
 async fn bad_input_and_a_full_backlog(b: Backend, test: &str) {
     let Some(store) = b.store(test) else { return };
     let gw = store.serve(&["--max-backlog", "5"]);
@@ -446,7 +447,8 @@ async fn bad_input_and_a_full_backlog(b: Backend, test: &str) {
 
     let mut accepted = Vec::new();
     for i in 0..8 {
-        let r = get(gw.addr, "/heavy?n=1000").await;
+        // No wait: the backlog's refusal comes at once.
+        let r = request(gw.addr, "GET", "/heavy?n=1000", &[("prefer", "wait=0")], "").await;
         if i < 5 {
             assert_eq!(r.status, 202, "job {i}: {:?}", r.body);
             accepted.push(r.json()["id"].as_str().unwrap().to_string());
@@ -460,6 +462,15 @@ async fn bad_input_and_a_full_backlog(b: Backend, test: &str) {
             assert!(retry >= 1, "Retry-After {retry}");
         }
     }
+    // A wait of a second: held for room that never comes (no worker), then refused.
+    let start = std::time::Instant::now();
+    let r = request(gw.addr, "GET", "/heavy?n=1000", &[("prefer", "wait=1")], "").await;
+    let held = start.elapsed();
+    assert_eq!((r.status, r.code().as_str()), (503, "overloaded"));
+    assert!(
+        held >= std::time::Duration::from_millis(900),
+        "held only {held:?}"
+    );
     assert_eq!(jobs_in(gw.addr, "queued").await, 5.0);
     for id in &accepted {
         assert_eq!(job(gw.addr, id).await["status"], "queued");

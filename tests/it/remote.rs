@@ -371,7 +371,8 @@ async fn a_burst_before_any_answer_is_judged_by_the_reported_speed() {
     let _serial = crate::support::exclusive().await;
     let n = count_n_for(Duration::from_millis(100));
     let c = compute(&["--threads", "1", "--max-inflight", "2"]);
-    let g = gateway(&[&c], &["--timeout", "1s"]);
+    // Refusals unpaced: this is about the admission's judgement (pacing: `flood::`).
+    let g = gateway(&[&c], &["--timeout", "1s", "--refusals-per-core", "0"]);
     wait_for(
         g.addr,
         &format!("offload_backend_capacity{{backend=\"http://{}\"}}", c.addr),
