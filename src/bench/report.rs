@@ -224,8 +224,23 @@ fn read(r: &Results) -> Vec<String> {
     if let Some(q) = by("queue").and_then(|x| x.queue.clone().map(|q| (x, q))) {
         let (run, q) = q;
         let a = &q.accept_phase;
+        let refused = run
+            .heavy
+            .requests
+            .by_status
+            .get("503")
+            .copied()
+            .unwrap_or(0);
+        let rest = if refused > 0 {
+            format!(
+                "; {refused} requests got 503 ({:.0}/s)",
+                refused as f64 / r.settings.duration.as_secs_f64().max(1e-9)
+            )
+        } else {
+            "; none got 503".to_string()
+        };
         out.push(format!(
-            "queue accepted {:.0} requests/s while its backlog had room ({} of {} requests answered 202 in {:.2}s, the worker running beside it); under the main load it answered {:.0}/s with 202, as fast as jobs finished, and refused the rest.",
+            "queue accepted {:.0} requests/s while its backlog had room ({} of {} requests answered 202 in {:.2}s, the worker running beside it); under the main load it answered {:.0}/s with 202{rest}.",
             a.accepted_per_s, a.accepted, a.requests, a.seconds, q.accepted_per_s
         ));
         out.push(format!(
@@ -241,16 +256,9 @@ fn read(r: &Results) -> Vec<String> {
                 ms(d.max)
             ))
         ));
-        let refused = run
-            .heavy
-            .requests
-            .by_status
-            .get("503")
-            .copied()
-            .unwrap_or(0);
         if refused > 0 {
             out.push(format!(
-                "The queue's backlog cap ({}) filled up: {refused} requests were refused with 503, as a bounded queue should.",
+                "The queue's backlog cap ({}) filled up, and {refused} requests were refused with 503: their wait for room ran out, or the line ahead of them was predicted to take longer than it.",
                 r.settings.max_backlog
             ));
         }
