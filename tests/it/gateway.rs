@@ -485,7 +485,14 @@ async fn a_burst_at_startup_is_judged_by_the_startup_calibration() {
     // (`flood::a_closed_loop_cannot_spin_on_refusals`).
     let p = serve(
         "pool",
-        &["--threads", "1", "--timeout", "1s", "--refusals-per-core", "0"],
+        &[
+            "--threads",
+            "1",
+            "--timeout",
+            "1s",
+            "--refusals-per-core",
+            "0",
+        ],
     );
     let seen = crowd(p.addr, 50, 1, move |i| n + i as u64).await;
     assert_eq!(seen.wrong, Vec::<String>::new());
