@@ -83,13 +83,8 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
     let applied = match name {
         Name::Auto => Prefer::applied(prefer.wait, prefer.respond_async),
         // The queue answers at once while its backlog has room; when it is full, `wait`
-        // bounds how long the request waits for room.
-        Name::Queue => {
-            if let Some(w) = prefer.wait {
-                deadline = deadline.min(now + w);
-            }
-            Prefer::applied(prefer.wait, prefer.respond_async)
-        }
+        // bounds how long the request waits for room (the strategy applies it).
+        Name::Queue => Prefer::applied(prefer.wait, prefer.respond_async),
         _ => {
             if let Some(w) = prefer.wait {
                 deadline = deadline.min(now + w);

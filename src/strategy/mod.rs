@@ -201,7 +201,13 @@ impl Strategy {
             Strategy::Pool(s) => s.run(work, deadline).await,
             Strategy::Remote(s) => s.run(work, deadline).await,
             Strategy::Rayon(s) => s.run(work, deadline).await,
-            Strategy::Queue(q) => return q.enqueue(work, deadline).await.map(Outcome::Accepted),
+            // `wait` bounds the wait for room in a full backlog, not the store's own answer.
+            Strategy::Queue(q) => {
+                let room_by = prefer
+                    .wait
+                    .map_or(deadline, |w| deadline.min(Instant::now() + w));
+                return q.enqueue(work, room_by).await.map(Outcome::Accepted);
+            }
             Strategy::Auto(a) => return a.run(work, deadline, prefer).await.map(Outcome::Routed),
         };
         done.map(Outcome::Done)
