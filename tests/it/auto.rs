@@ -377,9 +377,10 @@ async fn the_cost_model_follows_a_change_of_speed() {
     if !two_cpus_and_taskset("the_cost_model_follows_a_change_of_speed") {
         return;
     }
-    // One pool thread on CPU 1 at its default niceness (10): a busy loop there at 0 leaves
-    // it about a tenth of the CPU.
-    let args = ["--auto-wait", "500ms", "--threads", "1"];
+    // One pool thread on CPU 1 at niceness 10 (no longer the default, which keeps a fair
+    // share): a busy loop there at 0 leaves it about a tenth of the CPU, a slowdown big enough
+    // that 200 ms of work no longer fits the 500 ms budget.
+    let args = ["--auto-wait", "500ms", "--threads", "1", "--nice", "10"];
     let Some(auto) = Auto::start(Store::Sqlite, "auto-adapt", &args).await else {
         return;
     };
