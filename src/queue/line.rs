@@ -139,11 +139,6 @@ impl Line {
         self.len() == 0
     }
 
-    /// The drain rate the line has seen (jobs stored per second while requests waited).
-    pub fn rate(&self) -> Option<f64> {
-        self.inner.state.lock().expect("line lock").rate
-    }
-
     /// The predicted wait of a request joining the line now.
     pub fn predicted_wait(&self) -> Duration {
         let st = self.inner.state.lock().expect("line lock");

@@ -78,12 +78,7 @@ impl QueueStrategy {
     /// # Errors
     /// As [`QueueStrategy::enqueue`], at once.
     pub async fn try_enqueue(&self, work: Work) -> Result<JobId, ExecError> {
-        self.reachable()?;
-        let job = NewJob::new(work.to_json().to_string());
-        self.line
-            .enqueue(job, Instant::now())
-            .await
-            .map_err(|e| self.refused(e))
+        self.enqueue(work, Instant::now()).await
     }
 
     fn refused(&self, e: LineError) -> ExecError {
@@ -95,11 +90,6 @@ impl QueueStrategy {
             }
             LineError::Store(e) => self.failed(e),
         }
-    }
-
-    /// The line of requests waiting for room in a full backlog.
-    pub fn line(&self) -> &Line {
-        &self.line
     }
 
     /// A job's view, `None` for an unknown id.

@@ -155,6 +155,18 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Reads a response's status, headers and whole body.
+    async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Resp {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
@@ -193,14 +205,7 @@ pub async fn request(
         .send_request(req.body(Full::new(body.into())).expect("request"))
         .await
         .unwrap_or_else(|e| panic!("{method} {path:.80} on {addr}: no response: {e:?}"));
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    Resp::read(resp).await
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Resp {
@@ -236,14 +241,7 @@ impl Conn {
         }
         .await
         .unwrap_or_else(|e| panic!("GET {path:.80} on {}: no response: {e:?}", self.addr));
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp::read(resp).await
     }
 }
 
