@@ -145,7 +145,8 @@ mod tests {
             holds.iter().all(|h| *h <= Duration::from_millis(50)),
             "{holds:?}"
         );
-        assert_eq!(holds[9], Duration::from_millis(50), "{holds:?}");
+        // The cap: the tail of the burst is held about 50 ms (the clock moves between calls).
+        assert!(holds[9] >= Duration::from_millis(49), "{holds:?}");
     }
 
     #[test]
