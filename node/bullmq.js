@@ -162,8 +162,10 @@ function routes(a) {
       let job;
       let state;
       try {
-        job = await queue.getJob(id);
-        state = job && (await job.getState());
+        // The state first, then the job: a job read before it completed and a state read
+        // after would say `completed` with no return value.
+        state = await queue.getJobState(id);
+        job = state === 'unknown' ? undefined : await queue.getJob(id);
       } catch (e) {
         throw unavailable(e);
       }
