@@ -14,6 +14,7 @@
 //! - [`gateway`]: the axum router: `/heavy`, `/health`, `/metrics`; errors to responses.
 //! - [`metrics`]: counters, histograms, Prometheus text.
 //! - [`load`]: the load generator (knows nothing of offload's servers).
+//! - [`logs`]: errors logged at most once a second per kind, every one counted.
 //! - [`queue`]: the job queue layer, SQLite, Redis and Postgres backends (no HTTP in it).
 
 pub mod admission;
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod compute;
 pub mod gateway;
 pub mod load;
+pub mod logs;
 pub mod metrics;
 pub mod pool;
 pub mod prefer;

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::cores;
 use super::serve::{LimitArgs, RequestArgs, positive, run_service};
-use crate::gateway::{AppState, GatewayConfig};
+use crate::gateway::AppState;
 use crate::strategy::{Rayon, Strategy};
 
 /// Flags of `offload compute`.
@@ -57,15 +57,7 @@ pub(super) fn run(args: ComputeArgs) -> anyhow::Result<ExitCode> {
         .start_handler(move |_| priority.apply())
         .build_global()
         .context("starting the rayon threads")?;
-    let config = GatewayConfig {
-        limits,
-        timeout: args.request.timeout,
-        max_body: args.request.max_body,
-        max_query: 0,
-        grace: args.request.grace,
-        refusals_per_second: u64::from(args.request.refusals_per_core) * cores() as u64,
-        max_refusal_hold: args.request.max_refusal_hold,
-    };
+    let config = args.request.config(limits, 0)?;
     let addr = SocketAddr::new(args.bind, args.port);
     run_service(
         "compute",

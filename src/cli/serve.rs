@@ -230,6 +230,50 @@ pub struct RequestArgs {
     /// Longest a refusal is held.
     #[arg(long, default_value = "2s", value_parser = parse_duration, env = "OFFLOAD_MAX_REFUSAL_HOLD")]
     pub max_refusal_hold: Duration,
+    /// How long a request's head may take to arrive, from the accept (first request) or from
+    /// its first byte (later ones); past it the connection is closed (nginx
+    /// `client_header_timeout`, 60 s by default).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "OFFLOAD_HEADER_TIMEOUT")]
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request (nginx
+    /// `keepalive_timeout`, 75 s by default).
+    #[arg(long, default_value = "75s", value_parser = parse_duration, env = "OFFLOAD_IDLE_TIMEOUT")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; past it the oldest without a request in service
+    /// are closed to make room, so `/health` stays reachable [default: the open-file limit,
+    /// raised to its hard limit at start, less a quarter of it (64 to 4,096) for the store
+    /// and other files; at most 65,536].
+    #[arg(long, env = "OFFLOAD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+}
+
+impl RequestArgs {
+    /// The gateway settings these flags give, with the open-file limit raised first.
+    ///
+    /// # Errors
+    /// A zero timeout, or a connection cap the open-file limit cannot hold.
+    pub fn config(&self, limits: work::Limits, max_query: usize) -> anyhow::Result<GatewayConfig> {
+        if self.timeout.is_zero() || self.header_timeout.is_zero() || self.idle_timeout.is_zero() {
+            anyhow::bail!("--timeout, --header-timeout and --idle-timeout must be more than zero");
+        }
+        let open_files = gateway::conns::raise_open_files();
+        let max = gateway::conns::ConnLimits::resolve(self.max_connections, open_files)?;
+        Ok(GatewayConfig {
+            limits,
+            timeout: self.timeout,
+            max_body: self.max_body,
+            max_query,
+            grace: self.grace,
+            refusals_per_second: u64::from(self.refusals_per_core) * cores() as u64,
+            max_refusal_hold: self.max_refusal_hold,
+            conns: gateway::conns::ConnLimits {
+                header_timeout: self.header_timeout,
+                idle_timeout: self.idle_timeout,
+                max,
+            },
+            open_files,
+        })
+    }
 }
 
 /// Bounds on work sizes and the cost of `hash`.
@@ -300,15 +344,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("--timeout, --health-interval and --connect-timeout must be more than zero");
     }
-    let config = GatewayConfig {
-        limits,
-        timeout: args.request.timeout,
-        max_body: args.request.max_body,
-        max_query: args.max_query,
-        grace: args.request.grace,
-        refusals_per_second: u64::from(args.request.refusals_per_core) * cores() as u64,
-        max_refusal_hold: args.request.max_refusal_hold,
-    };
+    let config = args.request.config(limits, args.max_query)?;
     let config_limits = config.limits;
     let name = args.strategy.as_str();
     let addr = SocketAddr::new(args.bind, args.port);
@@ -413,16 +449,17 @@ pub(super) fn run_service(
         };
         println!("{line}");
         tracing::info!(%local, strategy, runtime_threads, "{role} ready");
-        let grace = state.config.grace;
-        gateway::serve(
-            listener,
-            router,
-            state.strategy.clone(),
-            grace,
-            shutdown_signal(),
-        )
-        .await
-        .context("serving")?;
+        let c = state.config.conns;
+        tracing::info!(
+            open_files = state.config.open_files,
+            max_connections = c.max,
+            header_timeout = ?c.header_timeout,
+            idle_timeout = ?c.idle_timeout,
+            "connection limits"
+        );
+        gateway::serve(listener, router, &state, shutdown_signal())
+            .await
+            .context("serving")?;
         tracing::info!("{role} stopped");
         Ok(ExitCode::SUCCESS)
     })

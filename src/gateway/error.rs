@@ -1,6 +1,7 @@
 //! The one error type of the HTTP API: every failure becomes a JSON body
 //! `{"error": {"code": "...", "message": "..."}}` with the right status. Client mistakes
-//! (4xx) say what was wrong; server failures (5xx) are logged once and say little.
+//! (4xx) say what was wrong; server failures (5xx) say little and are logged, at most once a
+//! second per kind ([`crate::logs`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -71,19 +72,19 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let message = match &self {
             ApiError::Exec(ExecError::Panicked(_)) => {
-                tracing::error!(error = %self, "request failed");
+                crate::throttled!("work_panicked", error, error = %self, "request failed");
                 "the work failed on the server".to_string()
             }
             ApiError::Exec(ExecError::BadGateway(_)) => {
-                tracing::warn!(error = %self, "request failed");
+                crate::throttled!("bad_gateway", warn, error = %self, "request failed");
                 "the compute service could not be reached or failed".to_string()
             }
             ApiError::Exec(ExecError::Unavailable(_)) => {
-                tracing::error!(error = %self, "request failed");
+                crate::throttled!("queue_unavailable", error, error = %self, "request failed");
                 "the job queue is unavailable; retry later".to_string()
             }
             ApiError::Exec(ExecError::NoThread(_)) => {
-                tracing::error!(error = %self, "request failed");
+                crate::throttled!("no_thread", error, error = %self, "request failed");
                 "no thread could be started for the work; retry later".to_string()
             }
             other => other.to_string(),

@@ -1,6 +1,7 @@
 //! The gateway: the axum router for `/heavy`, `/health` and `/metrics`, its shared state,
 //! and [`serve`], which runs it on a listener until a shutdown future completes.
 
+pub mod conns;
 mod error;
 mod heavy;
 mod metrics;
@@ -41,6 +42,10 @@ pub struct GatewayConfig {
     pub refusals_per_second: u64,
     /// Longest a refusal is held.
     pub max_refusal_hold: Duration,
+    /// Header and idle timeouts and the connection cap.
+    pub conns: conns::ConnLimits,
+    /// The open-file limit in force (after [`conns::raise_open_files`]).
+    pub open_files: u64,
 }
 
 /// The state every handler sees.
@@ -53,6 +58,8 @@ pub struct AppState {
     pub long_polls: Arc<tokio::sync::Semaphore>,
     /// The schedule that 503s for overload are held to.
     pub pacer: Arc<Pacer>,
+    /// The open client connections.
+    pub conns: Arc<conns::Conns>,
 }
 
 impl AppState {
@@ -62,6 +69,7 @@ impl AppState {
                 config.refusals_per_second,
                 config.max_refusal_hold,
             )),
+            conns: Arc::new(conns::Conns::new(config.conns, config.open_files)),
             config: Arc::new(config),
             strategy: Arc::new(strategy),
             metrics: Arc::default(),
@@ -106,6 +114,8 @@ async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(16 * 1024);
     app.metrics.render(&mut out);
     app.pacer.render_metrics(&mut out);
+    app.conns.render_metrics(&mut out);
+    crate::logs::render_metrics(&mut out);
     app.strategy.render_metrics(&mut out);
     if let Some(q) = app.strategy.queue() {
         q.render_metrics(&mut out).await;
@@ -127,21 +137,21 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops taking connections,
-/// lets requests in flight finish, and drains `strategy`.
+/// Serves `router` on `listener` ([`conns::serve`], with `state`'s connection bounds) until
+/// `shutdown` completes, then stops taking connections, lets requests in flight finish, and
+/// drains the strategy.
 ///
 /// # Errors
 /// An I/O error from the listener.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    strategy: Arc<Strategy>,
-    grace: Duration,
+    state: &AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let grace = state.config.grace;
+    conns::serve(listener, router, Arc::clone(&state.conns), grace, shutdown).await?;
+    let strategy = Arc::clone(&state.strategy);
     tokio::task::spawn_blocking(move || strategy.drain(grace))
         .await
         .ok();

@@ -522,7 +522,7 @@ fn run_task(shared: &Shared, task: Task) {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".into());
-            tracing::error!(panic = %msg, "a pool task panicked; the thread carries on");
+            crate::throttled!("pool_task_panicked", error, panic = %msg, "a pool task panicked; the thread carries on");
             Err(TaskError::Panicked(msg))
         }
     };

@@ -272,7 +272,7 @@ pub async fn run<Q: JobQueue + Clone>(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "claim failed; retrying");
+                crate::throttled!("worker_claim_failed", warn, error = %e, "claim failed; retrying");
                 config.poll_max
             }
         };
@@ -433,14 +433,14 @@ impl<Q: JobQueue + Clone> Job<Q> {
                         Tally::add(&self.tally.lost);
                         return;
                     }
-                    Err(e) => tracing::warn!(id = %job.id, error = %e, "heartbeat failed"),
+                    Err(e) => crate::throttled!("worker_heartbeat_failed", warn, id = %job.id, error = %e, "heartbeat failed"),
                 },
                 Ok(()) = self.abandon.changed() => {
                     work.abort();
                     match self.queue.release(job).await {
                         Ok(true) => Tally::add(&self.tally.released),
                         Ok(false) => Tally::add(&self.tally.lost),
-                        Err(e) => tracing::warn!(id = %job.id, error = %e, "release failed"),
+                        Err(e) => crate::throttled!("worker_release_failed", warn, id = %job.id, error = %e, "release failed"),
                     }
                     return;
                 }
@@ -464,7 +464,9 @@ impl<Q: JobQueue + Clone> Job<Q> {
                 Tally::add(&self.tally.lost);
             }
             // The lease will lapse and the job run again: at-least-once.
-            Ok(Err(e)) => tracing::warn!(id = %job.id, error = %e, "complete failed"),
+            Ok(Err(e)) => {
+                crate::throttled!("worker_complete_failed", warn, id = %job.id, error = %e, "complete failed")
+            }
             Err(_) => {}
         }
     }
@@ -481,10 +483,10 @@ async fn chores<Q: JobQueue>(queue: Q, config: WorkerConfig) {
             _ = reap.tick() => match queue.reap().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "reaped stalled jobs"),
-                Err(e) => tracing::warn!(error = %e, "reap failed"),
+                Err(e) => crate::throttled!("worker_reap_failed", warn, error = %e, "reap failed"),
             },
             _ = prune.tick() => if let Err(e) = queue.prune().await {
-                tracing::warn!(error = %e, "prune failed");
+                crate::throttled!("worker_prune_failed", warn, error = %e, "prune failed");
             },
         }
     }

@@ -126,7 +126,7 @@ impl QueueStrategy {
     /// Marks the store down after `e` and starts the background check, unless one runs.
     fn failed(&self, e: QueueError) -> ExecError {
         if !self.down.swap(true, Ordering::AcqRel) {
-            tracing::warn!(error = %e, "the queue's store failed; refusing until it answers");
+            crate::throttled!("queue_store_down", warn, error = %e, "the queue's store failed; refusing until it answers");
             let (queue, down) = (self.queue.clone(), Arc::clone(&self.down));
             tokio::spawn(async move {
                 loop {
@@ -157,7 +157,7 @@ impl QueueStrategy {
         let c = match counts {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "could not count jobs");
+                crate::throttled!("queue_count_failed", warn, error = %e, "could not count jobs");
                 return;
             }
         };

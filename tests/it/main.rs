@@ -3,6 +3,7 @@
 mod auto;
 mod bench;
 mod bench_node;
+mod conns;
 mod flood;
 mod gateway;
 mod load;
