@@ -190,7 +190,8 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         let mut failures = Vec::new();
         for (i, strategy) in order.iter().enumerate() {
             progress.note(&format!("[{}/{n}] {strategy}: starting", i + 1));
-            // A Node row comes with its own bracket: Node's loop, calibrated around it.
+            // A Node row whose work runs in JavaScript comes with its own bracket: Node's
+            // loop, calibrated around it.
             let (measured, node_bracket) = tokio::select! {
                 r = node::run_strategy(node.as_mut(), strategy, &settings, &progress) => r?,
                 _ = tokio::signal::ctrl_c() => return Err(interrupted()),
@@ -212,7 +213,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
                         run.completed_per_s,
                         run.limit_fraction * 100.0,
                         run.limit.limit_per_s,
-                        if node::is_node(strategy) { "Node's " } else { "" },
+                        if node::on_node_loop(strategy) { "Node's " } else { "" },
                         run.limit.before.limit_per_s,
                         run.limit.after.limit_per_s,
                         if run.limit_flags.is_empty() { "" } else { "; NOT RELIABLE, see the reading" }

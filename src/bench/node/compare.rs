@@ -152,7 +152,7 @@ fn preamble(r: &Results, n: &NodeReport) -> Vec<String> {
     if !limits.is_empty() {
         let node_limit = super::super::machine::median(&limits);
         out.push(format!(
-            "The loop alone on all {} cores (no server): Node's {:.0} req/s (median of {} calibrations, readings {:.0}-{:.0}), offload's {:.0} req/s: offload's loop runs {:.2}x Node's. Node rows' limit and %limit are against Node's own loop, calibrated right before and after each.",
+            "The loop alone on all {} cores (no server): Node's {:.0} req/s (median of {} calibrations, readings {:.0}-{:.0}), offload's {:.0} req/s: offload's loop runs {:.2}x Node's. Node rows' limit and %limit are against Node's own loop, calibrated right before and after each, except node:remote's: its work runs in offload compute, so its limit is offload's, as remote's is.",
             r.calibration.cores,
             node_limit,
             limits.len(),

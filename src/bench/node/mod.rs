@@ -2,8 +2,10 @@
 //! source, embedded in the binary) measured in the same run as offload's strategies, each
 //! right after its counterpart and under the same harness (`scenario::measure`). Their
 //! packages are installed with `npm ci` on first use into a cache folder outside the
-//! repository; their %limit is held against Node's own loop on all cores, calibrated right
-//! before and after each of them, so a ratio shows the architecture and not only the loop.
+//! repository; the %limit of those whose work runs in JavaScript is held against Node's own
+//! loop on all cores, calibrated right before and after each of them, so a ratio shows the
+//! architecture and not only the loop. `node:remote`'s work runs in `offload compute`
+//! (Rust), so its limit is offload's all-core limit, like `remote`'s.
 //! The pairs are read side by side in `node_compare`.
 
 use std::collections::BTreeMap;
@@ -49,6 +51,13 @@ pub fn is_node(strategy: &str) -> bool {
     SEED.iter().any(|(_, n, _)| *n == strategy)
 }
 
+/// Whether `strategy`'s work runs on Node's loop, so that its limit is Node's own loop
+/// calibrated around it: every Node row but `node:remote`, whose Express server forwards
+/// the work to `offload compute` and is held against offload's limit as `remote` is.
+pub fn on_node_loop(strategy: &str) -> bool {
+    is_node(strategy) && strategy != "node:remote"
+}
+
 /// The strategies with each seed strategy's Node row right after it (run back to back, so
 /// a shared machine's slow minute falls on both of a pair alike).
 ///
@@ -86,6 +95,10 @@ pub async fn run_strategy(
     let Some(setup) = node.filter(|_| is_node(strategy)) else {
         return Ok((scenario::run(strategy, s, progress).await, None));
     };
+    if !on_node_loop(strategy) {
+        // Its work runs in Rust: the bench's own calibrations bracket it.
+        return Ok((setup.run(strategy, s, progress).await, None));
+    }
     let cores = setup.cores;
     progress.note(&format!(
         "calibrating Node's loop on all {cores} cores before {strategy}"
@@ -533,5 +546,6 @@ mod tests {
             "{e}"
         );
         assert!(is_node("node:remote") && !is_node("remote") && !is_node("node:x"));
+        assert!(on_node_loop("node:piscina") && !on_node_loop("node:remote"));
     }
 }
