@@ -546,6 +546,6 @@ mod tests {
             "{e}"
         );
         assert!(is_node("node:remote") && !is_node("remote") && !is_node("node:x"));
-        assert!(on_node_loop("node:piscina") && !on_node_loop("node:remote"));
+        assert!(node::on_node_loop("node:piscina") && !node::on_node_loop("node:remote"));
     }
 }
