@@ -11,7 +11,7 @@ use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
 
 use super::plan::{Mode, Plan, Stop};
 use super::stats::{Completed, ErrorKind, Recorder};
-use super::wire::{Answer, RetryAfter, WireConn, WireError, encode_requests};
+use super::wire::{Answer, RetryAfter, Stage, WireConn, WireError, encode_requests};
 
 /// Pause after a failed connect before the next attempt, so a dead target yields a steady
 /// count of connect errors rather than a busy loop that starves the runtime.
@@ -44,14 +44,14 @@ pub struct Shared {
 enum Outcome {
     Done(Answer, Instant),
     Failed(ErrorKind),
-    /// The timeout or the run's deadline fired first.
-    GaveUp,
+    /// The timeout or the run's deadline fired first, with the answer this far.
+    GaveUp(Stage),
 }
 
 fn classify(e: WireError) -> ErrorKind {
     match e {
         WireError::Stale | WireError::Closed => ErrorKind::Closed,
-        WireError::Protocol => ErrorKind::Protocol,
+        WireError::Protocol(v) => ErrorKind::Protocol(v),
         WireError::Io => ErrorKind::Other,
     }
 }
@@ -181,7 +181,7 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Vec<Recorder> {
                     }
                     Ok(Err(_)) => break Outcome::Failed(ErrorKind::Connect),
                     Err(_) if shared.deadline.is_some_and(|d| Instant::now() >= d) => {
-                        break Outcome::GaveUp;
+                        break Outcome::GaveUp(Stage::Nothing);
                     }
                     // A connect that outlasts the request timeout is a connect error.
                     Err(_) => break Outcome::Failed(ErrorKind::Connect),
@@ -194,10 +194,11 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Vec<Recorder> {
                 // The server closed the idle connection: reopen and send again, once.
                 Ok(Err(WireError::Stale)) if !retried => retried = true,
                 Ok(Err(e)) => break Outcome::Failed(classify(e)),
-                Err(_) => {
+                Err(()) => {
+                    let stage = c.stage();
                     // The connection has a request in flight: it cannot be reused.
                     conn = None;
-                    break Outcome::GaveUp;
+                    break Outcome::GaveUp(stage);
                 }
             }
         };
@@ -221,8 +222,8 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Vec<Recorder> {
                     second(now),
                 ),
                 // At the deadline a request given up on is an abort, not a timeout.
-                Outcome::GaveUp if past_deadline => rec.aborted(now - intended),
-                Outcome::GaveUp => rec.timed_out(now - intended, second(now)),
+                Outcome::GaveUp(_) if past_deadline => rec.aborted(now - intended),
+                Outcome::GaveUp(stage) => rec.timed_out(now - intended, second(now), stage),
                 Outcome::Failed(kind) => rec.failed(kind, second(now)),
             }
             if let Some(asked) = retry_after {

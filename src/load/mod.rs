@@ -40,7 +40,8 @@ pub use report::{
     SCHEMA_VERSION, Second, TIMEOUT_NOTE,
 };
 pub use run::{Progress, run, run_mix};
-pub use stats::ErrorCounts;
+pub use stats::{ErrorCounts, ProtocolCounts, TimeoutCounts};
+pub use wire::MAX_HEAD;
 
 /// The JSON schema of [`Report`], as committed beside this file.
 pub const REPORT_SCHEMA: &str = include_str!("report.schema.json");

@@ -117,10 +117,29 @@ pub fn render(r: &Report) -> String {
             statuses.join(", ")
         }
     );
-    let e = &r.errors;
+    let t = &q.timeouts_by_stage;
     let _ = writeln!(
         out,
-        "  connection errors: {} connect, {} closed/reset, {} protocol, {} other",
+        "  timeouts: {} with no response, {} mid-head, {} mid-body (the body never ended)",
+        t.no_response, t.head_incomplete, t.body_incomplete
+    );
+    let e = &r.errors;
+    // The kinds by their JSON names, so the text and `--json` say the same thing.
+    let kinds: Vec<String> = e
+        .protocol_by_kind
+        .named()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{n} {name}"))
+        .collect();
+    let kinds = if kinds.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", kinds.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "  connection errors: {} connect, {} closed/reset, {} protocol{kinds}, {} other",
         e.connect, e.closed, e.protocol, e.other
     );
     let _ = writeln!(

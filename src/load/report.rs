@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::plan::{Mode, Plan, Stop};
-use super::stats::{ErrorCounts, Recorder};
+use super::stats::{ErrorCounts, Recorder, TimeoutCounts};
 
 /// Version of the JSON layout; bumped when a field changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -92,6 +92,8 @@ pub struct Requests {
     /// Completed responses by status code.
     pub by_status: BTreeMap<String, u64>,
     pub timeouts: u64,
+    /// The timeouts by how far the answer had got (they add up to `timeouts`).
+    pub timeouts_by_stage: TimeoutCounts,
     /// Connection errors (sum of `errors`).
     pub errors: u64,
     /// In flight at the `-d` deadline.
@@ -340,6 +342,7 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
             non_2xx: rec.completed - status_2xx,
             by_status,
             timeouts: rec.timeouts,
+            timeouts_by_stage: rec.timeouts_by_stage,
             errors: rec.errors.total(),
             aborted_at_deadline: rec.aborted,
             unsent_at_deadline: rec.unsent,

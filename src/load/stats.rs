@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::wire::{Stage, Violation};
+
 /// Significant figures of the whole-run histograms: 0.1% value precision, microsecond units,
 /// every request recorded (no sampling). Auto-resizing, so no upper bound to guess.
 const SIGFIG: u8 = 3;
@@ -19,8 +21,8 @@ pub enum ErrorKind {
     Connect,
     /// The server closed or reset the connection before the response was complete.
     Closed,
-    /// The response was not valid HTTP/1.
-    Protocol,
+    /// The response was not valid HTTP/1, in the way named.
+    Protocol(Violation),
     /// Anything else (local I/O errors).
     Other,
 }
@@ -30,8 +32,57 @@ pub enum ErrorKind {
 pub struct ErrorCounts {
     pub connect: u64,
     pub closed: u64,
+    /// Responses that were not valid HTTP/1 (the sum of `protocol_by_kind`).
     pub protocol: u64,
     pub other: u64,
+    /// The protocol errors by what was wrong.
+    pub protocol_by_kind: ProtocolCounts,
+}
+
+/// Protocol errors by [`Violation`], each under its `snake_case` name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProtocolCounts {
+    pub head_too_large: u64,
+    pub too_many_headers: u64,
+    pub bad_head: u64,
+    pub bad_length: u64,
+    pub bad_chunk: u64,
+    pub extra_bytes: u64,
+}
+
+impl ProtocolCounts {
+    /// Each kind's name (as in the JSON) and count, in a fixed order.
+    pub fn named(&self) -> [(&'static str, u64); 6] {
+        [
+            ("head_too_large", self.head_too_large),
+            ("too_many_headers", self.too_many_headers),
+            ("bad_head", self.bad_head),
+            ("bad_length", self.bad_length),
+            ("bad_chunk", self.bad_chunk),
+            ("extra_bytes", self.extra_bytes),
+        ]
+    }
+
+    fn add(&mut self, v: Violation) {
+        let n = match v {
+            Violation::HeadTooLarge => &mut self.head_too_large,
+            Violation::TooManyHeaders => &mut self.too_many_headers,
+            Violation::BadHead => &mut self.bad_head,
+            Violation::BadLength => &mut self.bad_length,
+            Violation::BadChunk => &mut self.bad_chunk,
+            Violation::ExtraBytes => &mut self.extra_bytes,
+        };
+        *n += 1;
+    }
+
+    fn merge(&mut self, o: &ProtocolCounts) {
+        self.head_too_large += o.head_too_large;
+        self.too_many_headers += o.too_many_headers;
+        self.bad_head += o.bad_head;
+        self.bad_length += o.bad_length;
+        self.bad_chunk += o.bad_chunk;
+        self.extra_bytes += o.extra_bytes;
+    }
 }
 
 impl ErrorCounts {
@@ -43,7 +94,10 @@ impl ErrorCounts {
         match kind {
             ErrorKind::Connect => self.connect += 1,
             ErrorKind::Closed => self.closed += 1,
-            ErrorKind::Protocol => self.protocol += 1,
+            ErrorKind::Protocol(v) => {
+                self.protocol += 1;
+                self.protocol_by_kind.add(v);
+            }
             ErrorKind::Other => self.other += 1,
         }
     }
@@ -53,6 +107,36 @@ impl ErrorCounts {
         self.closed += o.closed;
         self.protocol += o.protocol;
         self.other += o.other;
+        self.protocol_by_kind.merge(&o.protocol_by_kind);
+    }
+}
+
+/// Timeouts by how far the answer had got when the request was given up on: a slow server
+/// sends nothing, a trickling or stuck one stops mid-head or mid-body (a body that never
+/// ends is the last).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TimeoutCounts {
+    /// Not one byte of the answer had arrived.
+    pub no_response: u64,
+    /// Part of the head had arrived.
+    pub head_incomplete: u64,
+    /// The head had arrived; the body had not ended.
+    pub body_incomplete: u64,
+}
+
+impl TimeoutCounts {
+    fn add(&mut self, stage: Stage) {
+        match stage {
+            Stage::Nothing => self.no_response += 1,
+            Stage::Head => self.head_incomplete += 1,
+            Stage::Body => self.body_incomplete += 1,
+        }
+    }
+
+    fn merge(&mut self, o: &TimeoutCounts) {
+        self.no_response += o.no_response;
+        self.head_incomplete += o.head_incomplete;
+        self.body_incomplete += o.body_incomplete;
     }
 }
 
@@ -115,6 +199,7 @@ pub struct Recorder {
     pub completed: u64,
     pub status: Vec<(u16, u64)>,
     pub timeouts: u64,
+    pub timeouts_by_stage: TimeoutCounts,
     pub aborted: u64,
     /// Open loop: requests due before the deadline that could not be sent, their connection
     /// still waiting for an earlier answer.
@@ -167,6 +252,7 @@ impl Recorder {
             completed: 0,
             status: Vec::new(),
             timeouts: 0,
+            timeouts_by_stage: TimeoutCounts::default(),
             aborted: 0,
             unsent: 0,
             errors: ErrorCounts::default(),
@@ -234,10 +320,12 @@ impl Recorder {
         }
     }
 
-    /// A request was given up on after `waited` (from its intended send time).
-    pub fn timed_out(&mut self, waited: Duration, second: usize) {
+    /// A request was given up on after `waited` (from its intended send time), its answer
+    /// having got as far as `stage`.
+    pub fn timed_out(&mut self, waited: Duration, second: usize, stage: Stage) {
         self.sent += 1;
         self.timeouts += 1;
+        self.timeouts_by_stage.add(stage);
         put(&mut self.timed_out, micros(waited));
         self.bucket(second).timeouts += 1;
     }
@@ -302,6 +390,7 @@ impl Recorder {
             }
         }
         self.timeouts += other.timeouts;
+        self.timeouts_by_stage.merge(&other.timeouts_by_stage);
         self.aborted += other.aborted;
         self.errors.merge(&other.errors);
         self.bytes += other.bytes;
@@ -352,19 +441,26 @@ mod tests {
     fn merge_adds_everything() {
         let mut a = Recorder::new(false);
         a.completed(done(200, 5), 0);
-        a.timed_out(Duration::from_secs(1), 1);
+        a.timed_out(Duration::from_secs(1), 1, Stage::Body);
         let mut b = Recorder::new(false);
         b.completed(done(500, 7), 2);
         b.failed(ErrorKind::Closed, 2);
+        b.failed(ErrorKind::Protocol(Violation::BadChunk), 2);
         b.aborted(Duration::from_millis(300));
         b.unsent(Duration::from_millis(100));
         let mut a = a.finish();
         a.merge(&b.finish());
         assert_eq!(
             (a.sent, a.completed, a.timeouts, a.aborted, a.unsent),
-            (5, 2, 1, 1, 1)
+            (6, 2, 1, 1, 1)
         );
         assert_eq!(a.errors.closed, 1);
+        assert_eq!(
+            (a.errors.protocol, a.errors.protocol_by_kind.bad_chunk),
+            (1, 1)
+        );
+        assert_eq!(a.errors.total(), 2);
+        assert_eq!(a.timeouts_by_stage.body_incomplete, 1);
         assert_eq!(a.latency.len(), 2);
         assert_eq!(a.with_timeouts().len(), 5);
         assert_eq!(a.status.len(), 2);
@@ -378,7 +474,7 @@ mod tests {
     fn slow_requests_are_not_clamped() {
         let mut r = Recorder::new(false);
         r.completed(done(200, 30_000), 0);
-        r.timed_out(Duration::from_secs(10), 0);
+        r.timed_out(Duration::from_secs(10), 0, Stage::Nothing);
         let r = r.finish();
         assert!(r.latency.max() >= 29_900_000, "{}", r.latency.max());
         assert!(r.with_timeouts().max() >= 9_990_000);

@@ -1,6 +1,7 @@
 //! `offload load` against a real axum server on 127.0.0.1:0: exact counts, failures counted
 //! where they belong, open-loop pacing, coordinated-omission correction, and the CLI.
 
+pub mod hostile;
 pub mod schema;
 
 use std::net::SocketAddr;
@@ -108,6 +109,13 @@ fn assert_consistent(r: &Report) {
         q.errors,
         r.errors.connect + r.errors.closed + r.errors.protocol + r.errors.other
     );
+    let kinds: u64 = r.errors.protocol_by_kind.named().iter().map(|k| k.1).sum();
+    assert_eq!(r.errors.protocol, kinds);
+    let t = &q.timeouts_by_stage;
+    assert_eq!(
+        q.timeouts,
+        t.no_response + t.head_incomplete + t.body_incomplete
+    );
     assert_eq!(q.completed, q.by_status.values().sum::<u64>());
     assert_eq!(r.latency.count, q.completed);
     assert_eq!(
@@ -204,6 +212,10 @@ async fn timeouts_are_counted_and_shown_at_the_timeout() {
     );
     assert_consistent(&r);
     assert_eq!(r.requests.timeouts, 4);
+    assert_eq!(
+        r.requests.timeouts_by_stage.no_response, 4,
+        "the slow handler sends nothing before its answer"
+    );
     assert_eq!(r.requests.completed, 0);
     assert_eq!(r.requests.errors, 0);
     assert_eq!(r.latency.count, 0);
