@@ -145,31 +145,23 @@ impl TryFrom<&LoadArgs> for Plan {
     }
 }
 
-/// Parses `10`, `1.5`, `10s`, `500ms`, `2m`, `1h` into a duration; refuses negatives. The
-/// one duration syntax of every offload command.
+/// Parses a duration: a bare number is seconds (`10`, `1.5`, as autocannon's `-d`); anything
+/// else goes to `humantime` (`500ms`, `1.5s`, `2m`, `1h 30m`, `100us`). Refuses negatives.
+/// The one duration syntax of every offload command.
 ///
 /// # Errors
-/// A message for clap to show when the value is not a non-negative number with a known unit.
+/// A message for clap to show when the value is neither.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (t, 1.0)
-    };
-    let value: f64 = number.trim().parse().map_err(|_| {
-        format!("expected seconds or a duration like 500ms, 10s, 2m, 1h; got {text:?}")
-    })?;
-    if value < 0.0 {
+    if t.starts_with('-') {
         return Err(format!("a duration cannot be negative; got {text:?}"));
     }
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("expected seconds or a duration like 500ms, 10s, 2m, 1h; got {text:?} ({e})")
+    })
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -241,6 +233,9 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("0.1ms").unwrap(), Duration::from_micros(100));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("-1s").is_err() && parse_duration("10 parsecs").is_err());
         assert!(parse_duration("-5").unwrap_err().contains("negative"));
         assert!(parse_duration("ten").is_err());
     }
