@@ -10,9 +10,11 @@
 //! - At most `max` connections are open. A new connection past it closes the oldest ones
 //!   that have no request in service (idle, or still sending their head), as nginx drains
 //!   its reusable connections, so a fresh `/health` or `/metrics` still gets in while
-//!   thousands of slow sockets wait. Only when every connection has a request in service is
-//!   the new one closed at once. `max` is kept below the open-file limit, which is raised to
-//!   its hard limit at start ([`raise_open_files`]), so the accept itself does not fail.
+//!   thousands of slow sockets wait. When every connection has a request in service, up to
+//!   [`ROOM_PAST_CAP`] more are let in (a `/health` probe is answered in a millisecond and
+//!   leaves); past that the new one is closed at once. `max` is kept below the open-file
+//!   limit, which is raised to its hard limit at start ([`raise_open_files`]), so the accept
+//!   itself does not fail.
 //! - Accept errors are counted by kind in `/metrics` and logged at most once a second.
 //!
 //! Per request this costs two atomic writes and a clock read; the timeouts are enforced by
@@ -48,6 +50,13 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Default cap when the open-file limit allows more: an idle connection costs about 20 KiB
 /// here (socket buffers, hyper's buffers, a task), so 65,536 stay near 1.3 GiB.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+/// Connections let in past the cap when every open one has a request in service, so that a
+/// health check still gets an answer from a server whose every connection is busy. Taken from
+/// the files kept free below the open-file limit (at least 64, see [`ConnLimits::reserve`]).
+pub const ROOM_PAST_CAP: usize = 32;
+/// A connection younger than this is never closed to make room: it has not had the time to
+/// send its request (a health check's whole life is about a millisecond).
+const MIN_AGE_TO_EVICT_MS: u64 = 50;
 /// Largest request head (and read buffer) per connection: nginx's
 /// `large_client_header_buffers` is 4 × 8 KiB; past it, 431.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
@@ -139,6 +148,8 @@ const CLOSING: u8 = 2; // told to close
 struct Slot {
     /// Requests in service (handler running).
     busy: AtomicU32,
+    /// When it was accepted, in ms since the server's epoch.
+    opened_ms: u64,
     state: AtomicU8,
     /// When the current wait began, in ms since the server's epoch.
     since_ms: AtomicU64,
@@ -218,10 +229,12 @@ impl Conns {
 
     fn add(&self) -> (u64, Arc<Slot>) {
         let id = self.next_id.fetch_add(1, Relaxed);
+        let now = self.now_ms();
         let slot = Arc::new(Slot {
             busy: AtomicU32::new(0),
+            opened_ms: now,
             state: AtomicU8::new(WAITING_HEAD),
-            since_ms: AtomicU64::new(self.now_ms()),
+            since_ms: AtomicU64::new(now),
             reason: AtomicU8::new(0),
             close: Notify::new(),
         });
@@ -244,11 +257,16 @@ impl Conns {
     /// Tells up to `n` of the connections without a request in service, oldest wait
     /// first, to close; returns how many.
     fn evict(&self, n: usize) -> usize {
+        let young = self.now_ms().saturating_sub(MIN_AGE_TO_EVICT_MS);
         let mut waiting: Vec<(u64, Arc<Slot>)> = {
             let slots = self.slots.lock().expect("conns");
             slots
                 .values()
-                .filter(|s| s.busy.load(Relaxed) == 0 && s.state.load(Relaxed) != CLOSING)
+                .filter(|s| {
+                    s.busy.load(Relaxed) == 0
+                        && s.state.load(Relaxed) != CLOSING
+                        && s.opened_ms <= young
+                })
                 .map(|s| (s.since_ms.load(Relaxed), Arc::clone(s)))
                 .collect()
         };
@@ -370,7 +388,7 @@ impl Conns {
             out,
             "offload_connections_refused_total",
             "counter",
-            "New connections closed at once: at the cap, with a request in service on every one.",
+            "New connections closed at once: past the cap and its room, with a request in service on every one.",
         );
         sample(
             out,
@@ -566,7 +584,11 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, _)) => {
-                if conns.live() >= conns.limits.max && conns.evict(conns.eviction_batch()) == 0 {
+                let live = conns.live();
+                if live >= conns.limits.max
+                    && conns.evict(conns.eviction_batch()) == 0
+                    && live >= conns.limits.max + ROOM_PAST_CAP
+                {
                     conns.refused.add(1);
                     drop(stream);
                     continue;

@@ -157,6 +157,57 @@ async fn twice_the_file_limit_in_slow_sockets_leaves_health_answering() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_connection_busy_health_still_gets_in() {
+    let _x = exclusive().await;
+    raise_own_open_files();
+    let g = Proc::start_with(
+        with_open_files(1_024),
+        &["serve", "--strategy", "pool", "--threads", "2"],
+    );
+    let max = metric(g.addr, "offload_connections_max").await as usize;
+    // More connections than the cap (fewer than its room past the cap), each with a request
+    // of ~50 ms of work in service (the pool's queue holds them): nothing is idle to close.
+    let n = crate::support::count_n_for(Duration::from_millis(50));
+    let target = format!("http://{}/heavy?work=count&n={n}", g.addr);
+    let conns = (max + offload::gateway::conns::ROOM_PAST_CAP / 2).to_string();
+    let load = std::thread::spawn(move || {
+        offload_command()
+            .args([
+                "load",
+                "-c",
+                &conns,
+                "-d",
+                "6s",
+                "--timeout",
+                "30s",
+                "--json",
+                &target,
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run offload load")
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let (took, status) = timed_health(g.addr).await;
+        assert_eq!(status, 200, "/health answered (after {took:?})");
+        times.push(took);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let open = metric(g.addr, "offload_connections_open").await as usize;
+    let refused = metric(g.addr, "offload_connections_refused_total").await;
+    let _ = load.join();
+    times.sort();
+    eprintln!(
+        "{open} connections open (cap {max}), {refused} refused at once; /health median {:?}, max {:?}",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    assert!(open <= max + offload::gateway::conns::ROOM_PAST_CAP + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_head_is_closed_after_the_header_timeout_and_an_idle_one_after_the_idle_timeout()
 {
     for role in ["serve", "compute"] {
