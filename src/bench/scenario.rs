@@ -93,10 +93,12 @@ const BACKLOG_EVERY: Duration = Duration::from_millis(250);
 
 pub use crate::api::Spread;
 
-/// The most finished jobs read back for enqueue-to-done latency.
+/// `?latency=N` asks the gateway for enqueue-to-done times; offload's gateway reads them from
+/// its histogram whatever N, Node's servers over their N most recent finished jobs.
 const LATENCY_SAMPLE: usize = 100_000;
 
-/// Enqueue-to-done times of the run's finished jobs, as the gateway reports them.
+/// Enqueue-to-done times of the run's finished jobs (the run has a queue of its own), as the
+/// gateway reports them.
 async fn enqueue_to_done(gateway: SocketAddr) -> Option<Spread> {
     match jobs_summary(gateway, &format!("/jobs?latency={LATENCY_SAMPLE}")).await {
         Ok(j) => j.enqueue_to_done_ms,
@@ -352,7 +354,7 @@ pub(super) async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<Ch
                 "--queue",
                 &s.queue_url,
                 "--queue-name",
-                &s.queue_name,
+                s.queue_name.as_str(),
             ]
             .map(String::from)
             .to_vec();
@@ -370,7 +372,7 @@ pub(super) async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<Ch
                 "--queue".into(),
                 s.queue_url.clone(),
                 "--queue-name".into(),
-                s.queue_name.clone(),
+                s.queue_name.to_string(),
                 "--max-backlog".into(),
                 s.max_backlog.to_string(),
             ]);

@@ -106,7 +106,7 @@ impl Drop for Store {
                 .expect("runtime");
             rt.block_on(async {
                 let options = QueueOptions {
-                    name,
+                    name: name.parse().expect("a valid queue name"),
                     ..QueueOptions::default()
                 };
                 match offload::queue::open(&url, options).await {

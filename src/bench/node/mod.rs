@@ -84,7 +84,9 @@ pub async fn run_strategy(
     progress: &ProgressLine,
 ) -> anyhow::Result<(anyhow::Result<Measured>, Option<Bracket>)> {
     let Some(setup) = node.filter(|_| is_node(strategy)) else {
-        return Ok((scenario::run(strategy, s, progress).await, None));
+        // A queue of the run's own: its counts and enqueue-to-done times are its jobs only.
+        let own = s.own_queue(strategy)?;
+        return Ok((scenario::run(strategy, &own, progress).await, None));
     };
     let cores = setup.cores;
     progress.note(&format!(
