@@ -5,6 +5,7 @@ mod bench;
 mod bench_node;
 mod flood;
 mod gateway;
+mod jobs;
 mod load;
 mod netns;
 mod queue;
