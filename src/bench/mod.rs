@@ -183,10 +183,9 @@ fn nearest_median(runs: Vec<StrategyRun>) -> Vec<StrategyRun> {
 pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    // A report folder used again starts with an empty embedded queue.
-    for f in ["queue.db", "queue.db-wal", "queue.db-shm"] {
-        let _ = std::fs::remove_file(out.join(f));
-    }
+    // A report folder used again holds no embedded queue of an earlier bench (each run's own
+    // queue file, `queue-{run}.db`, is emptied before it starts: see `Settings::own_queue`).
+    remove_queue_file(&out.join("queue.db"));
     let machine = Machine::read();
     let cores = machine.cores;
     let plan = CalibrationPlan::new(settings.quick);

@@ -85,7 +85,13 @@ pub async fn run_strategy(
 ) -> anyhow::Result<(anyhow::Result<Measured>, Option<Bracket>)> {
     let Some(setup) = node.filter(|_| is_node(strategy)) else {
         // A queue of the run's own: its counts and enqueue-to-done times are its jobs only.
-        let own = s.own_queue(strategy)?;
+        let queued = crate::strategy::Name::parse(strategy).and_then(crate::strategy::Name::helper)
+            == Some(crate::strategy::Helper::Worker);
+        let own = if queued {
+            s.own_queue(strategy)?
+        } else {
+            s.clone()
+        };
         return Ok((scenario::run(strategy, &own, progress).await, None));
     };
     let cores = setup.cores;
