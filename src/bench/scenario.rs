@@ -396,15 +396,28 @@ pub(super) async fn wait_healthy(addr: SocketAddr, role: &str) -> anyhow::Result
     }
 }
 
-/// The gateway's `GET /jobs` (with `path`'s query), typed.
+/// How long the bench asks `/jobs` again while it answers 503: the gateway answers 503 at once
+/// while it deems the store out of reach (after one read took over its 2 s store timeout,
+/// under a flood on a loaded machine, say) and looks again every 0.5 s; a reading a few
+/// seconds late serves the bench better than a failed run.
+const JOBS_UNAVAILABLE_WAIT: Duration = Duration::from_secs(10);
+
+/// The gateway's `GET /jobs` (with `path`'s query), typed; a 503 is asked again for up to
+/// [`JOBS_UNAVAILABLE_WAIT`].
 pub(super) async fn jobs_summary(
     gateway: SocketAddr,
     path: &str,
 ) -> anyhow::Result<crate::api::JobsSummary> {
-    let (status, body) = http_get(gateway, path).await?;
-    if status != 200 {
-        bail!("{path} answered {status}");
-    }
+    let end = Instant::now() + JOBS_UNAVAILABLE_WAIT;
+    let body = loop {
+        match http_get(gateway, path).await? {
+            (200, body) => break body,
+            (503, _) if Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (status, _) => bail!("{path} answered {status}"),
+        }
+    };
     serde_json::from_slice(&body).with_context(|| format!("{path}: not a job summary"))
 }
 
