@@ -40,7 +40,7 @@ fn options() -> QueueOptions {
     let name = format!("bench-{}", &JobId::random().as_str()[..8]);
     QueueOptions {
         max_backlog: 10_000_000,
-        name,
+        name: name.parse().expect("a valid queue name"),
         ..QueueOptions::default()
     }
 }

@@ -8,8 +8,8 @@ const { setting } = require('./common');
 
 const redisUrl = setting('redis', 'REDIS_URL', 'redis://127.0.0.1:6379');
 const queueName = setting('queue-name', 'OFFLOAD_QUEUE_NAME', 'offload-node');
-// Finished jobs kept for `/jobs/{id}` and `/jobs?latency=N`: the most offload's gateway
-// reads back for latency, and a bound on Redis's memory (BullMQ keeps them all when unset).
+// Finished jobs kept for `/jobs/{id}` and `/jobs?latency=N`: as many as the bench asks
+// `/jobs?latency=N` for, and a bound on Redis's memory (BullMQ keeps them all when unset).
 const RETAIN = 100_000;
 // Runs and stalls a job gets: offload's worker defaults are 3 attempts; BullMQ fails a job
 // that stalled more than `maxStalledCount` times (its default: 1).

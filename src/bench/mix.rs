@@ -286,21 +286,12 @@ async fn one(
     parts: &[MixPart],
     rate: f64,
 ) -> anyhow::Result<MixRun> {
-    let mut own = s.clone();
     // Jobs of this run only: its own SQLite file or its own queue name.
     let slug: String = label
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    own.queue_name = format!("{}-mix-{slug}", s.queue_name);
-    if let Some(path) = s.queue_url.strip_prefix("sqlite://") {
-        let path = std::path::Path::new(path);
-        let file = path.with_file_name(format!("queue-mix-{slug}.db"));
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", file.display()));
-        }
-        own.queue_url = format!("sqlite://{}", file.display());
-    }
+    let mut own = s.own_queue(&format!("mix-{slug}"))?;
     // Nothing refused for a full backlog: the mix is sent below the limit.
     own.max_backlog = own.max_backlog.max(100_000);
     let procs = super::scenario::start(name.as_str(), &own).await?;

@@ -67,8 +67,9 @@ pub struct Settings {
     /// The query string of the heavy request.
     pub work_query: String,
     pub queue_url: String,
-    /// A queue name of this run's own, so a shared Redis holds nothing of earlier runs.
-    pub queue_name: String,
+    /// A queue name of this run's own, so a shared Redis holds nothing of earlier runs. Each
+    /// strategy run, mix row and flood row takes its own queue under it ([`Settings::own_queue`]).
+    pub queue_name: crate::queue::QueueName,
     pub probe_rate: f64,
     #[serde(serialize_with = "secs")]
     pub timeout: Duration,
@@ -97,6 +98,49 @@ pub struct Settings {
     /// its own copy, never a setting of the whole run (so not in results.json).
     #[serde(skip)]
     pub honor_retry_after: bool,
+}
+
+/// Queues handed out by [`Settings::own_queue`] in this process: numbers them apart.
+static OWN_QUEUES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Settings {
+    /// These settings with a queue of one run's own, so that the job counts and the
+    /// enqueue-to-done times the gateway reports (a histogram of every job the queue ever
+    /// did) are this run's jobs only: the name `{queue_name}-{n}-{slug}` (`n` numbers this
+    /// process's queues; cut to the longest name allowed), and for the embedded queue the file
+    /// `queue-{slug}.db` beside the configured one, emptied first.
+    ///
+    /// # Errors
+    /// Never for a `slug` of letters, digits and `-`; other characters become `-`.
+    pub(crate) fn own_queue(&self, slug: &str) -> anyhow::Result<Settings> {
+        let n = OWN_QUEUES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name: String = format!("{}-{n}-{slug}", self.queue_name)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(crate::queue::MAX_NAME_LEN)
+            .collect();
+        let mut own = self.clone();
+        own.queue_name = crate::queue::QueueName::new(name).context("a run's queue name")?;
+        if let Some(path) = self.queue_url.strip_prefix("sqlite://") {
+            let file = std::path::Path::new(path).with_file_name(format!("queue-{slug}.db"));
+            remove_queue_file(&file);
+            own.queue_url = format!("sqlite://{}", file.display());
+        }
+        Ok(own)
+    }
+}
+
+/// Deletes an embedded queue's file and its WAL and shared-memory files, if there.
+pub(crate) fn remove_queue_file(file: &std::path::Path) {
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", file.display()));
+    }
 }
 
 fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -139,10 +183,9 @@ fn nearest_median(runs: Vec<StrategyRun>) -> Vec<StrategyRun> {
 pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    // A report folder used again starts with an empty embedded queue.
-    for f in ["queue.db", "queue.db-wal", "queue.db-shm"] {
-        let _ = std::fs::remove_file(out.join(f));
-    }
+    // A report folder used again holds no embedded queue of an earlier bench (each run's own
+    // queue file, `queue-{run}.db`, is emptied before it starts: see `Settings::own_queue`).
+    remove_queue_file(&out.join("queue.db"));
     let machine = Machine::read();
     let cores = machine.cores;
     let plan = CalibrationPlan::new(settings.quick);

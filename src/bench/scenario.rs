@@ -93,10 +93,12 @@ const BACKLOG_EVERY: Duration = Duration::from_millis(250);
 
 pub use crate::api::Spread;
 
-/// The most finished jobs read back for enqueue-to-done latency.
+/// `?latency=N` asks the gateway for enqueue-to-done times; offload's gateway reads them from
+/// its histogram whatever N, Node's servers over their N most recent finished jobs.
 const LATENCY_SAMPLE: usize = 100_000;
 
-/// Enqueue-to-done times of the run's finished jobs, as the gateway reports them.
+/// Enqueue-to-done times of the run's finished jobs (the run has a queue of its own), as the
+/// gateway reports them.
 async fn enqueue_to_done(gateway: SocketAddr) -> Option<Spread> {
     match jobs_summary(gateway, &format!("/jobs?latency={LATENCY_SAMPLE}")).await {
         Ok(j) => j.enqueue_to_done_ms,
@@ -352,7 +354,7 @@ pub(super) async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<Ch
                 "--queue",
                 &s.queue_url,
                 "--queue-name",
-                &s.queue_name,
+                s.queue_name.as_str(),
             ]
             .map(String::from)
             .to_vec();
@@ -370,7 +372,7 @@ pub(super) async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<Ch
                 "--queue".into(),
                 s.queue_url.clone(),
                 "--queue-name".into(),
-                s.queue_name.clone(),
+                s.queue_name.to_string(),
                 "--max-backlog".into(),
                 s.max_backlog.to_string(),
             ]);
@@ -394,15 +396,28 @@ pub(super) async fn wait_healthy(addr: SocketAddr, role: &str) -> anyhow::Result
     }
 }
 
-/// The gateway's `GET /jobs` (with `path`'s query), typed.
+/// How long the bench asks `/jobs` again while it answers 503: the gateway answers 503 at once
+/// while it deems the store out of reach (after one read took over its 2 s store timeout,
+/// under a flood on a loaded machine, say) and looks again every 0.5 s; a reading a few
+/// seconds late serves the bench better than a failed run.
+const JOBS_UNAVAILABLE_WAIT: Duration = Duration::from_secs(10);
+
+/// The gateway's `GET /jobs` (with `path`'s query), typed; a 503 is asked again for up to
+/// [`JOBS_UNAVAILABLE_WAIT`].
 pub(super) async fn jobs_summary(
     gateway: SocketAddr,
     path: &str,
 ) -> anyhow::Result<crate::api::JobsSummary> {
-    let (status, body) = http_get(gateway, path).await?;
-    if status != 200 {
-        bail!("{path} answered {status}");
-    }
+    let end = Instant::now() + JOBS_UNAVAILABLE_WAIT;
+    let body = loop {
+        match http_get(gateway, path).await? {
+            (200, body) => break body,
+            (503, _) if Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (status, _) => bail!("{path} answered {status}"),
+        }
+    };
     serde_json::from_slice(&body).with_context(|| format!("{path}: not a job summary"))
 }
 

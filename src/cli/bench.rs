@@ -229,11 +229,11 @@ impl BenchArgs {
                 work: format!("{}:{}", work.kind().name(), work.n()),
                 work_query: format!("work={}&n={}", work.kind().name(), work.n()),
                 queue_url,
-                queue_name: format!(
+                queue_name: crate::queue::QueueName::new(format!(
                     "offload-bench-{}-{}",
                     crate::bench::timestamp(),
                     std::process::id()
-                ),
+                ))?,
                 probe_rate: self.probe_rate,
                 timeout: self.timeout,
                 max_backlog: self

@@ -182,9 +182,9 @@ pub struct QueueArgs {
     #[arg(long, default_value = "1h", value_parser = parse_duration, env = "OFFLOAD_RETENTION")]
     pub retention: Duration,
     /// Name of the queue (Redis key prefix, Postgres `queue` column), so several can share one
-    /// server.
+    /// server: 1 to 64 of A-Z a-z 0-9 _ - (checked before anything starts).
     #[arg(long, default_value = crate::queue::DEFAULT_QUEUE_NAME, env = "OFFLOAD_QUEUE_NAME")]
-    pub queue_name: String,
+    pub queue_name: crate::queue::QueueName,
 }
 
 impl QueueArgs {

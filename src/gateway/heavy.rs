@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::{ApiError, AppState};
 use crate::api::{Accepted, HeavyAnswer, Job, JobStatus, JobsSummary, Spread};
 use crate::prefer::Prefer;
-use crate::queue::{JobId, JobQueue};
+use crate::queue::JobId;
 use crate::strategy::{ExecError, Name, Outcome, Routed};
 use crate::work::Work;
 
@@ -218,11 +218,10 @@ const LONG_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(50);
 /// Long-polls that may wait at once; past it `GET /jobs/{id}` answers at once.
 pub const MAX_LONG_POLLS: usize = 1024;
 
-/// Most finished jobs `GET /jobs?latency=N` reads: a bounded query even when asked for more.
-const MAX_LATENCY_SAMPLE: usize = 100_000;
-
-/// `GET /jobs`: jobs by state; with `?latency=N`, also enqueue-to-done times over the N most
-/// recently finished jobs. The bench follows a queue run with it.
+/// `GET /jobs`: jobs by state; with `?latency=N` (any N ≥ 1), also the enqueue-to-done times
+/// of every job done in this queue, from the store's histogram (see [`JobsSummary`]). Both
+/// reads are bounded whatever the number of jobs stored, and answered within the store
+/// timeout (503 `queue_unavailable` past it). The bench follows a queue run with it.
 pub(super) async fn jobs(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
@@ -234,10 +233,10 @@ pub(super) async fn jobs(
         )));
     };
     let query = query.unwrap_or_default();
-    let mut latency = 0usize;
+    let mut latency = false;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match (k.as_ref(), v.parse::<usize>()) {
-            ("latency", Ok(n)) => latency = n.min(MAX_LATENCY_SAMPLE),
+        match (k.as_ref(), v.parse::<u64>()) {
+            ("latency", Ok(n)) => latency = n > 0,
             ("latency", Err(_)) => {
                 return Err(ApiError::BadQuery(format!(
                     "`latency` must be a whole number of jobs: got {:?}",
@@ -252,41 +251,22 @@ pub(super) async fn jobs(
             }
         }
     }
-    let unavailable =
-        |e: crate::queue::QueueError| ApiError::Exec(ExecError::Unavailable(e.to_string()));
-    let counts = q.queue().counts().await.map_err(unavailable)?;
-    let mut by_work = std::collections::BTreeMap::<String, Vec<f64>>::new();
-    let enqueue_to_done_ms = if latency > 0 {
-        let done = q.queue().recent_done(latency).await.map_err(unavailable)?;
-        let mut all = Vec::with_capacity(done.len());
-        for j in &done {
-            let Some(finished) = j.finished_at else {
-                continue;
-            };
-            let ms = finished.saturating_sub(j.enqueued_at) as f64;
-            all.push(ms);
-            let work = j
-                .result
-                .as_deref()
-                .and_then(|r| serde_json::from_str::<crate::api::JobResult>(r).ok());
-            if let Some(w) = work {
-                by_work
-                    .entry(format!("{}:{}", w.work, w.n))
-                    .or_default()
-                    .push(ms);
-            }
-        }
-        Spread::of(all)
-    } else {
-        None
+    let (counts, latency) = q.summary(latency).await?;
+    let (enqueue_to_done_ms, by_work) = match &latency {
+        Some(l) => (
+            Spread::of_histogram(&l.total()),
+            l.by_label
+                .iter()
+                .filter(|(label, _)| !label.is_empty())
+                .filter_map(|(label, h)| Some((label.clone(), Spread::of_histogram(h)?)))
+                .collect(),
+        ),
+        None => (None, Default::default()),
     };
     Ok(axum::Json(JobsSummary {
         counts,
         enqueue_to_done_ms,
-        by_work: by_work
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, Spread::of(v)?)))
-            .collect(),
+        by_work,
     })
     .into_response())
 }

@@ -29,10 +29,18 @@
 //!   (only below the cap) in the enqueue statement. Past `max_backlog`: [`EnqueueError::Full`].
 //! - **Retention.** Finished jobs read as unknown after `retention`; SQLite and Postgres rows are
 //!   deleted by [`JobQueue::prune`], Redis hashes expire by TTL (prune trims the indexes).
+//! - **Reads that cost little.** [`JobQueue::counts`] and [`JobQueue::latency`] read a bounded
+//!   number of rows however many jobs are stored: finished jobs are counted by counters bumped
+//!   as they finish and lowered by prune (SQLite, Postgres; Redis: `ZCOUNT`), unfinished ones
+//!   on the status index (at most the backlog cap), and enqueue-to-done times are a histogram
+//!   updated in the transaction or script that marks a job done ([`latency`]).
+//! - **Names match only themselves.** A queue's name is a [`QueueName`] (`[A-Za-z0-9_-]{1,64}`),
+//!   so no user string reaches a Redis key pattern; in SQL it is always a bound parameter.
 //! - **Prompt pickup.** An idle claim waits for new work rather than polling: Redis a blocking
 //!   read, SQLite a file-change wake-up, Postgres a `NOTIFY` sent by the enqueue statement.
 //! - **Reconnects.** Redis: the connection manager; Postgres: a lost connection is replaced on
 //!   the next call (which is retried once), and the `LISTEN` connection listens again.
+pub mod latency;
 pub mod line;
 mod postgres;
 mod redis;
@@ -44,13 +52,14 @@ pub mod worker;
 use std::future::Future;
 use std::time::Duration;
 
+pub use self::latency::{Histogram, Latency};
 pub use self::line::{Line, LineError};
 pub use self::postgres::PostgresQueue;
 pub use self::redis::RedisQueue;
 pub use self::sqlite::SqliteQueue;
 pub use self::types::{
-    Claimed, Completion, Counts, IdError, JobError, JobId, JobStatus, JobView, NewJob, WorkerId,
-    backoff,
+    Claimed, Completion, Counts, IdError, JobError, JobId, JobStatus, JobView, MAX_LABEL_LEN,
+    MAX_NAME_LEN, NameError, NewJob, QueueName, WorkerId, backoff,
 };
 
 /// Jobs accepted but not finished, past which enqueue answers [`EnqueueError::Full`]: enough to
@@ -70,8 +79,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
 pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(500);
 /// Longest retry delay, so a job with many attempts still finishes within minutes.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
-/// The queue's name: the Redis key prefix (inside the `{}` hash tag) or the Postgres
-/// `queue` column.
+/// The queue's name when none is given: the Redis key prefix (inside the `{}` hash tag) or the
+/// Postgres `queue` column.
 pub const DEFAULT_QUEUE_NAME: &str = "offload";
 
 /// Settings shared by the backends.
@@ -90,8 +99,8 @@ pub struct QueueOptions {
     /// Cap on the retry delay.
     pub retry_max: Duration,
     /// Redis: key prefix and hash tag; Postgres: the rows' `queue` column. Several queues (or
-    /// tests) share one server.
-    pub name: String,
+    /// tests) share one server. Checked ([`QueueName`]), so it matches only itself.
+    pub name: QueueName,
     /// SQLite: `synchronous=FULL` (survives power loss) instead of `NORMAL` (survives a crash).
     pub sqlite_full_sync: bool,
 }
@@ -105,7 +114,7 @@ impl Default for QueueOptions {
             retention: DEFAULT_RETENTION,
             retry_base: DEFAULT_RETRY_BASE,
             retry_max: DEFAULT_RETRY_MAX,
-            name: DEFAULT_QUEUE_NAME.to_owned(),
+            name: QueueName::default(),
             sqlite_full_sync: false,
         }
     }
@@ -287,14 +296,13 @@ pub trait JobQueue: Send + Sync + 'static {
     /// If the backend fails.
     fn counts(&self) -> impl Future<Output = Result<Counts, QueueError>> + Send;
 
-    /// Up to `limit` of the most recently finished `done` jobs (for enqueue-to-done latency).
+    /// Enqueue-to-done times of every job done since the queue was created, by label (see
+    /// [`latency`]): a bounded read (at most [`latency::MAX_LABELS`] + 2 labels of at most
+    /// [`latency::TOP_BUCKET`] + 1 buckets), whatever the number of jobs stored.
     ///
     /// # Errors
     /// If the backend fails.
-    fn recent_done(
-        &self,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<JobView>, QueueError>> + Send;
+    fn latency(&self) -> impl Future<Output = Result<Latency, QueueError>> + Send;
 }
 
 /// A queue on any backend: cheap to clone, `Send + Sync`, usable as axum state.
@@ -381,7 +389,7 @@ impl JobQueue for Queue {
     async fn counts(&self) -> Result<Counts, QueueError> {
         dispatch!(self, q => q.counts().await)
     }
-    async fn recent_done(&self, limit: usize) -> Result<Vec<JobView>, QueueError> {
-        dispatch!(self, q => q.recent_done(limit).await)
+    async fn latency(&self) -> Result<Latency, QueueError> {
+        dispatch!(self, q => q.latency().await)
     }
 }

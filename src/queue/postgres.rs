@@ -18,6 +18,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Config, Row};
 
 use self::link::{Link, QUERY_TIMEOUT, Shared, is_lost};
+use super::latency::Latency;
 use super::types::lease_token;
 use super::{
     Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus, JobView,
@@ -93,12 +94,12 @@ impl PostgresQueue {
         if config.get_application_name().is_none() {
             config.application_name("offload");
         }
-        let first = Link::open(&config, &options.name).await?;
+        let first = Link::open(&config, options.name.as_str()).await?;
         let (tx, wake) = watch::channel(0u64);
-        let listener = link::listen(config.clone(), options.name.clone(), tx).await?;
+        let listener = link::listen(config.clone(), options.name.to_string(), tx).await?;
         let (enqueues, inbox) = mpsc::channel(MAX_ENQUEUE_BATCH * 4);
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
-            shared: Shared::new(config, options.name.clone(), first),
+            shared: Shared::new(config, options.name.to_string(), first),
             options,
             wake,
             listener,
@@ -111,15 +112,23 @@ impl PostgresQueue {
     /// Stores one job with its own statement.
     async fn enqueue_one(&self, id: JobId, job: &NewJob) -> Result<JobId, EnqueueError> {
         let opts = &self.inner.options;
-        let (name, id_text, payload) = (&opts.name, id.as_str(), &job.payload);
+        let (name, id_text, payload) = (&opts.name.as_str(), id.as_str(), &job.payload);
+        let label = job.label.as_deref();
         let max_attempts =
             i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1)).unwrap_or(i32::MAX);
         let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
         let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
         let (stored, depth) = self
             .call(|l| async move {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                    [name, &id_text, payload, &max_attempts, &max_stalls, &cap];
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                    name,
+                    &id_text,
+                    payload,
+                    &max_attempts,
+                    &max_stalls,
+                    &cap,
+                    &label,
+                ];
                 match l.client.query_one(&l.enqueue, &params).await {
                     Ok(row) => Ok((row.try_get::<_, bool>(0)?, row.try_get::<_, i64>(2)?)),
                     // Only a retry after a lost reply can meet its own id: the first try stored it.
@@ -148,13 +157,15 @@ impl PostgresQueue {
                     .unwrap_or(i32::MAX)
             })
             .collect();
+        let labels: Vec<Option<&str>> = jobs.iter().map(|p| p.job.label.as_deref()).collect();
         let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
         let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
-        let (ids, payloads, attempts, name) = (&ids, &payloads, &attempts, &opts.name);
+        let (ids, payloads, attempts, labels) = (&ids, &payloads, &attempts, &labels);
+        let name = &opts.name.as_str();
         let (k, depth) = self
             .call(|l| async move {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                    [name, ids, payloads, attempts, &max_stalls, &cap];
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                    [name, ids, payloads, attempts, &max_stalls, &cap, labels];
                 let row = l.client.query_one(&l.enqueue_batch, &params).await?;
                 Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))
             })
@@ -168,7 +179,7 @@ impl PostgresQueue {
     /// # Errors
     /// If Postgres fails.
     pub async fn destroy(&self) -> Result<(), QueueError> {
-        let name = &self.inner.options.name;
+        let name = &self.inner.options.name.as_str();
         self.call(|l| async move { l.client.execute(sql::DESTROY, &[name]).await })
             .await?;
         Ok(())
@@ -297,7 +308,7 @@ impl JobQueue for PostgresQueue {
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<JobView>, QueueError> {
-        let (name, id) = (&self.inner.options.name, id.as_str());
+        let (name, id) = (&self.inner.options.name.as_str(), id.as_str());
         let retention = ms(self.inner.options.retention);
         let row = self
             .call(|l| async move { l.client.query_opt(&l.get, &[name, &id, &retention]).await })
@@ -312,7 +323,7 @@ impl JobQueue for PostgresQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Claimed>, QueueError> {
-        let name = &self.inner.options.name;
+        let name = &self.inner.options.name.as_str();
         let (worker, lease_ms) = (worker.as_str(), ms(lease));
         let max = max.clamp(1, MAX_CLAIM) as i64;
         // Subscribe before looking, so a job stored between the look and the wait still wakes us.
@@ -352,7 +363,7 @@ impl JobQueue for PostgresQueue {
     }
 
     async fn heartbeat(&self, job: &Claimed, lease: Duration) -> Result<bool, QueueError> {
-        let name = &self.inner.options.name;
+        let name = &self.inner.options.name.as_str();
         let (id, token, lease_ms) = (job.id.as_str(), job.token.as_str(), ms(lease));
         let n = self
             .call(|l| async move {
@@ -396,7 +407,7 @@ impl JobQueue for PostgresQueue {
             values.push(value);
             delays.push(delay);
         }
-        let name = &opts.name;
+        let name = &opts.name.as_str();
         let (ids, tokens, kinds, values, delays) = (&ids, &tokens, &kinds, &values, &delays);
         let rows = self
             .call(|l| async move {
@@ -422,7 +433,7 @@ impl JobQueue for PostgresQueue {
     }
 
     async fn release(&self, job: &Claimed) -> Result<bool, QueueError> {
-        let name = &self.inner.options.name;
+        let name = &self.inner.options.name.as_str();
         let (id, token) = (job.id.as_str(), job.token.as_str());
         let rows = self
             .call(|l| async move { l.client.query(&l.release, &[name, &id, &token]).await })
@@ -431,7 +442,7 @@ impl JobQueue for PostgresQueue {
     }
 
     async fn reap(&self) -> Result<u64, QueueError> {
-        let name = &self.inner.options.name;
+        let name = &self.inner.options.name.as_str();
         let row = self
             .call(|l| async move { l.client.query_one(&l.reap, &[name]).await })
             .await?;
@@ -439,42 +450,47 @@ impl JobQueue for PostgresQueue {
     }
 
     async fn prune(&self) -> Result<u64, QueueError> {
-        let name = &self.inner.options.name;
+        let name = &self.inner.options.name.as_str();
         let retention = ms(self.inner.options.retention);
-        self.call(|l| async move { l.client.execute(&l.prune, &[name, &retention]).await })
-            .await
+        let row = self
+            .call(|l| async move { l.client.query_one(&l.prune, &[name, &retention]).await })
+            .await?;
+        Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
     }
 
     async fn counts(&self) -> Result<Counts, QueueError> {
-        let name = &self.inner.options.name;
+        let name = &self.inner.options.name.as_str();
         let retention = ms(self.inner.options.retention);
         let rows = self
             .call(|l| async move { l.client.query(&l.counts, &[name, &retention]).await })
             .await?;
-        let mut counts = Counts::default();
+        let mut by_name: HashMap<String, i64> = HashMap::new();
         for row in &rows {
-            let status: String = row.try_get(0)?;
-            let n = row.try_get::<_, i64>(1)?.max(0) as u64;
-            match status.as_str() {
-                "stalls" => counts.stalls = n,
-                other => match JobStatus::from_name(other) {
-                    Some(JobStatus::Queued) => counts.queued = n,
-                    Some(JobStatus::Running) => counts.running = n,
-                    Some(JobStatus::Done) => counts.done = n,
-                    Some(JobStatus::Failed) => counts.failed = n,
-                    None => {}
-                },
-            }
+            *by_name.entry(row.try_get(0)?).or_default() += row.try_get::<_, i64>(1)?;
         }
-        Ok(counts)
+        let n = |name: &str| by_name.get(name).copied().unwrap_or(0);
+        let left = |name: &str| (n(name) - n(&format!("expired_{name}"))).max(0) as u64;
+        Ok(Counts {
+            queued: left(JobStatus::Queued.as_str()),
+            running: left(JobStatus::Running.as_str()),
+            done: left(JobStatus::Done.as_str()),
+            failed: left(JobStatus::Failed.as_str()),
+            stalls: n("stalls").max(0) as u64,
+        })
     }
 
-    async fn recent_done(&self, limit: usize) -> Result<Vec<JobView>, QueueError> {
-        let name = &self.inner.options.name;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    async fn latency(&self) -> Result<Latency, QueueError> {
+        let name = &self.inner.options.name.as_str();
         let rows = self
-            .call(|l| async move { l.client.query(&l.recent_done, &[name, &limit]).await })
+            .call(|l| async move { l.client.query(&l.latency, &[name]).await })
             .await?;
-        rows.iter().map(view).collect()
+        let mut latency = Latency::default();
+        for row in &rows {
+            let label: String = row.try_get(0)?;
+            let bucket = row.try_get::<_, i32>(1)?.max(0) as u32;
+            let n = row.try_get::<_, i64>(2)?.max(0) as u64;
+            latency.add(&label, bucket, n, row.try_get::<_, i64>(3)?.max(0) as u64);
+        }
+        Ok(latency)
     }
 }

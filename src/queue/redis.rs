@@ -11,6 +11,12 @@
 //! - `{name}:done`, `{name}:failed`: zsets of job ids by finish time, for counts and pruning.
 //! - `{name}:dlq`: stream of failed jobs (`id`, `error`), trimmed to ~10,000 and to the retention.
 //! - `{name}:stalls`: how many runs were ever lost with their worker (a counter for metrics).
+//! - `{name}:latency`: the enqueue-to-done histogram (see [`super::latency`]), one hash:
+//!   `<bucket>:<label>` jobs in that bucket, `max:<label>` the longest time.
+//! - `{name}:labels`: the labels the histogram keeps (at most [`super::latency::MAX_LABELS`]).
+//!
+//! `name` is a [`super::QueueName`], so it holds no glob or hash-tag character: `{name}*`
+//! matches this queue's keys and no other queue's.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +25,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Script, streams::StreamReadReply};
 
+use super::latency::{self, Latency};
 use super::types::lease_token;
 use super::{
     Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus, JobView,
@@ -74,7 +81,11 @@ struct Scripts {
 
 impl Scripts {
     fn new() -> Scripts {
-        let common = include_str!("lua/common.lua");
+        let common = format!(
+            "{}{}",
+            latency::lua_bucket(),
+            include_str!("lua/common.lua")
+        );
         let s = |body: &str| Script::new(&format!("{common}\n{body}"));
         Scripts {
             enqueue: s(include_str!("lua/enqueue.lua")),
@@ -103,8 +114,8 @@ struct Inner {
     blocking: Mutex<Vec<MultiplexedConnection>>,
     scripts: Scripts,
     /// `{name}:stream`, `{name}:retry`, `{name}:done`, `{name}:failed`, `{name}:dlq`,
-    /// `{name}:stalls`.
-    keys: [String; 6],
+    /// `{name}:stalls`, `{name}:latency`, `{name}:labels`.
+    keys: [String; 8],
     /// `{name}:job:`
     job_prefix: String,
     options: QueueOptions,
@@ -130,8 +141,10 @@ impl RedisQueue {
         let config = ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
         let mut conn = client.get_connection_manager_with_config(config).await?;
         let tag = format!("{{{}}}", options.name);
-        let keys =
-            ["stream", "retry", "done", "failed", "dlq", "stalls"].map(|k| format!("{tag}:{k}"));
+        let keys = [
+            "stream", "retry", "done", "failed", "dlq", "stalls", "latency", "labels",
+        ]
+        .map(|k| format!("{tag}:{k}"));
         create_group(&mut conn, &keys[0]).await?;
         Ok(RedisQueue {
             inner: Arc::new(Inner {
@@ -171,13 +184,16 @@ impl RedisQueue {
         }
     }
 
-    /// Deletes every key of this queue (tests and benchmarks isolate themselves by name).
+    /// Deletes every key of this queue, its latency histogram's too (tests and benchmarks
+    /// isolate themselves by name). The job hashes are found with `SCAN MATCH {name}:job:*`:
+    /// the name is a [`super::QueueName`], and glob characters are escaped besides, so the
+    /// pattern matches this queue's keys only.
     ///
     /// # Errors
     /// If Redis fails.
     pub async fn destroy(&self) -> Result<(), QueueError> {
         let mut conn = self.inner.conn.clone();
-        let pattern = format!("{}*", self.inner.job_prefix);
+        let pattern = format!("{}*", glob_escape(&self.inner.job_prefix));
         let mut cursor: u64 = 0;
         loop {
             let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -296,6 +312,19 @@ impl RedisQueue {
     }
 }
 
+/// `s` with Redis glob characters (`* ? [ ] \`) escaped, so that a pattern built on it
+/// matches `s` literally.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn field(h: &mut HashMap<String, String>, name: &str) -> Option<String> {
     h.remove(name)
 }
@@ -315,10 +344,11 @@ impl JobQueue for RedisQueue {
             .to_string();
         let cap = opts.max_backlog.to_string();
         let max_stalls = opts.max_stalls.max(1).to_string();
+        let label = job.label.as_deref().unwrap_or("");
         let (stored, depth): (u8, u64) = self
             .run(
                 &self.inner.scripts.enqueue,
-                &[id.as_str(), &job.payload, &max, &cap, &max_stalls],
+                &[id.as_str(), &job.payload, &max, &cap, &max_stalls, label],
             )
             .await?;
         if stored == 1 {
@@ -476,21 +506,37 @@ impl JobQueue for RedisQueue {
         })
     }
 
-    async fn recent_done(&self, limit: usize) -> Result<Vec<JobView>, QueueError> {
+    async fn latency(&self) -> Result<Latency, QueueError> {
         let mut conn = self.inner.conn.clone();
-        let ids: Vec<String> = redis::cmd("ZREVRANGE")
-            .arg(&self.inner.keys[2])
-            .arg(0)
-            .arg(limit.saturating_sub(1))
+        let fields: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(&self.inner.keys[6])
             .query_async(&mut conn)
             .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Ok(id) = JobId::parse(&id) else { continue };
-            if let Some(v) = self.get(&id).await? {
-                out.push(v);
+        let mut latency = Latency::default();
+        let mut longest: HashMap<&str, u64> = HashMap::new();
+        for (field, &n) in &fields {
+            let bad = || QueueError::Corrupt(format!("latency field {field:?}"));
+            let (head, label) = field.split_once(':').ok_or_else(bad)?;
+            if head == "max" {
+                longest.insert(label, n);
+            } else {
+                latency.add(label, head.parse().map_err(|_| bad())?, n, 0);
             }
         }
-        Ok(out)
+        for (label, max_ms) in longest {
+            latency.add(label, latency::bucket(max_ms as i64), 0, max_ms);
+        }
+        Ok(latency)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("{a}:job:"), "{a}:job:");
+        assert_eq!(glob_escape(r"a*?[b]\c"), r"a\*\?\[b\]\\c");
     }
 }

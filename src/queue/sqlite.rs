@@ -9,6 +9,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::latency::{self, Latency, MAX_LABELS, OTHER};
 use super::types::{lease_token, now_ms};
 use super::{
     Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus, JobView,
@@ -20,7 +21,10 @@ use super::{
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The schema; `qmeta.depth` counts unfinished jobs so that the backlog cap costs O(1) per enqueue
-/// (a `count(*)` per insert cut enqueue rates several-fold).
+/// (a `count(*)` per insert cut enqueue rates several-fold), and `qmeta.done` / `qmeta.failed`
+/// count finished jobs not yet pruned, so that counting them does not read every row.
+/// `latency` is the enqueue-to-done histogram (see [`latency`]): jobs and the longest time per
+/// label and bucket; `latency_labels` the labels it keeps, at most [`MAX_LABELS`].
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     seq          INTEGER PRIMARY KEY, -- the rowid: FIFO order among jobs due in the same ms
@@ -39,21 +43,40 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_at       INTEGER NOT NULL,
     lease        TEXT,
     lease_until  INTEGER,
-    worker       TEXT
+    worker       TEXT,
+    label        TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS qmeta (id INTEGER PRIMARY KEY CHECK (id = 0), depth INTEGER NOT NULL,
-    stalls INTEGER NOT NULL DEFAULT 0);
+    stalls INTEGER NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0);
 INSERT OR IGNORE INTO qmeta (id, depth) VALUES (0, 0);
+CREATE TABLE IF NOT EXISTS latency (label TEXT NOT NULL, bucket INTEGER NOT NULL,
+    n INTEGER NOT NULL, max_ms INTEGER NOT NULL, PRIMARY KEY (label, bucket)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latency_labels (label TEXT PRIMARY KEY) WITHOUT ROWID;
 ";
 
-/// Columns added since the first release: a file made by an older offload gets them on open.
-const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
-    ("jobs", "stalls", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "max_stalls", "INTEGER NOT NULL DEFAULT 10"),
-    ("qmeta", "stalls", "INTEGER NOT NULL DEFAULT 0"),
+/// Columns added since the first release: a file made by an older offload gets them on open,
+/// followed by the statement that fills them in, if any.
+const ADDED_COLUMNS: [(&str, &str, &str, &str); 6] = [
+    ("jobs", "stalls", "INTEGER NOT NULL DEFAULT 0", ""),
+    ("jobs", "max_stalls", "INTEGER NOT NULL DEFAULT 10", ""),
+    ("qmeta", "stalls", "INTEGER NOT NULL DEFAULT 0", ""),
+    ("jobs", "label", "TEXT", ""),
+    (
+        "qmeta",
+        "done",
+        "INTEGER NOT NULL DEFAULT 0",
+        "UPDATE qmeta SET done = (SELECT count(*) FROM jobs WHERE status = 'done')",
+    ),
+    (
+        "qmeta",
+        "failed",
+        "INTEGER NOT NULL DEFAULT 0",
+        "UPDATE qmeta SET failed = (SELECT count(*) FROM jobs WHERE status = 'failed')",
+    ),
 ];
 
 const VIEW_COLUMNS: &str = "id, status, attempts, max_attempts, result, error, enqueued_at, \
@@ -217,7 +240,7 @@ fn connect_once(path: &Path, full_sync: bool) -> Result<Connection, QueueError> 
     )?;
     write(&mut conn, |c| {
         c.execute_batch(SCHEMA)?;
-        for (table, column, decl) in ADDED_COLUMNS {
+        for (table, column, decl, fill) in ADDED_COLUMNS {
             let present: bool = c.query_row(
                 &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
                 [column],
@@ -225,6 +248,7 @@ fn connect_once(path: &Path, full_sync: bool) -> Result<Connection, QueueError> 
             )?;
             if !present {
                 c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+                c.execute_batch(fill)?;
             }
         }
         Ok(())
@@ -257,6 +281,22 @@ fn write<T>(
             Err(e)
         }
     }
+}
+
+/// Runs `f`'s reads on one snapshot: a deferred (read) transaction of its own, or the group
+/// commit's transaction if one is open. Several statements answered together then agree (a job
+/// is never both running and done in one reading).
+fn read<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>,
+) -> Result<T, rusqlite::Error> {
+    if conn.is_autocommit() {
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        return Ok(out);
+    }
+    f(conn)
 }
 
 /// The WAL file beside the database: in WAL mode every commit by any process writes it.
@@ -295,13 +335,51 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView, rusqlite::Error> {
     })
 }
 
-/// Marks one unfinished job finished: the backlog counter goes down by one.
-fn finished(tx: &Connection, n: u64) -> Result<(), rusqlite::Error> {
-    if n > 0 {
-        tx.prepare_cached("UPDATE qmeta SET depth = max(depth - ?1, 0) WHERE id = 0")?
-            .execute([n as i64])?;
+/// Marks unfinished jobs finished, `done` of them done and `failed` failed: the backlog counter
+/// goes down, the finished counters up.
+fn finished(tx: &Connection, done: u64, failed: u64) -> Result<(), rusqlite::Error> {
+    if done + failed > 0 {
+        tx.prepare_cached(
+            "UPDATE qmeta SET depth = max(depth - ?1 - ?2, 0), done = done + ?1, \
+             failed = failed + ?2 WHERE id = 0",
+        )?
+        .execute([done as i64, failed as i64])?;
     }
     Ok(())
+}
+
+/// Counts a job done after `ms` in the histogram, under its label if that is kept.
+fn record_latency(tx: &Connection, label: Option<&str>, ms: i64) -> Result<(), rusqlite::Error> {
+    let label = match label {
+        None | Some("") => "",
+        Some(label) => kept_label(tx, label)?,
+    };
+    tx.prepare_cached(
+        "INSERT INTO latency (label, bucket, n, max_ms) VALUES (?1, ?2, 1, ?3) \
+         ON CONFLICT (label, bucket) DO UPDATE SET n = n + 1, max_ms = max(max_ms, excluded.max_ms)",
+    )?
+    .execute(params![label, latency::bucket(ms), ms.max(0)])?;
+    Ok(())
+}
+
+/// `label` if the histogram keeps it (or has room for it: then it is kept from now on),
+/// otherwise [`OTHER`].
+fn kept_label<'a>(tx: &Connection, label: &'a str) -> Result<&'a str, rusqlite::Error> {
+    let known: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM latency_labels WHERE label = ?1)")?
+        .query_row([label], |r| r.get(0))?;
+    if known {
+        return Ok(label);
+    }
+    let kept: i64 = tx
+        .prepare_cached("SELECT count(*) FROM latency_labels")?
+        .query_row([], |r| r.get(0))?;
+    if kept >= MAX_LABELS as i64 {
+        return Ok(OTHER);
+    }
+    tx.prepare_cached("INSERT INTO latency_labels (label) VALUES (?1)")?
+        .execute([label])?;
+    Ok(label)
 }
 
 /// Claims up to `max` due jobs in one unit of work, under one lease token (a token names one
@@ -372,14 +450,16 @@ fn complete_one(
     outcome: Result<String, JobError>,
 ) -> Result<Completion, rusqlite::Error> {
     let id = job.id.as_str();
-    let held: Option<(u32, u32)> = tx
+    let held: Option<(u32, u32, i64, Option<String>)> = tx
         .prepare_cached(
-            "SELECT attempts, max_attempts FROM jobs \
+            "SELECT attempts, max_attempts, enqueued_at, label FROM jobs \
              WHERE id = ?1 AND lease = ?2 AND status = 'running'",
         )?
-        .query_row(params![id, job.token], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![id, job.token], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
-    let Some((attempts, max_attempts)) = held else {
+    let Some((attempts, max_attempts, enqueued_at, label)) = held else {
         return Ok(Completion::Refused);
     };
     Ok(match outcome {
@@ -389,7 +469,8 @@ fn complete_one(
                  finished_at = ?2, lease = NULL, lease_until = NULL WHERE id = ?3",
             )?
             .execute(params![result, t, id])?;
-            finished(tx, 1)?;
+            finished(tx, 1, 0)?;
+            record_latency(tx, label.as_deref(), t - enqueued_at)?;
             Completion::Done
         }
         Err(e) if e.retry && attempts < max_attempts => {
@@ -407,7 +488,7 @@ fn complete_one(
                  lease = NULL, lease_until = NULL WHERE id = ?3",
             )?
             .execute(params![e.message, t, id])?;
-            finished(tx, 1)?;
+            finished(tx, 0, 1)?;
             Completion::Failed
         }
     })
@@ -433,14 +514,15 @@ impl JobQueue for SqliteQueue {
                     let t = now();
                     tx.prepare_cached(
                         "INSERT INTO jobs (id, status, payload, max_attempts, max_stalls, \
-                         enqueued_at, run_at) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5)",
+                         enqueued_at, run_at, label) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?6)",
                     )?
                     .execute(params![
                         id.as_str(),
                         job.payload,
                         job.max_attempts.unwrap_or(opts.max_attempts).max(1),
                         opts.max_stalls.max(1),
-                        t
+                        t,
+                        job.label
                     ])?;
                     Ok(Ok(id))
                 })
@@ -564,7 +646,7 @@ impl JobQueue for SqliteQueue {
                     .query_map([t], |r| r.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
                 let failed = statuses.iter().filter(|s| *s == "failed").count() as u64;
-                finished(tx, failed)?;
+                finished(tx, 0, failed)?;
                 if !statuses.is_empty() {
                     tx.prepare_cached("UPDATE qmeta SET stalls = stalls + ?1 WHERE id = 0")?
                         .execute([statuses.len() as i64])?;
@@ -578,53 +660,100 @@ impl JobQueue for SqliteQueue {
     async fn prune(&self) -> Result<u64, QueueError> {
         self.call(move |conn, opts| {
             write(conn, |tx| {
-                let n = tx
+                let gone = tx
                     .prepare_cached(
                         "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
-                         AND status IN ('done', 'failed')",
+                         AND status IN ('done', 'failed') RETURNING status",
                     )?
-                    .execute([now() - ms(opts.retention)])?;
-                Ok(n as u64)
+                    .query_map([now() - ms(opts.retention)], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let done = gone.iter().filter(|s| *s == "done").count() as i64;
+                let failed = gone.len() as i64 - done;
+                if !gone.is_empty() {
+                    tx.prepare_cached(
+                        "UPDATE qmeta SET done = max(done - ?1, 0), failed = max(failed - ?2, 0) \
+                         WHERE id = 0",
+                    )?
+                    .execute([done, failed])?;
+                }
+                Ok(gone.len() as u64)
             })
         })
         .await
     }
 
+    /// Unfinished jobs are counted by the status index (at most the backlog cap); finished
+    /// ones from the counters, less those past the retention that no prune has deleted yet
+    /// (read from the finish-time index: a prune's interval's worth at most while workers run).
     async fn counts(&self) -> Result<Counts, QueueError> {
         self.call(move |conn, opts| {
-            let mut counts = Counts::default();
-            let mut stmt = conn.prepare_cached(
-                "SELECT status, count(*) FROM jobs \
-                 WHERE finished_at IS NULL OR finished_at >= ?1 GROUP BY status",
-            )?;
-            let rows = stmt.query_map([now() - ms(opts.retention)], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-            })?;
-            for row in rows {
-                let (status, n) = row?;
-                match JobStatus::from_name(&status) {
-                    Some(JobStatus::Queued) => counts.queued = n,
-                    Some(JobStatus::Running) => counts.running = n,
-                    Some(JobStatus::Done) => counts.done = n,
-                    Some(JobStatus::Failed) => counts.failed = n,
-                    None => {}
+            read(conn, |conn| {
+                let mut counts = Counts::default();
+                let rows = conn
+                    .prepare_cached(
+                        "SELECT status, count(*) FROM jobs WHERE status IN ('queued', 'running') \
+                     GROUP BY status",
+                    )?
+                    .query_map([], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                for (status, n) in rows {
+                    match JobStatus::from_name(&status) {
+                        Some(JobStatus::Queued) => counts.queued = n,
+                        Some(JobStatus::Running) => counts.running = n,
+                        _ => {}
+                    }
                 }
-            }
-            counts.stalls = conn
-                .prepare_cached("SELECT stalls FROM qmeta WHERE id = 0")?
-                .query_row([], |r| r.get::<_, i64>(0))? as u64;
-            Ok(counts)
+                let (done, failed, stalls) = conn
+                    .prepare_cached("SELECT done, failed, stalls FROM qmeta WHERE id = 0")?
+                    .query_row([], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })?;
+                let (expired_done, expired_failed) = conn
+                    .prepare_cached(
+                        "SELECT count(*) FILTER (WHERE status = 'done'), \
+                            count(*) FILTER (WHERE status = 'failed') \
+                     FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1",
+                    )?
+                    .query_row([now() - ms(opts.retention)], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    })?;
+                counts.done = (done - expired_done).max(0) as u64;
+                counts.failed = (failed - expired_failed).max(0) as u64;
+                counts.stalls = stalls.max(0) as u64;
+                Ok(counts)
+            })
         })
         .await
     }
 
-    async fn recent_done(&self, limit: usize) -> Result<Vec<JobView>, QueueError> {
+    async fn latency(&self) -> Result<Latency, QueueError> {
         self.call(move |conn, _| {
-            conn.prepare_cached(&format!(
-                "SELECT {VIEW_COLUMNS} FROM jobs WHERE status = 'done' ORDER BY finished_at DESC LIMIT ?1"
-            ))?
-            .query_map([limit as i64], view)?
-            .collect::<Result<Vec<_>, _>>()
+            let mut latency = Latency::default();
+            let mut stmt = conn.prepare_cached("SELECT label, bucket, n, max_ms FROM latency")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            for row in rows {
+                let (label, b, n, max_ms) = row?;
+                latency.add(
+                    &label,
+                    b.max(0) as u32,
+                    n.max(0) as u64,
+                    max_ms.max(0) as u64,
+                );
+            }
+            Ok(latency)
         })
         .await
     }

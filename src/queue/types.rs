@@ -71,6 +71,83 @@ impl Serialize for JobId {
 #[error("malformed job id: expected 32 hex characters")]
 pub struct IdError;
 
+/// Longest queue name: room for a prefix and a run's own suffix, short enough for a key.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A queue's name: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `_` or `-`. It becomes part of
+/// Redis keys (inside a `{}` hash tag, and in the pattern `destroy` scans) and a Postgres
+/// column value, so it is checked once, here, and no other string can reach a key: a name such
+/// as `a*` would be a glob matching every queue whose name starts with `a`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueName(String);
+
+impl QueueName {
+    /// Checks `name` against the rule.
+    ///
+    /// # Errors
+    /// [`NameError`] if it is empty, longer than [`MAX_NAME_LEN`], or has another character.
+    pub fn new(name: impl Into<String>) -> Result<QueueName, NameError> {
+        let name = name.into();
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        if (1..=MAX_NAME_LEN).contains(&name.len()) && name.bytes().all(allowed) {
+            Ok(QueueName(name))
+        } else {
+            Err(NameError(name.chars().take(MAX_NAME_LEN + 8).collect()))
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for QueueName {
+    fn default() -> QueueName {
+        QueueName(super::DEFAULT_QUEUE_NAME.to_owned())
+    }
+}
+
+impl FromStr for QueueName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<QueueName, NameError> {
+        QueueName::new(s)
+    }
+}
+
+impl TryFrom<String> for QueueName {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<QueueName, NameError> {
+        QueueName::new(s)
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QueueName({})", self.0)
+    }
+}
+
+impl Serialize for QueueName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// A string that is not a valid queue name (the rejected text, cut short).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid queue name {0:?}: use 1 to 64 characters, each an ASCII letter, a digit, `_` or `-` \
+     ([A-Za-z0-9_-]{{1,64}})"
+)]
+pub struct NameError(pub String);
+
 /// The name a worker claims under: host, process id and a random suffix, so two workers never
 /// share one (a shared Redis consumer name would mix their pending entries).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -164,22 +241,45 @@ pub struct JobView {
     pub finished_at: Option<u64>,
 }
 
-/// A job to enqueue: an opaque payload (JSON text) and its attempt budget.
+/// A job to enqueue: an opaque payload (JSON text), its attempt budget and the label its
+/// enqueue-to-done time is counted under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
     /// Opaque to the queue: handed unchanged to the executor.
     pub payload: String,
     /// Runs allowed; `None` takes the queue's default.
     pub max_attempts: Option<u32>,
+    /// What the job is, for the latency histogram's `by_work` (the gateway sets the work,
+    /// `count:2000000`); `None` counts in the total only. At most [`MAX_LABEL_LEN`] bytes.
+    pub label: Option<String>,
 }
 
+/// Longest job label kept; a longer one is cut (labels name kinds of work, not jobs).
+pub const MAX_LABEL_LEN: usize = 64;
+
 impl NewJob {
-    /// A job with the queue's default attempt budget.
+    /// A job with the queue's default attempt budget and no label.
     pub fn new(payload: impl Into<String>) -> NewJob {
         NewJob {
             payload: payload.into(),
             max_attempts: None,
+            label: None,
         }
+    }
+
+    /// Sets the label its enqueue-to-done time is counted under, cut to [`MAX_LABEL_LEN`]
+    /// bytes; an empty label is none.
+    pub fn label(mut self, label: impl Into<String>) -> NewJob {
+        let mut label = label.into();
+        if label.len() > MAX_LABEL_LEN {
+            let mut end = MAX_LABEL_LEN;
+            while !label.is_char_boundary(end) {
+                end -= 1;
+            }
+            label.truncate(end);
+        }
+        self.label = (!label.is_empty()).then_some(label);
+        self
     }
 
     /// Sets the attempt budget (at least 1).
@@ -335,6 +435,37 @@ mod tests {
         ] {
             assert_eq!(JobId::parse(bad), Err(IdError), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn queue_names_match_the_rule() {
+        for good in ["a", "offload", "A-b_9", &"x".repeat(MAX_NAME_LEN)] {
+            assert_eq!(QueueName::new(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "a*",
+            "a?",
+            "[ab]",
+            "{a}",
+            "a:b",
+            "a b",
+            "é",
+            "a\\",
+            &"x".repeat(MAX_NAME_LEN + 1),
+        ] {
+            let e = bad.parse::<QueueName>().unwrap_err();
+            assert!(e.to_string().contains("[A-Za-z0-9_-]{1,64}"), "{e}");
+        }
+    }
+
+    #[test]
+    fn labels_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(MAX_LABEL_LEN);
+        let job = NewJob::new("{}").label(long);
+        let label = job.label.unwrap();
+        assert!(label.len() <= MAX_LABEL_LEN && label.chars().all(|c| c == 'é'));
+        assert_eq!(NewJob::new("{}").label("").label, None);
     }
 
     #[test]

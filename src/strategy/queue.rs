@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::queue::{JobId, JobQueue, JobView, Line, LineError, NewJob, Queue, QueueError};
+use crate::queue::{
+    Counts, JobId, JobQueue, JobView, Latency, Line, LineError, NewJob, Queue, QueueError,
+};
 use crate::work::Work;
 
 use super::ExecError;
 
 /// Longest the gateway waits for the store on a client's behalf (an enqueue, a job's status,
-/// the counts on `/metrics`). Each is one round trip touching a few rows, so one unanswered
+/// the counts and times on `/jobs`, the counts on `/metrics`). Each is one round trip touching a few rows, so one unanswered
 /// after this long means the store is out of reach: a network partition is silence, not a
 /// refused connection, and the store clients' own timeouts (10 s Redis, 30 s Postgres) are
 /// for workers, which can afford to wait. An enqueue that timed out may still be stored.
@@ -66,7 +68,12 @@ impl QueueStrategy {
     pub async fn enqueue(&self, work: Work, deadline: Instant) -> Result<JobId, ExecError> {
         self.reachable()?;
         let until = deadline.checked_sub(LINE_MARGIN).unwrap_or(deadline);
-        let job = NewJob::new(work.to_json().to_string());
+        // The work names the job in the latency histogram's `by_work`.
+        let job = NewJob::new(work.to_json().to_string()).label(format!(
+            "{}:{}",
+            work.kind().name(),
+            work.n()
+        ));
         self.line
             .enqueue(job, until)
             .await
@@ -98,6 +105,23 @@ impl QueueStrategy {
     /// [`ExecError::Unavailable`] when the store fails or is out of reach.
     pub async fn get(&self, id: &JobId) -> Result<Option<JobView>, ExecError> {
         self.bounded("a job's status", self.queue.get(id)).await
+    }
+
+    /// The job counts, and with `latency` the enqueue-to-done histogram: both reads are bounded
+    /// whatever the number of jobs stored, and together they take at most [`STORE_WAIT`].
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when the store fails or is out of reach.
+    pub async fn summary(&self, latency: bool) -> Result<(Counts, Option<Latency>), ExecError> {
+        self.bounded("the job counts and times", async {
+            let counts = self.queue.counts().await?;
+            let latency = match latency {
+                true => Some(self.queue.latency().await?),
+                false => None,
+            };
+            Ok((counts, latency))
+        })
+        .await
     }
 
     /// `op` on the store within [`STORE_WAIT`], or at once an error while it is out of reach.

@@ -47,7 +47,7 @@ impl Auto {
             Store::Sqlite => None,
             _ => {
                 let options = QueueOptions {
-                    name: name.clone(),
+                    name: name.parse().expect("a valid queue name"),
                     ..QueueOptions::default()
                 };
                 Some(open(&url, options).await.expect("open the test queue"))

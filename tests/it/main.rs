@@ -6,6 +6,7 @@ mod bench_node;
 mod conns;
 mod flood;
 mod gateway;
+mod jobs;
 mod load;
 mod netns;
 mod queue;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
 
-use offload::queue::{Completion, JobId, JobQueue, NewJob, Queue, QueueOptions, WorkerId, open};
+use offload::queue::{
+    Completion, JobId, JobQueue, NewJob, Queue, QueueName, QueueOptions, WorkerId, open,
+};
 
 /// Short leases keep the suite fast; still far above a claim's round trip.
 const LEASE: Duration = Duration::from_millis(300);
@@ -65,6 +67,12 @@ fn server_url(var: &str, require: &str, server: &str, test: &str) -> Option<Stri
     }
 }
 
+/// A queue name of the test's own: `test-{test}-{8 random hex}`.
+pub(crate) fn test_name(test: &str) -> QueueName {
+    QueueName::new(format!("test-{test}-{}", &JobId::random().as_str()[..8]))
+        .expect("a valid queue name")
+}
+
 impl Backend {
     async fn open(self, test: &str, options: QueueOptions) -> Option<Harness> {
         let (url, dir, options) = match self {
@@ -75,12 +83,12 @@ impl Backend {
             }
             Backend::Redis => {
                 let url = redis_url(test)?;
-                let name = format!("test-{test}-{}", &JobId::random().as_str()[..8]);
+                let name = test_name(test);
                 (url, None, QueueOptions { name, ..options })
             }
             Backend::Postgres => {
                 let url = postgres_url(test)?;
-                let name = format!("test-{test}-{}", &JobId::random().as_str()[..8]);
+                let name = test_name(test);
                 (url, None, QueueOptions { name, ..options })
             }
         };
@@ -150,7 +158,8 @@ conformance!(
     ops::poison_job_ends_failed,
     ops::cap_rejects_exactly_the_overflow,
     ops::prune_after_retention,
-    ops::recent_done_lists_finished_jobs,
+    ops::latency_counts_done_jobs_by_label,
+    ops::counts_drop_jobs_past_retention_before_prune,
     loops::dead_worker_job_runs_again,
     loops::shutdown_gives_jobs_back,
     loops::long_job_keeps_its_lease,
@@ -266,7 +275,7 @@ async fn postgres_reconnects_after_lost_connections() {
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}application_name={app}");
     let options = QueueOptions {
-        name: format!("test-pg-reconnect-{}", &JobId::random().as_str()[..8]),
+        name: test_name("pg-reconnect"),
         ..options()
     };
     let q = open(&url, options.clone()).await.expect("open");
@@ -354,4 +363,85 @@ async fn postgres_reconnects_after_lost_connections() {
     if let Queue::Postgres(p) = &producer {
         p.destroy().await.unwrap();
     }
+}
+
+/// Redis only: `destroy` deletes its queue's keys and no other queue's, also those of a queue
+/// whose name begins with its name (`…` and `…-b`, both holding waiting and done jobs and a
+/// latency histogram). (A name with glob characters, the way one queue's `SCAN MATCH` pattern
+/// once matched another's keys, cannot be made: see `offload::queue::QueueName`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_destroy_leaves_other_queues_alone() {
+    let Some(url) = redis_url("destroy_alone") else {
+        return;
+    };
+    let a_name = test_name("destroy");
+    let b_name = QueueName::new(format!("{a_name}-b")).unwrap();
+    let open_named = |name: &QueueName| {
+        let options = QueueOptions {
+            name: name.clone(),
+            ..options()
+        };
+        open(&url, options)
+    };
+    let (a, b) = (
+        open_named(&a_name).await.unwrap(),
+        open_named(&b_name).await.unwrap(),
+    );
+    let me = WorkerId::new();
+    let mut b_jobs = Vec::new();
+    for q in [&a, &b] {
+        for _ in 0..3 {
+            let id = q.enqueue(NewJob::new("1").label("count:1")).await.unwrap();
+            if std::ptr::eq(q, &b) {
+                b_jobs.push(id);
+            }
+        }
+        for _ in 0..2 {
+            let job = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+            assert_eq!(
+                q.complete(&job, Ok("1".into())).await.unwrap(),
+                Completion::Done
+            );
+        }
+    }
+    let client = ::redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys = async |name: &QueueName| {
+        let pattern = format!("{{{name}}}*");
+        let mut found = std::collections::BTreeSet::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            found.extend(batch);
+            if next == 0 {
+                return found;
+            }
+            cursor = next;
+        }
+    };
+    let b_before = keys(&b_name).await;
+    // The stream, the done zset, the histogram, its labels and one hash per job at least.
+    assert!(b_before.len() >= 7, "{b_before:?}");
+    assert!(!keys(&a_name).await.is_empty());
+    let Queue::Redis(ra) = &a else { unreachable!() };
+    ra.destroy().await.unwrap();
+    assert_eq!(keys(&a_name).await.len(), 0, "a's keys are gone");
+    assert_eq!(keys(&b_name).await, b_before, "b's keys are all there");
+    let c = b.counts().await.unwrap();
+    assert_eq!((c.queued, c.done), (1, 2));
+    assert_eq!(b.latency().await.unwrap().by_label["count:1"].count(), 2);
+    for id in &b_jobs {
+        assert!(b.get(id).await.unwrap().is_some(), "b's job {id}");
+    }
+    let Queue::Redis(rb) = &b else { unreachable!() };
+    rb.destroy().await.unwrap();
+    assert_eq!(keys(&b_name).await.len(), 0);
 }

@@ -17,7 +17,7 @@ use offload::queue::{JobId, QueueOptions};
 
 use crate::gateway::bad_cases;
 use crate::queue::{postgres_url, redis_url};
-use crate::support::{Proc, count_n_for, get, metric, request};
+use crate::support::{Proc, count_n_for, get, metric, offload_command, request};
 
 /// Worker lease in these tests: short, so a killed worker's jobs run again within seconds
 /// (the reaper runs every second, so a lost job waits at most about lease + 1 s).
@@ -106,7 +106,7 @@ impl Drop for Store {
                 .expect("runtime");
             rt.block_on(async {
                 let options = QueueOptions {
-                    name,
+                    name: name.parse().expect("a valid queue name"),
                     ..QueueOptions::default()
                 };
                 match offload::queue::open(&url, options).await {
@@ -508,3 +508,80 @@ both_backends!(
     failing_job_is_retried_then_failed,
     bad_input_and_a_full_backlog,
 );
+
+/// A queue name outside `[A-Za-z0-9_-]{1,64}` (here `a*`, which on Redis was a glob matching
+/// every queue whose name starts with `a`) is refused by `offload serve` and `offload worker`
+/// before anything starts, from the flag or the environment: a non-zero exit, and a message
+/// that names the rule; the store is never opened.
+#[test]
+fn a_queue_name_outside_the_rule_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("q.db");
+    let sqlite = format!("sqlite://{}", file.display());
+    // Nothing listens there: a worker that got as far as connecting would fail differently.
+    let redis = "redis://127.0.0.1:1";
+    let long = "x".repeat(65);
+    let cases: Vec<(Vec<&str>, Option<&str>)> = vec![
+        (
+            vec![
+                "serve",
+                "--strategy",
+                "queue",
+                "--queue",
+                &sqlite,
+                "--queue-name",
+                "a*",
+            ],
+            None,
+        ),
+        (
+            vec!["worker", "--queue", &sqlite, "--queue-name", "a*"],
+            None,
+        ),
+        (vec!["worker", "--queue", redis, "--queue-name", "a*"], None),
+        (
+            vec![
+                "serve",
+                "--strategy",
+                "auto",
+                "--queue",
+                redis,
+                "--queue-name",
+                "{a}",
+            ],
+            None,
+        ),
+        (vec!["worker", "--queue", &sqlite, "--queue-name", ""], None),
+        (
+            vec!["worker", "--queue", &sqlite, "--queue-name", &long],
+            None,
+        ),
+        (
+            vec!["serve", "--strategy", "queue", "--queue", &sqlite],
+            Some("a*"),
+        ),
+        (vec!["worker", "--queue", redis], Some("a b")),
+    ];
+    for (args, env) in cases {
+        let mut cmd = offload_command();
+        cmd.args(&args)
+            .env_remove("OFFLOAD_QUEUE_NAME")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(name) = env {
+            cmd.env("OFFLOAD_QUEUE_NAME", name);
+        }
+        let out = cmd.output().expect("run offload");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(!out.status.success(), "{args:?} {env:?} ran: {stdout}");
+        assert!(
+            stderr.contains("invalid queue name") && stderr.contains("[A-Za-z0-9_-]{1,64}"),
+            "{args:?} {env:?}: {stderr}"
+        );
+        assert!(stdout.is_empty(), "{args:?} {env:?} started: {stdout}");
+        assert!(!file.exists(), "{args:?} {env:?} opened the queue");
+    }
+}

@@ -385,28 +385,20 @@ async fn one(
     honour: bool,
     progress: &ProgressLine,
 ) -> anyhow::Result<super::scenario::Measured> {
-    let mut own = s.clone();
+    let slug = format!("{strategy}-c{c}{}", if honour { "-ra" } else { "" });
+    let mut own = s.own_queue(&format!("flood-{slug}"))?;
     own.connections = c;
     own.honor_retry_after = honour;
-    let slug = format!("{strategy}-c{c}{}", if honour { "-ra" } else { "" });
-    own.queue_name = format!("{}-flood-{slug}", s.queue_name);
-    let file = s
+    let file = own
         .queue_url
         .strip_prefix("sqlite://")
-        .map(|path| std::path::Path::new(path).with_file_name(format!("queue-flood-{slug}.db")));
-    let remove = |file: &std::path::Path| {
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", file.display()));
-        }
-    };
-    if let Some(file) = &file {
-        remove(file);
-        own.queue_url = format!("sqlite://{}", file.display());
+        .map(std::path::PathBuf::from);
+    if file.is_some() {
         own.drain_timeout = Duration::ZERO;
     }
     let measured = super::scenario::run(strategy, &own, progress).await;
     if let Some(file) = &file {
-        remove(file);
+        super::remove_queue_file(file);
     }
     measured
 }

@@ -93,7 +93,15 @@ pub async fn run_strategy(
     progress: &ProgressLine,
 ) -> anyhow::Result<(anyhow::Result<Measured>, Option<Bracket>)> {
     let Some(setup) = node.filter(|_| is_node(strategy)) else {
-        return Ok((scenario::run(strategy, s, progress).await, None));
+        // A queue of the run's own: its counts and enqueue-to-done times are its jobs only.
+        let queued = crate::strategy::Name::parse(strategy).and_then(crate::strategy::Name::helper)
+            == Some(crate::strategy::Helper::Worker);
+        let own = if queued {
+            s.own_queue(strategy)?
+        } else {
+            s.clone()
+        };
+        return Ok((scenario::run(strategy, &own, progress).await, None));
     };
     if !on_node_loop(strategy) {
         // Its work runs in Rust: the bench's own calibrations bracket it.

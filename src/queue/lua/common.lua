@@ -1,8 +1,11 @@
 -- Shared by every script. KEYS: stream, retry zset, done zset, failed zset, dead-letter stream,
--- stall counter.
+-- stall counter, latency histogram hash, latency labels set.
 -- ARGV[1]: job hash prefix ("{name}:job:"), ARGV[2]: consumer group. All keys share the {name}
 -- hash tag, so job hashes built from ARGV[1] live in the same cluster slot as KEYS.
+-- Before this file: `bucket_of(ms)`, MAX_LABELS and OTHER, written from Rust's constants
+-- (queue/latency.rs), so that the scripts bucket times as the other stores do.
 local stream, retry, done_z, failed_z, dlq, stalls_k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local latency_h, labels_s = KEYS[7], KEYS[8]
 local jobp, group = ARGV[1], ARGV[2]
 
 local function now_ms()
@@ -42,4 +45,21 @@ end
 local function requeue(id, entry)
   if entry ~= '' then drop(entry) end
   redis.call('XADD', stream, '*', 'id', id)
+end
+
+-- Count a job done after `ms` in the histogram: field "<bucket>:<label>" holds the jobs of that
+-- bucket and "max:<label>" the longest time. A label is kept while fewer than MAX_LABELS are;
+-- after that a new one counts as OTHER. '' (no label) counts in the total only.
+local function record_latency(label, ms)
+  if label ~= '' and redis.call('SISMEMBER', labels_s, label) == 0 then
+    if redis.call('SCARD', labels_s) < MAX_LABELS then
+      redis.call('SADD', labels_s, label)
+    else
+      label = OTHER
+    end
+  end
+  if ms < 0 then ms = 0 end
+  redis.call('HINCRBY', latency_h, bucket_of(ms) .. ':' .. label, 1)
+  local longest = tonumber(redis.call('HGET', latency_h, 'max:' .. label) or '-1')
+  if ms > longest then redis.call('HSET', latency_h, 'max:' .. label, ms) end
 end

@@ -8,11 +8,13 @@ for i = 4, #ARGV, 6 do
   local token, entry, id, kind, value, delay =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local key = jobp .. id
-  local h = redis.call('HMGET', key, 'status', 'lease', 'attempts', 'max_attempts')
+  local h = redis.call('HMGET', key, 'status', 'lease', 'attempts', 'max_attempts',
+    'enqueued_at', 'label')
   if h[1] ~= 'running' or h[2] ~= token then
     out[#out + 1] = 'refused'
   elseif kind == 'ok' then
     finish(key, id, 'done', value, now, retention, entry)
+    record_latency(h[6] or '', now - (tonumber(h[5]) or now))
     out[#out + 1] = 'done'
   elseif kind == 'retry' and tonumber(h[3]) < tonumber(h[4]) then
     redis.call('HSET', key, 'status', 'queued', 'error', value)

@@ -38,7 +38,7 @@ pub(super) struct Link {
     pub(super) reap: Statement,
     pub(super) prune: Statement,
     pub(super) counts: Statement,
-    pub(super) recent_done: Statement,
+    pub(super) latency: Statement,
 }
 
 /// Connects within [`CONNECT_TIMEOUT`], spawning the task that drives the connection.
@@ -67,21 +67,22 @@ impl Link {
         }
         client.execute(sql::ADD_QUEUE, &[&queue]).await?;
         let c = &client;
+        let complete = sql::complete();
         let (enqueue, get, claim, next_due, heartbeat, complete) = tokio::try_join!(
             c.prepare(sql::ENQUEUE),
             c.prepare(sql::GET),
             c.prepare(sql::CLAIM),
             c.prepare(sql::NEXT_DUE),
             c.prepare(sql::HEARTBEAT),
-            c.prepare(sql::COMPLETE),
+            c.prepare(&complete),
         )?;
-        let (enqueue_batch, release, reap, prune, counts, recent_done) = tokio::try_join!(
+        let (enqueue_batch, release, reap, prune, counts, latency) = tokio::try_join!(
             c.prepare(sql::ENQUEUE_BATCH),
             c.prepare(sql::RELEASE),
             c.prepare(sql::REAP),
             c.prepare(sql::PRUNE),
             c.prepare(sql::COUNTS),
-            c.prepare(sql::RECENT_DONE),
+            c.prepare(sql::LATENCY),
         )?;
         Ok(Link {
             client,
@@ -96,7 +97,7 @@ impl Link {
             reap,
             prune,
             counts,
-            recent_done,
+            latency,
         })
     }
 }

@@ -1,7 +1,10 @@
 //! The Postgres backend's schema and statements. Every operation is ONE statement (CTEs chain
 //! its steps), so it is atomic without an explicit transaction and one pipelined connection can
 //! carry many callers' operations at once. Times come from the server's clock, so workers on
-//! many hosts agree on leases and due times. `$1` is always the queue's name.
+//! many hosts agree on leases and due times. `$1` is always the queue's name: names and every
+//! other value go as bound parameters, never into the SQL text.
+
+use crate::queue::latency;
 
 /// Now on the server, in unix ms. `clock_timestamp()`, not `now()`: the latter is the start of
 /// the transaction, which for these one-statement transactions is the same but says less.
@@ -43,18 +46,33 @@ CREATE TABLE IF NOT EXISTS offload_jobs (
     run_at       BIGINT NOT NULL,
     lease        TEXT,
     lease_until  BIGINT,
-    worker       TEXT
+    worker       TEXT,
+    label        TEXT
 );
 CREATE INDEX IF NOT EXISTS offload_jobs_due ON offload_jobs (queue, status, run_at, seq);
 CREATE INDEX IF NOT EXISTS offload_jobs_lease ON offload_jobs (queue, lease_until)
     WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS offload_jobs_finished ON offload_jobs (queue, finished_at)
     WHERE finished_at IS NOT NULL;
--- depth: unfinished jobs, so the backlog cap costs O(1) per enqueue; stalls: a counter.
+-- depth: unfinished jobs, so the backlog cap costs O(1) per enqueue; stalls: a counter; done
+-- and failed: finished jobs not yet pruned, so counting them reads no job rows; labels: the
+-- job labels the latency histogram keeps (at most MAX_LABELS).
 CREATE TABLE IF NOT EXISTS offload_queues (
     queue  TEXT PRIMARY KEY,
     depth  BIGINT NOT NULL DEFAULT 0,
-    stalls BIGINT NOT NULL DEFAULT 0
+    stalls BIGINT NOT NULL DEFAULT 0,
+    done   BIGINT NOT NULL DEFAULT 0,
+    failed BIGINT NOT NULL DEFAULT 0,
+    labels TEXT[] NOT NULL DEFAULT '{{}}'
+);
+-- The enqueue-to-done histogram: jobs done and the longest time, per label and bucket.
+CREATE TABLE IF NOT EXISTS offload_latency (
+    queue  TEXT NOT NULL,
+    label  TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    n      BIGINT NOT NULL,
+    max_ms BIGINT NOT NULL,
+    PRIMARY KEY (queue, label, bucket)
 );
 -- last_batch: how many of the latest batched enqueue's jobs got a place (see ENQUEUE_BATCH).
 -- Added only where missing: ALTER TABLE takes the table's strongest lock even when it would
@@ -65,6 +83,22 @@ DO $$ BEGIN
                      AND column_name = 'last_batch') THEN
         ALTER TABLE offload_queues ADD COLUMN last_batch BIGINT NOT NULL DEFAULT 0;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'offload_jobs'
+                     AND column_name = 'label') THEN
+        ALTER TABLE offload_jobs ADD COLUMN label TEXT;
+    END IF;
+    -- The finished counters start from the rows there are.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'offload_queues'
+                     AND column_name = 'labels') THEN
+        ALTER TABLE offload_queues ADD COLUMN done BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN failed BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN labels TEXT[] NOT NULL DEFAULT '{{}}';
+        UPDATE offload_queues q SET
+            done = (SELECT count(*) FROM offload_jobs j WHERE j.queue = q.queue AND j.status = 'done'),
+            failed = (SELECT count(*) FROM offload_jobs j WHERE j.queue = q.queue AND j.status = 'failed');
+    END IF;
 END $$;"
     )
 }
@@ -74,13 +108,21 @@ END $$;"
 pub(super) const SCHEMA_READY: &str = "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name = 'offload_queues' \
      AND column_name = 'last_batch') \
-     AND to_regclass('offload_jobs_finished') IS NOT NULL";
+     AND EXISTS (SELECT 1 FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = 'offload_queues' \
+     AND column_name = 'labels') \
+     AND EXISTS (SELECT 1 FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = 'offload_jobs' \
+     AND column_name = 'label') \
+     AND to_regclass('offload_jobs_finished') IS NOT NULL \
+     AND to_regclass('offload_latency') IS NOT NULL";
 
 /// Creates this queue's meta row unless it exists.
 pub(super) const ADD_QUEUE: &str =
     "INSERT INTO offload_queues (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING";
 
-/// `$2` id, `$3` payload, `$4` max attempts, `$5` max stalls, `$6` cap. Takes a place in the
+/// `$2` id, `$3` payload, `$4` max attempts, `$5` max stalls, `$6` cap, `$7` label (or NULL).
+/// Takes a place in the
 /// backlog (an upsert, so a deleted meta row comes back), stores the job only if it got one, and
 /// notifies idle workers. Answers whether it stored the job and the depth before it.
 pub(super) const ENQUEUE: &str = concat!(
@@ -93,16 +135,17 @@ room AS (
     RETURNING depth),
 job AS (
     INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
-                              enqueued_at, run_at)
-    SELECT $1, $2, 'queued', $3, $4, $5, t.now, t.now FROM t WHERE EXISTS (SELECT 1 FROM room)
+                              enqueued_at, run_at, label)
+    SELECT $1, $2, 'queued', $3, $4, $5, t.now, t.now, $7::text FROM t
+    WHERE EXISTS (SELECT 1 FROM room)
     RETURNING queue),
 note AS (SELECT pg_notify('offload_jobs', queue) FROM job)
 SELECT EXISTS (SELECT 1 FROM job), (SELECT count(*) FROM note),
        coalesce((SELECT depth FROM offload_queues WHERE queue = $1), 0)"
 );
 
-/// `$2` ids, `$3` payloads, `$4` max attempts (arrays, one entry per job, in order), `$5` max
-/// stalls, `$6` cap. Takes as many places as the cap leaves for the batch (the first `k` jobs,
+/// `$2` ids, `$3` payloads, `$4` max attempts, `$7` labels (arrays, one entry per job, in
+/// order; a label may be NULL), `$5` max stalls, `$6` cap. Takes as many places as the cap leaves for the batch (the first `k` jobs,
 /// in order) under one lock of the meta row, stores those `k` jobs and notifies once. The SET
 /// expressions see the row as it was, so `last_batch` returns `k` itself. Answers `k` and the
 /// depth after. One statement for many jobs: the meta row is locked, and the commit flushed,
@@ -121,9 +164,10 @@ room AS (
     RETURNING depth, last_batch),
 job AS (
     INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
-                              enqueued_at, run_at)
-    SELECT $1, x.id, 'queued', x.payload, x.max_attempts, $5, t.now, t.now
-    FROM t, unnest($2::text[], $3::text[], $4::int[]) WITH ORDINALITY AS x(id, payload, max_attempts, ord)
+                              enqueued_at, run_at, label)
+    SELECT $1, x.id, 'queued', x.payload, x.max_attempts, $5, t.now, t.now, x.label
+    FROM t, unnest($2::text[], $3::text[], $4::int[], $7::text[])
+        WITH ORDINALITY AS x(id, payload, max_attempts, label, ord)
     WHERE x.ord <= (SELECT last_batch FROM room)
     RETURNING queue),
 note AS (SELECT pg_notify('offload_jobs', $1) WHERE EXISTS (SELECT 1 FROM job))
@@ -181,12 +225,19 @@ pub(super) const HEARTBEAT: &str = concat!(
 
 /// `$2..$6`: arrays of id, token, kind (`ok`, `retry`, `fail`), result or error text, retry
 /// delay in ms, one element per outcome. Only rows whose lease still matches change; answers
-/// their ids and new statuses. Finished jobs leave the backlog; a retry notifies idle workers
-/// so they learn its due time.
-pub(super) const COMPLETE: &str = concat!(
-    "WITH t AS (SELECT ",
-    now_ms!(),
-    " AS now),
+/// their ids and new statuses. Finished jobs leave the backlog and join the finished counters;
+/// a retry notifies idle workers so they learn its due time.
+///
+/// Jobs done are counted in the latency histogram (see [`crate::queue::latency`]), under
+/// their label if the queue keeps it, else `other`. The labels kept are on the queue's row,
+/// which the statement updates (and so locks) before it touches the histogram: a label is
+/// taken by one completion at a time, so no more than `MAX_LABELS` are ever kept, and
+/// completions take the histogram's rows one at a time, in label and bucket order, so they
+/// never deadlock.
+pub(super) fn complete() -> String {
+    let bucket = latency::sql_bucket("u.ms");
+    format!(
+        "WITH t AS (SELECT {now} AS now),
 o AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
       AS o(id, token, kind, value, delay)),
 upd AS (
@@ -203,14 +254,36 @@ upd AS (
         lease = NULL, lease_until = NULL
     FROM o, t
     WHERE j.queue = $1 AND j.id = o.id AND j.lease = o.token AND j.status = 'running'
-    RETURNING j.id, j.status),
+    RETURNING j.id, j.status, coalesce(j.label, '') AS label, t.now - j.enqueued_at AS ms),
+fresh AS (SELECT DISTINCT label FROM upd WHERE status = 'done' AND label <> ''),
 fin AS (
-    UPDATE offload_queues
-    SET depth = greatest(depth - (SELECT count(*) FROM upd WHERE status <> 'queued'), 0)
-    WHERE queue = $1 AND EXISTS (SELECT 1 FROM upd WHERE status <> 'queued')),
+    UPDATE offload_queues m SET
+        depth = greatest(m.depth - (SELECT count(*) FROM upd WHERE status <> 'queued'), 0),
+        done = m.done + (SELECT count(*) FROM upd WHERE status = 'done'),
+        failed = m.failed + (SELECT count(*) FROM upd WHERE status = 'failed'),
+        labels = m.labels || ARRAY(
+            SELECT f.label FROM fresh f WHERE NOT f.label = ANY(m.labels) ORDER BY f.label
+            LIMIT greatest({max_labels} - cardinality(m.labels), 0))
+    WHERE m.queue = $1 AND EXISTS (SELECT 1 FROM upd WHERE status <> 'queued')
+    RETURNING m.labels),
+lat AS (
+    INSERT INTO offload_latency AS l (queue, label, bucket, n, max_ms)
+    SELECT $1, k.label, k.bucket, count(*), max(k.ms)
+    FROM (SELECT CASE WHEN u.label = ''
+                        OR u.label = ANY(coalesce((SELECT labels FROM fin), ARRAY[]::text[]))
+                      THEN u.label ELSE '{other}' END AS label,
+                 {bucket} AS bucket, greatest(u.ms, 0) AS ms
+          FROM upd u WHERE u.status = 'done') k
+    GROUP BY k.label, k.bucket ORDER BY k.label, k.bucket
+    ON CONFLICT (queue, label, bucket) DO UPDATE
+        SET n = l.n + excluded.n, max_ms = greatest(l.max_ms, excluded.max_ms)),
 note AS (SELECT pg_notify('offload_jobs', $1) FROM upd WHERE status = 'queued' LIMIT 1)
-SELECT id, status, (SELECT count(*) FROM note) FROM upd"
-);
+SELECT id, status, (SELECT count(*) FROM note) FROM upd",
+        now = now_ms!(),
+        max_labels = latency::MAX_LABELS,
+        other = latency::OTHER,
+    )
+}
 
 /// `$2` id, `$3` token. Back to `queued` at once, the attempt given back; wakes idle workers.
 pub(super) const RELEASE: &str = concat!(
@@ -247,37 +320,54 @@ r AS (
     RETURNING j.status),
 m AS (
     UPDATE offload_queues SET stalls = stalls + (SELECT count(*) FROM r),
-        depth = greatest(depth - (SELECT count(*) FROM r WHERE status = 'failed'), 0)
+        depth = greatest(depth - (SELECT count(*) FROM r WHERE status = 'failed'), 0),
+        failed = failed + (SELECT count(*) FROM r WHERE status = 'failed')
     WHERE queue = $1 AND EXISTS (SELECT 1 FROM r)),
 note AS (SELECT pg_notify('offload_jobs', $1) FROM r WHERE status = 'queued' LIMIT 1)
 SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM note)"
 );
 
-/// `$2` retention in ms.
+/// `$2` retention in ms. Deletes finished jobs past the retention and takes them off the
+/// finished counters; answers how many. The cutoff is a subquery, computed once: a volatile
+/// `clock_timestamp()` in the comparison itself could not be an index condition.
 pub(super) const PRUNE: &str = concat!(
-    "DELETE FROM offload_jobs WHERE queue = $1 AND finished_at IS NOT NULL \
-     AND finished_at < ",
+    "WITH gone AS (
+    DELETE FROM offload_jobs WHERE queue = $1 AND finished_at IS NOT NULL
+        AND finished_at < (SELECT ",
     now_ms!(),
-    " - $2::bigint AND status IN ('done', 'failed')"
+    " - $2::bigint) AND status IN ('done', 'failed') RETURNING status),
+m AS (
+    UPDATE offload_queues SET
+        done = greatest(done - (SELECT count(*) FROM gone WHERE status = 'done'), 0),
+        failed = greatest(failed - (SELECT count(*) FROM gone WHERE status = 'failed'), 0)
+    WHERE queue = $1 AND EXISTS (SELECT 1 FROM gone))
+SELECT count(*) FROM gone"
 );
 
-/// `$2` retention in ms. One row per status, and one `stalls` row with the counter.
+/// `$2` retention in ms. Rows of (name, count), summed by name: `queued` and `running` counted
+/// on the status index (at most the backlog cap, and the row versions they left that vacuum
+/// has not yet removed); `done`, `failed` and `stalls` from the queue's counters;
+/// `expired_done` and `expired_failed`, to take off, the finished jobs past the retention that
+/// no prune has deleted yet, on the finish-time index (only `finished_at IS NOT NULL` rows are
+/// done or failed; the cutoff is computed once, as in [`PRUNE`], so the index can use it).
 pub(super) const COUNTS: &str = concat!(
     "SELECT status, count(*) FROM offload_jobs WHERE queue = $1 \
-     AND (finished_at IS NULL OR finished_at >= ",
+     AND status IN ('queued', 'running') GROUP BY status \
+     UNION ALL SELECT 'expired_' || status, count(*) FROM offload_jobs WHERE queue = $1 \
+     AND finished_at IS NOT NULL AND finished_at < (SELECT ",
     now_ms!(),
     " - $2::bigint) GROUP BY status \
+     UNION ALL SELECT 'done', done FROM offload_queues WHERE queue = $1 \
+     UNION ALL SELECT 'failed', failed FROM offload_queues WHERE queue = $1 \
      UNION ALL SELECT 'stalls', stalls FROM offload_queues WHERE queue = $1"
 );
 
-/// `$2` limit.
-pub(super) const RECENT_DONE: &str = concat!(
-    "SELECT ",
-    view_columns!(),
-    " FROM offload_jobs WHERE queue = $1 AND status = 'done' \
-     ORDER BY finished_at DESC LIMIT $2"
-);
+/// The latency histogram's rows: label, bucket, jobs, longest time.
+pub(super) const LATENCY: &str =
+    "SELECT label, bucket, n, max_ms FROM offload_latency WHERE queue = $1";
 
-/// Deletes every row of this queue (tests and benchmarks isolate themselves by name).
-pub(super) const DESTROY: &str = "WITH gone AS (DELETE FROM offload_jobs WHERE queue = $1) \
+/// Deletes every row of this queue, its histogram's too (tests and benchmarks isolate
+/// themselves by name).
+pub(super) const DESTROY: &str = "WITH gone AS (DELETE FROM offload_jobs WHERE queue = $1), \
+     lat AS (DELETE FROM offload_latency WHERE queue = $1) \
      DELETE FROM offload_queues WHERE queue = $1";

@@ -355,6 +355,84 @@ async fn the_store_cut_off_from_the_gateway_answers_503_at_once(b: Backend, test
     );
 }
 
+/// `GET /jobs?latency=N` while the store is cut off from the gateway: 503 `queue_unavailable`
+/// (with `Retry-After`) within the store timeout (2 s) and a margin, not the store client's own
+/// 10-30 s; then at once while the gateway knows the store is out of reach. Healed, it answers
+/// the times of the jobs done before.
+async fn jobs_with_latency_answer_503_within_the_store_timeout(b: Backend, test: &str) {
+    /// The gateway's store timeout (`STORE_WAIT`), and what is allowed beyond it.
+    const STORE_WAIT: Duration = Duration::from_secs(2);
+    const MARGIN: Duration = Duration::from_secs(1);
+    let Some(site) = Site::start(b, test, &["g", "w1", "s"]) else {
+        return;
+    };
+    let gw = site.gateway(&[]);
+    let _w = site.worker("w1", &[], None);
+    const JOBS: usize = 5;
+    for _ in 0..JOBS {
+        enqueue(gw.addr, "/heavy?n=1000").await;
+    }
+    wait_done(gw.addr, JOBS, Duration::from_secs(60)).await;
+    let path = "/jobs?latency=100000";
+    let r = get(gw.addr, path).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.json()["enqueue_to_done_ms"]["count"],
+        JOBS,
+        "{:?}",
+        r.body
+    );
+
+    site.net.partition("g", "s");
+    let t = Instant::now();
+    let r = get(gw.addr, path).await;
+    let first = t.elapsed();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "queue_unavailable"),
+        "{:?}",
+        r.body
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(
+        first <= STORE_WAIT + MARGIN,
+        "the first call during the partition took {first:?}"
+    );
+    let t = Instant::now();
+    let r = get(gw.addr, path).await;
+    let second = t.elapsed();
+    assert_eq!((r.status, r.code().as_str()), (503, "queue_unavailable"));
+    assert!(
+        second < Duration::from_secs(1),
+        "the second took {second:?}"
+    );
+
+    site.net.heal("g", "s");
+    let healed = Instant::now();
+    let back = loop {
+        let r = get(gw.addr, path).await;
+        if r.status == 200 {
+            assert_eq!(
+                r.json()["enqueue_to_done_ms"]["count"],
+                JOBS,
+                "{:?}",
+                r.body
+            );
+            break healed.elapsed();
+        }
+        assert_eq!(r.status, 503, "{:?}", r.body);
+        assert!(
+            healed.elapsed() < Duration::from_secs(60),
+            "/jobs never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "netns {test}: GET {path} during the partition: 503 queue_unavailable after {first:?} \
+         (store timeout {STORE_WAIT:?}), then after {second:?}; 200 again {back:?} after the heal"
+    );
+}
+
 /// 1 % of frames lost on every host's link (and 1 ms delay) while two workers drain a few
 /// hundred jobs: every accepted job is done once with its exact result, none failed, none
 /// duplicated.
@@ -436,5 +514,6 @@ mod redis_only {
 on_both!(
     a_worker_cut_off_past_its_lease_is_refused,
     the_store_cut_off_from_the_gateway_answers_503_at_once,
+    jobs_with_latency_answer_503_within_the_store_timeout,
     one_percent_loss_on_every_link_loses_nothing,
 );

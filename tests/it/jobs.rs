@@ -1,0 +1,278 @@
+//! `GET /jobs` costs little: what one call reads does not grow with the jobs stored (the
+//! counts come from counters and the status index, the times from the store's histogram), on
+//! each backend. Its answer within the store timeout during a partition is tested across the
+//! test network (`netns::queue`).
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use offload::queue::{JobQueue, NewJob, Queue, QueueName, QueueOptions, WorkerId, open};
+
+use crate::queue::{postgres_url, redis_url, test_name};
+use crate::support::{Conn, Proc, exclusive};
+
+/// Jobs stored in the big queue: the old `/jobs?latency=100000` read (and parsed) this many
+/// rows per call.
+const MANY: usize = 100_000;
+/// Jobs stored in the small queue.
+const FEW: usize = 100;
+/// Calls timed per queue; the median is compared.
+const CALLS: usize = 21;
+/// How much slower a call on the big queue may be: a bound, not a benchmark (reading every
+/// row made it about a thousand times slower).
+const MOST_SLOWER: f64 = 3.0;
+/// Jobs enqueued at once while filling, then claimed and completed in batches.
+const CHUNK: usize = 2_000;
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Redis,
+    Postgres,
+}
+
+/// A queue of the test's own with `n` jobs done, and its `--queue`, `--queue-name` flags.
+struct Filled {
+    queue: Queue,
+    url: String,
+    name: QueueName,
+    args: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    async fn filled(self, test: &str, n: usize) -> Option<Filled> {
+        let name = test_name(test);
+        let (url, dir) = match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("q.db").display());
+                (url, Some(dir))
+            }
+            Backend::Redis => (redis_url(test)?, None),
+            Backend::Postgres => (postgres_url(test)?, None),
+        };
+        let options = QueueOptions {
+            name: name.clone(),
+            ..QueueOptions::default()
+        };
+        let queue = open(&url, options).await.expect("open the test queue");
+        fill(&queue, n).await;
+        let args = vec![
+            "--queue".into(),
+            url.clone(),
+            "--queue-name".into(),
+            name.to_string(),
+        ];
+        Some(Filled {
+            queue,
+            url,
+            name,
+            args,
+            _dir: dir,
+        })
+    }
+}
+
+impl Filled {
+    fn gateway(&self) -> Proc {
+        let mut args = vec!["serve", "--strategy", "queue"];
+        args.extend(self.args.iter().map(String::as_str));
+        Proc::start(&args)
+    }
+}
+
+impl Drop for Filled {
+    /// Deletes the test's Redis keys or Postgres rows (100,000 jobs' worth), also when the test
+    /// failed: on a thread and runtime of its own, as drop may run inside the test's runtime.
+    fn drop(&mut self) {
+        if let Queue::Sqlite(_) = self.queue {
+            return;
+        }
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let cleaned = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let options = QueueOptions {
+                    name,
+                    ..QueueOptions::default()
+                };
+                match open(&url, options).await.map_err(|e| e.to_string())? {
+                    Queue::Redis(q) => q.destroy().await.map_err(|e| e.to_string()),
+                    Queue::Postgres(q) => q.destroy().await.map_err(|e| e.to_string()),
+                    Queue::Sqlite(_) => Ok(()),
+                }
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = cleaned {
+            eprintln!("could not delete the test's queue data: {e}");
+        }
+    }
+}
+
+/// Stores `n` done jobs through the queue's API, a chunk at a time: enqueued concurrently
+/// (so the stores batch them), then claimed and completed in batches.
+async fn fill(q: &Queue, n: usize) {
+    let me = WorkerId::new();
+    let lease = Duration::from_secs(60);
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(CHUNK);
+        let mut enqueues = JoinSet::new();
+        for i in 0..chunk {
+            let q = q.clone();
+            // Two works, so `by_work` has something to say.
+            let label = if i % 2 == 0 { "count:1" } else { "count:2" };
+            enqueues.spawn(async move { q.enqueue(NewJob::new("{}").label(label)).await });
+        }
+        while let Some(r) = enqueues.join_next().await {
+            r.unwrap().expect("enqueue");
+        }
+        let mut claimed = 0;
+        while claimed < chunk {
+            let jobs = q
+                .claim_batch(&me, lease, 256, Duration::ZERO)
+                .await
+                .expect("claim");
+            assert!(!jobs.is_empty(), "{claimed} of {chunk} claimed");
+            claimed += jobs.len();
+            let done = q
+                .complete_batch(jobs.into_iter().map(|j| (j, Ok("1".to_owned()))).collect())
+                .await
+                .expect("complete");
+            assert!(done.iter().all(|c| *c == offload::queue::Completion::Done));
+        }
+        left -= chunk;
+    }
+}
+
+/// The median time of `GET path` on `conn` over [`CALLS`] calls, after one to warm up.
+async fn median_call(conn: &mut Conn, path: &str) -> Duration {
+    let mut took = Vec::with_capacity(CALLS);
+    for i in 0..=CALLS {
+        let t = Instant::now();
+        let r = conn.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        if i > 0 {
+            took.push(t.elapsed());
+        }
+    }
+    took.sort();
+    took[took.len() / 2]
+}
+
+/// `GET /jobs?latency=100000` with 100,000 jobs stored answers about as fast as with 100, and
+/// its counts and times cover every one of them.
+async fn a_call_costs_the_same_with_many_jobs_stored(b: Backend, test: &str) {
+    let _serial = exclusive().await;
+    let t = Instant::now();
+    let Some(few) = b.filled(&format!("{test}-few"), FEW).await else {
+        return;
+    };
+    let Some(many) = b.filled(&format!("{test}-many"), MANY).await else {
+        return;
+    };
+    let filled_in = t.elapsed();
+    let path = "/jobs?latency=100000";
+    let mut unsettled = String::new();
+    if let Backend::Postgres = b {
+        // Filling left two dead row versions per job (queued, running) in the status index,
+        // which the count of unfinished jobs steps over until vacuum removes them, and the
+        // table's statistics are those of an empty queue: costs of the burst that just ended,
+        // not of the jobs stored. Measured, then vacuumed and analysed as autovacuum does
+        // after such a burst (and the gateways started after, with the new statistics).
+        let gateway = many.gateway();
+        let before = median_call(&mut Conn::open(gateway.addr).await, path).await;
+        drop(gateway);
+        vacuum(&many.url).await;
+        unsettled = format!("; {before:?} with {MANY} before autovacuum's work");
+    }
+    let (gw_few, gw_many) = (few.gateway(), many.gateway());
+    let (mut c_few, mut c_many) = (
+        Conn::open(gw_few.addr).await,
+        Conn::open(gw_many.addr).await,
+    );
+    for (conn, n) in [(&mut c_few, FEW), (&mut c_many, MANY)] {
+        let j = conn.get(path).await.json();
+        assert_eq!(j["counts"]["done"], n, "{j}");
+        assert_eq!(j["enqueue_to_done_ms"]["count"], n, "{j}");
+        assert_eq!(j["by_work"]["count:1"]["count"], n / 2, "{j}");
+        assert_eq!(j["by_work"]["count:2"]["count"], n / 2, "{j}");
+        let (p50, max) = (
+            j["enqueue_to_done_ms"]["p50"].as_f64().unwrap(),
+            j["enqueue_to_done_ms"]["max"].as_f64().unwrap(),
+        );
+        assert!(p50 <= max, "{j}");
+    }
+    let mut tries = Vec::new();
+    let (t_few, t_many, ratio) = loop {
+        // Alternately, so a slow moment of the machine falls on both.
+        let (mut t_few, mut t_many) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            t_few.push(median_call(&mut c_few, path).await);
+            t_many.push(median_call(&mut c_many, path).await);
+        }
+        t_few.sort();
+        t_many.sort();
+        let (t_few, t_many) = (t_few[1], t_many[1]);
+        let ratio = t_many.as_secs_f64() / t_few.as_secs_f64();
+        tries.push(format!("{ratio:.1}x"));
+        if ratio < MOST_SLOWER || !matches!(b, Backend::Postgres) || tries.len() >= 10 {
+            break (t_few, t_many, ratio);
+        }
+        // A vacuum cannot remove row versions that another session's snapshot may still see
+        // (the test server is shared): wait for it to move on, and vacuum again.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        vacuum(&many.url).await;
+    };
+    eprintln!(
+        "jobs {test}: GET {path} takes {t_many:?} with {MANY} jobs stored, {t_few:?} with \
+         {FEW} ({ratio:.2}x; medians of {CALLS} calls, median of 3 rounds; tries {tries:?}; \
+         filled in {filled_in:?}{unsettled})"
+    );
+    assert!(
+        ratio < MOST_SLOWER,
+        "{t_many:?} with {MANY} jobs vs {t_few:?} with {FEW}: {ratio:.1}x (tries {tries:?})"
+    );
+    drop((gw_few, gw_many, few, many));
+}
+
+/// `VACUUM ANALYZE` of the jobs table, as autovacuum does after a burst of changes.
+async fn vacuum(url: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to postgres");
+    tokio::spawn(conn);
+    client
+        .batch_execute("VACUUM ANALYZE offload_jobs")
+        .await
+        .expect("vacuum");
+}
+
+mod sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_costs_the_same_with_many_jobs_stored() {
+        super::a_call_costs_the_same_with_many_jobs_stored(super::Backend::Sqlite, "jobs-cost")
+            .await
+    }
+}
+
+mod redis {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_costs_the_same_with_many_jobs_stored() {
+        super::a_call_costs_the_same_with_many_jobs_stored(super::Backend::Redis, "jobs-cost").await
+    }
+}
+
+mod postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_costs_the_same_with_many_jobs_stored() {
+        super::a_call_costs_the_same_with_many_jobs_stored(super::Backend::Postgres, "jobs-cost")
+            .await
+    }
+}
