@@ -11,7 +11,8 @@ use crate::strategy::Name;
 
 /// A strategy's `/health` p99 this many times the best one's (and over [`STALL_MS`]) is a
 /// stall worth warning about: strategies that keep the runtime free land within a few times
-/// of each other (0.1-6 ms in the README's runs), one that blocks it hundreds of times off.
+/// of each other (0.5-4 ms in the README's full run), those that block it hundreds of times
+/// off (0.9-9 s there).
 pub(super) const STALL_RATIO: f64 = 10.0;
 /// Below this `/health` p99 no one notices, whatever the ratio: half the ~100 ms at which a
 /// person starts to see a delay, and far above the few ms a busy machine's scheduler adds.
