@@ -503,6 +503,7 @@ table.runs {{ border-collapse: collapse; width: 100%; font-size: 12px; margin: 0
 table.runs th, table.runs td {{ padding: 3px 6px; text-align: right; border-bottom: 1px solid #e4e4e4; }}
 table.mix {{ border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1em; }} table.mix th, table.mix td {{ padding: 3px 6px; border-bottom: 1px solid #e4e4e4; text-align: right; white-space: nowrap; }} table.mix td:nth-child(-n+2), table.mix th:nth-child(-n+2) {{ text-align: left; }}
 table.runs th {{ font-weight: 600; vertical-align: bottom; }} table.runs td {{ white-space: nowrap; }} table.runs td:first-child, table.runs th:first-child {{ text-align: left; }}
+p.note {{ font-size: 12px; color: #555; margin-top: -0.5em; }}
 .flag {{ color: #b00; font-weight: 700; cursor: help; }} .verdict {{ background: #f3f7ff; border-left: 4px solid #1f77b4; padding: 0.5em 1em 0.5em 2em; }}
 figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 1em; }} .chart {{ max-width: 100%; height: auto; }}
 .title {{ font-weight: 600; font-size: 14px; }} .tick {{ font-size: 11px; fill: #555; }}
@@ -521,7 +522,7 @@ figure {{ margin: 0.5em 0; }} .charts {{ display: grid; grid-template-columns: r
 {node}
 <details><summary>The table as printed on the terminal</summary><pre>{table}</pre></details>
 <div class="charts">{body}</div>
-<p>Latency is measured by the client from each request's send (the /health probe: from its scheduled send, correcting coordinated omission). Timed-out requests are counted apart, never silently dropped. The /health figures count every probe that fell due: one that timed out, was cut short by the end of the run, or could not even be sent counts at the time it had waited (a lower bound).</p>
+<p>Latency is measured by the client from each request's send (the /health probe: from its scheduled send, correcting coordinated omission). Every /heavy request sent is in the table: answered, failed, timed out, or unfinished when the window closed; the /heavy latencies cover the answers only. The /health figures count every probe that fell due: one that timed out, was cut short by the end of the run, or could not even be sent counts at the time it had waited (a lower bound).</p>
 <script>
 // Marks the page once every chart has drawn marks, so a headless browser can check it.
 const charts = document.querySelectorAll("svg.chart");

@@ -14,6 +14,8 @@ mod limit;
 mod machine;
 pub mod mix;
 mod node;
+#[cfg(test)]
+mod planted;
 mod procs;
 mod report;
 mod sample;

@@ -13,8 +13,13 @@ use super::scenario::StrategyRun;
 
 /// The JSON schema of `results.json`.
 pub const SCHEMA: &str = include_str!("results.schema.json");
-/// Bumped when `results.json` changes shape.
-pub const SCHEMA_VERSION: u32 = 4;
+/// Bumped when `results.json` changes shape (5: `runs[].unfinished`,
+/// `runs[].queue.jobs_finished_in_window`, `auto`'s rate over the load's window alone,
+/// `mix.runs[].parts[].latency_with_timeouts`, `mix.runs[].health` counting every probe).
+pub const SCHEMA_VERSION: u32 = 5;
+
+/// What the table's latency columns cover, printed under it wherever it is shown.
+pub const LATENCY_NOTE: &str = "p50/p99/max: the /heavy answers that arrived in the window (any status), from send to answer; timeouts and unfinished requests (still waiting when the window closed) are counted beside them, not in them. /health: every probe that fell due, one that timed out or was cut short counted at the time it had waited (a lower bound).";
 
 /// A strategy that could not be measured, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -97,7 +102,6 @@ pub(super) fn ms(v: f64) -> String {
     }
 }
 
-/// The summary table, one row per strategy (plain text, also used in README.md).
 /// Answers that were not 2xx; for the queue, every answer but its 202s (its 503s are the cap).
 pub(super) fn non_2xx(run: &StrategyRun) -> u64 {
     let q = &run.heavy.requests;
@@ -121,6 +125,14 @@ pub(super) fn queue_cell(run: &StrategyRun) -> String {
     })
 }
 
+/// The errors, timeouts, non-2xx answers and unfinished requests of a run: with the answers,
+/// every request sent.
+pub(super) fn outcomes(run: &StrategyRun) -> [u64; 4] {
+    let q = &run.heavy.requests;
+    [q.errors, q.timeouts, non_2xx(run), run.unfinished]
+}
+
+/// The summary table, one row per strategy (plain text, also used in README.md).
 pub fn table(r: &Results) -> String {
     let mut t = String::new();
     // Wide enough for the longest name (`node:piscina` with --node).
@@ -135,7 +147,7 @@ pub fn table(r: &Results) -> String {
     );
     let _ = writeln!(
         t,
-        "{:<w$} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8} {:>6}  queue: accepted/s, backlog, drain",
+        "{:<w$} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>27} {:>26} {:>8} {:>6}  queue: accepted/s, backlog, drain",
         "strategy",
         "done",
         "req/s",
@@ -144,7 +156,7 @@ pub fn table(r: &Results) -> String {
         "p50",
         "p99",
         "max",
-        "err/timeout/!2xx",
+        "err/timeout/!2xx/unfinished",
         "/health p50/p99/max",
         "RSS MiB",
         "thr",
@@ -152,11 +164,11 @@ pub fn table(r: &Results) -> String {
     for run in &r.runs {
         let l = &run.heavy.latency;
         let b = &run.bystander.latency_with_timeouts;
-        let q = &run.heavy.requests;
-        let (non2xx, queue) = (non_2xx(run), queue_cell(run));
+        let [errors, timeouts, non2xx, unfinished] = outcomes(run);
+        let queue = queue_cell(run);
         let _ = writeln!(
             t,
-            "{:<w$} {:>8} {:>8.0} {:>7.0} {:>7} {:>8} {:>8} {:>8} {:>16} {:>26} {:>8.1} {:>6}  {}",
+            "{:<w$} {:>8} {:>8.0} {:>7.0} {:>7} {:>8} {:>8} {:>8} {:>27} {:>26} {:>8.1} {:>6}  {}",
             run.strategy,
             run.completed,
             run.completed_per_s,
@@ -165,7 +177,7 @@ pub fn table(r: &Results) -> String {
             ms(l.p50),
             ms(l.p99),
             ms(l.max),
-            format!("{}/{}/{}", q.errors, q.timeouts, non2xx),
+            format!("{errors}/{timeouts}/{non2xx}/{unfinished}"),
             format!("{} / {} / {}", ms(b.p50), ms(b.p99), ms(b.max)),
             mib(run.peak_rss_bytes),
             run.peak_threads,
@@ -175,6 +187,7 @@ pub fn table(r: &Results) -> String {
     for f in &r.failures {
         let _ = writeln!(t, "{:<w$} failed: {}", f.strategy, f.error);
     }
+    let _ = writeln!(t, "{LATENCY_NOTE}");
     if r.runs.iter().any(|x| !x.limit_flags.is_empty()) {
         let _ = writeln!(t, "{}", limit::MARKER_NOTE);
     }
@@ -195,7 +208,7 @@ fn read(r: &Results) -> Vec<String> {
         .fold(f64::INFINITY, f64::min);
     for run in &runs {
         let p99 = run.bystander.latency_with_timeouts.p99;
-        if p99 > 50.0 && p99 > 10.0 * best_bystander {
+        if super::summary::stalls(p99, best_bystander) {
             out.push(format!(
                 "{} stalls light requests: /health waited {} at p99 (max {}), against {} for the best strategy.",
                 run.strategy,
@@ -210,7 +223,7 @@ fn read(r: &Results) -> Vec<String> {
         // Only worth a sentence when one strategy's threads clearly grow with the load.
         if worst.peak_threads > 3 * fewest.max(1) && worst.peak_threads >= 16 {
             out.push(format!(
-                "{} used the most threads ({} at peak, {:.0} MiB), against {} for the leanest: threads and memory grow with load.",
+                "{} used the most threads ({} at peak, {:.0} MiB), against {} for the leanest.",
                 worst.strategy,
                 worst.peak_threads,
                 mib(worst.peak_rss_bytes),
@@ -263,6 +276,20 @@ fn read(r: &Results) -> Vec<String> {
             ));
         }
     }
+    if let Some(run) = by(crate::strategy::Name::Auto.as_str())
+        && let Some(q) = &run.queue
+    {
+        out.extend(auto_rate(run, q));
+    }
+    for run in &runs {
+        let answered = run.heavy.requests.completed;
+        if run.unfinished > answered {
+            out.push(format!(
+                "{}: {} of its {} /heavy requests were still waiting for their answer when the window closed; its p50/p99/max cover the {answered} answered.",
+                run.strategy, run.unfinished, run.heavy.requests.sent
+            ));
+        }
+    }
     let timeouts: Vec<String> = runs
         .iter()
         .filter(|x| x.heavy.requests.timeouts + x.heavy.requests.errors > 0)
@@ -280,6 +307,31 @@ fn read(r: &Results) -> Vec<String> {
         ));
     }
     out
+}
+
+/// `auto`'s req/s in its two parts, and the drain after them: its pool's 200s and its worker's
+/// jobs, both in the load's window (their sum is its req/s), then the worker alone.
+fn auto_rate(run: &StrategyRun, q: &super::scenario::QueueRun) -> Option<String> {
+    let window = run.heavy.elapsed_s;
+    if window <= 0.0 {
+        return None;
+    }
+    let answered = run.completed.saturating_sub(q.jobs_finished_in_window);
+    Some(format!(
+        "{} answered {answered} requests with 200 ({:.0}/s) and its worker finished {} jobs ({:.0}/s) in the {window:.1}s load window: {:.0}/s together, its req/s. After the load its worker alone drained {} jobs in {:.1}s{}.",
+        run.strategy,
+        answered as f64 / window,
+        q.jobs_finished_in_window,
+        q.jobs_finished_in_window as f64 / window,
+        run.completed_per_s,
+        q.backlog_at_stop,
+        q.drain_s,
+        if q.drained {
+            ""
+        } else {
+            " (the drain timed out)"
+        }
+    ))
 }
 
 /// CPU % (all the strategy's processes), RSS MiB and threads over [t, t+1).

@@ -52,6 +52,9 @@ pub struct QueueRun {
     /// Jobs finished per second while jobs were waiting (the workers' rate: from the first
     /// backlog reading above zero to the drain's end); the whole run's average if too short.
     pub completed_per_s: f64,
+    /// Jobs finished (done or failed) during the heavy load's measured window, read off
+    /// `backlog`: the same window as the load's answers, so the two can be added (`auto`).
+    pub jobs_finished_in_window: u64,
     /// From enqueue to done, over the run's finished jobs (null when none could be read).
     pub enqueue_to_done_ms: Option<Spread>,
     /// Seconds from the start of the accept phase to the end of the heavy load; the drain
@@ -132,8 +135,14 @@ pub struct StrategyRun {
     /// Requests whose 2xx answer arrived in the measured window, including those sent in
     /// the warm-up (for the queue: jobs done).
     pub completed: u64,
-    /// Work completed per second (for the queue: jobs done per second, drain included).
+    /// Work completed per second (for the queue: jobs done per second while jobs were
+    /// waiting, drain included; for `auto`: its 200s plus the jobs finished, both in the
+    /// load's measured window).
     pub completed_per_s: f64,
+    /// `/heavy` requests still waiting for their answer when the window closed (or, in an
+    /// open loop, due and never sent): in none of the latency figures and none of the
+    /// errors, timeouts or statuses, so counted here.
+    pub unfinished: u64,
     /// completed_per_s over `limit.limit_per_s`, the mean of the all-core calibrations
     /// before and after this strategy.
     pub limit_fraction: f64,
@@ -163,6 +172,7 @@ impl StrategyRun {
             strategy: m.strategy,
             completed: m.completed,
             completed_per_s: m.completed_per_s,
+            unfinished: m.heavy.requests.aborted_at_deadline + m.heavy.requests.unsent_at_deadline,
             peak_rss_bytes: m.peak_rss_bytes,
             peak_threads: m.peak_threads,
             cpu_s: m.cpu_s,
@@ -276,6 +286,8 @@ pub(super) async fn measure(
             let _ = done_tx.send(true);
             q.backlog = follower.await.context("the backlog follower")?;
             q.load_end_s = load_end_s;
+            q.jobs_finished_in_window =
+                jobs_finished_between(&q.backlog, load_end_s - heavy.elapsed_s, load_end_s);
             if let Some(rate) = busy_rate(&q.backlog) {
                 q.completed_per_s = rate;
             }
@@ -297,11 +309,14 @@ pub(super) async fn measure(
 
     let (completed, completed_per_s) = match &queue {
         // `auto` answers some requests from its pool (200) and queues the rest: both are
-        // work done, at the same time on the same cores.
+        // work done on the same cores, so both are counted over one window, the load's (its
+        // 200s, those to requests the warm-up sent included, and the jobs finished then).
+        // The drain after it is the worker alone, reported apart in the reading.
         Some(q) if strategy == Name::Auto.as_str() => {
-            let answered = heavy.requests.by_status.get("200").copied().unwrap_or(0);
-            let per_s = answered as f64 / heavy.elapsed_s.max(1e-9);
-            (answered + q.jobs_done, per_s + q.completed_per_s)
+            let answered = heavy.requests.by_status.get("200").copied().unwrap_or(0)
+                + heavy.requests.carried_over_2xx;
+            let done = answered + q.jobs_finished_in_window;
+            (done, done as f64 / heavy.elapsed_s.max(1e-9))
         }
         Some(q) => (q.jobs_done, q.completed_per_s),
         // Every 2xx that arrived in the window, including those sent in the warm-up: the
@@ -497,6 +512,28 @@ fn busy_rate(points: &[BacklogPoint]) -> Option<f64> {
     (span >= 0.5).then(|| (end.finished - first.finished) as f64 / span)
 }
 
+/// Jobs finished (done or failed) between `from` and `to` seconds, read off the cumulative
+/// counts sampled every [`BACKLOG_EVERY`], each end interpolated between the readings around it.
+pub(super) fn jobs_finished_between(points: &[BacklogPoint], from: f64, to: f64) -> u64 {
+    let at = |t: f64| -> f64 {
+        let Some(first) = points.first() else {
+            return 0.0;
+        };
+        if t <= first.t {
+            return first.finished as f64;
+        }
+        for w in points.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if t <= b.t {
+                let f = (t - a.t) / (b.t - a.t).max(1e-9);
+                return a.finished as f64 + f * (b.finished as f64 - a.finished as f64);
+            }
+        }
+        points.last().map_or(0.0, |p| p.finished as f64)
+    };
+    (at(to) - at(from)).max(0.0).round() as u64
+}
+
 /// After the load: waits until no job is queued or running (or the drain timeout).
 async fn follow_queue(
     gateway: SocketAddr,
@@ -533,6 +570,7 @@ async fn follow_queue(
         drained,
         jobs_done: counts.done,
         jobs_failed: counts.failed,
+        jobs_finished_in_window: 0,
         enqueue_to_done_ms: enqueue_to_done(gateway).await,
         load_end_s: 0.0,
         backlog: Vec::new(),
@@ -572,4 +610,22 @@ fn combined_peaks(ps: &[ProcessStats]) -> (u64, u64) {
         peaks = (peaks.0.max(rss), peaks.1.max(thr));
     }
     peaks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_in_a_window_are_interpolated_from_the_readings() {
+        let p = |t: f64, finished: u64| BacklogPoint {
+            t,
+            accepted: 1000,
+            finished,
+        };
+        let points = [p(0.0, 0), p(1.0, 100), p(2.0, 300), p(3.0, 300)];
+        assert_eq!(jobs_finished_between(&points, 0.5, 1.5), 150);
+        assert_eq!(jobs_finished_between(&points, 1.0, 9.0), 200);
+        assert_eq!(jobs_finished_between(&[], 0.0, 1.0), 0);
+    }
 }

@@ -4,17 +4,31 @@
 
 use std::fmt::Write as _;
 
+use super::limit::{DISAGREE_RATIO, LimitFlag, OVER_LIMIT};
 use super::report::Results;
 use super::scenario::StrategyRun;
 use crate::strategy::Name;
 
 /// A strategy's `/health` p99 this many times the best one's (and over [`STALL_MS`]) is a
-/// stall worth warning about.
-const STALL_RATIO: f64 = 10.0;
-/// Below this `/health` p99 no one notices, whatever the ratio.
-const STALL_MS: f64 = 50.0;
-/// Throughput within this fraction of the best in-process strategy's counts as keeping up.
-const KEEPS_UP: f64 = 0.8;
+/// stall worth warning about: strategies that keep the runtime free land within a few times
+/// of each other (0.5-4 ms in the README's full run), those that block it hundreds of times
+/// off (0.9-9 s there).
+pub(super) const STALL_RATIO: f64 = 10.0;
+/// Below this `/health` p99 no one notices, whatever the ratio: half the ~100 ms at which a
+/// person starts to see a delay, and far above the few ms a busy machine's scheduler adds.
+pub(super) const STALL_MS: f64 = 50.0;
+/// Throughput at or above this fraction of the fastest comparable in-process strategy's
+/// counts as keeping up, and among those `/health` decides. A fifth is wider than the
+/// run-to-run spread of one strategy on a quiet machine (a few percent to ~10%), so noise
+/// does not pick the winner, and a strategy that loses more than a fifth of the machine's
+/// work is not made up for by a faster `/health`.
+pub(super) const KEEPS_UP: f64 = 0.8;
+
+/// Whether a `/health` p99 of `p99` beside the best strategy's `best` is a stall: over
+/// [`STALL_MS`] and over [`STALL_RATIO`] times the best.
+pub(super) fn stalls(p99: f64, best: f64) -> bool {
+    p99 > STALL_MS && p99 > STALL_RATIO * best
+}
 
 fn ms(v: f64) -> String {
     if v >= 1000.0 {
@@ -30,6 +44,9 @@ fn health_p99(run: &StrategyRun) -> f64 {
     run.bystander.latency_with_timeouts.p99
 }
 
+/// No errors, timeouts or (but for the queue, whose 503s are its cap) non-2xx answers.
+/// Unfinished requests do not count against a run: a closed loop always has its last
+/// request per connection in flight when the window closes.
 fn clean(run: &StrategyRun) -> bool {
     let q = &run.heavy.requests;
     q.errors + q.timeouts == 0 && (run.queue.is_some() || q.non_2xx == 0)
@@ -52,41 +69,132 @@ fn pace(run: &StrategyRun) -> String {
     }
 }
 
-/// The verdict, a sentence per line: the in-process strategy to use, what `remote` and `queue`
-/// cost and buy, which strategies stall light requests, and whether the machine held still.
+/// Why a row's throughput is not compared, in figures.
+fn why_flagged(run: &StrategyRun) -> String {
+    let mut why = Vec::new();
+    if run.limit_flags.contains(&LimitFlag::CalibrationDisagrees) {
+        why.push(format!(
+            "the calibrations before and after it differ by {:.0}% ({:.0} vs {:.0} req/s)",
+            (run.limit.disagreement - 1.0) * 100.0,
+            run.limit.before.limit_per_s,
+            run.limit.after.limit_per_s
+        ));
+    }
+    if run.limit_flags.contains(&LimitFlag::OverLimit) {
+        why.push(format!(
+            "it measured {:.0}% of its limit",
+            run.limit_fraction * 100.0
+        ));
+    }
+    why.join(", and ")
+}
+
+fn names(runs: &[&StrategyRun]) -> String {
+    runs.iter()
+        .map(|x| x.strategy.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The verdict, a sentence per line, each read from the run's figures. The rules (also in
+/// the README, "How the verdict is read"):
+/// 1. Candidates are the in-process strategies without errors, timeouts or non-2xx answers;
+///    the others are named as left out.
+/// 2. Of the candidates whose %limit has no `!`, the fastest sets the bar; those at
+///    [`KEEPS_UP`] of it or more keep up. A candidate with a `!` is left out of that
+///    comparison (a sentence says why, in figures) and judged by `/health` alone.
+/// 3. Of those that kept up and those not compared, the lowest `/health` p99 is the choice.
+/// 4. `remote` and `queue` are put beside it in figures; a throughput ratio only where
+///    neither row has a `!`.
+/// 5. A strategy whose `/health` p99 is over [`STALL_MS`] and [`STALL_RATIO`] times the best
+///    stalls light requests.
+/// 6. The machine is said not to have held still only when more than half of the rows have
+///    a `!`; fewer are named as exceptions, the rest's throughput standing.
 pub fn verdict(r: &Results) -> Vec<String> {
     let mut out = Vec::new();
     let in_process: Vec<&StrategyRun> = r
         .runs
         .iter()
-        .filter(|x| Name::parse(&x.strategy).is_some_and(Name::in_process) && clean(x))
+        .filter(|x| Name::parse(&x.strategy).is_some_and(Name::in_process))
         .collect();
-    // Throughput decides only when every in-process figure can be trusted; otherwise the
-    // bystander's latency alone does (it does not depend on the machine holding still).
-    let comparable = in_process.iter().all(|x| x.limit_flags.is_empty());
-    let fastest = in_process
+    let (candidates, unclean): (Vec<&StrategyRun>, Vec<&StrategyRun>) =
+        in_process.iter().partition(|x| clean(x));
+    let (compared, uncompared): (Vec<&StrategyRun>, Vec<&StrategyRun>) =
+        candidates.iter().partition(|x| x.limit_flags.is_empty());
+    let fastest = compared
         .iter()
-        .map(|x| x.completed_per_s)
-        .fold(0.0, f64::max);
-    let choice = in_process
+        .copied()
+        .max_by(|a, b| a.completed_per_s.total_cmp(&b.completed_per_s));
+    let bar = fastest.map_or(0.0, |f| KEEPS_UP * f.completed_per_s);
+    let (kept_up, fell_short): (Vec<&StrategyRun>, Vec<&StrategyRun>) =
+        compared.iter().partition(|x| x.completed_per_s >= bar);
+    let choice = kept_up
         .iter()
-        .filter(|x| !comparable || x.completed_per_s >= KEEPS_UP * fastest)
-        .min_by(|a, b| health_p99(a).total_cmp(&health_p99(b)))
-        .copied();
+        .chain(&uncompared)
+        .copied()
+        .min_by(|a, b| health_p99(a).total_cmp(&health_p99(b)));
     let best_health = r.runs.iter().map(health_p99).fold(f64::INFINITY, f64::min);
     if let Some(c) = choice {
+        let basis = match fastest {
+            None => "Chosen by /health alone: no in-process strategy's throughput could be compared (each has a !).".to_owned(),
+            Some(f) => format!(
+                "Of the in-process strategies that kept up (at least {:.0}% of the fastest, {}'s {:.0}/s){}, it kept light requests fastest{}.",
+                KEEPS_UP * 100.0,
+                f.strategy,
+                f.completed_per_s,
+                if uncompared.is_empty() { "" } else { " and those whose throughput is not compared" },
+                if c.limit_flags.is_empty() { "" } else { "; its own throughput is not compared" },
+            ),
+        };
         out.push(format!(
-            "{}: {} with /health p99 {}, {} threads and {:.0} MiB at peak. {}",
+            "{}: {} with /health p99 {}, {} threads and {:.0} MiB at peak. {basis}",
             c.strategy,
             pace(c),
             ms(health_p99(c)),
             c.peak_threads,
             mib(c.peak_rss_bytes),
-            if comparable {
-                "Of the in-process strategies that kept up with the fastest, it kept light requests fastest."
-            } else {
-                "Of the in-process strategies it kept light requests fastest (chosen by /health alone: this run's throughput figures are not comparable)."
+        ));
+        if fastest.is_some() {
+            for x in &uncompared {
+                out.push(format!(
+                    "{}'s throughput ({:.0}/s) is left out of the comparison, and it was judged by /health alone: {}.",
+                    x.strategy,
+                    x.completed_per_s,
+                    why_flagged(x)
+                ));
             }
+        }
+        if !fell_short.is_empty() {
+            let short: Vec<String> = fell_short
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} ({:.0}/s, {:.0}%)",
+                        x.strategy,
+                        x.completed_per_s,
+                        x.completed_per_s / fastest.map_or(1.0, |f| f.completed_per_s.max(1e-9))
+                            * 100.0
+                    )
+                })
+                .collect();
+            out.push(format!(
+                "Below {:.0}% of the fastest: {}.",
+                KEEPS_UP * 100.0,
+                short.join(", ")
+            ));
+        }
+    }
+    if !unclean.is_empty() {
+        let left: Vec<String> = unclean
+            .iter()
+            .map(|x| {
+                let [e, t, n, _] = super::report::outcomes(x);
+                format!("{} ({e} errors, {t} timeouts, {n} non-2xx)", x.strategy)
+            })
+            .collect();
+        out.push(format!(
+            "Not considered, for requests that failed: {}.",
+            left.join(", ")
         ));
     }
     let forwards = |x: &&StrategyRun| {
@@ -94,6 +202,17 @@ pub fn verdict(r: &Results) -> Vec<String> {
     };
     if let Some(remote) = r.runs.iter().filter(forwards).find(|x| clean(x)) {
         let versus = choice.map_or(String::new(), |c| {
+            let flagged: Vec<&StrategyRun> = [remote, c]
+                .into_iter()
+                .filter(|x| !x.limit_flags.is_empty())
+                .collect();
+            if !flagged.is_empty() {
+                return format!(
+                    " (throughput not compared with {}'s: {} has a !)",
+                    c.strategy,
+                    names(&flagged)
+                );
+            }
             // A p50 of 0: no request both began and ended inside the window.
             let p50 = if remote.heavy.latency.p50 > 0.0 && c.heavy.latency.p50 > 0.0 {
                 format!(
@@ -110,10 +229,14 @@ pub fn verdict(r: &Results) -> Vec<String> {
                 c.strategy,
             )
         });
+        let roles: Vec<&str> = remote.processes.iter().map(|p| p.role.as_str()).collect();
         out.push(format!(
-            "remote: {}{versus}, /health p99 {}; it moves the work off this box, for a network hop and a second process ({:.0} MiB, {} threads together).",
+            "{}: {}{versus}, /health p99 {}; its {} processes ({}) took {:.0} MiB and {} threads together.",
+            remote.strategy,
             pace(remote),
             ms(health_p99(remote)),
+            roles.len(),
+            roles.join(", "),
             mib(remote.peak_rss_bytes),
             remote.peak_threads
         ));
@@ -126,14 +249,16 @@ pub fn verdict(r: &Results) -> Vec<String> {
             )
         });
         out.push(format!(
-            "queue, when a request may take longer than your clients wait: it accepted {:.0}/s while its backlog had room and finished {}{wait}.",
+            "{}: it accepted {:.0}/s while its backlog had room and finished {}; {} jobs were waiting when the load stopped{wait}.",
+            run.strategy,
             q.accept_phase.accepted_per_s,
-            pace(run)
+            pace(run),
+            q.backlog_at_stop
         ));
     }
     for run in &r.runs {
         let p99 = health_p99(run);
-        if p99 > STALL_MS && p99 > STALL_RATIO * best_health {
+        if stalls(p99, best_health) {
             out.push(format!(
                 "Not {}: light requests waited {} at p99 beside its work, against {} for the best.",
                 run.strategy,
@@ -142,13 +267,68 @@ pub fn verdict(r: &Results) -> Vec<String> {
             ));
         }
     }
-    if r.runs.iter().any(|x| !x.limit_flags.is_empty()) {
-        out.push(
-            "The machine's speed changed during this run (the ! marks): compare throughput only where no ! stands; the /health figures, threads and memory hold regardless."
-                .to_owned(),
-        );
-    }
+    out.extend(stillness(r));
     out
+}
+
+/// Whether the machine held still, from the `!`s: only when more than half of the rows have
+/// one is the run as a whole in doubt; a few are exceptions, named, the rest standing.
+fn stillness(r: &Results) -> Option<String> {
+    let flagged: Vec<&StrategyRun> = r
+        .runs
+        .iter()
+        .filter(|x| !x.limit_flags.is_empty())
+        .collect();
+    let (k, n) = (flagged.len(), r.runs.len());
+    if k == 0 {
+        return None;
+    }
+    if 2 * k > n {
+        let limits: Vec<f64> = r
+            .calibration
+            .all_core
+            .iter()
+            .map(|c| c.limit_per_s)
+            .collect();
+        let lo = limits.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = limits.iter().copied().fold(0.0, f64::max);
+        let by = |flag: LimitFlag| -> Vec<&StrategyRun> {
+            flagged
+                .iter()
+                .copied()
+                .filter(|x| x.limit_flags.contains(&flag))
+                .collect()
+        };
+        let mut why = Vec::new();
+        let disagree = by(LimitFlag::CalibrationDisagrees);
+        if !disagree.is_empty() {
+            why.push(format!(
+                "calibrations before and after differ by more than {:.0}% around {}",
+                (DISAGREE_RATIO - 1.0) * 100.0,
+                names(&disagree)
+            ));
+        }
+        let over = by(LimitFlag::OverLimit);
+        if !over.is_empty() {
+            why.push(format!(
+                "over {:.0}% of the limit: {}",
+                OVER_LIMIT * 100.0,
+                names(&over)
+            ));
+        }
+        Some(format!(
+            "The machine's speed did not hold still during this run: {k} of {n} rows have a ! ({}), and its all-core calibrations ranged {lo:.0}-{hi:.0} req/s. Compare throughput only where no ! stands; the /health figures, threads and memory hold regardless.",
+            why.join("; ")
+        ))
+    } else {
+        Some(format!(
+            "{k} of {n} rows {} a ! ({}); the calibrations around the other {} agreed within {:.0}%, and their throughput stands.",
+            if k == 1 { "has" } else { "have" },
+            names(&flagged),
+            n - k,
+            (DISAGREE_RATIO - 1.0) * 100.0
+        ))
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -162,13 +342,12 @@ fn esc(s: &str) -> String {
 /// grouped so that the table fits a 1280-px page.
 pub fn html_table(r: &Results) -> String {
     let mut t = String::from(
-        r#"<table class="runs"><thead><tr><th>strategy</th><th>done</th><th>req/s</th><th>limit</th><th>%limit</th><th>/heavy p50 / p99 / max</th><th>err / timeout / !2xx</th><th>/health p50 / p99 / max</th><th>RSS MiB</th><th>threads</th><th>queue: accepted/s, backlog, drain</th></tr></thead><tbody>"#,
+        r#"<table class="runs"><thead><tr><th>strategy</th><th>done</th><th>req/s</th><th>limit</th><th>%limit</th><th>/heavy p50 / p99 / max</th><th>err / timeout / !2xx / unfinished</th><th>/health p50 / p99 / max</th><th>RSS MiB</th><th>threads</th><th>queue: accepted/s, backlog, drain</th></tr></thead><tbody>"#,
     );
     for run in &r.runs {
         let l = &run.heavy.latency;
         let b = &run.bystander.latency_with_timeouts;
-        let q = &run.heavy.requests;
-        let non2xx = super::report::non_2xx(run);
+        let [errors, timeouts, non2xx, unfinished] = super::report::outcomes(run);
         let flag = if run.limit_flags.is_empty() {
             String::new()
         } else {
@@ -190,7 +369,7 @@ pub fn html_table(r: &Results) -> String {
         let queue = super::report::queue_cell(run);
         let _ = write!(
             t,
-            "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}%{flag}</td><td>{} / {} / {}</td><td>{} / {} / {}</td><td>{} / {} / {}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}%{flag}</td><td>{} / {} / {}</td><td>{errors} / {timeouts} / {non2xx} / {unfinished}</td><td>{} / {} / {}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
             esc(&run.strategy),
             run.completed,
             run.completed_per_s,
@@ -199,9 +378,6 @@ pub fn html_table(r: &Results) -> String {
             ms(l.p50),
             ms(l.p99),
             ms(l.max),
-            q.errors,
-            q.timeouts,
-            non2xx,
             ms(b.p50),
             ms(b.p99),
             ms(b.max),
@@ -210,18 +386,197 @@ pub fn html_table(r: &Results) -> String {
             queue
         );
     }
-    t.push_str("</tbody></table>");
+    let _ = write!(
+        t,
+        r#"</tbody></table><p class="note">{}</p>"#,
+        esc(super::report::LATENCY_NOTE)
+    );
     t
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ms;
+    use super::super::planted::{Plant, results};
+    use super::*;
+
+    /// The verdict of `plants`, each of its sentences checked to carry a figure.
+    fn read(plants: Vec<Plant>) -> Vec<String> {
+        let v = verdict(&results(plants));
+        for line in &v {
+            assert!(
+                line.bytes().any(|b| b.is_ascii_digit()),
+                "a sentence without a figure: {line}"
+            );
+        }
+        v
+    }
+
+    fn line<'a>(v: &'a [String], start: &str) -> &'a str {
+        v.iter()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in {v:#?}"))
+    }
 
     #[test]
     fn durations_read_as_a_person_writes_them() {
         assert_eq!(ms(0.26), "0.26 ms");
         assert_eq!(ms(36.4), "36 ms");
         assert_eq!(ms(8710.0), "8.71 s");
+    }
+
+    #[test]
+    fn the_choice_is_the_fastest_health_among_those_that_kept_up() {
+        // spawn keeps /health fastest but finished under 80% of blocking's 120/s; pool, at
+        // exactly 80%, kept up and beats blocking on /health.
+        let v = read(vec![
+            Plant::new("inline", 110.0, 3000.0),
+            Plant::new("spawn", 95.0, 0.5),
+            Plant::new("blocking", 120.0, 40.0),
+            Plant::new("pool", 96.0, 1.0),
+        ]);
+        let choice = &v[0];
+        assert!(
+            choice.starts_with("pool: 96/s, 64% of the all-core limit with /health p99 1.00 ms"),
+            "{v:#?}"
+        );
+        assert!(
+            choice.contains(
+                "at least 80% of the fastest, blocking's 120/s), it kept light requests fastest."
+            ),
+            "{v:#?}"
+        );
+        assert_eq!(
+            line(&v, "Below 80%"),
+            "Below 80% of the fastest: spawn (95/s, 79%)."
+        );
+        // Nothing flagged: nothing said of the machine.
+        assert!(!v.iter().any(|l| l.contains("a !")), "{v:#?}");
+    }
+
+    #[test]
+    fn a_stall_is_named_past_stall_ms_and_ten_times_the_best() {
+        assert!(stalls(STALL_MS + 1.0, 1.0));
+        assert!(
+            !stalls(STALL_MS - 1.0, 0.1),
+            "under STALL_MS: no one notices"
+        );
+        assert!(!stalls(80.0, 10.0), "8x the best is not a stall");
+        let v = read(vec![
+            Plant::new("inline", 100.0, 3000.0),
+            Plant::new("spawn", 100.0, 45.0),
+            Plant::new("pool", 100.0, 1.0),
+        ]);
+        assert_eq!(
+            line(&v, "Not "),
+            "Not inline: light requests waited 3.00 s at p99 beside its work, against 1.00 ms for the best."
+        );
+        assert_eq!(
+            v.iter().filter(|l| l.starts_with("Not ")).count(),
+            1,
+            "{v:#?}"
+        );
+    }
+
+    #[test]
+    fn one_flagged_row_is_left_out_of_throughput_and_the_machine_is_not_blamed() {
+        // pool's calibrations differ by 13%, every other row's by 2%: throughput is still
+        // compared over the others (spawn falls short of blocking), pool by /health alone.
+        let v = read(vec![
+            Plant::new("inline", 100.0, 3000.0).limits(100.0, 102.0),
+            Plant::new("spawn", 70.0, 30.0).limits(102.0, 100.0),
+            Plant::new("blocking", 100.0, 20.0).limits(100.0, 101.0),
+            Plant::new("pool", 60.0, 1.0).limits(101.0, 114.13),
+        ]);
+        assert!(
+            v[0].starts_with("pool: 60/s (its %limit is not reliable) with /health p99 1.00 ms"),
+            "{v:#?}"
+        );
+        assert!(
+            v[0].contains("blocking's 100/s) and those whose throughput is not compared, it kept light requests fastest; its own throughput is not compared."),
+            "{v:#?}"
+        );
+        assert_eq!(
+            line(&v, "pool's throughput"),
+            "pool's throughput (60/s) is left out of the comparison, and it was judged by /health alone: the calibrations before and after it differ by 13% (101 vs 114 req/s)."
+        );
+        assert_eq!(
+            line(&v, "Below"),
+            "Below 80% of the fastest: spawn (70/s, 70%)."
+        );
+        assert_eq!(
+            line(&v, "1 of 4"),
+            "1 of 4 rows has a ! (pool); the calibrations around the other 3 agreed within 10%, and their throughput stands."
+        );
+        assert!(
+            !v.iter()
+                .any(|l| l.contains("did not hold still") || l.contains("changed")),
+            "{v:#?}"
+        );
+    }
+
+    #[test]
+    fn most_rows_flagged_say_the_machine_did_not_hold_still() {
+        let v = read(vec![
+            Plant::new("spawn", 90.0, 30.0).limits(100.0, 130.0),
+            Plant::new("blocking", 120.0, 20.0).limits(130.0, 100.0),
+            Plant::new("pool", 95.0, 1.0).limits(100.0, 101.0),
+            Plant::new("remote", 200.0, 2.0).limits(101.0, 100.0),
+        ]);
+        assert_eq!(
+            line(&v, "The machine"),
+            "The machine's speed did not hold still during this run: 3 of 4 rows have a ! (calibrations before and after differ by more than 10% around spawn, blocking; over 105% of the limit: remote), and its all-core calibrations ranged 100-130 req/s. Compare throughput only where no ! stands; the /health figures, threads and memory hold regardless."
+        );
+        // pool is the only in-process row compared: it sets the bar and is chosen.
+        assert!(
+            v[0].starts_with("pool: 95/s, 95% of the all-core limit"),
+            "{v:#?}"
+        );
+        assert!(
+            line(&v, "remote:").contains("(throughput not compared with pool's: remote has a !)"),
+            "{v:#?}"
+        );
+    }
+
+    #[test]
+    fn every_in_process_row_flagged_chooses_by_health_alone() {
+        let v = read(vec![
+            Plant::new("blocking", 120.0, 20.0).limits(100.0, 130.0),
+            Plant::new("pool", 95.0, 1.0).limits(130.0, 100.0),
+        ]);
+        assert!(
+            v[0].starts_with("pool: ") && v[0].ends_with("Chosen by /health alone: no in-process strategy's throughput could be compared (each has a !)."),
+            "{v:#?}"
+        );
+        assert!(
+            line(&v, "The machine").contains("2 of 2 rows have a !"),
+            "{v:#?}"
+        );
+    }
+
+    #[test]
+    fn remote_queue_and_failed_rows_are_read_from_their_figures() {
+        let failing = crate::load::Planted {
+            answers: super::super::planted::answers(990, 200, 500.0),
+            timeouts: 5,
+            ..crate::load::Planted::default()
+        };
+        let v = read(vec![
+            Plant::new("blocking", 100.0, 20.0).heavy(failing),
+            Plant::new("pool", 100.0, 1.0),
+            Plant::new("remote", 90.0, 2.0),
+            Plant::new("queue", 80.0, 0.5).queue(5000.0, 1000, 2000.0),
+        ]);
+        assert_eq!(
+            line(&v, "Not considered"),
+            "Not considered, for requests that failed: blocking (0 errors, 5 timeouts, 0 non-2xx)."
+        );
+        assert_eq!(
+            line(&v, "remote:"),
+            "remote: 90/s, 60% of the all-core limit (0.90x pool's, p50 500 ms against 500 ms), /health p99 2.00 ms; its 2 processes (compute, gateway) took 20 MiB and 10 threads together."
+        );
+        assert_eq!(
+            line(&v, "queue:"),
+            "queue: it accepted 5000/s while its backlog had room and finished 80/s, 53% of the all-core limit; 1000 jobs were waiting when the load stopped; under this load a job waited 2.00 s from enqueue to done at p50."
+        );
     }
 }

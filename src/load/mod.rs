@@ -39,6 +39,8 @@ pub use report::{
     ABORT_NOTE, LatencyStats, RETRY_NOTE, RateStats, Report, Requests, RetryAfterStats,
     SCHEMA_VERSION, Second, TIMEOUT_NOTE,
 };
+#[cfg(test)]
+pub(crate) use report::{Planted, planted};
 pub use run::{Progress, run, run_mix};
 pub use stats::{ErrorCounts, ProtocolCounts, TimeoutCounts};
 pub use wire::MAX_HEAD;

@@ -387,6 +387,48 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
     }
 }
 
+/// What a planted report holds: for other parts' report tests, which need a [`Report`] with
+/// known figures and no server behind it.
+#[cfg(test)]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Planted {
+    /// Full answers, each (status, latency), spread evenly over the window.
+    pub answers: Vec<(u16, Duration)>,
+    /// Requests given up on at the plan's timeout.
+    pub timeouts: u64,
+    /// Requests still in flight at the deadline, each having waited `cut_after`.
+    pub unfinished: u64,
+    pub cut_after: Duration,
+}
+
+/// A report of `p`'s figures over `elapsed`, recorded and built as a run records and builds
+/// them, so every derived figure (percentiles, the timeline, `latency_with_timeouts`) is
+/// what a run with those outcomes reports.
+#[cfg(test)]
+pub(crate) fn planted(plan: &Plan, p: &Planted, elapsed: Duration) -> Report {
+    use super::stats::Completed;
+    let mut rec = Recorder::new(matches!(plan.mode(), Mode::Open { .. }));
+    let seconds = (elapsed.as_secs_f64().ceil() as usize).max(1);
+    let n = p.answers.len().max(1);
+    for (i, &(status, latency)) in p.answers.iter().enumerate() {
+        let done = Completed {
+            status,
+            latency,
+            uncorrected: latency,
+            first_byte: latency,
+            bytes: 100,
+        };
+        rec.completed(done, i * seconds / n);
+    }
+    for _ in 0..p.timeouts {
+        rec.timed_out(plan.timeout(), seconds - 1, super::wire::Stage::Nothing);
+    }
+    for _ in 0..p.unfinished {
+        rec.aborted(p.cut_after);
+    }
+    build(plan, &rec.finish(), elapsed, SystemTime::now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

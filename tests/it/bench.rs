@@ -124,7 +124,21 @@ fn quick_bench_reports_every_strategy_and_cleans_up() {
             run["peak_threads"].as_u64().unwrap() > 0,
             "{name} was not sampled"
         );
+        // Every request sent is in the row: the unfinished ones beside the rest.
+        let q = &run["heavy"]["requests"];
+        let n = |k: &str| q[k].as_u64().unwrap();
+        assert_eq!(
+            run["unfinished"].as_u64(),
+            Some(n("aborted_at_deadline") + n("unsent_at_deadline")),
+            "{name}"
+        );
+        assert_eq!(
+            n("sent"),
+            n("completed") + n("timeouts") + n("errors") + n("aborted_at_deadline"),
+            "{name}"
+        );
     }
+    assert!(stdout.contains("err/timeout/!2xx/unfinished"), "{stdout}");
     let p99 = |name: &str| {
         runs.iter().find(|r| r["strategy"] == name).unwrap()["bystander"]["latency_with_timeouts"]["p99"]
             .as_f64()

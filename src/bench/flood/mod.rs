@@ -17,7 +17,7 @@ use super::limit::{Bracket, LimitFlag};
 use super::machine::CalibrationPlan;
 use super::report::ms;
 use super::sample::Sample;
-use super::scenario::{BacklogPoint, StrategyRun};
+use super::scenario::StrategyRun;
 use super::{ProgressLine, Settings};
 use crate::load::{MAX_CONNECTIONS, Report, RetryAfterStats};
 use crate::strategy::Name;
@@ -160,10 +160,7 @@ impl FloodRow {
             q.carried_over_2xx
         };
         let ok = status("200") + carried;
-        let jobs = run
-            .queue
-            .as_ref()
-            .map(|x| jobs_finished_between(&x.backlog, x.load_end_s - h.elapsed_s, x.load_end_s));
+        let jobs = run.queue.as_ref().map(|x| x.jobs_finished_in_window);
         let goodput = match (name, jobs) {
             // The pool's answers and the worker's jobs, on the same cores at the same time.
             (Some(Name::Auto), Some(j)) => ok + j,
@@ -220,28 +217,6 @@ impl FloodRow {
             "plain"
         }
     }
-}
-
-/// Jobs finished (done or failed) between `from` and `to` seconds, read off the cumulative
-/// counts sampled every 250 ms, each end interpolated between the readings around it.
-fn jobs_finished_between(points: &[BacklogPoint], from: f64, to: f64) -> u64 {
-    let at = |t: f64| -> f64 {
-        let Some(first) = points.first() else {
-            return 0.0;
-        };
-        if t <= first.t {
-            return first.finished as f64;
-        }
-        for w in points.windows(2) {
-            let (a, b) = (w[0], w[1]);
-            if t <= b.t {
-                let f = (t - a.t) / (b.t - a.t).max(1e-9);
-                return a.finished as f64 + f * (b.finished as f64 - a.finished as f64);
-            }
-        }
-        points.last().map_or(0.0, |p| p.finished as f64)
-    };
-    (at(to) - at(from)).max(0.0).round() as u64
 }
 
 /// CPU seconds per second of one process between `from` and `to` (seconds since sampling
@@ -481,19 +456,6 @@ mod tests {
             row_plan(&[50, 200]),
             [(50, false), (200, false), (200, true)]
         );
-    }
-
-    #[test]
-    fn jobs_in_a_window_are_interpolated_from_the_readings() {
-        let p = |t: f64, finished: u64| BacklogPoint {
-            t,
-            accepted: 1000,
-            finished,
-        };
-        let points = [p(0.0, 0), p(1.0, 100), p(2.0, 300), p(3.0, 300)];
-        assert_eq!(jobs_finished_between(&points, 0.5, 1.5), 150);
-        assert_eq!(jobs_finished_between(&points, 1.0, 9.0), 200);
-        assert_eq!(jobs_finished_between(&[], 0.0, 1.0), 0);
     }
 
     #[test]
