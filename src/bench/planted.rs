@@ -189,7 +189,7 @@ fn settings(runs: &[StrategyRun]) -> Settings {
         work: "count:20000000".into(),
         work_query: "work=count&n=20000000".into(),
         queue_url: "sqlite:///tmp/planted/queue.db".into(),
-        queue_name: "planted".into(),
+        queue_name: crate::queue::QueueName::new("planted").expect("a valid name"),
         probe_rate: 20.0,
         timeout: Duration::from_secs(30),
         max_backlog: 10_000,
