@@ -1,6 +1,9 @@
 //! What the parts' metrics share: the latency buckets, the label sets, and the Prometheus text
 //! of a server's [`Registry`]. The metrics are `prometheus-client`'s: each part keeps the
-//! handles it records to (one atomic add each) and registers them once, at start.
+//! handles it records to and registers them once, at start, in its server's registry. A
+//! family's series with a fixed set of labels are made at start (`get_or_create_owned`): each
+//! shows from the first scrape (a count of zero is an answer), and recording to one is an
+//! atomic add, with no lookup.
 
 use std::hash::Hash;
 use std::sync::atomic::AtomicU64;
@@ -39,16 +42,9 @@ pub fn latencies<S: Clone + Hash + Eq>() -> Latencies<S> {
     Family::new_with_constructor(latency)
 }
 
-/// The series of `family` for each label set, made now: every series shows from the first
-/// scrape (a count of zero is an answer), and the handles are recorded to without a lookup.
-pub fn series<S: Clone + Hash + Eq, M: Clone + Default, const N: usize>(
-    family: &Family<S, M>,
-    labels: [S; N],
-) -> [M; N] {
-    labels.map(|l| family.get_or_create_owned(&l))
-}
-
-/// The registry's metrics as Prometheus text.
+/// The registry's metrics as Prometheus text, version 0.0.4 rather than OpenMetrics: the same
+/// text `/metrics` has always served (a counter's HELP and TYPE name it with its `_total`, no
+/// `# EOF`), so scrapers and the tests' line parser read it as before.
 pub fn encode(registry: &Registry) -> String {
     let mut out = String::with_capacity(16 * 1024);
     // Writing to a String does not fail, nor do the metrics' own encoders.
@@ -90,11 +86,6 @@ pub struct Work {
     pub work: &'static str,
 }
 
-/// `outcome` label sets for each of `outcomes`, for [`series`].
-pub fn outcomes<const N: usize>(outcomes: [&'static str; N]) -> [Outcome; N] {
-    outcomes.map(|outcome| Outcome { outcome })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,7 +96,7 @@ mod tests {
         let h = latencies::<Route>();
         registry.register("x_seconds", "Latency", h.clone());
         let c = Family::<Outcome, Counter>::default();
-        let [ok] = series(&c, outcomes(["ok"]));
+        let ok = c.get_or_create_owned(&Outcome { outcome: "ok" });
         registry.register("x_requests", "Requests", c);
         let a = h.get_or_create_owned(&Route { route: "/a" });
         a.observe(30e-6);

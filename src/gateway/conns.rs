@@ -37,7 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tower_service::Service as _;
 
-use crate::metrics::{ConstGauge, Counter, Family, Gauge, Kind, Reason, Registry, series};
+use crate::metrics::{ConstGauge, Counter, Family, Gauge, Kind, Reason, Registry};
 
 /// Default header timeout: a head takes one round trip from any client that means to send
 /// it; 10 s is HAProxy's usual `timeout http-request` (nginx's default is 60 s).
@@ -215,10 +215,11 @@ impl Conns {
             closing: AtomicUsize::new(0),
             open: Gauge::default(),
             accepted: Counter::default(),
-            closed: series(&closed_by, CLOSED.map(|reason| Reason { reason })),
+            closed: CLOSED.map(|reason| closed_by.get_or_create_owned(&Reason { reason })),
             closed_by,
             refused: Counter::default(),
-            accept_errors: series(&accept_errors_by, ACCEPT_ERRORS.map(|kind| Kind { kind })),
+            accept_errors: ACCEPT_ERRORS
+                .map(|kind| accept_errors_by.get_or_create_owned(&Kind { kind })),
             accept_errors_by,
         }
     }

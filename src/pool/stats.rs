@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use crate::metrics::{
-    Counter, Family, FloatGauge, Gauge, Histogram, Outcome, Work, latency, outcomes, series,
-};
+use crate::metrics::{Counter, Family, FloatGauge, Gauge, Histogram, Outcome, Work, latency};
 
 /// The pool's metrics: what it records, and the gauges set from its state at each scrape.
 #[derive(Debug)]
@@ -32,38 +30,17 @@ pub(super) struct Counters {
 impl Default for Counters {
     fn default() -> Self {
         let tasks = Family::default();
-        let [
-            submitted,
-            rejected,
-            late,
-            started,
-            completed,
-            expired,
-            cancelled,
-            panicked,
-        ] = series(
-            &tasks,
-            outcomes([
-                "submitted",
-                "rejected",
-                "late",
-                "started",
-                "completed",
-                "expired",
-                "cancelled",
-                "panicked",
-            ]),
-        );
+        let c = |outcome| tasks.get_or_create_owned(&Outcome { outcome });
         Counters {
+            submitted: c("submitted"),
+            rejected: c("rejected"),
+            late: c("late"),
+            started: c("started"),
+            completed: c("completed"),
+            expired: c("expired"),
+            cancelled: c("cancelled"),
+            panicked: c("panicked"),
             tasks,
-            submitted,
-            rejected,
-            late,
-            started,
-            completed,
-            expired,
-            cancelled,
-            panicked,
             busy_us: Counter::default(),
             wait: latency(),
             run: latency(),

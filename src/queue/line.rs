@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::{EnqueueError, JobId, JobQueue, NewJob, Queue, QueueError};
-use crate::metrics::{Counter, Family, FloatGauge, Gauge, Outcome, Registry, outcomes, series};
+use crate::metrics::{Counter, Family, FloatGauge, Gauge, Outcome, Registry};
 
 /// Most jobs the pump stores at once: enough to move the line at tens of thousands of jobs a
 /// second against a store with a millisecond's round trip, few enough that a full store sees a
@@ -107,8 +107,7 @@ impl Line {
     /// A line in front of `queue`, holding at most `max_waiting` requests.
     pub fn new(queue: Queue, max_waiting: usize, store_wait: Duration) -> Line {
         let by_outcome = Family::default();
-        let [stored, ran_out, refused] =
-            series(&by_outcome, outcomes(["stored", "wait_ran_out", "refused"]));
+        let c = |outcome| by_outcome.get_or_create_owned(&Outcome { outcome });
         Line {
             inner: Arc::new(Inner {
                 queue,
@@ -123,10 +122,10 @@ impl Line {
                 }),
                 max_waiting: max_waiting.max(1),
                 store_wait,
+                stored: c("stored"),
+                ran_out: c("wait_ran_out"),
+                refused: c("refused"),
                 outcomes: by_outcome,
-                stored,
-                ran_out,
-                refused,
                 waiting: Gauge::default(),
                 drain: FloatGauge::default(),
             }),

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Done, ExecError, PoolStrategy, QueueStrategy};
-use crate::metrics::{Counter, Family, Histogram, Registry, Route, series};
+use crate::metrics::{Counter, Family, Histogram, Registry, Route};
 use crate::pool::Budget;
 use crate::prefer::Prefer;
 use crate::queue::JobId;
@@ -51,14 +51,14 @@ pub enum Routed {
 impl Auto {
     pub fn new(pool: PoolStrategy, queue: QueueStrategy, wait: Duration) -> Auto {
         let routed = Family::default();
-        let [to_pool, to_queue] = series(&routed, ["pool", "queue"].map(|route| Route { route }));
+        let c = |route| routed.get_or_create_owned(&Route { route });
         Auto {
             pool,
             queue,
             wait,
+            to_pool: c("pool"),
+            to_queue: c("queue"),
             routed,
-            to_pool,
-            to_queue,
             over_budget: Counter::default(),
             error: Histogram::new(ERROR_BUCKETS),
         }

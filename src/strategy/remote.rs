@@ -46,7 +46,7 @@ use super::{Done, ExecError, RETRY_AFTER_SECS};
 use prometheus_client::encoding::EncodeLabelSet;
 
 use crate::metrics::{
-    Counter, Family, FloatGauge, Gauge, Histogram, Latencies, Registry, latencies, series,
+    Counter, Family, FloatGauge, Gauge, Histogram, Latencies, Registry, latencies,
 };
 use crate::work::Work;
 
@@ -161,29 +161,28 @@ impl Remote {
                     .parse::<Uri>()
                     .map_err(|e| format!("{uri}: {e}"))
             };
-            let [ok, failed, refused, overloaded, lost] = series(
-                &metrics.requests,
-                ["ok", "failed", "refused", "overloaded", "lost"].map(|outcome| BackendOutcome {
-                    backend: base.clone(),
-                    outcome,
-                }),
-            );
+            let request = |outcome| {
+                let backend = base.clone();
+                metrics
+                    .requests
+                    .get_or_create_owned(&BackendOutcome { backend, outcome })
+            };
             let label = BackendLabel {
                 backend: base.clone(),
             };
             backends.push(Backend {
                 compute: parse("/compute")?,
                 health: parse("/health")?,
-                base,
                 up: AtomicBool::new(true),
                 downs: watch::Sender::new(0),
                 latency: metrics.latency.get_or_create_owned(&label),
                 label,
-                ok,
-                failed,
-                refused,
-                overloaded,
-                lost,
+                ok: request("ok"),
+                failed: request("failed"),
+                refused: request("refused"),
+                overloaded: request("overloaded"),
+                lost: request("lost"),
+                base,
             });
         }
         let mut connector = HttpConnector::new();

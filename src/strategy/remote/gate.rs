@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::Backend;
 use crate::admission::{self, Cost, CostModel};
-use crate::metrics::{Counter, Family, FloatGauge, Gauge, Outcome, Registry, outcomes, series};
+use crate::metrics::{Counter, Family, FloatGauge, Gauge, Outcome, Registry};
 use crate::strategy::{Done, ExecError, RETRY_AFTER_SECS};
 
 /// The gateway's queue and each backend's room: who may send to which backend, and when.
@@ -102,8 +102,7 @@ impl Gate {
             backends.len()
         ];
         let requests = Family::default();
-        let [late, full, retried, resent] =
-            series(&requests, outcomes(["late", "full", "retried", "resent"]));
+        let c = |outcome| requests.get_or_create_owned(&Outcome { outcome });
         Gate {
             state: Mutex::new(GateState {
                 waiting: VecDeque::new(),
@@ -113,11 +112,11 @@ impl Gate {
             model: CostModel::default(),
             max_queue: max_queue.max(1),
             next: AtomicUsize::new(0),
+            late: c("late"),
+            full: c("full"),
+            retried: c("retried"),
+            resent: c("resent"),
             requests,
-            late,
-            full,
-            retried,
-            resent,
             depth: Gauge::default(),
             predicted_wait: FloatGauge::default(),
         }
