@@ -347,6 +347,7 @@ impl Conns {
         );
     }
 
+    /// Registers the connection gauges and counters (`offload_connections_*`, accept errors).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "offload_connections_open",

@@ -89,6 +89,7 @@ impl RequestMetrics {
         InFlight(&self.in_flight)
     }
 
+    /// Registers the request metrics (`offload_http_*`, `offload_work_handed_off_total`).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "offload_http_in_flight",

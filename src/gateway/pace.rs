@@ -98,6 +98,7 @@ impl Pacer {
         }
     }
 
+    /// Registers the refusal counters (`offload_refusals_*`).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "offload_refusals",

@@ -230,6 +230,7 @@ impl Line {
         answer.unwrap_or_else(|_| Err(QueueError::Closed.into()))
     }
 
+    /// Registers the line's gauges and counters (`offload_queue_line_*`).
     pub fn register(&self, registry: &mut Registry) {
         let inner = &self.inner;
         registry.register(

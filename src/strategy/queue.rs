@@ -178,6 +178,8 @@ impl QueueStrategy {
         ExecError::Unavailable(e.to_string())
     }
 
+    /// Registers the line's metrics and the store's (`offload_queue_up`, `offload_jobs`,
+    /// `offload_job_stalls_total`).
     pub fn register(&self, registry: &mut Registry) {
         self.line.register(registry);
         let m = &self.metrics;

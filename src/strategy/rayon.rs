@@ -108,6 +108,7 @@ impl Rayon {
         self.max_inflight
     }
 
+    /// Registers the admission gauges (`offload_compute_*`).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "offload_compute_in_flight",
@@ -121,6 +122,7 @@ impl Rayon {
         );
     }
 
+    /// Sets the in-flight gauge, before a scrape.
     pub fn refresh_metrics(&self) {
         self.in_flight_gauge.set(self.in_flight() as i64);
     }

@@ -282,6 +282,7 @@ impl Gate {
         self.dispatch(&mut st);
     }
 
+    /// Registers the gateway's queue and its decisions (`offload_remote_*`).
     pub(super) fn register(&self, registry: &mut Registry) {
         registry.register(
             "offload_remote_queue_depth",
@@ -301,6 +302,7 @@ impl Gate {
         );
     }
 
+    /// Sets the queue's depth and predicted wait, before a scrape.
     pub(super) fn refresh_metrics(&self) {
         let st = self.state.lock().expect("gate lock");
         self.depth.set(st.waiting.len() as i64);
