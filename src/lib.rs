@@ -12,7 +12,8 @@
 //! - [`strategy`]: one file per strategy, one enum over them.
 //! - [`compute`]: the compute service router (`POST /compute`).
 //! - [`gateway`]: the axum router: `/heavy`, `/health`, `/metrics`; errors to responses.
-//! - [`metrics`]: counters, histograms, Prometheus text.
+//! - [`metrics`]: latency buckets and label sets shared by the parts' `prometheus-client`
+//!   metrics, and the Prometheus text of a server's registry.
 //! - [`load`]: the load generator (knows nothing of offload's servers).
 //! - [`logs`]: errors logged at most once a second per kind, every one counted.
 //! - [`queue`]: the job queue layer, SQLite, Redis and Postgres backends (no HTTP in it).

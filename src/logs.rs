@@ -8,10 +8,11 @@
 //! crate::throttled!("queue_unavailable", error, error = %e, "request failed");
 //! ```
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{LazyLock, OnceLock};
 use std::time::Instant;
+
+use crate::metrics::{Counter, Family, Kind, Registry};
 
 /// At most one line a second per kind.
 const EVERY_MS: u64 = 1_000;
@@ -20,41 +21,36 @@ const EVERY_MS: u64 = 1_000;
 #[derive(Debug)]
 pub struct Site {
     kind: &'static str,
-    total: AtomicU64,
+    /// This kind's series of [`EVENTS`], found on the first event.
+    total: OnceLock<Counter>,
     held_back: AtomicU64,
     /// Milliseconds since [`epoch`] before which no line is written.
     next_ms: AtomicU64,
-    registered: AtomicBool,
 }
+
+/// Events by kind. One for the process, as the call sites are: every server's registry shows
+/// it.
+static EVENTS: LazyLock<Family<Kind, Counter>> = LazyLock::new(Family::default);
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn sites() -> &'static Mutex<Vec<&'static Site>> {
-    static SITES: Mutex<Vec<&'static Site>> = Mutex::new(Vec::new());
-    &SITES
-}
-
 impl Site {
     pub const fn new(kind: &'static str) -> Site {
         Site {
             kind,
-            total: AtomicU64::new(0),
+            total: OnceLock::new(),
             held_back: AtomicU64::new(0),
             next_ms: AtomicU64::new(0),
-            registered: AtomicBool::new(false),
         }
     }
 
     /// Counts one event; `Some(held back)` when it may be written now, with the number of
     /// events of this kind not written since the last line.
     pub fn admit(&'static self) -> Option<u64> {
-        if !self.registered.swap(true, Relaxed) {
-            sites().lock().expect("log sites").push(self);
-        }
-        self.total.fetch_add(1, Relaxed);
+        self.total().inc();
         let now = epoch().elapsed().as_millis() as u64;
         let next = self.next_ms.load(Relaxed);
         if now >= next
@@ -70,8 +66,9 @@ impl Site {
         }
     }
 
-    pub fn total(&self) -> u64 {
-        self.total.load(Relaxed)
+    fn total(&self) -> &Counter {
+        self.total
+            .get_or_init(|| EVENTS.get_or_create_owned(&Kind { kind: self.kind }))
     }
 }
 
@@ -87,21 +84,14 @@ macro_rules! throttled {
     }};
 }
 
-/// `offload_log_events_total{kind}`: every event of each kind seen so far, written or not.
-pub fn render_metrics(out: &mut String) {
-    let mut by_kind: std::collections::BTreeMap<&str, u64> = Default::default();
-    for s in sites().lock().expect("log sites").iter() {
-        *by_kind.entry(s.kind).or_default() += s.total();
-    }
-    crate::metrics::header(
-        out,
-        "offload_log_events_total",
-        "counter",
-        "Errors and warnings by kind, each counted though repeats are written at most once a second.",
+/// Registers `offload_log_events_total{kind}`: every event of each kind seen so far, written
+/// or not.
+pub fn register(registry: &mut Registry) {
+    registry.register(
+        "offload_log_events",
+        "Errors and warnings by kind, each counted though repeats are written at most once a second",
+        EVENTS.clone(),
     );
-    for (kind, n) in by_kind {
-        let _ = writeln!(out, "offload_log_events_total{{kind=\"{kind}\"}} {n}");
-    }
 }
 
 #[cfg(test)]
@@ -115,12 +105,13 @@ mod tests {
         assert_eq!(written[0], Some(0), "the first event is written at once");
         // The burst takes far less than a second, so the rest are held back.
         assert!(written[1..].iter().all(Option::is_none));
-        assert_eq!(SITE.total(), 1_000);
+        assert_eq!(SITE.total().get(), 1_000);
         // A second later the next line carries the count held back.
         SITE.next_ms.store(0, Relaxed);
         assert_eq!(SITE.admit(), Some(999));
-        let mut out = String::new();
-        render_metrics(&mut out);
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let out = crate::metrics::encode(&registry);
         assert!(out.contains("offload_log_events_total{kind=\"test_burst\"} 1001"));
     }
 }

@@ -1,9 +1,19 @@
-//! Lock-free counters and fixed-bucket latency histograms, and the Prometheus text they
-//! render to. Buckets are fixed so that recording is one atomic add, with no allocation.
+//! What the parts' metrics share: the latency buckets, the label sets, and the Prometheus text
+//! of a server's [`Registry`]. The metrics are `prometheus-client`'s: each part keeps the
+//! handles it records to and registers them once, at start, in its server's registry. A
+//! family's series with a fixed set of labels are made at start (`get_or_create_owned`): each
+//! shows from the first scrape (a count of zero is an answer), and recording to one is an
+//! atomic add, with no lookup.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::family::Family;
+pub use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+pub use prometheus_client::metrics::histogram::Histogram;
+pub use prometheus_client::registry::Registry;
 
 /// Upper bounds of the histogram buckets in seconds: 50 µs to 60 s, about 2.5x apart,
 /// covering a pool hand-off at the bottom and a deadline-bound heavy request at the top.
@@ -12,96 +22,68 @@ pub const BUCKETS: [f64; 18] = [
     2.5, 5.0, 10.0, 60.0,
 ];
 
-/// A monotonic counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// Prometheus text, version 0.0.4: what [`encode`] writes.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-impl Counter {
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
+/// A gauge of a fraction or a time in seconds.
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+/// A counter of time in seconds.
+pub type FloatCounter = Counter<f64, AtomicU64>;
+/// Latency histograms on [`BUCKETS`], by label set.
+pub type Latencies<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// A latency histogram on [`BUCKETS`].
+pub fn latency() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-/// A gauge that goes up and down.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
-
-impl Gauge {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Relaxed);
-    }
-    pub fn dec(&self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
-    }
+/// An empty family of latency histograms on [`BUCKETS`].
+pub fn latencies<S: Clone + Hash + Eq>() -> Latencies<S> {
+    Family::new_with_constructor(latency)
 }
 
-/// A latency histogram with Prometheus buckets (cumulative on output).
-#[derive(Debug, Default)]
-pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_us: AtomicU64,
+/// The registry's metrics as Prometheus text, version 0.0.4 rather than OpenMetrics: the same
+/// text `/metrics` has always served (a counter's HELP and TYPE name it with its `_total`, no
+/// `# EOF`), so scrapers and the tests' line parser read it as before.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing to a String does not fail, nor do the metrics' own encoders.
+    prometheus_client::encoding::prometheus_text::encode(&mut out, registry)
+        .expect("metrics encode to a String");
+    out
 }
 
-impl Histogram {
-    pub fn record(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = BUCKETS
-            .iter()
-            .position(|&b| s <= b)
-            .unwrap_or(BUCKETS.len());
-        self.counts[i].fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
-    }
+// Label sets, one key each. The values are a fixed set known at build time, so a label is a
+// `&'static str` and recording allocates nothing.
 
-    /// The number of values recorded.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Relaxed)).sum()
-    }
-
-    /// Writes `name_bucket`, `name_sum` and `name_count` lines with the given labels
-    /// (`labels` is empty or like `route="/heavy"`).
-    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cum = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cum += self.counts[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cum}");
-        }
-        cum += self.counts[BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cum}");
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(
-            out,
-            "{name}_sum{braces} {}",
-            self.sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{braces} {cum}");
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: &'static str,
 }
 
-/// Writes a `# HELP` and `# TYPE` header.
-pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: &'static str,
 }
 
-/// Writes one sample line.
-pub fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
-    if labels.is_empty() {
-        let _ = writeln!(out, "{name} {value}");
-    } else {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Route {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct State {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Work {
+    pub work: &'static str,
 }
 
 #[cfg(test)]
@@ -109,30 +91,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_renders_cumulative_buckets() {
-        let h = Histogram::default();
-        h.record(Duration::from_micros(30));
-        h.record(Duration::from_millis(3));
-        h.record(Duration::from_secs(100));
-        let mut s = String::new();
-        h.render(&mut s, "x_seconds", "route=\"/a\"");
-        assert!(
-            s.contains("x_seconds_bucket{route=\"/a\",le=\"0.00005\"} 1\n"),
-            "{s}"
-        );
-        assert!(
-            s.contains("x_seconds_bucket{route=\"/a\",le=\"0.005\"} 2\n"),
-            "{s}"
-        );
-        assert!(
-            s.contains("x_seconds_bucket{route=\"/a\",le=\"60\"} 2\n"),
-            "{s}"
-        );
-        assert!(
-            s.contains("x_seconds_bucket{route=\"/a\",le=\"+Inf\"} 3\n"),
-            "{s}"
-        );
-        assert!(s.contains("x_seconds_count{route=\"/a\"} 3\n"), "{s}");
-        assert_eq!(h.count(), 3);
+    fn histograms_keep_the_buckets_and_counters_their_names() {
+        let mut registry = Registry::default();
+        let h = latencies::<Route>();
+        registry.register("x_seconds", "Latency", h.clone());
+        let c = Family::<Outcome, Counter>::default();
+        let ok = c.get_or_create_owned(&Outcome { outcome: "ok" });
+        registry.register("x_requests", "Requests", c);
+        let a = h.get_or_create_owned(&Route { route: "/a" });
+        a.observe(30e-6);
+        a.observe(3e-3);
+        a.observe(100.0);
+        ok.inc_by(2);
+        let s = encode(&registry);
+        for line in [
+            "# TYPE x_seconds histogram\n",
+            "x_seconds_bucket{route=\"/a\",le=\"5e-05\"} 1\n",
+            "x_seconds_bucket{route=\"/a\",le=\"0.005\"} 2\n",
+            "x_seconds_bucket{route=\"/a\",le=\"60\"} 2\n",
+            "x_seconds_bucket{route=\"/a\",le=\"+Inf\"} 3\n",
+            "x_seconds_count{route=\"/a\"} 3\n",
+            "# HELP x_requests_total Requests.\n",
+            "# TYPE x_requests_total counter\n",
+            "x_requests_total{outcome=\"ok\"} 2\n",
+        ] {
+            assert!(s.contains(line), "no {line:?} in\n{s}");
+        }
+        assert!(!s.contains("# EOF"), "{s}");
     }
 }

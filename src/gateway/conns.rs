@@ -21,7 +21,6 @@
 //! one sweep over the connections a few times a second, not a timer per connection.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -38,7 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tower_service::Service as _;
 
-use crate::metrics::{Counter, header, sample};
+use crate::metrics::{ConstGauge, Counter, Family, Gauge, Kind, Reason, Registry};
 
 /// Default header timeout: a head takes one round trip from any client that means to send
 /// it; 10 s is HAProxy's usual `timeout http-request` (nginx's default is 60 s).
@@ -187,11 +186,17 @@ pub struct Conns {
     slots: Mutex<HashMap<u64, Arc<Slot>>>,
     /// Connections told to close whose tasks have not ended yet.
     closing: AtomicUsize,
+    /// `slots`' length, kept beside it so a scrape does not take the lock.
+    open: Gauge,
     accepted: Counter,
+    /// By reason; `closed` holds its series, indexed by [`Closed`].
+    closed_by: Family<Reason, Counter>,
     closed: [Counter; 3],
     /// New connections closed at once: the cap was reached and every connection had a
     /// request in service.
     refused: Counter,
+    /// By kind; `accept_errors` holds its series, indexed as [`ACCEPT_ERRORS`].
+    accept_errors_by: Family<Kind, Counter>,
     accept_errors: [Counter; 3],
 }
 
@@ -199,6 +204,8 @@ const ACCEPT_ERRORS: [&str; 3] = ["open_files", "memory", "other"];
 
 impl Conns {
     pub fn new(limits: ConnLimits, open_files: u64) -> Conns {
+        let closed_by = Family::default();
+        let accept_errors_by = Family::default();
         Conns {
             limits,
             open_files,
@@ -206,10 +213,14 @@ impl Conns {
             next_id: AtomicU64::new(0),
             slots: Mutex::default(),
             closing: AtomicUsize::new(0),
+            open: Gauge::default(),
             accepted: Counter::default(),
-            closed: Default::default(),
+            closed: CLOSED.map(|reason| closed_by.get_or_create_owned(&Reason { reason })),
+            closed_by,
             refused: Counter::default(),
-            accept_errors: Default::default(),
+            accept_errors: ACCEPT_ERRORS
+                .map(|kind| accept_errors_by.get_or_create_owned(&Kind { kind })),
+            accept_errors_by,
         }
     }
 
@@ -242,15 +253,17 @@ impl Conns {
             .lock()
             .expect("conns")
             .insert(id, Arc::clone(&slot));
-        self.accepted.add(1);
+        self.open.inc();
+        self.accepted.inc();
         (id, slot)
     }
 
     fn remove(&self, id: u64, slot: &Slot) {
         self.slots.lock().expect("conns").remove(&id);
+        self.open.dec();
         if slot.state.load(Relaxed) == CLOSING {
             self.closing.fetch_sub(1, Relaxed);
-            self.closed[slot.reason.load(Relaxed) as usize].add(1);
+            self.closed[slot.reason.load(Relaxed) as usize].inc();
         }
     }
 
@@ -324,7 +337,7 @@ impl Conns {
             Some(libc::ENOBUFS | libc::ENOMEM) => 1,
             _ => 2,
         };
-        self.accept_errors[kind].add(1);
+        self.accept_errors[kind].inc();
         crate::throttled!(
             "accept_failed",
             error,
@@ -334,82 +347,45 @@ impl Conns {
         );
     }
 
-    pub fn render_metrics(&self, out: &mut String) {
-        let open = self.slots.lock().expect("conns").len();
-        header(
-            out,
+    /// Registers the connection gauges and counters (`offload_connections_*`, accept errors).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
             "offload_connections_open",
-            "gauge",
-            "Client connections open now.",
+            "Client connections open now",
+            self.open.clone(),
         );
-        sample(out, "offload_connections_open", "", open);
-        header(
-            out,
+        registry.register(
             "offload_connections_max",
-            "gauge",
-            "Most client connections kept open (--max-connections).",
+            "Most client connections kept open (--max-connections)",
+            ConstGauge::new(self.limits.max as u64),
         );
-        sample(out, "offload_connections_max", "", self.limits.max);
-        header(
-            out,
+        registry.register(
             "offload_open_files_limit",
-            "gauge",
-            "The process's open-file limit in force.",
+            "The process's open-file limit in force",
+            ConstGauge::new(self.open_files),
         );
-        sample(out, "offload_open_files_limit", "", self.open_files);
-        header(
-            out,
-            "offload_connections_accepted_total",
-            "counter",
-            "Client connections accepted.",
+        registry.register(
+            "offload_connections_accepted",
+            "Client connections accepted",
+            self.accepted.clone(),
         );
-        sample(
-            out,
-            "offload_connections_accepted_total",
-            "",
-            self.accepted.get(),
-        );
-        header(
-            out,
-            "offload_connections_closed_total",
-            "counter",
+        registry.register(
+            "offload_connections_closed",
             "Client connections the server closed, by reason (a head too slow, idle too long, \
-             closed to make room for a new one).",
+             closed to make room for a new one)",
+            self.closed_by.clone(),
         );
-        for (i, c) in self.closed.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "offload_connections_closed_total{{reason=\"{}\"}} {}",
-                CLOSED[i],
-                c.get()
-            );
-        }
-        header(
-            out,
-            "offload_connections_refused_total",
-            "counter",
-            "New connections closed at once: past the cap and its room, with a request in service on every one.",
+        registry.register(
+            "offload_connections_refused",
+            "New connections closed at once: past the cap and its room, with a request in service \
+             on every one",
+            self.refused.clone(),
         );
-        sample(
-            out,
-            "offload_connections_refused_total",
-            "",
-            self.refused.get(),
+        registry.register(
+            "offload_accept_errors",
+            "Failed accepts by kind (open_files: the process or system is out of files)",
+            self.accept_errors_by.clone(),
         );
-        header(
-            out,
-            "offload_accept_errors_total",
-            "counter",
-            "Failed accepts by kind (open_files: the process or system is out of files).",
-        );
-        for (i, c) in self.accept_errors.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "offload_accept_errors_total{{kind=\"{}\"}} {}",
-                ACCEPT_ERRORS[i],
-                c.get()
-            );
-        }
     }
 }
 
@@ -589,7 +565,7 @@ pub async fn serve(
                     && conns.evict(conns.eviction_batch()) == 0
                     && live >= conns.limits.max + ROOM_PAST_CAP
                 {
-                    conns.refused.add(1);
+                    conns.refused.inc();
                     drop(stream);
                     continue;
                 }

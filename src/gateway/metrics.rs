@@ -1,24 +1,63 @@
 //! Request metrics for `/metrics`: count and latency by route and status, and heavy requests
 //! in flight, recorded by one middleware around every route.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 
 use super::AppState;
-use crate::metrics::{Counter, Gauge, Histogram, header, sample};
+use crate::metrics::{Counter, Family, Gauge, Latencies, Registry, latencies};
 
-/// Per (route, status) latency histograms, plus the in-flight gauge.
-#[derive(Debug, Default)]
+/// Requests by route and status, the in-flight gauge, and the work handed off.
+#[derive(Debug)]
 pub struct RequestMetrics {
-    by_route: Mutex<BTreeMap<(String, u16), Arc<Histogram>>>,
+    requests: Family<RouteStatus, Counter>,
+    latency: Latencies<RouteStatus>,
     in_flight: Gauge,
     /// Heavy requests whose (valid) work was handed to the strategy.
     handed_off: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: RoutePath,
+    status: u16,
+}
+
+/// A request's matched route, or `unmatched`, so that a scan of random paths cannot grow the
+/// label set without bound. It holds axum's `MatchedPath` (an `Arc<str>`): a request's label
+/// costs a reference count, not a `String`.
+#[derive(Clone, Debug)]
+struct RoutePath(Option<MatchedPath>);
+
+impl RoutePath {
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for RoutePath {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RoutePath {}
+
+impl Hash for RoutePath {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RoutePath {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        self.as_str().encode(encoder)
+    }
 }
 
 /// Decrements the in-flight gauge when the request ends, however it ends.
@@ -31,84 +70,63 @@ impl Drop for InFlight<'_> {
     }
 }
 
-impl RequestMetrics {
-    /// Counts a heavy request handed to its strategy; the guard tracks it while in flight.
-    pub fn in_flight(&self) -> InFlight<'_> {
-        self.handed_off.add(1);
-        self.in_flight.inc();
-        InFlight(&self.in_flight)
-    }
-
-    fn record(&self, route: &str, status: u16, start: Instant) {
-        let h = {
-            // Held only to find or insert the histogram; recording is lock-free.
-            let mut map = self.by_route.lock().expect("metrics lock");
-            map.entry((route.to_string(), status)).or_default().clone()
-        };
-        h.record(start.elapsed());
-    }
-
-    pub fn render(&self, out: &mut String) {
-        header(
-            out,
-            "offload_http_in_flight",
-            "gauge",
-            "Heavy requests being worked on now.",
-        );
-        sample(out, "offload_http_in_flight", "", self.in_flight.get());
-        header(
-            out,
-            "offload_work_handed_off_total",
-            "counter",
-            "Heavy requests with valid work handed to the strategy.",
-        );
-        sample(
-            out,
-            "offload_work_handed_off_total",
-            "",
-            self.handed_off.get(),
-        );
-        let map = self.by_route.lock().expect("metrics lock").clone();
-        header(
-            out,
-            "offload_http_requests_total",
-            "counter",
-            "HTTP requests by route and status.",
-        );
-        for ((route, status), h) in &map {
-            sample(
-                out,
-                "offload_http_requests_total",
-                &format!("route=\"{route}\",status=\"{status}\""),
-                h.count(),
-            );
-        }
-        header(
-            out,
-            "offload_http_request_duration_seconds",
-            "histogram",
-            "HTTP request latency by route and status.",
-        );
-        for ((route, status), h) in &map {
-            h.render(
-                out,
-                "offload_http_request_duration_seconds",
-                &format!("route=\"{route}\",status=\"{status}\""),
-            );
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        RequestMetrics {
+            requests: Family::default(),
+            latency: latencies(),
+            in_flight: Gauge::default(),
+            handed_off: Counter::default(),
         }
     }
 }
 
-/// The middleware: times the request and files it under its matched route (or `unmatched`,
-/// so a scan of random paths cannot grow the label set without bound).
+impl RequestMetrics {
+    /// Counts a heavy request handed to its strategy; the guard tracks it while in flight.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.handed_off.inc();
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
+    /// Registers the request metrics (`offload_http_*`, `offload_work_handed_off_total`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "offload_http_in_flight",
+            "Heavy requests being worked on now",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "offload_work_handed_off",
+            "Heavy requests with valid work handed to the strategy",
+            self.handed_off.clone(),
+        );
+        registry.register(
+            "offload_http_requests",
+            "HTTP requests by route and status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "offload_http_request_duration_seconds",
+            "HTTP request latency by route and status",
+            self.latency.clone(),
+        );
+    }
+}
+
+/// The middleware: times the request and files it under its matched route.
 pub(super) async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+    let route = RoutePath(req.extensions().get::<MatchedPath>().cloned());
     let resp = next.run(req).await;
-    app.metrics.record(&route, resp.status().as_u16(), start);
+    let labels = RouteStatus {
+        route,
+        status: resp.status().as_u16(),
+    };
+    let m = &app.metrics;
+    m.requests.get_or_create(&labels).inc();
+    m.latency
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
     resp
 }

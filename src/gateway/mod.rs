@@ -23,6 +23,7 @@ pub(crate) use heavy::post as heavy_post;
 pub use metrics::RequestMetrics;
 pub use pace::{DEFAULT_MAX_HOLD, DEFAULT_REFUSALS_PER_CORE, Pacer};
 
+use crate::metrics::Registry;
 use crate::strategy::Strategy;
 use crate::work::Limits;
 
@@ -60,20 +61,30 @@ pub struct AppState {
     pub pacer: Arc<Pacer>,
     /// The open client connections.
     pub conns: Arc<conns::Conns>,
+    /// Every metric of this server, for `/metrics`.
+    pub registry: Arc<Registry>,
 }
 
 impl AppState {
+    /// The state, with each part's metrics registered once in the server's registry.
     pub fn new(config: GatewayConfig, strategy: Strategy) -> AppState {
+        let pacer = Pacer::new(config.refusals_per_second, config.max_refusal_hold);
+        let conns = conns::Conns::new(config.conns, config.open_files);
+        let metrics = RequestMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        pacer.register(&mut registry);
+        conns.register(&mut registry);
+        crate::logs::register(&mut registry);
+        strategy.register(&mut registry);
         AppState {
-            pacer: Arc::new(Pacer::new(
-                config.refusals_per_second,
-                config.max_refusal_hold,
-            )),
-            conns: Arc::new(conns::Conns::new(config.conns, config.open_files)),
+            pacer: Arc::new(pacer),
+            conns: Arc::new(conns),
             config: Arc::new(config),
             strategy: Arc::new(strategy),
-            metrics: Arc::default(),
+            metrics: Arc::new(metrics),
             long_polls: Arc::new(tokio::sync::Semaphore::new(heavy::MAX_LONG_POLLS)),
+            registry: Arc::new(registry),
         }
     }
 }
@@ -110,22 +121,15 @@ async fn health(State(app): State<AppState>) -> impl IntoResponse {
     axum::Json(body)
 }
 
+/// Sets the gauges read from live state, then encodes the registry.
 async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
-    let mut out = String::with_capacity(16 * 1024);
-    app.metrics.render(&mut out);
-    app.pacer.render_metrics(&mut out);
-    app.conns.render_metrics(&mut out);
-    crate::logs::render_metrics(&mut out);
-    app.strategy.render_metrics(&mut out);
+    app.strategy.refresh_metrics();
     if let Some(q) = app.strategy.queue() {
-        q.render_metrics(&mut out).await;
+        q.refresh_metrics().await;
     }
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::encode(&app.registry),
     )
 }
 

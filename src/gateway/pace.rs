@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::metrics::{Counter, header, sample};
+use crate::metrics::{Counter, FloatCounter, Registry};
 
 /// Refusals a second per core, past which they are held. A refusal costs a runtime thread tens
 /// of microseconds (parse, route, answer; about 0.1 ms here with its timer), so 100 a second per
@@ -34,7 +34,7 @@ pub struct Pacer {
     max_hold: Duration,
     refused: Counter,
     held: Counter,
-    held_us: Counter,
+    held_secs: FloatCounter,
 }
 
 impl Pacer {
@@ -50,14 +50,14 @@ impl Pacer {
             max_hold,
             refused: Counter::default(),
             held: Counter::default(),
-            held_us: Counter::default(),
+            held_secs: FloatCounter::default(),
         }
     }
 
     /// How long to hold a refusal made now: until its slot on the schedule, at most
     /// `max_hold`. Taking a slot moves the schedule on.
     pub fn hold(&self) -> Duration {
-        self.refused.add(1);
+        self.refused.inc();
         if self.gap_us == 0 {
             return Duration::ZERO;
         }
@@ -78,8 +78,8 @@ impl Pacer {
                 Ok(_) => {
                     let hold = (slot - now).min(cap);
                     if hold > 0 {
-                        self.held.add(1);
-                        self.held_us.add(hold);
+                        self.held.inc();
+                        self.held_secs.inc_by(hold as f64 / 1e6);
                     }
                     return Duration::from_micros(hold);
                 }
@@ -98,33 +98,22 @@ impl Pacer {
         }
     }
 
-    /// Writes the pacer's counters to `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        header(
-            out,
-            "offload_refusals_total",
-            "counter",
-            "503s for overload (full, late, store out of reach), paced or not.",
+    /// Registers the refusal counters (`offload_refusals_*`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "offload_refusals",
+            "503s for overload (full, late, store out of reach), paced or not",
+            self.refused.clone(),
         );
-        sample(out, "offload_refusals_total", "", self.refused.get());
-        header(
-            out,
-            "offload_refusals_held_total",
-            "counter",
-            "Refusals held for a slot on the refusal schedule.",
+        registry.register(
+            "offload_refusals_held",
+            "Refusals held for a slot on the refusal schedule",
+            self.held.clone(),
         );
-        sample(out, "offload_refusals_held_total", "", self.held.get());
-        header(
-            out,
-            "offload_refusals_held_seconds_total",
-            "counter",
-            "Time refusals were held, summed.",
-        );
-        sample(
-            out,
-            "offload_refusals_held_seconds_total",
-            "",
-            format!("{:.6}", self.held_us.get() as f64 / 1e6),
+        registry.register(
+            "offload_refusals_held_seconds",
+            "Time refusals were held, summed",
+            self.held_secs.clone(),
         );
     }
 }

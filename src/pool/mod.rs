@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::admission::{self, Cost, CostModel, Late};
+use crate::metrics::{ConstGauge, Registry, Work};
 pub use priority::{Policy, Priority};
 use stats::Counters;
 pub use stats::PoolStats;
@@ -322,7 +323,7 @@ impl Pool {
         };
         if let Err(late) = judged {
             if budget.is_none() {
-                self.shared.counters.late.add(1);
+                self.shared.counters.late.inc();
             }
             return Err(SubmitError::Late(late));
         }
@@ -344,7 +345,7 @@ impl Pool {
             return Err(SubmitError::ShuttingDown);
         }
         if q.requests >= self.shared.max_queue {
-            self.shared.counters.rejected.add(1);
+            self.shared.counters.rejected.inc();
             return Err(SubmitError::Full(q.requests));
         }
         Ok(())
@@ -382,7 +383,7 @@ impl Pool {
         if !handles.is_empty() {
             q.requests += 1;
         }
-        self.shared.counters.submitted.add(handles.len() as u64);
+        self.shared.counters.submitted.inc_by(handles.len() as u64);
         if handles.len() == 1 {
             self.shared.ready.notify_one();
         } else {
@@ -487,18 +488,18 @@ fn run_task(shared: &Shared, task: Task) {
     let start = Instant::now();
     // Deadline first: a caller that gave up because its deadline passed counts as expired.
     if task.deadline.is_some_and(|d| d <= start) {
-        c.expired.add(1);
+        c.expired.inc();
         settle(shared, task.cost);
         let _ = task.reply.send(Err(TaskError::Expired));
         return;
     }
     if task.reply.is_closed() {
-        c.cancelled.add(1);
+        c.cancelled.inc();
         settle(shared, task.cost);
         return;
     }
-    c.started.add(1);
-    c.wait.record(start - task.queued_at);
+    c.started.inc();
+    c.wait.observe((start - task.queued_at).as_secs_f64());
     let (reply, deadline) = (&task.reply, task.deadline);
     let stop = move || reply.is_closed() || deadline.is_some_and(|d| Instant::now() >= d);
     let out = catch_unwind(AssertUnwindSafe(|| (task.job)(&stop)));
@@ -508,15 +509,15 @@ fn run_task(shared: &Shared, task: Task) {
     {
         shared.model.observe(cost.class, cost.units, ran);
     }
-    c.run.record(ran);
-    c.busy_us.add(ran.as_micros() as u64);
+    c.run.observe(ran.as_secs_f64());
+    c.busy_us.inc_by(ran.as_micros() as u64);
     let out = match out {
         Ok(v) => {
-            c.completed.add(1);
+            c.completed.inc();
             Ok(v)
         }
         Err(panic) => {
-            c.panicked.add(1);
+            c.panicked.inc();
             let msg = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -538,113 +539,67 @@ pub const MIN_CHUNK: Duration = Duration::from_micros(250);
 mod tests;
 
 impl Pool {
-    /// Writes the pool's Prometheus metrics (`offload_pool_*`).
-    pub fn render_metrics(&self, out: &mut String) {
-        use crate::metrics::{header, sample};
-        let s = self.stats();
-        header(
-            out,
+    /// Registers the pool's metrics (`offload_pool_*`).
+    pub fn register(&self, registry: &mut Registry) {
+        let c = &self.shared.counters;
+        registry.register(
             "offload_pool_threads",
-            "gauge",
-            "Worker threads in the pool.",
+            "Worker threads in the pool",
+            ConstGauge::new(self.size as u64),
         );
-        sample(out, "offload_pool_threads", "", s.threads);
-        header(
-            out,
+        registry.register(
             "offload_pool_queue_depth",
-            "gauge",
-            "Requests waiting in the pool queue.",
+            "Requests waiting in the pool queue",
+            c.depth.clone(),
         );
-        sample(out, "offload_pool_queue_depth", "", s.queue_depth);
-        header(
-            out,
+        registry.register(
             "offload_pool_queue_capacity",
-            "gauge",
-            "Requests the pool queue holds before it rejects (a hard cap; the deadline decides first).",
+            "Requests the pool queue holds before it rejects (a hard cap; the deadline decides first)",
+            ConstGauge::new(self.shared.max_queue as u64),
         );
-        sample(out, "offload_pool_queue_capacity", "", s.max_queue);
-        header(
-            out,
-            "offload_pool_tasks_total",
-            "counter",
-            "Pool tasks by outcome.",
+        registry.register(
+            "offload_pool_tasks",
+            "Pool tasks by outcome",
+            c.tasks.clone(),
         );
-        for (outcome, v) in [
-            ("submitted", s.submitted),
-            ("rejected", s.rejected),
-            ("late", s.late),
-            ("started", s.started),
-            ("completed", s.completed),
-            ("expired", s.expired),
-            ("cancelled", s.cancelled),
-            ("panicked", s.panicked),
-        ] {
-            sample(
-                out,
-                "offload_pool_tasks_total",
-                &format!("outcome=\"{outcome}\""),
-                v,
-            );
-        }
-        header(
-            out,
+        registry.register(
             "offload_pool_predicted_wait_seconds",
-            "gauge",
-            "Predicted wait of a request arriving now: admitted work over the threads.",
+            "Predicted wait of a request arriving now: admitted work over the threads",
+            c.predicted_wait.clone(),
         );
-        sample(
-            out,
-            "offload_pool_predicted_wait_seconds",
-            "",
-            format!("{:.6}", self.predicted_wait().as_secs_f64()),
-        );
-        header(
-            out,
+        registry.register(
             "offload_pool_seconds_per_unit",
-            "gauge",
-            "Measured time one unit of work holds a pool thread, by kind of work.",
+            "Measured time one unit of work holds a pool thread, by kind of work",
+            c.secs_per_unit.clone(),
         );
+        registry.register(
+            "offload_pool_utilisation",
+            "Busy thread time over thread time since start",
+            c.utilisation.clone(),
+        );
+        registry.register(
+            "offload_pool_wait_seconds",
+            "Time tasks waited in the queue before starting",
+            c.wait.clone(),
+        );
+        registry.register(
+            "offload_pool_run_seconds",
+            "Time tasks ran on a pool thread",
+            c.run.clone(),
+        );
+    }
+
+    /// Sets the gauges read from the pool's state, before a scrape.
+    pub fn refresh_metrics(&self) {
+        let (c, s) = (&self.shared.counters, self.stats());
+        c.depth.set(s.queue_depth as i64);
+        c.predicted_wait.set(self.predicted_wait().as_secs_f64());
+        c.utilisation.set(s.utilisation);
         for (class, kind) in crate::work::Kind::ALL.iter().enumerate() {
             if let Some(v) = self.shared.model.secs_per_unit(class) {
-                sample(
-                    out,
-                    "offload_pool_seconds_per_unit",
-                    &format!("work=\"{}\"", kind.name()),
-                    format!("{v:.3e}"),
-                );
+                let work = Work { work: kind.name() };
+                c.secs_per_unit.get_or_create(&work).set(v);
             }
         }
-        header(
-            out,
-            "offload_pool_utilisation",
-            "gauge",
-            "Busy thread time over thread time since start.",
-        );
-        sample(
-            out,
-            "offload_pool_utilisation",
-            "",
-            format!("{:.4}", s.utilisation),
-        );
-        header(
-            out,
-            "offload_pool_wait_seconds",
-            "histogram",
-            "Time tasks waited in the queue before starting.",
-        );
-        self.shared
-            .counters
-            .wait
-            .render(out, "offload_pool_wait_seconds", "");
-        header(
-            out,
-            "offload_pool_run_seconds",
-            "histogram",
-            "Time tasks ran on a pool thread.",
-        );
-        self.shared
-            .counters
-            .run
-            .render(out, "offload_pool_run_seconds", "");
     }
 }

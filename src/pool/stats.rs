@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
-use crate::metrics::{Counter, Histogram};
+use crate::metrics::{Counter, Family, FloatGauge, Gauge, Histogram, Outcome, Work, latency};
 
-#[derive(Debug, Default)]
+/// The pool's metrics: what it records, and the gauges set from its state at each scrape.
+#[derive(Debug)]
 pub(super) struct Counters {
+    /// Tasks by outcome; the eight counters below are its series.
+    pub tasks: Family<Outcome, Counter>,
     pub submitted: Counter,
     pub rejected: Counter,
     pub late: Counter,
@@ -14,9 +17,39 @@ pub(super) struct Counters {
     pub expired: Counter,
     pub cancelled: Counter,
     pub panicked: Counter,
+    /// For the utilisation; not a metric of its own.
     pub busy_us: Counter,
     pub wait: Histogram,
     pub run: Histogram,
+    pub depth: Gauge,
+    pub predicted_wait: FloatGauge,
+    pub secs_per_unit: Family<Work, FloatGauge>,
+    pub utilisation: FloatGauge,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        let tasks = Family::default();
+        let c = |outcome| tasks.get_or_create_owned(&Outcome { outcome });
+        Counters {
+            submitted: c("submitted"),
+            rejected: c("rejected"),
+            late: c("late"),
+            started: c("started"),
+            completed: c("completed"),
+            expired: c("expired"),
+            cancelled: c("cancelled"),
+            panicked: c("panicked"),
+            tasks,
+            busy_us: Counter::default(),
+            wait: latency(),
+            run: latency(),
+            depth: Gauge::default(),
+            predicted_wait: FloatGauge::default(),
+            secs_per_unit: Family::default(),
+            utilisation: FloatGauge::default(),
+        }
+    }
 }
 
 /// A point-in-time view of a pool, for `/metrics` and tests.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::{EnqueueError, JobId, JobQueue, NewJob, Queue, QueueError};
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Family, FloatGauge, Gauge, Outcome, Registry};
 
 /// Most jobs the pump stores at once: enough to move the line at tens of thousands of jobs a
 /// second against a store with a millisecond's round trip, few enough that a full store sees a
@@ -65,9 +65,13 @@ struct Inner {
     max_waiting: usize,
     /// How long one store call may take before it counts as failed.
     store_wait: Duration,
+    /// Requests by outcome; the three counters below are its series.
+    outcomes: Family<Outcome, Counter>,
     stored: Counter,
     ran_out: Counter,
     refused: Counter,
+    waiting: Gauge,
+    drain: FloatGauge,
 }
 
 #[derive(Debug)]
@@ -102,6 +106,8 @@ const ABANDONED: u8 = 2;
 impl Line {
     /// A line in front of `queue`, holding at most `max_waiting` requests.
     pub fn new(queue: Queue, max_waiting: usize, store_wait: Duration) -> Line {
+        let by_outcome = Family::default();
+        let c = |outcome| by_outcome.get_or_create_owned(&Outcome { outcome });
         Line {
             inner: Arc::new(Inner {
                 queue,
@@ -116,9 +122,12 @@ impl Line {
                 }),
                 max_waiting: max_waiting.max(1),
                 store_wait,
-                stored: Counter::default(),
-                ran_out: Counter::default(),
-                refused: Counter::default(),
+                stored: c("stored"),
+                ran_out: c("wait_ran_out"),
+                refused: c("refused"),
+                outcomes: by_outcome,
+                waiting: Gauge::default(),
+                drain: FloatGauge::default(),
             }),
         }
     }
@@ -181,7 +190,7 @@ impl Line {
             let remaining = until.saturating_duration_since(Instant::now());
             let late = remaining.is_zero() || (st.rate.is_some() && wait > remaining);
             if ahead >= self.inner.max_waiting || late {
-                self.inner.refused.add(1);
+                self.inner.refused.inc();
                 return Err(LineError::Full {
                     retry_after: wait.saturating_sub(remaining).max(predicted(&st, 1)),
                 });
@@ -206,7 +215,7 @@ impl Line {
                     .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    self.inner.ran_out.add(1);
+                    self.inner.ran_out.inc();
                     self.inner.state.lock().expect("line lock").abandoned += 1;
                     gone.0 = None;
                     return Err(LineError::WaitRanOut {
@@ -221,51 +230,32 @@ impl Line {
         answer.unwrap_or_else(|_| Err(QueueError::Closed.into()))
     }
 
-    /// Adds the line's gauges and counters to `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        use crate::metrics::{header, sample};
-        let (waiting, rate) = {
-            let st = self.inner.state.lock().expect("line lock");
-            (st.len(), st.rate)
-        };
-        header(
-            out,
+    /// Registers the line's gauges and counters (`offload_queue_line_*`).
+    pub fn register(&self, registry: &mut Registry) {
+        let inner = &self.inner;
+        registry.register(
             "offload_queue_line_waiting",
-            "gauge",
-            "Requests waiting for room in a full backlog.",
+            "Requests waiting for room in a full backlog",
+            inner.waiting.clone(),
         );
-        sample(out, "offload_queue_line_waiting", "", waiting);
-        header(
-            out,
+        registry.register(
             "offload_queue_line_drain_per_second",
-            "gauge",
-            "Jobs stored per second from the line while requests waited (0 until measured).",
+            "Jobs stored per second from the line while requests waited (0 until measured)",
+            inner.drain.clone(),
         );
-        sample(
-            out,
-            "offload_queue_line_drain_per_second",
-            "",
-            format!("{:.1}", rate.unwrap_or(0.0)),
-        );
-        header(
-            out,
-            "offload_queue_line_total",
-            "counter",
+        registry.register(
+            "offload_queue_line",
             "Requests that waited in the line, by outcome: stored, their wait ran out, or \
-             refused on arrival (line full or too long for their wait).",
+             refused on arrival (line full or too long for their wait)",
+            inner.outcomes.clone(),
         );
-        for (outcome, c) in [
-            ("stored", &self.inner.stored),
-            ("wait_ran_out", &self.inner.ran_out),
-            ("refused", &self.inner.refused),
-        ] {
-            sample(
-                out,
-                "offload_queue_line_total",
-                &format!("outcome=\"{outcome}\""),
-                c.get(),
-            );
-        }
+    }
+
+    /// Sets the line's gauges, before a scrape.
+    pub fn refresh_metrics(&self) {
+        let st = self.inner.state.lock().expect("line lock");
+        self.inner.waiting.set(st.len() as i64);
+        self.inner.drain.set(st.rate.unwrap_or(0.0));
     }
 }
 
@@ -348,13 +338,13 @@ async fn pump(inner: Arc<Inner>) {
             match r {
                 Ok(Ok(id)) => {
                     stored += 1;
-                    inner.stored.add(1);
+                    inner.stored.inc();
                     let _ = w.reply.send(Ok(id));
                 }
                 Ok(Err(EnqueueError::Full(_))) => {
                     full = true;
                     if now >= w.until {
-                        inner.ran_out.add(1);
+                        inner.ran_out.inc();
                         let retry_after = {
                             let st = inner.state.lock().expect("line lock");
                             predicted(&st, st.len() + 1)

@@ -13,14 +13,14 @@
 use std::time::{Duration, Instant};
 
 use super::{Done, ExecError, PoolStrategy, QueueStrategy};
-use crate::metrics::{Counter, header, sample};
+use crate::metrics::{Counter, Family, Histogram, Registry, Route};
 use crate::pool::Budget;
 use crate::prefer::Prefer;
 use crate::queue::JobId;
 use crate::work::Work;
 
 /// Upper bounds of the prediction-error buckets: actual time over predicted time.
-const ERROR_BUCKETS: [f64; 9] = [0.25, 0.5, 0.8, 0.9, 1.1, 1.25, 2.0, 4.0, f64::INFINITY];
+const ERROR_BUCKETS: [f64; 8] = [0.25, 0.5, 0.8, 0.9, 1.1, 1.25, 2.0, 4.0];
 
 /// The pool and the queue behind `auto`, and how it has routed.
 #[derive(Debug)]
@@ -29,13 +29,14 @@ pub struct Auto {
     queue: QueueStrategy,
     /// The wait budget when the client states none.
     wait: Duration,
+    /// Requests by route; `to_pool` and `to_queue` are its series.
+    routed: Family<Route, Counter>,
     to_pool: Counter,
     to_queue: Counter,
     /// Runs in the pool past the budget, because the queue was full or out of reach.
     over_budget: Counter,
-    /// Runs in the pool by actual-over-predicted, cumulative as Prometheus wants it.
-    error: [Counter; ERROR_BUCKETS.len()],
-    error_sum: Counter,
+    /// Runs in the pool by actual time over predicted time.
+    error: Histogram,
 }
 
 /// Where `auto` sent a request and what it predicted.
@@ -49,15 +50,17 @@ pub enum Routed {
 
 impl Auto {
     pub fn new(pool: PoolStrategy, queue: QueueStrategy, wait: Duration) -> Auto {
+        let routed = Family::default();
+        let c = |route| routed.get_or_create_owned(&Route { route });
         Auto {
             pool,
             queue,
             wait,
-            to_pool: Counter::default(),
-            to_queue: Counter::default(),
+            to_pool: c("pool"),
+            to_queue: c("queue"),
+            routed,
             over_budget: Counter::default(),
-            error: Default::default(),
-            error_sum: Counter::default(),
+            error: Histogram::new(ERROR_BUCKETS),
         }
     }
 
@@ -108,7 +111,7 @@ impl Auto {
         };
         match self.pool.run(work, deadline).await {
             Ok(done) => {
-                self.over_budget.add(1);
+                self.over_budget.inc();
                 return Ok(self.ran(done, predicted));
             }
             Err(ExecError::Late(_) | ExecError::Overloaded { .. }) => {}
@@ -122,13 +125,13 @@ impl Auto {
     }
 
     fn ran(&self, done: Done, predicted: Duration) -> Routed {
-        self.to_pool.add(1);
+        self.to_pool.inc();
         self.record_error(done.wait + done.run, predicted);
         Routed::Pool { done, predicted }
     }
 
     fn queued(&self, id: JobId, predicted: Duration) -> Routed {
-        self.to_queue.add(1);
+        self.to_queue.inc();
         Routed::Queue { id, predicted }
     }
 
@@ -136,65 +139,29 @@ impl Auto {
         if predicted.is_zero() {
             return;
         }
-        let ratio = actual.as_secs_f64() / predicted.as_secs_f64();
-        for (bound, c) in ERROR_BUCKETS.iter().zip(&self.error) {
-            if ratio <= *bound {
-                c.add(1);
-            }
-        }
-        // Kept in thousandths so the sum is one atomic add.
-        self.error_sum.add((ratio * 1000.0).round() as u64);
+        self.error
+            .observe(actual.as_secs_f64() / predicted.as_secs_f64());
     }
 
-    /// Writes the routing counters and the prediction-error histogram; the pool's own
-    /// metrics follow.
-    pub fn render_metrics(&self, out: &mut String) {
-        let name = "offload_auto_routed_total";
-        header(
-            out,
-            name,
-            "counter",
-            "Requests auto ran in the pool (answered 200) or stored as jobs (answered 202).",
+    /// Registers the routing counters and the prediction-error histogram (the pool's and the
+    /// queue's own metrics are registered beside them).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "offload_auto_routed",
+            "Requests auto ran in the pool (answered 200) or stored as jobs (answered 202)",
+            self.routed.clone(),
         );
-        sample(out, name, "route=\"pool\"", self.to_pool.get());
-        sample(out, name, "route=\"queue\"", self.to_queue.get());
-        let name = "offload_auto_over_budget_total";
-        header(
-            out,
-            name,
-            "counter",
+        registry.register(
+            "offload_auto_over_budget",
             "Requests the pool ran past the wait budget (under deadline admission) because the \
-             queue's backlog was full or its store out of reach.",
+             queue's backlog was full or its store out of reach",
+            self.over_budget.clone(),
         );
-        sample(out, name, "", self.over_budget.get());
-        let name = "offload_auto_prediction_ratio";
-        header(
-            out,
-            name,
-            "histogram",
-            "Runs in the pool by actual time to finish over the predicted time (1 is exact).",
+        registry.register(
+            "offload_auto_prediction_ratio",
+            "Runs in the pool by actual time to finish over the predicted time (1 is exact)",
+            self.error.clone(),
         );
-        for (bound, c) in ERROR_BUCKETS.iter().zip(&self.error) {
-            let le = if bound.is_finite() {
-                bound.to_string()
-            } else {
-                "+Inf".to_string()
-            };
-            sample(
-                out,
-                &format!("{name}_bucket"),
-                &format!("le=\"{le}\""),
-                c.get(),
-            );
-        }
-        let count = self.error[ERROR_BUCKETS.len() - 1].get();
-        sample(
-            out,
-            &format!("{name}_sum"),
-            "",
-            self.error_sum.get() as f64 / 1000.0,
-        );
-        sample(out, &format!("{name}_count"), "", count);
-        self.pool.pool().render_metrics(out);
+        self.pool.pool().register(registry);
     }
 }

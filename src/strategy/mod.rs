@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::metrics::Registry;
 use crate::work::{Chunk, Stopped, Work, combine};
 
 pub use self::pool::{PoolStrategy, Split, calibrate_priors};
@@ -222,30 +223,29 @@ impl Strategy {
         }
     }
 
-    /// Writes strategy-specific Prometheus metrics (the pool's queue and times).
-    pub fn render_metrics(&self, out: &mut String) {
+    /// Registers the strategy's metrics: the pool's, the compute service's, the gateway's
+    /// sending to compute services, the job queue's.
+    pub fn register(&self, registry: &mut Registry) {
         match self {
-            Strategy::Pool(p) => p.pool().render_metrics(out),
-            Strategy::Remote(r) => r.render_metrics(out),
-            Strategy::Queue(_) => {} // async: the gateway renders it
-            Strategy::Auto(a) => a.render_metrics(out),
-            Strategy::Rayon(r) => {
-                use crate::metrics::{header, sample};
-                header(
-                    out,
-                    "offload_compute_in_flight",
-                    "gauge",
-                    "Requests running on rayon now.",
-                );
-                sample(out, "offload_compute_in_flight", "", r.in_flight());
-                header(
-                    out,
-                    "offload_compute_max_in_flight",
-                    "gauge",
-                    "Admission limit; past it, 503.",
-                );
-                sample(out, "offload_compute_max_in_flight", "", r.max_inflight());
-            }
+            Strategy::Pool(p) => p.pool().register(registry),
+            Strategy::Remote(r) => r.register(registry),
+            Strategy::Auto(a) => a.register(registry),
+            Strategy::Rayon(r) => r.register(registry),
+            _ => {}
+        }
+        if let Some(q) = self.queue() {
+            q.register(registry);
+        }
+    }
+
+    /// Sets the gauges read from live state, before a scrape (the queue's, which ask its
+    /// store, are [`QueueStrategy::refresh_metrics`]).
+    pub fn refresh_metrics(&self) {
+        match self {
+            Strategy::Pool(p) => p.pool().refresh_metrics(),
+            Strategy::Remote(r) => r.refresh_metrics(),
+            Strategy::Auto(a) => a.pool().pool().refresh_metrics(),
+            Strategy::Rayon(r) => r.refresh_metrics(),
             _ => {}
         }
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::metrics::{Counter, Family, Gauge, Registry, State};
 use crate::queue::{
     Counts, JobId, JobQueue, JobView, Latency, Line, LineError, NewJob, Queue, QueueError,
 };
@@ -41,6 +42,16 @@ pub struct QueueStrategy {
     line: Line,
     /// The store failed or did not answer within [`STORE_WAIT`]; a check runs until it does.
     down: Arc<AtomicBool>,
+    metrics: StoreMetrics,
+}
+
+/// What the store says at each scrape.
+#[derive(Debug, Clone, Default)]
+struct StoreMetrics {
+    up: Gauge,
+    jobs: Family<State, Gauge>,
+    /// The store keeps the count; this mirrors it.
+    stalls: Counter,
 }
 
 impl QueueStrategy {
@@ -50,6 +61,7 @@ impl QueueStrategy {
             line: Line::new(queue.clone(), max_waiting, STORE_WAIT),
             queue,
             down: Arc::new(AtomicBool::new(false)),
+            metrics: StoreMetrics::default(),
         }
     }
 
@@ -166,45 +178,53 @@ impl QueueStrategy {
         ExecError::Unavailable(e.to_string())
     }
 
-    /// Writes `offload_jobs{state="..."}` gauges and the line's.
-    pub async fn render_metrics(&self, out: &mut String) {
-        use crate::metrics::{header, sample};
-        self.line.render_metrics(out);
-        let counts = self.bounded("counting jobs", self.queue.counts()).await;
-        header(
-            out,
+    /// Registers the line's metrics and the store's (`offload_queue_up`, `offload_jobs`,
+    /// `offload_job_stalls_total`).
+    pub fn register(&self, registry: &mut Registry) {
+        self.line.register(registry);
+        let m = &self.metrics;
+        registry.register(
             "offload_queue_up",
-            "gauge",
-            "1 when the queue's store answers.",
+            "1 when the queue's store answers",
+            m.up.clone(),
         );
-        sample(out, "offload_queue_up", "", u8::from(counts.is_ok()));
+        registry.register(
+            "offload_jobs",
+            "Jobs in the queue by state (finished ones until their retention ends)",
+            m.jobs.clone(),
+        );
+        registry.register(
+            "offload_job_stalls",
+            "Runs lost with their worker (lease expired): requeued without spending an attempt",
+            m.stalls.clone(),
+        );
+    }
+
+    /// Asks the store for the jobs by state, and sets the line's gauges, before a scrape.
+    /// While the store is out of reach the jobs have no series, rather than stale ones.
+    pub async fn refresh_metrics(&self) {
+        self.line.refresh_metrics();
+        let m = &self.metrics;
+        let counts = self.bounded("counting jobs", self.queue.counts()).await;
+        m.up.set(counts.is_ok().into());
         let c = match counts {
             Ok(c) => c,
             Err(e) => {
+                m.jobs.clear();
                 crate::throttled!("queue_count_failed", warn, error = %e, "could not count jobs");
                 return;
             }
         };
-        header(
-            out,
-            "offload_jobs",
-            "gauge",
-            "Jobs in the queue by state (finished ones until their retention ends).",
-        );
         for (state, v) in [
             ("queued", c.queued),
             ("running", c.running),
             ("done", c.done),
             ("failed", c.failed),
         ] {
-            sample(out, "offload_jobs", &format!("state=\"{state}\""), v);
+            m.jobs.get_or_create(&State { state }).set(v as i64);
         }
-        header(
-            out,
-            "offload_job_stalls_total",
-            "counter",
-            "Runs lost with their worker (lease expired): requeued without spending an attempt.",
-        );
-        sample(out, "offload_job_stalls_total", "", c.stalls);
+        // A counter cannot be set; the store's total only grows, so storing it keeps the
+        // counter's promise.
+        m.stalls.inner().store(c.stalls, Ordering::Relaxed);
     }
 }

@@ -17,6 +17,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use super::{Cancel, Done, ExecError, finish, stop_check};
+use crate::metrics::{ConstGauge, Gauge, Registry};
 use crate::pool::{Pool, PoolConfig};
 use crate::work::Work;
 
@@ -33,6 +34,8 @@ pub struct Rayon {
     /// Predicted thread-time of the admitted requests not yet finished, in µs (by the probe):
     /// what a refused request's `Retry-After` is drawn from.
     outstanding_us: Arc<std::sync::atomic::AtomicU64>,
+    /// [`Rayon::in_flight`] for `/metrics`, set at each scrape.
+    in_flight_gauge: Gauge,
 }
 
 impl Rayon {
@@ -63,6 +66,7 @@ impl Rayon {
             threads,
             probe,
             outstanding_us: Arc::default(),
+            in_flight_gauge: Gauge::default(),
         })
     }
 
@@ -102,6 +106,25 @@ impl Rayon {
 
     pub fn max_inflight(&self) -> usize {
         self.max_inflight
+    }
+
+    /// Registers the admission gauges (`offload_compute_*`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "offload_compute_in_flight",
+            "Requests running on rayon now",
+            self.in_flight_gauge.clone(),
+        );
+        registry.register(
+            "offload_compute_max_in_flight",
+            "Admission limit; past it, 503",
+            ConstGauge::new(self.max_inflight as u64),
+        );
+    }
+
+    /// Sets the in-flight gauge, before a scrape.
+    pub fn refresh_metrics(&self) {
+        self.in_flight_gauge.set(self.in_flight() as i64);
     }
 
     /// # Errors

@@ -43,7 +43,11 @@ use tokio::sync::watch;
 
 use self::gate::Gate;
 use super::{Done, ExecError, RETRY_AFTER_SECS};
-use crate::metrics::{Counter, Histogram, header, sample};
+use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::metrics::{
+    Counter, Family, FloatGauge, Gauge, Histogram, Latencies, Registry, latencies,
+};
 use crate::work::Work;
 
 /// Settings of the remote strategy.
@@ -69,6 +73,8 @@ pub struct Backend {
     up: AtomicBool,
     /// Counts the times the backend was marked down; requests in flight on it watch it.
     downs: watch::Sender<u64>,
+    /// Its label in `/metrics`; the counters and the histogram are its series.
+    label: BackendLabel,
     ok: Counter,
     failed: Counter,
     refused: Counter,
@@ -84,6 +90,29 @@ pub struct Remote {
     backends: Arc<[Backend]>,
     client: Client<HttpConnector, Full<Bytes>>,
     gate: Arc<Gate>,
+    metrics: BackendMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendOutcome {
+    backend: String,
+    outcome: &'static str,
+}
+
+/// The per-backend families: the gauges are set from the gate at each scrape.
+#[derive(Debug, Clone)]
+struct BackendMetrics {
+    requests: Family<BackendOutcome, Counter>,
+    latency: Latencies<BackendLabel>,
+    up: Family<BackendLabel, Gauge>,
+    outstanding: Family<BackendLabel, Gauge>,
+    limit: Family<BackendLabel, FloatGauge>,
+    capacity: Family<BackendLabel, Gauge>,
 }
 
 /// Times a request may be sent again after losing its backend mid-flight: enough for a host
@@ -111,6 +140,14 @@ impl Remote {
         if config.backends.is_empty() {
             return Err("at least one compute URL is needed".into());
         }
+        let metrics = BackendMetrics {
+            requests: Family::default(),
+            latency: latencies(),
+            up: Family::default(),
+            outstanding: Family::default(),
+            limit: Family::default(),
+            capacity: Family::default(),
+        };
         let mut backends = Vec::new();
         for uri in &config.backends {
             if uri.scheme_str() != Some("http") || uri.authority().is_none() {
@@ -124,18 +161,28 @@ impl Remote {
                     .parse::<Uri>()
                     .map_err(|e| format!("{uri}: {e}"))
             };
+            let request = |outcome| {
+                let backend = base.clone();
+                metrics
+                    .requests
+                    .get_or_create_owned(&BackendOutcome { backend, outcome })
+            };
+            let label = BackendLabel {
+                backend: base.clone(),
+            };
             backends.push(Backend {
                 compute: parse("/compute")?,
                 health: parse("/health")?,
-                base,
                 up: AtomicBool::new(true),
                 downs: watch::Sender::new(0),
-                ok: Counter::default(),
-                failed: Counter::default(),
-                refused: Counter::default(),
-                overloaded: Counter::default(),
-                lost: Counter::default(),
-                latency: Histogram::default(),
+                latency: metrics.latency.get_or_create_owned(&label),
+                label,
+                ok: request("ok"),
+                failed: request("failed"),
+                refused: request("refused"),
+                overloaded: request("overloaded"),
+                lost: request("lost"),
+                base,
             });
         }
         let mut connector = HttpConnector::new();
@@ -150,6 +197,7 @@ impl Remote {
             backends,
             client,
             gate,
+            metrics,
         };
         for i in 0..remote.backends.len() {
             tokio::spawn(remote.clone().check_health(i, config.health_interval));
@@ -201,7 +249,7 @@ impl Remote {
                     if !self.other_up(i) {
                         return Err(ExecError::BadGateway(e));
                     }
-                    self.gate.retried.add(1);
+                    self.gate.retried.inc();
                 }
                 // It may have run, or be running still on a host we cannot reach; the work
                 // is pure, so another backend runs it again.
@@ -211,7 +259,7 @@ impl Remote {
                     if resends > MAX_RESENDS || !self.other_up(i) {
                         return Err(ExecError::BadGateway(e));
                     }
-                    self.gate.resent.add(1);
+                    self.gate.resent.inc();
                 }
                 // Nothing ran: the backend is busier than its limit said (it may be shared).
                 Err(Attempt::Overloaded(retry)) => {
@@ -224,7 +272,7 @@ impl Remote {
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_PAUSE_MAX);
-                    self.gate.retried.add(1);
+                    self.gate.retried.inc();
                 }
                 Err(e) => return Err(e.into_exec()),
             }
@@ -286,7 +334,7 @@ impl Remote {
             biased;
             answer = answer => answer,
             () = marked_down => {
-                b.lost.add(1);
+                b.lost.inc();
                 // The mark itself was logged once; this is one line per request.
                 tracing::debug!(backend = %b.base, "request lost with its compute service");
                 return Err(Attempt::Lost(format!("{}: marked down mid-request", b.base)));
@@ -294,18 +342,18 @@ impl Remote {
         };
         let outcome = match outcome {
             Err(_) => {
-                b.failed.add(1);
+                b.failed.inc();
                 return Err(Attempt::Expired);
             }
             Ok(Err((true, e))) => {
-                b.refused.add(1);
+                b.refused.inc();
                 if b.mark_down() {
                     tracing::warn!(backend = %b.base, error = %e, "compute service unreachable; marked down");
                 }
                 return Err(Attempt::Refused(format!("{}: {e}", b.base)));
             }
             Ok(Err((false, e))) => {
-                b.lost.add(1);
+                b.lost.inc();
                 if b.mark_down() {
                     tracing::warn!(backend = %b.base, error = %e, "compute service failed mid-request; marked down");
                 }
@@ -313,23 +361,23 @@ impl Remote {
             }
             Ok(Ok(o)) => o,
         };
-        b.latency.record(start.elapsed());
+        b.latency.observe(start.elapsed().as_secs_f64());
         match outcome {
             (StatusCode::OK, _, bytes) => {
-                b.ok.add(1);
+                b.ok.inc();
                 parse_done(&bytes)
                     .ok_or_else(|| Attempt::Failed(format!("{}: unreadable answer", b.base)))
             }
             (StatusCode::SERVICE_UNAVAILABLE, retry, _) => {
-                b.overloaded.add(1);
+                b.overloaded.inc();
                 Err(Attempt::Overloaded(retry.unwrap_or(RETRY_AFTER_SECS)))
             }
             (StatusCode::GATEWAY_TIMEOUT, _, _) => {
-                b.failed.add(1);
+                b.failed.inc();
                 Err(Attempt::Expired)
             }
             (status, _, bytes) => {
-                b.failed.add(1);
+                b.failed.inc();
                 let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
                 Err(Attempt::Failed(format!(
                     "{} answered {status}: {text}",
@@ -380,101 +428,55 @@ impl Remote {
         }
     }
 
-    /// Per-backend requests by outcome, latency, health and outstanding requests.
-    pub fn render_metrics(&self, out: &mut String) {
-        header(
-            out,
+    /// Registers the per-backend requests by outcome, latency, health and outstanding
+    /// requests, and the gate's metrics.
+    pub fn register(&self, registry: &mut Registry) {
+        let m = &self.metrics;
+        registry.register(
             "offload_backend_up",
-            "gauge",
-            "1 when the compute service is taking traffic.",
+            "1 when the compute service is taking traffic",
+            m.up.clone(),
         );
-        for b in self.backends.iter() {
-            sample(
-                out,
-                "offload_backend_up",
-                &format!("backend=\"{}\"", b.base),
-                u8::from(b.up.load(Relaxed)),
-            );
-        }
-        header(
-            out,
+        registry.register(
             "offload_backend_outstanding",
-            "gauge",
-            "Requests sent to the compute service and not yet answered.",
+            "Requests sent to the compute service and not yet answered",
+            m.outstanding.clone(),
         );
-        let room = self.gate.rooms();
-        for (b, r) in self.backends.iter().zip(&room) {
-            sample(
-                out,
-                "offload_backend_outstanding",
-                &format!("backend=\"{}\"", b.base),
-                r.outstanding,
-            );
-        }
-        header(
-            out,
+        registry.register(
             "offload_backend_limit",
-            "gauge",
-            "Requests the gateway sends the compute service at once (latency-adjusted).",
+            "Requests the gateway sends the compute service at once (latency-adjusted)",
+            m.limit.clone(),
         );
-        for (b, r) in self.backends.iter().zip(&room) {
-            sample(
-                out,
-                "offload_backend_limit",
-                &format!("backend=\"{}\"", b.base),
-                format!("{:.2}", r.limit),
-            );
-        }
-        header(
-            out,
+        registry.register(
             "offload_backend_capacity",
-            "gauge",
-            "Requests the compute service said it admits at once (/health).",
+            "Requests the compute service said it admits at once (/health)",
+            m.capacity.clone(),
         );
-        for (b, r) in self.backends.iter().zip(&room) {
-            sample(
-                out,
-                "offload_backend_capacity",
-                &format!("backend=\"{}\"", b.base),
-                r.capacity,
-            );
-        }
-        self.gate.render_metrics(out);
-        header(
-            out,
-            "offload_backend_requests_total",
-            "counter",
-            "Requests to compute services by outcome.",
+        self.gate.register(registry);
+        registry.register(
+            "offload_backend_requests",
+            "Requests to compute services by outcome",
+            m.requests.clone(),
         );
-        for b in self.backends.iter() {
-            for (outcome, c) in [
-                ("ok", &b.ok),
-                ("failed", &b.failed),
-                ("refused", &b.refused),
-                ("overloaded", &b.overloaded),
-                ("lost", &b.lost),
-            ] {
-                sample(
-                    out,
-                    "offload_backend_requests_total",
-                    &format!("backend=\"{}\",outcome=\"{outcome}\"", b.base),
-                    c.get(),
-                );
-            }
-        }
-        header(
-            out,
+        registry.register(
             "offload_backend_latency_seconds",
-            "histogram",
-            "Latency of answered requests to compute services.",
+            "Latency of answered requests to compute services",
+            m.latency.clone(),
         );
-        for b in self.backends.iter() {
-            b.latency.render(
-                out,
-                "offload_backend_latency_seconds",
-                &format!("backend=\"{}\"", b.base),
-            );
+    }
+
+    /// Sets the gauges read from the backends and the gate, before a scrape.
+    pub fn refresh_metrics(&self) {
+        let m = &self.metrics;
+        for (b, r) in self.backends.iter().zip(self.gate.rooms()) {
+            m.up.get_or_create(&b.label).set(b.is_up().into());
+            m.outstanding
+                .get_or_create(&b.label)
+                .set(r.outstanding as i64);
+            m.limit.get_or_create(&b.label).set(r.limit);
+            m.capacity.get_or_create(&b.label).set(r.capacity as i64);
         }
+        self.gate.refresh_metrics();
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::Backend;
 use crate::admission::{self, Cost, CostModel};
-use crate::metrics::{Counter, header, sample};
+use crate::metrics::{Counter, Family, FloatGauge, Gauge, Outcome, Registry};
 use crate::strategy::{Done, ExecError, RETRY_AFTER_SECS};
 
 /// The gateway's queue and each backend's room: who may send to which backend, and when.
@@ -23,12 +23,16 @@ pub(super) struct Gate {
     model: CostModel,
     max_queue: usize,
     next: AtomicUsize,
+    /// Requests by outcome; the four counters below are its series.
+    requests: Family<Outcome, Counter>,
     late: Counter,
     full: Counter,
     /// Sent again after a refused connection or a busy backend's 503.
     pub(super) retried: Counter,
     /// Sent to another backend after theirs was lost mid-request.
     pub(super) resent: Counter,
+    depth: Gauge,
+    predicted_wait: FloatGauge,
 }
 
 #[derive(Debug)]
@@ -97,6 +101,8 @@ impl Gate {
             };
             backends.len()
         ];
+        let requests = Family::default();
+        let c = |outcome| requests.get_or_create_owned(&Outcome { outcome });
         Gate {
             state: Mutex::new(GateState {
                 waiting: VecDeque::new(),
@@ -106,10 +112,13 @@ impl Gate {
             model: CostModel::default(),
             max_queue: max_queue.max(1),
             next: AtomicUsize::new(0),
-            late: Counter::default(),
-            full: Counter::default(),
-            retried: Counter::default(),
-            resent: Counter::default(),
+            late: c("late"),
+            full: c("full"),
+            retried: c("retried"),
+            resent: c("resent"),
+            requests,
+            depth: Gauge::default(),
+            predicted_wait: FloatGauge::default(),
         }
     }
 
@@ -155,7 +164,7 @@ impl Gate {
     pub(super) fn admit(&self, cost: Cost, deadline: Instant) -> Result<Admitted<'_>, ExecError> {
         let st = self.state.lock().expect("gate lock");
         if st.waiting.len() >= self.max_queue {
-            self.full.add(1);
+            self.full.inc();
             return Err(ExecError::Overloaded {
                 retry_after_secs: RETRY_AFTER_SECS,
             });
@@ -163,7 +172,7 @@ impl Gate {
         let wait = self.wait(&st);
         let remaining = deadline.saturating_duration_since(Instant::now());
         if let Err(late) = admission::judge(wait, self.model.estimate(cost), remaining) {
-            self.late.add(1);
+            self.late.inc();
             return Err(ExecError::Late(late));
         }
         self.model.admit(cost);
@@ -273,50 +282,31 @@ impl Gate {
         self.dispatch(&mut st);
     }
 
-    pub(super) fn render_metrics(&self, out: &mut String) {
-        let (depth, wait) = {
-            let st = self.state.lock().expect("gate lock");
-            (st.waiting.len(), self.wait(&st))
-        };
-        header(
-            out,
+    /// Registers the gateway's queue and its decisions (`offload_remote_*`).
+    pub(super) fn register(&self, registry: &mut Registry) {
+        registry.register(
             "offload_remote_queue_depth",
-            "gauge",
-            "Requests waiting in the gateway for a compute service's place.",
+            "Requests waiting in the gateway for a compute service's place",
+            self.depth.clone(),
         );
-        sample(out, "offload_remote_queue_depth", "", depth);
-        header(
-            out,
+        registry.register(
             "offload_remote_predicted_wait_seconds",
-            "gauge",
-            "Predicted wait of a request arriving now.",
+            "Predicted wait of a request arriving now",
+            self.predicted_wait.clone(),
         );
-        sample(
-            out,
-            "offload_remote_predicted_wait_seconds",
-            "",
-            format!("{:.6}", wait.as_secs_f64()),
-        );
-        header(
-            out,
-            "offload_remote_requests_total",
-            "counter",
+        registry.register(
+            "offload_remote_requests",
             "Gateway decisions: refused as late, refused at the cap, sent again (a refused \
-             connection, a busy backend), sent elsewhere after losing their backend (resent).",
+             connection, a busy backend), sent elsewhere after losing their backend (resent)",
+            self.requests.clone(),
         );
-        for (outcome, c) in [
-            ("late", &self.late),
-            ("full", &self.full),
-            ("retried", &self.retried),
-            ("resent", &self.resent),
-        ] {
-            sample(
-                out,
-                "offload_remote_requests_total",
-                &format!("outcome=\"{outcome}\""),
-                c.get(),
-            );
-        }
+    }
+
+    /// Sets the queue's depth and predicted wait, before a scrape.
+    pub(super) fn refresh_metrics(&self) {
+        let st = self.state.lock().expect("gate lock");
+        self.depth.set(st.waiting.len() as i64);
+        self.predicted_wait.set(self.wait(&st).as_secs_f64());
     }
 }
 
