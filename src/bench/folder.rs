@@ -169,7 +169,7 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<td>0 / 0 / 0 / 95</td>"), "{html}");
-        assert!(html.contains(&super::super::html::esc(said)), "{html}");
+        assert!(html.contains(&super::super::units::esc(said)), "{html}");
 
         let json: serde_json::Value = serde_json::from_str(&file("results.json")).unwrap();
         let spawn = &json["runs"][1];

@@ -2,6 +2,7 @@
 //! summary table and charts drawn as inline SVG: throughput against the limit, latency
 //! percentiles, bystander latency, and per-second timelines.
 
+use super::units::esc;
 use std::fmt::Write as _;
 
 use super::report::{Results, table};
@@ -16,13 +17,6 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
-
-pub(super) fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 fn colour(r: &Results, strategy: &str) -> String {
     let i = r

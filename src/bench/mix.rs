@@ -496,7 +496,7 @@ pub const LATENCY_NOTE: &str = "p50/p99/max: the answers of that kind (any statu
 fn e2d_p99(p: &PartRun) -> String {
     p.enqueue_to_done_ms
         .as_ref()
-        .map_or("-".to_string(), |s| super::report::ms(s.p99))
+        .map_or("-".to_string(), |s| super::units::ms(s.p99))
 }
 
 /// The mix's table, as printed and in the README of the report folder.
@@ -531,15 +531,15 @@ pub fn table(m: &MixResults) -> String {
                 if i == 0 { r.strategy.as_str() } else { "" },
                 p.work,
                 p.sent,
-                super::report::ms(p.latency.p50),
-                super::report::ms(p.latency.p99),
-                super::report::ms(p.latency.max),
+                super::units::ms(p.latency.p50),
+                super::units::ms(p.latency.p99),
+                super::units::ms(p.latency.max),
                 statuses(&p.answered),
                 p.jobs_done,
                 p.jobs_done_per_s,
                 e2d,
                 if i == 0 {
-                    super::report::ms(r.health.p99)
+                    super::units::ms(r.health.p99)
                 } else {
                     String::new()
                 }
@@ -553,7 +553,7 @@ pub fn table(m: &MixResults) -> String {
 
 /// The mix's table as HTML, for the report page.
 pub fn html_table(m: &MixResults) -> String {
-    let esc = super::html::esc;
+    let esc = super::units::esc;
     let mut rows = String::new();
     for r in &m.runs {
         for (i, p) in r.parts.iter().enumerate() {
@@ -563,13 +563,13 @@ pub fn html_table(m: &MixResults) -> String {
                 if i == 0 { esc(&r.strategy) } else { String::new() },
                 esc(&p.work),
                 p.sent,
-                super::report::ms(p.latency.p50),
-                super::report::ms(p.latency.p99),
+                super::units::ms(p.latency.p50),
+                super::units::ms(p.latency.p99),
                 esc(&statuses(&p.answered)),
                 p.jobs_done,
                 p.jobs_done_per_s,
                 e2d,
-                if i == 0 { super::report::ms(r.health.p99) } else { String::new() },
+                if i == 0 { super::units::ms(r.health.p99) } else { String::new() },
             ));
         }
     }

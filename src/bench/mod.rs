@@ -21,6 +21,7 @@ mod report;
 mod sample;
 mod scenario;
 mod summary;
+mod units;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;

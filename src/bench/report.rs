@@ -1,6 +1,7 @@
 //! The bench's results: what is kept (`results.json`, schema beside this file), the table
 //! on the terminal and the lines that read it. The folder they are written to is `folder.rs`.
 
+use super::units::{mib, ms};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -85,20 +86,6 @@ impl Results {
         };
         r.reading = read(&r);
         r
-    }
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / (1024.0 * 1024.0)
-}
-
-pub(super) fn ms(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{:.2}s", v / 1000.0)
-    } else if v >= 10.0 {
-        format!("{v:.0}ms")
-    } else {
-        format!("{v:.2}ms")
     }
 }
 

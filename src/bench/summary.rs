@@ -2,6 +2,7 @@
 //! work, and why, read from the run's own figures) and the results as an HTML table that fits
 //! the page.
 
+use super::units::{esc, mib, ms_words as ms};
 use std::fmt::Write as _;
 
 use super::limit::{DISAGREE_RATIO, LimitFlag, OVER_LIMIT};
@@ -30,16 +31,6 @@ pub(super) fn stalls(p99: f64, best: f64) -> bool {
     p99 > STALL_MS && p99 > STALL_RATIO * best
 }
 
-fn ms(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{:.2} s", v / 1000.0)
-    } else if v >= 10.0 {
-        format!("{v:.0} ms")
-    } else {
-        format!("{v:.2} ms")
-    }
-}
-
 fn health_p99(run: &StrategyRun) -> f64 {
     run.bystander.latency_with_timeouts.p99
 }
@@ -50,10 +41,6 @@ fn health_p99(run: &StrategyRun) -> f64 {
 fn clean(run: &StrategyRun) -> bool {
     let q = &run.heavy.requests;
     q.errors + q.timeouts == 0 && (run.queue.is_some() || q.non_2xx == 0)
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / (1u64 << 20) as f64
 }
 
 /// How fast a strategy went, with its %limit only where the limit held still.
@@ -329,13 +316,6 @@ fn stillness(r: &Results) -> Option<String> {
             (DISAGREE_RATIO - 1.0) * 100.0
         ))
     }
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The results as an HTML table: one row per strategy, numbers right-aligned, latencies

@@ -2,7 +2,7 @@
 //! as HTML, and what the columns mean. Reads only [`FloodResults`].
 
 use super::{FloodResults, FloodRow, cpu_cell, honour_label};
-use crate::bench::report::ms;
+use crate::bench::units::ms;
 
 /// The cells of one row, shared by the text and HTML tables.
 fn cells(r: &FloodRow) -> [String; 14] {
@@ -108,7 +108,7 @@ pub fn table(f: &FloodResults) -> String {
 
 /// The flood's table as HTML, for the report page.
 pub fn html_table(f: &FloodResults) -> String {
-    let esc = crate::bench::html::esc;
+    let esc = crate::bench::units::esc;
     let head: String = HEADERS
         .iter()
         .map(|h| format!("<th>{}</th>", esc(h.trim())))

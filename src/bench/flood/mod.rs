@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use super::limit::{Bracket, LimitFlag};
 use super::machine::CalibrationPlan;
-use super::report::ms;
 use super::sample::Sample;
 use super::scenario::StrategyRun;
+use super::units::ms;
 use super::{ProgressLine, Settings};
 use crate::load::{MAX_CONNECTIONS, Report, RetryAfterStats};
 use crate::strategy::Name;

@@ -3,6 +3,7 @@
 //! the terminal, README.md and the HTML page. %limit is each side's against its own
 //! language's loop, so that ratio shows the architecture and not the loop's speed.
 
+use crate::bench::units::{esc, mib};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -32,10 +33,6 @@ pub struct Figure {
     /// A %limit of either side that is not reliable (its calibrations disagree, or it beat
     /// its limit).
     pub unreliable: bool,
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / (1u64 << 20) as f64
 }
 
 fn figure(name: &str, offload: f64, node: f64) -> Figure {
@@ -234,13 +231,6 @@ pub fn text(r: &Results) -> Option<String> {
         "Below 1x, offload's figure is the lower: better for /health p99, RSS, threads and drain; worse for the rates."
     );
     Some(t)
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// The section for the HTML page; empty without `--node`.
