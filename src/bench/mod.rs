@@ -10,6 +10,8 @@ mod compare;
 pub mod flood;
 mod folder;
 mod html;
+#[cfg(test)]
+mod imports;
 mod limit;
 mod machine;
 pub mod mix;
@@ -18,6 +20,7 @@ mod node;
 mod planted;
 mod procs;
 mod report;
+mod rules;
 mod sample;
 mod scenario;
 mod summary;

@@ -195,7 +195,7 @@ fn read(r: &Results) -> Vec<String> {
         .fold(f64::INFINITY, f64::min);
     for run in &runs {
         let p99 = run.bystander.latency_with_timeouts.p99;
-        if super::summary::stalls(p99, best_bystander) {
+        if super::rules::stalls(p99, best_bystander) {
             out.push(format!(
                 "{} stalls light requests: /health waited {} at p99 (max {}), against {} for the best strategy.",
                 run.strategy,

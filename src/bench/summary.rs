@@ -7,29 +7,9 @@ use std::fmt::Write as _;
 
 use super::limit::{DISAGREE_RATIO, LimitFlag, OVER_LIMIT};
 use super::report::Results;
+use super::rules::{KEEPS_UP, stalls};
 use super::scenario::StrategyRun;
 use crate::strategy::Name;
-
-/// A strategy's `/health` p99 this many times the best one's (and over [`STALL_MS`]) is a
-/// stall worth warning about: strategies that keep the runtime free land within a few times
-/// of each other (0.5-4 ms in the README's full run), those that block it hundreds of times
-/// off (0.9-9 s there).
-pub(super) const STALL_RATIO: f64 = 10.0;
-/// Below this `/health` p99 no one notices, whatever the ratio: half the ~100 ms at which a
-/// person starts to see a delay, and far above the few ms a busy machine's scheduler adds.
-pub(super) const STALL_MS: f64 = 50.0;
-/// Throughput at or above this fraction of the fastest comparable in-process strategy's
-/// counts as keeping up, and among those `/health` decides. A fifth is wider than the
-/// run-to-run spread of one strategy on a quiet machine (a few percent to ~10%), so noise
-/// does not pick the winner, and a strategy that loses more than a fifth of the machine's
-/// work is not made up for by a faster `/health`.
-pub(super) const KEEPS_UP: f64 = 0.8;
-
-/// Whether a `/health` p99 of `p99` beside the best strategy's `best` is a stall: over
-/// [`STALL_MS`] and over [`STALL_RATIO`] times the best.
-pub(super) fn stalls(p99: f64, best: f64) -> bool {
-    p99 > STALL_MS && p99 > STALL_RATIO * best
-}
 
 fn health_p99(run: &StrategyRun) -> f64 {
     run.bystander.latency_with_timeouts.p99
@@ -88,12 +68,12 @@ fn names(runs: &[&StrategyRun]) -> String {
 /// 1. Candidates are the in-process strategies without errors, timeouts or non-2xx answers;
 ///    the others are named as left out.
 /// 2. Of the candidates whose %limit has no `!`, the fastest sets the bar; those at
-///    [`KEEPS_UP`] of it or more keep up. A candidate with a `!` is left out of that
+///    [`KEEPS_UP`](super::rules::KEEPS_UP) of it or more keep up. A candidate with a `!` is left out of that
 ///    comparison (a sentence says why, in figures) and judged by `/health` alone.
 /// 3. Of those that kept up and those not compared, the lowest `/health` p99 is the choice.
 /// 4. `remote` and `queue` are put beside it in figures; a throughput ratio only where
 ///    neither row has a `!`.
-/// 5. A strategy whose `/health` p99 is over [`STALL_MS`] and [`STALL_RATIO`] times the best
+/// 5. A strategy whose `/health` p99 is over [`STALL_MS`](super::rules::STALL_MS) and [`STALL_RATIO`](super::rules::STALL_RATIO) times the best
 ///    stalls light requests.
 /// 6. The machine is said not to have held still only when more than half of the rows have
 ///    a `!`; fewer are named as exceptions, the rest's throughput standing.
@@ -377,6 +357,7 @@ pub fn html_table(r: &Results) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::planted::{Plant, results};
+    use super::super::rules::STALL_MS;
     use super::*;
 
     /// The verdict of `plants`, each of its sentences checked to carry a figure.
