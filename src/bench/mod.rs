@@ -6,6 +6,7 @@
 //! against is the work alone on all cores, calibrated before the first strategy and after
 //! each one (see `limit`).
 
+mod chart;
 mod compare;
 pub mod flood;
 mod folder;
