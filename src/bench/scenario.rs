@@ -114,23 +114,8 @@ async fn enqueue_to_done(gateway: SocketAddr) -> Option<Spread> {
 
 /// Everything measured of one strategy, before its limit is known (the calibration after it
 /// runs once its processes are gone).
-#[derive(Debug, Clone)]
-pub struct Measured {
-    pub strategy: String,
-    pub completed: u64,
-    pub completed_per_s: f64,
-    pub peak_rss_bytes: u64,
-    pub peak_threads: u64,
-    pub cpu_s: f64,
-    pub heavy: Report,
-    pub bystander: Report,
-    pub processes: Vec<ProcessStats>,
-    pub queue: Option<QueueRun>,
-}
-
-/// Everything measured of one strategy, against its limit.
 #[derive(Debug, Clone, Serialize)]
-pub struct StrategyRun {
+pub struct Measured {
     pub strategy: String,
     /// Requests whose 2xx answer arrived in the measured window, including those sent in
     /// the warm-up (for the queue: jobs done).
@@ -139,17 +124,6 @@ pub struct StrategyRun {
     /// waiting, drain included; for `auto`: its 200s plus the jobs finished, both in the
     /// load's measured window).
     pub completed_per_s: f64,
-    /// `/heavy` requests still waiting for their answer when the window closed (or, in an
-    /// open loop, due and never sent): in none of the latency figures and none of the
-    /// errors, timeouts or statuses, so counted here.
-    pub unfinished: u64,
-    /// completed_per_s over `limit.limit_per_s`, the mean of the all-core calibrations
-    /// before and after this strategy.
-    pub limit_fraction: f64,
-    /// Why `limit_fraction` is not to be trusted; empty when it is.
-    pub limit_flags: Vec<LimitFlag>,
-    /// The calibrations before and after this strategy, every reading kept.
-    pub limit: Bracket,
     /// Highest sum of the processes' resident memory at one sampling instant.
     pub peak_rss_bytes: u64,
     /// Highest sum of the processes' threads at one sampling instant.
@@ -161,6 +135,34 @@ pub struct StrategyRun {
     pub queue: Option<QueueRun>,
 }
 
+/// Everything measured of one strategy ([`Measured`], whose fields it shows as its own),
+/// against its limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyRun {
+    #[serde(flatten)]
+    pub measured: Measured,
+    /// `/heavy` requests still waiting for their answer when the window closed (or, in an
+    /// open loop, due and never sent): in none of the latency figures and none of the
+    /// errors, timeouts or statuses, so counted here.
+    pub unfinished: u64,
+    /// completed_per_s over `limit.limit_per_s`, the mean of the all-core calibrations
+    /// before and after this strategy.
+    pub limit_fraction: f64,
+    /// Why `limit_fraction` is not to be trusted; empty when it is.
+    pub limit_flags: Vec<LimitFlag>,
+    /// The calibrations before and after this strategy, every reading kept.
+    pub limit: Bracket,
+}
+
+impl std::ops::Deref for StrategyRun {
+    type Target = Measured;
+
+    /// A run reads as what was measured: `run.completed_per_s`, `run.heavy`.
+    fn deref(&self) -> &Measured {
+        &self.measured
+    }
+}
+
 impl StrategyRun {
     /// Puts a measured strategy against the calibrations around it.
     pub fn new(m: Measured, limit: Bracket) -> StrategyRun {
@@ -169,17 +171,8 @@ impl StrategyRun {
             limit_flags: limit.flags(limit_fraction),
             limit_fraction,
             limit,
-            strategy: m.strategy,
-            completed: m.completed,
-            completed_per_s: m.completed_per_s,
             unfinished: m.heavy.requests.aborted_at_deadline + m.heavy.requests.unsent_at_deadline,
-            peak_rss_bytes: m.peak_rss_bytes,
-            peak_threads: m.peak_threads,
-            cpu_s: m.cpu_s,
-            heavy: m.heavy,
-            bystander: m.bystander,
-            processes: m.processes,
-            queue: m.queue,
+            measured: m,
         }
     }
 
