@@ -53,9 +53,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
 /// health check still gets an answer from a server whose every connection is busy. Taken from
 /// the files kept free below the open-file limit (at least 64, see [`ConnLimits::reserve`]).
 pub const ROOM_PAST_CAP: usize = 32;
-/// A connection younger than this is never closed to make room: it has not had the time to
-/// send its request (a health check's whole life is about a millisecond).
-const MIN_AGE_TO_EVICT_MS: u64 = 50;
+/// A connection that has waited less than this (since its accept, or since its last answer)
+/// is never closed to make room: a new one has not had the time to send its request (a
+/// health check's whole life is about a millisecond), and a keep-alive client in a closed
+/// loop sends its next request well within it. Only the stalled and the idle go.
+const MIN_WAIT_TO_EVICT_MS: u64 = 50;
 /// Largest request head (and read buffer) per connection: nginx's
 /// `large_client_header_buffers` is 4 × 8 KiB; past it, 431.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
@@ -147,8 +149,6 @@ const CLOSING: u8 = 2; // told to close
 struct Slot {
     /// Requests in service (handler running).
     busy: AtomicU32,
-    /// When it was accepted, in ms since the server's epoch.
-    opened_ms: u64,
     state: AtomicU8,
     /// When the current wait began, in ms since the server's epoch.
     since_ms: AtomicU64,
@@ -243,7 +243,6 @@ impl Conns {
         let now = self.now_ms();
         let slot = Arc::new(Slot {
             busy: AtomicU32::new(0),
-            opened_ms: now,
             state: AtomicU8::new(WAITING_HEAD),
             since_ms: AtomicU64::new(now),
             reason: AtomicU8::new(0),
@@ -270,7 +269,7 @@ impl Conns {
     /// Tells up to `n` of the connections without a request in service, oldest wait
     /// first, to close; returns how many.
     fn evict(&self, n: usize) -> usize {
-        let young = self.now_ms().saturating_sub(MIN_AGE_TO_EVICT_MS);
+        let waited_since = self.now_ms().saturating_sub(MIN_WAIT_TO_EVICT_MS);
         let mut waiting: Vec<(u64, Arc<Slot>)> = {
             let slots = self.slots.lock().expect("conns");
             slots
@@ -278,7 +277,7 @@ impl Conns {
                 .filter(|s| {
                     s.busy.load(Relaxed) == 0
                         && s.state.load(Relaxed) != CLOSING
-                        && s.opened_ms <= young
+                        && s.since_ms.load(Relaxed) <= waited_since
                 })
                 .map(|s| (s.since_ms.load(Relaxed), Arc::clone(s)))
                 .collect()
