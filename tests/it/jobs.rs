@@ -85,33 +85,12 @@ impl Filled {
 
 impl Drop for Filled {
     /// Deletes the test's Redis keys or Postgres rows (100,000 jobs' worth), also when the test
-    /// failed: on a thread and runtime of its own, as drop may run inside the test's runtime.
+    /// failed.
     fn drop(&mut self) {
         if let Queue::Sqlite(_) = self.queue {
             return;
         }
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let cleaned = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let options = QueueOptions {
-                    name,
-                    ..QueueOptions::default()
-                };
-                match open(&url, options).await.map_err(|e| e.to_string())? {
-                    Queue::Redis(q) => q.destroy().await.map_err(|e| e.to_string()),
-                    Queue::Postgres(q) => q.destroy().await.map_err(|e| e.to_string()),
-                    Queue::Sqlite(_) => Ok(()),
-                }
-            })
-        })
-        .join();
-        if let Ok(Err(e)) = cleaned {
-            eprintln!("could not delete the test's queue data: {e}");
-        }
+        crate::queue::destroy_queue_data(self.url.clone(), self.name.clone());
     }
 }
 

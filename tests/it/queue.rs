@@ -42,6 +42,37 @@ fn options() -> QueueOptions {
     }
 }
 
+/// Deletes a test's Redis keys or Postgres rows for queue `name` at `url` (nothing for
+/// SQLite, whose file goes with its temp dir), also when the test failed. For `Drop`: on a
+/// thread and runtime of its own, as drop may run inside the test's runtime, which cannot
+/// block on another future.
+pub(crate) fn destroy_queue_data(url: String, name: offload::queue::QueueName) {
+    let cleaned = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let options = offload::queue::QueueOptions {
+                name,
+                ..offload::queue::QueueOptions::default()
+            };
+            match offload::queue::open(&url, options)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                offload::queue::Queue::Redis(q) => q.destroy().await.map_err(|e| e.to_string()),
+                offload::queue::Queue::Postgres(q) => q.destroy().await.map_err(|e| e.to_string()),
+                offload::queue::Queue::Sqlite(_) => Ok(()),
+            }
+        })
+    })
+    .join();
+    if let Ok(Err(e)) = cleaned {
+        eprintln!("could not delete the test's queue data: {e}");
+    }
+}
+
 pub(crate) fn redis_url(test: &str) -> Option<String> {
     server_url("REDIS_URL", "OFFLOAD_REQUIRE_REDIS", "Redis", test)
 }

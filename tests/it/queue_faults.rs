@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::sleep;
 
-use offload::queue::{JobId, QueueOptions};
+use offload::queue::JobId;
 
 use crate::gateway::bad_cases;
 use crate::queue::{postgres_url, redis_url};
@@ -92,38 +92,13 @@ impl Store {
 }
 
 impl Drop for Store {
-    /// Deletes the test's Redis keys or Postgres rows. On its own thread and runtime: drop may run inside the
-    /// test's runtime, which cannot block on another future.
+    /// Deletes the test's Redis keys or Postgres rows, also when the test failed.
     fn drop(&mut self) {
-        if !self.shared {
-            return;
-        }
-        let (url, name) = (self.url.clone(), self.name.clone());
-        let cleaned = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let options = QueueOptions {
-                    name: name.parse().expect("a valid queue name"),
-                    ..QueueOptions::default()
-                };
-                match offload::queue::open(&url, options).await {
-                    Ok(offload::queue::Queue::Redis(q)) => {
-                        q.destroy().await.map_err(|e| e.to_string())
-                    }
-                    Ok(offload::queue::Queue::Postgres(q)) => {
-                        q.destroy().await.map_err(|e| e.to_string())
-                    }
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                }
-            })
-        })
-        .join();
-        if let Ok(Err(e)) = cleaned {
-            eprintln!("could not delete the test's queue data: {e}");
+        if self.shared {
+            crate::queue::destroy_queue_data(
+                self.url.clone(),
+                self.name.parse().expect("a valid queue name"),
+            );
         }
     }
 }

@@ -413,3 +413,13 @@ impl BusyLoop {
         )
     }
 }
+
+/// A `kB` line of `/proc/{pid}/status` (`VmRSS`, `VmHWM`), in KiB; `None` once the process
+/// has exited (a zombie's status has no memory lines).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
