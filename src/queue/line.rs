@@ -6,8 +6,11 @@
 //! free place rather than one per refused request.
 //!
 //! The pump learns that room appeared by trying: it stores a batch of jobs from the head of the
-//! line and, when the store says full, pauses for about the time one job takes to drain before
-//! it tries again. The batch grows while every job in it is stored and shrinks to what was
+//! line and, when the store says full, pauses before it tries again. The pause is a small part
+//! of the time the workers take to drain the whole backlog (a quarter, at most 20 ms), so the
+//! backlog never runs low while the line waits, and each try stores the places freed in the
+//! pause in one write rather than one write per job drained: against a backlog of thousands,
+//! one try per 20 ms. The batch grows while every job in it is stored and shrinks to what was
 //! stored when the store is full, so the attempts that fail are about one per pause.
 
 use std::collections::VecDeque;
@@ -26,11 +29,15 @@ use crate::metrics::{Counter, Family, FloatGauge, Gauge, Outcome, Registry};
 const MAX_BATCH: usize = 64;
 /// The pump's pause after the store says full, before the drain rate is known.
 const FULL_PAUSE: Duration = Duration::from_millis(5);
-/// The pause is about the time the backlog takes to drain one job, within these bounds: under
-/// a millisecond it is not worth a wake-up, and past 20 ms a line behind a fast-draining store
-/// would stand still while places sit free.
+/// The pause is a quarter of the time the workers take to drain the full backlog (its depth
+/// when the store last said full, at the measured drain rate), within these bounds: under a
+/// millisecond it is not worth a wake-up, and past 20 ms the line's requests would wait
+/// noticeably longer than the workers need to make room. Every store write costs the store a
+/// transaction and wakes every process that watches it, so a longer pause is cheaper.
 const PAUSE_MIN: Duration = Duration::from_millis(1);
 const PAUSE_MAX: Duration = Duration::from_millis(20);
+/// The share of the full backlog's drain time that the pump waits for room.
+const PAUSE_SHARE: f64 = 0.25;
 /// The drain rate is averaged over windows at least this long.
 const RATE_WINDOW: Duration = Duration::from_millis(100);
 /// Weight of a new window in the drain rate's moving average.
@@ -87,6 +94,8 @@ struct State {
     /// Until when the store is taken to be full without asking it: after it said so, a new
     /// request joins the line rather than trying a store write of its own.
     full_until: Instant,
+    /// Unfinished jobs in the store when it last said full (its backlog cap), if it has.
+    full_depth: Option<u64>,
 }
 
 /// A request in the line. Its `claim` says who decides its fate: the pump once it has taken
@@ -119,6 +128,7 @@ impl Line {
                     window_start: Instant::now(),
                     window_stored: 0,
                     full_until: Instant::now(),
+                    full_depth: None,
                 }),
                 max_waiting: max_waiting.max(1),
                 store_wait,
@@ -166,8 +176,9 @@ impl Line {
                 .await
             {
                 Ok(Ok(id)) => return Ok(id),
-                Ok(Err(EnqueueError::Full(_))) => {
+                Ok(Err(EnqueueError::Full(depth))) => {
                     let mut st = self.inner.state.lock().expect("line lock");
+                    st.full_depth = Some(depth);
                     st.full_until = Instant::now() + pause(&st);
                 }
                 Ok(Err(EnqueueError::Queue(e))) => return Err(e.into()),
@@ -288,11 +299,15 @@ fn predicted(st: &State, n: usize) -> Duration {
     }
 }
 
-/// The pump's pause after the store said full: about the time the backlog takes to drain one
-/// job.
+/// The pump's pause after the store said full: [`PAUSE_SHARE`] of the time the full backlog
+/// takes to drain at the measured rate, within [`PAUSE_MIN`] and [`PAUSE_MAX`].
 fn pause(st: &State) -> Duration {
     match st.rate {
-        Some(r) if r > 0.0 => Duration::from_secs_f64(1.0 / r).clamp(PAUSE_MIN, PAUSE_MAX),
+        Some(r) if r > 0.0 => {
+            let depth = st.full_depth.unwrap_or(1).max(1) as f64;
+            Duration::from_secs_f64((PAUSE_SHARE * depth / r).min(3600.0))
+                .clamp(PAUSE_MIN, PAUSE_MAX)
+        }
         _ => FULL_PAUSE,
     }
 }
@@ -331,7 +346,7 @@ async fn pump(inner: Arc<Inner>) {
             .iter()
             .map(|w| tokio::time::timeout(inner.store_wait, inner.queue.enqueue(w.job.clone())));
         let results = join_in_order(tries.collect()).await;
-        let (mut stored, mut full, mut failed) = (0usize, false, None);
+        let (mut stored, mut full_depth, mut failed) = (0usize, None, None);
         let mut back = Vec::new();
         let now = Instant::now();
         for (w, r) in batch.into_iter().zip(results) {
@@ -341,8 +356,8 @@ async fn pump(inner: Arc<Inner>) {
                     inner.stored.inc();
                     let _ = w.reply.send(Ok(id));
                 }
-                Ok(Err(EnqueueError::Full(_))) => {
-                    full = true;
+                Ok(Err(EnqueueError::Full(depth))) => {
+                    full_depth = Some(depth);
                     if now >= w.until {
                         inner.ran_out.inc();
                         let retry_after = {
@@ -391,12 +406,16 @@ async fn pump(inner: Arc<Inner>) {
                 st.window_start = Instant::now();
                 st.window_stored = 0;
             }
+            if full_depth.is_some() {
+                st.full_depth = full_depth;
+            }
             let pause = pause(&st);
-            if full {
+            if full_depth.is_some() {
                 st.full_until = Instant::now() + pause;
             }
             pause
         };
+        let full = full_depth.is_some();
         batch_size = if full {
             stored.max(1)
         } else {
@@ -446,6 +465,29 @@ mod tests {
             ..QueueOptions::default()
         };
         open(&url, options).await.unwrap()
+    }
+
+    #[test]
+    fn the_pause_is_a_quarter_of_the_backlogs_drain_within_bounds() {
+        let state = |rate: Option<f64>, depth: Option<u64>| State {
+            waiting: VecDeque::new(),
+            abandoned: 0,
+            pump: false,
+            rate,
+            window_start: Instant::now(),
+            window_stored: 0,
+            full_until: Instant::now(),
+            full_depth: depth,
+        };
+        // Before the drain rate is known.
+        assert_eq!(pause(&state(None, Some(10_000))), FULL_PAUSE);
+        // 10,000 jobs at 400/s drain in 25 s: the pause is its longest, one store write per 20 ms.
+        assert_eq!(pause(&state(Some(400.0), Some(10_000))), PAUSE_MAX);
+        // 20 jobs at 400/s drain in 50 ms: a quarter of it, so the backlog stays three quarters full.
+        let p = pause(&state(Some(400.0), Some(20)));
+        assert!((p.as_secs_f64() - 0.0125).abs() < 1e-9, "{p:?}");
+        // A tiny backlog behind fast workers: not under a millisecond.
+        assert_eq!(pause(&state(Some(100_000.0), Some(10))), PAUSE_MIN);
     }
 
     /// Runs the oldest due job and returns its payload: one place frees up.
