@@ -553,8 +553,10 @@ impl JobQueue for SqliteQueue {
         wait: Duration,
     ) -> Result<Vec<Claimed>, QueueError> {
         let max = max.clamp(1, MAX_CLAIM);
-        // Subscribe before looking, so a job stored between the look and the wait still wakes us.
-        let mut woken = self.inner.wake.as_ref().map(|w| w.subscribe());
+        // The wake-up is subscribed to only when a look finds nothing, and then the next look
+        // comes after the subscription, so a job stored between a look and the wait still
+        // wakes us; a worker that finds jobs (under load, every claim) never watches the file.
+        let mut woken = None;
         let end = tokio::time::Instant::now() + wait;
         loop {
             let worker = worker.as_str().to_owned();
@@ -565,12 +567,28 @@ impl JobQueue for SqliteQueue {
             if !jobs.is_empty() || now >= end {
                 return Ok(jobs);
             }
+            if woken.is_none()
+                && let Some(wake) = &self.inner.wake
+            {
+                match wake.subscribe() {
+                    Ok(sub) => {
+                        woken = Some(sub);
+                        continue;
+                    }
+                    Err(e) => crate::throttled!(
+                        "sqlite_wake_failed",
+                        warn,
+                        error = %e,
+                        "cannot watch the queue's folder; this wait polls"
+                    ),
+                }
+            }
             // Wait for a write to the file (another process stored something), the next retry
             // falling due, or the end of `wait`; without a wake-up, a short poll stands in.
             let until = next_due.map_or(end, |d| (now + d).min(end));
             match woken.as_mut() {
-                Some(rx) => {
-                    let _ = tokio::time::timeout_at(until, rx.changed()).await;
+                Some(sub) => {
+                    let _ = tokio::time::timeout_at(until, sub.changed()).await;
                 }
                 None => tokio::time::sleep_until(until.min(now + FALLBACK_POLL)).await,
             }
