@@ -25,7 +25,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "OFFLOAD_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Most jobs claimed ahead of those running, so a thread that finishes one starts the next
-    /// without a trip to the store. The worker claims ahead about 20 ms of work per thread (by
+    /// without a trip to the store. The worker claims ahead about 50 ms of work per thread (by
     /// the jobs' measured run time), at least one per thread [default: 256 per thread].
     #[arg(long, env = "OFFLOAD_PREFETCH")]
     pub prefetch: Option<usize>,
