@@ -64,7 +64,8 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(values: Vec<f64>) -> Spread {
+    /// The median, min and max of `values`, kept in their order. `values` is not empty.
+    pub fn of(values: Vec<f64>) -> Spread {
         let mut sorted = values.clone();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
