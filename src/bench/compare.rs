@@ -1,8 +1,9 @@
 //! Repeats and comparisons: the figures a person compares between runs, their median and
 //! min-max over `--repeat N` runs, and `--compare A B`, which diffs two report folders figure
 //! by figure and says whether each change exceeds the run-to-run spread (as critcmp does for
-//! criterion). Both read the figures from the runs' JSON, so a report folder written by any
-//! version with the same schema can be compared.
+//! criterion), for the uniform scenario's strategies and the flood's rows. Both read the
+//! figures from the runs' JSON, so a report folder written by any version with the same schema
+//! can be compared (one whose flood has no repeats, or no flood, too).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -53,6 +54,16 @@ const FIGURES: [(&str, &[&str], &str, f64); 8] = [
     ),
 ];
 
+/// The figures of a flood row compared, with their name in the row and in its `spread`, a
+/// label and a scale from the row's unit (a fraction) to the label's (a percent).
+const FLOOD_FIGURES: [(&str, &str, f64); 5] = [
+    ("goodput_per_s", "goodput/s", 1.0),
+    ("limit_fraction", "%limit", 100.0),
+    ("refused_per_s", "503/s", 1.0),
+    ("gateway_cpu_fraction", "gw CPU %", 100.0),
+    ("health_p99_ms", "/health p99 ms", 1.0),
+];
+
 /// One figure over the repeated runs of a strategy.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Spread {
@@ -64,7 +75,8 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(values: Vec<f64>) -> Spread {
+    /// The median, min and max of `values`, kept in their order. `values` is not empty.
+    pub fn of(values: Vec<f64>) -> Spread {
         let mut sorted = values.clone();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
@@ -78,6 +90,16 @@ impl Spread {
             min: sorted[0],
             max: sorted[n - 1],
             values,
+        }
+    }
+
+    /// This spread with every value multiplied by `scale` (positive).
+    fn scaled(&self, scale: f64) -> Spread {
+        Spread {
+            median: self.median * scale,
+            min: self.min * scale,
+            max: self.max * scale,
+            values: self.values.iter().map(|v| v * scale).collect(),
         }
     }
 }
@@ -134,8 +156,18 @@ pub fn repeats(runs: &[Value]) -> Vec<Repeat> {
         .collect()
 }
 
-fn label(name: &str) -> &'static str {
-    FIGURES.iter().find(|f| f.0 == name).map_or("?", |f| f.2)
+fn label(c: &Change) -> &'static str {
+    if c.flood.is_some() {
+        FLOOD_FIGURES
+            .iter()
+            .find(|f| f.0 == c.figure)
+            .map_or("?", |f| f.1)
+    } else {
+        FIGURES
+            .iter()
+            .find(|f| f.0 == c.figure)
+            .map_or("?", |f| f.2)
+    }
 }
 
 fn num(v: f64) -> String {
@@ -174,10 +206,30 @@ pub fn repeat_lines(reps: &[Repeat]) -> Vec<String> {
         .collect()
 }
 
-/// One figure of one strategy in both folders.
+/// The flood row a figure is of.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FloodPoint {
+    pub connections: u64,
+    pub honor_retry_after: bool,
+}
+
+impl FloodPoint {
+    /// The client, as the flood's table names it.
+    fn client(self) -> &'static str {
+        if self.honor_retry_after {
+            "Retry-After"
+        } else {
+            "plain"
+        }
+    }
+}
+
+/// One figure of one strategy (or one flood row) in both folders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub strategy: String,
+    /// The flood row, for a figure of the flood; None for the uniform scenario's.
+    pub flood: Option<FloodPoint>,
     pub figure: String,
     pub a: Spread,
     pub b: Spread,
@@ -188,13 +240,17 @@ pub struct Change {
     pub significant: bool,
 }
 
-/// The repeats of a report folder: its `repeats`, or its runs taken one each.
-fn folder_repeats(dir: &Path) -> anyhow::Result<Vec<Repeat>> {
+/// A report folder's `results.json`.
+fn read(dir: &Path) -> anyhow::Result<Value> {
     let path = dir.join("results.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let v: Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
+}
+
+/// The repeats of a report folder's results `v`: its `repeats`, or its runs taken one each.
+fn folder_repeats(v: &Value, dir: &Path) -> anyhow::Result<Vec<Repeat>> {
+    let path = dir.join("results.json");
     if let Some(reps) = v
         .get("repeats")
         .filter(|r| r.as_array().is_some_and(|a| !a.is_empty()))
@@ -208,46 +264,122 @@ fn folder_repeats(dir: &Path) -> anyhow::Result<Vec<Repeat>> {
     Ok(repeats(runs))
 }
 
-/// Every figure both folders have, strategy by strategy.
+/// One flood row of a report folder: the compared figures over its repeats, scaled to their
+/// labels' units.
+struct FloodFigures {
+    strategy: String,
+    point: FloodPoint,
+    figures: BTreeMap<&'static str, Spread>,
+}
+
+/// The flood rows of a report folder's results `v`, each figure from the row's `spread`, or
+/// (a folder written before the flood had repeats) its one value. Empty when it has no flood.
+fn flood_rows(v: &Value) -> Vec<FloodFigures> {
+    let Some(rows) = v.pointer("/flood/rows").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|r| {
+            let figures = FLOOD_FIGURES
+                .iter()
+                .filter_map(|(name, _, scale)| {
+                    let spread = match r.get("spread").and_then(|s| s.get(name)) {
+                        Some(s) => serde_json::from_value::<Spread>(s.clone()).ok()?,
+                        None => Spread::of(vec![r.get(name)?.as_f64()?]),
+                    };
+                    Some((*name, spread.scaled(*scale)))
+                })
+                .collect();
+            Some(FloodFigures {
+                strategy: r.get("strategy")?.as_str()?.to_owned(),
+                point: FloodPoint {
+                    connections: r.get("connections")?.as_u64()?,
+                    honor_retry_after: r.get("honor_retry_after")?.as_bool()?,
+                },
+                figures,
+            })
+        })
+        .collect()
+}
+
+/// Figure `figure` of `strategy` (at flood row `flood`) from A's spread to B's.
+fn judge(
+    strategy: &str,
+    flood: Option<FloodPoint>,
+    figure: &str,
+    sa: &Spread,
+    sb: &Spread,
+) -> Change {
+    let change = if sa.median == 0.0 {
+        if sb.median == 0.0 { 0.0 } else { f64::INFINITY }
+    } else {
+        sb.median / sa.median - 1.0
+    };
+    let spread_known = sa.values.len() > 1 && sb.values.len() > 1;
+    let significant = if spread_known {
+        sb.min > sa.max || sb.max < sa.min
+    } else {
+        change.abs() > SINGLE_RUN_NOISE
+    };
+    Change {
+        strategy: strategy.to_owned(),
+        flood,
+        figure: figure.to_owned(),
+        a: sa.clone(),
+        b: sb.clone(),
+        change,
+        significant,
+    }
+}
+
+/// Every figure both folders have, strategy by strategy, then flood row by flood row (paired
+/// by strategy, connection count and client).
 ///
 /// # Errors
 /// When a folder has no readable `results.json`.
 pub fn compare(a: &Path, b: &Path) -> anyhow::Result<Vec<Change>> {
-    let (ra, rb) = (folder_repeats(a)?, folder_repeats(b)?);
+    let (va, vb) = (read(a)?, read(b)?);
+    let (ra, rb) = (folder_repeats(&va, a)?, folder_repeats(&vb, b)?);
     let mut out = Vec::new();
     for x in &ra {
         let Some(y) = rb.iter().find(|y| y.strategy == x.strategy) else {
             continue;
         };
         for name in FIGURES.iter().map(|f| f.0) {
-            let (Some(sa), Some(sb)) = (x.figures.get(name), y.figures.get(name)) else {
-                continue;
-            };
-            let change = if sa.median == 0.0 {
-                if sb.median == 0.0 { 0.0 } else { f64::INFINITY }
-            } else {
-                sb.median / sa.median - 1.0
-            };
-            let spread_known = sa.values.len() > 1 && sb.values.len() > 1;
-            let significant = if spread_known {
-                sb.min > sa.max || sb.max < sa.min
-            } else {
-                change.abs() > SINGLE_RUN_NOISE
-            };
-            out.push(Change {
-                strategy: x.strategy.clone(),
-                figure: name.to_owned(),
-                a: sa.clone(),
-                b: sb.clone(),
-                change,
-                significant,
-            });
+            if let (Some(sa), Some(sb)) = (x.figures.get(name), y.figures.get(name)) {
+                out.push(judge(&x.strategy, None, name, sa, sb));
+            }
+        }
+    }
+    let fb = flood_rows(&vb);
+    for x in flood_rows(&va) {
+        let Some(y) = fb
+            .iter()
+            .find(|y| y.strategy == x.strategy && y.point == x.point)
+        else {
+            continue;
+        };
+        for (name, ..) in FLOOD_FIGURES {
+            if let (Some(sa), Some(sb)) = (x.figures.get(name), y.figures.get(name)) {
+                out.push(judge(&x.strategy, Some(x.point), name, sa, sb));
+            }
         }
     }
     Ok(out)
 }
 
-/// The comparison as a table, with a closing line that counts the changes beyond the spread.
+/// Why a change is, or is not, beyond the spread.
+fn why(c: &Change) -> &'static str {
+    match (c.significant, c.a.values.len() > 1 && c.b.values.len() > 1) {
+        (true, true) => "yes: the ranges do not overlap",
+        (true, false) => "yes: over 10% (single runs, no spread known)",
+        (false, true) => "no",
+        (false, false) => "no (single runs: within 10%)",
+    }
+}
+
+/// The comparison as a table (the flood's rows in a second one), with a closing line that
+/// counts the changes beyond the spread.
 pub fn render(a: &Path, b: &Path, changes: &[Change]) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "A: {}\nB: {}", a.display(), b.display());
@@ -256,21 +388,46 @@ pub fn render(a: &Path, b: &Path, changes: &[Change]) -> String {
         "{:<9} {:<17} {:>22} {:>22} {:>8}  beyond the spread?",
         "strategy", "figure", "A median (min-max)", "B median (min-max)", "change"
     );
+    for c in changes.iter().filter(|c| c.flood.is_none()) {
+        let _ = writeln!(
+            t,
+            "{:<9} {:<17} {:>22} {:>22} {:>+7.0}%  {}",
+            c.strategy,
+            label(c),
+            show(&c.a),
+            show(&c.b),
+            c.change * 100.0,
+            why(c)
+        );
+    }
+    if changes.iter().any(|c| c.flood.is_some()) {
+        let _ = writeln!(
+            t,
+            "\nflood:\n{:<9} {:>5} {:<11} {:<15} {:>22} {:>22} {:>8}  beyond the spread?",
+            "strategy",
+            "-c",
+            "client",
+            "figure",
+            "A median (min-max)",
+            "B median (min-max)",
+            "change"
+        );
+    }
     for c in changes {
-        let why = match (c.significant, c.a.values.len() > 1 && c.b.values.len() > 1) {
-            (true, true) => "yes: the ranges do not overlap",
-            (true, false) => "yes: over 10% (single runs, no spread known)",
-            (false, true) => "no",
-            (false, false) => "no (single runs: within 10%)",
+        let Some(p) = c.flood else {
+            continue;
         };
         let _ = writeln!(
             t,
-            "{:<9} {:<17} {:>22} {:>22} {:>+7.0}%  {why}",
+            "{:<9} {:>5} {:<11} {:<15} {:>22} {:>22} {:>+7.0}%  {}",
             c.strategy,
-            label(&c.figure),
+            p.connections,
+            p.client(),
+            label(c),
             show(&c.a),
             show(&c.b),
-            c.change * 100.0
+            c.change * 100.0,
+            why(c)
         );
     }
     let n = changes.iter().filter(|c| c.significant).count();
@@ -285,6 +442,154 @@ pub fn render(a: &Path, b: &Path, changes: &[Change]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::Results;
+    use crate::bench::flood::FloodRow;
+    use crate::bench::planted::{self, FloodPlant, Plant};
+
+    /// pool's flood row at `c` over three rounds, with these goodputs and 20 refusals/s.
+    fn flood_row(c: u32, honour: bool, goodputs: [f64; 3]) -> Vec<FloodRow> {
+        goodputs
+            .iter()
+            .map(|g| {
+                FloodPlant {
+                    goodput_per_s: *g,
+                    refused_per_s: 20.0,
+                    health_p99_ms: 1.0,
+                    gateway_cpu: 0.5,
+                }
+                .row("pool", c, honour)
+            })
+            .collect()
+    }
+
+    /// A run of pool at 50/s with a flood of `rows` at `counts`, three rounds.
+    fn results(counts: &[u32], rows: Vec<Vec<FloodRow>>) -> Results {
+        let mut r = planted::results(vec![Plant::new("pool", 50.0, 1.0)]);
+        r.flood = Some(planted::flood(counts, 3, rows));
+        r
+    }
+
+    /// A report folder holding `json` as its results.json.
+    fn folder(json: &Value) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("results.json"), json.to_string()).unwrap();
+        dir
+    }
+
+    /// Run A's results: pool at -c 100, -c 1000 (90-110/s) and -c 1000 honouring Retry-After.
+    fn run_a() -> Value {
+        let rows = vec![
+            flood_row(100, false, [50.0, 52.0, 48.0]),
+            flood_row(1000, false, [90.0, 110.0, 100.0]),
+            flood_row(1000, true, [120.0, 118.0, 121.0]),
+        ];
+        serde_json::to_value(results(&[100, 1000], rows)).unwrap()
+    }
+
+    /// Run B's results: no -c 100; at -c 1000 plain 140-160/s, the honouring client as in A.
+    fn run_b() -> Value {
+        let rows = vec![
+            flood_row(1000, false, [140.0, 160.0, 150.0]),
+            flood_row(1000, true, [121.0, 119.0, 122.0]),
+        ];
+        serde_json::to_value(results(&[1000], rows)).unwrap()
+    }
+
+    fn flood_change<'a>(changes: &'a [Change], honour: bool, figure: &str) -> &'a Change {
+        changes
+            .iter()
+            .find(|c| c.flood.is_some_and(|p| p.honor_retry_after == honour) && c.figure == figure)
+            .unwrap_or_else(|| panic!("no flood {figure} (honour {honour}): {changes:#?}"))
+    }
+
+    #[test]
+    fn compare_pairs_flood_rows_and_reports_a_change_beyond_the_spread() {
+        let (a, b) = (folder(&run_a()), folder(&run_b()));
+        let changes = compare(a.path(), b.path()).unwrap();
+        // The uniform scenario's figures still come first.
+        assert!(changes[0].flood.is_none() && changes[0].strategy == "pool");
+        // Paired by strategy, -c and client: -c 100 is in A only, so it is left out.
+        let points: Vec<(u64, bool)> = changes
+            .iter()
+            .filter_map(|c| c.flood.map(|p| (p.connections, p.honor_retry_after)))
+            .collect();
+        assert_eq!(points, [[(1000, false); 5], [(1000, true); 5]].concat());
+        let plain = flood_change(&changes, false, "goodput_per_s");
+        assert_eq!((plain.a.median, plain.b.median), (100.0, 150.0));
+        assert!((plain.change - 0.5).abs() < 1e-9);
+        assert!(plain.significant);
+        // The honouring client is held against its own row: ranges 118-121 and 119-122.
+        let honour = flood_change(&changes, true, "goodput_per_s");
+        assert_eq!((honour.a.median, honour.b.median), (120.0, 121.0));
+        assert!(!honour.significant);
+        // %limit in percent, as the table shows it.
+        let limit = flood_change(&changes, false, "limit_fraction");
+        assert!((limit.a.median - 100.0 / 1.5).abs() < 1e-9, "{limit:?}");
+
+        let text = render(a.path(), b.path(), &changes);
+        assert!(
+            text.contains("\nflood:\nstrategy     -c client      figure"),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("pool       1000 plain       goodput/s"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            line.ends_with("+50%  yes: the ranges do not overlap"),
+            "{text}"
+        );
+        assert!(line.contains(" 100 (90.0-110) "), "{text}");
+        assert!(text.contains("figure(s) changed beyond the run-to-run spread"));
+    }
+
+    #[test]
+    fn an_older_results_json_without_flood_repeats_still_compares() {
+        let a = folder(&run_a());
+        // B as written before the flood had repeats: each row one run, no spread.
+        let mut old = run_b();
+        old["flood"].as_object_mut().unwrap().remove("repeat");
+        for row in old["flood"]["rows"].as_array_mut().unwrap() {
+            let row = row.as_object_mut().unwrap();
+            for key in ["runs", "spread", "repeats"] {
+                row.remove(key);
+            }
+        }
+        let b = folder(&old);
+        let changes = compare(a.path(), b.path()).unwrap();
+        let plain = flood_change(&changes, false, "goodput_per_s");
+        // Run B's row is its repeat with the median goodput, 150/s.
+        assert_eq!(plain.b.values, [150.0]);
+        assert!(plain.significant);
+        let text = render(a.path(), b.path(), &changes);
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("pool       1000 plain       goodput/s")
+                    && l.ends_with("yes: over 10% (single runs, no spread known)")),
+            "{text}"
+        );
+        // And older still: no flood at all (null, or no key).
+        let mut null = run_b();
+        null["flood"] = Value::Null;
+        let mut absent = run_b();
+        absent.as_object_mut().unwrap().remove("flood");
+        for older in [null, absent] {
+            let b = folder(&older);
+            let changes = compare(a.path(), b.path()).unwrap();
+            assert!(!changes.is_empty());
+            assert!(changes.iter().all(|c| c.flood.is_none()), "{changes:#?}");
+            assert!(!render(a.path(), b.path(), &changes).contains("flood:"));
+        }
+    }
+
+    #[test]
+    fn the_compared_flood_figures_are_in_every_row_and_its_spread() {
+        let row = &run_a()["flood"]["rows"][1];
+        for (name, ..) in FLOOD_FIGURES {
+            assert!(row[name].is_number(), "{name}: {row}");
+            assert!(row["spread"][name]["median"].is_number(), "{name}: {row}");
+        }
+    }
 
     #[test]
     fn spreads_take_the_median_and_the_range() {

@@ -288,6 +288,8 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         let flooded = if settings.flood.is_empty() {
             None
         } else {
+            // Every run of every round, not only those nearest the median: the flood's row at
+            // the uniform -c takes them as its repeats.
             tokio::select! {
                 r = flood::run(&settings, work, cores, &runs, &progress) => Some(r?),
                 _ = tokio::signal::ctrl_c() => return Err(interrupted()),

@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use super::Settings;
+use super::flood::{self, FloodResults, FloodRow};
 use super::limit::{Bracket, Calibration};
 use super::machine::{AllCore, Machine, SingleThread};
 use super::report::Results;
+use super::sample::Sample;
 use super::scenario::{AcceptPhase, Measured, ProcessStats, QueueRun, Spread, StrategyRun};
 use crate::load::{Mode, Plan, Planted, Report, Stop, Target, planted};
 use crate::strategy::{Helper, Name};
@@ -236,4 +238,61 @@ pub fn results(plants: Vec<Plant>) -> Results {
         Duration::from_secs(120),
         Vec::new(),
     )
+}
+
+/// One repeat of a planted flood row: `/heavy` answered 200 at `goodput_per_s` and 503 at
+/// `refused_per_s` over the window (each refusal carrying a `Retry-After`), the `/health`
+/// probe answered in `health_p99_ms`, the gateway using `gateway_cpu` of the machine's two
+/// cores, a limit of 150 req/s that held.
+#[derive(Debug, Clone, Copy)]
+pub struct FloodPlant {
+    pub goodput_per_s: f64,
+    pub refused_per_s: f64,
+    pub health_p99_ms: f64,
+    pub gateway_cpu: f64,
+}
+
+impl FloodPlant {
+    /// This repeat as `strategy`'s flood row at `connections`, its client honouring
+    /// `Retry-After` when `honour`.
+    pub fn row(self, strategy: &str, connections: u32, honour: bool) -> FloodRow {
+        let window = WINDOW.as_secs_f64();
+        let refused = (self.refused_per_s * window) as u64;
+        let mut outcomes = answers((self.goodput_per_s * window) as u64, 200, 500.0);
+        outcomes.extend(answers(refused, 503, 1.0));
+        let mut run = Plant::new(strategy, self.goodput_per_s, self.health_p99_ms)
+            .heavy(Planted {
+                answers: outcomes,
+                ..Planted::default()
+            })
+            .run();
+        run.measured.heavy.connections = connections;
+        run.measured.heavy.retry_after.honoured = honour;
+        run.measured.heavy.retry_after.asked = refused;
+        let at = |t: f64, cpu_s: f64| Sample {
+            t,
+            cpu_s,
+            rss_bytes: 10 << 20,
+            threads: 5,
+        };
+        if let Some(gateway) = run
+            .measured
+            .processes
+            .iter_mut()
+            .find(|p| p.role == "gateway")
+        {
+            gateway.samples = vec![at(0.0, 0.0), at(window, self.gateway_cpu * 2.0 * window)];
+        }
+        FloodRow::new(&run, honour, false, 2)
+    }
+}
+
+/// A planted flood at `counts` over `repeat` rounds, each row given as its repeats in round
+/// order, gathered as a run gathers them.
+pub fn flood(counts: &[u32], repeat: u32, rows: Vec<Vec<FloodRow>>) -> FloodResults {
+    let measured = rows
+        .into_iter()
+        .map(|repeats| (1..).zip(repeats).collect())
+        .collect();
+    flood::gather(counts, repeat, 2, measured, Vec::new())
 }

@@ -73,7 +73,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// Runs of each strategy, interleaved (all strategies, then all again): the report gives
-    /// each figure's median and min-max, and the table the run nearest the median.
+    /// each figure's median and min-max, and the table the run nearest the median. The
+    /// flood's rows run as many times, in rounds, and show the same.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
     /// The mixed scenario's work: weighted `kind:n=weight` parts; each request draws one,
@@ -86,7 +87,7 @@ pub struct BenchArgs {
     /// --flood-strategies runs the closed loop at each count, and at the largest again with
     /// a client that honours Retry-After (`offload load --honor-retry-after`); per row the
     /// goodput, refusals per second and the gateway's CPU. A row at the uniform scenario's -c
-    /// reuses its run. `none` skips it [default: 100,1000; none with --quick].
+    /// reuses its runs. `none` skips it [default: 100,1000; none with --quick].
     #[arg(long)]
     pub flood: Option<String>,
     /// Strategies of the flood scenario, comma-separated.
@@ -106,8 +107,8 @@ pub struct BenchArgs {
     /// redis-server on PATH or --queue redis://...
     #[arg(long)]
     pub node: bool,
-    /// Compares two report folders instead of running: per strategy and figure, the change
-    /// and whether it exceeds the run-to-run spread.
+    /// Compares two report folders instead of running: per strategy and figure (and per
+    /// flood row), the change and whether it exceeds the run-to-run spread.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     pub compare: Option<Vec<PathBuf>>,
 }

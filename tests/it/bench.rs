@@ -567,6 +567,114 @@ fn repeat_reports_median_and_spread() {
     );
 }
 
+/// `--flood` with `--repeat 2`: every row runs in each round (the row at the uniform -c takes
+/// the uniform scenario's two runs), shows its repeat with the median goodput beside the range
+/// of both, and the folder compares with itself flood row by flood row.
+#[test]
+fn a_flood_with_repeat_measures_every_row_in_each_round() {
+    let _serial = crate::support::exclusive_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let (results, stdout, progress) = run_quick_bench_with(
+        dir.path(),
+        "pool",
+        &[
+            "--flood",
+            "50",
+            "--flood-strategies",
+            "pool",
+            "--repeat",
+            "2",
+        ],
+    );
+    let schema: Value = serde_json::from_str(offload::bench::RESULTS_SCHEMA).unwrap();
+    assert_eq!(
+        crate::load::schema::validate(&schema, &results),
+        Vec::<String>::new()
+    );
+    let f = &results["flood"];
+    assert_eq!(f["repeat"], 2);
+    assert_eq!(f["failures"], serde_json::json!([]), "{stdout}");
+    // In rounds: both rows once, then both again.
+    let flood_lines: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.starts_with("flood: [") && !l.ends_with(": starting"))
+        .collect();
+    assert_eq!(
+        flood_lines,
+        [
+            "flood: [1/4] pool -c 50, round 1 of 2: the uniform scenario's run, reused",
+            "flood: [3/4] pool -c 50, round 2 of 2: the uniform scenario's run, reused",
+        ],
+        "{progress}"
+    );
+    let starts: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.starts_with("flood: [") && l.ends_with(": starting"))
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "flood: [2/4] pool -c 50, honouring Retry-After, round 1 of 2: starting",
+            "flood: [4/4] pool -c 50, honouring Retry-After, round 2 of 2: starting",
+        ],
+        "{progress}"
+    );
+    let rows = f["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{f}");
+    let values = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    for r in rows {
+        assert_eq!(r["runs"], 2, "{r}");
+        let rounds: Vec<u64> = r["repeats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["round"].as_u64().unwrap())
+            .collect();
+        assert_eq!(rounds, [1, 2], "{r}");
+        let goodput = values(&r["spread"]["goodput_per_s"]["values"]);
+        let per_repeat: Vec<f64> = r["repeats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["goodput_per_s"].as_f64().unwrap())
+            .collect();
+        assert_eq!(goodput, per_repeat, "{r}");
+        // The row shown is the lower of the two, as the uniform scenario picks its runs.
+        let low = goodput.iter().copied().fold(f64::INFINITY, f64::min);
+        assert_eq!(r["goodput_per_s"].as_f64().unwrap(), low, "{r}");
+    }
+    // The reused row's repeats are the uniform scenario's two runs, in order.
+    assert_eq!(rows[0]["from_uniform"], true);
+    assert_eq!(rows[1]["from_uniform"], false);
+    assert_eq!(
+        values(&rows[0]["spread"]["health_p99_ms"]["values"]),
+        values(&results["repeats"][0]["figures"]["health_p99_ms"]["values"])
+    );
+    assert!(
+        stdout.contains("- Each figure below is the median of 2 repeats of its row."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "(min-max) beside goodput/s and %limit: the lowest and highest of the row's 2 repeats"
+        ),
+        "{stdout}"
+    );
+    let same = compare(dir.path(), dir.path());
+    assert!(
+        same.lines()
+            .any(|l| l.starts_with("pool         50 Retry-After goodput/s")
+                && l.ends_with("+0%  no")),
+        "{same}"
+    );
+}
+
 #[test]
 fn a_mix_is_reported_per_kind_for_pool_queue_and_auto() {
     let _serial = crate::support::exclusive_blocking();
@@ -796,6 +904,14 @@ fn a_flood_reports_goodput_refusals_and_gateway_cpu() {
             r["unfinished"],
             r["retry_after"]["waited_fraction"].as_f64().unwrap() * 100.0
         );
+    }
+    // One round: each row is its one repeat.
+    assert_eq!(f["repeat"], 1);
+    for r in rows {
+        assert_eq!(r["runs"], 1, "{r}");
+        assert_eq!(r["repeats"].as_array().unwrap().len(), 1, "{r}");
+        assert_eq!(r["repeats"][0]["goodput_per_s"], r["goodput_per_s"], "{r}");
+        assert_eq!(r["spread"]["goodput_per_s"]["median"], r["goodput_per_s"]);
     }
     // The uniform scenario's pool at -c 50 is reused, not run again.
     assert_eq!(rows[0]["from_uniform"], true);

@@ -4,15 +4,19 @@
 //! `/health` probe, /proc sampling, the queue's accept phase) at each `--flood` connection
 //! count, plus the largest count with a client that honours `Retry-After`, and reports per
 //! row the goodput (work done per second in the load window), the refusals per second and
-//! the CPU the gateway spent meanwhile.
+//! the CPU the gateway spent meanwhile. With `--repeat N` every row runs N times, in rounds,
+//! and shows its repeat with the median goodput beside the spread of all of them.
 
 mod draw;
+mod repeat;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
 
+use super::compare::Spread;
 use super::limit::{Bracket, LimitFlag};
 use super::machine::CalibrationPlan;
 use super::sample::Sample;
@@ -24,6 +28,8 @@ use crate::strategy::Name;
 use crate::work::Work;
 
 pub use draw::{LEGEND, html_table, table};
+pub use repeat::FloodRepeat;
+use repeat::{median_of, over_repeats, reusable};
 
 /// The connection counts of the default flood: the seed's `-c 100`, and ten times that.
 pub const DEFAULT_FLOOD: &str = "100,1000";
@@ -70,6 +76,8 @@ pub struct FloodResults {
     pub honour_connections: u32,
     /// The machine's cores, which the gateway's CPU share is of.
     pub cores: usize,
+    /// The rounds run (`--repeat`): each row was measured once in each.
+    pub repeat: u32,
     /// Strategy by strategy, in `--flood` order, the honouring row last.
     pub rows: Vec<FloodRow>,
     pub failures: Vec<FloodFailure>,
@@ -83,10 +91,13 @@ pub struct FloodFailure {
     pub strategy: String,
     pub connections: u32,
     pub honor_retry_after: bool,
+    /// The round that failed, from 1; the row's other repeats still count.
+    pub round: u32,
     pub error: String,
 }
 
-/// One strategy under one flood.
+/// One strategy under one flood: the figures of its repeat with the median goodput, and the
+/// spread over all its repeats.
 #[derive(Debug, Clone, Serialize)]
 pub struct FloodRow {
     pub strategy: String,
@@ -94,8 +105,16 @@ pub struct FloodRow {
     /// The client waited as each refusal's `Retry-After` asked (`offload load
     /// --honor-retry-after`).
     pub honor_retry_after: bool,
-    /// The uniform scenario's run at the same `-c`, reused rather than run twice.
+    /// The uniform scenario's runs at the same `-c`, reused rather than run twice (with
+    /// `--repeat N`, its N runs of this strategy are this row's N repeats).
     pub from_uniform: bool,
+    /// The repeats measured (`--repeat`, less those that failed).
+    pub runs: usize,
+    /// Each figure of [`FloodRepeat`] over the repeats that have it, in the row's own units:
+    /// median, min, max and every value in round order (as many as the repeats that have it).
+    pub spread: BTreeMap<String, Spread>,
+    /// Every repeat's figures, in round order.
+    pub repeats: Vec<FloodRepeat>,
     /// The measured load window, in seconds (after the warm-up).
     pub window_s: f64,
     /// Work done in the window: 2xx answers that arrived in it for synchronous strategies;
@@ -142,8 +161,14 @@ pub struct FloodRow {
 }
 
 impl FloodRow {
-    /// The flood figures of one measured run.
-    fn new(run: &StrategyRun, honour: bool, from_uniform: bool, cores: usize) -> FloodRow {
+    /// The flood figures of one measured run, as a row of one repeat with no spread yet
+    /// (`repeat::median_of` gathers the repeats).
+    pub(super) fn new(
+        run: &StrategyRun,
+        honour: bool,
+        from_uniform: bool,
+        cores: usize,
+    ) -> FloodRow {
         let h = &run.heavy;
         let q = &h.requests;
         let window_s = h.elapsed_s.max(1e-9);
@@ -181,6 +206,9 @@ impl FloodRow {
             connections: h.connections,
             honor_retry_after: honour,
             from_uniform,
+            runs: 1,
+            spread: BTreeMap::new(),
+            repeats: Vec::new(),
             window_s: h.elapsed_s,
             goodput,
             goodput_per_s,
@@ -241,9 +269,10 @@ fn row_plan(counts: &[u32]) -> Vec<(u32, bool)> {
         .collect()
 }
 
-/// Runs the flood on `s.flood_strategies`. Rows at the uniform scenario's `-c` reuse its
-/// run of that strategy when there is exactly one (no `--repeat`). The all-core limit is
-/// calibrated before the first strategy and after each one's rows.
+/// Runs the flood on `s.flood_strategies`, `s.repeat` rounds of every row. Rows at the
+/// uniform scenario's `-c` reuse its runs of that strategy when it has one per round (its
+/// round r is the row's round r). The all-core limit is calibrated before the first strategy
+/// and after each one's rows in each round.
 ///
 /// # Errors
 /// A calibration that cannot run; a row that fails is reported in its place and the rest
@@ -262,72 +291,111 @@ pub async fn run(
     };
     let mut before = calibrate("before it".into()).await?;
     let rows_of = row_plan(&s.flood);
-    let n = rows_of.len() * s.flood_strategies.len();
-    let mut rows = Vec::new();
+    let rounds = s.repeat.max(1);
+    let n = rows_of.len() * s.flood_strategies.len() * rounds as usize;
+    // Each row's repeats (round, row), strategy by strategy, each in `rows_of` order.
+    let mut measured: Vec<Vec<(u32, FloodRow)>> =
+        vec![Vec::new(); rows_of.len() * s.flood_strategies.len()];
     let mut failures = Vec::new();
     let mut i = 0;
-    for strategy in &s.flood_strategies {
-        let reusable: Vec<&StrategyRun> =
-            uniform.iter().filter(|r| &r.strategy == strategy).collect();
-        // (connections, honour, measured here or reused)
-        let mut got: Vec<(u32, bool, Result<super::scenario::Measured, &StrategyRun>)> = Vec::new();
-        for &(c, honour) in &rows_of {
-            i += 1;
-            let label = format!("[{i}/{n}] {strategy} -c {c}{}", honour_label(honour));
-            if let (false, true, [run]) = (honour, c == s.connections, reusable.as_slice()) {
-                progress.done(&format!(
-                    "flood: {label}: the uniform scenario's run, reused"
-                ));
-                got.push((c, honour, Err(*run)));
-                continue;
-            }
-            progress.note(&format!("flood: {label}: starting"));
-            match one(s, strategy, c, honour, progress).await {
-                Ok(m) => got.push((c, honour, Ok(m))),
-                Err(e) => {
-                    progress.done(&format!("flood: {label}: failed: {e:#}"));
-                    failures.push(FloodFailure {
-                        strategy: strategy.clone(),
-                        connections: c,
-                        honor_retry_after: honour,
-                        error: format!("{e:#}"),
-                    });
+    // Interleaved as the uniform scenario's strategies are: every row once, then every row
+    // again, so a slow minute of a shared machine falls on all rows alike.
+    for round in 1..=rounds {
+        for (k, strategy) in s.flood_strategies.iter().enumerate() {
+            let reused = reusable(uniform, strategy, rounds);
+            // (row index, connections, honour, measured here or reused)
+            let mut got: Vec<(
+                usize,
+                u32,
+                bool,
+                Result<super::scenario::Measured, &StrategyRun>,
+            )> = Vec::new();
+            for (j, &(c, honour)) in rows_of.iter().enumerate() {
+                i += 1;
+                let label = format!(
+                    "[{i}/{n}] {strategy} -c {c}{}{}",
+                    honour_label(honour),
+                    round_label(round, rounds)
+                );
+                if let (false, true, Some(runs)) = (honour, c == s.connections, &reused) {
+                    progress.done(&format!(
+                        "flood: {label}: the uniform scenario's run, reused"
+                    ));
+                    got.push((j, c, honour, Err(runs[round as usize - 1])));
+                    continue;
+                }
+                progress.note(&format!("flood: {label}: starting"));
+                match one(s, strategy, c, honour, progress).await {
+                    Ok(m) => got.push((j, c, honour, Ok(m))),
+                    Err(e) => {
+                        progress.done(&format!("flood: {label}: failed: {e:#}"));
+                        failures.push(FloodFailure {
+                            strategy: strategy.clone(),
+                            connections: c,
+                            honor_retry_after: honour,
+                            round,
+                            error: format!("{e:#}"),
+                        });
+                    }
                 }
             }
-        }
-        let bracket = if got.iter().any(|(_, _, m)| m.is_ok()) {
-            let after = calibrate(format!("after {strategy}")).await?;
-            let b = Bracket::new(before, after.clone());
-            before = after;
-            Some(b)
-        } else {
-            None
-        };
-        for (c, honour, m) in got {
-            let row = match m {
-                Ok(m) => {
-                    let b = bracket.clone().expect("calibrated after a measured row");
-                    FloodRow::new(&StrategyRun::new(m, b), honour, false, cores)
-                }
-                Err(run) => FloodRow::new(run, false, true, cores),
+            let bracket = if got.iter().any(|(.., m)| m.is_ok()) {
+                let after = calibrate(format!("after {strategy}")).await?;
+                let b = Bracket::new(before, after.clone());
+                before = after;
+                Some(b)
+            } else {
+                None
             };
-            progress.done(&format!(
-                "flood: {strategy} -c {c}{}: {}",
-                honour_label(honour),
-                brief(&row)
-            ));
-            rows.push(row);
+            for (j, c, honour, m) in got {
+                let row = match m {
+                    Ok(m) => {
+                        let b = bracket.clone().expect("calibrated after a measured row");
+                        FloodRow::new(&StrategyRun::new(m, b), honour, false, cores)
+                    }
+                    Err(run) => FloodRow::new(run, false, true, cores),
+                };
+                progress.done(&format!(
+                    "flood: {strategy} -c {c}{}{}: {}",
+                    honour_label(honour),
+                    round_label(round, rounds),
+                    brief(&row)
+                ));
+                measured[k * rows_of.len() + j].push((round, row));
+            }
         }
     }
-    let reading = reading(&rows, &s.flood);
-    Ok(FloodResults {
-        connections: s.flood.clone(),
-        honour_connections: s.flood.iter().copied().max().unwrap_or(0),
+    Ok(gather(&s.flood, rounds, cores, measured, failures))
+}
+
+/// The flood's results from each row's repeats `(round, row)`, in the order the rows ran:
+/// each row shows its repeat with the median goodput, with the spread of them all.
+pub(super) fn gather(
+    counts: &[u32],
+    repeat: u32,
+    cores: usize,
+    measured: Vec<Vec<(u32, FloodRow)>>,
+    failures: Vec<FloodFailure>,
+) -> FloodResults {
+    let rows: Vec<FloodRow> = measured.into_iter().filter_map(median_of).collect();
+    FloodResults {
+        connections: counts.to_vec(),
+        honour_connections: counts.iter().copied().max().unwrap_or(0),
         cores,
+        repeat,
+        reading: reading(&rows, counts, repeat),
         rows,
         failures,
-        reading,
-    })
+    }
+}
+
+/// `, round r of N` with `--repeat`, nothing without.
+fn round_label(round: u32, rounds: u32) -> String {
+    if rounds > 1 {
+        format!(", round {round} of {rounds}")
+    } else {
+        String::new()
+    }
 }
 
 fn honour_label(honour: bool) -> &'static str {
@@ -379,8 +447,10 @@ async fn one(
 }
 
 /// The sentences that read the rows: per strategy, the flood against the smallest count,
-/// then what honouring `Retry-After` changed.
-fn reading(rows: &[FloodRow], counts: &[u32]) -> Vec<String> {
+/// then what honouring `Retry-After` changed. With `--repeat`, each figure is the median of
+/// the row's repeats, said once in a first sentence, and "refused nothing" holds for every
+/// repeat.
+fn reading(rows: &[FloodRow], counts: &[u32], repeat: u32) -> Vec<String> {
     let mut out = Vec::new();
     let (Some(&low), Some(&top)) = (counts.first(), counts.last()) else {
         return out;
@@ -391,6 +461,8 @@ fn reading(rows: &[FloodRow], counts: &[u32]) -> Vec<String> {
             names.push(&r.strategy);
         }
     }
+    let median = |r: &FloodRow, name: &str| over_repeats(r, name, |s| s.median);
+    let most = |r: &FloodRow, name: &str| over_repeats(r, name, |s| s.max);
     for name in names {
         let find = |c: u32, honour: bool| {
             rows.iter()
@@ -400,50 +472,78 @@ fn reading(rows: &[FloodRow], counts: &[u32]) -> Vec<String> {
         if let (Some(b), Some(f)) = (base, flood)
             && low != top
         {
+            let goodput = median(f, "goodput_per_s").unwrap_or(0.0);
+            let base_goodput = median(b, "goodput_per_s").unwrap_or(0.0);
             out.push(format!(
-                "{name}: at -c {top} goodput was {:.1}/s ({:.2}x its {:.1}/s at -c {low}), with {:.0} refusals/s; its gateway used {} of the machine{}.",
-                f.goodput_per_s,
-                f.goodput_per_s / b.goodput_per_s.max(1e-9),
-                b.goodput_per_s,
-                f.refused_per_s,
-                cpu_cell(f),
-                f.gateway_cpu_s_per_refusal.map_or(String::new(), |c| format!(
+                "{name}: at -c {top} goodput was {goodput:.1}/s ({:.2}x its {base_goodput:.1}/s at -c {low}), with {:.0} refusals/s; its gateway used {} of the machine{}.",
+                goodput / base_goodput.max(1e-9),
+                median(f, "refused_per_s").unwrap_or(0.0),
+                percent(median(f, "gateway_cpu_fraction")),
+                median(f, "gateway_cpu_s_per_refusal").map_or(String::new(), |c| format!(
                     " ({} of its CPU per refusal at most)",
                     ms(c * 1000.0)
                 ))
             ));
         }
-        if let (Some(f), Some(h)) = (flood, honoured)
-            && f.refused + h.refused + h.retry_after.asked == 0
-        {
+        let Some((f, h)) = flood.zip(honoured) else {
+            continue;
+        };
+        let (f_goodput, h_goodput) = (
+            median(f, "goodput_per_s").unwrap_or(0.0),
+            median(h, "goodput_per_s").unwrap_or(0.0),
+        );
+        let refused_none = [
+            most(f, "refused_per_s"),
+            most(h, "refused_per_s"),
+            most(h, "retry_after_asked"),
+        ]
+        .iter()
+        .all(|v| v.unwrap_or(0.0) == 0.0);
+        if refused_none {
             out.push(format!(
-                "{name} refused nothing at -c {top}, so a client that honours Retry-After had nothing to wait for (goodput {:.1}/s against {:.1}/s).",
-                h.goodput_per_s, f.goodput_per_s
+                "{name} refused nothing at -c {top}, so a client that honours Retry-After had nothing to wait for (goodput {h_goodput:.1}/s against {f_goodput:.1}/s).",
             ));
-        } else if let (Some(f), Some(h)) = (flood, honoured) {
+        } else {
             out.push(format!(
-                "{name} at -c {top} with a client that honours Retry-After: {:.0} refusals/s instead of {:.0}, goodput {:.1}/s instead of {:.1}/s; the client waited {:.0}% of its time, as {} answers asked.",
-                h.refused_per_s,
-                f.refused_per_s,
-                h.goodput_per_s,
-                f.goodput_per_s,
-                h.retry_after.waited_fraction * 100.0,
-                h.retry_after.asked
+                "{name} at -c {top} with a client that honours Retry-After: {:.0} refusals/s instead of {:.0}, goodput {h_goodput:.1}/s instead of {f_goodput:.1}/s; the client waited {:.0}% of its time, as {:.0} answers asked.",
+                median(h, "refused_per_s").unwrap_or(0.0),
+                median(f, "refused_per_s").unwrap_or(0.0),
+                median(h, "waited_fraction").unwrap_or(0.0) * 100.0,
+                median(h, "retry_after_asked").unwrap_or(0.0)
             ));
         }
+    }
+    if repeat > 1 && !out.is_empty() {
+        let fewer = rows.iter().any(|r| r.runs < repeat as usize);
+        out.insert(
+            0,
+            format!(
+                "Each figure below is the median of {repeat} repeats of its row{}.",
+                if fewer {
+                    " (of fewer where a repeat failed)"
+                } else {
+                    ""
+                }
+            ),
+        );
     }
     out
 }
 
+/// A share of the machine as a whole percent, or `-` when it could not be sampled.
+fn percent(fraction: Option<f64>) -> String {
+    fraction.map_or("-".into(), |f| format!("{:.0}%", f * 100.0))
+}
+
 /// The gateway's CPU share of the machine, or `-` when it could not be sampled.
 fn cpu_cell(r: &FloodRow) -> String {
-    r.gateway_cpu_fraction
-        .map_or("-".into(), |f| format!("{:.0}%", f * 100.0))
+    percent(r.gateway_cpu_fraction)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::planted::{self, FloodPlant};
 
     #[test]
     fn flood_counts_parse_sorted_and_in_range() {
@@ -455,6 +555,82 @@ mod tests {
         assert_eq!(
             row_plan(&[50, 200]),
             [(50, false), (200, false), (200, true)]
+        );
+    }
+
+    /// pool's rows at -c 100, -c 1000 and -c 1000 honouring Retry-After, each repeat given as
+    /// (goodput/s, refused/s, gateway CPU); the row at -c 1000 picks the repeat of 100/s, which
+    /// refused 40/s, while its repeats' median refusals are 30/s.
+    fn pool_rows(repeats: usize) -> Vec<Vec<FloodRow>> {
+        let plant = |(goodput_per_s, refused_per_s, gateway_cpu): (f64, f64, f64)| FloodPlant {
+            goodput_per_s,
+            refused_per_s,
+            health_p99_ms: 1.0,
+            gateway_cpu,
+        };
+        let row = |c: u32, honour: bool, figures: [(f64, f64, f64); 3]| -> Vec<FloodRow> {
+            figures[..repeats]
+                .iter()
+                .map(|f| plant(*f).row("pool", c, honour))
+                .collect()
+        };
+        vec![
+            row(
+                100,
+                false,
+                [(50.0, 0.0, 0.3), (52.0, 0.0, 0.3), (48.0, 0.0, 0.3)],
+            ),
+            row(
+                1000,
+                false,
+                [(100.0, 40.0, 0.4), (90.0, 30.0, 0.5), (110.0, 20.0, 0.6)],
+            ),
+            row(
+                1000,
+                true,
+                [(120.0, 10.0, 0.4), (120.0, 10.0, 0.4), (120.0, 10.0, 0.4)],
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_reading_quotes_the_medians_of_the_repeats_and_says_so_once() {
+        let f = planted::flood(&[100, 1000], 3, pool_rows(3));
+        assert_eq!(
+            f.reading[0],
+            "Each figure below is the median of 3 repeats of its row."
+        );
+        assert_eq!(
+            f.reading.iter().filter(|l| l.contains("median")).count(),
+            1,
+            "{:#?}",
+            f.reading
+        );
+        // The medians (100/s, 30 refusals/s, 50% CPU), not the figures of the repeat shown
+        // (100/s, 40 refusals/s, 40% CPU).
+        assert!(
+            f.reading[1].starts_with(
+                "pool: at -c 1000 goodput was 100.0/s (2.00x its 50.0/s at -c 100), with 30 refusals/s; its gateway used 50% of the machine"
+            ),
+            "{:#?}",
+            f.reading
+        );
+        assert!(
+            f.reading[2].starts_with(
+                "pool at -c 1000 with a client that honours Retry-After: 10 refusals/s instead of 30, goodput 120.0/s instead of 100.0/s;"
+            ),
+            "{:#?}",
+            f.reading
+        );
+        // One repeat only: the figures of the one run, and no word of a median.
+        let once = planted::flood(&[100, 1000], 1, pool_rows(1));
+        assert_eq!(once.reading.len(), 2, "{:#?}", once.reading);
+        assert!(
+            once.reading[0].starts_with(
+                "pool: at -c 1000 goodput was 100.0/s (2.00x its 50.0/s at -c 100), with 40 refusals/s; its gateway used 40% of the machine"
+            ),
+            "{:#?}",
+            once.reading
         );
     }
 
