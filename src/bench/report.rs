@@ -14,10 +14,12 @@ use super::scenario::StrategyRun;
 
 /// The JSON schema of `results.json`.
 pub const SCHEMA: &str = include_str!("results.schema.json");
-/// Bumped when `results.json` changes shape (5: `runs[].unfinished`,
-/// `runs[].queue.jobs_finished_in_window`, `auto`'s rate over the load's window alone,
-/// `mix.runs[].parts[].latency_with_timeouts`, `mix.runs[].health` counting every probe).
-pub const SCHEMA_VERSION: u32 = 5;
+/// Bumped when `results.json` changes shape (6: the flood repeats its rows with `--repeat`:
+/// `flood.repeat`, `flood.rows[].runs`, `.spread`, `.repeats`, `flood.failures[].round`;
+/// 5: `runs[].unfinished`, `runs[].queue.jobs_finished_in_window`, `auto`'s rate over the
+/// load's window alone, `mix.runs[].parts[].latency_with_timeouts`, `mix.runs[].health`
+/// counting every probe).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// What the table's latency columns cover, printed under it wherever it is shown.
 pub const LATENCY_NOTE: &str = "p50/p99/max: the /heavy answers that arrived in the window (any status), from send to answer; timeouts and unfinished requests (still waiting when the window closed) are counted beside them, not in them. /health: every probe that fell due, one that timed out or was cut short counted at the time it had waited (a lower bound).";
