@@ -19,8 +19,44 @@ use crate::strategy::Name;
 use crate::work::Work;
 
 /// The mix the default run adds beside the uniform scenario: nine light requests (about a
-/// millisecond of counting) to one heavy (about a second), the seed's example.
+/// millisecond of counting) to one heavy, the seed's example. The heavy part given here is
+/// its size on the machine this was written on; a run without `--mix` sizes it on its own
+/// machine ([`sized_default`]).
 pub const DEFAULT_MIX: &str = "count:2000000=90,count:2000000000=10";
+
+/// The default mix's light part and weights, beside the heavy part [`sized_default`] sizes.
+const DEFAULT_LIGHT: &str = "count:2000000";
+const DEFAULT_LIGHT_WEIGHT: u32 = 90;
+const DEFAULT_HEAVY_WEIGHT: u32 = 10;
+
+/// The default mix's heavy part takes this many of `auto`'s wait budgets split over all the
+/// cores (the pool splits one request over its threads): well past the budget on any machine,
+/// so `auto` queues it however many cores share it. A fixed size would not do: a heavy part
+/// that takes 1 s on 2 cores takes 30 ms on 64, and on a quick 2-core machine it came within
+/// the 250 ms budget and ran in the pool.
+pub const HEAVY_BUDGETS: u32 = 4;
+
+/// `serve --auto-wait`'s default, which the bench's `auto` runs with unless `--auto-wait`.
+pub const AUTO_WAIT_DEFAULT: Duration = Duration::from_millis(250);
+
+/// The work timed on one thread to size the default mix when the uniform work is not `count`.
+pub const COUNT_SAMPLE: &str = "count:20000000";
+
+/// The default mix on this machine: [`DEFAULT_LIGHT`] and a heavy `count` that takes
+/// [`HEAVY_BUDGETS`] x `budget` split over `cores` threads, at `per_unit_s` seconds per unit
+/// on one thread; rounded to two significant digits.
+pub fn sized_default(per_unit_s: f64, cores: usize, budget: Duration) -> String {
+    let units = f64::from(HEAVY_BUDGETS) * budget.as_secs_f64() * cores.max(1) as f64
+        / per_unit_s.max(1e-15);
+    let heavy = round2(units.clamp(1e6, 1e15)) as u64;
+    format!("{DEFAULT_LIGHT}={DEFAULT_LIGHT_WEIGHT},count:{heavy}={DEFAULT_HEAVY_WEIGHT}")
+}
+
+/// `x` rounded to two significant digits.
+fn round2(x: f64) -> f64 {
+    let scale = 10f64.powi(x.log10().floor() as i32 - 1);
+    (x / scale).round() * scale
+}
 
 /// Share of the mix's all-core limit sent: a load the machine can carry, so the figures are
 /// latency and completion, not a queue that only grows.
@@ -608,6 +644,23 @@ mod tests {
             Vec::new()
         };
         Ok((Work::new(Kind::Count, n, &limits)?, flags))
+    }
+
+    #[test]
+    fn the_default_heavy_part_takes_four_budgets_over_all_cores_on_any_machine() {
+        // 2.4e-10 s per unit (this 2-core VM): 4 x 250 ms x 2 cores = 2 s of one thread.
+        let spec = sized_default(2.425e-10, 2, Duration::from_millis(250));
+        assert_eq!(spec, "count:2000000=90,count:8200000000=10");
+        // 64 cores: 32 times the units, still a second of the whole machine.
+        let spec = sized_default(2.425e-10, 64, Duration::from_millis(250));
+        assert_eq!(spec, "count:2000000=90,count:260000000000=10");
+        // A machine twice as fast: twice the units, the same time.
+        let spec = sized_default(1.2125e-10, 2, Duration::from_millis(250));
+        assert_eq!(spec, "count:2000000=90,count:16000000000=10");
+        // A longer budget grows it in step.
+        let spec = sized_default(2.425e-10, 2, Duration::from_secs(1));
+        assert_eq!(spec, "count:2000000=90,count:33000000000=10");
+        assert!(parse(&spec, crate::bench::parse_work).is_ok());
     }
 
     #[test]

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::load::Progress;
-use crate::work::Work;
+use crate::work::{self, Kind, Limits, Work};
 
 pub use limit::{Bracket, Calibration, LimitFlag, RunFlag};
 use machine::CalibrationPlan;
@@ -59,6 +59,39 @@ pub fn compare_folders(a: &std::path::Path, b: &std::path::Path) -> anyhow::Resu
 /// A fresh report folder name: `offload-report/<date-time>`.
 pub fn default_out() -> PathBuf {
     PathBuf::from("offload-report").join(report::timestamp())
+}
+
+/// Parses `kind:n` into work, with the server flags (`--max-count N` and the like) that raise
+/// the size bound to n when the default is lower.
+///
+/// # Errors
+/// Not `kind:n`, an unknown kind, or n out of range.
+pub fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
+    let (kind, n) = spec
+        .split_once(':')
+        .with_context(|| format!("--work {spec:?}: expected kind:n, like count:20000000"))?;
+    let n: u64 = n
+        .replace('_', "")
+        .parse()
+        .with_context(|| format!("--work {spec:?}: n must be a whole number"))?;
+    let (kind, flag, default_max) = match kind {
+        "count" => (Kind::Count, "--max-count", work::DEFAULT_MAX_COUNT),
+        "primes" => (Kind::Primes, "--max-primes", work::DEFAULT_MAX_PRIMES),
+        "hash" => (Kind::Hash, "--max-hashes", work::DEFAULT_MAX_HASHES),
+        other => anyhow::bail!("--work: unknown kind {other:?}: expected count, primes or hash"),
+    };
+    let mut limits = Limits::default();
+    let mut flags = Vec::new();
+    if n > default_max {
+        flags = vec![flag.to_string(), n.to_string()];
+        match kind {
+            Kind::Count => limits.max_count = n,
+            Kind::Primes => limits.max_primes = n,
+            _ => limits.max_hashes = n,
+        }
+    }
+    let work = Work::new(kind, n, &limits).map_err(|e| anyhow::anyhow!("--work {spec:?}: {e}"))?;
+    Ok((work, flags))
 }
 
 /// Validated settings of a bench run.
@@ -90,6 +123,10 @@ pub struct Settings {
     pub repeat: u32,
     /// The mixed scenario's kinds of work (empty: no mixed scenario).
     pub mix: Vec<mix::MixPart>,
+    /// No `--mix` was given: the default mix runs, its heavy part sized on this machine
+    /// before the run ([`mix::sized_default`]).
+    #[serde(skip)]
+    pub mix_default: bool,
     /// The mixed scenario's rate, when given (`--mix-rate`).
     pub mix_rate: Option<f64>,
     /// `auto`'s wait budget, when given (`--auto-wait`).
@@ -161,6 +198,39 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// Sizes the default mix's heavy part on this machine ([`mix::sized_default`]) from the
+/// single-thread calibration of `count` (run here when the uniform work is another kind),
+/// and raises the servers' size bound to it.
+fn size_default_mix(
+    settings: &mut Settings,
+    work: &Work,
+    single: &SingleThread,
+    cores: usize,
+    progress: &ProgressLine,
+) -> anyhow::Result<()> {
+    let per_unit_s = if work.kind() == Kind::Count {
+        single.median_ms / 1e3 / work.n().max(1) as f64
+    } else {
+        let (sample, _) = parse_work(mix::COUNT_SAMPLE)?;
+        let plan = CalibrationPlan::new(settings.quick);
+        calibrate_single_thread(&sample, plan.single_thread_reps).median_ms
+            / 1e3
+            / sample.n().max(1) as f64
+    };
+    let budget = settings.auto_wait.unwrap_or(mix::AUTO_WAIT_DEFAULT);
+    let spec = mix::sized_default(per_unit_s, cores, budget);
+    let (parts, flags) = mix::parse(&spec, parse_work)?;
+    mix::merge_limit_flags(&mut settings.limit_flags, &flags);
+    progress.done(&format!(
+        "mix: its heavy part sized to about {:.1} s of all {cores} cores ({}x auto's {} ms budget): {spec}",
+        mix::HEAVY_BUDGETS as f64 * budget.as_secs_f64(),
+        mix::HEAVY_BUDGETS,
+        budget.as_millis()
+    ));
+    settings.mix = parts;
+    Ok(())
+}
+
 /// Of each strategy's runs, the one whose throughput is nearest the median (the lower middle
 /// of an even count), in the strategies' first-run order.
 fn nearest_median(runs: Vec<StrategyRun>) -> Vec<StrategyRun> {
@@ -211,6 +281,10 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         single.median_ms,
         cores as f64 / (single.median_ms / 1e3).max(1e-12)
     ));
+    let mut settings = settings;
+    if settings.mix_default {
+        size_default_mix(&mut settings, &work, &single, cores, &progress)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.max(2))
         .enable_all()

@@ -200,6 +200,7 @@ fn settings(runs: &[StrategyRun]) -> Settings {
         quick: false,
         repeat: 1,
         mix: Vec::new(),
+        mix_default: false,
         mix_rate: None,
         auto_wait: None,
         node: false,

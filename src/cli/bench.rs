@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 
 use super::parse_duration;
 use crate::bench::Settings;
 use crate::strategy::Name;
-use crate::work::{self, Kind, Limits, Work};
+use crate::work::Work;
 
 /// Every gateway strategy, in the order the bench runs them: the uniform scenario's default.
 /// `auto` is among them: under one uniform load it runs what fits its wait budget in its pool
@@ -80,7 +80,9 @@ pub struct BenchArgs {
     /// The mixed scenario's work: weighted `kind:n=weight` parts; each request draws one,
     /// from a fixed seed. Runs pool, queue and auto on it (and its lightest part alone on
     /// pool) after the uniform scenario, in an open loop at half the mix's all-core limit.
-    /// `none` skips it [default: count:2000000=90,count:2000000000=10; none with --quick].
+    /// `none` skips it [default: count:2000000=90 and a heavy count=10 sized on this machine to
+    /// take 4 x auto's wait budget over all cores (count:8200000000 on a 2-core VM); none with
+    /// --quick].
     #[arg(long)]
     pub mix: Option<String>,
     /// The flood scenario's connection counts, comma-separated: after the others, each of
@@ -111,35 +113,6 @@ pub struct BenchArgs {
     /// flood row), the change and whether it exceeds the run-to-run spread.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     pub compare: Option<Vec<PathBuf>>,
-}
-
-/// Parses `kind:n` into work, raising the size bound to n when the default is lower.
-fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
-    let (kind, n) = spec
-        .split_once(':')
-        .with_context(|| format!("--work {spec:?}: expected kind:n, like count:20000000"))?;
-    let n: u64 = n
-        .replace('_', "")
-        .parse()
-        .with_context(|| format!("--work {spec:?}: n must be a whole number"))?;
-    let (kind, flag, default_max) = match kind {
-        "count" => (Kind::Count, "--max-count", work::DEFAULT_MAX_COUNT),
-        "primes" => (Kind::Primes, "--max-primes", work::DEFAULT_MAX_PRIMES),
-        "hash" => (Kind::Hash, "--max-hashes", work::DEFAULT_MAX_HASHES),
-        other => bail!("--work: unknown kind {other:?}: expected count, primes or hash"),
-    };
-    let mut limits = Limits::default();
-    let mut flags = Vec::new();
-    if n > default_max {
-        flags = vec![flag.to_string(), n.to_string()];
-        match kind {
-            Kind::Count => limits.max_count = n,
-            Kind::Primes => limits.max_primes = n,
-            _ => limits.max_hashes = n,
-        }
-    }
-    let work = Work::new(kind, n, &limits).map_err(|e| anyhow::anyhow!("--work {spec:?}: {e}"))?;
-    Ok((work, flags))
 }
 
 impl BenchArgs {
@@ -191,7 +164,8 @@ impl BenchArgs {
         if duration.is_zero() || self.timeout.is_zero() {
             bail!("-d and --timeout must be more than zero");
         }
-        let (work, mut limit_flags) = parse_work(&self.work)?;
+        let (work, mut limit_flags) = crate::bench::parse_work(&self.work)?;
+        let mix_default = self.mix.is_none() && !self.quick;
         let spec = match self.mix.as_deref() {
             Some("none") => None,
             Some(spec) => Some(spec),
@@ -200,7 +174,7 @@ impl BenchArgs {
         };
         let mix = match spec {
             Some(spec) => {
-                let (parts, flags) = crate::bench::mix::parse(spec, parse_work)?;
+                let (parts, flags) = crate::bench::mix::parse(spec, crate::bench::parse_work)?;
                 // The largest size bound of each kind, for the uniform work and the mix alike.
                 crate::bench::mix::merge_limit_flags(&mut limit_flags, &flags);
                 parts
@@ -245,6 +219,7 @@ impl BenchArgs {
                 quick: self.quick,
                 repeat: self.repeat,
                 mix,
+                mix_default,
                 mix_rate: self.mix_rate,
                 auto_wait: self.auto_wait,
                 node: self.node,
