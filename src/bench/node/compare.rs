@@ -33,6 +33,9 @@ pub struct Figure {
     /// A %limit of either side that is not reliable (its calibrations disagree, or it beat
     /// its limit).
     pub unreliable: bool,
+    /// Which side's %limit that is: each is marked on its own.
+    pub offload_unreliable: bool,
+    pub node_unreliable: bool,
 }
 
 fn figure(name: &str, offload: f64, node: f64) -> Figure {
@@ -42,6 +45,8 @@ fn figure(name: &str, offload: f64, node: f64) -> Figure {
         node,
         ratio: (node != 0.0).then(|| offload / node),
         unreliable: false,
+        offload_unreliable: false,
+        node_unreliable: false,
     }
 }
 
@@ -60,7 +65,9 @@ fn figures(o: &StrategyRun, n: &StrategyRun) -> Vec<Figure> {
         _ => f.push(figure("req/s", o.completed_per_s, n.completed_per_s)),
     }
     let mut limit = figure("%limit", o.limit_fraction * 100.0, n.limit_fraction * 100.0);
-    limit.unreliable = !(o.limit_flags.is_empty() && n.limit_flags.is_empty());
+    limit.offload_unreliable = !o.limit_flags.is_empty();
+    limit.node_unreliable = !n.limit_flags.is_empty();
+    limit.unreliable = limit.offload_unreliable || limit.node_unreliable;
     f.push(limit);
     let p99 = |r: &StrategyRun| r.bystander.latency_with_timeouts.p99;
     f.push(figure("/health p99 ms", p99(o), p99(n)));
@@ -94,8 +101,8 @@ pub fn with_pairs(mut report: NodeReport, runs: &[StrategyRun]) -> NodeReport {
     report
 }
 
-/// A figure's value as the table shows it.
-fn value(f: &Figure, v: f64) -> String {
+/// A figure's value as the table shows it; `flagged`: that side's %limit is not reliable.
+fn value(f: &Figure, v: f64, flagged: bool) -> String {
     let digits = if v >= 100.0 {
         0
     } else if v >= 10.0 {
@@ -103,7 +110,7 @@ fn value(f: &Figure, v: f64) -> String {
     } else {
         2
     };
-    let mark = if f.unreliable { "!" } else { "" };
+    let mark = if flagged { "!" } else { "" };
     match f.figure.as_str() {
         "%limit" => format!("{v:.0}%{mark}"),
         "threads" => format!("{v:.0}"),
@@ -196,8 +203,8 @@ pub fn text(r: &Results) -> Option<String> {
                 t,
                 "{label:<24} {:<15} {:>10} {:>10} {:>8}",
                 f.figure,
-                value(f, f.offload),
-                value(f, f.node),
+                value(f, f.offload, f.offload_unreliable),
+                value(f, f.node, f.node_unreliable),
                 ratio(f)
             );
         }
@@ -254,12 +261,32 @@ pub fn html(r: &Results) -> String {
                 h,
                 "<tr><td>{label}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&f.figure),
-                esc(&value(f, f.offload)),
-                esc(&value(f, f.node)),
+                esc(&value(f, f.offload, f.offload_unreliable)),
+                esc(&value(f, f.node, f.node_unreliable)),
                 esc(&ratio(f))
             );
         }
     }
     h.push_str("</tbody></table><p>Ratios are offload's figure over Node's, from the same run and load. Below 1x, offload's figure is the lower: better for /health p99, RSS, threads and drain; worse for the rates. A ! marks a %limit that is not reliable.</p>");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::planted::Plant;
+
+    #[test]
+    fn only_the_side_whose_limit_is_not_reliable_is_marked() {
+        // Against a limit of 150 req/s that held: 100 req/s is 67%; 200 req/s beats the
+        // limit (over 105% of it) and is flagged.
+        let offload = Plant::new("pool", 100.0, 1.0).run();
+        let node = Plant::new("node:piscina", 200.0, 1.0).run();
+        assert!(offload.limit_flags.is_empty() && !node.limit_flags.is_empty());
+        let f = figures(&offload, &node);
+        let limit = f.iter().find(|f| f.figure == "%limit").expect("a %limit figure");
+        assert!(limit.unreliable && limit.node_unreliable && !limit.offload_unreliable);
+        assert_eq!(value(limit, limit.offload, limit.offload_unreliable), "67%");
+        assert_eq!(value(limit, limit.node, limit.node_unreliable), "133%!");
+    }
 }
