@@ -446,6 +446,16 @@ async fn one(
     measured
 }
 
+/// A rate for a sentence: whole numbers from 10 up, one decimal below (3 refusals in a 10 s
+/// window are 0.3/s, not 0).
+fn per_s(v: f64) -> String {
+    if v >= 10.0 || v == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// The sentences that read the rows: per strategy, the flood against the smallest count,
 /// then what honouring `Retry-After` changed. With `--repeat`, each figure is the median of
 /// the row's repeats, said once in a first sentence, and "refused nothing" holds for every
@@ -475,9 +485,9 @@ fn reading(rows: &[FloodRow], counts: &[u32], repeat: u32) -> Vec<String> {
             let goodput = median(f, "goodput_per_s").unwrap_or(0.0);
             let base_goodput = median(b, "goodput_per_s").unwrap_or(0.0);
             out.push(format!(
-                "{name}: at -c {top} goodput was {goodput:.1}/s ({:.2}x its {base_goodput:.1}/s at -c {low}), with {:.0} refusals/s; its gateway used {} of the machine{}.",
+                "{name}: at -c {top} goodput was {goodput:.1}/s ({:.2}x its {base_goodput:.1}/s at -c {low}), with {} refusals/s; its gateway used {} of the machine{}.",
                 goodput / base_goodput.max(1e-9),
-                median(f, "refused_per_s").unwrap_or(0.0),
+                per_s(median(f, "refused_per_s").unwrap_or(0.0)),
                 percent(median(f, "gateway_cpu_fraction")),
                 median(f, "gateway_cpu_s_per_refusal").map_or(String::new(), |c| format!(
                     " ({} of its CPU per refusal at most)",
@@ -505,9 +515,9 @@ fn reading(rows: &[FloodRow], counts: &[u32], repeat: u32) -> Vec<String> {
             ));
         } else {
             out.push(format!(
-                "{name} at -c {top} with a client that honours Retry-After: {:.0} refusals/s instead of {:.0}, goodput {h_goodput:.1}/s instead of {f_goodput:.1}/s; the client waited {:.0}% of its time, as {:.0} answers asked.",
-                median(h, "refused_per_s").unwrap_or(0.0),
-                median(f, "refused_per_s").unwrap_or(0.0),
+                "{name} at -c {top} with a client that honours Retry-After: {} refusals/s instead of {}, goodput {h_goodput:.1}/s instead of {f_goodput:.1}/s; the client waited {:.0}% of its time, as {:.0} answers asked.",
+                per_s(median(h, "refused_per_s").unwrap_or(0.0)),
+                per_s(median(f, "refused_per_s").unwrap_or(0.0)),
                 median(h, "waited_fraction").unwrap_or(0.0) * 100.0,
                 median(h, "retry_after_asked").unwrap_or(0.0)
             ));
@@ -544,6 +554,14 @@ fn cpu_cell(r: &FloodRow) -> String {
 mod tests {
     use super::*;
     use crate::bench::planted::{self, FloodPlant};
+
+    #[test]
+    fn a_few_refusals_a_second_are_not_read_as_none() {
+        assert_eq!(per_s(0.0), "0");
+        assert_eq!(per_s(0.3), "0.3");
+        assert_eq!(per_s(9.94), "9.9");
+        assert_eq!(per_s(30.4), "30");
+    }
 
     #[test]
     fn flood_counts_parse_sorted_and_in_range() {
