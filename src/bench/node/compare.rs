@@ -284,7 +284,10 @@ mod tests {
         let node = Plant::new("node:piscina", 200.0, 1.0).run();
         assert!(offload.limit_flags.is_empty() && !node.limit_flags.is_empty());
         let f = figures(&offload, &node);
-        let limit = f.iter().find(|f| f.figure == "%limit").expect("a %limit figure");
+        let limit = f
+            .iter()
+            .find(|f| f.figure == "%limit")
+            .expect("a %limit figure");
         assert!(limit.unreliable && limit.node_unreliable && !limit.offload_unreliable);
         assert_eq!(value(limit, limit.offload, limit.offload_unreliable), "67%");
         assert_eq!(value(limit, limit.node, limit.node_unreliable), "133%!");
