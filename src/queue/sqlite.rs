@@ -314,6 +314,19 @@ fn now() -> i64 {
     now_ms() as i64
 }
 
+/// The latest enqueue time this process has stored, in ms.
+static LAST_ENQUEUE_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// An enqueue time that never goes back within this process: jobs are claimed by `run_at`,
+/// then in the order stored, so a wall clock stepped back (NTP, a VM's clock) between two
+/// enqueues would otherwise let the later job be claimed first.
+fn enqueue_time() -> i64 {
+    let t = now();
+    LAST_ENQUEUE_MS
+        .fetch_max(t, std::sync::atomic::Ordering::Relaxed)
+        .max(t)
+}
+
 fn view(row: &rusqlite::Row<'_>) -> Result<JobView, rusqlite::Error> {
     let id: String = row.get(0)?;
     let status: String = row.get(1)?;
@@ -511,7 +524,7 @@ impl JobQueue for SqliteQueue {
                         return Ok(Err(depth as u64));
                     }
                     let id = JobId::random();
-                    let t = now();
+                    let t = enqueue_time();
                     tx.prepare_cached(
                         "INSERT INTO jobs (id, status, payload, max_attempts, max_stalls, \
                          enqueued_at, run_at, label) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?6)",
