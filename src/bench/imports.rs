@@ -170,24 +170,69 @@ fn cycle(g: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     None
 }
 
+/// The room a module is in: `model`, `draw`, `run`, or `""` for the bench's own files.
+fn room(module: &str) -> &str {
+    module.split('/').next().unwrap_or("")
+}
+
+/// The imports that break the rooms' rule: the model imports only the model, a drawing only
+/// the model and other drawings.
+fn across_rooms(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<(String, String)> {
+    let allowed = |from: &str, to: &str| match room(from) {
+        "model" => room(to) == "model",
+        "draw" => matches!(room(to), "model" | "draw"),
+        _ => true,
+    };
+    g.iter()
+        .flat_map(|(m, to)| to.iter().map(move |t| (m.clone(), t.clone())))
+        .filter(|(m, t)| !allowed(m, t))
+        .collect()
+}
+
 #[test]
 fn no_bench_module_imports_one_that_imports_it_back() {
     let g = graph();
-    // The reader sees real imports: the report draws the results it holds, the folder writes
-    // every drawing.
-    assert!(g["folder"].contains("html"), "{g:?}");
-    assert!(g["summary"].contains("report"), "{g:?}");
+    // The reader sees real imports: the folder writes every drawing, the verdict reads its
+    // rules, the running side fills in the model.
+    assert!(g["draw/folder"].contains("draw/html"), "{g:?}");
+    assert!(g["draw/verdict"].contains("draw/rules"), "{g:?}");
+    assert!(g["run/scenario"].contains("model"), "{g:?}");
     assert_eq!(cycle(&g), None, "an import cycle in src/bench: {g:#?}");
+}
+
+#[test]
+fn the_model_imports_nothing_that_draws_or_runs_and_drawings_nothing_that_runs() {
+    let g = graph();
+    assert!(
+        g.keys().filter(|m| room(m) == "model").count() >= 5,
+        "{g:?}"
+    );
+    assert_eq!(across_rooms(&g), Vec::new(), "{g:#?}");
 }
 
 #[test]
 fn a_planted_cycle_is_found() {
     let mut g = graph();
-    g.get_mut("limit").unwrap().insert("summary".into());
-    let c = cycle(&g).expect("limit -> summary -> limit");
+    g.get_mut("draw/limit").unwrap().insert("draw/verdict".into());
+    g.get_mut("draw/verdict").unwrap().insert("draw/limit".into());
+    let c = cycle(&g).expect("limit -> verdict -> limit");
     assert_eq!(c.first(), c.last());
     assert!(
-        c.contains(&"limit".to_string()) && c.contains(&"summary".to_string()),
+        c.contains(&"draw/limit".to_string()) && c.contains(&"draw/verdict".to_string()),
         "{c:?}"
+    );
+}
+
+#[test]
+fn a_planted_import_across_rooms_is_found() {
+    let mut g = graph();
+    g.get_mut("model/run").unwrap().insert("draw/text".into());
+    g.get_mut("draw/text").unwrap().insert("run/scenario".into());
+    assert_eq!(
+        across_rooms(&g),
+        [
+            ("draw/text".to_string(), "run/scenario".to_string()),
+            ("model/run".to_string(), "draw/text".to_string())
+        ]
     );
 }

@@ -6,46 +6,35 @@
 //! against is the work alone on all cores, calibrated before the first strategy and after
 //! each one (see `limit`).
 
-mod chart;
-mod compare;
-pub mod flood;
-mod folder;
-mod html;
+mod draw;
 #[cfg(test)]
 mod imports;
-mod limit;
-mod machine;
-pub mod mix;
-mod node;
+mod model;
 #[cfg(test)]
 mod planted;
-mod procs;
-mod report;
-mod rules;
-mod sample;
-mod scenario;
-mod summary;
-mod units;
+mod run;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
 use crate::load::Progress;
 use crate::work::{self, Kind, Limits, Work};
 
-pub use limit::{Bracket, Calibration, LimitFlag, RunFlag};
-use machine::CalibrationPlan;
-pub use machine::{
-    AllCore, CalibrationError, Machine, SingleThread, calibrate_all_cores, calibrate_single_thread,
+use draw::{compare, flood as draw_flood, folder, mix as draw_mix, node as draw_node, verdict};
+pub use model::{
+    AllCore, Bracket, Calibration, LimitWarning, Machine, NodeServer, QueueRun, Results, RowId,
+    RunFlag, SCHEMA as RESULTS_SCHEMA, Settings, SingleThread, StrategyRun,
 };
-pub use node::{SEED as NODE_SEED, is_node, with_node};
-pub use report::{Results, SCHEMA as RESULTS_SCHEMA, timestamp};
-pub use scenario::{QueueRun, StrategyRun};
+use run::calibrate::CalibrationPlan;
+use run::node;
+pub use run::calibrate::{CalibrationError, calibrate_all_cores, calibrate_single_thread};
+pub use run::node::with_node;
+pub use run::{flood, mix};
 
 /// `offload bench --compare A B`: the comparison of two report folders, as printed.
 ///
@@ -56,9 +45,33 @@ pub fn compare_folders(a: &std::path::Path, b: &std::path::Path) -> anyhow::Resu
     Ok(compare::render(a, b, &changes))
 }
 
+/// `YYYYMMDD-HHMMSS` in UTC, for report folder names.
+pub fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// A fresh report folder name: `offload-report/<date-time>`.
 pub fn default_out() -> PathBuf {
-    PathBuf::from("offload-report").join(report::timestamp())
+    PathBuf::from("offload-report").join(timestamp())
 }
 
 /// Parses `kind:n` into work, with the server flags (`--max-count N` and the like) that raise
@@ -92,56 +105,6 @@ pub fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
     }
     let work = Work::new(kind, n, &limits).map_err(|e| anyhow::anyhow!("--work {spec:?}: {e}"))?;
     Ok((work, flags))
-}
-
-/// Validated settings of a bench run.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Settings {
-    pub strategies: Vec<String>,
-    pub connections: u32,
-    #[serde(serialize_with = "secs")]
-    pub duration: Duration,
-    #[serde(serialize_with = "secs")]
-    pub warmup: Duration,
-    pub work: String,
-    /// The query string of the heavy request.
-    pub work_query: String,
-    pub queue_url: String,
-    /// A queue name of this run's own, so a shared Redis holds nothing of earlier runs. Each
-    /// strategy run, mix row and flood row takes its own queue under it ([`Settings::own_queue`]).
-    pub queue_name: crate::queue::QueueName,
-    pub probe_rate: f64,
-    #[serde(serialize_with = "secs")]
-    pub timeout: Duration,
-    pub max_backlog: u64,
-    #[serde(serialize_with = "secs")]
-    pub drain_timeout: Duration,
-    /// Size limits passed to servers so the chosen work is accepted.
-    pub limit_flags: Vec<String>,
-    pub quick: bool,
-    /// Runs of each strategy.
-    pub repeat: u32,
-    /// The mixed scenario's kinds of work (empty: no mixed scenario).
-    pub mix: Vec<mix::MixPart>,
-    /// No `--mix` was given: the default mix runs, its heavy part sized on this machine
-    /// before the run ([`mix::sized_default`]).
-    #[serde(skip)]
-    pub mix_default: bool,
-    /// The mixed scenario's rate, when given (`--mix-rate`).
-    pub mix_rate: Option<f64>,
-    /// `auto`'s wait budget, when given (`--auto-wait`).
-    #[serde(serialize_with = "opt_secs")]
-    pub auto_wait: Option<Duration>,
-    /// `--node`: the seed's Node servers run too (their rows are in `strategies`).
-    pub node: bool,
-    /// The flood scenario's closed-loop connection counts, ascending (empty: no flood).
-    pub flood: Vec<u32>,
-    /// The strategies the flood scenario runs.
-    pub flood_strategies: Vec<String>,
-    /// Whether the heavy load honours `Retry-After`: set per row by the flood scenario on
-    /// its own copy, never a setting of the whole run (so not in results.json).
-    #[serde(skip)]
-    pub honor_retry_after: bool,
 }
 
 /// Queues handed out by [`Settings::own_queue`] in this process: numbers them apart.
@@ -187,17 +150,6 @@ pub(crate) fn remove_queue_file(file: &std::path::Path) {
     }
 }
 
-fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
-    }
-}
-
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
 /// Sizes the default mix's heavy part on this machine ([`mix::sized_default`]) from the
 /// single-thread calibration of `count` (run here when the uniform work is another kind),
 /// and raises the servers' size bound to it.
@@ -234,10 +186,10 @@ fn size_default_mix(
 /// Of each strategy's runs, the one whose throughput is nearest the median (the lower middle
 /// of an even count), in the strategies' first-run order.
 fn nearest_median(runs: Vec<StrategyRun>) -> Vec<StrategyRun> {
-    let mut order: Vec<String> = Vec::new();
+    let mut order: Vec<RowId> = Vec::new();
     for r in &runs {
         if !order.contains(&r.strategy) {
-            order.push(r.strategy.clone());
+            order.push(r.strategy);
         }
     }
     let mut out = Vec::new();
@@ -292,8 +244,8 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         .context("building the async runtime")?;
     // Interleaved: every strategy once, then every strategy again, so a slow minute of a
     // shared machine falls on all of them alike.
-    let order: Vec<String> = (0..settings.repeat)
-        .flat_map(|_| settings.strategies.iter().cloned())
+    let order: Vec<RowId> = (0..settings.repeat)
+        .flat_map(|_| settings.strategies.iter().copied())
         .collect();
     let n = order.len();
     // Children are started from this (main) thread inside block_on, so their parent-death
@@ -312,12 +264,12 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         let mut all_core = vec![before.clone()];
         let mut runs = Vec::new();
         let mut failures = Vec::new();
-        for (i, strategy) in order.iter().enumerate() {
+        for (i, &strategy) in order.iter().enumerate() {
             progress.note(&format!("[{}/{n}] {strategy}: starting", i + 1));
             // A Node row whose work runs in JavaScript comes with its own bracket: Node's
             // loop, calibrated around it.
             let (measured, node_bracket) = tokio::select! {
-                r = node::run_strategy(node.as_mut(), strategy, &settings, &progress) => r?,
+                r = run::node::run_strategy(node.as_mut(), strategy, &settings, &progress) => r?,
                 _ = tokio::signal::ctrl_c() => return Err(interrupted()),
             };
             // Every strategy, failed or not, is followed by a calibration: it closes this
@@ -337,16 +289,16 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
                         run.completed_per_s,
                         run.limit_fraction * 100.0,
                         run.limit.limit_per_s,
-                        if node::on_node_loop(strategy) { "Node's " } else { "" },
+                        if strategy.node().is_some_and(NodeServer::on_node_loop) { "Node's " } else { "" },
                         run.limit.before.limit_per_s,
                         run.limit.after.limit_per_s,
-                        if run.limit_flags.is_empty() { "" } else { "; NOT RELIABLE, see the reading" }
+                        if run.limit_warnings.is_empty() { "" } else { "; NOT RELIABLE, see the reading" }
                     ));
                     runs.push(run);
                 }
                 Err(e) => {
                     progress.done(&format!("[{}/{n}] {strategy}: failed: {e:#}; all-core after: {}", i + 1, show(&after)));
-                    failures.push(report::Failure { strategy: strategy.clone(), error: format!("{e:#}") });
+                    failures.push(model::Failure { strategy, error: format!("{e:#}") });
                 }
             }
             before = after;
@@ -378,7 +330,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
             .iter()
             .map(|r| serde_json::to_value(r).unwrap_or_default())
             .collect();
-        (nearest_median(all_runs), compare::repeats(&json))
+        (nearest_median(all_runs), model::repeats(&json))
     } else {
         (all_runs, Vec::new())
     };
@@ -392,10 +344,11 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         started.elapsed(),
         repeats,
     );
+    results.reading = draw::reading::read(&results);
     results.mix = mixed;
     results.flood = flooded;
-    results.node = node.map(|setup| node::compare::with_pairs(setup.report, &results.runs));
-    let table = report::table(&results);
+    results.node = node.map(|setup| model::with_pairs(setup.report, &results.runs));
+    let table = draw::text::table(&results);
     println!("{table}");
     for line in &results.reading {
         println!("- {line}");
@@ -404,22 +357,22 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
         println!("- {line}");
     }
     if let Some(m) = &results.mix {
-        println!("\n{}", mix::table(m));
+        println!("\n{}", draw_mix::table(m));
         for line in &m.reading {
             println!("- {line}");
         }
     }
     if let Some(f) = &results.flood {
-        println!("\n{}", flood::table(f));
+        println!("\n{}", draw_flood::table(f));
         for line in &f.reading {
             println!("- {line}");
         }
     }
-    if let Some(section) = node::compare::text(&results) {
+    if let Some(section) = draw_node::text(&results) {
         println!("\n{section}");
     }
     println!("\nverdict:");
-    for line in summary::verdict(&results) {
+    for line in verdict::verdict(&results) {
         println!("- {line}");
     }
     folder::write(&out, &results)

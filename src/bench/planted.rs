@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use super::Settings;
-use super::flood::{self, FloodResults, FloodRow};
-use super::limit::{Bracket, Calibration};
-use super::machine::{AllCore, Machine, SingleThread};
-use super::report::Results;
-use super::sample::Sample;
-use super::scenario::{AcceptPhase, Measured, ProcessStats, QueueRun, Spread, StrategyRun};
+use super::model::{
+    AcceptPhase, AllCore, Bracket, Calibration, FloodResults, FloodRow, Machine, Measured,
+    ProcessStats, QueueRun, Results, RowId, Sample, Settings, SingleThread, StrategyRun,
+};
+use super::run::flood;
+use crate::api::Spread;
 use crate::load::{Mode, Plan, Planted, Report, Stop, Target, planted};
 use crate::strategy::{Helper, Name};
 
@@ -71,7 +70,7 @@ fn all_core(per_s: f64) -> AllCore {
 /// One strategy's planted figures; [`Plant::run`] makes the run.
 #[derive(Debug, Clone)]
 pub struct Plant {
-    pub strategy: String,
+    pub strategy: RowId,
     pub per_s: f64,
     pub health_p99_ms: f64,
     /// The all-core calibrations before and after it, in req/s.
@@ -85,7 +84,7 @@ impl Plant {
     /// `/heavy` request of the window answered 200 in 500 ms, a limit of 150 req/s that held.
     pub fn new(strategy: &str, per_s: f64, health_p99_ms: f64) -> Plant {
         Plant {
-            strategy: strategy.to_owned(),
+            strategy: RowId::parse(strategy).expect("a strategy or Node server"),
             per_s,
             health_p99_ms,
             limits: (150.0, 150.0),
@@ -143,7 +142,7 @@ impl Plant {
     }
 
     pub fn run(self) -> StrategyRun {
-        let roles: &[&str] = match Name::parse(&self.strategy).and_then(Name::helper) {
+        let roles: &[&str] = match self.strategy.offload().and_then(Name::helper) {
             Some(Helper::Compute) => &["compute", "gateway"],
             Some(Helper::Worker) => &["worker", "gateway"],
             None => &["gateway"],
@@ -230,7 +229,7 @@ pub fn results(plants: Vec<Plant>) -> Results {
         runs_ms: vec![13.0],
         median_ms: 13.0,
     };
-    Results::new(
+    let mut r = Results::new(
         machine,
         settings(&runs),
         Calibration::new(2, single, calibrations),
@@ -238,7 +237,9 @@ pub fn results(plants: Vec<Plant>) -> Results {
         Vec::new(),
         Duration::from_secs(120),
         Vec::new(),
-    )
+    );
+    r.reading = super::draw::reading::read(&r);
+    r
 }
 
 /// One repeat of a planted flood row: `/heavy` answered 200 at `goodput_per_s` and 503 at

@@ -9,7 +9,7 @@ use anyhow::bail;
 use clap::Args;
 
 use super::parse_duration;
-use crate::bench::Settings;
+use crate::bench::{RowId, Settings};
 use crate::strategy::Name;
 use crate::work::Work;
 
@@ -186,10 +186,14 @@ impl BenchArgs {
         {
             bail!("--mix-rate must be more than zero");
         }
+        // Checked above: every name is one of offload's strategies.
+        let rows = |names: &[String]| -> Vec<RowId> {
+            names.iter().filter_map(|s| Name::parse(s)).map(RowId::Offload).collect()
+        };
         let strategies = if self.node {
-            crate::bench::with_node(&self.strategies)?
+            crate::bench::with_node(&rows(&self.strategies))?
         } else {
-            self.strategies.clone()
+            rows(&self.strategies)
         };
         let queue_url = match &self.queue {
             Some(q) => q.clone(),
@@ -224,7 +228,7 @@ impl BenchArgs {
                 auto_wait: self.auto_wait,
                 node: self.node,
                 flood,
-                flood_strategies: self.flood_strategies.clone(),
+                flood_strategies: rows(&self.flood_strategies),
                 honor_retry_after: false,
             },
             work,

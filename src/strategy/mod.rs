@@ -27,7 +27,7 @@ pub use remote::{Backend, Remote, RemoteConfig};
 pub use spawn::Spawn;
 
 /// The strategy names, as given to `offload serve --strategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Name {
     /// On the runtime's worker threads, in the handler. The anti-pattern: it stalls every
     /// other request on that thread. Built to be measured, not used.

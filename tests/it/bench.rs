@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use offload::bench::{AllCore, Bracket, LimitFlag, SingleThread};
+use offload::bench::{AllCore, Bracket, LimitWarning, SingleThread};
 use offload::work::{Kind, Limits, Work};
 
 use serde_json::Value;
@@ -276,7 +276,7 @@ fn check_limits(results: &Value, stdout: &str) {
         assert!((limit(&run["limit"]) - mean).abs() < 1e-9, "{name} limit");
         let fraction = run["completed_per_s"].as_f64().unwrap() / mean;
         assert!((run["limit_fraction"].as_f64().unwrap() - fraction).abs() < 1e-9);
-        let flags = run["limit_flags"].as_array().unwrap();
+        let flags = run["limit_warnings"].as_array().unwrap();
         let disagrees = before.max(after) / before.min(after) > 1.10;
         assert_eq!(
             flags.contains(&Value::from("calibration_disagrees")),
@@ -289,7 +289,7 @@ fn check_limits(results: &Value, stdout: &str) {
     }
     let flagged = runs
         .iter()
-        .any(|r| !r["limit_flags"].as_array().unwrap().is_empty());
+        .any(|r| !r["limit_warnings"].as_array().unwrap().is_empty());
     assert_eq!(
         stdout.contains("! %limit not reliable"),
         flagged,
@@ -401,7 +401,7 @@ fn a_busy_core_lowers_the_all_core_limit_but_not_one_idle_core() {
             let bracket = Bracket::new(quiet_all, busy_all);
             let flags = bracket.flags(1.0);
             assert!(
-                flags.contains(&LimitFlag::CalibrationDisagrees),
+                flags.contains(&LimitWarning::CalibrationDisagrees),
                 "not flagged: {flags:?}, {bracket:?}"
             );
             eprintln!("{}", seen.join("\n"));
@@ -850,7 +850,7 @@ fn a_flood_reports_goodput_refusals_and_gateway_cpu() {
         // room for that calibration's own noise on a shared machine).
         let limit = r["limit"]["limit_per_s"].as_f64().unwrap();
         assert!((num("limit_fraction") - num("goodput_per_s") / limit).abs() < 1e-9);
-        let flags = r["limit_flags"].as_array().unwrap();
+        let flags = r["limit_warnings"].as_array().unwrap();
         assert_eq!(
             flags.contains(&Value::from("over_limit")),
             num("limit_fraction") > 1.05,

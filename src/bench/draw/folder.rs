@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::report::{Results, process_second, table};
+use super::text::table;
+use crate::bench::model::Results;
 
 /// Writes results.json, timeline.csv, README.md and index.html into `dir`.
 ///
@@ -38,7 +39,7 @@ fn timeline_csv(r: &Results) -> String {
                 .timeline
                 .iter()
                 .find(|p| p.second == sec.second);
-            let (cpu, rss, thr) = process_second(run, warm + sec.second as f64);
+            let (cpu, rss, thr) = run.process_second(warm + sec.second as f64);
             let _ = writeln!(
                 s,
                 "{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{}",
@@ -78,7 +79,7 @@ fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(s, "- wall time: {:.0} s\n", r.wall_s);
     let _ = writeln!(s, "## Verdict\n");
-    for line in super::summary::verdict(r) {
+    for line in super::verdict::verdict(r) {
         let _ = writeln!(s, "- {line}");
     }
     let _ = writeln!(s, "\n## Results\n");
@@ -104,7 +105,7 @@ fn markdown(r: &Results) -> String {
             let _ = writeln!(s, "- {line}");
         }
     }
-    if let Some(section) = super::node::compare::text(r) {
+    if let Some(section) = super::node::text(r) {
         let _ = writeln!(
             s,
             "\n## offload beside the seed's Node servers\n\n```\n{section}```"
@@ -127,7 +128,7 @@ fn markdown(r: &Results) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::planted::{Plant, answers, results};
+    use crate::bench::planted::{Plant, answers, results};
     use crate::load::Planted;
 
     /// A row where most requests never finished (as `node:worker` did) shows them in every
@@ -153,7 +154,7 @@ mod tests {
         assert!(row.contains(" 0/0/0/95 "), "{table}");
         assert!(table.contains("err/timeout/!2xx/unfinished"), "{table}");
         assert!(
-            table.contains(super::super::report::LATENCY_NOTE),
+            table.contains(super::super::text::LATENCY_NOTE),
             "{table}"
         );
         let said = "spawn: 95 of its 100 /heavy requests were still waiting for their answer when the window closed; its p50/p99/max cover the 5 answered.";
@@ -176,7 +177,7 @@ mod tests {
         assert_eq!(spawn["strategy"], "spawn");
         assert_eq!(spawn["unfinished"], 95);
         assert_eq!(spawn["heavy"]["requests"]["completed"], 5);
-        assert_eq!(json["schema_version"], super::super::report::SCHEMA_VERSION);
+        assert_eq!(json["schema_version"], crate::bench::model::SCHEMA_VERSION);
 
         // The CSV's columns add up to every request sent: the unfinished on the last second.
         let csv = file("timeline.csv");

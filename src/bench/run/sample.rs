@@ -3,16 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-/// One reading of one process.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Sample {
-    /// Seconds since the sampler started.
-    pub t: f64,
-    /// User + system CPU seconds used so far.
-    pub cpu_s: f64,
-    pub rss_bytes: u64,
-    pub threads: u64,
-}
+use crate::bench::model::Sample;
+
 
 /// Reads `/proc/<pid>` once; None when the process is gone or /proc is missing.
 pub fn read(pid: u32, since: Instant) -> Option<Sample> {

@@ -6,8 +6,8 @@
 use super::units::esc;
 use std::fmt::Write as _;
 
-use super::report::Results;
-use super::scenario::StrategyRun;
+use crate::bench::model::{Results, RowId, StrategyRun};
+use crate::strategy::Name;
 
 const COLOURS: [&str; 6] = [
     "#d62728", "#ff7f0e", "#9467bd", "#2ca02c", "#1f77b4", "#8c564b",
@@ -19,12 +19,12 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
 
-fn colour(r: &Results, strategy: &str) -> String {
+fn colour(r: &Results, strategy: RowId) -> String {
     let i = r
         .settings
         .strategies
         .iter()
-        .position(|s| s == strategy)
+        .position(|&s| s == strategy)
         .unwrap_or(0);
     nth_colour(i)
 }
@@ -143,14 +143,14 @@ fn frame(out: &mut String, id: &str, title: &str, y_label: &str, axis: &Axis) {
     );
 }
 
-fn legend(out: &mut String, r: &Results, names: &[&str]) {
+fn legend(out: &mut String, r: &Results, names: &[RowId]) {
     let _ = write!(out, r#"<figcaption>"#);
-    for n in names {
+    for &n in names {
         let _ = write!(
             out,
             r#"<span class="key" style="--c:{}">{}</span> "#,
             colour(r, n),
-            esc(n)
+            esc(&n)
         );
     }
     let _ = write!(out, "</figcaption></figure>");
@@ -158,7 +158,7 @@ fn legend(out: &mut String, r: &Results, names: &[&str]) {
 
 /// Bars of completed/s per strategy (queue: accepted/s beside it); over each bar, its own
 /// limit (the mean of the all-core calibrations before and after it) as a dashed line.
-pub(super) fn throughput(out: &mut String, r: &Results) {
+pub(crate) fn throughput(out: &mut String, r: &Results) {
     let axis = Axis::new(
         r.runs
             .iter()
@@ -177,7 +177,7 @@ pub(super) fn throughput(out: &mut String, r: &Results) {
     for (i, run) in r.runs.iter().enumerate() {
         let x = LEFT + slot * i as f64 + slot * 0.2;
         let y = axis.y(run.completed_per_s);
-        let flagged = if run.limit_flags.is_empty() {
+        let flagged = if run.limit_warnings.is_empty() {
             ""
         } else {
             " (not reliable)"
@@ -187,14 +187,14 @@ pub(super) fn throughput(out: &mut String, r: &Results) {
             r#"<rect class="mark" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"><title>{s}: {v:.0} req/s ({p:.0}% of {l:.0} req/s, the mean of {b:.0} before and {a:.0} after){flagged}</title></rect><text x="{tx:.1}" y="{ly}" class="tick" text-anchor="middle">{s}</text><text x="{tx:.1}" y="{vy:.1}" class="tick" text-anchor="middle">{cell}</text>"#,
             w = slot * 0.6,
             h = H - BOTTOM - y,
-            c = colour(r, &run.strategy),
+            c = colour(r, run.strategy),
             s = esc(&run.strategy),
             v = run.completed_per_s,
             p = run.limit_fraction * 100.0,
             l = run.limit.limit_per_s,
             b = run.limit.before.limit_per_s,
             a = run.limit.after.limit_per_s,
-            cell = esc(super::limit::cell(run.limit_fraction, &run.limit_flags).trim_end()),
+            cell = esc(super::limit::cell(run.limit_fraction, &run.limit_warnings).trim_end()),
             tx = x + slot * 0.3,
             ly = H - BOTTOM + 16.0,
             vy = y.min(axis.y(run.limit.limit_per_s)) - 4.0
@@ -218,12 +218,12 @@ pub(super) fn throughput(out: &mut String, r: &Results) {
         lo = c.min_reading_per_s,
         hi = c.max_reading_per_s,
     );
-    let names: Vec<&str> = r.runs.iter().map(|x| x.strategy.as_str()).collect();
+    let names: Vec<RowId> = r.runs.iter().map(|x| x.strategy).collect();
     legend(out, r, &names);
 }
 
 /// Lines through the latency percentiles of each strategy, log scale.
-pub(super) fn percentiles(
+pub(crate) fn percentiles(
     out: &mut String,
     r: &Results,
     id: &str,
@@ -270,18 +270,18 @@ fn lines_and_legend(
         let _ = write!(
             out,
             r#"<polyline class="mark" fill="none" stroke="{c}" stroke-width="2" points="{p}"><title>{s}</title></polyline>"#,
-            c = colour(r, &run.strategy),
+            c = colour(r, run.strategy),
             p = pts.join(" "),
             s = esc(&run.strategy)
         );
     }
     let _ = write!(out, "</svg>");
-    let names: Vec<&str> = r.runs.iter().map(|x| x.strategy.as_str()).collect();
+    let names: Vec<RowId> = r.runs.iter().map(|x| x.strategy).collect();
     legend(out, r, &names);
 }
 
 /// One line per strategy over the seconds of the measured phase.
-pub(super) fn timeline(
+pub(crate) fn timeline(
     out: &mut String,
     r: &Results,
     id: &str,
@@ -324,14 +324,14 @@ pub(super) fn timeline(
 /// A queue's story over time: jobs accepted against jobs finished (the gap is the backlog),
 /// from the accept phase through the load to the end of the drain, on a time axis in seconds.
 /// One chart per queue row (offload's `queue`, and `node:bullmq` with `--node`).
-pub(super) fn backlog(out: &mut String, run: &StrategyRun) {
+pub(crate) fn backlog(out: &mut String, run: &StrategyRun) {
     let Some(q) = &run.queue else { return };
     let pts = &q.backlog;
     let axis = Axis::new(pts.iter().map(|p| p.accepted as f64), false);
-    let id = if run.strategy == "queue" {
+    let id = if run.strategy.is(Name::Queue) {
         "chart-queue-backlog".to_owned()
     } else {
-        format!("chart-queue-backlog-{}", run.strategy.replace(':', "-"))
+        format!("chart-queue-backlog-{}", run.strategy.as_str().replace(':', "-"))
     };
     frame(
         out,
@@ -365,7 +365,7 @@ pub(super) fn backlog(out: &mut String, run: &StrategyRun) {
         x = (LEFT + W - RIGHT) / 2.0,
         y = H - 6.0
     );
-    let line = |pick: fn(&super::scenario::BacklogPoint) -> u64| -> String {
+    let line = |pick: fn(&crate::bench::model::BacklogPoint) -> u64| -> String {
         pts.iter()
             .map(|p| format!("{:.1},{:.1}", x(p.t), axis.y(pick(p) as f64)))
             .collect::<Vec<_>>()
@@ -389,7 +389,7 @@ pub(super) fn backlog(out: &mut String, run: &StrategyRun) {
     );
 }
 
-pub(super) fn lat(l: &crate::load::LatencyStats) -> [f64; 6] {
+pub(crate) fn lat(l: &crate::load::LatencyStats) -> [f64; 6] {
     [l.p2_5, l.p50, l.p97_5, l.p99, l.p99_9, l.max]
 }
 

@@ -27,8 +27,9 @@ pub(crate) fn mib(bytes: u64) -> f64 {
 }
 
 /// Text made safe for HTML, in an element or an attribute.
-pub(crate) fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
+pub(crate) fn esc<S: AsRef<str> + ?Sized>(s: &S) -> String {
+    s.as_ref()
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")

@@ -8,36 +8,25 @@
 //! (Rust), so its limit is offload's all-core limit, like `remote`'s.
 //! The pairs are read side by side in `node_compare`.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::Serialize;
-
-pub mod compare;
 mod install;
 
 use install::{install, on_path, packages, version_of};
 
-use super::limit::Bracket;
-use super::machine::{AllCore, CalibrationPlan};
+use super::calibrate::CalibrationPlan;
 use super::procs::ChildProc;
-use super::scenario::{self, Measured};
-use super::{ProgressLine, Settings, http_get};
+use super::scenario;
+use crate::bench::model::{
+    AllCore, Bracket, Check, Measured, NodeBracket, NodeReport, NodeServer, RowId, Settings,
+};
+use crate::bench::{ProgressLine, http_get};
 use crate::api::{Accepted, HeavyAnswer, Job, JobResult, JobStatus};
 use crate::work::Work;
-
-/// Each seed strategy: offload's name, the Node row's name, and the Node server's file.
-pub const SEED: [(&str, &str, &str); 5] = [
-    ("inline", "node:inline", "inline.js"),
-    ("spawn", "node:worker", "worker.js"),
-    ("pool", "node:piscina", "piscina.js"),
-    ("remote", "node:remote", "remote.js"),
-    ("queue", "node:bullmq", "bullmq.js"),
-];
 
 /// The oldest Node the servers are written for (`worker_threads`, `fetch`, piscina 5).
 const MIN_NODE_MAJOR: u32 = 20;
@@ -46,35 +35,23 @@ const CHECK_JOB_WAIT: Duration = Duration::from_secs(30);
 /// How long a private Redis may take to answer PING.
 const REDIS_WAIT: Duration = Duration::from_secs(10);
 
-/// Whether `strategy` names one of the Node rows.
-pub fn is_node(strategy: &str) -> bool {
-    SEED.iter().any(|(_, n, _)| *n == strategy)
-}
-
-/// Whether `strategy`'s work runs on Node's loop, so that its limit is Node's own loop
-/// calibrated around it: every Node row but `node:remote`, whose Express server forwards
-/// the work to `offload compute` and is held against offload's limit as `remote` is.
-pub fn on_node_loop(strategy: &str) -> bool {
-    is_node(strategy) && strategy != "node:remote"
-}
-
 /// The strategies with each seed strategy's Node row right after it (run back to back, so
 /// a shared machine's slow minute falls on both of a pair alike).
 ///
 /// # Errors
 /// When none of `strategies` has a Node counterpart.
-pub fn with_node(strategies: &[String]) -> anyhow::Result<Vec<String>> {
+pub fn with_node(strategies: &[RowId]) -> anyhow::Result<Vec<RowId>> {
     let mut out = Vec::new();
-    for s in strategies {
-        out.push(s.clone());
-        if let Some((_, n, _)) = SEED.iter().find(|(o, _, _)| o == s) {
-            out.push((*n).to_owned());
+    for &s in strategies {
+        out.push(s);
+        if let Some(n) = s.offload().and_then(NodeServer::of) {
+            out.push(RowId::Node(n));
         }
     }
     if out.len() == strategies.len() {
         bail!(
             "--node: none of --strategies has a Node counterpart (those are {})",
-            SEED.map(|(o, _, _)| o).join(", ")
+            NodeServer::ALL.map(|n| n.counterpart().as_str()).join(", ")
         );
     }
     Ok(out)
@@ -88,22 +65,24 @@ pub fn with_node(strategies: &[String]) -> anyhow::Result<Vec<String>> {
 /// When Node's calibration fails.
 pub async fn run_strategy(
     node: Option<&mut Setup>,
-    strategy: &str,
+    strategy: RowId,
     s: &Settings,
     progress: &ProgressLine,
 ) -> anyhow::Result<(anyhow::Result<Measured>, Option<Bracket>)> {
-    let Some(setup) = node.filter(|_| is_node(strategy)) else {
+    let (Some(setup), Some(server)) = (node, strategy.node()) else {
         // A queue of the run's own: its counts and enqueue-to-done times are its jobs only.
-        let queued = crate::strategy::Name::parse(strategy).and_then(crate::strategy::Name::helper)
-            == Some(crate::strategy::Helper::Worker);
-        let own = if queued {
-            s.own_queue(strategy)?
+        let own = if strategy.queued() {
+            s.own_queue(strategy.as_str())?
         } else {
             s.clone()
         };
-        return Ok((scenario::run(strategy, &own, progress).await, None));
+        let Some(name) = strategy.offload() else {
+            bail!("{strategy} is not one of offload's strategies");
+        };
+        return Ok((scenario::run(name, &own, progress).await, None));
     };
-    if !on_node_loop(strategy) {
+    let strategy = server;
+    if !strategy.on_node_loop() {
         // Its work runs in Rust: the bench's own calibrations bracket it.
         return Ok((setup.run(strategy, s, progress).await, None));
     }
@@ -118,7 +97,7 @@ pub async fn run_strategy(
     ));
     let after = setup.calibrate().await?;
     setup.report.calibrations.push(NodeBracket {
-        strategy: strategy.to_owned(),
+        strategy,
         before: before.clone(),
         after: after.clone(),
     });
@@ -148,42 +127,6 @@ pub struct Setup {
     plan: CalibrationPlan,
     cores: usize,
     pub report: NodeReport,
-}
-
-/// `results.json`'s `node`: what ran, how it was calibrated and checked, and the pairs.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeReport {
-    pub node_version: String,
-    pub npm_version: String,
-    /// express, piscina, bullmq and ioredis, as installed from the lock file.
-    pub packages: BTreeMap<String, String>,
-    /// The cache folder the servers ran from.
-    pub folder: String,
-    /// Where node:bullmq's Redis ran (null without node:bullmq).
-    pub redis: Option<String>,
-    /// Node's own all-core calibrations, right before and after each Node row.
-    pub calibrations: Vec<NodeBracket>,
-    /// One `/heavy` answer (for node:bullmq, its job's stored result) per Node row, checked
-    /// against offload's result for the same work before the load.
-    pub checks: Vec<Check>,
-    /// Each Node row beside its offload counterpart.
-    pub pairs: Vec<compare::Pair>,
-}
-
-/// Node's calibrations around one Node row.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeBracket {
-    pub strategy: String,
-    pub before: AllCore,
-    pub after: AllCore,
-}
-
-/// A Node server's answer against offload's result for the same work.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub strategy: String,
-    pub expected: u64,
-    pub result: u64,
 }
 
 /// Checks that Node, npm (and Redis, for node:bullmq) are there, installs the servers, and
@@ -224,7 +167,7 @@ pub fn prepare(s: &Settings, work: &Work, progress: &ProgressLine) -> anyhow::Re
             s.work
         );
     }
-    let redis = if s.strategies.iter().any(|x| x == "node:bullmq") {
+    let redis = if s.strategies.contains(&RowId::Node(NodeServer::Bullmq)) {
         if s.queue_url.starts_with("redis://") {
             Some(Redis::Shared(s.queue_url.clone()))
         } else if let Some(r) = on_path("redis-server") {
@@ -330,13 +273,11 @@ impl Setup {
     /// When a process does not start, an answer is not exact, or the load fails.
     async fn run(
         &mut self,
-        strategy: &str,
+        strategy: NodeServer,
         s: &Settings,
         progress: &ProgressLine,
     ) -> anyhow::Result<Measured> {
-        let Some(&(_, _, file)) = SEED.iter().find(|(_, n, _)| *n == strategy) else {
-            bail!("{strategy} is not a Node row");
-        };
+        let file = strategy.file();
         let max_count = crate::work::DEFAULT_MAX_COUNT.max(self.n);
         let mut gateway_args: Vec<String> = vec![
             "--port".into(),
@@ -347,7 +288,7 @@ impl Setup {
         let mut env: Vec<(&str, String)> = Vec::new();
         let mut procs = Vec::new();
         match strategy {
-            "node:remote" => {
+            NodeServer::Remote => {
                 // The seed's gateway forwards every request at once and its Rust service
                 // had no admission limit: this compute service admits as many as the load
                 // has connections, where its default (2 per thread) would refuse most.
@@ -364,7 +305,7 @@ impl Setup {
                 ]);
                 procs.push(compute);
             }
-            "node:bullmq" => {
+            NodeServer::Bullmq => {
                 let url = match self.redis.clone() {
                     Some(Redis::Shared(url)) => url,
                     Some(Redis::Private(server)) => {
@@ -406,18 +347,18 @@ impl Setup {
         }
         let result = self.check(strategy, gateway, s).await?;
         self.report.checks.push(Check {
-            strategy: strategy.to_owned(),
+            strategy,
             expected: self.expected,
             result,
         });
-        scenario::measure(strategy, procs, strategy == "node:bullmq", s, progress).await
+        scenario::measure(RowId::Node(strategy), procs, strategy == NodeServer::Bullmq, s, progress).await
     }
 
     /// One `/heavy` request before the load: its answer (for the queue, its job's stored
     /// result) must be offload's exact result for the same work.
     async fn check(
         &self,
-        strategy: &str,
+        strategy: NodeServer,
         gateway: SocketAddr,
         s: &Settings,
     ) -> anyhow::Result<u64> {
@@ -428,7 +369,7 @@ impl Setup {
                 .take(300)
                 .collect::<String>()
         };
-        let result = if strategy == "node:bullmq" {
+        let result = if strategy == NodeServer::Bullmq {
             if status != 202 {
                 bail!("{strategy}: /heavy answered {status}, not 202: {}", text());
             }
@@ -463,7 +404,7 @@ impl Setup {
             }
             let a: HeavyAnswer = serde_json::from_slice(&body)
                 .with_context(|| format!("{strategy}: not offload's /heavy answer: {}", text()))?;
-            if a.strategy != strategy {
+            if a.strategy != strategy.as_str() {
                 bail!("{strategy}: the answer says strategy {:?}", a.strategy);
             }
             a.result
@@ -522,7 +463,7 @@ impl Setup {
         Ok(AllCore {
             threads: p.threads,
             window_s: p.window_s,
-            limit_per_s: super::machine::median(&p.readings_per_s),
+            limit_per_s: crate::bench::model::median(&p.readings_per_s),
             readings_per_s: p.readings_per_s,
             readings_runs: p.readings_runs,
         })
@@ -531,11 +472,11 @@ impl Setup {
 
 #[cfg(test)]
 mod tests {
-    use super::super::*;
+    use super::*;
 
     #[test]
     fn each_node_row_runs_right_after_its_counterpart() {
-        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let s = |v: &[&str]| v.iter().map(|x| RowId::parse(x).unwrap()).collect::<Vec<_>>();
         assert_eq!(
             with_node(&s(&["inline", "blocking", "pool", "queue"])).unwrap(),
             s(&[
@@ -553,7 +494,6 @@ mod tests {
             e.contains("none of --strategies has a Node counterpart"),
             "{e}"
         );
-        assert!(is_node("node:remote") && !is_node("remote") && !is_node("node:x"));
-        assert!(node::on_node_loop("node:piscina") && !node::on_node_loop("node:remote"));
+        assert!(NodeServer::Piscina.on_node_loop() && !NodeServer::Remote.on_node_loop());
     }
 }

@@ -3,103 +3,10 @@
 //! the terminal, README.md and the HTML page. %limit is each side's against its own
 //! language's loop, so that ratio shows the architecture and not the loop's speed.
 
-use crate::bench::units::{esc, mib};
+use super::units::esc;
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
-use super::super::report::Results;
-use super::super::scenario::StrategyRun;
-use super::{NodeReport, SEED};
-
-/// One seed strategy: offload's row and the Node row, figure by figure.
-#[derive(Debug, Clone, Serialize)]
-pub struct Pair {
-    pub offload: String,
-    pub node: String,
-    pub figures: Vec<Figure>,
-}
-
-/// One figure of a pair.
-#[derive(Debug, Clone, Serialize)]
-pub struct Figure {
-    /// `req/s`, `%limit`, `/health p99 ms`, `RSS MiB`, `threads`; for the queues also
-    /// `accepted/s`, `done/s` and `drain s` (and `req/s` is left out: it is done/s there).
-    pub figure: String,
-    pub offload: f64,
-    pub node: f64,
-    /// offload / Node; null when Node's figure is zero.
-    pub ratio: Option<f64>,
-    /// A %limit of either side that is not reliable (its calibrations disagree, or it beat
-    /// its limit).
-    pub unreliable: bool,
-    /// Which side's %limit that is: each is marked on its own.
-    pub offload_unreliable: bool,
-    pub node_unreliable: bool,
-}
-
-fn figure(name: &str, offload: f64, node: f64) -> Figure {
-    Figure {
-        figure: name.to_owned(),
-        offload,
-        node,
-        ratio: (node != 0.0).then(|| offload / node),
-        unreliable: false,
-        offload_unreliable: false,
-        node_unreliable: false,
-    }
-}
-
-fn figures(o: &StrategyRun, n: &StrategyRun) -> Vec<Figure> {
-    let mut f = Vec::new();
-    match (&o.queue, &n.queue) {
-        (Some(oq), Some(nq)) => {
-            f.push(figure(
-                "accepted/s",
-                oq.accept_phase.accepted_per_s,
-                nq.accept_phase.accepted_per_s,
-            ));
-            f.push(figure("done/s", o.completed_per_s, n.completed_per_s));
-            f.push(figure("drain s", oq.drain_s, nq.drain_s));
-        }
-        _ => f.push(figure("req/s", o.completed_per_s, n.completed_per_s)),
-    }
-    let mut limit = figure("%limit", o.limit_fraction * 100.0, n.limit_fraction * 100.0);
-    limit.offload_unreliable = !o.limit_flags.is_empty();
-    limit.node_unreliable = !n.limit_flags.is_empty();
-    limit.unreliable = limit.offload_unreliable || limit.node_unreliable;
-    f.push(limit);
-    let p99 = |r: &StrategyRun| r.bystander.latency_with_timeouts.p99;
-    f.push(figure("/health p99 ms", p99(o), p99(n)));
-    f.push(figure(
-        "RSS MiB",
-        mib(o.peak_rss_bytes),
-        mib(n.peak_rss_bytes),
-    ));
-    f.push(figure(
-        "threads",
-        o.peak_threads as f64,
-        n.peak_threads as f64,
-    ));
-    f
-}
-
-/// `report` with the pairs of `runs` filled in: every seed strategy whose two rows both ran.
-pub fn with_pairs(mut report: NodeReport, runs: &[StrategyRun]) -> NodeReport {
-    let by = |name: &str| runs.iter().find(|r| r.strategy == name);
-    report.pairs = SEED
-        .iter()
-        .filter_map(|(o, n, _)| {
-            let (o, n) = (by(o)?, by(n)?);
-            Some(Pair {
-                offload: o.strategy.clone(),
-                node: n.strategy.clone(),
-                figures: figures(o, n),
-            })
-        })
-        .collect();
-    report
-}
+use crate::bench::model::{Figure, NodeReport, NodeServer, Results, RowId};
 
 /// A figure's value as the table shows it; `flagged`: that side's %limit is not reliable.
 fn value(f: &Figure, v: f64, flagged: bool) -> String {
@@ -154,7 +61,7 @@ fn preamble(r: &Results, n: &NodeReport) -> Vec<String> {
         (lo.min(*v), hi.max(*v))
     });
     if !limits.is_empty() {
-        let node_limit = super::super::machine::median(&limits);
+        let node_limit = crate::bench::model::median(&limits);
         out.push(format!(
             "The loop alone on all {} cores (no server): Node's {:.0} req/s (median of {} calibrations, readings {:.0}-{:.0}), offload's {:.0} req/s: offload's loop runs {:.2}x Node's. Node rows' limit and %limit are against Node's own loop, calibrated right before and after each, except node:remote's: its work runs in offload compute, so its limit is offload's, as remote's is.",
             r.calibration.cores,
@@ -209,13 +116,13 @@ pub fn text(r: &Results) -> Option<String> {
             );
         }
     }
-    let missing: Vec<String> = SEED
-        .iter()
-        .filter(|(o, nn, _)| {
-            r.settings.strategies.iter().any(|s| s == nn)
-                && !n.pairs.iter().any(|p| p.offload == *o)
+    let missing: Vec<String> = NodeServer::ALL
+        .into_iter()
+        .filter(|&nn| {
+            r.settings.strategies.contains(&RowId::Node(nn))
+                && !n.pairs.iter().any(|p| p.node == RowId::Node(nn))
         })
-        .map(|(o, nn, _)| format!("{o} / {nn}"))
+        .map(|nn| format!("{} / {nn}", nn.counterpart().as_str()))
         .collect();
     if !missing.is_empty() {
         let _ = writeln!(
@@ -282,8 +189,8 @@ mod tests {
         // limit (over 105% of it) and is flagged.
         let offload = Plant::new("pool", 100.0, 1.0).run();
         let node = Plant::new("node:piscina", 200.0, 1.0).run();
-        assert!(offload.limit_flags.is_empty() && !node.limit_flags.is_empty());
-        let f = figures(&offload, &node);
+        assert!(offload.limit_warnings.is_empty() && !node.limit_warnings.is_empty());
+        let f = crate::bench::model::figures(&offload, &node);
         let limit = f
             .iter()
             .find(|f| f.figure == "%limit")

@@ -7,19 +7,19 @@
 /// stall worth warning about: strategies that keep the runtime free land within a few times
 /// of each other (0.5-4 ms in the README's full run), those that block it hundreds of times
 /// off (0.9-9 s there).
-pub(super) const STALL_RATIO: f64 = 10.0;
+pub(crate) const STALL_RATIO: f64 = 10.0;
 /// Below this `/health` p99 no one notices, whatever the ratio: half the ~100 ms at which a
 /// person starts to see a delay, and far above the few ms a busy machine's scheduler adds.
-pub(super) const STALL_MS: f64 = 50.0;
+pub(crate) const STALL_MS: f64 = 50.0;
 /// Throughput at or above this fraction of the fastest comparable in-process strategy's
 /// counts as keeping up, and among those `/health` decides. A fifth is wider than the
 /// run-to-run spread of one strategy on a quiet machine (a few percent to ~10%), so noise
 /// does not pick the winner, and a strategy that loses more than a fifth of the machine's
 /// work is not made up for by a faster `/health`.
-pub(super) const KEEPS_UP: f64 = 0.8;
+pub(crate) const KEEPS_UP: f64 = 0.8;
 
 /// Whether a `/health` p99 of `p99` beside the best strategy's `best` is a stall: over
 /// [`STALL_MS`] and over [`STALL_RATIO`] times the best.
-pub(super) fn stalls(p99: f64, best: f64) -> bool {
+pub(crate) fn stalls(p99: f64, best: f64) -> bool {
     p99 > STALL_MS && p99 > STALL_RATIO * best
 }

@@ -9,48 +9,48 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::super::ProgressLine;
+use crate::bench::ProgressLine;
 
 /// The Node servers' files, embedded so that an installed `offload` finds them without its
 /// source tree: written to the cache folder before `npm ci`.
-pub(super) const FILES: [(&str, &str); 14] = [
-    ("package.json", include_str!("../../../node/package.json")),
+pub(crate) const FILES: [(&str, &str); 14] = [
+    ("package.json", include_str!("../../../../node/package.json")),
     (
         "package-lock.json",
-        include_str!("../../../node/package-lock.json"),
+        include_str!("../../../../node/package-lock.json"),
     ),
-    ("common.js", include_str!("../../../node/common.js")),
-    ("count.js", include_str!("../../../node/count.js")),
-    ("inline.js", include_str!("../../../node/inline.js")),
-    ("worker.js", include_str!("../../../node/worker.js")),
+    ("common.js", include_str!("../../../../node/common.js")),
+    ("count.js", include_str!("../../../../node/count.js")),
+    ("inline.js", include_str!("../../../../node/inline.js")),
+    ("worker.js", include_str!("../../../../node/worker.js")),
     (
         "count-thread.js",
-        include_str!("../../../node/count-thread.js"),
+        include_str!("../../../../node/count-thread.js"),
     ),
-    ("piscina.js", include_str!("../../../node/piscina.js")),
-    ("count-task.js", include_str!("../../../node/count-task.js")),
-    ("remote.js", include_str!("../../../node/remote.js")),
-    ("jobs.js", include_str!("../../../node/jobs.js")),
-    ("bullmq.js", include_str!("../../../node/bullmq.js")),
+    ("piscina.js", include_str!("../../../../node/piscina.js")),
+    ("count-task.js", include_str!("../../../../node/count-task.js")),
+    ("remote.js", include_str!("../../../../node/remote.js")),
+    ("jobs.js", include_str!("../../../../node/jobs.js")),
+    ("bullmq.js", include_str!("../../../../node/bullmq.js")),
     (
         "bullmq-worker.js",
-        include_str!("../../../node/bullmq-worker.js"),
+        include_str!("../../../../node/bullmq-worker.js"),
     ),
-    ("calibrate.js", include_str!("../../../node/calibrate.js")),
+    ("calibrate.js", include_str!("../../../../node/calibrate.js")),
 ];
 
 /// The packages whose versions the report names (pinned in `node/package.json`).
-pub(super) const PACKAGES: [&str; 4] = ["express", "piscina", "bullmq", "ioredis"];
+pub(crate) const PACKAGES: [&str; 4] = ["express", "piscina", "bullmq", "ioredis"];
 
 /// The program `name` on `PATH`.
-pub(super) fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
 
 /// `program --version`'s first line.
-pub(super) fn version_of(program: &Path) -> anyhow::Result<String> {
+pub(crate) fn version_of(program: &Path) -> anyhow::Result<String> {
     let out = Command::new(program)
         .arg("--version")
         .output()
@@ -92,7 +92,7 @@ fn cache_root() -> anyhow::Result<PathBuf> {
 /// The servers' folder, written and `npm ci`-installed on first use. Installed into a
 /// folder of this process's own and renamed into place, so two benches starting at once
 /// never see a half-installed one.
-pub(super) fn install(npm: &Path, progress: &ProgressLine) -> anyhow::Result<PathBuf> {
+pub(crate) fn install(npm: &Path, progress: &ProgressLine) -> anyhow::Result<PathBuf> {
     let root = cache_root()?;
     let dir = root.join(fingerprint());
     if dir.join(".installed").is_file() {
@@ -150,7 +150,7 @@ pub(super) fn install(npm: &Path, progress: &ProgressLine) -> anyhow::Result<Pat
 }
 
 /// The installed versions of [`PACKAGES`], from the embedded lock file.
-pub(super) fn packages() -> BTreeMap<String, String> {
+pub(crate) fn packages() -> BTreeMap<String, String> {
     let lock: serde_json::Value = serde_json::from_str(FILES[1].1).unwrap_or_default();
     PACKAGES
         .iter()

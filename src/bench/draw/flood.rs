@@ -1,8 +1,8 @@
 //! The flood's drawing: its table as text (the terminal and the report folder's README) and
 //! as HTML, and what the columns mean. Reads only [`FloodResults`].
 
-use super::{FloodResults, FloodRow, cpu_cell, honour_label, round_label};
-use crate::bench::units::ms;
+use super::units::{esc, ms};
+use crate::bench::model::{FloodFailure, FloodResults, FloodRow, RowId, over_repeats};
 
 /// `cell`, followed by the lowest and highest of the row's repeats of figure `name` (scaled
 /// to the cell's unit) when it has more than one: `352.3 (340-361)`.
@@ -22,12 +22,12 @@ fn with_range(cell: String, r: &FloodRow, name: &str, scale: f64) -> String {
 fn cells(r: &FloodRow) -> [String; 14] {
     let queued = r.jobs_finished.is_some();
     [
-        r.strategy.clone(),
+        r.strategy.to_string(),
         r.connections.to_string(),
         format!("{}{}", r.client(), if r.from_uniform { "*" } else { "" }),
         with_range(format!("{:.1}", r.goodput_per_s), r, "goodput_per_s", 1.0),
         with_range(
-            crate::bench::limit::cell(r.limit_fraction, &r.limit_flags),
+            super::limit::cell(r.limit_fraction, &r.limit_warnings),
             r,
             "limit_fraction",
             100.0,
@@ -95,7 +95,7 @@ fn range_note(f: &FloodResults) -> Option<String> {
 }
 
 /// A failed repeat in words: `pool -c 1000, round 2 of 3 failed: ...`.
-fn failure_line(f: &FloodResults, x: &super::FloodFailure) -> String {
+fn failure_line(f: &FloodResults, x: &FloodFailure) -> String {
     format!(
         "{} -c {}{}{} failed: {}",
         x.strategy,
@@ -157,8 +157,8 @@ pub fn table(f: &FloodResults) -> String {
         out.push_str(&note);
         out.push('\n');
     }
-    if f.rows.iter().any(|r| !r.limit_flags.is_empty()) {
-        out.push_str(crate::bench::limit::MARKER_NOTE);
+    if f.rows.iter().any(|r| !r.limit_warnings.is_empty()) {
+        out.push_str(super::limit::MARKER_NOTE);
         out.push('\n');
     }
     out
@@ -166,7 +166,6 @@ pub fn table(f: &FloodResults) -> String {
 
 /// The flood's table as HTML, for the report page.
 pub fn html_table(f: &FloodResults) -> String {
-    let esc = crate::bench::units::esc;
     let head: String = HEADERS
         .iter()
         .map(|h| format!("<th>{}</th>", esc(h.trim())))
@@ -215,6 +214,140 @@ fn uniform_note(f: &FloodResults) -> &'static str {
         "* the uniform scenario's run at the same -c, reused"
     }
 }
+
+pub fn round_label(round: u32, rounds: u32) -> String {
+    if rounds > 1 {
+        format!(", round {round} of {rounds}")
+    } else {
+        String::new()
+    }
+}
+
+pub fn honour_label(honour: bool) -> &'static str {
+    if honour {
+        ", honouring Retry-After"
+    } else {
+        ""
+    }
+}
+
+/// One row in a line, for the progress output.
+pub fn brief(r: &FloodRow) -> String {
+    format!(
+        "goodput {:.1}/s ({:.0}% of the limit), 503 {:.0}/s, gateway CPU {}, /health p99 {}",
+        r.goodput_per_s,
+        r.limit_fraction * 100.0,
+        r.refused_per_s,
+        cpu_cell(r),
+        ms(r.health_p99_ms)
+    )
+}
+
+/// One flood row: the strategy's processes on a queue of their own (the embedded SQLite
+/// queue: a file of its own, not drained, as only the window counts; a shared Redis or
+/// Postgres queue is drained as usual, so nothing is left in it), the closed loop at `c`.
+pub fn per_s(v: f64) -> String {
+    if v >= 10.0 || v == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// The sentences that read the rows: per strategy, the flood against the smallest count,
+/// then what honouring `Retry-After` changed. With `--repeat`, each figure is the median of
+/// the row's repeats, said once in a first sentence, and "refused nothing" holds for every
+/// repeat.
+pub fn reading(rows: &[FloodRow], counts: &[u32], repeat: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let (Some(&low), Some(&top)) = (counts.first(), counts.last()) else {
+        return out;
+    };
+    let mut names: Vec<RowId> = Vec::new();
+    for r in rows {
+        if !names.contains(&r.strategy) {
+            names.push(r.strategy);
+        }
+    }
+    let median = |r: &FloodRow, name: &str| over_repeats(r, name, |s| s.median);
+    let most = |r: &FloodRow, name: &str| over_repeats(r, name, |s| s.max);
+    for name in names {
+        let find = |c: u32, honour: bool| {
+            rows.iter()
+                .find(|r| r.strategy == name && r.connections == c && r.honor_retry_after == honour)
+        };
+        let (base, flood, honoured) = (find(low, false), find(top, false), find(top, true));
+        if let (Some(b), Some(f)) = (base, flood)
+            && low != top
+        {
+            let goodput = median(f, "goodput_per_s").unwrap_or(0.0);
+            let base_goodput = median(b, "goodput_per_s").unwrap_or(0.0);
+            out.push(format!(
+                "{name}: at -c {top} goodput was {goodput:.1}/s ({:.2}x its {base_goodput:.1}/s at -c {low}), with {} refusals/s; its gateway used {} of the machine{}.",
+                goodput / base_goodput.max(1e-9),
+                per_s(median(f, "refused_per_s").unwrap_or(0.0)),
+                percent(median(f, "gateway_cpu_fraction")),
+                median(f, "gateway_cpu_s_per_refusal").map_or(String::new(), |c| format!(
+                    " ({} of its CPU per refusal at most)",
+                    ms(c * 1000.0)
+                ))
+            ));
+        }
+        let Some((f, h)) = flood.zip(honoured) else {
+            continue;
+        };
+        let (f_goodput, h_goodput) = (
+            median(f, "goodput_per_s").unwrap_or(0.0),
+            median(h, "goodput_per_s").unwrap_or(0.0),
+        );
+        let refused_none = [
+            most(f, "refused_per_s"),
+            most(h, "refused_per_s"),
+            most(h, "retry_after_asked"),
+        ]
+        .iter()
+        .all(|v| v.unwrap_or(0.0) == 0.0);
+        if refused_none {
+            out.push(format!(
+                "{name} refused nothing at -c {top}, so a client that honours Retry-After had nothing to wait for (goodput {h_goodput:.1}/s against {f_goodput:.1}/s).",
+            ));
+        } else {
+            out.push(format!(
+                "{name} at -c {top} with a client that honours Retry-After: {} refusals/s instead of {}, goodput {h_goodput:.1}/s instead of {f_goodput:.1}/s; the client waited {:.0}% of its time, as {:.0} answers asked.",
+                per_s(median(h, "refused_per_s").unwrap_or(0.0)),
+                per_s(median(f, "refused_per_s").unwrap_or(0.0)),
+                median(h, "waited_fraction").unwrap_or(0.0) * 100.0,
+                median(h, "retry_after_asked").unwrap_or(0.0)
+            ));
+        }
+    }
+    if repeat > 1 && !out.is_empty() {
+        let fewer = rows.iter().any(|r| r.runs < repeat as usize);
+        out.insert(
+            0,
+            format!(
+                "Each figure below is the median of {repeat} repeats of its row{}.",
+                if fewer {
+                    " (of fewer where a repeat failed)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    out
+}
+
+/// A share of the machine as a whole percent, or `-` when it could not be sampled.
+fn percent(fraction: Option<f64>) -> String {
+    fraction.map_or("-".into(), |f| format!("{:.0}%", f * 100.0))
+}
+
+/// The gateway's CPU share of the machine, or `-` when it could not be sampled.
+fn cpu_cell(r: &FloodRow) -> String {
+    percent(r.gateway_cpu_fraction)
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -282,7 +415,7 @@ mod tests {
 
         let html = html_table(&f);
         assert!(html.contains("<td>100.0 (90-110)</td>"), "{html}");
-        assert!(html.contains(&crate::bench::units::esc(note)), "{html}");
+        assert!(html.contains(&esc(note)), "{html}");
 
         let mut results = planted::results(vec![Plant::new("pool", 50.0, 1.0)]);
         results.flood = Some(f);
@@ -306,5 +439,89 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("(min-max)"), "{text}");
+    }
+
+    #[test]
+    fn a_few_refusals_a_second_are_not_read_as_none() {
+        assert_eq!(per_s(0.0), "0");
+        assert_eq!(per_s(0.3), "0.3");
+        assert_eq!(per_s(9.94), "9.9");
+        assert_eq!(per_s(30.4), "30");
+    }
+
+    /// pool's rows at -c 100, -c 1000 and -c 1000 honouring Retry-After, each repeat given as
+    /// (goodput/s, refused/s, gateway CPU); the row at -c 1000 picks the repeat of 100/s, which
+    /// refused 40/s, while its repeats' median refusals are 30/s.
+    fn pool_rows(repeats: usize) -> Vec<Vec<FloodRow>> {
+        let plant = |(goodput_per_s, refused_per_s, gateway_cpu): (f64, f64, f64)| FloodPlant {
+            goodput_per_s,
+            refused_per_s,
+            health_p99_ms: 1.0,
+            gateway_cpu,
+        };
+        let row = |c: u32, honour: bool, figures: [(f64, f64, f64); 3]| -> Vec<FloodRow> {
+            figures[..repeats]
+                .iter()
+                .map(|f| plant(*f).row("pool", c, honour))
+                .collect()
+        };
+        vec![
+            row(
+                100,
+                false,
+                [(50.0, 0.0, 0.3), (52.0, 0.0, 0.3), (48.0, 0.0, 0.3)],
+            ),
+            row(
+                1000,
+                false,
+                [(100.0, 40.0, 0.4), (90.0, 30.0, 0.5), (110.0, 20.0, 0.6)],
+            ),
+            row(
+                1000,
+                true,
+                [(120.0, 10.0, 0.4), (120.0, 10.0, 0.4), (120.0, 10.0, 0.4)],
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_reading_quotes_the_medians_of_the_repeats_and_says_so_once() {
+        let f = planted::flood(&[100, 1000], 3, pool_rows(3));
+        assert_eq!(
+            f.reading[0],
+            "Each figure below is the median of 3 repeats of its row."
+        );
+        assert_eq!(
+            f.reading.iter().filter(|l| l.contains("median")).count(),
+            1,
+            "{:#?}",
+            f.reading
+        );
+        // The medians (100/s, 30 refusals/s, 50% CPU), not the figures of the repeat shown
+        // (100/s, 40 refusals/s, 40% CPU).
+        assert!(
+            f.reading[1].starts_with(
+                "pool: at -c 1000 goodput was 100.0/s (2.00x its 50.0/s at -c 100), with 30 refusals/s; its gateway used 50% of the machine"
+            ),
+            "{:#?}",
+            f.reading
+        );
+        assert!(
+            f.reading[2].starts_with(
+                "pool at -c 1000 with a client that honours Retry-After: 10 refusals/s instead of 30, goodput 120.0/s instead of 100.0/s;"
+            ),
+            "{:#?}",
+            f.reading
+        );
+        // One repeat only: the figures of the one run, and no word of a median.
+        let once = planted::flood(&[100, 1000], 1, pool_rows(1));
+        assert_eq!(once.reading.len(), 2, "{:#?}", once.reading);
+        assert!(
+            once.reading[0].starts_with(
+                "pool: at -c 1000 goodput was 100.0/s (2.00x its 50.0/s at -c 100), with 40 refusals/s; its gateway used 40% of the machine"
+            ),
+            "{:#?}",
+            once.reading
+        );
     }
 }

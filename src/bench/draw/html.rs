@@ -4,7 +4,8 @@
 use super::units::esc;
 
 use super::chart::{backlog, lat, percentiles, throughput, timeline};
-use super::report::{Results, table};
+use super::text::table;
+use crate::bench::model::Results;
 
 /// The whole page.
 pub fn page(r: &Results) -> String {
@@ -58,7 +59,7 @@ pub fn page(r: &Results) -> String {
         |x| {
             (0..x.heavy.timeline.len())
                 .map(|s| {
-                    Some(super::report::process_second(x, x.heavy.warmup_s + s as f64).2 as f64)
+                    Some(x.process_second(x.heavy.warmup_s + s as f64).2 as f64)
                 })
                 .collect()
         },
@@ -72,7 +73,7 @@ pub fn page(r: &Results) -> String {
         false,
         |x| {
             (0..x.heavy.timeline.len())
-                .map(|s| Some(super::report::process_second(x, x.heavy.warmup_s + s as f64).0))
+                .map(|s| Some(x.process_second(x.heavy.warmup_s + s as f64).0))
                 .collect()
         },
     );
@@ -85,7 +86,7 @@ pub fn page(r: &Results) -> String {
         false,
         |x| {
             (0..x.heavy.timeline.len())
-                .map(|s| Some(super::report::process_second(x, x.heavy.warmup_s + s as f64).1))
+                .map(|s| Some(x.process_second(x.heavy.warmup_s + s as f64).1))
                 .collect()
         },
     );
@@ -97,7 +98,7 @@ pub fn page(r: &Results) -> String {
         .iter()
         .map(|l| format!("<li>{}</li>", esc(l)))
         .collect();
-    let verdict: String = super::summary::verdict(r)
+    let verdict: String = super::verdict::verdict(r)
         .iter()
         .map(|l| format!("<li>{}</li>", esc(l)))
         .collect();
@@ -152,7 +153,7 @@ document.body.dataset.overflow = String(Math.max(0, root.scrollWidth - root.clie
         wall = r.wall_s,
         cmd = esc(&r.command_line.join(" ")),
         table = esc(&table(r)),
-        html_table = super::summary::html_table(r),
+        html_table = super::verdict::html_table(r),
         mix = r
             .mix
             .as_ref()
@@ -163,6 +164,6 @@ document.body.dataset.overflow = String(Math.max(0, root.scrollWidth - root.clie
             .as_ref()
             .map(super::flood::html_table)
             .unwrap_or_default(),
-        node = super::node::compare::html(r),
+        node = super::node::html(r),
     )
 }

@@ -5,10 +5,8 @@
 use super::units::{esc, mib, ms_words as ms};
 use std::fmt::Write as _;
 
-use super::limit::{DISAGREE_RATIO, LimitFlag, OVER_LIMIT};
-use super::report::Results;
 use super::rules::{KEEPS_UP, stalls};
-use super::scenario::StrategyRun;
+use crate::bench::model::{DISAGREE_RATIO, LimitWarning, OVER_LIMIT, Results, StrategyRun};
 use crate::strategy::Name;
 
 fn health_p99(run: &StrategyRun) -> f64 {
@@ -25,7 +23,7 @@ fn clean(run: &StrategyRun) -> bool {
 
 /// How fast a strategy went, with its %limit only where the limit held still.
 fn pace(run: &StrategyRun) -> String {
-    if run.limit_flags.is_empty() {
+    if run.limit_warnings.is_empty() {
         format!(
             "{:.0}/s, {:.0}% of the all-core limit",
             run.completed_per_s,
@@ -39,7 +37,7 @@ fn pace(run: &StrategyRun) -> String {
 /// Why a row's throughput is not compared, in figures.
 fn why_flagged(run: &StrategyRun) -> String {
     let mut why = Vec::new();
-    if run.limit_flags.contains(&LimitFlag::CalibrationDisagrees) {
+    if run.limit_warnings.contains(&LimitWarning::CalibrationDisagrees) {
         why.push(format!(
             "the calibrations before and after it differ by {:.0}% ({:.0} vs {:.0} req/s)",
             (run.limit.disagreement - 1.0) * 100.0,
@@ -47,7 +45,7 @@ fn why_flagged(run: &StrategyRun) -> String {
             run.limit.after.limit_per_s
         ));
     }
-    if run.limit_flags.contains(&LimitFlag::OverLimit) {
+    if run.limit_warnings.contains(&LimitWarning::OverLimit) {
         why.push(format!(
             "it measured {:.0}% of its limit",
             run.limit_fraction * 100.0
@@ -82,12 +80,12 @@ pub fn verdict(r: &Results) -> Vec<String> {
     let in_process: Vec<&StrategyRun> = r
         .runs
         .iter()
-        .filter(|x| Name::parse(&x.strategy).is_some_and(Name::in_process))
+        .filter(|x| x.strategy.offload().is_some_and(Name::in_process))
         .collect();
     let (candidates, unclean): (Vec<&StrategyRun>, Vec<&StrategyRun>) =
         in_process.iter().partition(|x| clean(x));
     let (compared, uncompared): (Vec<&StrategyRun>, Vec<&StrategyRun>) =
-        candidates.iter().partition(|x| x.limit_flags.is_empty());
+        candidates.iter().partition(|x| x.limit_warnings.is_empty());
     let fastest = compared
         .iter()
         .copied()
@@ -110,7 +108,7 @@ pub fn verdict(r: &Results) -> Vec<String> {
                 f.strategy,
                 f.completed_per_s,
                 if uncompared.is_empty() { "" } else { " and those whose throughput is not compared" },
-                if c.limit_flags.is_empty() { "" } else { "; its own throughput is not compared" },
+                if c.limit_warnings.is_empty() { "" } else { "; its own throughput is not compared" },
             ),
         };
         out.push(format!(
@@ -155,7 +153,7 @@ pub fn verdict(r: &Results) -> Vec<String> {
         let left: Vec<String> = unclean
             .iter()
             .map(|x| {
-                let [e, t, n, _] = super::report::outcomes(x);
+                let [e, t, n, _] = super::text::outcomes(x);
                 format!("{} ({e} errors, {t} timeouts, {n} non-2xx)", x.strategy)
             })
             .collect();
@@ -165,13 +163,13 @@ pub fn verdict(r: &Results) -> Vec<String> {
         ));
     }
     let forwards = |x: &&StrategyRun| {
-        Name::parse(&x.strategy).and_then(Name::helper) == Some(crate::strategy::Helper::Compute)
+        x.strategy.offload().and_then(Name::helper) == Some(crate::strategy::Helper::Compute)
     };
     if let Some(remote) = r.runs.iter().filter(forwards).find(|x| clean(x)) {
         let versus = choice.map_or(String::new(), |c| {
             let flagged: Vec<&StrategyRun> = [remote, c]
                 .into_iter()
-                .filter(|x| !x.limit_flags.is_empty())
+                .filter(|x| !x.limit_warnings.is_empty())
                 .collect();
             if !flagged.is_empty() {
                 return format!(
@@ -244,7 +242,7 @@ fn stillness(r: &Results) -> Option<String> {
     let flagged: Vec<&StrategyRun> = r
         .runs
         .iter()
-        .filter(|x| !x.limit_flags.is_empty())
+        .filter(|x| !x.limit_warnings.is_empty())
         .collect();
     let (k, n) = (flagged.len(), r.runs.len());
     if k == 0 {
@@ -259,15 +257,15 @@ fn stillness(r: &Results) -> Option<String> {
             .collect();
         let lo = limits.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = limits.iter().copied().fold(0.0, f64::max);
-        let by = |flag: LimitFlag| -> Vec<&StrategyRun> {
+        let by = |flag: LimitWarning| -> Vec<&StrategyRun> {
             flagged
                 .iter()
                 .copied()
-                .filter(|x| x.limit_flags.contains(&flag))
+                .filter(|x| x.limit_warnings.contains(&flag))
                 .collect()
         };
         let mut why = Vec::new();
-        let disagree = by(LimitFlag::CalibrationDisagrees);
+        let disagree = by(LimitWarning::CalibrationDisagrees);
         if !disagree.is_empty() {
             why.push(format!(
                 "calibrations before and after differ by more than {:.0}% around {}",
@@ -275,7 +273,7 @@ fn stillness(r: &Results) -> Option<String> {
                 names(&disagree)
             ));
         }
-        let over = by(LimitFlag::OverLimit);
+        let over = by(LimitWarning::OverLimit);
         if !over.is_empty() {
             why.push(format!(
                 "over {:.0}% of the limit: {}",
@@ -307,12 +305,12 @@ pub fn html_table(r: &Results) -> String {
     for run in &r.runs {
         let l = &run.heavy.latency;
         let b = &run.bystander.latency_with_timeouts;
-        let [errors, timeouts, non2xx, unfinished] = super::report::outcomes(run);
-        let flag = if run.limit_flags.is_empty() {
+        let [errors, timeouts, non2xx, unfinished] = super::text::outcomes(run);
+        let flag = if run.limit_warnings.is_empty() {
             String::new()
         } else {
             let why: Vec<String> = run
-                .limit_flags
+                .limit_warnings
                 .iter()
                 .map(|f| {
                     serde_json::to_string(f)
@@ -326,7 +324,7 @@ pub fn html_table(r: &Results) -> String {
                 esc(&why.join(", "))
             )
         };
-        let queue = super::report::queue_cell(run);
+        let queue = super::text::queue_cell(run);
         let _ = write!(
             t,
             "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}%{flag}</td><td>{} / {} / {}</td><td>{errors} / {timeouts} / {non2xx} / {unfinished}</td><td>{} / {} / {}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
@@ -349,15 +347,15 @@ pub fn html_table(r: &Results) -> String {
     let _ = write!(
         t,
         r#"</tbody></table><p class="note">{}</p>"#,
-        esc(super::report::LATENCY_NOTE)
+        esc(super::text::LATENCY_NOTE)
     );
     t
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::planted::{Plant, results};
     use super::super::rules::STALL_MS;
+    use crate::bench::planted::{Plant, results};
     use super::*;
 
     /// The verdict of `plants`, each of its sentences checked to carry a figure.
@@ -517,7 +515,7 @@ mod tests {
     #[test]
     fn remote_queue_and_failed_rows_are_read_from_their_figures() {
         let failing = crate::load::Planted {
-            answers: super::super::planted::answers(990, 200, 500.0),
+            answers: crate::bench::planted::answers(990, 200, 500.0),
             timeouts: 5,
             ..crate::load::Planted::default()
         };

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::Serialize;
-
-use super::limit::{Bracket, LimitFlag, Row};
 use super::procs::ChildProc;
-use super::sample::{self, Sample};
-use super::{Settings, http_get};
+use super::sample;
+use crate::bench::model::{
+    AcceptPhase, BacklogPoint, Measured, ProcessStats, QueueRun, RowId, Sample, Settings,
+};
+use crate::bench::{ProgressLine, http_get};
 use crate::load::{self, Mode, Plan, Progress, Report, Stop, Target};
 use crate::strategy::{Helper, Name};
 
@@ -19,82 +19,11 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// How long a child may take between printing its address and answering `/health`.
 const HEALTH_WAIT: Duration = Duration::from_secs(10);
 
-/// One process of a run, as sampled.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProcessStats {
-    pub role: String,
-    pub peak_rss_bytes: u64,
-    pub peak_threads: u64,
-    /// CPU seconds used during the measured run.
-    pub cpu_s: f64,
-    pub samples: Vec<Sample>,
-}
-
-/// The queue's side of a run: accepted is not done.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueRun {
-    /// How fast the gateway accepts while its backlog cap does not bind.
-    pub accept_phase: AcceptPhase,
-    /// 202 answers during the measured phase (the cap binds there once the backlog fills).
-    pub accepted: u64,
-    pub accepted_per_s: f64,
-    /// Jobs done when the load stopped.
-    pub done_at_stop: u64,
-    /// Jobs queued or running when the load stopped.
-    pub backlog_at_stop: u64,
-    /// Time from the end of the load until nothing was queued or running.
-    pub drain_s: f64,
-    /// False when the drain timeout ran out first.
-    pub drained: bool,
-    /// Jobs done and failed by the end of the drain.
-    pub jobs_done: u64,
-    pub jobs_failed: u64,
-    /// Jobs finished per second while jobs were waiting (the workers' rate: from the first
-    /// backlog reading above zero to the drain's end); the whole run's average if too short.
-    pub completed_per_s: f64,
-    /// Jobs finished (done or failed) during the heavy load's measured window, read off
-    /// `backlog`: the same window as the load's answers, so the two can be added (`auto`).
-    pub jobs_finished_in_window: u64,
-    /// From enqueue to done, over the run's finished jobs (null when none could be read).
-    pub enqueue_to_done_ms: Option<Spread>,
-    /// Seconds from the start of the accept phase to the end of the heavy load; the drain
-    /// follows in `backlog`.
-    pub load_end_s: f64,
-    /// Jobs accepted and finished so far, sampled from the start of the accept phase to the
-    /// end of the drain: the gap between the two lines is the backlog.
-    pub backlog: Vec<BacklogPoint>,
-}
-
-/// A burst of requests sized to fit the backlog cap, sent before the main load: what the
-/// gateway accepts per second when the cap is not what answers.
-#[derive(Debug, Clone, Serialize)]
-pub struct AcceptPhase {
-    /// Requests sent (half the backlog cap, so the cap cannot bind).
-    pub requests: u64,
-    /// Of those, answered 202.
-    pub accepted: u64,
-    /// Of those, answered anything else or not at all.
-    pub refused: u64,
-    pub seconds: f64,
-    /// `accepted / seconds`.
-    pub accepted_per_s: f64,
-}
-
-/// One reading of the queue's job counts.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct BacklogPoint {
-    /// Seconds since the accept phase began.
-    pub t: f64,
-    /// Jobs in the queue that this run stored (queued, running, done or failed).
-    pub accepted: u64,
-    /// Of those, done or failed.
-    pub finished: u64,
-}
 
 /// How often the job counts are read for the backlog chart.
 const BACKLOG_EVERY: Duration = Duration::from_millis(250);
 
-pub use crate::api::Spread;
+use crate::api::Spread;
 
 /// `?latency=N` asks the gateway for enqueue-to-done times; offload's gateway reads them from
 /// its histogram whatever N, Node's servers over their N most recent finished jobs.
@@ -112,93 +41,19 @@ async fn enqueue_to_done(gateway: SocketAddr) -> Option<Spread> {
     }
 }
 
-/// Everything measured of one strategy, before its limit is known (the calibration after it
-/// runs once its processes are gone).
-#[derive(Debug, Clone, Serialize)]
-pub struct Measured {
-    pub strategy: String,
-    /// Requests whose 2xx answer arrived in the measured window, including those sent in
-    /// the warm-up (for the queue: jobs done).
-    pub completed: u64,
-    /// Work completed per second (for the queue: jobs done per second while jobs were
-    /// waiting, drain included; for `auto`: its 200s plus the jobs finished, both in the
-    /// load's measured window).
-    pub completed_per_s: f64,
-    /// Highest sum of the processes' resident memory at one sampling instant.
-    pub peak_rss_bytes: u64,
-    /// Highest sum of the processes' threads at one sampling instant.
-    pub peak_threads: u64,
-    pub cpu_s: f64,
-    pub heavy: Report,
-    pub bystander: Report,
-    pub processes: Vec<ProcessStats>,
-    pub queue: Option<QueueRun>,
-}
-
-/// Everything measured of one strategy ([`Measured`], whose fields it shows as its own),
-/// against its limit.
-#[derive(Debug, Clone, Serialize)]
-pub struct StrategyRun {
-    #[serde(flatten)]
-    pub measured: Measured,
-    /// `/heavy` requests still waiting for their answer when the window closed (or, in an
-    /// open loop, due and never sent): in none of the latency figures and none of the
-    /// errors, timeouts or statuses, so counted here.
-    pub unfinished: u64,
-    /// completed_per_s over `limit.limit_per_s`, the mean of the all-core calibrations
-    /// before and after this strategy.
-    pub limit_fraction: f64,
-    /// Why `limit_fraction` is not to be trusted; empty when it is.
-    pub limit_flags: Vec<LimitFlag>,
-    /// The calibrations before and after this strategy, every reading kept.
-    pub limit: Bracket,
-}
-
-impl std::ops::Deref for StrategyRun {
-    type Target = Measured;
-
-    /// A run reads as what was measured: `run.completed_per_s`, `run.heavy`.
-    fn deref(&self) -> &Measured {
-        &self.measured
-    }
-}
-
-impl StrategyRun {
-    /// Puts a measured strategy against the calibrations around it.
-    pub fn new(m: Measured, limit: Bracket) -> StrategyRun {
-        let limit_fraction = limit.fraction(m.completed_per_s);
-        StrategyRun {
-            limit_flags: limit.flags(limit_fraction),
-            limit_fraction,
-            limit,
-            unfinished: m.heavy.requests.aborted_at_deadline + m.heavy.requests.unsent_at_deadline,
-            measured: m,
-        }
-    }
-
-    /// This run's figures for the reading of the limit.
-    pub fn limit_row(&self) -> Row<'_> {
-        Row {
-            strategy: &self.strategy,
-            fraction: self.limit_fraction,
-            bracket: &self.limit,
-            flags: &self.limit_flags,
-        }
-    }
-}
 
 /// Runs one strategy end to end. Children are stopped when this returns or is dropped.
 ///
 /// # Errors
 /// When a process does not start or get ready, or the load cannot be planned.
 pub async fn run(
-    strategy: &str,
+    strategy: Name,
     s: &Settings,
-    progress: &super::ProgressLine,
+    progress: &ProgressLine,
 ) -> anyhow::Result<Measured> {
     let procs = start(strategy, s).await?;
-    let queued = Name::parse(strategy).and_then(Name::helper) == Some(Helper::Worker);
-    measure(strategy, procs, queued, s, progress).await
+    let queued = strategy.helper() == Some(Helper::Worker);
+    measure(RowId::Offload(strategy), procs, queued, s, progress).await
 }
 
 /// The harness every strategy gets, offload's and the Node servers' alike, once its
@@ -208,12 +63,12 @@ pub async fn run(
 ///
 /// # Errors
 /// When a process does not get ready, or the load cannot be planned.
-pub(super) async fn measure(
-    strategy: &str,
+pub(crate) async fn measure(
+    strategy: RowId,
     procs: Vec<ChildProc>,
     queued: bool,
     s: &Settings,
-    progress: &super::ProgressLine,
+    progress: &ProgressLine,
 ) -> anyhow::Result<Measured> {
     let gateway = procs.last().expect("a gateway").addr();
     for p in procs.iter().filter(|p| p.addr.is_some()) {
@@ -263,7 +118,7 @@ pub(super) async fn measure(
         stop_rx,
     ));
     let (ptx, prx) = tokio::sync::watch::channel(Progress::default());
-    let shown = progress.follow(strategy, prx);
+    let shown = progress.follow(strategy.as_str(), prx);
     let (heavy, bystander) = tokio::join!(
         load::run(&heavy_plan, Some(ptx)),
         load::run(&probe_plan, None)
@@ -305,7 +160,7 @@ pub(super) async fn measure(
         // work done on the same cores, so both are counted over one window, the load's (its
         // 200s, those to requests the warm-up sent included, and the jobs finished then).
         // The drain after it is the worker alone, reported apart in the reading.
-        Some(q) if strategy == Name::Auto.as_str() => {
+        Some(q) if strategy.is(Name::Auto) => {
             let answered = heavy.requests.by_status.get("200").copied().unwrap_or(0)
                 + heavy.requests.carried_over_2xx;
             let done = answered + q.jobs_finished_in_window;
@@ -322,7 +177,7 @@ pub(super) async fn measure(
     };
     let (peak_rss_bytes, peak_threads) = combined_peaks(&processes);
     Ok(Measured {
-        strategy: strategy.to_string(),
+        strategy,
         completed,
         completed_per_s,
         peak_rss_bytes,
@@ -336,9 +191,9 @@ pub(super) async fn measure(
 }
 
 /// Starts the strategy's processes; the gateway is always last.
-pub(super) async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
+pub(crate) async fn start(strategy: Name, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
     let mut procs = Vec::new();
-    let mut serve: Vec<String> = ["serve", "--strategy", strategy, "--port", "0"]
+    let mut serve: Vec<String> = ["serve", "--strategy", strategy.as_str(), "--port", "0"]
         .map(String::from)
         .to_vec();
     serve.extend(s.limit_flags.iter().cloned());
@@ -346,7 +201,7 @@ pub(super) async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<Ch
     // defaults admit by deadline and suit any core count, and the bench measures them as a
     // user would run them.
     serve.extend(["--timeout".into(), format!("{}s", s.timeout.as_secs_f64())]);
-    match Name::parse(strategy).and_then(Name::helper) {
+    match strategy.helper() {
         Some(Helper::Compute) => {
             let mut args: Vec<String> = ["compute", "--port", "0"].map(String::from).to_vec();
             args.extend(s.limit_flags.iter().cloned());
@@ -367,7 +222,7 @@ pub(super) async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<Ch
             .map(String::from)
             .to_vec();
             args.extend(s.limit_flags.iter().cloned());
-            if strategy == Name::Auto.as_str() {
+            if strategy == Name::Auto {
                 // Beside `auto`'s pool on the same cores, the queued (heavy) work yields to
                 // the requests a client waits for: the pool runs at niceness 10.
                 args.extend(["--nice".into(), "19".into()]);
@@ -391,7 +246,7 @@ pub(super) async fn start(strategy: &str, s: &Settings) -> anyhow::Result<Vec<Ch
     Ok(procs)
 }
 
-pub(super) async fn wait_healthy(addr: SocketAddr, role: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_healthy(addr: SocketAddr, role: &str) -> anyhow::Result<()> {
     let end = Instant::now() + HEALTH_WAIT;
     loop {
         if matches!(http_get(addr, "/health").await, Ok((200, _))) {
@@ -412,7 +267,7 @@ const JOBS_UNAVAILABLE_WAIT: Duration = Duration::from_secs(10);
 
 /// The gateway's `GET /jobs` (with `path`'s query), typed; a 503 is asked again for up to
 /// [`JOBS_UNAVAILABLE_WAIT`].
-pub(super) async fn jobs_summary(
+pub(crate) async fn jobs_summary(
     gateway: SocketAddr,
     path: &str,
 ) -> anyhow::Result<crate::api::JobsSummary> {
@@ -430,7 +285,7 @@ pub(super) async fn jobs_summary(
 }
 
 /// Jobs by state, from the gateway's `GET /jobs`.
-pub(super) async fn job_counts(gateway: SocketAddr) -> anyhow::Result<crate::api::JobCounts> {
+pub(crate) async fn job_counts(gateway: SocketAddr) -> anyhow::Result<crate::api::JobCounts> {
     Ok(jobs_summary(gateway, "/jobs").await?.counts)
 }
 
@@ -507,7 +362,7 @@ fn busy_rate(points: &[BacklogPoint]) -> Option<f64> {
 
 /// Jobs finished (done or failed) between `from` and `to` seconds, read off the cumulative
 /// counts sampled every [`BACKLOG_EVERY`], each end interpolated between the readings around it.
-pub(super) fn jobs_finished_between(points: &[BacklogPoint], from: f64, to: f64) -> u64 {
+pub(crate) fn jobs_finished_between(points: &[BacklogPoint], from: f64, to: f64) -> u64 {
     let at = |t: f64| -> f64 {
         let Some(first) = points.first() else {
             return 0.0;
@@ -532,7 +387,7 @@ async fn follow_queue(
     gateway: SocketAddr,
     heavy: &Report,
     s: &Settings,
-    progress: &super::ProgressLine,
+    progress: &ProgressLine,
     accept_phase: AcceptPhase,
 ) -> anyhow::Result<QueueRun> {
     let stopped = Instant::now();

@@ -9,12 +9,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Serialize;
-
-use super::machine::CalibrationPlan;
-use super::{ProgressLine, Settings};
-use crate::api::Spread;
-use crate::load::{self, LatencyStats, Mode, Plan, Stop, Target};
+use super::calibrate::CalibrationPlan;
+use crate::bench::draw::mix::{brief, reading};
+use crate::bench::model::{MixPart, MixResults, MixRun, PartRun, RowId, Settings};
+use crate::bench::ProgressLine;
+use crate::load::{self, Mode, Plan, Stop, Target};
 use crate::strategy::Name;
 use crate::work::Work;
 
@@ -64,110 +63,6 @@ pub const MIX_LOAD: f64 = 0.5;
 
 /// The strategies compared on the mix, in order.
 pub const MIX_STRATEGIES: [Name; 3] = [Name::Pool, Name::Queue, Name::Auto];
-
-/// The row name of the baseline: the lightest kind alone, at its share of the rate, on `pool`.
-pub const ALONE: &str = "pool, light alone";
-
-/// One kind of work in the mix.
-#[derive(Debug, Clone, Serialize)]
-pub struct MixPart {
-    /// `kind:n`.
-    pub work: String,
-    /// `work=kind&n=N`.
-    pub query: String,
-    pub weight: u32,
-    /// Units of work of one request, for the limit.
-    #[serde(skip)]
-    pub units: u64,
-    #[serde(skip)]
-    pub sample: Option<Work>,
-}
-
-/// The mixed scenario's settings and results.
-#[derive(Debug, Clone, Serialize)]
-pub struct MixResults {
-    /// The `--mix` spec.
-    pub spec: String,
-    pub seed: u64,
-    /// Requests per second sent (open loop).
-    pub rate: f64,
-    /// The mix's all-core limit in requests per second it was sent at a share of.
-    pub limit_per_s: f64,
-    pub load_fraction: f64,
-    pub runs: Vec<MixRun>,
-    /// The goals, read off the runs: plain sentences.
-    pub reading: Vec<String>,
-}
-
-/// One strategy on the mix.
-#[derive(Debug, Clone, Serialize)]
-pub struct MixRun {
-    pub strategy: String,
-    pub rate: f64,
-    pub parts: Vec<PartRun>,
-    /// The `/health` probe's latency meanwhile, in ms, over every probe that fell due: one
-    /// that timed out or was cut short at the time it had waited (a lower bound).
-    pub health: LatencyStats,
-    /// From the end of the load until no job was queued or running (null: no jobs).
-    pub drain_s: Option<f64>,
-    /// Whether the drain finished within `--drain-timeout`.
-    pub drained: bool,
-}
-
-/// One kind of work of the mix under one strategy.
-#[derive(Debug, Clone, Serialize)]
-pub struct PartRun {
-    pub work: String,
-    pub weight: u32,
-    pub sent: u64,
-    /// Answers by status, plus `timeout`, `error` and `unfinished` (still waiting, or not
-    /// sent, when the load stopped).
-    pub answered: BTreeMap<String, u64>,
-    /// Latency of the answers (200, 202 or an error status), in ms, from the intended send
-    /// time: the requests under `timeout`, `error` and `unfinished` are not in it.
-    pub latency: LatencyStats,
-    /// Every request of this kind that fell due: the answers, each timeout at the time it was
-    /// given up on, each unfinished request at the time it had waited (a lower bound). The
-    /// goal on the light requests is read from this, so leaving them unanswered cannot meet it.
-    pub latency_with_timeouts: LatencyStats,
-    /// Of this kind, jobs done and stored (answered 202).
-    pub jobs_done: u64,
-    /// Jobs done per second, from the start of the load to the end of the drain.
-    pub jobs_done_per_s: f64,
-    /// Enqueue to done of this kind's jobs, in ms.
-    pub enqueue_to_done_ms: Option<Spread>,
-}
-
-impl PartRun {
-    /// One kind of work's figures from its load report `r`, its jobs' enqueue-to-done
-    /// `spread`, over `span` seconds from the load's start to the drain's end.
-    fn new(p: &MixPart, r: &load::Report, spread: Option<Spread>, span: f64) -> PartRun {
-        let mut answered: BTreeMap<String, u64> = r.requests.by_status.clone();
-        if r.requests.timeouts > 0 {
-            answered.insert("timeout".into(), r.requests.timeouts);
-        }
-        if r.requests.errors > 0 {
-            answered.insert("error".into(), r.requests.errors);
-        }
-        // Still waiting when the load stopped (or never sent, its connection busy).
-        let unfinished = r.requests.aborted_at_deadline + r.requests.unsent_at_deadline;
-        if unfinished > 0 {
-            answered.insert("unfinished".into(), unfinished);
-        }
-        let jobs_done = spread.as_ref().map_or(0, |s| s.count);
-        PartRun {
-            work: p.work.clone(),
-            weight: p.weight,
-            sent: r.requests.sent,
-            answered,
-            latency: r.latency.clone(),
-            latency_with_timeouts: r.latency_with_timeouts.clone(),
-            jobs_done,
-            jobs_done_per_s: jobs_done as f64 / span.max(1e-9),
-            enqueue_to_done_ms: spread,
-        }
-    }
-}
 
 /// Adds `more` (`--max-count N` pairs) to `flags`, keeping the largest bound of each flag: a
 /// bound raised for one kind of work must hold for every request of that kind.
@@ -287,23 +182,23 @@ pub async fn run(
         .min_by_key(|p| p.units)
         .expect("a part");
     let total: f64 = parts.iter().map(|p| f64::from(p.weight)).sum();
-    let mut rows: Vec<(String, Name, Vec<MixPart>, f64)> = chosen
+    let mut rows: Vec<(RowId, Name, Vec<MixPart>, f64)> = chosen
         .iter()
-        .map(|n| (n.as_str().to_string(), *n, parts.to_vec(), rate))
+        .map(|n| (RowId::Offload(*n), *n, parts.to_vec(), rate))
         .collect();
     let alone = vec![MixPart {
         weight: 1,
         ..lightest.clone()
     }];
     rows.push((
-        ALONE.to_string(),
+        RowId::LightAlone,
         Name::Pool,
         alone,
         rate * f64::from(lightest.weight) / total,
     ));
     for (label, name, parts, rate) in rows {
         progress.note(&format!("mix: {label}: starting"));
-        match one(s, &label, name, &parts, rate).await {
+        match one(s, label, name, &parts, rate).await {
             Ok(r) => {
                 progress.done(&format!("mix: {label}: {}", brief(&r)));
                 runs.push(r);
@@ -326,48 +221,23 @@ pub async fn run(
 /// The seed of the mix's draws: fixed, so every run sends the same sequence.
 pub const MIX_SEED: u64 = 1;
 
-fn brief(r: &MixRun) -> String {
-    r.parts
-        .iter()
-        .map(|p| {
-            format!(
-                "{} p99 {:.1} ms ({})",
-                p.work,
-                p.latency.p99,
-                statuses(&p.answered)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// `200 x80, 202 x9`.
-pub fn statuses(answered: &BTreeMap<String, u64>) -> String {
-    answered
-        .iter()
-        .map(|(k, v)| format!("{k} x{v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// One strategy on the mix: its processes on a queue of their own, the open-loop mix with
-/// the `/health` probe beside it, then the jobs followed until drained.
 async fn one(
     s: &Settings,
-    label: &str,
+    label: RowId,
     name: Name,
     parts: &[MixPart],
     rate: f64,
 ) -> anyhow::Result<MixRun> {
     // Jobs of this run only: its own SQLite file or its own queue name.
     let slug: String = label
+        .as_str()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let mut own = s.own_queue(&format!("mix-{slug}"))?;
     // Nothing refused for a full backlog: the mix is sent below the limit.
     own.max_backlog = own.max_backlog.max(100_000);
-    let procs = super::scenario::start(name.as_str(), &own).await?;
+    let procs = super::scenario::start(name, &own).await?;
     let gateway = procs.last().expect("a gateway").addr();
     for p in procs.iter().filter(|p| p.addr.is_some()) {
         super::scenario::wait_healthy(p.addr(), &p.role).await?;
@@ -446,7 +316,7 @@ async fn one(
         })
         .collect();
     Ok(MixRun {
-        strategy: label.to_string(),
+        strategy: label,
         rate,
         parts,
         health: probe.latency_with_timeouts,
@@ -457,174 +327,6 @@ async fn one(
 
 /// The goals of the mix, read off the runs: the light requests' p99 under `auto` against the
 /// light work alone at the same rate, and the heavy jobs' completion against `queue`'s.
-fn reading(runs: &[MixRun], light: &str) -> Vec<String> {
-    let find = |name: &str| runs.iter().find(|r| r.strategy == name);
-    let part = |r: &MixRun, work: &str| r.parts.iter().find(|p| p.work == work).cloned();
-    let mut out = Vec::new();
-    if let (Some(auto), Some(alone)) = (find("auto"), find(ALONE))
-        && let (Some(a), Some(b)) = (part(auto, light), part(alone, light))
-    {
-        let (pa, pb) = (a.latency_with_timeouts.p99, b.latency_with_timeouts.p99);
-        let ratio = pa / pb.max(1e-9);
-        out.push(format!(
-            "light ({light}) p99: auto {pa:.1} ms, alone {pb:.1} ms: {ratio:.2}x ({} the 1.5x goal), over the answers and the requests timed out or unfinished, each of those at the time it had waited (auto {} of {}, alone {} of {}){}",
-            if ratio <= 1.5 { "within" } else { "OUTSIDE" },
-            unanswered(&a),
-            a.latency_with_timeouts.count,
-            unanswered(&b),
-            b.latency_with_timeouts.count,
-            match (count(&a, "error"), count(&b, "error")) {
-                (0, 0) => String::new(),
-                (x, y) => format!("; connection errors, in neither: auto {x}, alone {y}"),
-            }
-        ));
-    }
-    if let (Some(auto), Some(queue)) = (find("auto"), find("queue")) {
-        for q in queue.parts.iter().filter(|p| p.work != light) {
-            let Some(a) = part(auto, &q.work) else {
-                continue;
-            };
-            let ratio = a.jobs_done_per_s / q.jobs_done_per_s.max(1e-9);
-            let p99 = |p: &PartRun| p.enqueue_to_done_ms.as_ref().map_or(f64::NAN, |s| s.p99);
-            out.push(format!(
-                "heavy ({}) jobs done: auto {} ({:.2}/s, enqueue-to-done p99 {:.0} ms), queue {} ({:.2}/s, p99 {:.0} ms): {ratio:.2}x ({} 5% of queue's)",
-                q.work,
-                a.jobs_done,
-                a.jobs_done_per_s,
-                p99(&a),
-                q.jobs_done,
-                q.jobs_done_per_s,
-                p99(q),
-                if (ratio - 1.0).abs() <= 0.05 { "within" } else { "NOT within" }
-            ));
-        }
-        let refused = |r: &MixRun| -> u64 {
-            r.parts
-                .iter()
-                .flat_map(|p| p.answered.iter())
-                .filter(|(k, _)| k.as_str() == "503" || k.as_str() == "504")
-                .map(|(_, v)| v)
-                .sum()
-        };
-        out.push(format!(
-            "503/504 answers: auto {}, queue {}",
-            refused(auto),
-            refused(queue)
-        ));
-    }
-    out
-}
-
-/// A part's count under `key` of `answered` (0 when absent).
-fn count(p: &PartRun, key: &str) -> u64 {
-    p.answered.get(key).copied().unwrap_or(0)
-}
-
-/// Requests of a part in its `latency_with_timeouts` but not answered: timed out or unfinished.
-fn unanswered(p: &PartRun) -> u64 {
-    count(p, "timeout") + count(p, "unfinished")
-}
-
-/// What the mix table's latencies cover, printed under it.
-pub const LATENCY_NOTE: &str = "p50/p99/max: the answers of that kind (any status), from the intended send; those under timeout, error and unfinished (still waiting, or due and never sent, when the load stopped) are counted in answered, not in them. /health p99: every probe that fell due, one that timed out or was cut short at the time it had waited.";
-
-/// The enqueue-to-done p99 of a part's jobs, or `-` without jobs.
-fn e2d_p99(p: &PartRun) -> String {
-    p.enqueue_to_done_ms
-        .as_ref()
-        .map_or("-".to_string(), |s| super::units::ms(s.p99))
-}
-
-/// The mix's table, as printed and in the README of the report folder.
-pub fn table(m: &MixResults) -> String {
-    let mut out = format!(
-        "mix {} (seed {}): open loop at {:.1} req/s = {:.0}% of its all-core limit {:.1} req/s\n",
-        m.spec,
-        m.seed,
-        m.rate,
-        m.load_fraction * 100.0,
-        m.limit_per_s
-    );
-    out.push_str(&format!(
-        "{:<18} {:<18} {:>6} {:>9} {:>9} {:>9}  {:<30} {:>6} {:>8} {:>10}  {}\n",
-        "strategy",
-        "work",
-        "sent",
-        "p50",
-        "p99",
-        "max",
-        "answered",
-        "jobs",
-        "jobs/s",
-        "e2d p99",
-        "/health p99"
-    ));
-    for r in &m.runs {
-        for (i, p) in r.parts.iter().enumerate() {
-            let e2d = e2d_p99(p);
-            out.push_str(&format!(
-                "{:<18} {:<18} {:>6} {:>9} {:>9} {:>9}  {:<30} {:>6} {:>8.2} {:>10}  {}\n",
-                if i == 0 { r.strategy.as_str() } else { "" },
-                p.work,
-                p.sent,
-                super::units::ms(p.latency.p50),
-                super::units::ms(p.latency.p99),
-                super::units::ms(p.latency.max),
-                statuses(&p.answered),
-                p.jobs_done,
-                p.jobs_done_per_s,
-                e2d,
-                if i == 0 {
-                    super::units::ms(r.health.p99)
-                } else {
-                    String::new()
-                }
-            ));
-        }
-    }
-    out.push_str(LATENCY_NOTE);
-    out.push('\n');
-    out
-}
-
-/// The mix's table as HTML, for the report page.
-pub fn html_table(m: &MixResults) -> String {
-    let esc = super::units::esc;
-    let mut rows = String::new();
-    for r in &m.runs {
-        for (i, p) in r.parts.iter().enumerate() {
-            let e2d = e2d_p99(p);
-            rows.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td></tr>\n",
-                if i == 0 { esc(&r.strategy) } else { String::new() },
-                esc(&p.work),
-                p.sent,
-                super::units::ms(p.latency.p50),
-                super::units::ms(p.latency.p99),
-                esc(&statuses(&p.answered)),
-                p.jobs_done,
-                p.jobs_done_per_s,
-                e2d,
-                if i == 0 { super::units::ms(r.health.p99) } else { String::new() },
-            ));
-        }
-    }
-    let reading: String = m
-        .reading
-        .iter()
-        .map(|l| format!("<li>{}</li>", esc(l)))
-        .collect();
-    format!(
-        "<h2>Mixed workload</h2>\n<p>{} (seed {}), open loop at {:.1} req/s = {:.0}% of its all-core limit of {:.1} req/s. Per kind of work: how it was answered, the answers' latency, and for jobs (202) when they were done.</p>\n<table class=\"mix\"><thead><tr><th>strategy</th><th>work</th><th>sent</th><th>p50</th><th>p99</th><th>answered</th><th>jobs done</th><th>jobs/s</th><th>enqueue-to-done p99</th><th>/health p99</th></tr></thead><tbody>\n{rows}</tbody></table>\n<p class=\"note\">{}</p>\n<ul>{reading}</ul>\n",
-        esc(&m.spec),
-        m.seed,
-        m.rate,
-        m.load_fraction * 100.0,
-        m.limit_per_s,
-        esc(LATENCY_NOTE)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,74 +383,6 @@ mod tests {
     /// The light goal is read over every light request, so a strategy that leaves some
     /// unanswered (here auto: 5 of 65, still waiting after 900 ms) cannot meet it on the
     /// answers alone, and the table counts them.
-    #[test]
-    fn the_light_goal_counts_the_requests_left_unanswered() {
-        use super::super::planted::{answers, open};
-        use crate::load::Planted;
-        let light = MixPart {
-            work: "count:2000000".into(),
-            query: "work=count&n=2000000".into(),
-            weight: 90,
-            units: 1,
-            sample: None,
-        };
-        let row = |strategy: &str, p: &Planted| MixRun {
-            strategy: strategy.into(),
-            rate: 7.0,
-            parts: vec![PartRun::new(&light, &open(p), None, 10.0)],
-            health: open(&Planted {
-                answers: answers(200, 200, 1.0),
-                ..Planted::default()
-            })
-            .latency_with_timeouts,
-            drain_s: None,
-            drained: true,
-        };
-        let auto = row(
-            "auto",
-            &Planted {
-                answers: answers(60, 200, 10.0),
-                unfinished: 5,
-                cut_after: Duration::from_millis(900),
-                ..Planted::default()
-            },
-        );
-        let alone = row(
-            ALONE,
-            &Planted {
-                answers: answers(66, 200, 10.0),
-                ..Planted::default()
-            },
-        );
-        // On the answers alone auto is as fast as the light work alone.
-        assert_eq!(auto.parts[0].latency.p99, alone.parts[0].latency.p99);
-        let runs = vec![auto, alone];
-        let said = reading(&runs, "count:2000000");
-        assert_eq!(said.len(), 1, "{said:#?}");
-        assert!(
-            said[0].starts_with("light (count:2000000) p99: auto 90")
-                && said[0].contains("OUTSIDE the 1.5x goal"),
-            "{said:#?}"
-        );
-        assert!(
-            said[0].ends_with("(auto 5 of 65, alone 0 of 66)"),
-            "{said:#?}"
-        );
-        let m = MixResults {
-            spec: "count:2000000=90".into(),
-            seed: MIX_SEED,
-            rate: 7.0,
-            limit_per_s: 14.0,
-            load_fraction: 0.5,
-            runs,
-            reading: said,
-        };
-        let t = table(&m);
-        assert!(t.contains("200 x60, unfinished x5"), "{t}");
-        assert!(t.contains(LATENCY_NOTE), "{t}");
-        assert!(html_table(&m).contains("unfinished x5"));
-    }
-
     #[test]
     fn limit_flags_keep_the_largest_bound_of_each_flag() {
         let mut flags: Vec<String> = ["--max-count", "5"].map(String::from).to_vec();

@@ -10,151 +10,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Serialize;
 use serde_json::Value;
+
+use crate::bench::model::{FIGURES, FLOOD_FIGURES, Repeat, RepeatSpread, repeats};
 
 /// Without a spread (a side has one run only), a change counts as beyond the noise past this
 /// fraction: a shared machine moves single runs by about that much (and often more).
 pub const SINGLE_RUN_NOISE: f64 = 0.10;
-
-/// The figures compared, with their JSON path inside one strategy's run, a label and a scale.
-const FIGURES: [(&str, &[&str], &str, f64); 8] = [
-    ("completed_per_s", &["completed_per_s"], "req/s", 1.0),
-    ("limit_fraction", &["limit_fraction"], "%limit", 100.0),
-    (
-        "heavy_p50_ms",
-        &["heavy", "latency", "p50"],
-        "/heavy p50 ms",
-        1.0,
-    ),
-    (
-        "heavy_p99_ms",
-        &["heavy", "latency", "p99"],
-        "/heavy p99 ms",
-        1.0,
-    ),
-    (
-        "health_p99_ms",
-        &["bystander", "latency_with_timeouts", "p99"],
-        "/health p99 ms",
-        1.0,
-    ),
-    (
-        "peak_rss_mib",
-        &["peak_rss_bytes"],
-        "RSS MiB",
-        1.0 / 1_048_576.0,
-    ),
-    ("peak_threads", &["peak_threads"], "threads", 1.0),
-    (
-        "accepted_per_s",
-        &["queue", "accept_phase", "accepted_per_s"],
-        "queue accepted/s",
-        1.0,
-    ),
-];
-
-/// The figures of a flood row compared, with their name in the row and in its `spread`, a
-/// label and a scale from the row's unit (a fraction) to the label's (a percent).
-const FLOOD_FIGURES: [(&str, &str, f64); 5] = [
-    ("goodput_per_s", "goodput/s", 1.0),
-    ("limit_fraction", "%limit", 100.0),
-    ("refused_per_s", "503/s", 1.0),
-    ("gateway_cpu_fraction", "gw CPU %", 100.0),
-    ("health_p99_ms", "/health p99 ms", 1.0),
-];
-
-/// One figure over the repeated runs of a strategy.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    /// Every run's value, in run order.
-    pub values: Vec<f64>,
-}
-
-impl Spread {
-    /// The median, min and max of `values`, kept in their order. `values` is not empty.
-    pub fn of(values: Vec<f64>) -> Spread {
-        let mut sorted = values.clone();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let median = if n % 2 == 1 {
-            sorted[n / 2]
-        } else {
-            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-        };
-        Spread {
-            median,
-            min: sorted[0],
-            max: sorted[n - 1],
-            values,
-        }
-    }
-
-    /// This spread with every value multiplied by `scale` (positive).
-    fn scaled(&self, scale: f64) -> Spread {
-        Spread {
-            median: self.median * scale,
-            min: self.min * scale,
-            max: self.max * scale,
-            values: self.values.iter().map(|v| v * scale).collect(),
-        }
-    }
-}
-
-/// A strategy's figures over its runs.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Repeat {
-    pub strategy: String,
-    pub runs: usize,
-    pub figures: BTreeMap<String, Spread>,
-}
-
-/// The figures of one run (as its JSON), by name; those it does not have are left out.
-fn figures_of(run: &Value) -> BTreeMap<&'static str, f64> {
-    FIGURES
-        .iter()
-        .filter_map(|(name, path, _, scale)| {
-            let v = path.iter().try_fold(run, |v, k| v.get(k))?.as_f64()?;
-            Some((*name, v * scale))
-        })
-        .collect()
-}
-
-/// Groups runs (as JSON) by strategy, in first-seen order, into their spreads.
-pub fn repeats(runs: &[Value]) -> Vec<Repeat> {
-    let mut order: Vec<String> = Vec::new();
-    let mut by: BTreeMap<String, Vec<BTreeMap<&'static str, f64>>> = BTreeMap::new();
-    for run in runs {
-        let Some(name) = run["strategy"].as_str() else {
-            continue;
-        };
-        if !by.contains_key(name) {
-            order.push(name.to_owned());
-        }
-        by.entry(name.to_owned()).or_default().push(figures_of(run));
-    }
-    order
-        .into_iter()
-        .map(|strategy| {
-            let rows = &by[&strategy];
-            let figures = FIGURES
-                .iter()
-                .filter_map(|(name, ..)| {
-                    let vals: Vec<f64> = rows.iter().filter_map(|r| r.get(name).copied()).collect();
-                    (vals.len() == rows.len()).then(|| (name.to_string(), Spread::of(vals)))
-                })
-                .collect();
-            Repeat {
-                runs: rows.len(),
-                strategy,
-                figures,
-            }
-        })
-        .collect()
-}
 
 fn label(c: &Change) -> &'static str {
     if c.flood.is_some() {
@@ -180,7 +42,7 @@ fn num(v: f64) -> String {
     }
 }
 
-fn show(s: &Spread) -> String {
+fn show(s: &RepeatSpread) -> String {
     if s.values.len() > 1 {
         format!("{} ({}-{})", num(s.median), num(s.min), num(s.max))
     } else {
@@ -231,8 +93,8 @@ pub struct Change {
     /// The flood row, for a figure of the flood; None for the uniform scenario's.
     pub flood: Option<FloodPoint>,
     pub figure: String,
-    pub a: Spread,
-    pub b: Spread,
+    pub a: RepeatSpread,
+    pub b: RepeatSpread,
     /// `b / a - 1` of the medians.
     pub change: f64,
     /// Beyond the run-to-run spread: the two min-max ranges do not overlap, or (with a single
@@ -269,7 +131,7 @@ fn folder_repeats(v: &Value, dir: &Path) -> anyhow::Result<Vec<Repeat>> {
 struct FloodFigures {
     strategy: String,
     point: FloodPoint,
-    figures: BTreeMap<&'static str, Spread>,
+    figures: BTreeMap<&'static str, RepeatSpread>,
 }
 
 /// The flood rows of a report folder's results `v`, each figure from the row's `spread`, or
@@ -284,8 +146,8 @@ fn flood_rows(v: &Value) -> Vec<FloodFigures> {
                 .iter()
                 .filter_map(|(name, _, scale)| {
                     let spread = match r.get("spread").and_then(|s| s.get(name)) {
-                        Some(s) => serde_json::from_value::<Spread>(s.clone()).ok()?,
-                        None => Spread::of(vec![r.get(name)?.as_f64()?]),
+                        Some(s) => serde_json::from_value::<RepeatSpread>(s.clone()).ok()?,
+                        None => RepeatSpread::of(vec![r.get(name)?.as_f64()?]),
                     };
                     Some((*name, spread.scaled(*scale)))
                 })
@@ -307,8 +169,8 @@ fn judge(
     strategy: &str,
     flood: Option<FloodPoint>,
     figure: &str,
-    sa: &Spread,
-    sb: &Spread,
+    sa: &RepeatSpread,
+    sb: &RepeatSpread,
 ) -> Change {
     let change = if sa.median == 0.0 {
         if sb.median == 0.0 { 0.0 } else { f64::INFINITY }
@@ -442,8 +304,7 @@ pub fn render(a: &Path, b: &Path, changes: &[Change]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::Results;
-    use crate::bench::flood::FloodRow;
+    use crate::bench::model::{FloodRow, Results};
     use crate::bench::planted::{self, FloodPlant, Plant};
 
     /// pool's flood row at `c` over three rounds, with these goodputs and 20 refusals/s.
@@ -593,10 +454,10 @@ mod tests {
 
     #[test]
     fn spreads_take_the_median_and_the_range() {
-        let s = Spread::of(vec![3.0, 1.0, 2.0]);
+        let s = RepeatSpread::of(vec![3.0, 1.0, 2.0]);
         assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
         assert_eq!(s.values, vec![3.0, 1.0, 2.0]);
-        assert_eq!(Spread::of(vec![1.0, 4.0]).median, 2.5);
+        assert_eq!(RepeatSpread::of(vec![1.0, 4.0]).median, 2.5);
     }
 
     #[test]

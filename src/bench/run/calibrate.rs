@@ -6,19 +6,9 @@ use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Serialize;
+use crate::bench::model::{AllCore, Machine, SingleThread, median};
 
 use crate::work::Work;
-
-/// The machine a report came from.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    pub cpu_model: String,
-    pub cores: usize,
-    pub memory_bytes: u64,
-    pub kernel: String,
-    pub os: String,
-}
 
 impl Machine {
     /// Reads the machine from /proc (Linux); unknown fields say "unknown".
@@ -49,32 +39,6 @@ impl Machine {
     }
 }
 
-/// The work's time on one idle thread: what one core does alone, shown beside the limit and
-/// never used as it (one idle core's speed is not the machine's: turbo, SMT siblings and
-/// neighbours all slow cores down once every core is busy).
-#[derive(Debug, Clone, Serialize)]
-pub struct SingleThread {
-    /// Every timed run, in milliseconds, in the order taken.
-    pub runs_ms: Vec<f64>,
-    /// Their median.
-    pub median_ms: f64,
-}
-
-/// One all-core calibration: the work run on every core at once, several times.
-#[derive(Debug, Clone, Serialize)]
-pub struct AllCore {
-    /// Threads run at once (one per core).
-    pub threads: usize,
-    /// The time window of each reading, in seconds.
-    pub window_s: f64,
-    /// Each reading's throughput in runs of the work per second, in the order taken.
-    pub readings_per_s: Vec<f64>,
-    /// Whole runs counted in each reading (over all threads).
-    pub readings_runs: Vec<u64>,
-    /// The readings' median: the most requests per second the machine completed just then.
-    pub limit_per_s: f64,
-}
-
 /// Why a calibration could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrationError {
@@ -82,17 +46,6 @@ pub enum CalibrationError {
     Spawn(#[source] std::io::Error),
     #[error("a calibration thread panicked")]
     Panicked,
-}
-
-/// The median (the mean of the middle two for an even count); 0 for none.
-pub fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Runs `work` on the calling thread `reps` times (after one untimed run) and takes the
@@ -145,14 +98,14 @@ pub fn calibrate_all_cores(
 /// against a 12 s strategy, and their median shrugs off one disturbed reading; --quick keeps
 /// two short ones so a smoke run stays quick.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct CalibrationPlan {
+pub(crate) struct CalibrationPlan {
     pub reps: usize,
     pub window: Duration,
     pub single_thread_reps: usize,
 }
 
 impl CalibrationPlan {
-    pub(super) fn new(quick: bool) -> CalibrationPlan {
+    pub(crate) fn new(quick: bool) -> CalibrationPlan {
         if quick {
             CalibrationPlan {
                 reps: 2,
@@ -169,7 +122,7 @@ impl CalibrationPlan {
     }
 
     /// One all-core calibration, off the async runtime's threads.
-    pub(super) async fn all_cores(self, work: Work, cores: usize) -> anyhow::Result<AllCore> {
+    pub(crate) async fn all_cores(self, work: Work, cores: usize) -> anyhow::Result<AllCore> {
         tokio::task::spawn_blocking(move || {
             calibrate_all_cores(&work, cores, self.reps, self.window)
         })

@@ -1,0 +1,25 @@
+//! The bench's drawings: each reads the model (`super::model`) and nothing that runs.
+//!
+//! # Layout
+//! - `text`: the uniform scenario's table on the terminal (also in README.md);
+//! - `reading`, `limit`, `verdict` (with its thresholds in `rules`): the sentences that read
+//!   the tables, and the verdict;
+//! - `mix`, `flood`, `node`: those scenarios' tables and readings;
+//! - `html`, `chart`: the self-contained HTML page and its SVG charts;
+//! - `folder`: the report folder (`results.json`, `timeline.csv`, `README.md`, `index.html`);
+//! - `compare`: `--compare A B` over two report folders, and the repeats' lines;
+//! - `units`: `esc`, `ms` and `mib`, shared by all.
+
+pub mod chart;
+pub mod compare;
+pub mod flood;
+pub mod folder;
+pub mod html;
+pub mod limit;
+pub mod mix;
+pub mod node;
+pub mod reading;
+pub mod rules;
+pub mod text;
+pub mod units;
+pub mod verdict;

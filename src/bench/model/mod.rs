@@ -1,0 +1,112 @@
+//! The bench's data: one model of a run, which the running side fills in and every drawing
+//! (terminal, README.md, HTML, CSV, `--compare`) reads. Nothing here runs a process or draws:
+//! a module of this folder imports only this folder (and the crate's own types).
+//!
+//! # Layout
+//! - `row`: what a row is (`RowId`: offload's strategies, Node's servers, the mix's baseline);
+//! - `settings`: the run's validated settings;
+//! - `machine`, `limit`: the machine, its calibrations and the limit each row is held to;
+//! - `run`: one row as measured (`Measured`) and against its limit (`StrategyRun`);
+//! - `repeat`: the figures compared between runs and their spread over `--repeat N`;
+//! - `mix`, `flood`, `node`: the other scenarios and the Node pairs.
+
+mod flood;
+mod limit;
+mod machine;
+mod mix;
+mod node;
+mod repeat;
+mod row;
+mod run;
+mod settings;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+pub use flood::{FloodFailure, FloodResults, FloodRow, median_of, over_repeats, reusable};
+pub use limit::{Bracket, Calibration, DISAGREE_RATIO, LimitWarning, OVER_LIMIT, RunFlag};
+pub use machine::{AllCore, Machine, SingleThread, median};
+pub use mix::{MixPart, MixResults, MixRun, PartRun};
+pub use node::{Check, Figure, NodeBracket, NodeReport, with_pairs};
+#[cfg(test)]
+pub use node::figures;
+pub use repeat::{FIGURES, FLOOD_FIGURES, Repeat, RepeatSpread, repeats};
+pub use row::{NodeServer, RowId};
+pub use run::{AcceptPhase, BacklogPoint, Measured, ProcessStats, QueueRun, Sample, StrategyRun};
+pub use settings::Settings;
+
+/// The JSON schema of `results.json`.
+pub const SCHEMA: &str = include_str!("../results.schema.json");
+/// Bumped when `results.json` changes shape (7: `runs[].limit_flags` and `flood.rows[].limit_flags` are
+/// `limit_warnings`, what makes a %limit unreliable; 6: the flood repeats its rows with `--repeat`:
+/// `flood.repeat`, `flood.rows[].runs`, `.spread`, `.repeats`, `flood.failures[].round`;
+/// 5: `runs[].unfinished`, `runs[].queue.jobs_finished_in_window`, `auto`'s rate over the
+/// load's window alone, `mix.runs[].parts[].latency_with_timeouts`, `mix.runs[].health`
+/// counting every probe).
+pub const SCHEMA_VERSION: u32 = 7;
+
+/// A strategy that could not be measured, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub strategy: RowId,
+    pub error: String,
+}
+
+/// Everything a bench run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub schema_version: u32,
+    pub offload_version: String,
+    pub command_line: Vec<String>,
+    pub started_at_unix_s: u64,
+    pub wall_s: f64,
+    pub machine: Machine,
+    pub settings: Settings,
+    pub calibration: Calibration,
+    pub runs: Vec<StrategyRun>,
+    pub failures: Vec<Failure>,
+    /// Plain sentences that read the table (`draw::reading`, filled in by the bench).
+    pub reading: Vec<String>,
+    /// With `--repeat` above 1: each strategy's figures over its runs.
+    pub repeats: Vec<Repeat>,
+    /// The mixed scenario (`--mix`), when it ran.
+    pub mix: Option<MixResults>,
+    /// The flood scenario (`--flood`), when it ran.
+    pub flood: Option<FloodResults>,
+    /// With `--node`: the Node servers' set-up, calibrations, checks and pairs.
+    pub node: Option<NodeReport>,
+}
+
+impl Results {
+    pub fn new(
+        machine: Machine,
+        settings: Settings,
+        calibration: Calibration,
+        runs: Vec<StrategyRun>,
+        failures: Vec<Failure>,
+        wall: Duration,
+        repeats: Vec<Repeat>,
+    ) -> Results {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Results {
+            schema_version: SCHEMA_VERSION,
+            offload_version: env!("CARGO_PKG_VERSION").to_string(),
+            command_line: std::env::args().collect(),
+            started_at_unix_s: (now - wall).as_secs(),
+            wall_s: wall.as_secs_f64(),
+            machine,
+            settings,
+            calibration,
+            runs,
+            failures,
+            reading: Vec::new(),
+            repeats,
+            mix: None,
+            flood: None,
+            node: None,
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! What a row of the report is: one of offload's strategies, one of the seed's Node servers,
+//! or the mix's baseline. Rows are compared and looked up by this type, never by their names;
+//! the name is how a row is shown and how `results.json` spells it (`"pool"`, `"node:piscina"`).
+
+use serde::Serialize;
+
+use crate::strategy::Name;
+
+/// One of the seed's Node servers (`bench --node`), each the counterpart of one of offload's
+/// strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeServer {
+    /// The count in Express's handler, on the event loop.
+    Inline,
+    /// A `Worker` per request.
+    Worker,
+    /// A piscina pool, threads = cores.
+    Piscina,
+    /// An Express gateway to `offload compute`.
+    Remote,
+    /// BullMQ on Redis, a worker process per core.
+    Bullmq,
+}
+
+impl NodeServer {
+    /// Every server, in the order of their offload counterparts.
+    pub const ALL: [NodeServer; 5] = [
+        NodeServer::Inline,
+        NodeServer::Worker,
+        NodeServer::Piscina,
+        NodeServer::Remote,
+        NodeServer::Bullmq,
+    ];
+
+    /// The row's name (`node:piscina`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeServer::Inline => "node:inline",
+            NodeServer::Worker => "node:worker",
+            NodeServer::Piscina => "node:piscina",
+            NodeServer::Remote => "node:remote",
+            NodeServer::Bullmq => "node:bullmq",
+        }
+    }
+
+    /// The server's file under `node/`.
+    pub fn file(self) -> &'static str {
+        match self {
+            NodeServer::Inline => "inline.js",
+            NodeServer::Worker => "worker.js",
+            NodeServer::Piscina => "piscina.js",
+            NodeServer::Remote => "remote.js",
+            NodeServer::Bullmq => "bullmq.js",
+        }
+    }
+
+    /// offload's strategy it is paired with.
+    pub fn counterpart(self) -> Name {
+        match self {
+            NodeServer::Inline => Name::Inline,
+            NodeServer::Worker => Name::Spawn,
+            NodeServer::Piscina => Name::Pool,
+            NodeServer::Remote => Name::Remote,
+            NodeServer::Bullmq => Name::Queue,
+        }
+    }
+
+    /// The Node server paired with offload's `strategy`, if the seed had one.
+    pub fn of(strategy: Name) -> Option<NodeServer> {
+        NodeServer::ALL
+            .into_iter()
+            .find(|n| n.counterpart() == strategy)
+    }
+
+    /// Whether its work runs on Node's loop, so that its limit is Node's own loop calibrated
+    /// around it: every server but `node:remote`, whose work runs in `offload compute`.
+    pub fn on_node_loop(self) -> bool {
+        self != NodeServer::Remote
+    }
+}
+
+/// A row of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowId {
+    /// One of offload's gateway strategies.
+    Offload(Name),
+    /// One of the seed's Node servers.
+    Node(NodeServer),
+    /// The mix's baseline: its lightest part alone, at its share of the rate, on `pool`.
+    LightAlone,
+}
+
+impl RowId {
+    /// The row's name, as shown and as `results.json` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowId::Offload(n) => n.as_str(),
+            RowId::Node(n) => n.as_str(),
+            RowId::LightAlone => "pool, light alone",
+        }
+    }
+
+    /// The row called `s` (a gateway strategy or a Node server; the mix's baseline is never
+    /// asked for by name).
+    pub fn parse(s: &str) -> Option<RowId> {
+        Name::parse(s).map(RowId::Offload).or_else(|| {
+            NodeServer::ALL
+                .into_iter()
+                .find(|n| n.as_str() == s)
+                .map(RowId::Node)
+        })
+    }
+
+    /// offload's strategy of this row, if it is one.
+    pub fn offload(self) -> Option<Name> {
+        match self {
+            RowId::Offload(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The Node server of this row, if it is one.
+    pub fn node(self) -> Option<NodeServer> {
+        match self {
+            RowId::Node(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Whether this row is offload's `name`.
+    pub fn is(self, name: Name) -> bool {
+        self == RowId::Offload(name)
+    }
+
+    /// Whether this row's work goes through a queue (offload's `queue` and `auto`, BullMQ).
+    pub fn queued(self) -> bool {
+        match self {
+            RowId::Offload(n) => n.helper() == Some(crate::strategy::Helper::Worker),
+            RowId::Node(n) => n == NodeServer::Bullmq,
+            RowId::LightAlone => false,
+        }
+    }
+}
+
+impl std::fmt::Display for NodeServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for RowId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RowId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for NodeServer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_found_by_its_name_and_only_by_it() {
+        for n in Name::GATEWAY {
+            assert_eq!(RowId::parse(n.as_str()), Some(RowId::Offload(n)));
+        }
+        for n in NodeServer::ALL {
+            assert_eq!(RowId::parse(n.as_str()), Some(RowId::Node(n)));
+            assert_eq!(NodeServer::of(n.counterpart()), Some(n));
+        }
+        assert_eq!(RowId::parse("node:nothing"), None);
+        assert_eq!(RowId::parse("rayon"), None);
+        assert_eq!(
+            serde_json::to_string(&RowId::Node(NodeServer::Piscina)).unwrap(),
+            "\"node:piscina\""
+        );
+    }
+}

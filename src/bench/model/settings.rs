@@ -1,0 +1,69 @@
+//! A bench run's validated settings, as `results.json` keeps them.
+
+use std::time::Duration;
+
+use super::mix::MixPart;
+use super::row::RowId;
+
+/// Validated settings of a bench run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    /// The uniform scenario's rows, in the order they run (with `--node`, each Node server
+    /// right after its counterpart).
+    pub strategies: Vec<RowId>,
+    pub connections: u32,
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    #[serde(serialize_with = "secs")]
+    pub warmup: Duration,
+    pub work: String,
+    /// The query string of the heavy request.
+    pub work_query: String,
+    pub queue_url: String,
+    /// A queue name of this run's own, so a shared Redis holds nothing of earlier runs. Each
+    /// strategy run, mix row and flood row takes its own queue under it ([`Settings::own_queue`]).
+    pub queue_name: crate::queue::QueueName,
+    pub probe_rate: f64,
+    #[serde(serialize_with = "secs")]
+    pub timeout: Duration,
+    pub max_backlog: u64,
+    #[serde(serialize_with = "secs")]
+    pub drain_timeout: Duration,
+    /// Size limits passed to servers so the chosen work is accepted.
+    pub limit_flags: Vec<String>,
+    pub quick: bool,
+    /// Runs of each strategy.
+    pub repeat: u32,
+    /// The mixed scenario's kinds of work (empty: no mixed scenario).
+    pub mix: Vec<MixPart>,
+    /// No `--mix` was given: the default mix runs, its heavy part sized on this machine
+    /// before the run (`mix::sized_default`).
+    #[serde(skip)]
+    pub mix_default: bool,
+    /// The mixed scenario's rate, when given (`--mix-rate`).
+    pub mix_rate: Option<f64>,
+    /// `auto`'s wait budget, when given (`--auto-wait`).
+    #[serde(serialize_with = "opt_secs")]
+    pub auto_wait: Option<Duration>,
+    /// `--node`: the seed's Node servers run too (their rows are in `strategies`).
+    pub node: bool,
+    /// The flood scenario's closed-loop connection counts, ascending (empty: no flood).
+    pub flood: Vec<u32>,
+    /// The strategies the flood scenario runs.
+    pub flood_strategies: Vec<RowId>,
+    /// Whether the heavy load honours `Retry-After`: set per row by the flood scenario on
+    /// its own copy, never a setting of the whole run (so not in results.json).
+    #[serde(skip)]
+    pub honor_retry_after: bool,
+}
+
+fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
