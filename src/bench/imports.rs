@@ -213,8 +213,12 @@ fn the_model_imports_nothing_that_draws_or_runs_and_drawings_nothing_that_runs()
 #[test]
 fn a_planted_cycle_is_found() {
     let mut g = graph();
-    g.get_mut("draw/limit").unwrap().insert("draw/verdict".into());
-    g.get_mut("draw/verdict").unwrap().insert("draw/limit".into());
+    g.get_mut("draw/limit")
+        .unwrap()
+        .insert("draw/verdict".into());
+    g.get_mut("draw/verdict")
+        .unwrap()
+        .insert("draw/limit".into());
     let c = cycle(&g).expect("limit -> verdict -> limit");
     assert_eq!(c.first(), c.last());
     assert!(
@@ -227,7 +231,9 @@ fn a_planted_cycle_is_found() {
 fn a_planted_import_across_rooms_is_found() {
     let mut g = graph();
     g.get_mut("model/run").unwrap().insert("draw/text".into());
-    g.get_mut("draw/text").unwrap().insert("run/scenario".into());
+    g.get_mut("draw/text")
+        .unwrap()
+        .insert("run/scenario".into());
     assert_eq!(
         across_rooms(&g),
         [

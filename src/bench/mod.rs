@@ -31,8 +31,8 @@ pub use model::{
     RunFlag, SCHEMA as RESULTS_SCHEMA, Settings, SingleThread, StrategyRun,
 };
 use run::calibrate::CalibrationPlan;
-use run::node;
 pub use run::calibrate::{CalibrationError, calibrate_all_cores, calibrate_single_thread};
+use run::node;
 pub use run::node::with_node;
 pub use run::{flood, mix};
 

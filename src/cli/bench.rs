@@ -188,7 +188,11 @@ impl BenchArgs {
         }
         // Checked above: every name is one of offload's strategies.
         let rows = |names: &[String]| -> Vec<RowId> {
-            names.iter().filter_map(|s| Name::parse(s)).map(RowId::Offload).collect()
+            names
+                .iter()
+                .filter_map(|s| Name::parse(s))
+                .map(RowId::Offload)
+                .collect()
         };
         let strategies = if self.node {
             crate::bench::with_node(&rows(&self.strategies))?

@@ -331,7 +331,10 @@ pub(crate) fn backlog(out: &mut String, run: &StrategyRun) {
     let id = if run.strategy.is(Name::Queue) {
         "chart-queue-backlog".to_owned()
     } else {
-        format!("chart-queue-backlog-{}", run.strategy.as_str().replace(':', "-"))
+        format!(
+            "chart-queue-backlog-{}",
+            run.strategy.as_str().replace(':', "-")
+        )
     };
     frame(
         out,

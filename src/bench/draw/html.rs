@@ -58,9 +58,7 @@ pub fn page(r: &Results) -> String {
         false,
         |x| {
             (0..x.heavy.timeline.len())
-                .map(|s| {
-                    Some(x.process_second(x.heavy.warmup_s + s as f64).2 as f64)
-                })
+                .map(|s| Some(x.process_second(x.heavy.warmup_s + s as f64).2 as f64))
                 .collect()
         },
     );
@@ -153,7 +151,7 @@ document.body.dataset.overflow = String(Math.max(0, root.scrollWidth - root.clie
         wall = r.wall_s,
         cmd = esc(&r.command_line.join(" ")),
         table = esc(&table(r)),
-        html_table = super::verdict::html_table(r),
+        html_table = super::text::html_table(r),
         mix = r
             .mix
             .as_ref()

@@ -275,5 +275,4 @@ mod tests {
         assert!(t.contains(LATENCY_NOTE), "{t}");
         assert!(html_table(&m).contains("unfinished x5"));
     }
-
 }

@@ -13,6 +13,7 @@
 pub mod chart;
 pub mod compare;
 pub mod flood;
+pub mod flood_reading;
 pub mod folder;
 pub mod html;
 pub mod limit;

@@ -146,4 +146,3 @@ fn auto_rate(run: &StrategyRun, q: &QueueRun) -> Option<String> {
         }
     ))
 }
-

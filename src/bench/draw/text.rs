@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::limit;
-use super::units::{mib, ms};
+use super::units::{esc, mib, ms};
 use crate::bench::model::{Results, StrategyRun};
 
 /// What the table's latency columns cover, printed under it wherever it is shown.
@@ -40,11 +40,85 @@ pub fn outcomes(run: &StrategyRun) -> [u64; 4] {
     [q.errors, q.timeouts, non_2xx(run), run.unfinished]
 }
 
+/// One column of the uniform scenario's table, on the terminal and in HTML alike: its heading,
+/// its width on the terminal, and its cell. A figure added to the table is added here once.
+pub struct Column {
+    pub head: &'static str,
+    pub width: usize,
+    pub cell: fn(&StrategyRun) -> String,
+}
+
+/// `p50 / p99 / max` of a latency in ms.
+fn three(l: &crate::load::LatencyStats) -> String {
+    format!("{} / {} / {}", ms(l.p50), ms(l.p99), ms(l.max))
+}
+
+/// The table's columns after the strategy's name, in order; the queue's, left-aligned, last.
+pub const COLUMNS: [Column; 10] = [
+    Column {
+        head: "done",
+        width: 8,
+        cell: |r| r.completed.to_string(),
+    },
+    Column {
+        head: "req/s",
+        width: 8,
+        cell: |r| format!("{:.0}", r.completed_per_s),
+    },
+    Column {
+        head: "limit",
+        width: 7,
+        cell: |r| format!("{:.0}", r.limit.limit_per_s),
+    },
+    Column {
+        head: "%limit ",
+        width: 7,
+        cell: |r| limit::cell(r.limit_fraction, &r.limit_warnings),
+    },
+    Column {
+        head: "/heavy p50/p99/max",
+        width: 26,
+        cell: |r| three(&r.heavy.latency),
+    },
+    Column {
+        head: "err/timeout/!2xx/unfinished",
+        width: 27,
+        cell: |r| {
+            let [errors, timeouts, non2xx, unfinished] = outcomes(r);
+            format!("{errors}/{timeouts}/{non2xx}/{unfinished}")
+        },
+    },
+    Column {
+        head: "/health p50/p99/max",
+        width: 26,
+        cell: |r| three(&r.bystander.latency_with_timeouts),
+    },
+    Column {
+        head: "RSS MiB",
+        width: 8,
+        cell: |r| format!("{:.1}", mib(r.peak_rss_bytes)),
+    },
+    Column {
+        head: "thr",
+        width: 6,
+        cell: |r| r.peak_threads.to_string(),
+    },
+    Column {
+        head: "queue: accepted/s, backlog, drain",
+        width: 0,
+        cell: queue_cell,
+    },
+];
+
 /// The summary table, one row per strategy (plain text, also used in README.md).
 pub fn table(r: &Results) -> String {
     let mut t = String::new();
     // Wide enough for the longest name (`node:piscina` with --node).
-    let w = r.runs.iter().map(|x| x.strategy.as_str().len()).fold(9, usize::max);
+    let w = r
+        .runs
+        .iter()
+        .map(|x| x.strategy.as_str().len())
+        .fold(9, usize::max);
     let _ = writeln!(
         t,
         "{}; -c {} -d {:.0}s, /health probe at {}/s",
@@ -53,43 +127,33 @@ pub fn table(r: &Results) -> String {
         r.settings.duration.as_secs_f64(),
         r.settings.probe_rate
     );
+    let line = |name: &str, cells: Vec<String>| {
+        let mut l = format!("{name:<w$}");
+        for (c, text) in COLUMNS.iter().zip(cells) {
+            if c.width == 0 {
+                let _ = write!(l, "  {text}");
+            } else {
+                let _ = write!(l, " {text:>width$}", width = c.width);
+            }
+        }
+        l.trim_end().to_string()
+    };
     let _ = writeln!(
         t,
-        "{:<w$} {:>8} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>27} {:>26} {:>8} {:>6}  queue: accepted/s, backlog, drain",
-        "strategy",
-        "done",
-        "req/s",
-        "limit",
-        "%limit ",
-        "p50",
-        "p99",
-        "max",
-        "err/timeout/!2xx/unfinished",
-        "/health p50/p99/max",
-        "RSS MiB",
-        "thr",
+        "{}",
+        line(
+            "strategy",
+            COLUMNS.iter().map(|c| c.head.to_string()).collect()
+        )
     );
     for run in &r.runs {
-        let l = &run.heavy.latency;
-        let b = &run.bystander.latency_with_timeouts;
-        let [errors, timeouts, non2xx, unfinished] = outcomes(run);
-        let queue = queue_cell(run);
         let _ = writeln!(
             t,
-            "{:<w$} {:>8} {:>8.0} {:>7.0} {:>7} {:>8} {:>8} {:>8} {:>27} {:>26} {:>8.1} {:>6}  {}",
-            run.strategy,
-            run.completed,
-            run.completed_per_s,
-            run.limit.limit_per_s,
-            limit::cell(run.limit_fraction, &run.limit_warnings),
-            ms(l.p50),
-            ms(l.p99),
-            ms(l.max),
-            format!("{errors}/{timeouts}/{non2xx}/{unfinished}"),
-            format!("{} / {} / {}", ms(b.p50), ms(b.p99), ms(b.max)),
-            mib(run.peak_rss_bytes),
-            run.peak_threads,
-            queue
+            "{}",
+            line(
+                run.strategy.as_str(),
+                COLUMNS.iter().map(|c| (c.cell)(run)).collect()
+            )
         );
     }
     for f in &r.failures {
@@ -102,3 +166,43 @@ pub fn table(r: &Results) -> String {
     t
 }
 
+/// The results as an HTML table: the same columns as [`table`], numbers right-aligned, a
+/// `%limit` that is not reliable marked with its reasons.
+pub fn html_table(r: &Results) -> String {
+    let mut t = String::from(r#"<table class="runs"><thead><tr><th>strategy</th>"#);
+    for c in &COLUMNS {
+        let _ = write!(t, "<th>{}</th>", esc(c.head.trim()));
+    }
+    t.push_str("</tr></thead><tbody>");
+    for run in &r.runs {
+        let _ = write!(t, "<tr><td>{}</td>", esc(&run.strategy));
+        for c in &COLUMNS {
+            let mut cell = esc((c.cell)(run).trim());
+            if c.head.starts_with("%limit") && !run.limit_warnings.is_empty() {
+                let why: Vec<String> = run
+                    .limit_warnings
+                    .iter()
+                    .map(|f| {
+                        serde_json::to_string(f)
+                            .unwrap_or_default()
+                            .trim_matches('"')
+                            .to_owned()
+                    })
+                    .collect();
+                cell = format!(
+                    r#"{}<span class="flag" title="not reliable: {}">!</span>"#,
+                    cell.trim_end_matches('!'),
+                    esc(&why.join(", "))
+                );
+            }
+            let _ = write!(t, "<td>{cell}</td>");
+        }
+        t.push_str("</tr>");
+    }
+    let _ = write!(
+        t,
+        r#"</tbody></table><p class="note">{}</p>"#,
+        esc(LATENCY_NOTE)
+    );
+    t
+}

@@ -2,8 +2,7 @@
 //! work, and why, read from the run's own figures) and the results as an HTML table that fits
 //! the page.
 
-use super::units::{esc, mib, ms_words as ms};
-use std::fmt::Write as _;
+use super::units::{mib, ms_words as ms};
 
 use super::rules::{KEEPS_UP, stalls};
 use crate::bench::model::{DISAGREE_RATIO, LimitWarning, OVER_LIMIT, Results, StrategyRun};
@@ -37,7 +36,10 @@ fn pace(run: &StrategyRun) -> String {
 /// Why a row's throughput is not compared, in figures.
 fn why_flagged(run: &StrategyRun) -> String {
     let mut why = Vec::new();
-    if run.limit_warnings.contains(&LimitWarning::CalibrationDisagrees) {
+    if run
+        .limit_warnings
+        .contains(&LimitWarning::CalibrationDisagrees)
+    {
         why.push(format!(
             "the calibrations before and after it differ by {:.0}% ({:.0} vs {:.0} req/s)",
             (run.limit.disagreement - 1.0) * 100.0,
@@ -296,67 +298,11 @@ fn stillness(r: &Results) -> Option<String> {
     }
 }
 
-/// The results as an HTML table: one row per strategy, numbers right-aligned, latencies
-/// grouped so that the table fits a 1280-px page.
-pub fn html_table(r: &Results) -> String {
-    let mut t = String::from(
-        r#"<table class="runs"><thead><tr><th>strategy</th><th>done</th><th>req/s</th><th>limit</th><th>%limit</th><th>/heavy p50 / p99 / max</th><th>err / timeout / !2xx / unfinished</th><th>/health p50 / p99 / max</th><th>RSS MiB</th><th>threads</th><th>queue: accepted/s, backlog, drain</th></tr></thead><tbody>"#,
-    );
-    for run in &r.runs {
-        let l = &run.heavy.latency;
-        let b = &run.bystander.latency_with_timeouts;
-        let [errors, timeouts, non2xx, unfinished] = super::text::outcomes(run);
-        let flag = if run.limit_warnings.is_empty() {
-            String::new()
-        } else {
-            let why: Vec<String> = run
-                .limit_warnings
-                .iter()
-                .map(|f| {
-                    serde_json::to_string(f)
-                        .unwrap_or_default()
-                        .trim_matches('"')
-                        .to_owned()
-                })
-                .collect();
-            format!(
-                r#" <span class="flag" title="not reliable: {}">!</span>"#,
-                esc(&why.join(", "))
-            )
-        };
-        let queue = super::text::queue_cell(run);
-        let _ = write!(
-            t,
-            "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}%{flag}</td><td>{} / {} / {}</td><td>{errors} / {timeouts} / {non2xx} / {unfinished}</td><td>{} / {} / {}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
-            esc(&run.strategy),
-            run.completed,
-            run.completed_per_s,
-            run.limit.limit_per_s,
-            run.limit_fraction * 100.0,
-            ms(l.p50),
-            ms(l.p99),
-            ms(l.max),
-            ms(b.p50),
-            ms(b.p99),
-            ms(b.max),
-            mib(run.peak_rss_bytes),
-            run.peak_threads,
-            queue
-        );
-    }
-    let _ = write!(
-        t,
-        r#"</tbody></table><p class="note">{}</p>"#,
-        esc(super::text::LATENCY_NOTE)
-    );
-    t
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::rules::STALL_MS;
-    use crate::bench::planted::{Plant, results};
     use super::*;
+    use crate::bench::planted::{Plant, results};
 
     /// The verdict of `plants`, each of its sentences checked to carry a figure.
     fn read(plants: Vec<Plant>) -> Vec<String> {

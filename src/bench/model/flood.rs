@@ -110,12 +110,7 @@ pub struct FloodRow {
 impl FloodRow {
     /// The flood figures of one measured run, as a row of one repeat with no spread yet
     /// (`repeat::median_of` gathers the repeats).
-    pub fn new(
-        run: &StrategyRun,
-        honour: bool,
-        from_uniform: bool,
-        cores: usize,
-    ) -> FloodRow {
+    pub fn new(run: &StrategyRun, honour: bool, from_uniform: bool, cores: usize) -> FloodRow {
         let h = &run.heavy;
         let q = &h.requests;
         let window_s = h.elapsed_s.max(1e-9);
@@ -396,7 +391,12 @@ mod tests {
             .map(|r| r.completed_per_s)
             .collect();
         assert_eq!(pool, [90.0, 110.0]);
-        assert_eq!(reusable(&uniform, RowId::Offload(Name::Inline), 1).unwrap().len(), 1);
+        assert_eq!(
+            reusable(&uniform, RowId::Offload(Name::Inline), 1)
+                .unwrap()
+                .len(),
+            1
+        );
         // One of pool's three runs failed: the flood measures the row itself.
         assert!(reusable(&uniform, RowId::Offload(Name::Pool), 3).is_none());
         assert!(reusable(&uniform, RowId::Offload(Name::Queue), 1).is_none());

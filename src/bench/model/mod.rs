@@ -28,9 +28,9 @@ pub use flood::{FloodFailure, FloodResults, FloodRow, median_of, over_repeats, r
 pub use limit::{Bracket, Calibration, DISAGREE_RATIO, LimitWarning, OVER_LIMIT, RunFlag};
 pub use machine::{AllCore, Machine, SingleThread, median};
 pub use mix::{MixPart, MixResults, MixRun, PartRun};
-pub use node::{Check, Figure, NodeBracket, NodeReport, with_pairs};
 #[cfg(test)]
 pub use node::figures;
+pub use node::{Check, Figure, NodeBracket, NodeReport, with_pairs};
 pub use repeat::{FIGURES, FLOOD_FIGURES, Repeat, RepeatSpread, repeats};
 pub use row::{NodeServer, RowId};
 pub use run::{AcceptPhase, BacklogPoint, Measured, ProcessStats, QueueRun, Sample, StrategyRun};

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use crate::bench::model::{AllCore, Machine, SingleThread, median};
+use anyhow::Context;
 
 use crate::work::Work;
 

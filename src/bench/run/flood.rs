@@ -7,20 +7,20 @@
 //! the CPU the gateway spent meanwhile. With `--repeat N` every row runs N times, in rounds,
 //! and shows its repeat with the median goodput beside the spread of all of them.
 
-
 use std::time::Duration;
 
-use anyhow::Context;
 use super::calibrate::CalibrationPlan;
 use crate::bench::ProgressLine;
-use crate::bench::draw::flood::{brief, honour_label, reading, round_label};
+use crate::bench::draw::flood::{brief, honour_label, round_label};
+use crate::bench::draw::flood_reading::reading;
 use crate::bench::model::{
-    Bracket, FloodFailure, FloodResults, FloodRow, Measured, RowId, Settings, StrategyRun, median_of,
-    reusable,
+    Bracket, FloodFailure, FloodResults, FloodRow, Measured, RowId, Settings, StrategyRun,
+    median_of, reusable,
 };
 use crate::load::MAX_CONNECTIONS;
 use crate::strategy::Name;
 use crate::work::Work;
+use anyhow::Context;
 
 /// The connection counts of the default flood: the seed's `-c 100`, and ten times that.
 pub const DEFAULT_FLOOD: &str = "100,1000";
@@ -105,12 +105,7 @@ pub async fn run(
             let strategy = *strategy;
             let reused = reusable(uniform, strategy, rounds);
             // (row index, connections, honour, measured here or reused)
-            let mut got: Vec<(
-                usize,
-                u32,
-                bool,
-                Result<Measured, &StrategyRun>,
-            )> = Vec::new();
+            let mut got: Vec<(usize, u32, bool, Result<Measured, &StrategyRun>)> = Vec::new();
             for (j, &(c, honour)) in rows_of.iter().enumerate() {
                 i += 1;
                 let label = format!(

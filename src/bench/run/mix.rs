@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use super::calibrate::CalibrationPlan;
+use crate::bench::ProgressLine;
 use crate::bench::draw::mix::{brief, reading};
 use crate::bench::model::{MixPart, MixResults, MixRun, PartRun, RowId, Settings};
-use crate::bench::ProgressLine;
 use crate::load::{self, Mode, Plan, Stop, Target};
 use crate::strategy::Name;
 use crate::work::Work;
+use anyhow::Context;
 
 /// The mix the default run adds beside the uniform scenario: nine light requests (about a
 /// millisecond of counting) to one heavy, the seed's example. The heavy part given here is

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::bench::model::Sample;
 
-
 /// Reads `/proc/<pid>` once; None when the process is gone or /proc is missing.
 pub fn read(pid: u32, since: Instant) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

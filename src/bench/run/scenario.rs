@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use super::procs::ChildProc;
 use super::sample;
 use crate::bench::model::{
@@ -13,12 +12,12 @@ use crate::bench::model::{
 use crate::bench::{ProgressLine, http_get};
 use crate::load::{self, Mode, Plan, Progress, Report, Stop, Target};
 use crate::strategy::{Helper, Name};
+use anyhow::{Context, bail};
 
 /// How often processes are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// How long a child may take between printing its address and answering `/health`.
 const HEALTH_WAIT: Duration = Duration::from_secs(10);
-
 
 /// How often the job counts are read for the backlog chart.
 const BACKLOG_EVERY: Duration = Duration::from_millis(250);
@@ -40,7 +39,6 @@ async fn enqueue_to_done(gateway: SocketAddr) -> Option<Spread> {
         }
     }
 }
-
 
 /// Runs one strategy end to end. Children are stopped when this returns or is dropped.
 ///

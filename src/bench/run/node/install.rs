@@ -14,7 +14,10 @@ use crate::bench::ProgressLine;
 /// The Node servers' files, embedded so that an installed `offload` finds them without its
 /// source tree: written to the cache folder before `npm ci`.
 pub(crate) const FILES: [(&str, &str); 14] = [
-    ("package.json", include_str!("../../../../node/package.json")),
+    (
+        "package.json",
+        include_str!("../../../../node/package.json"),
+    ),
     (
         "package-lock.json",
         include_str!("../../../../node/package-lock.json"),
@@ -28,7 +31,10 @@ pub(crate) const FILES: [(&str, &str); 14] = [
         include_str!("../../../../node/count-thread.js"),
     ),
     ("piscina.js", include_str!("../../../../node/piscina.js")),
-    ("count-task.js", include_str!("../../../../node/count-task.js")),
+    (
+        "count-task.js",
+        include_str!("../../../../node/count-task.js"),
+    ),
     ("remote.js", include_str!("../../../../node/remote.js")),
     ("jobs.js", include_str!("../../../../node/jobs.js")),
     ("bullmq.js", include_str!("../../../../node/bullmq.js")),
@@ -36,7 +42,10 @@ pub(crate) const FILES: [(&str, &str); 14] = [
         "bullmq-worker.js",
         include_str!("../../../../node/bullmq-worker.js"),
     ),
-    ("calibrate.js", include_str!("../../../../node/calibrate.js")),
+    (
+        "calibrate.js",
+        include_str!("../../../../node/calibrate.js"),
+    ),
 ];
 
 /// The packages whose versions the report names (pinned in `node/package.json`).

@@ -21,11 +21,11 @@ use install::{install, on_path, packages, version_of};
 use super::calibrate::CalibrationPlan;
 use super::procs::ChildProc;
 use super::scenario;
+use crate::api::{Accepted, HeavyAnswer, Job, JobResult, JobStatus};
 use crate::bench::model::{
     AllCore, Bracket, Check, Measured, NodeBracket, NodeReport, NodeServer, RowId, Settings,
 };
 use crate::bench::{ProgressLine, http_get};
-use crate::api::{Accepted, HeavyAnswer, Job, JobResult, JobStatus};
 use crate::work::Work;
 
 /// The oldest Node the servers are written for (`worker_threads`, `fetch`, piscina 5).
@@ -351,7 +351,14 @@ impl Setup {
             expected: self.expected,
             result,
         });
-        scenario::measure(RowId::Node(strategy), procs, strategy == NodeServer::Bullmq, s, progress).await
+        scenario::measure(
+            RowId::Node(strategy),
+            procs,
+            strategy == NodeServer::Bullmq,
+            s,
+            progress,
+        )
+        .await
     }
 
     /// One `/heavy` request before the load: its answer (for the queue, its job's stored
@@ -476,7 +483,11 @@ mod tests {
 
     #[test]
     fn each_node_row_runs_right_after_its_counterpart() {
-        let s = |v: &[&str]| v.iter().map(|x| RowId::parse(x).unwrap()).collect::<Vec<_>>();
+        let s = |v: &[&str]| {
+            v.iter()
+                .map(|x| RowId::parse(x).unwrap())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             with_node(&s(&["inline", "blocking", "pool", "queue"])).unwrap(),
             s(&[
