@@ -446,28 +446,16 @@ fn show(c: &AllCore) -> String {
     )
 }
 
-/// A small HTTP/1.1 GET on a fresh connection: (status, body).
+/// How long the bench waits for one of its own requests (readiness, job counts, checks).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A GET on a fresh connection: (status, body).
 ///
 /// # Errors
 /// When the server cannot be reached or answers garbage within 5 s.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    use http_body_util::{BodyExt, Empty};
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get(path)
-            .header("host", addr.to_string())
-            .body(Empty::<hyper::body::Bytes>::new())?;
-        let resp = send.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes().to_vec();
-        anyhow::Ok((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .context("timed out")?
+    let r = crate::client::get(addr, path, HTTP_TIMEOUT).await?;
+    Ok((r.status, r.body.to_vec()))
 }
 
 /// The progress display on stderr: a live line on a terminal, plain lines otherwise.
