@@ -7,6 +7,7 @@
 //! each one (see `limit`).
 
 mod chart;
+mod child;
 mod compare;
 pub mod flood;
 mod folder;
@@ -36,8 +37,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::load::Progress;
-use crate::work::{self, Kind, Limits, Work};
+use crate::work::{Kind, Work};
 
+pub use child::MaxSizes;
 pub use limit::{Bracket, Calibration, LimitFlag, RunFlag};
 use machine::CalibrationPlan;
 pub use machine::{
@@ -61,12 +63,12 @@ pub fn default_out() -> PathBuf {
     PathBuf::from("offload-report").join(report::timestamp())
 }
 
-/// Parses `kind:n` into work, with the server flags (`--max-count N` and the like) that raise
-/// the size bound to n when the default is lower.
+/// Parses `kind:n` into work, with the size bounds the servers need to accept it: their
+/// defaults, raised to n for its kind.
 ///
 /// # Errors
 /// Not `kind:n`, an unknown kind, or n out of range.
-pub fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
+pub fn parse_work(spec: &str) -> anyhow::Result<(Work, MaxSizes)> {
     let (kind, n) = spec
         .split_once(':')
         .with_context(|| format!("--work {spec:?}: expected kind:n, like count:20000000"))?;
@@ -74,24 +76,16 @@ pub fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
         .replace('_', "")
         .parse()
         .with_context(|| format!("--work {spec:?}: n must be a whole number"))?;
-    let (kind, flag, default_max) = match kind {
-        "count" => (Kind::Count, "--max-count", work::DEFAULT_MAX_COUNT),
-        "primes" => (Kind::Primes, "--max-primes", work::DEFAULT_MAX_PRIMES),
-        "hash" => (Kind::Hash, "--max-hashes", work::DEFAULT_MAX_HASHES),
+    let kind = match kind {
+        "count" => Kind::Count,
+        "primes" => Kind::Primes,
+        "hash" => Kind::Hash,
         other => anyhow::bail!("--work: unknown kind {other:?}: expected count, primes or hash"),
     };
-    let mut limits = Limits::default();
-    let mut flags = Vec::new();
-    if n > default_max {
-        flags = vec![flag.to_string(), n.to_string()];
-        match kind {
-            Kind::Count => limits.max_count = n,
-            Kind::Primes => limits.max_primes = n,
-            _ => limits.max_hashes = n,
-        }
-    }
-    let work = Work::new(kind, n, &limits).map_err(|e| anyhow::anyhow!("--work {spec:?}: {e}"))?;
-    Ok((work, flags))
+    let sizes = MaxSizes::default().raised(kind, n);
+    let work =
+        Work::new(kind, n, &sizes.limits()).map_err(|e| anyhow::anyhow!("--work {spec:?}: {e}"))?;
+    Ok((work, sizes))
 }
 
 /// Validated settings of a bench run.
@@ -116,8 +110,9 @@ pub struct Settings {
     pub max_backlog: u64,
     #[serde(serialize_with = "secs")]
     pub drain_timeout: Duration,
-    /// Size limits passed to servers so the chosen work is accepted.
-    pub limit_flags: Vec<String>,
+    /// The largest size of each kind of work the servers and workers are started with, so
+    /// the chosen work (and the mix's) is accepted.
+    pub max_sizes: MaxSizes,
     pub quick: bool,
     /// Runs of each strategy.
     pub repeat: u32,
@@ -219,8 +214,8 @@ fn size_default_mix(
     };
     let budget = settings.auto_wait.unwrap_or(mix::AUTO_WAIT_DEFAULT);
     let spec = mix::sized_default(per_unit_s, cores, budget);
-    let (parts, flags) = mix::parse(&spec, parse_work)?;
-    mix::merge_limit_flags(&mut settings.limit_flags, &flags);
+    let (parts, sizes) = mix::parse(&spec, parse_work)?;
+    settings.max_sizes = settings.max_sizes.max(sizes);
     progress.done(&format!(
         "mix: its heavy part sized to about {:.1} s of all {cores} cores ({}x auto's {} ms budget): {spec}",
         mix::HEAVY_BUDGETS as f64 * budget.as_secs_f64(),

@@ -196,7 +196,7 @@ fn settings(runs: &[StrategyRun]) -> Settings {
         timeout: Duration::from_secs(30),
         max_backlog: 10_000,
         drain_timeout: Duration::from_secs(300),
-        limit_flags: Vec::new(),
+        max_sizes: crate::bench::MaxSizes::default(),
         quick: false,
         repeat: 1,
         mix: Vec::new(),
