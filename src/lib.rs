@@ -6,6 +6,8 @@
 //!   health, job counts, the "listening on" line.
 //! - [`bench`]: every strategy side by side, and the report.
 //! - [`cli`]: flags into validated configs; tracing set-up; subcommand dispatch.
+//! - [`client`]: a small HTTP/1.1 client (one request, or a keep-alive connection) for the
+//!   bench and the tests.
 //! - [`work`]: the CPU-bound jobs (`count`, `primes`, `hash`): parse, validate, run.
 //! - [`admission`]: admission by deadline: the cost model and the rule (no HTTP in it).
 //! - [`pool`]: the bounded worker pool (no HTTP in it).
@@ -22,6 +24,7 @@ pub mod admission;
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod compute;
 pub mod gateway;
 pub mod load;

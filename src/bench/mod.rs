@@ -23,12 +23,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use crate::load::Progress;
-use crate::work::{self, Kind, Limits, Work};
+use crate::work::{Kind, Work};
 
 use draw::{compare, flood as draw_flood, folder, mix as draw_mix, node as draw_node, verdict};
 pub use model::{
-    AllCore, Bracket, Calibration, LimitWarning, Machine, NodeServer, QueueRun, Results, RowId,
-    RunFlag, SCHEMA as RESULTS_SCHEMA, Settings, SingleThread, StrategyRun,
+    AllCore, Bracket, Calibration, LimitWarning, Machine, MaxSizes, NodeServer, QueueRun, Results,
+    RowId, RunFlag, SCHEMA as RESULTS_SCHEMA, Settings, SingleThread, StrategyRun,
 };
 use run::calibrate::CalibrationPlan;
 pub use run::calibrate::{CalibrationError, calibrate_all_cores, calibrate_single_thread};
@@ -74,12 +74,12 @@ pub fn default_out() -> PathBuf {
     PathBuf::from("offload-report").join(timestamp())
 }
 
-/// Parses `kind:n` into work, with the server flags (`--max-count N` and the like) that raise
-/// the size bound to n when the default is lower.
+/// Parses `kind:n` into work, with the size bounds the servers need to accept it: their
+/// defaults, raised to n for its kind.
 ///
 /// # Errors
 /// Not `kind:n`, an unknown kind, or n out of range.
-pub fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
+pub fn parse_work(spec: &str) -> anyhow::Result<(Work, MaxSizes)> {
     let (kind, n) = spec
         .split_once(':')
         .with_context(|| format!("--work {spec:?}: expected kind:n, like count:20000000"))?;
@@ -87,24 +87,16 @@ pub fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
         .replace('_', "")
         .parse()
         .with_context(|| format!("--work {spec:?}: n must be a whole number"))?;
-    let (kind, flag, default_max) = match kind {
-        "count" => (Kind::Count, "--max-count", work::DEFAULT_MAX_COUNT),
-        "primes" => (Kind::Primes, "--max-primes", work::DEFAULT_MAX_PRIMES),
-        "hash" => (Kind::Hash, "--max-hashes", work::DEFAULT_MAX_HASHES),
+    let kind = match kind {
+        "count" => Kind::Count,
+        "primes" => Kind::Primes,
+        "hash" => Kind::Hash,
         other => anyhow::bail!("--work: unknown kind {other:?}: expected count, primes or hash"),
     };
-    let mut limits = Limits::default();
-    let mut flags = Vec::new();
-    if n > default_max {
-        flags = vec![flag.to_string(), n.to_string()];
-        match kind {
-            Kind::Count => limits.max_count = n,
-            Kind::Primes => limits.max_primes = n,
-            _ => limits.max_hashes = n,
-        }
-    }
-    let work = Work::new(kind, n, &limits).map_err(|e| anyhow::anyhow!("--work {spec:?}: {e}"))?;
-    Ok((work, flags))
+    let sizes = MaxSizes::default().raised(kind, n);
+    let work =
+        Work::new(kind, n, &sizes.limits()).map_err(|e| anyhow::anyhow!("--work {spec:?}: {e}"))?;
+    Ok((work, sizes))
 }
 
 /// Queues handed out by [`Settings::own_queue`] in this process: numbers them apart.
@@ -171,8 +163,8 @@ fn size_default_mix(
     };
     let budget = settings.auto_wait.unwrap_or(mix::AUTO_WAIT_DEFAULT);
     let spec = mix::sized_default(per_unit_s, cores, budget);
-    let (parts, flags) = mix::parse(&spec, parse_work)?;
-    mix::merge_limit_flags(&mut settings.limit_flags, &flags);
+    let (parts, sizes) = mix::parse(&spec, parse_work)?;
+    settings.max_sizes = settings.max_sizes.max(sizes);
     progress.done(&format!(
         "mix: its heavy part sized to about {:.1} s of all {cores} cores ({}x auto's {} ms budget): {spec}",
         mix::HEAVY_BUDGETS as f64 * budget.as_secs_f64(),
@@ -399,28 +391,16 @@ fn show(c: &AllCore) -> String {
     )
 }
 
-/// A small HTTP/1.1 GET on a fresh connection: (status, body).
+/// How long the bench waits for one of its own requests (readiness, job counts, checks).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A GET on a fresh connection: (status, body).
 ///
 /// # Errors
 /// When the server cannot be reached or answers garbage within 5 s.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    use http_body_util::{BodyExt, Empty};
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get(path)
-            .header("host", addr.to_string())
-            .body(Empty::<hyper::body::Bytes>::new())?;
-        let resp = send.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes().to_vec();
-        anyhow::Ok((status, body))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .context("timed out")?
+    let r = crate::client::get(addr, path, HTTP_TIMEOUT).await?;
+    Ok((r.status, r.body.to_vec()))
 }
 
 /// The progress display on stderr: a live line on a terminal, plain lines otherwise.

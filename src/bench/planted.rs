@@ -183,7 +183,7 @@ impl Plant {
 /// The settings of a planted run.
 fn settings(runs: &[StrategyRun]) -> Settings {
     Settings {
-        strategies: runs.iter().map(|r| r.strategy.clone()).collect(),
+        strategies: runs.iter().map(|r| r.strategy).collect(),
         connections: CONNECTIONS,
         duration: WINDOW,
         warmup: Duration::from_secs(2),
@@ -195,7 +195,7 @@ fn settings(runs: &[StrategyRun]) -> Settings {
         timeout: Duration::from_secs(30),
         max_backlog: 10_000,
         drain_timeout: Duration::from_secs(300),
-        limit_flags: Vec::new(),
+        max_sizes: crate::bench::MaxSizes::default(),
         quick: false,
         repeat: 1,
         mix: Vec::new(),

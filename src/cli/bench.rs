@@ -164,7 +164,7 @@ impl BenchArgs {
         if duration.is_zero() || self.timeout.is_zero() {
             bail!("-d and --timeout must be more than zero");
         }
-        let (work, mut limit_flags) = crate::bench::parse_work(&self.work)?;
+        let (work, mut max_sizes) = crate::bench::parse_work(&self.work)?;
         let mix_default = self.mix.is_none() && !self.quick;
         let spec = match self.mix.as_deref() {
             Some("none") => None,
@@ -174,9 +174,9 @@ impl BenchArgs {
         };
         let mix = match spec {
             Some(spec) => {
-                let (parts, flags) = crate::bench::mix::parse(spec, crate::bench::parse_work)?;
+                let (parts, sizes) = crate::bench::mix::parse(spec, crate::bench::parse_work)?;
                 // The largest size bound of each kind, for the uniform work and the mix alike.
-                crate::bench::mix::merge_limit_flags(&mut limit_flags, &flags);
+                max_sizes = max_sizes.max(sizes);
                 parts
             }
             None => Vec::new(),
@@ -223,7 +223,7 @@ impl BenchArgs {
                     .max_backlog
                     .unwrap_or(if self.quick { 500 } else { 10_000 }),
                 drain_timeout: self.drain_timeout,
-                limit_flags,
+                max_sizes,
                 quick: self.quick,
                 repeat: self.repeat,
                 mix,

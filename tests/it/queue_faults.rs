@@ -321,23 +321,13 @@ async fn gateway_restart_keeps_waiting_jobs(b: Backend, test: &str) {
 /// Enqueues one job; `None` if the gateway refused the connection or did not answer 202 (it is
 /// shutting down).
 async fn try_enqueue(addr: SocketAddr, path: &str) -> Option<String> {
-    use http_body_util::{BodyExt, Empty};
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header("host", addr.to_string())
-        .body(Empty::<hyper::body::Bytes>::new())
+    let r = offload::client::get(addr, path, Duration::from_secs(60))
+        .await
         .ok()?;
-    let resp = send.send_request(req).await.ok()?;
-    if resp.status() != 202 {
+    if r.status != 202 {
         return None;
     }
-    let body = resp.into_body().collect().await.ok()?.to_bytes();
-    let j: Value = serde_json::from_slice(&body).ok()?;
+    let j: Value = serde_json::from_slice(&r.body).ok()?;
     Some(j["id"].as_str()?.to_string())
 }
 

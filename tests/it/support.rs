@@ -1,6 +1,6 @@
 //! Test support: start `offload` subcommands as real processes on free ports, and speak
-//! HTTP/1.1 to them with a plain hyper client (a new connection per request, unless a
-//! [`Conn`] or a [`crowd`] keeps one).
+//! HTTP/1.1 to them with `offload::client` (a new connection per request, unless a [`Conn`]
+//! or a [`crowd`] keeps one), panicking on anything but an answer.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -8,10 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use offload::client;
 use serde_json::Value;
-use tokio::net::TcpStream;
 
 /// Tests whose assertions depend on timing or on a steady load take this lock, so they do
 /// not run at the same time as each other on a 2-core machine (the others still run in
@@ -146,6 +145,10 @@ impl Drop for Proc {
     }
 }
 
+/// How long a test waits for one answer: far past any deadline a test sets, so a hung
+/// server fails the test instead of hanging it.
+const ANSWER_WAIT: Duration = Duration::from_secs(300);
+
 /// An HTTP response as a test sees it.
 #[derive(Debug)]
 pub struct Resp {
@@ -154,19 +157,17 @@ pub struct Resp {
     pub body: Bytes,
 }
 
-impl Resp {
-    /// Reads a response's status, headers and whole body.
-    async fn read(resp: hyper::Response<hyper::body::Incoming>) -> Resp {
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
+impl From<client::Response> for Resp {
+    fn from(r: client::Response) -> Resp {
         Resp {
-            status,
-            headers,
-            body,
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
         }
     }
+}
 
+impl Resp {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
@@ -188,60 +189,39 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Resp {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
+    let mut req = client::Request::new(method.parse().expect("a method"), path).body(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = send
-        .send_request(req.body(Full::new(body.into())).expect("request"))
+    client::request(addr, &req, ANSWER_WAIT)
         .await
-        .unwrap_or_else(|e| panic!("{method} {path:.80} on {addr}: no response: {e:?}"));
-    Resp::read(resp).await
+        .unwrap_or_else(|e| panic!("no response: {e}"))
+        .into()
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Resp {
     request(addr, "GET", path, &[], Bytes::new()).await
 }
 
-/// One keep-alive connection, for requests in a row without a handshake each.
-pub struct Conn {
-    addr: SocketAddr,
-    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
+/// One keep-alive connection, for requests in a row without a new connection each.
+pub struct Conn(client::Conn);
 
 impl Conn {
     pub async fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let (send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        Conn(
+            client::Conn::open(addr, ANSWER_WAIT)
                 .await
-                .expect("handshake");
-        tokio::spawn(conn);
-        Conn { addr, send }
+                .expect("connect"),
+        )
     }
 
     /// `GET path` on this connection.
     pub async fn get(&mut self, path: &str) -> Resp {
-        let req = hyper::Request::get(path)
-            .header("host", self.addr.to_string())
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let resp = async {
-            self.send.ready().await?;
-            self.send.send_request(req).await
-        }
-        .await
-        .unwrap_or_else(|e| panic!("GET {path:.80} on {}: no response: {e:?}", self.addr));
-        Resp::read(resp).await
+        self.0
+            .send(&client::Request::get(path), ANSWER_WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("no response: {e}"))
+            .into()
     }
 }
 
@@ -295,6 +275,9 @@ pub struct Crowd {
     pub slowest: std::collections::BTreeMap<u16, Duration>,
 }
 
+/// How long a [`crowd`] client waits for a connection or an answer.
+const CROWD_WAIT: Duration = Duration::from_secs(60);
+
 /// `conns` clients at once, each on one keep-alive connection, each sending `per_conn`
 /// `GET /heavy?n=...` in a row; the `i`th request overall asks for `n_of(i)`, and every 200
 /// must carry that exact result.
@@ -310,50 +293,30 @@ pub async fn crowd(
         let n_of = n_of.clone();
         tasks.push(tokio::spawn(async move {
             let mut seen = Crowd::default();
-            let stream = match TcpStream::connect(addr).await {
-                Ok(s) => s,
+            let mut conn = match client::Conn::open(addr, CROWD_WAIT).await {
+                Ok(c) => c,
                 Err(e) => {
-                    seen.wrong.push(format!("connect: {e}"));
+                    seen.wrong.push(e.to_string());
                     return seen;
                 }
             };
-            let Ok((mut send, conn)) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
-            else {
-                seen.wrong.push("handshake failed".into());
-                return seen;
-            };
-            tokio::spawn(conn);
             for k in 0..per_conn {
                 let n = n_of(c * per_conn + k);
-                let req = hyper::Request::get(format!("/heavy?n={n}"))
-                    .header("host", addr.to_string())
-                    .body(Full::new(Bytes::new()))
-                    .expect("request");
+                let req = client::Request::get(format!("/heavy?n={n}"));
                 let t = Instant::now();
-                let answer = async {
-                    let resp = send.send_request(req).await?;
-                    let status = resp.status().as_u16();
-                    let body = resp.into_body().collect().await?.to_bytes();
-                    Ok::<_, hyper::Error>((status, body))
-                };
-                match tokio::time::timeout(Duration::from_secs(60), answer).await {
-                    Ok(Ok((status, body))) => {
+                match conn.send(&req, CROWD_WAIT).await {
+                    Ok(r) => {
                         let took = t.elapsed();
-                        *seen.statuses.entry(status).or_default() += 1;
-                        let slow = seen.slowest.entry(status).or_default();
+                        *seen.statuses.entry(r.status).or_default() += 1;
+                        let slow = seen.slowest.entry(r.status).or_default();
                         *slow = (*slow).max(took);
-                        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-                        if status == 200 && v["result"].as_u64() != Some(n) {
+                        let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                        if r.status == 200 && v["result"].as_u64() != Some(n) {
                             seen.wrong.push(format!("n={n}: {v}"));
                         }
                     }
-                    Ok(Err(e)) => {
+                    Err(e) => {
                         seen.wrong.push(format!("n={n}: {e}"));
-                        return seen;
-                    }
-                    Err(_) => {
-                        seen.wrong.push(format!("n={n}: no answer in 60 s"));
                         return seen;
                     }
                 }

@@ -306,11 +306,11 @@ pub fn over_repeats(row: &FloodRow, name: &str, pick: fn(&RepeatSpread) -> f64) 
 /// repeats, one per round, in run order: all of them when there is one per round. When one
 /// of them failed, None: the row is measured by the flood itself, as it is without
 /// `--repeat` when the one run failed.
-pub fn reusable<'a>(
-    uniform: &'a [StrategyRun],
+pub fn reusable(
+    uniform: &[StrategyRun],
     strategy: RowId,
     rounds: u32,
-) -> Option<Vec<&'a StrategyRun>> {
+) -> Option<Vec<&StrategyRun>> {
     let runs: Vec<&StrategyRun> = uniform.iter().filter(|r| r.strategy == strategy).collect();
     (runs.len() == rounds as usize).then_some(runs)
 }

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - `row`: what a row is (`RowId`: offload's strategies, Node's servers, the mix's baseline);
-//! - `settings`: the run's validated settings;
+//! - `settings`, `sizes`: the run's validated settings, and the work sizes its servers accept;
 //! - `machine`, `limit`: the machine, its calibrations and the limit each row is held to;
 //! - `run`: one row as measured (`Measured`) and against its limit (`StrategyRun`);
 //! - `repeat`: the figures compared between runs and their spread over `--repeat N`;
@@ -19,6 +19,7 @@ mod repeat;
 mod row;
 mod run;
 mod settings;
+mod sizes;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,7 @@ pub use repeat::{FIGURES, FLOOD_FIGURES, Repeat, RepeatSpread, repeats};
 pub use row::{NodeServer, RowId};
 pub use run::{AcceptPhase, BacklogPoint, Measured, ProcessStats, QueueRun, Sample, StrategyRun};
 pub use settings::Settings;
+pub use sizes::MaxSizes;
 
 /// The JSON schema of `results.json`.
 pub const SCHEMA: &str = include_str!("../results.schema.json");

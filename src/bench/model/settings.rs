@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::mix::MixPart;
 use super::row::RowId;
+use super::sizes::MaxSizes;
 
 /// Validated settings of a bench run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -29,8 +30,9 @@ pub struct Settings {
     pub max_backlog: u64,
     #[serde(serialize_with = "secs")]
     pub drain_timeout: Duration,
-    /// Size limits passed to servers so the chosen work is accepted.
-    pub limit_flags: Vec<String>,
+    /// The largest size of each kind of work the servers and workers are started with, so
+    /// the chosen work (and the mix's) is accepted.
+    pub max_sizes: MaxSizes,
     pub quick: bool,
     /// Runs of each strategy.
     pub repeat: u32,

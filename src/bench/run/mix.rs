@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::calibrate::CalibrationPlan;
 use crate::bench::ProgressLine;
 use crate::bench::draw::mix::{brief, reading};
-use crate::bench::model::{MixPart, MixResults, MixRun, PartRun, RowId, Settings};
+use crate::bench::model::{MaxSizes, MixPart, MixResults, MixRun, PartRun, RowId, Settings};
 use crate::load::{self, Mode, Plan, Stop, Target};
 use crate::strategy::Name;
 use crate::work::Work;
@@ -64,30 +64,16 @@ pub const MIX_LOAD: f64 = 0.5;
 /// The strategies compared on the mix, in order.
 pub const MIX_STRATEGIES: [Name; 3] = [Name::Pool, Name::Queue, Name::Auto];
 
-/// Adds `more` (`--max-count N` pairs) to `flags`, keeping the largest bound of each flag: a
-/// bound raised for one kind of work must hold for every request of that kind.
-pub fn merge_limit_flags(flags: &mut Vec<String>, more: &[String]) {
-    for pair in more.chunks(2) {
-        let [flag, n] = pair else { continue };
-        let n_of = |s: &str| s.parse::<u64>().unwrap_or(0);
-        match flags.iter().position(|f| f == flag) {
-            Some(i) if n_of(n) > n_of(&flags[i + 1]) => flags[i + 1] = n.clone(),
-            Some(_) => {}
-            None => flags.extend([flag.clone(), n.clone()]),
-        }
-    }
-}
-
 /// Parses `kind:n=weight,...` with `parse_work` for each `kind:n`.
 ///
 /// # Errors
 /// A part that is not `kind:n=weight`, a weight that is not a whole number, no weight above 0.
 pub fn parse(
     spec: &str,
-    parse_work: impl Fn(&str) -> anyhow::Result<(Work, Vec<String>)>,
-) -> anyhow::Result<(Vec<MixPart>, Vec<String>)> {
+    parse_work: impl Fn(&str) -> anyhow::Result<(Work, MaxSizes)>,
+) -> anyhow::Result<(Vec<MixPart>, MaxSizes)> {
     let mut parts = Vec::new();
-    let mut flags: Vec<String> = Vec::new();
+    let mut sizes = MaxSizes::default();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (work, weight) = item.rsplit_once('=').with_context(|| {
             format!("--mix {item:?}: expected kind:n=weight, like count:2000000=90")
@@ -97,7 +83,7 @@ pub fn parse(
             .parse()
             .with_context(|| format!("--mix {item:?}: the weight must be a whole number"))?;
         let (w, more) = parse_work(work.trim()).with_context(|| format!("--mix {item:?}"))?;
-        merge_limit_flags(&mut flags, &more);
+        sizes = sizes.max(more);
         parts.push(MixPart {
             work: format!("{}:{}", w.kind().name(), w.n()),
             query: format!("work={}&n={}", w.kind().name(), w.n()),
@@ -112,7 +98,7 @@ pub fn parse(
     if parts.len() > 16 {
         anyhow::bail!("--mix: at most 16 kinds of work");
     }
-    Ok((parts, flags))
+    Ok((parts, sizes))
 }
 
 /// The mix's all-core limit in requests per second: each kind's limit from one all-core
@@ -330,22 +316,14 @@ async fn one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::work::{Kind, Limits};
+    use crate::work::Kind;
 
-    fn parse_work(spec: &str) -> anyhow::Result<(Work, Vec<String>)> {
+    fn parse_work(spec: &str) -> anyhow::Result<(Work, MaxSizes)> {
         let (k, n) = spec.split_once(':').context("kind:n")?;
         anyhow::ensure!(k == "count", "count only here");
         let n: u64 = n.parse()?;
-        let limits = Limits {
-            max_count: n.max(Limits::default().max_count),
-            ..Limits::default()
-        };
-        let flags = if n > Limits::default().max_count {
-            vec!["--max-count".to_string(), n.to_string()]
-        } else {
-            Vec::new()
-        };
-        Ok((Work::new(Kind::Count, n, &limits)?, flags))
+        let sizes = MaxSizes::default().raised(Kind::Count, n);
+        Ok((Work::new(Kind::Count, n, &sizes.limits())?, sizes))
     }
 
     #[test]
@@ -367,28 +345,20 @@ mod tests {
 
     #[test]
     fn a_mix_spec_is_parsed_with_its_weights_and_size_flags() {
-        let (parts, flags) = parse(DEFAULT_MIX, parse_work).unwrap();
+        let (parts, sizes) = parse(DEFAULT_MIX, parse_work).unwrap();
         assert_eq!(parts.len(), 2);
         assert_eq!(
             (parts[0].work.as_str(), parts[0].weight),
             ("count:2000000", 90)
         );
         assert_eq!(parts[1].query, "work=count&n=2000000000");
-        assert!(flags.is_empty() || flags[0] == "--max-count", "{flags:?}");
+        assert_eq!(
+            sizes,
+            MaxSizes::default(),
+            "no part is above the servers' bounds"
+        );
         for bad in ["", "count:5", "count:5=x", "count:5=0", "primes:5=1"] {
             assert!(parse(bad, parse_work).is_err(), "{bad:?}");
         }
-    }
-
-    /// The light goal is read over every light request, so a strategy that leaves some
-    /// unanswered (here auto: 5 of 65, still waiting after 900 ms) cannot meet it on the
-    /// answers alone, and the table counts them.
-    #[test]
-    fn limit_flags_keep_the_largest_bound_of_each_flag() {
-        let mut flags: Vec<String> = ["--max-count", "5"].map(String::from).to_vec();
-        let more = ["--max-count", "9", "--max-primes", "3"].map(String::from);
-        merge_limit_flags(&mut flags, &more);
-        merge_limit_flags(&mut flags, &["--max-count".into(), "7".into()]);
-        assert_eq!(flags, ["--max-count", "9", "--max-primes", "3"]);
     }
 }

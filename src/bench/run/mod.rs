@@ -6,9 +6,11 @@
 //! - `mix`, `flood`: the mixed and the flood scenarios;
 //! - `node`: the seed's Node servers (`--node`), installed and run beside their counterparts;
 //! - `calibrate`: the machine's speed on one thread and on all cores;
-//! - `procs`, `sample`: child processes and their `/proc` samples.
+//! - `child`, `procs`, `sample`: the children's typed arguments, the child processes and
+//!   their `/proc` samples.
 
 pub mod calibrate;
+pub mod child;
 pub mod flood;
 pub mod mix;
 pub mod node;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::child::ChildSpec;
+
 /// How long a child may take to say where it listens.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -22,14 +24,18 @@ pub struct ChildProc {
 }
 
 impl ChildProc {
-    /// Starts `offload <args>`; with `wait_listen`, waits for its "listening on http://ADDR"
-    /// line (servers), otherwise returns once it runs (workers).
+    /// Starts this executable as `spec` says; a server is waited for until it prints its
+    /// "listening on http://ADDR" line, a worker until it runs.
     ///
     /// # Errors
     /// When the executable cannot be started, exits early, or does not get ready in time.
-    pub fn start(role: &str, args: &[String], wait_listen: bool) -> anyhow::Result<ChildProc> {
+    pub fn start(spec: &ChildSpec) -> anyhow::Result<ChildProc> {
         let exe = std::env::current_exe().context("finding the offload executable")?;
-        ChildProc::start_program(role, Command::new(exe).args(args), wait_listen)
+        ChildProc::start_program(
+            spec.role(),
+            Command::new(exe).args(spec.args()),
+            spec.listens(),
+        )
     }
 
     /// [`ChildProc::start`] for any program (the Node servers, Redis): `cmd` with its

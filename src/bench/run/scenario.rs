@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::child::{ChildSpec, ComputeSpec, QueueSpec, ServeSpec, WorkerSpec};
 use super::procs::ChildProc;
 use super::sample;
 use crate::bench::model::{
@@ -189,58 +190,55 @@ pub(crate) async fn measure(
 }
 
 /// Starts the strategy's processes; the gateway is always last.
-pub(crate) async fn start(strategy: Name, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
+pub(crate) async fn start(name: Name, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
     let mut procs = Vec::new();
-    let mut serve: Vec<String> = ["serve", "--strategy", strategy.as_str(), "--port", "0"]
-        .map(String::from)
-        .to_vec();
-    serve.extend(s.limit_flags.iter().cloned());
     // No --max-queue here (nor --max-inflight for the compute service): the servers' own
     // defaults admit by deadline and suit any core count, and the bench measures them as a
     // user would run them.
-    serve.extend(["--timeout".into(), format!("{}s", s.timeout.as_secs_f64())]);
-    match strategy.helper() {
+    let mut serve = ServeSpec {
+        strategy: name,
+        port: 0,
+        timeout: s.timeout,
+        sizes: s.max_sizes,
+        compute: None,
+        queue: None,
+        max_backlog: None,
+        auto_wait: None,
+    };
+    match name.helper() {
         Some(Helper::Compute) => {
-            let mut args: Vec<String> = ["compute", "--port", "0"].map(String::from).to_vec();
-            args.extend(s.limit_flags.iter().cloned());
-            let compute = ChildProc::start("compute", &args, true)?;
-            serve.extend(["--compute".into(), format!("http://{}", compute.addr())]);
+            let compute = ChildProc::start(&ChildSpec::Compute(ComputeSpec {
+                port: 0,
+                sizes: s.max_sizes,
+                max_inflight: None,
+            }))?;
+            serve.compute = Some(compute.addr());
             procs.push(compute);
         }
         Some(Helper::Worker) => {
             // The run's own queue name, so a shared Redis or Postgres holds this run's jobs
             // apart from anyone else's (and from earlier runs').
-            let mut args: Vec<String> = [
-                "worker",
-                "--queue",
-                &s.queue_url,
-                "--queue-name",
-                s.queue_name.as_str(),
-            ]
-            .map(String::from)
-            .to_vec();
-            args.extend(s.limit_flags.iter().cloned());
-            if strategy == Name::Auto {
+            let queue = QueueSpec {
+                url: s.queue_url.clone(),
+                name: s.queue_name.clone(),
+            };
+            let auto = name == Name::Auto;
+            if auto {
+                serve.auto_wait = s.auto_wait;
+            }
+            procs.push(ChildProc::start(&ChildSpec::Worker(WorkerSpec {
+                queue: queue.clone(),
+                sizes: s.max_sizes,
                 // Beside `auto`'s pool on the same cores, the queued (heavy) work yields to
                 // the requests a client waits for: the pool runs at niceness 10.
-                args.extend(["--nice".into(), "19".into()]);
-                if let Some(w) = s.auto_wait {
-                    serve.extend(["--auto-wait".into(), format!("{}ms", w.as_millis())]);
-                }
-            }
-            procs.push(ChildProc::start("worker", &args, false)?);
-            serve.extend([
-                "--queue".into(),
-                s.queue_url.clone(),
-                "--queue-name".into(),
-                s.queue_name.to_string(),
-                "--max-backlog".into(),
-                s.max_backlog.to_string(),
-            ]);
+                nice: auto.then_some(19),
+            }))?);
+            serve.queue = Some(queue);
+            serve.max_backlog = Some(s.max_backlog);
         }
         None => {}
     }
-    procs.push(ChildProc::start("gateway", &serve, true)?);
+    procs.push(ChildProc::start(&ChildSpec::Serve(serve))?);
     Ok(procs)
 }
 

@@ -19,6 +19,7 @@ mod install;
 use install::{install, on_path, packages, version_of};
 
 use super::calibrate::CalibrationPlan;
+use super::child::{ChildSpec, ComputeSpec};
 use super::procs::ChildProc;
 use super::scenario;
 use crate::api::{Accepted, HeavyAnswer, Job, JobResult, JobStatus};
@@ -292,12 +293,11 @@ impl Setup {
                 // The seed's gateway forwards every request at once and its Rust service
                 // had no admission limit: this compute service admits as many as the load
                 // has connections, where its default (2 per thread) would refuse most.
-                let mut args: Vec<String> = ["compute", "--port", "0", "--max-inflight"]
-                    .map(String::from)
-                    .to_vec();
-                args.push((s.connections as usize).max(2 * self.cores).to_string());
-                args.extend(s.limit_flags.iter().cloned());
-                let compute = ChildProc::start("compute", &args, true)?;
+                let compute = ChildProc::start(&ChildSpec::Compute(ComputeSpec {
+                    port: 0,
+                    sizes: s.max_sizes,
+                    max_inflight: Some((s.connections as usize).max(2 * self.cores)),
+                }))?;
                 gateway_args.extend(["--compute".into(), format!("http://{}", compute.addr())]);
                 gateway_args.extend([
                     "--timeout-ms".into(),
