@@ -54,7 +54,7 @@ fn three(l: &crate::load::LatencyStats) -> String {
 }
 
 /// The table's columns after the strategy's name, in order; the queue's, left-aligned, last.
-pub const COLUMNS: [Column; 10] = [
+pub const COLUMNS: [Column; 11] = [
     Column {
         head: "done",
         width: 8,
@@ -92,6 +92,14 @@ pub const COLUMNS: [Column; 10] = [
         head: "/health p50/p99/max",
         width: 26,
         cell: |r| three(&r.bystander.latency_with_timeouts),
+    },
+    Column {
+        head: "CPU ms/req",
+        width: 10,
+        cell: |r| match r.completed {
+            0 => "-".to_string(),
+            n => format!("{:.2}", r.cpu_s * 1e3 / n as f64),
+        },
     },
     Column {
         head: "RSS MiB",

@@ -41,7 +41,8 @@ pub use sizes::MaxSizes;
 /// The JSON schema of `results.json`.
 pub const SCHEMA: &str = include_str!("../results.schema.json");
 /// Bumped when `results.json` changes shape (7: `runs[].limit_flags` and `flood.rows[].limit_flags` are
-/// `limit_warnings`, what makes a %limit unreliable; 6: the flood repeats its rows with `--repeat`:
+/// `limit_warnings`, what makes a %limit unreliable, and `settings.limit_flags` (server flags as
+/// strings) is `settings.max_sizes`; 6: the flood repeats its rows with `--repeat`:
 /// `flood.repeat`, `flood.rows[].runs`, `.spread`, `.repeats`, `flood.failures[].round`;
 /// 5: `runs[].unfinished`, `runs[].queue.jobs_finished_in_window`, `auto`'s rate over the
 /// load's window alone, `mix.runs[].parts[].latency_with_timeouts`, `mix.runs[].health`
