@@ -12,12 +12,16 @@ const { ApiError, answer, app, chunks, intSetting, listen, nowMs, settings } = r
 const STRATEGY = 'node:piscina';
 const threads = intSetting('threads', 'OFFLOAD_THREADS', settings.cores);
 const maxQueue = intSetting('max-queue', 'OFFLOAD_MAX_QUEUE', 65_536);
+// The threads' niceness added to the process's (piscina's niceIncrement, through @napi-rs/nice):
+// 0, piscina's default, unless the bench runs the pair at a lower priority.
+const niceIncrement = intSetting('nice-increment', 'OFFLOAD_NICE_INCREMENT', 0, 0);
 
 const pool = new Piscina({
   filename: path.join(__dirname, 'count-task.js'),
   minThreads: threads,
   maxThreads: threads,
   maxQueue,
+  niceIncrement,
   // Threads = cores for the whole run: none exits when idle and none is started per request.
   idleTimeout: Infinity,
 });

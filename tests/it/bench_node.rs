@@ -43,10 +43,13 @@ fn node_present(test: &str) -> bool {
     false
 }
 
-const PAIRS: [(&str, &str); 5] = [
+/// Each offload row and its Node counterpart, in the order they run: pool and piscina twice,
+/// at nice 0 and both at nice 10.
+const PAIRS: [(&str, &str); 6] = [
     ("inline", "node:inline"),
     ("spawn", "node:worker"),
     ("pool", "node:piscina"),
+    ("pool, nice 10", "node:piscina, nice 10"),
     ("remote", "node:remote"),
     ("queue", "node:bullmq"),
 ];
@@ -197,7 +200,7 @@ fn node_bench_runs_every_seed_server_beside_its_counterpart() {
         "{stdout}"
     );
     let pairs = node["pairs"].as_array().unwrap();
-    assert_eq!(pairs.len(), 5, "{pairs:?}");
+    assert_eq!(pairs.len(), 6, "{pairs:?}");
     for (p, (offload, name)) in pairs.iter().zip(PAIRS) {
         assert_eq!(
             (p["offload"].as_str(), p["node"].as_str()),
@@ -247,6 +250,13 @@ fn node_bench_runs_every_seed_server_beside_its_counterpart() {
         "no comparison on the page"
     );
     assert!(html.contains("<td>pool / node:piscina</td>"));
+    assert!(html.contains("<td>pool, nice 10 / node:piscina, nice 10</td>"));
+    assert!(
+        stdout.contains(
+            "Priority: both sides of each pair run their work threads at the same niceness"
+        ),
+        "{stdout}"
+    );
     for (_, name) in PAIRS {
         assert!(
             html.contains(&format!("<tr><td>{name}</td>")),

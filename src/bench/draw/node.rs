@@ -6,7 +6,7 @@
 use super::units::esc;
 use std::fmt::Write as _;
 
-use crate::bench::model::{Figure, NodeReport, NodeServer, Results, RowId};
+use crate::bench::model::{Figure, LOW_PRIORITY_NICE, NodeReport, NodeServer, Results, RowId};
 
 /// A figure's value as the table shows it; `flagged`: that side's %limit is not reliable.
 fn value(f: &Figure, v: f64, flagged: bool) -> String {
@@ -73,6 +73,11 @@ fn preamble(r: &Results, n: &NodeReport) -> Vec<String> {
             r.calibration.limit_per_s / node_limit.max(1e-9)
         ));
     }
+    if n.pairs.iter().any(|p| p.node.nice().is_some()) {
+        out.push(format!(
+            "Priority: both sides of each pair run their work threads at the same niceness. offload's pool and piscina both default to nice 0; the priority of the work is a choice, so pool and piscina are paired twice: at nice 0, and with both at nice {LOW_PRIORITY_NICE} (pool --nice {LOW_PRIORITY_NICE}, piscina's niceIncrement {LOW_PRIORITY_NICE}, checked on its threads)."
+        ));
+    }
     if !n.checks.is_empty() {
         let names: Vec<&str> = n.checks.iter().map(|c| c.strategy.as_str()).collect();
         out.push(format!(
@@ -94,9 +99,15 @@ pub fn text(r: &Results) -> Option<String> {
     for line in preamble(r, n) {
         let _ = writeln!(t, "- {line}");
     }
+    // Wide enough for the longest pair (`pool, nice 10 / node:piscina, nice 10`).
+    let w = n
+        .pairs
+        .iter()
+        .map(|p| p.offload.as_str().len() + 3 + p.node.as_str().len())
+        .fold(24, usize::max);
     let _ = writeln!(
         t,
-        "{:<24} {:<15} {:>10} {:>10} {:>8}",
+        "{:<w$} {:<15} {:>10} {:>10} {:>8}",
         "pair", "figure", "offload", "Node", "ratio"
     );
     for p in &n.pairs {
@@ -108,7 +119,7 @@ pub fn text(r: &Results) -> Option<String> {
             };
             let _ = writeln!(
                 t,
-                "{label:<24} {:<15} {:>10} {:>10} {:>8}",
+                "{label:<w$} {:<15} {:>10} {:>10} {:>8}",
                 f.figure,
                 value(f, f.offload, f.offload_unreliable),
                 value(f, f.node, f.node_unreliable),
@@ -122,7 +133,7 @@ pub fn text(r: &Results) -> Option<String> {
             r.settings.strategies.contains(&RowId::Node(nn))
                 && !n.pairs.iter().any(|p| p.node == RowId::Node(nn))
         })
-        .map(|nn| format!("{} / {nn}", nn.counterpart().as_str()))
+        .map(|nn| format!("{} / {nn}", nn.paired()))
         .collect();
     if !missing.is_empty() {
         let _ = writeln!(

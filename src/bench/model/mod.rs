@@ -33,7 +33,7 @@ pub use mix::{MixPart, MixResults, MixRun, PartRun};
 pub use node::figures;
 pub use node::{Check, Figure, NodeBracket, NodeReport, with_pairs};
 pub use repeat::{FIGURES, FLOOD_FIGURES, Repeat, RepeatSpread, repeats};
-pub use row::{NodeServer, RowId};
+pub use row::{LOW_PRIORITY_NICE, NodeServer, RowId};
 pub use run::{AcceptPhase, BacklogPoint, Measured, ProcessStats, QueueRun, Sample, StrategyRun};
 pub use settings::Settings;
 pub use sizes::MaxSizes;

@@ -129,7 +129,7 @@ pub fn with_pairs(mut report: NodeReport, runs: &[StrategyRun]) -> NodeReport {
     report.pairs = NodeServer::ALL
         .into_iter()
         .filter_map(|n| {
-            let (o, n) = (by(RowId::Offload(n.counterpart()))?, by(RowId::Node(n))?);
+            let (o, n) = (by(n.paired())?, by(RowId::Node(n))?);
             Some(Pair {
                 offload: o.strategy,
                 node: n.strategy,

@@ -6,6 +6,10 @@ use serde::Serialize;
 
 use crate::strategy::Name;
 
+/// The niceness of the work threads in the pair that runs at a lower priority (`pool --nice`,
+/// piscina's `niceIncrement`): the value offload's pool ran at until 2026-12-03.
+pub const LOW_PRIORITY_NICE: i32 = 10;
+
 /// One of the seed's Node servers (`bench --node`), each the counterpart of one of offload's
 /// strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,6 +20,9 @@ pub enum NodeServer {
     Worker,
     /// A piscina pool, threads = cores.
     Piscina,
+    /// The same piscina pool with its threads at [`LOW_PRIORITY_NICE`] (`niceIncrement`),
+    /// beside `pool` at the same niceness: the other side of a choice of priority.
+    PiscinaNice,
     /// An Express gateway to `offload compute`.
     Remote,
     /// BullMQ on Redis, a worker process per core.
@@ -24,10 +31,11 @@ pub enum NodeServer {
 
 impl NodeServer {
     /// Every server, in the order of their offload counterparts.
-    pub const ALL: [NodeServer; 5] = [
+    pub const ALL: [NodeServer; 6] = [
         NodeServer::Inline,
         NodeServer::Worker,
         NodeServer::Piscina,
+        NodeServer::PiscinaNice,
         NodeServer::Remote,
         NodeServer::Bullmq,
     ];
@@ -38,6 +46,7 @@ impl NodeServer {
             NodeServer::Inline => "node:inline",
             NodeServer::Worker => "node:worker",
             NodeServer::Piscina => "node:piscina",
+            NodeServer::PiscinaNice => "node:piscina, nice 10",
             NodeServer::Remote => "node:remote",
             NodeServer::Bullmq => "node:bullmq",
         }
@@ -48,9 +57,30 @@ impl NodeServer {
         match self {
             NodeServer::Inline => "inline.js",
             NodeServer::Worker => "worker.js",
-            NodeServer::Piscina => "piscina.js",
+            NodeServer::Piscina | NodeServer::PiscinaNice => "piscina.js",
             NodeServer::Remote => "remote.js",
             NodeServer::Bullmq => "bullmq.js",
+        }
+    }
+
+    /// The name its answers carry (`"strategy"` in a `/heavy` answer).
+    pub fn answers_as(self) -> &'static str {
+        match self {
+            NodeServer::PiscinaNice => NodeServer::Piscina.as_str(),
+            other => other.as_str(),
+        }
+    }
+
+    /// The niceness its work threads add, when not the default 0 (piscina's `niceIncrement`).
+    pub fn nice_increment(self) -> Option<i32> {
+        (self == NodeServer::PiscinaNice).then_some(LOW_PRIORITY_NICE)
+    }
+
+    /// The row of offload's it is paired with.
+    pub fn paired(self) -> RowId {
+        match self {
+            NodeServer::PiscinaNice => RowId::LowPriority(Name::Pool),
+            other => RowId::Offload(other.counterpart()),
         }
     }
 
@@ -59,17 +89,15 @@ impl NodeServer {
         match self {
             NodeServer::Inline => Name::Inline,
             NodeServer::Worker => Name::Spawn,
-            NodeServer::Piscina => Name::Pool,
+            NodeServer::Piscina | NodeServer::PiscinaNice => Name::Pool,
             NodeServer::Remote => Name::Remote,
             NodeServer::Bullmq => Name::Queue,
         }
     }
 
-    /// The Node server paired with offload's `strategy`, if the seed had one.
-    pub fn of(strategy: Name) -> Option<NodeServer> {
-        NodeServer::ALL
-            .into_iter()
-            .find(|n| n.counterpart() == strategy)
+    /// The Node server paired with the row `row`, if there is one.
+    pub fn of(row: RowId) -> Option<NodeServer> {
+        NodeServer::ALL.into_iter().find(|n| n.paired() == row)
     }
 
     /// Whether its work runs on Node's loop, so that its limit is Node's own loop calibrated
@@ -86,6 +114,9 @@ pub enum RowId {
     Offload(Name),
     /// One of the seed's Node servers.
     Node(NodeServer),
+    /// One of offload's strategies with its work threads at [`LOW_PRIORITY_NICE`] (`--nice`),
+    /// beside `node:piscina, nice 10` with `bench --node`.
+    LowPriority(Name),
     /// The mix's baseline: its lightest part alone, at its share of the rate, on `pool`.
     LightAlone,
 }
@@ -96,6 +127,8 @@ impl RowId {
         match self {
             RowId::Offload(n) => n.as_str(),
             RowId::Node(n) => n.as_str(),
+            RowId::LowPriority(Name::Pool) => "pool, nice 10",
+            RowId::LowPriority(_) => "a strategy at nice 10",
             RowId::LightAlone => "pool, light alone",
         }
     }
@@ -127,6 +160,23 @@ impl RowId {
         }
     }
 
+    /// offload's strategy that runs this row, at whatever priority.
+    pub fn strategy(self) -> Option<Name> {
+        match self {
+            RowId::Offload(n) | RowId::LowPriority(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The niceness this row's work threads are started with, when not the default.
+    pub fn nice(self) -> Option<i32> {
+        match self {
+            RowId::LowPriority(_) => Some(LOW_PRIORITY_NICE),
+            RowId::Node(n) => n.nice_increment(),
+            _ => None,
+        }
+    }
+
     /// Whether this row is offload's `name`.
     pub fn is(self, name: Name) -> bool {
         self == RowId::Offload(name)
@@ -135,7 +185,9 @@ impl RowId {
     /// Whether this row's work goes through a queue (offload's `queue` and `auto`, BullMQ).
     pub fn queued(self) -> bool {
         match self {
-            RowId::Offload(n) => n.helper() == Some(crate::strategy::Helper::Worker),
+            RowId::Offload(n) | RowId::LowPriority(n) => {
+                n.helper() == Some(crate::strategy::Helper::Worker)
+            }
             RowId::Node(n) => n == NodeServer::Bullmq,
             RowId::LightAlone => false,
         }
@@ -183,8 +235,17 @@ mod tests {
         }
         for n in NodeServer::ALL {
             assert_eq!(RowId::parse(n.as_str()), Some(RowId::Node(n)));
-            assert_eq!(NodeServer::of(n.counterpart()), Some(n));
+            assert_eq!(NodeServer::of(n.paired()), Some(n));
         }
+        // The pool pair at the lower priority: both sides at nice 10, each named for it.
+        assert_eq!(
+            NodeServer::PiscinaNice.paired(),
+            RowId::LowPriority(Name::Pool)
+        );
+        assert_eq!(RowId::LowPriority(Name::Pool).nice(), Some(10));
+        assert_eq!(RowId::Node(NodeServer::PiscinaNice).nice(), Some(10));
+        assert_eq!(RowId::Offload(Name::Pool).nice(), None);
+        assert_eq!(NodeServer::PiscinaNice.answers_as(), "node:piscina");
         assert_eq!(RowId::parse("node:nothing"), None);
         assert_eq!(RowId::parse("rayon"), None);
         assert_eq!(

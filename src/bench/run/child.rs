@@ -34,6 +34,8 @@ pub struct ServeSpec {
     pub max_backlog: Option<u64>,
     /// `auto`'s wait budget (none: the gateway's default).
     pub auto_wait: Option<Duration>,
+    /// Niceness of the pool's threads (none: the gateway's default, 0).
+    pub nice: Option<i32>,
 }
 
 /// `offload compute`: the service `remote` forwards to.
@@ -99,6 +101,9 @@ impl ChildSpec {
                 }
                 if let Some(w) = s.auto_wait {
                     a.flag("--auto-wait", duration(w));
+                }
+                if let Some(n) = s.nice {
+                    a.flag("--nice", n);
                 }
             }
             ChildSpec::Compute(c) => {
@@ -191,6 +196,7 @@ mod tests {
             queue: Some(queue()),
             max_backlog: Some(500),
             auto_wait: Some(Duration::from_micros(250_500)),
+            nice: Some(10),
         };
         let Command::Serve(a) = parse(&ChildSpec::Serve(spec.clone())) else {
             panic!("not serve");
@@ -205,18 +211,21 @@ mod tests {
         assert_eq!(a.queue.queue_name, queue().name);
         assert_eq!(Some(a.queue.max_backlog), spec.max_backlog);
         assert_eq!(Some(a.auto_wait), spec.auto_wait);
+        assert_eq!(Some(a.sched.nice), spec.nice);
         // What the spec leaves out stays the gateway's default.
         let plain = ServeSpec {
             compute: None,
             queue: None,
             max_backlog: None,
             auto_wait: None,
+            nice: None,
             ..spec
         };
         let Command::Serve(a) = parse(&ChildSpec::Serve(plain)) else {
             panic!("not serve");
         };
         assert_eq!(a.queue.max_backlog, crate::queue::DEFAULT_MAX_BACKLOG);
+        assert_eq!(a.sched.nice, 0);
     }
 
     #[test]

@@ -193,9 +193,6 @@ async fn one(
     honour: bool,
     progress: &ProgressLine,
 ) -> anyhow::Result<Measured> {
-    let Some(name) = strategy.offload() else {
-        anyhow::bail!("{strategy} is not one of offload's strategies");
-    };
     let slug = format!("{strategy}-c{c}{}", if honour { "-ra" } else { "" });
     let mut own = s.own_queue(&format!("flood-{slug}"))?;
     own.connections = c;
@@ -207,7 +204,7 @@ async fn one(
     if file.is_some() {
         own.drain_timeout = Duration::ZERO;
     }
-    let measured = super::scenario::run(name, &own, progress).await;
+    let measured = super::scenario::run(strategy, &own, progress).await;
     if let Some(file) = &file {
         crate::bench::remove_queue_file(file);
     }

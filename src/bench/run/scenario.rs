@@ -45,14 +45,13 @@ async fn enqueue_to_done(gateway: SocketAddr) -> Option<Spread> {
 ///
 /// # Errors
 /// When a process does not start or get ready, or the load cannot be planned.
-pub async fn run(
-    strategy: Name,
-    s: &Settings,
-    progress: &ProgressLine,
-) -> anyhow::Result<Measured> {
-    let procs = start(strategy, s).await?;
+pub async fn run(row: RowId, s: &Settings, progress: &ProgressLine) -> anyhow::Result<Measured> {
+    let Some(strategy) = row.strategy() else {
+        bail!("{row} is not one of offload's strategies");
+    };
+    let procs = start_at(strategy, row.nice(), s).await?;
     let queued = strategy.helper() == Some(Helper::Worker);
-    measure(RowId::Offload(strategy), procs, queued, s, progress).await
+    measure(row, procs, queued, s, progress).await
 }
 
 /// The harness every strategy gets, offload's and the Node servers' alike, once its
@@ -189,8 +188,15 @@ pub(crate) async fn measure(
     })
 }
 
-/// Starts the strategy's processes; the gateway is always last.
+/// Starts the strategy's processes, the gateway's pool at its default priority; the gateway
+/// is always last.
 pub(crate) async fn start(name: Name, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
+    start_at(name, None, s).await
+}
+
+/// Starts the strategy's processes, the gateway's pool threads at niceness `nice` when given;
+/// the gateway is always last.
+async fn start_at(name: Name, nice: Option<i32>, s: &Settings) -> anyhow::Result<Vec<ChildProc>> {
     let mut procs = Vec::new();
     // No --max-queue here (nor --max-inflight for the compute service): the servers' own
     // defaults admit by deadline and suit any core count, and the bench measures them as a
@@ -204,6 +210,7 @@ pub(crate) async fn start(name: Name, s: &Settings) -> anyhow::Result<Vec<ChildP
         queue: None,
         max_backlog: None,
         auto_wait: None,
+        nice,
     };
     match name.helper() {
         Some(Helper::Compute) => {

@@ -37,7 +37,9 @@ const CHECK_JOB_WAIT: Duration = Duration::from_secs(30);
 const REDIS_WAIT: Duration = Duration::from_secs(10);
 
 /// The strategies with each seed strategy's Node row right after it (run back to back, so
-/// a shared machine's slow minute falls on both of a pair alike).
+/// a shared machine's slow minute falls on both of a pair alike). The priority of the work
+/// threads is a choice (`pool --nice`, piscina's `niceIncrement`), so `pool` comes as two
+/// pairs: both sides at nice 0 (each one's default), then both at [`LOW_PRIORITY_NICE`].
 ///
 /// # Errors
 /// When none of `strategies` has a Node counterpart.
@@ -45,8 +47,14 @@ pub fn with_node(strategies: &[RowId]) -> anyhow::Result<Vec<RowId>> {
     let mut out = Vec::new();
     for &s in strategies {
         out.push(s);
-        if let Some(n) = s.offload().and_then(NodeServer::of) {
+        if let Some(n) = NodeServer::of(s) {
             out.push(RowId::Node(n));
+        }
+        if let Some(name) = s.offload() {
+            let low = RowId::LowPriority(name);
+            if let Some(n) = NodeServer::of(low) {
+                out.extend([low, RowId::Node(n)]);
+            }
         }
     }
     if out.len() == strategies.len() {
@@ -77,10 +85,7 @@ pub async fn run_strategy(
         } else {
             s.clone()
         };
-        let Some(name) = strategy.offload() else {
-            bail!("{strategy} is not one of offload's strategies");
-        };
-        return Ok((scenario::run(name, &own, progress).await, None));
+        return Ok((scenario::run(strategy, &own, progress).await, None));
     };
     let strategy = server;
     if !strategy.on_node_loop() {
@@ -103,6 +108,27 @@ pub async fn run_strategy(
         after: after.clone(),
     });
     Ok((measured, Some(Bracket::new(before, after))))
+}
+
+/// The threads of process `pid` whose niceness is `nice`, read from `/proc` (0 elsewhere).
+fn threads_at_nice(pid: u32, nice: i32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // The fields after the command name, which is in parentheses and may hold spaces:
+            // the 19th of the line, niceness, is the 17th of these.
+            stat.rfind(')').and_then(|i| {
+                stat[i + 2..]
+                    .split_whitespace()
+                    .nth(16)?
+                    .parse::<i32>()
+                    .ok()
+            }) == Some(nice)
+        })
+        .count()
 }
 
 /// Where node:bullmq's Redis runs.
@@ -287,6 +313,9 @@ impl Setup {
             max_count.to_string(),
         ];
         let mut env: Vec<(&str, String)> = Vec::new();
+        if let Some(n) = strategy.nice_increment() {
+            env.push(("OFFLOAD_NICE_INCREMENT", n.to_string()));
+        }
         let mut procs = Vec::new();
         match strategy {
             NodeServer::Remote => {
@@ -346,6 +375,19 @@ impl Setup {
             scenario::wait_healthy(p.addr(), &p.role).await?;
         }
         let result = self.check(strategy, gateway, s).await?;
+        if let Some(n) = strategy.nice_increment() {
+            // piscina leaves a thread at its niceness when it cannot load @napi-rs/nice: the
+            // pair would then compare priorities again, so the bench checks. The check's one
+            // request ran a task on every thread, and each thread set its niceness first.
+            let pid = procs.last().expect("a gateway").pid();
+            let niced = threads_at_nice(pid, n);
+            if niced < self.cores {
+                bail!(
+                    "{strategy}: {niced} of piscina's {} threads run at nice {n} (is @napi-rs/nice installed?)",
+                    self.cores
+                );
+            }
+        }
         self.report.checks.push(Check {
             strategy,
             expected: self.expected,
@@ -411,7 +453,7 @@ impl Setup {
             }
             let a: HeavyAnswer = serde_json::from_slice(&body)
                 .with_context(|| format!("{strategy}: not offload's /heavy answer: {}", text()))?;
-            if a.strategy != strategy.as_str() {
+            if a.strategy != strategy.answers_as() {
                 bail!("{strategy}: the answer says strategy {:?}", a.strategy);
             }
             a.result
@@ -488,17 +530,15 @@ mod tests {
                 .map(|x| RowId::parse(x).unwrap())
                 .collect::<Vec<_>>()
         };
+        let mut pairs = s(&["inline", "node:inline", "blocking", "pool", "node:piscina"]);
+        pairs.extend([
+            RowId::LowPriority(crate::strategy::Name::Pool),
+            RowId::Node(NodeServer::PiscinaNice),
+        ]);
+        pairs.extend(s(&["queue", "node:bullmq"]));
         assert_eq!(
             with_node(&s(&["inline", "blocking", "pool", "queue"])).unwrap(),
-            s(&[
-                "inline",
-                "node:inline",
-                "blocking",
-                "pool",
-                "node:piscina",
-                "queue",
-                "node:bullmq"
-            ])
+            pairs
         );
         let e = with_node(&s(&["blocking"])).unwrap_err().to_string();
         assert!(
