@@ -6,17 +6,20 @@
 //!   the tables, and the verdict;
 //! - `mix`, `flood`, `node`: those scenarios' tables and readings;
 //! - `html`, `chart`: the self-contained HTML page and its SVG charts;
+//! - `markdown`, `csv`: the report folder's `README.md` and `timeline.csv`;
 //! - `folder`: the report folder (`results.json`, `timeline.csv`, `README.md`, `index.html`);
 //! - `compare`: `--compare A B` over two report folders, and the repeats' lines;
 //! - `units`: `esc`, `ms` and `mib`, shared by all.
 
 pub mod chart;
 pub mod compare;
+pub mod csv;
 pub mod flood;
 pub mod flood_reading;
 pub mod folder;
 pub mod html;
 pub mod limit;
+pub mod markdown;
 pub mod mix;
 pub mod node;
 pub mod reading;
