@@ -180,18 +180,22 @@ fn size_default_mix(
 fn nearest_median(runs: Vec<StrategyRun>) -> Vec<StrategyRun> {
     let mut order: Vec<RowId> = Vec::new();
     for r in &runs {
-        if !order.contains(&r.strategy) {
-            order.push(r.strategy);
+        if !order.contains(&r.measured.strategy) {
+            order.push(r.measured.strategy);
         }
     }
     let mut out = Vec::new();
     for name in order {
         let mut mine: Vec<StrategyRun> = runs
             .iter()
-            .filter(|r| r.strategy == name)
+            .filter(|r| r.measured.strategy == name)
             .cloned()
             .collect();
-        mine.sort_by(|a, b| a.completed_per_s.total_cmp(&b.completed_per_s));
+        mine.sort_by(|a, b| {
+            a.measured
+                .completed_per_s
+                .total_cmp(&b.measured.completed_per_s)
+        });
         out.push(mine.swap_remove((mine.len() - 1) / 2));
     }
     out
@@ -278,7 +282,7 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
                     progress.done(&format!(
                         "[{}/{n}] {strategy}: {:.0} req/s = {:.0}% of {:.0} req/s ({}all-core before {:.0}, after {:.0}){}",
                         i + 1,
-                        run.completed_per_s,
+                        run.measured.completed_per_s,
                         run.limit_fraction * 100.0,
                         run.limit.limit_per_s,
                         if strategy.node().is_some_and(NodeServer::on_node_loop) { "Node's " } else { "" },

@@ -183,7 +183,7 @@ impl Plant {
 /// The settings of a planted run.
 fn settings(runs: &[StrategyRun]) -> Settings {
     Settings {
-        strategies: runs.iter().map(|r| r.strategy).collect(),
+        strategies: runs.iter().map(|r| r.measured.strategy).collect(),
         connections: CONNECTIONS,
         duration: WINDOW,
         warmup: Duration::from_secs(2),

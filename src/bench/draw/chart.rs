@@ -162,7 +162,7 @@ pub(crate) fn throughput(out: &mut String, r: &Results) {
     let axis = Axis::new(
         r.runs
             .iter()
-            .flat_map(|x| [x.completed_per_s, x.limit.limit_per_s]),
+            .flat_map(|x| [x.measured.completed_per_s, x.limit.limit_per_s]),
         false,
     );
     frame(
@@ -176,7 +176,7 @@ pub(crate) fn throughput(out: &mut String, r: &Results) {
     let slot = (W - LEFT - RIGHT) / n;
     for (i, run) in r.runs.iter().enumerate() {
         let x = LEFT + slot * i as f64 + slot * 0.2;
-        let y = axis.y(run.completed_per_s);
+        let y = axis.y(run.measured.completed_per_s);
         let flagged = if run.limit_warnings.is_empty() {
             ""
         } else {
@@ -187,9 +187,9 @@ pub(crate) fn throughput(out: &mut String, r: &Results) {
             r#"<rect class="mark" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="{c}"><title>{s}: {v:.0} req/s ({p:.0}% of {l:.0} req/s, the mean of {b:.0} before and {a:.0} after){flagged}</title></rect><text x="{tx:.1}" y="{ly}" class="tick" text-anchor="middle">{s}</text><text x="{tx:.1}" y="{vy:.1}" class="tick" text-anchor="middle">{cell}</text>"#,
             w = slot * 0.6,
             h = H - BOTTOM - y,
-            c = colour(r, run.strategy),
-            s = esc(&run.strategy),
-            v = run.completed_per_s,
+            c = colour(r, run.measured.strategy),
+            s = esc(&run.measured.strategy),
+            v = run.measured.completed_per_s,
             p = run.limit_fraction * 100.0,
             l = run.limit.limit_per_s,
             b = run.limit.before.limit_per_s,
@@ -205,7 +205,7 @@ pub(crate) fn throughput(out: &mut String, r: &Results) {
             r#"<line x1="{x1:.1}" x2="{x2:.1}" y1="{limit_y:.1}" y2="{limit_y:.1}" class="limit"><title>{s}: all-core limit {l:.0} req/s</title></line>"#,
             x1 = x - slot * 0.1,
             x2 = x + slot * 0.7,
-            s = esc(&run.strategy),
+            s = esc(&run.measured.strategy),
             l = run.limit.limit_per_s,
         );
     }
@@ -218,7 +218,7 @@ pub(crate) fn throughput(out: &mut String, r: &Results) {
         lo = c.min_reading_per_s,
         hi = c.max_reading_per_s,
     );
-    let names: Vec<RowId> = r.runs.iter().map(|x| x.strategy).collect();
+    let names: Vec<RowId> = r.runs.iter().map(|x| x.measured.strategy).collect();
     legend(out, r, &names);
 }
 
@@ -270,13 +270,13 @@ fn lines_and_legend(
         let _ = write!(
             out,
             r#"<polyline class="mark" fill="none" stroke="{c}" stroke-width="2" points="{p}"><title>{s}</title></polyline>"#,
-            c = colour(r, run.strategy),
+            c = colour(r, run.measured.strategy),
             p = pts.join(" "),
-            s = esc(&run.strategy)
+            s = esc(&run.measured.strategy)
         );
     }
     let _ = write!(out, "</svg>");
-    let names: Vec<RowId> = r.runs.iter().map(|x| x.strategy).collect();
+    let names: Vec<RowId> = r.runs.iter().map(|x| x.measured.strategy).collect();
     legend(out, r, &names);
 }
 
@@ -325,15 +325,15 @@ pub(crate) fn timeline(
 /// from the accept phase through the load to the end of the drain, on a time axis in seconds.
 /// One chart per queue row (offload's `queue`, and `node:bullmq` with `--node`).
 pub(crate) fn backlog(out: &mut String, run: &StrategyRun) {
-    let Some(q) = &run.queue else { return };
+    let Some(q) = &run.measured.queue else { return };
     let pts = &q.backlog;
     let axis = Axis::new(pts.iter().map(|p| p.accepted as f64), false);
-    let id = if run.strategy.is(Name::Queue) {
+    let id = if run.measured.strategy.is(Name::Queue) {
         "chart-queue-backlog".to_owned()
     } else {
         format!(
             "chart-queue-backlog-{}",
-            run.strategy.as_str().replace(':', "-")
+            run.measured.strategy.as_str().replace(':', "-")
         )
     };
     frame(
@@ -341,7 +341,7 @@ pub(crate) fn backlog(out: &mut String, run: &StrategyRun) {
         &id,
         &format!(
             "{}: jobs accepted and jobs finished, cumulative (the gap is the backlog)",
-            run.strategy
+            run.measured.strategy
         ),
         "jobs",
         &axis,
@@ -388,7 +388,7 @@ pub(crate) fn backlog(out: &mut String, run: &StrategyRun) {
     let _ = write!(
         out,
         r##"<figcaption><span style="color:#1f77b4">&#9632;</span> accepted (202) &nbsp; <span style="color:#2ca02c">&#9632;</span> finished &nbsp; {:.0} jobs/s finished while jobs waited; accepted {:.0}/s while the backlog had room</figcaption></figure>"##,
-        run.completed_per_s, q.accept_phase.accepted_per_s
+        run.measured.completed_per_s, q.accept_phase.accepted_per_s
     );
 }
 

@@ -15,9 +15,10 @@ pub fn timeline_csv(r: &Results) -> String {
     let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.3}"));
     for run in &r.runs {
         let warm = r.settings.warmup.as_secs_f64();
-        let last = run.heavy.timeline.len().saturating_sub(1);
-        for (i, sec) in run.heavy.timeline.iter().enumerate() {
+        let last = run.measured.heavy.timeline.len().saturating_sub(1);
+        for (i, sec) in run.measured.heavy.timeline.iter().enumerate() {
             let probe = run
+                .measured
                 .bystander
                 .timeline
                 .iter()
@@ -26,7 +27,7 @@ pub fn timeline_csv(r: &Results) -> String {
             let _ = writeln!(
                 s,
                 "{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{}",
-                run.strategy,
+                run.measured.strategy,
                 sec.second,
                 sec.completed,
                 sec.status_2xx,

@@ -16,14 +16,14 @@ pub fn page(r: &Results) -> String {
         r,
         "chart-latency",
         "Latency of /heavy by percentile",
-        |x| lat(&x.heavy.latency),
+        |x| lat(&x.measured.heavy.latency),
     );
     percentiles(
         &mut body,
         r,
         "chart-bystander",
         "Latency of the /health bystander by percentile (open loop)",
-        |x| lat(&x.bystander.latency_with_timeouts),
+        |x| lat(&x.measured.bystander.latency_with_timeouts),
     );
     timeline(
         &mut body,
@@ -33,7 +33,8 @@ pub fn page(r: &Results) -> String {
         "req/s",
         false,
         |x| {
-            x.heavy
+            x.measured
+                .heavy
                 .timeline
                 .iter()
                 .map(|s| Some(s.status_2xx as f64 / s.span_s.max(1e-9)))
@@ -47,7 +48,14 @@ pub fn page(r: &Results) -> String {
         "/health p99 per second",
         "ms (log)",
         true,
-        |x| x.bystander.timeline.iter().map(|s| s.p99_ms).collect(),
+        |x| {
+            x.measured
+                .bystander
+                .timeline
+                .iter()
+                .map(|s| s.p99_ms)
+                .collect()
+        },
     );
     timeline(
         &mut body,
@@ -57,8 +65,8 @@ pub fn page(r: &Results) -> String {
         "threads",
         false,
         |x| {
-            (0..x.heavy.timeline.len())
-                .map(|s| Some(x.process_second(x.heavy.warmup_s + s as f64).2 as f64))
+            (0..x.measured.heavy.timeline.len())
+                .map(|s| Some(x.process_second(x.measured.heavy.warmup_s + s as f64).2 as f64))
                 .collect()
         },
     );
@@ -70,8 +78,8 @@ pub fn page(r: &Results) -> String {
         "% of one core",
         false,
         |x| {
-            (0..x.heavy.timeline.len())
-                .map(|s| Some(x.process_second(x.heavy.warmup_s + s as f64).0))
+            (0..x.measured.heavy.timeline.len())
+                .map(|s| Some(x.process_second(x.measured.heavy.warmup_s + s as f64).0))
                 .collect()
         },
     );
@@ -83,12 +91,12 @@ pub fn page(r: &Results) -> String {
         "MiB",
         false,
         |x| {
-            (0..x.heavy.timeline.len())
-                .map(|s| Some(x.process_second(x.heavy.warmup_s + s as f64).1))
+            (0..x.measured.heavy.timeline.len())
+                .map(|s| Some(x.process_second(x.measured.heavy.warmup_s + s as f64).1))
                 .collect()
         },
     );
-    for run in r.runs.iter().filter(|x| x.queue.is_some()) {
+    for run in r.runs.iter().filter(|x| x.measured.queue.is_some()) {
         backlog(&mut body, run);
     }
     let reading: String = r

@@ -54,7 +54,7 @@ pub struct Row<'a> {
 /// A run's figures for the reading of the limit.
 pub fn row(run: &StrategyRun) -> Row<'_> {
     Row {
-        strategy: run.strategy.as_str(),
+        strategy: run.measured.strategy.as_str(),
         fraction: run.limit_fraction,
         bracket: &run.limit,
         flags: &run.limit_warnings,

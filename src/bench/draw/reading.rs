@@ -14,32 +14,36 @@ pub fn read(r: &Results) -> Vec<String> {
     if runs.is_empty() {
         return out;
     }
-    let by = |name: Name| runs.iter().find(|x| x.strategy.is(name)).copied();
+    let by = |name: Name| runs.iter().find(|x| x.measured.strategy.is(name)).copied();
     let best_bystander = runs
         .iter()
-        .map(|x| x.bystander.latency_with_timeouts.p99)
+        .map(|x| x.measured.bystander.latency_with_timeouts.p99)
         .fold(f64::INFINITY, f64::min);
     for run in &runs {
-        let p99 = run.bystander.latency_with_timeouts.p99;
+        let p99 = run.measured.bystander.latency_with_timeouts.p99;
         if super::rules::stalls(p99, best_bystander) {
             out.push(format!(
                 "{} stalls light requests: /health waited {} at p99 (max {}), against {} for the best strategy.",
-                run.strategy,
+                run.measured.strategy,
                 ms(p99),
-                ms(run.bystander.latency_with_timeouts.max),
+                ms(run.measured.bystander.latency_with_timeouts.max),
                 ms(best_bystander)
             ));
         }
     }
-    if let Some(worst) = runs.iter().max_by_key(|x| x.peak_threads) {
-        let fewest = runs.iter().map(|x| x.peak_threads).min().unwrap_or(0);
+    if let Some(worst) = runs.iter().max_by_key(|x| x.measured.peak_threads) {
+        let fewest = runs
+            .iter()
+            .map(|x| x.measured.peak_threads)
+            .min()
+            .unwrap_or(0);
         // Only worth a sentence when one strategy's threads clearly grow with the load.
-        if worst.peak_threads > 3 * fewest.max(1) && worst.peak_threads >= 16 {
+        if worst.measured.peak_threads > 3 * fewest.max(1) && worst.measured.peak_threads >= 16 {
             out.push(format!(
                 "{} used the most threads ({} at peak, {:.0} MiB), against {} for the leanest.",
-                worst.strategy,
-                worst.peak_threads,
-                mib(worst.peak_rss_bytes),
+                worst.measured.strategy,
+                worst.measured.peak_threads,
+                mib(worst.measured.peak_rss_bytes),
                 fewest
             ));
         }
@@ -47,10 +51,11 @@ pub fn read(r: &Results) -> Vec<String> {
     out.extend(limit::note(&r.calibration));
     let rows: Vec<limit::Row<'_>> = runs.iter().map(|x| limit::row(x)).collect();
     out.extend(limit::reading(&rows));
-    if let Some(q) = by(Name::Queue).and_then(|x| x.queue.clone().map(|q| (x, q))) {
+    if let Some(q) = by(Name::Queue).and_then(|x| x.measured.queue.clone().map(|q| (x, q))) {
         let (run, q) = q;
         let a = &q.accept_phase;
         let refused = run
+            .measured
             .heavy
             .requests
             .by_status
@@ -71,7 +76,7 @@ pub fn read(r: &Results) -> Vec<String> {
         ));
         out.push(format!(
             "queue completed {:.0} jobs/s while jobs were waiting; {} jobs were waiting when the load stopped and took {:.1}s to drain{}.{}",
-            run.completed_per_s,
+            run.measured.completed_per_s,
             q.backlog_at_stop,
             q.drain_s,
             if q.drained { "" } else { " (the drain timed out)" },
@@ -90,26 +95,28 @@ pub fn read(r: &Results) -> Vec<String> {
         }
     }
     if let Some(run) = by(Name::Auto)
-        && let Some(q) = &run.queue
+        && let Some(q) = &run.measured.queue
     {
         out.extend(auto_rate(run, q));
     }
     for run in &runs {
-        let answered = run.heavy.requests.completed;
+        let answered = run.measured.heavy.requests.completed;
         if run.unfinished > answered {
             out.push(format!(
                 "{}: {} of its {} /heavy requests were still waiting for their answer when the window closed; its p50/p99/max cover the {answered} answered.",
-                run.strategy, run.unfinished, run.heavy.requests.sent
+                run.measured.strategy, run.unfinished, run.measured.heavy.requests.sent
             ));
         }
     }
     let timeouts: Vec<String> = runs
         .iter()
-        .filter(|x| x.heavy.requests.timeouts + x.heavy.requests.errors > 0)
+        .filter(|x| x.measured.heavy.requests.timeouts + x.measured.heavy.requests.errors > 0)
         .map(|x| {
             format!(
                 "{} ({} timeouts, {} errors)",
-                x.strategy, x.heavy.requests.timeouts, x.heavy.requests.errors
+                x.measured.strategy,
+                x.measured.heavy.requests.timeouts,
+                x.measured.heavy.requests.errors
             )
         })
         .collect();
@@ -125,18 +132,21 @@ pub fn read(r: &Results) -> Vec<String> {
 /// `auto`'s req/s in its two parts, and the drain after them: its pool's 200s and its worker's
 /// jobs, both in the load's window (their sum is its req/s), then the worker alone.
 fn auto_rate(run: &StrategyRun, q: &QueueRun) -> Option<String> {
-    let window = run.heavy.elapsed_s;
+    let window = run.measured.heavy.elapsed_s;
     if window <= 0.0 {
         return None;
     }
-    let answered = run.completed.saturating_sub(q.jobs_finished_in_window);
+    let answered = run
+        .measured
+        .completed
+        .saturating_sub(q.jobs_finished_in_window);
     Some(format!(
         "{} answered {answered} requests with 200 ({:.0}/s) and its worker finished {} jobs ({:.0}/s) in the {window:.1}s load window: {:.0}/s together, its req/s. After the load its worker alone drained {} jobs in {:.1}s{}.",
-        run.strategy,
+        run.measured.strategy,
         answered as f64 / window,
         q.jobs_finished_in_window,
         q.jobs_finished_in_window as f64 / window,
-        run.completed_per_s,
+        run.measured.completed_per_s,
         q.backlog_at_stop,
         q.drain_s,
         if q.drained {

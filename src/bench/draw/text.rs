@@ -12,8 +12,8 @@ pub const LATENCY_NOTE: &str = "p50/p99/max: the /heavy answers that arrived in 
 
 /// Answers that were not 2xx; for the queue, every answer but its 202s (its 503s are the cap).
 pub fn non_2xx(run: &StrategyRun) -> u64 {
-    let q = &run.heavy.requests;
-    if run.queue.is_some() {
+    let q = &run.measured.heavy.requests;
+    if run.measured.queue.is_some() {
         q.completed - q.status_2xx
     } else {
         q.non_2xx
@@ -22,7 +22,7 @@ pub fn non_2xx(run: &StrategyRun) -> u64 {
 
 /// The queue's cell of the table: accepted/s while the cap did not bind, backlog, drain.
 pub fn queue_cell(run: &StrategyRun) -> String {
-    run.queue.as_ref().map_or(String::new(), |x| {
+    run.measured.queue.as_ref().map_or(String::new(), |x| {
         format!(
             "{:.0}/s, {} jobs, {:.1}s{}",
             x.accept_phase.accepted_per_s,
@@ -36,7 +36,7 @@ pub fn queue_cell(run: &StrategyRun) -> String {
 /// The errors, timeouts, non-2xx answers and unfinished requests of a run: with the answers,
 /// every request sent.
 pub fn outcomes(run: &StrategyRun) -> [u64; 4] {
-    let q = &run.heavy.requests;
+    let q = &run.measured.heavy.requests;
     [q.errors, q.timeouts, non_2xx(run), run.unfinished]
 }
 
@@ -58,12 +58,12 @@ pub const COLUMNS: [Column; 11] = [
     Column {
         head: "done",
         width: 8,
-        cell: |r| r.completed.to_string(),
+        cell: |r| r.measured.completed.to_string(),
     },
     Column {
         head: "req/s",
         width: 8,
-        cell: |r| format!("{:.0}", r.completed_per_s),
+        cell: |r| format!("{:.0}", r.measured.completed_per_s),
     },
     Column {
         head: "limit",
@@ -78,7 +78,7 @@ pub const COLUMNS: [Column; 11] = [
     Column {
         head: "/heavy p50/p99/max",
         width: 26,
-        cell: |r| three(&r.heavy.latency),
+        cell: |r| three(&r.measured.heavy.latency),
     },
     Column {
         head: "err/timeout/!2xx/unfinished",
@@ -91,25 +91,25 @@ pub const COLUMNS: [Column; 11] = [
     Column {
         head: "/health p50/p99/max",
         width: 26,
-        cell: |r| three(&r.bystander.latency_with_timeouts),
+        cell: |r| three(&r.measured.bystander.latency_with_timeouts),
     },
     Column {
         head: "CPU ms/req",
         width: 10,
-        cell: |r| match r.completed {
+        cell: |r| match r.measured.completed {
             0 => "-".to_string(),
-            n => format!("{:.2}", r.cpu_s * 1e3 / n as f64),
+            n => format!("{:.2}", r.measured.cpu_s * 1e3 / n as f64),
         },
     },
     Column {
         head: "RSS MiB",
         width: 8,
-        cell: |r| format!("{:.1}", mib(r.peak_rss_bytes)),
+        cell: |r| format!("{:.1}", mib(r.measured.peak_rss_bytes)),
     },
     Column {
         head: "thr",
         width: 6,
-        cell: |r| r.peak_threads.to_string(),
+        cell: |r| r.measured.peak_threads.to_string(),
     },
     Column {
         head: "queue: accepted/s, backlog, drain",
@@ -125,7 +125,7 @@ pub fn table(r: &Results) -> String {
     let w = r
         .runs
         .iter()
-        .map(|x| x.strategy.as_str().len())
+        .map(|x| x.measured.strategy.as_str().len())
         .fold(9, usize::max);
     let _ = writeln!(
         t,
@@ -159,7 +159,7 @@ pub fn table(r: &Results) -> String {
             t,
             "{}",
             line(
-                run.strategy.as_str(),
+                run.measured.strategy.as_str(),
                 COLUMNS.iter().map(|c| (c.cell)(run)).collect()
             )
         );
@@ -183,7 +183,7 @@ pub fn html_table(r: &Results) -> String {
     }
     t.push_str("</tr></thead><tbody>");
     for run in &r.runs {
-        let _ = write!(t, "<tr><td>{}</td>", esc(&run.strategy));
+        let _ = write!(t, "<tr><td>{}</td>", esc(&run.measured.strategy));
         for c in &COLUMNS {
             let mut cell = esc((c.cell)(run).trim());
             if c.head.starts_with("%limit") && !run.limit_warnings.is_empty() {

@@ -9,15 +9,15 @@ use crate::bench::model::{DISAGREE_RATIO, LimitWarning, OVER_LIMIT, Results, Str
 use crate::strategy::Name;
 
 fn health_p99(run: &StrategyRun) -> f64 {
-    run.bystander.latency_with_timeouts.p99
+    run.measured.bystander.latency_with_timeouts.p99
 }
 
 /// No errors, timeouts or (but for the queue, whose 503s are its cap) non-2xx answers.
 /// Unfinished requests do not count against a run: a closed loop always has its last
 /// request per connection in flight when the window closes.
 fn clean(run: &StrategyRun) -> bool {
-    let q = &run.heavy.requests;
-    q.errors + q.timeouts == 0 && (run.queue.is_some() || q.non_2xx == 0)
+    let q = &run.measured.heavy.requests;
+    q.errors + q.timeouts == 0 && (run.measured.queue.is_some() || q.non_2xx == 0)
 }
 
 /// How fast a strategy went, with its %limit only where the limit held still.
@@ -25,11 +25,14 @@ fn pace(run: &StrategyRun) -> String {
     if run.limit_warnings.is_empty() {
         format!(
             "{:.0}/s, {:.0}% of the all-core limit",
-            run.completed_per_s,
+            run.measured.completed_per_s,
             run.limit_fraction * 100.0
         )
     } else {
-        format!("{:.0}/s (its %limit is not reliable)", run.completed_per_s)
+        format!(
+            "{:.0}/s (its %limit is not reliable)",
+            run.measured.completed_per_s
+        )
     }
 }
 
@@ -58,7 +61,7 @@ fn why_flagged(run: &StrategyRun) -> String {
 
 fn names(runs: &[&StrategyRun]) -> String {
     runs.iter()
-        .map(|x| x.strategy.as_str())
+        .map(|x| x.measured.strategy.as_str())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -82,19 +85,21 @@ pub fn verdict(r: &Results) -> Vec<String> {
     let in_process: Vec<&StrategyRun> = r
         .runs
         .iter()
-        .filter(|x| x.strategy.offload().is_some_and(Name::in_process))
+        .filter(|x| x.measured.strategy.offload().is_some_and(Name::in_process))
         .collect();
     let (candidates, unclean): (Vec<&StrategyRun>, Vec<&StrategyRun>) =
         in_process.iter().partition(|x| clean(x));
     let (compared, uncompared): (Vec<&StrategyRun>, Vec<&StrategyRun>) =
         candidates.iter().partition(|x| x.limit_warnings.is_empty());
-    let fastest = compared
+    let fastest = compared.iter().copied().max_by(|a, b| {
+        a.measured
+            .completed_per_s
+            .total_cmp(&b.measured.completed_per_s)
+    });
+    let bar = fastest.map_or(0.0, |f| KEEPS_UP * f.measured.completed_per_s);
+    let (kept_up, fell_short): (Vec<&StrategyRun>, Vec<&StrategyRun>) = compared
         .iter()
-        .copied()
-        .max_by(|a, b| a.completed_per_s.total_cmp(&b.completed_per_s));
-    let bar = fastest.map_or(0.0, |f| KEEPS_UP * f.completed_per_s);
-    let (kept_up, fell_short): (Vec<&StrategyRun>, Vec<&StrategyRun>) =
-        compared.iter().partition(|x| x.completed_per_s >= bar);
+        .partition(|x| x.measured.completed_per_s >= bar);
     let choice = kept_up
         .iter()
         .chain(&uncompared)
@@ -107,26 +112,26 @@ pub fn verdict(r: &Results) -> Vec<String> {
             Some(f) => format!(
                 "Of the in-process strategies that kept up (at least {:.0}% of the fastest, {}'s {:.0}/s){}, it kept light requests fastest{}.",
                 KEEPS_UP * 100.0,
-                f.strategy,
-                f.completed_per_s,
+                f.measured.strategy,
+                f.measured.completed_per_s,
                 if uncompared.is_empty() { "" } else { " and those whose throughput is not compared" },
                 if c.limit_warnings.is_empty() { "" } else { "; its own throughput is not compared" },
             ),
         };
         out.push(format!(
             "{}: {} with /health p99 {}, {} threads and {:.0} MiB at peak. {basis}",
-            c.strategy,
+            c.measured.strategy,
             pace(c),
             ms(health_p99(c)),
-            c.peak_threads,
-            mib(c.peak_rss_bytes),
+            c.measured.peak_threads,
+            mib(c.measured.peak_rss_bytes),
         ));
         if fastest.is_some() {
             for x in &uncompared {
                 out.push(format!(
                     "{}'s throughput ({:.0}/s) is left out of the comparison, and it was judged by /health alone: {}.",
-                    x.strategy,
-                    x.completed_per_s,
+                    x.measured.strategy,
+                    x.measured.completed_per_s,
                     why_flagged(x)
                 ));
             }
@@ -137,9 +142,10 @@ pub fn verdict(r: &Results) -> Vec<String> {
                 .map(|x| {
                     format!(
                         "{} ({:.0}/s, {:.0}%)",
-                        x.strategy,
-                        x.completed_per_s,
-                        x.completed_per_s / fastest.map_or(1.0, |f| f.completed_per_s.max(1e-9))
+                        x.measured.strategy,
+                        x.measured.completed_per_s,
+                        x.measured.completed_per_s
+                            / fastest.map_or(1.0, |f| f.measured.completed_per_s.max(1e-9))
                             * 100.0
                     )
                 })
@@ -156,7 +162,10 @@ pub fn verdict(r: &Results) -> Vec<String> {
             .iter()
             .map(|x| {
                 let [e, t, n, _] = super::text::outcomes(x);
-                format!("{} ({e} errors, {t} timeouts, {n} non-2xx)", x.strategy)
+                format!(
+                    "{} ({e} errors, {t} timeouts, {n} non-2xx)",
+                    x.measured.strategy
+                )
             })
             .collect();
         out.push(format!(
@@ -165,7 +174,8 @@ pub fn verdict(r: &Results) -> Vec<String> {
         ));
     }
     let forwards = |x: &&StrategyRun| {
-        x.strategy.offload().and_then(Name::helper) == Some(crate::strategy::Helper::Compute)
+        x.measured.strategy.offload().and_then(Name::helper)
+            == Some(crate::strategy::Helper::Compute)
     };
     if let Some(remote) = r.runs.iter().filter(forwards).find(|x| clean(x)) {
         let versus = choice.map_or(String::new(), |c| {
@@ -176,39 +186,49 @@ pub fn verdict(r: &Results) -> Vec<String> {
             if !flagged.is_empty() {
                 return format!(
                     " (throughput not compared with {}'s: {} has a !)",
-                    c.strategy,
+                    c.measured.strategy,
                     names(&flagged)
                 );
             }
             // A p50 of 0: no request both began and ended inside the window.
-            let p50 = if remote.heavy.latency.p50 > 0.0 && c.heavy.latency.p50 > 0.0 {
-                format!(
-                    ", p50 {} against {}",
-                    ms(remote.heavy.latency.p50),
-                    ms(c.heavy.latency.p50)
-                )
-            } else {
-                String::new()
-            };
+            let p50 =
+                if remote.measured.heavy.latency.p50 > 0.0 && c.measured.heavy.latency.p50 > 0.0 {
+                    format!(
+                        ", p50 {} against {}",
+                        ms(remote.measured.heavy.latency.p50),
+                        ms(c.measured.heavy.latency.p50)
+                    )
+                } else {
+                    String::new()
+                };
             format!(
                 " ({:.2}x {}'s{p50})",
-                remote.completed_per_s / c.completed_per_s.max(1e-9),
-                c.strategy,
+                remote.measured.completed_per_s / c.measured.completed_per_s.max(1e-9),
+                c.measured.strategy,
             )
         });
-        let roles: Vec<&str> = remote.processes.iter().map(|p| p.role.as_str()).collect();
+        let roles: Vec<&str> = remote
+            .measured
+            .processes
+            .iter()
+            .map(|p| p.role.as_str())
+            .collect();
         out.push(format!(
             "{}: {}{versus}, /health p99 {}; its {} processes ({}) took {:.0} MiB and {} threads together.",
-            remote.strategy,
+            remote.measured.strategy,
             pace(remote),
             ms(health_p99(remote)),
             roles.len(),
             roles.join(", "),
-            mib(remote.peak_rss_bytes),
-            remote.peak_threads
+            mib(remote.measured.peak_rss_bytes),
+            remote.measured.peak_threads
         ));
     }
-    if let Some((run, q)) = r.runs.iter().find_map(|x| x.queue.as_ref().map(|q| (x, q))) {
+    if let Some((run, q)) = r
+        .runs
+        .iter()
+        .find_map(|x| x.measured.queue.as_ref().map(|q| (x, q)))
+    {
         let wait = q.enqueue_to_done_ms.as_ref().map_or(String::new(), |d| {
             format!(
                 "; under this load a job waited {} from enqueue to done at p50",
@@ -217,7 +237,7 @@ pub fn verdict(r: &Results) -> Vec<String> {
         });
         out.push(format!(
             "{}: it accepted {:.0}/s while its backlog had room and finished {}; {} jobs were waiting when the load stopped{wait}.",
-            run.strategy,
+            run.measured.strategy,
             q.accept_phase.accepted_per_s,
             pace(run),
             q.backlog_at_stop
@@ -228,7 +248,7 @@ pub fn verdict(r: &Results) -> Vec<String> {
         if stalls(p99, best_health) {
             out.push(format!(
                 "Not {}: light requests waited {} at p99 beside its work, against {} for the best.",
-                run.strategy,
+                run.measured.strategy,
                 ms(p99),
                 ms(best_health)
             ));

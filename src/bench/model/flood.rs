@@ -111,12 +111,12 @@ impl FloodRow {
     /// The flood figures of one measured run, as a row of one repeat with no spread yet
     /// (`repeat::median_of` gathers the repeats).
     pub fn new(run: &StrategyRun, honour: bool, from_uniform: bool, cores: usize) -> FloodRow {
-        let h = &run.heavy;
+        let h = &run.measured.heavy;
         let q = &h.requests;
         let window_s = h.elapsed_s.max(1e-9);
         let status = |code: &str| q.by_status.get(code).copied().unwrap_or(0);
         let (accepted, refused) = (status("202"), status("503"));
-        let name = run.strategy.offload();
+        let name = run.measured.strategy.offload();
         // Every 200 that arrived in the window, with those to requests the warm-up sent (past
         // -c / limit, no request sent in a short window is answered in it). Those carried
         // over are 202s for `queue`; for the others 200s (`auto` answers a 202 within
@@ -127,7 +127,11 @@ impl FloodRow {
             q.carried_over_2xx
         };
         let ok = status("200") + carried;
-        let jobs = run.queue.as_ref().map(|x| x.jobs_finished_in_window);
+        let jobs = run
+            .measured
+            .queue
+            .as_ref()
+            .map(|x| x.jobs_finished_in_window);
         let goodput = match (name, jobs) {
             // The pool's answers and the worker's jobs, on the same cores at the same time.
             (Some(Name::Auto), Some(j)) => ok + j,
@@ -138,13 +142,14 @@ impl FloodRow {
         let limit_fraction = run.limit.fraction(goodput_per_s);
         let warmup_s = h.warmup_s;
         let gateway_cpu_s = run
+            .measured
             .processes
             .iter()
             .find(|p| p.role == "gateway")
             .and_then(|p| cpu_rate(&p.samples, warmup_s, warmup_s + h.elapsed_s))
             .map(|per_s| per_s * h.elapsed_s);
         FloodRow {
-            strategy: run.strategy,
+            strategy: run.measured.strategy,
             connections: h.connections,
             honor_retry_after: honour,
             from_uniform,
@@ -172,10 +177,10 @@ impl FloodRow {
                 .filter(|_| refused > 0)
                 .map(|c| c / refused as f64),
             gateway_cpu_s,
-            health_p99_ms: run.bystander.latency_with_timeouts.p99,
-            backlog_at_stop: run.queue.as_ref().map(|x| x.backlog_at_stop),
+            health_p99_ms: run.measured.bystander.latency_with_timeouts.p99,
+            backlog_at_stop: run.measured.queue.as_ref().map(|x| x.backlog_at_stop),
             heavy: h.clone(),
-            bystander: run.bystander.clone(),
+            bystander: run.measured.bystander.clone(),
         }
     }
 
@@ -311,7 +316,10 @@ pub fn reusable(
     strategy: RowId,
     rounds: u32,
 ) -> Option<Vec<&StrategyRun>> {
-    let runs: Vec<&StrategyRun> = uniform.iter().filter(|r| r.strategy == strategy).collect();
+    let runs: Vec<&StrategyRun> = uniform
+        .iter()
+        .filter(|r| r.measured.strategy == strategy)
+        .collect();
     (runs.len() == rounds as usize).then_some(runs)
 }
 
@@ -388,7 +396,7 @@ mod tests {
         let pool: Vec<f64> = reusable(&uniform, RowId::Offload(Name::Pool), 2)
             .unwrap()
             .iter()
-            .map(|r| r.completed_per_s)
+            .map(|r| r.measured.completed_per_s)
             .collect();
         assert_eq!(pool, [90.0, 110.0]);
         assert_eq!(

@@ -91,48 +91,56 @@ fn figure(name: &str, offload: f64, node: f64) -> Figure {
 
 pub fn figures(o: &StrategyRun, n: &StrategyRun) -> Vec<Figure> {
     let mut f = Vec::new();
-    match (&o.queue, &n.queue) {
+    match (&o.measured.queue, &n.measured.queue) {
         (Some(oq), Some(nq)) => {
             f.push(figure(
                 "accepted/s",
                 oq.accept_phase.accepted_per_s,
                 nq.accept_phase.accepted_per_s,
             ));
-            f.push(figure("done/s", o.completed_per_s, n.completed_per_s));
+            f.push(figure(
+                "done/s",
+                o.measured.completed_per_s,
+                n.measured.completed_per_s,
+            ));
             f.push(figure("drain s", oq.drain_s, nq.drain_s));
         }
-        _ => f.push(figure("req/s", o.completed_per_s, n.completed_per_s)),
+        _ => f.push(figure(
+            "req/s",
+            o.measured.completed_per_s,
+            n.measured.completed_per_s,
+        )),
     }
     let mut limit = figure("%limit", o.limit_fraction * 100.0, n.limit_fraction * 100.0);
     limit.offload_unreliable = !o.limit_warnings.is_empty();
     limit.node_unreliable = !n.limit_warnings.is_empty();
     limit.unreliable = limit.offload_unreliable || limit.node_unreliable;
     f.push(limit);
-    let p99 = |r: &StrategyRun| r.bystander.latency_with_timeouts.p99;
+    let p99 = |r: &StrategyRun| r.measured.bystander.latency_with_timeouts.p99;
     f.push(figure("/health p99 ms", p99(o), p99(n)));
     f.push(figure(
         "RSS MiB",
-        mib(o.peak_rss_bytes),
-        mib(n.peak_rss_bytes),
+        mib(o.measured.peak_rss_bytes),
+        mib(n.measured.peak_rss_bytes),
     ));
     f.push(figure(
         "threads",
-        o.peak_threads as f64,
-        n.peak_threads as f64,
+        o.measured.peak_threads as f64,
+        n.measured.peak_threads as f64,
     ));
     f
 }
 
 /// `report` with the pairs of `runs` filled in: every seed strategy whose two rows both ran.
 pub fn with_pairs(mut report: NodeReport, runs: &[StrategyRun]) -> NodeReport {
-    let by = |row: RowId| runs.iter().find(|r| r.strategy == row);
+    let by = |row: RowId| runs.iter().find(|r| r.measured.strategy == row);
     report.pairs = NodeServer::ALL
         .into_iter()
         .filter_map(|n| {
             let (o, n) = (by(n.paired())?, by(RowId::Node(n))?);
             Some(Pair {
-                offload: o.strategy,
-                node: n.strategy,
+                offload: o.measured.strategy,
+                node: n.measured.strategy,
                 figures: figures(o, n),
             })
         })

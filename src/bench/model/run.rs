@@ -115,7 +115,8 @@ pub struct Measured {
     pub queue: Option<QueueRun>,
 }
 
-/// Everything measured of one strategy ([`Measured`], whose fields it shows as its own),
+/// Everything measured of one strategy ([`Measured`], kept whole and read as `run.measured`;
+/// `#[serde(flatten)]` shows its fields as the run's own in results.json),
 /// against its limit.
 #[derive(Debug, Clone, Serialize)]
 pub struct StrategyRun {
@@ -134,15 +135,6 @@ pub struct StrategyRun {
     pub limit: Bracket,
 }
 
-impl std::ops::Deref for StrategyRun {
-    type Target = Measured;
-
-    /// A run reads as what was measured: `run.completed_per_s`, `run.heavy`.
-    fn deref(&self) -> &Measured {
-        &self.measured
-    }
-}
-
 impl StrategyRun {
     /// Puts a measured strategy against the calibrations around it.
     pub fn new(m: Measured, limit: Bracket) -> StrategyRun {
@@ -159,7 +151,7 @@ impl StrategyRun {
     /// CPU % (all the strategy's processes), RSS MiB and threads over [t, t+1).
     pub fn process_second(&self, t: f64) -> (f64, f64, u64) {
         let (mut cpu, mut rss, mut thr) = (0.0, 0.0, 0);
-        for p in &self.processes {
+        for p in &self.measured.processes {
             let at = |x: f64| p.samples.iter().rfind(|s| s.t <= x);
             if let (Some(a), Some(b)) = (at(t), at(t + 1.0)) {
                 if b.t > a.t {
