@@ -1,7 +1,9 @@
 //! How %limit is shown and read: the table's headline and cell, and the sentences about the
 //! limit (a warning per unreliable row, then "within 10%" and "well short" over the others).
 
-use crate::bench::model::{Bracket, Calibration, LimitWarning, RunFlag, StrategyRun};
+use crate::bench::model::{
+    Bracket, Calibration, DISAGREE_RATIO, LimitWarning, OVER_LIMIT, Results, RunFlag, StrategyRun,
+};
 
 /// At or above this fraction of a (trusted) limit a strategy is "within 10%".
 const NEAR: f64 = 0.9;
@@ -118,6 +120,72 @@ pub fn cell(fraction: f64, flags: &[LimitWarning]) -> String {
 
 /// The line under the table explaining the `!` marker, when any row has it.
 pub const MARKER_NOTE: &str = "! %limit not reliable: the all-core calibrations before and after that strategy differ by more than 10%, or it measured over 105% of its limit (see below).";
+
+/// Whether the machine held still, from the `!`s: only when more than half of the rows have
+/// one is the run as a whole in doubt; a few are exceptions, named, the rest standing.
+pub fn stillness(r: &Results) -> Option<String> {
+    let names = |runs: &[&StrategyRun]| -> String {
+        runs.iter()
+            .map(|x| x.measured.strategy.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let flagged: Vec<&StrategyRun> = r
+        .runs
+        .iter()
+        .filter(|x| !x.limit_warnings.is_empty())
+        .collect();
+    let (k, n) = (flagged.len(), r.runs.len());
+    if k == 0 {
+        return None;
+    }
+    if 2 * k > n {
+        let limits: Vec<f64> = r
+            .calibration
+            .all_core
+            .iter()
+            .map(|c| c.limit_per_s)
+            .collect();
+        let lo = limits.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = limits.iter().copied().fold(0.0, f64::max);
+        let by = |flag: LimitWarning| -> Vec<&StrategyRun> {
+            flagged
+                .iter()
+                .copied()
+                .filter(|x| x.limit_warnings.contains(&flag))
+                .collect()
+        };
+        let mut why = Vec::new();
+        let disagree = by(LimitWarning::CalibrationDisagrees);
+        if !disagree.is_empty() {
+            why.push(format!(
+                "calibrations before and after differ by more than {:.0}% around {}",
+                (DISAGREE_RATIO - 1.0) * 100.0,
+                names(&disagree)
+            ));
+        }
+        let over = by(LimitWarning::OverLimit);
+        if !over.is_empty() {
+            why.push(format!(
+                "over {:.0}% of the limit: {}",
+                OVER_LIMIT * 100.0,
+                names(&over)
+            ));
+        }
+        Some(format!(
+            "The machine's speed did not hold still during this run: {k} of {n} rows have a ! ({}), and its all-core calibrations ranged {lo:.0}-{hi:.0} req/s. Compare throughput only where no ! stands; the /health figures, threads and memory hold regardless.",
+            why.join("; ")
+        ))
+    } else {
+        Some(format!(
+            "{k} of {n} rows {} a ! ({}); the calibrations around the other {} agreed within {:.0}%, and their throughput stands.",
+            if k == 1 { "has" } else { "have" },
+            names(&flagged),
+            n - k,
+            (DISAGREE_RATIO - 1.0) * 100.0
+        ))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 use super::units::{mib, ms_words as ms};
 
 use super::rules::{KEEPS_UP, stalls};
-use crate::bench::model::{DISAGREE_RATIO, LimitWarning, OVER_LIMIT, Results, StrategyRun};
+use crate::bench::model::{LimitWarning, Results, StrategyRun};
 use crate::strategy::Name;
 
 fn health_p99(run: &StrategyRun) -> f64 {
@@ -254,68 +254,8 @@ pub fn verdict(r: &Results) -> Vec<String> {
             ));
         }
     }
-    out.extend(stillness(r));
+    out.extend(super::limit::stillness(r));
     out
-}
-
-/// Whether the machine held still, from the `!`s: only when more than half of the rows have
-/// one is the run as a whole in doubt; a few are exceptions, named, the rest standing.
-fn stillness(r: &Results) -> Option<String> {
-    let flagged: Vec<&StrategyRun> = r
-        .runs
-        .iter()
-        .filter(|x| !x.limit_warnings.is_empty())
-        .collect();
-    let (k, n) = (flagged.len(), r.runs.len());
-    if k == 0 {
-        return None;
-    }
-    if 2 * k > n {
-        let limits: Vec<f64> = r
-            .calibration
-            .all_core
-            .iter()
-            .map(|c| c.limit_per_s)
-            .collect();
-        let lo = limits.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = limits.iter().copied().fold(0.0, f64::max);
-        let by = |flag: LimitWarning| -> Vec<&StrategyRun> {
-            flagged
-                .iter()
-                .copied()
-                .filter(|x| x.limit_warnings.contains(&flag))
-                .collect()
-        };
-        let mut why = Vec::new();
-        let disagree = by(LimitWarning::CalibrationDisagrees);
-        if !disagree.is_empty() {
-            why.push(format!(
-                "calibrations before and after differ by more than {:.0}% around {}",
-                (DISAGREE_RATIO - 1.0) * 100.0,
-                names(&disagree)
-            ));
-        }
-        let over = by(LimitWarning::OverLimit);
-        if !over.is_empty() {
-            why.push(format!(
-                "over {:.0}% of the limit: {}",
-                OVER_LIMIT * 100.0,
-                names(&over)
-            ));
-        }
-        Some(format!(
-            "The machine's speed did not hold still during this run: {k} of {n} rows have a ! ({}), and its all-core calibrations ranged {lo:.0}-{hi:.0} req/s. Compare throughput only where no ! stands; the /health figures, threads and memory hold regardless.",
-            why.join("; ")
-        ))
-    } else {
-        Some(format!(
-            "{k} of {n} rows {} a ! ({}); the calibrations around the other {} agreed within {:.0}%, and their throughput stands.",
-            if k == 1 { "has" } else { "have" },
-            names(&flagged),
-            n - k,
-            (DISAGREE_RATIO - 1.0) * 100.0
-        ))
-    }
 }
 
 #[cfg(test)]
