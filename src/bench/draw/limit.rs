@@ -121,15 +121,17 @@ pub fn cell(fraction: f64, flags: &[LimitWarning]) -> String {
 /// The line under the table explaining the `!` marker, when any row has it.
 pub const MARKER_NOTE: &str = "! %limit not reliable: the all-core calibrations before and after that strategy differ by more than 10%, or it measured over 105% of its limit (see below).";
 
+/// The rows' names, comma-separated.
+pub fn names(runs: &[&StrategyRun]) -> String {
+    runs.iter()
+        .map(|x| x.measured.strategy.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether the machine held still, from the `!`s: only when more than half of the rows have
 /// one is the run as a whole in doubt; a few are exceptions, named, the rest standing.
 pub fn stillness(r: &Results) -> Option<String> {
-    let names = |runs: &[&StrategyRun]| -> String {
-        runs.iter()
-            .map(|x| x.measured.strategy.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let flagged: Vec<&StrategyRun> = r
         .runs
         .iter()

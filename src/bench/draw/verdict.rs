@@ -4,6 +4,7 @@
 
 use super::units::{mib, ms_words as ms};
 
+use super::limit::names;
 use super::rules::{KEEPS_UP, stalls};
 use crate::bench::model::{LimitWarning, Results, StrategyRun};
 use crate::strategy::Name;
@@ -57,13 +58,6 @@ fn why_flagged(run: &StrategyRun) -> String {
         ));
     }
     why.join(", and ")
-}
-
-fn names(runs: &[&StrategyRun]) -> String {
-    runs.iter()
-        .map(|x| x.measured.strategy.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The verdict, a sentence per line, each read from the run's figures. The rules (also in
