@@ -49,6 +49,8 @@ pub mod priority;
 mod stats;
 
 pub use handle::Handle;
-pub use pool::{Budget, MIN_CHUNK, Pool, PoolConfig, StopCheck, SubmitError, TaskError};
+pub use pool::{
+    Budget, DEFAULT_MAX_QUEUE, MIN_CHUNK, Pool, PoolConfig, StopCheck, SubmitError, TaskError,
+};
 pub use priority::{Policy, Priority};
 pub use stats::{Observer, PoolStats};

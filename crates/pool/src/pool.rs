@@ -32,6 +32,23 @@ pub struct PoolConfig {
     pub name: String,
 }
 
+/// The queue's cap in [`PoolConfig::default`]: enough for a burst on any machine, while the
+/// deadline, not the cap, is what refuses in practice.
+pub const DEFAULT_MAX_QUEUE: usize = 1_024;
+
+impl Default for PoolConfig {
+    /// One thread per core the process may use, [`DEFAULT_MAX_QUEUE`], the caller's
+    /// priority, threads named `pool-N`.
+    fn default() -> Self {
+        PoolConfig {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_queue: DEFAULT_MAX_QUEUE,
+            priority: Priority::SAME,
+            name: "pool".into(),
+        }
+    }
+}
+
 /// Why a submission was refused. Nothing of the request was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {

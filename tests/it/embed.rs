@@ -1,0 +1,80 @@
+//! The pool crate as a user embeds it: `crates/pool/examples/axum.rs`, driven with
+//! `offload load`, answers every request, and exactly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::support::{Proc, exclusive, get, offload_command};
+
+/// An example's executable: beside the `offload` binary, under `examples/`. Plain `cargo test`
+/// builds the examples of the workspace's default members; `cargo test --test it` does not,
+/// and then this fails saying how to build it.
+fn example(name: &str) -> PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_offload"));
+    let path = bin
+        .parent()
+        .expect("a target dir")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p offload-pool --example {name}` (plain \
+         `cargo test` does)",
+        path.display()
+    );
+    path
+}
+
+/// `GET /count?n=N` of the example, checked for the exact count.
+async fn count_exactly(app: &Proc, n: u64) {
+    let r = get(app.addr, &format!("/count?n={n}")).await;
+    let body = String::from_utf8_lossy(&r.body);
+    assert_eq!((r.status, body.as_ref()), (200, format!("{n}\n").as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_answers_every_request_exactly_under_load() {
+    let _x = exclusive().await;
+    let app = Proc::start_program(&example("axum"), &["127.0.0.1:0"]);
+    assert_eq!(get(app.addr, "/health").await.status, 200);
+    assert_eq!(get(app.addr, "/count?n=many").await.status, 400);
+    for n in [0, 1, 999_983] {
+        count_exactly(&app, n).await;
+    }
+    // 400 requests of about a millisecond each over 4 connections: far inside the example's
+    // 2 s deadline, so admission must take every one.
+    let url = format!("http://{}/count?n=1000000", app.addr);
+    let load = tokio::task::spawn_blocking(move || {
+        offload_command()
+            .args([
+                "load",
+                "-c",
+                "4",
+                "-a",
+                "400",
+                "--timeout",
+                "30s",
+                "--json",
+                &url,
+            ])
+            .output()
+            .expect("run offload load")
+    });
+    // Exact answers while the load runs, too.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in [12_345, 2_000_000] {
+        count_exactly(&app, n).await;
+    }
+    let out = load.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load's JSON");
+    let requests = &report["requests"];
+    assert_eq!(requests["sent"], 400, "{requests:#}");
+    assert_eq!(requests["by_status"]["200"], 400, "{requests:#}");
+    assert_eq!(requests["non_2xx"], 0, "{requests:#}");
+    assert_eq!(requests["timeouts"], 0, "{requests:#}");
+}
