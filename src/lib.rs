@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`api`]: serde types for everything that crosses a process: answers, job views, errors,
 //!   health, job counts, the "listening on" line.
-//! - [`bench`]: every strategy side by side, and the report.
+//! - [`bench`](mod@bench): every strategy side by side, and the report.
 //! - [`cli`]: flags into validated configs; tracing set-up; subcommand dispatch.
 //! - [`client`]: a small HTTP/1.1 client (one request, or a keep-alive connection) for the
 //!   bench and the tests.

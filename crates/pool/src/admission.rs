@@ -144,6 +144,16 @@ pub struct Late {
 /// at once is always taken (there is nothing to predict from but itself, and its own deadline
 /// still stops it); otherwise it must be predicted to finish in time.
 ///
+/// ```
+/// use std::time::Duration;
+/// use offload_pool::admission::judge;
+///
+/// let ms = Duration::from_millis;
+/// assert!(judge(ms(500), ms(400), ms(1_000)).is_ok());
+/// let late = judge(ms(2_000), ms(500), ms(1_000)).unwrap_err();
+/// assert_eq!(late.retry_after, ms(1_500), "the backlog must drain by that much first");
+/// ```
+///
 /// # Errors
 /// [`Late`] with the predicted wait and a retry time when it would not finish in time.
 pub fn judge(wait: Duration, run: Duration, remaining: Duration) -> Result<(), Late> {

@@ -42,6 +42,8 @@
 //! - [`priority`]: how the pool's threads are scheduled (Linux niceness and policy).
 //! - [`PoolStats`] and [`Observer`] (`stats.rs`): what the pool counts and tells.
 
+#![warn(missing_docs)]
+
 pub mod admission;
 mod handle;
 mod pool;

@@ -224,6 +224,25 @@ impl Pool {
     /// [`MIN_CHUNK`]); `split(k)` makes the k chunks, each with its share of the units.
     /// `split` is called only once the request is admitted: a refused request costs no work.
     ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use offload_pool::{Pool, PoolConfig, StopCheck, SubmitError, admission::Cost};
+    ///
+    /// let pool = Pool::new(PoolConfig { threads: 1, ..PoolConfig::default() })?;
+    /// // Class 0 is whatever kind of work the caller says it is; 1,000 units of it.
+    /// let cost = Cost { class: 0, units: 1_000 };
+    /// let deadline = Instant::now() + Duration::from_secs(1);
+    /// // At most one chunk: `split(1)` gives it all the units.
+    /// let split = |_k| vec![(1_000, |_stop: StopCheck<'_>| 42)];
+    /// match pool.submit_work(deadline, cost, 1, split) {
+    ///     Ok(handles) => assert_eq!(handles.into_iter().next().unwrap().wait()?, 42),
+    ///     // Predicted to miss the deadline: answer 503 with this Retry-After.
+    ///     Err(SubmitError::Late(late)) => println!("retry in {:?}", late.retry_after),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// [`SubmitError::Late`] when the predicted wait leaves no time to finish before
     /// `deadline`; [`SubmitError::Full`] at the hard cap; [`SubmitError::ShuttingDown`].

@@ -115,7 +115,7 @@ pub struct Measured {
     pub queue: Option<QueueRun>,
 }
 
-/// Everything measured of one strategy ([`Measured`], whose fields it shows as its own),
+/// Everything measured of one strategy (`Measured`, whose fields it shows as its own),
 /// against its limit.
 #[derive(Debug, Clone, Serialize)]
 pub struct StrategyRun {
