@@ -78,3 +78,60 @@ async fn the_axum_example_answers_every_request_exactly_under_load() {
     assert_eq!(requests["non_2xx"], 0, "{requests:#}");
     assert_eq!(requests["timeouts"], 0, "{requests:#}");
 }
+
+/// Crates a service embedding the pool must not be made to build: storage, HTTP, the CLI,
+/// metrics, password hashing, the bench's histograms, and an async runtime (a pool's `Handle`
+/// is a future any executor awaits, or a blocking wait).
+const NOT_IN_THE_POOL: [&str; 10] = [
+    "rusqlite",
+    "redis",
+    "tokio-postgres",
+    "hyper",
+    "hyper-util",
+    "clap",
+    "prometheus-client",
+    "argon2",
+    "hdrhistogram",
+    "tokio",
+];
+
+#[test]
+fn the_pool_crate_pulls_in_nothing_heavy() {
+    // The cargo running the tests, else the one that built them.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let out = std::process::Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "tree",
+            "-p",
+            "offload-pool",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .args(["--offline", "--locked"])
+        .output()
+        .expect("run cargo tree");
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Lines are `name vX.Y.Z [(path)] [(*)]`.
+    let names: std::collections::BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(names.contains("offload-pool"), "{tree}");
+    let heavy: Vec<&str> = NOT_IN_THE_POOL
+        .into_iter()
+        .filter(|c| names.contains(c))
+        .collect();
+    assert!(
+        heavy.is_empty(),
+        "offload-pool depends on {heavy:?}:\n{tree}"
+    );
+    eprintln!("offload-pool's crates: {names:?}");
+}
