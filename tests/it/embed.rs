@@ -135,3 +135,17 @@ fn the_pool_crate_pulls_in_nothing_heavy() {
     );
     eprintln!("offload-pool's crates: {names:?}");
 }
+
+/// The README's "Use it in your service" shows the example as it is, not as it once was.
+#[test]
+fn the_readme_shows_the_example_as_it_is() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("crates/pool/examples/axum.rs")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let code = &example[example.find("use std::").expect("the example's first use")..];
+    assert!(
+        readme.contains(&format!("```rust\n{code}```")),
+        "README.md's \"Use it in your service\" no longer shows crates/pool/examples/axum.rs \
+         from its first `use` on: copy it over"
+    );
+}
