@@ -43,7 +43,23 @@ impl Observer for Recorder {
         self.run.observe(run.as_secs_f64());
     }
     fn panicked(&self, message: &str) {
-        crate::throttled!("pool_task_panicked", error, panic = %message, "a pool task panicked; the thread carries on");
+        log_panic(message);
+    }
+}
+
+/// Logs a pool task's panic through offload's throttled log, counted in `/metrics`.
+fn log_panic(message: &str) {
+    crate::throttled!("pool_task_panicked", error, panic = %message, "a pool task panicked; the thread carries on");
+}
+
+/// Only logs panics, as [`PoolMetrics`] does: for the pools whose series are not shown (the
+/// worker's job threads, `rayon`'s turns).
+#[derive(Debug)]
+pub struct PanicLog;
+
+impl Observer for PanicLog {
+    fn panicked(&self, message: &str) {
+        log_panic(message);
     }
 }
 
