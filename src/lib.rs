@@ -4,13 +4,15 @@
 //! # Layout
 //! - [`api`]: serde types for everything that crosses a process: answers, job views, errors,
 //!   health, job counts, the "listening on" line.
-//! - [`bench`]: every strategy side by side, and the report.
+//! - [`bench`](mod@bench): every strategy side by side, and the report.
 //! - [`cli`]: flags into validated configs; tracing set-up; subcommand dispatch.
 //! - [`client`]: a small HTTP/1.1 client (one request, or a keep-alive connection) for the
 //!   bench and the tests.
 //! - [`work`]: the CPU-bound jobs (`count`, `primes`, `hash`): parse, validate, run.
-//! - [`admission`]: admission by deadline: the cost model and the rule (no HTTP in it).
-//! - [`pool`]: the bounded worker pool (no HTTP in it).
+//! - [`admission`]: admission by deadline: the cost model and the rule (the `offload-pool`
+//!   crate's, re-exported).
+//! - [`pool`]: the bounded worker pool: the `offload-pool` crate, re-exported.
+//! - [`pool_metrics`]: the pool's `/metrics` series.
 //! - [`strategy`]: one file per strategy, one enum over them.
 //! - [`compute`]: the compute service router (`POST /compute`).
 //! - [`gateway`]: the axum router: `/heavy`, `/health`, `/metrics`; errors to responses.
@@ -20,7 +22,6 @@
 //! - [`logs`]: errors logged at most once a second per kind, every one counted.
 //! - [`queue`]: the job queue layer, SQLite, Redis and Postgres backends (no HTTP in it).
 
-pub mod admission;
 pub mod api;
 pub mod bench;
 pub mod cli;
@@ -30,7 +31,9 @@ pub mod gateway;
 pub mod load;
 pub mod logs;
 pub mod metrics;
-pub mod pool;
+pub use offload_pool as pool;
+pub use offload_pool::admission;
+pub mod pool_metrics;
 pub mod prefer;
 pub mod queue;
 pub mod strategy;

@@ -58,6 +58,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Report folder [default: offload-report/<date-time>].
+    // `<date-time>` is for `--help`, which shows this text as is; not an HTML tag.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Requests per second of the light `/health` probe (open loop).

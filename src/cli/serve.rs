@@ -94,7 +94,7 @@ pub struct SchedArgs {
     /// Scheduling policy of the threads that run heavy work (Linux): `batch` marks them
     /// CPU-bound, so they never preempt other threads on wake-up.
     #[arg(long, value_enum, default_value_t = DEFAULT_POLICY, env = "OFFLOAD_POOL_POLICY")]
-    pub pool_policy: crate::pool::Policy,
+    pub pool_policy: PoolPolicy,
     /// EEVDF time slice asked for the runtime threads that answer requests (Linux 6.12+, which
     /// clamps it to 0.1-100 ms; 0: the kernel's default). A short slice lets a runtime thread
     /// woken for a light request preempt heavy work at once. Not for `inline` and
@@ -112,7 +112,7 @@ impl SchedArgs {
     pub fn priority(&self) -> crate::pool::Priority {
         crate::pool::Priority {
             nice: self.nice,
-            policy: self.pool_policy,
+            policy: self.pool_policy.into(),
         }
     }
     /// What the runtime threads get when they run no heavy work.
@@ -125,7 +125,26 @@ impl SchedArgs {
 }
 
 /// The pool threads' scheduling policy by default.
-pub const DEFAULT_POLICY: crate::pool::Policy = crate::pool::Policy::Normal;
+pub const DEFAULT_POLICY: PoolPolicy = PoolPolicy::Normal;
+
+/// `--pool-policy`: the pool crate's [`Policy`](crate::pool::Policy) as a flag (the crate
+/// knows no clap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoolPolicy {
+    /// `SCHED_OTHER`: the default time sharing.
+    Normal,
+    /// `SCHED_BATCH`: time sharing for CPU-bound threads; they never preempt on wake-up.
+    Batch,
+}
+
+impl From<PoolPolicy> for crate::pool::Policy {
+    fn from(p: PoolPolicy) -> Self {
+        match p {
+            PoolPolicy::Normal => crate::pool::Policy::Normal,
+            PoolPolicy::Batch => crate::pool::Policy::Batch,
+        }
+    }
+}
 /// The runtime threads' niceness by default, where the process may raise it.
 pub const DEFAULT_RUNTIME_NICE: i32 = -10;
 

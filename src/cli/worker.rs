@@ -64,6 +64,7 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         })
         .context("starting the job threads")?,
     );
+    pool.observe(Arc::new(crate::pool_metrics::PanicLog));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("offload-rt")

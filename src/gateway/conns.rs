@@ -13,7 +13,7 @@
 //!   thousands of slow sockets wait. When every connection has a request in service, up to
 //!   [`ROOM_PAST_CAP`] more are let in (a `/health` probe is answered in a millisecond and
 //!   leaves); past that the new one is closed at once, and the loop accepts nothing for
-//!   [`REFUSED_PAUSE`]: a closed-loop client that reconnects at once waits in the kernel's
+//!   `REFUSED_PAUSE`: a closed-loop client that reconnects at once waits in the kernel's
 //!   listen queue (which costs no file of ours) instead of turning refusals into a storm of
 //!   tens of thousands a second. `max` is kept below the open-file
 //!   limit, which is raised to its hard limit at start ([`raise_open_files`]), so the accept

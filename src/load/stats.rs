@@ -39,7 +39,7 @@ pub struct ErrorCounts {
     pub protocol_by_kind: ProtocolCounts,
 }
 
-/// Protocol errors by [`Violation`], each under its `snake_case` name.
+/// Protocol errors by `Violation`, each under its `snake_case` name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProtocolCounts {
     pub head_too_large: u64,

@@ -151,7 +151,7 @@ pub enum QueueError {
     /// The SQLite thread is gone (it panicked or the queue was dropped).
     #[error("the sqlite thread has stopped")]
     Closed,
-    /// The store failed for a request ahead in line (see [`line`]), so this one was not tried.
+    /// The store failed for a request ahead in line (see [`line`](mod@line)), so this one was not tried.
     #[error("the store failed for a request ahead in line: {0}")]
     Unreachable(String),
     /// Stored data did not have the expected shape.

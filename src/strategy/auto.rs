@@ -162,6 +162,6 @@ impl Auto {
             "Runs in the pool by actual time to finish over the predicted time (1 is exact)",
             self.error.clone(),
         );
-        self.pool.pool().register(registry);
+        self.pool.register(registry);
     }
 }

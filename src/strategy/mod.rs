@@ -227,7 +227,7 @@ impl Strategy {
     /// sending to compute services, the job queue's.
     pub fn register(&self, registry: &mut Registry) {
         match self {
-            Strategy::Pool(p) => p.pool().register(registry),
+            Strategy::Pool(p) => p.register(registry),
             Strategy::Remote(r) => r.register(registry),
             Strategy::Auto(a) => a.register(registry),
             Strategy::Rayon(r) => r.register(registry),
@@ -242,9 +242,9 @@ impl Strategy {
     /// store, are [`QueueStrategy::refresh_metrics`]).
     pub fn refresh_metrics(&self) {
         match self {
-            Strategy::Pool(p) => p.pool().refresh_metrics(),
+            Strategy::Pool(p) => p.refresh_metrics(),
             Strategy::Remote(r) => r.refresh_metrics(),
-            Strategy::Auto(a) => a.pool().pool().refresh_metrics(),
+            Strategy::Auto(a) => a.pool().refresh_metrics(),
             Strategy::Rayon(r) => r.refresh_metrics(),
             _ => {}
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{Done, ExecError, finish, run_chunk};
 use crate::pool::{Budget, Pool};
+use crate::pool_metrics::PoolMetrics;
 use crate::work::Work;
 
 /// Runs work on a shared [`Pool`].
@@ -16,6 +17,7 @@ use crate::work::Work;
 pub struct PoolStrategy {
     pool: Arc<Pool>,
     split: Split,
+    metrics: PoolMetrics,
 }
 
 /// How a request's work is split into chunks.
@@ -41,11 +43,26 @@ pub fn calibrate_priors(pool: &Pool, limits: &crate::work::Limits, cores: usize)
 
 impl PoolStrategy {
     pub fn new(pool: Arc<Pool>, split: Split) -> PoolStrategy {
-        PoolStrategy { pool, split }
+        let metrics = PoolMetrics::new(pool.clone());
+        PoolStrategy {
+            pool,
+            split,
+            metrics,
+        }
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Registers the pool's metrics (`offload_pool_*`).
+    pub fn register(&self, registry: &mut crate::metrics::Registry) {
+        self.metrics.register(registry);
+    }
+
+    /// Sets the pool's series from its state, before a scrape.
+    pub fn refresh_metrics(&self) {
+        self.metrics.refresh();
     }
 
     /// # Errors

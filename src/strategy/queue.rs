@@ -120,7 +120,7 @@ impl QueueStrategy {
     }
 
     /// The job counts, and with `latency` the enqueue-to-done histogram: both reads are bounded
-    /// whatever the number of jobs stored, and together they take at most [`STORE_WAIT`].
+    /// whatever the number of jobs stored, and together they take at most `STORE_WAIT`.
     ///
     /// # Errors
     /// [`ExecError::Unavailable`] when the store fails or is out of reach.

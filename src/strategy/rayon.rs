@@ -59,6 +59,7 @@ impl Rayon {
             priority,
             name: "offload-turn".into(),
         })?;
+        turns.observe(Arc::new(crate::pool_metrics::PanicLog));
         Ok(Rayon {
             permits: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,

@@ -4,6 +4,7 @@ mod auto;
 mod bench;
 mod bench_node;
 mod conns;
+mod embed;
 mod flood;
 mod gateway;
 mod jobs;

@@ -92,6 +92,20 @@ impl Proc {
         Proc { child, addr }
     }
 
+    /// Starts another program (an example of the workspace) with `args` and waits for its
+    /// "listening on http://ADDR" line.
+    pub fn start_program(program: &std::path::Path, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.stderr(Stdio::inherit());
+        let (child, addr) = spawn_until(cmd, args, |line| {
+            line.strip_prefix("listening on http://")?
+                .trim()
+                .parse()
+                .ok()
+        });
+        Proc { child, addr }
+    }
+
     /// Sends SIGTERM and waits for the process to exit, returning whether it exited cleanly.
     pub fn terminate(mut self, within: Duration) -> bool {
         // SAFETY: kill(2) on our own child's pid, which we have not yet reaped.

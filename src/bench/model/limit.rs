@@ -23,9 +23,9 @@ pub const SINGLE_THREAD_RATIO: f64 = 1.25;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitWarning {
-    /// The calibrations before and after it differ by more than [`DISAGREE_RATIO`].
+    /// The calibrations before and after it differ by more than `DISAGREE_RATIO`.
     CalibrationDisagrees,
-    /// It completed more than [`OVER_LIMIT`] of its limit.
+    /// It completed more than `OVER_LIMIT` of its limit.
     OverLimit,
 }
 
@@ -34,7 +34,7 @@ pub enum LimitWarning {
 #[serde(rename_all = "snake_case")]
 pub enum RunFlag {
     /// cores / single-thread time and the all-core limit differ by more than
-    /// [`SINGLE_THREAD_RATIO`]: cores slow each other down (or one idle core was slow).
+    /// `SINGLE_THREAD_RATIO`: cores slow each other down (or one idle core was slow).
     SingleThreadDisagrees,
 }
 

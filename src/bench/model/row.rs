@@ -20,7 +20,7 @@ pub enum NodeServer {
     Worker,
     /// A piscina pool, threads = cores.
     Piscina,
-    /// The same piscina pool with its threads at [`LOW_PRIORITY_NICE`] (`niceIncrement`),
+    /// The same piscina pool with its threads at `LOW_PRIORITY_NICE` (`niceIncrement`),
     /// beside `pool` at the same niceness: the other side of a choice of priority.
     PiscinaNice,
     /// An Express gateway to `offload compute`.
@@ -114,7 +114,7 @@ pub enum RowId {
     Offload(Name),
     /// One of the seed's Node servers.
     Node(NodeServer),
-    /// One of offload's strategies with its work threads at [`LOW_PRIORITY_NICE`] (`--nice`),
+    /// One of offload's strategies with its work threads at `LOW_PRIORITY_NICE` (`--nice`),
     /// beside `node:piscina, nice 10` with `bench --node`.
     LowPriority(Name),
     /// The mix's baseline: its lightest part alone, at its share of the rate, on `pool`.

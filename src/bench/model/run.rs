@@ -115,7 +115,7 @@ pub struct Measured {
     pub queue: Option<QueueRun>,
 }
 
-/// Everything measured of one strategy ([`Measured`], kept whole and read as `run.measured`;
+/// Everything measured of one strategy (`Measured`, kept whole and read as `run.measured`;
 /// `#[serde(flatten)]` shows its fields as the run's own in results.json),
 /// against its limit.
 #[derive(Debug, Clone, Serialize)]

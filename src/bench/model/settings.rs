@@ -22,7 +22,7 @@ pub struct Settings {
     pub work_query: String,
     pub queue_url: String,
     /// A queue name of this run's own, so a shared Redis holds nothing of earlier runs. Each
-    /// strategy run, mix row and flood row takes its own queue under it ([`Settings::own_queue`]).
+    /// strategy run, mix row and flood row takes its own queue under it (`Settings::own_queue`).
     pub queue_name: crate::queue::QueueName,
     pub probe_rate: f64,
     #[serde(serialize_with = "secs")]

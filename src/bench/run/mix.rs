@@ -41,7 +41,7 @@ pub const AUTO_WAIT_DEFAULT: Duration = Duration::from_millis(250);
 /// The work timed on one thread to size the default mix when the uniform work is not `count`.
 pub const COUNT_SAMPLE: &str = "count:20000000";
 
-/// The default mix on this machine: [`DEFAULT_LIGHT`] and a heavy `count` that takes
+/// The default mix on this machine: `DEFAULT_LIGHT` and a heavy `count` that takes
 /// [`HEAVY_BUDGETS`] x `budget` split over `cores` threads, at `per_unit_s` seconds per unit
 /// on one thread; rounded to two significant digits.
 pub fn sized_default(per_unit_s: f64, cores: usize, budget: Duration) -> String {

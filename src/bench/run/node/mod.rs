@@ -40,7 +40,7 @@ const REDIS_WAIT: Duration = Duration::from_secs(10);
 /// The strategies with each seed strategy's Node row right after it (run back to back, so
 /// a shared machine's slow minute falls on both of a pair alike). The priority of the work
 /// threads is a choice (`pool --nice`, piscina's `niceIncrement`), so `pool` comes as two
-/// pairs: both sides at nice 0 (each one's default), then both at [`LOW_PRIORITY_NICE`].
+/// pairs: both sides at nice 0 (each one's default), then both at `LOW_PRIORITY_NICE`.
 ///
 /// # Errors
 /// When none of `strategies` has a Node counterpart.

@@ -1,7 +1,7 @@
 //! The pool's promises, each checked against real threads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -132,6 +132,39 @@ async fn panic_is_reported_and_the_thread_survives() {
     assert_eq!(p.submit(None, |_| 7u32).unwrap().await, Ok(7));
     assert_eq!(p.stats().panicked, 1);
     assert_eq!(p.threads(), 1);
+}
+
+/// An observer hears each task's wait and run, and each panic with its message, once.
+#[test]
+fn the_observer_hears_waits_runs_and_panics_and_wait_blocks_for_the_result() {
+    #[derive(Default)]
+    struct Heard {
+        waits: AtomicUsize,
+        runs: AtomicUsize,
+        panics: Mutex<Vec<String>>,
+    }
+    impl Observer for Heard {
+        fn waited(&self, _: Duration) {
+            self.waits.fetch_add(1, Ordering::Relaxed);
+        }
+        fn ran(&self, _: Duration) {
+            self.runs.fetch_add(1, Ordering::Relaxed);
+        }
+        fn panicked(&self, message: &str) {
+            self.panics.lock().unwrap().push(message.to_string());
+        }
+    }
+    let p = pool(1, 4);
+    let heard = Arc::new(Heard::default());
+    assert!(p.observe(heard.clone()));
+    assert!(!p.observe(heard.clone()), "one observer per pool");
+    let slow = p.submit(None, |_| std::thread::sleep(Duration::from_millis(5)));
+    assert_eq!(slow.unwrap().wait(), Ok(()));
+    let h = p.submit(None, |_| -> u32 { panic!("boom") }).unwrap();
+    assert_eq!(h.wait(), Err(TaskError::Panicked("boom".into())));
+    assert_eq!(heard.waits.load(Ordering::Relaxed), 2);
+    assert_eq!(heard.runs.load(Ordering::Relaxed), 2);
+    assert_eq!(*heard.panics.lock().unwrap(), ["boom"]);
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Admission by deadline: accept a request unless it cannot finish before its deadline,
 //! predicted from the work already admitted and the measured time per unit of each kind of
-//! work. No HTTP in it: the pool and the remote strategy's gateway queue both use it.
+//! work. No HTTP in it: the pool uses it, and so can any other queue of slots (offload's
+//! remote strategy uses it for its gateway queue).
 //!
 //! The model counts *slot time*: how long one unit of work holds one slot (a pool thread, or
 //! one request's place at a compute service), measured on the slots themselves while they are
@@ -12,7 +13,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Kinds of work the model keeps apart (their time per unit differs by orders of magnitude).
+/// Kinds of work the model keeps apart (their time per unit may differ by orders of
+/// magnitude). A class is a plain index the caller chooses, below this (say 0 for resizing
+/// images, 1 for hashing passwords); a cost of a class at or above it is not modelled (it
+/// adds nothing to the backlog). Four, since the model sums every class on each admission.
 pub const CLASSES: usize = 4;
 
 /// Weight of a new measurement in the moving average: about the last ten count.
@@ -25,9 +29,10 @@ const EWMA_WEIGHT_SHIFT: f64 = 0.3;
 /// A request's size, as the model sees it: its kind and its units of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cost {
-    /// Index of the kind of work, below [`CLASSES`].
+    /// Index of the kind of work, below [`CLASSES`]: the caller's choice, the same for
+    /// every request of that kind.
     pub class: usize,
-    /// Units of work (iterations, numbers sieved, hashes).
+    /// Units of work, in whatever unit the run time grows with (iterations, bytes, hashes).
     pub units: u64,
 }
 
@@ -138,6 +143,16 @@ pub struct Late {
 /// predicted run time, `remaining` the time left to its deadline. A request that would start
 /// at once is always taken (there is nothing to predict from but itself, and its own deadline
 /// still stops it); otherwise it must be predicted to finish in time.
+///
+/// ```
+/// use std::time::Duration;
+/// use offload_pool::admission::judge;
+///
+/// let ms = Duration::from_millis;
+/// assert!(judge(ms(500), ms(400), ms(1_000)).is_ok());
+/// let late = judge(ms(2_000), ms(500), ms(1_000)).unwrap_err();
+/// assert_eq!(late.retry_after, ms(1_500), "the backlog must drain by that much first");
+/// ```
 ///
 /// # Errors
 /// [`Late`] with the predicted wait and a retry time when it would not finish in time.

@@ -1,35 +1,17 @@
-//! offload's piscina: a fixed set of threads fed by a bounded queue, with no HTTP in it.
-//!
-//! - Submitting never blocks. [`Pool::submit_work`] admits by deadline: a request that is
-//!   predicted not to finish in time is refused at once ([`SubmitError::Late`]), before any
-//!   of its work exists; the queue's hard cap, counted in requests, refuses with
-//!   [`SubmitError::Full`].
-//! - A request is split into chunks only while threads would otherwise sit idle: alone on an
-//!   idle pool it runs on every thread; when the pool is saturated it runs whole, on one.
-//! - Each task may carry a deadline; a task whose deadline passed before it starts is dropped
-//!   without running, and a task whose caller stopped waiting (dropped its [`Handle`]) never
-//!   runs. Running tasks see the same two conditions through their stop check.
-//! - A panic in a task is caught and reported; the thread carries on.
-//! - Wait and run times go into histograms; busy time gives utilisation.
-//! - [`Pool::shutdown`] stops intake and lets the threads drain what is queued.
-
-pub mod priority;
-mod stats;
+//! The pool: a fixed set of threads fed by a bounded queue, admission by deadline, and the
+//! worker loop.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 use crate::admission::{self, Cost, CostModel, Late};
-use crate::metrics::{ConstGauge, Registry, Work};
-pub use priority::{Policy, Priority};
-use stats::Counters;
-pub use stats::PoolStats;
+use crate::handle::{self, Handle, Sender};
+use crate::priority::Priority;
+use crate::stats::{Counters, Observer, PoolStats, inc};
 
 /// What a task receives: call it now and then; true means "give up, nobody wants the result".
 pub type StopCheck<'a> = &'a dyn Fn() -> bool;
@@ -50,13 +32,34 @@ pub struct PoolConfig {
     pub name: String,
 }
 
-/// Why a submission was refused.
+/// The queue's cap in [`PoolConfig::default`]: enough for a burst on any machine, while the
+/// deadline, not the cap, is what refuses in practice.
+pub const DEFAULT_MAX_QUEUE: usize = 1_024;
+
+impl Default for PoolConfig {
+    /// One thread per core the process may use, [`DEFAULT_MAX_QUEUE`], the caller's
+    /// priority, threads named `pool-N`.
+    fn default() -> Self {
+        PoolConfig {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_queue: DEFAULT_MAX_QUEUE,
+            priority: Priority::SAME,
+            name: "pool".into(),
+        }
+    }
+}
+
+/// Why a submission was refused. Nothing of the request was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
+    /// The queue holds its cap of requests (the count waiting).
     #[error("the pool queue is full ({0} requests waiting)")]
     Full(usize),
+    /// The request was predicted to miss its deadline (or budget); `Late::retry_after` says
+    /// when one like it would fit.
     #[error("the predicted wait ({:.3} s) would not leave time to finish before the deadline", .0.wait.as_secs_f64())]
     Late(Late),
+    /// [`Pool::shutdown`] was called.
     #[error("the pool is shutting down")]
     ShuttingDown,
 }
@@ -64,10 +67,13 @@ pub enum SubmitError {
 /// Why a submitted task produced no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TaskError {
+    /// Its deadline passed before it started.
     #[error("the task's deadline passed before it finished")]
     Expired,
+    /// It panicked, with this message; the thread carried on.
     #[error("the task panicked: {0}")]
     Panicked(String),
+    /// The pool went away without running it.
     #[error("the task stopped early")]
     Stopped,
 }
@@ -80,7 +86,7 @@ struct Task {
     lead: bool,
     deadline: Option<Instant>,
     queued_at: Instant,
-    reply: oneshot::Sender<Result<Box<dyn std::any::Any + Send>, TaskError>>,
+    reply: Sender,
 }
 
 struct Queue {
@@ -99,6 +105,8 @@ struct Shared {
     running: AtomicUsize,
     /// Time per unit of work on a pool thread, and the work admitted.
     model: CostModel,
+    /// Per-task events for the caller's metrics, once installed.
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 /// The client's budget for an answer, for [`Pool::submit_work_within`].
@@ -127,31 +135,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// The result of one submitted task, as a future.
-/// Dropping it before the task starts means the task never runs.
-#[derive(Debug)]
-pub struct Handle<T> {
-    rx: oneshot::Receiver<Result<Box<dyn std::any::Any + Send>, TaskError>>,
-    _t: std::marker::PhantomData<fn() -> T>,
-}
-
-impl<T: Send + 'static> std::future::Future for Handle<T> {
-    type Output = Result<T, TaskError>;
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| match r {
-            Ok(Ok(any)) => Ok(*any
-                .downcast::<T>()
-                .expect("a handle gets its own task's type")),
-            Ok(Err(e)) => Err(e),
-            // The worker dropped the sender without replying: only on a shut-down pool.
-            Err(_) => Err(TaskError::Stopped),
-        })
-    }
-}
-
 impl Pool {
     /// Starts the pool's threads.
     ///
@@ -170,6 +153,7 @@ impl Pool {
             counters: Counters::default(),
             running: AtomicUsize::new(0),
             model: CostModel::default(),
+            observer: OnceLock::new(),
         });
         let pool = Pool {
             shared: shared.clone(),
@@ -239,6 +223,25 @@ impl Pool {
     /// as there are idle threads (at most `max_split`, and none smaller than
     /// [`MIN_CHUNK`]); `split(k)` makes the k chunks, each with its share of the units.
     /// `split` is called only once the request is admitted: a refused request costs no work.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use offload_pool::{Pool, PoolConfig, StopCheck, SubmitError, admission::Cost};
+    ///
+    /// let pool = Pool::new(PoolConfig { threads: 1, ..PoolConfig::default() })?;
+    /// // Class 0 is whatever kind of work the caller says it is; 1,000 units of it.
+    /// let cost = Cost { class: 0, units: 1_000 };
+    /// let deadline = Instant::now() + Duration::from_secs(1);
+    /// // At most one chunk: `split(1)` gives it all the units.
+    /// let split = |_k| vec![(1_000, |_stop: StopCheck<'_>| 42)];
+    /// match pool.submit_work(deadline, cost, 1, split) {
+    ///     Ok(handles) => assert_eq!(handles.into_iter().next().unwrap().wait()?, 42),
+    ///     // Predicted to miss the deadline: answer 503 with this Retry-After.
+    ///     Err(SubmitError::Late(late)) => println!("retry in {:?}", late.retry_after),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// [`SubmitError::Late`] when the predicted wait leaves no time to finish before
@@ -323,7 +326,7 @@ impl Pool {
         };
         if let Err(late) = judged {
             if budget.is_none() {
-                self.shared.counters.late.inc();
+                inc(&self.shared.counters.late);
             }
             return Err(SubmitError::Late(late));
         }
@@ -345,7 +348,7 @@ impl Pool {
             return Err(SubmitError::ShuttingDown);
         }
         if q.requests >= self.shared.max_queue {
-            self.shared.counters.rejected.inc();
+            inc(&self.shared.counters.rejected);
             return Err(SubmitError::Full(q.requests));
         }
         Ok(())
@@ -365,7 +368,7 @@ impl Pool {
         let now = Instant::now();
         let mut handles = Vec::new();
         for (cost, f) in tasks {
-            let (tx, rx) = oneshot::channel();
+            let (tx, rx) = handle::channel();
             let job: Job = Box::new(move |stop| Box::new(f(stop)) as Box<dyn std::any::Any + Send>);
             q.tasks.push_back(Task {
                 job,
@@ -375,15 +378,15 @@ impl Pool {
                 queued_at: now,
                 reply: tx,
             });
-            handles.push(Handle {
-                rx,
-                _t: std::marker::PhantomData,
-            });
+            handles.push(rx);
         }
         if !handles.is_empty() {
             q.requests += 1;
         }
-        self.shared.counters.submitted.inc_by(handles.len() as u64);
+        self.shared
+            .counters
+            .submitted
+            .fetch_add(handles.len() as u64, Relaxed);
         if handles.len() == 1 {
             self.shared.ready.notify_one();
         } else {
@@ -407,7 +410,19 @@ impl Pool {
         self.shared.model.backlog() / self.size as u32
     }
 
-    /// A snapshot of the pool's counters, histograms and utilisation.
+    /// Installs `observer` to hear of every task's wait, run and panic (for metrics the crate
+    /// does not keep, such as latency histograms). Returns false, and changes nothing, when
+    /// one is already installed.
+    pub fn observe(&self, observer: Arc<dyn Observer>) -> bool {
+        self.shared.observer.set(observer).is_ok()
+    }
+
+    /// The queue's hard cap, in requests.
+    pub fn max_queue(&self) -> usize {
+        self.shared.max_queue
+    }
+
+    /// A snapshot of the pool's counters and utilisation.
     pub fn stats(&self) -> PoolStats {
         let depth = self.shared.queue.lock().expect("pool queue lock").requests;
         self.shared.counters.snapshot(
@@ -488,18 +503,21 @@ fn run_task(shared: &Shared, task: Task) {
     let start = Instant::now();
     // Deadline first: a caller that gave up because its deadline passed counts as expired.
     if task.deadline.is_some_and(|d| d <= start) {
-        c.expired.inc();
+        inc(&c.expired);
         settle(shared, task.cost);
-        let _ = task.reply.send(Err(TaskError::Expired));
+        task.reply.send(Err(TaskError::Expired));
         return;
     }
     if task.reply.is_closed() {
-        c.cancelled.inc();
+        inc(&c.cancelled);
         settle(shared, task.cost);
         return;
     }
-    c.started.inc();
-    c.wait.observe((start - task.queued_at).as_secs_f64());
+    inc(&c.started);
+    let observer = shared.observer.get();
+    if let Some(o) = observer {
+        o.waited(start - task.queued_at);
+    }
     let (reply, deadline) = (&task.reply, task.deadline);
     let stop = move || reply.is_closed() || deadline.is_some_and(|d| Instant::now() >= d);
     let out = catch_unwind(AssertUnwindSafe(|| (task.job)(&stop)));
@@ -509,97 +527,57 @@ fn run_task(shared: &Shared, task: Task) {
     {
         shared.model.observe(cost.class, cost.units, ran);
     }
-    c.run.observe(ran.as_secs_f64());
-    c.busy_us.inc_by(ran.as_micros() as u64);
+    if let Some(o) = observer {
+        o.ran(ran);
+    }
+    c.busy_us.fetch_add(ran.as_micros() as u64, Relaxed);
     let out = match out {
         Ok(v) => {
-            c.completed.inc();
+            inc(&c.completed);
             Ok(v)
         }
         Err(panic) => {
-            c.panicked.inc();
+            inc(&c.panicked);
             let msg = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".into());
-            crate::throttled!("pool_task_panicked", error, panic = %msg, "a pool task panicked; the thread carries on");
+            match observer {
+                Some(o) => o.panicked(&msg),
+                None => log_panic(&msg),
+            }
             Err(TaskError::Panicked(msg))
         }
     };
     settle(shared, task.cost);
-    let _ = task.reply.send(out);
+    task.reply.send(out);
 }
 
 /// The smallest chunk worth handing to another thread: a hand-off costs a few microseconds
 /// and a wake-up; below this, splitting costs more than it saves.
 pub const MIN_CHUNK: Duration = Duration::from_micros(250);
 
-#[cfg(test)]
-mod tests;
-
-impl Pool {
-    /// Registers the pool's metrics (`offload_pool_*`).
-    pub fn register(&self, registry: &mut Registry) {
-        let c = &self.shared.counters;
-        registry.register(
-            "offload_pool_threads",
-            "Worker threads in the pool",
-            ConstGauge::new(self.size as u64),
-        );
-        registry.register(
-            "offload_pool_queue_depth",
-            "Requests waiting in the pool queue",
-            c.depth.clone(),
-        );
-        registry.register(
-            "offload_pool_queue_capacity",
-            "Requests the pool queue holds before it rejects (a hard cap; the deadline decides first)",
-            ConstGauge::new(self.shared.max_queue as u64),
-        );
-        registry.register(
-            "offload_pool_tasks",
-            "Pool tasks by outcome",
-            c.tasks.clone(),
-        );
-        registry.register(
-            "offload_pool_predicted_wait_seconds",
-            "Predicted wait of a request arriving now: admitted work over the threads",
-            c.predicted_wait.clone(),
-        );
-        registry.register(
-            "offload_pool_seconds_per_unit",
-            "Measured time one unit of work holds a pool thread, by kind of work",
-            c.secs_per_unit.clone(),
-        );
-        registry.register(
-            "offload_pool_utilisation",
-            "Busy thread time over thread time since start",
-            c.utilisation.clone(),
-        );
-        registry.register(
-            "offload_pool_wait_seconds",
-            "Time tasks waited in the queue before starting",
-            c.wait.clone(),
-        );
-        registry.register(
-            "offload_pool_run_seconds",
-            "Time tasks ran on a pool thread",
-            c.run.clone(),
-        );
-    }
-
-    /// Sets the gauges read from the pool's state, before a scrape.
-    pub fn refresh_metrics(&self) {
-        let (c, s) = (&self.shared.counters, self.stats());
-        c.depth.set(s.queue_depth as i64);
-        c.predicted_wait.set(self.predicted_wait().as_secs_f64());
-        c.utilisation.set(s.utilisation);
-        for (class, kind) in crate::work::Kind::ALL.iter().enumerate() {
-            if let Some(v) = self.shared.model.secs_per_unit(class) {
-                let work = Work { work: kind.name() };
-                c.secs_per_unit.get_or_create(&work).set(v);
-            }
-        }
+/// Logs a task's panic, at most once a second for the process (a task that always panics
+/// must not flood the log), with the number held back since the last line.
+fn log_panic(msg: &str) {
+    static NEXT_MS: AtomicU64 = AtomicU64::new(0);
+    static HELD_BACK: AtomicU64 = AtomicU64::new(0);
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let now = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64;
+    let next = NEXT_MS.load(Relaxed);
+    if now >= next
+        && NEXT_MS
+            .compare_exchange(next, now + 1_000, Relaxed, Relaxed)
+            .is_ok()
+    {
+        let held_back = HELD_BACK.swap(0, Relaxed);
+        tracing::error!(panic = %msg, held_back, "a pool task panicked; the thread carries on");
+    } else {
+        HELD_BACK.fetch_add(1, Relaxed);
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 /// The scheduling policy of a thread that runs heavy work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// `SCHED_OTHER`: the default time sharing.
     Normal,
@@ -26,6 +26,7 @@ pub enum Policy {
 pub struct Priority {
     /// Niceness added (0: the caller's).
     pub nice: i32,
+    /// The scheduling policy.
     pub policy: Policy,
 }
 
