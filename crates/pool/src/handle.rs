@@ -14,8 +14,10 @@ use crate::TaskError;
 pub(crate) type Reply = Result<Box<dyn std::any::Any + Send>, TaskError>;
 
 enum Slot {
-    /// No reply yet; the waker of the last poll, if any.
-    Waiting(Option<Waker>),
+    /// No reply yet; the waker of the last poll, if any, and whether a thread blocks in
+    /// [`Handle::wait`] (only then is the condition variable notified: a notify is a system
+    /// call, and an async caller, the usual one, never blocks on it).
+    Waiting(Option<Waker>, bool),
     Ready(Reply),
     /// The reply was taken, or the sender dropped without one.
     Done,
@@ -34,7 +36,7 @@ pub(crate) struct Sender(Arc<Channel>);
 
 pub(crate) fn channel<T>() -> (Sender, Handle<T>) {
     let ch = Arc::new(Channel {
-        slot: Mutex::new(Slot::Waiting(None)),
+        slot: Mutex::new(Slot::Waiting(None, false)),
         ready: Condvar::new(),
         closed: AtomicBool::new(false),
     });
@@ -57,14 +59,16 @@ impl Sender {
 
     fn put(&self, reply: Option<Reply>) {
         let mut slot = self.0.slot.lock().expect("handle lock");
-        if let Slot::Waiting(waker) = &mut *slot {
-            let waker = waker.take();
+        if let Slot::Waiting(waker, blocked) = &mut *slot {
+            let (waker, blocked) = (waker.take(), *blocked);
             *slot = match reply {
                 Some(r) => Slot::Ready(r),
                 None => Slot::Done,
             };
             drop(slot);
-            self.0.ready.notify_all();
+            if blocked {
+                self.0.ready.notify_all();
+            }
             if let Some(w) = waker {
                 w.wake();
             }
@@ -101,7 +105,8 @@ impl<T: Send + 'static> Handle<T> {
     /// [`TaskError`] when the task expired, panicked or was stopped.
     pub fn wait(self) -> Result<T, TaskError> {
         let mut slot = self.ch.slot.lock().expect("handle lock");
-        while matches!(*slot, Slot::Waiting(_)) {
+        while let Slot::Waiting(_, blocked) = &mut *slot {
+            *blocked = true;
             slot = self.ch.ready.wait(slot).expect("handle lock");
         }
         let reply = std::mem::replace(&mut *slot, Slot::Done);
@@ -116,7 +121,7 @@ impl<T: Send + 'static> Handle<T> {
                 .expect("a handle gets its own task's type")),
             Slot::Ready(Err(e)) => Err(e),
             // The sender went without replying: only on a pool that shut down.
-            Slot::Done | Slot::Waiting(_) => Err(TaskError::Stopped),
+            Slot::Done | Slot::Waiting(..) => Err(TaskError::Stopped),
         }
     }
 }
@@ -127,7 +132,7 @@ impl<T: Send + 'static> Future for Handle<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = self.ch.slot.lock().expect("handle lock");
         match &mut *slot {
-            Slot::Waiting(waker) => {
+            Slot::Waiting(waker, _) => {
                 match waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => *waker = Some(cx.waker().clone()),
