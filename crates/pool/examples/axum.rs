@@ -1,6 +1,6 @@
-//! An axum service with a CPU-heavy handler on the pool. `GET /count?n=N` counts to N on a
-//! pool thread, or answers 503 with `Retry-After` at once when the pool predicts it would
-//! miss its deadline; `/health` answers from the runtime, never behind the work.
+//! An axum service with a CPU-heavy handler on the pool: `GET /count?n=N` counts to N on a
+//! pool thread, or answers 503 with `Retry-After` at once when the pool predicts a miss of the
+//! 2 s deadline; `/health` never waits behind the work.
 //! `cargo run -p offload-pool --example axum -- 127.0.0.1:3000`
 
 use std::sync::Arc;
@@ -12,11 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Router, routing::get};
 use offload_pool::admission::{Cost, retry_after_secs};
 use offload_pool::{Pool, PoolConfig, StopCheck, SubmitError};
-
-/// How long a client waits for an answer: work predicted to finish later is refused.
-const DEADLINE: Duration = Duration::from_secs(2);
-/// The cost model's class for counting (the only kind of work here).
-const COUNT: usize = 0;
 
 /// Counts to `n`, giving up (`None`) when the deadline passes or the client goes away.
 fn count_to(n: u64, stop: StopCheck<'_>) -> Option<u64> {
@@ -31,55 +26,42 @@ fn count_to(n: u64, stop: StopCheck<'_>) -> Option<u64> {
 }
 
 async fn count(State(pool): State<Arc<Pool>>, RawQuery(q): RawQuery) -> Response {
-    let Some(n) = q
-        .as_deref()
-        .and_then(|q| q.strip_prefix("n=")?.parse().ok())
-    else {
+    let Some(n) = q.and_then(|q| q.strip_prefix("n=")?.parse().ok()) else {
         return (StatusCode::BAD_REQUEST, "expected ?n=N\n").into_response();
     };
+    // Class 0 of the cost model, n units; one chunk (`max_split` 1), learned as it runs.
     let (cost, deadline) = (
-        Cost {
-            class: COUNT,
-            units: n,
-        },
-        Instant::now() + DEADLINE,
+        Cost { class: 0, units: n },
+        Instant::now() + Duration::from_secs(2),
     );
-    // One chunk of all n units (`max_split` 1); the pool learns the time per unit as it runs.
     let split = |_| vec![(n, move |stop: StopCheck<'_>| count_to(n, stop))];
-    let handle = match pool.submit_work(deadline, cost, 1, split) {
-        Ok(mut handles) => handles.remove(0),
-        Err(SubmitError::Late(late)) => return unavailable(late.retry_after, "busy"),
-        Err(e) => return unavailable(Duration::ZERO, &e.to_string()),
+    let (retry, why) = match pool.submit_work(deadline, cost, 1, split) {
+        Ok(mut handles) => match handles.remove(0).await {
+            Ok(Some(c)) => return format!("{c}\n").into_response(),
+            _ => (Duration::ZERO, "deadline passed".to_string()),
+        },
+        Err(SubmitError::Late(late)) => (late.retry_after, "busy".to_string()),
+        Err(e) => (Duration::ZERO, e.to_string()),
     };
-    match handle.await {
-        Ok(Some(c)) => format!("{c}\n").into_response(),
-        _ => unavailable(Duration::ZERO, "deadline passed"),
-    }
-}
-
-/// 503 with `Retry-After` in whole seconds (at least 1).
-fn unavailable(retry_after: Duration, why: &str) -> Response {
-    let headers = [(
-        header::RETRY_AFTER,
-        retry_after_secs(retry_after).to_string(),
-    )];
-    (StatusCode::SERVICE_UNAVAILABLE, headers, format!("{why}\n")).into_response()
-}
-
-fn app(pool: Arc<Pool>) -> Router {
-    Router::new()
-        .route("/count", get(count))
-        .route("/health", get(|| async { "ok\n" }))
-        .with_state(pool)
+    let retry_after = [(header::RETRY_AFTER, retry_after_secs(retry).to_string())];
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        retry_after,
+        format!("{why}\n"),
+    )
+        .into_response()
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     // One thread per core, a queue capped at 1,024 requests.
     let pool = Arc::new(Pool::new(PoolConfig::default())?);
-    let addr = std::env::args().nth(1);
-    let listener =
-        tokio::net::TcpListener::bind(addr.as_deref().unwrap_or("127.0.0.1:3000")).await?;
+    let app = Router::new()
+        .route("/count", get(count))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(pool);
+    let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:3000".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app(pool)).await
+    axum::serve(listener, app).await
 }
