@@ -115,10 +115,21 @@ pub async fn request(
         let mut conn = Conn::connect(addr).await?;
         conn.exchange(req).await
     };
-    tokio::time::timeout(timeout, exchange)
+    within(timeout, addr, || what(req), exchange).await
+}
+
+/// `fut` if it ends within `timeout`, else [`Error::Timeout`] for `what` (the exchange or the
+/// connection it was) on `addr`.
+async fn within<T>(
+    timeout: Duration,
+    addr: SocketAddr,
+    what: impl FnOnce() -> String,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| Error::Timeout {
-            what: what(req),
+            what: what(),
             addr,
             timeout,
         })?
@@ -145,13 +156,7 @@ impl Conn {
     /// # Errors
     /// No connection, or no HTTP/1.1 handshake, in time.
     pub async fn open(addr: SocketAddr, timeout: Duration) -> Result<Conn, Error> {
-        tokio::time::timeout(timeout, Conn::connect(addr))
-            .await
-            .map_err(|_| Error::Timeout {
-                what: "connecting".into(),
-                addr,
-                timeout,
-            })?
+        within(timeout, addr, || "connecting".into(), Conn::connect(addr)).await
     }
 
     /// Sends `req` on this connection and reads the whole answer within `timeout`.
@@ -161,13 +166,7 @@ impl Conn {
     /// whole answer in time.
     pub async fn send(&mut self, req: &Request, timeout: Duration) -> Result<Response, Error> {
         let addr = self.addr;
-        tokio::time::timeout(timeout, self.exchange(req))
-            .await
-            .map_err(|_| Error::Timeout {
-                what: what(req),
-                addr,
-                timeout,
-            })?
+        within(timeout, addr, || what(req), self.exchange(req)).await
     }
 
     /// The server this connection goes to.

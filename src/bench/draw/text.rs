@@ -46,6 +46,29 @@ pub struct Column {
     pub head: &'static str,
     pub width: usize,
     pub cell: fn(&StrategyRun) -> String,
+    /// Why the cell is not to be trusted, when it is not (its text then ends in `!`): the
+    /// HTML table shows it on the mark.
+    pub doubt: fn(&StrategyRun) -> Option<String>,
+}
+
+/// A cell that is always to be trusted.
+fn no_doubt(_: &StrategyRun) -> Option<String> {
+    None
+}
+
+/// The reasons a run's %limit is not to be trusted, as results.json names them.
+fn limit_doubt(r: &StrategyRun) -> Option<String> {
+    let why: Vec<String> = r
+        .limit_warnings
+        .iter()
+        .map(|f| {
+            serde_json::to_string(f)
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_owned()
+        })
+        .collect();
+    (!why.is_empty()).then(|| format!("not reliable: {}", why.join(", ")))
 }
 
 /// `p50 / p99 / max` of a latency in ms.
@@ -59,26 +82,31 @@ pub const COLUMNS: [Column; 11] = [
         head: "done",
         width: 8,
         cell: |r| r.measured.completed.to_string(),
+        doubt: no_doubt,
     },
     Column {
         head: "req/s",
         width: 8,
         cell: |r| format!("{:.0}", r.measured.completed_per_s),
+        doubt: no_doubt,
     },
     Column {
         head: "limit",
         width: 7,
         cell: |r| format!("{:.0}", r.limit.limit_per_s),
+        doubt: no_doubt,
     },
     Column {
         head: "%limit ",
         width: 7,
         cell: |r| limit::cell(r.limit_fraction, &r.limit_warnings),
+        doubt: limit_doubt,
     },
     Column {
         head: "/heavy p50/p99/max",
         width: 26,
         cell: |r| three(&r.measured.heavy.latency),
+        doubt: no_doubt,
     },
     Column {
         head: "err/timeout/!2xx/unfinished",
@@ -87,11 +115,13 @@ pub const COLUMNS: [Column; 11] = [
             let [errors, timeouts, non2xx, unfinished] = outcomes(r);
             format!("{errors}/{timeouts}/{non2xx}/{unfinished}")
         },
+        doubt: no_doubt,
     },
     Column {
         head: "/health p50/p99/max",
         width: 26,
         cell: |r| three(&r.measured.bystander.latency_with_timeouts),
+        doubt: no_doubt,
     },
     Column {
         head: "CPU ms/req",
@@ -100,21 +130,25 @@ pub const COLUMNS: [Column; 11] = [
             0 => "-".to_string(),
             n => format!("{:.2}", r.measured.cpu_s * 1e3 / n as f64),
         },
+        doubt: no_doubt,
     },
     Column {
         head: "RSS MiB",
         width: 8,
         cell: |r| format!("{:.1}", mib(r.measured.peak_rss_bytes)),
+        doubt: no_doubt,
     },
     Column {
         head: "thr",
         width: 6,
         cell: |r| r.measured.peak_threads.to_string(),
+        doubt: no_doubt,
     },
     Column {
         head: "queue: accepted/s, backlog, drain",
         width: 0,
         cell: queue_cell,
+        doubt: no_doubt,
     },
 ];
 
@@ -186,21 +220,11 @@ pub fn html_table(r: &Results) -> String {
         let _ = write!(t, "<tr><td>{}</td>", esc(&run.measured.strategy));
         for c in &COLUMNS {
             let mut cell = esc((c.cell)(run).trim());
-            if c.head.starts_with("%limit") && !run.limit_warnings.is_empty() {
-                let why: Vec<String> = run
-                    .limit_warnings
-                    .iter()
-                    .map(|f| {
-                        serde_json::to_string(f)
-                            .unwrap_or_default()
-                            .trim_matches('"')
-                            .to_owned()
-                    })
-                    .collect();
+            if let Some(why) = (c.doubt)(run) {
                 cell = format!(
-                    r#"{}<span class="flag" title="not reliable: {}">!</span>"#,
+                    r#"{}<span class="flag" title="{}">!</span>"#,
                     cell.trim_end_matches('!'),
-                    esc(&why.join(", "))
+                    esc(&why)
                 );
             }
             let _ = write!(t, "<td>{cell}</td>");
@@ -213,4 +237,34 @@ pub fn html_table(r: &Results) -> String {
         esc(LATENCY_NOTE)
     );
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::planted::{Plant, results};
+
+    /// A %limit not to be trusted is marked `!` on the terminal and, in HTML, with its reason
+    /// on the mark; a trusted one is not marked.
+    #[test]
+    fn a_doubtful_limit_is_marked_in_both_tables() {
+        // Against a limit of 150 req/s: 100 req/s is 67%, 200 req/s over 105% of it.
+        let r = results(vec![
+            Plant::new("pool", 100.0, 1.0),
+            Plant::new("blocking", 200.0, 1.0),
+        ]);
+        let text = table(&r);
+        let row = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(row("pool").contains(" 67% "), "{text}");
+        assert!(row("blocking").contains(" 133%!"), "{text}");
+        let html = html_table(&r);
+        assert!(html.contains("<td>67%</td>"), "{html}");
+        assert!(
+            html.contains(
+                r#"<td>133%<span class="flag" title="not reliable: over_limit">!</span></td>"#
+            ),
+            "{html}"
+        );
+        assert_eq!(html.matches(r#"class="flag""#).count(), 1, "{html}");
+    }
 }

@@ -21,10 +21,8 @@ fn ms_with(v: f64, gap: &str) -> String {
     }
 }
 
-/// Bytes as MiB.
-pub(crate) fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 20) as f64
-}
+/// Bytes as MiB (the model's, which keeps some figures in MiB).
+pub(crate) use crate::bench::model::mib;
 
 /// Text made safe for HTML, in an element or an attribute.
 pub(crate) fn esc<S: AsRef<str> + ?Sized>(s: &S) -> String {

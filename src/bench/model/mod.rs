@@ -49,6 +49,12 @@ pub const SCHEMA: &str = include_str!("../results.schema.json");
 /// counting every probe).
 pub const SCHEMA_VERSION: u32 = 7;
 
+/// Bytes as MiB: the one conversion, for the figures the model keeps in MiB (the Node pairs,
+/// a run's per-second memory) and for every drawing.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
 /// A strategy that could not be measured, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {

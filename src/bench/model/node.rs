@@ -7,13 +7,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::machine::AllCore;
+use super::mib;
 use super::row::{NodeServer, RowId};
 use super::run::StrategyRun;
-
-/// MiB of a byte count (the pairs keep memory in MiB, as the tables show it).
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / 1_048_576.0
-}
 
 /// `results.json`'s `node`: what ran, how it was calibrated and checked, and the pairs.
 #[derive(Debug, Clone, Serialize)]

@@ -157,7 +157,7 @@ impl StrategyRun {
                 if b.t > a.t {
                     cpu += (b.cpu_s - a.cpu_s) / (b.t - a.t) * 100.0;
                 }
-                rss += b.rss_bytes as f64 / 1_048_576.0;
+                rss += super::mib(b.rss_bytes);
                 thr += b.threads;
             }
         }

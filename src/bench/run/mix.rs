@@ -249,16 +249,7 @@ async fn one(
     // No warm-up: its jobs would be counted with the measured ones. The servers start from
     // their startup calibration, as after a deploy.
     .with_timeout(s.timeout)?;
-    let probe_plan = Plan::new(
-        Target::parse(&format!("http://{gateway}/health"), false)?,
-        Mode::Open {
-            rate: s.probe_rate,
-            connections: 4,
-            stop: Stop::Duration(s.duration),
-        },
-    )?
-    .with_urgent(true)
-    .with_timeout(s.timeout)?;
+    let probe_plan = super::scenario::probe_plan(gateway, s)?;
     let began = Instant::now();
     let (mixed, probe) = tokio::join!(load::run_mix(&mix_plan, None), load::run(&probe_plan, None));
     let (_, by_part) = mixed.context("the mixed load")?;

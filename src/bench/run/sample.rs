@@ -5,12 +5,16 @@ use std::time::{Duration, Instant};
 
 use crate::bench::model::Sample;
 
+/// The fields of a `/proc/.../stat` line after the command name (which is in parentheses and
+/// may hold spaces): field N of the line is `N - 3` here.
+pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 2..].split_whitespace().collect())
+}
+
 /// Reads `/proc/<pid>` once; None when the process is gone or /proc is missing.
 pub fn read(pid: u32, since: Instant) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = stat_fields(&stat)?;
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     let threads: u64 = fields.get(17)?.parse().ok()?;

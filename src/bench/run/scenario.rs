@@ -41,6 +41,24 @@ async fn enqueue_to_done(gateway: SocketAddr) -> Option<Spread> {
     }
 }
 
+/// The light `/health` probe beside a load: open loop at `--probe-rate` on 4 connections for
+/// the load's duration, urgent (see `load --urgent`), no warm-up of its own.
+///
+/// # Errors
+/// When the plan is not valid (a rate or timeout out of range).
+pub(crate) fn probe_plan(gateway: SocketAddr, s: &Settings) -> anyhow::Result<Plan> {
+    Ok(Plan::new(
+        Target::parse(&format!("http://{gateway}/health"), false)?,
+        Mode::Open {
+            rate: s.probe_rate,
+            connections: 4,
+            stop: Stop::Duration(s.duration),
+        },
+    )?
+    .with_urgent(true)
+    .with_timeout(s.timeout)?)
+}
+
 /// Runs one strategy end to end. Children are stopped when this returns or is dropped.
 ///
 /// # Errors
@@ -82,17 +100,7 @@ pub(crate) async fn measure(
     .with_warmup(s.warmup)
     .with_timeout(s.timeout)?
     .with_honor_retry_after(s.honor_retry_after);
-    let probe_plan = Plan::new(
-        Target::parse(&format!("http://{gateway}/health"), false)?,
-        Mode::Open {
-            rate: s.probe_rate,
-            connections: 4,
-            stop: Stop::Duration(s.duration),
-        },
-    )?
-    .with_urgent(true)
-    .with_warmup(s.warmup)
-    .with_timeout(s.timeout)?;
+    let probe_plan = probe_plan(gateway, s)?.with_warmup(s.warmup);
 
     // The queue first takes a burst that fits its cap, and its counts are followed from then on.
     let follow = if queued {

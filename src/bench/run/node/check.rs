@@ -87,15 +87,9 @@ pub(super) fn threads_at_nice(pid: u32, nice: i32) -> usize {
     tasks
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
         .filter(|stat| {
-            // The fields after the command name, which is in parentheses and may hold spaces:
-            // the 19th of the line, niceness, is the 17th of these.
-            stat.rfind(')').and_then(|i| {
-                stat[i + 2..]
-                    .split_whitespace()
-                    .nth(16)?
-                    .parse::<i32>()
-                    .ok()
-            }) == Some(nice)
+            // Niceness is field 19 of the line.
+            super::super::sample::stat_fields(stat).and_then(|f| f.get(16)?.parse::<i32>().ok())
+                == Some(nice)
         })
         .count()
 }
