@@ -84,6 +84,14 @@ macro_rules! throttled {
     }};
 }
 
+/// Counts the queue crate's warnings (its worker's failed claims, heartbeats, completions) in
+/// the same series as offload's own, under their kinds. Called once at start-up.
+pub fn count_queue_events() {
+    offload_queue::events(|kind| {
+        EVENTS.get_or_create_owned(&Kind { kind }).inc();
+    });
+}
+
 /// Registers `offload_log_events_total{kind}`: every event of each kind seen so far, written
 /// or not.
 pub fn register(registry: &mut Registry) {

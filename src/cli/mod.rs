@@ -63,6 +63,7 @@ pub fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    crate::logs::count_queue_events();
 }
 
 pub use crate::work::cores;

@@ -588,7 +588,7 @@ impl JobQueue for SqliteQueue {
                         woken = Some(sub);
                         continue;
                     }
-                    Err(e) => crate::throttled!(
+                    Err(e) => crate::log::throttled!(
                         "sqlite_wake_failed",
                         warn,
                         error = %e,

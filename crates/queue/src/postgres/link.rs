@@ -10,7 +10,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Statement};
 
 use super::sql;
-use crate::queue::QueueError;
+use crate::QueueError;
 
 /// Longest a connection attempt (TCP, startup and authentication) may take: an unreachable or
 /// stuck host fails the call in seconds instead of hanging it.

@@ -4,7 +4,7 @@
 //! many hosts agree on leases and due times. `$1` is always the queue's name: names and every
 //! other value go as bound parameters, never into the SQL text.
 
-use crate::queue::latency;
+use crate::latency;
 
 /// Now on the server, in unix ms. `clock_timestamp()`, not `now()`: the latter is the start of
 /// the transaction, which for these one-statement transactions is the same but says less.
@@ -228,7 +228,7 @@ pub(super) const HEARTBEAT: &str = concat!(
 /// their ids and new statuses. Finished jobs leave the backlog and join the finished counters;
 /// a retry notifies idle workers so they learn its due time.
 ///
-/// Jobs done are counted in the latency histogram (see [`crate::queue::latency`]), under
+/// Jobs done are counted in the latency histogram (see [`crate::latency`]), under
 /// their label if the queue keeps it, else `other`. The labels kept are on the queue's row,
 /// which the statement updates (and so locks) before it touches the histogram: a label is
 /// taken by one completion at a time, so no more than `MAX_LABELS` are ever kept, and

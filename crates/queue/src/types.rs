@@ -383,6 +383,7 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 }
 
 /// Now as unix milliseconds.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -65,6 +65,11 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// How long giving jobs back may take at the end of shutdown.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The number of CPUs this process may use: the worker's default concurrency.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// How a worker runs. `Default` gives the documented constants and one job per core.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -96,8 +101,8 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
         WorkerConfig {
-            concurrency: crate::work::cores(),
-            prefetch: crate::work::cores() * PREFETCH_MAX_PER_THREAD,
+            concurrency: cores(),
+            prefetch: cores() * PREFETCH_MAX_PER_THREAD,
             lease: DEFAULT_LEASE,
             heartbeat: DEFAULT_HEARTBEAT,
             poll_min: DEFAULT_POLL_MIN,
@@ -278,7 +283,7 @@ pub async fn run<Q: JobQueue + Clone>(
                 }
             }
             Err(e) => {
-                crate::throttled!("worker_claim_failed", warn, error = %e, "claim failed; retrying");
+                crate::log::throttled!("worker_claim_failed", warn, error = %e, "claim failed; retrying");
                 config.poll_max
             }
         };
@@ -439,14 +444,14 @@ impl<Q: JobQueue + Clone> Job<Q> {
                         Tally::add(&self.tally.lost);
                         return;
                     }
-                    Err(e) => crate::throttled!("worker_heartbeat_failed", warn, id = %job.id, error = %e, "heartbeat failed"),
+                    Err(e) => crate::log::throttled!("worker_heartbeat_failed", warn, id = %job.id, error = %e, "heartbeat failed"),
                 },
                 Ok(()) = self.abandon.changed() => {
                     work.abort();
                     match self.queue.release(job).await {
                         Ok(true) => Tally::add(&self.tally.released),
                         Ok(false) => Tally::add(&self.tally.lost),
-                        Err(e) => crate::throttled!("worker_release_failed", warn, id = %job.id, error = %e, "release failed"),
+                        Err(e) => crate::log::throttled!("worker_release_failed", warn, id = %job.id, error = %e, "release failed"),
                     }
                     return;
                 }
@@ -471,7 +476,7 @@ impl<Q: JobQueue + Clone> Job<Q> {
             }
             // The lease will lapse and the job run again: at-least-once.
             Ok(Err(e)) => {
-                crate::throttled!("worker_complete_failed", warn, id = %job.id, error = %e, "complete failed")
+                crate::log::throttled!("worker_complete_failed", warn, id = %job.id, error = %e, "complete failed")
             }
             Err(_) => {}
         }
@@ -489,10 +494,10 @@ async fn chores<Q: JobQueue>(queue: Q, config: WorkerConfig) {
             _ = reap.tick() => match queue.reap().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "reaped stalled jobs"),
-                Err(e) => crate::throttled!("worker_reap_failed", warn, error = %e, "reap failed"),
+                Err(e) => crate::log::throttled!("worker_reap_failed", warn, error = %e, "reap failed"),
             },
             _ = prune.tick() => if let Err(e) = queue.prune().await {
-                crate::throttled!("worker_prune_failed", warn, error = %e, "prune failed");
+                crate::log::throttled!("worker_prune_failed", warn, error = %e, "prune failed");
             },
         }
     }
