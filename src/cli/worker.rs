@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -14,7 +14,7 @@ use super::{cores, parse_duration, shutdown_signal};
 use crate::pool::{Pool, PoolConfig, TaskError};
 use crate::queue::JobError;
 use crate::queue::worker::{self, BoxFuture, Executor, WorkerConfig};
-use crate::work::{Limits, Work};
+use crate::work::Limits;
 
 /// Flags of `offload worker`.
 #[derive(Debug, Args)]
@@ -83,30 +83,15 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Parses each job's payload as a work spec (a bad one fails at once, no retry) and runs it
-/// whole on one pool thread; the result is a [`crate::api::JobResult`].
+/// Runs each job with offload's built-in handlers ([`crate::queue::builtin`]), registered as a
+/// user's would be, whole on one pool thread.
 fn executor(pool: Arc<Pool>, limits: Limits) -> Executor {
-    Arc::new(
-        move |payload: String| -> BoxFuture<Result<String, JobError>> {
-            let pool = pool.clone();
+    crate::queue::builtin::handlers(limits).executor_on(
+        move |run| -> BoxFuture<Result<String, JobError>> {
+            let handle = pool.submit(None, move |_stop| run());
             Box::pin(async move {
-                let work = Work::from_json(payload.as_bytes(), &limits)
-                    .map_err(|e| JobError::fatal(format!("bad work spec: {e}")))?;
-                let handle = pool
-                    .submit(None, move |stop| {
-                        let start = Instant::now();
-                        (work.run(stop), start.elapsed())
-                    })
-                    .map_err(|e| JobError::retry(e.to_string()))?;
-                match handle.await {
-                    Ok((Ok(result), ran)) => serde_json::to_string(&crate::api::JobResult {
-                        work: work.kind().name().to_owned(),
-                        n: work.n(),
-                        result,
-                        run_us: ran.as_micros() as u64,
-                    })
-                    .map_err(|e| JobError::fatal(format!("cannot write the result: {e}"))),
-                    Ok((Err(stopped), _)) => Err(JobError::retry(stopped.to_string())),
+                match handle.map_err(|e| JobError::retry(e.to_string()))?.await {
+                    Ok(outcome) => outcome,
                     Err(TaskError::Panicked(msg)) => {
                         Err(JobError::retry(format!("the work panicked: {msg}")))
                     }

@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::metrics::{Counter, Family, Gauge, Registry, State};
-use crate::queue::{
-    Counts, JobId, JobQueue, JobView, Latency, Line, LineError, NewJob, Queue, QueueError,
-};
+use crate::queue::{Counts, JobId, JobQueue, JobView, Latency, Line, LineError, Queue, QueueError};
 use crate::work::Work;
 
 use super::ExecError;
@@ -81,11 +79,7 @@ impl QueueStrategy {
         self.reachable()?;
         let until = deadline.checked_sub(LINE_MARGIN).unwrap_or(deadline);
         // The work names the job in the latency histogram's `by_work`.
-        let job = NewJob::new(work.to_json().to_string()).label(format!(
-            "{}:{}",
-            work.kind().name(),
-            work.n()
-        ));
+        let job = crate::queue::builtin::new_job(&work);
         self.line
             .enqueue(job, until)
             .await

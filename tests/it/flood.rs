@@ -86,7 +86,7 @@ async fn a_full_queue_paces_a_closed_loop_to_the_drain_rate() {
     // Jobs long enough that the gateway's and the load generator's own work per request (a
     // debug build here) stays small beside the work.
     let n = count_n_for(Duration::from_millis(20));
-    let payload = format!(r#"{{"work":"count","n":{n}}}"#);
+    let job = NewJob::of(&offload::queue::builtin::Count { n }).unwrap();
     let dir = tempfile::tempdir().unwrap();
 
     // The rate at which a worker drains a stored backlog with nothing else running, before
@@ -96,7 +96,7 @@ async fn a_full_queue_paces_a_closed_loop_to_the_drain_rate() {
         let q = open(&url, QueueOptions::default()).await.unwrap();
         let stored = 600;
         for _ in 0..stored {
-            q.enqueue(NewJob::new(payload.clone())).await.unwrap();
+            q.enqueue(job.clone()).await.unwrap();
         }
         let gateway = Proc::start(&["serve", "--strategy", "queue", "--queue", &url]);
         let _worker = Proc::start_worker(&["--queue", &url]);

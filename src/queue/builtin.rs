@@ -1,0 +1,149 @@
+//! offload's own work as typed jobs of the queue crate: `count`, `primes` and `hash` (and
+//! `fault`, for drills), each a type holding its size, registered in [`handlers`] exactly as a
+//! user registers theirs. The gateway stores a [`Work`] with [`new_job`]; `offload worker` runs
+//! them with [`handlers`] on its pool.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Handlers, Job, JobError, NewJob};
+use crate::api::JobResult;
+use crate::work::{Kind, Limits, Work};
+
+/// Counts to `n` (the seed's loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Count {
+    /// Iterations.
+    pub n: u64,
+}
+
+/// Counts the primes below `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Primes {
+    /// The bound.
+    pub n: u64,
+}
+
+/// `n` argon2id hashes at the worker's hash cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hash {
+    /// Hashes.
+    pub n: u64,
+}
+
+/// Panics when run: only a worker started with faults allowed has a handler for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Ignored.
+    pub n: u64,
+}
+
+impl Job for Count {
+    const NAME: &'static str = "count";
+    type Output = JobResult;
+}
+impl Job for Primes {
+    const NAME: &'static str = "primes";
+    type Output = JobResult;
+}
+impl Job for Hash {
+    const NAME: &'static str = "hash";
+    type Output = JobResult;
+}
+impl Job for Fault {
+    const NAME: &'static str = "fault";
+    type Output = JobResult;
+}
+
+/// The job that runs `work`, labelled with its kind and size (`count:2000000`) for the latency
+/// histogram's `by_work`.
+pub fn new_job(work: &Work) -> NewJob {
+    let n = work.n();
+    let job = match work.kind() {
+        Kind::Count => NewJob::of(&Count { n }),
+        Kind::Primes => NewJob::of(&Primes { n }),
+        Kind::Hash => NewJob::of(&Hash { n }),
+        Kind::Fault => NewJob::of(&Fault { n }),
+    };
+    job.expect("a struct of one number is JSON")
+        .label(format!("{}:{n}", work.kind().name()))
+}
+
+/// The handlers of offload's work within `limits` (sizes over them fail without a retry).
+pub fn handlers(limits: Limits) -> Handlers {
+    let handlers = Handlers::new()
+        .on(move |Count { n }: Count| run(Kind::Count, n, &limits))
+        .on(move |Primes { n }: Primes| run(Kind::Primes, n, &limits))
+        .on(move |Hash { n }: Hash| run(Kind::Hash, n, &limits));
+    if limits.allow_fault {
+        handlers.on(move |Fault { n }: Fault| run(Kind::Fault, n, &limits))
+    } else {
+        handlers
+    }
+}
+
+/// Checks the size against the limits, then runs the whole job on this thread.
+fn run(kind: Kind, n: u64, limits: &Limits) -> Result<JobResult, JobError> {
+    let work =
+        Work::new(kind, n, limits).map_err(|e| JobError::fatal(format!("bad work spec: {e}")))?;
+    let start = Instant::now();
+    let result = work
+        .run(&|| false)
+        .map_err(|stopped| JobError::retry(stopped.to_string()))?;
+    Ok(JobResult {
+        work: kind.name().to_owned(),
+        n,
+        result,
+        run_us: start.elapsed().as_micros() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_work_runs_with_its_registered_handler_and_sizes_are_checked_again() {
+        let limits = Limits::default();
+        let h = handlers(limits);
+        assert_eq!(h.names(), ["count", "hash", "primes"]);
+        let job = new_job(&Work::new(Kind::Primes, 100, &limits).unwrap());
+        assert_eq!(job.payload, r#"{"job":"primes","payload":{"n":100}}"#);
+        assert_eq!(job.label.as_deref(), Some("primes:100"));
+        let out: JobResult = serde_json::from_str(&h.run(&job.payload).unwrap()).unwrap();
+        assert_eq!((out.work.as_str(), out.n, out.result), ("primes", 100, 25));
+        // A size a gateway with larger limits accepted fails here, at once and for good.
+        let big = format!(
+            r#"{{"job":"count","payload":{{"n":{}}}}}"#,
+            limits.max_count + 1
+        );
+        let err = h.run(&big).unwrap_err();
+        assert!(
+            !err.retry && err.message.contains("over the limit"),
+            "{err}"
+        );
+        // `fault` has a handler only where faults are allowed.
+        let fault = new_job(
+            &Work::new(
+                Kind::Fault,
+                1,
+                &Limits {
+                    allow_fault: true,
+                    ..limits
+                },
+            )
+            .unwrap(),
+        );
+        assert!(
+            h.run(&fault.payload)
+                .unwrap_err()
+                .message
+                .contains("no handler")
+        );
+    }
+}
