@@ -28,7 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod compute;
 pub mod gateway;
-pub mod load;
+pub use offload_load as load;
 pub mod logs;
 pub mod metrics;
 pub use offload_pool as pool;

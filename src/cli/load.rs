@@ -89,7 +89,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub urgent: bool,
 
-    /// Print the report as JSON (schema: src/load/report.schema.json) instead of tables.
+    /// Print the report as JSON (schema: crates/load/src/report.schema.json) instead of tables.
     #[arg(long)]
     pub json: bool,
 

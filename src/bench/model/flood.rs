@@ -102,7 +102,7 @@ pub struct FloodRow {
     pub health_p99_ms: f64,
     /// Jobs queued or running when the load stopped (`queue` and `auto`).
     pub backlog_at_stop: Option<u64>,
-    /// The heavy load's and the probe's reports (src/load/report.schema.json).
+    /// The heavy load's and the probe's reports (crates/load/src/report.schema.json).
     pub heavy: Report,
     pub bystander: Report,
 }

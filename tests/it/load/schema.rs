@@ -1,4 +1,4 @@
-//! A small JSON Schema checker for the subset `src/load/report.schema.json` uses: `type`
+//! A small JSON Schema checker for the subset `crates/load/src/report.schema.json` uses: `type`
 //! (incl. `integer` and type lists), `enum`, `minimum`, `properties`, `required`,
 //! `additionalProperties` (bool or schema), `items`, and local `$ref` into `$defs`.
 //!

@@ -13,9 +13,9 @@
 //!
 //! # Use from code
 //! ```no_run
-//! # async fn demo() -> Result<(), offload::load::PlanError> {
+//! # async fn demo() -> Result<(), offload_load::PlanError> {
 //! use std::time::Duration;
-//! use offload::load::{Mode, Plan, Stop, Target, run};
+//! use offload_load::{Mode, Plan, Stop, Target, run};
 //! let target = Target::parse("http://127.0.0.1:3000/health", false)?;
 //! let mode = Mode::Open { rate: 50.0, connections: 4, stop: Stop::Duration(Duration::from_secs(10)) };
 //! let report = run(&Plan::new(target, mode)?, None).await.expect("load threads start");
@@ -39,8 +39,8 @@ pub use report::{
     ABORT_NOTE, LatencyStats, RETRY_NOTE, RateStats, Report, Requests, RetryAfterStats,
     SCHEMA_VERSION, Second, TIMEOUT_NOTE,
 };
-#[cfg(test)]
-pub(crate) use report::{Planted, planted};
+#[cfg(any(test, feature = "planted"))]
+pub use report::{Planted, planted};
 pub use run::{Progress, run, run_mix};
 pub use stats::{ErrorCounts, ProtocolCounts, TimeoutCounts};
 pub use wire::MAX_HEAD;

@@ -10,7 +10,7 @@
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use hyper::body::Bytes;
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -49,7 +49,7 @@ pub fn encode_requests(plan: &Plan) -> Vec<Bytes> {
         .collect()
 }
 
-fn encode_request_to(plan: &Plan, path: &hyper::Uri) -> Bytes {
+fn encode_request_to(plan: &Plan, path: &http::Uri) -> Bytes {
     let mut out = Vec::with_capacity(256 + plan.body.len());
     out.extend_from_slice(plan.method.as_str().as_bytes());
     out.push(b' ');
@@ -59,7 +59,7 @@ fn encode_request_to(plan: &Plan, path: &hyper::Uri) -> Bytes {
     out.extend_from_slice(b"\r\n");
     let mut has_length = false;
     for (name, value) in &plan.headers {
-        has_length |= name == hyper::header::CONTENT_LENGTH;
+        has_length |= name == http::header::CONTENT_LENGTH;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());

@@ -103,7 +103,7 @@ pub async fn drive(shared: Arc<Shared>, index: usize) -> Vec<Recorder> {
     let requests = encode_requests(plan);
     // Closed loop: this connection's own request count, for the mix's draws.
     let mut sent_here = 0u64;
-    let head_only = plan.method == hyper::Method::HEAD;
+    let head_only = plan.method == http::Method::HEAD;
     let mut timer = Box::pin(sleep_until(Instant::now() + plan.timeout));
     let mut slot = index as u64;
     loop {

@@ -97,7 +97,7 @@ pub async fn run_mix(
             .name(format!("offload-load-{t}"))
             .spawn(move || {
                 if urgent {
-                    crate::pool::priority::Urgent::DEFAULT.apply();
+                    offload_pool::priority::Urgent::DEFAULT.apply();
                 }
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()

@@ -388,24 +388,25 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
 }
 
 /// What a planted report holds: for other parts' report tests, which need a [`Report`] with
-/// known figures and no server behind it.
-#[cfg(test)]
+/// known figures and no server behind it (the feature `planted`, for tests only).
+#[cfg(any(test, feature = "planted"))]
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Planted {
+pub struct Planted {
     /// Full answers, each (status, latency), spread evenly over the window.
     pub answers: Vec<(u16, Duration)>,
     /// Requests given up on at the plan's timeout.
     pub timeouts: u64,
     /// Requests still in flight at the deadline, each having waited `cut_after`.
     pub unfinished: u64,
+    /// How long each unfinished request had waited at the deadline.
     pub cut_after: Duration,
 }
 
 /// A report of `p`'s figures over `elapsed`, recorded and built as a run records and builds
 /// them, so every derived figure (percentiles, the timeline, `latency_with_timeouts`) is
 /// what a run with those outcomes reports.
-#[cfg(test)]
-pub(crate) fn planted(plan: &Plan, p: &Planted, elapsed: Duration) -> Report {
+#[cfg(any(test, feature = "planted"))]
+pub fn planted(plan: &Plan, p: &Planted, elapsed: Duration) -> Report {
     use super::stats::Completed;
     let mut rec = Recorder::new(matches!(plan.mode(), Mode::Open { .. }));
     let seconds = (elapsed.as_secs_f64().ceil() as usize).max(1);

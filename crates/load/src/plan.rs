@@ -4,9 +4,9 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use hyper::body::Bytes;
-use hyper::header::{HeaderName, HeaderValue};
-use hyper::{HeaderMap, Method, Uri};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri};
 
 /// Why a plan was refused. Each message names the flag or value at fault.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ impl Target {
         };
         let uri: Uri = url
             .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => return Err(bad("https is not supported; use http://")),
@@ -215,7 +215,7 @@ pub const MAX_CONNECTIONS: u32 = 10_000;
 
 /// Default load threads: one per core, as wrk's usual `-t`.
 pub fn default_threads() -> usize {
-    crate::work::cores()
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A validated plan. Build with [`Plan::new`] and the `with_*` methods, or from CLI flags
@@ -237,7 +237,7 @@ pub struct Plan {
     /// After a 503 or 429 with `Retry-After`, the connection waits that long before it sends
     /// again (see [`Plan::with_honor_retry_after`]).
     pub(crate) honor_retry_after: bool,
-    /// Run the load's threads as [`crate::pool::priority::Urgent::DEFAULT`].
+    /// Run the load's threads as [`offload_pool::priority::Urgent::DEFAULT`].
     pub(crate) urgent: bool,
 }
 
