@@ -1,5 +1,6 @@
 //! The pool crate as a user embeds it: `crates/pool/examples/axum.rs`, driven with
-//! `offload load`, answers every request, and exactly.
+//! `offload load`, answers every request, and exactly. ([`example`] finds any example's
+//! executable; the queue crate's is tested in `custom_job.rs`.)
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use crate::support::{Proc, exclusive, get, offload_command};
 /// An example's executable: beside the `offload` binary, under `examples/`. Plain `cargo test`
 /// builds the examples of the workspace's default members; `cargo test --test it` does not,
 /// and then this fails saying how to build it.
-fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_offload"));
     let path = bin
         .parent()
@@ -18,8 +19,8 @@ fn example(name: &str) -> PathBuf {
         .join(name);
     assert!(
         path.is_file(),
-        "{} is missing: build it with `cargo build -p offload-pool --example {name}` (plain \
-         `cargo test` does)",
+        "{} is missing: build it with `cargo build --example {name}` in the workspace's root, so \
+         that its crate has the features offload enables (plain `cargo test` builds it)",
         path.display()
     );
     path

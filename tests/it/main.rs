@@ -4,6 +4,7 @@ mod auto;
 mod bench;
 mod bench_node;
 mod conns;
+mod custom_job;
 mod embed;
 mod flood;
 mod gateway;

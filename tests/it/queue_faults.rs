@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::sleep;
 
-use offload::queue::JobId;
+use offload::queue::{Counts, JobId};
 
 use crate::gateway::bad_cases;
 use crate::queue::{postgres_url, redis_url};
@@ -202,45 +202,93 @@ async fn killed_worker_job_runs_again(b: Backend, test: &str) {
     drop(rescuer);
 }
 
+/// What a kill storm runs: its jobs (how they are enqueued, counted and checked) and the worker
+/// program. Offload's built-in work through the gateway and `offload worker` ([`Builtin`]), or a
+/// user's own job type through the library and the queue crate's example
+/// ([`Checksums`](crate::custom_job::Checksums)).
+pub(crate) trait Storm {
+    /// Enqueues `jobs` jobs; their ids, in order.
+    async fn enqueue(&self, jobs: usize) -> Vec<String>;
+    /// Starts a worker on the storm's queue that runs `concurrency` jobs at once.
+    fn worker(&self, concurrency: usize) -> Proc;
+    /// The queue's jobs by state and its stalls.
+    async fn counts(&self) -> Counts;
+    /// Asserts that each job is done with its exact result, and no error; their attempts and
+    /// stalls, in order.
+    async fn check(&self, ids: &[String]) -> Vec<(u32, u32)>;
+}
+
+/// Offload's built-in work: `count n` through a queue gateway, run by `offload worker`.
+struct Builtin<'a> {
+    store: &'a Store,
+    gw: Proc,
+    n: u64,
+}
+
+impl Storm for Builtin<'_> {
+    async fn enqueue(&self, jobs: usize) -> Vec<String> {
+        let (addr, path) = (self.gw.addr, format!("/heavy?n={}", self.n));
+        let mut ids = Vec::with_capacity(jobs);
+        let mut batch = JoinSet::new();
+        for _ in 0..jobs {
+            let path = path.clone();
+            batch.spawn(async move { enqueue(addr, &path).await });
+            if batch.len() >= 50 {
+                ids.push(batch.join_next().await.unwrap().unwrap());
+            }
+        }
+        while let Some(id) = batch.join_next().await {
+            ids.push(id.unwrap());
+        }
+        ids
+    }
+
+    fn worker(&self, concurrency: usize) -> Proc {
+        self.store
+            .worker(&["--concurrency", &concurrency.to_string()])
+    }
+
+    async fn counts(&self) -> Counts {
+        let addr = self.gw.addr;
+        Counts {
+            queued: jobs_in(addr, "queued").await as u64,
+            running: jobs_in(addr, "running").await as u64,
+            done: jobs_in(addr, "done").await as u64,
+            failed: jobs_in(addr, "failed").await as u64,
+            stalls: metric(addr, "offload_job_stalls_total").await as u64,
+        }
+    }
+
+    async fn check(&self, ids: &[String]) -> Vec<(u32, u32)> {
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let j = job(self.gw.addr, id).await;
+            assert_counted(&j, self.n);
+            let count = |k: &str| j[k].as_u64().and_then(|v| u32::try_from(v).ok());
+            runs.push((count("attempts").unwrap(), count("stalls").unwrap()));
+        }
+        runs
+    }
+}
+
 /// A kill storm: 1,200 jobs, three workers, one of them SIGKILLed and restarted every 0.5 s,
 /// with the default attempt and stall limits. Every job ends done with its exact result, exactly
 /// one result each, none failed: a worker's death costs its jobs stalls, not attempts.
-async fn kill_storm_fails_nothing(b: Backend, test: &str) {
+async fn kill_storm(storm: &impl Storm, test: &str) {
     const JOBS: usize = 1200;
-    let Some(store) = b.store(test) else { return };
-    let gw = store.serve(&[]);
-    let addr = gw.addr;
-    // Jobs long enough to be caught mid-run, and enough of them that the drain outlasts many
-    // kills even on an idle machine (1,200 jobs of ~10 ms on 2 cores: 6 s or more).
-    let n = count_n_for(Duration::from_millis(10)).max(SMALL_N);
-    let path = format!("/heavy?n={n}");
-    let mut ids = Vec::with_capacity(JOBS);
-    let mut batch = JoinSet::new();
-    for _ in 0..JOBS {
-        let path = path.clone();
-        batch.spawn(async move { enqueue(addr, &path).await });
-        if batch.len() >= 50 {
-            ids.push(batch.join_next().await.unwrap().unwrap());
-        }
-    }
-    while let Some(id) = batch.join_next().await {
-        ids.push(id.unwrap());
-    }
+    let ids = storm.enqueue(JOBS).await;
     assert_eq!(
         ids.iter().collect::<HashSet<_>>().len(),
         JOBS,
         "ids are unique"
     );
 
-    let steady = [
-        store.worker(&["--concurrency", "1"]),
-        store.worker(&["--concurrency", "1"]),
-    ];
+    let steady = [storm.worker(1), storm.worker(1)];
     // The victim holds several jobs at a time (running and prefetched), so each kill loses some.
-    let mut victim = store.worker(&["--concurrency", "4"]);
+    let mut victim = storm.worker(4);
     let mut kills = 0;
     let end = Instant::now() + Duration::from_secs(90);
-    while jobs_in(gw.addr, "done").await < JOBS as f64 {
+    while storm.counts().await.done < JOBS as u64 {
         assert!(
             Instant::now() < end,
             "not all jobs done after 90 s ({kills} kills)"
@@ -248,7 +296,7 @@ async fn kill_storm_fails_nothing(b: Backend, test: &str) {
         sleep(Duration::from_millis(500)).await;
         victim.kill();
         kills += 1;
-        victim = store.worker(&["--concurrency", "4"]);
+        victim = storm.worker(4);
     }
     drop(steady);
     drop(victim);
@@ -258,22 +306,45 @@ async fn kill_storm_fails_nothing(b: Backend, test: &str) {
     );
 
     let mut stalls = 0;
-    for id in &ids {
-        let j = job(gw.addr, id).await;
-        assert_counted(&j, n);
-        assert_eq!(j["attempts"], 1, "a stall spends no attempt: {j}");
-        stalls += j["stalls"].as_u64().unwrap();
+    for (id, (attempts, lost)) in ids.iter().zip(storm.check(&ids).await) {
+        assert_eq!(attempts, 1, "a stall spends no attempt: job {id}");
+        stalls += u64::from(lost);
     }
-    assert_eq!(jobs_in(gw.addr, "done").await, JOBS as f64);
-    assert_eq!(jobs_in(gw.addr, "failed").await, 0.0);
+    let counts = storm.counts().await;
+    assert_eq!((counts.done, counts.failed), (JOBS as u64, 0), "{counts:?}");
     assert_eq!(
-        metric(gw.addr, "offload_job_stalls_total").await,
-        stalls as f64,
-        "/metrics counts every stall the jobs show"
+        counts.stalls, stalls,
+        "the queue counts every stall the jobs show"
     );
     eprintln!("{test}: {kills} kills, {stalls} runs lost and redone");
     // Proof that the kills hit jobs in flight (else this test tested nothing).
     assert!(stalls > 0, "no job was ever re-run after {kills} kills");
+}
+
+/// [`kill_storm`] of offload's built-in work.
+async fn kill_storm_fails_nothing(b: Backend, test: &str) {
+    let Some(store) = b.store(test) else { return };
+    // Jobs long enough to be caught mid-run, and enough of them that the drain outlasts many
+    // kills even on an idle machine (1,200 jobs of ~10 ms on 2 cores: 6 s or more).
+    let n = count_n_for(Duration::from_millis(10)).max(SMALL_N);
+    let gw = store.serve(&[]);
+    kill_storm(
+        &Builtin {
+            store: &store,
+            gw,
+            n,
+        },
+        test,
+    )
+    .await;
+}
+
+/// [`kill_storm`] of a user's own job type: enqueued with the library from the test, run by the
+/// queue crate's `custom_job` example. It survives as the built-in work does.
+async fn custom_job_kill_storm_fails_nothing(b: Backend, test: &str) {
+    let Some(store) = b.store(test) else { return };
+    let storm = crate::custom_job::Checksums::open(&store.url, &store.name).await;
+    kill_storm(&storm, test).await;
 }
 
 /// The gateway stopped (SIGTERM) while jobs wait and no worker runs, then started again on the
@@ -469,6 +540,7 @@ macro_rules! both_backends {
 both_backends!(
     killed_worker_job_runs_again,
     kill_storm_fails_nothing,
+    custom_job_kill_storm_fails_nothing,
     gateway_restart_keeps_waiting_jobs,
     failing_job_is_retried_then_failed,
     bad_input_and_a_full_backlog,

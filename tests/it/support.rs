@@ -106,6 +106,17 @@ impl Proc {
         Proc { child, addr }
     }
 
+    /// Starts another program's worker (`cmd`, an example of the workspace, with its
+    /// environment set) with `args` and waits for its "... worker: running" line (a worker
+    /// listens on no port, so `addr` is `0.0.0.0:0`).
+    pub fn start_program_worker(cmd: Command, args: &[&str]) -> Proc {
+        let (child, addr) = spawn_until(cmd, args, |line| {
+            line.contains(" worker: running")
+                .then(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+        });
+        Proc { child, addr }
+    }
+
     /// Sends SIGTERM and waits for the process to exit, returning whether it exited cleanly.
     pub fn terminate(mut self, within: Duration) -> bool {
         // SAFETY: kill(2) on our own child's pid, which we have not yet reaped.

@@ -1,0 +1,96 @@
+//! A job type of your own, stored in a queue and run by a worker in your own process.
+//! `custom_job [QUEUE_URL]` enqueues four checksums, runs a worker until they are finished and
+//! prints each result (default: a SQLite file in a temp dir); `custom_job worker QUEUE_URL` only
+//! runs the worker, until SIGINT or SIGTERM. `OFFLOAD_QUEUE_NAME` and `OFFLOAD_LEASE_SECS` set the
+//! queue's name and the lease.
+
+use std::{env, error::Error, time::Duration};
+
+use offload_queue::worker::{self, WorkerConfig};
+use offload_queue::{Handlers, Job, JobError, JobQueue, NewJob, QueueOptions, open};
+use serde::{Deserialize, Serialize};
+
+/// Checksum `len` bytes of the pseudo-random stream that `seed` starts.
+#[derive(Serialize, Deserialize)]
+struct Checksum {
+    seed: u64,
+    len: u32,
+}
+
+impl Job for Checksum {
+    const NAME: &'static str = "checksum";
+    type Output = u64;
+}
+
+/// FNV-1a over a xorshift64 stream: CPU-bound, and the same answer on every machine.
+fn checksum(job: Checksum) -> Result<u64, JobError> {
+    // Any seed but the constant gives a non-zero state, as xorshift needs (zero stays zero).
+    let (mut x, mut hash) = (job.seed ^ 0x9e37_79b9_7f4a_7c15, 0xcbf2_9ce4_8422_2325_u64);
+    for _ in 0..job.len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        hash = (hash ^ (x & 0xff)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(hash)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let dir = tempfile::tempdir()?;
+    let default = format!("sqlite://{}", dir.path().join("q.db").display());
+    let (worker_only, url) = match &args[..] {
+        [mode, url] if mode == "worker" => (true, url.clone()),
+        [url] => (false, url.clone()),
+        [] => (false, default),
+        _ => return Err("usage: custom_job [QUEUE_URL] | custom_job worker QUEUE_URL".into()),
+    };
+    let mut options = QueueOptions::default();
+    if let Ok(name) = env::var("OFFLOAD_QUEUE_NAME") {
+        options.name = name.parse()?;
+    }
+    let mut config = WorkerConfig::default();
+    if let Ok(secs) = env::var("OFFLOAD_LEASE_SECS") {
+        config = config.with_lease(Duration::from_secs(secs.parse()?));
+    }
+    let queue = open(&url, options).await?;
+    let run = Handlers::new().on(checksum).executor();
+    if worker_only {
+        println!("custom_job worker: running on {url}");
+        worker::run(queue, run, config, stop_signal()).await;
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    for seed in 1..=4 {
+        let job = NewJob::of(&Checksum { seed, len: 1 << 20 })?;
+        ids.push(queue.enqueue(job).await?);
+    }
+    let all_finished = async {
+        for id in &ids {
+            while !matches!(queue.get(id).await, Ok(Some(job)) if job.finished_at.is_some()) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    worker::run(queue.clone(), run, config, all_finished).await;
+    for (seed, id) in (1..).zip(&ids) {
+        let job = queue.get(id).await?.ok_or("a job expired")?;
+        let sum = job
+            .output::<Checksum>()
+            .ok_or(format!("job failed: {:?}", job.error))??;
+        println!("checksum of seed {seed}: {sum:016x}");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    #[cfg(unix)]
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,161 @@
+//! The queue crate as a user embeds it: `crates/queue/examples/custom_job.rs`, a job type of
+//! the user's own, run by the example in-process (its default mode, checked for its exact output)
+//! and by the example's worker under a kill storm (`queue_faults`, through [`Checksums`]).
+
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use offload::queue::{Counts, Job, JobId, JobQueue, JobStatus, NewJob, Queue, QueueOptions};
+
+use crate::embed::example;
+use crate::queue_faults::Storm;
+use crate::support::Proc;
+
+/// The example's job type, mirrored: the same name and fields, so [`NewJob::of`] stores what
+/// the example's own `Checksum` reads.
+#[derive(Serialize, Deserialize)]
+struct Checksum {
+    seed: u64,
+    len: u32,
+}
+
+impl Job for Checksum {
+    const NAME: &'static str = "checksum";
+    type Output = u64;
+}
+
+/// The example's checksum, mirrored, for every length in `lens` in one pass (each length's
+/// checksum extends the one before it by one step): FNV-1a over a xorshift64 stream.
+fn checksums(seed: u64, lens: std::ops::Range<u32>) -> Vec<u64> {
+    let (mut x, mut hash) = (seed ^ 0x9e37_79b9_7f4a_7c15, 0xcbf2_9ce4_8422_2325_u64);
+    let mut out = Vec::with_capacity(lens.len());
+    for i in 0..lens.end {
+        if i >= lens.start {
+            out.push(hash);
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        hash = (hash ^ (x & 0xff)).wrapping_mul(0x0100_0000_01b3);
+    }
+    out
+}
+
+/// The example run with no arguments: four checksums of 2^20 bytes, each printed, exit 0.
+#[test]
+fn the_custom_job_example_runs_its_jobs_in_process_and_prints_each_output() {
+    const LEN: u32 = 1 << 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(example("custom_job"))
+        .current_dir(dir.path())
+        .env_remove("OFFLOAD_QUEUE_NAME")
+        .env_remove("OFFLOAD_LEASE_SECS")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the custom_job example");
+    assert!(
+        out.status.success(),
+        "custom_job exited with {}",
+        out.status
+    );
+    let expected = [
+        (1, 0x9e9d_f0e1_1e11_061b),
+        (2, 0x5545_c05e_5722_abde),
+        (3, 0xfd10_8de2_f2b0_78b4),
+        (4, 0x97ad_183d_5f59_5af9),
+    ];
+    let want: String = expected
+        .iter()
+        .map(|(seed, sum)| format!("checksum of seed {seed}: {sum:016x}\n"))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    // The mirror computes what the example printed, so the storm's checks check the example.
+    for (seed, sum) in expected {
+        assert_eq!(checksums(seed, LEN..LEN + 1), [sum], "seed {seed}");
+    }
+    // The default queue is a file in a temp dir of its own: nothing left in the working dir.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// A kill storm of the example's job type: checksums of one seed and a length per job (so
+/// every job has its own output and one pass computes them all), enqueued from the test with
+/// the library and run by `custom_job worker` processes.
+pub(crate) struct Checksums {
+    queue: Queue,
+    url: String,
+    name: String,
+}
+
+/// Bytes per job: about 10 ms in the example's debug build, as the built-in storm's jobs.
+const STORM_LEN: u32 = 1 << 20;
+const STORM_SEED: u64 = 19;
+
+impl Checksums {
+    /// Opens the storm's queue (`url`, queue `name`) from the test.
+    pub(crate) async fn open(url: &str, name: &str) -> Checksums {
+        let options = QueueOptions {
+            name: name.parse().expect("a valid queue name"),
+            ..QueueOptions::default()
+        };
+        let queue = offload::queue::open(url, options)
+            .await
+            .expect("open the queue");
+        Checksums {
+            queue,
+            url: url.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Storm for Checksums {
+    async fn enqueue(&self, jobs: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(jobs);
+        for i in 0..jobs as u32 {
+            let job = NewJob::of(&Checksum {
+                seed: STORM_SEED,
+                len: STORM_LEN + i,
+            })
+            .unwrap();
+            ids.push(self.queue.enqueue(job).await.expect("enqueue").to_string());
+        }
+        ids
+    }
+
+    /// The example's worker, with the storm's short lease. It runs one job per core, its
+    /// default (it takes no concurrency): the storm's three workers run six at once here, as
+    /// the built-in storm's do (1 + 1 + 4), and the victim holds several jobs all the same.
+    fn worker(&self, _concurrency: usize) -> Proc {
+        let mut cmd = Command::new(example("custom_job"));
+        cmd.env("OFFLOAD_QUEUE_NAME", &self.name)
+            .env("OFFLOAD_LEASE_SECS", "1")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit());
+        Proc::start_program_worker(cmd, &["worker", &self.url])
+    }
+
+    async fn counts(&self) -> Counts {
+        self.queue.counts().await.expect("counts")
+    }
+
+    async fn check(&self, ids: &[String]) -> Vec<(u32, u32)> {
+        let want = checksums(STORM_SEED, STORM_LEN..STORM_LEN + ids.len() as u32);
+        let mut runs = Vec::with_capacity(ids.len());
+        for (id, want) in ids.iter().zip(want) {
+            let id = JobId::parse(id).expect("a job id");
+            let j = self
+                .queue
+                .get(&id)
+                .await
+                .expect("get")
+                .expect("a stored job");
+            assert_eq!(j.status, JobStatus::Done, "{j:?}");
+            let got = j.output::<Checksum>().expect("a result").expect("a u64");
+            assert_eq!(got, want, "{j:?}");
+            assert_eq!(j.error, None, "a done job keeps no error: {j:?}");
+            runs.push((j.attempts, j.stalls));
+        }
+        runs
+    }
+}
