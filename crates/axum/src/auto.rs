@@ -179,7 +179,10 @@ fn answer(
     };
     // The handler's output is already JSON text: sent as it is, not parsed again.
     let mut resp = (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         json,
     )
         .into_response();

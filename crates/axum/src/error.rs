@@ -111,9 +111,12 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        let mut resp = (status, axum::Json(Body {
-            error: Detail { code, message },
-        }))
+        let mut resp = (
+            status,
+            axum::Json(Body {
+                error: Detail { code, message },
+            }),
+        )
             .into_response();
         if let Some(secs) = self.retry_after_secs() {
             resp.headers_mut()

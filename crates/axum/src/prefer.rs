@@ -161,7 +161,10 @@ mod tests {
             "respond-async=yes",
         ] {
             let e = p(&[bad]).unwrap_err().to_string();
-            assert!(e.contains("wait") || e.contains("respond-async"), "{bad}: {e}");
+            assert!(
+                e.contains("wait") || e.contains("respond-async"),
+                "{bad}: {e}"
+            );
         }
         assert!(Prefer::parse([&b"wait=\xff"[..]]).is_err());
     }
