@@ -49,8 +49,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = Arc::new(Pool::new(PoolConfig::default())?);
     let queue = offload_queue::open(&format!("sqlite://{db}"), QueueOptions::default()).await?;
     // One thread for the stored jobs (tokio's blocking threads), so the pool keeps the rest.
-    let mut config = worker::WorkerConfig::default();
-    config.concurrency = 1;
+    let config = worker::WorkerConfig {
+        concurrency: 1,
+        ..Default::default()
+    };
     let (executor, shutdown) = (handlers.clone().executor(), std::future::pending());
     tokio::spawn(worker::run(queue.clone(), executor, config, shutdown));
     let offload = Offload::new(pool, queue, handlers);

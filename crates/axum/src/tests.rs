@@ -161,15 +161,15 @@ async fn client_mistakes_are_4xx_json_and_a_missing_handler_is_a_500() {
 #[tokio::test]
 async fn a_full_queue_sends_the_work_to_the_pool_and_503_comes_only_when_both_refuse() {
     // The queue takes nothing: over-budget work runs in the pool, late but answered.
-    let app = app(64, 0).await;
-    let class = app.offload.class::<Square>();
-    app.offload.pool().model().prior(class, 1e-3);
-    let r = call(&app, "POST", "/square", "wait=0", r#"{"x": 4}"#).await;
+    let spill = app(64, 0).await;
+    let class = spill.offload.class::<Square>();
+    spill.offload.pool().model().prior(class, 1e-3);
+    let r = call(&spill, "POST", "/square", "wait=0", r#"{"x": 4}"#).await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "16"));
     assert_eq!(r.header("preference-applied"), "", "the wait was not kept");
     // Neither the pool (no room at all) nor the queue takes it.
-    let app = app(0, 0).await;
-    let r = call(&app, "POST", "/square", "", r#"{"x": 4}"#).await;
+    let full = app(0, 0).await;
+    let r = call(&full, "POST", "/square", "", r#"{"x": 4}"#).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["error"]["code"], "overloaded");
     assert_eq!(r.header("retry-after"), "1");
