@@ -153,6 +153,7 @@ impl Histogram {
 /// A queue's histograms by label (`""`: jobs enqueued with none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Latency {
+    /// Each label's histogram: the first [`MAX_LABELS`] labels, later ones under [`OTHER`].
     pub by_label: BTreeMap<String, Histogram>,
 }
 

@@ -41,6 +41,8 @@
 //!   read, SQLite a file-change wake-up, Postgres a `NOTIFY` sent by the enqueue statement.
 //! - **Reconnects.** Redis: the connection manager; Postgres: a lost connection is replaced on
 //!   the next call (which is retried once), and the `LISTEN` connection listens again.
+#![warn(missing_docs)]
+
 #[cfg(not(any(feature = "sqlite", feature = "redis", feature = "postgres")))]
 compile_error!("offload-queue needs a backend: enable its feature sqlite, redis or postgres");
 
