@@ -41,7 +41,17 @@
 //!   read, SQLite a file-change wake-up, Postgres a `NOTIFY` sent by the enqueue statement.
 //! - **Reconnects.** Redis: the connection manager; Postgres: a lost connection is replaced on
 //!   the next call (which is retried once), and the `LISTEN` connection listens again.
+//!
+//! # Use
+//! The README (run as this crate's doctest) shows a job type of one's own enqueued, run by a
+//! worker in the same process and read back typed; `examples/custom_job.rs` is the same as a
+//! program, with a worker-only mode.
 #![warn(missing_docs)]
+
+/// The README's code, compiled and run with the crate's doctests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 #[cfg(not(any(feature = "sqlite", feature = "redis", feature = "postgres")))]
 compile_error!("offload-queue needs a backend: enable its feature sqlite, redis or postgres");
@@ -348,8 +358,21 @@ pub enum Queue {
 /// relative to the working directory), `redis://HOST:PORT[/DB]` or
 /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (`postgresql://` also works).
 ///
+/// ```
+/// use offload_queue::{QueueError, QueueOptions, open};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+/// assert!(open(&url, QueueOptions::default()).await.is_ok());
+/// let err = open("mysql://db/jobs", QueueOptions::default()).await.unwrap_err();
+/// assert!(matches!(err, QueueError::BadUrl(_)));
+/// # });
+/// ```
+///
 /// # Errors
-/// [`QueueError::BadUrl`] for another scheme; the backend's error if it cannot be opened.
+/// [`QueueError::BadUrl`] for another scheme; [`QueueError::NotBuilt`] for a backend whose
+/// cargo feature this build leaves out; the backend's error if it cannot be opened.
 pub async fn open(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
     let _ = &options;
     if let Some(path) = url
