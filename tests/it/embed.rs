@@ -1,11 +1,12 @@
-//! The pool crate as a user embeds it: `crates/pool/examples/axum.rs`, driven with
-//! `offload load`, answers every request, and exactly. ([`example`] finds any example's
-//! executable; the queue crate's is tested in `custom_job.rs`.)
+//! The crates as a user embeds them: `crates/pool/examples/axum.rs`, driven with `offload
+//! load`, answers every request, and exactly; `crates/axum/examples/auto.rs` answers at once
+//! or with a job that finishes, never 5xx. ([`example`] finds any example's executable; the
+//! queue crate's is tested in `custom_job.rs`.)
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::{Proc, exclusive, get, offload_command};
+use crate::support::{Proc, Resp, exclusive, get, offload_command, request};
 
 /// An example's executable: beside the `offload` binary, under `examples/`. Plain `cargo test`
 /// builds the examples of the workspace's default members; `cargo test --test it` does not,
@@ -78,6 +79,167 @@ async fn the_axum_example_answers_every_request_exactly_under_load() {
     assert_eq!(requests["by_status"]["200"], 400, "{requests:#}");
     assert_eq!(requests["non_2xx"], 0, "{requests:#}");
     assert_eq!(requests["timeouts"], 0, "{requests:#}");
+}
+
+/// The `auto` example's answer for `below`: the start with the longest Collatz chain and its
+/// steps (Project Euler 14's figures).
+fn longest(below: u64) -> serde_json::Value {
+    let (start, steps) = match below {
+        1_000 => (871, 178),
+        10_000 => (6_171, 261),
+        100_000 => (77_031, 350),
+        10_000_000 => (8_400_511, 685),
+        _ => unreachable!("no figure for {below}"),
+    };
+    serde_json::json!([start, steps])
+}
+
+/// `POST /collatz` of the `auto` example, with a `Prefer` header when given.
+async fn collatz(app: &Proc, below: u64, prefer: &str) -> Resp {
+    let mut headers = vec![("content-type", "application/json")];
+    if !prefer.is_empty() {
+        headers.push(("prefer", prefer));
+    }
+    let body = format!(r#"{{"below": {below}}}"#);
+    request(app.addr, "POST", "/collatz", &headers, body).await
+}
+
+fn header<'a>(r: &'a Resp, name: &str) -> &'a str {
+    r.headers.get(name).map_or("", |v| v.to_str().unwrap())
+}
+
+/// A 202's `Location`, long-polled until the job is done: its result.
+async fn finished(app: &Proc, accepted: &Resp) -> serde_json::Value {
+    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    let location = header(accepted, "location").to_owned();
+    assert!(location.starts_with("/jobs/"), "{location:?}");
+    assert_eq!(accepted.json()["status_url"], location.as_str());
+    for _ in 0..4 {
+        let r = request(app.addr, "GET", &location, &[("prefer", "wait=30")], "").await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let job = r.json();
+        match job["status"].as_str() {
+            Some("done") => return job["result"].clone(),
+            Some("queued" | "running") => continue,
+            _ => panic!("the job did not finish: {job:#}"),
+        }
+    }
+    panic!("{location} not done within 2 minutes");
+}
+
+/// Jobs in the example's SQLite queue, read as another process would.
+async fn counts(db: &std::path::Path) -> offload_queue::Counts {
+    use offload_queue::JobQueue;
+    let url = format!("sqlite://{}", db.display());
+    let queue = offload_queue::open(&url, offload_queue::QueueOptions::default()).await;
+    queue.unwrap().counts().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auto_example_answers_at_once_or_with_a_job_that_finishes() {
+    let _x = exclusive().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let args = ["127.0.0.1:0", db.to_str().unwrap()];
+    let app = Proc::start_program(&example("auto"), &args);
+    // Light work answers 200 with the handler's output as JSON; the runs teach the model.
+    for below in [1_000, 10_000, 10_000] {
+        let r = collatz(&app, below, "").await;
+        assert_eq!((r.status, r.json()), (200, longest(below)), "{below}");
+        assert_eq!(header(&r, "content-type"), "application/json");
+    }
+    // `respond-async` on an idle pool: it starts at once, so it answers at once, not applied.
+    let r = collatz(&app, 1_000, "respond-async").await;
+    assert_eq!((r.status, r.json()), (200, longest(1_000)));
+    assert_eq!(header(&r, "preference-applied"), "");
+    // With no time to wait at all, it is stored, and the job's answer is exact.
+    let r = collatz(&app, 10_000, "respond-async, wait=0").await;
+    assert_eq!(header(&r, "preference-applied"), "respond-async, wait=0");
+    assert_eq!(finished(&app, &r).await, longest(10_000));
+    // Far too big for the example's 250 ms budget (seconds): stored, and it finishes.
+    let r = collatz(&app, 10_000_000, "").await;
+    assert!(
+        r.json()["predicted_us"].as_u64().unwrap() > 250_000,
+        "{:?}",
+        r.body
+    );
+    assert_eq!(finished(&app, &r).await, longest(10_000_000));
+    // Bad ids and unknown ones: JSON errors.
+    let r = get(app.addr, "/jobs/not-a-job").await;
+    assert_eq!((r.status, r.code()), (400, "invalid_job_id".into()));
+    let r = get(app.addr, &format!("/jobs/{}", "0f".repeat(16))).await;
+    assert_eq!((r.status, r.code()), (404, "job_not_found".into()));
+
+    // A burst from 16 connections over a 2-thread pool (each job some tens of ms): the first
+    // run at once, those behind more than the budget's worth of work are stored, none is
+    // refused, and every stored one finishes.
+    let before = counts(&db).await;
+    let url = format!("http://{}/collatz", app.addr);
+    let body = r#"{"below": 200000}"#;
+    let out = tokio::task::spawn_blocking(move || {
+        offload_command()
+            .args([
+                "load",
+                "-c",
+                "16",
+                "-a",
+                "160",
+                "--timeout",
+                "60s",
+                "--json",
+            ])
+            .args([
+                "-m",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-b",
+                body,
+            ])
+            .arg(&url)
+            .output()
+            .expect("run offload load")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load's JSON");
+    let requests = &report["requests"];
+    let by_status = requests["by_status"].as_object().expect("by_status");
+    let n = |s: &str| by_status.get(s).and_then(|v| v.as_u64()).unwrap_or(0);
+    assert_eq!(n("200") + n("202"), 160, "only 200 and 202: {requests:#}");
+    assert!(
+        n("200") > 0 && n("202") > 0,
+        "both routes taken: {requests:#}"
+    );
+    assert_eq!(requests["timeouts"], 0, "{requests:#}");
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    let after = loop {
+        let c = counts(&db).await;
+        if c.queued + c.running == 0 || std::time::Instant::now() > end {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (after.queued, after.running, after.failed),
+        (0, 0, 0),
+        "{after:?}"
+    );
+    assert_eq!(
+        after.done - before.done,
+        n("202"),
+        "every 202's job is done"
+    );
+    eprintln!(
+        "the burst: {} answered 200, {} stored and done",
+        n("200"),
+        n("202")
+    );
 }
 
 /// Crates a service embedding the pool must not be made to build: storage, HTTP, the CLI,

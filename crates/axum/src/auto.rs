@@ -1,0 +1,197 @@
+//! The [`Auto`] extractor and its one decision: run a job in the pool if its predicted finish
+//! fits the client's budget, else store it as a durable job; when the queue is full, the pool
+//! takes it under plain deadline admission; only when neither can, 503.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use offload_pool::admission::Cost;
+use offload_pool::{Budget, StopCheck, SubmitError, TaskError};
+use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, NewJob};
+use serde::Serialize;
+
+use crate::{Error, Offload, Prefer};
+
+/// `auto` for one request: the service's [`Offload`] and the request's [`Prefer`]ences.
+/// Extract it in a handler (the router needs [`Offload::layer`]), then [`Auto::run`] the job.
+/// A malformed `Prefer` is refused before the handler runs (400 `invalid_prefer`).
+#[derive(Debug, Clone)]
+pub struct Auto {
+    offload: Offload,
+    prefer: Prefer,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Auto {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Auto, Error> {
+        let offload = parts.extensions.get::<Offload>().cloned().ok_or_else(|| {
+            Error::Internal("no Offload in the request: add `.layer(offload.layer())`".into())
+        })?;
+        let prefer = Prefer::parse(parts.headers.get_all("prefer").iter().map(|v| v.as_bytes()))?;
+        Ok(Auto { offload, prefer })
+    }
+}
+
+/// The body of a 202: where to ask for the job's outcome, and why it was not run at once.
+#[derive(Debug, Serialize)]
+struct Accepted<'a> {
+    id: &'a str,
+    status: &'static str,
+    /// Also the `Location` header.
+    status_url: &'a str,
+    /// The predicted time to finish in the pool that did not fit the budget, in microseconds.
+    predicted_us: u64,
+}
+
+impl Auto {
+    /// The request's preferences.
+    pub fn prefer(&self) -> Prefer {
+        self.prefer
+    }
+
+    /// The request's budget: its `Prefer: wait`, or the [`Offload::wait`] default, whichever
+    /// is shorter (never past the deadline).
+    pub fn budget(&self) -> Duration {
+        let default = self.offload.inner.wait;
+        self.prefer
+            .wait
+            .map_or(default, |w| w.min(default))
+            .min(self.offload.inner.deadline)
+    }
+
+    /// Runs `job` (of `units` in the cost model's units for its type: whatever its run time
+    /// grows with) where it answers best:
+    /// - in the pool, with its type's handler, when its predicted finish (the work admitted
+    ///   ahead over the threads, plus its own predicted run) fits [`Auto::budget`] (and, with
+    ///   `Prefer: respond-async`, it would start at once): 200 with the output as JSON;
+    /// - else stored as a job ([`NewJob::of`]): 202, `Location: /jobs/{id}` and a JSON body;
+    /// - when the queue is full (or its store fails), in the pool under plain deadline
+    ///   admission, as a late 200 beats a 503;
+    /// - only when neither can take it, 503 with a predicted `Retry-After`.
+    ///
+    /// The decision is made before the job starts anywhere: a job is never run in both
+    /// places. `Preference-Applied` names what was honoured.
+    pub async fn run<J: Job>(self, job: J, units: u64) -> Response {
+        match self.route(job, units).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn route<J: Job>(self, job: J, units: u64) -> Result<Response, Error> {
+        let inner = &self.offload.inner;
+        let stored = NewJob::of(&job)
+            .map_err(|e| Error::Internal(format!("job {:?} is not JSON: {e}", J::NAME)))?;
+        // A job type with no handler would fail in the worker too: say so now.
+        let prepare = || {
+            inner
+                .handlers
+                .prepare(&stored.payload)
+                .map_err(|e| Error::Internal(e.message))
+        };
+        let run = prepare()?;
+        let cost = Cost {
+            class: self.offload.class::<J>(),
+            units,
+        };
+        let now = Instant::now();
+        let deadline = now + inner.deadline;
+        let budget = Budget {
+            end: now + self.budget(),
+            start_now: self.prefer.respond_async,
+        };
+        let split = |_| vec![(units, move |_: StopCheck<'_>| run())];
+        let predicted = match inner
+            .pool
+            .submit_work_within(budget, deadline, cost, 1, split)
+        {
+            Ok((mut handles, _)) => {
+                let applied = Prefer::applied(self.prefer.wait, false);
+                return answer(handles.remove(0).await, applied);
+            }
+            Err(SubmitError::Late(late)) => late.finish,
+            // The pool's hard cap: the queue has its own.
+            Err(SubmitError::Full(_)) => inner.pool.predicted_wait(),
+            Err(SubmitError::ShuttingDown) => return Err(Error::ShuttingDown),
+        };
+        let refused = match inner.queue.enqueue(stored.clone()).await {
+            Ok(id) => return Ok(self.accepted(&id, predicted)),
+            Err(EnqueueError::Full(n)) => {
+                tracing::debug!(backlog = n, "offload-axum: queue full, the pool takes it");
+                None
+            }
+            Err(EnqueueError::Queue(e)) => Some(e.to_string()),
+        };
+        // The queue cannot take it: the budget gives way to the deadline.
+        let run = prepare()?;
+        let split = |_| vec![(units, move |_: StopCheck<'_>| run())];
+        match inner.pool.submit_work(deadline, cost, 1, split) {
+            Ok(mut handles) => answer(handles.remove(0).await, None),
+            Err(SubmitError::ShuttingDown) => Err(Error::ShuttingDown),
+            Err(_) if refused.is_some() => Err(Error::Unavailable(refused.unwrap_or_default())),
+            Err(SubmitError::Late(late)) => Err(Error::Busy {
+                retry_after: late.retry_after,
+            }),
+            Err(SubmitError::Full(_)) => Err(Error::Busy {
+                retry_after: inner.pool.predicted_wait(),
+            }),
+        }
+    }
+
+    /// 202 with the job's `Location`.
+    fn accepted(&self, id: &JobId, predicted: Duration) -> Response {
+        let url = format!("/jobs/{}", id.as_str());
+        let body = Accepted {
+            id: id.as_str(),
+            status: "queued",
+            status_url: &url,
+            predicted_us: predicted.as_micros().try_into().unwrap_or(u64::MAX),
+        };
+        let mut resp = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+        let headers = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&url) {
+            headers.insert(header::LOCATION, v);
+        }
+        set_applied(
+            &mut resp,
+            Prefer::applied(self.prefer.wait, self.prefer.respond_async),
+        );
+        resp
+    }
+}
+
+/// A pool run's outcome as an answer: the handler's JSON output with 200, or the error.
+fn answer(
+    out: Result<Result<String, JobError>, TaskError>,
+    applied: Option<String>,
+) -> Result<Response, Error> {
+    let json = match out {
+        Ok(Ok(json)) => json,
+        Ok(Err(e)) if e.retry => return Err(Error::Internal(format!("the job failed: {e}"))),
+        Ok(Err(e)) => return Err(Error::JobFailed(e.message)),
+        Err(TaskError::Expired) => return Err(Error::Expired),
+        Err(TaskError::Panicked(m)) => return Err(Error::Internal(format!("panicked: {m}"))),
+        Err(TaskError::Stopped) => return Err(Error::ShuttingDown),
+    };
+    // The handler's output is already JSON text: sent as it is, not parsed again.
+    let mut resp = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response();
+    set_applied(&mut resp, applied);
+    Ok(resp)
+}
+
+pub(crate) fn set_applied(resp: &mut Response, applied: Option<String>) {
+    if let Some(v) = applied.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        resp.headers_mut().insert("preference-applied", v);
+    }
+}

@@ -1,0 +1,155 @@
+//! The one error type of `auto`'s answers: every failure becomes a JSON body
+//! `{"error": {"code": "...", "message": "..."}}` with the right status, and a 503 carries a
+//! `Retry-After` (predicted by the pool where it can be). Client mistakes (4xx) say what was
+//! wrong; server failures (5xx) say little to the client and are logged.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use offload_pool::admission::retry_after_secs;
+use serde::Serialize;
+
+/// Why `auto` or the jobs route answered with an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `Prefer` header `auto` cannot act on as asked (400 `invalid_prefer`).
+    #[error("Prefer: {0}")]
+    BadPrefer(String),
+    /// Not a job id: 32 hex characters are expected (400 `invalid_job_id`).
+    #[error("{0:?} is not a job id: expected 32 hex characters")]
+    BadJobId(String),
+    /// No such job: never stored, or finished and past the queue's retention (404
+    /// `job_not_found`).
+    #[error("no job {0} (unknown, or finished and past its retention)")]
+    JobNotFound(String),
+    /// The job's handler refused it with a non-retryable error, when it ran in the pool
+    /// (422 `job_failed`, with the handler's message).
+    #[error("the job failed: {0}")]
+    JobFailed(String),
+    /// Neither the pool (by the deadline) nor the queue (its backlog is full) can take the
+    /// work; one like it should fit after `retry_after` (503 `overloaded`).
+    #[error("busy: neither the pool nor the queue can take this work now")]
+    Busy {
+        /// When work like it is predicted to fit again.
+        retry_after: Duration,
+    },
+    /// The queue's store failed, and the pool could not take the work either (503
+    /// `queue_unavailable`).
+    #[error("the job queue is unavailable: {0}")]
+    Unavailable(String),
+    /// The pool is shutting down (503 `shutting_down`).
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    /// The work ran in the pool but did not finish by its deadline (504 `deadline_exceeded`).
+    #[error("the work did not finish by its deadline")]
+    Expired,
+    /// A server-side failure: a handler that panicked or asked for a retry in the pool, a job
+    /// type with no handler, a result that is not JSON, or the [`Offload::layer`]
+    /// missing (500 `internal`; the detail is logged, not sent).
+    ///
+    /// [`Offload::layer`]: crate::Offload::layer
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The JSON error body.
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+/// `Retry-After` when nothing better is known (a store outage, a shutdown): one second.
+const RETRY_AFTER_DEFAULT: Duration = Duration::from_secs(1);
+
+impl Error {
+    /// The status and the stable `code` of the JSON body.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::BadPrefer(_) => (StatusCode::BAD_REQUEST, "invalid_prefer"),
+            Error::BadJobId(_) => (StatusCode::BAD_REQUEST, "invalid_job_id"),
+            Error::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
+            Error::JobFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "job_failed"),
+            Error::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable"),
+            Error::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            Error::Expired => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// Whole seconds for the `Retry-After` of a 503, rounded up, from 1 to 3,600; `None` for
+    /// other errors.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::Busy { retry_after } => Some(retry_after_secs(*retry_after)),
+            Error::Unavailable(_) | Error::ShuttingDown => {
+                Some(retry_after_secs(RETRY_AFTER_DEFAULT))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            Error::Internal(_) | Error::Unavailable(_) => {
+                tracing::error!(error = %self, "offload-axum: request failed");
+                match self {
+                    Error::Internal(_) => "the work failed on the server".to_owned(),
+                    _ => "the job queue is unavailable; retry later".to_owned(),
+                }
+            }
+            other => other.to_string(),
+        };
+        let mut resp = (
+            status,
+            axum::Json(Body {
+                error: Detail { code, message },
+            }),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after_secs() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_503_carries_the_predicted_retry_after_rounded_up() {
+        let busy = Error::Busy {
+            retry_after: Duration::from_millis(1_500),
+        };
+        assert_eq!(busy.retry_after_secs(), Some(2));
+        let resp = busy.into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let now = Error::Busy {
+            retry_after: Duration::ZERO,
+        };
+        assert_eq!(now.retry_after_secs(), Some(1), "never Retry-After: 0");
+        let far = Error::Busy {
+            retry_after: Duration::from_secs(86_400),
+        };
+        assert_eq!(far.retry_after_secs(), Some(3_600), "capped at an hour");
+        assert_eq!(Error::Unavailable("x".into()).retry_after_secs(), Some(1));
+        let not_found = Error::JobNotFound("ab".into()).into_response();
+        assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+        assert!(not_found.headers().get(header::RETRY_AFTER).is_none());
+    }
+}

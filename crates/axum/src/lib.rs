@@ -1,0 +1,201 @@
+//! `auto` for an axum service where you write the handlers: each CPU-heavy job runs in a
+//! bounded pool ([`offload_pool`]) when it is predicted to answer within the client's wait,
+//! and is otherwise stored as a durable job ([`offload_queue`]) answered 202 with its
+//! `Location`, which the ready `GET /jobs/{id}` route serves (with long-poll).
+//!
+//! - **The decision.** A job's predicted finish in the pool is the work admitted ahead of it
+//!   over the threads, plus its own predicted run, from the pool's cost model (learnt from
+//!   the runs themselves). If it fits the budget (the shorter of [`Offload::wait`] and the
+//!   request's `Prefer: wait=N`), it runs in the pool with its type's handler from your
+//!   [`Handlers`] and answers 200 with the output as JSON. If not, it is enqueued
+//!   ([`NewJob::of`](offload_queue::NewJob::of)) and answers 202 + `Location: /jobs/{id}` +
+//!   a JSON body. A job is never run in both places.
+//! - **Overload.** A full queue sends the work to the pool under plain deadline admission (a
+//!   late 200 beats a 503); only when neither can take it, 503 with a predicted
+//!   `Retry-After` and a JSON error body.
+//! - **`Prefer`.** `wait=N` sets the budget (and the long-poll of `GET /jobs/{id}`);
+//!   `respond-async` keeps in the pool only work that would start at once. What was honoured
+//!   is named in `Preference-Applied`.
+//!
+//! ```no_run
+//! use std::{sync::Arc, time::Duration};
+//! use axum::{Json, Router, response::Response, routing::post};
+//! use offload_axum::{Auto, Offload};
+//! use offload_pool::{Pool, PoolConfig};
+//! use offload_queue::{Handlers, Job, QueueOptions};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Blur { radius: u64 }
+//! impl Job for Blur { const NAME: &'static str = "blur"; type Output = u64; }
+//!
+//! async fn blur(auto: Auto, Json(b): Json<Blur>) -> Response {
+//!     let units = b.radius * b.radius; // what the run time grows with
+//!     auto.run(b, units).await // 200 with the output, 202 with a Location, or 503
+//! }
+//!
+//! # async fn app() -> Result<Router, Box<dyn std::error::Error>> {
+//! let handlers = Handlers::new().on(|b: Blur| Ok(b.radius * 2));
+//! let pool = Arc::new(Pool::new(PoolConfig::default())?);
+//! let queue = offload_queue::open("sqlite://jobs.db", QueueOptions::default()).await?;
+//! let offload = Offload::new(pool, queue, handlers).wait(Duration::from_millis(500));
+//! let app = Router::new()
+//!     .route("/blur", post(blur))
+//!     .layer(offload.layer()) // lets handlers extract `Auto`
+//!     .merge(offload.routes()); // GET /jobs/{id}
+//! # Ok(app) }
+//! ```
+//!
+//! Run a worker for the stored jobs in the same process with
+//! [`offload_queue::worker::run`] and `handlers.executor()` (see `examples/auto.rs`), or
+//! elsewhere on the same queue.
+//!
+//! # Layout
+//! - [`Offload`] (`lib.rs`): the pool, the queue, the handlers and the settings.
+//! - [`Auto`] (`auto.rs`): the extractor and the decision.
+//! - `jobs.rs`: `GET /jobs/{id}`.
+//! - [`Prefer`] (`prefer.rs`): RFC 7240 parsing.
+//! - [`Error`] (`error.rs`): every error answer, as JSON.
+
+#![warn(missing_docs)]
+
+mod auto;
+mod error;
+mod jobs;
+mod prefer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use offload_pool::Pool;
+use offload_pool::admission::CLASSES;
+use offload_queue::{Handlers, Job, Queue};
+
+pub use auto::Auto;
+pub use error::Error;
+pub use jobs::{MAX_LONG_POLL, MAX_LONG_POLLS};
+pub use prefer::{MAX_WAIT_SECS, Prefer};
+
+/// The budget when the client states none: a quarter second, as `offload serve
+/// --auto-wait`, so a job either answers about as fast as a page or is stored.
+pub const DEFAULT_WAIT: Duration = Duration::from_millis(250);
+
+/// How long work in the pool may run, budget or not: a job too big for the budget is stored,
+/// so this bounds only the work the pool takes when the queue is full.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `auto` for a service: the pool, the queue, the handlers of each job type, and the
+/// settings. Cheap to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct Offload {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: Arc<Pool>,
+    queue: Queue,
+    handlers: Handlers,
+    /// Cost-model class of each job type, by name.
+    classes: HashMap<&'static str, usize>,
+    wait: Duration,
+    deadline: Duration,
+    long_polls: Arc<tokio::sync::Semaphore>,
+}
+
+impl Offload {
+    /// `auto` over `pool` and `queue`, running each job type with its handler in `handlers`
+    /// (the same handlers a worker on `queue` should run). Budget [`DEFAULT_WAIT`], deadline
+    /// [`DEFAULT_DEADLINE`].
+    ///
+    /// Each job type gets its own class in the pool's cost model, in the order of their
+    /// names: the first [`CLASSES`] types are modelled; the others are predicted to cost
+    /// nothing (they run in the pool whenever it has no wait). A pool shared with other code
+    /// that submits its own classes should not be shared with more job types than that.
+    pub fn new(pool: Arc<Pool>, queue: Queue, handlers: Handlers) -> Offload {
+        let classes = handlers
+            .names()
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| (name, i.min(CLASSES)))
+            .collect();
+        Offload {
+            inner: Arc::new(Inner {
+                pool,
+                queue,
+                handlers,
+                classes,
+                wait: DEFAULT_WAIT,
+                deadline: DEFAULT_DEADLINE,
+                long_polls: Arc::new(tokio::sync::Semaphore::new(MAX_LONG_POLLS)),
+            }),
+        }
+    }
+
+    /// Sets the budget for requests that state no `Prefer: wait` (and the most a `wait` may
+    /// ask for): work predicted to finish later is stored as a job.
+    #[must_use]
+    pub fn wait(self, wait: Duration) -> Offload {
+        self.with(|i| i.wait = wait)
+    }
+
+    /// Sets how long work in the pool may run before it is abandoned (504): the deadline of
+    /// the plain admission used when the queue is full.
+    #[must_use]
+    pub fn deadline(self, deadline: Duration) -> Offload {
+        self.with(|i| i.deadline = deadline)
+    }
+
+    fn with(self, set: impl FnOnce(&mut Inner)) -> Offload {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            pool: shared.pool.clone(),
+            queue: shared.queue.clone(),
+            handlers: shared.handlers.clone(),
+            classes: shared.classes.clone(),
+            wait: shared.wait,
+            deadline: shared.deadline,
+            long_polls: shared.long_polls.clone(),
+        });
+        set(&mut inner);
+        Offload {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The cost-model class of job type `J` (see [`Offload::new`]); give the pool a first
+    /// guess of its time per unit with `pool.model().prior(class, secs)`.
+    pub fn class<J: Job>(&self) -> usize {
+        self.inner.classes.get(J::NAME).copied().unwrap_or(CLASSES)
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.inner.pool
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &Queue {
+        &self.inner.queue
+    }
+
+    /// The layer that lets handlers under it extract [`Auto`]: `router.layer(offload.layer())`.
+    pub fn layer(&self) -> axum::Extension<Offload> {
+        axum::Extension(self.clone())
+    }
+
+    /// `GET /jobs/{id}`, to merge into any router: 200 with the job as JSON (status,
+    /// attempts, result as JSON, error, times), 400 for a malformed id, 404 for an unknown
+    /// one; `Prefer: wait=N` long-polls until the job is done or failed (at most
+    /// [`MAX_LONG_POLL`]).
+    pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        Router::new()
+            .route("/jobs/{id}", get(jobs::job))
+            .with_state(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests;

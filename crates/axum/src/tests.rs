@@ -1,0 +1,176 @@
+//! The router as a user builds it, called with `oneshot` (no socket), over a real pool and a
+//! SQLite queue in a temp dir, with no worker: what is stored stays queued.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
+use offload_pool::{Pool, PoolConfig};
+use offload_queue::{JobError, QueueOptions};
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+
+use super::*;
+
+#[derive(Serialize, Deserialize)]
+struct Square {
+    x: i64,
+}
+impl Job for Square {
+    const NAME: &'static str = "square";
+    type Output = i64;
+}
+
+/// A type with no handler registered.
+#[derive(Serialize, Deserialize)]
+struct Orphan;
+impl Job for Orphan {
+    const NAME: &'static str = "orphan";
+    type Output = ();
+}
+
+struct App {
+    router: Router,
+    offload: Offload,
+    _dir: tempfile::TempDir,
+}
+
+/// A one-thread pool holding `max_queue` requests, a queue of `max_backlog` jobs.
+async fn app(max_queue: usize, max_backlog: u64) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("q.db").display());
+    let options = QueueOptions {
+        max_backlog,
+        ..QueueOptions::default()
+    };
+    let queue = offload_queue::open(&url, options).await.unwrap();
+    let pool = Pool::new(PoolConfig {
+        threads: 1,
+        max_queue,
+        ..PoolConfig::default()
+    });
+    let handlers = Handlers::new().on(|s: Square| match s.x {
+        x if x < 0 => Err(JobError::fatal("no negatives")),
+        x => Ok(x * x),
+    });
+    let offload = Offload::new(Arc::new(pool.unwrap()), queue, handlers);
+    let router = Router::new()
+        .route(
+            "/square",
+            post(|auto: Auto, Json(s): Json<Square>| async move { auto.run(s, 1_000).await }),
+        )
+        .route("/orphan", post(|auto: Auto| auto.run(Orphan, 1)))
+        .layer(offload.layer())
+        .merge(offload.routes());
+    App {
+        router,
+        offload,
+        _dir: dir,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+async fn call(app: &App, method: &str, uri: &str, prefer: &str, body: &str) -> Answer {
+    let mut req = Request::builder().method(method).uri(uri);
+    if !prefer.is_empty() {
+        req = req.header("prefer", prefer);
+    }
+    let req = req
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn light_work_answers_200_and_the_rest_is_stored_with_its_location() {
+    let app = app(64, 100).await;
+    let r = call(&app, "POST", "/square", "wait=5", r#"{"x": 7}"#).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "49"));
+    assert_eq!(r.header("content-type"), "application/json");
+    assert_eq!(r.header("preference-applied"), "wait=5");
+    // A measured class (a prior stands in for runs) cannot finish within `wait=0`.
+    let class = app.offload.class::<Square>();
+    app.offload.pool().model().prior(class, 1e-3);
+    let r = call(
+        &app,
+        "POST",
+        "/square",
+        "respond-async, wait=0",
+        r#"{"x": 3}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.header("preference-applied"), "respond-async, wait=0");
+    let location = r.header("location").to_owned();
+    let body = r.json();
+    assert_eq!(body["status_url"], location.as_str());
+    assert_eq!(body["status"], "queued");
+    assert!(body["predicted_us"].as_u64().unwrap() > 0, "{body}");
+    let job = call(&app, "GET", &location, "", "").await;
+    assert_eq!(job.status, StatusCode::OK);
+    assert_eq!(job.json()["status"], "queued", "no worker runs it");
+    assert_eq!(job.json()["id"], body["id"]);
+    // The handler's refusal, in the pool.
+    let r = call(&app, "POST", "/square", "", r#"{"x": -1}"#).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error"]["code"], "job_failed");
+}
+
+#[tokio::test]
+async fn client_mistakes_are_4xx_json_and_a_missing_handler_is_a_500() {
+    let app = app(64, 100).await;
+    let r = call(&app, "POST", "/square", "wait=1.5", r#"{"x": 7}"#).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"]["code"], "invalid_prefer");
+    let r = call(&app, "GET", "/jobs/not-an-id", "", "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"]["code"], "invalid_job_id");
+    let unknown = format!("/jobs/{}", "ab".repeat(16));
+    let r = call(&app, "GET", &unknown, "wait=1", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json()["error"]["code"], "job_not_found");
+    let r = call(&app, "POST", "/orphan", "", "").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.json()["error"]["code"], "internal");
+}
+
+#[tokio::test]
+async fn a_full_queue_sends_the_work_to_the_pool_and_503_comes_only_when_both_refuse() {
+    // The queue takes nothing: over-budget work runs in the pool, late but answered.
+    let spill = app(64, 0).await;
+    let class = spill.offload.class::<Square>();
+    spill.offload.pool().model().prior(class, 1e-3);
+    let r = call(&spill, "POST", "/square", "wait=0", r#"{"x": 4}"#).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "16"));
+    assert_eq!(r.header("preference-applied"), "", "the wait was not kept");
+    // Neither the pool (no room at all) nor the queue takes it.
+    let full = app(0, 0).await;
+    let r = call(&full, "POST", "/square", "", r#"{"x": 4}"#).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json()["error"]["code"], "overloaded");
+    assert_eq!(r.header("retry-after"), "1");
+}
