@@ -53,13 +53,12 @@ impl Auto {
         self.prefer
     }
 
-    /// The request's budget: its `Prefer: wait`, or the [`Offload::wait`] default, whichever
-    /// is shorter (never past the deadline).
+    /// The request's budget: its `Prefer: wait`, else the [`Offload::wait`] default, never
+    /// past the deadline. The client knows how long it will wait; as in `offload serve`.
     pub fn budget(&self) -> Duration {
-        let default = self.offload.inner.wait;
         self.prefer
             .wait
-            .map_or(default, |w| w.min(default))
+            .unwrap_or(self.offload.inner.wait)
             .min(self.offload.inner.deadline)
     }
 

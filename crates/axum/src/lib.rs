@@ -5,8 +5,8 @@
 //!
 //! - **The decision.** A job's predicted finish in the pool is the work admitted ahead of it
 //!   over the threads, plus its own predicted run, from the pool's cost model (learnt from
-//!   the runs themselves). If it fits the budget (the shorter of [`Offload::wait`] and the
-//!   request's `Prefer: wait=N`), it runs in the pool with its type's handler from your
+//!   the runs themselves). If it fits the budget (the request's `Prefer: wait=N`, else
+//!   [`Offload::wait`]; never past the deadline), it runs in the pool with its type's handler from your
 //!   [`Handlers`] and answers 200 with the output as JSON. If not, it is enqueued
 //!   ([`NewJob::of`](offload_queue::NewJob::of)) and answers 202 + `Location: /jobs/{id}` +
 //!   a JSON body. A job is never run in both places.
@@ -135,8 +135,8 @@ impl Offload {
         }
     }
 
-    /// Sets the budget for requests that state no `Prefer: wait` (and the most a `wait` may
-    /// ask for): work predicted to finish later is stored as a job.
+    /// Sets the budget for requests that state no `Prefer: wait`: work predicted to finish
+    /// later is stored as a job.
     #[must_use]
     pub fn wait(self, wait: Duration) -> Offload {
         self.with(|i| i.wait = wait)

@@ -9,6 +9,8 @@ use std::{env, error::Error, time::Duration};
 use offload_queue::worker::{self, WorkerConfig};
 use offload_queue::{Handlers, Job, JobError, JobQueue, NewJob, QueueOptions, open};
 use serde::{Deserialize, Serialize};
+use tokio::signal::ctrl_c;
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Checksum `len` bytes of the pseudo-random stream that `seed` starts.
 #[derive(Serialize, Deserialize)]
@@ -39,26 +41,26 @@ fn checksum(job: Checksum) -> Result<u64, JobError> {
 async fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = env::args().skip(1).collect();
     let dir = tempfile::tempdir()?;
-    let default = format!("sqlite://{}", dir.path().join("q.db").display());
+    let temp = format!("sqlite://{}", dir.path().join("q.db").display());
     let (worker_only, url) = match &args[..] {
         [mode, url] if mode == "worker" => (true, url.clone()),
         [url] => (false, url.clone()),
-        [] => (false, default),
+        [] => (false, temp),
         _ => return Err("usage: custom_job [QUEUE_URL] | custom_job worker QUEUE_URL".into()),
     };
     let mut options = QueueOptions::default();
-    if let Ok(name) = env::var("OFFLOAD_QUEUE_NAME") {
-        options.name = name.parse()?;
-    }
-    let mut config = WorkerConfig::default();
-    if let Ok(secs) = env::var("OFFLOAD_LEASE_SECS") {
-        config = config.with_lease(Duration::from_secs(secs.parse()?));
-    }
+    options.name = env::var("OFFLOAD_QUEUE_NAME").map_or(Ok(options.name), |n| n.parse())?;
     let queue = open(&url, options).await?;
+    let lease = env::var("OFFLOAD_LEASE_SECS").map_or(Ok(30), |s| s.parse())?;
+    let config = WorkerConfig::default().with_lease(Duration::from_secs(lease));
     let run = Handlers::new().on(checksum).executor();
     if worker_only {
         println!("custom_job worker: running on {url}");
-        worker::run(queue, run, config, stop_signal()).await;
+        let mut term = signal(SignalKind::terminate())?;
+        let stop = async move {
+            tokio::select! { _ = ctrl_c() => {}, _ = term.recv() => {} }
+        };
+        worker::run(queue, run, config, stop).await;
         return Ok(());
     }
     let mut ids = Vec::new();
@@ -76,21 +78,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     worker::run(queue.clone(), run, config, all_finished).await;
     for (seed, id) in (1..).zip(&ids) {
         let job = queue.get(id).await?.ok_or("a job expired")?;
-        let sum = job
-            .output::<Checksum>()
-            .ok_or(format!("job failed: {:?}", job.error))??;
+        let sum = job.output::<Checksum>().ok_or("the job failed")??;
         println!("checksum of seed {seed}: {sum:016x}");
     }
     Ok(())
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    #[cfg(unix)]
-    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
