@@ -258,21 +258,29 @@ const NOT_IN_THE_POOL: [&str; 10] = [
     "tokio",
 ];
 
-#[test]
-fn the_pool_crate_pulls_in_nothing_heavy() {
+/// Crates the queue crate with its default feature (SQLite) must not build: the other
+/// backends' clients, HTTP, the CLI, metrics and the bench's parts.
+const NOT_IN_THE_SQLITE_QUEUE: [&str; 9] = [
+    "redis",
+    "tokio-postgres",
+    "hyper",
+    "axum",
+    "clap",
+    "prometheus-client",
+    "argon2",
+    "hdrhistogram",
+    "rayon",
+];
+
+/// The distinct crates `package` builds for itself (normal dependencies), with `features`
+/// given to `cargo tree` as they are.
+fn crates_of(package: &str, features: &[&str]) -> std::collections::BTreeSet<String> {
     // The cargo running the tests, else the one that built them.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
     let out = std::process::Command::new(cargo)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "tree",
-            "-p",
-            "offload-pool",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
+        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none"])
+        .args(features)
         .args(["--offline", "--locked"])
         .output()
         .expect("run cargo tree");
@@ -283,20 +291,68 @@ fn the_pool_crate_pulls_in_nothing_heavy() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Lines are `name vX.Y.Z [(path)] [(*)]`.
-    let names: std::collections::BTreeSet<&str> = tree
+    let names: std::collections::BTreeSet<String> = tree
         .lines()
-        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|l| Some(l.split_whitespace().next()?.to_owned()))
         .collect();
-    assert!(names.contains("offload-pool"), "{tree}");
-    let heavy: Vec<&str> = NOT_IN_THE_POOL
-        .into_iter()
-        .filter(|c| names.contains(c))
-        .collect();
+    assert!(names.contains(package), "{tree}");
+    names
+}
+
+/// The crates of `names` that are in `forbidden`.
+fn found<'a>(names: &std::collections::BTreeSet<String>, forbidden: &[&'a str]) -> Vec<&'a str> {
+    forbidden
+        .iter()
+        .copied()
+        .filter(|c| names.contains(*c))
+        .collect()
+}
+
+#[test]
+fn the_pool_crate_pulls_in_nothing_heavy() {
+    let names = crates_of("offload-pool", &[]);
+    let heavy = found(&names, &NOT_IN_THE_POOL);
     assert!(
         heavy.is_empty(),
-        "offload-pool depends on {heavy:?}:\n{tree}"
+        "offload-pool depends on {heavy:?}: {names:?}"
     );
-    eprintln!("offload-pool's crates: {names:?}");
+    eprintln!("offload-pool's crates ({}): {names:?}", names.len());
+}
+
+#[test]
+fn the_queue_crate_builds_only_the_backends_asked_for() {
+    let sqlite = crates_of("offload-queue", &[]);
+    let heavy = found(&sqlite, &NOT_IN_THE_SQLITE_QUEUE);
+    assert!(
+        heavy.is_empty(),
+        "offload-queue (SQLite) depends on {heavy:?}: {sqlite:?}"
+    );
+    assert!(sqlite.contains("rusqlite"), "{sqlite:?}");
+    let redis = crates_of(
+        "offload-queue",
+        &["--no-default-features", "--features", "redis"],
+    );
+    assert!(redis.contains("redis"), "{redis:?}");
+    let not_redis = found(&redis, &["rusqlite", "tokio-postgres", "hyper", "clap"]);
+    assert!(
+        not_redis.is_empty(),
+        "offload-queue (Redis) depends on {not_redis:?}"
+    );
+    let postgres = crates_of(
+        "offload-queue",
+        &["--no-default-features", "--features", "postgres"],
+    );
+    let not_postgres = found(&postgres, &["rusqlite", "redis", "hyper", "clap"]);
+    assert!(
+        postgres.contains("tokio-postgres") && not_postgres.is_empty(),
+        "{postgres:?}"
+    );
+    eprintln!(
+        "offload-queue's crates: {} with SQLite, {} with Redis, {} with Postgres",
+        sqlite.len(),
+        redis.len(),
+        postgres.len()
+    );
 }
 
 /// The README's "Use it in your service" shows the example as it is, not as it once was.
