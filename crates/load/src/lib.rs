@@ -22,6 +22,7 @@
 //! println!("p99 {} ms", report.latency.p99);
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs)]
 
 mod conn;
 mod output;

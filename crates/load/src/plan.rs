@@ -13,16 +13,31 @@ use http::{HeaderMap, Method, Uri};
 pub enum PlanError {
     /// The URL did not parse or is not an `http://host[:port]/path` URL.
     #[error("malformed URL {url:?}: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The host name did not resolve.
     #[error("cannot resolve {host:?}: {reason}")]
-    Resolve { host: String, reason: String },
+    Resolve {
+        /// The host name, without brackets.
+        host: String,
+        /// The resolver's error, or `no address`.
+        reason: String,
+    },
     /// The target is not a loopback address and `--allow-remote` was not given.
     #[error(
         "refusing to load {host:?} ({addr}): not a loopback address; pass --allow-remote if you \
          mean to load another machine"
     )]
-    Remote { host: String, addr: IpAddr },
+    Remote {
+        /// The host as given in the URL, without brackets.
+        host: String,
+        /// The first address it resolved to that is not loopback.
+        addr: IpAddr,
+    },
     /// A header was not `name: value`, or the name or value is not valid HTTP.
     #[error("bad header {0:?}: expected 'name: value'")]
     BadHeader(String),
@@ -170,14 +185,23 @@ pub enum Stop {
 pub enum Mode {
     /// Each connection sends its next request as soon as the last one finished (autocannon,
     /// wrk). Latency is measured from the actual send.
-    Closed { connections: u32, stop: Stop },
+    Closed {
+        /// Number of connections, each with one request in flight at a time.
+        connections: u32,
+        /// When the measured phase ends.
+        stop: Stop,
+    },
     /// `rate` requests per second in total, on a fixed schedule spread evenly over the
     /// connections (wrk2). A request whose connection is still busy at its *scheduled* send
     /// time is timed from that time, so a stalled server cannot hide behind requests the
     /// generator could not send; one sent on time is timed from the timer's wake-up.
     Open {
+        /// Target rate: requests per second in total, over all connections.
         rate: f64,
+        /// Number of connections the schedule is spread over, each with at most one request
+        /// in flight.
         connections: u32,
+        /// When the measured phase ends.
         stop: Stop,
     },
 }

@@ -32,11 +32,15 @@ during a wait are retry_after.skipped, not part of sent";
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Version of this JSON layout ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
+    /// The target URL as given.
     pub url: String,
+    /// The HTTP method of every request.
     pub method: String,
     /// `closed` or `open`.
     pub mode: &'static str,
+    /// Number of connections (each with at most one request in flight).
     pub connections: u32,
     /// Threads the connections ran on (each with its own event loop).
     pub threads: usize,
@@ -46,14 +50,19 @@ pub struct Report {
     pub duration_s: Option<f64>,
     /// `-a`, if the run was count-bound.
     pub amount: Option<u64>,
+    /// Warm-up before the measured phase, in seconds (requests sent in it are not counted).
     pub warmup_s: f64,
+    /// Per-request timeout, in seconds.
     pub timeout_s: f64,
     /// Wall-clock start of the measured phase, milliseconds since the Unix epoch.
     pub started_at_unix_ms: u64,
     /// Length of the measured phase in seconds.
     pub elapsed_s: f64,
+    /// Request outcomes in the measured phase.
     pub requests: Requests,
+    /// Connection errors by kind (they add up to `requests.errors`).
     pub errors: ErrorCounts,
+    /// TCP connections successfully opened, including reconnects.
     pub connections_opened: u64,
     /// Connections opened beyond the first one per connection slot (breaks and timeouts).
     pub reconnects: u64,
@@ -70,6 +79,7 @@ pub struct Report {
     pub requests_per_s: RateStats,
     /// Response bytes (head and body) per second, sampled likewise.
     pub bytes_per_s: RateStats,
+    /// Bytes of completed responses on the wire (head, body and chunk framing), in total.
     pub bytes_read: u64,
     /// The answers that asked the client to wait (`Retry-After`), and what it did.
     pub retry_after: RetryAfterStats,
@@ -87,10 +97,13 @@ pub struct Requests {
     pub sent: u64,
     /// Full responses received, any status.
     pub completed: u64,
+    /// Completed responses with a 2xx status.
     pub status_2xx: u64,
+    /// Completed responses with any other status.
     pub non_2xx: u64,
     /// Completed responses by status code.
     pub by_status: BTreeMap<String, u64>,
+    /// Requests with no complete answer within the per-request timeout.
     pub timeouts: u64,
     /// The timeouts by how far the answer had got (they add up to `timeouts`).
     pub timeouts_by_stage: TimeoutCounts,
@@ -135,15 +148,25 @@ pub struct RetryAfterStats {
 /// Latency statistics in milliseconds (microsecond resolution).
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyStats {
+    /// Number of values recorded.
     pub count: u64,
+    /// 2.5th percentile, in ms.
     pub p2_5: f64,
+    /// Median, in ms.
     pub p50: f64,
+    /// 97.5th percentile, in ms.
     pub p97_5: f64,
+    /// 99th percentile, in ms.
     pub p99: f64,
+    /// 99.9th percentile, in ms.
     pub p99_9: f64,
+    /// Mean, in ms.
     pub avg: f64,
+    /// Standard deviation, in ms.
     pub stdev: f64,
+    /// Smallest value, in ms.
     pub min: f64,
+    /// Largest value, in ms.
     pub max: f64,
 }
 
@@ -185,13 +208,21 @@ impl LatencyStats {
 pub struct RateStats {
     /// Whole seconds sampled.
     pub samples: u64,
+    /// 1st percentile (nearest rank), per second.
     pub p1: f64,
+    /// 2.5th percentile (nearest rank), per second.
     pub p2_5: f64,
+    /// Median (nearest rank), per second.
     pub p50: f64,
+    /// 97.5th percentile (nearest rank), per second.
     pub p97_5: f64,
+    /// Mean of the samples, per second.
     pub avg: f64,
+    /// Population standard deviation of the samples, per second.
     pub stdev: f64,
+    /// Lowest sample, per second.
     pub min: f64,
+    /// Highest sample, per second.
     pub max: f64,
 }
 
@@ -238,13 +269,20 @@ pub struct Second {
     pub second: u64,
     /// 1, or less for the last, partial second of a count-bound run.
     pub span_s: f64,
+    /// Responses completed in this second, any status.
     pub completed: u64,
+    /// Of those, responses with a 2xx status.
     pub status_2xx: u64,
+    /// Requests given up on (timed out) in this second.
     pub timeouts: u64,
+    /// Requests that failed with a connection error in this second.
     pub errors: u64,
+    /// Bytes of the responses completed in this second (head, body and chunk framing).
     pub bytes: u64,
     /// Latency of the responses completed in this second (1% precision); null if none.
     pub p50_ms: Option<f64>,
+    /// 99th percentile latency of the responses completed in this second, in ms (1%
+    /// precision); null if none.
     pub p99_ms: Option<f64>,
 }
 

@@ -30,10 +30,13 @@ pub enum ErrorKind {
 /// Counts of connection errors by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ErrorCounts {
+    /// TCP connect refused, unreachable, or timed out.
     pub connect: u64,
+    /// The server closed or reset the connection before the response was complete.
     pub closed: u64,
     /// Responses that were not valid HTTP/1 (the sum of `protocol_by_kind`).
     pub protocol: u64,
+    /// Anything else (local I/O errors).
     pub other: u64,
     /// The protocol errors by what was wrong.
     pub protocol_by_kind: ProtocolCounts,
@@ -42,11 +45,21 @@ pub struct ErrorCounts {
 /// Protocol errors by `Violation`, each under its `snake_case` name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProtocolCounts {
+    /// The head (status line and headers) did not end within [`MAX_HEAD`](crate::MAX_HEAD)
+    /// bytes (64 KiB).
     pub head_too_large: u64,
+    /// More than 64 header lines.
     pub too_many_headers: u64,
+    /// The status line or a header line is not HTTP/1.x syntax.
     pub bad_head: u64,
+    /// A `Content-Length` that is not a decimal number, overflows 64 bits, or disagrees with
+    /// another one in the same head.
     pub bad_length: u64,
+    /// Broken chunked framing: a bad or oversized chunk-size line, chunk data not followed by
+    /// CRLF, or a trailer line over 64 KiB.
     pub bad_chunk: u64,
+    /// Bytes past the end of the answer: a body longer than declared, or an answer nobody
+    /// asked for.
     pub extra_bytes: u64,
 }
 
@@ -86,6 +99,7 @@ impl ProtocolCounts {
 }
 
 impl ErrorCounts {
+    /// All connection errors: `connect + closed + protocol + other`.
     pub fn total(&self) -> u64 {
         self.connect + self.closed + self.protocol + self.other
     }
