@@ -34,7 +34,6 @@ pub mod metrics;
 pub use offload_pool as pool;
 pub use offload_pool::admission;
 pub mod pool_metrics;
-pub mod prefer;
 pub mod queue;
 pub mod strategy;
 pub mod work;

@@ -31,8 +31,10 @@ pub enum ApiError {
     BadQuery(String),
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
-    #[error(transparent)]
-    Prefer(#[from] crate::prefer::BadPrefer),
+    /// A `Prefer` header that cannot be acted on as asked (parsed by offload-axum, as a
+    /// user's service parses it).
+    #[error("{0}")]
+    Prefer(String),
     #[error(transparent)]
     Exec(#[from] ExecError),
 }

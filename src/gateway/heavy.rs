@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
 use crate::api::{Accepted, HeavyAnswer, Job, JobStatus, JobsSummary, Spread};
-use crate::prefer::Prefer;
 use crate::queue::JobId;
 use crate::strategy::{ExecError, Name, Outcome, Routed};
 use crate::work::Work;
+use offload_axum::Prefer;
 
 pub(super) async fn get(
     State(app): State<AppState>,
@@ -30,9 +30,10 @@ pub(super) async fn get(
 
 /// The request's `Prefer` header(s).
 fn prefer(headers: &HeaderMap) -> Result<Prefer, ApiError> {
-    Ok(Prefer::parse(
-        headers.get_all("prefer").iter().map(|v| v.as_bytes()),
-    )?)
+    Prefer::parse(headers.get_all("prefer").iter().map(|v| v.as_bytes())).map_err(|e| match e {
+        offload_axum::Error::BadPrefer(why) => ApiError::Prefer(why),
+        other => ApiError::Prefer(other.to_string()),
+    })
 }
 
 pub(crate) async fn post(

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use super::{Done, ExecError, PoolStrategy, QueueStrategy};
 use crate::metrics::{Counter, Family, Histogram, Registry, Route};
 use crate::pool::Budget;
-use crate::prefer::Prefer;
 use crate::queue::JobId;
 use crate::work::Work;
+use offload_axum::Prefer;
 
 /// Upper bounds of the prediction-error buckets: actual time over predicted time.
 const ERROR_BUCKETS: [f64; 8] = [0.25, 0.5, 0.8, 0.9, 1.1, 1.25, 2.0, 4.0];

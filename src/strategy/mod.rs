@@ -184,7 +184,7 @@ impl Strategy {
         &self,
         work: Work,
         deadline: Instant,
-        prefer: &crate::prefer::Prefer,
+        prefer: &offload_axum::Prefer,
     ) -> Result<Outcome, ExecError> {
         let done = match self {
             Strategy::Inline(s) => s.run(work, deadline),
