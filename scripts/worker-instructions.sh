@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions `offload worker` spends per job, and the queue gateway per job stored, counted by callgrind: a count, not a time, so it
 # holds whatever else the machine is doing. For comparing two builds of offload (before and after
-# a change to the queue or the worker) when the machine will not hold still for a bench.
+# a change to the queue or the worker) when the machine will not hold still for a bench. Then
+# the same for a gateway answering tiny requests with each of $STRATEGIES (queue, pool, auto).
 #
 # A gateway (not counted) stores N tiny jobs (count n=1, so the work itself is nothing) in a
 # SQLite file; one worker with one job thread, under callgrind, drains them and is stopped. Run
@@ -16,7 +17,7 @@ LARGE=${3:-1500}
 PORT=${PORT:-3197}
 dir=$(mktemp -d)
 cleanup() {
-    pkill -f "offload serve --strategy queue --queue sqlite://$dir" 2>/dev/null || true
+    pkill -f "offload serve --strategy [a-z]* --queue sqlite://$dir" 2>/dev/null || true
     pkill -f "offload worker --queue sqlite://$dir" 2>/dev/null || true
     rm -rf "$dir"
 }
@@ -49,10 +50,11 @@ count() {
     grep -E '^(summary|totals):' "$dir/cg.$n" | head -1 | awk '{print $2}'
 }
 
-# Instructions (Ir) for the gateway storing N jobs (the other side of the queue).
+# Instructions (Ir) for a gateway answering N requests of count n=1 with `strategy` (queue:
+# storing N jobs; pool and auto: running them, the pool's threads counted too).
 count_gateway() {
-    local n=$1 db="$dir/g-$1-$RANDOM.db"
-    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.g$n" "$BIN" serve --strategy queue \
+    local n=$1 strategy=$2 db="$dir/g-$1-$RANDOM.db"
+    valgrind --tool=callgrind --callgrind-out-file="$dir/cg.g$n" "$BIN" serve --strategy "$strategy" \
         --queue "sqlite://$db" --bind 127.0.0.1 --port "$PORT" >"$dir/serve.log" 2>&1 &
     local serve=$!
     for _ in $(seq 300); do
@@ -69,6 +71,8 @@ count_gateway() {
 small=$(count "$SMALL")
 large=$(count "$LARGE")
 echo "$BIN worker: $SMALL jobs $small Ir, $LARGE jobs $large Ir, per job $(( (large - small) / (LARGE - SMALL) )) Ir"
-small=$(count_gateway "$SMALL")
-large=$(count_gateway "$LARGE")
-echo "$BIN gateway: $SMALL jobs $small Ir, $LARGE jobs $large Ir, per job $(( (large - small) / (LARGE - SMALL) )) Ir"
+for strategy in ${STRATEGIES:-queue pool auto}; do
+    small=$(count_gateway "$SMALL" "$strategy")
+    large=$(count_gateway "$LARGE" "$strategy")
+    echo "$BIN serve --strategy $strategy: $SMALL requests $small Ir, $LARGE requests $large Ir, per request $(( (large - small) / (LARGE - SMALL) )) Ir"
+done
