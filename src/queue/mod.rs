@@ -1,6 +1,6 @@
 //! The job queue: the [`offload_queue`] crate (the store trait, its SQLite, Redis and Postgres
 //! backends, typed jobs and the worker), offload's own work as [`builtin`] job types, and the
-//! gateway's [`line`] in front of the store.
+//! gateway's [`line`](mod@line) in front of the store.
 pub use offload_queue::*;
 
 pub mod builtin;
