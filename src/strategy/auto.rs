@@ -9,8 +9,14 @@
 //! when the machine slows down (a busy neighbour), predictions follow within about ten runs
 //! and the split between pool and queue moves with them. A job once stored is never also run
 //! in the pool: the decision is made before either starts.
+//!
+//! The decision itself is offload-axum's [`decide`] (the one a service embedding
+//! `offload_axum::Auto` makes), given this gateway's places: the pool strategy's chunked runs
+//! and the queue strategy's line in front of the store.
 
 use std::time::{Duration, Instant};
+
+use offload_axum::decide::{self, Decision, PoolTry, StoreRefusal, decide};
 
 use super::{Done, ExecError, PoolStrategy, QueueStrategy};
 use crate::metrics::{Counter, Family, Histogram, Registry, Route};
@@ -18,6 +24,63 @@ use crate::pool::Budget;
 use crate::queue::JobId;
 use crate::work::Work;
 use offload_axum::Prefer;
+
+/// One request's pool and queue, tried in the order offload-axum's [`decide`] gives: the
+/// same decision a service embedding `offload_axum::Auto` makes, with offload's chunked pool
+/// runs and the line in front of the store.
+struct Places<'a> {
+    auto: &'a Auto,
+    work: Work,
+    deadline: Instant,
+}
+
+impl decide::Places for Places<'_> {
+    type Ran = Done;
+    type Stored = JobId;
+    type Error = ExecError;
+
+    async fn pool_within(&self, budget: Budget) -> Result<PoolTry<Done>, ExecError> {
+        let pool = &self.auto.pool;
+        match pool.run_within(self.work, budget, self.deadline).await {
+            Ok((done, predicted)) => Ok(PoolTry::Ran(done, predicted)),
+            Err(ExecError::Late(late)) => Ok(PoolTry::Late(late.finish)),
+            // The pool's hard cap: the queue has its own.
+            Err(ExecError::Overloaded { .. }) => Ok(PoolTry::Late(pool.pool().predicted_wait())),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn store_now(&self) -> Result<JobId, StoreRefusal<ExecError>> {
+        match self.auto.queue.try_enqueue(self.work).await {
+            Ok(id) => Ok(id),
+            Err(ExecError::Overloaded { .. }) => Err(StoreRefusal::Full),
+            Err(e @ ExecError::Unavailable(_)) => Err(StoreRefusal::Down(e)),
+            Err(e) => Err(StoreRefusal::Failed(e)),
+        }
+    }
+
+    async fn pool_by_deadline(&self) -> Result<Result<Done, Duration>, ExecError> {
+        match self.auto.pool.run(self.work, self.deadline).await {
+            Ok(done) => Ok(Ok(done)),
+            // The line decides the wait below; the pool's own is not needed.
+            Err(ExecError::Late(_) | ExecError::Overloaded { .. }) => Ok(Err(Duration::ZERO)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A store that is down answers so; a full one puts the request in the line, in arrival
+    /// order, until shortly before its deadline (issue 21: backpressure, not refusal).
+    async fn store_last(
+        &self,
+        refused: StoreRefusal<ExecError>,
+        _pool_retry_after: Duration,
+    ) -> Result<JobId, ExecError> {
+        match refused {
+            StoreRefusal::Down(e) | StoreRefusal::Failed(e) => Err(e),
+            StoreRefusal::Full => self.auto.queue.enqueue(self.work, self.deadline).await,
+        }
+    }
+}
 
 /// Upper bounds of the prediction-error buckets: actual time over predicted time.
 const ERROR_BUCKETS: [f64; 8] = [0.25, 0.5, 0.8, 0.9, 1.1, 1.25, 2.0, 4.0];
@@ -97,31 +160,24 @@ impl Auto {
             end: (Instant::now() + self.budget(prefer)).min(deadline),
             start_now: prefer.respond_async,
         };
-        let predicted = match self.pool.run_within(work, budget, deadline).await {
-            Ok((done, predicted)) => return Ok(self.ran(done, predicted)),
-            Err(ExecError::Late(late)) => late.finish,
-            // The pool's hard cap: the queue has its own.
-            Err(ExecError::Overloaded { .. }) => self.pool.pool().predicted_wait(),
-            Err(e) => return Err(e),
+        let places = Places {
+            auto: self,
+            work,
+            deadline,
         };
-        let refused = match self.queue.try_enqueue(work).await {
-            Ok(id) => return Ok(self.queued(id, predicted)),
-            Err(e @ (ExecError::Overloaded { .. } | ExecError::Unavailable(_))) => e,
-            Err(e) => return Err(e),
-        };
-        match self.pool.run(work, deadline).await {
-            Ok(done) => {
-                self.over_budget.inc();
-                return Ok(self.ran(done, predicted));
+        match decide(&places, budget).await? {
+            Decision::Ran {
+                ran,
+                predicted,
+                over_budget,
+            } => {
+                if over_budget {
+                    self.over_budget.inc();
+                }
+                Ok(self.ran(ran, predicted))
             }
-            Err(ExecError::Late(_) | ExecError::Overloaded { .. }) => {}
-            Err(e) => return Err(e),
+            Decision::Stored { stored, predicted } => Ok(self.queued(stored, predicted)),
         }
-        if matches!(refused, ExecError::Unavailable(_)) {
-            return Err(refused);
-        }
-        let id = self.queue.enqueue(work, deadline).await?;
-        Ok(self.queued(id, predicted))
     }
 
     fn ran(&self, done: Done, predicted: Duration) -> Routed {

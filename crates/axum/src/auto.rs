@@ -13,6 +13,7 @@ use offload_pool::{Budget, StopCheck, SubmitError, TaskError};
 use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, NewJob};
 use serde::Serialize;
 
+use crate::decide::{self, Decision, PoolTry, StoreRefusal, decide};
 use crate::{Error, Offload, Prefer};
 
 /// `auto` for one request: the service's [`Offload`] and the request's [`Prefer`]ences.
@@ -85,59 +86,30 @@ impl Auto {
         let inner = &self.offload.inner;
         let stored = NewJob::of(&job)
             .map_err(|e| Error::Internal(format!("job {:?} is not JSON: {e}", J::NAME)))?;
-        // A job type with no handler would fail in the worker too: say so now.
-        let prepare = || {
-            inner
-                .handlers
-                .prepare(&stored.payload)
-                .map_err(|e| Error::Internal(e.message))
-        };
-        let run = prepare()?;
-        let cost = Cost {
-            class: self.offload.class::<J>(),
-            units,
-        };
         let now = Instant::now();
-        let deadline = now + inner.deadline;
+        let places = Places {
+            offload: &self.offload,
+            cost: Cost {
+                class: self.offload.class::<J>(),
+                units,
+            },
+            deadline: now + inner.deadline,
+            stored,
+        };
         let budget = Budget {
             end: now + self.budget(),
             start_now: self.prefer.respond_async,
         };
-        let split = |_| vec![(units, move |_: StopCheck<'_>| run())];
-        let predicted = match inner
-            .pool
-            .submit_work_within(budget, deadline, cost, 1, split)
-        {
-            Ok((mut handles, _)) => {
-                let applied = Prefer::applied(self.prefer.wait, false);
-                return answer(handles.remove(0).await, applied);
+        match decide(&places, budget).await? {
+            Decision::Ran {
+                ran, over_budget, ..
+            } => {
+                let applied = (!over_budget)
+                    .then(|| Prefer::applied(self.prefer.wait, false))
+                    .flatten();
+                answer(ran, applied)
             }
-            Err(SubmitError::Late(late)) => late.finish,
-            // The pool's hard cap: the queue has its own.
-            Err(SubmitError::Full(_)) => inner.pool.predicted_wait(),
-            Err(SubmitError::ShuttingDown) => return Err(Error::ShuttingDown),
-        };
-        let refused = match inner.queue.enqueue(stored.clone()).await {
-            Ok(id) => return Ok(self.accepted(&id, predicted)),
-            Err(EnqueueError::Full(n)) => {
-                tracing::debug!(backlog = n, "offload-axum: queue full, the pool takes it");
-                None
-            }
-            Err(EnqueueError::Queue(e)) => Some(e.to_string()),
-        };
-        // The queue cannot take it: the budget gives way to the deadline.
-        let run = prepare()?;
-        let split = |_| vec![(units, move |_: StopCheck<'_>| run())];
-        match inner.pool.submit_work(deadline, cost, 1, split) {
-            Ok(mut handles) => answer(handles.remove(0).await, None),
-            Err(SubmitError::ShuttingDown) => Err(Error::ShuttingDown),
-            Err(_) if refused.is_some() => Err(Error::Unavailable(refused.unwrap_or_default())),
-            Err(SubmitError::Late(late)) => Err(Error::Busy {
-                retry_after: late.retry_after,
-            }),
-            Err(SubmitError::Full(_)) => Err(Error::Busy {
-                retry_after: inner.pool.predicted_wait(),
-            }),
+            Decision::Stored { stored, predicted } => Ok(self.accepted(&stored, predicted)),
         }
     }
 
@@ -160,6 +132,88 @@ impl Auto {
             Prefer::applied(self.prefer.wait, self.prefer.respond_async),
         );
         resp
+    }
+}
+
+/// One request's pool and queue, as [`decide`] tries them.
+struct Places<'a> {
+    offload: &'a Offload,
+    cost: Cost,
+    deadline: Instant,
+    stored: NewJob,
+}
+
+/// A run in the pool: the handler's outcome, or why the pool did not finish it.
+type Ran = Result<Result<String, JobError>, TaskError>;
+
+impl Places<'_> {
+    /// The job's run as the pool's split: one chunk of all its units. A job type with no
+    /// handler fails here, before it is offered anywhere (it would fail in the worker too).
+    fn split(&self) -> Result<impl FnOnce(usize) -> Vec<(u64, Task)>, Error> {
+        let run = self
+            .offload
+            .inner
+            .handlers
+            .prepare(&self.stored.payload)
+            .map_err(|e| Error::Internal(e.message))?;
+        let task: Task = Box::new(move |_: StopCheck<'_>| run());
+        let units = self.cost.units;
+        Ok(move |_| vec![(units, task)])
+    }
+}
+
+/// A job's run on a pool thread.
+type Task = Box<dyn FnOnce(StopCheck<'_>) -> Result<String, JobError> + Send>;
+
+impl decide::Places for Places<'_> {
+    type Ran = Ran;
+    type Stored = JobId;
+    type Error = Error;
+
+    async fn pool_within(&self, budget: Budget) -> Result<PoolTry<Ran>, Error> {
+        let pool = &self.offload.inner.pool;
+        match pool.submit_work_within(budget, self.deadline, self.cost, 1, self.split()?) {
+            Ok((mut handles, predicted)) => Ok(PoolTry::Ran(handles.remove(0).await, predicted)),
+            Err(SubmitError::Late(late)) => Ok(PoolTry::Late(late.finish)),
+            // The pool's hard cap: the queue has its own.
+            Err(SubmitError::Full(_)) => Ok(PoolTry::Late(pool.predicted_wait())),
+            Err(SubmitError::ShuttingDown) => Err(Error::ShuttingDown),
+        }
+    }
+
+    async fn store_now(&self) -> Result<JobId, StoreRefusal<Error>> {
+        match self.offload.inner.queue.enqueue(self.stored.clone()).await {
+            Ok(id) => Ok(id),
+            Err(EnqueueError::Full(n)) => {
+                tracing::debug!(backlog = n, "offload-axum: queue full, the pool takes it");
+                Err(StoreRefusal::Full)
+            }
+            Err(EnqueueError::Queue(e)) => {
+                Err(StoreRefusal::Down(Error::Unavailable(e.to_string())))
+            }
+        }
+    }
+
+    async fn pool_by_deadline(&self) -> Result<Result<Ran, Duration>, Error> {
+        let pool = &self.offload.inner.pool;
+        match pool.submit_work(self.deadline, self.cost, 1, self.split()?) {
+            Ok(mut handles) => Ok(Ok(handles.remove(0).await)),
+            Err(SubmitError::Late(late)) => Ok(Err(late.retry_after)),
+            Err(SubmitError::Full(_)) => Ok(Err(pool.predicted_wait())),
+            Err(SubmitError::ShuttingDown) => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// No line in front of this store: a full queue refuses with the pool's predicted wait.
+    async fn store_last(
+        &self,
+        refused: StoreRefusal<Error>,
+        retry_after: Duration,
+    ) -> Result<JobId, Error> {
+        match refused {
+            StoreRefusal::Down(e) | StoreRefusal::Failed(e) => Err(e),
+            StoreRefusal::Full => Err(Error::Busy { retry_after }),
+        }
     }
 }
 

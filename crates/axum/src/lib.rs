@@ -60,6 +60,7 @@
 #![warn(missing_docs)]
 
 mod auto;
+pub mod decide;
 mod error;
 mod jobs;
 mod prefer;
