@@ -60,51 +60,9 @@ pub struct JobResult {
     pub run_us: u64,
 }
 
-/// `GET /jobs/{id}`: the queue's view of a job, with its result as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Job {
-    pub id: String,
-    pub status: JobStatus,
-    /// Runs started, not counting those lost with their worker.
-    pub attempts: u32,
-    pub max_attempts: u32,
-    /// Runs lost with their worker (the lease lapsed).
-    pub stalls: u32,
-    pub max_stalls: u32,
-    /// The stored result once done: a [`JobResult`] for jobs run by `offload worker`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Unix ms.
-    pub enqueued_at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<u64>,
-}
-
-impl From<crate::queue::JobView> for Job {
-    fn from(v: crate::queue::JobView) -> Job {
-        // The stored result is the worker's JSON text: hand it out as JSON, not as a string.
-        let result = v
-            .result
-            .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)));
-        Job {
-            id: v.id.to_string(),
-            status: v.status,
-            attempts: v.attempts,
-            max_attempts: v.max_attempts,
-            stalls: v.stalls,
-            max_stalls: v.max_stalls,
-            result,
-            error: v.error,
-            enqueued_at: v.enqueued_at,
-            started_at: v.started_at,
-            finished_at: v.finished_at,
-        }
-    }
-}
+/// `GET /jobs/{id}`: the queue's view of a job, with its result as JSON (a [`JobResult`] for
+/// jobs run by `offload worker`); the same body offload-axum's jobs route answers.
+pub use offload_axum::JobBody as Job;
 
 /// `GET /jobs`: the queue's jobs by state and, when asked for (`?latency=N`, any N ≥ 1),
 /// enqueue-to-done times.

@@ -27,6 +27,16 @@ pub(crate) fn example(name: &str) -> PathBuf {
     path
 }
 
+/// The JSON report of an `offload load --json` run that must have succeeded.
+fn load_report(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("load's JSON")
+}
+
 /// `GET /count?n=N` of the example, checked for the exact count.
 async fn count_exactly(app: &Proc, n: u64) {
     let r = get(app.addr, &format!("/count?n={n}")).await;
@@ -68,12 +78,7 @@ async fn the_axum_example_answers_every_request_exactly_under_load() {
         count_exactly(&app, n).await;
     }
     let out = load.await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load's JSON");
+    let report = load_report(&out);
     let requests = &report["requests"];
     assert_eq!(requests["sent"], 400, "{requests:#}");
     assert_eq!(requests["by_status"]["200"], 400, "{requests:#}");
@@ -202,12 +207,7 @@ async fn the_auto_example_answers_at_once_or_with_a_job_that_finishes() {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load's JSON");
+    let report = load_report(&out);
     let requests = &report["requests"];
     let by_status = requests["by_status"].as_object().expect("by_status");
     let n = |s: &str| by_status.get(s).and_then(|v| v.as_u64()).unwrap_or(0);

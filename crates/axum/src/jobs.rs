@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use offload_queue::{JobId, JobQueue, JobStatus, JobView};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auto::set_applied;
 use crate::{Error, Offload, Prefer};
@@ -27,30 +27,41 @@ pub const MAX_LONG_POLLS: usize = 1_024;
 const POLL_FIRST: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(50);
 
-/// What `GET /jobs/{id}` answers.
-#[derive(Debug, Serialize)]
-struct JobBody {
-    id: String,
-    status: JobStatus,
-    attempts: u32,
-    max_attempts: u32,
-    stalls: u32,
-    max_stalls: u32,
-    /// The handler's output, as JSON (not as a string holding JSON).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    /// Unix milliseconds.
-    enqueued_at: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    started_at: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    finished_at: Option<u64>,
+/// What `GET /jobs/{id}` answers: the queue's view of a job, with its result as JSON (not as a
+/// string holding JSON). Times are unix milliseconds. Deserialize it to read the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobBody {
+    /// The job's id.
+    pub id: String,
+    /// Where the job is.
+    pub status: JobStatus,
+    /// Runs started, not counting those lost with their worker.
+    pub attempts: u32,
+    /// Runs allowed before the job fails.
+    pub max_attempts: u32,
+    /// Runs lost with their worker (the lease lapsed).
+    pub stalls: u32,
+    /// Stalls allowed before the job fails.
+    pub max_stalls: u32,
+    /// The handler's output once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// The error once failed, or the last error while a retry is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the job was accepted.
+    pub enqueued_at: u64,
+    /// When its latest run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    /// When it reached `done` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
 }
 
 impl From<JobView> for JobBody {
     fn from(v: JobView) -> JobBody {
+        // The stored result is the handler's JSON text: handed out as JSON, not as a string.
         let result = v
             .result
             .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)));

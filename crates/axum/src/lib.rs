@@ -77,7 +77,7 @@ use offload_queue::{Handlers, Job, Queue};
 
 pub use auto::Auto;
 pub use error::Error;
-pub use jobs::{MAX_LONG_POLL, MAX_LONG_POLLS};
+pub use jobs::{JobBody, MAX_LONG_POLL, MAX_LONG_POLLS};
 pub use prefer::{MAX_WAIT_SECS, Prefer};
 
 /// The budget when the client states none: a quarter second, as `offload serve

@@ -374,7 +374,6 @@ pub enum Queue {
 /// [`QueueError::BadUrl`] for another scheme; [`QueueError::NotBuilt`] for a backend whose
 /// cargo feature this build leaves out; the backend's error if it cannot be opened.
 pub async fn open(url: &str, options: QueueOptions) -> Result<Queue, QueueError> {
-    let _ = &options;
     if let Some(path) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
