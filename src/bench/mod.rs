@@ -135,6 +135,36 @@ impl Settings {
     }
 }
 
+/// The bench's SQLite queue files, deleted when the bench ends (the guard is dropped): the
+/// runs' own `queue-*.db` beside the configured file, and the configured file itself when it
+/// is the default one in the report folder. A file the user named with `--queue` stays.
+struct QueueFiles {
+    url: String,
+    default: PathBuf,
+}
+
+impl Drop for QueueFiles {
+    fn drop(&mut self) {
+        let Some(path) = self.url.strip_prefix("sqlite://").map(std::path::Path::new) else {
+            return;
+        };
+        if path == self.default {
+            remove_queue_file(path);
+        }
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with("queue-")
+                && [".db", ".db-wal", ".db-shm"]
+                    .iter()
+                    .any(|e| name.ends_with(e));
+            if ours {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// Deletes an embedded queue's file and its WAL and shared-memory files, if there.
 pub(crate) fn remove_queue_file(file: &std::path::Path) {
     for ext in ["", "-wal", "-shm"] {
@@ -209,8 +239,13 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
     let started = Instant::now();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // A report folder used again holds no embedded queue of an earlier bench (each run's own
-    // queue file, `queue-{run}.db`, is emptied before it starts: see `Settings::own_queue`).
+    // queue file, `queue-{run}.db`, is emptied before it starts: see `Settings::own_queue`),
+    // and the queue files of this one go when it ends, however it ends.
     remove_queue_file(&out.join("queue.db"));
+    let _queue_files = QueueFiles {
+        url: settings.queue_url.clone(),
+        default: out.join("queue.db"),
+    };
     let machine = Machine::read();
     let cores = machine.cores;
     let plan = CalibrationPlan::new(settings.quick);

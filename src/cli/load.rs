@@ -190,19 +190,31 @@ pub(super) fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the tokio runtime")?;
     let show_progress =
         !args.no_progress && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
-    let report = runtime
-        .block_on(async {
-            if show_progress {
-                let (tx, rx) = tokio::sync::watch::channel(Progress::default());
-                let bar = tokio::spawn(draw_progress(rx));
-                let report = run_load(&plan, Some(tx)).await;
-                let _ = bar.await;
-                report
-            } else {
-                run_load(&plan, None).await
+    let addr = plan.target().addr();
+    let report = runtime.block_on(async {
+        // Nothing listening is a mistake in the command, not a measurement: say so at once
+        // rather than after a run of connect errors.
+        match tokio::time::timeout(plan.timeout(), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(anyhow::anyhow!("cannot connect to {addr}: {e}")),
+            Err(_) => {
+                return Err(anyhow::anyhow!(
+                    "cannot connect to {addr}: no answer within {:?} (-t)",
+                    plan.timeout()
+                ));
             }
-        })
-        .context("cannot start the load threads")?;
+        }
+        let report = if show_progress {
+            let (tx, rx) = tokio::sync::watch::channel(Progress::default());
+            let bar = tokio::spawn(draw_progress(rx));
+            let report = run_load(&plan, Some(tx)).await;
+            let _ = bar.await;
+            report
+        } else {
+            run_load(&plan, None).await
+        };
+        report.context("cannot start the load threads")
+    })?;
     let text = if args.json {
         let mut s = serde_json::to_string_pretty(&report).context("cannot serialise the report")?;
         s.push('\n');
@@ -218,6 +230,14 @@ pub(super) fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         // A reader that went away (`| head`) is not a failure of the run.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(e).context("cannot write the report")
+        }
+        _ if report.connections_opened == 0 && report.requests.sent > 0 => {
+            // The target went away after the first connect: the report above is all errors.
+            eprintln!(
+                "offload: nothing answered at {addr}: every connect failed ({} connect errors)",
+                report.errors.connect
+            );
+            Ok(ExitCode::FAILURE)
         }
         _ => Ok(ExitCode::SUCCESS),
     }

@@ -1,7 +1,10 @@
 //! Backpressure for a full backlog. A request that finds the backlog at its cap does not get a
 //! refusal it would send straight back: it waits in a line, in arrival order, and one task per
 //! process (the pump) stores the jobs at the head of the line as room appears. Only when its
-//! own wait runs out does a request leave the line unstored. A closed loop of any size is then
+//! own wait runs out does a request leave the line unstored. The line is first come, first
+//! stored: the pump stores each batch with one [`JobQueue::enqueue_prefix`], which stops at the
+//! first job that does not fit, so a place that frees while a batch is being stored never goes
+//! to a later request ahead of an earlier one, and jobs are claimed in the order they arrived. A closed loop of any size is then
 //! paced to the rate at which workers drain the backlog, and the store sees one attempt per
 //! free place rather than one per refused request.
 //!
@@ -339,25 +342,35 @@ async fn pump(inner: Arc<Inner>) {
             }
             batch
         };
-        // The tries are polled in the line's order, so each reaches the store's connection (a
-        // channel to the SQLite thread, a Redis pipeline, the Postgres batcher) in that order
-        // and the jobs are stored, and later claimed, in arrival order.
-        let tries = batch
-            .iter()
-            .map(|w| tokio::time::timeout(inner.store_wait, inner.queue.enqueue(w.job.clone())));
-        let results = join_in_order(tries.collect()).await;
-        let (mut stored, mut full_depth, mut failed) = (0usize, None, None);
+        // One call stores a prefix of the batch, in the line's order: a job never takes a
+        // place that one ahead of it was refused, so the line is first come, first stored.
+        let jobs = batch.iter().map(|w| w.job.clone()).collect();
+        let (ids, refused) =
+            match tokio::time::timeout(inner.store_wait, inner.queue.enqueue_prefix(jobs)).await {
+                Ok(out) => out,
+                Err(_) => (
+                    Vec::new(),
+                    Some(EnqueueError::Queue(QueueError::Timeout(
+                        "an enqueue",
+                        inner.store_wait,
+                    ))),
+                ),
+            };
+        let stored = ids.len();
+        let (mut full_depth, mut failed) = (None, None);
         let mut back = Vec::new();
         let now = Instant::now();
-        for (w, r) in batch.into_iter().zip(results) {
-            match r {
-                Ok(Ok(id)) => {
-                    stored += 1;
-                    inner.stored.inc();
-                    let _ = w.reply.send(Ok(id));
-                }
-                Ok(Err(EnqueueError::Full(depth))) => {
-                    full_depth = Some(depth);
+        let mut batch = batch.into_iter();
+        // `ids` first: zip asks its first iterator first, so no waiter is taken past them.
+        for (id, w) in ids.into_iter().zip(batch.by_ref()) {
+            inner.stored.inc();
+            let _ = w.reply.send(Ok(id));
+        }
+        match refused {
+            None => {}
+            Some(EnqueueError::Full(depth)) => {
+                full_depth = Some(depth);
+                for w in batch {
                     if now >= w.until {
                         inner.ran_out.inc();
                         let retry_after = {
@@ -370,15 +383,18 @@ async fn pump(inner: Arc<Inner>) {
                         back.push(w);
                     }
                 }
-                Ok(Err(EnqueueError::Queue(e))) => {
-                    failed.get_or_insert_with(|| e.to_string());
+            }
+            Some(EnqueueError::Queue(e)) => {
+                let why = e.to_string();
+                if let Some(w) = batch.next() {
                     let _ = w.reply.send(Err(e.into()));
                 }
-                Err(_) => {
-                    let e = QueueError::Timeout("an enqueue", inner.store_wait);
-                    failed.get_or_insert_with(|| e.to_string());
-                    let _ = w.reply.send(Err(e.into()));
+                for w in batch {
+                    let _ = w
+                        .reply
+                        .send(Err(QueueError::Unreachable(why.clone()).into()));
                 }
+                failed = Some(why);
             }
         }
         let pause = {
@@ -425,32 +441,6 @@ async fn pump(inner: Arc<Inner>) {
             tokio::time::sleep(pause).await;
         }
     }
-}
-
-/// Runs `futures` together and returns their outputs in order; each is first polled in order.
-async fn join_in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }
 
 #[cfg(test)]

@@ -377,9 +377,10 @@ async fn the_cost_model_follows_a_change_of_speed() {
     if !two_cpus_and_taskset("the_cost_model_follows_a_change_of_speed") {
         return;
     }
-    // One pool thread on CPU 1 at niceness 10 (no longer the default, which keeps a fair
-    // share): a busy loop there at 0 leaves it about a tenth of the CPU, a slowdown big enough
-    // that 200 ms of work no longer fits the 500 ms budget.
+    // One pool thread on CPU 1 at niceness 10 above the gateway's own (no longer the default,
+    // which keeps a fair share): a busy loop there at the tests' own niceness leaves it about a
+    // tenth of the CPU, a slowdown big enough that 200 ms of work no longer fits the 500 ms
+    // budget, whatever `nice` the tests run under.
     let args = ["--auto-wait", "500ms", "--threads", "1", "--nice", "10"];
     let Some(auto) = Auto::start(Store::Sqlite, "auto-adapt", &args).await else {
         return;
@@ -400,12 +401,7 @@ async fn the_cost_model_follows_a_change_of_speed() {
         r.body
     );
 
-    let busy = BusyLoop(
-        std::process::Command::new("taskset")
-            .args(["-c", "1", "sh", "-c", "while :; do :; done"])
-            .spawn()
-            .unwrap(),
-    );
+    let busy = BusyLoop::on(1);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (k, slowed) = requests_to_converge(&auto, light, 40).await;
     eprintln!("with a busy neighbour: {k} requests to follow; actual/predicted {slowed:?}");

@@ -2,9 +2,8 @@
 //! committed schema, an HTML page, and no process left behind; and the calibration of the
 //! limit against a machine that gets busier.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use offload::bench::{AllCore, Bracket, LimitWarning, SingleThread};
@@ -70,6 +69,14 @@ pub fn run_quick_bench_with(
         Vec::<String>::new(),
         "the bench left processes behind"
     );
+    // Its queue files go with the run: the folder holds the report only.
+    let left: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".db"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "queue files left in the report");
     let results: Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     (
@@ -297,27 +304,6 @@ fn check_limits(results: &Value, stdout: &str) {
     );
 }
 
-/// A busy loop pinned to one CPU (`taskset`), killed when dropped, even when a test fails.
-struct BusyLoop(Child);
-
-impl BusyLoop {
-    fn on_cpu(cpu: usize) -> BusyLoop {
-        let child = Command::new("taskset")
-            .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start taskset");
-        BusyLoop(child)
-    }
-}
-
-impl Drop for BusyLoop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The CPUs this process may run on.
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size into it.
@@ -365,7 +351,7 @@ fn a_busy_core_lowers_the_all_core_limit_but_not_one_idle_core() {
         let why = format!("needs CPUs 0 and 1 (have {cpus:?}) and taskset (found: {have_taskset})");
         // In CI this machine has both: a missing one is a broken set-up, not a skip.
         assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("!!!! DID NOT RUN: {why}");
+        crate::support::did_not_run(&format!("the calibration test {why}"));
         return;
     }
     // A few milliseconds per run in a test build: hundreds of runs per reading, and short
@@ -380,7 +366,7 @@ fn a_busy_core_lowers_the_all_core_limit_but_not_one_idle_core() {
         let quiet_all = all_cores(&work);
         let quiet_single = single_thread_on(1, work);
         let (busy_all, busy_single) = {
-            let _busy = BusyLoop::on_cpu(0);
+            let _busy = crate::support::BusyLoop::on(0);
             std::thread::sleep(Duration::from_millis(100));
             (all_cores(&work), single_thread_on(1, work))
         };
@@ -431,10 +417,7 @@ pub(crate) fn render_in_chromium(page: &std::path::Path, charts: usize) {
         if std::env::var("OFFLOAD_REQUIRE_CHROMIUM").is_ok_and(|v| v == "1") {
             panic!("OFFLOAD_REQUIRE_CHROMIUM=1 but no chromium is on PATH");
         }
-        let _ = writeln!(
-            std::io::stderr(),
-            "!!!! chromium is not installed: the report rendering check DID NOT RUN !!!!"
-        );
+        crate::support::did_not_run("chromium is not installed: the report rendering check");
         return;
     };
     let url = format!("file://{}", page.display());

@@ -4,7 +4,6 @@
 //! fails before anything runs. Without node, npm and redis-server the run says loudly that
 //! it did not run; with `OFFLOAD_REQUIRE_NODE=1` (as in CI) it fails instead.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,11 +34,7 @@ fn node_present(test: &str) -> bool {
             missing.join(", ")
         );
     }
-    let _ = writeln!(
-        std::io::stderr(),
-        "!!!! {} not on PATH: {test} DID NOT RUN !!!!",
-        missing.join(", ")
-    );
+    crate::support::did_not_run(&format!("{} not on PATH: {test}", missing.join(", ")));
     false
 }
 

@@ -465,6 +465,32 @@ async fn cli_refuses_bad_arguments_clearly() {
     }
 }
 
+/// A port where nothing listens is a mistake in the command: one clear line and a non-zero
+/// exit at once, not a table of zeros after the whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_fails_loudly_when_nothing_listens() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{addr}/heavy");
+    for extra in [&[][..], &["--json"][..]] {
+        let mut args = vec!["load", &url, "-c", "4", "-d", "10"];
+        args.extend_from_slice(extra);
+        let started = std::time::Instant::now();
+        let out = offload(&args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot connect to {addr}")) && stderr.contains("refused"),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed a report: {stderr}");
+        // It did not run the 10 s it was asked for.
+        assert!(started.elapsed() < Duration::from_secs(8), "{args:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_json_matches_the_committed_schema() {
     let addr = server().await;

@@ -5,7 +5,6 @@
 //! they fail instead. A URL that cannot be reached always fails: a set URL means that server was
 //! meant to be tested.
 
-use std::io::Write;
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
@@ -88,11 +87,7 @@ fn server_url(var: &str, require: &str, server: &str, test: &str) -> Option<Stri
         Ok(url) if !url.is_empty() => Some(url),
         _ if required => panic!("{require}=1 but {var} is not set ({test})"),
         _ => {
-            // Straight to stderr: the test harness captures `eprintln!` of passing tests.
-            let _ = writeln!(
-                std::io::stderr(),
-                "!!!! {var} is not set: {server} queue test `{test}` DID NOT RUN !!!!"
-            );
+            crate::support::did_not_run(&format!("{var} is not set: {server} queue test `{test}`"));
             None
         }
     }
@@ -188,6 +183,7 @@ conformance!(
     ops::retry_with_backoff_then_failed,
     ops::poison_job_ends_failed,
     ops::cap_rejects_exactly_the_overflow,
+    ops::a_prefix_stops_at_the_first_job_that_does_not_fit,
     ops::prune_after_retention,
     ops::latency_counts_done_jobs_by_label,
     ops::counts_drop_jobs_past_retention_before_prune,

@@ -376,11 +376,20 @@ pub fn two_cpus_and_taskset(test: &str) -> bool {
     }
     let why = format!("{test} needs 2 CPUs (have {cpus}) and taskset (found: {have_taskset})");
     assert!(std::env::var_os("CI").is_none(), "{why}");
-    eprintln!("!!!! DID NOT RUN: {why}");
+    did_not_run(&why);
     false
 }
 
-/// A busy loop pinned to one CPU, killed when dropped.
+/// Says loudly, straight to stderr (the harness captures `eprintln!` of passing tests), that a
+/// check did not run and why. The line goes out in one write, so that it is not torn apart by
+/// what the tests' processes write to the same stderr.
+pub fn did_not_run(why: &str) {
+    use std::io::Write;
+    let line = format!("!!!! DID NOT RUN: {why} !!!!\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// A busy loop pinned to one CPU, killed when dropped, even when a test fails.
 pub struct BusyLoop(pub std::process::Child);
 
 impl Drop for BusyLoop {
@@ -391,15 +400,34 @@ impl Drop for BusyLoop {
 }
 
 impl BusyLoop {
-    /// Starts `sh -c 'while :; do :; done'` pinned to `cpu`.
+    /// Starts `sh -c 'while :; do :; done'` on `cpu` alone, at this test process's own
+    /// niceness, set rather than inherited: a neighbour as strong as the tests themselves and
+    /// the servers they start, whatever `nice` they were started under.
     pub fn on(cpu: usize) -> BusyLoop {
-        BusyLoop(
-            Command::new("taskset")
-                .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
-                .spawn()
-                .expect("start a busy loop"),
-        )
+        use std::os::unix::process::CommandExt;
+        let nice = own_niceness();
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
+            .stdin(std::process::Stdio::null());
+        // SAFETY: setpriority is async-signal-safe and touches only the child being started.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setpriority(libc::PRIO_PROCESS, 0, nice) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        BusyLoop(cmd.spawn().expect("start a busy loop"))
     }
+}
+
+/// This process's niceness (0 unless the tests run under `nice`).
+fn own_niceness() -> i32 {
+    // SAFETY: getpriority has no preconditions; a -1 that is an error reads as -1, which no
+    // test under `nice` has.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
 }
 
 /// A `kB` line of `/proc/{pid}/status` (`VmRSS`, `VmHWM`), in KiB; `None` once the process

@@ -24,7 +24,8 @@ pub enum Policy {
 /// How a pool's threads are scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Priority {
-    /// Niceness added (0: the caller's).
+    /// Niceness added to the process's own (0: the caller's; the sum is capped at 19), so
+    /// that a server started under `nice` keeps its pool that much nicer than itself.
     pub nice: i32,
     /// The scheduling policy.
     pub policy: Policy,
@@ -51,11 +52,14 @@ impl Priority {
                 }
             }
             if self.nice != 0 {
-                // SAFETY: gettid has no preconditions; setpriority on our own thread id with a
-                // positive increment only lowers our own priority and reports failure by -1.
+                // SAFETY: getpid and gettid have no preconditions; getpriority of our own
+                // process reads the main thread's niceness (a -1 that is an error reads as -1,
+                // and the sum below is then a little less nice); setpriority on our own thread id
+                // reports failure by -1.
                 let rc = unsafe {
+                    let own = libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t);
                     let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                    libc::setpriority(libc::PRIO_PROCESS, tid, self.nice)
+                    libc::setpriority(libc::PRIO_PROCESS, tid, (own + self.nice).min(19))
                 };
                 if rc != 0 {
                     tracing::warn!(nice = self.nice, error = %std::io::Error::last_os_error(), "could not lower pool thread priority");

@@ -228,6 +228,29 @@ pub trait JobQueue: Send + Sync + 'static {
     /// [`EnqueueError::Full`] past `max_backlog`; [`EnqueueError::Queue`] if the backend fails.
     fn enqueue(&self, job: NewJob) -> impl Future<Output = Result<JobId, EnqueueError>> + Send;
 
+    /// Stores `jobs` in their order until one does not get in, and stops there: the jobs stored
+    /// are always a prefix of `jobs`, so a later job never takes a place that an earlier one of
+    /// the same call was refused. Returns their ids and, when not every job was stored, why the
+    /// next one was not ([`EnqueueError::Full`] or the backend's failure).
+    ///
+    /// The default stores one job after the other; SQLite stores the whole prefix in one
+    /// transaction.
+    fn enqueue_prefix(
+        &self,
+        jobs: Vec<NewJob>,
+    ) -> impl Future<Output = (Vec<JobId>, Option<EnqueueError>)> + Send {
+        async move {
+            let mut ids = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                match self.enqueue(job).await {
+                    Ok(id) => ids.push(id),
+                    Err(e) => return (ids, Some(e)),
+                }
+            }
+            (ids, None)
+        }
+    }
+
     /// Status, attempts, result or error and times; `None` for an unknown or expired id.
     ///
     /// # Errors
@@ -419,6 +442,9 @@ macro_rules! dispatch {
 impl JobQueue for Queue {
     async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueError> {
         dispatch!(self, q => q.enqueue(job).await)
+    }
+    async fn enqueue_prefix(&self, jobs: Vec<NewJob>) -> (Vec<JobId>, Option<EnqueueError>) {
+        dispatch!(self, q => q.enqueue_prefix(jobs).await)
     }
     async fn get(&self, id: &JobId) -> Result<Option<JobView>, QueueError> {
         dispatch!(self, q => q.get(id).await)

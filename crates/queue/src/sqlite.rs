@@ -509,39 +509,58 @@ fn complete_one(
 
 impl JobQueue for SqliteQueue {
     async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueError> {
+        let (mut ids, refused) = self.enqueue_prefix(vec![job]).await;
+        match (ids.pop(), refused) {
+            (Some(id), None) => Ok(id),
+            (_, Some(e)) => Err(e),
+            (None, None) => unreachable!("one job is either stored or refused"),
+        }
+    }
+
+    async fn enqueue_prefix(&self, jobs: Vec<NewJob>) -> (Vec<JobId>, Option<EnqueueError>) {
         let out = self
             .call(move |conn, opts| {
                 write(conn, |tx| {
                     let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
-                    let room = tx
-                        .prepare_cached(
-                            "UPDATE qmeta SET depth = depth + 1 WHERE id = 0 AND depth < ?1",
+                    let mut ids = Vec::with_capacity(jobs.len());
+                    for job in jobs {
+                        let room = tx
+                            .prepare_cached(
+                                "UPDATE qmeta SET depth = depth + 1 WHERE id = 0 AND depth < ?1",
+                            )?
+                            .execute([cap])?;
+                        if room == 0 {
+                            let depth: i64 =
+                                tx.query_row("SELECT depth FROM qmeta WHERE id = 0", [], |r| {
+                                    r.get(0)
+                                })?;
+                            return Ok((ids, Some(depth as u64)));
+                        }
+                        let id = JobId::random();
+                        let t = enqueue_time();
+                        tx.prepare_cached(
+                            "INSERT INTO jobs (id, status, payload, max_attempts, max_stalls, \
+                             enqueued_at, run_at, label) \
+                             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?6)",
                         )?
-                        .execute([cap])?;
-                    if room == 0 {
-                        let depth: i64 =
-                            tx.query_row("SELECT depth FROM qmeta WHERE id = 0", [], |r| r.get(0))?;
-                        return Ok(Err(depth as u64));
+                        .execute(params![
+                            id.as_str(),
+                            job.payload,
+                            job.max_attempts.unwrap_or(opts.max_attempts).max(1),
+                            opts.max_stalls.max(1),
+                            t,
+                            job.label
+                        ])?;
+                        ids.push(id);
                     }
-                    let id = JobId::random();
-                    let t = enqueue_time();
-                    tx.prepare_cached(
-                        "INSERT INTO jobs (id, status, payload, max_attempts, max_stalls, \
-                         enqueued_at, run_at, label) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?6)",
-                    )?
-                    .execute(params![
-                        id.as_str(),
-                        job.payload,
-                        job.max_attempts.unwrap_or(opts.max_attempts).max(1),
-                        opts.max_stalls.max(1),
-                        t,
-                        job.label
-                    ])?;
-                    Ok(Ok(id))
+                    Ok((ids, None))
                 })
             })
-            .await?;
-        out.map_err(EnqueueError::Full)
+            .await;
+        match out {
+            Ok((ids, full)) => (ids, full.map(EnqueueError::Full)),
+            Err(e) => (Vec::new(), Some(EnqueueError::Queue(e))),
+        }
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<JobView>, QueueError> {

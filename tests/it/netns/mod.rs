@@ -18,7 +18,6 @@ mod stores;
 mod switch;
 
 use std::fs::File;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -55,11 +54,7 @@ fn available(test: &str) -> bool {
     if std::env::var("OFFLOAD_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
         panic!("OFFLOAD_REQUIRE_NETNS=1 but {why} ({test})");
     }
-    // Straight to stderr: the test harness captures `eprintln!` of passing tests.
-    let _ = writeln!(
-        std::io::stderr(),
-        "!!!! {why}: network test `{test}` DID NOT RUN !!!!"
-    );
+    crate::support::did_not_run(&format!("{why}: network test `{test}`"));
     false
 }
 

@@ -103,10 +103,9 @@ impl Net {
                 !required,
                 "PostgreSQL (/usr/lib/postgresql/*/bin, user postgres) is required ({test})"
             );
-            let _ = writeln!(
-                std::io::stderr(),
-                "!!!! PostgreSQL is not installed: network test `{test}` DID NOT RUN on Postgres !!!!"
-            );
+            crate::support::did_not_run(&format!(
+                "PostgreSQL is not installed: network test `{test}` on Postgres"
+            ));
             return None;
         };
         let ip = self.host(name).ip;

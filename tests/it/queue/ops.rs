@@ -596,3 +596,53 @@ pub(super) async fn batched_claims_are_exclusive(b: Backend, test: &str) {
     assert_eq!(h.queue.counts().await.unwrap().done, JOBS as u64);
     h.cleanup().await;
 }
+
+/// `enqueue_prefix` stores jobs in order up to the first that does not fit and stops there:
+/// the stored jobs are a prefix, claimed in their order, and the refusal names the full depth.
+pub(super) async fn a_prefix_stops_at_the_first_job_that_does_not_fit(b: Backend, test: &str) {
+    let Some(h) = b
+        .open(
+            test,
+            QueueOptions {
+                max_backlog: 3,
+                ..options()
+            },
+        )
+        .await
+    else {
+        return;
+    };
+    h.queue.enqueue(NewJob::new("first")).await.unwrap();
+    let jobs = ["a", "b", "c", "d"].map(NewJob::new).to_vec();
+    let (ids, refused) = h.queue.enqueue_prefix(jobs).await;
+    assert_eq!(ids.len(), 2, "two places were free");
+    assert!(
+        matches!(refused, Some(EnqueueError::Full(3))),
+        "{refused:?}"
+    );
+    // An empty call and a call that all fits answer with nothing refused.
+    assert!(matches!(h.queue.enqueue_prefix(Vec::new()).await, (v, None) if v.is_empty()));
+    let worker = WorkerId::new();
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let job = h
+            .queue
+            .claim(&worker, LEASE, NO_WAIT)
+            .await
+            .unwrap()
+            .unwrap();
+        h.queue.complete(&job, Ok("1".into())).await.unwrap();
+        order.push(job.payload);
+    }
+    assert_eq!(order, ["first", "a", "b"]);
+    for (id, payload) in ids.iter().zip(["a", "b"]) {
+        let view = h.queue.get(id).await.unwrap().expect("stored");
+        assert_eq!(view.status, JobStatus::Done, "{payload}");
+    }
+    let (ids, refused) = h
+        .queue
+        .enqueue_prefix(["c", "d"].map(NewJob::new).to_vec())
+        .await;
+    assert_eq!((ids.len(), refused.is_none()), (2, true), "{refused:?}");
+    h.cleanup().await;
+}
