@@ -451,11 +451,11 @@ pub(crate) fn render_in_chromium(page: &std::path::Path, charts: usize) {
         "--disable-component-update",
         "--disable-sync",
         "--hide-scrollbars",
-        "--window-size=1280,2400",
         "--virtual-time-budget=3000",
     ];
     let dom = std::process::Command::new(browser)
         .args(common)
+        .arg("--window-size=1280,2400")
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
         .arg(&url)
@@ -486,8 +486,10 @@ pub(crate) fn render_in_chromium(page: &std::path::Path, charts: usize) {
         "text leaves its chart or covers other text (None: the page's check did not run)"
     );
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-report.png");
+    // Tall enough for the verdict, the tables and the charts.
     let _ = std::process::Command::new(browser)
         .args(common)
+        .arg("--window-size=1280,5600")
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(&url)

@@ -269,6 +269,36 @@ mod tests {
         Some(String::from_utf8_lossy(&run("--dump-dom").stdout).into_owned())
     }
 
+    /// The verdict is one text: the page and the report's README.md give each of its lines
+    /// (the headline first, in bold; each row's name in bold on the page).
+    #[test]
+    fn the_page_and_the_readme_give_the_same_verdict() {
+        let r = results(vec![
+            Plant::new("inline", 47.0, 2500.0),
+            Plant::new("pool", 109.0, 0.3).limits(154.0, 90.0),
+            Plant::new("auto", 85.0, 0.4),
+        ]);
+        let lines = crate::bench::draw::verdict::verdict(&r);
+        let (page, readme) = (super::page(&r), crate::bench::draw::markdown::markdown(&r));
+        use crate::bench::draw::units::esc;
+        assert!(
+            page.contains(&format!("<p><strong>{}</strong></p>", esc(&lines[0]))),
+            "{page}"
+        );
+        assert!(readme.contains(&format!("## Verdict\n\n**{}**\n\n", lines[0])));
+        for (line, run) in lines[1..].iter().zip(&r.runs) {
+            let name = run.measured.strategy.as_str();
+            let rest = line
+                .strip_prefix(name)
+                .expect("a row's line starts with its name");
+            assert!(
+                page.contains(&format!("<li><b>{name}</b>{}</li>", esc(rest))),
+                "{line}"
+            );
+            assert!(readme.contains(&format!("\n- {line}\n")), "{line}");
+        }
+    }
+
     /// An attribute of the page's `<body>` as its script set it, unescaped.
     fn body_attribute(dom: &str, name: &str) -> Option<String> {
         dom.split_once(&format!("{name}=\""))

@@ -228,8 +228,7 @@ fn standing(run: &StrategyRun, s: &Standing<'_>) -> Vec<String> {
     let p99 = health_p99(run);
     if stalls(p99, s.best_health) {
         out.push(format!(
-            "It stalls light requests: /health waited {} at p99, against {} beside the best.",
-            ms(p99),
+            "It stalls light requests (the best row: {}).",
             ms(s.best_health)
         ));
     }
@@ -274,6 +273,12 @@ fn headline(r: &Results, s: &Standing<'_>) -> String {
     let sure = super::limit::stillness(r);
     let doubt = r.runs.iter().any(|x| !comparable(x));
     let advice = match (s.choice, s.fastest) {
+        (Some(c), Some(f)) if std::ptr::eq(c, f) => format!(
+            "Use {} for this work on this machine: the fastest comparable in-process strategy ({:.0}/s), it also kept light requests fastest (/health p99 {}) of those not behind it.",
+            c.measured.strategy,
+            c.measured.completed_per_s,
+            ms(health_p99(c)),
+        ),
         (Some(c), Some(f)) => format!(
             "Use {} for this work on this machine: of the in-process strategies not behind the fastest comparable one ({}, {:.0}/s), it kept light requests fastest (/health p99 {}).",
             c.measured.strategy,
@@ -440,13 +445,18 @@ mod tests {
         ]);
         assert!(
             line(&v, "inline: ").contains(
-                "It stalls light requests: /health waited 3.00 s at p99, against 1.00 ms beside the best. Never in a service"
+                "/health p99 3.00 s, 5 threads and 10 MiB at peak. It stalls light requests (the best row: 1.00 ms). Never in a service"
             ),
             "{v:#?}"
         );
         assert_eq!(
             v.iter().filter(|l| l.contains("stalls")).count(),
             1,
+            "{v:#?}"
+        );
+        // All three at 100/s: pool is the fastest comparable (the last of equals) and chosen.
+        assert!(
+            v[0].starts_with("Use pool for this work on this machine: the fastest comparable in-process strategy (100/s), it also kept light requests fastest (/health p99 1.00 ms) of those not behind it."),
             "{v:#?}"
         );
     }
