@@ -489,7 +489,7 @@ pub(crate) fn render_in_chromium(page: &std::path::Path, charts: usize) {
     // Tall enough for the verdict, the tables and the charts.
     let _ = std::process::Command::new(browser)
         .args(common)
-        .arg("--window-size=1280,5600")
+        .arg("--window-size=1280,3400")
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(&url)

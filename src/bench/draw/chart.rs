@@ -178,7 +178,6 @@ fn fmt_num(v: f64) -> String {
 
 /// Opens a chart: its heading (the title, wrapped to the width, and a note under it in small
 /// type), which sets where the plot begins, its y axis, and the room under it (`below`).
-/// Returns the chart's height, for [`close`].
 fn frame(
     out: &mut String,
     id: &str,
@@ -187,7 +186,7 @@ fn frame(
     y_label: &str,
     axis: &mut Axis,
     below: f64,
-) -> f64 {
+) {
     let fits = |px: f64, bold: bool| {
         let per_char = width("m", px, bold);
         ((W - 2.0 * MARGIN) / per_char).floor() as usize
@@ -237,7 +236,6 @@ fn frame(
         y = axis.top + PLOT / 2.0,
         l = esc(y_label)
     );
-    h
 }
 
 /// Labels along the x axis, under the plot, at `xs`: every one where they fit side by side,
@@ -280,7 +278,7 @@ fn legend(out: &mut String, rows: &[RowId], recommended: Option<RowId>) {
         if Some(n) == recommended {
             let _ = write!(
                 out,
-                r#"<span class="key rec" style="--c:{}"><b>{}</b> (recommended)</span> "#,
+                r#"<span class="key" style="--c:{}"><b>{}</b> (recommended)</span> "#,
                 colour(n),
                 esc(&n)
             );
