@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::model::{
-    AcceptPhase, AllCore, Bracket, Calibration, FloodResults, FloodRow, Machine, Measured,
-    ProcessStats, QueueRun, Results, RowId, Sample, Settings, SingleThread, StrategyRun,
+    AcceptPhase, AllCore, BacklogPoint, Bracket, Calibration, FloodResults, FloodRow, Machine,
+    Measured, ProcessStats, QueueRun, Results, RowId, Sample, Settings, SingleThread, StrategyRun,
 };
 use super::run::flood;
 use crate::api::Spread;
@@ -107,9 +107,23 @@ impl Plant {
     }
 
     /// A queue that accepted `accepted_per_s` while its backlog had room, with `backlog`
-    /// jobs waiting at the load's end and a p50 of `e2d_p50_ms` from enqueue to done.
+    /// jobs waiting at the load's end and a p50 of `e2d_p50_ms` from enqueue to done; its
+    /// backlog over time read every tenth of the way to the end of the drain (every job
+    /// accepted by the load's end, finished at `per_s` throughout).
     pub fn queue(mut self, accepted_per_s: f64, backlog: u64, e2d_p50_ms: f64) -> Plant {
         let jobs = (self.per_s * WINDOW.as_secs_f64()) as u64;
+        let (window, total) = (WINDOW.as_secs_f64(), jobs + backlog);
+        let end = window + backlog as f64 / self.per_s.max(1e-9);
+        let readings = (0..=10)
+            .map(|i| {
+                let t = end * f64::from(i) / 10.0;
+                BacklogPoint {
+                    t,
+                    accepted: ((total as f64 * t / window) as u64).min(total),
+                    finished: ((self.per_s * t) as u64).min(total),
+                }
+            })
+            .collect();
         self.queue = Some(QueueRun {
             accept_phase: AcceptPhase {
                 requests: 5000,
@@ -136,7 +150,7 @@ impl Plant {
                 max: e2d_p50_ms * 2.0,
             }),
             load_end_s: WINDOW.as_secs_f64(),
-            backlog: Vec::new(),
+            backlog: readings,
         });
         self
     }

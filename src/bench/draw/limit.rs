@@ -1,24 +1,35 @@
 //! How %limit is shown and read: the table's headline and cell, and the sentences about the
 //! limit (a warning per unreliable row, then "within 10%" and "well short" over the others).
 
-use crate::bench::model::{
-    Bracket, Calibration, DISAGREE_RATIO, LimitWarning, OVER_LIMIT, Results, RunFlag, StrategyRun,
-};
+use crate::bench::model::{Bracket, Calibration, LimitWarning, Results, RunFlag, StrategyRun};
 
 /// At or above this fraction of a (trusted) limit a strategy is "within 10%".
 const NEAR: f64 = 0.9;
 /// Below this fraction of a (trusted) limit a strategy is "well short".
 const SHORT: f64 = 0.75;
 
-/// The table's first words: both figures, side by side.
+/// The lowest and highest all-core calibration of the run, each the median of its readings:
+/// the one range the table's headline, the verdict and the throughput chart give (a
+/// strategy's limit is the mean of two of these, so this is the range its limit moved in).
+pub fn calibration_range(c: &Calibration) -> (f64, f64) {
+    let limits = c.all_core.iter().map(|x| x.limit_per_s);
+    let lo = limits.clone().fold(f64::INFINITY, f64::min);
+    let hi = limits.fold(0.0, f64::max);
+    (if lo.is_finite() { lo } else { 0.0 }, hi)
+}
+
+/// The table's first words: both figures, side by side, and the calibrations' range beside
+/// the range of their single readings (wider: a reading is one second of one calibration), so
+/// neither is mistaken for the other.
 pub fn headline(c: &Calibration, work: &str) -> String {
+    let (lo, hi) = calibration_range(c);
+    let n = c.all_core.len();
     format!(
-        "work {work}: {:.2} ms on one idle thread; all-core limit {:.0} req/s on {} cores (median of {} calibration{}, readings {:.0}-{:.0})",
+        "work {work}: {:.2} ms on one idle thread; all-core limit {:.0} req/s on {} cores (median of {n} calibration{}, {lo:.0}-{hi:.0} req/s; single readings {:.0}-{:.0})",
         c.single_thread.median_ms,
         c.limit_per_s,
         c.cores,
-        c.all_core.len(),
-        if c.all_core.len() == 1 { "" } else { "s" },
+        if n == 1 { "" } else { "s" },
         c.min_reading_per_s,
         c.max_reading_per_s
     )
@@ -121,71 +132,28 @@ pub fn cell(fraction: f64, flags: &[LimitWarning]) -> String {
 /// The line under the table explaining the `!` marker, when any row has it.
 pub const MARKER_NOTE: &str = "! %limit not reliable: the all-core calibrations before and after that strategy differ by more than 10%, or it measured over 105% of its limit (see below).";
 
-/// The rows' names, comma-separated.
-pub fn names(runs: &[&StrategyRun]) -> String {
-    runs.iter()
-        .map(|x| x.measured.strategy.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Whether the machine held still, from the `!`s: only when more than half of the rows have
-/// one is the run as a whole in doubt; a few are exceptions, named, the rest standing.
-pub fn stillness(r: &Results) -> Option<String> {
-    let flagged: Vec<&StrategyRun> = r
+/// How far the run's rates can be trusted, in one sentence, from the `!`s: the machine held
+/// still when no row has one; when more than half do, the run as a whole is in doubt; a few are
+/// exceptions, the rest standing. The rows are not named: each flagged row's own line says why.
+pub fn stillness(r: &Results) -> String {
+    let k = r
         .runs
         .iter()
         .filter(|x| !x.limit_warnings.is_empty())
-        .collect();
-    let (k, n) = (flagged.len(), r.runs.len());
+        .count();
+    let n = r.runs.len();
+    let (lo, hi) = calibration_range(&r.calibration);
+    let range = format!("calibrations {lo:.0}-{hi:.0} req/s");
     if k == 0 {
-        return None;
-    }
-    if 2 * k > n {
-        let limits: Vec<f64> = r
-            .calibration
-            .all_core
-            .iter()
-            .map(|c| c.limit_per_s)
-            .collect();
-        let lo = limits.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = limits.iter().copied().fold(0.0, f64::max);
-        let by = |flag: LimitWarning| -> Vec<&StrategyRun> {
-            flagged
-                .iter()
-                .copied()
-                .filter(|x| x.limit_warnings.contains(&flag))
-                .collect()
-        };
-        let mut why = Vec::new();
-        let disagree = by(LimitWarning::CalibrationDisagrees);
-        if !disagree.is_empty() {
-            why.push(format!(
-                "calibrations before and after differ by more than {:.0}% around {}",
-                (DISAGREE_RATIO - 1.0) * 100.0,
-                names(&disagree)
-            ));
-        }
-        let over = by(LimitWarning::OverLimit);
-        if !over.is_empty() {
-            why.push(format!(
-                "over {:.0}% of the limit: {}",
-                OVER_LIMIT * 100.0,
-                names(&over)
-            ));
-        }
-        Some(format!(
-            "The machine's speed did not hold still during this run: {k} of {n} rows have a ! ({}), and its all-core calibrations ranged {lo:.0}-{hi:.0} req/s. Compare throughput only where no ! stands; the /health figures, threads and memory hold regardless.",
-            why.join("; ")
-        ))
+        format!("The machine held still ({range}), so the rates compare.")
+    } else if 2 * k > n {
+        format!(
+            "The machine did not hold still ({range}; {k} of {n} rows in doubt): read the rates as rough."
+        )
     } else {
-        Some(format!(
-            "{k} of {n} rows {} a ! ({}); the calibrations around the other {} agreed within {:.0}%, and their throughput stands.",
-            if k == 1 { "has" } else { "have" },
-            names(&flagged),
-            n - k,
-            (DISAGREE_RATIO - 1.0) * 100.0
-        ))
+        format!(
+            "The machine held still but for {k} of {n} rows ({range}): the other rates compare."
+        )
     }
 }
 
@@ -283,7 +251,7 @@ mod tests {
         assert!(quiet.flags.is_empty() && note(&quiet).is_none());
         assert_eq!(
             headline(&quiet, "count:1"),
-            "work count:1: 5.00 ms on one idle thread; all-core limit 390 req/s on 2 cores (median of 1 calibration, readings 390-390)"
+            "work count:1: 5.00 ms on one idle thread; all-core limit 390 req/s on 2 cores (median of 1 calibration, 390-390 req/s; single readings 390-390)"
         );
     }
 }

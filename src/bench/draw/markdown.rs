@@ -23,8 +23,12 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(s, "- wall time: {:.0} s\n", r.wall_s);
     let _ = writeln!(s, "## Verdict\n");
-    for line in super::verdict::verdict(r) {
-        let _ = writeln!(s, "- {line}");
+    let verdict = super::verdict::verdict(r);
+    if let Some((headline, rows)) = verdict.split_first() {
+        let _ = writeln!(s, "**{headline}**\n");
+        for line in rows {
+            let _ = writeln!(s, "- {line}");
+        }
     }
     let _ = writeln!(s, "\n## Results\n");
     let _ = writeln!(s, "```\n{}```\n", table(r));

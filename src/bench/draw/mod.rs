@@ -5,7 +5,8 @@
 //! - `reading`, `limit`, `verdict` (with its thresholds in `rules`): the sentences that read
 //!   the tables, and the verdict;
 //! - `mix`, `flood`, `node`: those scenarios' tables and readings;
-//! - `html`, `chart`: the self-contained HTML page and its SVG charts;
+//! - `html`, `chart`, `style`: the self-contained HTML page, its SVG charts, and their
+//!   colours and measure of text;
 //! - `markdown`, `csv`: the report folder's `README.md` and `timeline.csv`;
 //! - `folder`: the report folder (`results.json`, `timeline.csv`, `README.md`, `index.html`);
 //! - `compare`: `--compare A B` over two report folders, and the repeats' lines;
@@ -24,6 +25,7 @@ pub mod mix;
 pub mod node;
 pub mod reading;
 pub mod rules;
+pub mod style;
 pub mod text;
 pub mod units;
 pub mod verdict;

@@ -1,0 +1,109 @@
+//! The charts' style: each row's colour and line, the same in every chart, and how wide a
+//! text is taken to be when [`super::chart`] places it.
+
+use crate::bench::model::{NodeServer, RowId};
+use crate::strategy::Name;
+
+/// A character's width, in ems, for placing text: a sans-serif's average is about 0.5 em
+/// (digits 0.55), so text measured at 0.6 fits where it is put; bold text gets 0.65.
+const EM_PER_CHAR: f64 = 0.6;
+const BOLD_EM_PER_CHAR: f64 = 0.65;
+
+/// How wide `text` is, at most, at `px` (bold or not).
+pub(super) fn width(text: &str, px: f64, bold: bool) -> f64 {
+    let em = if bold { BOLD_EM_PER_CHAR } else { EM_PER_CHAR };
+    text.chars().count() as f64 * px * em
+}
+
+/// `text` cut into lines of at most `max` characters, at spaces (a longer word alone).
+pub(super) fn wrap(text: &str, max: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split(' ') {
+        match lines.last_mut() {
+            Some(l) if l.chars().count() + 1 + word.chars().count() <= max => {
+                l.push(' ');
+                l.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines
+}
+
+/// A row's colour: the same in every chart, keyed by its name, each distinct. A Node server
+/// takes a light shade of its offload counterpart's hue where one is free.
+pub(super) fn colour(row: RowId) -> &'static str {
+    match row {
+        RowId::Offload(n) => match n {
+            Name::Inline => "#d62728",
+            Name::Spawn => "#ff7f0e",
+            Name::Blocking => "#9467bd",
+            Name::Pool => "#2ca02c",
+            Name::Remote => "#1f77b4",
+            Name::Queue => "#8c564b",
+            Name::Auto => "#e377c2",
+            Name::Rayon => "#7f7f7f",
+        },
+        RowId::Node(n) => match n {
+            NodeServer::Inline => "#ff9896",
+            NodeServer::Worker => "#ffbb78",
+            NodeServer::Piscina => "#17becf",
+            NodeServer::PiscinaNice => "#9edae5",
+            NodeServer::Remote => "#aec7e8",
+            NodeServer::Bullmq => "#c49c94",
+        },
+        RowId::LowPriority(_) => "#98df8a",
+        RowId::LightAlone => "#bcbd22",
+    }
+}
+
+/// Node's rows are dashed in the line charts, beside offload's solid ones.
+pub(super) fn dashes(row: RowId) -> &'static str {
+    if row.node().is_some() {
+        r#" stroke-dasharray="7 3""#
+    } else {
+        ""
+    }
+}
+
+/// The backlog chart's accepted jobs: a grey that is no row's colour.
+pub(super) const ACCEPTED: &str = "#555";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row the report can have, each in a colour of its own.
+    #[test]
+    fn each_row_has_a_colour_of_its_own() {
+        let mut rows: Vec<RowId> = Name::GATEWAY.into_iter().map(RowId::Offload).collect();
+        rows.push(RowId::Offload(Name::Rayon));
+        rows.extend(NodeServer::ALL.into_iter().map(RowId::Node));
+        rows.extend([RowId::LowPriority(Name::Pool), RowId::LightAlone]);
+        let colours: std::collections::HashSet<&str> = rows.iter().map(|&r| colour(r)).collect();
+        assert_eq!(colours.len(), rows.len(), "{rows:?}");
+        assert!(!colours.contains(ACCEPTED));
+        assert_ne!(
+            colour(RowId::Offload(Name::Pool)),
+            colour(RowId::Offload(Name::Auto))
+        );
+    }
+
+    #[test]
+    fn headings_wrap_at_spaces_within_the_width() {
+        let title =
+            "CPU of the strategy's processes per second (gateway, compute service, worker: summed)";
+        let lines = wrap(title, 60);
+        assert_eq!(
+            lines,
+            [
+                "CPU of the strategy's processes per second (gateway, compute",
+                "service, worker: summed)"
+            ]
+        );
+        assert_eq!(lines.join(" "), title);
+        assert!(lines.iter().all(|l| l.chars().count() <= 60));
+        assert_eq!(wrap("short", 60), ["short"]);
+        assert_eq!(width("ab", 10.0, false), 12.0);
+    }
+}
