@@ -182,7 +182,9 @@ async fn postgres_light_runs_in_the_pool_and_heavy_work_is_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefer_sets_the_budget_and_is_echoed_when_honoured() {
     let _serial = exclusive().await;
-    let Some(auto) = Auto::start(Store::Sqlite, "auto-prefer", &["--auto-wait", "10s"]).await
+    // A budget far above the work below, so that a busy machine (a neighbour that leaves one
+    // of the two pool threads a tenth of its core) still fits it.
+    let Some(auto) = Auto::start(Store::Sqlite, "auto-prefer", &["--auto-wait", "60s"]).await
     else {
         return;
     };
@@ -203,7 +205,7 @@ async fn prefer_sets_the_budget_and_is_echoed_when_honoured() {
         )
         .await;
     assert_eq!(job["result"]["result"], light);
-    // Within the default budget of 10 s, 3 s of work (1.5 s on each thread) runs in the
+    // Within the default budget of 60 s, 3 s of work (1.5 s on each thread) runs in the
     // pool...
     let r = auto.heavy(medium, None).await;
     assert_eq!(
@@ -371,7 +373,10 @@ async fn requests_to_converge(auto: &Auto, n: u64, most: usize) -> (usize, Vec<f
     (usize::MAX, seen)
 }
 
+/// In the timing group: it compares the pool's speed on CPU 1 before, beside and after a busy
+/// loop there, which another load on that CPU (a busy machine) would confound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing: speed ratios on one CPU, run alone by .ci/run (cargo test --test it -- --ignored --test-threads 1)"]
 async fn the_cost_model_follows_a_change_of_speed() {
     let _serial = exclusive().await;
     if !two_cpus_and_taskset("the_cost_model_follows_a_change_of_speed") {

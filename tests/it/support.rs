@@ -275,18 +275,32 @@ pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
         .expect("a number")
 }
 
-/// `n` for a `count` that takes about `target` on one thread of this build, measured here.
+/// `n` for a `count` that takes about `target` of one core's time in this build, measured
+/// here by the thread's own CPU time: a busy machine that gives this thread a tenth of a core
+/// does not make the work it sizes ten times too small.
 pub fn count_n_for(target: Duration) -> u64 {
     use offload::work::{Kind, Limits, Work};
     let probe = 20_000_000;
     let w = Work::new(Kind::Count, probe, &Limits::default()).unwrap();
     let mut best = Duration::MAX;
     for _ in 0..3 {
-        let t = Instant::now();
+        let t = thread_cpu_time();
         w.run(&|| false).unwrap();
-        best = best.min(t.elapsed());
+        best = best.min(thread_cpu_time().saturating_sub(t));
     }
-    ((probe as f64) * target.as_secs_f64() / best.as_secs_f64()) as u64
+    ((probe as f64) * target.as_secs_f64() / best.as_secs_f64().max(1e-6)) as u64
+}
+
+/// The calling thread's CPU time.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill; the clock always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// What a crowd of keep-alive clients saw.
