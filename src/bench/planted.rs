@@ -155,6 +155,15 @@ impl Plant {
         self
     }
 
+    /// For `auto`: of its completed requests, `n` were jobs its worker finished in the
+    /// load's window (the rest its pool's 200s). Call after [`Plant::queue`].
+    pub fn jobs_in_window(mut self, n: u64) -> Plant {
+        if let Some(q) = &mut self.queue {
+            q.jobs_finished_in_window = n;
+        }
+        self
+    }
+
     pub fn run(self) -> StrategyRun {
         let roles: &[&str] = match self.strategy.offload().and_then(Name::helper) {
             Some(Helper::Compute) => &["compute", "gateway"],

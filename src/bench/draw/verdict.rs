@@ -153,11 +153,14 @@ fn figures(run: &StrategyRun, s: &Standing<'_>) -> String {
             let wait = q.enqueue_to_done_ms.as_ref().map_or(String::new(), |d| {
                 format!(" ({} from enqueue to done at p50)", ms(d.p50))
             });
+            // The same split as the reading's: the pool's 200s and the worker's jobs, both in
+            // the load's window, add up to its rate.
             format!(
-                "{} requests answered at once from its pool (200), {} queued (202){wait}; {} done in all, {health}, {cost}",
-                status("200"),
-                status("202"),
+                "{} answered at once from its pool (200) and {} jobs finished by its worker in the load window, {} in all; {} requests queued (202){wait}; {health}, {cost}",
+                m.completed.saturating_sub(q.jobs_finished_in_window),
+                q.jobs_finished_in_window,
                 rate(run),
+                status("202"),
             )
         }
         Some(q) => {
@@ -544,11 +547,12 @@ mod tests {
                     answers: split,
                     ..crate::load::Planted::default()
                 })
-                .queue(4000.0, 300, 900.0),
+                .queue(4000.0, 300, 900.0)
+                .jobs_in_window(400),
         ]);
         assert_eq!(
             line(&v, "auto: "),
-            "auto: 600 requests answered at once from its pool (200), 400 queued (202) (900 ms from enqueue to done at p50); 100/s (67% of the all-core limit) done in all, /health p99 0.80 ms, 2 processes, 20 MiB and 10 threads together. When clients differ in how long they can wait: what is predicted to finish within the wait answers from the pool, the rest is queued (202)."
+            "auto: 600 answered at once from its pool (200) and 400 jobs finished by its worker in the load window, 100/s (67% of the all-core limit) in all; 400 requests queued (202) (900 ms from enqueue to done at p50); /health p99 0.80 ms, 2 processes, 20 MiB and 10 threads together. When clients differ in how long they can wait: what is predicted to finish within the wait answers from the pool, the rest is queued (202)."
         );
     }
 
