@@ -8,7 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, pace};
 use crate::api::{Accepted, HeavyAnswer, Job, JobStatus, JobsSummary, Spread};
 use crate::queue::JobId;
 use crate::strategy::{ExecError, Name, Outcome, Routed};
@@ -101,7 +101,7 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
             if e.is_refusal() {
-                app.pacer.pace().await;
+                pace::pace(&app.pacer).await;
             }
             return Err(e.into());
         }

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 pub(crate) use heavy::post as heavy_post;
 pub use metrics::RequestMetrics;
-pub use pace::{DEFAULT_MAX_HOLD, DEFAULT_REFUSALS_PER_CORE, Pacer};
+pub use pace::{DEFAULT_MAX_HOLD, DEFAULT_REFUSALS_PER_CORE, PaceMetrics, Pacer};
 
 use crate::metrics::Registry;
 use crate::strategy::Strategy;
@@ -59,6 +59,7 @@ pub struct AppState {
     pub long_polls: Arc<tokio::sync::Semaphore>,
     /// The schedule that 503s for overload are held to.
     pub pacer: Arc<Pacer>,
+    pub pace_metrics: Arc<PaceMetrics>,
     /// The open client connections.
     pub conns: Arc<conns::Conns>,
     /// Every metric of this server, for `/metrics`.
@@ -68,17 +69,22 @@ pub struct AppState {
 impl AppState {
     /// The state, with each part's metrics registered once in the server's registry.
     pub fn new(config: GatewayConfig, strategy: Strategy) -> AppState {
-        let pacer = Pacer::new(config.refusals_per_second, config.max_refusal_hold);
+        let pacer = Arc::new(Pacer::new(
+            config.refusals_per_second,
+            config.max_refusal_hold,
+        ));
+        let pace_metrics = PaceMetrics::new(Arc::clone(&pacer));
         let conns = conns::Conns::new(config.conns, config.open_files);
         let metrics = RequestMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        pacer.register(&mut registry);
+        pace_metrics.register(&mut registry);
         conns.register(&mut registry);
         crate::logs::register(&mut registry);
         strategy.register(&mut registry);
         AppState {
-            pacer: Arc::new(pacer),
+            pacer,
+            pace_metrics: Arc::new(pace_metrics),
             conns: Arc::new(conns),
             config: Arc::new(config),
             strategy: Arc::new(strategy),
@@ -124,6 +130,7 @@ async fn health(State(app): State<AppState>) -> impl IntoResponse {
 /// Sets the gauges read from live state, then encodes the registry.
 async fn metrics_text(State(app): State<AppState>) -> impl IntoResponse {
     app.strategy.refresh_metrics();
+    app.pace_metrics.refresh();
     if let Some(q) = app.strategy.queue() {
         q.refresh_metrics().await;
     }

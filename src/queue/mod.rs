@@ -1,9 +1,9 @@
 //! The job queue: the [`offload_queue`] crate (the store trait, its SQLite, Redis and Postgres
-//! backends, typed jobs and the worker), offload's own work as [`builtin`] job types, and the
-//! gateway's [`line`](mod@line) in front of the store.
+//! backends, typed jobs, the worker and the line in front of a full store), offload's own work
+//! as [`builtin`] job types, and the line's `/metrics` series.
 pub use offload_queue::*;
 
 pub mod builtin;
-pub mod line;
+mod line_metrics;
 
-pub use self::line::{Line, LineError};
+pub use self::line_metrics::LineMetrics;

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::metrics::{Counter, Family, Gauge, Registry, State};
-use crate::queue::{Counts, JobId, JobQueue, JobView, Latency, Line, LineError, Queue, QueueError};
+use crate::queue::{
+    Counts, JobId, JobQueue, JobView, Latency, Line, LineError, LineMetrics, Queue, QueueError,
+};
 use crate::work::Work;
 
 use super::ExecError;
@@ -38,6 +40,7 @@ const LINE_MARGIN: Duration = Duration::from_millis(5);
 pub struct QueueStrategy {
     queue: Queue,
     line: Line,
+    line_metrics: Arc<LineMetrics>,
     /// The store failed or did not answer within [`STORE_WAIT`]; a check runs until it does.
     down: Arc<AtomicBool>,
     metrics: StoreMetrics,
@@ -55,8 +58,10 @@ struct StoreMetrics {
 impl QueueStrategy {
     /// Enqueues on `queue`; at most `max_waiting` requests wait for room in a full backlog.
     pub fn new(queue: Queue, max_waiting: usize) -> QueueStrategy {
+        let line = Line::new(queue.clone(), max_waiting, STORE_WAIT);
         QueueStrategy {
-            line: Line::new(queue.clone(), max_waiting, STORE_WAIT),
+            line_metrics: Arc::new(LineMetrics::new(line.clone())),
+            line,
             queue,
             down: Arc::new(AtomicBool::new(false)),
             metrics: StoreMetrics::default(),
@@ -175,7 +180,7 @@ impl QueueStrategy {
     /// Registers the line's metrics and the store's (`offload_queue_up`, `offload_jobs`,
     /// `offload_job_stalls_total`).
     pub fn register(&self, registry: &mut Registry) {
-        self.line.register(registry);
+        self.line_metrics.register(registry);
         let m = &self.metrics;
         registry.register(
             "offload_queue_up",
@@ -197,7 +202,7 @@ impl QueueStrategy {
     /// Asks the store for the jobs by state, and sets the line's gauges, before a scrape.
     /// While the store is out of reach the jobs have no series, rather than stale ones.
     pub async fn refresh_metrics(&self) {
-        self.line.refresh_metrics();
+        self.line_metrics.refresh();
         let m = &self.metrics;
         let counts = self.bounded("counting jobs", self.queue.counts()).await;
         m.up.set(counts.is_ok().into());

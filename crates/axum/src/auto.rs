@@ -2,6 +2,7 @@
 //! fits the client's budget, else store it as a durable job; when the queue is full, the pool
 //! takes it under plain deadline admission; only when neither can, 503.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -10,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use offload_pool::admission::Cost;
 use offload_pool::{Budget, StopCheck, SubmitError, TaskError};
-use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, NewJob};
+use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, LineError, NewJob};
 use serde::Serialize;
 
 use crate::decide::{self, Decision, PoolTry, StoreRefusal, decide};
@@ -71,14 +72,27 @@ impl Auto {
     /// - else stored as a job ([`NewJob::of`]): 202, `Location: /jobs/{id}` and a JSON body;
     /// - when the queue is full (or its store fails), in the pool under plain deadline
     ///   admission, as a late 200 beats a 503;
-    /// - only when neither can take it, 503 with a predicted `Retry-After`.
+    /// - when the pool cannot take it by the deadline either and the queue is full, it waits
+    ///   in the queue's [`Line`](offload_queue::Line) for room, in arrival order, until
+    ///   shortly before the deadline: 202 once stored;
+    /// - only when neither takes it, 503 with a predicted `Retry-After`, held to the
+    ///   [`Offload`]'s refusal schedule ([`Offload::pacer`]) so that a client that resends at
+    ///   once cannot spin on refusals.
     ///
     /// The decision is made before the job starts anywhere: a job is never run in both
     /// places. `Preference-Applied` names what was honoured.
     pub async fn run<J: Job>(self, job: J, units: u64) -> Response {
+        let pacer = Arc::clone(&self.offload.inner.pacer);
         match self.route(job, units).await {
             Ok(resp) => resp,
-            Err(e) => e.into_response(),
+            Err(e) => {
+                let resp = e.into_response();
+                // A refusal waits for its slot, so a client that resends at once cannot spin.
+                if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    crate::pace::hold(&pacer).await;
+                }
+                resp
+            }
         }
     }
 
@@ -135,6 +149,10 @@ impl Auto {
     }
 }
 
+/// A request in the line leaves it this long before its deadline, so that its 503 is sent
+/// before the deadline passes.
+const LINE_MARGIN: Duration = Duration::from_millis(5);
+
 /// One request's pool and queue, as [`decide`] tries them.
 struct Places<'a> {
     offload: &'a Offload,
@@ -182,6 +200,10 @@ impl decide::Places for Places<'_> {
     }
 
     async fn store_now(&self) -> Result<JobId, StoreRefusal<Error>> {
+        // Requests wait in the line while it is busy: a new one must not pass them.
+        if self.offload.inner.line.is_busy() {
+            return Err(StoreRefusal::Full);
+        }
         match self.offload.inner.queue.enqueue(self.stored.clone()).await {
             Ok(id) => Ok(id),
             Err(EnqueueError::Full(n)) => {
@@ -204,15 +226,27 @@ impl decide::Places for Places<'_> {
         }
     }
 
-    /// No line in front of this store: a full queue refuses with the pool's predicted wait.
+    /// A store that is down answers so; a full one puts the request in the line, in arrival
+    /// order, until shortly before its deadline: backpressure, not a refusal the client would
+    /// send straight back.
     async fn store_last(
         &self,
         refused: StoreRefusal<Error>,
-        retry_after: Duration,
+        _pool_retry_after: Duration,
     ) -> Result<JobId, Error> {
         match refused {
             StoreRefusal::Down(e) | StoreRefusal::Failed(e) => Err(e),
-            StoreRefusal::Full => Err(Error::Busy { retry_after }),
+            StoreRefusal::Full => {
+                let until = self.deadline.checked_sub(LINE_MARGIN).unwrap_or(self.deadline);
+                let line = &self.offload.inner.line;
+                match line.enqueue(self.stored.clone(), until).await {
+                    Ok(id) => Ok(id),
+                    Err(LineError::Full { retry_after } | LineError::WaitRanOut { retry_after }) => {
+                        Err(Error::Busy { retry_after })
+                    }
+                    Err(LineError::Store(e)) => Err(Error::Unavailable(e.to_string())),
+                }
+            }
         }
     }
 }

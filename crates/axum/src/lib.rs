@@ -11,8 +11,11 @@
 //!   ([`NewJob::of`](offload_queue::NewJob::of)) and answers 202 + `Location: /jobs/{id}` +
 //!   a JSON body. A job is never run in both places.
 //! - **Overload.** A full queue sends the work to the pool under plain deadline admission (a
-//!   late 200 beats a 503); only when neither can take it, 503 with a predicted
-//!   `Retry-After` and a JSON error body.
+//!   late 200 beats a 503); when the pool cannot take it by the deadline either, the request
+//!   waits in the queue's [`Line`] for room, in arrival order, and is answered 202 once stored.
+//!   Only a request whose wait runs out, or that finds the line at its cap, gets a 503, with a
+//!   predicted `Retry-After` and a JSON error body, held to a refusal schedule ([`pace`]) so
+//!   that clients that resend at once cannot spin on refusals.
 //! - **`Prefer`.** `wait=N` sets the budget (and the long-poll of `GET /jobs/{id}`);
 //!   `respond-async` keeps in the pool only work that would start at once. What was honoured
 //!   is named in `Preference-Applied`.
@@ -54,6 +57,7 @@
 //! - [`Offload`] (`lib.rs`): the pool, the queue, the handlers and the settings.
 //! - [`Auto`] (`auto.rs`): the extractor and the decision.
 //! - `jobs.rs`: `GET /jobs/{id}`.
+//! - [`PaceRefusals`] (`pace.rs`): 503s held to a schedule, for any router.
 //! - [`Prefer`] (`prefer.rs`): RFC 7240 parsing.
 //! - [`Error`] (`error.rs`): every error answer, as JSON.
 
@@ -63,6 +67,7 @@ mod auto;
 pub mod decide;
 mod error;
 mod jobs;
+pub mod pace;
 mod prefer;
 
 use std::collections::HashMap;
@@ -73,11 +78,13 @@ use axum::Router;
 use axum::routing::get;
 use offload_pool::Pool;
 use offload_pool::admission::CLASSES;
-use offload_queue::{Handlers, Job, Queue};
+use offload_pool::pace::Pacer;
+use offload_queue::{Handlers, Job, Line, Queue};
 
 pub use auto::Auto;
 pub use error::Error;
 pub use jobs::{JobBody, MAX_LONG_POLL, MAX_LONG_POLLS};
+pub use pace::PaceRefusals;
 pub use prefer::{MAX_WAIT_SECS, Prefer};
 
 /// The budget when the client states none: a quarter second, as `offload serve
@@ -99,6 +106,10 @@ pub struct Offload {
 struct Inner {
     pool: Arc<Pool>,
     queue: Queue,
+    /// Requests waiting for room while the queue is full, in arrival order.
+    line: Line,
+    /// The schedule its 503s are held to.
+    pacer: Arc<Pacer>,
     handlers: Handlers,
     /// Cost-model class of each job type, by name.
     classes: HashMap<&'static str, usize>,
@@ -126,7 +137,9 @@ impl Offload {
         Offload {
             inner: Arc::new(Inner {
                 pool,
+                line: Line::with_defaults(queue.clone()),
                 queue,
+                pacer: Arc::new(Pacer::default()),
                 handlers,
                 classes,
                 wait: DEFAULT_WAIT,
@@ -150,10 +163,27 @@ impl Offload {
         self.with(|i| i.deadline = deadline)
     }
 
+    /// Holds this service's 503s to `pacer`'s schedule, rather than to one of its own (the
+    /// default: [`Pacer::default`]). Give the same pacer to a [`PaceRefusals`] layer on routes
+    /// that refuse by themselves, so that the server has one schedule.
+    #[must_use]
+    pub fn pacer(self, pacer: Arc<Pacer>) -> Offload {
+        self.with(|i| i.pacer = pacer)
+    }
+
+    /// Puts requests that find the queue full in `line` (made over this queue), rather than
+    /// in one of its own with the defaults ([`Line::with_defaults`]).
+    #[must_use]
+    pub fn line(self, line: Line) -> Offload {
+        self.with(|i| i.line = line)
+    }
+
     fn with(self, set: impl FnOnce(&mut Inner)) -> Offload {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             pool: shared.pool.clone(),
             queue: shared.queue.clone(),
+            line: shared.line.clone(),
+            pacer: shared.pacer.clone(),
             handlers: shared.handlers.clone(),
             classes: shared.classes.clone(),
             wait: shared.wait,
@@ -180,6 +210,16 @@ impl Offload {
     /// The queue.
     pub fn queue(&self) -> &Queue {
         &self.inner.queue
+    }
+
+    /// The line in front of the queue, and its counts ([`Line::stats`]).
+    pub fn waiting_line(&self) -> &Line {
+        &self.inner.line
+    }
+
+    /// The schedule this service's 503s are held to, and its counts ([`Pacer::stats`]).
+    pub fn refusals(&self) -> &Arc<Pacer> {
+        &self.inner.pacer
     }
 
     /// The layer that lets handlers under it extract [`Auto`]: `router.layer(offload.layer())`.

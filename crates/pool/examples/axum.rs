@@ -1,6 +1,7 @@
 //! An axum service with a CPU-heavy handler on the pool: `GET /count?n=N` counts to N on a
-//! pool thread, or answers 503 with `Retry-After` at once when the pool predicts a miss of the
-//! 2 s deadline; `/health` never waits behind the work.
+//! pool thread, or answers 503 with `Retry-After` when the pool predicts a miss of the 2 s
+//! deadline, held to offload-axum's refusal schedule so that clients that resend at once cannot
+//! spin; `/health` never waits behind the work.
 //! `cargo run -p offload-pool --example axum -- 127.0.0.1:3000`
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ async fn main() -> std::io::Result<()> {
     let pool = Arc::new(Pool::new(PoolConfig::default())?);
     let app = Router::new()
         .route("/count", get(count))
+        .layer(offload_axum::PaceRefusals::default())
         .route("/health", get(|| async { "ok\n" }))
         .with_state(pool);
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:3000".into());

@@ -39,6 +39,8 @@
 //! - [`admission`]: the cost model (time per unit of each class of work, learnt from runs)
 //!   and the deadline rule.
 //! - [`Handle`] (`handle.rs`): a task's result, as a future or by blocking.
+//! - [`pace`]: the schedule that refusals for overload are held to, so that clients that
+//!   resend at once cannot spin on them.
 //! - [`priority`]: how the pool's threads are scheduled (Linux niceness and policy).
 //! - [`PoolStats`] and [`Observer`] (`stats.rs`): what the pool counts and tells.
 
@@ -46,6 +48,7 @@
 
 pub mod admission;
 mod handle;
+pub mod pace;
 mod pool;
 pub mod priority;
 mod stats;

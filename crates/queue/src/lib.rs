@@ -58,6 +58,7 @@ compile_error!("offload-queue needs a backend: enable its feature sqlite, redis 
 
 mod job;
 pub mod latency;
+pub mod line;
 mod log;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -75,6 +76,7 @@ use std::time::Duration;
 
 pub use self::job::{Handlers, Job, Run};
 pub use self::latency::{Histogram, Latency};
+pub use self::line::{Line, LineError, LineStats};
 pub use self::log::events;
 
 #[cfg(feature = "postgres")]

@@ -17,14 +17,22 @@
 //! stored when the store is full, so the attempts that fail are about one per pause.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{EnqueueError, JobId, JobQueue, NewJob, Queue, QueueError};
-use crate::metrics::{Counter, Family, FloatGauge, Gauge, Outcome, Registry};
+use crate::{EnqueueError, JobId, JobQueue, NewJob, Queue, QueueError};
+
+/// Requests that may wait in a line by default: a closed loop of thousands of connections
+/// fits, and each waiter holds only its job's payload and a channel, so the bound on memory is
+/// the payloads'.
+pub const DEFAULT_MAX_WAITING: usize = 4096;
+/// How long one store call may take, by default, before the line counts it as failed: each is
+/// one round trip touching a few rows, so one unanswered after this long means the store is out
+/// of reach.
+pub const DEFAULT_STORE_WAIT: Duration = Duration::from_secs(2);
 
 /// Most jobs the pump stores at once: enough to move the line at tens of thousands of jobs a
 /// second against a store with a millisecond's round trip, few enough that a full store sees a
@@ -52,10 +60,16 @@ pub enum LineError {
     /// The line is at its cap, or the line ahead is predicted to take longer to drain than the
     /// request may wait. `retry_after`: when a request like it would get through.
     #[error("the queue is full and its line is longer than this request may wait")]
-    Full { retry_after: Duration },
+    Full {
+        /// When a request like it would get through.
+        retry_after: Duration,
+    },
     /// The request waited its whole wait and the backlog stayed full.
     #[error("the queue stayed full for the whole of this request's wait")]
-    WaitRanOut { retry_after: Duration },
+    WaitRanOut {
+        /// When a request like it would get through.
+        retry_after: Duration,
+    },
     /// The store failed or did not answer in time.
     #[error(transparent)]
     Store(#[from] QueueError),
@@ -75,13 +89,25 @@ struct Inner {
     max_waiting: usize,
     /// How long one store call may take before it counts as failed.
     store_wait: Duration,
-    /// Requests by outcome; the three counters below are its series.
-    outcomes: Family<Outcome, Counter>,
-    stored: Counter,
-    ran_out: Counter,
-    refused: Counter,
-    waiting: Gauge,
-    drain: FloatGauge,
+    /// Requests stored from the line, whose wait ran out, and refused on arrival.
+    stored: AtomicU64,
+    ran_out: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// What a [`Line`] has done, for a service's metrics ([`Line::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LineStats {
+    /// Requests waiting now.
+    pub waiting: usize,
+    /// Jobs stored a second from the line while requests waited, once measured.
+    pub drain_per_second: Option<f64>,
+    /// Requests that waited and whose job was stored (since the line was made).
+    pub stored: u64,
+    /// Requests whose wait ran out before room appeared; nothing of theirs was stored.
+    pub ran_out: u64,
+    /// Requests refused on arrival: the line was at its cap, or too long for their wait.
+    pub refused: u64,
 }
 
 #[derive(Debug)]
@@ -116,10 +142,15 @@ const TAKEN: u8 = 1;
 const ABANDONED: u8 = 2;
 
 impl Line {
-    /// A line in front of `queue`, holding at most `max_waiting` requests.
+    /// A line in front of `queue` with the defaults ([`DEFAULT_MAX_WAITING`],
+    /// [`DEFAULT_STORE_WAIT`]).
+    pub fn with_defaults(queue: Queue) -> Line {
+        Line::new(queue, DEFAULT_MAX_WAITING, DEFAULT_STORE_WAIT)
+    }
+
+    /// A line in front of `queue`, holding at most `max_waiting` requests; a store call that
+    /// takes longer than `store_wait` counts as failed.
     pub fn new(queue: Queue, max_waiting: usize, store_wait: Duration) -> Line {
-        let by_outcome = Family::default();
-        let c = |outcome| by_outcome.get_or_create_owned(&Outcome { outcome });
         Line {
             inner: Arc::new(Inner {
                 queue,
@@ -135,12 +166,9 @@ impl Line {
                 }),
                 max_waiting: max_waiting.max(1),
                 store_wait,
-                stored: c("stored"),
-                ran_out: c("wait_ran_out"),
-                refused: c("refused"),
-                outcomes: by_outcome,
-                waiting: Gauge::default(),
-                drain: FloatGauge::default(),
+                stored: AtomicU64::new(0),
+                ran_out: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
             }),
         }
     }
@@ -204,7 +232,7 @@ impl Line {
             let remaining = until.saturating_duration_since(Instant::now());
             let late = remaining.is_zero() || (st.rate.is_some() && wait > remaining);
             if ahead >= self.inner.max_waiting || late {
-                self.inner.refused.inc();
+                self.inner.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(LineError::Full {
                     retry_after: wait.saturating_sub(remaining).max(predicted(&st, 1)),
                 });
@@ -229,7 +257,7 @@ impl Line {
                     .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    self.inner.ran_out.inc();
+                    self.inner.ran_out.fetch_add(1, Ordering::Relaxed);
                     self.inner.state.lock().expect("line lock").abandoned += 1;
                     gone.0 = None;
                     return Err(LineError::WaitRanOut {
@@ -244,32 +272,17 @@ impl Line {
         answer.unwrap_or_else(|_| Err(QueueError::Closed.into()))
     }
 
-    /// Registers the line's gauges and counters (`offload_queue_line_*`).
-    pub fn register(&self, registry: &mut Registry) {
+    /// The line's counts now.
+    pub fn stats(&self) -> LineStats {
         let inner = &self.inner;
-        registry.register(
-            "offload_queue_line_waiting",
-            "Requests waiting for room in a full backlog",
-            inner.waiting.clone(),
-        );
-        registry.register(
-            "offload_queue_line_drain_per_second",
-            "Jobs stored per second from the line while requests waited (0 until measured)",
-            inner.drain.clone(),
-        );
-        registry.register(
-            "offload_queue_line",
-            "Requests that waited in the line, by outcome: stored, their wait ran out, or \
-             refused on arrival (line full or too long for their wait)",
-            inner.outcomes.clone(),
-        );
-    }
-
-    /// Sets the line's gauges, before a scrape.
-    pub fn refresh_metrics(&self) {
-        let st = self.inner.state.lock().expect("line lock");
-        self.inner.waiting.set(st.len() as i64);
-        self.inner.drain.set(st.rate.unwrap_or(0.0));
+        let st = inner.state.lock().expect("line lock");
+        LineStats {
+            waiting: st.len(),
+            drain_per_second: st.rate,
+            stored: inner.stored.load(Ordering::Relaxed),
+            ran_out: inner.ran_out.load(Ordering::Relaxed),
+            refused: inner.refused.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -363,7 +376,7 @@ async fn pump(inner: Arc<Inner>) {
         let mut batch = batch.into_iter();
         // `ids` first: zip asks its first iterator first, so no waiter is taken past them.
         for (id, w) in ids.into_iter().zip(batch.by_ref()) {
-            inner.stored.inc();
+            inner.stored.fetch_add(1, Ordering::Relaxed);
             let _ = w.reply.send(Ok(id));
         }
         match refused {
@@ -372,7 +385,7 @@ async fn pump(inner: Arc<Inner>) {
                 full_depth = Some(depth);
                 for w in batch {
                     if now >= w.until {
-                        inner.ran_out.inc();
+                        inner.ran_out.fetch_add(1, Ordering::Relaxed);
                         let retry_after = {
                             let st = inner.state.lock().expect("line lock");
                             predicted(&st, st.len() + 1)
@@ -446,7 +459,7 @@ async fn pump(inner: Arc<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{QueueOptions, WorkerId, open};
+    use crate::{QueueOptions, WorkerId, open};
 
     async fn queue(dir: &tempfile::TempDir, max_backlog: u64) -> Queue {
         let url = format!("sqlite://{}", dir.path().join("q.db").display());
