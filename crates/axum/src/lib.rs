@@ -50,12 +50,15 @@
 //! [`offload_queue::worker::run`] and `handlers.executor()` (see `examples/auto.rs`), or
 //! elsewhere on the same queue.
 //!
+//! Every error is JSON `{"error": {"code", "message"}}` ([`ErrorBody`]); [`error_response`]
+//! answers a service's own bad requests in the same shape.
+//!
 //! # Layout
 //! - [`Offload`] (`lib.rs`): the pool, the queue, the handlers and the settings.
 //! - [`Auto`] (`auto.rs`): the extractor and the decision.
 //! - `jobs.rs`: `GET /jobs/{id}`.
 //! - [`Prefer`] (`prefer.rs`): RFC 7240 parsing.
-//! - [`Error`] (`error.rs`): every error answer, as JSON.
+//! - [`Error`] (`error.rs`): every error answer, as JSON ([`ErrorBody`], [`error_response`]).
 
 #![warn(missing_docs)]
 
@@ -76,7 +79,7 @@ use offload_pool::admission::CLASSES;
 use offload_queue::{Handlers, Job, Queue};
 
 pub use auto::Auto;
-pub use error::Error;
+pub use error::{Error, ErrorBody, ErrorDetail, error_response};
 pub use jobs::{JobBody, MAX_LONG_POLL, MAX_LONG_POLLS};
 pub use prefer::{MAX_WAIT_SECS, Prefer};
 

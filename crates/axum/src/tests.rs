@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use offload_pool::{Pool, PoolConfig};
 use offload_queue::{JobError, QueueOptions};
@@ -173,4 +174,37 @@ async fn a_full_queue_sends_the_work_to_the_pool_and_503_comes_only_when_both_re
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["error"]["code"], "overloaded");
     assert_eq!(r.header("retry-after"), "1");
+}
+
+/// The whole body of an answer, as JSON.
+async fn body_json(resp: axum::response::Response) -> serde_json::Value {
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX);
+    serde_json::from_slice(&body.await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn error_response_answers_in_the_shape_of_offloads_own_errors() {
+    let error = Error::JobNotFound("ab".into());
+    let ours = error_response(StatusCode::NOT_FOUND, "job_not_found", error.to_string());
+    let theirs = error.into_response();
+    assert_eq!(ours.status(), theirs.status());
+    assert_eq!(ours.headers()["content-type"], "application/json");
+    assert_eq!(theirs.headers()["content-type"], "application/json");
+    let expected = serde_json::json!({
+        "error": {"code": "job_not_found", "message": "no job ab (unknown, or finished and past its retention)"}
+    });
+    assert_eq!(body_json(theirs).await, expected);
+    assert_eq!(body_json(ours).await, expected);
+    let typed = ErrorBody {
+        error: ErrorDetail {
+            code: "job_not_found".into(),
+            message: "x".into(),
+        },
+    };
+    let json = serde_json::to_value(&typed).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"error": {"code": "job_not_found", "message": "x"}})
+    );
+    assert_eq!(serde_json::from_value::<ErrorBody>(json).unwrap(), typed);
 }
