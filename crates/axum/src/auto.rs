@@ -10,8 +10,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use offload_pool::admission::Cost;
 use offload_pool::{Budget, StopCheck, SubmitError, TaskError};
-use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, NewJob};
-use serde::Serialize;
+use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, JobStatus, NewJob};
+use serde::{Deserialize, Serialize};
 
 use crate::decide::{self, Decision, PoolTry, StoreRefusal, decide};
 use crate::{Error, Offload, Prefer};
@@ -38,14 +38,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Auto {
 }
 
 /// The body of a 202: where to ask for the job's outcome, and why it was not run at once.
-#[derive(Debug, Serialize)]
-struct Accepted<'a> {
-    id: &'a str,
-    status: &'static str,
-    /// Also the `Location` header.
-    status_url: &'a str,
+/// Deserialize it to read the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedBody {
+    /// The stored job's id.
+    pub id: String,
+    /// Where the job is: `queued`.
+    pub status: JobStatus,
+    /// Where the job's state and result are served (`GET`, long-poll with `Prefer: wait=N`):
+    /// `/jobs/{id}`. Also the `Location` header.
+    pub status_url: String,
     /// The predicted time to finish in the pool that did not fit the budget, in microseconds.
-    predicted_us: u64,
+    pub predicted_us: u64,
 }
 
 impl Auto {
@@ -68,7 +72,8 @@ impl Auto {
     /// - in the pool, with its type's handler, when its predicted finish (the work admitted
     ///   ahead over the threads, plus its own predicted run) fits [`Auto::budget`] (and, with
     ///   `Prefer: respond-async`, it would start at once): 200 with the output as JSON;
-    /// - else stored as a job ([`NewJob::of`]): 202, `Location: /jobs/{id}` and a JSON body;
+    /// - else stored as a job ([`NewJob::of`]): 202, `Location: /jobs/{id}` and an
+    ///   [`AcceptedBody`];
     /// - when the queue is full (or its store fails), in the pool under plain deadline
     ///   admission, as a late 200 beats a 503;
     /// - only when neither can take it, 503 with a predicted `Retry-After`.
@@ -116,16 +121,16 @@ impl Auto {
     /// 202 with the job's `Location`.
     fn accepted(&self, id: &JobId, predicted: Duration) -> Response {
         let url = format!("/jobs/{}", id.as_str());
-        let body = Accepted {
-            id: id.as_str(),
-            status: "queued",
-            status_url: &url,
+        let location = HeaderValue::from_str(&url);
+        let body = AcceptedBody {
+            id: id.to_string(),
+            status: JobStatus::Queued,
+            status_url: url,
             predicted_us: predicted.as_micros().try_into().unwrap_or(u64::MAX),
         };
         let mut resp = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
-        let headers = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&url) {
-            headers.insert(header::LOCATION, v);
+        if let Ok(v) = location {
+            resp.headers_mut().insert(header::LOCATION, v);
         }
         set_applied(
             &mut resp,

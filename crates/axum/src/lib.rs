@@ -9,7 +9,7 @@
 //!   [`Offload::wait`]; never past the deadline), it runs in the pool with its type's handler from your
 //!   [`Handlers`] and answers 200 with the output as JSON. If not, it is enqueued
 //!   ([`NewJob::of`](offload_queue::NewJob::of)) and answers 202 + `Location: /jobs/{id}` +
-//!   a JSON body. A job is never run in both places.
+//!   an [`AcceptedBody`]. A job is never run in both places.
 //! - **Overload.** A full queue sends the work to the pool under plain deadline admission (a
 //!   late 200 beats a 503); only when neither can take it, 503 with a predicted
 //!   `Retry-After` and a JSON error body.
@@ -78,7 +78,7 @@ use offload_pool::Pool;
 use offload_pool::admission::CLASSES;
 use offload_queue::{Handlers, Job, Queue};
 
-pub use auto::Auto;
+pub use auto::{AcceptedBody, Auto};
 pub use error::{Error, ErrorBody, ErrorDetail, error_response};
 pub use jobs::{JobBody, MAX_LONG_POLL, MAX_LONG_POLLS};
 pub use prefer::{MAX_WAIT_SECS, Prefer};
