@@ -117,8 +117,9 @@ fn header<'a>(r: &'a Resp, name: &str) -> &'a str {
 async fn finished(app: &Proc, accepted: &Resp) -> serde_json::Value {
     assert_eq!(accepted.status, 202, "{:?}", accepted.body);
     let location = header(accepted, "location").to_owned();
-    assert!(location.starts_with("/jobs/"), "{location:?}");
-    assert_eq!(accepted.json()["status_url"], location.as_str());
+    let body: offload_axum::AcceptedBody = serde_json::from_slice(&accepted.body).unwrap();
+    assert_eq!(location, format!("/jobs/{}", body.id));
+    assert_eq!(body.status_url, location);
     for _ in 0..4 {
         let r = request(app.addr, "GET", &location, &[("prefer", "wait=30")], "").await;
         assert_eq!(r.status, 200, "{:?}", r.body);
@@ -169,6 +170,12 @@ async fn the_auto_example_answers_at_once_or_with_a_job_that_finishes() {
         r.body
     );
     assert_eq!(finished(&app, &r).await, longest(10_000_000));
+    // A body that is not a job: the example's own JSON error, in offload's shape.
+    let json = [("content-type", "application/json")];
+    let r = request(app.addr, "POST", "/collatz", &json, r#"{"below": -1}"#).await;
+    assert_eq!((r.status, r.code()), (422, "invalid_job".into()));
+    let r = request(app.addr, "POST", "/collatz", &json, "not json").await;
+    assert_eq!((r.status, r.code()), (400, "invalid_job".into()));
     // Bad ids and unknown ones: JSON errors.
     let r = get(app.addr, "/jobs/not-a-job").await;
     assert_eq!((r.status, r.code()), (400, "invalid_job_id".into()));

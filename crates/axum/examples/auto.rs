@@ -1,19 +1,14 @@
 //! A service with `auto`: `POST /collatz {"below": N}` finds the start below N with the longest
-//! Collatz chain. Work predicted to answer within the 250 ms budget answers 200 from the pool;
-//! the rest answers 202 with a `Location`, and a worker in this process runs it from the
-//! SQLite queue. `cargo run -p offload-axum --example auto -- 127.0.0.1:3000 jobs.db`
+//! Collatz chain, from the pool within the 250 ms budget (200), else as a job that a worker in
+//! this process runs from SQLite (202). `cargo run -p offload-axum --example auto -- ADDR DB`
 
-use std::sync::Arc;
-
-use axum::{Json, Router, response::Response, routing::post};
-use offload_axum::{Auto, Offload};
+use axum::extract::{Json, rejection::JsonRejection};
+use axum::{Router, response::Response, routing::post};
+use offload_axum::{Auto, Offload, error_response};
 use offload_pool::{Pool, PoolConfig};
 use offload_queue::{Handlers, Job, QueueOptions, worker};
-use serde::{Deserialize, Serialize};
 
-/// The job: which start below `below` has the longest Collatz chain, and its length in steps
-/// (the first such start; 1 and 0 below 3).
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Collatz {
     below: u64,
 }
@@ -36,9 +31,11 @@ fn longest(below: u64) -> (u64, u32) {
     best
 }
 
-async fn collatz(auto: Auto, Json(job): Json<Collatz>) -> Response {
-    let units = job.below; // what the run time grows with
-    auto.run(job, units).await
+async fn collatz(auto: Auto, job: Result<Json<Collatz>, JsonRejection>) -> Response {
+    match job {
+        Ok(Json(job)) => auto.run(job, job.below).await, // units: what the run time grows with
+        Err(e) => error_response(e.status(), "invalid_job", e.body_text()),
+    }
 }
 
 #[tokio::main]
@@ -46,22 +43,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:3000".into());
     let db = std::env::args().nth(2).unwrap_or("jobs.db".into());
     let handlers = Handlers::new().on(|c: Collatz| Ok(longest(c.below)));
-    let pool = Arc::new(Pool::new(PoolConfig::default())?);
+    let pool = std::sync::Arc::new(Pool::new(PoolConfig::default())?);
     let queue = offload_queue::open(&format!("sqlite://{db}"), QueueOptions::default()).await?;
-    // One thread for the stored jobs (tokio's blocking threads), so the pool keeps the rest.
     let config = worker::WorkerConfig {
-        concurrency: 1,
+        concurrency: 1, // one (blocking) thread for the stored jobs; the pool keeps the rest
         ..Default::default()
     };
     let (executor, shutdown) = (handlers.clone().executor(), std::future::pending());
     tokio::spawn(worker::run(queue.clone(), executor, config, shutdown));
     let offload = Offload::new(pool, queue, handlers);
-    let app = Router::new()
-        .route("/collatz", post(collatz))
-        .layer(offload.layer())
-        .merge(offload.routes());
+    let app = Router::new().route("/collatz", post(collatz));
+    let app = app.merge(offload.routes()).with_state(offload); // GET /jobs/{id}; `Auto`'s state
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
-    Ok(())
+    Ok(axum::serve(listener, app).await?)
 }

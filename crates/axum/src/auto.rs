@@ -5,48 +5,83 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use offload_pool::admission::Cost;
 use offload_pool::{Budget, StopCheck, SubmitError, TaskError};
-use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, LineError, NewJob};
-use serde::Serialize;
+use offload_queue::{
+    EnqueueError, Job, JobError, JobId, JobQueue, JobStatus, LineError, NewJob,
+};
+use serde::{Deserialize, Serialize};
 
 use crate::decide::{self, Decision, PoolTry, StoreRefusal, decide};
 use crate::{Error, Offload, Prefer};
 
-/// `auto` for one request: the service's [`Offload`] and the request's [`Prefer`]ences.
-/// Extract it in a handler (the router needs [`Offload::layer`]), then [`Auto::run`] the job.
+/// `auto` for one request: the service's [`Offload`], the request's [`Prefer`]ences, and
+/// where the router is nested. Extract it in a handler, then [`Auto::run`] the job.
+///
+/// It comes from the router's state: any state that gives an [`Offload`] through
+/// [`FromRef`], such as `Router::with_state(offload)` or your own state with an
+/// `impl FromRef<AppState> for Offload`. A router whose state gives none does not compile.
 /// A malformed `Prefer` is refused before the handler runs (400 `invalid_prefer`).
 #[derive(Debug, Clone)]
 pub struct Auto {
     offload: Offload,
     prefer: Prefer,
+    /// The path the handler's router is nested under (`/api`, `/t/acme`), or empty: the
+    /// `Location` of a 202 starts with it, as [`Offload::routes`] merged beside the handler
+    /// answers there.
+    nested: String,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Auto {
+impl<S> FromRequestParts<S> for Auto
+where
+    Offload: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Auto, Error> {
-        let offload = parts.extensions.get::<Offload>().cloned().ok_or_else(|| {
-            Error::Internal("no Offload in the request: add `.layer(offload.layer())`".into())
-        })?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Auto, Error> {
         let prefer = Prefer::parse(parts.headers.get_all("prefer").iter().map(|v| v.as_bytes()))?;
-        Ok(Auto { offload, prefer })
+        let nested = match parts.extensions.get::<OriginalUri>() {
+            Some(OriginalUri(original)) => nested_under(original.path(), parts.uri.path()),
+            None => "",
+        };
+        Ok(Auto {
+            offload: Offload::from_ref(state),
+            prefer,
+            nested: nested.to_owned(),
+        })
     }
 }
 
+/// The prefix a nested router stripped: the request's path as it arrived (`original`) less
+/// the path the nested router saw (`seen`). axum's `nest("/api", ...)` turns `/api/x` into
+/// `/x`, and `/api` itself into `/`; a prefix is never kept with a trailing `/`.
+fn nested_under<'a>(original: &'a str, seen: &str) -> &'a str {
+    let prefix = match seen {
+        "/" => original,
+        _ => original.strip_suffix(seen).unwrap_or(""),
+    };
+    prefix.trim_end_matches('/')
+}
+
 /// The body of a 202: where to ask for the job's outcome, and why it was not run at once.
-#[derive(Debug, Serialize)]
-struct Accepted<'a> {
-    id: &'a str,
-    status: &'static str,
-    /// Also the `Location` header.
-    status_url: &'a str,
+/// Deserialize it to read the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedBody {
+    /// The stored job's id.
+    pub id: String,
+    /// Where the job is: `queued`.
+    pub status: JobStatus,
+    /// Where the job's state and result are served (`GET`, long-poll with `Prefer: wait=N`):
+    /// the path the handler is nested under, then [`Offload::jobs_path`], then the id. Also the
+    /// `Location` header.
+    pub status_url: String,
     /// The predicted time to finish in the pool that did not fit the budget, in microseconds.
-    predicted_us: u64,
+    pub predicted_us: u64,
 }
 
 impl Auto {
@@ -69,7 +104,8 @@ impl Auto {
     /// - in the pool, with its type's handler, when its predicted finish (the work admitted
     ///   ahead over the threads, plus its own predicted run) fits [`Auto::budget`] (and, with
     ///   `Prefer: respond-async`, it would start at once): 200 with the output as JSON;
-    /// - else stored as a job ([`NewJob::of`]): 202, `Location: /jobs/{id}` and a JSON body;
+    /// - else stored as a job ([`NewJob::of`]): 202, `Location: /jobs/{id}` (under the path
+    ///   the router is nested at, and [`Offload::jobs_path`]) and an [`AcceptedBody`];
     /// - when the queue is full (or its store fails), in the pool under plain deadline
     ///   admission, as a late 200 beats a 503;
     /// - when the pool cannot take it by the deadline either and the queue is full, it waits
@@ -129,17 +165,18 @@ impl Auto {
 
     /// 202 with the job's `Location`.
     fn accepted(&self, id: &JobId, predicted: Duration) -> Response {
-        let url = format!("/jobs/{}", id.as_str());
-        let body = Accepted {
-            id: id.as_str(),
-            status: "queued",
-            status_url: &url,
+        let jobs = &self.offload.inner.jobs_path;
+        let url = format!("{}{jobs}/{}", self.nested, id.as_str());
+        let location = HeaderValue::from_str(&url);
+        let body = AcceptedBody {
+            id: id.to_string(),
+            status: JobStatus::Queued,
+            status_url: url,
             predicted_us: predicted.as_micros().try_into().unwrap_or(u64::MAX),
         };
         let mut resp = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
-        let headers = resp.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&url) {
-            headers.insert(header::LOCATION, v);
+        if let Ok(v) = location {
+            resp.headers_mut().insert(header::LOCATION, v);
         }
         set_applied(
             &mut resp,
@@ -280,5 +317,23 @@ fn answer(
 pub(crate) fn set_applied(resp: &mut Response, applied: Option<String>) {
     if let Some(v) = applied.and_then(|v| HeaderValue::from_str(&v).ok()) {
         resp.headers_mut().insert("preference-applied", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nested_under;
+
+    #[test]
+    fn the_nested_prefix_is_what_the_nest_stripped() {
+        assert_eq!(nested_under("/collatz", "/collatz"), "", "not nested");
+        assert_eq!(nested_under("/api/collatz", "/collatz"), "/api");
+        assert_eq!(nested_under("/t/acme/v1/x", "/x"), "/t/acme/v1");
+        // A route at the nest's own path: axum hands it `/`.
+        assert_eq!(nested_under("/api", "/"), "/api");
+        assert_eq!(nested_under("/api/", "/"), "/api");
+        assert_eq!(nested_under("/", "/"), "");
+        // Paths that do not line up (a middleware rewrote one): not nested, as far as known.
+        assert_eq!(nested_under("/a/b", "/c"), "");
     }
 }

@@ -1,14 +1,15 @@
 //! The one error type of `auto`'s answers: every failure becomes a JSON body
 //! `{"error": {"code": "...", "message": "..."}}` with the right status, and a 503 carries a
 //! `Retry-After` (predicted by the pool where it can be). Client mistakes (4xx) say what was
-//! wrong; server failures (5xx) say little to the client and are logged.
+//! wrong; server failures (5xx) say little to the client and are logged. The body's types and
+//! [`error_response`] are public, so a service answers its own bad requests in the same shape.
 
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use offload_pool::admission::retry_after_secs;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why `auto` or the jobs route answered with an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,24 +47,46 @@ pub enum Error {
     #[error("the work did not finish by its deadline")]
     Expired,
     /// A server-side failure: a handler that panicked or asked for a retry in the pool, a job
-    /// type with no handler, a result that is not JSON, or the [`Offload::layer`]
-    /// missing (500 `internal`; the detail is logged, not sent).
-    ///
-    /// [`Offload::layer`]: crate::Offload::layer
+    /// type with no handler, or a job that is not JSON (500 `internal`; the detail is logged,
+    /// not sent).
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-/// The JSON error body.
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// The JSON body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
+/// Deserialize it to read an error; [`error_response`] answers one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: String,
+/// The `error` of an [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable name for the error, in `snake_case` (`invalid_prefer`,
+    /// `job_not_found`, `overloaded`, ...): what a client matches on.
+    pub code: String,
+    /// What a person reads: for a 4xx, what was wrong with the request.
+    pub message: String,
+}
+
+/// An error answer in offload's shape, for a service's own failures (a body it cannot parse,
+/// a value out of range): `status` with the JSON [`ErrorBody`] of `code` and `message`. The
+/// same shape as every [`Error`], so a client reads one kind of error body from the whole
+/// service.
+///
+/// ```
+/// use axum::http::StatusCode;
+/// let resp = offload_axum::error_response(StatusCode::BAD_REQUEST, "invalid_size", "width > 0");
+/// assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+/// ```
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let error = ErrorDetail {
+        code: code.to_owned(),
+        message: message.into(),
+    };
+    (status, axum::Json(ErrorBody { error })).into_response()
 }
 
 /// `Retry-After` when nothing better is known (a store outage, a shutdown): one second.
@@ -111,13 +134,7 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        let mut resp = (
-            status,
-            axum::Json(Body {
-                error: Detail { code, message },
-            }),
-        )
-            .into_response();
+        let mut resp = error_response(status, code, message);
         if let Some(secs) = self.retry_after_secs() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use offload_queue::{JobId, JobQueue, JobStatus, JobView};
 use serde::{Deserialize, Serialize};
@@ -85,14 +85,18 @@ fn finished(v: &JobView) -> bool {
     matches!(v.status, JobStatus::Done | JobStatus::Failed)
 }
 
+/// The route's handler. The id is the path's last segment rather than a `Path` parameter: a
+/// nest with parameters of its own (`/t/{tenant}`) adds them to the route's, under names this
+/// handler cannot know.
 pub(crate) async fn job(
     State(offload): State<Offload>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    uri: Uri,
 ) -> Result<Response, Error> {
+    let id = uri.path().rsplit('/').next().unwrap_or_default();
     let shown = || id.chars().take(64).collect::<String>();
     let prefer = Prefer::parse(headers.get_all("prefer").iter().map(|v| v.as_bytes()))?;
-    let id = JobId::parse(&id).map_err(|_| Error::BadJobId(shown()))?;
+    let id = JobId::parse(id).map_err(|_| Error::BadJobId(shown()))?;
     let inner = &offload.inner;
     let read = async || match inner.queue.get(&id).await {
         Ok(Some(v)) => Ok(v),

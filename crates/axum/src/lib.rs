@@ -9,7 +9,7 @@
 //!   [`Offload::wait`]; never past the deadline), it runs in the pool with its type's handler from your
 //!   [`Handlers`] and answers 200 with the output as JSON. If not, it is enqueued
 //!   ([`NewJob::of`](offload_queue::NewJob::of)) and answers 202 + `Location: /jobs/{id}` +
-//!   a JSON body. A job is never run in both places.
+//!   an [`AcceptedBody`]. A job is never run in both places.
 //! - **Overload.** A full queue sends the work to the pool under plain deadline admission (a
 //!   late 200 beats a 503); when the pool cannot take it by the deadline either, the request
 //!   waits in the queue's [`Line`] for room, in arrival order, and is answered 202 once stored.
@@ -44,10 +44,20 @@
 //! let offload = Offload::new(pool, queue, handlers).wait(Duration::from_millis(500));
 //! let app = Router::new()
 //!     .route("/blur", post(blur))
-//!     .layer(offload.layer()) // lets handlers extract `Auto`
-//!     .merge(offload.routes()); // GET /jobs/{id}
+//!     .merge(offload.routes()) // GET /jobs/{id}
+//!     .with_state(offload); // handlers extract `Auto` from it
 //! # Ok(app) }
 //! ```
+//!
+//! - **State.** [`Auto`] is taken from the router's state: `with_state(offload)`, or your own
+//!   state with an `impl FromRef<AppState> for Offload` (or `#[derive(FromRef)]`, with axum's
+//!   `macros` feature). A router whose state gives no [`Offload`] does not compile.
+//! - **Nesting.** Merge [`Offload::routes`] beside the handlers and nest them together:
+//!   under `Router::new().nest("/api", app)`, a 202's `Location` is `/api/jobs/{id}`, which
+//!   those routes answer; a nest with parameters (`/t/{tenant}`) works alike. The jobs' path is
+//!   [`Offload::jobs_path`].
+//! - **Errors.** Every error is JSON `{"error": {"code", "message"}}` ([`ErrorBody`]);
+//!   [`error_response`] answers a service's own bad requests in the same shape.
 //!
 //! Run a worker for the stored jobs in the same process with
 //! [`offload_queue::worker::run`] and `handlers.executor()` (see `examples/auto.rs`), or
@@ -59,7 +69,7 @@
 //! - `jobs.rs`: `GET /jobs/{id}`.
 //! - [`PaceRefusals`] (`pace.rs`): 503s held to a schedule, for any router.
 //! - [`Prefer`] (`prefer.rs`): RFC 7240 parsing.
-//! - [`Error`] (`error.rs`): every error answer, as JSON.
+//! - [`Error`] (`error.rs`): every error answer, as JSON ([`ErrorBody`], [`error_response`]).
 
 #![warn(missing_docs)]
 
@@ -81,8 +91,8 @@ use offload_pool::admission::CLASSES;
 use offload_pool::pace::Pacer;
 use offload_queue::{Handlers, Job, Line, Queue};
 
-pub use auto::Auto;
-pub use error::Error;
+pub use auto::{AcceptedBody, Auto};
+pub use error::{Error, ErrorBody, ErrorDetail, error_response};
 pub use jobs::{JobBody, MAX_LONG_POLL, MAX_LONG_POLLS};
 pub use pace::PaceRefusals;
 pub use prefer::{MAX_WAIT_SECS, Prefer};
@@ -95,8 +105,14 @@ pub const DEFAULT_WAIT: Duration = Duration::from_millis(250);
 /// so this bounds only the work the pool takes when the queue is full.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Where [`Offload::routes`] serves the jobs, and so where a 202's `Location` points (under
+/// the path the router is nested at): `/jobs/{id}`, as `offload serve` answers.
+pub const DEFAULT_JOBS_PATH: &str = "/jobs";
+
 /// `auto` for a service: the pool, the queue, the handlers of each job type, and the
-/// settings. Cheap to clone (one `Arc`).
+/// settings. Cheap to clone (one `Arc`). Handlers extract [`Auto`] from it as the router's
+/// state (`with_state(offload)`), or from a state of your own that gives it through
+/// [`FromRef`](axum::extract::FromRef).
 #[derive(Debug, Clone)]
 pub struct Offload {
     inner: Arc<Inner>,
@@ -115,13 +131,16 @@ struct Inner {
     classes: HashMap<&'static str, usize>,
     wait: Duration,
     deadline: Duration,
+    /// The path of the jobs route before `/{id}`: empty, or starts with `/` and does not end
+    /// with one.
+    jobs_path: String,
     long_polls: Arc<tokio::sync::Semaphore>,
 }
 
 impl Offload {
     /// `auto` over `pool` and `queue`, running each job type with its handler in `handlers`
     /// (the same handlers a worker on `queue` should run). Budget [`DEFAULT_WAIT`], deadline
-    /// [`DEFAULT_DEADLINE`].
+    /// [`DEFAULT_DEADLINE`], jobs at [`DEFAULT_JOBS_PATH`].
     ///
     /// Each job type gets its own class in the pool's cost model, in the order of their
     /// names: the first [`CLASSES`] types are modelled; the others are predicted to cost
@@ -144,6 +163,7 @@ impl Offload {
                 classes,
                 wait: DEFAULT_WAIT,
                 deadline: DEFAULT_DEADLINE,
+                jobs_path: DEFAULT_JOBS_PATH.to_owned(),
                 long_polls: Arc::new(tokio::sync::Semaphore::new(MAX_LONG_POLLS)),
             }),
         }
@@ -178,6 +198,19 @@ impl Offload {
         self.with(|i| i.line = line)
     }
 
+    /// Sets where [`Offload::routes`] serves the jobs, `{path}/{id}`, and so where a 202's
+    /// `Location` points (after the path the router is nested at). A plain path: a missing
+    /// leading `/` is added and a trailing one dropped; `/` alone serves `/{id}`. A path axum
+    /// cannot route (one with `{` or `}`) panics in [`Offload::routes`], as in `Router::route`.
+    #[must_use]
+    pub fn jobs_path(self, path: &str) -> Offload {
+        let path = match path.trim_matches('/') {
+            "" => String::new(),
+            path => format!("/{path}"),
+        };
+        self.with(|i| i.jobs_path = path)
+    }
+
     fn with(self, set: impl FnOnce(&mut Inner)) -> Offload {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             pool: shared.pool.clone(),
@@ -188,6 +221,7 @@ impl Offload {
             classes: shared.classes.clone(),
             wait: shared.wait,
             deadline: shared.deadline,
+            jobs_path: shared.jobs_path.clone(),
             long_polls: shared.long_polls.clone(),
         });
         set(&mut inner);
@@ -222,18 +256,18 @@ impl Offload {
         &self.inner.pacer
     }
 
-    /// The layer that lets handlers under it extract [`Auto`]: `router.layer(offload.layer())`.
-    pub fn layer(&self) -> axum::Extension<Offload> {
-        axum::Extension(self.clone())
-    }
-
-    /// `GET /jobs/{id}`, to merge into any router: 200 with the job as JSON (status,
-    /// attempts, result as JSON, error, times), 400 for a malformed id, 404 for an unknown
+    /// `GET /jobs/{id}` (at [`Offload::jobs_path`]), to merge into any router beside the
+    /// handlers that extract [`Auto`], so that it answers where their 202s point, nested or
+    /// not: 200 with the job as a [`JobBody`], 400 for a malformed id, 404 for an unknown
     /// one; `Prefer: wait=N` long-polls until the job is done or failed (at most
-    /// [`MAX_LONG_POLL`]).
+    /// [`MAX_LONG_POLL`]). It carries its own state, so it merges into a router of any state.
+    ///
+    /// # Panics
+    /// If [`Offload::jobs_path`] is not a path axum can route.
     pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let path = format!("{}/{{id}}", self.inner.jobs_path);
         Router::new()
-            .route("/jobs/{id}", get(jobs::job))
+            .route(&path, get(jobs::job))
             .with_state(self.clone())
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::FromRef;
 use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::post;
 use offload_pool::{Pool, PoolConfig};
 use offload_queue::{JobError, QueueOptions};
@@ -56,19 +58,28 @@ async fn app(max_queue: usize, max_backlog: u64) -> App {
         x => Ok(x * x),
     });
     let offload = Offload::new(Arc::new(pool.unwrap()), queue, handlers);
-    let router = Router::new()
-        .route(
-            "/square",
-            post(|auto: Auto, Json(s): Json<Square>| async move { auto.run(s, 1_000).await }),
-        )
-        .route("/orphan", post(|auto: Auto| auto.run(Orphan, 1)))
-        .layer(offload.layer())
-        .merge(offload.routes());
+    let router = service(&offload).with_state(offload.clone());
     App {
         router,
         offload,
         _dir: dir,
     }
+}
+
+/// The service's routes, for any state that gives an `Offload`, with the jobs route beside
+/// them, as a user writes them.
+fn service<S>(offload: &Offload) -> Router<S>
+where
+    Offload: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route(
+            "/square",
+            post(|auto: Auto, Json(s): Json<Square>| async move { auto.run(s, 1_000).await }),
+        )
+        .route("/orphan", post(|auto: Auto| auto.run(Orphan, 1)))
+        .merge(offload.routes())
 }
 
 struct Answer {
@@ -173,4 +184,111 @@ async fn a_full_queue_sends_the_work_to_the_pool_and_503_comes_only_when_both_re
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["error"]["code"], "overloaded");
     assert_eq!(r.header("retry-after"), "1");
+}
+
+/// A service's own state, which gives `auto` its `Offload`.
+#[derive(Clone)]
+struct AppState {
+    offload: Offload,
+}
+
+impl FromRef<AppState> for Offload {
+    fn from_ref(state: &AppState) -> Offload {
+        state.offload.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_nested_router_points_its_202s_under_its_prefix_and_answers_there() {
+    let App { offload, _dir, .. } = app(64, 100).await;
+    offload
+        .pool()
+        .model()
+        .prior(offload.class::<Square>(), 1e-3);
+    // The same service nested twice, once under a parameter, over the user's own state; and
+    // once more with the jobs elsewhere.
+    let state = AppState {
+        offload: offload.clone(),
+    };
+    let tasks = offload.clone().jobs_path("tasks/");
+    let router = Router::new()
+        .nest("/api", service(&offload).with_state(state.clone()))
+        .nest("/t/{tenant}", service(&offload).with_state(state))
+        .nest("/v2", service(&tasks).with_state(tasks.clone()));
+    let nested = App {
+        router,
+        offload,
+        _dir,
+    };
+    for (post_to, jobs_under) in [
+        ("/api/square", "/api/jobs/"),
+        ("/t/acme/square", "/t/acme/jobs/"),
+        ("/v2/square", "/v2/tasks/"),
+    ] {
+        let r = call(
+            &nested,
+            "POST",
+            post_to,
+            "respond-async, wait=0",
+            r#"{"x": 3}"#,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{post_to}: {}", r.body);
+        let accepted: AcceptedBody = serde_json::from_str(&r.body).unwrap();
+        let location = r.header("location");
+        assert_eq!(
+            location,
+            format!("{jobs_under}{}", accepted.id),
+            "{post_to}"
+        );
+        assert_eq!(accepted.status_url, location);
+        assert_eq!(accepted.status, offload_queue::JobStatus::Queued);
+        let job = call(&nested, "GET", location, "", "").await;
+        assert_eq!(job.status, StatusCode::OK, "{location}: {}", job.body);
+        let job: JobBody = serde_json::from_str(&job.body).unwrap();
+        assert_eq!(job.id, accepted.id, "{location}");
+        // The prefix is needed: the outer router serves no jobs of its own.
+        let bare = format!("/jobs/{}", accepted.id);
+        assert_eq!(
+            call(&nested, "GET", &bare, "", "").await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    // Under a parameterised nest, a bad id is still the jobs route's JSON answer.
+    let r = call(&nested, "GET", "/t/acme/jobs/nope", "", "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"]["code"], "invalid_job_id");
+}
+
+/// The whole body of an answer, as JSON.
+async fn body_json(resp: axum::response::Response) -> serde_json::Value {
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX);
+    serde_json::from_slice(&body.await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn error_response_answers_in_the_shape_of_offloads_own_errors() {
+    let error = Error::JobNotFound("ab".into());
+    let ours = error_response(StatusCode::NOT_FOUND, "job_not_found", error.to_string());
+    let theirs = error.into_response();
+    assert_eq!(ours.status(), theirs.status());
+    assert_eq!(ours.headers()["content-type"], "application/json");
+    assert_eq!(theirs.headers()["content-type"], "application/json");
+    let expected = serde_json::json!({
+        "error": {"code": "job_not_found", "message": "no job ab (unknown, or finished and past its retention)"}
+    });
+    assert_eq!(body_json(theirs).await, expected);
+    assert_eq!(body_json(ours).await, expected);
+    let typed = ErrorBody {
+        error: ErrorDetail {
+            code: "job_not_found".into(),
+            message: "x".into(),
+        },
+    };
+    let json = serde_json::to_value(&typed).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"error": {"code": "job_not_found", "message": "x"}})
+    );
+    assert_eq!(serde_json::from_value::<ErrorBody>(json).unwrap(), typed);
 }
