@@ -61,7 +61,8 @@ impl PaceMetrics {
     pub fn refresh(&self) {
         let mut last = self.last.lock().expect("pace metrics lock");
         let now = self.pacer.stats();
-        self.refused.inc_by(now.refused.saturating_sub(last.refused));
+        self.refused
+            .inc_by(now.refused.saturating_sub(last.refused));
         self.held.inc_by(now.held.saturating_sub(last.held));
         self.held_secs
             .inc_by(now.held_for.saturating_sub(last.held_for).as_secs_f64());

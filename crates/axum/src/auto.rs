@@ -11,9 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use offload_pool::admission::Cost;
 use offload_pool::{Budget, StopCheck, SubmitError, TaskError};
-use offload_queue::{
-    EnqueueError, Job, JobError, JobId, JobQueue, JobStatus, LineError, NewJob,
-};
+use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, JobStatus, LineError, NewJob};
 use serde::{Deserialize, Serialize};
 
 use crate::decide::{self, Decision, PoolTry, StoreRefusal, decide};
@@ -274,13 +272,16 @@ impl decide::Places for Places<'_> {
         match refused {
             StoreRefusal::Down(e) | StoreRefusal::Failed(e) => Err(e),
             StoreRefusal::Full => {
-                let until = self.deadline.checked_sub(LINE_MARGIN).unwrap_or(self.deadline);
+                let until = self
+                    .deadline
+                    .checked_sub(LINE_MARGIN)
+                    .unwrap_or(self.deadline);
                 let line = &self.offload.inner.line;
                 match line.enqueue(self.stored.clone(), until).await {
                     Ok(id) => Ok(id),
-                    Err(LineError::Full { retry_after } | LineError::WaitRanOut { retry_after }) => {
-                        Err(Error::Busy { retry_after })
-                    }
+                    Err(
+                        LineError::Full { retry_after } | LineError::WaitRanOut { retry_after },
+                    ) => Err(Error::Busy { retry_after }),
                     Err(LineError::Store(e)) => Err(Error::Unavailable(e.to_string())),
                 }
             }

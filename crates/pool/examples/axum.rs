@@ -1,7 +1,7 @@
 //! An axum service with a CPU-heavy handler on the pool: `GET /count?n=N` counts to N on a
-//! pool thread, or answers 503 with `Retry-After` when the pool predicts a miss of the 2 s
-//! deadline, held to offload-axum's refusal schedule so that clients that resend at once cannot
-//! spin; `/health` never waits behind the work.
+//! pool thread within a 2 s deadline. A request the pool predicts would miss it answers 503
+//! with `Retry-After`, held to offload-axum's refusal schedule so that clients that resend at
+//! once cannot spin; one that runs out of time answers 504. `/health` never waits behind work.
 //! `cargo run -p offload-pool --example axum -- 127.0.0.1:3000`
 
 use std::sync::Arc;
@@ -30,27 +30,20 @@ async fn count(State(pool): State<Arc<Pool>>, RawQuery(q): RawQuery) -> Response
     let Some(n) = q.and_then(|q| q.strip_prefix("n=")?.parse().ok()) else {
         return (StatusCode::BAD_REQUEST, "expected ?n=N\n").into_response();
     };
-    // Class 0 of the cost model, n units; one chunk (`max_split` 1), learned as it runs.
-    let (cost, deadline) = (
-        Cost { class: 0, units: n },
-        Instant::now() + Duration::from_secs(2),
-    );
-    let split = |_| vec![(n, move |stop: StopCheck<'_>| count_to(n, stop))];
-    let (retry, why) = match pool.submit_work(deadline, cost, 1, split) {
-        Ok(mut handles) => match handles.remove(0).await {
+    // Class 0 of the pool's cost model, n units: its time per unit is learned as it runs.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let retry = match pool.submit_one(deadline, Cost { class: 0, units: n }, move |stop| {
+        count_to(n, stop)
+    }) {
+        Ok(run) => match run.await {
             Ok(Some(c)) => return format!("{c}\n").into_response(),
-            _ => (Duration::ZERO, "deadline passed".to_string()),
+            _ => return (StatusCode::GATEWAY_TIMEOUT, "deadline passed\n").into_response(),
         },
-        Err(SubmitError::Late(late)) => (late.retry_after, "busy".to_string()),
-        Err(e) => (Duration::ZERO, e.to_string()),
+        Err(SubmitError::Late(late)) => late.retry_after,
+        Err(_) => pool.predicted_wait(),
     };
     let retry_after = [(header::RETRY_AFTER, retry_after_secs(retry).to_string())];
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        retry_after,
-        format!("{why}\n"),
-    )
-        .into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, retry_after, "busy\n").into_response()
 }
 
 #[tokio::main]

@@ -65,7 +65,10 @@ impl Default for Pacer {
     /// (`std::thread::available_parallelism`), each held at most [`DEFAULT_MAX_HOLD`].
     fn default() -> Pacer {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-        Pacer::new(u64::from(DEFAULT_REFUSALS_PER_CORE) * cores, DEFAULT_MAX_HOLD)
+        Pacer::new(
+            u64::from(DEFAULT_REFUSALS_PER_CORE) * cores,
+            DEFAULT_MAX_HOLD,
+        )
     }
 }
 

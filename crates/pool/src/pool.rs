@@ -261,6 +261,40 @@ impl Pool {
             .map(|(handles, _)| handles)
     }
 
+    /// One task of `cost` under admission by deadline: [`Pool::submit_work`] for work that is
+    /// not split. `f` runs on a pool thread with a [`StopCheck`] that turns true when the
+    /// deadline passes or the caller stops waiting; a refused task costs no work.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use offload_pool::{Pool, PoolConfig, admission::Cost};
+    ///
+    /// let pool = Pool::new(PoolConfig { threads: 1, ..PoolConfig::default() })?;
+    /// let deadline = Instant::now() + Duration::from_secs(1);
+    /// let sum = pool.submit_one(deadline, Cost { class: 0, units: 1_000 }, |_stop| {
+    ///     (1..=1_000u64).sum::<u64>()
+    /// })?;
+    /// assert_eq!(sum.wait()?, 500_500); // in async code: `sum.await`
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Pool::submit_work`].
+    pub fn submit_one<T, F>(
+        &self,
+        deadline: Instant,
+        cost: Cost,
+        f: F,
+    ) -> Result<Handle<T>, SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(StopCheck<'_>) -> T + Send + 'static,
+    {
+        let units = cost.units;
+        let mut handles = self.submit_work(deadline, cost, 1, move |_| vec![(units, f)])?;
+        Ok(handles.remove(0))
+    }
+
     /// As [`Pool::submit_work`], but admitted only when predicted to *finish* by `budget.end`
     /// (its wait plus its run, even when it would start at once: [`admission::fits`]); it
     /// still runs until `deadline`. Returns the handles and the predicted time to finish.
