@@ -11,6 +11,7 @@ mod gateway;
 mod jobs;
 mod load;
 mod netns;
+mod past_the_limit;
 mod queue;
 mod queue_faults;
 mod remote;
