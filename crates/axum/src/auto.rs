@@ -78,8 +78,17 @@ pub struct AcceptedBody {
     /// the path the handler is nested under, then [`Offload::jobs_path`], then the id. Also the
     /// `Location` header.
     pub status_url: String,
-    /// The predicted time to finish in the pool that did not fit the budget, in microseconds.
-    pub predicted_us: u64,
+    /// The predicted time from this answer until the job is done, its wait in the queue
+    /// included, in microseconds: the unfinished jobs (this one among them) over the rate the
+    /// queue's workers finish jobs ([`Eta`](offload_queue::Eta)). `null` until that rate has
+    /// been measured (the workers have had a backlog for a second).
+    pub done_in_us: Option<u64>,
+    /// Unfinished jobs (queued or running) ahead of it when it was stored, as far as this
+    /// process knows (read four times a second, plus what it stored since).
+    pub jobs_ahead: u64,
+    /// Why it was stored: its predicted finish had it run in the pool (the work admitted ahead
+    /// over the threads, plus its own run), which did not fit the budget, in microseconds.
+    pub pool_finish_us: u64,
 }
 
 impl Auto {
@@ -166,11 +175,16 @@ impl Auto {
         let jobs = &self.offload.inner.jobs_path;
         let url = format!("{}{jobs}/{}", self.nested, id.as_str());
         let location = HeaderValue::from_str(&url);
+        // The job is stored, so the clock counts it among the unfinished.
+        let backlog = self.offload.inner.eta.predict();
+        let us = |d: Duration| d.as_micros().try_into().unwrap_or(u64::MAX);
         let body = AcceptedBody {
             id: id.to_string(),
             status: JobStatus::Queued,
             status_url: url,
-            predicted_us: predicted.as_micros().try_into().unwrap_or(u64::MAX),
+            done_in_us: backlog.done_in(0).map(us),
+            jobs_ahead: backlog.unfinished.saturating_sub(1),
+            pool_finish_us: us(predicted),
         };
         let mut resp = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
         if let Ok(v) = location {
@@ -235,12 +249,24 @@ impl decide::Places for Places<'_> {
     }
 
     async fn store_now(&self) -> Result<JobId, StoreRefusal<Error>> {
-        // Requests wait in the line while it is busy: a new one must not pass them.
-        if self.offload.inner.line.is_busy() {
+        let inner = &self.offload.inner;
+        // Requests wait in the line while it is busy: a new one must not pass them. Nor is a
+        // job stored that would be done only past the queue's time cap.
+        let over_cap = || {
+            inner
+                .eta
+                .predict()
+                .done_in(1)
+                .is_some_and(|d| d > inner.max_queue_wait)
+        };
+        if inner.line.is_busy() || over_cap() {
             return Err(StoreRefusal::Full);
         }
-        match self.offload.inner.queue.enqueue(self.stored.clone()).await {
-            Ok(id) => Ok(id),
+        match inner.queue.enqueue(self.stored.clone()).await {
+            Ok(id) => {
+                inner.eta.stored(1);
+                Ok(id)
+            }
             Err(EnqueueError::Full(n)) => {
                 tracing::debug!(backlog = n, "offload-axum: queue full, the pool takes it");
                 Err(StoreRefusal::Full)

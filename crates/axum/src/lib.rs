@@ -89,7 +89,7 @@ use axum::routing::get;
 use offload_pool::Pool;
 use offload_pool::admission::CLASSES;
 use offload_pool::pace::Pacer;
-use offload_queue::{Handlers, Job, Line, Queue};
+use offload_queue::{Eta, Handlers, Job, Line, Queue};
 
 pub use auto::{AcceptedBody, Auto};
 pub use error::{Error, ErrorBody, ErrorDetail, error_response};
@@ -100,6 +100,11 @@ pub use prefer::{MAX_WAIT_SECS, Prefer};
 /// The budget when the client states none: a quarter second, as `offload serve
 /// --auto-wait`, so a job either answers about as fast as a page or is stored.
 pub const DEFAULT_WAIT: Duration = Duration::from_millis(250);
+
+/// The longest predicted time to done the queue takes on by default ([`Offload::max_queue_wait`]):
+/// five minutes, as long as a client that took a 202 can be expected to come back for; past it
+/// the queue counts as full and requests wait in its line, then get a 503.
+pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(300);
 
 /// How long work in the pool may run, budget or not: a job too big for the budget is stored,
 /// so this bounds only the work the pool takes when the queue is full.
@@ -124,6 +129,9 @@ struct Inner {
     queue: Queue,
     /// Requests waiting for room while the queue is full, in arrival order.
     line: Line,
+    /// The backlog's clock: when a job stored now would be done.
+    eta: Eta,
+    max_queue_wait: Duration,
     /// The schedule its 503s are held to.
     pacer: Arc<Pacer>,
     handlers: Handlers,
@@ -153,10 +161,14 @@ impl Offload {
             .enumerate()
             .map(|(i, name)| (name, i.min(CLASSES)))
             .collect();
+        let eta = Eta::new(queue.clone());
         Offload {
             inner: Arc::new(Inner {
                 pool,
-                line: Line::with_defaults(queue.clone()),
+                line: Line::with_defaults(queue.clone())
+                    .with_time_cap(eta.clone(), DEFAULT_MAX_QUEUE_WAIT),
+                eta,
+                max_queue_wait: DEFAULT_MAX_QUEUE_WAIT,
                 queue,
                 pacer: Arc::new(Pacer::default()),
                 handlers,
@@ -191,11 +203,17 @@ impl Offload {
         self.with(|i| i.pacer = pacer)
     }
 
-    /// Puts requests that find the queue full in `line` (made over this queue), rather than
-    /// in one of its own with the defaults ([`Line::with_defaults`]).
+    /// Sets the longest predicted time to done that the queue may take on: past it the queue
+    /// counts as full, whatever its count of jobs, and requests wait in its line for room (see
+    /// [`Auto::run`]). The prediction is the backlog over the rate its workers finish jobs
+    /// ([`Eta`]), so the cap means the same wait on any machine; a 202's
+    /// [`AcceptedBody::done_in_us`] says what was predicted for the job.
     #[must_use]
-    pub fn line(self, line: Line) -> Offload {
-        self.with(|i| i.line = line)
+    pub fn max_queue_wait(self, max: Duration) -> Offload {
+        self.with(|i| {
+            i.max_queue_wait = max;
+            i.line = Line::with_defaults(i.queue.clone()).with_time_cap(i.eta.clone(), max);
+        })
     }
 
     /// Sets where [`Offload::routes`] serves the jobs, `{path}/{id}`, and so where a 202's
@@ -216,6 +234,8 @@ impl Offload {
             pool: shared.pool.clone(),
             queue: shared.queue.clone(),
             line: shared.line.clone(),
+            eta: shared.eta.clone(),
+            max_queue_wait: shared.max_queue_wait,
             pacer: shared.pacer.clone(),
             handlers: shared.handlers.clone(),
             classes: shared.classes.clone(),
@@ -244,6 +264,11 @@ impl Offload {
     /// The queue.
     pub fn queue(&self) -> &Queue {
         &self.inner.queue
+    }
+
+    /// The queue's clock: its backlog and the rate its workers finish jobs ([`Eta::predict`]).
+    pub fn eta(&self) -> &Eta {
+        &self.inner.eta
     }
 
     /// The line in front of the queue, and its counts ([`Line::stats`]).

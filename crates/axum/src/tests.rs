@@ -140,7 +140,7 @@ async fn light_work_answers_200_and_the_rest_is_stored_with_its_location() {
     let body = r.json();
     assert_eq!(body["status_url"], location.as_str());
     assert_eq!(body["status"], "queued");
-    assert!(body["predicted_us"].as_u64().unwrap() > 0, "{body}");
+    assert!(body["pool_finish_us"].as_u64().unwrap() > 0, "{body}");
     let job = call(&app, "GET", &location, "", "").await;
     assert_eq!(job.status, StatusCode::OK);
     assert_eq!(job.json()["status"], "queued", "no worker runs it");
@@ -178,12 +178,33 @@ async fn a_full_queue_sends_the_work_to_the_pool_and_503_comes_only_when_both_re
     let r = call(&spill, "POST", "/square", "wait=0", r#"{"x": 4}"#).await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "16"));
     assert_eq!(r.header("preference-applied"), "", "the wait was not kept");
-    // Neither the pool (no room at all) nor the queue takes it.
-    let full = app(0, 0).await;
+    // Neither the pool (no room at all) nor the queue takes it: it waits in the queue's line
+    // for room until shortly before its deadline (300 ms here), then 503.
+    let App { offload, _dir, .. } = app(0, 0).await;
+    let offload = offload.deadline(std::time::Duration::from_millis(300));
+    let full = App {
+        router: service(&offload).with_state(offload.clone()),
+        offload,
+        _dir,
+    };
+    let t = std::time::Instant::now();
     let r = call(&full, "POST", "/square", "", r#"{"x": 4}"#).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["error"]["code"], "overloaded");
     assert_eq!(r.header("retry-after"), "1");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    let line = full.offload.waiting_line().stats();
+    assert_eq!(
+        (line.ran_out, line.stored, line.waiting),
+        (1, 0, 0),
+        "{line:?}"
+    );
+    // The first refusal goes at once; the pacer counted it.
+    assert_eq!(full.offload.refusals().stats().refused, 1);
 }
 
 /// A service's own state, which gives `auto` its `Offload`.

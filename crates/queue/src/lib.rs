@@ -56,6 +56,7 @@ struct ReadmeDoctests;
 #[cfg(not(any(feature = "sqlite", feature = "redis", feature = "postgres")))]
 compile_error!("offload-queue needs a backend: enable its feature sqlite, redis or postgres");
 
+pub mod eta;
 mod job;
 pub mod latency;
 pub mod line;
@@ -74,6 +75,7 @@ pub mod worker;
 use std::future::Future;
 use std::time::Duration;
 
+pub use self::eta::{Eta, Prediction};
 pub use self::job::{Handlers, Job, Run};
 pub use self::latency::{Histogram, Latency};
 pub use self::line::{Line, LineError, LineStats};

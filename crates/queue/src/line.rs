@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::{EnqueueError, JobId, JobQueue, NewJob, Queue, QueueError};
+use crate::{EnqueueError, Eta, JobId, JobQueue, NewJob, Queue, QueueError};
 
 /// Requests that may wait in a line by default: a closed loop of thousands of connections
 /// fits, and each waiter holds only its job's payload and a channel, so the bound on memory is
@@ -89,6 +89,9 @@ struct Inner {
     max_waiting: usize,
     /// How long one store call may take before it counts as failed.
     store_wait: Duration,
+    /// The backlog's clock and the longest predicted time to done it may reach: past it, the
+    /// store counts as full whatever its count.
+    time_cap: Option<(Eta, Duration)>,
     /// Requests stored from the line, whose wait ran out, and refused on arrival.
     stored: AtomicU64,
     ran_out: AtomicU64,
@@ -166,11 +169,28 @@ impl Line {
                 }),
                 max_waiting: max_waiting.max(1),
                 store_wait,
+                time_cap: None,
                 stored: AtomicU64::new(0),
                 ran_out: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Caps the backlog in time as well as in jobs: while `eta` predicts that a job stored now
+    /// would be done more than `max_wait` from now, the store counts as full, and requests wait
+    /// in the line as they do behind the count. `eta` is told of every job the line stores. A
+    /// cap in seconds means the same wait on any machine and for any size of job, where a
+    /// count does not.
+    ///
+    /// # Panics
+    /// If the line was cloned already: set the cap when it is made.
+    #[must_use]
+    pub fn with_time_cap(mut self, eta: Eta, max_wait: Duration) -> Line {
+        Arc::get_mut(&mut self.inner)
+            .expect("Line::with_time_cap on a line not yet shared")
+            .time_cap = Some((eta, max_wait));
+        self
     }
 
     /// Whether requests are waiting now (a new one must not pass them).
@@ -202,11 +222,18 @@ impl Line {
     /// request in time; [`LineError::WaitRanOut`] at `until`; [`LineError::Store`] when the
     /// store fails.
     pub async fn enqueue(&self, job: NewJob, until: Instant) -> Result<JobId, LineError> {
-        if !self.is_busy() {
+        if let Some(depth) = self.inner.over_time_cap() {
+            let mut st = self.inner.state.lock().expect("line lock");
+            st.full_depth = Some(depth);
+            st.full_until = st.full_until.max(Instant::now() + pause(&st));
+        } else if !self.is_busy() {
             match tokio::time::timeout(self.inner.store_wait, self.inner.queue.enqueue(job.clone()))
                 .await
             {
-                Ok(Ok(id)) => return Ok(id),
+                Ok(Ok(id)) => {
+                    self.inner.tell_stored(1);
+                    return Ok(id);
+                }
                 Ok(Err(EnqueueError::Full(depth))) => {
                     let mut st = self.inner.state.lock().expect("line lock");
                     st.full_depth = Some(depth);
@@ -286,6 +313,26 @@ impl Line {
     }
 }
 
+impl Inner {
+    /// The backlog's unfinished jobs, if a job stored now is predicted to be done past the
+    /// time cap.
+    fn over_time_cap(&self) -> Option<u64> {
+        let (eta, max_wait) = self.time_cap.as_ref()?;
+        let p = eta.predict();
+        p.done_in(1)
+            .is_some_and(|d| d > *max_wait)
+            .then_some(p.unfinished)
+    }
+
+    fn tell_stored(&self, n: u64) {
+        if let Some((eta, _)) = &self.time_cap
+            && n > 0
+        {
+            eta.stored(n);
+        }
+    }
+}
+
 /// Marks a waiter abandoned if its request goes away (client gone) while it waits.
 struct Gone(Option<(Arc<AtomicU8>, Arc<Inner>)>);
 
@@ -358,7 +405,10 @@ async fn pump(inner: Arc<Inner>) {
         // One call stores a prefix of the batch, in the line's order: a job never takes a
         // place that one ahead of it was refused, so the line is first come, first stored.
         let jobs = batch.iter().map(|w| w.job.clone()).collect();
-        let (ids, refused) =
+        let (ids, refused) = if let Some(depth) = inner.over_time_cap() {
+            // Full in time: no store call, the pause as for a full count.
+            (Vec::new(), Some(EnqueueError::Full(depth)))
+        } else {
             match tokio::time::timeout(inner.store_wait, inner.queue.enqueue_prefix(jobs)).await {
                 Ok(out) => out,
                 Err(_) => (
@@ -368,8 +418,10 @@ async fn pump(inner: Arc<Inner>) {
                         inner.store_wait,
                     ))),
                 ),
-            };
+            }
+        };
         let stored = ids.len();
+        inner.tell_stored(stored as u64);
         let (mut full_depth, mut failed) = (None, None);
         let mut back = Vec::new();
         let now = Instant::now();
