@@ -46,6 +46,14 @@ pub struct Accepted {
     /// `auto` only: its predicted time to finish in the pool, which did not fit the budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_us: Option<u64>,
+    /// The predicted time from this answer until the job is done, its wait in the queue
+    /// included: the unfinished jobs over the rate the workers finish them
+    /// (`offload_queue::Eta`). Absent until that rate has been measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_in_us: Option<u64>,
+    /// Unfinished jobs ahead of it when it was stored, as far as this gateway knows.
+    #[serde(default)]
+    pub jobs_ahead: u64,
 }
 
 /// What `offload worker` stores as a job's result, shown as `result` by `GET /jobs/{id}`.
@@ -262,8 +270,10 @@ mod tests {
                 work: "count".into(),
                 n: 5,
                 predicted_us: Some(2_500_000),
+                done_in_us: Some(31_000_000),
+                jobs_ahead: 9_876,
             },
-            r#"{"strategy":"queue","id":"0123456789abcdef0123456789abcdef","status":"queued","status_url":"/jobs/0123456789abcdef0123456789abcdef","work":"count","n":5,"predicted_us":2500000}"#,
+            r#"{"strategy":"queue","id":"0123456789abcdef0123456789abcdef","status":"queued","status_url":"/jobs/0123456789abcdef0123456789abcdef","work":"count","n":5,"predicted_us":2500000,"done_in_us":31000000,"jobs_ahead":9876}"#,
         );
         round_trip(
             &JobResult {

@@ -122,6 +122,8 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
     };
     let accepted = |id: JobId, predicted: Option<u64>| {
         let url = format!("/jobs/{}", id.as_str());
+        // The job is stored, so the clock counts it among the unfinished.
+        let backlog = app.strategy.queue().map(|q| q.backlog());
         let body = Accepted {
             strategy: Name::Queue.as_str().to_owned(),
             id: id.to_string(),
@@ -130,6 +132,8 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
             work: work.kind().name().to_owned(),
             n: work.n(),
             predicted_us: predicted,
+            done_in_us: backlog.and_then(|b| b.done_in(0)).map(us),
+            jobs_ahead: backlog.map_or(0, |b| b.unfinished.saturating_sub(1)),
         };
         (
             StatusCode::ACCEPTED,

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::{Counter, Family, Gauge, Registry, State};
 use crate::queue::{
-    Counts, JobId, JobQueue, JobView, Latency, Line, LineError, LineMetrics, Queue, QueueError,
+    Counts, Eta, JobId, JobQueue, JobView, Latency, Line, LineError, LineMetrics, Prediction,
+    Queue, QueueError,
 };
 use crate::work::Work;
 
@@ -41,6 +42,8 @@ pub struct QueueStrategy {
     queue: Queue,
     line: Line,
     line_metrics: Arc<LineMetrics>,
+    /// The backlog's clock: when a job stored now will be done.
+    eta: Eta,
     /// The store failed or did not answer within [`STORE_WAIT`]; a check runs until it does.
     down: Arc<AtomicBool>,
     metrics: StoreMetrics,
@@ -58,8 +61,11 @@ struct StoreMetrics {
 impl QueueStrategy {
     /// Enqueues on `queue`; at most `max_waiting` requests wait for room in a full backlog.
     pub fn new(queue: Queue, max_waiting: usize) -> QueueStrategy {
-        let line = Line::new(queue.clone(), max_waiting, STORE_WAIT);
+        let eta = Eta::new(queue.clone());
+        let line = Line::new(queue.clone(), max_waiting, STORE_WAIT)
+            .with_time_cap(eta.clone(), crate::queue::line::DEFAULT_TIME_CAP);
         QueueStrategy {
+            eta,
             line_metrics: Arc::new(LineMetrics::new(line.clone())),
             line,
             queue,
@@ -89,6 +95,11 @@ impl QueueStrategy {
             .enqueue(job, until)
             .await
             .map_err(|e| self.refused(e))
+    }
+
+    /// The backlog now, for a 202: unfinished jobs and the workers' finish rate.
+    pub fn backlog(&self) -> Prediction {
+        self.eta.predict()
     }
 
     /// Stores `work` only if there is room now: no wait in the line.

@@ -104,7 +104,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_millis(250);
 /// The longest predicted time to done the queue takes on by default ([`Offload::max_queue_wait`]):
 /// five minutes, as long as a client that took a 202 can be expected to come back for; past it
 /// the queue counts as full and requests wait in its line, then get a 503.
-pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_QUEUE_WAIT: Duration = offload_queue::line::DEFAULT_TIME_CAP;
 
 /// How long work in the pool may run, budget or not: a job too big for the budget is stored,
 /// so this bounds only the work the pool takes when the queue is full.

@@ -34,6 +34,11 @@ pub const DEFAULT_MAX_WAITING: usize = 4096;
 /// of reach.
 pub const DEFAULT_STORE_WAIT: Duration = Duration::from_secs(2);
 
+/// The longest predicted time to done a backlog takes on by default, when it has a time cap
+/// ([`Line::with_time_cap`]): five minutes, as long as a client that took a 202 can be
+/// expected to come back for.
+pub const DEFAULT_TIME_CAP: Duration = Duration::from_secs(300);
+
 /// Most jobs the pump stores at once: enough to move the line at tens of thousands of jobs a
 /// second against a store with a millisecond's round trip, few enough that a full store sees a
 /// small burst of failed attempts.
