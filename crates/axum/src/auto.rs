@@ -229,7 +229,7 @@ impl decide::Places for Places<'_> {
             Ok((mut handles, predicted)) => Ok(PoolTry::Ran(handles.remove(0).await, predicted)),
             Err(SubmitError::Late(late)) => Ok(PoolTry::Late(late.finish)),
             // The pool's hard cap: the queue has its own.
-            Err(SubmitError::Full(_)) => Ok(PoolTry::Late(pool.predicted_wait())),
+            Err(SubmitError::Full { retry_after, .. }) => Ok(PoolTry::Late(retry_after)),
             Err(SubmitError::ShuttingDown) => Err(Error::ShuttingDown),
         }
     }
@@ -256,7 +256,7 @@ impl decide::Places for Places<'_> {
         match pool.submit_work(self.deadline, self.cost, 1, self.split()?) {
             Ok(mut handles) => Ok(Ok(handles.remove(0).await)),
             Err(SubmitError::Late(late)) => Ok(Err(late.retry_after)),
-            Err(SubmitError::Full(_)) => Ok(Err(pool.predicted_wait())),
+            Err(SubmitError::Full { retry_after, .. }) => Ok(Err(retry_after)),
             Err(SubmitError::ShuttingDown) => Err(Error::ShuttingDown),
         }
     }
