@@ -382,9 +382,9 @@ async fn a_type_the_pool_cannot_predict_is_stored_however_small_and_never_run_on
     let app = app(64, 100).await;
     let class = app.offload.class::<Nap>();
     assert_eq!(app.offload.pool().model().secs_per_unit(class), None);
-    // A billion units (two days' nap) and one unit: both stored, neither run, as the pool
-    // knows nothing of naps; the idle pool and the 250 ms budget change nothing.
-    for units in [1_000_000_000, 1] {
+    // One unit and a billion (two days' nap): both stored, neither run, as the pool knows
+    // nothing of naps; the idle pool and the 250 ms budget change nothing.
+    for units in [1, 1_000_000_000] {
         let r = call(
             &app,
             "POST",
