@@ -314,8 +314,9 @@ impl From<crate::pool::SubmitError> for ExecError {
     fn from(e: crate::pool::SubmitError) -> ExecError {
         use crate::pool::SubmitError;
         match e {
-            SubmitError::Full(_) => ExecError::Overloaded {
-                retry_after_secs: RETRY_AFTER_SECS,
+            // The pool's predicted wait: when the work ahead has drained.
+            SubmitError::Full { retry_after, .. } => ExecError::Overloaded {
+                retry_after_secs: crate::admission::retry_after_secs(retry_after),
             },
             SubmitError::Late(late) => ExecError::Late(late),
             SubmitError::ShuttingDown => ExecError::ShuttingDown,

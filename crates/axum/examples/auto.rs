@@ -8,14 +8,17 @@ use offload_axum::{Auto, Offload, error_response};
 use offload_pool::{Pool, PoolConfig};
 use offload_queue::{Handlers, Job, QueueOptions, worker};
 
-#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Collatz {
     below: u64,
 }
 
 impl Job for Collatz {
-    const NAME: &'static str = "collatz";
+    const NAME: &'static str = "collatz"; // no SECS_PER_UNIT: its first job is stored (202)
     type Output = (u64, u32);
+    fn units(&self) -> u64 {
+        self.below // what the run time grows with
+    }
 }
 
 fn longest(below: u64) -> (u64, u32) {
@@ -33,7 +36,7 @@ fn longest(below: u64) -> (u64, u32) {
 
 async fn collatz(auto: Auto, job: Result<Json<Collatz>, JsonRejection>) -> Response {
     match job {
-        Ok(Json(job)) => auto.run(job, job.below).await, // units: what the run time grows with
+        Ok(Json(job)) => auto.run(job).await,
         Err(e) => error_response(e.status(), "invalid_job", e.body_text()),
     }
 }
@@ -45,13 +48,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handlers = Handlers::new().on(|c: Collatz| Ok(longest(c.below)));
     let pool = std::sync::Arc::new(Pool::new(PoolConfig::default())?);
     let queue = offload_queue::open(&format!("sqlite://{db}"), QueueOptions::default()).await?;
-    let config = worker::WorkerConfig {
-        concurrency: 1, // one (blocking) thread for the stored jobs; the pool keeps the rest
-        ..Default::default()
-    };
-    let (executor, shutdown) = (handlers.clone().executor(), std::future::pending());
-    tokio::spawn(worker::run(queue.clone(), executor, config, shutdown));
-    let offload = Offload::new(pool, queue, handlers);
+    let offload = Offload::new(pool, queue.clone(), handlers);
+    let config = worker::WorkerConfig::default().with_concurrency(1); // the pool keeps the rest
+    let (executor, shutdown) = (offload.executor(), std::future::pending()); // runs teach it
+    tokio::spawn(worker::run(queue, executor, config, shutdown));
     let app = Router::new().route("/collatz", post(collatz));
     let app = app.merge(offload.routes()).with_state(offload); // GET /jobs/{id}; `Auto`'s state
     let listener = tokio::net::TcpListener::bind(&addr).await?;

@@ -106,11 +106,11 @@ impl Auto {
             .min(self.offload.inner.deadline)
     }
 
-    /// Runs `job` (of `units` in the cost model's units for its type: whatever its run time
-    /// grows with) where it answers best:
+    /// Runs `job` where it answers best:
     /// - in the pool, with its type's handler, when its predicted finish (the work admitted
-    ///   ahead over the threads, plus its own predicted run) fits [`Auto::budget`] (and, with
-    ///   `Prefer: respond-async`, it would start at once): 200 with the output as JSON;
+    ///   ahead over the threads, plus its own run: its [`Job::units`] times its type's
+    ///   measured time per unit) fits [`Auto::budget`] (and, with `Prefer: respond-async`, it
+    ///   would start at once): 200 with the output as JSON;
     /// - else stored as a job ([`NewJob::of`]): 202, `Location: /jobs/{id}` (under the path
     ///   the router is nested at, and [`Offload::jobs_path`]) and an [`AcceptedBody`];
     /// - when the queue is full (or its store fails), in the pool under plain deadline
@@ -124,9 +124,15 @@ impl Auto {
     ///
     /// The decision is made before the job starts anywhere: a job is never run in both
     /// places. `Preference-Applied` names what was honoured.
-    pub async fn run<J: Job>(self, job: J, units: u64) -> Response {
+    ///
+    /// A job whose type the pool cannot predict yet (no run measured, no
+    /// [`Job::SECS_PER_UNIT`]) is never run in the pool on faith, however small: it is stored
+    /// (its 202's `pool_finish_us` is then the wait ahead alone), and when the queue is full it
+    /// waits in the line. Its first run in a worker made with [`Offload::executor`] teaches
+    /// the model; with workers elsewhere, give the type a `SECS_PER_UNIT`.
+    pub async fn run<J: Job>(self, job: J) -> Response {
         let pacer = Arc::clone(&self.offload.inner.pacer);
-        match self.route(job, units).await {
+        match self.route(job).await {
             Ok(resp) => resp,
             Err(e) => {
                 let resp = e.into_response();
@@ -139,7 +145,7 @@ impl Auto {
         }
     }
 
-    async fn route<J: Job>(self, job: J, units: u64) -> Result<Response, Error> {
+    async fn route<J: Job>(self, job: J) -> Result<Response, Error> {
         let inner = &self.offload.inner;
         let stored = NewJob::of(&job)
             .map_err(|e| Error::Internal(format!("job {:?} is not JSON: {e}", J::NAME)))?;
@@ -148,7 +154,7 @@ impl Auto {
             offload: &self.offload,
             cost: Cost {
                 class: self.offload.class::<J>(),
-                units,
+                units: job.units(),
             },
             deadline: now + inner.deadline,
             stored,
@@ -227,6 +233,20 @@ impl Places<'_> {
         let units = self.cost.units;
         Ok(move |_| vec![(units, task)])
     }
+
+    /// Whether the pool can predict the job's run: its class has a measured run or a prior.
+    /// One it cannot is predicted to cost nothing, so it would run however big it is.
+    fn predicted(&self) -> bool {
+        let pool = &self.offload.inner.pool;
+        let known = pool.model().secs_per_unit(self.cost.class).is_some();
+        if !known {
+            tracing::debug!(
+                class = self.cost.class,
+                "offload-axum: a job type with no measured run and no prior: not run in the pool"
+            );
+        }
+        known
+    }
 }
 
 /// A job's run on a pool thread.
@@ -239,11 +259,15 @@ impl decide::Places for Places<'_> {
 
     async fn pool_within(&self, budget: Budget) -> Result<PoolTry<Ran>, Error> {
         let pool = &self.offload.inner.pool;
-        match pool.submit_work_within(budget, self.deadline, self.cost, 1, self.split()?) {
+        let split = self.split()?;
+        if !self.predicted() {
+            return Ok(PoolTry::Late(pool.predicted_wait()));
+        }
+        match pool.submit_work_within(budget, self.deadline, self.cost, 1, split) {
             Ok((mut handles, predicted)) => Ok(PoolTry::Ran(handles.remove(0).await, predicted)),
             Err(SubmitError::Late(late)) => Ok(PoolTry::Late(late.finish)),
             // The pool's hard cap: the queue has its own.
-            Err(SubmitError::Full(_)) => Ok(PoolTry::Late(pool.predicted_wait())),
+            Err(SubmitError::Full { retry_after, .. }) => Ok(PoolTry::Late(retry_after)),
             Err(SubmitError::ShuttingDown) => Err(Error::ShuttingDown),
         }
     }
@@ -279,10 +303,14 @@ impl decide::Places for Places<'_> {
 
     async fn pool_by_deadline(&self) -> Result<Result<Ran, Duration>, Error> {
         let pool = &self.offload.inner.pool;
-        match pool.submit_work(self.deadline, self.cost, 1, self.split()?) {
+        let split = self.split()?;
+        if !self.predicted() {
+            return Ok(Err(pool.predicted_wait()));
+        }
+        match pool.submit_work(self.deadline, self.cost, 1, split) {
             Ok(mut handles) => Ok(Ok(handles.remove(0).await)),
             Err(SubmitError::Late(late)) => Ok(Err(late.retry_after)),
-            Err(SubmitError::Full(_)) => Ok(Err(pool.predicted_wait())),
+            Err(SubmitError::Full { retry_after, .. }) => Ok(Err(retry_after)),
             Err(SubmitError::ShuttingDown) => Err(Error::ShuttingDown),
         }
     }

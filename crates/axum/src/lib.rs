@@ -10,6 +10,14 @@
 //!   [`Handlers`] and answers 200 with the output as JSON. If not, it is enqueued
 //!   ([`NewJob::of`](offload_queue::NewJob::of)) and answers 202 + `Location: /jobs/{id}` +
 //!   an [`AcceptedBody`]. A job is never run in both places.
+//! - **One call.** A job type says what its run time grows with ([`Job::units`]) and may give
+//!   a first guess of the time per unit ([`Job::SECS_PER_UNIT`]), applied by
+//!   [`Offload::new`]; a handler calls [`Auto::run`] with the job alone.
+//! - **Types the pool cannot predict yet** (no run measured, no prior) are stored, never run
+//!   in the pool on faith: a huge first request must not take a pool thread for minutes. A
+//!   worker in the same process made with [`Offload::executor`] teaches the model from each
+//!   stored job it runs, so the next jobs of that type are predicted; with workers elsewhere,
+//!   give the type a `SECS_PER_UNIT`.
 //! - **Overload.** A full queue sends the work to the pool under plain deadline admission (a
 //!   late 200 beats a 503); when the pool cannot take it by the deadline either, the request
 //!   waits in the queue's [`Line`] for room, in arrival order, and is answered 202 once stored.
@@ -25,23 +33,31 @@
 //! use axum::{Json, Router, response::Response, routing::post};
 //! use offload_axum::{Auto, Offload};
 //! use offload_pool::{Pool, PoolConfig};
+//! use offload_queue::worker::{self, WorkerConfig};
 //! use offload_queue::{Handlers, Job, QueueOptions};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Blur { radius: u64 }
-//! impl Job for Blur { const NAME: &'static str = "blur"; type Output = u64; }
+//! impl Job for Blur {
+//!     const NAME: &'static str = "blur";
+//!     type Output = u64;
+//!     const SECS_PER_UNIT: Option<f64> = Some(1e-6); // a first guess, until one has run
+//!     fn units(&self) -> u64 { self.radius * self.radius } // what the run time grows with
+//! }
 //!
 //! async fn blur(auto: Auto, Json(b): Json<Blur>) -> Response {
-//!     let units = b.radius * b.radius; // what the run time grows with
-//!     auto.run(b, units).await // 200 with the output, 202 with a Location, or 503
+//!     auto.run(b).await // 200 with the output, 202 with a Location, or 503
 //! }
 //!
 //! # async fn app() -> Result<Router, Box<dyn std::error::Error>> {
 //! let handlers = Handlers::new().on(|b: Blur| Ok(b.radius * 2));
 //! let pool = Arc::new(Pool::new(PoolConfig::default())?);
 //! let queue = offload_queue::open("sqlite://jobs.db", QueueOptions::default()).await?;
-//! let offload = Offload::new(pool, queue, handlers).wait(Duration::from_millis(500));
+//! let offload = Offload::new(pool, queue.clone(), handlers).wait(Duration::from_millis(500));
+//! // The stored jobs' worker, in this process: its runs teach the pool's model.
+//! let shutdown = std::future::pending(); // Ctrl-C, SIGTERM
+//! tokio::spawn(worker::run(queue, offload.executor(), WorkerConfig::default(), shutdown));
 //! let app = Router::new()
 //!     .route("/blur", post(blur))
 //!     .merge(offload.routes()) // GET /jobs/{id}
@@ -60,11 +76,12 @@
 //!   [`error_response`] answers a service's own bad requests in the same shape.
 //!
 //! Run a worker for the stored jobs in the same process with
-//! [`offload_queue::worker::run`] and `handlers.executor()` (see `examples/auto.rs`), or
-//! elsewhere on the same queue.
+//! [`offload_queue::worker::run`] and [`Offload::executor`] (see `examples/auto.rs`), or
+//! elsewhere on the same queue with `handlers.executor()`.
 //!
 //! # Layout
-//! - [`Offload`] (`lib.rs`): the pool, the queue, the handlers and the settings.
+//! - [`Offload`] (`lib.rs`): the pool, the queue, the handlers and the settings; the
+//!   executor of a worker in the same process.
 //! - [`Auto`] (`auto.rs`): the extractor and the decision.
 //! - `jobs.rs`: `GET /jobs/{id}`.
 //! - [`PaceRefusals`] (`pace.rs`): 503s held to a schedule, for any router.
@@ -89,6 +106,7 @@ use axum::routing::get;
 use offload_pool::Pool;
 use offload_pool::admission::CLASSES;
 use offload_pool::pace::Pacer;
+use offload_queue::worker::Executor;
 use offload_queue::{Eta, Handlers, Job, Line, Queue};
 
 pub use auto::{AcceptedBody, Auto};
@@ -151,16 +169,23 @@ impl Offload {
     /// [`DEFAULT_DEADLINE`], jobs at [`DEFAULT_JOBS_PATH`].
     ///
     /// Each job type gets its own class in the pool's cost model, in the order of their
-    /// names: the first [`CLASSES`] types are modelled; the others are predicted to cost
-    /// nothing (they run in the pool whenever it has no wait). A pool shared with other code
-    /// that submits its own classes should not be shared with more job types than that.
+    /// names, and its [`Job::SECS_PER_UNIT`], if any, as that class's prior (a first guess,
+    /// replaced by the first measured run). Only the first [`CLASSES`] types are modelled;
+    /// the others are never predicted, so they are always stored (see [`Auto::run`]). A pool
+    /// shared with other code that submits its own classes should not be shared with more
+    /// job types than that.
     pub fn new(pool: Arc<Pool>, queue: Queue, handlers: Handlers) -> Offload {
-        let classes = handlers
+        let classes: HashMap<_, _> = handlers
             .names()
             .into_iter()
             .enumerate()
             .map(|(i, name)| (name, i.min(CLASSES)))
             .collect();
+        for (name, &class) in &classes {
+            if let Some(secs) = handlers.secs_per_unit(name) {
+                pool.model().prior(class, secs);
+            }
+        }
         let eta = Eta::new(queue.clone());
         Offload {
             inner: Arc::new(Inner {
@@ -250,10 +275,29 @@ impl Offload {
         }
     }
 
-    /// The cost-model class of job type `J` (see [`Offload::new`]); give the pool a first
-    /// guess of its time per unit with `pool.model().prior(class, secs)`.
+    /// The cost-model class of job type `J` (see [`Offload::new`]), to read what the pool
+    /// has learnt of it (`pool.model().secs_per_unit(class)`). A type's first guess is its
+    /// [`Job::SECS_PER_UNIT`]; a prior given later with `pool.model().prior(class, secs)`
+    /// counts only for a type that has neither that nor a measured run.
     pub fn class<J: Job>(&self) -> usize {
         self.inner.classes.get(J::NAME).copied().unwrap_or(CLASSES)
+    }
+
+    /// An [`Executor`] for a [`worker`](offload_queue::worker::run) in this process that
+    /// runs the stored jobs with these handlers on tokio's blocking threads (as
+    /// [`Handlers::executor`]) and teaches the pool's cost model from each run that succeeds:
+    /// its type's class, its [`Job::units`] and the time it took. So a type that has never
+    /// run in the pool, and had no [`Job::SECS_PER_UNIT`], is predicted once its first
+    /// stored job is done here, and its later jobs run in the pool when they fit.
+    pub fn executor(&self) -> Executor {
+        let (pool, classes) = (self.inner.pool.clone(), self.inner.classes.clone());
+        let handlers = self.inner.handlers.clone();
+        handlers
+            .on_run(move |run| {
+                let class = classes.get(run.job).copied().unwrap_or(CLASSES);
+                pool.model().observe(class, run.units, run.took);
+            })
+            .executor()
     }
 
     /// The pool.

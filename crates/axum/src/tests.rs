@@ -1,7 +1,10 @@
 //! The router as a user builds it, called with `oneshot` (no socket), over a real pool and a
-//! SQLite queue in a temp dir, with no worker: what is stored stays queued.
+//! SQLite queue in a temp dir, with no worker unless a test starts one: what is stored stays
+//! queued.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -20,9 +23,44 @@ use super::*;
 struct Square {
     x: i64,
 }
+/// A thousand units whatever `x`, a prior that makes them cheap (a microsecond).
 impl Job for Square {
     const NAME: &'static str = "square";
     type Output = i64;
+    const SECS_PER_UNIT: Option<f64> = Some(1e-9);
+    fn units(&self) -> u64 {
+        1_000
+    }
+}
+
+/// Sleeps [`NAP_PER_UNIT`] a unit: a type with no prior.
+#[derive(Serialize, Deserialize)]
+struct Nap {
+    units: u64,
+}
+impl Job for Nap {
+    const NAME: &'static str = "nap";
+    type Output = u64;
+    fn units(&self) -> u64 {
+        self.units
+    }
+}
+
+/// A nap's run time per unit.
+const NAP_PER_UNIT: Duration = Duration::from_micros(200);
+
+/// A type whose prior says a millisecond a unit.
+#[derive(Serialize, Deserialize)]
+struct Priced {
+    n: u64,
+}
+impl Job for Priced {
+    const NAME: &'static str = "priced";
+    type Output = u64;
+    const SECS_PER_UNIT: Option<f64> = Some(1e-3);
+    fn units(&self) -> u64 {
+        self.n
+    }
 }
 
 /// A type with no handler registered.
@@ -36,7 +74,24 @@ impl Job for Orphan {
 struct App {
     router: Router,
     offload: Offload,
+    /// Runs of each handler, by job name.
+    runs: Arc<Runs>,
     _dir: tempfile::TempDir,
+}
+
+#[derive(Default)]
+struct Runs {
+    nap: AtomicUsize,
+    priced: AtomicUsize,
+}
+
+impl App {
+    /// "As if a run had measured it": `secs` a unit for `J` (a prior would not replace its
+    /// `SECS_PER_UNIT`; a measured run does).
+    fn measured<J: Job>(&self, secs: f64) {
+        let model = self.offload.pool().model();
+        model.observe(self.offload.class::<J>(), 1, Duration::from_secs_f64(secs));
+    }
 }
 
 /// A one-thread pool holding `max_queue` requests, a queue of `max_backlog` jobs.
@@ -53,15 +108,29 @@ async fn app(max_queue: usize, max_backlog: u64) -> App {
         max_queue,
         ..PoolConfig::default()
     });
-    let handlers = Handlers::new().on(|s: Square| match s.x {
-        x if x < 0 => Err(JobError::fatal("no negatives")),
-        x => Ok(x * x),
-    });
+    let runs = Arc::new(Runs::default());
+    let (nap_runs, priced_runs) = (runs.clone(), runs.clone());
+    let handlers = Handlers::new()
+        .on(|s: Square| match s.x {
+            x if x < 0 => Err(JobError::fatal("no negatives")),
+            x => Ok(x * x),
+        })
+        .on(move |nap: Nap| {
+            nap_runs.nap.fetch_add(1, Ordering::SeqCst);
+            let units = u32::try_from(nap.units).expect("a nap of a sane length");
+            std::thread::sleep(NAP_PER_UNIT * units);
+            Ok(nap.units)
+        })
+        .on(move |p: Priced| {
+            priced_runs.priced.fetch_add(1, Ordering::SeqCst);
+            Ok(p.n)
+        });
     let offload = Offload::new(Arc::new(pool.unwrap()), queue, handlers);
     let router = service(&offload).with_state(offload.clone());
     App {
         router,
         offload,
+        runs,
         _dir: dir,
     }
 }
@@ -76,9 +145,14 @@ where
     Router::new()
         .route(
             "/square",
-            post(|auto: Auto, Json(s): Json<Square>| async move { auto.run(s, 1_000).await }),
+            post(|auto: Auto, Json(s): Json<Square>| auto.run(s)),
         )
-        .route("/orphan", post(|auto: Auto| auto.run(Orphan, 1)))
+        .route("/nap", post(|auto: Auto, Json(n): Json<Nap>| auto.run(n)))
+        .route(
+            "/priced",
+            post(|auto: Auto, Json(p): Json<Priced>| auto.run(p)),
+        )
+        .route("/orphan", post(|auto: Auto| auto.run(Orphan)))
         .merge(offload.routes())
 }
 
@@ -123,9 +197,8 @@ async fn light_work_answers_200_and_the_rest_is_stored_with_its_location() {
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "49"));
     assert_eq!(r.header("content-type"), "application/json");
     assert_eq!(r.header("preference-applied"), "wait=5");
-    // A measured class (a prior stands in for runs) cannot finish within `wait=0`.
-    let class = app.offload.class::<Square>();
-    app.offload.pool().model().prior(class, 1e-3);
+    // A measured class cannot finish within `wait=0`.
+    app.measured::<Square>(1e-6);
     let r = call(
         &app,
         "POST",
@@ -173,20 +246,15 @@ async fn client_mistakes_are_4xx_json_and_a_missing_handler_is_a_500() {
 async fn a_full_queue_sends_the_work_to_the_pool_and_503_comes_only_when_both_refuse() {
     // The queue takes nothing: over-budget work runs in the pool, late but answered.
     let spill = app(64, 0).await;
-    let class = spill.offload.class::<Square>();
-    spill.offload.pool().model().prior(class, 1e-3);
+    spill.measured::<Square>(1e-6);
     let r = call(&spill, "POST", "/square", "wait=0", r#"{"x": 4}"#).await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "16"));
     assert_eq!(r.header("preference-applied"), "", "the wait was not kept");
     // Neither the pool (no room at all) nor the queue takes it: it waits in the queue's line
     // for room until shortly before its deadline (300 ms here), then 503.
-    let App { offload, _dir, .. } = app(0, 0).await;
-    let offload = offload.deadline(std::time::Duration::from_millis(300));
-    let full = App {
-        router: service(&offload).with_state(offload.clone()),
-        offload,
-        _dir,
-    };
+    let mut full = app(0, 0).await;
+    full.offload = full.offload.clone().deadline(Duration::from_millis(300));
+    full.router = service(&full.offload).with_state(full.offload.clone());
     let t = std::time::Instant::now();
     let r = call(&full, "POST", "/square", "", r#"{"x": 4}"#).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -221,11 +289,9 @@ impl FromRef<AppState> for Offload {
 
 #[tokio::test]
 async fn a_nested_router_points_its_202s_under_its_prefix_and_answers_there() {
-    let App { offload, _dir, .. } = app(64, 100).await;
-    offload
-        .pool()
-        .model()
-        .prior(offload.class::<Square>(), 1e-3);
+    let app = app(64, 100).await;
+    app.measured::<Square>(1e-6);
+    let App { offload, _dir, .. } = app;
     // The same service nested twice, once under a parameter, over the user's own state; and
     // once more with the jobs elsewhere.
     let state = AppState {
@@ -239,6 +305,7 @@ async fn a_nested_router_points_its_202s_under_its_prefix_and_answers_there() {
     let nested = App {
         router,
         offload,
+        runs: Arc::default(),
         _dir,
     };
     for (post_to, jobs_under) in [
@@ -312,4 +379,126 @@ async fn error_response_answers_in_the_shape_of_offloads_own_errors() {
         serde_json::json!({"error": {"code": "job_not_found", "message": "x"}})
     );
     assert_eq!(serde_json::from_value::<ErrorBody>(json).unwrap(), typed);
+}
+
+/// `GET` a job with a long-poll until it is no longer queued or running: its body.
+async fn settled(app: &App, location: &str) -> serde_json::Value {
+    for _ in 0..10 {
+        let job = call(app, "GET", location, "wait=10", "").await;
+        assert_eq!(job.status, StatusCode::OK, "{}", job.body);
+        let job = job.json();
+        if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+            return job;
+        }
+    }
+    panic!("{location} still not done after 100 s");
+}
+
+#[tokio::test]
+async fn a_type_the_pool_cannot_predict_is_stored_however_small_and_never_run_on_faith() {
+    let app = app(64, 100).await;
+    let class = app.offload.class::<Nap>();
+    assert_eq!(app.offload.pool().model().secs_per_unit(class), None);
+    // One unit and a billion (two days' nap): both stored, neither run, as the pool knows
+    // nothing of naps; the idle pool and the 250 ms budget change nothing.
+    for units in [1, 1_000_000_000] {
+        let r = call(
+            &app,
+            "POST",
+            "/nap",
+            "",
+            &format!(r#"{{"units": {units}}}"#),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{units}: {}", r.body);
+        let job = call(&app, "GET", r.header("location"), "", "").await;
+        assert_eq!(job.json()["status"], "queued", "no worker runs it");
+    }
+    // Even when the queue is full: the request waits in the line, and is refused when its
+    // wait runs out, but the pool does not take it on faith.
+    let full = app_with_deadline(0, Duration::from_millis(300)).await;
+    let r = call(&full, "POST", "/nap", "", r#"{"units": 1}"#).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "overloaded");
+    for app in [&app, &full] {
+        assert_eq!(
+            app.runs.nap.load(Ordering::SeqCst),
+            0,
+            "a nap ran in the pool"
+        );
+        assert_eq!(app.offload.pool().stats().submitted, 0);
+    }
+}
+
+/// [`app`] with a queue of `max_backlog` jobs, a roomy pool, and a deadline of `deadline`.
+async fn app_with_deadline(max_backlog: u64, deadline: Duration) -> App {
+    let mut app = app(64, max_backlog).await;
+    app.offload = app.offload.clone().deadline(deadline);
+    app.router = service(&app.offload).with_state(app.offload.clone());
+    app
+}
+
+#[tokio::test]
+async fn a_types_prior_is_in_the_model_from_the_start_and_its_units_decide() {
+    let app = app(64, 100).await;
+    let class = app.offload.class::<Priced>();
+    assert_eq!(
+        app.offload.pool().model().secs_per_unit(class),
+        Some(1e-3),
+        "Offload::new gave the model Priced::SECS_PER_UNIT"
+    );
+    // `Priced::units` is `n`: 1,000 units are predicted at 1 s, past the 250 ms budget...
+    let r = call(&app, "POST", "/priced", "", r#"{"n": 1000}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let predicted = r.json()["pool_finish_us"].as_u64().unwrap();
+    assert!(
+        (1_000_000..1_100_000).contains(&predicted),
+        "1,000 units at 1 ms: {predicted} us"
+    );
+    assert_eq!(app.runs.priced.load(Ordering::SeqCst), 0, "stored, not run");
+    // ...and 10 at 10 ms, within it: run in the pool.
+    let r = call(&app, "POST", "/priced", "", r#"{"n": 10}"#).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "10"));
+    assert_eq!(app.runs.priced.load(Ordering::SeqCst), 1);
+    // That run (microseconds) replaced the prior.
+    let learnt = app.offload.pool().model().secs_per_unit(class);
+    assert!(learnt.is_some_and(|s| s < 1e-3), "{learnt:?}");
+}
+
+#[tokio::test]
+async fn the_in_process_workers_runs_teach_the_model_so_the_next_job_runs_in_the_pool() {
+    let app = app(64, 100).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(offload_queue::worker::run(
+        app.offload.queue().clone(),
+        app.offload.executor(),
+        offload_queue::worker::WorkerConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // Untried: stored, and the worker runs it (100 units, 20 ms).
+    let r = call(&app, "POST", "/nap", "", r#"{"units": 100}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = settled(&app, r.header("location")).await;
+    assert_eq!(
+        (&job["status"], &job["result"]),
+        (&"done".into(), &100.into())
+    );
+    // The worker's run taught the model its time per unit, from `Nap::units` (a run counted
+    // as one unit would read 20 ms).
+    let class = app.offload.class::<Nap>();
+    let learnt = app.offload.pool().model().secs_per_unit(class);
+    let per_unit = NAP_PER_UNIT.as_secs_f64();
+    assert!(
+        learnt.is_some_and(|s| s >= per_unit && s < 5.0 * per_unit),
+        "{learnt:?} s a unit, {per_unit} expected"
+    );
+    // Now predicted at about 20 ms, the same job runs in the pool and answers at once.
+    let r = call(&app, "POST", "/nap", "", r#"{"units": 100}"#).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "100"));
+    assert_eq!(app.offload.pool().stats().completed, 1);
+    assert_eq!(app.runs.nap.load(Ordering::SeqCst), 2);
+    stop.send(()).unwrap();
+    worker.await.unwrap();
 }

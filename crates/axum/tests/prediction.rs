@@ -78,7 +78,7 @@ async fn a_202_predicts_when_its_job_is_done_within_30_percent_at_the_median() {
     let router = Router::new()
         .route(
             "/nap",
-            post(|auto: Auto, Json(n): Json<Nap>| async move { auto.run(n, 1).await }),
+            post(|auto: Auto, Json(n): Json<Nap>| async move { auto.run(n).await }),
         )
         .with_state(offload.clone());
     // One worker thread in this process: about 50 naps a second.
@@ -121,7 +121,7 @@ async fn a_202_predicts_when_its_job_is_done_within_30_percent_at_the_median() {
     let capped_router = Router::new()
         .route(
             "/nap",
-            post(|auto: Auto, Json(n): Json<Nap>| async move { auto.run(n, 1).await }),
+            post(|auto: Auto, Json(n): Json<Nap>| async move { auto.run(n).await }),
         )
         .with_state(capped);
     let req = Request::post("/nap")

@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Router, routing::get};
 use offload_pool::admission::{Cost, retry_after_secs};
-use offload_pool::{Pool, PoolConfig, StopCheck, SubmitError};
+use offload_pool::{Pool, PoolConfig, StopCheck};
 
 /// Counts to `n`, giving up (`None`) when the deadline passes or the client goes away.
 fn count_to(n: u64, stop: StopCheck<'_>) -> Option<u64> {
@@ -39,8 +39,8 @@ async fn count(State(pool): State<Arc<Pool>>, RawQuery(q): RawQuery) -> Response
             Ok(Some(c)) => return format!("{c}\n").into_response(),
             _ => return (StatusCode::GATEWAY_TIMEOUT, "deadline passed\n").into_response(),
         },
-        Err(SubmitError::Late(late)) => late.retry_after,
-        Err(_) => pool.predicted_wait(),
+        // Predicted late, or the queue at its cap: when one like it would be taken.
+        Err(refused) => refused.retry_after().unwrap_or_default(), // none: shutting down
     };
     let retry_after = [(header::RETRY_AFTER, retry_after_secs(retry).to_string())];
     (StatusCode::SERVICE_UNAVAILABLE, retry_after, "busy\n").into_response()

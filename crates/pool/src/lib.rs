@@ -8,7 +8,7 @@
 //! - Submitting never blocks. [`Pool::submit_work`] admits by deadline: a request that is
 //!   predicted not to finish in time is refused at once ([`SubmitError::Late`]), before any
 //!   of its work exists; the queue's hard cap, counted in requests, refuses with
-//!   [`SubmitError::Full`].
+//!   [`SubmitError::Full`]. Both say when to try again ([`SubmitError::retry_after`]).
 //! - A request is split into chunks only while threads would otherwise sit idle: alone on an
 //!   idle pool it runs on every thread; when the pool is saturated it runs whole, on one.
 //! - Each task may carry a deadline; a task whose deadline passed before it starts is dropped

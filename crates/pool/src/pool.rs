@@ -49,12 +49,19 @@ impl Default for PoolConfig {
     }
 }
 
-/// Why a submission was refused. Nothing of the request was queued.
+/// Why a submission was refused. Nothing of the request was queued. A refusal for load says
+/// when to try again ([`SubmitError::retry_after`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    /// The queue holds its cap of requests (the count waiting).
-    #[error("the pool queue is full ({0} requests waiting)")]
-    Full(usize),
+    /// The queue holds its cap of requests.
+    #[error("the pool queue is full ({waiting} requests waiting)")]
+    Full {
+        /// The requests waiting.
+        waiting: usize,
+        /// The predicted wait of a request arriving now ([`Pool::predicted_wait`]): by then
+        /// the work ahead has drained, so the queue has room.
+        retry_after: Duration,
+    },
     /// The request was predicted to miss its deadline (or budget); `Late::retry_after` says
     /// when one like it would fit.
     #[error("the predicted wait ({:.3} s) would not leave time to finish before the deadline", .0.wait.as_secs_f64())]
@@ -62,6 +69,20 @@ pub enum SubmitError {
     /// [`Pool::shutdown`] was called.
     #[error("the pool is shutting down")]
     ShuttingDown,
+}
+
+impl SubmitError {
+    /// When a request like the refused one would be taken: for [`SubmitError::Full`] the
+    /// predicted wait, for [`SubmitError::Late`] its [`Late::retry_after`]; `None` while
+    /// shutting down (it will not be). For a `Retry-After` header, round it with
+    /// [`admission::retry_after_secs`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SubmitError::Full { retry_after, .. } => Some(*retry_after),
+            SubmitError::Late(late) => Some(late.retry_after),
+            SubmitError::ShuttingDown => None,
+        }
+    }
 }
 
 /// Why a submitted task produced no result.
@@ -331,15 +352,9 @@ impl Pool {
     {
         let mut q = self.shared.queue.lock().expect("pool queue lock");
         self.check_room(&q)?;
-        let busy = self.shared.running.load(Relaxed) + q.tasks.len();
-        let idle = self.size.saturating_sub(busy);
+        let idle = self.idle(&q);
         let model = &self.shared.model;
-        // Every thread busy: the wait is the slot time of all admitted work over the threads.
-        let wait = if idle > 0 {
-            Duration::ZERO
-        } else {
-            model.backlog() / self.size as u32
-        };
+        let wait = self.wait(&q);
         let own = model.estimate(cost);
         let k = if max_split <= 1 {
             1
@@ -383,9 +398,28 @@ impl Pool {
         }
         if q.requests >= self.shared.max_queue {
             inc(&self.shared.counters.rejected);
-            return Err(SubmitError::Full(q.requests));
+            return Err(SubmitError::Full {
+                waiting: q.requests,
+                retry_after: self.wait(q),
+            });
         }
         Ok(())
+    }
+
+    /// Threads that would be idle if every queued task started now (under the queue lock).
+    fn idle(&self, q: &Queue) -> usize {
+        let busy = self.shared.running.load(Relaxed) + q.tasks.len();
+        self.size.saturating_sub(busy)
+    }
+
+    /// The predicted wait of a request arriving now (under the queue lock): none while a
+    /// thread is idle; with every thread busy, the slot time of all admitted work over the
+    /// threads.
+    fn wait(&self, q: &Queue) -> Duration {
+        if self.idle(q) > 0 {
+            return Duration::ZERO;
+        }
+        self.shared.model.backlog() / self.size as u32
     }
 
     /// Pushes one request's tasks (under the queue lock) and wakes threads for them.
@@ -437,11 +471,7 @@ impl Pool {
     /// The predicted wait of a request arriving now (zero while a thread is idle).
     pub fn predicted_wait(&self) -> Duration {
         let q = self.shared.queue.lock().expect("pool queue lock");
-        if self.shared.running.load(Relaxed) + q.tasks.len() < self.size {
-            return Duration::ZERO;
-        }
-        drop(q);
-        self.shared.model.backlog() / self.size as u32
+        self.wait(&q)
     }
 
     /// Installs `observer` to hear of every task's wait, run and panic (for metrics the crate

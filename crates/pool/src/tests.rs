@@ -56,9 +56,14 @@ async fn full_queue_rejects_at_once_and_a_batch_counts_once() {
     let _a = p.submit(None, |_| ()).unwrap();
     let batch = p.submit_all(None, vec![|_: StopCheck<'_>| (), |_: StopCheck<'_>| ()]);
     assert_eq!(batch.unwrap().len(), 2);
-    assert_eq!(p.submit(None, |_| ()).unwrap_err(), SubmitError::Full(2));
+    // Plain tasks carry no cost, so the model predicts no wait behind them.
+    let full = SubmitError::Full {
+        waiting: 2,
+        retry_after: Duration::ZERO,
+    };
+    assert_eq!(p.submit(None, |_| ()).unwrap_err(), full);
     let batch = p.submit_all(None, vec![|_: StopCheck<'_>| (), |_: StopCheck<'_>| ()]);
-    assert_eq!(batch.unwrap_err(), SubmitError::Full(2));
+    assert_eq!(batch.unwrap_err(), full);
     assert_eq!(p.stats().queue_depth, 2);
     assert_eq!(p.stats().rejected, 2);
     gate.wait();
@@ -326,11 +331,71 @@ async fn the_hard_cap_counts_requests_not_chunks() {
         .unwrap();
     assert_eq!(p.stats().queue_depth, 2);
     let c = p.submit_work(far, cost, 1, |_| chunks(&made, 4, 8));
-    assert!(matches!(c, Err(SubmitError::Full(2))), "{c:?}");
+    assert!(
+        matches!(c, Err(SubmitError::Full { waiting: 2, .. })),
+        "{c:?}"
+    );
     gate.wait();
     running.await.unwrap();
     for h in a.into_iter().chain(b) {
         h.await.unwrap();
     }
     assert_eq!(p.stats().queue_depth, 0);
+}
+
+#[tokio::test]
+async fn every_refusal_for_load_says_when_to_retry() {
+    let p = pool(1, 3);
+    // 2^-7 s a unit (exact in binary and in nanoseconds): a request of 8 units is 62.5 ms.
+    p.model().observe(COUNT, 1, Duration::from_nanos(7_812_500));
+    let ms = |ms: f64| Duration::from_secs_f64(ms / 1e3);
+    let (gate, running) = block(&p);
+    let cost = Cost {
+        class: COUNT,
+        units: 8,
+    };
+    let one = |_| vec![(8, |_: StopCheck<'_>| ())];
+    let far = Instant::now() + Duration::from_secs(60);
+    let a = p.submit_one(far, cost, |_| ()).unwrap();
+    let b = p.submit_one(far, cost, |_| ()).unwrap();
+    assert_eq!(
+        p.predicted_wait(),
+        ms(125.0),
+        "two requests ahead on one thread"
+    );
+    // Late: 125 ms ahead and 62.5 ms of its own against 90 ms of room.
+    let near = Instant::now() + Duration::from_millis(100);
+    let late = p.submit_work(near, cost, 1, one).unwrap_err();
+    let SubmitError::Late(l) = late else {
+        panic!("{late:?}")
+    };
+    assert_eq!(late.retry_after(), Some(l.retry_after));
+    assert!(
+        l.retry_after >= ms(97.5) && l.retry_after <= l.finish,
+        "{l:?}"
+    );
+    // Full: the hint is the wait behind the three requests admitted.
+    let c = p.submit_work(far, cost, 1, one).unwrap();
+    let full = p.submit_work(far, cost, 1, one).unwrap_err();
+    assert_eq!(
+        full,
+        SubmitError::Full {
+            waiting: 3,
+            retry_after: ms(187.5)
+        }
+    );
+    assert_eq!(full.retry_after(), Some(ms(187.5)));
+    assert!(full.to_string().contains("3 requests waiting"), "{full}");
+    gate.wait();
+    running.await.unwrap();
+    for h in [a, b].into_iter().chain(c) {
+        h.await.unwrap();
+    }
+    // Shutting down: no time would help.
+    p.shutdown();
+    let closed = p.submit(None, |_| ()).unwrap_err();
+    assert_eq!(
+        (closed, closed.retry_after()),
+        (SubmitError::ShuttingDown, None)
+    );
 }

@@ -1,6 +1,9 @@
 //! Typed jobs: a job type is a serde value with a name ([`Job`]); [`NewJob::of`] stores one,
 //! [`Handlers`] maps each name to the function that runs it, and [`JobView::output`] reads a
-//! result back as the type's [`Job::Output`].
+//! result back as the type's [`Job::Output`]. A type also says what its run time grows with
+//! ([`Job::units`]) and may give a first guess of the time per unit ([`Job::SECS_PER_UNIT`]),
+//! for code that predicts run times (offload-axum's `auto`); [`Handlers::on_run`] hears each
+//! finished run with its units and time.
 //!
 //! A stored job is JSON text, `{"job": NAME, "payload": ...}`: the queue's backends never look
 //! inside, so any backend carries any job type, and a worker that meets a name it has no handler
@@ -32,6 +35,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -47,6 +51,22 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     const NAME: &'static str;
     /// What a run returns, stored as the job's result (JSON).
     type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// A first guess of the seconds one unit of this job takes on one thread ([`Job::units`]),
+    /// for code that predicts run times before any has run (offload-axum's `auto` gives it to
+    /// its pool's cost model, which replaces it with the first measured run). `None` (the
+    /// default): no guess, and such code must not assume the job is cheap. A value that is
+    /// not a positive, finite number counts as `None`.
+    const SECS_PER_UNIT: Option<f64> = None;
+
+    /// The size of this job, in whatever its run time grows in proportion to (items, bytes,
+    /// iterations): a prediction of its run is its units times the measured time per unit.
+    /// The default, 1, suits a type whose jobs all take about as long. Override it when jobs
+    /// of a type differ in size; count so that the run time is proportional to the units (a
+    /// fixed overhead counted as one unit makes small jobs look expensive).
+    fn units(&self) -> u64 {
+        1
+    }
 }
 
 /// The stored form of a typed job.
@@ -89,21 +109,48 @@ impl JobView {
     }
 }
 
-/// One job type's handler, type-erased: payload text in, result text out.
-type Erased = Arc<dyn Fn(&str) -> Result<String, JobError> + Send + Sync>;
+/// One job type's handler, type-erased: payload text in, result text and the job's units out.
+type Erased = Arc<dyn Fn(&str) -> Result<(String, u64), JobError> + Send + Sync>;
+
+/// What [`Handlers`] keeps of one job type.
+#[derive(Clone)]
+struct Entry {
+    run: Erased,
+    /// The type's [`Job::SECS_PER_UNIT`], when it is a usable guess.
+    secs_per_unit: Option<f64>,
+}
+
+/// Told of each run that succeeded ([`Handlers::on_run`]).
+type OnRun = Arc<dyn Fn(&JobRun) + Send + Sync>;
+
+/// One run of a job that succeeded, as [`Handlers::on_run`] hears of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobRun {
+    /// The job type's [`Job::NAME`].
+    pub job: &'static str,
+    /// The job's [`Job::units`].
+    pub units: u64,
+    /// How long the run took on its thread: reading the payload, the handler, and writing
+    /// the result.
+    pub took: Duration,
+}
 
 /// The functions that run each job type, by name. Cheap to clone; share one between a
 /// [`worker`](crate::worker) and any code that runs the same jobs in-process.
 #[derive(Clone, Default)]
 pub struct Handlers {
-    by_name: HashMap<&'static str, Erased>,
+    by_name: HashMap<&'static str, Entry>,
+    on_run: Option<OnRun>,
 }
 
 impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<_> = self.by_name.keys().collect();
         names.sort();
-        f.debug_struct("Handlers").field("jobs", &names).finish()
+        f.debug_struct("Handlers")
+            .field("jobs", &names)
+            .field("on_run", &self.on_run.is_some())
+            .finish()
     }
 }
 
@@ -116,23 +163,53 @@ impl Handlers {
     /// Runs jobs of type `J` with `handler`. The handler is plain (blocking) code: the
     /// executor decides which thread runs it ([`Handlers::executor`] uses tokio's blocking
     /// threads; offload's worker uses its bounded pool). A later handler for the same name
-    /// replaces the earlier one.
+    /// replaces the earlier one. The type's [`Job::SECS_PER_UNIT`] is kept with it
+    /// ([`Handlers::secs_per_unit`]).
     #[must_use]
     pub fn on<J, F>(mut self, handler: F) -> Handlers
     where
         J: Job,
         F: Fn(J) -> Result<J::Output, JobError> + Send + Sync + 'static,
     {
-        let erased: Erased = Arc::new(move |payload: &str| {
+        let run: Erased = Arc::new(move |payload: &str| {
             let job: J = serde_json::from_str(payload)
                 .map_err(|e| JobError::fatal(format!("bad payload for job {:?}: {e}", J::NAME)))?;
+            let units = job.units();
             let output = handler(job)?;
-            serde_json::to_string(&output).map_err(|e| {
+            let json = serde_json::to_string(&output).map_err(|e| {
                 JobError::fatal(format!("cannot write the result of job {:?}: {e}", J::NAME))
-            })
+            })?;
+            Ok((json, units))
         });
-        self.by_name.insert(J::NAME, erased);
+        let secs_per_unit = J::SECS_PER_UNIT.filter(|s| s.is_finite() && *s > 0.0);
+        self.by_name.insert(J::NAME, Entry { run, secs_per_unit });
         self
+    }
+
+    /// Calls `observe` after each run of any type that succeeds, on the thread that ran it,
+    /// with the job's type, units and run time: to learn how long a unit of each type takes
+    /// (offload-axum's `Offload::executor` teaches its pool's cost model so). Failed runs are
+    /// not told: one that stops early says nothing of its units. Each call adds an `observe`;
+    /// all are told, in the order they were added.
+    #[must_use]
+    pub fn on_run<F>(mut self, observe: F) -> Handlers
+    where
+        F: Fn(&JobRun) + Send + Sync + 'static,
+    {
+        self.on_run = Some(match self.on_run.take() {
+            None => Arc::new(observe),
+            Some(earlier) => Arc::new(move |run: &JobRun| {
+                earlier(run);
+                observe(run);
+            }),
+        });
+        self
+    }
+
+    /// The first guess of the seconds per unit of job type `name` ([`Job::SECS_PER_UNIT`]),
+    /// if its type gives a usable one and has a handler here.
+    pub fn secs_per_unit(&self, name: &str) -> Option<f64> {
+        self.by_name.get(name)?.secs_per_unit
     }
 
     /// The names that have a handler, sorted.
@@ -143,7 +220,8 @@ impl Handlers {
     }
 
     /// Finds the handler for a stored job and returns the run, ready to be called on whatever
-    /// thread should do the work.
+    /// thread should do the work. A run that succeeds is told to [`Handlers::on_run`]'s
+    /// `observe`, if set.
     ///
     /// # Errors
     /// A non-retryable [`JobError`] if the payload is not a typed job or names a job type with
@@ -154,15 +232,27 @@ impl Handlers {
     ) -> Result<impl FnOnce() -> Result<String, JobError> + Send + 'static, JobError> {
         let envelope: RawEnvelope<'_> = serde_json::from_str(stored)
             .map_err(|e| JobError::fatal(format!("not a typed job: {e}")))?;
-        let handler = self.by_name.get(envelope.job.as_ref()).ok_or_else(|| {
-            JobError::fatal(format!(
-                "no handler for job {:?} (this worker runs {:?})",
-                envelope.job,
-                self.names()
-            ))
-        })?;
-        let (handler, payload) = (handler.clone(), envelope.payload.get().to_owned());
-        Ok(move || handler(&payload))
+        let (&job, entry) = self
+            .by_name
+            .get_key_value(envelope.job.as_ref())
+            .ok_or_else(|| {
+                JobError::fatal(format!(
+                    "no handler for job {:?} (this worker runs {:?})",
+                    envelope.job,
+                    self.names()
+                ))
+            })?;
+        let (run, payload) = (entry.run.clone(), envelope.payload.get().to_owned());
+        let on_run = self.on_run.clone();
+        Ok(move || {
+            let start = Instant::now();
+            let (json, units) = run(&payload)?;
+            if let Some(observe) = on_run {
+                let took = start.elapsed();
+                observe(&JobRun { job, units, took });
+            }
+            Ok(json)
+        })
     }
 
     /// Runs a stored job on this thread: [`Handlers::prepare`], then the run.
@@ -222,6 +312,10 @@ mod tests {
     impl Job for Greet {
         const NAME: &'static str = "greet";
         type Output = String;
+        const SECS_PER_UNIT: Option<f64> = Some(2e-6);
+        fn units(&self) -> u64 {
+            self.0.len() as u64
+        }
     }
 
     fn handlers() -> Handlers {
@@ -308,5 +402,49 @@ mod tests {
         assert_eq!(out.unwrap(), "42");
         let out = exec("not json".to_owned()).await;
         assert!(!out.unwrap_err().retry);
+    }
+
+    #[test]
+    fn each_type_keeps_its_prior_and_each_run_reports_its_units_and_time() {
+        /// A prior that is no usable guess.
+        #[derive(Serialize, Deserialize)]
+        struct Odd;
+        impl Job for Odd {
+            const NAME: &'static str = "odd";
+            type Output = ();
+            const SECS_PER_UNIT: Option<f64> = Some(f64::NAN);
+        }
+        let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let also = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = handlers()
+            .on(|_: Odd| Ok(()))
+            .on_run({
+                let runs = runs.clone();
+                move |run: &JobRun| runs.lock().unwrap().push(*run)
+            })
+            .on_run({
+                let also = also.clone();
+                move |_: &JobRun| {
+                    also.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        assert_eq!(h.secs_per_unit("greet"), Some(2e-6));
+        assert_eq!(h.secs_per_unit("square"), None, "no prior: the default");
+        assert_eq!(h.secs_per_unit("odd"), None, "NaN is no guess");
+        assert_eq!(h.secs_per_unit("resize"), None, "no handler");
+        assert_eq!(Square { x: 5 }.units(), 1, "the default");
+        let greet = NewJob::of(&Greet("ann".into())).unwrap();
+        h.run(&greet.payload).unwrap();
+        h.run(&NewJob::of(&Square { x: 2 }).unwrap().payload)
+            .unwrap();
+        // A failed run says nothing of its units: not told.
+        h.run(&NewJob::of(&Greet(String::new())).unwrap().payload)
+            .unwrap_err();
+        let runs = runs.lock().unwrap();
+        let told: Vec<_> = runs.iter().map(|r| (r.job, r.units)).collect();
+        assert_eq!(told, [("greet", 3), ("square", 1)]);
+        assert!(runs.iter().all(|r| r.took > Duration::ZERO), "{runs:?}");
+        let also = also.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(also, 2, "a second observer is told too");
     }
 }

@@ -76,7 +76,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use self::eta::{Eta, Prediction};
-pub use self::job::{Handlers, Job, Run};
+pub use self::job::{Handlers, Job, JobRun, Run};
 pub use self::latency::{Histogram, Latency};
 pub use self::line::{Line, LineError, LineStats};
 pub use self::log::events;

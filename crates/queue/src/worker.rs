@@ -117,6 +117,13 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// Sets how many jobs run at once (at least one).
+    #[must_use]
+    pub fn with_concurrency(mut self, concurrency: usize) -> WorkerConfig {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
     /// Sets the lease and a heartbeat of a third of it.
     pub fn with_lease(mut self, lease: Duration) -> WorkerConfig {
         self.lease = lease;

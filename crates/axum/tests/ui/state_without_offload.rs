@@ -7,7 +7,7 @@ use offload_axum::Auto;
 struct AppState;
 
 async fn blur(auto: Auto) -> Response {
-    auto.run(Blur, 1).await
+    auto.run(Blur).await
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
