@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::embed::{example, finished};
+use crate::embed::example;
 use crate::support::{Proc, exclusive, get, offload_command, request};
 
 /// `offload load` with `args` for `secs` seconds, closed loop, `Retry-After` ignored (its
@@ -81,23 +81,21 @@ async fn the_pool_example_keeps_its_rate_under_a_closed_loop_that_ignores_retry_
 
 /// The `auto` example at the article's kind of load, and ten times its connections: 1,000
 /// closed-loop connections for 8 s (jobs a tenth of the size the issue's release build ran, as
-/// this is a debug build). The pool answers what fits the budget, the queue stores
-/// the rest, and when the queue is full the requests wait in its line for room: no 503 at all.
-/// Before the line was in the crate, it answered 267,520 x 503 in 8 s on a 2-core VM.
+/// this is a debug build). The pool answers what fits the budget, the queue stores the rest up
+/// to its caps (10,000 jobs, five minutes of predicted work), and past them the requests wait
+/// in the queue's line. A request the line cannot reach before its deadline is refused, but
+/// the refusals are paced: about 100 a second per core, not the 33,000 a second the example
+/// answered before the line and the pacing were in the crate (267,520 in 8 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "timing: a flood on one CPU, run alone by .ci/run (cargo test --test it -- --ignored --test-threads 1)"]
-async fn the_auto_example_answers_a_thousand_closed_loop_connections_without_a_503() {
+async fn the_auto_example_answers_a_thousand_closed_loop_connections_with_paced_refusals_at_most() {
     let _x = exclusive().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jobs.db");
     let app = Proc::start_program(&example("auto"), &["127.0.0.1:0", db.to_str().unwrap()]);
     let headers = [("content-type", "application/json")];
-    // The job type has no prior: the first job is stored, and its run in the worker teaches
-    // the pool's model before the flood.
     let r = request(app.addr, "POST", "/collatz", &headers, r#"{"below": 1000}"#).await;
-    finished(&app, &r).await;
-    let r = request(app.addr, "POST", "/collatz", &headers, r#"{"below": 1000}"#).await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!([200, 202].contains(&r.status), "{:?}", r.body);
     let url = format!("http://{}/collatz", app.addr);
     let args = [
         "-m",
@@ -108,9 +106,24 @@ async fn the_auto_example_answers_a_thousand_closed_loop_connections_without_a_5
         r#"{"below": 30000}"#,
     ];
     let flood = closed_loop(url, 1000, 8, &args).await;
-    let (ok, accepted) = (count(&flood, "200"), count(&flood, "202"));
-    eprintln!("auto example, -c 1000 for 8 s: {ok} x 200, {accepted} x 202: {flood}");
-    assert_eq!(flood["non_2xx"], 0, "{flood:#}");
+    let (ok, accepted, refused) = (
+        count(&flood, "200"),
+        count(&flood, "202"),
+        count(&flood, "503"),
+    );
+    eprintln!(
+        "auto example, -c 1000 for 8 s: {ok} x 200, {accepted} x 202, {refused} x 503: {flood}"
+    );
+    assert_eq!(
+        ok + accepted + refused,
+        flood["completed"].as_u64().unwrap(),
+        "{flood:#}"
+    );
     assert_eq!(flood["timeouts"], 0, "{flood:#}");
     assert!(ok + accepted > 1000, "{flood:#}");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert!(
+        refused <= 8 * 100 * cores * 3 / 2 + 200,
+        "{refused} refusals in 8 s: {flood:#}"
+    );
 }
