@@ -295,20 +295,26 @@ async fn a_long_poll_answers_when_the_job_ends_or_at_its_wait() {
         took >= Duration::from_millis(990) && took < Duration::from_millis(2000),
         "returned after {took:?}"
     );
-    // As soon as it ends: within 100 ms of the finish time the store recorded.
-    let r = request(
-        auto.gateway.addr,
-        "GET",
-        &location,
-        &[("prefer", "wait=30")],
-        "",
-    )
-    .await;
-    let returned_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let job = r.json();
+    // As soon as it ends: within 100 ms of the finish time the store recorded. (On a busy
+    // machine the job may outlast one 30 s wait: then the poll is made again.)
+    let (job, returned_ms) = loop {
+        let r = request(
+            auto.gateway.addr,
+            "GET",
+            &location,
+            &[("prefer", "wait=30")],
+            "",
+        )
+        .await;
+        let returned_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let job = r.json();
+        if job["status"] != "running" || t.elapsed() > Duration::from_secs(120) {
+            break (job, returned_ms);
+        }
+    };
     assert_eq!(job["status"], "done", "{job}");
     assert_eq!(job["result"]["result"], long);
     let finished = job["finished_at"].as_u64().unwrap();

