@@ -135,18 +135,9 @@ impl Spread {
     }
 }
 
-/// Every error answer: `{"error": {"code": ..., "message": ...}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-/// A stable machine-readable `code` and a message for people.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    pub code: String,
-    pub message: String,
-}
+/// Every error answer: `{"error": {"code": ..., "message": ...}}`, the same shape (and types)
+/// as a service embedding offload-axum answers.
+pub use offload_axum::{ErrorBody, ErrorDetail};
 
 /// `GET /health` of a gateway or a compute service. Always `status` and `strategy`; the rest
 /// where it applies.
