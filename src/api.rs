@@ -72,68 +72,9 @@ pub struct JobResult {
 /// jobs run by `offload worker`); the same body offload-axum's jobs route answers.
 pub use offload_axum::JobBody as Job;
 
-/// `GET /jobs`: the queue's jobs by state and, when asked for (`?latency=N`, any N ≥ 1),
-/// enqueue-to-done times.
-///
-/// The times are read from a histogram the store updates as each job is done (see
-/// [`crate::queue::latency`]), so a call costs the same however many jobs are stored. They
-/// cover every job done since the queue was created (a Prometheus-style cumulative
-/// histogram: not trimmed by the retention), to about 2 % (exact below 23 ms; `max` exact).
-/// N no longer picks a number of recent jobs; it is kept so that existing callers work, and
-/// `latency=0` (or none) leaves the times out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobsSummary {
-    pub counts: JobCounts,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enqueue_to_done_ms: Option<Spread>,
-    /// With `?latency=N`: the same times by the work of each job (`count:2000000`). At most
-    /// 32 works are kept per queue; jobs of any work after those count under `other`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub by_work: BTreeMap<String, Spread>,
-}
-
-/// Percentiles of a set of durations, in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Spread {
-    pub count: u64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    /// The spread of `v`; `None` when it is empty.
-    pub fn of(mut v: Vec<f64>) -> Option<Spread> {
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let at = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
-        Some(Spread {
-            count: n as u64,
-            p50: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-            max: v[n - 1],
-        })
-    }
-}
-
-impl Spread {
-    /// The spread of a histogram's times; `None` when it holds none. Percentiles are read
-    /// from their buckets (see [`crate::queue::latency`]), `max` is exact.
-    pub fn of_histogram(h: &crate::queue::Histogram) -> Option<Spread> {
-        Some(Spread {
-            count: h.count(),
-            p50: h.quantile(0.5)?,
-            p90: h.quantile(0.9)?,
-            p99: h.quantile(0.99)?,
-            max: h.max_ms() as f64,
-        })
-    }
-}
+/// `GET /jobs`: the queue's jobs by state and, with `?latency=N`, enqueue-to-done times;
+/// percentiles of a set of durations. The same types as offload-axum's jobs routes answer.
+pub use offload_axum::{JobsSummary, Spread};
 
 /// Every error answer: `{"error": {"code": ..., "message": ...}}`, the same shape (and types)
 /// as a service embedding offload-axum answers.

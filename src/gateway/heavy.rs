@@ -1,19 +1,20 @@
 //! `GET /heavy` and `POST /heavy`: parse the work spec (never running bad specs), hand the
-//! work to the strategy, answer with its result and where the time went.
+//! work to the strategy, answer with its result and where the time went. The `/jobs` routes
+//! are offload-axum's ([`offload_axum::JobRoutes`]), mounted by [`super::app`].
 
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState, pace};
-use crate::api::{Accepted, HeavyAnswer, Job, JobStatus, JobsSummary, Spread};
+use crate::api::{Accepted, HeavyAnswer, JobStatus};
 use crate::queue::JobId;
 use crate::strategy::{ExecError, Name, Outcome, Routed};
 use crate::work::Work;
-use offload_axum::Prefer;
+use offload_axum::{Prefer, set_preference_applied};
 
 pub(super) async fn get(
     State(app): State<AppState>,
@@ -30,10 +31,9 @@ pub(super) async fn get(
 
 /// The request's `Prefer` header(s).
 fn prefer(headers: &HeaderMap) -> Result<Prefer, ApiError> {
-    Prefer::parse(headers.get_all("prefer").iter().map(|v| v.as_bytes())).map_err(|e| match e {
-        offload_axum::Error::BadPrefer(why) => ApiError::Prefer(why),
-        other => ApiError::Prefer(other.to_string()),
-    })
+    Ok(Prefer::parse(
+        headers.get_all("prefer").iter().map(|v| v.as_bytes()),
+    )?)
 }
 
 pub(crate) async fn post(
@@ -149,133 +149,11 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
             // `respond-async` was honoured only if the answer is async.
             let applied = Prefer::applied(prefer.wait, false);
             let mut r = answer(Name::Pool, done, Some(us(predicted)));
-            set_applied(&mut r, applied);
+            set_preference_applied(&mut r, applied);
             return Ok(r);
         }
         Outcome::Routed(Routed::Queue { id, predicted }) => accepted(id, Some(us(predicted))),
     };
-    set_applied(&mut resp, applied);
+    set_preference_applied(&mut resp, applied);
     Ok(resp)
-}
-
-fn set_applied(resp: &mut Response, applied: Option<String>) {
-    if let Some(v) = applied.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        resp.headers_mut().insert("preference-applied", v);
-    }
-}
-
-/// `GET /jobs/{id}`: a job's status, attempts, times, and its result or error. With
-/// `Prefer: wait=N` it long-polls: it answers as soon as the job is done or failed, or after
-/// N seconds with its state then, holding no thread while it waits.
-pub(super) async fn job(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let Some(q) = app.strategy.queue() else {
-        return Err(ApiError::NotFound(format!(
-            "/jobs/{}: this gateway runs the {} strategy, which has no jobs",
-            truncate(&id),
-            app.strategy.name().as_str()
-        )));
-    };
-    let prefer = prefer(&headers)?;
-    let id = JobId::parse(&id).map_err(|_| ApiError::BadJobId(truncate(&id)))?;
-    let read = async || {
-        q.get(&id)
-            .await?
-            .ok_or_else(|| ApiError::JobNotFound(id.as_str().to_string()))
-    };
-    let mut view = read().await?;
-    let finished =
-        |v: &crate::queue::JobView| matches!(v.status, JobStatus::Done | JobStatus::Failed);
-    let mut applied = None;
-    if let Some(wait) = prefer.wait
-        && !finished(&view)
-        && let Ok(_permit) = app.long_polls.clone().try_acquire_owned()
-    {
-        // Past the cap on long-polls in progress the answer is the state now: `wait` is a
-        // preference, and the store is not polled by an unbounded crowd.
-        applied = Prefer::applied(Some(wait), false);
-        let end = tokio::time::Instant::now() + wait;
-        let mut pause = LONG_POLL_FIRST;
-        while !finished(&view) {
-            let now = tokio::time::Instant::now();
-            if now >= end {
-                break;
-            }
-            tokio::time::sleep_until((now + pause).min(end)).await;
-            pause = (pause * 2).min(LONG_POLL_MAX);
-            view = read().await?;
-        }
-    }
-    let mut resp = axum::Json(Job::from(view)).into_response();
-    set_applied(&mut resp, applied);
-    Ok(resp)
-}
-
-/// A long-poll reads the job again after this, then twice as long each time up to
-/// [`LONG_POLL_MAX`]: a job that ends is answered within about 50 ms, and a thousand
-/// long-polls cost the store at most 20,000 reads a second.
-const LONG_POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
-const LONG_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Long-polls that may wait at once; past it `GET /jobs/{id}` answers at once.
-pub const MAX_LONG_POLLS: usize = 1024;
-
-/// `GET /jobs`: jobs by state; with `?latency=N` (any N ≥ 1), also the enqueue-to-done times
-/// of every job done in this queue, from the store's histogram (see [`JobsSummary`]). Both
-/// reads are bounded whatever the number of jobs stored, and answered within the store
-/// timeout (503 `queue_unavailable` past it). The bench follows a queue run with it.
-pub(super) async fn jobs(
-    State(app): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let Some(q) = app.strategy.queue() else {
-        return Err(ApiError::NotFound(format!(
-            "/jobs: this gateway runs the {} strategy, which has no jobs",
-            app.strategy.name().as_str()
-        )));
-    };
-    let query = query.unwrap_or_default();
-    let mut latency = false;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match (k.as_ref(), v.parse::<u64>()) {
-            ("latency", Ok(n)) => latency = n > 0,
-            ("latency", Err(_)) => {
-                return Err(ApiError::BadQuery(format!(
-                    "`latency` must be a whole number of jobs: got {:?}",
-                    truncate(&v)
-                )));
-            }
-            (other, _) => {
-                return Err(ApiError::BadQuery(format!(
-                    "unknown parameter {:?} (expected `latency`)",
-                    truncate(other)
-                )));
-            }
-        }
-    }
-    let (counts, latency) = q.summary(latency).await?;
-    let (enqueue_to_done_ms, by_work) = match &latency {
-        Some(l) => (
-            Spread::of_histogram(&l.total()),
-            l.by_label
-                .iter()
-                .filter(|(label, _)| !label.is_empty())
-                .filter_map(|(label, h)| Some((label.clone(), Spread::of_histogram(h)?)))
-                .collect(),
-        ),
-        None => (None, Default::default()),
-    };
-    Ok(axum::Json(JobsSummary {
-        counts,
-        enqueue_to_done_ms,
-        by_work,
-    })
-    .into_response())
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
 }

@@ -1,4 +1,4 @@
-//! The gateway: the axum router for `/heavy`, `/health` and `/metrics`, its shared state,
+//! The gateway: the axum router for `/heavy`, `/jobs`, `/health` and `/metrics`, its shared state,
 //! and [`serve`], which runs it on a listener until a shutdown future completes.
 
 pub mod conns;
@@ -55,8 +55,6 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     pub strategy: Arc<Strategy>,
     pub metrics: Arc<RequestMetrics>,
-    /// Places for `GET /jobs/{id}` long-polls (`Prefer: wait=N`).
-    pub long_polls: Arc<tokio::sync::Semaphore>,
     /// The schedule that 503s for overload are held to.
     pub pacer: Arc<Pacer>,
     pub pace_metrics: Arc<PaceMetrics>,
@@ -89,21 +87,23 @@ impl AppState {
             config: Arc::new(config),
             strategy: Arc::new(strategy),
             metrics: Arc::new(metrics),
-            long_polls: Arc::new(tokio::sync::Semaphore::new(heavy::MAX_LONG_POLLS)),
             registry: Arc::new(registry),
         }
     }
 }
 
-/// The gateway's router.
+/// The gateway's router: `/heavy`, and for a strategy that stores jobs, offload-axum's
+/// `/jobs` routes ([`offload_axum::JobRoutes`]) over its queue, sharing its [`Reach`] so that
+/// both refuse at once while the store is out of reach.
+///
+/// [`Reach`]: crate::queue::Reach
 pub fn app(state: AppState) -> Router {
-    with_common(
-        Router::new()
-            .route("/heavy", get(heavy::get).post(heavy::post))
-            .route("/jobs", get(heavy::jobs))
-            .route("/jobs/{id}", get(heavy::job)),
-        state,
-    )
+    let mut routes = Router::new().route("/heavy", get(heavy::get).post(heavy::post));
+    if let Some(q) = state.strategy.queue() {
+        let jobs = offload_axum::JobRoutes::new(q.queue().clone()).reach(q.reach().clone());
+        routes = routes.merge(jobs.router());
+    }
+    with_common(routes, state)
 }
 
 /// Adds what every offload service has to `routes`: `/health`, `/metrics`, JSON 404 and 405,

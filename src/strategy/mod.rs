@@ -325,6 +325,11 @@ impl From<crate::pool::SubmitError> for ExecError {
 }
 
 impl ExecError {
+    /// The queue's store failed or is out of reach (503 `queue_unavailable`).
+    pub fn unavailable(e: crate::queue::QueueError) -> ExecError {
+        ExecError::Unavailable(e.to_string())
+    }
+
     /// Whether this is a 503 for overload (full, late, store out of reach, no thread): what a
     /// closed-loop client would send straight back, so the gateway paces it.
     pub fn is_refusal(&self) -> bool {

@@ -10,28 +10,21 @@
 //! from the work.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::metrics::{Counter, Family, Gauge, Registry, State};
 use crate::queue::{
-    Counts, Eta, JobId, JobQueue, JobView, Latency, Line, LineError, LineMetrics, Prediction,
-    Queue, QueueError,
+    Eta, JobId, JobQueue, Line, LineError, LineMetrics, Prediction, Queue, QueueError, Reach,
 };
 use crate::work::Work;
 
 use super::ExecError;
 
 /// Longest the gateway waits for the store on a client's behalf (an enqueue, a job's status,
-/// the counts and times on `/jobs`, the counts on `/metrics`). Each is one round trip touching a few rows, so one unanswered
-/// after this long means the store is out of reach: a network partition is silence, not a
-/// refused connection, and the store clients' own timeouts (10 s Redis, 30 s Postgres) are
-/// for workers, which can afford to wait. An enqueue that timed out may still be stored.
-const STORE_WAIT: Duration = Duration::from_secs(2);
-/// While the store is out of reach the gateway refuses at once (503 `queue_unavailable`)
-/// and checks the store this often in the background; the first answer lets requests
-/// through again. Clients wait for no timeout but the first.
-const STORE_CHECK: Duration = Duration::from_millis(500);
+/// the counts and times on `/jobs`, the counts on `/metrics`); past it, and after any failure,
+/// the store counts as out of reach and requests are refused at once until a background check
+/// finds it again ([`Reach`]). An enqueue that timed out may still be stored.
+const STORE_WAIT: Duration = offload_queue::reach::DEFAULT_STORE_WAIT;
 /// A request in the line leaves it this long before its deadline, so that its 503 (with a
 /// `Retry-After`) is sent before the gateway's deadline turns it into a 504.
 const LINE_MARGIN: Duration = Duration::from_millis(5);
@@ -44,8 +37,8 @@ pub struct QueueStrategy {
     line_metrics: Arc<LineMetrics>,
     /// The backlog's clock: when a job stored now will be done.
     eta: Eta,
-    /// The store failed or did not answer within [`STORE_WAIT`]; a check runs until it does.
-    down: Arc<AtomicBool>,
+    /// The store's calls, bounded by [`STORE_WAIT`]; refused at once while it is out of reach.
+    reach: Reach,
     metrics: StoreMetrics,
 }
 
@@ -69,14 +62,20 @@ impl QueueStrategy {
             eta,
             line_metrics: Arc::new(LineMetrics::new(line.clone())),
             line,
+            reach: Reach::new(queue.clone()).with_wait(STORE_WAIT),
             queue,
-            down: Arc::new(AtomicBool::new(false)),
             metrics: StoreMetrics::default(),
         }
     }
 
     pub fn queue(&self) -> &Queue {
         &self.queue
+    }
+
+    /// The store's calls on a client's behalf: shared with the `/jobs` routes, so that they
+    /// refuse at once too while the store is out of reach.
+    pub fn reach(&self) -> &Reach {
+        &self.reach
     }
 
     /// Stores `work` as a job and returns its id. While the backlog is full the request waits
@@ -88,7 +87,7 @@ impl QueueStrategy {
     /// drain time); [`ExecError::Unavailable`] when the queue's store fails (Redis down, disk
     /// full) or is out of reach.
     pub async fn enqueue(&self, work: Work, deadline: Instant) -> Result<JobId, ExecError> {
-        self.reachable()?;
+        self.reach.check().map_err(|e| self.failed(e))?;
         let until = deadline.checked_sub(LINE_MARGIN).unwrap_or(deadline);
         // The work names the job in the latency histogram's `by_work`.
         let job = crate::queue::builtin::new_job(&work);
@@ -125,71 +124,23 @@ impl QueueStrategy {
         }
     }
 
-    /// A job's view, `None` for an unknown id.
-    ///
-    /// # Errors
-    /// [`ExecError::Unavailable`] when the store fails or is out of reach.
-    pub async fn get(&self, id: &JobId) -> Result<Option<JobView>, ExecError> {
-        self.bounded("a job's status", self.queue.get(id)).await
-    }
-
-    /// The job counts, and with `latency` the enqueue-to-done histogram: both reads are bounded
-    /// whatever the number of jobs stored, and together they take at most `STORE_WAIT`.
-    ///
-    /// # Errors
-    /// [`ExecError::Unavailable`] when the store fails or is out of reach.
-    pub async fn summary(&self, latency: bool) -> Result<(Counts, Option<Latency>), ExecError> {
-        self.bounded("the job counts and times", async {
-            let counts = self.queue.counts().await?;
-            let latency = match latency {
-                true => Some(self.queue.latency().await?),
-                false => None,
-            };
-            Ok((counts, latency))
-        })
-        .await
-    }
-
     /// `op` on the store within [`STORE_WAIT`], or at once an error while it is out of reach.
     async fn bounded<T>(
         &self,
         what: &'static str,
         op: impl Future<Output = Result<T, QueueError>>,
     ) -> Result<T, ExecError> {
-        self.reachable()?;
-        match tokio::time::timeout(STORE_WAIT, op).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.failed(e)),
-            Err(_) => Err(self.failed(QueueError::Timeout(what, STORE_WAIT))),
-        }
+        self.reach
+            .call(what, op)
+            .await
+            .map_err(ExecError::unavailable)
     }
 
-    fn reachable(&self) -> Result<(), ExecError> {
-        if self.down.load(Ordering::Acquire) {
-            return Err(ExecError::Unavailable(
-                "the queue's store is out of reach (checking it in the background)".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Marks the store down after `e` and starts the background check, unless one runs.
+    /// Marks the store out of reach after `e` (the line's enqueue is not made through
+    /// [`Reach::call`]).
     fn failed(&self, e: QueueError) -> ExecError {
-        if !self.down.swap(true, Ordering::AcqRel) {
-            crate::throttled!("queue_store_down", warn, error = %e, "the queue's store failed; refusing until it answers");
-            let (queue, down) = (self.queue.clone(), Arc::clone(&self.down));
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(STORE_CHECK).await;
-                    if let Ok(Ok(_)) = tokio::time::timeout(STORE_WAIT, queue.counts()).await {
-                        down.store(false, Ordering::Release);
-                        tracing::info!("the queue's store answers again");
-                        return;
-                    }
-                }
-            });
-        }
-        ExecError::Unavailable(e.to_string())
+        self.reach.failed(&e);
+        ExecError::unavailable(e)
     }
 
     /// Registers the line's metrics and the store's (`offload_queue_up`, `offload_jobs`,
@@ -239,6 +190,8 @@ impl QueueStrategy {
         }
         // A counter cannot be set; the store's total only grows, so storing it keeps the
         // counter's promise.
-        m.stalls.inner().store(c.stalls, Ordering::Relaxed);
+        m.stalls
+            .inner()
+            .store(c.stalls, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -388,8 +388,11 @@ async fn a_burst_before_any_answer_is_judged_by_the_reported_speed() {
         "{:?}",
         seen.statuses
     );
+    // About eight on a quiet machine; the compute service's startup calibration on a busy
+    // core reports a slower speed, so as few as one may be admitted (seen: 2 of 50 under
+    // `nice -n 10` beside a busy loop). The point is that the burst is judged, not queued.
     assert!(
-        (3..=15).contains(&count(200)),
+        (1..=15).contains(&count(200)),
         "admitted {:?}",
         seen.statuses
     );

@@ -15,6 +15,7 @@ use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, JobStatus, Lin
 use serde::{Deserialize, Serialize};
 
 use crate::decide::{self, Decision, PoolTry, StoreRefusal, decide};
+use crate::prefer::set_preference_applied;
 use crate::{Error, Offload, Prefer};
 
 /// `auto` for one request: the service's [`Offload`], the request's [`Prefer`]ences, and
@@ -178,7 +179,7 @@ impl Auto {
 
     /// 202 with the job's `Location`.
     fn accepted(&self, id: &JobId, predicted: Duration) -> Response {
-        let jobs = &self.offload.inner.jobs_path;
+        let jobs = self.offload.inner.jobs.path_prefix();
         let url = format!("{}{jobs}/{}", self.nested, id.as_str());
         let location = HeaderValue::from_str(&url);
         // The job is stored, so the clock counts it among the unfinished.
@@ -196,7 +197,7 @@ impl Auto {
         if let Ok(v) = location {
             resp.headers_mut().insert(header::LOCATION, v);
         }
-        set_applied(
+        set_preference_applied(
             &mut resp,
             Prefer::applied(self.prefer.wait, self.prefer.respond_async),
         );
@@ -365,14 +366,8 @@ fn answer(
         json,
     )
         .into_response();
-    set_applied(&mut resp, applied);
+    set_preference_applied(&mut resp, applied);
     Ok(resp)
-}
-
-pub(crate) fn set_applied(resp: &mut Response, applied: Option<String>) {
-    if let Some(v) = applied.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        resp.headers_mut().insert("preference-applied", v);
-    }
 }
 
 #[cfg(test)]

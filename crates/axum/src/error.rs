@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use offload_pool::admission::retry_after_secs;
+use offload_queue::log::Site;
 use serde::{Deserialize, Serialize};
 
 /// Why `auto` or the jobs route answered with an error.
@@ -21,6 +22,10 @@ pub enum Error {
     /// Not a job id: 32 hex characters are expected (400 `invalid_job_id`).
     #[error("{0:?} is not a job id: expected 32 hex characters")]
     BadJobId(String),
+    /// A query string the route cannot act on: an unknown parameter or a value out of its
+    /// range (400 `invalid_query`).
+    #[error("{0}")]
+    BadQuery(String),
     /// No such job: never stored, or finished and past the queue's retention (404
     /// `job_not_found`).
     #[error("no job {0} (unknown, or finished and past its retention)")]
@@ -98,6 +103,7 @@ impl Error {
         match self {
             Error::BadPrefer(_) => (StatusCode::BAD_REQUEST, "invalid_prefer"),
             Error::BadJobId(_) => (StatusCode::BAD_REQUEST, "invalid_job_id"),
+            Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Error::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
             Error::JobFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "job_failed"),
             Error::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
@@ -121,17 +127,15 @@ impl Error {
     }
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
+impl Error {
+    /// The answer, without the log line that [`IntoResponse`] writes for a server failure:
+    /// for a service that logs (and counts) its failures its own way, then answers in this
+    /// shape. A server failure's detail is not sent; a 503 carries `Retry-After`.
+    pub fn to_response(&self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = match &self {
-            Error::Internal(_) | Error::Unavailable(_) => {
-                tracing::error!(error = %self, "offload-axum: request failed");
-                match self {
-                    Error::Internal(_) => "the work failed on the server".to_owned(),
-                    _ => "the job queue is unavailable; retry later".to_owned(),
-                }
-            }
+        let message = match self {
+            Error::Internal(_) => "the work failed on the server".to_owned(),
+            Error::Unavailable(_) => "the job queue is unavailable; retry later".to_owned(),
             other => other.to_string(),
         };
         let mut resp = error_response(status, code, message);
@@ -140,6 +144,29 @@ impl IntoResponse for Error {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+impl IntoResponse for Error {
+    /// The answer; a server failure's detail is logged, at most once a second per kind (a
+    /// store that is down fails every request).
+    fn into_response(self) -> Response {
+        match &self {
+            Error::Internal(_) => {
+                static SITE: Site = Site::new("offload_axum_internal");
+                if let Some(held_back) = SITE.admit() {
+                    tracing::error!(error = %self, held_back, "offload-axum: request failed");
+                }
+            }
+            Error::Unavailable(_) => {
+                static SITE: Site = Site::new("offload_axum_queue_unavailable");
+                if let Some(held_back) = SITE.admit() {
+                    tracing::error!(error = %self, held_back, "offload-axum: request failed");
+                }
+            }
+            _ => {}
+        }
+        self.to_response()
     }
 }
 

@@ -1,17 +1,30 @@
-//! `GET /jobs/{id}`: a stored job's status, attempts, times, and its result (as JSON) or
-//! error. With `Prefer: wait=N` it long-polls: it answers as soon as the job is done or
-//! failed, or after N seconds (at most [`MAX_LONG_POLL`]) with its state then.
+//! The `/jobs` routes over a queue, for any service: [`JobRoutes`]. `offload serve` mounts
+//! them as they are, and [`Offload::routes`](crate::Offload::routes) is them at the path its
+//! 202s point to.
+//!
+//! - `GET {path}/{id}`: a stored job's status, attempts, times, and its result (as JSON) or
+//!   error. With `Prefer: wait=N` it long-polls: it answers as soon as the job is done or
+//!   failed, or after N seconds (at most [`MAX_LONG_POLL`]) with its state then.
+//! - `GET {path}`: the jobs by state and, with `?latency=N` (any N ≥ 1), enqueue-to-done times
+//!   ([`JobsSummary`]).
+//!
+//! Every store call is bounded in time, and while the store is out of reach the routes answer
+//! 503 `queue_unavailable` at once ([`Reach`]).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::Router;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
-use offload_queue::{JobId, JobQueue, JobStatus, JobView};
+use axum::routing::get;
+use offload_queue::{Counts, Histogram, JobId, JobQueue, JobStatus, JobView, Queue, Reach};
 use serde::{Deserialize, Serialize};
 
-use crate::auto::set_applied;
-use crate::{Error, Offload, Prefer};
+use crate::prefer::set_preference_applied;
+use crate::{Error, Prefer};
 
 /// The longest long-poll: `Prefer: wait` above it is cut to it (a held connection costs a
 /// little, and proxies commonly close idle ones after a minute).
@@ -26,6 +39,122 @@ pub const MAX_LONG_POLLS: usize = 1_024;
 /// the store at most 20,000 reads a second.
 const POLL_FIRST: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(50);
+
+/// The `/jobs` routes over one queue. Cheap to clone; clones share the long-poll places and
+/// whether the store is reachable.
+///
+/// ```
+/// use axum::Router;
+/// use offload_axum::JobRoutes;
+/// use offload_queue::QueueOptions;
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+/// let queue = offload_queue::open(&url, QueueOptions::default()).await.unwrap();
+/// // GET /jobs and GET /jobs/{id}, beside a service's own routes.
+/// let app: Router = Router::new().merge(JobRoutes::new(queue).router());
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct JobRoutes {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: Queue,
+    reach: Reach,
+    /// Before `/{id}`: empty, or starts with `/` and does not end with one.
+    path: String,
+    long_polls: Arc<tokio::sync::Semaphore>,
+}
+
+impl JobRoutes {
+    /// The routes over `queue`, at `/jobs`, with their own [`Reach`] (calls bounded by
+    /// [`offload_queue::reach::DEFAULT_STORE_WAIT`]) and [`MAX_LONG_POLLS`] long-poll places.
+    pub fn new(queue: Queue) -> JobRoutes {
+        JobRoutes {
+            inner: Arc::new(Inner {
+                reach: Reach::new(queue.clone()),
+                queue,
+                path: crate::DEFAULT_JOBS_PATH.to_owned(),
+                long_polls: Arc::new(tokio::sync::Semaphore::new(MAX_LONG_POLLS)),
+            }),
+        }
+    }
+
+    /// Makes the store's calls through `reach`: share one with the code that enqueues, so
+    /// that a failure seen by either makes both refuse at once until the store answers.
+    #[must_use]
+    pub fn reach(self, reach: Reach) -> JobRoutes {
+        self.with(|i| i.reach = reach)
+    }
+
+    /// Serves the jobs at `{path}/{id}` and their summary at `path`. A plain path: a missing
+    /// leading `/` is added and a trailing one dropped; `/` alone serves `/{id}` (and the
+    /// summary at `/`). A path axum cannot route (one with `{` or `}`) panics in
+    /// [`JobRoutes::router`], as in `Router::route`.
+    #[must_use]
+    pub fn path(self, path: &str) -> JobRoutes {
+        let path = match path.trim_matches('/') {
+            "" => String::new(),
+            path => format!("/{path}"),
+        };
+        self.with(|i| i.path = path)
+    }
+
+    /// The path before `/{id}`: empty, or starts with `/` and does not end with one.
+    pub fn path_prefix(&self) -> &str {
+        &self.inner.path
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &Queue {
+        &self.inner.queue
+    }
+
+    fn with(self, set: impl FnOnce(&mut Inner)) -> JobRoutes {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            queue: shared.queue.clone(),
+            reach: shared.reach.clone(),
+            path: shared.path.clone(),
+            long_polls: shared.long_polls.clone(),
+        });
+        set(&mut inner);
+        JobRoutes {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The routes, to merge into any router (they carry their own state): `GET {path}/{id}`
+    /// answers 200 with the job as a [`JobBody`], 400 for a malformed id, 404 for an unknown
+    /// one, and long-polls with `Prefer: wait=N`; `GET {path}` answers a [`JobsSummary`].
+    ///
+    /// # Panics
+    /// If the path is not one axum can route.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let path = &self.inner.path;
+        let summary = if path.is_empty() { "/" } else { path };
+        Router::new()
+            .route(summary, get(summary_route))
+            .route(&format!("{path}/{{id}}"), get(job))
+            .with_state(self.clone())
+    }
+
+    /// A job's view, within the store's wait.
+    ///
+    /// # Errors
+    /// [`Error::JobNotFound`], or [`Error::Unavailable`] when the store fails or is out of
+    /// reach.
+    pub async fn get(&self, id: &JobId) -> Result<JobView, Error> {
+        let i = &self.inner;
+        match i.reach.call("a job's status", i.queue.get(id)).await {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(Error::JobNotFound(id.to_string())),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
+        }
+    }
+}
 
 /// What `GET /jobs/{id}` answers: the queue's view of a job, with its result as JSON (not as a
 /// string holding JSON). Times are unix milliseconds. Deserialize it to read the answer.
@@ -81,33 +210,101 @@ impl From<JobView> for JobBody {
     }
 }
 
+/// What `GET /jobs` answers: the queue's jobs by state and, when asked for (`?latency=N`, any
+/// N ≥ 1), enqueue-to-done times.
+///
+/// The times are read from a histogram the store updates as each job is done (see
+/// [`offload_queue::latency`]), so a call costs the same however many jobs are stored. They
+/// cover every job done since the queue was created (a Prometheus-style cumulative histogram:
+/// not trimmed by the retention), to about 2 % (exact below 23 ms; `max` exact). N no longer
+/// picks a number of recent jobs; it is kept so that existing callers work, and `latency=0`
+/// (or none) leaves the times out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobsSummary {
+    /// Jobs by state.
+    pub counts: Counts,
+    /// With `?latency=N`: enqueue-to-done times of every job done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueue_to_done_ms: Option<Spread>,
+    /// With `?latency=N`: the same times by the label of each job (offload's own jobs are
+    /// labelled with their work, `count:2000000`). At most
+    /// [`offload_queue::latency::MAX_LABELS`] labels are kept per queue; jobs of any label
+    /// after those count under `other`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_work: BTreeMap<String, Spread>,
+}
+
+/// Percentiles of a set of durations, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// How many durations.
+    pub count: u64,
+    /// The median.
+    pub p50: f64,
+    /// The 90th percentile.
+    pub p90: f64,
+    /// The 99th percentile.
+    pub p99: f64,
+    /// The longest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `v` (nearest rank); `None` when it is empty.
+    pub fn of(mut v: Vec<f64>) -> Option<Spread> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let at = |p: f64| v[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        Some(Spread {
+            count: n as u64,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: v[n - 1],
+        })
+    }
+
+    /// The spread of a histogram's times; `None` when it holds none. Percentiles are read
+    /// from their buckets (see [`offload_queue::latency`]), `max` is exact.
+    pub fn of_histogram(h: &Histogram) -> Option<Spread> {
+        Some(Spread {
+            count: h.count(),
+            p50: h.quantile(0.5)?,
+            p90: h.quantile(0.9)?,
+            p99: h.quantile(0.99)?,
+            max: h.max_ms() as f64,
+        })
+    }
+}
+
 fn finished(v: &JobView) -> bool {
     matches!(v.status, JobStatus::Done | JobStatus::Failed)
 }
 
-/// The route's handler. The id is the path's last segment rather than a `Path` parameter: a
+/// At most this much of a client's text is echoed in an error message.
+fn shown(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// `GET {path}/{id}`. The id is the path's last segment rather than a `Path` parameter: a
 /// nest with parameters of its own (`/t/{tenant}`) adds them to the route's, under names this
 /// handler cannot know.
-pub(crate) async fn job(
-    State(offload): State<Offload>,
+async fn job(
+    State(routes): State<JobRoutes>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, Error> {
     let id = uri.path().rsplit('/').next().unwrap_or_default();
-    let shown = || id.chars().take(64).collect::<String>();
     let prefer = Prefer::parse(headers.get_all("prefer").iter().map(|v| v.as_bytes()))?;
-    let id = JobId::parse(id).map_err(|_| Error::BadJobId(shown()))?;
-    let inner = &offload.inner;
-    let read = async || match inner.queue.get(&id).await {
-        Ok(Some(v)) => Ok(v),
-        Ok(None) => Err(Error::JobNotFound(id.to_string())),
-        Err(e) => Err(Error::Unavailable(e.to_string())),
-    };
-    let mut view = read().await?;
+    let id = JobId::parse(id).map_err(|_| Error::BadJobId(shown(id)))?;
+    let mut view = routes.get(&id).await?;
     let mut applied = None;
     if let Some(wait) = prefer.wait.map(|w| w.min(MAX_LONG_POLL))
         && !finished(&view)
-        && let Ok(_permit) = inner.long_polls.clone().try_acquire_owned()
+        && let Ok(_permit) = routes.inner.long_polls.clone().try_acquire_owned()
     {
         applied = Prefer::applied(Some(wait), false);
         let end = tokio::time::Instant::now() + wait;
@@ -119,10 +316,64 @@ pub(crate) async fn job(
             }
             tokio::time::sleep_until((now + pause).min(end)).await;
             pause = (pause * 2).min(POLL_MAX);
-            view = read().await?;
+            view = routes.get(&id).await?;
         }
     }
     let mut resp = axum::Json(JobBody::from(view)).into_response();
-    set_applied(&mut resp, applied);
+    set_preference_applied(&mut resp, applied);
     Ok(resp)
+}
+
+/// `GET {path}`: the counts, and with `?latency=N` the times. Both reads are bounded whatever
+/// the number of jobs stored, and answered within the store's wait.
+async fn summary_route(
+    State(routes): State<JobRoutes>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Error> {
+    let query = query.unwrap_or_default();
+    let mut latency = false;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match (k.as_ref(), v.parse::<u64>()) {
+            ("latency", Ok(n)) => latency = n > 0,
+            ("latency", Err(_)) => {
+                return Err(Error::BadQuery(format!(
+                    "`latency` must be a whole number of jobs: got {:?}",
+                    shown(&v)
+                )));
+            }
+            (other, _) => {
+                return Err(Error::BadQuery(format!(
+                    "unknown parameter {:?} (expected `latency`)",
+                    shown(other)
+                )));
+            }
+        }
+    }
+    let (queue, reach) = (&routes.inner.queue, &routes.inner.reach);
+    let read = reach.call("the job counts and times", async {
+        let counts = queue.counts().await?;
+        let latency = match latency {
+            true => Some(queue.latency().await?),
+            false => None,
+        };
+        Ok((counts, latency))
+    });
+    let (counts, latency) = read.await.map_err(|e| Error::Unavailable(e.to_string()))?;
+    let (enqueue_to_done_ms, by_work) = match &latency {
+        Some(l) => (
+            Spread::of_histogram(&l.total()),
+            l.by_label
+                .iter()
+                .filter(|(label, _)| !label.is_empty())
+                .filter_map(|(label, h)| Some((label.clone(), Spread::of_histogram(h)?)))
+                .collect(),
+        ),
+        None => (None, BTreeMap::new()),
+    };
+    Ok(axum::Json(JobsSummary {
+        counts,
+        enqueue_to_done_ms,
+        by_work,
+    })
+    .into_response())
 }

@@ -83,7 +83,8 @@
 //! - [`Offload`] (`lib.rs`): the pool, the queue, the handlers and the settings; the
 //!   executor of a worker in the same process.
 //! - [`Auto`] (`auto.rs`): the extractor and the decision.
-//! - `jobs.rs`: `GET /jobs/{id}`.
+//! - [`JobRoutes`] (`jobs.rs`): the `/jobs` routes over any queue, which `offload serve`
+//!   mounts too.
 //! - [`PaceRefusals`] (`pace.rs`): 503s held to a schedule, for any router.
 //! - [`Prefer`] (`prefer.rs`): RFC 7240 parsing.
 //! - [`Error`] (`error.rs`): every error answer, as JSON ([`ErrorBody`], [`error_response`]).
@@ -93,7 +94,7 @@
 mod auto;
 pub mod decide;
 mod error;
-mod jobs;
+pub mod jobs;
 pub mod pace;
 mod prefer;
 
@@ -102,7 +103,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
 use offload_pool::Pool;
 use offload_pool::admission::CLASSES;
 use offload_pool::pace::Pacer;
@@ -111,9 +111,9 @@ use offload_queue::{Eta, Handlers, Job, Line, Queue};
 
 pub use auto::{AcceptedBody, Auto};
 pub use error::{Error, ErrorBody, ErrorDetail, error_response};
-pub use jobs::{JobBody, MAX_LONG_POLL, MAX_LONG_POLLS};
+pub use jobs::{JobBody, JobRoutes, JobsSummary, MAX_LONG_POLL, MAX_LONG_POLLS, Spread};
 pub use pace::PaceRefusals;
-pub use prefer::{MAX_WAIT_SECS, Prefer};
+pub use prefer::{MAX_WAIT_SECS, Prefer, set_preference_applied};
 
 /// The budget when the client states none: a quarter second, as `offload serve
 /// --auto-wait`, so a job either answers about as fast as a page or is stored.
@@ -157,10 +157,8 @@ struct Inner {
     classes: HashMap<&'static str, usize>,
     wait: Duration,
     deadline: Duration,
-    /// The path of the jobs route before `/{id}`: empty, or starts with `/` and does not end
-    /// with one.
-    jobs_path: String,
-    long_polls: Arc<tokio::sync::Semaphore>,
+    /// The `/jobs` routes, at the path its 202s point to.
+    jobs: JobRoutes,
 }
 
 impl Offload {
@@ -187,6 +185,7 @@ impl Offload {
             }
         }
         let eta = Eta::new(queue.clone());
+        let jobs = JobRoutes::new(queue.clone());
         Offload {
             inner: Arc::new(Inner {
                 pool,
@@ -200,8 +199,7 @@ impl Offload {
                 classes,
                 wait: DEFAULT_WAIT,
                 deadline: DEFAULT_DEADLINE,
-                jobs_path: DEFAULT_JOBS_PATH.to_owned(),
-                long_polls: Arc::new(tokio::sync::Semaphore::new(MAX_LONG_POLLS)),
+                jobs,
             }),
         }
     }
@@ -247,11 +245,7 @@ impl Offload {
     /// cannot route (one with `{` or `}`) panics in [`Offload::routes`], as in `Router::route`.
     #[must_use]
     pub fn jobs_path(self, path: &str) -> Offload {
-        let path = match path.trim_matches('/') {
-            "" => String::new(),
-            path => format!("/{path}"),
-        };
-        self.with(|i| i.jobs_path = path)
+        self.with(|i| i.jobs = i.jobs.clone().path(path))
     }
 
     fn with(self, set: impl FnOnce(&mut Inner)) -> Offload {
@@ -266,8 +260,7 @@ impl Offload {
             classes: shared.classes.clone(),
             wait: shared.wait,
             deadline: shared.deadline,
-            jobs_path: shared.jobs_path.clone(),
-            long_polls: shared.long_polls.clone(),
+            jobs: shared.jobs.clone(),
         });
         set(&mut inner);
         Offload {
@@ -325,19 +318,23 @@ impl Offload {
         &self.inner.pacer
     }
 
-    /// `GET /jobs/{id}` (at [`Offload::jobs_path`]), to merge into any router beside the
-    /// handlers that extract [`Auto`], so that it answers where their 202s point, nested or
-    /// not: 200 with the job as a [`JobBody`], 400 for a malformed id, 404 for an unknown
-    /// one; `Prefer: wait=N` long-polls until the job is done or failed (at most
-    /// [`MAX_LONG_POLL`]). It carries its own state, so it merges into a router of any state.
+    /// The `/jobs` routes ([`JobRoutes`], at [`Offload::jobs_path`]), to merge into any router
+    /// beside the handlers that extract [`Auto`], so that they answer where their 202s point,
+    /// nested or not: `GET /jobs/{id}` answers 200 with the job as a [`JobBody`], 400 for a
+    /// malformed id, 404 for an unknown one, and `Prefer: wait=N` long-polls until the job is
+    /// done or failed (at most [`MAX_LONG_POLL`]); `GET /jobs` answers a [`JobsSummary`]. They
+    /// carry their own state, so they merge into a router of any state.
     ///
     /// # Panics
     /// If [`Offload::jobs_path`] is not a path axum can route.
     pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
-        let path = format!("{}/{{id}}", self.inner.jobs_path);
-        Router::new()
-            .route(&path, get(jobs::job))
-            .with_state(self.clone())
+        self.inner.jobs.router()
+    }
+
+    /// The `/jobs` routes themselves ([`Offload::routes`] is their router), to read a job as
+    /// they do ([`JobRoutes::get`]).
+    pub fn job_routes(&self) -> &JobRoutes {
+        &self.inner.jobs
     }
 }
 

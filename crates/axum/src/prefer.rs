@@ -120,6 +120,14 @@ fn split_unquoted(s: &str, sep: char) -> impl Iterator<Item = &str> {
     parts.into_iter()
 }
 
+/// Names what was honoured in a `Preference-Applied` header (RFC 7240), as
+/// [`Prefer::applied`] gives it; nothing for `None`.
+pub fn set_preference_applied(resp: &mut axum::response::Response, applied: Option<String>) {
+    if let Some(v) = applied.and_then(|v| axum::http::HeaderValue::from_str(&v).ok()) {
+        resp.headers_mut().insert("preference-applied", v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

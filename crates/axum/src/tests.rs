@@ -242,6 +242,75 @@ async fn client_mistakes_are_4xx_json_and_a_missing_handler_is_a_500() {
     assert_eq!(r.json()["error"]["code"], "internal");
 }
 
+/// `GET /jobs` counts the jobs by state (and times the done ones when asked); a query it
+/// cannot act on is a 400 in the same error shape.
+#[tokio::test]
+async fn the_jobs_summary_counts_what_is_stored_and_refuses_an_unknown_parameter() {
+    let app = app(64, 100).await;
+    let r = call(&app, "GET", "/jobs", "", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["counts"]["queued"], 0);
+    assert!(r.json().get("enqueue_to_done_ms").is_none(), "{}", r.body);
+    app.measured::<Square>(1e-6);
+    let r = call(
+        &app,
+        "POST",
+        "/square",
+        "respond-async, wait=0",
+        r#"{"x": 3}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let r = call(&app, "GET", "/jobs?latency=1", "", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let summary: JobsSummary = serde_json::from_str(&r.body).unwrap();
+    assert_eq!((summary.counts.queued, summary.counts.done), (1, 0));
+    assert_eq!(summary.enqueue_to_done_ms, None, "none done yet");
+    for bad in ["/jobs?latency=x", "/jobs?status=bogus&latency=1"] {
+        let r = call(&app, "GET", bad, "", "").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "invalid_query", "{bad}");
+    }
+}
+
+/// Once the store has failed, the jobs routes answer 503 `queue_unavailable` at once, with a
+/// `Retry-After`, until the store answers again.
+#[tokio::test]
+async fn a_store_out_of_reach_is_a_503_at_once_until_it_answers() {
+    let app = app(64, 100).await;
+    let routes = app.offload.job_routes().clone();
+    let reach = offload_queue::Reach::new(app.offload.queue().clone());
+    let routes = routes.reach(reach.clone());
+    let router: Router = routes.router();
+    reach.failed(&offload_queue::QueueError::Timeout(
+        "a test",
+        Duration::ZERO,
+    ));
+    let req = Request::get("/jobs/".to_owned() + &"ab".repeat(16))
+        .body(Body::empty())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "refused at once"
+    );
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(body_json(resp).await["error"]["code"], "queue_unavailable");
+    // The background check finds the store (it never was down) and lets calls through.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reach.is_down() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the check never cleared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let req = Request::get("/jobs").body(Body::empty()).unwrap();
+    assert_eq!(router.oneshot(req).await.unwrap().status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_full_queue_sends_the_work_to_the_pool_and_503_comes_only_when_both_refuse() {
     // The queue takes nothing: over-budget work runs in the pool, late but answered.

@@ -60,9 +60,10 @@ pub mod eta;
 mod job;
 pub mod latency;
 pub mod line;
-mod log;
+pub mod log;
 #[cfg(feature = "postgres")]
 mod postgres;
+pub mod reach;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "sqlite")]
@@ -80,6 +81,7 @@ pub use self::job::{Handlers, Job, JobRun, Run};
 pub use self::latency::{Histogram, Latency};
 pub use self::line::{Line, LineError, LineStats};
 pub use self::log::events;
+pub use self::reach::Reach;
 
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresQueue;
@@ -191,6 +193,10 @@ pub enum QueueError {
     /// store, such as offload's gateway line), so this one was not tried.
     #[error("the store failed for a request ahead in line: {0}")]
     Unreachable(String),
+    /// The store failed or went unanswered a moment ago and has not answered since: refused
+    /// at once, without asking it ([`Reach`]).
+    #[error("the queue's store is out of reach (checking it in the background)")]
+    Down,
     /// Stored data did not have the expected shape.
     #[error("corrupt job record: {0}")]
     Corrupt(String),

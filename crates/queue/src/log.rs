@@ -24,9 +24,9 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// One call site of [`throttled!`].
+/// One call site of a throttled log line: [`Site::admit`] says whether to write it now.
 #[derive(Debug)]
-pub(crate) struct Site {
+pub struct Site {
     kind: &'static str,
     held_back: AtomicU64,
     /// Milliseconds since [`epoch`] before which no line is written.
@@ -34,7 +34,8 @@ pub(crate) struct Site {
 }
 
 impl Site {
-    pub(crate) const fn new(kind: &'static str) -> Site {
+    /// A site whose events are of `kind` (what the [`events`] hook hears).
+    pub const fn new(kind: &'static str) -> Site {
         Site {
             kind,
             held_back: AtomicU64::new(0),
@@ -42,8 +43,9 @@ impl Site {
         }
     }
 
-    /// Counts one event; `Some(held back)` when it may be written now.
-    pub(crate) fn admit(&self) -> Option<u64> {
+    /// Counts one event; `Some(held back)` when it may be written now, with the number of
+    /// events not written since the last line.
+    pub fn admit(&self) -> Option<u64> {
         if let Some(hook) = HOOK.get() {
             hook(self.kind);
         }
