@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Handlers, Job, JobError, NewJob};
+use super::{Handlers, Job, JobContext, JobError, NewJob};
 use crate::api::JobResult;
 use crate::work::{Kind, Limits, Work};
 
@@ -77,23 +77,25 @@ pub fn new_job(work: &Work) -> NewJob {
 /// The handlers of offload's work within `limits` (sizes over them fail without a retry).
 pub fn handlers(limits: Limits) -> Handlers {
     let handlers = Handlers::new()
-        .on(move |Count { n }: Count| run(Kind::Count, n, &limits))
-        .on(move |Primes { n }: Primes| run(Kind::Primes, n, &limits))
-        .on(move |Hash { n }: Hash| run(Kind::Hash, n, &limits));
+        .on_with(move |Count { n }: Count, cx: &JobContext| run(Kind::Count, n, &limits, cx))
+        .on_with(move |Primes { n }: Primes, cx: &JobContext| run(Kind::Primes, n, &limits, cx))
+        .on_with(move |Hash { n }: Hash, cx: &JobContext| run(Kind::Hash, n, &limits, cx));
     if limits.allow_fault {
-        handlers.on(move |Fault { n }: Fault| run(Kind::Fault, n, &limits))
+        handlers
+            .on_with(move |Fault { n }: Fault, cx: &JobContext| run(Kind::Fault, n, &limits, cx))
     } else {
         handlers
     }
 }
 
-/// Checks the size against the limits, then runs the whole job on this thread.
-fn run(kind: Kind, n: u64, limits: &Limits) -> Result<JobResult, JobError> {
+/// Checks the size against the limits, then runs the whole job on this thread, stopping early
+/// when the worker says so (the job was cancelled or its lease lost).
+fn run(kind: Kind, n: u64, limits: &Limits, cx: &JobContext) -> Result<JobResult, JobError> {
     let work =
         Work::new(kind, n, limits).map_err(|e| JobError::fatal(format!("bad work spec: {e}")))?;
     let start = Instant::now();
     let result = work
-        .run(&|| false)
+        .run(&|| cx.stopped())
         .map_err(|stopped| JobError::retry(stopped.to_string()))?;
     Ok(JobResult {
         work: kind.name().to_owned(),

@@ -185,6 +185,7 @@ impl QueueStrategy {
             ("running", c.running),
             ("done", c.done),
             ("failed", c.failed),
+            ("cancelled", c.cancelled),
         ] {
             m.jobs.get_or_create(&State { state }).set(v as i64);
         }

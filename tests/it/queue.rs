@@ -171,6 +171,7 @@ macro_rules! conformance {
     };
 }
 
+mod cancel;
 mod loops;
 mod ops;
 
@@ -192,6 +193,9 @@ conformance!(
     loops::long_job_keeps_its_lease,
     loops::panicking_job_is_retried,
     loops::worker_loops_drain_everything,
+    cancel::cancel_ends_unfinished_jobs_only,
+    cancel::cancelled_jobs_free_the_backlog_and_expire,
+    cancel::cancel_tells_a_running_handler_to_stop,
 );
 
 /// Redis only: a server restart without persistence (or deleted keys) loses the consumer group;

@@ -255,6 +255,7 @@ impl Storm for Builtin<'_> {
             running: jobs_in(addr, "running").await as u64,
             done: jobs_in(addr, "done").await as u64,
             failed: jobs_in(addr, "failed").await as u64,
+            cancelled: jobs_in(addr, "cancelled").await as u64,
             stalls: metric(addr, "offload_job_stalls_total").await as u64,
         }
     }
@@ -513,6 +514,41 @@ async fn bad_input_and_a_full_backlog(b: Backend, test: &str) {
     }
 }
 
+/// `DELETE /jobs/{id}` through the gateway: a queued job ends `cancelled` and never runs; a
+/// running one ends `cancelled`, its handler is told to stop, and its thread takes the next job;
+/// a second cancel is a 409, an unknown id a 404, a malformed one a 400.
+async fn cancel_over_http(b: Backend, test: &str) {
+    let Some(store) = b.store(test) else { return };
+    // A job of about a minute, over the default size limit.
+    let max = ["--max-count", "1000000000000"];
+    let gw = store.serve(&max);
+    let long = count_n_for(Duration::from_secs(60)).max(1);
+    let queued = enqueue(gw.addr, &format!("/heavy?n={long}")).await;
+    let r = request(gw.addr, "DELETE", &format!("/jobs/{queued}"), &[], "").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["status"], "cancelled");
+    let r = request(gw.addr, "DELETE", &format!("/jobs/{queued}"), &[], "").await;
+    assert_eq!((r.status, r.code().as_str()), (409, "job_finished"));
+    let unknown = JobId::random();
+    let r = request(gw.addr, "DELETE", &format!("/jobs/{unknown}"), &[], "").await;
+    assert_eq!((r.status, r.code().as_str()), (404, "job_not_found"));
+    let r = request(gw.addr, "DELETE", "/jobs/xyz", &[], "").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_job_id"));
+    // A running job: one thread, cancelled once it runs.
+    let running = enqueue(gw.addr, &format!("/heavy?n={long}")).await;
+    let _worker = store.worker(&["--concurrency", "1", max[0], max[1]]);
+    wait_status(gw.addr, &running, "running", Duration::from_secs(10)).await;
+    let r = request(gw.addr, "DELETE", &format!("/jobs/{running}"), &[], "").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["status"], "cancelled");
+    // The one thread is free again well before the cancelled job would have ended.
+    let next = enqueue(gw.addr, "/heavy?n=1000").await;
+    wait_status(gw.addr, &next, "done", Duration::from_secs(8)).await;
+    assert_eq!(job(gw.addr, &running).await["status"], "cancelled");
+    assert_eq!(job(gw.addr, &queued).await["status"], "cancelled");
+    assert_eq!(jobs_in(gw.addr, "cancelled").await, 2.0);
+}
+
 /// Runs each test on every backend.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
@@ -544,6 +580,7 @@ both_backends!(
     gateway_restart_keeps_waiting_jobs,
     failing_job_is_retried_then_failed,
     bad_input_and_a_full_backlog,
+    cancel_over_http,
 );
 
 /// A queue name outside `[A-Za-z0-9_-]{1,64}` (here `a*`, which on Redis was a glob matching

@@ -30,6 +30,15 @@ pub enum Error {
     /// `job_not_found`).
     #[error("no job {0} (unknown, or finished and past its retention)")]
     JobNotFound(String),
+    /// The job has already finished (done, failed or cancelled), so it cannot be cancelled
+    /// (409 `job_finished`).
+    #[error("job {id} is already {status}: only a queued or running job can be cancelled")]
+    JobFinished {
+        /// The job's id.
+        id: String,
+        /// Its status: `done`, `failed` or `cancelled`.
+        status: &'static str,
+    },
     /// The job's handler refused it with a non-retryable error, when it ran in the pool
     /// (422 `job_failed`, with the handler's message).
     #[error("the job failed: {0}")]
@@ -105,6 +114,7 @@ impl Error {
             Error::BadJobId(_) => (StatusCode::BAD_REQUEST, "invalid_job_id"),
             Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Error::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
+            Error::JobFinished { .. } => (StatusCode::CONFLICT, "job_finished"),
             Error::JobFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "job_failed"),
             Error::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable"),
@@ -153,13 +163,13 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match &self {
             Error::Internal(_) => {
-                static SITE: Site = Site::new("offload_axum_internal");
+                static SITE: Site = Site::new("work_panicked");
                 if let Some(held_back) = SITE.admit() {
                     tracing::error!(error = %self, held_back, "offload-axum: request failed");
                 }
             }
             Error::Unavailable(_) => {
-                static SITE: Site = Site::new("offload_axum_queue_unavailable");
+                static SITE: Site = Site::new("queue_unavailable");
                 if let Some(held_back) = SITE.admit() {
                     tracing::error!(error = %self, held_back, "offload-axum: request failed");
                 }

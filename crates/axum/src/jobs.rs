@@ -5,6 +5,8 @@
 //! - `GET {path}/{id}`: a stored job's status, attempts, times, and its result (as JSON) or
 //!   error. With `Prefer: wait=N` it long-polls: it answers as soon as the job is done or
 //!   failed, or after N seconds (at most [`MAX_LONG_POLL`]) with its state then.
+//! - `DELETE {path}/{id}`: cancels a queued or running job ([`JobQueue::cancel`]): 200 with the
+//!   job, now `cancelled`; 409 `job_finished` for a job already done, failed or cancelled.
 //! - `GET {path}`: the jobs by state and, with `?latency=N` (any N ≥ 1), enqueue-to-done times
 //!   ([`JobsSummary`]).
 //!
@@ -20,7 +22,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use offload_queue::{Counts, Histogram, JobId, JobQueue, JobStatus, JobView, Queue, Reach};
+use offload_queue::{Cancel, Counts, Histogram, JobId, JobQueue, JobStatus, JobView, Queue, Reach};
 use serde::{Deserialize, Serialize};
 
 use crate::prefer::set_preference_applied;
@@ -137,7 +139,7 @@ impl JobRoutes {
         let summary = if path.is_empty() { "/" } else { path };
         Router::new()
             .route(summary, get(summary_route))
-            .route(&format!("{path}/{{id}}"), get(job))
+            .route(&format!("{path}/{{id}}"), get(job).delete(cancel))
             .with_state(self.clone())
     }
 
@@ -183,7 +185,7 @@ pub struct JobBody {
     /// When its latest run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
-    /// When it reached `done` or `failed`.
+    /// When it reached `done`, `failed` or `cancelled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
 }
@@ -281,7 +283,7 @@ impl Spread {
 }
 
 fn finished(v: &JobView) -> bool {
-    matches!(v.status, JobStatus::Done | JobStatus::Failed)
+    v.status.is_finished()
 }
 
 /// At most this much of a client's text is echoed in an error message.
@@ -322,6 +324,26 @@ async fn job(
     let mut resp = axum::Json(JobBody::from(view)).into_response();
     set_preference_applied(&mut resp, applied);
     Ok(resp)
+}
+
+/// `DELETE {path}/{id}`: cancels a queued or running job and answers it (200, `cancelled`);
+/// a job already finished is a 409 `job_finished`, an unknown one a 404.
+async fn cancel(State(routes): State<JobRoutes>, uri: Uri) -> Result<Response, Error> {
+    let id = uri.path().rsplit('/').next().unwrap_or_default();
+    let id = JobId::parse(id).map_err(|_| Error::BadJobId(shown(id)))?;
+    let i = &routes.inner;
+    let done = i.reach.call("a cancel", i.queue.cancel(&id)).await;
+    match done.map_err(|e| Error::Unavailable(e.to_string()))? {
+        Cancel::Cancelled { .. } => {
+            let view = routes.get(&id).await?;
+            Ok(axum::Json(JobBody::from(view)).into_response())
+        }
+        Cancel::Finished(status) => Err(Error::JobFinished {
+            id: id.to_string(),
+            status: status.as_str(),
+        }),
+        Cancel::NotFound => Err(Error::JobNotFound(id.to_string())),
+    }
 }
 
 /// `GET {path}`: the counts, and with `?latency=N` the times. Both reads are bounded whatever

@@ -35,6 +35,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -110,7 +111,47 @@ impl JobView {
 }
 
 /// One job type's handler, type-erased: payload text in, result text and the job's units out.
-type Erased = Arc<dyn Fn(&str) -> Result<(String, u64), JobError> + Send + Sync>;
+type Erased = Arc<dyn Fn(&str, &JobContext) -> Result<(String, u64), JobError> + Send + Sync>;
+
+/// What a handler registered with [`Handlers::on_with`] is told about its run: whether it
+/// should stop. Long work checks [`JobContext::stopped`] every few milliseconds and returns
+/// early (any error: the worker stores no outcome for a run it stopped).
+///
+/// A run is told to stop when the worker no longer holds its job: the job was cancelled
+/// ([`JobQueue::cancel`](crate::JobQueue::cancel)), its lease was lost, or the worker shut
+/// down past its grace. The worker finds a cancel at its next heartbeat
+/// ([`worker::DEFAULT_HEARTBEAT`](crate::worker::DEFAULT_HEARTBEAT)).
+#[derive(Debug, Clone, Default)]
+pub struct JobContext {
+    stop: Arc<AtomicBool>,
+}
+
+impl JobContext {
+    /// A context whose run is never told to stop, until [`JobContext::stop`].
+    pub fn new() -> JobContext {
+        JobContext::default()
+    }
+
+    /// Whether the run should stop now.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Tells the run to stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Tells its context to stop when dropped: an executor's future holds one, so a run whose
+/// future the worker drops (lease lost, job cancelled) is told to stop on its thread.
+struct StopOnDrop(JobContext);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
 
 /// What [`Handlers`] keeps of one job type.
 #[derive(Clone)]
@@ -166,16 +207,45 @@ impl Handlers {
     /// replaces the earlier one. The type's [`Job::SECS_PER_UNIT`] is kept with it
     /// ([`Handlers::secs_per_unit`]).
     #[must_use]
-    pub fn on<J, F>(mut self, handler: F) -> Handlers
+    pub fn on<J, F>(self, handler: F) -> Handlers
     where
         J: Job,
         F: Fn(J) -> Result<J::Output, JobError> + Send + Sync + 'static,
     {
-        let run: Erased = Arc::new(move |payload: &str| {
+        self.on_with(move |job: J, _: &JobContext| handler(job))
+    }
+
+    /// As [`Handlers::on`], for a handler that is told whether to stop ([`JobContext`]):
+    /// long work should check [`JobContext::stopped`] every few milliseconds, so that a
+    /// cancelled job frees its thread.
+    ///
+    /// ```
+    /// use offload_queue::{Handlers, Job, JobContext, JobError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Count { n: u64 }
+    /// # impl Job for Count { const NAME: &'static str = "count"; type Output = u64; }
+    /// let handlers = Handlers::new().on_with(|job: Count, cx: &JobContext| {
+    ///     let mut total = 0u64;
+    ///     for i in 0..job.n {
+    ///         if i % 1_000_000 == 0 && cx.stopped() {
+    ///             return Err(JobError::retry("stopped"));
+    ///         }
+    ///         total += i & 1;
+    ///     }
+    ///     Ok(total)
+    /// });
+    /// # assert_eq!(handlers.run(r#"{"job":"count","payload":{"n":10}}"#).unwrap(), "5");
+    /// ```
+    #[must_use]
+    pub fn on_with<J, F>(mut self, handler: F) -> Handlers
+    where
+        J: Job,
+        F: Fn(J, &JobContext) -> Result<J::Output, JobError> + Send + Sync + 'static,
+    {
+        let run: Erased = Arc::new(move |payload: &str, cx: &JobContext| {
             let job: J = serde_json::from_str(payload)
                 .map_err(|e| JobError::fatal(format!("bad payload for job {:?}: {e}", J::NAME)))?;
             let units = job.units();
-            let output = handler(job)?;
+            let output = handler(job, cx)?;
             let json = serde_json::to_string(&output).map_err(|e| {
                 JobError::fatal(format!("cannot write the result of job {:?}: {e}", J::NAME))
             })?;
@@ -230,6 +300,19 @@ impl Handlers {
         &self,
         stored: &str,
     ) -> Result<impl FnOnce() -> Result<String, JobError> + Send + 'static, JobError> {
+        self.prepare_with(stored, JobContext::new())
+    }
+
+    /// As [`Handlers::prepare`], with the context its handler is given: stop the run with
+    /// [`JobContext::stop`] on a clone of `cx`.
+    ///
+    /// # Errors
+    /// As [`Handlers::prepare`].
+    pub fn prepare_with(
+        &self,
+        stored: &str,
+        cx: JobContext,
+    ) -> Result<impl FnOnce() -> Result<String, JobError> + Send + 'static, JobError> {
         let envelope: RawEnvelope<'_> = serde_json::from_str(stored)
             .map_err(|e| JobError::fatal(format!("not a typed job: {e}")))?;
         let (&job, entry) = self
@@ -246,7 +329,7 @@ impl Handlers {
         let on_run = self.on_run.clone();
         Ok(move || {
             let start = Instant::now();
-            let (json, units) = run(&payload)?;
+            let (json, units) = run(&payload, &cx)?;
             if let Some(observe) = on_run {
                 let took = start.elapsed();
                 observe(&JobRun { job, units, took });
@@ -276,14 +359,25 @@ impl Handlers {
     }
 
     /// An [`Executor`] that hands each prepared run to `spawn`, which runs it on a thread of
-    /// its choosing (a bounded pool, say) and resolves to its result.
+    /// its choosing (a bounded pool, say) and resolves to its result. When the worker drops
+    /// the run's future (its job was cancelled or its lease lost), the handler's
+    /// [`JobContext::stopped`] turns true.
     pub fn executor_on<S>(self, spawn: S) -> Executor
     where
         S: Fn(Run) -> BoxFuture<Result<String, JobError>> + Send + Sync + 'static,
     {
-        Arc::new(move |payload: String| match self.prepare(&payload) {
-            Ok(run) => spawn(Box::new(run)),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+        Arc::new(move |payload: String| {
+            let cx = JobContext::new();
+            match self.prepare_with(&payload, cx.clone()) {
+                Ok(run) => {
+                    let running = spawn(Box::new(run));
+                    Box::pin(async move {
+                        let _stop = StopOnDrop(cx);
+                        running.await
+                    })
+                }
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            }
         })
     }
 }

@@ -28,6 +28,11 @@
 //! - **Bounded backlog.** SQLite: a counter row bumped in the enqueue transaction; Redis:
 //!   `XLEN + ZCARD retry` checked in the enqueue script; Postgres: the queue's meta row, bumped
 //!   (only below the cap) in the enqueue statement. Past `max_backlog`: [`EnqueueError::Full`].
+//! - **Cancel.** [`JobQueue::cancel`] ends a queued or running job as `cancelled` in one
+//!   transaction or script call, and clears its lease: a claim never takes it again, and the
+//!   worker running it finds its lease gone at the next heartbeat, stops the run (its stop
+//!   check turns true) and has its outcome refused. Redis: the job's stream entry is acked and
+//!   deleted, and a pending retry leaves the retry zset.
 //! - **Retention.** Finished jobs read as unknown after `retention`; SQLite and Postgres rows are
 //!   deleted by [`JobQueue::prune`], Redis hashes expire by TTL (prune trims the indexes).
 //! - **Reads that cost little.** [`JobQueue::counts`] and [`JobQueue::latency`] read a bounded
@@ -77,7 +82,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use self::eta::{Eta, Prediction};
-pub use self::job::{Handlers, Job, JobRun, Run};
+pub use self::job::{Handlers, Job, JobContext, JobRun, Run};
 pub use self::latency::{Histogram, Latency};
 pub use self::line::{Line, LineError, LineStats};
 pub use self::log::events;
@@ -90,8 +95,8 @@ pub use self::redis::RedisQueue;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteQueue;
 pub use self::types::{
-    Claimed, Completion, Counts, IdError, JobError, JobId, JobStatus, JobView, MAX_LABEL_LEN,
-    MAX_NAME_LEN, NameError, NewJob, QueueName, WorkerId, backoff,
+    Cancel, Claimed, Completion, Counts, IdError, JobError, JobId, JobStatus, JobView,
+    MAX_LABEL_LEN, MAX_NAME_LEN, NameError, NewJob, QueueName, WorkerId, backoff,
 };
 
 /// Jobs accepted but not finished, past which enqueue answers [`EnqueueError::Full`]: enough to
@@ -352,6 +357,15 @@ pub trait JobQueue: Send + Sync + 'static {
     /// If the backend fails.
     fn reap(&self) -> impl Future<Output = Result<u64, QueueError>> + Send;
 
+    /// Cancels a job that has not finished: a `queued` job (or one waiting for a retry) becomes
+    /// `cancelled` at once and never runs; a `running` one becomes `cancelled` and loses its
+    /// lease, so its worker's next heartbeat stops the run and its outcome is refused. A job
+    /// that has finished is left as it is ([`Cancel::Finished`]).
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn cancel(&self, id: &JobId) -> impl Future<Output = Result<Cancel, QueueError>> + Send;
+
     /// Deletes finished jobs older than the retention period; returns how many.
     ///
     /// # Errors
@@ -482,6 +496,9 @@ impl JobQueue for Queue {
     }
     async fn reap(&self) -> Result<u64, QueueError> {
         dispatch!(self, q => q.reap().await)
+    }
+    async fn cancel(&self, id: &JobId) -> Result<Cancel, QueueError> {
+        dispatch!(self, q => q.cancel(id).await)
     }
     async fn prune(&self) -> Result<u64, QueueError> {
         dispatch!(self, q => q.prune().await)

@@ -21,8 +21,8 @@ use self::link::{Link, QUERY_TIMEOUT, Shared, is_lost};
 use super::latency::Latency;
 use super::types::lease_token;
 use super::{
-    Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus, JobView,
-    NewJob, QueueError, QueueOptions, WorkerId, backoff,
+    Cancel, Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus,
+    JobView, NewJob, QueueError, QueueOptions, WorkerId, backoff,
 };
 
 /// Most jobs one claim takes: a batch a few milliseconds long even for tiny jobs, and a bounded
@@ -449,6 +449,34 @@ impl JobQueue for PostgresQueue {
         Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
     }
 
+    async fn cancel(&self, id: &JobId) -> Result<Cancel, QueueError> {
+        let (name, id_text) = (&self.inner.options.name.as_str(), id.as_str());
+        let retention = ms(self.inner.options.retention);
+        let row = self
+            .call(|l| async move {
+                l.client
+                    .query_one(sql::CANCEL, &[name, &id_text, &retention])
+                    .await
+            })
+            .await?;
+        let before: Option<String> = row.try_get(0)?;
+        let cancelled: bool = row.try_get(1)?;
+        let Some(was) = before.as_deref().and_then(JobStatus::from_name) else {
+            return Ok(Cancel::NotFound);
+        };
+        if cancelled {
+            return Ok(Cancel::Cancelled { was });
+        }
+        if was.is_finished() {
+            return Ok(Cancel::Finished(was));
+        }
+        // It finished between the statement's snapshot and its update: say how.
+        Ok(match self.get(id).await? {
+            Some(v) => Cancel::Finished(v.status),
+            None => Cancel::NotFound,
+        })
+    }
+
     async fn prune(&self) -> Result<u64, QueueError> {
         let name = &self.inner.options.name.as_str();
         let retention = ms(self.inner.options.retention);
@@ -475,6 +503,7 @@ impl JobQueue for PostgresQueue {
             running: left(JobStatus::Running.as_str()),
             done: left(JobStatus::Done.as_str()),
             failed: left(JobStatus::Failed.as_str()),
+            cancelled: left(JobStatus::Cancelled.as_str()),
             stalls: n("stalls").max(0) as u64,
         })
     }

@@ -6,9 +6,11 @@
 //! - `{name}:stream`: entries `id=<job id>`, waiting or in flight; consumer group `workers`.
 //!   Acked entries are deleted, so `XLEN` + `ZCARD retry` is the backlog.
 //! - `{name}:job:<id>`: hash `status payload attempts max_attempts result error enqueued_at
-//!   started_at finished_at lease lease_until worker`; `PEXPIRE` retention once finished.
+//!   started_at finished_at lease lease_until worker entry`; `PEXPIRE` retention once finished.
+//!   `entry` is the job's stream entry while it has one, so a cancel deletes it.
 //! - `{name}:retry`: zset of job ids by due time (ms); promoted to the stream by the claim script.
-//! - `{name}:done`, `{name}:failed`: zsets of job ids by finish time, for counts and pruning.
+//! - `{name}:done`, `{name}:failed`, `{name}:cancelled`: zsets of job ids by finish time, for
+//!   counts and pruning.
 //! - `{name}:dlq`: stream of failed jobs (`id`, `error`), trimmed to ~10,000 and to the retention.
 //! - `{name}:stalls`: how many runs were ever lost with their worker (a counter for metrics).
 //! - `{name}:latency`: the enqueue-to-done histogram (see [`super::latency`]), one hash:
@@ -28,8 +30,8 @@ use redis::{AsyncConnectionConfig, Client, Script, streams::StreamReadReply};
 use super::latency::{self, Latency};
 use super::types::lease_token;
 use super::{
-    Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus, JobView,
-    NewJob, QueueError, QueueOptions, WorkerId, backoff,
+    Cancel, Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus,
+    JobView, NewJob, QueueError, QueueOptions, WorkerId, backoff,
 };
 
 /// The consumer group every worker reads through.
@@ -77,6 +79,7 @@ struct Scripts {
     reap: Script,
     counts: Script,
     prune: Script,
+    cancel: Script,
 }
 
 impl Scripts {
@@ -96,6 +99,7 @@ impl Scripts {
             reap: s(include_str!("lua/reap.lua")),
             counts: s(include_str!("lua/counts.lua")),
             prune: s(include_str!("lua/prune.lua")),
+            cancel: s(include_str!("lua/cancel.lua")),
         }
     }
 }
@@ -114,8 +118,8 @@ struct Inner {
     blocking: Mutex<Vec<MultiplexedConnection>>,
     scripts: Scripts,
     /// `{name}:stream`, `{name}:retry`, `{name}:done`, `{name}:failed`, `{name}:dlq`,
-    /// `{name}:stalls`, `{name}:latency`, `{name}:labels`.
-    keys: [String; 8],
+    /// `{name}:stalls`, `{name}:latency`, `{name}:labels`, `{name}:cancelled`.
+    keys: [String; 9],
     /// `{name}:job:`
     job_prefix: String,
     options: QueueOptions,
@@ -142,7 +146,15 @@ impl RedisQueue {
         let mut conn = client.get_connection_manager_with_config(config).await?;
         let tag = format!("{{{}}}", options.name);
         let keys = [
-            "stream", "retry", "done", "failed", "dlq", "stalls", "latency", "labels",
+            "stream",
+            "retry",
+            "done",
+            "failed",
+            "dlq",
+            "stalls",
+            "latency",
+            "labels",
+            "cancelled",
         ]
         .map(|k| format!("{tag}:{k}"));
         create_group(&mut conn, &keys[0]).await?;
@@ -488,6 +500,20 @@ impl JobQueue for RedisQueue {
         .await
     }
 
+    async fn cancel(&self, id: &JobId) -> Result<Cancel, QueueError> {
+        let retention = self.inner.options.retention.as_millis().to_string();
+        let (before, cancelled): (String, u8) = self
+            .run(&self.inner.scripts.cancel, &[id.as_str(), &retention])
+            .await?;
+        let Some(was) = JobStatus::from_name(&before) else {
+            return Ok(Cancel::NotFound);
+        };
+        Ok(match cancelled {
+            1 => Cancel::Cancelled { was },
+            _ => Cancel::Finished(was),
+        })
+    }
+
     async fn prune(&self) -> Result<u64, QueueError> {
         let retention = self.inner.options.retention.as_millis().to_string();
         self.run(&self.inner.scripts.prune, &[&retention]).await
@@ -495,13 +521,14 @@ impl JobQueue for RedisQueue {
 
     async fn counts(&self) -> Result<Counts, QueueError> {
         let retention = self.inner.options.retention.as_millis().to_string();
-        let (queued, running, done, failed, stalls): (i64, u64, u64, u64, u64) =
+        let (queued, running, done, failed, stalls, cancelled): (i64, u64, u64, u64, u64, u64) =
             self.run(&self.inner.scripts.counts, &[&retention]).await?;
         Ok(Counts {
             queued: queued.max(0) as u64,
             running,
             done,
             failed,
+            cancelled,
             stalls,
         })
     }

@@ -12,8 +12,8 @@ use tokio::sync::oneshot;
 use super::latency::{self, Latency, MAX_LABELS, OTHER};
 use super::types::{lease_token, now_ms};
 use super::{
-    Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus, JobView,
-    NewJob, QueueError, QueueOptions, WorkerId, backoff,
+    Cancel, Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus,
+    JobView, NewJob, QueueError, QueueOptions, WorkerId, backoff,
 };
 
 /// How long a writer waits for another process's transaction: long enough that workers never die
@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS latency_labels (label TEXT PRIMARY KEY) WITHOUT ROWID
 
 /// Columns added since the first release: a file made by an older offload gets them on open,
 /// followed by the statement that fills them in, if any.
-const ADDED_COLUMNS: [(&str, &str, &str, &str); 6] = [
+const ADDED_COLUMNS: [(&str, &str, &str, &str); 7] = [
     ("jobs", "stalls", "INTEGER NOT NULL DEFAULT 0", ""),
     ("jobs", "max_stalls", "INTEGER NOT NULL DEFAULT 10", ""),
     ("qmeta", "stalls", "INTEGER NOT NULL DEFAULT 0", ""),
@@ -77,6 +77,7 @@ const ADDED_COLUMNS: [(&str, &str, &str, &str); 6] = [
         "INTEGER NOT NULL DEFAULT 0",
         "UPDATE qmeta SET failed = (SELECT count(*) FROM jobs WHERE status = 'failed')",
     ),
+    ("qmeta", "cancelled", "INTEGER NOT NULL DEFAULT 0", ""),
 ];
 
 const VIEW_COLUMNS: &str = "id, status, attempts, max_attempts, result, error, enqueued_at, \
@@ -707,24 +708,57 @@ impl JobQueue for SqliteQueue {
         .await
     }
 
+    async fn cancel(&self, id: &JobId) -> Result<Cancel, QueueError> {
+        let id = id.clone();
+        self.call(move |conn, opts| {
+            let t = now();
+            write(conn, |tx| {
+                let status: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT status FROM jobs WHERE id = ?1 \
+                         AND (finished_at IS NULL OR finished_at >= ?2)",
+                    )?
+                    .query_row(params![id.as_str(), t - ms(opts.retention)], |r| r.get(0))
+                    .optional()?;
+                let Some(was) = status.as_deref().and_then(JobStatus::from_name) else {
+                    return Ok(Cancel::NotFound);
+                };
+                if was.is_finished() {
+                    return Ok(Cancel::Finished(was));
+                }
+                tx.prepare_cached(
+                    "UPDATE jobs SET status = 'cancelled', finished_at = ?1, lease = NULL, \
+                     lease_until = NULL WHERE id = ?2",
+                )?
+                .execute(params![t, id.as_str()])?;
+                tx.prepare_cached(
+                    "UPDATE qmeta SET depth = max(depth - 1, 0), cancelled = cancelled + 1 \
+                     WHERE id = 0",
+                )?
+                .execute([])?;
+                Ok(Cancel::Cancelled { was })
+            })
+        })
+        .await
+    }
+
     async fn prune(&self) -> Result<u64, QueueError> {
         self.call(move |conn, opts| {
             write(conn, |tx| {
                 let gone = tx
                     .prepare_cached(
                         "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
-                         AND status IN ('done', 'failed') RETURNING status",
+                         AND status IN ('done', 'failed', 'cancelled') RETURNING status",
                     )?
                     .query_map([now() - ms(opts.retention)], |r| r.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
-                let done = gone.iter().filter(|s| *s == "done").count() as i64;
-                let failed = gone.len() as i64 - done;
+                let of = |status: &str| gone.iter().filter(|s| *s == status).count() as i64;
                 if !gone.is_empty() {
                     tx.prepare_cached(
-                        "UPDATE qmeta SET done = max(done - ?1, 0), failed = max(failed - ?2, 0) \
-                         WHERE id = 0",
+                        "UPDATE qmeta SET done = max(done - ?1, 0), failed = max(failed - ?2, 0), \
+                         cancelled = max(cancelled - ?3, 0) WHERE id = 0",
                     )?
-                    .execute([done, failed])?;
+                    .execute([of("done"), of("failed"), of("cancelled")])?;
                 }
                 Ok(gone.len() as u64)
             })
@@ -755,26 +789,35 @@ impl JobQueue for SqliteQueue {
                         _ => {}
                     }
                 }
-                let (done, failed, stalls) = conn
-                    .prepare_cached("SELECT done, failed, stalls FROM qmeta WHERE id = 0")?
+                let (done, failed, cancelled, stalls) = conn
+                    .prepare_cached(
+                        "SELECT done, failed, cancelled, stalls FROM qmeta WHERE id = 0",
+                    )?
                     .query_row([], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    })?;
+                let (expired_done, expired_failed, expired_cancelled) = conn
+                    .prepare_cached(
+                        "SELECT count(*) FILTER (WHERE status = 'done'), \
+                            count(*) FILTER (WHERE status = 'failed'), \
+                            count(*) FILTER (WHERE status = 'cancelled') \
+                     FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1",
+                    )?
+                    .query_row([now() - ms(opts.retention)], |r| {
                         Ok((
                             r.get::<_, i64>(0)?,
                             r.get::<_, i64>(1)?,
                             r.get::<_, i64>(2)?,
                         ))
                     })?;
-                let (expired_done, expired_failed) = conn
-                    .prepare_cached(
-                        "SELECT count(*) FILTER (WHERE status = 'done'), \
-                            count(*) FILTER (WHERE status = 'failed') \
-                     FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1",
-                    )?
-                    .query_row([now() - ms(opts.retention)], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                    })?;
                 counts.done = (done - expired_done).max(0) as u64;
                 counts.failed = (failed - expired_failed).max(0) as u64;
+                counts.cancelled = (cancelled - expired_cancelled).max(0) as u64;
                 counts.stalls = stalls.max(0) as u64;
                 Ok(counts)
             })

@@ -185,6 +185,9 @@ pub enum JobStatus {
     Done,
     /// Out of attempts, or failed with an error that must not be retried.
     Failed,
+    /// Cancelled before it finished ([`JobQueue::cancel`](crate::JobQueue::cancel)): it never
+    /// runs again, and a run in progress is told to stop.
+    Cancelled,
 }
 
 impl JobStatus {
@@ -195,7 +198,16 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Done => "done",
             JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether the job has ended (done, failed or cancelled): it will not change again.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 
     /// Parses a stored name.
@@ -205,6 +217,7 @@ impl JobStatus {
             "running" => JobStatus::Running,
             "done" => JobStatus::Done,
             "failed" => JobStatus::Failed,
+            "cancelled" => JobStatus::Cancelled,
             _ => return None,
         })
     }
@@ -236,7 +249,7 @@ pub struct JobView {
     /// When its latest run started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
-    /// When it reached `done` or `failed`.
+    /// When it reached `done`, `failed` or `cancelled`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
 }
@@ -361,6 +374,9 @@ pub struct Counts {
     pub done: u64,
     /// Finished with an error.
     pub failed: u64,
+    /// Cancelled before they finished.
+    #[serde(default)]
+    pub cancelled: u64,
     /// Runs lost with their worker, ever, in this queue (a counter, never reset).
     pub stalls: u64,
 }
@@ -479,4 +495,20 @@ mod tests {
             assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?}");
         }
     }
+}
+
+/// What [`JobQueue::cancel`](crate::JobQueue::cancel) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// The job was `queued` (or waiting for a retry) or `running`, and is now `cancelled`. A
+    /// run in progress loses its lease: its worker's next heartbeat tells it to stop, and its
+    /// outcome is refused.
+    Cancelled {
+        /// Where it was.
+        was: JobStatus,
+    },
+    /// The job had already finished (`done`, `failed` or `cancelled`): nothing changed.
+    Finished(JobStatus),
+    /// No such job (never stored, or finished and past its retention).
+    NotFound,
 }

@@ -27,8 +27,11 @@ pub type Executor = Arc<dyn Fn(String) -> BoxFuture<Result<String, JobError>> + 
 
 /// Lease per job: a job whose worker stops heartbeating for this long runs again elsewhere.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-/// Heartbeat every lease / 3: two heartbeats can be late or lost before the lease lapses.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+/// Heartbeat every second (at most a third of the lease, so two can be late or lost before it
+/// lapses): a run whose job was cancelled finds out at its next heartbeat, and is told to stop
+/// ([`JobContext::stopped`](crate::JobContext::stopped)). A heartbeat is one small write per
+/// running job a second, and only jobs that run longer than a second ever send one.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Pause after a claim that found nothing without waiting (a backend that cannot wait), doubled
 /// up to `poll_max`: keeps an idle loop from spinning.
 pub const DEFAULT_POLL_MIN: Duration = Duration::from_millis(5);
@@ -124,10 +127,11 @@ impl WorkerConfig {
         self
     }
 
-    /// Sets the lease and a heartbeat of a third of it.
+    /// Sets the lease, and a heartbeat of a third of it or [`DEFAULT_HEARTBEAT`], whichever
+    /// is shorter.
     pub fn with_lease(mut self, lease: Duration) -> WorkerConfig {
         self.lease = lease;
-        self.heartbeat = lease / 3;
+        self.heartbeat = (lease / 3).min(DEFAULT_HEARTBEAT);
         self
     }
 }
@@ -446,8 +450,14 @@ impl<Q: JobQueue + Clone> Job<Q> {
                 _ = beat.tick() => match self.queue.heartbeat(job, self.config.lease).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::warn!(id = %job.id, "lease lost; abandoning the run");
+                        // Dropping the run's future tells its handler to stop.
                         work.abort();
+                        match self.queue.get(&job.id).await {
+                            Ok(Some(v)) if v.status == crate::JobStatus::Cancelled => {
+                                tracing::info!(id = %job.id, "job cancelled; stopping the run");
+                            }
+                            _ => tracing::warn!(id = %job.id, "lease lost; stopping the run"),
+                        }
                         Tally::add(&self.tally.lost);
                         return;
                     }

@@ -8,7 +8,7 @@ local want = tonumber(ARGV[7])
 local due = redis.call('ZRANGEBYSCORE', retry, '-inf', now, 'LIMIT', 0, 100)
 for _, id in ipairs(due) do
   redis.call('ZREM', retry, id)
-  redis.call('XADD', stream, '*', 'id', id)
+  add(id)
 end
 
 local out = {}

@@ -1,11 +1,11 @@
 -- Shared by every script. KEYS: stream, retry zset, done zset, failed zset, dead-letter stream,
--- stall counter, latency histogram hash, latency labels set.
+-- stall counter, latency histogram hash, latency labels set, cancelled zset.
 -- ARGV[1]: job hash prefix ("{name}:job:"), ARGV[2]: consumer group. All keys share the {name}
 -- hash tag, so job hashes built from ARGV[1] live in the same cluster slot as KEYS.
 -- Before this file: `bucket_of(ms)`, MAX_LABELS and OTHER, written from Rust's constants
 -- (queue/latency.rs), so that the scripts bucket times as the other stores do.
 local stream, retry, done_z, failed_z, dlq, stalls_k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local latency_h, labels_s = KEYS[7], KEYS[8]
+local latency_h, labels_s, cancelled_z = KEYS[7], KEYS[8], KEYS[9]
 local jobp, group = ARGV[1], ARGV[2]
 
 local function now_ms()
@@ -41,10 +41,16 @@ local function finish(key, id, status, value, now, retention_ms, entry)
   if entry ~= '' then drop(entry) end
 end
 
+-- Add a job to the stream, and note the entry in its hash (a cancel deletes it).
+local function add(id)
+  local entry = redis.call('XADD', stream, '*', 'id', id)
+  redis.call('HSET', jobp .. id, 'entry', entry)
+end
+
 -- Put a job back on the stream as a fresh entry (the old one is acked and deleted).
 local function requeue(id, entry)
   if entry ~= '' then drop(entry) end
-  redis.call('XADD', stream, '*', 'id', id)
+  add(id)
 end
 
 -- Count a job done after `ms` in the histogram: field "<bucket>:<label>" holds the jobs of that

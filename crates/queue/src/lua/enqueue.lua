@@ -7,5 +7,5 @@ if n >= tonumber(ARGV[6]) then return {0, n} end
 redis.call('HSET', jobp .. ARGV[3], 'status', 'queued', 'payload', ARGV[4], 'attempts', 0,
   'max_attempts', ARGV[5], 'stalls', 0, 'max_stalls', ARGV[7], 'enqueued_at', now_ms())
 if ARGV[8] ~= '' then redis.call('HSET', jobp .. ARGV[3], 'label', ARGV[8]) end
-redis.call('XADD', stream, '*', 'id', ARGV[3])
+add(ARGV[3])
 return {1, n + 1}

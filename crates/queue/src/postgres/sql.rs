@@ -99,6 +99,11 @@ DO $$ BEGIN
             done = (SELECT count(*) FROM offload_jobs j WHERE j.queue = q.queue AND j.status = 'done'),
             failed = (SELECT count(*) FROM offload_jobs j WHERE j.queue = q.queue AND j.status = 'failed');
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'offload_queues'
+                     AND column_name = 'cancelled') THEN
+        ALTER TABLE offload_queues ADD COLUMN cancelled BIGINT NOT NULL DEFAULT 0;
+    END IF;
 END $$;"
     )
 }
@@ -114,6 +119,9 @@ pub(super) const SCHEMA_READY: &str = "SELECT EXISTS (SELECT 1 FROM information_
      AND EXISTS (SELECT 1 FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name = 'offload_jobs' \
      AND column_name = 'label') \
+     AND EXISTS (SELECT 1 FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = 'offload_queues' \
+     AND column_name = 'cancelled') \
      AND to_regclass('offload_jobs_finished') IS NOT NULL \
      AND to_regclass('offload_latency') IS NOT NULL";
 
@@ -335,11 +343,12 @@ pub(super) const PRUNE: &str = concat!(
     DELETE FROM offload_jobs WHERE queue = $1 AND finished_at IS NOT NULL
         AND finished_at < (SELECT ",
     now_ms!(),
-    " - $2::bigint) AND status IN ('done', 'failed') RETURNING status),
+    " - $2::bigint) AND status IN ('done', 'failed', 'cancelled') RETURNING status),
 m AS (
     UPDATE offload_queues SET
         done = greatest(done - (SELECT count(*) FROM gone WHERE status = 'done'), 0),
-        failed = greatest(failed - (SELECT count(*) FROM gone WHERE status = 'failed'), 0)
+        failed = greatest(failed - (SELECT count(*) FROM gone WHERE status = 'failed'), 0),
+        cancelled = greatest(cancelled - (SELECT count(*) FROM gone WHERE status = 'cancelled'), 0)
     WHERE queue = $1 AND EXISTS (SELECT 1 FROM gone))
 SELECT count(*) FROM gone"
 );
@@ -359,7 +368,30 @@ pub(super) const COUNTS: &str = concat!(
     " - $2::bigint) GROUP BY status \
      UNION ALL SELECT 'done', done FROM offload_queues WHERE queue = $1 \
      UNION ALL SELECT 'failed', failed FROM offload_queues WHERE queue = $1 \
+     UNION ALL SELECT 'cancelled', cancelled FROM offload_queues WHERE queue = $1 \
      UNION ALL SELECT 'stalls', stalls FROM offload_queues WHERE queue = $1"
+);
+
+/// `$2` id, `$3` retention in ms. Ends a queued or running job as `cancelled` (its lease
+/// cleared, so the worker running it is refused at its next heartbeat), takes it out of the
+/// backlog and counts it. Answers the status it had before (NULL: no such job) and whether it
+/// was cancelled; all parts see the statement's snapshot, so the first is the status before.
+/// A job that finished between the snapshot and the update is left as it is (not cancelled).
+pub(super) const CANCEL: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_ms!(),
+    " AS now),
+c AS (
+    UPDATE offload_jobs j SET status = 'cancelled', finished_at = t.now, lease = NULL,
+        lease_until = NULL
+    FROM t WHERE j.queue = $1 AND j.id = $2 AND j.status IN ('queued', 'running')
+    RETURNING j.queue),
+m AS (
+    UPDATE offload_queues SET depth = greatest(depth - 1, 0), cancelled = cancelled + 1
+    WHERE queue = $1 AND EXISTS (SELECT 1 FROM c))
+SELECT (SELECT status FROM offload_jobs, t WHERE queue = $1 AND id = $2
+            AND (finished_at IS NULL OR finished_at >= t.now - $3::bigint)),
+       EXISTS (SELECT 1 FROM c)"
 );
 
 /// The latency histogram's rows: label, bucket, jobs, longest time.
