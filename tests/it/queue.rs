@@ -196,6 +196,7 @@ conformance!(
     cancel::cancel_ends_unfinished_jobs_only,
     cancel::cancelled_jobs_free_the_backlog_and_expire,
     cancel::cancel_tells_a_running_handler_to_stop,
+    cancel::retry_requeues_failed_and_cancelled_jobs,
 );
 
 /// Redis only: a server restart without persistence (or deleted keys) loses the consumer group;

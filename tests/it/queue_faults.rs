@@ -516,7 +516,8 @@ async fn bad_input_and_a_full_backlog(b: Backend, test: &str) {
 
 /// `DELETE /jobs/{id}` through the gateway: a queued job ends `cancelled` and never runs; a
 /// running one ends `cancelled`, its handler is told to stop, and its thread takes the next job;
-/// a second cancel is a 409, an unknown id a 404, a malformed one a 400.
+/// a second cancel is a 409, an unknown id a 404, a malformed one a 400. `POST
+/// /jobs/{id}/retry` runs a cancelled job again, and is a 409 for a done one.
 async fn cancel_over_http(b: Backend, test: &str) {
     let Some(store) = b.store(test) else { return };
     // A job of about a minute, over the default size limit.
@@ -547,6 +548,18 @@ async fn cancel_over_http(b: Backend, test: &str) {
     assert_eq!(job(gw.addr, &running).await["status"], "cancelled");
     assert_eq!(job(gw.addr, &queued).await["status"], "cancelled");
     assert_eq!(jobs_in(gw.addr, "cancelled").await, 2.0);
+    // Retried, a cancelled job runs again; a done one cannot be retried.
+    let r = request(gw.addr, "POST", &format!("/jobs/{next}/retry"), &[], "").await;
+    assert_eq!((r.status, r.code().as_str()), (409, "job_not_retryable"));
+    let r = request(gw.addr, "POST", &format!("/jobs/{unknown}/retry"), &[], "").await;
+    assert_eq!((r.status, r.code().as_str()), (404, "job_not_found"));
+    let r = request(gw.addr, "POST", &format!("/jobs/{queued}/retry"), &[], "").await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.headers["location"], format!("/jobs/{queued}"));
+    assert_eq!(r.json()["status"], "queued");
+    wait_status(gw.addr, &queued, "running", Duration::from_secs(10)).await;
+    let r = request(gw.addr, "DELETE", &format!("/jobs/{queued}"), &[], "").await;
+    assert_eq!(r.json()["status"], "cancelled");
 }
 
 /// Runs each test on every backend.

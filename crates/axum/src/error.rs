@@ -39,6 +39,14 @@ pub enum Error {
         /// Its status: `done`, `failed` or `cancelled`.
         status: &'static str,
     },
+    /// Only a failed or cancelled job can be retried (409 `job_not_retryable`).
+    #[error("job {id} is {status}: only a failed or cancelled job can be retried")]
+    JobNotRetryable {
+        /// The job's id.
+        id: String,
+        /// Its status: `queued`, `running` or `done`.
+        status: &'static str,
+    },
     /// The job's handler refused it with a non-retryable error, when it ran in the pool
     /// (422 `job_failed`, with the handler's message).
     #[error("the job failed: {0}")]
@@ -115,6 +123,7 @@ impl Error {
             Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Error::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
             Error::JobFinished { .. } => (StatusCode::CONFLICT, "job_finished"),
+            Error::JobNotRetryable { .. } => (StatusCode::CONFLICT, "job_not_retryable"),
             Error::JobFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "job_failed"),
             Error::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable"),

@@ -7,6 +7,9 @@
 //!   failed, or after N seconds (at most [`MAX_LONG_POLL`]) with its state then.
 //! - `DELETE {path}/{id}`: cancels a queued or running job ([`JobQueue::cancel`]): 200 with the
 //!   job, now `cancelled`; 409 `job_finished` for a job already done, failed or cancelled.
+//! - `POST {path}/{id}/retry`: queues a failed or cancelled job again with fresh attempts
+//!   ([`JobQueue::retry`]): 202 with the job and its `Location`; 409 `job_not_retryable` for
+//!   a job queued, running or done.
 //! - `GET {path}`: the jobs by state and, with `?latency=N` (any N ≥ 1), enqueue-to-done times
 //!   ([`JobsSummary`]).
 //!
@@ -19,10 +22,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use offload_queue::{Cancel, Counts, Histogram, JobId, JobQueue, JobStatus, JobView, Queue, Reach};
+use axum::routing::{get, post};
+use offload_queue::{
+    Cancel, Counts, Histogram, JobId, JobQueue, JobStatus, JobView, Queue, Reach, Retry,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::prefer::set_preference_applied;
@@ -140,6 +145,7 @@ impl JobRoutes {
         Router::new()
             .route(summary, get(summary_route))
             .route(&format!("{path}/{{id}}"), get(job).delete(cancel))
+            .route(&format!("{path}/{{id}}/retry"), post(retry))
             .with_state(self.clone())
     }
 
@@ -343,6 +349,35 @@ async fn cancel(State(routes): State<JobRoutes>, uri: Uri) -> Result<Response, E
             status: status.as_str(),
         }),
         Cancel::NotFound => Err(Error::JobNotFound(id.to_string())),
+    }
+}
+
+/// `POST {path}/{id}/retry`: queues a failed or cancelled job again with fresh attempts, and
+/// answers 202 with the job and its `Location`; 409 `job_not_retryable` for any other status,
+/// 503 `overloaded` while the backlog is full.
+async fn retry(State(routes): State<JobRoutes>, uri: Uri) -> Result<Response, Error> {
+    let job_path = uri.path().strip_suffix("/retry").unwrap_or_default();
+    let id = job_path.rsplit('/').next().unwrap_or_default();
+    let id = JobId::parse(id).map_err(|_| Error::BadJobId(shown(id)))?;
+    let i = &routes.inner;
+    let done = i.reach.call("a retry", i.queue.retry(&id)).await;
+    match done.map_err(|e| Error::Unavailable(e.to_string()))? {
+        Retry::Queued { .. } => {
+            let view = routes.get(&id).await?;
+            let mut resp = (StatusCode::ACCEPTED, axum::Json(JobBody::from(view))).into_response();
+            if let Ok(location) = HeaderValue::from_str(job_path) {
+                resp.headers_mut().insert(header::LOCATION, location);
+            }
+            Ok(resp)
+        }
+        Retry::NotRetryable(status) => Err(Error::JobNotRetryable {
+            id: id.to_string(),
+            status: status.as_str(),
+        }),
+        Retry::Full(_) => Err(Error::Busy {
+            retry_after: Duration::from_secs(1),
+        }),
+        Retry::NotFound => Err(Error::JobNotFound(id.to_string())),
     }
 }
 

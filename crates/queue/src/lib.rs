@@ -96,7 +96,7 @@ pub use self::redis::RedisQueue;
 pub use self::sqlite::SqliteQueue;
 pub use self::types::{
     Cancel, Claimed, Completion, Counts, IdError, JobError, JobId, JobStatus, JobView,
-    MAX_LABEL_LEN, MAX_NAME_LEN, NameError, NewJob, QueueName, WorkerId, backoff,
+    MAX_LABEL_LEN, MAX_NAME_LEN, NameError, NewJob, QueueName, Retry, WorkerId, backoff,
 };
 
 /// Jobs accepted but not finished, past which enqueue answers [`EnqueueError::Full`]: enough to
@@ -366,6 +366,14 @@ pub trait JobQueue: Send + Sync + 'static {
     /// If the backend fails.
     fn cancel(&self, id: &JobId) -> impl Future<Output = Result<Cancel, QueueError>> + Send;
 
+    /// Queues a `failed` or `cancelled` job again, with fresh attempts and stalls, due at once,
+    /// if the backlog has room (it takes a place as an enqueue does). Any other status is left
+    /// as it is ([`Retry::NotRetryable`]).
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn retry(&self, id: &JobId) -> impl Future<Output = Result<Retry, QueueError>> + Send;
+
     /// Deletes finished jobs older than the retention period; returns how many.
     ///
     /// # Errors
@@ -499,6 +507,9 @@ impl JobQueue for Queue {
     }
     async fn cancel(&self, id: &JobId) -> Result<Cancel, QueueError> {
         dispatch!(self, q => q.cancel(id).await)
+    }
+    async fn retry(&self, id: &JobId) -> Result<Retry, QueueError> {
+        dispatch!(self, q => q.retry(id).await)
     }
     async fn prune(&self) -> Result<u64, QueueError> {
         dispatch!(self, q => q.prune().await)

@@ -22,7 +22,7 @@ use super::latency::Latency;
 use super::types::lease_token;
 use super::{
     Cancel, Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus,
-    JobView, NewJob, QueueError, QueueOptions, WorkerId, backoff,
+    JobView, NewJob, QueueError, QueueOptions, Retry, WorkerId, backoff,
 };
 
 /// Most jobs one claim takes: a batch a few milliseconds long even for tiny jobs, and a bounded
@@ -474,6 +474,37 @@ impl JobQueue for PostgresQueue {
         Ok(match self.get(id).await? {
             Some(v) => Cancel::Finished(v.status),
             None => Cancel::NotFound,
+        })
+    }
+
+    async fn retry(&self, id: &JobId) -> Result<Retry, QueueError> {
+        let (name, id_text) = (&self.inner.options.name.as_str(), id.as_str());
+        let cap = i64::try_from(self.inner.options.max_backlog).unwrap_or(i64::MAX);
+        let retention = ms(self.inner.options.retention);
+        let row = self
+            .call(|l| async move {
+                l.client
+                    .query_one(sql::RETRY, &[name, &id_text, &cap, &retention])
+                    .await
+            })
+            .await?;
+        let before: Option<String> = row.try_get(0)?;
+        let queued: bool = row.try_get(1)?;
+        let depth: i64 = row.try_get(2)?;
+        let Some(was) = before.as_deref().and_then(JobStatus::from_name) else {
+            return Ok(Retry::NotFound);
+        };
+        Ok(match (queued, was) {
+            (true, _) => Retry::Queued { was },
+            (false, JobStatus::Failed | JobStatus::Cancelled) => match self.get(id).await? {
+                // Another retry queued it first.
+                Some(v) if !matches!(v.status, JobStatus::Failed | JobStatus::Cancelled) => {
+                    Retry::NotRetryable(v.status)
+                }
+                Some(_) => Retry::Full(depth.max(0) as u64),
+                None => Retry::NotFound,
+            },
+            (false, other) => Retry::NotRetryable(other),
         })
     }
 

@@ -31,7 +31,7 @@ use super::latency::{self, Latency};
 use super::types::lease_token;
 use super::{
     Cancel, Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus,
-    JobView, NewJob, QueueError, QueueOptions, WorkerId, backoff,
+    JobView, NewJob, QueueError, QueueOptions, Retry, WorkerId, backoff,
 };
 
 /// The consumer group every worker reads through.
@@ -80,6 +80,7 @@ struct Scripts {
     counts: Script,
     prune: Script,
     cancel: Script,
+    retry: Script,
 }
 
 impl Scripts {
@@ -100,6 +101,7 @@ impl Scripts {
             counts: s(include_str!("lua/counts.lua")),
             prune: s(include_str!("lua/prune.lua")),
             cancel: s(include_str!("lua/cancel.lua")),
+            retry: s(include_str!("lua/retry.lua")),
         }
     }
 }
@@ -511,6 +513,21 @@ impl JobQueue for RedisQueue {
         Ok(match cancelled {
             1 => Cancel::Cancelled { was },
             _ => Cancel::Finished(was),
+        })
+    }
+
+    async fn retry(&self, id: &JobId) -> Result<Retry, QueueError> {
+        let cap = self.inner.options.max_backlog.to_string();
+        let (before, queued, depth): (String, u8, u64) = self
+            .run(&self.inner.scripts.retry, &[id.as_str(), &cap])
+            .await?;
+        let Some(was) = JobStatus::from_name(&before) else {
+            return Ok(Retry::NotFound);
+        };
+        Ok(match (queued, was) {
+            (1, _) => Retry::Queued { was },
+            (_, JobStatus::Failed | JobStatus::Cancelled) => Retry::Full(depth),
+            (_, other) => Retry::NotRetryable(other),
         })
     }
 

@@ -13,7 +13,7 @@ use super::latency::{self, Latency, MAX_LABELS, OTHER};
 use super::types::{lease_token, now_ms};
 use super::{
     Cancel, Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus,
-    JobView, NewJob, QueueError, QueueOptions, WorkerId, backoff,
+    JobView, NewJob, QueueError, QueueOptions, Retry, WorkerId, backoff,
 };
 
 /// How long a writer waits for another process's transaction: long enough that workers never die
@@ -737,6 +737,50 @@ impl JobQueue for SqliteQueue {
                 )?
                 .execute([])?;
                 Ok(Cancel::Cancelled { was })
+            })
+        })
+        .await
+    }
+
+    async fn retry(&self, id: &JobId) -> Result<Retry, QueueError> {
+        let id = id.clone();
+        self.call(move |conn, opts| {
+            let t = now();
+            write(conn, |tx| {
+                let status: Option<String> = tx
+                    .prepare_cached(
+                        "SELECT status FROM jobs WHERE id = ?1 \
+                         AND (finished_at IS NULL OR finished_at >= ?2)",
+                    )?
+                    .query_row(params![id.as_str(), t - ms(opts.retention)], |r| r.get(0))
+                    .optional()?;
+                let Some(was) = status.as_deref().and_then(JobStatus::from_name) else {
+                    return Ok(Retry::NotFound);
+                };
+                if !matches!(was, JobStatus::Failed | JobStatus::Cancelled) {
+                    return Ok(Retry::NotRetryable(was));
+                }
+                let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
+                let room = tx
+                    .prepare_cached(
+                        "UPDATE qmeta SET depth = depth + 1, \
+                         failed = max(failed - (?2 = 'failed'), 0), \
+                         cancelled = max(cancelled - (?2 = 'cancelled'), 0) \
+                         WHERE id = 0 AND depth < ?1",
+                    )?
+                    .execute(params![cap, was.as_str()])?;
+                if room == 0 {
+                    let depth: i64 =
+                        tx.query_row("SELECT depth FROM qmeta WHERE id = 0", [], |r| r.get(0))?;
+                    return Ok(Retry::Full(depth as u64));
+                }
+                tx.prepare_cached(
+                    "UPDATE jobs SET status = 'queued', attempts = 0, stalls = 0, \
+                     finished_at = NULL, run_at = ?1, lease = NULL, lease_until = NULL \
+                     WHERE id = ?2",
+                )?
+                .execute(params![enqueue_time(), id.as_str()])?;
+                Ok(Retry::Queued { was })
             })
         })
         .await

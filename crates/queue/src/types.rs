@@ -512,3 +512,20 @@ pub enum Cancel {
     /// No such job (never stored, or finished and past its retention).
     NotFound,
 }
+
+/// What [`JobQueue::retry`](crate::JobQueue::retry) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The job was `failed` or `cancelled`, and is `queued` again with fresh attempts and
+    /// stalls (its last error kept until it runs).
+    Queued {
+        /// Where it was.
+        was: JobStatus,
+    },
+    /// The job is `queued`, `running` or `done`: nothing changed.
+    NotRetryable(JobStatus),
+    /// The backlog is at its cap: nothing changed (try again later).
+    Full(u64),
+    /// No such job (never stored, or finished and past its retention).
+    NotFound,
+}

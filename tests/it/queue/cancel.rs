@@ -1,5 +1,6 @@
-//! Conformance tests of cancel: a queued job never runs, a running one loses its lease and its
-//! handler is told to stop, a finished one is left as it is.
+//! Conformance tests of cancel and retry: a queued job never runs, a running one loses its lease
+//! and its handler is told to stop, a finished one is left as it is; a failed or cancelled job
+//! can be queued again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use offload::queue::worker::{self, WorkerConfig};
 use offload::queue::{
     Cancel, Completion, Handlers, Job, JobContext, JobError, JobId, JobQueue, JobStatus, NewJob,
-    QueueOptions, WorkerId,
+    QueueOptions, Retry, WorkerId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep};
@@ -199,5 +200,83 @@ pub(super) async fn cancel_tells_a_running_handler_to_stop(b: Backend, test: &st
     );
     let v = h.queue.get(&id).await.unwrap().unwrap();
     assert_eq!(v.status, JobStatus::Cancelled);
+    h.cleanup().await;
+}
+
+/// A failed or a cancelled job is queued again with fresh attempts, runs, and counts where it
+/// ends; any other status is left; a full backlog refuses the retry and changes nothing.
+pub(super) async fn retry_requeues_failed_and_cancelled_jobs(b: Backend, test: &str) {
+    let opts = QueueOptions {
+        max_backlog: 2,
+        ..options()
+    };
+    let Some(h) = b.open(test, opts).await else {
+        return;
+    };
+    let q = &h.queue;
+    let me = WorkerId::new();
+    let failed = q.enqueue(NewJob::new("1").max_attempts(1)).await.unwrap();
+    let f = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+    assert_eq!(
+        q.complete(&f, Err(JobError::fatal("bad"))).await.unwrap(),
+        Completion::Failed
+    );
+    let cancelled = q.enqueue(NewJob::new("2")).await.unwrap();
+    q.cancel(&cancelled).await.unwrap();
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.queued, c.failed, c.cancelled), (0, 1, 1), "{c:?}");
+    assert_eq!(
+        q.retry(&failed).await.unwrap(),
+        Retry::Queued {
+            was: JobStatus::Failed
+        }
+    );
+    let v = q.get(&failed).await.unwrap().unwrap();
+    assert_eq!(
+        (v.status, v.attempts, v.finished_at),
+        (JobStatus::Queued, 0, None)
+    );
+    assert_eq!(
+        q.retry(&failed).await.unwrap(),
+        Retry::NotRetryable(JobStatus::Queued)
+    );
+    assert_eq!(
+        q.retry(&cancelled).await.unwrap(),
+        Retry::Queued {
+            was: JobStatus::Cancelled
+        }
+    );
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.queued, c.failed, c.cancelled), (2, 0, 0), "{c:?}");
+    // Both run again, oldest retry first, and end done.
+    for id in [&failed, &cancelled] {
+        let job = q
+            .claim(&me, LEASE, NO_WAIT)
+            .await
+            .unwrap()
+            .expect("queued again");
+        assert_eq!((&job.id, job.attempt), (id, 1));
+        assert_eq!(
+            q.complete(&job, Ok("ok".into())).await.unwrap(),
+            Completion::Done
+        );
+    }
+    assert_eq!(
+        q.retry(&failed).await.unwrap(),
+        Retry::NotRetryable(JobStatus::Done)
+    );
+    // A full backlog: the retry is refused and the job stays failed.
+    let again = q.enqueue(NewJob::new("3").max_attempts(1)).await.unwrap();
+    let a = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+    q.complete(&a, Err(JobError::fatal("bad"))).await.unwrap();
+    q.enqueue(NewJob::new("4")).await.unwrap();
+    q.enqueue(NewJob::new("5")).await.unwrap();
+    assert!(matches!(q.retry(&again).await.unwrap(), Retry::Full(2)));
+    assert_eq!(
+        q.get(&again).await.unwrap().unwrap().status,
+        JobStatus::Failed
+    );
+    assert_eq!(q.counts().await.unwrap().failed, 1);
+    assert_eq!(q.retry(&JobId::random()).await.unwrap(), Retry::NotFound);
     h.cleanup().await;
 }

@@ -394,6 +394,34 @@ SELECT (SELECT status FROM offload_jobs, t WHERE queue = $1 AND id = $2
        EXISTS (SELECT 1 FROM c)"
 );
 
+/// `$2` id, `$3` backlog cap, `$4` retention in ms. Queues a failed or cancelled job again
+/// (fresh attempts and stalls, due now) if the backlog has room, and notifies idle workers.
+/// The queue's row is locked first, so the cap holds against concurrent enqueues, and a second
+/// retry of the same job, waiting on that lock, finds the job queued and changes nothing.
+/// Answers the status before (NULL: no such job), whether it was queued, and the depth.
+pub(super) const RETRY: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_ms!(),
+    " AS now),
+cur AS (SELECT status FROM offload_jobs, t WHERE queue = $1 AND id = $2
+            AND (finished_at IS NULL OR finished_at >= t.now - $4::bigint)),
+meta AS (SELECT depth FROM offload_queues WHERE queue = $1 FOR UPDATE),
+r AS (
+    UPDATE offload_jobs j SET status = 'queued', attempts = 0, stalls = 0, finished_at = NULL,
+        run_at = t.now, lease = NULL, lease_until = NULL
+    FROM t WHERE j.queue = $1 AND j.id = $2 AND j.status IN ('failed', 'cancelled')
+        AND (SELECT depth FROM meta) < $3::bigint
+    RETURNING j.queue),
+m AS (
+    UPDATE offload_queues SET depth = depth + 1,
+        failed = greatest(failed - (SELECT count(*) FROM cur WHERE status = 'failed'), 0),
+        cancelled = greatest(cancelled - (SELECT count(*) FROM cur WHERE status = 'cancelled'), 0)
+    WHERE queue = $1 AND EXISTS (SELECT 1 FROM r)),
+note AS (SELECT pg_notify('offload_jobs', queue) FROM r)
+SELECT (SELECT status FROM cur), EXISTS (SELECT 1 FROM r), coalesce((SELECT depth FROM meta), 0),
+       (SELECT count(*) FROM note)"
+);
+
 /// The latency histogram's rows: label, bucket, jobs, longest time.
 pub(super) const LATENCY: &str =
     "SELECT label, bucket, n, max_ms FROM offload_latency WHERE queue = $1";
