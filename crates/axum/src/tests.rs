@@ -273,6 +273,44 @@ async fn the_jobs_summary_counts_what_is_stored_and_refuses_an_unknown_parameter
     }
 }
 
+/// `DELETE /jobs/{id}` cancels a stored job, and `POST /jobs/{id}/retry` queues it again,
+/// through the routes a service merges; the wrong status is a 409, in the same error shape.
+#[tokio::test]
+async fn a_stored_job_is_cancelled_and_retried_through_the_routes() {
+    let app = app(64, 100).await;
+    app.measured::<Square>(1e-6);
+    let r = call(
+        &app,
+        "POST",
+        "/square",
+        "respond-async, wait=0",
+        r#"{"x": 3}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let location = r.header("location").to_owned();
+    let retry = format!("{location}/retry");
+    let r = call(&app, "POST", &retry, "", "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "job_not_retryable");
+    let r = call(&app, "DELETE", &location, "", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["status"], "cancelled");
+    let r = call(&app, "DELETE", &location, "", "").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "job_finished");
+    let r = call(&app, "POST", &retry, "", "").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.header("location"), location);
+    assert_eq!(r.json()["status"], "queued");
+    let unknown = format!("/jobs/{}", "ab".repeat(16));
+    let r = call(&app, "DELETE", &unknown, "", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(&app, "POST", "/jobs/nope/retry", "", "").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"]["code"], "invalid_job_id");
+}
+
 /// Once the store has failed, the jobs routes answer 503 `queue_unavailable` at once, with a
 /// `Retry-After`, until the store answers again.
 #[tokio::test]
