@@ -51,6 +51,10 @@
 //! The README (run as this crate's doctest) shows a job type of one's own enqueued, run by a
 //! worker in the same process and read back typed; `examples/custom_job.rs` is the same as a
 //! program, with a worker-only mode.
+//!
+//! # Testing a backend
+//! With the cargo feature `testing`, the module `testing` holds the promises above as tests, and
+//! the macro `conformance_tests!` runs them all on a backend in one line.
 #![warn(missing_docs)]
 
 /// The README's code, compiled and run with the crate's doctests so that it stays true.
@@ -73,6 +77,8 @@ pub mod reach;
 mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod types;
 #[cfg(feature = "sqlite")]
 mod wake;
