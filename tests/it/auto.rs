@@ -5,10 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use offload::queue::{JobId, Queue, QueueOptions, open};
+use offload_queue::testing::{Backend, Place};
 use serde_json::Value;
 
-use crate::queue::{postgres_url, redis_url};
 use crate::support::{
     BusyLoop, Proc, Resp, count_n_for, exclusive, get, metric, request, two_cpus_and_taskset,
 };
@@ -17,59 +16,32 @@ use crate::support::{
 struct Auto {
     gateway: Proc,
     _worker: Proc,
-    /// To delete a shared server's keys or rows at the end.
-    queue: Option<Queue>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-#[derive(Clone, Copy)]
-enum Store {
-    Sqlite,
-    Redis,
-    Postgres,
+    /// Last: dropped after the processes are killed, it deletes a shared server's keys or rows.
+    _place: Place,
 }
 
 impl Auto {
-    /// Starts both on `store`, the gateway with `serve_args` added; `None` when the store is
-    /// not configured here (and not required).
-    async fn start(store: Store, test: &str, serve_args: &[&str]) -> Option<Auto> {
-        let name = format!("test-{test}-{}", &JobId::random().as_str()[..8]);
-        let (url, dir) = match store {
-            Store::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}", dir.path().join("q.db").display());
-                (url, Some(dir))
-            }
-            Store::Redis => (redis_url(test)?, None),
-            Store::Postgres => (postgres_url(test)?, None),
-        };
-        let queue = match store {
-            Store::Sqlite => None,
-            _ => {
-                let options = QueueOptions {
-                    name: name.parse().expect("a valid queue name"),
-                    ..QueueOptions::default()
-                };
-                Some(open(&url, options).await.expect("open the test queue"))
-            }
-        };
+    /// Starts both on `b`, the gateway with `serve_args` added; `None` when `b` is not
+    /// configured here (and not required).
+    fn start(b: Backend, test: &str, serve_args: &[&str]) -> Option<Auto> {
+        let place = b.place(test)?;
+        let (url, name) = (place.url(), place.name().as_str());
         let mut args = vec![
             "serve",
             "--strategy",
             "auto",
             "--queue",
-            &url,
+            url,
             "--queue-name",
-            &name,
+            name,
         ];
         args.extend_from_slice(serve_args);
         let gateway = Proc::start(&args);
-        let worker = Proc::start_worker(&["--queue", &url, "--queue-name", &name, "--nice", "19"]);
+        let worker = Proc::start_worker(&["--queue", url, "--queue-name", name, "--nice", "19"]);
         Some(Auto {
             gateway,
             _worker: worker,
-            queue,
-            _dir: dir,
+            _place: place,
         })
     }
 
@@ -103,14 +75,6 @@ impl Auto {
             );
         }
     }
-
-    async fn cleanup(self) {
-        match &self.queue {
-            Some(Queue::Redis(q)) => q.destroy().await.expect("delete test keys"),
-            Some(Queue::Postgres(q)) => q.destroy().await.expect("delete test rows"),
-            _ => {}
-        }
-    }
 }
 
 fn applied(r: &Resp) -> String {
@@ -120,8 +84,9 @@ fn applied(r: &Resp) -> String {
         .unwrap_or_default()
 }
 
-async fn light_runs_in_the_pool_and_heavy_work_is_queued(store: Store, test: &str) {
-    let Some(auto) = Auto::start(store, test, &["--auto-wait", "300ms"]).await else {
+async fn light_runs_in_the_pool_and_heavy_work_is_queued(b: Backend, test: &str) {
+    let _serial = exclusive().await;
+    let Some(auto) = Auto::start(b, test, &["--auto-wait", "300ms"]) else {
         return;
     };
     let light = count_n_for(Duration::from_millis(5));
@@ -158,34 +123,19 @@ async fn light_runs_in_the_pool_and_heavy_work_is_queued(store: Store, test: &st
         metric(addr, "offload_auto_prediction_ratio_count").await,
         3.0
     );
-    auto.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_light_runs_in_the_pool_and_heavy_work_is_queued() {
-    let _serial = exclusive().await;
-    light_runs_in_the_pool_and_heavy_work_is_queued(Store::Sqlite, "auto-routes").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_light_runs_in_the_pool_and_heavy_work_is_queued() {
-    let _serial = exclusive().await;
-    light_runs_in_the_pool_and_heavy_work_is_queued(Store::Redis, "auto-routes").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_light_runs_in_the_pool_and_heavy_work_is_queued() {
-    let _serial = exclusive().await;
-    light_runs_in_the_pool_and_heavy_work_is_queued(Store::Postgres, "auto-routes").await;
-}
+offload_queue::store_tests!(
+    sqlite = Backend::Sqlite, redis = Backend::Redis, postgres = Backend::Postgres;
+    light_runs_in_the_pool_and_heavy_work_is_queued,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefer_sets_the_budget_and_is_echoed_when_honoured() {
     let _serial = exclusive().await;
     // A budget far above the work below, so that a busy machine (a neighbour that leaves one
     // of the two pool threads a tenth of its core) still fits it.
-    let Some(auto) = Auto::start(Store::Sqlite, "auto-prefer", &["--auto-wait", "60s"]).await
-    else {
+    let Some(auto) = Auto::start(Backend::Sqlite, "auto-prefer", &["--auto-wait", "60s"]) else {
         return;
     };
     let light = count_n_for(Duration::from_millis(5));
@@ -263,14 +213,12 @@ async fn prefer_sets_the_budget_and_is_echoed_when_honoured() {
         );
     }
     assert_eq!(get(addr, "/jobs").await.json()["counts"], before);
-    auto.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_answers_when_the_job_ends_or_at_its_wait() {
     let _serial = exclusive().await;
-    let Some(auto) = Auto::start(Store::Sqlite, "auto-poll", &["--auto-wait", "100ms"]).await
-    else {
+    let Some(auto) = Auto::start(Backend::Sqlite, "auto-poll", &["--auto-wait", "100ms"]) else {
         return;
     };
     let long = count_n_for(Duration::from_millis(2500));
@@ -344,7 +292,6 @@ async fn a_long_poll_answers_when_the_job_ends_or_at_its_wait() {
     )
     .await;
     assert_eq!((r.status, r.code()), (400, "invalid_prefer".into()));
-    auto.cleanup().await;
 }
 
 /// Actual over predicted time to finish of one light request, which must run in the pool.
@@ -393,7 +340,7 @@ async fn the_cost_model_follows_a_change_of_speed() {
     // tenth of the CPU, a slowdown big enough that 200 ms of work no longer fits the 500 ms
     // budget, whatever `nice` the tests run under.
     let args = ["--auto-wait", "500ms", "--threads", "1", "--nice", "10"];
-    let Some(auto) = Auto::start(Store::Sqlite, "auto-adapt", &args).await else {
+    let Some(auto) = Auto::start(Backend::Sqlite, "auto-adapt", &args) else {
         return;
     };
     let pin = std::process::Command::new("taskset")
@@ -435,14 +382,13 @@ async fn the_cost_model_follows_a_change_of_speed() {
     );
     let r = auto.heavy(medium, None).await;
     assert_eq!(r.status, 200, "full speed again: {:?}", r.body);
-    auto.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_saturating_mix_no_answer_from_the_pool_waits_past_its_budget() {
     let _serial = exclusive().await;
     let budget = Duration::from_millis(500);
-    let Some(auto) = Auto::start(Store::Sqlite, "auto-mix", &["--auto-wait", "500ms"]).await else {
+    let Some(auto) = Auto::start(Backend::Sqlite, "auto-mix", &["--auto-wait", "500ms"]) else {
         return;
     };
     let light = count_n_for(Duration::from_millis(40));
@@ -521,7 +467,6 @@ async fn under_a_saturating_mix_no_answer_from_the_pool_waits_past_its_budget() 
         .map(|(_, n)| n)
         .sum();
     assert_eq!(total, accepted, "{stored}");
-    auto.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

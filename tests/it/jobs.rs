@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use offload::queue::{JobQueue, NewJob, Queue, QueueName, QueueOptions, WorkerId, open};
+use offload::queue::{JobQueue, NewJob, Queue, QueueOptions, WorkerId};
+use offload_queue::testing::{Backend, Place};
 
-use crate::queue::{postgres_url, redis_url, test_name};
 use crate::support::{Conn, Proc, exclusive};
 
 /// Jobs stored in the big queue: the old `/jobs?latency=100000` read (and parsed) this many
@@ -25,73 +25,30 @@ const MOST_SLOWER: f64 = 3.0;
 /// Jobs enqueued at once while filling, then claimed and completed in batches.
 const CHUNK: usize = 2_000;
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Redis,
-    Postgres,
+/// A queue of the test's own on `b` with `n` jobs done; `None` when `b` is not configured here
+/// (and not required). Dropping the place deletes the test's Redis keys or Postgres rows
+/// (100,000 jobs' worth), also when the test failed.
+async fn filled(b: Backend, test: &str, n: usize) -> Option<Place> {
+    let place = b.place(test)?;
+    let queue = place
+        .open(QueueOptions::default())
+        .await
+        .expect("open the test queue");
+    fill(&queue, n).await;
+    Some(place)
 }
 
-/// A queue of the test's own with `n` jobs done, and its `--queue`, `--queue-name` flags.
-struct Filled {
-    queue: Queue,
-    url: String,
-    name: QueueName,
-    args: Vec<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Backend {
-    async fn filled(self, test: &str, n: usize) -> Option<Filled> {
-        let name = test_name(test);
-        let (url, dir) = match self {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}", dir.path().join("q.db").display());
-                (url, Some(dir))
-            }
-            Backend::Redis => (redis_url(test)?, None),
-            Backend::Postgres => (postgres_url(test)?, None),
-        };
-        let options = QueueOptions {
-            name: name.clone(),
-            ..QueueOptions::default()
-        };
-        let queue = open(&url, options).await.expect("open the test queue");
-        fill(&queue, n).await;
-        let args = vec![
-            "--queue".into(),
-            url.clone(),
-            "--queue-name".into(),
-            name.to_string(),
-        ];
-        Some(Filled {
-            queue,
-            url,
-            name,
-            args,
-            _dir: dir,
-        })
-    }
-}
-
-impl Filled {
-    fn gateway(&self) -> Proc {
-        let mut args = vec!["serve", "--strategy", "queue"];
-        args.extend(self.args.iter().map(String::as_str));
-        Proc::start(&args)
-    }
-}
-
-impl Drop for Filled {
-    /// Deletes the test's Redis keys or Postgres rows (100,000 jobs' worth), also when the test
-    /// failed.
-    fn drop(&mut self) {
-        if let Queue::Sqlite(_) = self.queue {
-            return;
-        }
-        crate::queue::destroy_queue_data(self.url.clone(), self.name.clone());
-    }
+/// A queue gateway on the queue at `place`.
+fn gateway(place: &Place) -> Proc {
+    Proc::start(&[
+        "serve",
+        "--strategy",
+        "queue",
+        "--queue",
+        place.url(),
+        "--queue-name",
+        place.name().as_str(),
+    ])
 }
 
 /// Stores `n` done jobs through the queue's API, a chunk at a time: enqueued concurrently
@@ -150,10 +107,10 @@ async fn median_call(conn: &mut Conn, path: &str) -> Duration {
 async fn a_call_costs_the_same_with_many_jobs_stored(b: Backend, test: &str) {
     let _serial = exclusive().await;
     let t = Instant::now();
-    let Some(few) = b.filled(&format!("{test}-few"), FEW).await else {
+    let Some(few) = filled(b, &format!("{test}-few"), FEW).await else {
         return;
     };
-    let Some(many) = b.filled(&format!("{test}-many"), MANY).await else {
+    let Some(many) = filled(b, &format!("{test}-many"), MANY).await else {
         return;
     };
     let filled_in = t.elapsed();
@@ -165,13 +122,13 @@ async fn a_call_costs_the_same_with_many_jobs_stored(b: Backend, test: &str) {
         // table's statistics are those of an empty queue: costs of the burst that just ended,
         // not of the jobs stored. Measured, then vacuumed and analysed as autovacuum does
         // after such a burst (and the gateways started after, with the new statistics).
-        let gateway = many.gateway();
-        let before = median_call(&mut Conn::open(gateway.addr).await, path).await;
-        drop(gateway);
-        vacuum(&many.url).await;
+        let gw = gateway(&many);
+        let before = median_call(&mut Conn::open(gw.addr).await, path).await;
+        drop(gw);
+        vacuum(many.url()).await;
         unsettled = format!("; {before:?} with {MANY} before autovacuum's work");
     }
-    let (gw_few, gw_many) = (few.gateway(), many.gateway());
+    let (gw_few, gw_many) = (gateway(&few), gateway(&many));
     let (mut c_few, mut c_many) = (
         Conn::open(gw_few.addr).await,
         Conn::open(gw_many.addr).await,
@@ -207,7 +164,7 @@ async fn a_call_costs_the_same_with_many_jobs_stored(b: Backend, test: &str) {
         // A vacuum cannot remove row versions that another session's snapshot may still see
         // (the test server is shared): wait for it to move on, and vacuum again.
         tokio::time::sleep(Duration::from_secs(3)).await;
-        vacuum(&many.url).await;
+        vacuum(many.url()).await;
     };
     eprintln!(
         "jobs {test}: GET {path} takes {t_many:?} with {MANY} jobs stored, {t_few:?} with \
@@ -233,25 +190,7 @@ async fn vacuum(url: &str) {
         .expect("vacuum");
 }
 
-mod sqlite {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_call_costs_the_same_with_many_jobs_stored() {
-        super::a_call_costs_the_same_with_many_jobs_stored(super::Backend::Sqlite, "jobs-cost")
-            .await
-    }
-}
-
-mod redis {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_call_costs_the_same_with_many_jobs_stored() {
-        super::a_call_costs_the_same_with_many_jobs_stored(super::Backend::Redis, "jobs-cost").await
-    }
-}
-
-mod postgres {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_call_costs_the_same_with_many_jobs_stored() {
-        super::a_call_costs_the_same_with_many_jobs_stored(super::Backend::Postgres, "jobs-cost")
-            .await
-    }
-}
+offload_queue::store_tests!(
+    sqlite = Backend::Sqlite, redis = Backend::Redis, postgres = Backend::Postgres;
+    a_call_costs_the_same_with_many_jobs_stored,
+);

@@ -12,7 +12,6 @@ mod jobs;
 mod load;
 mod netns;
 mod past_the_limit;
-mod queue;
 mod queue_faults;
 mod remote;
 mod support;

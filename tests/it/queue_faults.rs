@@ -14,9 +14,9 @@ use tokio::task::JoinSet;
 use tokio::time::sleep;
 
 use offload::queue::{Counts, JobId};
+use offload_queue::testing::{Backend, Place};
 
 use crate::gateway::bad_cases;
-use crate::queue::{postgres_url, redis_url};
 use crate::support::{Proc, count_n_for, get, metric, offload_command, request};
 
 /// Worker lease in these tests: short, so a killed worker's jobs run again within seconds
@@ -25,82 +25,30 @@ const LEASE: &str = "1s";
 /// Small work for the many-jobs tests: a few ms per job in a debug build.
 const SMALL_N: u64 = 200_000;
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Redis,
-    Postgres,
+/// `--queue URL --queue-name NAME` of the test's queue at `place`, then `extra`.
+fn queue_args<'a>(place: &'a Place, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--queue",
+        place.url(),
+        "--queue-name",
+        place.name().as_str(),
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
-/// One queue the processes of a test share: its URL and name, and what to delete afterwards.
-struct Store {
-    url: String,
-    name: String,
-    /// A shared server (Redis or Postgres) whose keys or rows must be deleted after.
-    shared: bool,
-    _dir: Option<tempfile::TempDir>,
+/// A queue gateway on the test's queue.
+fn serve(place: &Place, extra: &[&str]) -> Proc {
+    let mut args = vec!["serve", "--strategy", "queue"];
+    args.extend(queue_args(place, extra));
+    Proc::start(&args)
 }
 
-impl Backend {
-    fn store(self, test: &str) -> Option<Store> {
-        Some(match self {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                Store {
-                    url: format!("sqlite://{}", dir.path().join("q.db").display()),
-                    name: "offload".into(),
-                    shared: false,
-                    _dir: Some(dir),
-                }
-            }
-            Backend::Redis => Store {
-                url: redis_url(test)?,
-                name: format!("test-{test}-{}", &JobId::random().as_str()[..8]),
-                shared: true,
-                _dir: None,
-            },
-            Backend::Postgres => Store {
-                url: postgres_url(test)?,
-                name: format!("test-{test}-{}", &JobId::random().as_str()[..8]),
-                shared: true,
-                _dir: None,
-            },
-        })
-    }
-}
-
-impl Store {
-    fn queue_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec!["--queue", &self.url, "--queue-name", &self.name];
-        args.extend_from_slice(extra);
-        args
-    }
-
-    /// A queue gateway on this store.
-    fn serve(&self, extra: &[&str]) -> Proc {
-        let mut args = vec!["serve", "--strategy", "queue"];
-        args.extend(self.queue_args(extra));
-        Proc::start(&args)
-    }
-
-    /// A worker on this store, with a short lease.
-    fn worker(&self, extra: &[&str]) -> Proc {
-        let mut args = self.queue_args(&["--lease", LEASE]);
-        args.extend_from_slice(extra);
-        Proc::start_worker(&args)
-    }
-}
-
-impl Drop for Store {
-    /// Deletes the test's Redis keys or Postgres rows, also when the test failed.
-    fn drop(&mut self) {
-        if self.shared {
-            crate::queue::destroy_queue_data(
-                self.url.clone(),
-                self.name.parse().expect("a valid queue name"),
-            );
-        }
-    }
+/// A worker on the test's queue, with a short lease.
+fn worker(place: &Place, extra: &[&str]) -> Proc {
+    let mut args = queue_args(place, &["--lease", LEASE]);
+    args.extend_from_slice(extra);
+    Proc::start_worker(&args)
 }
 
 /// Enqueues through `GET path` and returns the job id; asserts the 202 and its Location.
@@ -167,16 +115,16 @@ fn now_ms() -> u64 {
 /// A worker killed with SIGKILL mid-job loses its lease; after it expires the job runs on
 /// another worker, is counted as a stall (not an attempt), and ends with exactly one result.
 async fn killed_worker_job_runs_again(b: Backend, test: &str) {
-    let Some(store) = b.store(test) else { return };
-    let gw = store.serve(&[]);
+    let Some(place) = b.place(test) else { return };
+    let gw = serve(&place, &[]);
     let n = count_n_for(Duration::from_millis(1500)).max(1);
-    let doomed = store.worker(&["--concurrency", "1"]);
+    let doomed = worker(&place, &["--concurrency", "1"]);
     let id = enqueue(gw.addr, &format!("/heavy?n={n}")).await;
     let first = wait_status(gw.addr, &id, "running", Duration::from_secs(10)).await;
     assert_eq!(first["attempts"], 1, "{first}");
     doomed.kill();
     let killed_at = now_ms();
-    let rescuer = store.worker(&["--concurrency", "1"]);
+    let rescuer = worker(&place, &["--concurrency", "1"]);
     let j = wait_status(gw.addr, &id, "done", Duration::from_secs(20)).await;
     assert_counted(&j, n);
     assert_eq!(
@@ -220,7 +168,7 @@ pub(crate) trait Storm {
 
 /// Offload's built-in work: `count n` through a queue gateway, run by `offload worker`.
 struct Builtin<'a> {
-    store: &'a Store,
+    place: &'a Place,
     gw: Proc,
     n: u64,
 }
@@ -244,8 +192,7 @@ impl Storm for Builtin<'_> {
     }
 
     fn worker(&self, concurrency: usize) -> Proc {
-        self.store
-            .worker(&["--concurrency", &concurrency.to_string()])
+        worker(self.place, &["--concurrency", &concurrency.to_string()])
     }
 
     async fn counts(&self) -> Counts {
@@ -324,14 +271,14 @@ async fn kill_storm(storm: &impl Storm, test: &str) {
 
 /// [`kill_storm`] of offload's built-in work.
 async fn kill_storm_fails_nothing(b: Backend, test: &str) {
-    let Some(store) = b.store(test) else { return };
+    let Some(place) = b.place(test) else { return };
     // Jobs long enough to be caught mid-run, and enough of them that the drain outlasts many
     // kills even on an idle machine (1,200 jobs of ~10 ms on 2 cores: 6 s or more).
     let n = count_n_for(Duration::from_millis(10)).max(SMALL_N);
-    let gw = store.serve(&[]);
+    let gw = serve(&place, &[]);
     kill_storm(
         &Builtin {
-            store: &store,
+            place: &place,
             gw,
             n,
         },
@@ -343,8 +290,8 @@ async fn kill_storm_fails_nothing(b: Backend, test: &str) {
 /// [`kill_storm`] of a user's own job type: enqueued with the library from the test, run by the
 /// queue crate's `custom_job` example. It survives as the built-in work does.
 async fn custom_job_kill_storm_fails_nothing(b: Backend, test: &str) {
-    let Some(store) = b.store(test) else { return };
-    let storm = crate::custom_job::Checksums::open(&store.url, &store.name).await;
+    let Some(place) = b.place(test) else { return };
+    let storm = crate::custom_job::Checksums::open(place.url(), place.name().as_str()).await;
     kill_storm(&storm, test).await;
 }
 
@@ -352,8 +299,8 @@ async fn custom_job_kill_storm_fails_nothing(b: Backend, test: &str) {
 /// same queue: every job it accepted, including those accepted while it was shutting down, is
 /// still there and done once a worker starts.
 async fn gateway_restart_keeps_waiting_jobs(b: Backend, test: &str) {
-    let Some(store) = b.store(test) else { return };
-    let first = store.serve(&[]);
+    let Some(place) = b.place(test) else { return };
+    let first = serve(&place, &[]);
     let addr = first.addr;
     let path = format!("/heavy?n={SMALL_N}");
     let mut ids = Vec::new();
@@ -378,12 +325,12 @@ async fn gateway_restart_keeps_waiting_jobs(b: Backend, test: &str) {
     );
     ids.extend(racing.await.unwrap());
 
-    let second = store.serve(&[]);
+    let second = serve(&place, &[]);
     assert_eq!(jobs_in(second.addr, "queued").await, ids.len() as f64);
     for id in &ids {
         assert_eq!(job(second.addr, id).await["status"], "queued");
     }
-    let _worker = store.worker(&[]);
+    let _worker = worker(&place, &[]);
     wait_done(second.addr, ids.len(), Duration::from_secs(30)).await;
     for id in &ids {
         assert_counted(&job(second.addr, id).await, SMALL_N);
@@ -406,9 +353,9 @@ async fn try_enqueue(addr: SocketAddr, path: &str) -> Option<String> {
 /// A job that panics its worker's task is retried with a backoff until its attempts are spent,
 /// then `failed` with the panic as its error, and stays there: no loop. The worker carries on.
 async fn failing_job_is_retried_then_failed(b: Backend, test: &str) {
-    let Some(store) = b.store(test) else { return };
-    let gw = store.serve(&["--allow-fault", "--max-attempts", "3"]);
-    let _worker = store.worker(&["--allow-fault"]);
+    let Some(place) = b.place(test) else { return };
+    let gw = serve(&place, &["--allow-fault", "--max-attempts", "3"]);
+    let _worker = worker(&place, &["--allow-fault"]);
     let id = enqueue(gw.addr, "/heavy?work=fault&n=1").await;
     let j = wait_status(gw.addr, &id, "failed", Duration::from_secs(20)).await;
     assert_eq!(
@@ -447,8 +394,8 @@ async fn failing_job_is_retried_then_failed(b: Backend, test: &str) {
 /// request for room up to its wait (`Prefer: wait=N`), then answers 503 with Retry-After, and
 /// holds exactly `--max-backlog` jobs.
 async fn bad_input_and_a_full_backlog(b: Backend, test: &str) {
-    let Some(store) = b.store(test) else { return };
-    let gw = store.serve(&["--max-backlog", "5"]);
+    let Some(place) = b.place(test) else { return };
+    let gw = serve(&place, &["--max-backlog", "5"]);
     let unknown = JobId::random();
     let r = get(gw.addr, &format!("/jobs/{unknown}")).await;
     assert_eq!((r.status, r.code().as_str()), (404, "job_not_found"));
@@ -519,10 +466,10 @@ async fn bad_input_and_a_full_backlog(b: Backend, test: &str) {
 /// a second cancel is a 409, an unknown id a 404, a malformed one a 400. `POST
 /// /jobs/{id}/retry` runs a cancelled job again, and is a 409 for a done one.
 async fn cancel_over_http(b: Backend, test: &str) {
-    let Some(store) = b.store(test) else { return };
+    let Some(place) = b.place(test) else { return };
     // A job of about a minute, over the default size limit.
     let max = ["--max-count", "1000000000000"];
-    let gw = store.serve(&max);
+    let gw = serve(&place, &max);
     let long = count_n_for(Duration::from_secs(60)).max(1);
     let queued = enqueue(gw.addr, &format!("/heavy?n={long}")).await;
     let r = request(gw.addr, "DELETE", &format!("/jobs/{queued}"), &[], "").await;
@@ -537,7 +484,7 @@ async fn cancel_over_http(b: Backend, test: &str) {
     assert_eq!((r.status, r.code().as_str()), (400, "invalid_job_id"));
     // A running job: one thread, cancelled once it runs.
     let running = enqueue(gw.addr, &format!("/heavy?n={long}")).await;
-    let _worker = store.worker(&["--concurrency", "1", max[0], max[1]]);
+    let _worker = worker(&place, &["--concurrency", "1", max[0], max[1]]);
     wait_status(gw.addr, &running, "running", Duration::from_secs(10)).await;
     let r = request(gw.addr, "DELETE", &format!("/jobs/{running}"), &[], "").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -562,31 +509,8 @@ async fn cancel_over_http(b: Backend, test: &str) {
     assert_eq!(r.json()["status"], "cancelled");
 }
 
-/// Runs each test on every backend.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Backend::Sqlite, stringify!($name)).await
-            })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Backend::Redis, stringify!($name)).await
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::Backend::Postgres, stringify!($name)).await
-            })*
-        }
-    };
-}
-
-both_backends!(
+offload_queue::store_tests!(
+    sqlite = Backend::Sqlite, redis = Backend::Redis, postgres = Backend::Postgres;
     killed_worker_job_runs_again,
     kill_storm_fails_nothing,
     custom_job_kill_storm_fails_nothing,

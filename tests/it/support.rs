@@ -394,14 +394,8 @@ pub fn two_cpus_and_taskset(test: &str) -> bool {
     false
 }
 
-/// Says loudly, straight to stderr (the harness captures `eprintln!` of passing tests), that a
-/// check did not run and why. The line goes out in one write, so that it is not torn apart by
-/// what the tests' processes write to the same stderr.
-pub fn did_not_run(why: &str) {
-    use std::io::Write;
-    let line = format!("!!!! DID NOT RUN: {why} !!!!\n");
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-}
+/// Says loudly, straight to stderr, in one write, that a check did not run and why.
+pub use offload_queue::testing::did_not_run;
 
 /// A busy loop pinned to one CPU, killed when dropped, even when a test fails.
 pub struct BusyLoop(pub std::process::Child);

@@ -8,11 +8,12 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use offload::queue::JobId;
+use offload_queue::testing::Backend;
 use tokio::task::JoinSet;
 
 use super::{Link, Net};
 use crate::queue_faults::{assert_counted, enqueue, job, jobs_in, wait_done};
-use crate::support::{Proc, count_n_for, get, metric};
+use crate::support::{Proc, count_n_for, exclusive, get, metric};
 
 /// The worker lease in these tests: short, so a lost host's jobs move within seconds.
 const LEASE: &str = "1s";
@@ -24,10 +25,16 @@ const LAN: Link = Link {
     loss: 0.0,
 };
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Redis,
-    Postgres,
+/// The test's lock (network tests run one at a time: each builds a network of its own) and its
+/// name with its backend's, `redis::NAME` or `postgres::NAME`, for its hosts and messages.
+async fn begin(b: Backend, test: &str) -> (tokio::sync::MutexGuard<'static, ()>, String) {
+    let serial = exclusive().await;
+    let server = match b {
+        Backend::Redis => "redis",
+        Backend::Postgres => "postgres",
+        Backend::Sqlite => "sqlite",
+    };
+    (serial, format!("{server}::{test}"))
 }
 
 /// A network with the store running on host `s`, and the flags every process of the test's
@@ -43,6 +50,7 @@ impl Site {
         let url = match b {
             Backend::Redis => net.redis("s"),
             Backend::Postgres => net.postgres(test, "s")?,
+            Backend::Sqlite => panic!("a SQLite file is not reached across a network ({test})"),
         };
         let name = format!("netns-{}", &JobId::random().as_str()[..8]);
         net.set_all_links(LAN);
@@ -82,6 +90,8 @@ fn log_text(log: &tempfile::NamedTempFile) -> String {
 /// lease is refused (it logs it) and the stored result stays the other worker's; every job is
 /// done once, the lost runs counted as stalls; the healed worker then takes jobs again.
 async fn a_worker_cut_off_past_its_lease_is_refused(b: Backend, test: &str) {
+    let (_serial, test) = begin(b, test).await;
+    let test = test.as_str();
     let Some(site) = Site::start(b, test, &["g", "w1", "w2", "s"]) else {
         return;
     };
@@ -193,6 +203,8 @@ async fn a_worker_cut_off_past_its_lease_is_refused(b: Backend, test: &str) {
 /// refuses the stale completion, and the stored result stays. (On Postgres a statement waits
 /// 30 s, so the same path takes over half a minute; the heartbeat refusal above covers it.)
 async fn a_stale_completion_is_refused(b: Backend, test: &str) {
+    let (_serial, test) = begin(b, test).await;
+    let test = test.as_str();
     let Some(site) = Site::start(b, test, &["g", "w1", "w2", "s"]) else {
         return;
     };
@@ -250,6 +262,8 @@ async fn a_stale_completion_is_refused(b: Backend, test: &str) {
 /// Healed, enqueues succeed again within seconds, and every job acknowledged before, during or
 /// after is done.
 async fn the_store_cut_off_from_the_gateway_answers_503_at_once(b: Backend, test: &str) {
+    let (_serial, test) = begin(b, test).await;
+    let test = test.as_str();
     let Some(site) = Site::start(b, test, &["g", "w1", "s"]) else {
         return;
     };
@@ -363,6 +377,8 @@ async fn jobs_with_latency_answer_503_within_the_store_timeout(b: Backend, test:
     /// The gateway's store timeout (`STORE_WAIT`), and what is allowed beyond it.
     const STORE_WAIT: Duration = Duration::from_secs(2);
     const MARGIN: Duration = Duration::from_secs(1);
+    let (_serial, test) = begin(b, test).await;
+    let test = test.as_str();
     let Some(site) = Site::start(b, test, &["g", "w1", "s"]) else {
         return;
     };
@@ -438,6 +454,8 @@ async fn jobs_with_latency_answer_503_within_the_store_timeout(b: Backend, test:
 /// duplicated.
 async fn one_percent_loss_on_every_link_loses_nothing(b: Backend, test: &str) {
     const JOBS: usize = 300;
+    let (_serial, test) = begin(b, test).await;
+    let test = test.as_str();
     let Some(site) = Site::start(b, test, &["g", "w1", "w2", "s"]) else {
         return;
     };
@@ -481,39 +499,11 @@ async fn one_percent_loss_on_every_link_loses_nothing(b: Backend, test: &str) {
     assert!(lost > 0, "no frame was lost: the test tested nothing");
 }
 
-/// Runs each scenario on Redis and on Postgres.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let _serial = crate::support::exclusive().await;
-                super::$name(super::Backend::Redis, concat!("redis::", stringify!($name))).await
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let _serial = crate::support::exclusive().await;
-                super::$name(super::Backend::Postgres, concat!("postgres::", stringify!($name)))
-                    .await
-            })*
-        }
-    };
-}
-
-mod redis_only {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stale_completion_is_refused() {
-        let _serial = crate::support::exclusive().await;
-        let test = "redis::a_stale_completion_is_refused";
-        super::a_stale_completion_is_refused(super::Backend::Redis, test).await
-    }
-}
-
-on_both!(
+offload_queue::store_tests!(
+    redis = Backend::Redis, postgres = Backend::Postgres;
     a_worker_cut_off_past_its_lease_is_refused,
     the_store_cut_off_from_the_gateway_answers_503_at_once,
     jobs_with_latency_answer_503_within_the_store_timeout,
     one_percent_loss_on_every_link_loses_nothing,
 );
+offload_queue::store_tests!(redis_only = Backend::Redis; a_stale_completion_is_refused);

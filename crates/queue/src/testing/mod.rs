@@ -25,6 +25,11 @@
 //! - **Bounded backlog** ([`cap_rejects_exactly_the_overflow`],
 //!   [`a_prefix_stops_at_the_first_job_that_does_not_fit`]).
 //! - **Retention** ([`prune_after_retention`], [`counts_drop_jobs_past_retention_before_prune`]).
+//! - **Cancel and retry** ([`cancel_ends_unfinished_jobs_only`],
+//!   [`cancelled_jobs_free_the_backlog_and_expire`], [`cancel_tells_a_running_handler_to_stop`],
+//!   [`retry_requeues_failed_and_cancelled_jobs`]): a queued job never runs, a running one loses
+//!   its lease and its handler is told to stop, a finished one is left as it is; a failed or
+//!   cancelled job can be queued again.
 //! - **Reads** ([`unknown_and_malformed_ids`], [`latency_counts_done_jobs_by_label`]).
 //! - **All of the above at once** ([`worker_loops_drain_everything`]).
 //!
@@ -40,9 +45,11 @@
 //! - [`Store`], [`TestQueue`]: what the tests need of a backend, and one test's queue.
 //! - [`Backend`], [`Place`]: the built-in backends' store, by URL (also for tests that start
 //!   processes on a queue of their own).
-//! - `claims`, `limits`, `reads`, `loops`: the tests, by promise; the worker loop's in `loops`.
+//! - `claims`, `limits`, `reads`, `cancel`, `loops`: the tests, by promise; the worker loop's
+//!   in `loops`.
 
 mod backend;
+mod cancel;
 mod claims;
 mod limits;
 mod loops;
@@ -55,6 +62,10 @@ use std::time::Duration;
 use crate::{JobQueue, QueueOptions};
 
 pub use self::backend::{Backend, Place, did_not_run, queue_name, server_url};
+pub use self::cancel::{
+    cancel_ends_unfinished_jobs_only, cancel_tells_a_running_handler_to_stop,
+    cancelled_jobs_free_the_backlog_and_expire, retry_requeues_failed_and_cancelled_jobs,
+};
 pub use self::claims::{
     batched_claims_are_exclusive, claim_is_exclusive, round_trip, stale_holder_is_refused,
     unknown_and_malformed_ids,
@@ -259,6 +270,10 @@ macro_rules! conformance_tests {
             long_job_keeps_its_lease,
             panicking_job_is_retried,
             worker_loops_drain_everything,
+            cancel_ends_unfinished_jobs_only,
+            cancelled_jobs_free_the_backlog_and_expire,
+            cancel_tells_a_running_handler_to_stop,
+            retry_requeues_failed_and_cancelled_jobs,
         ]);
     };
 }

@@ -1,31 +1,30 @@
-//! Conformance tests of cancel and retry: a queued job never runs, a running one loses its lease
-//! and its handler is told to stop, a finished one is left as it is; a failed or cancelled job
-//! can be queued again.
+//! Cancel and retry: a queued job never runs, a running one loses its lease and its handler is
+//! told to stop, a finished one is left as it is; a failed or cancelled job can be queued again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use offload::queue::worker::{self, WorkerConfig};
-use offload::queue::{
-    Cancel, Completion, Handlers, Job, JobContext, JobError, JobId, JobQueue, JobStatus, NewJob,
-    QueueOptions, Retry, WorkerId,
-};
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep};
 
-use super::{Backend, LEASE, NO_WAIT, options};
+use super::{LEASE, NO_WAIT, Store, TestQueue, options};
+use crate::worker::{self, WorkerConfig};
+use crate::{
+    Cancel, Completion, Handlers, Job, JobContext, JobError, JobId, JobQueue, JobStatus, NewJob,
+    QueueOptions, Retry, WorkerId,
+};
 
 /// Queued, waiting for a retry, running, done, unknown: each answered as the trait says, and
 /// the counts and the backlog follow.
-pub(super) async fn cancel_ends_unfinished_jobs_only(b: Backend, test: &str) {
+pub async fn cancel_ends_unfinished_jobs_only<S: Store>(store: S, test: &str) {
     // A retry falls due only after the test.
     let opts = QueueOptions {
         retry_base: Duration::from_secs(60),
         retry_max: Duration::from_secs(60),
         ..options()
     };
-    let Some(h) = b.open(test, opts).await else {
+    let Some(h) = TestQueue::open(store, test, opts).await else {
         return;
     };
     let q = &h.queue;
@@ -96,18 +95,17 @@ pub(super) async fn cancel_ends_unfinished_jobs_only(b: Backend, test: &str) {
     );
     let unknown = JobId::random();
     assert_eq!(q.cancel(&unknown).await.unwrap(), Cancel::NotFound);
-    h.cleanup().await;
 }
 
 /// Cancelled jobs free their places in the backlog at once, and leave with the retention.
-pub(super) async fn cancelled_jobs_free_the_backlog_and_expire(b: Backend, test: &str) {
+pub async fn cancelled_jobs_free_the_backlog_and_expire<S: Store>(store: S, test: &str) {
     let retention = Duration::from_millis(300);
     let opts = QueueOptions {
         max_backlog: 2,
         retention,
         ..options()
     };
-    let Some(h) = b.open(test, opts).await else {
+    let Some(h) = TestQueue::open(store, test, opts).await else {
         return;
     };
     let q = &h.queue;
@@ -122,9 +120,9 @@ pub(super) async fn cancelled_jobs_free_the_backlog_and_expire(b: Backend, test:
     assert_eq!(q.counts().await.unwrap().cancelled, 0, "past its retention");
     assert_eq!(q.prune().await.unwrap(), 1);
     assert_eq!(q.get(&a).await.unwrap(), None);
-    h.cleanup().await;
 }
 
+/// A job whose handler spins until it is told to stop.
 #[derive(Serialize, Deserialize)]
 struct Spin;
 impl Job for Spin {
@@ -135,8 +133,8 @@ impl Job for Spin {
 /// A worker runs a job whose handler spins until told to stop; the job is cancelled from
 /// another handle. The handler is told within about one heartbeat, the job stays `cancelled`
 /// and its outcome is not stored.
-pub(super) async fn cancel_tells_a_running_handler_to_stop(b: Backend, test: &str) {
-    let Some(h) = b.open(test, options()).await else {
+pub async fn cancel_tells_a_running_handler_to_stop<S: Store>(store: S, test: &str) {
+    let Some(h) = TestQueue::open(store, test, options()).await else {
         return;
     };
     let started = Arc::new(AtomicBool::new(false));
@@ -200,17 +198,16 @@ pub(super) async fn cancel_tells_a_running_handler_to_stop(b: Backend, test: &st
     );
     let v = h.queue.get(&id).await.unwrap().unwrap();
     assert_eq!(v.status, JobStatus::Cancelled);
-    h.cleanup().await;
 }
 
 /// A failed or a cancelled job is queued again with fresh attempts, runs, and counts where it
 /// ends; any other status is left; a full backlog refuses the retry and changes nothing.
-pub(super) async fn retry_requeues_failed_and_cancelled_jobs(b: Backend, test: &str) {
+pub async fn retry_requeues_failed_and_cancelled_jobs<S: Store>(store: S, test: &str) {
     let opts = QueueOptions {
         max_backlog: 2,
         ..options()
     };
-    let Some(h) = b.open(test, opts).await else {
+    let Some(h) = TestQueue::open(store, test, opts).await else {
         return;
     };
     let q = &h.queue;
@@ -278,5 +275,4 @@ pub(super) async fn retry_requeues_failed_and_cancelled_jobs(b: Backend, test: &
     );
     assert_eq!(q.counts().await.unwrap().failed, 1);
     assert_eq!(q.retry(&JobId::random()).await.unwrap(), Retry::NotFound);
-    h.cleanup().await;
 }
