@@ -297,17 +297,22 @@ fn shown(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// `GET {path}/{id}`. The id is the path's last segment rather than a `Path` parameter: a
-/// nest with parameters of its own (`/t/{tenant}`) adds them to the route's, under names this
-/// handler cannot know.
+/// The job id that ends `path`: the last segment rather than a `Path` parameter, because a
+/// nest with parameters of its own (`/t/{tenant}`) adds them to the route's, under names these
+/// handlers cannot know.
+fn job_id(path: &str) -> Result<JobId, Error> {
+    let id = path.rsplit('/').next().unwrap_or_default();
+    JobId::parse(id).map_err(|_| Error::BadJobId(shown(id)))
+}
+
+/// `GET {path}/{id}`, with long-poll.
 async fn job(
     State(routes): State<JobRoutes>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, Error> {
-    let id = uri.path().rsplit('/').next().unwrap_or_default();
     let prefer = Prefer::parse(headers.get_all("prefer").iter().map(|v| v.as_bytes()))?;
-    let id = JobId::parse(id).map_err(|_| Error::BadJobId(shown(id)))?;
+    let id = job_id(uri.path())?;
     let mut view = routes.get(&id).await?;
     let mut applied = None;
     if let Some(wait) = prefer.wait.map(|w| w.min(MAX_LONG_POLL))
@@ -335,8 +340,7 @@ async fn job(
 /// `DELETE {path}/{id}`: cancels a queued or running job and answers it (200, `cancelled`);
 /// a job already finished is a 409 `job_finished`, an unknown one a 404.
 async fn cancel(State(routes): State<JobRoutes>, uri: Uri) -> Result<Response, Error> {
-    let id = uri.path().rsplit('/').next().unwrap_or_default();
-    let id = JobId::parse(id).map_err(|_| Error::BadJobId(shown(id)))?;
+    let id = job_id(uri.path())?;
     let i = &routes.inner;
     let done = i.reach.call("a cancel", i.queue.cancel(&id)).await;
     match done.map_err(|e| Error::Unavailable(e.to_string()))? {
@@ -357,8 +361,7 @@ async fn cancel(State(routes): State<JobRoutes>, uri: Uri) -> Result<Response, E
 /// 503 `overloaded` while the backlog is full.
 async fn retry(State(routes): State<JobRoutes>, uri: Uri) -> Result<Response, Error> {
     let job_path = uri.path().strip_suffix("/retry").unwrap_or_default();
-    let id = job_path.rsplit('/').next().unwrap_or_default();
-    let id = JobId::parse(id).map_err(|_| Error::BadJobId(shown(id)))?;
+    let id = job_id(job_path)?;
     let i = &routes.inner;
     let done = i.reach.call("a retry", i.queue.retry(&id)).await;
     match done.map_err(|e| Error::Unavailable(e.to_string()))? {

@@ -396,6 +396,23 @@ fn kept_label<'a>(tx: &Connection, label: &'a str) -> Result<&'a str, rusqlite::
     Ok(label)
 }
 
+/// A job's status, `None` for an unknown id or one finished before `cutoff` (past its
+/// retention), as [`JobQueue::get`] would answer it.
+fn status_now(
+    tx: &Connection,
+    id: &JobId,
+    cutoff: i64,
+) -> Result<Option<JobStatus>, rusqlite::Error> {
+    let status: Option<String> = tx
+        .prepare_cached(
+            "SELECT status FROM jobs WHERE id = ?1 \
+             AND (finished_at IS NULL OR finished_at >= ?2)",
+        )?
+        .query_row(params![id.as_str(), cutoff], |r| r.get(0))
+        .optional()?;
+    Ok(status.as_deref().and_then(JobStatus::from_name))
+}
+
 /// Claims up to `max` due jobs in one unit of work, under one lease token (a token names one
 /// claim; each row also carries its id, so `(id, token)` names one holder of one job). Also
 /// answers, when nothing was due, how long until the next retry falls due.
@@ -713,14 +730,7 @@ impl JobQueue for SqliteQueue {
         self.call(move |conn, opts| {
             let t = now();
             write(conn, |tx| {
-                let status: Option<String> = tx
-                    .prepare_cached(
-                        "SELECT status FROM jobs WHERE id = ?1 \
-                         AND (finished_at IS NULL OR finished_at >= ?2)",
-                    )?
-                    .query_row(params![id.as_str(), t - ms(opts.retention)], |r| r.get(0))
-                    .optional()?;
-                let Some(was) = status.as_deref().and_then(JobStatus::from_name) else {
+                let Some(was) = status_now(tx, &id, t - ms(opts.retention))? else {
                     return Ok(Cancel::NotFound);
                 };
                 if was.is_finished() {
@@ -747,14 +757,7 @@ impl JobQueue for SqliteQueue {
         self.call(move |conn, opts| {
             let t = now();
             write(conn, |tx| {
-                let status: Option<String> = tx
-                    .prepare_cached(
-                        "SELECT status FROM jobs WHERE id = ?1 \
-                         AND (finished_at IS NULL OR finished_at >= ?2)",
-                    )?
-                    .query_row(params![id.as_str(), t - ms(opts.retention)], |r| r.get(0))
-                    .optional()?;
-                let Some(was) = status.as_deref().and_then(JobStatus::from_name) else {
+                let Some(was) = status_now(tx, &id, t - ms(opts.retention))? else {
                     return Ok(Retry::NotFound);
                 };
                 if !matches!(was, JobStatus::Failed | JobStatus::Cancelled) {
