@@ -61,6 +61,7 @@ impl From<ExecError> for ApiError {
             ExecError::Late(late) => return ApiError::Late(late),
             ExecError::BadGateway(why) => return ApiError::BadGateway(why),
             ExecError::NoThread(e) => return ApiError::NoThread(e),
+            ExecError::KeyReused(id) => E::KeyReused(id),
         })
     }
 }

@@ -14,7 +14,7 @@ use crate::api::{Accepted, HeavyAnswer, JobStatus};
 use crate::queue::JobId;
 use crate::strategy::{ExecError, Name, Outcome, Routed};
 use crate::work::Work;
-use offload_axum::{Prefer, set_preference_applied};
+use offload_axum::{JobBody, Prefer, Submit, set_preference_applied};
 
 pub(super) async fn get(
     State(app): State<AppState>,
@@ -26,7 +26,13 @@ pub(super) async fn get(
         return Err(ApiError::UriTooLong(app.config.max_query));
     }
     let work = Work::from_query(&query, &app.config.limits)?;
-    execute(&app, work, prefer(&headers)?).await
+    execute(
+        &app,
+        work,
+        prefer(&headers)?,
+        Submit::from_headers(&headers)?,
+    )
+    .await
 }
 
 /// The request's `Prefer` header(s).
@@ -45,6 +51,7 @@ pub(crate) async fn post(
         return Err(ApiError::UnsupportedMediaType);
     }
     let prefer = prefer(&headers)?;
+    let submit = Submit::from_headers(&headers)?;
     let limit = app.config.max_body;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -62,7 +69,7 @@ pub(crate) async fn post(
         }
     })?;
     let work = Work::from_json(&bytes, &app.config.limits)?;
-    execute(&app, work, prefer).await
+    execute(&app, work, prefer, submit).await
 }
 
 /// `application/json`, with or without parameters such as `charset=utf-8`.
@@ -74,7 +81,12 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response, ApiError> {
+async fn execute(
+    app: &AppState,
+    work: Work,
+    prefer: Prefer,
+    submit: Submit,
+) -> Result<Response, ApiError> {
     let now = Instant::now();
     let mut deadline = now + app.config.timeout;
     // What the strategy makes of the preferences: `auto` takes `wait` as its budget and
@@ -96,7 +108,7 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
     let _in_flight = app.metrics.in_flight();
     // The timeout stops waiting at the deadline; dropping the strategy's future cancels
     // its queued chunks and tells running ones to stop.
-    let run = app.strategy.run(work, deadline, &prefer);
+    let run = app.strategy.run(work, deadline, &prefer, &submit);
     let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
@@ -120,14 +132,14 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
         })
         .into_response()
     };
-    let accepted = |id: JobId, predicted: Option<u64>| {
+    let accepted = |id: &JobId, predicted: Option<u64>, status: JobStatus| {
         let url = format!("/jobs/{}", id.as_str());
         // The job is stored, so the clock counts it among the unfinished.
         let backlog = app.strategy.queue().map(|q| q.backlog());
         let body = Accepted {
             strategy: Name::Queue.as_str().to_owned(),
             id: id.to_string(),
-            status: JobStatus::Queued,
+            status,
             status_url: url.clone(),
             work: work.kind().name().to_owned(),
             n: work.n(),
@@ -142,9 +154,34 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
         )
             .into_response()
     };
+    // A keyed request answers the job stored under its key as it is now: its result once
+    // done (200, with `Content-Location`), else 202 with where it is.
+    let stored = match &outcome {
+        Outcome::Accepted(id) | Outcome::Routed(Routed::Queue { id, .. }) => Some(id.clone()),
+        _ => None,
+    };
+    if let (Some(id), Some(_)) = (stored, &submit.key) {
+        let queue = app.strategy.queue().expect("a job was stored");
+        let status = match queue.job(&id).await? {
+            Some(view) if view.status == JobStatus::Done => {
+                let url = format!("/jobs/{}", id.as_str());
+                return Ok((
+                    [(header::CONTENT_LOCATION, url)],
+                    axum::Json(JobBody::from(view)),
+                )
+                    .into_response());
+            }
+            Some(view) => view.status,
+            // Stored a moment ago, and already past its retention: as stored.
+            None => JobStatus::Queued,
+        };
+        let mut resp = accepted(&id, None, status);
+        set_preference_applied(&mut resp, applied);
+        return Ok(resp);
+    }
     let mut resp = match outcome {
         Outcome::Done(done) => answer(name, done, None),
-        Outcome::Accepted(id) => accepted(id, None),
+        Outcome::Accepted(id) => accepted(&id, None, JobStatus::Queued),
         Outcome::Routed(Routed::Pool { done, predicted }) => {
             // `respond-async` was honoured only if the answer is async.
             let applied = Prefer::applied(prefer.wait, false);
@@ -152,7 +189,9 @@ async fn execute(app: &AppState, work: Work, prefer: Prefer) -> Result<Response,
             set_preference_applied(&mut r, applied);
             return Ok(r);
         }
-        Outcome::Routed(Routed::Queue { id, predicted }) => accepted(id, Some(us(predicted))),
+        Outcome::Routed(Routed::Queue { id, predicted }) => {
+            accepted(&id, Some(us(predicted)), JobStatus::Queued)
+        }
     };
     set_preference_applied(&mut resp, applied);
     Ok(resp)

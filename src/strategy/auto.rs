@@ -16,14 +16,14 @@
 
 use std::time::{Duration, Instant};
 
-use offload_axum::decide::{self, Decision, PoolTry, StoreRefusal, decide};
+use offload_axum::decide::{self, Decision, Places as _, PoolTry, StoreRefusal, decide};
 
 use super::{Done, ExecError, PoolStrategy, QueueStrategy};
 use crate::metrics::{Counter, Family, Histogram, Registry, Route};
 use crate::pool::Budget;
 use crate::queue::JobId;
 use crate::work::Work;
-use offload_axum::Prefer;
+use offload_axum::{Prefer, Submit};
 
 /// One request's pool and queue, tried in the order offload-axum's [`decide`] gives: the
 /// same decision a service embedding `offload_axum::Auto` makes, with offload's chunked pool
@@ -32,6 +32,7 @@ struct Places<'a> {
     auto: &'a Auto,
     work: Work,
     deadline: Instant,
+    submit: &'a Submit,
 }
 
 impl decide::Places for Places<'_> {
@@ -51,7 +52,7 @@ impl decide::Places for Places<'_> {
     }
 
     async fn store_now(&self) -> Result<JobId, StoreRefusal<ExecError>> {
-        match self.auto.queue.try_enqueue(self.work).await {
+        match self.auto.queue.try_enqueue(self.work, self.submit).await {
             Ok(id) => Ok(id),
             Err(ExecError::Overloaded { .. }) => Err(StoreRefusal::Full),
             Err(e @ ExecError::Unavailable(_)) => Err(StoreRefusal::Down(e)),
@@ -77,7 +78,12 @@ impl decide::Places for Places<'_> {
     ) -> Result<JobId, ExecError> {
         match refused {
             StoreRefusal::Down(e) | StoreRefusal::Failed(e) => Err(e),
-            StoreRefusal::Full => self.auto.queue.enqueue(self.work, self.deadline).await,
+            StoreRefusal::Full => {
+                self.auto
+                    .queue
+                    .enqueue(self.work, self.deadline, self.submit)
+                    .await
+            }
         }
     }
 }
@@ -155,15 +161,25 @@ impl Auto {
         work: Work,
         deadline: Instant,
         prefer: &Prefer,
+        submit: &Submit,
     ) -> Result<Routed, ExecError> {
-        let budget = Budget {
-            end: (Instant::now() + self.budget(prefer)).min(deadline),
-            start_now: prefer.respond_async,
-        };
         let places = Places {
             auto: self,
             work,
             deadline,
+            submit,
+        };
+        // A keyed request is always stored: only a stored job can be found by its key.
+        if submit.key.is_some() {
+            let id = match places.store_now().await {
+                Ok(id) => id,
+                Err(refused) => places.store_last(refused, Duration::ZERO).await?,
+            };
+            return Ok(self.queued(id, Duration::ZERO));
+        }
+        let budget = Budget {
+            end: (Instant::now() + self.budget(prefer)).min(deadline),
+            start_now: prefer.respond_async,
         };
         match decide(&places, budget).await? {
             Decision::Ran {

@@ -145,6 +145,9 @@ pub enum ExecError {
     ShuttingDown,
     #[error("the work panicked: {0}")]
     Panicked(String),
+    /// The request's `Idempotency-Key` names a job stored for other work (the job's id).
+    #[error("the Idempotency-Key is already used by job {0} for other work")]
+    KeyReused(String),
 }
 
 /// One strategy, ready to run work.
@@ -176,7 +179,9 @@ impl Strategy {
     }
 
     /// Runs `work`, giving up at `deadline`; the queue strategy stores it as a job instead,
-    /// and `auto` chooses by the client's preferences.
+    /// and `auto` chooses by the client's preferences. `submit` (the request's
+    /// `Idempotency-Key` and `Job-Deadline`) applies to a job stored: synchronous strategies
+    /// store nothing, so they have nothing to find by a key.
     ///
     /// # Errors
     /// [`ExecError`] when the work could not run or finish, or the job could not be stored.
@@ -185,6 +190,7 @@ impl Strategy {
         work: Work,
         deadline: Instant,
         prefer: &offload_axum::Prefer,
+        submit: &offload_axum::Submit,
     ) -> Result<Outcome, ExecError> {
         let done = match self {
             Strategy::Inline(s) => s.run(work, deadline),
@@ -207,9 +213,17 @@ impl Strategy {
                 let room_by = prefer
                     .wait
                     .map_or(deadline, |w| deadline.min(Instant::now() + w));
-                return q.enqueue(work, room_by).await.map(Outcome::Accepted);
+                return q
+                    .enqueue(work, room_by, submit)
+                    .await
+                    .map(Outcome::Accepted);
             }
-            Strategy::Auto(a) => return a.run(work, deadline, prefer).await.map(Outcome::Routed),
+            Strategy::Auto(a) => {
+                return a
+                    .run(work, deadline, prefer, submit)
+                    .await
+                    .map(Outcome::Routed);
+            }
         };
         done.map(Outcome::Done)
     }

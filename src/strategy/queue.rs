@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::{Counter, Family, Gauge, Registry, State};
 use crate::queue::{
-    Eta, JobId, JobQueue, Line, LineError, LineMetrics, Prediction, Queue, QueueError, Reach,
+    Eta, JobId, JobQueue, JobView, Line, LineError, LineMetrics, Prediction, Queue, QueueError,
+    Reach,
 };
 use crate::work::Work;
 
 use super::ExecError;
+use offload_axum::Submit;
 
 /// Longest the gateway waits for the store on a client's behalf (an enqueue, a job's status,
 /// the counts and times on `/jobs`, the counts on `/metrics`); past it, and after any failure,
@@ -86,11 +88,16 @@ impl QueueStrategy {
     /// ahead is predicted to take longer than that (its `Retry-After` is the line's predicted
     /// drain time); [`ExecError::Unavailable`] when the queue's store fails (Redis down, disk
     /// full) or is out of reach.
-    pub async fn enqueue(&self, work: Work, deadline: Instant) -> Result<JobId, ExecError> {
+    pub async fn enqueue(
+        &self,
+        work: Work,
+        deadline: Instant,
+        submit: &Submit,
+    ) -> Result<JobId, ExecError> {
         self.reach.check().map_err(|e| self.failed(e))?;
         let until = deadline.checked_sub(LINE_MARGIN).unwrap_or(deadline);
         // The work names the job in the latency histogram's `by_work`.
-        let job = crate::queue::builtin::new_job(&work);
+        let job = submit.apply(crate::queue::builtin::new_job(&work));
         let id = self
             .line
             .enqueue(job, until)
@@ -109,8 +116,16 @@ impl QueueStrategy {
     ///
     /// # Errors
     /// As [`QueueStrategy::enqueue`], at once.
-    pub async fn try_enqueue(&self, work: Work) -> Result<JobId, ExecError> {
-        self.enqueue(work, Instant::now()).await
+    pub async fn try_enqueue(&self, work: Work, submit: &Submit) -> Result<JobId, ExecError> {
+        self.enqueue(work, Instant::now(), submit).await
+    }
+
+    /// A job's view, within the store's wait; `None` for an unknown id.
+    ///
+    /// # Errors
+    /// [`ExecError::Unavailable`] when the store fails or is out of reach.
+    pub async fn job(&self, id: &JobId) -> Result<Option<JobView>, ExecError> {
+        self.bounded("a job's status", self.queue.get(id)).await
     }
 
     fn refused(&self, e: LineError) -> ExecError {
@@ -121,6 +136,7 @@ impl QueueStrategy {
                 }
             }
             LineError::Store(e) => self.failed(e),
+            LineError::KeyReused(id) => ExecError::KeyReused(id.to_string()),
         }
     }
 
@@ -186,6 +202,7 @@ impl QueueStrategy {
             ("done", c.done),
             ("failed", c.failed),
             ("cancelled", c.cancelled),
+            ("expired", c.expired),
         ] {
             m.jobs.get_or_create(&State { state }).set(v as i64);
         }

@@ -203,6 +203,7 @@ impl Storm for Builtin<'_> {
             done: jobs_in(addr, "done").await as u64,
             failed: jobs_in(addr, "failed").await as u64,
             cancelled: jobs_in(addr, "cancelled").await as u64,
+            expired: jobs_in(addr, "expired").await as u64,
             stalls: metric(addr, "offload_job_stalls_total").await as u64,
         }
     }

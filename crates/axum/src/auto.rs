@@ -15,8 +15,9 @@ use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, JobStatus, Lin
 use serde::{Deserialize, Serialize};
 
 use crate::decide::{self, Decision, PoolTry, StoreRefusal, decide};
+use crate::jobs::JobBody;
 use crate::prefer::set_preference_applied;
-use crate::{Error, Offload, Prefer};
+use crate::{Error, Offload, Prefer, Submit};
 
 /// `auto` for one request: the service's [`Offload`], the request's [`Prefer`]ences, and
 /// where the router is nested. Extract it in a handler, then [`Auto::run`] the job.
@@ -24,11 +25,14 @@ use crate::{Error, Offload, Prefer};
 /// It comes from the router's state: any state that gives an [`Offload`] through
 /// [`FromRef`], such as `Router::with_state(offload)` or your own state with an
 /// `impl FromRef<AppState> for Offload`. A router whose state gives none does not compile.
-/// A malformed `Prefer` is refused before the handler runs (400 `invalid_prefer`).
+/// A malformed `Prefer`, `Idempotency-Key` or `Job-Deadline` is refused before the handler
+/// runs (400 `invalid_prefer`, `invalid_idempotency_key`, `invalid_deadline`).
 #[derive(Debug, Clone)]
 pub struct Auto {
     offload: Offload,
     prefer: Prefer,
+    /// The request's `Idempotency-Key` and `Job-Deadline`.
+    submit: Submit,
     /// The path the handler's router is nested under (`/api`, `/t/acme`), or empty: the
     /// `Location` of a 202 starts with it, as [`Offload::routes`] merged beside the handler
     /// answers there.
@@ -44,6 +48,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Auto, Error> {
         let prefer = Prefer::parse(parts.headers.get_all("prefer").iter().map(|v| v.as_bytes()))?;
+        let submit = Submit::from_headers(&parts.headers)?;
         let nested = match parts.extensions.get::<OriginalUri>() {
             Some(OriginalUri(original)) => nested_under(original.path(), parts.uri.path()),
             None => "",
@@ -51,6 +56,7 @@ where
         Ok(Auto {
             offload: Offload::from_ref(state),
             prefer,
+            submit,
             nested: nested.to_owned(),
         })
     }
@@ -73,7 +79,8 @@ fn nested_under<'a>(original: &'a str, seen: &str) -> &'a str {
 pub struct AcceptedBody {
     /// The stored job's id.
     pub id: String,
-    /// Where the job is: `queued`.
+    /// Where the job is: `queued`, or, for a request that repeats an `Idempotency-Key`, where
+    /// the job stored under it is.
     pub status: JobStatus,
     /// Where the job's state and result are served (`GET`, long-poll with `Prefer: wait=N`):
     /// the path the handler is nested under, then [`Offload::jobs_path`], then the id. Also the
@@ -126,6 +133,13 @@ impl Auto {
     /// The decision is made before the job starts anywhere: a job is never run in both
     /// places. `Preference-Applied` names what was honoured.
     ///
+    /// With an `Idempotency-Key`, the job is always stored (waiting in the line when the queue
+    /// is full), since only a stored job can be found again by its key: the first request
+    /// stores it and gets 202; one that repeats the key with the same job gets the same job,
+    /// 202 with the same `Location` while it is unfinished, or 200 with its [`JobBody`] once
+    /// done; one that repeats it with another job gets 422 `idempotency_key_reused`. A
+    /// `Job-Deadline` is the stored job's deadline ([`NewJob::expires_at`]).
+    ///
     /// A job whose type the pool cannot predict yet (no run measured, no
     /// [`Job::SECS_PER_UNIT`]) is never run in the pool on faith, however small: it is stored
     /// (its 202's `pool_finish_us` is then the wait ahead alone), and when the queue is full it
@@ -150,6 +164,7 @@ impl Auto {
         let inner = &self.offload.inner;
         let stored = NewJob::of(&job)
             .map_err(|e| Error::Internal(format!("job {:?} is not JSON: {e}", J::NAME)))?;
+        let stored = self.submit.apply(stored);
         let now = Instant::now();
         let places = Places {
             offload: &self.offload,
@@ -160,6 +175,14 @@ impl Auto {
             deadline: now + inner.deadline,
             stored,
         };
+        if self.submit.key.is_some() {
+            use decide::Places as _;
+            let id = match places.store_now().await {
+                Ok(id) => id,
+                Err(refused) => places.store_last(refused, Duration::ZERO).await?,
+            };
+            return self.keyed(&id).await;
+        }
         let budget = Budget {
             end: now + self.budget(),
             start_now: self.prefer.respond_async,
@@ -173,12 +196,30 @@ impl Auto {
                     .flatten();
                 answer(ran, applied)
             }
-            Decision::Stored { stored, predicted } => Ok(self.accepted(&stored, predicted)),
+            Decision::Stored { stored, predicted } => {
+                Ok(self.accepted(&stored, predicted, JobStatus::Queued))
+            }
         }
     }
 
+    /// The answer to a keyed request: the job stored under the key, as it is now. Done: 200
+    /// with its [`JobBody`] and `Content-Location`; otherwise 202 with its status.
+    async fn keyed(&self, id: &JobId) -> Result<Response, Error> {
+        let view = self.offload.inner.jobs.get(id).await?;
+        if view.status != JobStatus::Done {
+            return Ok(self.accepted(id, Duration::ZERO, view.status));
+        }
+        let jobs = self.offload.inner.jobs.path_prefix();
+        let url = format!("{}{jobs}/{}", self.nested, id.as_str());
+        let mut resp = axum::Json(JobBody::from(view)).into_response();
+        if let Ok(v) = HeaderValue::from_str(&url) {
+            resp.headers_mut().insert(header::CONTENT_LOCATION, v);
+        }
+        Ok(resp)
+    }
+
     /// 202 with the job's `Location`.
-    fn accepted(&self, id: &JobId, predicted: Duration) -> Response {
+    fn accepted(&self, id: &JobId, predicted: Duration, status: JobStatus) -> Response {
         let jobs = self.offload.inner.jobs.path_prefix();
         let url = format!("{}{jobs}/{}", self.nested, id.as_str());
         let location = HeaderValue::from_str(&url);
@@ -187,7 +228,7 @@ impl Auto {
         let us = |d: Duration| d.as_micros().try_into().unwrap_or(u64::MAX);
         let body = AcceptedBody {
             id: id.to_string(),
-            status: JobStatus::Queued,
+            status,
             status_url: url,
             done_in_us: backlog.done_in(0).map(us),
             jobs_ahead: backlog.unfinished.saturating_sub(1),
@@ -299,6 +340,9 @@ impl decide::Places for Places<'_> {
             Err(EnqueueError::Queue(e)) => {
                 Err(StoreRefusal::Down(Error::Unavailable(e.to_string())))
             }
+            Err(EnqueueError::KeyReused(id)) => {
+                Err(StoreRefusal::Failed(Error::KeyReused(id.to_string())))
+            }
         }
     }
 
@@ -338,6 +382,7 @@ impl decide::Places for Places<'_> {
                         LineError::Full { retry_after } | LineError::WaitRanOut { retry_after },
                     ) => Err(Error::Busy { retry_after }),
                     Err(LineError::Store(e)) => Err(Error::Unavailable(e.to_string())),
+                    Err(LineError::KeyReused(id)) => Err(Error::KeyReused(id.to_string())),
                 }
             }
         }

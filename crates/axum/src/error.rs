@@ -19,6 +19,18 @@ pub enum Error {
     /// A `Prefer` header `auto` cannot act on as asked (400 `invalid_prefer`).
     #[error("Prefer: {0}")]
     BadPrefer(String),
+    /// An `Idempotency-Key` that is empty, too long or not printable ASCII (400
+    /// `invalid_idempotency_key`).
+    #[error("Idempotency-Key: {0}")]
+    BadKey(String),
+    /// A `Job-Deadline` that is not a positive number of seconds in range (400
+    /// `invalid_deadline`).
+    #[error("{0}")]
+    BadDeadline(String),
+    /// The request's `Idempotency-Key` names a job stored for other work: nothing was stored
+    /// (422 `idempotency_key_reused`).
+    #[error("the Idempotency-Key is already used by job {0} for other work")]
+    KeyReused(String),
     /// Not a job id: 32 hex characters are expected (400 `invalid_job_id`).
     #[error("{0:?} is not a job id: expected 32 hex characters")]
     BadJobId(String),
@@ -30,17 +42,17 @@ pub enum Error {
     /// `job_not_found`).
     #[error("no job {0} (unknown, or finished and past its retention)")]
     JobNotFound(String),
-    /// The job has already finished (done, failed or cancelled), so it cannot be cancelled
-    /// (409 `job_finished`).
+    /// The job has already finished (done, failed, cancelled or expired), so it cannot be
+    /// cancelled (409 `job_finished`).
     #[error("job {id} is already {status}: only a queued or running job can be cancelled")]
     JobFinished {
         /// The job's id.
         id: String,
-        /// Its status: `done`, `failed` or `cancelled`.
+        /// Its status: `done`, `failed`, `cancelled` or `expired`.
         status: &'static str,
     },
-    /// Only a failed or cancelled job can be retried (409 `job_not_retryable`).
-    #[error("job {id} is {status}: only a failed or cancelled job can be retried")]
+    /// Only a failed, cancelled or expired job can be retried (409 `job_not_retryable`).
+    #[error("job {id} is {status}: only a failed, cancelled or expired job can be retried")]
     JobNotRetryable {
         /// The job's id.
         id: String,
@@ -119,6 +131,9 @@ impl Error {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Error::BadPrefer(_) => (StatusCode::BAD_REQUEST, "invalid_prefer"),
+            Error::BadKey(_) => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
+            Error::BadDeadline(_) => (StatusCode::BAD_REQUEST, "invalid_deadline"),
+            Error::KeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Error::BadJobId(_) => (StatusCode::BAD_REQUEST, "invalid_job_id"),
             Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             Error::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),

@@ -191,9 +191,12 @@ pub struct JobBody {
     /// When its latest run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
-    /// When it reached `done`, `failed` or `cancelled`.
+    /// When it reached `done`, `failed`, `cancelled` or `expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// Its deadline (`Job-Deadline`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 impl From<JobView> for JobBody {
@@ -214,6 +217,7 @@ impl From<JobView> for JobBody {
             enqueued_at: v.enqueued_at,
             started_at: v.started_at,
             finished_at: v.finished_at,
+            expires_at: v.expires_at,
         }
     }
 }

@@ -97,6 +97,7 @@ mod error;
 pub mod jobs;
 pub mod pace;
 mod prefer;
+pub mod submit;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,6 +115,7 @@ pub use error::{Error, ErrorBody, ErrorDetail, error_response};
 pub use jobs::{JobBody, JobRoutes, JobsSummary, MAX_LONG_POLL, MAX_LONG_POLLS, Spread};
 pub use pace::PaceRefusals;
 pub use prefer::{MAX_WAIT_SECS, Prefer, set_preference_applied};
+pub use submit::Submit;
 
 /// The budget when the client states none: a quarter second, as `offload serve
 /// --auto-wait`, so a job either answers about as fast as a page or is stored.

@@ -446,6 +446,7 @@ mod tests {
             enqueued_at: 0,
             started_at: Some(1),
             finished_at: Some(2),
+            expires_at: None,
         };
         assert_eq!(view.output::<Greet>().unwrap().unwrap(), "hello, ann");
         assert!(

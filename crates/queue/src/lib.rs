@@ -101,8 +101,9 @@ pub use self::redis::RedisQueue;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteQueue;
 pub use self::types::{
-    Cancel, Claimed, Completion, Counts, IdError, JobError, JobId, JobStatus, JobView,
-    MAX_LABEL_LEN, MAX_NAME_LEN, NameError, NewJob, QueueName, Retry, WorkerId, backoff,
+    Cancel, Claimed, Completion, Counts, IdError, JobError, JobId, JobKey, JobStatus, JobView,
+    KeyError, MAX_KEY_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, NameError, NewJob, QueueName, Retry,
+    WorkerId, backoff,
 };
 
 /// Jobs accepted but not finished, past which enqueue answers [`EnqueueError::Full`]: enough to
@@ -236,6 +237,9 @@ pub enum EnqueueError {
     /// The backlog is at `max_backlog`: try again later (HTTP 503 + Retry-After).
     #[error("the queue is full ({0} unfinished jobs)")]
     Full(u64),
+    /// The job's key names a job with a different payload (HTTP 422): nothing was stored.
+    #[error("the idempotency key is already used by job {0} with a different payload")]
+    KeyReused(JobId),
     /// The backend failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -243,10 +247,13 @@ pub enum EnqueueError {
 
 /// The queue operations. Implemented by each backend and by [`Queue`], which dispatches.
 pub trait JobQueue: Send + Sync + 'static {
-    /// Stores a job and returns its id at once.
+    /// Stores a job and returns its id at once. A job with a key ([`NewJob::key`]) whose key
+    /// names a job within its retention with the same payload is not stored again: its id is
+    /// returned. Atomic: of many concurrent enqueues under one key, one stores the job.
     ///
     /// # Errors
-    /// [`EnqueueError::Full`] past `max_backlog`; [`EnqueueError::Queue`] if the backend fails.
+    /// [`EnqueueError::Full`] past `max_backlog`; [`EnqueueError::KeyReused`] for a key taken
+    /// by a different payload; [`EnqueueError::Queue`] if the backend fails.
     fn enqueue(&self, job: NewJob) -> impl Future<Output = Result<JobId, EnqueueError>> + Send;
 
     /// Stores `jobs` in their order until one does not get in, and stops there: the jobs stored

@@ -75,6 +75,9 @@ pub enum LineError {
         /// When a request like it would get through.
         retry_after: Duration,
     },
+    /// The job's idempotency key names a job with a different payload: nothing was stored.
+    #[error("the idempotency key is already used by job {0} with a different payload")]
+    KeyReused(JobId),
     /// The store failed or did not answer in time.
     #[error(transparent)]
     Store(#[from] QueueError),
@@ -245,6 +248,7 @@ impl Line {
                     st.full_until = Instant::now() + pause(&st);
                 }
                 Ok(Err(EnqueueError::Queue(e))) => return Err(e.into()),
+                Ok(Err(EnqueueError::KeyReused(id))) => return Err(LineError::KeyReused(id)),
                 Err(_) => {
                     return Err(QueueError::Timeout("an enqueue", self.inner.store_wait).into());
                 }
@@ -452,6 +456,16 @@ async fn pump(inner: Arc<Inner>) {
                         w.claim.store(WAITING, Ordering::Release);
                         back.push(w);
                     }
+                }
+            }
+            Some(EnqueueError::KeyReused(id)) => {
+                // That job alone is refused; the rest were not tried and keep their places.
+                if let Some(w) = batch.next() {
+                    let _ = w.reply.send(Err(LineError::KeyReused(id)));
+                }
+                for w in batch {
+                    w.claim.store(WAITING, Ordering::Release);
+                    back.push(w);
                 }
             }
             Some(EnqueueError::Queue(e)) => {

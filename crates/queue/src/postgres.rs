@@ -114,13 +114,14 @@ impl PostgresQueue {
         let opts = &self.inner.options;
         let (name, id_text, payload) = (&opts.name.as_str(), id.as_str(), &job.payload);
         let label = job.label.as_deref();
+        let expires_at = deadline(job);
         let max_attempts =
             i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1)).unwrap_or(i32::MAX);
         let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
         let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
         let (stored, depth) = self
             .call(|l| async move {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
                     name,
                     &id_text,
                     payload,
@@ -128,6 +129,7 @@ impl PostgresQueue {
                     &max_stalls,
                     &cap,
                     &label,
+                    &expires_at,
                 ];
                 match l.client.query_one(&l.enqueue, &params).await {
                     Ok(row) => Ok((row.try_get::<_, bool>(0)?, row.try_get::<_, i64>(2)?)),
@@ -158,19 +160,108 @@ impl PostgresQueue {
             })
             .collect();
         let labels: Vec<Option<&str>> = jobs.iter().map(|p| p.job.label.as_deref()).collect();
+        let deadlines: Vec<Option<i64>> = jobs.iter().map(|p| deadline(&p.job)).collect();
         let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
         let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
-        let (ids, payloads, attempts, labels) = (&ids, &payloads, &attempts, &labels);
+        let (ids, payloads, attempts, labels, deadlines) =
+            (&ids, &payloads, &attempts, &labels, &deadlines);
         let name = &opts.name.as_str();
         let (k, depth) = self
             .call(|l| async move {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
-                    [name, ids, payloads, attempts, &max_stalls, &cap, labels];
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+                    name,
+                    ids,
+                    payloads,
+                    attempts,
+                    &max_stalls,
+                    &cap,
+                    labels,
+                    deadlines,
+                ];
                 let row = l.client.query_one(&l.enqueue_batch, &params).await?;
                 Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))
             })
             .await?;
         Ok((usize::try_from(k.max(0)).unwrap_or(0), depth.max(0) as u64))
+    }
+
+    /// Stores a keyed job, or answers the job that holds its key. One statement
+    /// ([`sql::ENQUEUE_KEYED`]) decides on its snapshot; what it cannot see (a job with the key
+    /// committed after the snapshot, a key held past its retention, a missing queue row) is
+    /// settled, and the statement run again on a fresh snapshot.
+    async fn enqueue_keyed(&self, id: JobId, job: &NewJob) -> Result<JobId, EnqueueError> {
+        /// Each rerun follows a commit that changed what this one saw; more in a row means a
+        /// store in a state this code does not expect.
+        const TRIES: usize = 5;
+        let opts = &self.inner.options;
+        let key = job.key.as_ref().map_or("", |k| k.as_str());
+        let (name, id_text, payload) = (&opts.name.as_str(), id.as_str(), &job.payload);
+        let (label, expires_at) = (job.label.as_deref(), deadline(job));
+        let max_attempts =
+            i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1)).unwrap_or(i32::MAX);
+        let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
+        let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
+        let retention = ms(opts.retention);
+        for _ in 0..TRIES {
+            let row = self
+                .call(|l| async move {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+                        name,
+                        &id_text,
+                        payload,
+                        &max_attempts,
+                        &max_stalls,
+                        &cap,
+                        &label,
+                        &expires_at,
+                        &key,
+                        &retention,
+                    ];
+                    l.client.query_one(sql::ENQUEUE_KEYED, &params).await
+                })
+                .await?;
+            let read = |row: &Row| -> Result<_, tokio_postgres::Error> {
+                Ok((
+                    row.try_get::<_, bool>(0)?,
+                    row.try_get::<_, Option<String>>(1)?,
+                    row.try_get::<_, Option<String>>(2)?,
+                    row.try_get::<_, bool>(3)?,
+                    row.try_get::<_, i64>(4)?,
+                ))
+            };
+            let (stored, held, held_payload, stale, depth) =
+                read(&row).map_err(QueueError::from)?;
+            if stored {
+                return Ok(id);
+            }
+            match held {
+                Some(_) if stale => {
+                    self.call(|l| async move {
+                        l.client
+                            .execute(sql::UNKEY, &[name, &key, &retention])
+                            .await
+                    })
+                    .await?;
+                }
+                Some(held) => {
+                    let held =
+                        JobId::parse(&held).map_err(|_| corrupt(format!("bad id {held:?}")))?;
+                    return if held_payload.as_deref() == Some(payload.as_str()) {
+                        Ok(held)
+                    } else {
+                        Err(EnqueueError::KeyReused(held))
+                    };
+                }
+                None if depth < 0 => {
+                    self.call(|l| async move { l.client.execute(sql::ADD_QUEUE, &[name]).await })
+                        .await?;
+                }
+                None if depth >= cap => return Err(EnqueueError::Full(depth as u64)),
+                // A job with the key was committed after this statement's snapshot.
+                None => {}
+            }
+        }
+        Err(QueueError::Corrupt(format!("a keyed enqueue did not settle in {TRIES} tries")).into())
     }
 
     /// Deletes this queue's jobs and its meta row (tests and benchmarks isolate themselves by
@@ -242,6 +333,11 @@ async fn batch_enqueues(queue: Weak<Inner>, mut inbox: mpsc::Receiver<Pending>) 
     }
 }
 
+/// A job's deadline as the column holds it.
+fn deadline(job: &NewJob) -> Option<i64> {
+    job.expires_at.map(|e| i64::try_from(e).unwrap_or(i64::MAX))
+}
+
 fn corrupt(what: String) -> QueueError {
     QueueError::Corrupt(what)
 }
@@ -267,6 +363,7 @@ fn view(row: &Row) -> Result<JobView, QueueError> {
         finished_at: time(8)?,
         stalls: count(9)?,
         max_stalls: count(10)?,
+        expires_at: time(11)?,
     })
 }
 
@@ -281,6 +378,7 @@ fn claimed(rows: Vec<Row>, token: &str) -> Result<Vec<Claimed>, QueueError> {
                 payload: r.try_get(1)?,
                 attempt: r.try_get::<_, i32>(2)?.max(0) as u32,
                 max_attempts: r.try_get::<_, i32>(3)?.max(0) as u32,
+                expires_at: r.try_get::<_, Option<i64>>(6)?.map(|t| t.max(0) as u64),
                 token: token.to_owned(),
                 entry: String::new(),
                 consumer: String::new(),
@@ -295,6 +393,9 @@ fn claimed(rows: Vec<Row>, token: &str) -> Result<Vec<Claimed>, QueueError> {
 impl JobQueue for PostgresQueue {
     async fn enqueue(&self, job: NewJob) -> Result<JobId, EnqueueError> {
         let id = JobId::random();
+        if job.key.is_some() {
+            return self.enqueue_keyed(id, &job).await;
+        }
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             id: id.clone(),
@@ -426,6 +527,7 @@ impl JobQueue for PostgresQueue {
             .map(|(job, _)| match stored.remove(job.id.as_str()).as_deref() {
                 Some("done") => Completion::Done,
                 Some("queued") => Completion::Retrying,
+                Some("expired") => Completion::Expired,
                 Some(_) => Completion::Failed,
                 None => Completion::Refused,
             })
@@ -445,6 +547,9 @@ impl JobQueue for PostgresQueue {
         let name = &self.inner.options.name.as_str();
         let row = self
             .call(|l| async move { l.client.query_one(&l.reap, &[name]).await })
+            .await?;
+        // Claims pass over queued jobs past their deadline; this marks them expired.
+        self.call(|l| async move { l.client.execute(sql::EXPIRE, &[name]).await })
             .await?;
         Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
     }
@@ -496,14 +601,16 @@ impl JobQueue for PostgresQueue {
         };
         Ok(match (queued, was) {
             (true, _) => Retry::Queued { was },
-            (false, JobStatus::Failed | JobStatus::Cancelled) => match self.get(id).await? {
-                // Another retry queued it first.
-                Some(v) if !matches!(v.status, JobStatus::Failed | JobStatus::Cancelled) => {
-                    Retry::NotRetryable(v.status)
+            (false, JobStatus::Failed | JobStatus::Cancelled | JobStatus::Expired) => {
+                match self.get(id).await? {
+                    // Another retry queued it first.
+                    Some(v) if !v.status.is_finished() || v.status == JobStatus::Done => {
+                        Retry::NotRetryable(v.status)
+                    }
+                    Some(_) => Retry::Full(depth.max(0) as u64),
+                    None => Retry::NotFound,
                 }
-                Some(_) => Retry::Full(depth.max(0) as u64),
-                None => Retry::NotFound,
-            },
+            }
             (false, other) => Retry::NotRetryable(other),
         })
     }
@@ -528,13 +635,14 @@ impl JobQueue for PostgresQueue {
             *by_name.entry(row.try_get(0)?).or_default() += row.try_get::<_, i64>(1)?;
         }
         let n = |name: &str| by_name.get(name).copied().unwrap_or(0);
-        let left = |name: &str| (n(name) - n(&format!("expired_{name}"))).max(0) as u64;
+        let left = |name: &str| (n(name) - n(&format!("stale_{name}"))).max(0) as u64;
         Ok(Counts {
             queued: left(JobStatus::Queued.as_str()),
             running: left(JobStatus::Running.as_str()),
             done: left(JobStatus::Done.as_str()),
             failed: left(JobStatus::Failed.as_str()),
             cancelled: left(JobStatus::Cancelled.as_str()),
+            expired: left(JobStatus::Expired.as_str()),
             stalls: n("stalls").max(0) as u64,
         })
     }

@@ -9,8 +9,12 @@
 //!   started_at finished_at lease lease_until worker entry`; `PEXPIRE` retention once finished.
 //!   `entry` is the job's stream entry while it has one, so a cancel deletes it.
 //! - `{name}:retry`: zset of job ids by due time (ms); promoted to the stream by the claim script.
-//! - `{name}:done`, `{name}:failed`, `{name}:cancelled`: zsets of job ids by finish time, for
-//!   counts and pruning.
+//! - `{name}:done`, `{name}:failed`, `{name}:cancelled`, `{name}:expired`: zsets of job ids by
+//!   finish time, for counts and pruning.
+//! - `{name}:deadlines`: zset of unfinished jobs that have a deadline, by deadline: the reaper
+//!   expires the queued ones among those due.
+//! - `{name}:key:<key>`: the id of the job stored under an idempotency key; expires with the
+//!   job's hash.
 //! - `{name}:dlq`: stream of failed jobs (`id`, `error`), trimmed to ~10,000 and to the retention.
 //! - `{name}:stalls`: how many runs were ever lost with their worker (a counter for metrics).
 //! - `{name}:latency`: the enqueue-to-done histogram (see [`super::latency`]), one hash:
@@ -120,8 +124,9 @@ struct Inner {
     blocking: Mutex<Vec<MultiplexedConnection>>,
     scripts: Scripts,
     /// `{name}:stream`, `{name}:retry`, `{name}:done`, `{name}:failed`, `{name}:dlq`,
-    /// `{name}:stalls`, `{name}:latency`, `{name}:labels`, `{name}:cancelled`.
-    keys: [String; 9],
+    /// `{name}:stalls`, `{name}:latency`, `{name}:labels`, `{name}:cancelled`,
+    /// `{name}:expired`, `{name}:deadlines`.
+    keys: [String; 11],
     /// `{name}:job:`
     job_prefix: String,
     options: QueueOptions,
@@ -157,6 +162,8 @@ impl RedisQueue {
             "latency",
             "labels",
             "cancelled",
+            "expired",
+            "deadlines",
         ]
         .map(|k| format!("{tag}:{k}"));
         create_group(&mut conn, &keys[0]).await?;
@@ -207,33 +214,50 @@ impl RedisQueue {
     /// If Redis fails.
     pub async fn destroy(&self) -> Result<(), QueueError> {
         let mut conn = self.inner.conn.clone();
-        let pattern = format!("{}*", glob_escape(&self.inner.job_prefix));
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
+        for prefix in [self.inner.job_prefix.clone(), self.key_prefix()] {
+            self.delete_matching(&mut conn, &format!("{}*", glob_escape(&prefix)))
                 .await?;
-            if !found.is_empty() {
-                redis::cmd("DEL")
-                    .arg(&found)
-                    .query_async::<()>(&mut conn)
-                    .await?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         redis::cmd("DEL")
             .arg(&self.inner.keys[..])
             .query_async::<()>(&mut conn)
             .await?;
         Ok(())
+    }
+
+    /// `{name}:key:`, the idempotency keys' prefix.
+    fn key_prefix(&self) -> String {
+        let job = &self.inner.job_prefix;
+        format!("{}key:", &job[..job.len() - "job:".len()])
+    }
+
+    /// Deletes the keys that match `pattern`.
+    async fn delete_matching(
+        &self,
+        conn: &mut ConnectionManager,
+        pattern: &str,
+    ) -> Result<(), QueueError> {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await?;
+            if !found.is_empty() {
+                redis::cmd("DEL")
+                    .arg(&found)
+                    .query_async::<()>(conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     /// Waits up to `wait` on a dedicated connection for new entries; up to `max` of their ids.
@@ -296,19 +320,27 @@ impl RedisQueue {
         let lease_ms = lease.as_millis().to_string();
         let entries = entries.join(",");
         let max = max.to_string();
+        let retention = self.inner.options.retention.as_millis().to_string();
         let got: Vec<String> = self
             .run(
                 &self.inner.scripts.claim,
-                &[worker.as_str(), token.as_str(), &lease_ms, &entries, &max],
+                &[
+                    worker.as_str(),
+                    token.as_str(),
+                    &lease_ms,
+                    &entries,
+                    &max,
+                    &retention,
+                ],
             )
             .await?;
         if let [_, next] = got.as_slice() {
             return Ok(Err(next.parse::<u64>().ok().map(Duration::from_millis)));
         }
-        if !got.len().is_multiple_of(5) {
+        if !got.len().is_multiple_of(6) {
             return Err(QueueError::Corrupt(format!("claim replied {got:?}")));
         }
-        got.chunks_exact(5)
+        got.chunks_exact(6)
             .map(|c| {
                 Ok(Claimed {
                     id: JobId::parse(&c[1])
@@ -316,6 +348,7 @@ impl RedisQueue {
                     payload: c[2].clone(),
                     attempt: c[3].parse().unwrap_or(1),
                     max_attempts: c[4].parse().unwrap_or(1),
+                    expires_at: c[5].parse().ok(),
                     token: token.clone(),
                     entry: c[0].clone(),
                     consumer: worker.as_str().to_owned(),
@@ -359,16 +392,30 @@ impl JobQueue for RedisQueue {
         let cap = opts.max_backlog.to_string();
         let max_stalls = opts.max_stalls.max(1).to_string();
         let label = job.label.as_deref().unwrap_or("");
-        let (stored, depth): (u8, u64) = self
+        let key = job.key.as_ref().map_or("", |k| k.as_str());
+        let deadline = job.expires_at.map(|e| e.to_string()).unwrap_or_default();
+        let (stored, other): (u8, String) = self
             .run(
                 &self.inner.scripts.enqueue,
-                &[id.as_str(), &job.payload, &max, &cap, &max_stalls, label],
+                &[
+                    id.as_str(),
+                    &job.payload,
+                    &max,
+                    &cap,
+                    &max_stalls,
+                    label,
+                    key,
+                    &deadline,
+                ],
             )
             .await?;
-        if stored == 1 {
-            Ok(id)
-        } else {
-            Err(EnqueueError::Full(depth))
+        let held =
+            || JobId::parse(&other).map_err(|_| QueueError::Corrupt(format!("bad id {other:?}")));
+        match stored {
+            1 => Ok(id),
+            2 => Ok(held()?),
+            3 => Err(EnqueueError::KeyReused(held()?)),
+            _ => Err(EnqueueError::Full(other.parse().unwrap_or(0))),
         }
     }
 
@@ -394,6 +441,7 @@ impl JobQueue for RedisQueue {
             enqueued_at: number(&mut h, "enqueued_at").unwrap_or(0),
             started_at: number(&mut h, "started_at"),
             finished_at: number(&mut h, "finished_at"),
+            expires_at: number(&mut h, "expires_at"),
             result: field(&mut h, "result"),
             error: field(&mut h, "error"),
         }))
@@ -473,6 +521,7 @@ impl JobQueue for RedisQueue {
                 "done" => Completion::Done,
                 "retrying" => Completion::Retrying,
                 "failed" => Completion::Failed,
+                "expired" => Completion::Expired,
                 _ => Completion::Refused,
             })
             .collect())
@@ -526,7 +575,9 @@ impl JobQueue for RedisQueue {
         };
         Ok(match (queued, was) {
             (1, _) => Retry::Queued { was },
-            (_, JobStatus::Failed | JobStatus::Cancelled) => Retry::Full(depth),
+            (_, JobStatus::Failed | JobStatus::Cancelled | JobStatus::Expired) => {
+                Retry::Full(depth)
+            }
             (_, other) => Retry::NotRetryable(other),
         })
     }
@@ -538,15 +589,17 @@ impl JobQueue for RedisQueue {
 
     async fn counts(&self) -> Result<Counts, QueueError> {
         let retention = self.inner.options.retention.as_millis().to_string();
-        let (queued, running, done, failed, stalls, cancelled): (i64, u64, u64, u64, u64, u64) =
+        let [queued, running, done, failed, stalls, cancelled, expired]: [i64; 7] =
             self.run(&self.inner.scripts.counts, &[&retention]).await?;
+        let n = |v: i64| v.max(0) as u64;
         Ok(Counts {
-            queued: queued.max(0) as u64,
-            running,
-            done,
-            failed,
-            cancelled,
-            stalls,
+            queued: n(queued),
+            running: n(running),
+            done: n(done),
+            failed: n(failed),
+            cancelled: n(cancelled),
+            expired: n(expired),
+            stalls: n(stalls),
         })
     }
 

@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS latency_labels (label TEXT PRIMARY KEY) WITHOUT ROWID
 
 /// Columns added since the first release: a file made by an older offload gets them on open,
 /// followed by the statement that fills them in, if any.
-const ADDED_COLUMNS: [(&str, &str, &str, &str); 7] = [
+const ADDED_COLUMNS: [(&str, &str, &str, &str); 10] = [
     ("jobs", "stalls", "INTEGER NOT NULL DEFAULT 0", ""),
     ("jobs", "max_stalls", "INTEGER NOT NULL DEFAULT 10", ""),
     ("qmeta", "stalls", "INTEGER NOT NULL DEFAULT 0", ""),
@@ -78,10 +78,28 @@ const ADDED_COLUMNS: [(&str, &str, &str, &str); 7] = [
         "UPDATE qmeta SET failed = (SELECT count(*) FROM jobs WHERE status = 'failed')",
     ),
     ("qmeta", "cancelled", "INTEGER NOT NULL DEFAULT 0", ""),
+    ("qmeta", "expired", "INTEGER NOT NULL DEFAULT 0", ""),
+    ("jobs", "key", "TEXT", ""),
+    ("jobs", "expires_at", "INTEGER", ""),
 ];
 
+/// Indexes on added columns, made once the columns are there. `jobs_key`: one job per key,
+/// which is what makes a keyed enqueue atomic even against another process. `jobs_expiring`:
+/// the queued jobs that have a deadline, so the sweep that expires them reads only those.
+const ADDED_INDEXES: &str = "
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at)
+    WHERE status = 'queued' AND expires_at IS NOT NULL;
+";
+
+/// Most queued jobs one sweep expires: the sweep runs with every claim, which stays short.
+const MAX_EXPIRE: i64 = 1000;
+
+/// The error an expired job carries.
+const EXPIRED: &str = "expired: its deadline passed before it finished";
+
 const VIEW_COLUMNS: &str = "id, status, attempts, max_attempts, result, error, enqueued_at, \
-                            started_at, finished_at, stalls, max_stalls";
+                            started_at, finished_at, stalls, max_stalls, expires_at";
 
 /// Work for the connection thread. It runs at once and returns the reply, which the thread sends
 /// only after the group commit holding the work has committed (or failed: the reply says so).
@@ -252,6 +270,7 @@ fn connect_once(path: &Path, full_sync: bool) -> Result<Connection, QueueError> 
                 c.execute_batch(fill)?;
             }
         }
+        c.execute_batch(ADDED_INDEXES)?;
         Ok(())
     })?;
     Ok(conn)
@@ -346,6 +365,65 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView, rusqlite::Error> {
         finished_at: row.get::<_, Option<i64>>(8)?.map(|t| t as u64),
         stalls: row.get(9)?,
         max_stalls: row.get(10)?,
+        expires_at: row.get::<_, Option<i64>>(11)?.map(|t| t.max(0) as u64),
+    })
+}
+
+/// Ends the queued jobs whose deadline has passed (at most [`MAX_EXPIRE`]) as `expired`,
+/// before any claim can take them; answers how many.
+fn expire_due(tx: &Connection, t: i64) -> Result<u64, rusqlite::Error> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE jobs SET status = 'expired', error = ?2, finished_at = ?1 \
+             WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' \
+                           AND expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?3)",
+        )?
+        .execute(params![t, EXPIRED, MAX_EXPIRE])? as u64;
+    if n > 0 {
+        tx.prepare_cached(
+            "UPDATE qmeta SET depth = max(depth - ?1, 0), expired = expired + ?1 WHERE id = 0",
+        )?
+        .execute([n as i64])?;
+    }
+    Ok(n)
+}
+
+/// What a keyed enqueue found under its key.
+enum Keyed {
+    /// No job within its retention holds the key: store the new job.
+    Free,
+    /// The job stored under the key, with the same payload: answer its id.
+    Same(JobId),
+    /// A job with a different payload holds the key.
+    Other(JobId),
+}
+
+/// Looks up `key` for an enqueue of `payload`. A job past its retention that still holds the
+/// key (not yet pruned) gives it up.
+fn keyed(tx: &Connection, key: &str, payload: &str, cutoff: i64) -> Result<Keyed, rusqlite::Error> {
+    let held: Option<(String, String, Option<i64>)> = tx
+        .prepare_cached("SELECT id, payload, finished_at FROM jobs WHERE key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((id, stored, finished_at)) = held else {
+        return Ok(Keyed::Free);
+    };
+    if finished_at.is_some_and(|f| f < cutoff) {
+        tx.prepare_cached("UPDATE jobs SET key = NULL WHERE key = ?1")?
+            .execute([key])?;
+        return Ok(Keyed::Free);
+    }
+    let id = JobId::parse(&id).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("bad id {id:?}").into(),
+        )
+    })?;
+    Ok(if stored == payload {
+        Keyed::Same(id)
+    } else {
+        Keyed::Other(id)
     })
 }
 
@@ -425,39 +503,45 @@ fn claim_due(
     let token = lease_token();
     let t = now();
     write(conn, |tx| {
+        expire_due(tx, t)?;
         let jobs = tx
             .prepare_cached(
                 "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = ?1, \
                  lease_until = ?2, started_at = ?3, worker = ?4 \
                  WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= ?3 \
                                ORDER BY run_at, seq LIMIT ?5) \
-                 RETURNING id, payload, attempts, max_attempts, run_at, seq",
+                 RETURNING id, payload, attempts, max_attempts, run_at, seq, expires_at",
             )?
             .query_map(params![token, t + ms(lease), t, worker, max as i64], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
+                    (
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                    ),
+                    (r.get::<_, i64>(4)?, r.get::<_, i64>(5)?),
+                    r.get::<_, Option<i64>>(6)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut jobs: Vec<_> = jobs
             .into_iter()
-            .filter_map(|(id, payload, attempt, max_attempts, run_at, seq)| {
-                let job = Claimed {
-                    id: JobId::parse(&id).ok()?,
-                    payload,
-                    attempt,
-                    max_attempts,
-                    token: token.clone(),
-                    entry: String::new(),
-                    consumer: String::new(),
-                };
-                Some(((run_at, seq), job))
-            })
+            .filter_map(
+                |((id, payload, attempt, max_attempts), order, expires_at)| {
+                    let job = Claimed {
+                        id: JobId::parse(&id).ok()?,
+                        payload,
+                        attempt,
+                        max_attempts,
+                        expires_at: expires_at.map(|e| e.max(0) as u64),
+                        token: token.clone(),
+                        entry: String::new(),
+                        consumer: String::new(),
+                    };
+                    Some((order, job))
+                },
+            )
             .collect();
         // RETURNING gives no order; hand the jobs out oldest first.
         jobs.sort_by_key(|(order, _)| *order);
@@ -481,19 +565,37 @@ fn complete_one(
     outcome: Result<String, JobError>,
 ) -> Result<Completion, rusqlite::Error> {
     let id = job.id.as_str();
-    let held: Option<(u32, u32, i64, Option<String>)> = tx
+    let held: Option<(u32, u32, i64, Option<String>, Option<i64>)> = tx
         .prepare_cached(
-            "SELECT attempts, max_attempts, enqueued_at, label FROM jobs \
+            "SELECT attempts, max_attempts, enqueued_at, label, expires_at FROM jobs \
              WHERE id = ?1 AND lease = ?2 AND status = 'running'",
         )?
         .query_row(params![id, job.token], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    let Some((attempts, max_attempts, enqueued_at, label)) = held else {
+    let Some((attempts, max_attempts, enqueued_at, label, expires_at)) = held else {
         return Ok(Completion::Refused);
     };
     Ok(match outcome {
+        // A run that failed at or past its deadline (stopped there, or too late to retry)
+        // ends the job as expired.
+        Err(e) if expires_at.is_some_and(|d| t >= d) => {
+            tx.prepare_cached(
+                "UPDATE jobs SET status = 'expired', error = ?1, finished_at = ?2, \
+                 lease = NULL, lease_until = NULL WHERE id = ?3",
+            )?
+            .execute(params![
+                format!("{EXPIRED} (last run: {})", e.message),
+                t,
+                id
+            ])?;
+            tx.prepare_cached(
+                "UPDATE qmeta SET depth = max(depth - 1, 0), expired = expired + 1 WHERE id = 0",
+            )?
+            .execute([])?;
+            Completion::Expired
+        }
         Ok(result) => {
             tx.prepare_cached(
                 "UPDATE jobs SET status = 'done', result = ?1, error = NULL, \
@@ -540,8 +642,21 @@ impl JobQueue for SqliteQueue {
             .call(move |conn, opts| {
                 write(conn, |tx| {
                     let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
+                    let cutoff = now() - ms(opts.retention);
                     let mut ids = Vec::with_capacity(jobs.len());
                     for job in jobs {
+                        if let Some(key) = &job.key {
+                            match keyed(tx, key.as_str(), &job.payload, cutoff)? {
+                                Keyed::Free => {}
+                                Keyed::Same(id) => {
+                                    ids.push(id);
+                                    continue;
+                                }
+                                Keyed::Other(id) => {
+                                    return Ok((ids, Some(EnqueueError::KeyReused(id))));
+                                }
+                            }
+                        }
                         let room = tx
                             .prepare_cached(
                                 "UPDATE qmeta SET depth = depth + 1 WHERE id = 0 AND depth < ?1",
@@ -552,14 +667,14 @@ impl JobQueue for SqliteQueue {
                                 tx.query_row("SELECT depth FROM qmeta WHERE id = 0", [], |r| {
                                     r.get(0)
                                 })?;
-                            return Ok((ids, Some(depth as u64)));
+                            return Ok((ids, Some(EnqueueError::Full(depth as u64))));
                         }
                         let id = JobId::random();
                         let t = enqueue_time();
                         tx.prepare_cached(
                             "INSERT INTO jobs (id, status, payload, max_attempts, max_stalls, \
-                             enqueued_at, run_at, label) \
-                             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?6)",
+                             enqueued_at, run_at, label, key, expires_at) \
+                             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
                         )?
                         .execute(params![
                             id.as_str(),
@@ -567,7 +682,9 @@ impl JobQueue for SqliteQueue {
                             job.max_attempts.unwrap_or(opts.max_attempts).max(1),
                             opts.max_stalls.max(1),
                             t,
-                            job.label
+                            job.label,
+                            job.key.as_ref().map(|k| k.as_str()),
+                            job.expires_at.map(|e| i64::try_from(e).unwrap_or(i64::MAX)),
                         ])?;
                         ids.push(id);
                     }
@@ -576,7 +693,7 @@ impl JobQueue for SqliteQueue {
             })
             .await;
         match out {
-            Ok((ids, full)) => (ids, full.map(EnqueueError::Full)),
+            Ok((ids, refused)) => (ids, refused),
             Err(e) => (Vec::new(), Some(EnqueueError::Queue(e))),
         }
     }
@@ -709,6 +826,7 @@ impl JobQueue for SqliteQueue {
         self.call(move |conn, _| {
             let t = now();
             write(conn, |tx| {
+                expire_due(tx, t)?;
                 let statuses = tx
                     .prepare_cached(REAP)?
                     .query_map([t], |r| r.get::<_, String>(0))?
@@ -760,7 +878,10 @@ impl JobQueue for SqliteQueue {
                 let Some(was) = status_now(tx, &id, t - ms(opts.retention))? else {
                     return Ok(Retry::NotFound);
                 };
-                if !matches!(was, JobStatus::Failed | JobStatus::Cancelled) {
+                if !matches!(
+                    was,
+                    JobStatus::Failed | JobStatus::Cancelled | JobStatus::Expired
+                ) {
                     return Ok(Retry::NotRetryable(was));
                 }
                 let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
@@ -768,7 +889,8 @@ impl JobQueue for SqliteQueue {
                     .prepare_cached(
                         "UPDATE qmeta SET depth = depth + 1, \
                          failed = max(failed - (?2 = 'failed'), 0), \
-                         cancelled = max(cancelled - (?2 = 'cancelled'), 0) \
+                         cancelled = max(cancelled - (?2 = 'cancelled'), 0), \
+                         expired = max(expired - (?2 = 'expired'), 0) \
                          WHERE id = 0 AND depth < ?1",
                     )?
                     .execute(params![cap, was.as_str()])?;
@@ -779,8 +901,8 @@ impl JobQueue for SqliteQueue {
                 }
                 tx.prepare_cached(
                     "UPDATE jobs SET status = 'queued', attempts = 0, stalls = 0, \
-                     finished_at = NULL, run_at = ?1, lease = NULL, lease_until = NULL \
-                     WHERE id = ?2",
+                     finished_at = NULL, expires_at = NULL, run_at = ?1, lease = NULL, \
+                     lease_until = NULL WHERE id = ?2",
                 )?
                 .execute(params![enqueue_time(), id.as_str()])?;
                 Ok(Retry::Queued { was })
@@ -795,7 +917,8 @@ impl JobQueue for SqliteQueue {
                 let gone = tx
                     .prepare_cached(
                         "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
-                         AND status IN ('done', 'failed', 'cancelled') RETURNING status",
+                         AND status IN ('done', 'failed', 'cancelled', 'expired') \
+                         RETURNING status",
                     )?
                     .query_map([now() - ms(opts.retention)], |r| r.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -803,9 +926,15 @@ impl JobQueue for SqliteQueue {
                 if !gone.is_empty() {
                     tx.prepare_cached(
                         "UPDATE qmeta SET done = max(done - ?1, 0), failed = max(failed - ?2, 0), \
-                         cancelled = max(cancelled - ?3, 0) WHERE id = 0",
+                         cancelled = max(cancelled - ?3, 0), expired = max(expired - ?4, 0) \
+                         WHERE id = 0",
                     )?
-                    .execute([of("done"), of("failed"), of("cancelled")])?;
+                    .execute([
+                        of("done"),
+                        of("failed"),
+                        of("cancelled"),
+                        of("expired"),
+                    ])?;
                 }
                 Ok(gone.len() as u64)
             })
@@ -836,35 +965,31 @@ impl JobQueue for SqliteQueue {
                         _ => {}
                     }
                 }
-                let (done, failed, cancelled, stalls) = conn
+                let kept: [i64; 5] = conn
                     .prepare_cached(
-                        "SELECT done, failed, cancelled, stalls FROM qmeta WHERE id = 0",
+                        "SELECT done, failed, cancelled, expired, stalls FROM qmeta WHERE id = 0",
                     )?
                     .query_row([], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
+                        Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
                     })?;
-                let (expired_done, expired_failed, expired_cancelled) = conn
+                // Finished jobs past the retention that no prune has deleted yet.
+                let stale: [i64; 4] = conn
                     .prepare_cached(
                         "SELECT count(*) FILTER (WHERE status = 'done'), \
                             count(*) FILTER (WHERE status = 'failed'), \
-                            count(*) FILTER (WHERE status = 'cancelled') \
+                            count(*) FILTER (WHERE status = 'cancelled'), \
+                            count(*) FILTER (WHERE status = 'expired') \
                      FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1",
                     )?
                     .query_row([now() - ms(opts.retention)], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                        ))
+                        Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?])
                     })?;
-                counts.done = (done - expired_done).max(0) as u64;
-                counts.failed = (failed - expired_failed).max(0) as u64;
-                counts.cancelled = (cancelled - expired_cancelled).max(0) as u64;
+                let live = |i: usize| (kept[i] - stale[i]).max(0) as u64;
+                counts.done = live(0);
+                counts.failed = live(1);
+                counts.cancelled = live(2);
+                counts.expired = live(3);
+                let stalls = kept[4];
                 counts.stalls = stalls.max(0) as u64;
                 Ok(counts)
             })

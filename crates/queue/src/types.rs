@@ -66,6 +66,41 @@ impl Serialize for JobId {
     }
 }
 
+/// Longest idempotency key: the IETF draft leaves the length to the server; 255 holds a UUID
+/// with room for a client's own prefix, and bounds what a client can make the store index.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// A job's idempotency key ([`NewJob::key`]): 1 to [`MAX_KEY_LEN`] printable ASCII
+/// characters (space to `~`), as an HTTP header can carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobKey(String);
+
+impl JobKey {
+    /// Checks `key` against the rule.
+    ///
+    /// # Errors
+    /// [`KeyError`] if it is empty, longer than [`MAX_KEY_LEN`], or has another character.
+    pub fn new(key: impl Into<String>) -> Result<JobKey, KeyError> {
+        let key = key.into();
+        if (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| (0x20..0x7f).contains(&b))
+        {
+            Ok(JobKey(key))
+        } else {
+            Err(KeyError)
+        }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A string that is not a usable idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid idempotency key: use 1 to 255 printable ASCII characters")]
+pub struct KeyError;
+
 /// A string that is not a job id (as opposed to an id that names no job).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed job id: expected 32 hex characters")]
@@ -188,6 +223,9 @@ pub enum JobStatus {
     /// Cancelled before it finished ([`JobQueue::cancel`](crate::JobQueue::cancel)): it never
     /// runs again, and a run in progress is told to stop.
     Cancelled,
+    /// Its deadline ([`NewJob::expires_at`]) passed before it finished: it was not started
+    /// after the deadline, and a run in progress at the deadline was told to stop.
+    Expired,
 }
 
 impl JobStatus {
@@ -199,16 +237,25 @@ impl JobStatus {
             JobStatus::Done => "done",
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
+            JobStatus::Expired => "expired",
         }
     }
 
-    /// Whether the job has ended (done, failed or cancelled): it will not change again.
+    /// Whether the job has ended (done, failed, cancelled or expired): it will not change
+    /// again unless retried.
     pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled
-        )
+        !matches!(self, JobStatus::Queued | JobStatus::Running)
     }
+
+    /// Every status, in the order of a job's life.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Done,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::Expired,
+    ];
 
     /// Parses a stored name.
     pub fn from_name(s: &str) -> Option<JobStatus> {
@@ -218,6 +265,7 @@ impl JobStatus {
             "done" => JobStatus::Done,
             "failed" => JobStatus::Failed,
             "cancelled" => JobStatus::Cancelled,
+            "expired" => JobStatus::Expired,
             _ => return None,
         })
     }
@@ -249,9 +297,12 @@ pub struct JobView {
     /// When its latest run started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<u64>,
-    /// When it reached `done`, `failed` or `cancelled`.
+    /// When it reached `done`, `failed`, `cancelled` or `expired`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// Its deadline, if it has one ([`NewJob::expires_at`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// A job to enqueue: an opaque payload (JSON text), its attempt budget and the label its
@@ -265,6 +316,13 @@ pub struct NewJob {
     /// What the job is, for the latency histogram's `by_work` (the gateway sets the work,
     /// `count:2000000`); `None` counts in the total only. At most [`MAX_LABEL_LEN`] bytes.
     pub label: Option<String>,
+    /// Submit once: while a job stored under this key is within its retention, enqueueing
+    /// the same payload under it again answers that job's id and stores nothing, and a
+    /// different payload is refused ([`EnqueueError::KeyReused`](crate::EnqueueError::KeyReused)).
+    pub key: Option<JobKey>,
+    /// The caller's deadline, unix ms: a job not started by then ends `expired` without
+    /// running, and a run still going then is told to stop and ends `expired`.
+    pub expires_at: Option<u64>,
 }
 
 /// Longest job label kept; a longer one is cut (labels name kinds of work, not jobs).
@@ -277,7 +335,21 @@ impl NewJob {
             payload: payload.into(),
             max_attempts: None,
             label: None,
+            key: None,
+            expires_at: None,
         }
+    }
+
+    /// Stores the job at most once under `key`: see the field `key`.
+    pub fn key(mut self, key: JobKey) -> NewJob {
+        self.key = Some(key);
+        self
+    }
+
+    /// Gives the job a deadline `within` from now: see the field `expires_at`.
+    pub fn expires_in(mut self, within: Duration) -> NewJob {
+        self.expires_at = Some(now_ms().saturating_add(within.as_millis() as u64));
+        self
     }
 
     /// Sets the label its enqueue-to-done time is counted under, cut to [`MAX_LABEL_LEN`]
@@ -314,6 +386,8 @@ pub struct Claimed {
     pub attempt: u32,
     /// Runs allowed.
     pub max_attempts: u32,
+    /// The job's deadline, unix ms: the worker stops the run then.
+    pub expires_at: Option<u64>,
     /// Random token naming this lease; stored with the job while the lease is current.
     pub(crate) token: String,
     /// Redis only: the stream entry that delivered the job.
@@ -359,6 +433,9 @@ pub enum Completion {
     Retrying,
     /// The job is `failed` with the error.
     Failed,
+    /// The run failed at or past the job's deadline (it was stopped there, or a retry would
+    /// come too late): the job is `expired`.
+    Expired,
     /// The caller no longer holds the lease; nothing was written.
     Refused,
 }
@@ -377,6 +454,9 @@ pub struct Counts {
     /// Cancelled before they finished.
     #[serde(default)]
     pub cancelled: u64,
+    /// Past their deadline before they finished.
+    #[serde(default)]
+    pub expired: u64,
     /// Runs lost with their worker, ever, in this queue (a counter, never reset).
     pub stalls: u64,
 }
@@ -399,7 +479,6 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 }
 
 /// Now as unix milliseconds.
-#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -516,8 +595,8 @@ pub enum Cancel {
 /// What [`JobQueue::retry`](crate::JobQueue::retry) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
-    /// The job was `failed` or `cancelled`, and is `queued` again with fresh attempts and
-    /// stalls (its last error kept until it runs).
+    /// The job was `failed`, `cancelled` or `expired`, and is `queued` again with fresh
+    /// attempts and stalls and no deadline (its last error kept until it runs).
     Queued {
         /// Where it was.
         was: JobStatus,

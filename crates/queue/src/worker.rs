@@ -145,6 +145,8 @@ pub struct WorkerReport {
     pub retried: u64,
     /// Jobs it moved to `failed`.
     pub failed: u64,
+    /// Jobs whose run failed or was stopped at their deadline, now `expired`.
+    pub expired: u64,
     /// Runs whose lease was lost (refused completion or failed heartbeat).
     pub lost: u64,
     /// Jobs given back unrun at shutdown.
@@ -161,6 +163,7 @@ struct Tally {
     done: AtomicU64,
     retried: AtomicU64,
     failed: AtomicU64,
+    expired: AtomicU64,
     lost: AtomicU64,
     released: AtomicU64,
     claims: AtomicU64,
@@ -177,6 +180,7 @@ impl Tally {
             done: n(&self.done),
             retried: n(&self.retried),
             failed: n(&self.failed),
+            expired: n(&self.expired),
             lost: n(&self.lost),
             released: n(&self.released),
             claims: n(&self.claims),
@@ -438,6 +442,17 @@ impl<Q: JobQueue + Clone> Job<Q> {
         let every = self.config.heartbeat.max(Duration::from_millis(1));
         let mut beat = tokio::time::interval_at(Instant::now() + every, every);
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The job's deadline on this host's clock: the run is stopped there.
+        let deadline = job.expires_at.map(|at| {
+            Instant::now() + Duration::from_millis(at.saturating_sub(crate::types::now_ms()))
+        });
+        let past_deadline = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut past_deadline = std::pin::pin!(past_deadline);
         let outcome = loop {
             // Finished work first: a heartbeat that waited long for the store (a partition)
             // leaves the next tick due too, and picking it at random over a finished run would
@@ -447,6 +462,15 @@ impl<Q: JobQueue + Clone> Job<Q> {
                 r = &mut work => break r.unwrap_or_else(|e| {
                     Err(JobError::retry(format!("the job's task failed: {e}")))
                 }),
+                () = &mut past_deadline => {
+                    // Dropping the run's future tells its handler to stop. The store ends the
+                    // job expired; on a store whose clock lags this host's, it sees a
+                    // retryable error, and the claim that finds the job past its deadline
+                    // ends it expired then.
+                    work.abort();
+                    tracing::info!(id = %job.id, "deadline passed; stopping the run");
+                    break Err(JobError::retry("stopped at its deadline"));
+                }
                 _ = beat.tick() => match self.queue.heartbeat(job, self.config.lease).await {
                     Ok(true) => {}
                     Ok(false) => {
@@ -487,6 +511,7 @@ impl<Q: JobQueue + Clone> Job<Q> {
             Ok(Ok(Completion::Done)) => Tally::add(&self.tally.done),
             Ok(Ok(Completion::Retrying)) => Tally::add(&self.tally.retried),
             Ok(Ok(Completion::Failed)) => Tally::add(&self.tally.failed),
+            Ok(Ok(Completion::Expired)) => Tally::add(&self.tally.expired),
             Ok(Ok(Completion::Refused)) => {
                 tracing::warn!(id = %job.id, "lease lost before completion; outcome dropped");
                 Tally::add(&self.tally.lost);

@@ -14,5 +14,6 @@ redis.call('HDEL', key, 'lease', 'lease_until', 'entry')
 redis.call('ZREM', retry, id)
 if h[2] then drop(h[2]) end
 redis.call('ZADD', cancelled_z, now, id)
+settle(key, id, ARGV[4])
 redis.call('PEXPIRE', key, tonumber(ARGV[4]))
 return {status, 1}

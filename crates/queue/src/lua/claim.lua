@@ -1,7 +1,8 @@
 -- ARGV[3] consumer, ARGV[4] lease token, ARGV[5] lease ms, ARGV[6] entries already read by a
--- blocking XREADGROUP, comma-separated ('' = read here), ARGV[7] most jobs to take. Returns
--- {entry, id, payload, attempt, max_attempts} for each job taken, one after another, or
--- {'', ms until the next retry is due (-1: none)} when none was.
+-- blocking XREADGROUP, comma-separated ('' = read here), ARGV[7] most jobs to take, ARGV[8]
+-- retention ms. Returns {entry, id, payload, attempt, max_attempts, deadline ('' for none)} for
+-- each job taken, one after another, or {'', ms until the next retry is due (-1: none)} when
+-- none was. A job past its deadline is not started: it ends expired.
 local now = now_ms()
 local want = tonumber(ARGV[7])
 -- Promote due retries; a bounded batch keeps the script short and below Lua's unpack limit.
@@ -23,8 +24,13 @@ local function start(entry)
   end
   local id = e[1][2][2]
   local key = jobp .. id
-  if redis.call('HGET', key, 'status') ~= 'queued' then
+  local s = redis.call('HMGET', key, 'status', 'expires_at')
+  if s[1] ~= 'queued' then
     drop(entry) -- a left-over entry for a job that finished, expired or runs elsewhere
+    return
+  end
+  if s[2] and tonumber(s[2]) <= now then
+    finish(key, id, 'expired', EXPIRED, now, ARGV[8], entry)
     return
   end
   local attempt = redis.call('HINCRBY', key, 'attempts', 1)
@@ -33,7 +39,9 @@ local function start(entry)
   -- Heartbeats and the reaper use the entry's idle time; take it over for this consumer.
   redis.call('XCLAIM', stream, group, ARGV[3], 0, entry, 'JUSTID')
   local h = redis.call('HMGET', key, 'payload', 'max_attempts')
-  for _, v in ipairs({entry, id, h[1], tostring(attempt), h[2]}) do out[#out + 1] = v end
+  for _, v in ipairs({entry, id, h[1], tostring(attempt), h[2], s[2] or ''}) do
+    out[#out + 1] = v
+  end
 end
 
 if ARGV[6] ~= '' then
@@ -41,7 +49,7 @@ if ARGV[6] ~= '' then
 end
 -- Left-over entries are dropped and more read; a bounded number of reads keeps it short.
 for _ = 1, 8 do
-  local taken = #out / 5
+  local taken = #out / 6
   if taken >= want then break end
   local r = redis.call('XREADGROUP', 'GROUP', group, ARGV[3], 'COUNT', want - taken,
     'STREAMS', stream, '>')

@@ -1,12 +1,25 @@
 -- Shared by every script. KEYS: stream, retry zset, done zset, failed zset, dead-letter stream,
--- stall counter, latency histogram hash, latency labels set, cancelled zset.
+-- stall counter, latency histogram hash, latency labels set, cancelled zset, expired zset,
+-- deadlines zset (unfinished jobs that have a deadline, by deadline).
 -- ARGV[1]: job hash prefix ("{name}:job:"), ARGV[2]: consumer group. All keys share the {name}
 -- hash tag, so job hashes built from ARGV[1] live in the same cluster slot as KEYS.
 -- Before this file: `bucket_of(ms)`, MAX_LABELS and OTHER, written from Rust's constants
 -- (queue/latency.rs), so that the scripts bucket times as the other stores do.
 local stream, retry, done_z, failed_z, dlq, stalls_k = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local latency_h, labels_s, cancelled_z = KEYS[7], KEYS[8], KEYS[9]
+local expired_z, deadlines_z = KEYS[10], KEYS[11]
 local jobp, group = ARGV[1], ARGV[2]
+-- Idempotency keys: "{name}:key:<key>" holds the id of the job stored under it.
+local keyp = string.sub(jobp, 1, #jobp - 4) .. 'key:'
+-- The error an expired job carries.
+local EXPIRED = 'expired: its deadline passed before it finished'
+
+-- What every end of a job shares: out of the deadlines, and its key (if any) expiring with it.
+local function settle(key, id, retention_ms)
+  redis.call('ZREM', deadlines_z, id)
+  local k = redis.call('HGET', key, 'key')
+  if k then redis.call('PEXPIRE', keyp .. k, retention_ms) end
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -30,6 +43,11 @@ local function finish(key, id, status, value, now, retention_ms, entry)
     redis.call('HSET', key, 'status', 'done', 'result', value, 'finished_at', now)
     redis.call('HDEL', key, 'error', 'lease', 'lease_until')
     redis.call('ZADD', done_z, now, id)
+  elseif status == 'expired' then
+    redis.call('HSET', key, 'status', 'expired', 'error', value, 'finished_at', now)
+    redis.call('HDEL', key, 'lease', 'lease_until')
+    redis.call('ZREM', retry, id)
+    redis.call('ZADD', expired_z, now, id)
   else
     redis.call('HSET', key, 'status', 'failed', 'error', value, 'finished_at', now)
     redis.call('HDEL', key, 'lease', 'lease_until')
@@ -37,6 +55,7 @@ local function finish(key, id, status, value, now, retention_ms, entry)
     -- The dead-letter stream is a record, not work: trimming it loses nothing that must run.
     redis.call('XADD', dlq, 'MAXLEN', '~', 10000, '*', 'id', id, 'error', value)
   end
+  settle(key, id, retention_ms)
   redis.call('PEXPIRE', key, retention_ms)
   if entry ~= '' then drop(entry) end
 end

@@ -6,6 +6,7 @@ local cutoff = now_ms() - retention
 local n = redis.call('ZREMRANGEBYSCORE', done_z, '-inf', '(' .. cutoff)
   + redis.call('ZREMRANGEBYSCORE', failed_z, '-inf', '(' .. cutoff)
   + redis.call('ZREMRANGEBYSCORE', cancelled_z, '-inf', '(' .. cutoff)
+  + redis.call('ZREMRANGEBYSCORE', expired_z, '-inf', '(' .. cutoff)
 redis.call('XTRIM', dlq, 'MINID', cutoff)
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
   local info = {}

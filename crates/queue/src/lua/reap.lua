@@ -3,6 +3,18 @@
 -- with XAUTOCLAIM; the job hash's lease_until decides. Returns how many jobs were moved.
 local now = now_ms()
 local moved = 0
+-- Jobs past their deadline: a queued one ends expired (its entry, read or not, dropped); a
+-- running one is left to its worker, which stops it and stores it expired (or, if the worker
+-- died, the claim that finds it queued again does). A bounded batch keeps the script short.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', deadlines_z, '-inf', now, 'LIMIT', 0, 100)) do
+  local key = jobp .. id
+  local h = redis.call('HMGET', key, 'status', 'entry')
+  redis.call('ZREM', deadlines_z, id)
+  if h[1] == 'queued' then
+    redis.call('HDEL', key, 'entry')
+    finish(key, id, 'expired', EXPIRED, now, ARGV[5], h[2] or '')
+  end
+end
 local r = redis.call('XAUTOCLAIM', stream, group, ARGV[3], ARGV[4], '0-0', 'COUNT', 100)
 for _, e in ipairs(r[2]) do
   local entry = e[1]

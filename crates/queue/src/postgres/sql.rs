@@ -104,7 +104,20 @@ DO $$ BEGIN
                      AND column_name = 'cancelled') THEN
         ALTER TABLE offload_queues ADD COLUMN cancelled BIGINT NOT NULL DEFAULT 0;
     END IF;
-END $$;"
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'offload_queues'
+                     AND column_name = 'expired') THEN
+        ALTER TABLE offload_queues ADD COLUMN expired BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE offload_jobs ADD COLUMN IF NOT EXISTS key TEXT,
+            ADD COLUMN IF NOT EXISTS expires_at BIGINT;
+    END IF;
+END $$;
+-- One job per key and queue: what makes a keyed enqueue atomic across processes.
+CREATE UNIQUE INDEX IF NOT EXISTS offload_jobs_key ON offload_jobs (queue, key)
+    WHERE key IS NOT NULL;
+-- The queued jobs that have a deadline, so the sweep that expires them reads only those.
+CREATE INDEX IF NOT EXISTS offload_jobs_expiring ON offload_jobs (queue, expires_at)
+    WHERE status = 'queued' AND expires_at IS NOT NULL;"
     )
 }
 
@@ -122,6 +135,11 @@ pub(super) const SCHEMA_READY: &str = "SELECT EXISTS (SELECT 1 FROM information_
      AND EXISTS (SELECT 1 FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name = 'offload_queues' \
      AND column_name = 'cancelled') \
+     AND EXISTS (SELECT 1 FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = 'offload_queues' \
+     AND column_name = 'expired') \
+     AND to_regclass('offload_jobs_key') IS NOT NULL \
+     AND to_regclass('offload_jobs_expiring') IS NOT NULL \
      AND to_regclass('offload_jobs_finished') IS NOT NULL \
      AND to_regclass('offload_latency') IS NOT NULL";
 
@@ -129,8 +147,8 @@ pub(super) const SCHEMA_READY: &str = "SELECT EXISTS (SELECT 1 FROM information_
 pub(super) const ADD_QUEUE: &str =
     "INSERT INTO offload_queues (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING";
 
-/// `$2` id, `$3` payload, `$4` max attempts, `$5` max stalls, `$6` cap, `$7` label (or NULL).
-/// Takes a place in the
+/// `$2` id, `$3` payload, `$4` max attempts, `$5` max stalls, `$6` cap, `$7` label (or NULL),
+/// `$8` deadline (or NULL). Takes a place in the
 /// backlog (an upsert, so a deleted meta row comes back), stores the job only if it got one, and
 /// notifies idle workers. Answers whether it stored the job and the depth before it.
 pub(super) const ENQUEUE: &str = concat!(
@@ -143,8 +161,8 @@ room AS (
     RETURNING depth),
 job AS (
     INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
-                              enqueued_at, run_at, label)
-    SELECT $1, $2, 'queued', $3, $4, $5, t.now, t.now, $7::text FROM t
+                              enqueued_at, run_at, label, expires_at)
+    SELECT $1, $2, 'queued', $3, $4, $5, t.now, t.now, $7::text, $8::bigint FROM t
     WHERE EXISTS (SELECT 1 FROM room)
     RETURNING queue),
 note AS (SELECT pg_notify('offload_jobs', queue) FROM job)
@@ -152,8 +170,8 @@ SELECT EXISTS (SELECT 1 FROM job), (SELECT count(*) FROM note),
        coalesce((SELECT depth FROM offload_queues WHERE queue = $1), 0)"
 );
 
-/// `$2` ids, `$3` payloads, `$4` max attempts, `$7` labels (arrays, one entry per job, in
-/// order; a label may be NULL), `$5` max stalls, `$6` cap. Takes as many places as the cap leaves for the batch (the first `k` jobs,
+/// `$2` ids, `$3` payloads, `$4` max attempts, `$7` labels, `$8` deadlines (arrays, one entry
+/// per job, in order; a label or deadline may be NULL), `$5` max stalls, `$6` cap. Takes as many places as the cap leaves for the batch (the first `k` jobs,
 /// in order) under one lock of the meta row, stores those `k` jobs and notifies once. The SET
 /// expressions see the row as it was, so `last_batch` returns `k` itself. Answers `k` and the
 /// depth after. One statement for many jobs: the meta row is locked, and the commit flushed,
@@ -172,21 +190,84 @@ room AS (
     RETURNING depth, last_batch),
 job AS (
     INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
-                              enqueued_at, run_at, label)
-    SELECT $1, x.id, 'queued', x.payload, x.max_attempts, $5, t.now, t.now, x.label
-    FROM t, unnest($2::text[], $3::text[], $4::int[], $7::text[])
-        WITH ORDINALITY AS x(id, payload, max_attempts, label, ord)
+                              enqueued_at, run_at, label, expires_at)
+    SELECT $1, x.id, 'queued', x.payload, x.max_attempts, $5, t.now, t.now, x.label, x.expires_at
+    FROM t, unnest($2::text[], $3::text[], $4::int[], $7::text[], $8::bigint[])
+        WITH ORDINALITY AS x(id, payload, max_attempts, label, expires_at, ord)
     WHERE x.ord <= (SELECT last_batch FROM room)
     RETURNING queue),
 note AS (SELECT pg_notify('offload_jobs', $1) WHERE EXISTS (SELECT 1 FROM job))
 SELECT (SELECT last_batch FROM room), (SELECT depth FROM room), (SELECT count(*) FROM note)"
 );
 
+/// `$2` id, `$3` payload, `$4` max attempts, `$5` max stalls, `$6` cap, `$7` label, `$8`
+/// deadline, `$9` key, `$10` retention in ms. Stores a keyed job unless a job holds its key.
+/// The queue's row is locked before the check of the cap, so the cap holds; the insert skips a
+/// key taken meanwhile (`ON CONFLICT DO NOTHING` sees rows committed after this statement's
+/// snapshot, which its reads do not), and the depth is raised only for a job stored. Answers
+/// whether it stored the job; the job holding the key in this snapshot (id, payload, and
+/// whether it is past its retention); and the depth (-1: no queue row). The caller settles
+/// what this statement cannot see by running it again (see `PostgresQueue::enqueue_keyed`).
+pub(super) const ENQUEUE_KEYED: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_ms!(),
+    " AS now),
+old AS (SELECT id, payload, (finished_at IS NOT NULL AND finished_at < t.now - $10::bigint)
+            AS stale
+        FROM offload_jobs, t WHERE queue = $1 AND key = $9),
+meta AS (SELECT depth FROM offload_queues
+         WHERE queue = $1 AND NOT EXISTS (SELECT 1 FROM old) FOR UPDATE),
+job AS (
+    INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
+                              enqueued_at, run_at, label, expires_at, key)
+    SELECT $1, $2, 'queued', $3, $4, $5, t.now, t.now, $7::text, $8::bigint, $9 FROM t
+    WHERE (SELECT depth FROM meta) < $6::bigint
+    ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
+    RETURNING queue),
+m AS (UPDATE offload_queues SET depth = depth + 1
+      WHERE queue = $1 AND EXISTS (SELECT 1 FROM job)),
+note AS (SELECT pg_notify('offload_jobs', queue) FROM job)
+SELECT EXISTS (SELECT 1 FROM job), (SELECT id FROM old), (SELECT payload FROM old),
+       coalesce((SELECT stale FROM old), false), coalesce((SELECT depth FROM meta), -1),
+       (SELECT count(*) FROM note)"
+);
+
+/// `$2` key, `$3` retention in ms. A job past its retention (not yet pruned) gives up its key.
+pub(super) const UNKEY: &str = concat!(
+    "UPDATE offload_jobs SET key = NULL WHERE queue = $1 AND key = $2 \
+     AND finished_at < ",
+    now_ms!(),
+    " - $3::bigint"
+);
+
+/// Ends the queued jobs whose deadline has passed as `expired` (a bounded batch; rows being
+/// claimed are skipped, the claim itself passes them over), takes them out of the backlog and
+/// counts them. Answers how many.
+pub(super) const EXPIRE: &str = concat!(
+    "WITH t AS (SELECT ",
+    now_ms!(),
+    " AS now),
+due AS MATERIALIZED (
+    SELECT seq FROM offload_jobs
+    WHERE queue = $1 AND status = 'queued' AND expires_at <= (SELECT now FROM t)
+    LIMIT 1000 FOR UPDATE SKIP LOCKED),
+x AS (
+    UPDATE offload_jobs j SET status = 'expired', finished_at = t.now,
+        error = 'expired: its deadline passed before it finished'
+    FROM t WHERE j.seq IN (SELECT seq FROM due)
+    RETURNING 1),
+m AS (
+    UPDATE offload_queues SET depth = greatest(depth - (SELECT count(*) FROM x), 0),
+        expired = expired + (SELECT count(*) FROM x)
+    WHERE queue = $1 AND EXISTS (SELECT 1 FROM x))
+SELECT count(*) FROM x"
+);
+
 /// The columns of a [`super::super::JobView`], in the order `view` reads them.
 macro_rules! view_columns {
     () => {
         "id, status, attempts, max_attempts, result, error, enqueued_at, started_at, \
-         finished_at, stalls, max_stalls"
+         finished_at, stalls, max_stalls, expires_at"
     };
 }
 
@@ -210,11 +291,12 @@ pub(super) const CLAIM: &str = concat!(
 due AS MATERIALIZED (
     SELECT seq FROM offload_jobs
     WHERE queue = $1 AND status = 'queued' AND run_at <= (SELECT now FROM t)
+        AND (expires_at IS NULL OR expires_at > (SELECT now FROM t))
     ORDER BY run_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
 UPDATE offload_jobs j SET status = 'running', attempts = j.attempts + 1, lease = $3,
     lease_until = t.now + $4::bigint, started_at = t.now, worker = $5
 FROM t WHERE j.seq IN (SELECT seq FROM due)
-RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.run_at, j.seq"
+RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.run_at, j.seq, j.expires_at"
 );
 
 /// Milliseconds until the next queued job is due (negative: due now), or NULL if none.
@@ -248,20 +330,27 @@ pub(super) fn complete() -> String {
         "WITH t AS (SELECT {now} AS now),
 o AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
       AS o(id, token, kind, value, delay)),
+o2 AS (SELECT o.*, j.seq,
+             CASE WHEN o.kind = 'ok' THEN 'done'
+                  WHEN j.expires_at <= t.now THEN 'expired'
+                  WHEN o.kind = 'retry' AND j.attempts < j.max_attempts THEN 'queued'
+                  ELSE 'failed' END AS next
+      FROM o, t, offload_jobs j
+      WHERE j.queue = $1 AND j.id = o.id),
 upd AS (
     UPDATE offload_jobs j SET
-        status = CASE WHEN o.kind = 'ok' THEN 'done'
-                      WHEN o.kind = 'retry' AND j.attempts < j.max_attempts THEN 'queued'
-                      ELSE 'failed' END,
-        result = CASE WHEN o.kind = 'ok' THEN o.value ELSE j.result END,
-        error = CASE WHEN o.kind = 'ok' THEN NULL ELSE o.value END,
-        finished_at = CASE WHEN o.kind = 'retry' AND j.attempts < j.max_attempts
-                           THEN j.finished_at ELSE t.now END,
-        run_at = CASE WHEN o.kind = 'retry' AND j.attempts < j.max_attempts
-                      THEN t.now + o.delay ELSE j.run_at END,
+        status = o.next,
+        result = CASE WHEN o.next = 'done' THEN o.value ELSE j.result END,
+        error = CASE WHEN o.next = 'done' THEN NULL
+                     WHEN o.next = 'expired'
+                     THEN 'expired: its deadline passed before it finished (last run: '
+                          || o.value || ')'
+                     ELSE o.value END,
+        finished_at = CASE WHEN o.next = 'queued' THEN j.finished_at ELSE t.now END,
+        run_at = CASE WHEN o.next = 'queued' THEN t.now + o.delay ELSE j.run_at END,
         lease = NULL, lease_until = NULL
-    FROM o, t
-    WHERE j.queue = $1 AND j.id = o.id AND j.lease = o.token AND j.status = 'running'
+    FROM o2 o, t
+    WHERE j.seq = o.seq AND j.lease = o.token AND j.status = 'running'
     RETURNING j.id, j.status, coalesce(j.label, '') AS label, t.now - j.enqueued_at AS ms),
 fresh AS (SELECT DISTINCT label FROM upd WHERE status = 'done' AND label <> ''),
 fin AS (
@@ -269,6 +358,7 @@ fin AS (
         depth = greatest(m.depth - (SELECT count(*) FROM upd WHERE status <> 'queued'), 0),
         done = m.done + (SELECT count(*) FROM upd WHERE status = 'done'),
         failed = m.failed + (SELECT count(*) FROM upd WHERE status = 'failed'),
+        expired = m.expired + (SELECT count(*) FROM upd WHERE status = 'expired'),
         labels = m.labels || ARRAY(
             SELECT f.label FROM fresh f WHERE NOT f.label = ANY(m.labels) ORDER BY f.label
             LIMIT greatest({max_labels} - cardinality(m.labels), 0))
@@ -343,12 +433,13 @@ pub(super) const PRUNE: &str = concat!(
     DELETE FROM offload_jobs WHERE queue = $1 AND finished_at IS NOT NULL
         AND finished_at < (SELECT ",
     now_ms!(),
-    " - $2::bigint) AND status IN ('done', 'failed', 'cancelled') RETURNING status),
+    " - $2::bigint) AND status IN ('done', 'failed', 'cancelled', 'expired') RETURNING status),
 m AS (
     UPDATE offload_queues SET
         done = greatest(done - (SELECT count(*) FROM gone WHERE status = 'done'), 0),
         failed = greatest(failed - (SELECT count(*) FROM gone WHERE status = 'failed'), 0),
-        cancelled = greatest(cancelled - (SELECT count(*) FROM gone WHERE status = 'cancelled'), 0)
+        cancelled = greatest(cancelled - (SELECT count(*) FROM gone WHERE status = 'cancelled'), 0),
+        expired = greatest(expired - (SELECT count(*) FROM gone WHERE status = 'expired'), 0)
     WHERE queue = $1 AND EXISTS (SELECT 1 FROM gone))
 SELECT count(*) FROM gone"
 );
@@ -356,19 +447,20 @@ SELECT count(*) FROM gone"
 /// `$2` retention in ms. Rows of (name, count), summed by name: `queued` and `running` counted
 /// on the status index (at most the backlog cap, and the row versions they left that vacuum
 /// has not yet removed); `done`, `failed` and `stalls` from the queue's counters;
-/// `expired_done` and `expired_failed`, to take off, the finished jobs past the retention that
+/// `stale_done`, `stale_failed` and so on, to take off, the finished jobs past the retention that
 /// no prune has deleted yet, on the finish-time index (only `finished_at IS NOT NULL` rows are
 /// done or failed; the cutoff is computed once, as in [`PRUNE`], so the index can use it).
 pub(super) const COUNTS: &str = concat!(
     "SELECT status, count(*) FROM offload_jobs WHERE queue = $1 \
      AND status IN ('queued', 'running') GROUP BY status \
-     UNION ALL SELECT 'expired_' || status, count(*) FROM offload_jobs WHERE queue = $1 \
+     UNION ALL SELECT 'stale_' || status, count(*) FROM offload_jobs WHERE queue = $1 \
      AND finished_at IS NOT NULL AND finished_at < (SELECT ",
     now_ms!(),
     " - $2::bigint) GROUP BY status \
      UNION ALL SELECT 'done', done FROM offload_queues WHERE queue = $1 \
      UNION ALL SELECT 'failed', failed FROM offload_queues WHERE queue = $1 \
      UNION ALL SELECT 'cancelled', cancelled FROM offload_queues WHERE queue = $1 \
+     UNION ALL SELECT 'expired', expired FROM offload_queues WHERE queue = $1 \
      UNION ALL SELECT 'stalls', stalls FROM offload_queues WHERE queue = $1"
 );
 
@@ -408,14 +500,15 @@ cur AS (SELECT status FROM offload_jobs, t WHERE queue = $1 AND id = $2
 meta AS (SELECT depth FROM offload_queues WHERE queue = $1 FOR UPDATE),
 r AS (
     UPDATE offload_jobs j SET status = 'queued', attempts = 0, stalls = 0, finished_at = NULL,
-        run_at = t.now, lease = NULL, lease_until = NULL
-    FROM t WHERE j.queue = $1 AND j.id = $2 AND j.status IN ('failed', 'cancelled')
+        expires_at = NULL, run_at = t.now, lease = NULL, lease_until = NULL
+    FROM t WHERE j.queue = $1 AND j.id = $2 AND j.status IN ('failed', 'cancelled', 'expired')
         AND (SELECT depth FROM meta) < $3::bigint
     RETURNING j.queue),
 m AS (
     UPDATE offload_queues SET depth = depth + 1,
         failed = greatest(failed - (SELECT count(*) FROM cur WHERE status = 'failed'), 0),
-        cancelled = greatest(cancelled - (SELECT count(*) FROM cur WHERE status = 'cancelled'), 0)
+        cancelled = greatest(cancelled - (SELECT count(*) FROM cur WHERE status = 'cancelled'), 0),
+        expired = greatest(expired - (SELECT count(*) FROM cur WHERE status = 'expired'), 0)
     WHERE queue = $1 AND EXISTS (SELECT 1 FROM r)),
 note AS (SELECT pg_notify('offload_jobs', queue) FROM r)
 SELECT (SELECT status FROM cur), EXISTS (SELECT 1 FROM r), coalesce((SELECT depth FROM meta), 0),

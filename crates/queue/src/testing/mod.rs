@@ -30,6 +30,11 @@
 //!   [`retry_requeues_failed_and_cancelled_jobs`]): a queued job never runs, a running one loses
 //!   its lease and its handler is told to stop, a finished one is left as it is; a failed or
 //!   cancelled job can be queued again.
+//! - **Submit once** ([`a_key_stores_one_job`], [`concurrent_keyed_enqueues_store_one_job`],
+//!   [`a_key_is_free_after_the_retention`]): a key stores one job, atomically, until that job
+//!   leaves with its retention.
+//! - **Deadlines** ([`a_job_past_its_deadline_never_runs`], [`a_run_is_stopped_at_its_deadline`]):
+//!   a job past its deadline never starts, a run at its deadline is stopped, both end `expired`.
 //! - **Reads** ([`unknown_and_malformed_ids`], [`latency_counts_done_jobs_by_label`]).
 //! - **All of the above at once** ([`worker_loops_drain_everything`]).
 //!
@@ -45,12 +50,13 @@
 //! - [`Store`], [`TestQueue`]: what the tests need of a backend, and one test's queue.
 //! - [`Backend`], [`Place`]: the built-in backends' store, by URL (also for tests that start
 //!   processes on a queue of their own).
-//! - `claims`, `limits`, `reads`, `cancel`, `loops`: the tests, by promise; the worker loop's
-//!   in `loops`.
+//! - `claims`, `limits`, `reads`, `cancel`, `lifecycle`, `loops`: the tests, by promise; the
+//!   worker loop's in `loops`.
 
 mod backend;
 mod cancel;
 mod claims;
+mod lifecycle;
 mod limits;
 mod loops;
 mod reads;
@@ -69,6 +75,10 @@ pub use self::cancel::{
 pub use self::claims::{
     batched_claims_are_exclusive, claim_is_exclusive, round_trip, stale_holder_is_refused,
     unknown_and_malformed_ids,
+};
+pub use self::lifecycle::{
+    a_job_past_its_deadline_never_runs, a_key_is_free_after_the_retention, a_key_stores_one_job,
+    a_run_is_stopped_at_its_deadline, concurrent_keyed_enqueues_store_one_job,
 };
 pub use self::limits::{
     a_prefix_stops_at_the_first_job_that_does_not_fit, cap_rejects_exactly_the_overflow,
@@ -274,6 +284,11 @@ macro_rules! conformance_tests {
             cancelled_jobs_free_the_backlog_and_expire,
             cancel_tells_a_running_handler_to_stop,
             retry_requeues_failed_and_cancelled_jobs,
+            a_key_stores_one_job,
+            concurrent_keyed_enqueues_store_one_job,
+            a_key_is_free_after_the_retention,
+            a_job_past_its_deadline_never_runs,
+            a_run_is_stopped_at_its_deadline,
         ]);
     };
 }

@@ -1,0 +1,285 @@
+//! Submit once and deadlines: a key stores one job however often (and however concurrently) it
+//! is sent, and gives way after the job's retention; a job past its deadline never starts, and a
+//! run still going at its deadline is stopped and ends `expired`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::{Instant, sleep};
+
+use super::{LEASE, NO_WAIT, Store, TestQueue, options};
+use crate::worker::{self, WorkerConfig};
+use crate::{
+    Completion, EnqueueError, Handlers, Job, JobContext, JobError, JobKey, JobQueue, JobStatus,
+    NewJob, QueueOptions, Retry, WorkerId,
+};
+
+fn key(k: &str) -> JobKey {
+    JobKey::new(k).expect("a valid key")
+}
+
+/// Unix ms now, as the jobs' deadlines are written.
+fn now_ms() -> u64 {
+    crate::types::now_ms()
+}
+
+/// The same key and payload answer the same job, queued, running or done, and take no second
+/// place in the backlog (not even when it is full); another payload under the key is refused
+/// and stores nothing; the same payload without a key is a job of its own.
+pub async fn a_key_stores_one_job<S: Store>(store: S, test: &str) {
+    let opts = QueueOptions {
+        max_backlog: 2,
+        ..options()
+    };
+    let Some(h) = TestQueue::open(store, test, opts).await else {
+        return;
+    };
+    let q = &h.queue;
+    let me = WorkerId::new();
+    let first = q
+        .enqueue(NewJob::new("1").key(key("order-1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        q.enqueue(NewJob::new("1").key(key("order-1")))
+            .await
+            .unwrap(),
+        first
+    );
+    match q.enqueue(NewJob::new("2").key(key("order-1"))).await {
+        Err(EnqueueError::KeyReused(id)) => assert_eq!(id, first),
+        other => panic!("another payload under the key: {other:?}"),
+    }
+    let c = q.counts().await.unwrap();
+    assert_eq!(c.queued, 1, "one job stored: {c:?}");
+    let plain = q.enqueue(NewJob::new("1")).await.unwrap();
+    assert_ne!(plain, first, "without a key, a job of its own");
+    // The backlog is full: a repeat of a stored key still answers its job.
+    assert!(matches!(
+        q.enqueue(NewJob::new("3").key(key("order-2"))).await,
+        Err(EnqueueError::Full(2))
+    ));
+    assert_eq!(
+        q.enqueue(NewJob::new("1").key(key("order-1")))
+            .await
+            .unwrap(),
+        first
+    );
+    // Running, then done: still the same job, now with its result.
+    let run = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+    assert_eq!(run.id, first);
+    assert_eq!(
+        q.enqueue(NewJob::new("1").key(key("order-1")))
+            .await
+            .unwrap(),
+        first
+    );
+    q.complete(&run, Ok("42".into())).await.unwrap();
+    assert_eq!(
+        q.enqueue(NewJob::new("1").key(key("order-1")))
+            .await
+            .unwrap(),
+        first
+    );
+    let v = q.get(&first).await.unwrap().unwrap();
+    assert_eq!(
+        (v.status, v.result.as_deref()),
+        (JobStatus::Done, Some("42"))
+    );
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.queued, c.done), (1, 1), "{c:?}");
+}
+
+/// Of 100 enqueues under one key sent at once from four handles (as four processes would),
+/// every one answers the same job, and one job is stored.
+pub async fn concurrent_keyed_enqueues_store_one_job<S: Store>(store: S, test: &str) {
+    let Some(h) = TestQueue::open(store, test, options()).await else {
+        return;
+    };
+    let mut handles = vec![h.queue.clone()];
+    for _ in 0..3 {
+        handles.push(h.handle().await);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(100));
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (q, start) = (handles[i % handles.len()].clone(), Arc::clone(&start));
+        sends.spawn(async move {
+            start.wait().await;
+            q.enqueue(NewJob::new(r#"{"n":1}"#).key(key("once")))
+                .await
+                .expect("stored or found")
+        });
+    }
+    let ids: Vec<_> = sends.join_all().await;
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one id for all: {ids:?}"
+    );
+    let c = h.queue.counts().await.unwrap();
+    assert_eq!(c.queued, 1, "one job stored: {c:?}");
+}
+
+/// A key names its job while the job is within its retention; after that the key is free, for
+/// the same payload or another.
+pub async fn a_key_is_free_after_the_retention<S: Store>(store: S, test: &str) {
+    let retention = Duration::from_millis(300);
+    let opts = QueueOptions {
+        retention,
+        ..options()
+    };
+    let Some(h) = TestQueue::open(store, test, opts).await else {
+        return;
+    };
+    let q = &h.queue;
+    let me = WorkerId::new();
+    let first = q.enqueue(NewJob::new("1").key(key("k"))).await.unwrap();
+    let run = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+    q.complete(&run, Ok("1".into())).await.unwrap();
+    sleep(retention + Duration::from_millis(150)).await;
+    assert_eq!(q.get(&first).await.unwrap(), None, "past its retention");
+    let second = q.enqueue(NewJob::new("2").key(key("k"))).await.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(
+        q.enqueue(NewJob::new("2").key(key("k"))).await.unwrap(),
+        second
+    );
+    assert_eq!(q.counts().await.unwrap().queued, 1);
+}
+
+/// A job not started by its deadline ends `expired` without running, out of the backlog; a
+/// run that fails after its deadline ends the job `expired` rather than retrying it; an
+/// expired job can be retried, without its deadline.
+pub async fn a_job_past_its_deadline_never_runs<S: Store>(store: S, test: &str) {
+    let opts = QueueOptions {
+        max_backlog: 3,
+        ..options()
+    };
+    let Some(h) = TestQueue::open(store, test, opts).await else {
+        return;
+    };
+    let q = &h.queue;
+    let me = WorkerId::new();
+    let mut late = NewJob::new("late");
+    late.expires_at = Some(now_ms() - 1);
+    let late = q.enqueue(late).await.unwrap();
+    let soon = q
+        .enqueue(NewJob::new("soon").expires_in(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    let plain = q.enqueue(NewJob::new("plain")).await.unwrap();
+    // The claim passes over the late job; the reaper (run by every worker) ends it.
+    let first = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+    assert_eq!(first.id, soon, "the late job is not started");
+    assert!(first.expires_at.is_some());
+    q.reap().await.unwrap();
+    let v = q.get(&late).await.unwrap().unwrap();
+    assert_eq!((v.status, v.attempts), (JobStatus::Expired, 0), "{v:?}");
+    assert!(
+        v.error.as_deref().unwrap_or("").starts_with("expired"),
+        "{v:?}"
+    );
+    assert!(v.finished_at.is_some() && v.expires_at.is_some(), "{v:?}");
+    // The running job fails after its deadline: expired, not retried.
+    sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        q.complete(&first, Err(JobError::retry("stopped")))
+            .await
+            .unwrap(),
+        Completion::Expired
+    );
+    assert_eq!(
+        q.get(&soon).await.unwrap().unwrap().status,
+        JobStatus::Expired
+    );
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.queued, c.running, c.expired), (1, 0, 2), "{c:?}");
+    // Their places are free.
+    q.enqueue(NewJob::new("a")).await.unwrap();
+    q.enqueue(NewJob::new("b")).await.unwrap();
+    // A retry queues it again without its deadline, and it runs.
+    assert!(matches!(q.retry(&late).await.unwrap(), Retry::Full(3)));
+    let p = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+    assert_eq!(p.id, plain);
+    q.complete(&p, Ok("1".into())).await.unwrap();
+    assert_eq!(
+        q.retry(&late).await.unwrap(),
+        Retry::Queued {
+            was: JobStatus::Expired
+        }
+    );
+    let v = q.get(&late).await.unwrap().unwrap();
+    assert_eq!((v.status, v.expires_at), (JobStatus::Queued, None), "{v:?}");
+    assert_eq!(q.counts().await.unwrap().expired, 1);
+}
+
+/// A job whose handler spins until it is told to stop.
+#[derive(Serialize, Deserialize)]
+struct Spin;
+impl Job for Spin {
+    const NAME: &'static str = "spin";
+    type Output = ();
+}
+
+/// A worker runs a job whose handler spins until told to stop, with a deadline 300 ms out: the
+/// handler is told at the deadline, and the job ends `expired`.
+pub async fn a_run_is_stopped_at_its_deadline<S: Store>(store: S, test: &str) {
+    let Some(h) = TestQueue::open(store, test, options()).await else {
+        return;
+    };
+    let started = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    let handlers = Handlers::new().on_with({
+        let started = started.clone();
+        move |_: Spin, cx: &JobContext| {
+            started.store(true, Ordering::SeqCst);
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            while !cx.stopped() && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = tx.send(Instant::now());
+            Err(JobError::retry("stopped"))
+        }
+    });
+    let within = Duration::from_millis(300);
+    let queued_at = Instant::now();
+    let id = h
+        .queue
+        .enqueue(NewJob::of(&Spin).unwrap().expires_in(within))
+        .await
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker::run(
+        h.queue.clone(),
+        handlers.executor(),
+        WorkerConfig::default().with_concurrency(1),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let stopped_at = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the handler returned");
+    assert!(started.load(Ordering::SeqCst));
+    let told = stopped_at.duration_since(queued_at);
+    assert!(
+        told >= within - Duration::from_millis(20) && told < within + Duration::from_millis(700),
+        "told to stop {told:?} after it was queued, with a deadline {within:?} out"
+    );
+    // The outcome is stored by the worker's completer.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = h.queue.get(&id).await.unwrap().unwrap();
+        if v.status == JobStatus::Expired {
+            break;
+        }
+        assert!(Instant::now() < end, "never ended expired: {v:?}");
+        sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(());
+    let report = worker.await.unwrap();
+    assert_eq!((report.done, report.expired), (0, 1), "{report:?}");
+}
