@@ -1,6 +1,7 @@
 //! `offload worker`: takes jobs from the queue and runs them on a bounded pool, never on the
-//! runtime's threads; renews each job's lease while it runs; on SIGTERM stops claiming,
-//! finishes what it can within the grace period and gives the rest back.
+//! runtime's threads; renews each job's lease while it runs; stops a run over `--job-timeout`;
+//! on SIGTERM stops claiming, finishes what it can within the grace period and gives the rest
+//! back.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,9 +13,8 @@ use clap::Args;
 use super::serve::{LimitArgs, QueueArgs, positive};
 use super::{cores, parse_duration, shutdown_signal};
 use crate::pool::{Pool, PoolConfig, TaskError};
-use crate::queue::JobError;
 use crate::queue::worker::{self, BoxFuture, Executor, WorkerConfig};
-use crate::work::Limits;
+use crate::queue::{Handlers, JobError};
 
 /// Flags of `offload worker`.
 #[derive(Debug, Args)]
@@ -35,6 +35,12 @@ pub struct WorkerArgs {
     /// How long SIGTERM waits for jobs in hand before giving them back.
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "OFFLOAD_GRACE")]
     pub grace: Duration,
+    /// Longest a job may run on its thread; past it the run is told to stop and fails as
+    /// `timed_out`, retried with backoff like any error [default: none: the size limits
+    /// (--max-count, ...) already bound a run, and a limit that a starved machine crosses
+    /// would fail good jobs]
+    #[arg(long, value_parser = parse_timeout, env = "OFFLOAD_JOB_TIMEOUT")]
+    pub job_timeout: Option<Duration>,
     /// Niceness added to the threads that run jobs (Linux).
     #[arg(long, default_value_t = 0, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
     pub nice: i32,
@@ -75,29 +81,77 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let queue = args.queue.open().await?;
         let config = WorkerConfig { concurrency, prefetch, grace: args.grace, ..WorkerConfig::default() }.with_lease(args.lease);
         println!("offload worker: running {} (queue {}, concurrency {concurrency})", config.worker_id.as_str(), args.queue.url);
-        tracing::info!(worker = config.worker_id.as_str(), queue = %args.queue.url, concurrency, "worker ready");
-        let report = worker::run(queue, executor(pool.clone(), limits), config, shutdown_signal()).await;
+        tracing::info!(worker = config.worker_id.as_str(), queue = %args.queue.url, concurrency, job_timeout = ?args.job_timeout, "worker ready");
+        let handlers = crate::queue::builtin::handlers(limits);
+        let handlers = match args.job_timeout {
+            Some(limit) => handlers.default_timeout(limit),
+            None => handlers,
+        };
+        let report = worker::run(queue, executor(pool.clone(), handlers), config, shutdown_signal()).await;
         tracing::info!(?report, "worker stopped");
         pool.drain(Duration::from_secs(1));
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Runs each job with offload's built-in handlers ([`crate::queue::builtin`]), registered as a
-/// user's would be, whole on one pool thread.
-fn executor(pool: Arc<Pool>, limits: Limits) -> Executor {
-    crate::queue::builtin::handlers(limits).executor_on(
-        move |run| -> BoxFuture<Result<String, JobError>> {
-            let handle = pool.submit(None, move |_stop| run());
-            Box::pin(async move {
-                match handle.map_err(|e| JobError::retry(e.to_string()))?.await {
-                    Ok(outcome) => outcome,
-                    Err(TaskError::Panicked(msg)) => {
-                        Err(JobError::retry(format!("the work panicked: {msg}")))
-                    }
-                    Err(e) => Err(JobError::retry(e.to_string())),
+/// A `--job-timeout`: a duration above zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let limit = parse_duration(text)?;
+    if limit.is_zero() {
+        return Err("a job timeout must be above 0 (leave the flag out for none)".to_owned());
+    }
+    Ok(limit)
+}
+
+/// Runs each job with `handlers` (offload's built-in ones, [`crate::queue::builtin`],
+/// registered as a user's would be), whole on one pool thread.
+fn executor(pool: Arc<Pool>, handlers: Handlers) -> Executor {
+    handlers.executor_on(move |run| -> BoxFuture<Result<String, JobError>> {
+        let handle = pool.submit(None, move |_stop| run());
+        Box::pin(async move {
+            match handle.map_err(|e| JobError::retry(e.to_string()))?.await {
+                Ok(outcome) => outcome,
+                Err(TaskError::Panicked(msg)) => {
+                    Err(JobError::retry(format!("the work panicked: {msg}")))
                 }
-            })
-        },
-    )
+                Err(e) => Err(JobError::retry(e.to_string())),
+            }
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<WorkerArgs, clap::Error> {
+        let argv = ["offload", "worker"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Worker(args) => Ok(args),
+            other => panic!("not worker: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_job_timeout_is_none_by_default_and_refuses_what_is_no_duration() {
+        assert_eq!(parse(&[]).unwrap().job_timeout, None);
+        let args = parse(&["--job-timeout", "90s"]).unwrap();
+        assert_eq!(args.job_timeout, Some(Duration::from_secs(90)));
+        for (bad, says) in [
+            ("nonsense", "expected seconds or a duration"),
+            ("0", "above 0"),
+        ] {
+            let err = parse(&["--job-timeout", bad]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
+            assert_eq!(err.exit_code(), 2, "a usage error");
+            let text = err.to_string();
+            assert!(
+                text.contains("--job-timeout") && text.contains(bad) && text.contains(says),
+                "{text}"
+            );
+        }
+    }
 }

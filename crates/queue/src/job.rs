@@ -3,7 +3,9 @@
 //! result back as the type's [`Job::Output`]. A type also says what its run time grows with
 //! ([`Job::units`]) and may give a first guess of the time per unit ([`Job::SECS_PER_UNIT`]),
 //! for code that predicts run times (offload-axum's `auto`); [`Handlers::on_run`] hears each
-//! finished run with its units and time.
+//! finished run with its units and time. A type may have a time limit
+//! ([`Handlers::timeout`], [`Handlers::default_timeout`]): a run over it is told to stop and
+//! fails as `timed_out`, retried like any error.
 //!
 //! A stored job is JSON text, `{"job": NAME, "payload": ...}`: the queue's backends never look
 //! inside, so any backend carries any job type, and a worker that meets a name it has no handler
@@ -35,7 +37,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -115,11 +117,12 @@ type Erased = Arc<dyn Fn(&str, &JobContext) -> Result<(String, u64), JobError> +
 
 /// What a handler registered with [`Handlers::on_with`] is told about its run: whether it
 /// should stop. Long work checks [`JobContext::stopped`] every few milliseconds and returns
-/// early (any error: the worker stores no outcome for a run it stopped).
+/// early (any error: the error a stopped run returns is not what is stored).
 ///
 /// A run is told to stop when the worker no longer holds its job: the job was cancelled
 /// ([`JobQueue::cancel`](crate::JobQueue::cancel)), its lease was lost, or the worker shut
-/// down past its grace. The worker finds a cancel at its next heartbeat
+/// down past its grace; and when it has run for its type's time limit
+/// ([`Handlers::timeout`]). The worker finds a cancel at its next heartbeat
 /// ([`worker::DEFAULT_HEARTBEAT`](crate::worker::DEFAULT_HEARTBEAT)).
 #[derive(Debug, Clone, Default)]
 pub struct JobContext {
@@ -159,6 +162,8 @@ struct Entry {
     run: Erased,
     /// The type's [`Job::SECS_PER_UNIT`], when it is a usable guess.
     secs_per_unit: Option<f64>,
+    /// The type's own time limit ([`Handlers::timeout`]).
+    timeout: Option<Duration>,
 }
 
 /// Told of each run that succeeded ([`Handlers::on_run`]).
@@ -182,6 +187,12 @@ pub struct JobRun {
 pub struct Handlers {
     by_name: HashMap<&'static str, Entry>,
     on_run: Option<OnRun>,
+    /// The type registered last, which [`Handlers::timeout`] applies to.
+    last: Option<&'static str>,
+    /// The time limit of types without their own ([`Handlers::default_timeout`]).
+    default_timeout: Option<Duration>,
+    /// Runs past their time limit still on their thread, shared by every clone.
+    stuck: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for Handlers {
@@ -191,6 +202,8 @@ impl fmt::Debug for Handlers {
         f.debug_struct("Handlers")
             .field("jobs", &names)
             .field("on_run", &self.on_run.is_some())
+            .field("default_timeout", &self.default_timeout)
+            .field("stuck", &self.stuck())
             .finish()
     }
 }
@@ -204,8 +217,9 @@ impl Handlers {
     /// Runs jobs of type `J` with `handler`. The handler is plain (blocking) code: the
     /// executor decides which thread runs it ([`Handlers::executor`] uses tokio's blocking
     /// threads; offload's worker uses its bounded pool). A later handler for the same name
-    /// replaces the earlier one. The type's [`Job::SECS_PER_UNIT`] is kept with it
-    /// ([`Handlers::secs_per_unit`]).
+    /// replaces the earlier one (and drops its time limit). The type's [`Job::SECS_PER_UNIT`]
+    /// is kept with it ([`Handlers::secs_per_unit`]). A [`Handlers::timeout`] right after sets
+    /// this type's time limit.
     #[must_use]
     pub fn on<J, F>(self, handler: F) -> Handlers
     where
@@ -252,8 +266,73 @@ impl Handlers {
             Ok((json, units))
         });
         let secs_per_unit = J::SECS_PER_UNIT.filter(|s| s.is_finite() && *s > 0.0);
-        self.by_name.insert(J::NAME, Entry { run, secs_per_unit });
+        let entry = Entry {
+            run,
+            secs_per_unit,
+            timeout: None,
+        };
+        self.by_name.insert(J::NAME, entry);
+        self.last = Some(J::NAME);
         self
+    }
+
+    /// Limits the run time of the job type registered last (by [`Handlers::on`] or
+    /// [`Handlers::on_with`]) to `limit`; called before any type is registered, it sets
+    /// [`Handlers::default_timeout`]. No type has a limit unless one is set.
+    ///
+    /// A run over its limit is told to stop ([`JobContext::stopped`]) and fails with an error
+    /// that starts with [`TIMED_OUT`](crate::TIMED_OUT) (`timed_out after 30s`), retried with
+    /// backoff like any retryable error until the job's attempts are spent. The limit counts
+    /// the run on its thread, not its wait for one. A thread cannot be killed: a handler that
+    /// has not returned [`STOP_GRACE`](crate::STOP_GRACE) after it was told to stop keeps its
+    /// thread, and counts as stuck ([`Handlers::stuck`], and a warning logged) until it
+    /// returns; its result is discarded. Limits hold for runs of an executor
+    /// ([`Handlers::executor`], [`Handlers::executor_on`]), not of [`Handlers::run`], which has
+    /// no one to watch the clock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use offload_queue::{Handlers, Job, JobContext};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize;
+    /// # impl Job for Resize { const NAME: &'static str = "resize"; type Output = (); }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Mail;
+    /// # impl Job for Mail { const NAME: &'static str = "mail"; type Output = (); }
+    /// let handlers = Handlers::new()
+    ///     .on_with(|_: Resize, _: &JobContext| Ok(()))
+    ///     .timeout(Duration::from_secs(30)) // resize: 30 s
+    ///     .on(|_: Mail| Ok(()))             // mail: the default
+    ///     .default_timeout(Duration::from_secs(300));
+    /// assert_eq!(handlers.timeout_of("resize"), Some(Duration::from_secs(30)));
+    /// assert_eq!(handlers.timeout_of("mail"), Some(Duration::from_secs(300)));
+    /// ```
+    #[must_use]
+    pub fn timeout(mut self, limit: Duration) -> Handlers {
+        match self.last.and_then(|name| self.by_name.get_mut(name)) {
+            Some(entry) => entry.timeout = Some(limit),
+            None => self.default_timeout = Some(limit),
+        }
+        self
+    }
+
+    /// Limits the run time of every job type without a limit of its own
+    /// ([`Handlers::timeout`]) to `limit`.
+    #[must_use]
+    pub fn default_timeout(mut self, limit: Duration) -> Handlers {
+        self.default_timeout = Some(limit);
+        self
+    }
+
+    /// The time limit of job type `name`: its own, else the default; `None` if it has no
+    /// handler here or no limit.
+    pub fn timeout_of(&self, name: &str) -> Option<Duration> {
+        self.by_name.get(name)?.timeout.or(self.default_timeout)
+    }
+
+    /// Runs past their time limit that ignored their stop check and are still on their thread
+    /// now, counted over every executor made from these handlers or their clones: each holds
+    /// a thread that runs nothing else until it returns.
+    pub fn stuck(&self) -> usize {
+        self.stuck.load(Ordering::Acquire)
     }
 
     /// Calls `observe` after each run of any type that succeeds, on the thread that ran it,
@@ -313,6 +392,16 @@ impl Handlers {
         stored: &str,
         cx: JobContext,
     ) -> Result<impl FnOnce() -> Result<String, JobError> + Send + 'static, JobError> {
+        self.prepare_entry(stored, cx).map(|prepared| prepared.run)
+    }
+
+    /// As [`Handlers::prepare_with`], with the job's type and its time limit.
+    fn prepare_entry(
+        &self,
+        stored: &str,
+        cx: JobContext,
+    ) -> Result<Prepared<impl FnOnce() -> Result<String, JobError> + Send + 'static>, JobError>
+    {
         let envelope: RawEnvelope<'_> = serde_json::from_str(stored)
             .map_err(|e| JobError::fatal(format!("not a typed job: {e}")))?;
         let (&job, entry) = self
@@ -327,7 +416,8 @@ impl Handlers {
             })?;
         let (run, payload) = (entry.run.clone(), envelope.payload.get().to_owned());
         let on_run = self.on_run.clone();
-        Ok(move || {
+        let limit = entry.timeout.or(self.default_timeout);
+        let run = move || {
             let start = Instant::now();
             let (json, units) = run(&payload, &cx)?;
             if let Some(observe) = on_run {
@@ -335,7 +425,8 @@ impl Handlers {
                 observe(&JobRun { job, units, took });
             }
             Ok(json)
-        })
+        };
+        Ok(Prepared { job, limit, run })
     }
 
     /// Runs a stored job on this thread: [`Handlers::prepare`], then the run.
@@ -361,25 +452,42 @@ impl Handlers {
     /// An [`Executor`] that hands each prepared run to `spawn`, which runs it on a thread of
     /// its choosing (a bounded pool, say) and resolves to its result. When the worker drops
     /// the run's future (its job was cancelled or its lease lost), the handler's
-    /// [`JobContext::stopped`] turns true.
+    /// [`JobContext::stopped`] turns true. A run of a type with a time limit
+    /// ([`Handlers::timeout`]) is also told to stop at its limit, and fails as timed out.
     pub fn executor_on<S>(self, spawn: S) -> Executor
     where
         S: Fn(Run) -> BoxFuture<Result<String, JobError>> + Send + Sync + 'static,
     {
         Arc::new(move |payload: String| {
             let cx = JobContext::new();
-            match self.prepare_with(&payload, cx.clone()) {
-                Ok(run) => {
-                    let running = spawn(Box::new(run));
-                    Box::pin(async move {
-                        let _stop = StopOnDrop(cx);
-                        running.await
-                    })
-                }
-                Err(e) => Box::pin(std::future::ready(Err(e))),
-            }
+            let Prepared { job, limit, run } = match self.prepare_entry(&payload, cx.clone()) {
+                Ok(prepared) => prepared,
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
+            };
+            let running = match limit {
+                None => spawn(Box::new(run)),
+                Some(limit) => crate::timeout::limited(
+                    Box::new(run),
+                    &spawn,
+                    cx.clone(),
+                    limit,
+                    job,
+                    Arc::clone(&self.stuck),
+                ),
+            };
+            Box::pin(async move {
+                let _stop = StopOnDrop(cx);
+                running.await
+            })
         })
     }
+}
+
+/// A stored job found and ready to run: its type, its time limit and the run.
+struct Prepared<R> {
+    job: &'static str,
+    limit: Option<Duration>,
+    run: R,
 }
 
 /// A prepared run of one job, for [`Handlers::executor_on`]: call it on the thread that should

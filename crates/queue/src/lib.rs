@@ -33,6 +33,10 @@
 //!   worker running it finds its lease gone at the next heartbeat, stops the run (its stop
 //!   check turns true) and has its outcome refused. Redis: the job's stream entry is acked and
 //!   deleted, and a pending retry leaves the retry zset.
+//! - **Time limits.** A job type may have one ([`Handlers::timeout`]): the executor tells a run
+//!   over it to stop and answers [`TIMED_OUT`], an error retried like any other, so no backend
+//!   does anything of its own. A run that ignores its stop keeps its thread and counts as stuck
+//!   ([`Handlers::stuck`]) until it returns; its result is discarded.
 //! - **Retention.** Finished jobs read as unknown after `retention`; SQLite and Postgres rows are
 //!   deleted by [`JobQueue::prune`], Redis hashes expire by TTL (prune trims the indexes).
 //! - **Reads that cost little.** [`JobQueue::counts`] and [`JobQueue::latency`] read a bounded
@@ -79,6 +83,7 @@ mod redis;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod timeout;
 mod types;
 #[cfg(feature = "sqlite")]
 mod wake;
@@ -93,6 +98,7 @@ pub use self::latency::{Histogram, Latency};
 pub use self::line::{Line, LineError, LineStats};
 pub use self::log::events;
 pub use self::reach::Reach;
+pub use self::timeout::{STOP_GRACE, TIMED_OUT};
 
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresQueue;

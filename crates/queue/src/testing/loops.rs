@@ -1,16 +1,22 @@
 //! The worker loop's promises: a dead worker's job runs again, shutdown gives jobs back
-//! unspent, a long job keeps its lease by heartbeats, a panicking job is retried, and loops on
-//! several connections drain a queue with exactly one result per job.
+//! unspent, a long job keeps its lease by heartbeats, a panicking job is retried, a job over
+//! its time limit is retried and then fails, and loops on several connections drain a queue
+//! with exactly one result per job.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep};
 
 use super::{LEASE, NO_WAIT, Store, TestQueue, options};
 use crate::worker::{self, Executor, WorkerConfig};
-use crate::{Completion, JobError, JobQueue, JobStatus, NewJob, WorkerId};
+use crate::{
+    Completion, Handlers, Job, JobContext, JobError, JobQueue, JobStatus, NewJob, TIMED_OUT,
+    WorkerId,
+};
 
 /// The loop's settings in these tests: short polls, waits and reaps, and the tests' lease.
 fn test_config() -> WorkerConfig {
@@ -282,4 +288,71 @@ pub async fn panicking_job_is_retried<S: Store>(store: S, test: &str) {
     );
     let v = h.queue.get(&id).await.unwrap().unwrap();
     assert_eq!((v.attempts, v.result.as_deref()), (2, Some("\"second\"")));
+}
+
+/// A job whose handler works until it is told to stop (10 s at most).
+#[derive(Serialize, Deserialize)]
+struct Endless;
+impl Job for Endless {
+    const NAME: &'static str = "endless";
+    type Output = ();
+}
+
+/// A job whose every run goes past its type's time limit: each run is stopped at the limit and
+/// counts as a failed attempt, retried with backoff, and once its attempts are spent the job
+/// ends `failed` with a `timed_out` error. The handler heeds its stop, so no run is stuck.
+pub async fn timed_out_job_ends_failed<S: Store>(store: S, test: &str) {
+    let Some(h) = TestQueue::open(store, test, options()).await else {
+        return;
+    };
+    let limit = Duration::from_millis(50);
+    let runs = Arc::new(AtomicU32::new(0));
+    let handlers = Handlers::new()
+        .on_with({
+            let runs = Arc::clone(&runs);
+            move |_: Endless, cx: &JobContext| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let end = std::time::Instant::now() + Duration::from_secs(10);
+                while !cx.stopped() && std::time::Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(())
+            }
+        })
+        .timeout(limit);
+    let id = h
+        .queue
+        .enqueue(NewJob::of(&Endless).unwrap())
+        .await
+        .unwrap();
+    let q = h.queue.clone();
+    let jid = id.clone();
+    let started = Instant::now();
+    let report = run_worker_until(
+        h.handle().await,
+        handlers.clone().executor(),
+        test_config(),
+        move || {
+            let (q, jid) = (q.clone(), jid.clone());
+            async move { q.get(&jid).await.unwrap().unwrap().status == JobStatus::Failed }
+        },
+    )
+    .await;
+    let v = h.queue.get(&id).await.unwrap().unwrap();
+    assert_eq!(v.status, JobStatus::Failed, "{v:?}");
+    assert_eq!((v.attempts, v.max_attempts), (3, 3), "{v:?}");
+    let error = v.error.unwrap_or_default();
+    assert!(error.starts_with(TIMED_OUT), "stored error: {error:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "one run per attempt");
+    assert_eq!((report.retried, report.failed, report.done), (2, 1, 0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "each run stopped at its limit: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        handlers.stuck(),
+        0,
+        "a run that heeds its stop is not stuck"
+    );
 }

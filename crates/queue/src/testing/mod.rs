@@ -21,7 +21,8 @@
 //! - **Stalls apart from attempts** ([`stale_holder_is_refused`], [`poison_job_ends_failed`],
 //!   [`shutdown_gives_jobs_back`]): a lost lease or a job given back spends no attempt; stalls
 //!   have a limit of their own.
-//! - **Retries, then failed** ([`retry_with_backoff_then_failed`], [`panicking_job_is_retried`]).
+//! - **Retries, then failed** ([`retry_with_backoff_then_failed`], [`panicking_job_is_retried`],
+//!   [`timed_out_job_ends_failed`]): a run over its type's time limit is a failed attempt.
 //! - **Bounded backlog** ([`cap_rejects_exactly_the_overflow`],
 //!   [`a_prefix_stops_at_the_first_job_that_does_not_fit`]).
 //! - **Retention** ([`prune_after_retention`], [`counts_drop_jobs_past_retention_before_prune`]).
@@ -86,7 +87,7 @@ pub use self::limits::{
 };
 pub use self::loops::{
     dead_worker_job_runs_again, long_job_keeps_its_lease, panicking_job_is_retried,
-    shutdown_gives_jobs_back, worker_loops_drain_everything,
+    shutdown_gives_jobs_back, timed_out_job_ends_failed, worker_loops_drain_everything,
 };
 pub use self::reads::{
     counts_drop_jobs_past_retention_before_prune, latency_counts_done_jobs_by_label,
@@ -279,6 +280,7 @@ macro_rules! conformance_tests {
             shutdown_gives_jobs_back,
             long_job_keeps_its_lease,
             panicking_job_is_retried,
+            timed_out_job_ends_failed,
             worker_loops_drain_everything,
             cancel_ends_unfinished_jobs_only,
             cancelled_jobs_free_the_backlog_and_expire,
