@@ -182,6 +182,32 @@ async fn the_auto_example_answers_at_once_or_with_a_job_that_finishes() {
     assert_eq!((r.status, r.code()), (400, "invalid_job_id".into()));
     let r = get(app.addr, &format!("/jobs/{}", "0f".repeat(16))).await;
     assert_eq!((r.status, r.code()), (404, "job_not_found".into()));
+    // An `Idempotency-Key` stores even light work, once; a repeat gets the same job, and its
+    // result once done; other work under the key is a 422; a bad key or deadline a 400.
+    let keyed = |below: u64, key: &'static str| {
+        let body = format!(r#"{{"below": {below}}}"#);
+        let headers = [
+            ("content-type", "application/json"),
+            ("idempotency-key", key),
+        ];
+        async move { request(app.addr, "POST", "/collatz", &headers, body).await }
+    };
+    let first = keyed(1_000, "c-1").await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    let again = keyed(1_000, "c-1").await;
+    assert_eq!(header(&again, "location"), header(&first, "location"));
+    assert_eq!(finished(&app, &first).await, longest(1_000));
+    let done = keyed(1_000, "c-1").await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(
+        header(&done, "content-location"),
+        header(&first, "location")
+    );
+    assert_eq!(done.json()["result"], longest(1_000));
+    assert_eq!(keyed(10_000, "c-1").await.code(), "idempotency_key_reused");
+    let bad = [("content-type", "application/json"), ("job-deadline", "-3")];
+    let r = request(app.addr, "POST", "/collatz", &bad, r#"{"below": 1000}"#).await;
+    assert_eq!((r.status, r.code()), (400, "invalid_deadline".into()));
 
     // A burst from 16 connections over a 2-thread pool (each job some tens of ms): the first
     // run at once, those behind more than the budget's worth of work are stored, none is

@@ -512,6 +512,95 @@ async fn cancel_over_http(b: Backend, test: &str) {
     assert_eq!(r.json()["status"], "cancelled");
 }
 
+/// `Idempotency-Key` and `Job-Deadline` on `/heavy` through the gateway: 100 requests sent
+/// together under one key store one job and all get its `Location`; other work under the key
+/// is a 422; bad keys and deadlines are 400s and store nothing; a job still queued at its
+/// deadline ends `expired` unrun (its worker starts after the deadline), and can be retried;
+/// once the keyed job is done, a repeat gets its result.
+async fn keys_and_deadlines_over_http(b: Backend, test: &str) {
+    let Some(place) = b.place(test) else { return };
+    let gw = serve(&place, &[]);
+    let mut sends = JoinSet::new();
+    for i in 0..100 {
+        let addr = gw.addr;
+        // Half as the draft writes the key (a quoted string), half bare.
+        let key = if i % 2 == 0 { "\"order-7\"" } else { "order-7" };
+        sends.spawn(async move {
+            let r = request(
+                addr,
+                "GET",
+                "/heavy?n=1000",
+                &[("idempotency-key", key)],
+                "",
+            )
+            .await;
+            (
+                r.status,
+                r.headers
+                    .get("location")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            )
+        });
+    }
+    let answers = sends.join_all().await;
+    let location = answers[0].1.clone().expect("a Location");
+    for (status, at) in &answers {
+        assert_eq!((*status, at.as_deref()), (202, Some(location.as_str())));
+    }
+    assert_eq!(jobs_in(gw.addr, "queued").await, 1.0, "one job stored");
+    let key = [("idempotency-key", "order-7")];
+    let r = request(gw.addr, "GET", "/heavy?n=2000", &key, "").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (422, "idempotency_key_reused")
+    );
+    let long = "k".repeat(256);
+    for (header, value, code) in [
+        ("idempotency-key", long.as_str(), "invalid_idempotency_key"),
+        ("job-deadline", "0", "invalid_deadline"),
+        ("job-deadline", "1e9", "invalid_deadline"),
+    ] {
+        let r = request(gw.addr, "GET", "/heavy?n=1000", &[(header, value)], "").await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, code),
+            "{header}: {value}"
+        );
+    }
+    assert_eq!(
+        jobs_in(gw.addr, "queued").await,
+        1.0,
+        "refusals store nothing"
+    );
+    let r = request(
+        gw.addr,
+        "GET",
+        "/heavy?n=3000",
+        &[("job-deadline", "0.3")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let late = r.json()["id"].as_str().unwrap().to_owned();
+    assert!(job(gw.addr, &late).await["expires_at"].is_u64());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _worker = worker(&place, &[]);
+    wait_status(gw.addr, &late, "expired", Duration::from_secs(10)).await;
+    let keyed = location.trim_start_matches("/jobs/").to_owned();
+    wait_status(gw.addr, &keyed, "done", Duration::from_secs(10)).await;
+    let late_job = job(gw.addr, &late).await;
+    assert_eq!(late_job["attempts"], 0, "never ran: {late_job}");
+    assert_eq!(jobs_in(gw.addr, "expired").await, 1.0);
+    let r = request(gw.addr, "GET", "/heavy?n=1000", &key, "").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.headers["content-location"], location);
+    assert_eq!(r.json()["status"], "done");
+    assert_eq!(r.json()["result"]["n"], 1000);
+    let r = request(gw.addr, "POST", &format!("/jobs/{late}/retry"), &[], "").await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    wait_status(gw.addr, &late, "done", Duration::from_secs(10)).await;
+}
+
 offload_queue::store_tests!(
     sqlite = Backend::Sqlite, redis = Backend::Redis, postgres = Backend::Postgres;
     killed_worker_job_runs_again,
@@ -521,6 +610,7 @@ offload_queue::store_tests!(
     failing_job_is_retried_then_failed,
     bad_input_and_a_full_backlog,
     cancel_over_http,
+    keys_and_deadlines_over_http,
 );
 
 /// A queue name outside `[A-Za-z0-9_-]{1,64}` (here `a*`, which on Redis was a glob matching

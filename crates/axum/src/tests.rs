@@ -609,3 +609,180 @@ async fn the_in_process_workers_runs_teach_the_model_so_the_next_job_runs_in_the
     stop.send(()).unwrap();
     worker.await.unwrap();
 }
+
+async fn call_with(
+    app: &App,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let resp = app.router.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+/// Jobs stored, as `GET /jobs` counts them.
+async fn stored(app: &App) -> u64 {
+    let c = call(app, "GET", "/jobs", "", "").await.json()["counts"].clone();
+    [
+        "queued",
+        "running",
+        "done",
+        "failed",
+        "cancelled",
+        "expired",
+    ]
+    .iter()
+    .map(|k| c[k].as_u64().unwrap())
+    .sum()
+}
+
+/// A worker in this process until the returned sender is dropped or sent to.
+fn worker(
+    app: &App,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn({
+        let run = offload_queue::worker::run(
+            app.offload.queue().clone(),
+            app.offload.executor(),
+            offload_queue::worker::WorkerConfig::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        );
+        async move {
+            run.await;
+        }
+    });
+    (stop, worker)
+}
+
+/// With an `Idempotency-Key`, even work the pool would run at once is stored, once: fifty
+/// repeats sent together get the same job, other work under the key is a 422, and once the job
+/// is done a repeat gets its result. Bad keys and deadlines are 400s and store nothing.
+#[tokio::test]
+async fn a_keyed_request_stores_one_job_and_a_repeat_gets_it() {
+    let app = app(64, 100).await;
+    let key = [("idempotency-key", "\"square-4\"")];
+    let first = call_with(&app, "POST", "/square", &key, r#"{"x": 4}"#).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    let location = first.header("location").to_owned();
+    let app = Arc::new(app);
+    let mut repeats = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let app = Arc::clone(&app);
+        repeats.spawn(async move {
+            let key = [("idempotency-key", "square-4")];
+            let r = call_with(&app, "POST", "/square", &key, r#"{"x": 4}"#).await;
+            (r.status, r.header("location").to_owned())
+        });
+    }
+    for (status, at) in repeats.join_all().await {
+        assert_eq!(
+            (status, at.as_str()),
+            (StatusCode::ACCEPTED, location.as_str())
+        );
+    }
+    assert_eq!(stored(&app).await, 1);
+    let other = call_with(&app, "POST", "/square", &key, r#"{"x": 5}"#).await;
+    assert_eq!(
+        other.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        other.body
+    );
+    assert_eq!(other.json()["error"]["code"], "idempotency_key_reused");
+    let long = "k".repeat(256);
+    for (header, value, code) in [
+        ("idempotency-key", long.as_str(), "invalid_idempotency_key"),
+        ("idempotency-key", "", "invalid_idempotency_key"),
+        ("job-deadline", "-1", "invalid_deadline"),
+        ("job-deadline", "soon", "invalid_deadline"),
+    ] {
+        let r = call_with(&app, "POST", "/square", &[(header, value)], r#"{"x": 6}"#).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{header}: {value:?}: {}",
+            r.body
+        );
+        assert_eq!(r.json()["error"]["code"], code);
+    }
+    assert_eq!(stored(&app).await, 1, "nothing stored by a refused request");
+    // Done: a repeat answers the result, and says where the job is.
+    let (stop, worker) = worker(&app);
+    let job = settled(&app, &location).await;
+    assert_eq!(job["result"], 16);
+    let again = call_with(&app, "POST", "/square", &key, r#"{"x": 4}"#).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.header("content-location"), location);
+    assert_eq!(
+        (&again.json()["status"], &again.json()["result"]),
+        (&"done".into(), &16.into())
+    );
+    stop.send(()).unwrap();
+    worker.await.unwrap();
+}
+
+/// `Job-Deadline` is the stored job's deadline: a job still queued when it passes ends
+/// `expired` and its handler never runs.
+#[tokio::test]
+async fn a_job_not_started_by_its_deadline_expires_unrun() {
+    let app = app(64, 100).await;
+    let r = call_with(
+        &app,
+        "POST",
+        "/nap",
+        &[("job-deadline", "0.2")],
+        r#"{"units": 1}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let location = r.header("location").to_owned();
+    let job = call(&app, "GET", &location, "", "").await.json();
+    let (enqueued, expires) = (
+        job["enqueued_at"].as_u64().unwrap(),
+        job["expires_at"].as_u64(),
+    );
+    assert!(
+        expires.is_some_and(|e| e >= enqueued + 150 && e <= enqueued + 250),
+        "{job}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (stop, worker) = worker(&app);
+    let job = settled(&app, &location).await;
+    assert_eq!(job["status"], "expired", "{job}");
+    assert_eq!(app.runs.nap.load(Ordering::SeqCst), 0, "never ran");
+    let r = call(&app, "POST", &format!("{location}/retry"), "", "").await;
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "an expired job can be retried: {}",
+        r.body
+    );
+    let job = settled(&app, &location).await;
+    assert_eq!(
+        (&job["status"], &job["result"]),
+        (&"done".into(), &1.into())
+    );
+    stop.send(()).unwrap();
+    worker.await.unwrap();
+}
