@@ -565,7 +565,9 @@ fn complete_one(
     outcome: Result<String, JobError>,
 ) -> Result<Completion, rusqlite::Error> {
     let id = job.id.as_str();
-    let held: Option<(u32, u32, i64, Option<String>, Option<i64>)> = tx
+    /// Attempts, max attempts, enqueue time, label and deadline of a job still held.
+    type Held = (u32, u32, i64, Option<String>, Option<i64>);
+    let held: Option<Held> = tx
         .prepare_cached(
             "SELECT attempts, max_attempts, enqueued_at, label, expires_at FROM jobs \
              WHERE id = ?1 AND lease = ?2 AND status = 'running'",
