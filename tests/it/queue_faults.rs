@@ -591,6 +591,19 @@ async fn keys_and_deadlines_over_http(b: Backend, test: &str) {
     let late_job = job(gw.addr, &late).await;
     assert_eq!(late_job["attempts"], 0, "never ran: {late_job}");
     assert_eq!(jobs_in(gw.addr, "expired").await, 1.0);
+    let r = get(gw.addr, "/jobs?status=expired&limit=10").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let page = r.json();
+    assert_eq!(page["jobs"][0]["id"], late.as_str(), "{page}");
+    assert_eq!(
+        page["jobs"][0]["error"]
+            .as_str()
+            .map(|e| e.starts_with("expired")),
+        Some(true)
+    );
+    assert!(page["next"].is_null(), "{page}");
+    let r = get(gw.addr, "/jobs?status=expired&after=not-a-cursor").await;
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_query"));
     let r = request(gw.addr, "GET", "/heavy?n=1000", &key, "").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.headers["content-location"], location);

@@ -12,6 +12,10 @@
 //!   a job queued, running or done.
 //! - `GET {path}`: the jobs by state and, with `?latency=N` (any N ≥ 1), enqueue-to-done times
 //!   ([`JobsSummary`]).
+//! - `GET {path}?status=S&limit=N&after=CURSOR`: a page of the jobs with status `S` (`queued`,
+//!   `running`, `done`, `failed`, `cancelled` or `expired`), newest first, at most `N` (default
+//!   100, at most 1,000), each with its error, attempts and times, and the cursor of the next
+//!   page ([`JobList`], [`JobQueue::list`]).
 //!
 //! Every store call is bounded in time, and while the store is out of reach the routes answer
 //! 503 `queue_unavailable` at once ([`Reach`]).
@@ -26,7 +30,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use offload_queue::{
-    Cancel, Counts, Histogram, JobId, JobQueue, JobStatus, JobView, Queue, Reach, Retry,
+    Cancel, Counts, Cursor, Histogram, JobId, JobQueue, JobStatus, JobView, ListFilter, MAX_PAGE,
+    Queue, Reach, Retry,
 };
 use serde::{Deserialize, Serialize};
 
@@ -222,6 +227,19 @@ impl From<JobView> for JobBody {
     }
 }
 
+/// Jobs a list page holds when the request names no `limit`.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// What `GET /jobs?status=...` answers: a page of jobs, newest first, and where the next one
+/// starts. Deserialize it to read the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    /// The jobs, newest first.
+    pub jobs: Vec<JobBody>,
+    /// Pass it as `after` for the next page; `null` when this page reached the oldest.
+    pub next: Option<String>,
+}
+
 /// What `GET /jobs` answers: the queue's jobs by state and, when asked for (`?latency=N`, any
 /// N ≥ 1), enqueue-to-done times.
 ///
@@ -290,6 +308,20 @@ impl Spread {
             max: h.max_ms() as f64,
         })
     }
+}
+
+/// One page of a list, within the store's wait.
+async fn list(routes: &JobRoutes, filter: ListFilter) -> Result<Response, Error> {
+    let (queue, reach) = (&routes.inner.queue, &routes.inner.reach);
+    let page = reach
+        .call("a page of jobs", queue.list(filter))
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))?;
+    Ok(axum::Json(JobList {
+        jobs: page.jobs.into_iter().map(JobBody::from).collect(),
+        next: page.next.map(|c| c.to_string()),
+    })
+    .into_response())
 }
 
 fn finished(v: &JobView) -> bool {
@@ -396,22 +428,62 @@ async fn summary_route(
 ) -> Result<Response, Error> {
     let query = query.unwrap_or_default();
     let mut latency = false;
+    let (mut status, mut limit, mut after) = (None, None, None);
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match (k.as_ref(), v.parse::<u64>()) {
-            ("latency", Ok(n)) => latency = n > 0,
-            ("latency", Err(_)) => {
-                return Err(Error::BadQuery(format!(
-                    "`latency` must be a whole number of jobs: got {:?}",
-                    shown(&v)
-                )));
+        let bad = |what: &str| Error::BadQuery(format!("`{k}` {what}: got {:?}", shown(&v)));
+        match k.as_ref() {
+            "latency" => {
+                latency = v
+                    .parse::<u64>()
+                    .map_err(|_| bad("must be a whole number"))?
+                    > 0
             }
-            (other, _) => {
+            "status" => {
+                status = Some(JobStatus::from_name(&v).ok_or_else(|| {
+                    bad("must be queued, running, done, failed, cancelled or expired")
+                })?);
+            }
+            "limit" => {
+                let n = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n));
+                limit = Some(n.ok_or_else(|| bad("must be a whole number from 1 to 1000"))?);
+            }
+            "after" => {
+                after = Some(
+                    Cursor::parse(&v).map_err(|_| bad("must be the `next` of a page before"))?,
+                );
+            }
+            other => {
                 return Err(Error::BadQuery(format!(
-                    "unknown parameter {:?} (expected `latency`)",
+                    "unknown parameter {:?} (expected `latency`, or `status` with `limit` and \
+                     `after`)",
                     shown(other)
                 )));
             }
         }
+    }
+    match status {
+        Some(status) if !latency => {
+            let filter = ListFilter {
+                status,
+                limit: limit.unwrap_or(DEFAULT_PAGE),
+                after,
+            };
+            return list(&routes, filter).await;
+        }
+        Some(_) => {
+            return Err(Error::BadQuery(
+                "`latency` belongs to the summary; a list (`status`) has no times".to_owned(),
+            ));
+        }
+        None if limit.is_some() || after.is_some() => {
+            return Err(Error::BadQuery(
+                "`limit` and `after` page a list: name its `status`".to_owned(),
+            ));
+        }
+        None => {}
     }
     let (queue, reach) = (&routes.inner.queue, &routes.inner.reach);
     let read = reach.call("the job counts and times", async {

@@ -112,7 +112,9 @@ use offload_queue::{Eta, Handlers, Job, Line, Queue};
 
 pub use auto::{AcceptedBody, Auto};
 pub use error::{Error, ErrorBody, ErrorDetail, error_response};
-pub use jobs::{JobBody, JobRoutes, JobsSummary, MAX_LONG_POLL, MAX_LONG_POLLS, Spread};
+pub use jobs::{
+    DEFAULT_PAGE, JobBody, JobList, JobRoutes, JobsSummary, MAX_LONG_POLL, MAX_LONG_POLLS, Spread,
+};
 pub use pace::PaceRefusals;
 pub use prefer::{MAX_WAIT_SECS, Prefer, set_preference_applied};
 pub use submit::Submit;

@@ -786,3 +786,67 @@ async fn a_job_not_started_by_its_deadline_expires_unrun() {
     stop.send(()).unwrap();
     worker.await.unwrap();
 }
+
+/// `GET /jobs?status=...` pages through one status's jobs, newest first, following `next`;
+/// every bad parameter is a 400 `invalid_query` that reads nothing.
+#[tokio::test]
+async fn jobs_are_listed_by_status_a_page_at_a_time() {
+    let app = app(64, 100).await;
+    let mut stored = Vec::new();
+    for units in 1..=3 {
+        let r = call(
+            &app,
+            "POST",
+            "/nap",
+            "",
+            &format!(r#"{{"units": {units}}}"#),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        stored.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let r = call(&app, "DELETE", &format!("/jobs/{}", stored[0]), "", "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut listed = Vec::new();
+    let mut uri = "/jobs?status=queued&limit=1".to_owned();
+    loop {
+        let page = call(&app, "GET", &uri, "", "").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let page: JobList = serde_json::from_str(&page.body).unwrap();
+        assert!(page.jobs.len() <= 1);
+        listed.extend(page.jobs.iter().map(|j| j.id.clone()));
+        match page.next {
+            Some(next) => uri = format!("/jobs?status=queued&limit=1&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        listed,
+        [stored[2].clone(), stored[1].clone()],
+        "newest first"
+    );
+    let page: JobList = serde_json::from_str(
+        &call(&app, "GET", "/jobs?status=cancelled", "", "")
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!(page.jobs.len(), 1);
+    assert_eq!(page.jobs[0].id, stored[0]);
+    assert_eq!(page.next, None);
+    for bad in [
+        "status=lost",
+        "status=queued&limit=0",
+        "status=queued&limit=1001",
+        "status=queued&limit=ten",
+        "status=queued&after=zz",
+        "status=queued&after=1.x",
+        "limit=5",
+        "after=1.2",
+        "status=done&latency=1",
+    ] {
+        let r = call(&app, "GET", &format!("/jobs?{bad}"), "", "").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "invalid_query", "{bad}");
+    }
+}

@@ -107,9 +107,9 @@ pub use self::redis::RedisQueue;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteQueue;
 pub use self::types::{
-    Cancel, Claimed, Completion, Counts, IdError, JobError, JobId, JobKey, JobStatus, JobView,
-    KeyError, MAX_KEY_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, NameError, NewJob, QueueName, Retry,
-    WorkerId, backoff,
+    Cancel, Claimed, Completion, Counts, Cursor, CursorError, IdError, JobError, JobId, JobKey,
+    JobPage, JobStatus, JobView, KeyError, ListFilter, MAX_KEY_LEN, MAX_LABEL_LEN, MAX_NAME_LEN,
+    MAX_PAGE, NameError, NewJob, QueueName, Retry, WorkerId, backoff,
 };
 
 /// Jobs accepted but not finished, past which enqueue answers [`EnqueueError::Full`]: enough to
@@ -393,6 +393,17 @@ pub trait JobQueue: Send + Sync + 'static {
     /// If the backend fails.
     fn retry(&self, id: &JobId) -> impl Future<Output = Result<Retry, QueueError>> + Send;
 
+    /// A page of the jobs with one status, newest first (finished jobs by when they finished,
+    /// queued and running ones by when they last became due), after a cursor. Each page is one
+    /// read on an index (SQLite and Postgres: the status with the time; Redis: the finished
+    /// sets, or the stream for unfinished jobs), so it costs the same however many jobs are
+    /// stored; unfinished jobs are at most the backlog cap. Finished jobs past their retention
+    /// are left out.
+    ///
+    /// # Errors
+    /// If the backend fails.
+    fn list(&self, filter: ListFilter) -> impl Future<Output = Result<JobPage, QueueError>> + Send;
+
     /// Deletes finished jobs older than the retention period; returns how many.
     ///
     /// # Errors
@@ -529,6 +540,9 @@ impl JobQueue for Queue {
     }
     async fn retry(&self, id: &JobId) -> Result<Retry, QueueError> {
         dispatch!(self, q => q.retry(id).await)
+    }
+    async fn list(&self, filter: ListFilter) -> Result<JobPage, QueueError> {
+        dispatch!(self, q => q.list(filter).await)
     }
     async fn prune(&self) -> Result<u64, QueueError> {
         dispatch!(self, q => q.prune().await)

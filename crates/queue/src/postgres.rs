@@ -21,8 +21,9 @@ use self::link::{Link, QUERY_TIMEOUT, Shared, is_lost};
 use super::latency::Latency;
 use super::types::lease_token;
 use super::{
-    Cancel, Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus,
-    JobView, NewJob, QueueError, QueueOptions, Retry, WorkerId, backoff,
+    Cancel, Claimed, Completion, Counts, Cursor, EnqueueError, JobError, JobId, JobPage, JobQueue,
+    JobStatus, JobView, ListFilter, MAX_PAGE, NewJob, QueueError, QueueOptions, Retry, WorkerId,
+    backoff,
 };
 
 /// Most jobs one claim takes: a batch a few milliseconds long even for tiny jobs, and a bounded
@@ -612,6 +613,45 @@ impl JobQueue for PostgresQueue {
                 }
             }
             (false, other) => Retry::NotRetryable(other),
+        })
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<JobPage, QueueError> {
+        let name = &self.inner.options.name.as_str();
+        let limit = filter.limit.clamp(1, MAX_PAGE);
+        let (t, seq) = match &filter.after {
+            Some(c) => (
+                i64::try_from(c.t).unwrap_or(i64::MAX),
+                c.tie.parse::<i64>().unwrap_or(i64::MAX),
+            ),
+            None => (i64::MAX, i64::MAX),
+        };
+        let (status, limit_sql) = (filter.status.as_str(), limit as i64);
+        let retention = ms(self.inner.options.retention);
+        let finished = filter.status.is_finished();
+        let rows = self
+            .call(|l| async move {
+                if finished {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                        [name, &status, &t, &seq, &limit_sql, &retention];
+                    l.client.query(sql::LIST_FINISHED, &params).await
+                } else {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                        [name, &status, &t, &seq, &limit_sql];
+                    l.client.query(sql::LIST_UNFINISHED, &params).await
+                }
+            })
+            .await?;
+        let next = match rows.last() {
+            Some(last) if rows.len() == limit => Some(Cursor {
+                t: last.try_get::<_, Option<i64>>(12)?.unwrap_or(0).max(0) as u64,
+                tie: last.try_get::<_, i64>(13)?.to_string(),
+            }),
+            _ => None,
+        };
+        Ok(JobPage {
+            jobs: rows.iter().map(view).collect::<Result<_, _>>()?,
+            next,
         })
     }
 

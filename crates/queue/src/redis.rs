@@ -34,8 +34,9 @@ use redis::{AsyncConnectionConfig, Client, Script, streams::StreamReadReply};
 use super::latency::{self, Latency};
 use super::types::lease_token;
 use super::{
-    Cancel, Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus,
-    JobView, NewJob, QueueError, QueueOptions, Retry, WorkerId, backoff,
+    Cancel, Claimed, Completion, Counts, Cursor, EnqueueError, JobError, JobId, JobPage, JobQueue,
+    JobStatus, JobView, ListFilter, MAX_PAGE, NewJob, QueueError, QueueOptions, Retry, WorkerId,
+    backoff,
 };
 
 /// The consumer group every worker reads through.
@@ -85,6 +86,7 @@ struct Scripts {
     prune: Script,
     cancel: Script,
     retry: Script,
+    list: Script,
 }
 
 impl Scripts {
@@ -106,6 +108,7 @@ impl Scripts {
             prune: s(include_str!("lua/prune.lua")),
             cancel: s(include_str!("lua/cancel.lua")),
             retry: s(include_str!("lua/retry.lua")),
+            list: s(include_str!("lua/list.lua")),
         }
     }
 }
@@ -357,6 +360,33 @@ impl RedisQueue {
             .collect::<Result<Vec<_>, _>>()
             .map(Ok)
     }
+
+    /// A job's view from its hash (empty: no such job).
+    fn view(
+        &self,
+        id: &JobId,
+        mut h: HashMap<String, String>,
+    ) -> Result<Option<JobView>, QueueError> {
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let status = h.get("status").and_then(|s| JobStatus::from_name(s));
+        let status = status.ok_or_else(|| QueueError::Corrupt(format!("job {id}: no status")))?;
+        Ok(Some(JobView {
+            id: id.clone(),
+            status,
+            attempts: number(&mut h, "attempts").unwrap_or(0),
+            max_attempts: number(&mut h, "max_attempts").unwrap_or(0),
+            stalls: number(&mut h, "stalls").unwrap_or(0),
+            max_stalls: number(&mut h, "max_stalls").unwrap_or(self.inner.options.max_stalls),
+            enqueued_at: number(&mut h, "enqueued_at").unwrap_or(0),
+            started_at: number(&mut h, "started_at"),
+            finished_at: number(&mut h, "finished_at"),
+            expires_at: number(&mut h, "expires_at"),
+            result: field(&mut h, "result"),
+            error: field(&mut h, "error"),
+        }))
+    }
 }
 
 /// `s` with Redis glob characters (`* ? [ ] \`) escaped, so that a pattern built on it
@@ -422,31 +452,64 @@ impl JobQueue for RedisQueue {
     async fn get(&self, id: &JobId) -> Result<Option<JobView>, QueueError> {
         let mut conn = self.inner.conn.clone();
         let key = format!("{}{}", self.inner.job_prefix, id);
-        let mut h: HashMap<String, String> = redis::cmd("HGETALL")
+        let h: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(&key)
             .query_async(&mut conn)
             .await?;
-        if h.is_empty() {
-            return Ok(None);
-        }
-        let status = h.get("status").and_then(|s| JobStatus::from_name(s));
-        let status = status.ok_or_else(|| QueueError::Corrupt(format!("{key}: no status")))?;
-        Ok(Some(JobView {
-            id: id.clone(),
-            status,
-            attempts: number(&mut h, "attempts").unwrap_or(0),
-            max_attempts: number(&mut h, "max_attempts").unwrap_or(0),
-            stalls: number(&mut h, "stalls").unwrap_or(0),
-            max_stalls: number(&mut h, "max_stalls").unwrap_or(self.inner.options.max_stalls),
-            enqueued_at: number(&mut h, "enqueued_at").unwrap_or(0),
-            started_at: number(&mut h, "started_at"),
-            finished_at: number(&mut h, "finished_at"),
-            expires_at: number(&mut h, "expires_at"),
-            result: field(&mut h, "result"),
-            error: field(&mut h, "error"),
-        }))
+        self.view(id, h)
     }
 
+    async fn list(&self, filter: ListFilter) -> Result<JobPage, QueueError> {
+        let limit = filter.limit.clamp(1, MAX_PAGE);
+        let (t, tie) = match &filter.after {
+            Some(c) => (c.t.to_string(), c.tie.clone()),
+            None => (String::new(), String::new()),
+        };
+        let retention = self.inner.options.retention.as_millis().to_string();
+        let got: Vec<String> = self
+            .run(
+                &self.inner.scripts.list,
+                &[
+                    filter.status.as_str(),
+                    &limit.to_string(),
+                    &t,
+                    &tie,
+                    &retention,
+                ],
+            )
+            .await?;
+        let [last_t, last_tie, full, ids @ ..] = got.as_slice() else {
+            return Err(QueueError::Corrupt(format!("list replied {got:?}")));
+        };
+        let ids = ids
+            .iter()
+            .map(|id| JobId::parse(id).map_err(|_| QueueError::Corrupt(format!("bad id {id:?}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL")
+                .arg(format!("{}{}", self.inner.job_prefix, id));
+        }
+        let hashes: Vec<HashMap<String, String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut self.inner.conn.clone()).await?
+        };
+        let mut jobs = Vec::with_capacity(ids.len());
+        for (id, h) in ids.iter().zip(hashes) {
+            // Gone since the script ran (its retention ended), or moved on: left out.
+            if let Some(v) = self.view(id, h)?
+                && v.status == filter.status
+            {
+                jobs.push(v);
+            }
+        }
+        let next = (full == "1").then(|| Cursor {
+            t: last_t.parse().unwrap_or(0),
+            tie: last_tie.clone(),
+        });
+        Ok(JobPage { jobs, next })
+    }
     async fn claim_batch(
         &self,
         worker: &WorkerId,

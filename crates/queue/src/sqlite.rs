@@ -12,8 +12,9 @@ use tokio::sync::oneshot;
 use super::latency::{self, Latency, MAX_LABELS, OTHER};
 use super::types::{lease_token, now_ms};
 use super::{
-    Cancel, Claimed, Completion, Counts, EnqueueError, JobError, JobId, JobQueue, JobStatus,
-    JobView, NewJob, QueueError, QueueOptions, Retry, WorkerId, backoff,
+    Cancel, Claimed, Completion, Counts, Cursor, EnqueueError, JobError, JobId, JobPage, JobQueue,
+    JobStatus, JobView, ListFilter, MAX_PAGE, NewJob, QueueError, QueueOptions, Retry, WorkerId,
+    backoff,
 };
 
 /// How long a writer waits for another process's transaction: long enough that workers never die
@@ -48,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (status, finished_at) WHERE finished_at IS NOT NULL;
+DROP INDEX IF EXISTS jobs_finished;
 CREATE TABLE IF NOT EXISTS qmeta (id INTEGER PRIMARY KEY CHECK (id = 0), depth INTEGER NOT NULL,
     stalls INTEGER NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0);
@@ -913,14 +915,69 @@ impl JobQueue for SqliteQueue {
         .await
     }
 
+    async fn list(&self, filter: ListFilter) -> Result<JobPage, QueueError> {
+        let limit = filter.limit.clamp(1, MAX_PAGE);
+        let (t, seq) = match &filter.after {
+            Some(c) => (
+                i64::try_from(c.t).unwrap_or(i64::MAX),
+                c.tie.parse::<i64>().unwrap_or(i64::MAX),
+            ),
+            None => (i64::MAX, i64::MAX),
+        };
+        let status = filter.status;
+        self.call(move |conn, opts| {
+            // Finished jobs on (status, finished_at), within the retention; unfinished ones on
+            // (status, run_at). The rowid ends every index, so `seq` breaks ties in it.
+            let finished = status.is_finished();
+            let sql = if finished {
+                format!(
+                    "SELECT {VIEW_COLUMNS}, finished_at, seq FROM jobs WHERE status = ?1 \
+                     AND finished_at IS NOT NULL AND finished_at >= ?5 \
+                     AND (finished_at, seq) < (?2, ?3) \
+                     ORDER BY finished_at DESC, seq DESC LIMIT ?4"
+                )
+            } else {
+                format!(
+                    "SELECT {VIEW_COLUMNS}, run_at, seq FROM jobs WHERE status = ?1 \
+                     AND (run_at, seq) < (?2, ?3) \
+                     ORDER BY run_at DESC, seq DESC LIMIT ?4"
+                )
+            };
+            fn row(r: &rusqlite::Row<'_>) -> Result<(JobView, i64, i64), rusqlite::Error> {
+                Ok((view(r)?, r.get(12)?, r.get(13)?))
+            }
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let (status, limit_sql) = (status.as_str(), limit as i64);
+            let rows = if finished {
+                let cutoff = now() - ms(opts.retention);
+                stmt.query_map(params![status, t, seq, limit_sql, cutoff], row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                stmt.query_map(params![status, t, seq, limit_sql], row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            let next = (rows.len() == limit).then(|| {
+                let (_, t, seq) = &rows[rows.len() - 1];
+                Cursor {
+                    t: (*t).max(0) as u64,
+                    tie: seq.to_string(),
+                }
+            });
+            Ok(JobPage {
+                jobs: rows.into_iter().map(|(v, _, _)| v).collect(),
+                next,
+            })
+        })
+        .await
+    }
+
     async fn prune(&self) -> Result<u64, QueueError> {
         self.call(move |conn, opts| {
             write(conn, |tx| {
                 let gone = tx
                     .prepare_cached(
-                        "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1 \
-                         AND status IN ('done', 'failed', 'cancelled', 'expired') \
-                         RETURNING status",
+                        "DELETE FROM jobs WHERE status IN ('done', 'failed', 'cancelled', 'expired') \
+                         AND finished_at IS NOT NULL AND finished_at < ?1 RETURNING status",
                     )?
                     .query_map([now() - ms(opts.retention)], |r| r.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -981,7 +1038,8 @@ impl JobQueue for SqliteQueue {
                             count(*) FILTER (WHERE status = 'failed'), \
                             count(*) FILTER (WHERE status = 'cancelled'), \
                             count(*) FILTER (WHERE status = 'expired') \
-                     FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?1",
+                     FROM jobs WHERE status IN ('done', 'failed', 'cancelled', 'expired') \
+                     AND finished_at IS NOT NULL AND finished_at < ?1",
                     )?
                     .query_row([now() - ms(opts.retention)], |r| {
                         Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?])

@@ -576,6 +576,76 @@ mod tests {
     }
 }
 
+/// Most jobs one page of [`JobQueue::list`](crate::JobQueue::list) holds: a page is one bounded
+/// read, small enough to answer in milliseconds, large enough to page through thousands.
+pub const MAX_PAGE: usize = 1000;
+
+/// Where a page of [`JobQueue::list`](crate::JobQueue::list) ends: the next page starts after
+/// it. Opaque to clients (written as text by `Display`, read back by [`Cursor::parse`]): a time
+/// and a tie-break that the store orders by (its insertion order, or its own id), so it stays
+/// valid while jobs are added or change status.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    /// The last job's time on the list's clock, unix ms.
+    pub(crate) t: u64,
+    /// The last job's tie-break among jobs of the same ms.
+    pub(crate) tie: String,
+}
+
+impl Cursor {
+    /// Longest tie-break kept: a store's sequence number, a job id or a stream entry id.
+    const MAX_TIE: usize = 48;
+
+    /// Reads a cursor as written by `Display`.
+    ///
+    /// # Errors
+    /// [`CursorError`] for anything else.
+    pub fn parse(s: &str) -> Result<Cursor, CursorError> {
+        let (t, tie) = s.split_once('.').ok_or(CursorError)?;
+        let t = t.parse().map_err(|_| CursorError)?;
+        let ok = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-';
+        if tie.is_empty() || tie.len() > Cursor::MAX_TIE || !tie.bytes().all(ok) {
+            return Err(CursorError);
+        }
+        Ok(Cursor {
+            t,
+            tie: tie.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.t, self.tie)
+    }
+}
+
+/// A string that is not a cursor given out by a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed cursor: pass back the `next` of the page before")]
+pub struct CursorError;
+
+/// Which jobs [`JobQueue::list`](crate::JobQueue::list) pages through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Jobs with this status.
+    pub status: JobStatus,
+    /// At most this many (1 to [`MAX_PAGE`]; outside that, cut to it).
+    pub limit: usize,
+    /// After this cursor (the `next` of the page before); `None`: from the newest.
+    pub after: Option<Cursor>,
+}
+
+/// One page of jobs, newest first: finished jobs by when they finished, queued and running ones
+/// by when they last became due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<JobView>,
+    /// Where the next page starts; `None` when this one reached the oldest.
+    pub next: Option<Cursor>,
+}
+
 /// What [`JobQueue::cancel`](crate::JobQueue::cancel) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancel {

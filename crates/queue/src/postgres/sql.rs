@@ -52,7 +52,9 @@ CREATE TABLE IF NOT EXISTS offload_jobs (
 CREATE INDEX IF NOT EXISTS offload_jobs_due ON offload_jobs (queue, status, run_at, seq);
 CREATE INDEX IF NOT EXISTS offload_jobs_lease ON offload_jobs (queue, lease_until)
     WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS offload_jobs_finished ON offload_jobs (queue, finished_at)
+-- Finished jobs by status and finish time: prune, counts and lists of failed (and other
+-- finished) jobs read ranges of it.
+CREATE INDEX IF NOT EXISTS offload_jobs_ended ON offload_jobs (queue, status, finished_at, seq)
     WHERE finished_at IS NOT NULL;
 -- depth: unfinished jobs, so the backlog cap costs O(1) per enqueue; stalls: a counter; done
 -- and failed: finished jobs not yet pruned, so counting them reads no job rows; labels: the
@@ -117,7 +119,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS offload_jobs_key ON offload_jobs (queue, key)
     WHERE key IS NOT NULL;
 -- The queued jobs that have a deadline, so the sweep that expires them reads only those.
 CREATE INDEX IF NOT EXISTS offload_jobs_expiring ON offload_jobs (queue, expires_at)
-    WHERE status = 'queued' AND expires_at IS NOT NULL;"
+    WHERE status = 'queued' AND expires_at IS NOT NULL;
+-- Replaced by offload_jobs_ended.
+DROP INDEX IF EXISTS offload_jobs_finished;"
     )
 }
 
@@ -140,7 +144,8 @@ pub(super) const SCHEMA_READY: &str = "SELECT EXISTS (SELECT 1 FROM information_
      AND column_name = 'expired') \
      AND to_regclass('offload_jobs_key') IS NOT NULL \
      AND to_regclass('offload_jobs_expiring') IS NOT NULL \
-     AND to_regclass('offload_jobs_finished') IS NOT NULL \
+     AND to_regclass('offload_jobs_ended') IS NOT NULL \
+     AND to_regclass('offload_jobs_finished') IS NULL \
      AND to_regclass('offload_latency') IS NOT NULL";
 
 /// Creates this queue's meta row unless it exists.
@@ -454,6 +459,7 @@ pub(super) const COUNTS: &str = concat!(
     "SELECT status, count(*) FROM offload_jobs WHERE queue = $1 \
      AND status IN ('queued', 'running') GROUP BY status \
      UNION ALL SELECT 'stale_' || status, count(*) FROM offload_jobs WHERE queue = $1 \
+     AND status IN ('done', 'failed', 'cancelled', 'expired') \
      AND finished_at IS NOT NULL AND finished_at < (SELECT ",
     now_ms!(),
     " - $2::bigint) GROUP BY status \
@@ -513,6 +519,27 @@ m AS (
 note AS (SELECT pg_notify('offload_jobs', queue) FROM r)
 SELECT (SELECT status FROM cur), EXISTS (SELECT 1 FROM r), coalesce((SELECT depth FROM meta), 0),
        (SELECT count(*) FROM note)"
+);
+
+/// `$2` status, `$3` and `$4` the cursor (finish time, seq), `$5` limit, `$6` retention in ms.
+/// A page of finished jobs, newest first, on `offload_jobs_ended`.
+pub(super) const LIST_FINISHED: &str = concat!(
+    "SELECT ",
+    view_columns!(),
+    ", finished_at, seq FROM offload_jobs WHERE queue = $1 AND status = $2 \
+     AND finished_at IS NOT NULL AND finished_at >= (SELECT ",
+    now_ms!(),
+    " - $6::bigint) AND (finished_at, seq) < ($3::bigint, $4::bigint) \
+     ORDER BY finished_at DESC, seq DESC LIMIT $5"
+);
+
+/// `$2` status, `$3` and `$4` the cursor (due time, seq), `$5` limit. A page of queued or
+/// running jobs, newest first, on `offload_jobs_due`.
+pub(super) const LIST_UNFINISHED: &str = concat!(
+    "SELECT ",
+    view_columns!(),
+    ", run_at, seq FROM offload_jobs WHERE queue = $1 AND status = $2 \
+     AND (run_at, seq) < ($3::bigint, $4::bigint) ORDER BY run_at DESC, seq DESC LIMIT $5"
 );
 
 /// The latency histogram's rows: label, bucket, jobs, longest time.

@@ -283,3 +283,102 @@ pub async fn a_run_is_stopped_at_its_deadline<S: Store>(store: S, test: &str) {
     let report = worker.await.unwrap();
     assert_eq!((report.done, report.expired), (0, 1), "{report:?}");
 }
+
+/// Every page of `status`, following the cursors: the ids in order.
+async fn all_pages<Q: JobQueue>(q: &Q, status: JobStatus, limit: usize) -> Vec<crate::JobId> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = q
+            .list(crate::ListFilter {
+                status,
+                limit,
+                after,
+            })
+            .await
+            .unwrap();
+        assert!(page.jobs.len() <= limit);
+        ids.extend(page.jobs.iter().map(|v| v.id.clone()));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return ids,
+        }
+    }
+}
+
+/// Failed jobs are listed newest first, with their errors and attempts, a page at a time; a
+/// cursor stays valid while more jobs fail; queued and running jobs are listed likewise, and a
+/// cursor survives being written out and read back.
+pub async fn list_pages_newest_first_with_a_stable_cursor<S: Store>(store: S, test: &str) {
+    let Some(h) = TestQueue::open(store, test, options()).await else {
+        return;
+    };
+    let q = &h.queue;
+    let me = WorkerId::new();
+    let mut failed = Vec::new();
+    for i in 0..5 {
+        let id = q
+            .enqueue(NewJob::new(i.to_string()).max_attempts(1))
+            .await
+            .unwrap();
+        let run = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+        q.complete(&run, Err(JobError::fatal(format!("bad {i}"))))
+            .await
+            .unwrap();
+        failed.push(id);
+        // Apart in time: the newest is the one that failed last.
+        sleep(Duration::from_millis(3)).await;
+    }
+    let filter = |after| crate::ListFilter {
+        status: JobStatus::Failed,
+        limit: 2,
+        after,
+    };
+    let first = q.list(filter(None)).await.unwrap();
+    let ids: Vec<_> = first.jobs.iter().map(|v| v.id.clone()).collect();
+    assert_eq!(ids, [failed[4].clone(), failed[3].clone()]);
+    let v = &first.jobs[0];
+    assert_eq!(
+        (v.error.as_deref(), v.attempts, v.finished_at.is_some()),
+        (Some("bad 4"), 1, true)
+    );
+    // Another failure after the first page: it is newer, so the pages after are unchanged.
+    let late = q
+        .enqueue(NewJob::new("late").max_attempts(1))
+        .await
+        .unwrap();
+    let run = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+    q.complete(&run, Err(JobError::fatal("late")))
+        .await
+        .unwrap();
+    let next = first.next.expect("more pages");
+    let next = crate::Cursor::parse(&next.to_string()).expect("a cursor reads back");
+    let second = q.list(filter(Some(next))).await.unwrap();
+    let ids: Vec<_> = second.jobs.iter().map(|v| v.id.clone()).collect();
+    assert_eq!(ids, [failed[2].clone(), failed[1].clone()]);
+    let third = q.list(filter(second.next)).await.unwrap();
+    assert_eq!(third.jobs.len(), 1);
+    assert_eq!(third.jobs[0].id, failed[0]);
+    assert_eq!(third.next, None, "the oldest reached");
+    let all = all_pages(q, JobStatus::Failed, 4).await;
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[0], late);
+    // Queued, newest first; one of them running.
+    let mut queued = Vec::new();
+    for i in 0..4 {
+        queued.push(q.enqueue(NewJob::new(format!("q{i}"))).await.unwrap());
+    }
+    let run = q.claim(&me, LEASE, NO_WAIT).await.unwrap().unwrap();
+    assert_eq!(run.id, queued[0]);
+    let listed = all_pages(q, JobStatus::Queued, 2).await;
+    assert_eq!(
+        listed,
+        [queued[3].clone(), queued[2].clone(), queued[1].clone()]
+    );
+    assert_eq!(
+        all_pages(q, JobStatus::Running, 2).await,
+        [queued[0].clone()]
+    );
+    assert!(all_pages(q, JobStatus::Done, 2).await.is_empty());
+    assert_eq!(all_pages(q, JobStatus::Cancelled, 1000).await.len(), 0);
+}

@@ -36,6 +36,8 @@
 //!   leaves with its retention.
 //! - **Deadlines** ([`a_job_past_its_deadline_never_runs`], [`a_run_is_stopped_at_its_deadline`]):
 //!   a job past its deadline never starts, a run at its deadline is stopped, both end `expired`.
+//! - **Lists** ([`list_pages_newest_first_with_a_stable_cursor`]): a status's jobs a page at a
+//!   time, newest first, with a cursor that stays valid while jobs are added.
 //! - **Reads** ([`unknown_and_malformed_ids`], [`latency_counts_done_jobs_by_label`]).
 //! - **All of the above at once** ([`worker_loops_drain_everything`]).
 //!
@@ -80,6 +82,7 @@ pub use self::claims::{
 pub use self::lifecycle::{
     a_job_past_its_deadline_never_runs, a_key_is_free_after_the_retention, a_key_stores_one_job,
     a_run_is_stopped_at_its_deadline, concurrent_keyed_enqueues_store_one_job,
+    list_pages_newest_first_with_a_stable_cursor,
 };
 pub use self::limits::{
     a_prefix_stops_at_the_first_job_that_does_not_fit, cap_rejects_exactly_the_overflow,
@@ -291,6 +294,7 @@ macro_rules! conformance_tests {
             a_key_is_free_after_the_retention,
             a_job_past_its_deadline_never_runs,
             a_run_is_stopped_at_its_deadline,
+            list_pages_newest_first_with_a_stable_cursor,
         ]);
     };
 }
