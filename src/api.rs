@@ -245,6 +245,7 @@ mod tests {
                 started_at: Some(11),
                 finished_at: Some(12),
                 expires_at: None,
+                priority: 0,
             },
             r#"{"id":"ab","status":"done","attempts":1,"max_attempts":3,"stalls":2,"max_stalls":10,
                 "result":{"work":"count","n":1,"result":1,"run_us":0},"enqueued_at":10,"started_at":11,"finished_at":12}"#,

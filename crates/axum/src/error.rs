@@ -27,6 +27,9 @@ pub enum Error {
     /// `invalid_deadline`).
     #[error("{0}")]
     BadDeadline(String),
+    /// A `Job-Delay` or `Job-Priority` out of its range (400 `invalid_schedule`).
+    #[error("{0}")]
+    BadSchedule(String),
     /// The request's `Idempotency-Key` names a job stored for other work: nothing was stored
     /// (422 `idempotency_key_reused`).
     #[error("the Idempotency-Key is already used by job {0} for other work")]
@@ -133,6 +136,7 @@ impl Error {
             Error::BadPrefer(_) => (StatusCode::BAD_REQUEST, "invalid_prefer"),
             Error::BadKey(_) => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
             Error::BadDeadline(_) => (StatusCode::BAD_REQUEST, "invalid_deadline"),
+            Error::BadSchedule(_) => (StatusCode::BAD_REQUEST, "invalid_schedule"),
             Error::KeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Error::BadJobId(_) => (StatusCode::BAD_REQUEST, "invalid_job_id"),
             Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),

@@ -202,6 +202,13 @@ pub struct JobBody {
     /// Its deadline (`Job-Deadline`), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// Its priority (`Job-Priority`), 0 (most urgent, left out) to 9.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u8,
+}
+
+fn is_zero(p: &u8) -> bool {
+    *p == 0
 }
 
 impl From<JobView> for JobBody {
@@ -223,6 +230,7 @@ impl From<JobView> for JobBody {
             started_at: v.started_at,
             finished_at: v.finished_at,
             expires_at: v.expires_at,
+            priority: v.priority,
         }
     }
 }

@@ -5,6 +5,9 @@
 //! - `Job-Deadline: SECONDS`: the job is worth nothing after this many seconds from now (a
 //!   decimal, such as `30` or `2.5`). A job not started by then ends `expired` without
 //!   running, and a run still going then is stopped.
+//! - `Job-Delay: SECONDS`: no claim takes the job before this many seconds from now.
+//! - `Job-Priority: P`: 0 (the default, most urgent) to 9; a job of priority `P` is claimed as
+//!   if it became due `P` seconds later ([`offload_queue::PRIORITY_STEP`]).
 //!
 //! The deadline is a header rather than a field of the work so that it applies to `GET` and
 //! `POST` alike and is not part of what an idempotency key compares (a resent request whose
@@ -23,8 +26,15 @@ use crate::Error;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The deadline's header.
 pub const JOB_DEADLINE: &str = "job-deadline";
+/// The delay's header.
+pub const JOB_DELAY: &str = "job-delay";
+/// The priority's header.
+pub const JOB_PRIORITY: &str = "job-priority";
 /// The longest deadline: a day. A job a client will wait longer for needs no deadline.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(86_400);
+/// The longest delay: 30 days. Work planned further ahead belongs in a scheduler; a delayed
+/// job holds its place in the backlog all the while.
+pub const MAX_DELAY: Duration = Duration::from_secs(30 * 86_400);
 
 /// A request's `Idempotency-Key` and `Job-Deadline`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +43,10 @@ pub struct Submit {
     pub key: Option<JobKey>,
     /// The job's deadline, from the request's arrival.
     pub deadline: Option<Duration>,
+    /// How long from the request's arrival no claim takes the job.
+    pub delay: Option<Duration>,
+    /// The job's priority, 0 to [`offload_queue::MAX_PRIORITY`].
+    pub priority: u8,
 }
 
 impl Submit {
@@ -42,7 +56,8 @@ impl Submit {
     /// # Errors
     /// [`Error::BadKey`] for a key that is empty, over 255 characters, not printable ASCII, or
     /// sent twice; [`Error::BadDeadline`] for a deadline that is not a positive number of
-    /// seconds up to [`MAX_DEADLINE`], or sent twice.
+    /// seconds up to [`MAX_DEADLINE`], or sent twice; [`Error::BadSchedule`] for a delay that
+    /// is not 0 to [`MAX_DELAY`] seconds or a priority that is not 0 to 9.
     pub fn from_headers(headers: &HeaderMap) -> Result<Submit, Error> {
         let key = match one(headers, IDEMPOTENCY_KEY).map_err(Error::BadKey)? {
             None => None,
@@ -52,7 +67,20 @@ impl Submit {
             None => None,
             Some(raw) => Some(deadline(raw)?),
         };
-        Ok(Submit { key, deadline })
+        let delay = match one(headers, JOB_DELAY).map_err(Error::BadSchedule)? {
+            None => None,
+            Some(raw) => Some(delay(raw)?),
+        };
+        let priority = match one(headers, JOB_PRIORITY).map_err(Error::BadSchedule)? {
+            None => 0,
+            Some(raw) => priority(raw)?,
+        };
+        Ok(Submit {
+            key,
+            deadline,
+            delay,
+            priority,
+        })
     }
 
     /// `job` with the key and the deadline (from now) set.
@@ -63,7 +91,10 @@ impl Submit {
         if let Some(d) = self.deadline {
             job = job.expires_in(d);
         }
-        job
+        if let Some(d) = self.delay {
+            job = job.delay(d);
+        }
+        job.priority(self.priority)
     }
 }
 
@@ -103,6 +134,34 @@ fn deadline(raw: &str) -> Result<Duration, Error> {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn delay(raw: &str) -> Result<Duration, Error> {
+    let bad = || {
+        Error::BadSchedule(format!(
+            "Job-Delay must be seconds from now, 0 to {}: got {:?}",
+            MAX_DELAY.as_secs(),
+            raw.chars().take(32).collect::<String>()
+        ))
+    };
+    let secs: f64 = raw.trim().parse().map_err(|_| bad())?;
+    if !secs.is_finite() || secs < 0.0 || secs > MAX_DELAY.as_secs_f64() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn priority(raw: &str) -> Result<u8, Error> {
+    raw.trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= offload_queue::MAX_PRIORITY)
+        .ok_or_else(|| {
+            Error::BadSchedule(format!(
+                "Job-Priority must be a whole number from 0 (most urgent) to 9: got {:?}",
+                raw.chars().take(32).collect::<String>()
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -151,5 +210,24 @@ mod tests {
             let e = Submit::from_headers(&headers(&[("job-deadline", bad)])).unwrap_err();
             assert!(matches!(e, Error::BadDeadline(_)), "{bad:?}: {e:?}");
         }
+        for (header, bad) in [
+            ("job-delay", "-1"),
+            ("job-delay", "2592001"),
+            ("job-delay", "later"),
+            ("job-priority", "10"),
+            ("job-priority", "-1"),
+            ("job-priority", "high"),
+        ] {
+            let e = Submit::from_headers(&headers(&[(header, bad)])).unwrap_err();
+            assert!(
+                matches!(e, Error::BadSchedule(_)),
+                "{header}: {bad:?}: {e:?}"
+            );
+        }
+        let s = Submit::from_headers(&headers(&[("job-delay", "0"), ("job-priority", "9")]));
+        assert_eq!(
+            s.map(|s| (s.delay, s.priority)).unwrap(),
+            (Some(Duration::ZERO), 9)
+        );
     }
 }

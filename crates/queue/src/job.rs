@@ -555,6 +555,7 @@ mod tests {
             started_at: Some(1),
             finished_at: Some(2),
             expires_at: None,
+            priority: 0,
         };
         assert_eq!(view.output::<Greet>().unwrap().unwrap(), "hello, ann");
         assert!(

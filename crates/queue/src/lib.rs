@@ -37,6 +37,16 @@
 //!   over it to stop and answers [`TIMED_OUT`], an error retried like any other, so no backend
 //!   does anything of its own. A run that ignores its stop keeps its thread and counts as stuck
 //!   ([`Handlers::stuck`]) until it returns; its result is discarded.
+//! - **Submit once.** A job's key ([`NewJob::key()`]) names one job while that job is within its
+//!   retention. SQLite: a unique index on the key, checked in the enqueue transaction;
+//!   Postgres: a unique index on (queue, key), the insert skipping a key taken meanwhile (then
+//!   the statement runs again to read the holder); Redis: a key string set inside the enqueue
+//!   script, expiring with the job's hash.
+//! - **Deadlines.** A job past its deadline ([`NewJob::expires_at`]) is never claimed (SQLite and
+//!   Redis end it `expired` in the claim, Postgres passes over it), the reaper ends the queued
+//!   ones `expired`, a run that fails at or past its deadline ends the job `expired`, and the
+//!   worker stops a run at its job's deadline.
+//! - **Lists.** [`JobQueue::list`] reads one range of an index per page (status and time).
 //! - **Retention.** Finished jobs read as unknown after `retention`; SQLite and Postgres rows are
 //!   deleted by [`JobQueue::prune`], Redis hashes expire by TTL (prune trims the indexes).
 //! - **Reads that cost little.** [`JobQueue::counts`] and [`JobQueue::latency`] read a bounded
@@ -109,7 +119,7 @@ pub use self::sqlite::SqliteQueue;
 pub use self::types::{
     Cancel, Claimed, Completion, Counts, Cursor, CursorError, IdError, JobError, JobId, JobKey,
     JobPage, JobStatus, JobView, KeyError, ListFilter, MAX_KEY_LEN, MAX_LABEL_LEN, MAX_NAME_LEN,
-    MAX_PAGE, NameError, NewJob, QueueName, Retry, WorkerId, backoff,
+    MAX_PAGE, MAX_PRIORITY, NameError, NewJob, PRIORITY_STEP, QueueName, Retry, WorkerId, backoff,
 };
 
 /// Jobs accepted but not finished, past which enqueue answers [`EnqueueError::Full`]: enough to
@@ -253,7 +263,7 @@ pub enum EnqueueError {
 
 /// The queue operations. Implemented by each backend and by [`Queue`], which dispatches.
 pub trait JobQueue: Send + Sync + 'static {
-    /// Stores a job and returns its id at once. A job with a key ([`NewJob::key`]) whose key
+    /// Stores a job and returns its id at once. A job with a key ([`NewJob::key()`]) whose key
     /// names a job within its retention with the same payload is not stored again: its id is
     /// returned. Atomic: of many concurrent enqueues under one key, one stores the job.
     ///

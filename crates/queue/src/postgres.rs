@@ -22,8 +22,8 @@ use super::latency::Latency;
 use super::types::lease_token;
 use super::{
     Cancel, Claimed, Completion, Counts, Cursor, EnqueueError, JobError, JobId, JobPage, JobQueue,
-    JobStatus, JobView, ListFilter, MAX_PAGE, NewJob, QueueError, QueueOptions, Retry, WorkerId,
-    backoff,
+    JobStatus, JobView, ListFilter, MAX_PAGE, MAX_PRIORITY, NewJob, QueueError, QueueOptions,
+    Retry, WorkerId, backoff,
 };
 
 /// Most jobs one claim takes: a batch a few milliseconds long even for tiny jobs, and a bounded
@@ -116,13 +116,14 @@ impl PostgresQueue {
         let (name, id_text, payload) = (&opts.name.as_str(), id.as_str(), &job.payload);
         let label = job.label.as_deref();
         let expires_at = deadline(job);
+        let (run_at, priority) = (due(job), i32::from(job.priority.min(MAX_PRIORITY)));
         let max_attempts =
             i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1)).unwrap_or(i32::MAX);
         let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
         let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
         let (stored, depth) = self
             .call(|l| async move {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                     name,
                     &id_text,
                     payload,
@@ -131,6 +132,8 @@ impl PostgresQueue {
                     &cap,
                     &label,
                     &expires_at,
+                    &run_at,
+                    &priority,
                 ];
                 match l.client.query_one(&l.enqueue, &params).await {
                     Ok(row) => Ok((row.try_get::<_, bool>(0)?, row.try_get::<_, i64>(2)?)),
@@ -162,14 +165,20 @@ impl PostgresQueue {
             .collect();
         let labels: Vec<Option<&str>> = jobs.iter().map(|p| p.job.label.as_deref()).collect();
         let deadlines: Vec<Option<i64>> = jobs.iter().map(|p| deadline(&p.job)).collect();
+        let run_ats: Vec<Option<i64>> = jobs.iter().map(|p| due(&p.job)).collect();
+        let priorities: Vec<i32> = jobs
+            .iter()
+            .map(|p| i32::from(p.job.priority.min(MAX_PRIORITY)))
+            .collect();
         let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
         let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
         let (ids, payloads, attempts, labels, deadlines) =
             (&ids, &payloads, &attempts, &labels, &deadlines);
+        let (run_ats, priorities) = (&run_ats, &priorities);
         let name = &opts.name.as_str();
         let (k, depth) = self
             .call(|l| async move {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                     name,
                     ids,
                     payloads,
@@ -178,6 +187,8 @@ impl PostgresQueue {
                     &cap,
                     labels,
                     deadlines,
+                    run_ats,
+                    priorities,
                 ];
                 let row = l.client.query_one(&l.enqueue_batch, &params).await?;
                 Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))
@@ -198,6 +209,7 @@ impl PostgresQueue {
         let key = job.key.as_ref().map_or("", |k| k.as_str());
         let (name, id_text, payload) = (&opts.name.as_str(), id.as_str(), &job.payload);
         let (label, expires_at) = (job.label.as_deref(), deadline(job));
+        let (run_at, priority) = (due(job), i32::from(job.priority.min(MAX_PRIORITY)));
         let max_attempts =
             i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1)).unwrap_or(i32::MAX);
         let max_stalls = i32::try_from(opts.max_stalls.max(1)).unwrap_or(i32::MAX);
@@ -206,7 +218,7 @@ impl PostgresQueue {
         for _ in 0..TRIES {
             let row = self
                 .call(|l| async move {
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
                         name,
                         &id_text,
                         payload,
@@ -217,6 +229,8 @@ impl PostgresQueue {
                         &expires_at,
                         &key,
                         &retention,
+                        &run_at,
+                        &priority,
                     ];
                     l.client.query_one(sql::ENQUEUE_KEYED, &params).await
                 })
@@ -334,6 +348,11 @@ async fn batch_enqueues(queue: Weak<Inner>, mut inbox: mpsc::Receiver<Pending>) 
     }
 }
 
+/// A job's due time as the column takes it (`None`: now).
+fn due(job: &NewJob) -> Option<i64> {
+    job.run_at.map(|r| i64::try_from(r).unwrap_or(i64::MAX))
+}
+
 /// A job's deadline as the column holds it.
 fn deadline(job: &NewJob) -> Option<i64> {
     job.expires_at.map(|e| i64::try_from(e).unwrap_or(i64::MAX))
@@ -365,6 +384,7 @@ fn view(row: &Row) -> Result<JobView, QueueError> {
         stalls: count(9)?,
         max_stalls: count(10)?,
         expires_at: time(11)?,
+        priority: u8::try_from(row.try_get::<_, i32>(12)?.clamp(0, 255)).unwrap_or(0),
     })
 }
 
@@ -644,8 +664,8 @@ impl JobQueue for PostgresQueue {
             .await?;
         let next = match rows.last() {
             Some(last) if rows.len() == limit => Some(Cursor {
-                t: last.try_get::<_, Option<i64>>(12)?.unwrap_or(0).max(0) as u64,
-                tie: last.try_get::<_, i64>(13)?.to_string(),
+                t: last.try_get::<_, Option<i64>>(13)?.unwrap_or(0).max(0) as u64,
+                tie: last.try_get::<_, i64>(14)?.to_string(),
             }),
             _ => None,
         };

@@ -35,8 +35,8 @@ use super::latency::{self, Latency};
 use super::types::lease_token;
 use super::{
     Cancel, Claimed, Completion, Counts, Cursor, EnqueueError, JobError, JobId, JobPage, JobQueue,
-    JobStatus, JobView, ListFilter, MAX_PAGE, NewJob, QueueError, QueueOptions, Retry, WorkerId,
-    backoff,
+    JobStatus, JobView, ListFilter, MAX_PAGE, MAX_PRIORITY, NewJob, QueueError, QueueOptions,
+    Retry, WorkerId, backoff,
 };
 
 /// The consumer group every worker reads through.
@@ -383,6 +383,7 @@ impl RedisQueue {
             started_at: number(&mut h, "started_at"),
             finished_at: number(&mut h, "finished_at"),
             expires_at: number(&mut h, "expires_at"),
+            priority: number(&mut h, "priority").unwrap_or(0),
             result: field(&mut h, "result"),
             error: field(&mut h, "error"),
         }))
@@ -424,6 +425,8 @@ impl JobQueue for RedisQueue {
         let label = job.label.as_deref().unwrap_or("");
         let key = job.key.as_ref().map_or("", |k| k.as_str());
         let deadline = job.expires_at.map(|e| e.to_string()).unwrap_or_default();
+        let run_at = job.run_at.map(|r| r.to_string()).unwrap_or_default();
+        let priority = job.priority.min(MAX_PRIORITY).to_string();
         let (stored, other): (u8, String) = self
             .run(
                 &self.inner.scripts.enqueue,
@@ -436,6 +439,8 @@ impl JobQueue for RedisQueue {
                     label,
                     key,
                     &deadline,
+                    &run_at,
+                    &priority,
                 ],
             )
             .await?;

@@ -13,8 +13,8 @@ use super::latency::{self, Latency, MAX_LABELS, OTHER};
 use super::types::{lease_token, now_ms};
 use super::{
     Cancel, Claimed, Completion, Counts, Cursor, EnqueueError, JobError, JobId, JobPage, JobQueue,
-    JobStatus, JobView, ListFilter, MAX_PAGE, NewJob, QueueError, QueueOptions, Retry, WorkerId,
-    backoff,
+    JobStatus, JobView, ListFilter, MAX_PAGE, MAX_PRIORITY, NewJob, PRIORITY_STEP, QueueError,
+    QueueOptions, Retry, WorkerId, backoff,
 };
 
 /// How long a writer waits for another process's transaction: long enough that workers never die
@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS latency_labels (label TEXT PRIMARY KEY) WITHOUT ROWID
 
 /// Columns added since the first release: a file made by an older offload gets them on open,
 /// followed by the statement that fills them in, if any.
-const ADDED_COLUMNS: [(&str, &str, &str, &str); 10] = [
+const ADDED_COLUMNS: [(&str, &str, &str, &str); 12] = [
     ("jobs", "stalls", "INTEGER NOT NULL DEFAULT 0", ""),
     ("jobs", "max_stalls", "INTEGER NOT NULL DEFAULT 10", ""),
     ("qmeta", "stalls", "INTEGER NOT NULL DEFAULT 0", ""),
@@ -83,12 +83,23 @@ const ADDED_COLUMNS: [(&str, &str, &str, &str); 10] = [
     ("qmeta", "expired", "INTEGER NOT NULL DEFAULT 0", ""),
     ("jobs", "key", "TEXT", ""),
     ("jobs", "expires_at", "INTEGER", ""),
+    ("jobs", "priority", "INTEGER NOT NULL DEFAULT 0", ""),
+    // The claim order: the due time, pushed back by priority (see `PRIORITY_STEP`). Computed,
+    // so every statement that sets `run_at` keeps it right; indexed in `jobs_rank`.
+    (
+        "jobs",
+        "rank",
+        "INTEGER GENERATED ALWAYS AS (run_at + priority * 1000) VIRTUAL",
+        "",
+    ),
 ];
 
 /// Indexes on added columns, made once the columns are there. `jobs_key`: one job per key,
 /// which is what makes a keyed enqueue atomic even against another process. `jobs_expiring`:
 /// the queued jobs that have a deadline, so the sweep that expires them reads only those.
 const ADDED_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS jobs_rank ON jobs (status, rank);
+DROP INDEX IF EXISTS jobs_due;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at)
     WHERE status = 'queued' AND expires_at IS NOT NULL;
@@ -101,7 +112,11 @@ const MAX_EXPIRE: i64 = 1000;
 const EXPIRED: &str = "expired: its deadline passed before it finished";
 
 const VIEW_COLUMNS: &str = "id, status, attempts, max_attempts, result, error, enqueued_at, \
-                            started_at, finished_at, stalls, max_stalls, expires_at";
+                            started_at, finished_at, stalls, max_stalls, expires_at, priority";
+
+/// The greatest handicap in the claim order: [`MAX_PRIORITY`] × [`PRIORITY_STEP`], in ms (the
+/// `rank` column's expression writes the step, 1,000 ms, as a literal).
+const MAX_HANDICAP_MS: i64 = MAX_PRIORITY as i64 * PRIORITY_STEP.as_millis() as i64;
 
 /// Work for the connection thread. It runs at once and returns the reply, which the thread sends
 /// only after the group commit holding the work has committed (or failed: the reply says so).
@@ -263,7 +278,8 @@ fn connect_once(path: &Path, full_sync: bool) -> Result<Connection, QueueError> 
         c.execute_batch(SCHEMA)?;
         for (table, column, decl, fill) in ADDED_COLUMNS {
             let present: bool = c.query_row(
-                &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                // `xinfo`: generated columns too.
+                &format!("SELECT count(*) > 0 FROM pragma_table_xinfo('{table}') WHERE name = ?1"),
                 [column],
                 |r| r.get(0),
             )?;
@@ -368,6 +384,7 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView, rusqlite::Error> {
         stalls: row.get(9)?,
         max_stalls: row.get(10)?,
         expires_at: row.get::<_, Option<i64>>(11)?.map(|t| t.max(0) as u64),
+        priority: row.get(12)?,
     })
 }
 
@@ -511,8 +528,8 @@ fn claim_due(
                 "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = ?1, \
                  lease_until = ?2, started_at = ?3, worker = ?4 \
                  WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= ?3 \
-                               ORDER BY run_at, seq LIMIT ?5) \
-                 RETURNING id, payload, attempts, max_attempts, run_at, seq, expires_at",
+                               ORDER BY rank, seq LIMIT ?5) \
+                 RETURNING id, payload, attempts, max_attempts, rank, seq, expires_at",
             )?
             .query_map(params![token, t + ms(lease), t, worker, max as i64], |r| {
                 Ok((
@@ -548,9 +565,13 @@ fn claim_due(
         // RETURNING gives no order; hand the jobs out oldest first.
         jobs.sort_by_key(|(order, _)| *order);
         let next_due = if jobs.is_empty() {
-            tx.prepare_cached("SELECT min(run_at) FROM jobs WHERE status = 'queued'")?
-                .query_row([], |r| r.get::<_, Option<i64>>(0))?
-                .map(|due| Duration::from_millis((due - t).max(0) as u64))
+            // The earliest due time is within the greatest handicap of the first rank.
+            tx.prepare_cached(
+                "SELECT min(run_at) FROM jobs WHERE status = 'queued' \
+                 AND rank <= (SELECT min(rank) FROM jobs WHERE status = 'queued') + ?1",
+            )?
+            .query_row([MAX_HANDICAP_MS], |r| r.get::<_, Option<i64>>(0))?
+            .map(|due| Duration::from_millis((due - t).max(0) as u64))
         } else {
             None
         };
@@ -677,8 +698,9 @@ impl JobQueue for SqliteQueue {
                         let t = enqueue_time();
                         tx.prepare_cached(
                             "INSERT INTO jobs (id, status, payload, max_attempts, max_stalls, \
-                             enqueued_at, run_at, label, key, expires_at) \
-                             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+                             enqueued_at, run_at, label, key, expires_at, priority) \
+                             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, max(?5, ?9), ?6, ?7, ?8, \
+                             ?10)",
                         )?
                         .execute(params![
                             id.as_str(),
@@ -689,6 +711,9 @@ impl JobQueue for SqliteQueue {
                             job.label,
                             job.key.as_ref().map(|k| k.as_str()),
                             job.expires_at.map(|e| i64::try_from(e).unwrap_or(i64::MAX)),
+                            job.run_at
+                                .map_or(0, |r| i64::try_from(r).unwrap_or(i64::MAX)),
+                            job.priority.min(MAX_PRIORITY),
                         ])?;
                         ids.push(id);
                     }
@@ -938,13 +963,13 @@ impl JobQueue for SqliteQueue {
                 )
             } else {
                 format!(
-                    "SELECT {VIEW_COLUMNS}, run_at, seq FROM jobs WHERE status = ?1 \
-                     AND (run_at, seq) < (?2, ?3) \
-                     ORDER BY run_at DESC, seq DESC LIMIT ?4"
+                    "SELECT {VIEW_COLUMNS}, rank, seq FROM jobs WHERE status = ?1 \
+                     AND (rank, seq) < (?2, ?3) \
+                     ORDER BY rank DESC, seq DESC LIMIT ?4"
                 )
             };
             fn row(r: &rusqlite::Row<'_>) -> Result<(JobView, i64, i64), rusqlite::Error> {
-                Ok((view(r)?, r.get(12)?, r.get(13)?))
+                Ok((view(r)?, r.get(13)?, r.get(14)?))
             }
             let mut stmt = conn.prepare_cached(&sql)?;
             let (status, limit_sql) = (status.as_str(), limit as i64);

@@ -70,7 +70,7 @@ impl Serialize for JobId {
 /// with room for a client's own prefix, and bounds what a client can make the store index.
 pub const MAX_KEY_LEN: usize = 255;
 
-/// A job's idempotency key ([`NewJob::key`]): 1 to [`MAX_KEY_LEN`] printable ASCII
+/// A job's idempotency key ([`NewJob::key()`]): 1 to [`MAX_KEY_LEN`] printable ASCII
 /// characters (space to `~`), as an HTTP header can carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct JobKey(String);
@@ -303,6 +303,13 @@ pub struct JobView {
     /// Its deadline, if it has one ([`NewJob::expires_at`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// Its priority, 0 (most urgent) to [`MAX_PRIORITY`].
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: u8,
+}
+
+fn is_zero(p: &u8) -> bool {
+    *p == 0
 }
 
 /// A job to enqueue: an opaque payload (JSON text), its attempt budget and the label its
@@ -323,7 +330,24 @@ pub struct NewJob {
     /// The caller's deadline, unix ms: a job not started by then ends `expired` without
     /// running, and a run still going then is told to stop and ends `expired`.
     pub expires_at: Option<u64>,
+    /// Not claimed before this time, unix ms (`None`: at once).
+    pub run_at: Option<u64>,
+    /// 0 (the default, most urgent) to [`MAX_PRIORITY`]: claims take the job as if it became
+    /// due `priority` × [`PRIORITY_STEP`] later than it did. See [`PRIORITY_STEP`].
+    pub priority: u8,
 }
+
+/// The least urgent priority.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// How much later a job of priority `p` is claimed than one of priority 0 due at the same
+/// time: `p` × this. Claims take due jobs in order of their due time plus this handicap (then
+/// in the order stored), so a job of priority `p` waits behind urgent jobs that became due up
+/// to `p` seconds after it, and is claimed before any that became due later: under a stream of
+/// urgent jobs that keeps every worker busy, a low-priority job is still claimed within
+/// `p` seconds plus the time the workers take to run the urgent jobs ahead of it. Aging, in
+/// one number that the store orders by: no scan for old jobs, no share of claims to tune.
+pub const PRIORITY_STEP: Duration = Duration::from_secs(1);
 
 /// Longest job label kept; a longer one is cut (labels name kinds of work, not jobs).
 pub const MAX_LABEL_LEN: usize = 64;
@@ -337,7 +361,21 @@ impl NewJob {
             label: None,
             key: None,
             expires_at: None,
+            run_at: None,
+            priority: 0,
         }
+    }
+
+    /// Holds the job back for `d`: no claim takes it before.
+    pub fn delay(mut self, d: Duration) -> NewJob {
+        self.run_at = Some(now_ms().saturating_add(d.as_millis() as u64));
+        self
+    }
+
+    /// Sets the priority, cut to [`MAX_PRIORITY`]: see the field `priority`.
+    pub fn priority(mut self, priority: u8) -> NewJob {
+        self.priority = priority.min(MAX_PRIORITY);
+        self
     }
 
     /// Stores the job at most once under `key`: see the field `key`.

@@ -11,6 +11,21 @@ for _, id in ipairs(due) do
   redis.call('ZREM', retry, id)
   add(id)
 end
+-- Nothing waits on the stream: jobs due now whose priority still holds them back are taken
+-- too, in claim order, rather than leave a worker idle (a bounded look: every job due now is
+-- within the greatest handicap of now).
+if redis.call('XLEN', stream) - redis.call('XPENDING', stream, group)[1] == 0 then
+  local held = redis.call('ZRANGEBYSCORE', retry, '(' .. now, now + MAX_HANDICAP, 'LIMIT', 0, 100)
+  local promoted = 0
+  for _, id in ipairs(held) do
+    if promoted >= want then break end
+    if tonumber(redis.call('HGET', jobp .. id, 'run_at') or '0') <= now then
+      redis.call('ZREM', retry, id)
+      add(id)
+      promoted = promoted + 1
+    end
+  end
+end
 
 local out = {}
 local function start(entry)

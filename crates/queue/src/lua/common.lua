@@ -13,6 +13,8 @@ local jobp, group = ARGV[1], ARGV[2]
 local keyp = string.sub(jobp, 1, #jobp - 4) .. 'key:'
 -- The error an expired job carries.
 local EXPIRED = 'expired: its deadline passed before it finished'
+-- A job of priority p is claimed as if due p * STEP ms later (PRIORITY_STEP); 9 is the most.
+local STEP, MAX_HANDICAP = 1000, 9000
 
 -- What every end of a job shares: out of the deadlines, and its key (if any) expiring with it.
 local function settle(key, id, retention_ms)
@@ -87,4 +89,18 @@ local function record_latency(label, ms)
   redis.call('HINCRBY', latency_h, bucket_of(ms) .. ':' .. label, 1)
   local longest = tonumber(redis.call('HGET', latency_h, 'max:' .. label) or '-1')
   if ms > longest then redis.call('HSET', latency_h, 'max:' .. label, ms) end
+end
+
+-- Queue job `id` to run at `due` (unix ms) with its priority: on the stream at once when it is
+-- due now and urgent, else in the retry zset by its claim order (due time plus handicap), which
+-- the claim promotes.
+local function queue_at(id, due, now)
+  local key = jobp .. id
+  local p = tonumber(redis.call('HGET', key, 'priority') or '0')
+  if due <= now and p == 0 then
+    add(id)
+  else
+    redis.call('HSET', key, 'run_at', due)
+    redis.call('ZADD', retry, due + p * STEP, id)
+  end
 end

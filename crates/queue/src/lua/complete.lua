@@ -22,9 +22,9 @@ for i = 4, #ARGV, 6 do
     out[#out + 1] = 'expired'
   elseif kind == 'retry' and tonumber(h[3]) < tonumber(h[4]) then
     redis.call('HSET', key, 'status', 'queued', 'error', value)
-    redis.call('HDEL', key, 'lease', 'lease_until')
-    redis.call('ZADD', retry, now + tonumber(delay), id)
+    redis.call('HDEL', key, 'lease', 'lease_until', 'entry')
     drop(entry)
+    queue_at(id, now + tonumber(delay), now)
     out[#out + 1] = 'retrying'
   else
     finish(key, id, 'failed', value, now, retention, entry)

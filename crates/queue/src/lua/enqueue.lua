@@ -1,6 +1,6 @@
 -- ARGV[3] id, ARGV[4] payload, ARGV[5] max attempts, ARGV[6] backlog cap, ARGV[7] max stalls,
 -- ARGV[8] label ('' for none), ARGV[9] idempotency key ('' for none), ARGV[10] deadline in unix
--- ms ('' for none).
+-- ms ('' for none), ARGV[11] due time in unix ms ('' for now), ARGV[12] priority (0 to 9).
 -- Returns {1, depth} when stored, {0, depth} when full, {2, id} when a job with the same
 -- payload holds the key (nothing stored), {3, id} when one with another payload does. Never
 -- bounded with MAXLEN: trimming would silently drop jobs that have not run.
@@ -18,8 +18,10 @@ end
 local n = backlog()
 if n >= tonumber(ARGV[6]) then return {0, n} end
 local key = jobp .. ARGV[3]
+local now = now_ms()
 redis.call('HSET', key, 'status', 'queued', 'payload', ARGV[4], 'attempts', 0,
-  'max_attempts', ARGV[5], 'stalls', 0, 'max_stalls', ARGV[7], 'enqueued_at', now_ms())
+  'max_attempts', ARGV[5], 'stalls', 0, 'max_stalls', ARGV[7], 'enqueued_at', now)
+if ARGV[12] ~= '0' then redis.call('HSET', key, 'priority', ARGV[12]) end
 if ARGV[8] ~= '' then redis.call('HSET', key, 'label', ARGV[8]) end
 if kk ~= '' then
   redis.call('HSET', key, 'key', ARGV[9])
@@ -29,5 +31,5 @@ if ARGV[10] ~= '' then
   redis.call('HSET', key, 'expires_at', ARGV[10])
   redis.call('ZADD', deadlines_z, ARGV[10], ARGV[3])
 end
-add(ARGV[3])
+queue_at(ARGV[3], math.max(tonumber(ARGV[11]) or now, now), now)
 return {1, n + 1}

@@ -19,5 +19,5 @@ redis.call('HDEL', key, 'finished_at', 'lease', 'lease_until', 'expires_at')
 redis.call('ZREM', failed_z, id)
 redis.call('ZREM', cancelled_z, id)
 redis.call('ZREM', expired_z, id)
-add(id)
+queue_at(id, now_ms(), now_ms())
 return {status, 1, n + 1}

@@ -61,9 +61,23 @@ impl Link {
     /// round trip's wait for all).
     pub(super) async fn open(config: &Config, queue: &str) -> Result<Link, QueueError> {
         let client = connect(config).await?;
-        let ready: bool = client.query_one(sql::SCHEMA_READY, &[]).await?.try_get(0)?;
-        if !ready {
-            client.batch_execute(&sql::schema()).await?;
+        // Changing the schema takes table locks that running processes' statements may hold in
+        // the other order: Postgres then aborts one side with a deadlock, and this side tries
+        // again (the schema is one transaction, so nothing of it stays half done).
+        let mut tries = 0;
+        loop {
+            let ready: bool = client.query_one(sql::SCHEMA_READY, &[]).await?.try_get(0)?;
+            if ready {
+                break;
+            }
+            match client.batch_execute(&sql::schema()).await {
+                Err(e) if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) && tries < 5 => {
+                    tries += 1;
+                    tracing::info!(error = %e, "schema change met running statements; again");
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                other => other?,
+            }
         }
         client.execute(sql::ADD_QUEUE, &[&queue]).await?;
         let c = &client;

@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS offload_jobs (
     worker       TEXT,
     label        TEXT
 );
-CREATE INDEX IF NOT EXISTS offload_jobs_due ON offload_jobs (queue, status, run_at, seq);
 CREATE INDEX IF NOT EXISTS offload_jobs_lease ON offload_jobs (queue, lease_until)
     WHERE status = 'running';
 -- Finished jobs by status and finish time: prune, counts and lists of failed (and other
@@ -114,6 +113,18 @@ DO $$ BEGIN
             ADD COLUMN IF NOT EXISTS expires_at BIGINT;
     END IF;
 END $$;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'offload_jobs'
+                     AND column_name = 'rank') THEN
+        ALTER TABLE offload_jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0,
+            -- The claim order: the due time, pushed back by priority (PRIORITY_STEP, 1,000 ms).
+            ADD COLUMN rank BIGINT GENERATED ALWAYS AS (run_at + priority * 1000) STORED;
+    END IF;
+END $$;
+-- Claims (and lists of queued and running jobs) read the queue's due jobs in claim order.
+CREATE INDEX IF NOT EXISTS offload_jobs_rank ON offload_jobs (queue, status, rank, seq);
+DROP INDEX IF EXISTS offload_jobs_due;
 -- One job per key and queue: what makes a keyed enqueue atomic across processes.
 CREATE UNIQUE INDEX IF NOT EXISTS offload_jobs_key ON offload_jobs (queue, key)
     WHERE key IS NOT NULL;
@@ -143,6 +154,7 @@ pub(super) const SCHEMA_READY: &str = "SELECT EXISTS (SELECT 1 FROM information_
      WHERE table_schema = current_schema() AND table_name = 'offload_queues' \
      AND column_name = 'expired') \
      AND to_regclass('offload_jobs_key') IS NOT NULL \
+     AND to_regclass('offload_jobs_rank') IS NOT NULL \
      AND to_regclass('offload_jobs_expiring') IS NOT NULL \
      AND to_regclass('offload_jobs_ended') IS NOT NULL \
      AND to_regclass('offload_jobs_finished') IS NULL \
@@ -153,7 +165,7 @@ pub(super) const ADD_QUEUE: &str =
     "INSERT INTO offload_queues (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING";
 
 /// `$2` id, `$3` payload, `$4` max attempts, `$5` max stalls, `$6` cap, `$7` label (or NULL),
-/// `$8` deadline (or NULL). Takes a place in the
+/// `$8` deadline (or NULL), `$9` due time (or NULL: now), `$10` priority. Takes a place in the
 /// backlog (an upsert, so a deleted meta row comes back), stores the job only if it got one, and
 /// notifies idle workers. Answers whether it stored the job and the depth before it.
 pub(super) const ENQUEUE: &str = concat!(
@@ -166,8 +178,9 @@ room AS (
     RETURNING depth),
 job AS (
     INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
-                              enqueued_at, run_at, label, expires_at)
-    SELECT $1, $2, 'queued', $3, $4, $5, t.now, t.now, $7::text, $8::bigint FROM t
+                              enqueued_at, run_at, label, expires_at, priority)
+    SELECT $1, $2, 'queued', $3, $4, $5, t.now, greatest(t.now, $9::bigint), $7::text,
+           $8::bigint, $10::int FROM t
     WHERE EXISTS (SELECT 1 FROM room)
     RETURNING queue),
 note AS (SELECT pg_notify('offload_jobs', queue) FROM job)
@@ -175,8 +188,9 @@ SELECT EXISTS (SELECT 1 FROM job), (SELECT count(*) FROM note),
        coalesce((SELECT depth FROM offload_queues WHERE queue = $1), 0)"
 );
 
-/// `$2` ids, `$3` payloads, `$4` max attempts, `$7` labels, `$8` deadlines (arrays, one entry
-/// per job, in order; a label or deadline may be NULL), `$5` max stalls, `$6` cap. Takes as many places as the cap leaves for the batch (the first `k` jobs,
+/// `$2` ids, `$3` payloads, `$4` max attempts, `$7` labels, `$8` deadlines, `$9` due times,
+/// `$10` priorities (arrays, one entry per job, in order; a label, deadline or due time may be
+/// NULL), `$5` max stalls, `$6` cap. Takes as many places as the cap leaves for the batch (the first `k` jobs,
 /// in order) under one lock of the meta row, stores those `k` jobs and notifies once. The SET
 /// expressions see the row as it was, so `last_batch` returns `k` itself. Answers `k` and the
 /// depth after. One statement for many jobs: the meta row is locked, and the commit flushed,
@@ -195,10 +209,12 @@ room AS (
     RETURNING depth, last_batch),
 job AS (
     INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
-                              enqueued_at, run_at, label, expires_at)
-    SELECT $1, x.id, 'queued', x.payload, x.max_attempts, $5, t.now, t.now, x.label, x.expires_at
-    FROM t, unnest($2::text[], $3::text[], $4::int[], $7::text[], $8::bigint[])
-        WITH ORDINALITY AS x(id, payload, max_attempts, label, expires_at, ord)
+                              enqueued_at, run_at, label, expires_at, priority)
+    SELECT $1, x.id, 'queued', x.payload, x.max_attempts, $5, t.now, greatest(t.now, x.run_at),
+           x.label, x.expires_at, x.priority
+    FROM t, unnest($2::text[], $3::text[], $4::int[], $7::text[], $8::bigint[], $9::bigint[],
+                   $10::int[])
+        WITH ORDINALITY AS x(id, payload, max_attempts, label, expires_at, run_at, priority, ord)
     WHERE x.ord <= (SELECT last_batch FROM room)
     RETURNING queue),
 note AS (SELECT pg_notify('offload_jobs', $1) WHERE EXISTS (SELECT 1 FROM job))
@@ -206,7 +222,7 @@ SELECT (SELECT last_batch FROM room), (SELECT depth FROM room), (SELECT count(*)
 );
 
 /// `$2` id, `$3` payload, `$4` max attempts, `$5` max stalls, `$6` cap, `$7` label, `$8`
-/// deadline, `$9` key, `$10` retention in ms. Stores a keyed job unless a job holds its key.
+/// deadline, `$9` key, `$10` retention in ms, `$11` due time, `$12` priority. Stores a keyed job unless a job holds its key.
 /// The queue's row is locked before the check of the cap, so the cap holds; the insert skips a
 /// key taken meanwhile (`ON CONFLICT DO NOTHING` sees rows committed after this statement's
 /// snapshot, which its reads do not), and the depth is raised only for a job stored. Answers
@@ -224,8 +240,9 @@ meta AS (SELECT depth FROM offload_queues
          WHERE queue = $1 AND NOT EXISTS (SELECT 1 FROM old) FOR UPDATE),
 job AS (
     INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
-                              enqueued_at, run_at, label, expires_at, key)
-    SELECT $1, $2, 'queued', $3, $4, $5, t.now, t.now, $7::text, $8::bigint, $9 FROM t
+                              enqueued_at, run_at, label, expires_at, key, priority)
+    SELECT $1, $2, 'queued', $3, $4, $5, t.now, greatest(t.now, $11::bigint), $7::text,
+           $8::bigint, $9, $12::int FROM t
     WHERE (SELECT depth FROM meta) < $6::bigint
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING queue),
@@ -272,7 +289,7 @@ SELECT count(*) FROM x"
 macro_rules! view_columns {
     () => {
         "id, status, attempts, max_attempts, result, error, enqueued_at, started_at, \
-         finished_at, stalls, max_stalls, expires_at"
+         finished_at, stalls, max_stalls, expires_at, priority"
     };
 }
 
@@ -297,18 +314,21 @@ due AS MATERIALIZED (
     SELECT seq FROM offload_jobs
     WHERE queue = $1 AND status = 'queued' AND run_at <= (SELECT now FROM t)
         AND (expires_at IS NULL OR expires_at > (SELECT now FROM t))
-    ORDER BY run_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+    ORDER BY rank, seq LIMIT $2 FOR UPDATE SKIP LOCKED)
 UPDATE offload_jobs j SET status = 'running', attempts = j.attempts + 1, lease = $3,
     lease_until = t.now + $4::bigint, started_at = t.now, worker = $5
 FROM t WHERE j.seq IN (SELECT seq FROM due)
-RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.run_at, j.seq, j.expires_at"
+RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.rank, j.seq, j.expires_at"
 );
 
-/// Milliseconds until the next queued job is due (negative: due now), or NULL if none.
+/// Milliseconds until the next queued job is due (negative: due now), or NULL if none. The
+/// earliest due time is within the greatest handicap (9 × 1,000 ms) of the first rank, so one
+/// range of `offload_jobs_rank` holds it.
 pub(super) const NEXT_DUE: &str = concat!(
     "SELECT min(run_at) - ",
     now_ms!(),
-    " FROM offload_jobs WHERE queue = $1 AND status = 'queued'"
+    " FROM offload_jobs WHERE queue = $1 AND status = 'queued' AND rank <= \
+     (SELECT min(rank) FROM offload_jobs WHERE queue = $1 AND status = 'queued') + 9000"
 );
 
 /// `$2` id, `$3` token, `$4` lease in ms.
@@ -534,12 +554,12 @@ pub(super) const LIST_FINISHED: &str = concat!(
 );
 
 /// `$2` status, `$3` and `$4` the cursor (due time, seq), `$5` limit. A page of queued or
-/// running jobs, newest first, on `offload_jobs_due`.
+/// running jobs, last in claim order first, on `offload_jobs_rank`.
 pub(super) const LIST_UNFINISHED: &str = concat!(
     "SELECT ",
     view_columns!(),
-    ", run_at, seq FROM offload_jobs WHERE queue = $1 AND status = $2 \
-     AND (run_at, seq) < ($3::bigint, $4::bigint) ORDER BY run_at DESC, seq DESC LIMIT $5"
+    ", rank, seq FROM offload_jobs WHERE queue = $1 AND status = $2 \
+     AND (rank, seq) < ($3::bigint, $4::bigint) ORDER BY rank DESC, seq DESC LIMIT $5"
 );
 
 /// The latency histogram's rows: label, bucket, jobs, longest time.

@@ -36,6 +36,9 @@
 //!   leaves with its retention.
 //! - **Deadlines** ([`a_job_past_its_deadline_never_runs`], [`a_run_is_stopped_at_its_deadline`]):
 //!   a job past its deadline never starts, a run at its deadline is stopped, both end `expired`.
+//! - **Delay and priority** ([`delays_hold_jobs_back_and_priorities_order_claims`],
+//!   [`low_priority_is_claimed_within_its_handicap`]): a delayed job waits; claims take the
+//!   most urgent due job first, and a low priority is a bounded handicap, not starvation.
 //! - **Lists** ([`list_pages_newest_first_with_a_stable_cursor`]): a status's jobs a page at a
 //!   time, newest first, with a cursor that stays valid while jobs are added.
 //! - **Reads** ([`unknown_and_malformed_ids`], [`latency_counts_done_jobs_by_label`]).
@@ -82,7 +85,8 @@ pub use self::claims::{
 pub use self::lifecycle::{
     a_job_past_its_deadline_never_runs, a_key_is_free_after_the_retention, a_key_stores_one_job,
     a_run_is_stopped_at_its_deadline, concurrent_keyed_enqueues_store_one_job,
-    list_pages_newest_first_with_a_stable_cursor,
+    delays_hold_jobs_back_and_priorities_order_claims,
+    list_pages_newest_first_with_a_stable_cursor, low_priority_is_claimed_within_its_handicap,
 };
 pub use self::limits::{
     a_prefix_stops_at_the_first_job_that_does_not_fit, cap_rejects_exactly_the_overflow,
@@ -295,6 +299,8 @@ macro_rules! conformance_tests {
             a_job_past_its_deadline_never_runs,
             a_run_is_stopped_at_its_deadline,
             list_pages_newest_first_with_a_stable_cursor,
+            delays_hold_jobs_back_and_priorities_order_claims,
+            low_priority_is_claimed_within_its_handicap,
         ]);
     };
 }
