@@ -559,6 +559,8 @@ async fn keys_and_deadlines_over_http(b: Backend, test: &str) {
         ("idempotency-key", long.as_str(), "invalid_idempotency_key"),
         ("job-deadline", "0", "invalid_deadline"),
         ("job-deadline", "1e9", "invalid_deadline"),
+        ("job-delay", "-1", "invalid_schedule"),
+        ("job-priority", "10", "invalid_schedule"),
     ] {
         let r = request(gw.addr, "GET", "/heavy?n=1000", &[(header, value)], "").await;
         assert_eq!(

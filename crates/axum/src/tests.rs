@@ -850,3 +850,41 @@ async fn jobs_are_listed_by_status_a_page_at_a_time() {
         assert_eq!(r.json()["error"]["code"], "invalid_query", "{bad}");
     }
 }
+
+/// `Job-Delay` holds a stored job back, `Job-Priority` is kept with it, and either out of its
+/// range is a 400 `invalid_schedule` that stores nothing.
+#[tokio::test]
+async fn a_delayed_job_waits_and_a_bad_schedule_is_refused() {
+    let app = app(64, 100).await;
+    let (stop, worker) = worker(&app);
+    let headers = [("job-delay", "0.4"), ("job-priority", "3")];
+    let r = call_with(&app, "POST", "/nap", &headers, r#"{"units": 1}"#).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let location = r.header("location").to_owned();
+    let job = settled(&app, &location).await;
+    assert_eq!(
+        (&job["status"], &job["priority"]),
+        (&"done".into(), &3.into()),
+        "{job}"
+    );
+    let waited = job["started_at"].as_u64().unwrap() - job["enqueued_at"].as_u64().unwrap();
+    assert!(waited >= 395, "started {waited} ms after it was stored");
+    for (header, value) in [
+        ("job-delay", "-1"),
+        ("job-delay", "soon"),
+        ("job-priority", "10"),
+        ("job-priority", "urgent"),
+    ] {
+        let r = call_with(&app, "POST", "/nap", &[(header, value)], r#"{"units": 1}"#).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{header}: {value}: {}",
+            r.body
+        );
+        assert_eq!(r.json()["error"]["code"], "invalid_schedule");
+    }
+    assert_eq!(stored(&app).await, 1);
+    stop.send(()).unwrap();
+    worker.await.unwrap();
+}
