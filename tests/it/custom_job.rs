@@ -1,7 +1,11 @@
 //! The queue crate as a user embeds it: `crates/queue/examples/custom_job.rs`, a job type of
 //! the user's own, run by the example in-process (its default mode, checked for its exact output)
-//! and by the example's worker under a kill storm (`queue_faults`, through [`Checksums`]).
+//! and by the example's worker under a kill storm (`queue_faults`, through [`Checksums`]) and a
+//! storm of kills and cancels (`cancel_storm`).
 
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
@@ -15,9 +19,9 @@ use crate::support::Proc;
 /// The example's job type, mirrored: the same name and fields, so [`NewJob::of`] stores what
 /// the example's own `Checksum` reads.
 #[derive(Serialize, Deserialize)]
-struct Checksum {
-    seed: u64,
-    len: u32,
+pub(crate) struct Checksum {
+    pub(crate) seed: u64,
+    pub(crate) len: u32,
 }
 
 impl Job for Checksum {
@@ -27,7 +31,7 @@ impl Job for Checksum {
 
 /// The example's checksum, mirrored, for every length in `lens` in one pass (each length's
 /// checksum extends the one before it by one step): FNV-1a over a xorshift64 stream.
-fn checksums(seed: u64, lens: std::ops::Range<u32>) -> Vec<u64> {
+pub(crate) fn checksums(seed: u64, lens: std::ops::Range<u32>) -> Vec<u64> {
     let (mut x, mut hash) = (seed ^ 0x9e37_79b9_7f4a_7c15, 0xcbf2_9ce4_8422_2325_u64);
     let mut out = Vec::with_capacity(lens.len());
     for i in 0..lens.end {
@@ -42,6 +46,81 @@ fn checksums(seed: u64, lens: std::ops::Range<u32>) -> Vec<u64> {
     out
 }
 
+/// What a line of the example's run log (`OFFLOAD_RUN_LOG`) says a run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    Start,
+    /// Ended with its result, not told to stop by `at`.
+    Done,
+    /// Ended because it was told to stop.
+    Stopped,
+}
+
+/// One line of the example's run log: `start|done|stopped SEED LEN PID MS`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunRecord {
+    pub(crate) mark: Mark,
+    /// The job's [`Checksum`].
+    pub(crate) seed: u64,
+    pub(crate) len: u32,
+    /// The worker process.
+    pub(crate) pid: u32,
+    /// Unix ms.
+    pub(crate) at: u64,
+}
+
+impl RunRecord {
+    fn parse(line: &str) -> RunRecord {
+        let bad = || -> ! { panic!("a malformed run log line: {line:?}") };
+        let f: Vec<&str> = line.split(' ').collect();
+        let [mark, seed, len, pid, at] = f[..] else {
+            bad()
+        };
+        let mark = match mark {
+            "start" => Mark::Start,
+            "done" => Mark::Done,
+            "stopped" => Mark::Stopped,
+            _ => bad(),
+        };
+        RunRecord {
+            mark,
+            seed: seed.parse().unwrap_or_else(|_| bad()),
+            len: len.parse().unwrap_or_else(|_| bad()),
+            pid: pid.parse().unwrap_or_else(|_| bad()),
+            at: at.parse().unwrap_or_else(|_| bad()),
+        }
+    }
+}
+
+/// The example's run log, read as it grows: whole lines only (a line is one write, but a read
+/// may meet one half written).
+pub(crate) struct RunLog {
+    file: File,
+    partial: String,
+}
+
+impl RunLog {
+    pub(crate) fn open(path: &Path) -> RunLog {
+        RunLog {
+            file: File::open(path).expect("open the run log"),
+            partial: String::new(),
+        }
+    }
+
+    /// The records written since the last read.
+    pub(crate) fn read(&mut self) -> Vec<RunRecord> {
+        self.file
+            .read_to_string(&mut self.partial)
+            .expect("read the run log");
+        let Some(end) = self.partial.rfind('\n') else {
+            return Vec::new();
+        };
+        let rest = self.partial.split_off(end + 1);
+        let whole = std::mem::replace(&mut self.partial, rest);
+        whole.lines().map(RunRecord::parse).collect()
+    }
+}
+
 /// The example run with no arguments: four checksums of 2^20 bytes, each printed, exit 0.
 #[test]
 fn the_custom_job_example_runs_its_jobs_in_process_and_prints_each_output() {
@@ -51,6 +130,7 @@ fn the_custom_job_example_runs_its_jobs_in_process_and_prints_each_output() {
         .current_dir(dir.path())
         .env_remove("OFFLOAD_QUEUE_NAME")
         .env_remove("OFFLOAD_LEASE_SECS")
+        .env_remove("OFFLOAD_RUN_LOG")
         .stderr(Stdio::inherit())
         .output()
         .expect("run the custom_job example");
@@ -76,6 +156,18 @@ fn the_custom_job_example_runs_its_jobs_in_process_and_prints_each_output() {
     }
     // The default queue is a file in a temp dir of its own: nothing left in the working dir.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// Starts `custom_job worker` on queue `name` at `url`, with a lease of a second and the
+/// environment `env` besides.
+pub(crate) fn worker(url: &str, name: &str, env: &[(&str, &std::ffi::OsStr)]) -> Proc {
+    let mut cmd = Command::new(example("custom_job"));
+    cmd.env("OFFLOAD_QUEUE_NAME", name)
+        .env("OFFLOAD_LEASE_SECS", "1")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stderr(Stdio::inherit());
+    Proc::start_program_worker(cmd, &["worker", url])
 }
 
 /// A kill storm of the example's job type: checksums of one seed and a length per job (so
@@ -127,12 +219,7 @@ impl Storm for Checksums {
     /// default (it takes no concurrency): the storm's three workers run six at once here, as
     /// the built-in storm's do (1 + 1 + 4), and the victim holds several jobs all the same.
     fn worker(&self, _concurrency: usize) -> Proc {
-        let mut cmd = Command::new(example("custom_job"));
-        cmd.env("OFFLOAD_QUEUE_NAME", &self.name)
-            .env("OFFLOAD_LEASE_SECS", "1")
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::inherit());
-        Proc::start_program_worker(cmd, &["worker", &self.url])
+        worker(&self.url, &self.name, &[])
     }
 
     async fn counts(&self) -> Counts {

@@ -3,6 +3,7 @@
 mod auto;
 mod bench;
 mod bench_node;
+mod cancel_storm;
 mod conns;
 mod custom_job;
 mod embed;

@@ -378,6 +378,31 @@ pub async fn crowd(
     all
 }
 
+/// A splitmix64 stream: a test's random choices, from one seed (which the test prints, so
+/// that a failure's choices can be drawn again).
+pub struct Dice(pub u64);
+
+impl Dice {
+    /// The next number of the stream.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A time in `0..=d`, in whole ms.
+    pub fn within(&mut self, d: Duration) -> Duration {
+        Duration::from_millis(self.next() % (d.as_millis() as u64 + 1))
+    }
+}
+
 /// Whether CPUs 0 and 1 and `taskset` are here; without them a loud skip, in CI a failure.
 pub fn two_cpus_and_taskset(test: &str) -> bool {
     let have_taskset = std::process::Command::new("taskset")
