@@ -153,15 +153,8 @@ async fn a_call_costs_the_same_with_many_jobs_stored(b: Backend, test: &str) {
                 assert_eq!(page["jobs"].as_array().map(Vec::len), Some(100), "{page}");
             }
         }
-        compare(
-            b,
-            path,
-            (&mut c_few, &mut c_many),
-            &many,
-            &filled_in,
-            &unsettled,
-        )
-        .await;
+        let (times, conns) = ((&filled_in, unsettled.as_str()), (&mut c_few, &mut c_many));
+        compare(b, test, path, conns, &many, times).await;
     }
     drop((gw_few, gw_many, few, many));
 }
@@ -171,13 +164,12 @@ async fn a_call_costs_the_same_with_many_jobs_stored(b: Backend, test: &str) {
 /// less than [`MOST_SLOWER`] times the first.
 async fn compare(
     b: Backend,
+    test: &str,
     path: &str,
     (c_few, c_many): (&mut Conn, &mut Conn),
     many: &Place,
-    filled_in: &Duration,
-    unsettled: &str,
+    (filled_in, unsettled): (&Duration, &str),
 ) {
-    let test = many.name().as_str();
     let mut tries = Vec::new();
     let (t_few, t_many, ratio) = loop {
         // Alternately, so a slow moment of the machine falls on both.
@@ -200,7 +192,7 @@ async fn compare(
         vacuum(many.url()).await;
     };
     eprintln!(
-        "jobs {test}: GET {path} takes {t_many:?} with {MANY} jobs stored, {t_few:?} with \
+        "jobs {test} on {b:?}: GET {path} takes {t_many:?} with {MANY} jobs stored, {t_few:?} with \
          {FEW} ({ratio:.2}x; medians of {CALLS} calls, median of 3 rounds; tries {tries:?}; \
          filled in {filled_in:?}{unsettled})"
     );
