@@ -162,7 +162,8 @@ async fn execute(
     };
     if let (Some(id), Some(_)) = (stored, &submit.key) {
         let queue = app.strategy.queue().expect("a job was stored");
-        let status = match queue.job(&id).await? {
+        // Boxed: a rare path, whose state would otherwise grow every request's future.
+        let status = match Box::pin(queue.job(&id)).await? {
             Some(view) if view.status == JobStatus::Done => {
                 let url = format!("/jobs/{}", id.as_str());
                 return Ok((

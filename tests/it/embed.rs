@@ -208,6 +208,16 @@ async fn the_auto_example_answers_at_once_or_with_a_job_that_finishes() {
     let bad = [("content-type", "application/json"), ("job-deadline", "-3")];
     let r = request(app.addr, "POST", "/collatz", &bad, r#"{"below": 1000}"#).await;
     assert_eq!((r.status, r.code()), (400, "invalid_deadline".into()));
+    let bad = [("content-type", "application/json"), ("job-priority", "10")];
+    let r = request(app.addr, "POST", "/collatz", &bad, r#"{"below": 1000}"#).await;
+    assert_eq!((r.status, r.code()), (400, "invalid_schedule".into()));
+    // The done jobs, newest first: the keyed one is among them.
+    let r = get(app.addr, "/jobs?status=done&limit=1000").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let page: offload_axum::JobList = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(page.jobs[0].id, first.json()["id"].as_str().unwrap(), "the newest done job");
+    let r = get(app.addr, "/jobs?status=lost").await;
+    assert_eq!((r.status, r.code()), (400, "invalid_query".into()));
 
     // A burst from 16 connections over a 2-thread pool (each job some tens of ms): the first
     // run at once, those behind more than the budget's worth of work are stored, none is

@@ -177,11 +177,15 @@ impl Auto {
         };
         if self.submit.key.is_some() {
             use decide::Places as _;
-            let id = match places.store_now().await {
-                Ok(id) => id,
-                Err(refused) => places.store_last(refused, Duration::ZERO).await?,
-            };
-            return self.keyed(&id).await;
+            // Boxed: this rare path's states would otherwise grow the future of every request.
+            return Box::pin(async {
+                let id = match places.store_now().await {
+                    Ok(id) => id,
+                    Err(refused) => places.store_last(refused, Duration::ZERO).await?,
+                };
+                self.keyed(&id).await
+            })
+            .await;
         }
         let budget = Budget {
             end: now + self.budget(),

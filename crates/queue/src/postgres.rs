@@ -293,7 +293,20 @@ impl PostgresQueue {
 
     /// Runs `f` on the shared link within [`QUERY_TIMEOUT`]; if the connection turns out to be
     /// lost, reconnects once and runs it again.
+    ///
+    /// Boxed: a statement's future (tokio-postgres's) is about 6.7 KB, and every future that
+    /// awaits a store call, up to each request's in the gateway, would otherwise carry that
+    /// size and be copied with it, whichever backend the queue is.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
+    where
+        F: Fn(Arc<Link>) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>>,
+    {
+        Box::pin(self.call_here(f)).await
+    }
+
+    /// [`PostgresQueue::call`], unboxed.
+    async fn call_here<T, F, Fut>(&self, f: F) -> Result<T, QueueError>
     where
         F: Fn(Arc<Link>) -> Fut,
         Fut: Future<Output = Result<T, tokio_postgres::Error>>,

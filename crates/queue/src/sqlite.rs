@@ -47,7 +47,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker       TEXT,
     label        TEXT
 );
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_at);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (status, finished_at) WHERE finished_at IS NOT NULL;
 DROP INDEX IF EXISTS jobs_finished;
@@ -99,6 +98,7 @@ const ADDED_COLUMNS: [(&str, &str, &str, &str); 12] = [
 /// the queued jobs that have a deadline, so the sweep that expires them reads only those.
 const ADDED_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS jobs_rank ON jobs (status, rank);
+-- Replaced by jobs_rank (files made before it had both).
 DROP INDEX IF EXISTS jobs_due;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at)
@@ -393,9 +393,12 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView, rusqlite::Error> {
 fn expire_due(tx: &Connection, t: i64) -> Result<u64, rusqlite::Error> {
     let n = tx
         .prepare_cached(
+            // Named: without statistics the planner may pick the status index and read every
+            // queued job, on every claim.
             "UPDATE jobs SET status = 'expired', error = ?2, finished_at = ?1 \
-             WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' \
-                           AND expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?3)",
+             WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_expiring \
+                           WHERE status = 'queued' AND expires_at IS NOT NULL \
+                           AND expires_at <= ?1 LIMIT ?3)",
         )?
         .execute(params![t, EXPIRED, MAX_EXPIRE])? as u64;
     if n > 0 {
