@@ -215,7 +215,11 @@ async fn the_auto_example_answers_at_once_or_with_a_job_that_finishes() {
     let r = get(app.addr, "/jobs?status=done&limit=1000").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let page: offload_axum::JobList = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(page.jobs[0].id, first.json()["id"].as_str().unwrap(), "the newest done job");
+    assert_eq!(
+        page.jobs[0].id,
+        first.json()["id"].as_str().unwrap(),
+        "the newest done job"
+    );
     let r = get(app.addr, "/jobs?status=lost").await;
     assert_eq!((r.status, r.code()), (400, "invalid_query".into()));
 

@@ -11,7 +11,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use offload_pool::admission::Cost;
 use offload_pool::{Budget, StopCheck, SubmitError, TaskError};
-use offload_queue::{EnqueueError, Job, JobError, JobId, JobQueue, JobStatus, LineError, NewJob};
+use offload_queue::{
+    EnqueueError, Job, JobContext, JobError, JobId, JobQueue, JobStatus, LineError, NewJob,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::decide::{self, Decision, PoolTry, StoreRefusal, decide};
@@ -166,6 +168,10 @@ impl Auto {
             .map_err(|e| Error::Internal(format!("job {:?} is not JSON: {e}", J::NAME)))?;
         let stored = self.submit.apply(stored);
         let now = Instant::now();
+        // A run in the pool is told to stop when this request ends unfinished: its client
+        // went away (the future is dropped) or the pool gave the run up at its deadline.
+        let cx = JobContext::new();
+        let _stop = StopOnDrop(cx.clone());
         let places = Places {
             offload: &self.offload,
             cost: Cost {
@@ -174,6 +180,7 @@ impl Auto {
             },
             deadline: now + inner.deadline,
             stored,
+            cx,
         };
         if self.submit.key.is_some() {
             use decide::Places as _;
@@ -260,6 +267,21 @@ struct Places<'a> {
     cost: Cost,
     deadline: Instant,
     stored: NewJob,
+    /// The stop check a pool run's handler is given ([`Handlers::on_with`]).
+    ///
+    /// [`Handlers::on_with`]: offload_queue::Handlers::on_with
+    cx: JobContext,
+}
+
+/// Tells its context to stop when dropped: held by the request's future, so a handler running
+/// in the pool for a request that ended (or was dropped) is told to stop, as a worker tells a
+/// cancelled job's.
+struct StopOnDrop(JobContext);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// A run in the pool: the handler's outcome, or why the pool did not finish it.
@@ -273,7 +295,7 @@ impl Places<'_> {
             .offload
             .inner
             .handlers
-            .prepare(&self.stored.payload)
+            .prepare_with(&self.stored.payload, self.cx.clone())
             .map_err(|e| Error::Internal(e.message))?;
         let task: Task = Box::new(move |_: StopCheck<'_>| run());
         let units = self.cost.units;

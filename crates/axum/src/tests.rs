@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use offload_pool::{Pool, PoolConfig};
-use offload_queue::{JobError, QueueOptions};
+use offload_queue::{JobContext, JobError, QueueOptions};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
@@ -63,6 +63,15 @@ impl Job for Priced {
     }
 }
 
+/// A cheap type by its prior, whose handler spins until it is told to stop.
+#[derive(Serialize, Deserialize)]
+struct Spin;
+impl Job for Spin {
+    const NAME: &'static str = "spin";
+    type Output = u64;
+    const SECS_PER_UNIT: Option<f64> = Some(1e-6);
+}
+
 /// A type with no handler registered.
 #[derive(Serialize, Deserialize)]
 struct Orphan;
@@ -83,6 +92,9 @@ struct App {
 struct Runs {
     nap: AtomicUsize,
     priced: AtomicUsize,
+    /// A spin started, and when it saw its stop check turn true.
+    spin_started: std::sync::atomic::AtomicBool,
+    spin_stopped: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl App {
@@ -109,7 +121,7 @@ async fn app(max_queue: usize, max_backlog: u64) -> App {
         ..PoolConfig::default()
     });
     let runs = Arc::new(Runs::default());
-    let (nap_runs, priced_runs) = (runs.clone(), runs.clone());
+    let (nap_runs, priced_runs, spin_runs) = (runs.clone(), runs.clone(), runs.clone());
     let handlers = Handlers::new()
         .on(|s: Square| match s.x {
             x if x < 0 => Err(JobError::fatal("no negatives")),
@@ -124,6 +136,15 @@ async fn app(max_queue: usize, max_backlog: u64) -> App {
         .on(move |p: Priced| {
             priced_runs.priced.fetch_add(1, Ordering::SeqCst);
             Ok(p.n)
+        })
+        .on_with(move |_: Spin, cx: &JobContext| {
+            spin_runs.spin_started.store(true, Ordering::SeqCst);
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            while !cx.stopped() && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            *spin_runs.spin_stopped.lock().unwrap() = Some(std::time::Instant::now());
+            Ok(0)
         });
     let offload = Offload::new(Arc::new(pool.unwrap()), queue, handlers);
     let router = service(&offload).with_state(offload.clone());
@@ -153,6 +174,7 @@ where
             post(|auto: Auto, Json(p): Json<Priced>| auto.run(p)),
         )
         .route("/orphan", post(|auto: Auto| auto.run(Orphan)))
+        .route("/spin", post(|auto: Auto| auto.run(Spin)))
         .merge(offload.routes())
 }
 
@@ -887,4 +909,41 @@ async fn a_delayed_job_waits_and_a_bad_schedule_is_refused() {
     assert_eq!(stored(&app).await, 1);
     stop.send(()).unwrap();
     worker.await.unwrap();
+}
+
+/// A job running in the pool for a request whose client goes away (the request's future is
+/// dropped) is told to stop: its handler's `JobContext::stopped()` turns true at once, and its
+/// thread is free again.
+#[tokio::test]
+async fn a_pool_run_is_told_to_stop_when_its_client_goes_away() {
+    let app = Arc::new(app(64, 100).await);
+    let request = tokio::spawn({
+        let app = Arc::clone(&app);
+        async move { call(&app, "POST", "/spin", "", "").await.status }
+    });
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !app.runs.spin_started.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < end,
+            "the spin never started in the pool"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let gone = std::time::Instant::now();
+    request.abort();
+    let stopped = loop {
+        if let Some(at) = *app.runs.spin_stopped.lock().unwrap() {
+            break at;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the handler was never told to stop"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let told = stopped.duration_since(gone);
+    assert!(
+        told < Duration::from_millis(500),
+        "told to stop {told:?} after the client left"
+    );
 }

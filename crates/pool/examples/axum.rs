@@ -1,8 +1,6 @@
-//! An axum service with a CPU-heavy handler on the pool: `GET /count?n=N` counts to N on a
-//! pool thread within a 2 s deadline. A request the pool predicts would miss it answers 503
-//! with `Retry-After`, held to offload-axum's refusal schedule so that clients that resend at
-//! once cannot spin; one that runs out of time answers 504. `/health` never waits behind work.
-//! `cargo run -p offload-pool --example axum -- 127.0.0.1:3000`
+//! CPU-heavy work on the pool: `GET /count?n=N` counts to N on a pool thread within 2 s; work
+//! predicted to miss that is 503 + `Retry-After` (paced: resending at once cannot spin), work out
+//! of time 504; `/health` never waits. `cargo run -p offload-pool --example axum -- 127.0.0.1:3000`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
