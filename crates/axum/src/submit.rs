@@ -122,33 +122,38 @@ fn key(raw: &str) -> Result<JobKey, Error> {
 }
 
 fn deadline(raw: &str) -> Result<Duration, Error> {
-    let bad = || {
+    seconds(raw, false, MAX_DEADLINE).map_err(|_| {
         Error::BadDeadline(format!(
             "Job-Deadline must be seconds from now, above 0 and at most {}: got {:?}",
             MAX_DEADLINE.as_secs(),
-            raw.chars().take(32).collect::<String>()
+            shown(raw)
         ))
-    };
-    let secs: f64 = raw.trim().parse().map_err(|_| bad())?;
-    if !secs.is_finite() || secs <= 0.0 || secs > MAX_DEADLINE.as_secs_f64() {
-        return Err(bad());
+    })
+}
+
+fn delay(raw: &str) -> Result<Duration, Error> {
+    seconds(raw, true, MAX_DELAY).map_err(|_| {
+        Error::BadSchedule(format!(
+            "Job-Delay must be seconds from now, 0 to {}: got {:?}",
+            MAX_DELAY.as_secs(),
+            shown(raw)
+        ))
+    })
+}
+
+/// A decimal number of seconds, above 0 (or from 0 with `zero`) and at most `max`.
+fn seconds(raw: &str, zero: bool, max: Duration) -> Result<Duration, ()> {
+    let secs: f64 = raw.trim().parse().map_err(|_| ())?;
+    let low_ok = if zero { secs >= 0.0 } else { secs > 0.0 };
+    if !secs.is_finite() || !low_ok || secs > max.as_secs_f64() {
+        return Err(());
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn delay(raw: &str) -> Result<Duration, Error> {
-    let bad = || {
-        Error::BadSchedule(format!(
-            "Job-Delay must be seconds from now, 0 to {}: got {:?}",
-            MAX_DELAY.as_secs(),
-            raw.chars().take(32).collect::<String>()
-        ))
-    };
-    let secs: f64 = raw.trim().parse().map_err(|_| bad())?;
-    if !secs.is_finite() || secs < 0.0 || secs > MAX_DELAY.as_secs_f64() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(secs))
+/// At most this much of a client's value is echoed in an error message.
+fn shown(raw: &str) -> String {
+    raw.chars().take(32).collect()
 }
 
 fn priority(raw: &str) -> Result<u8, Error> {
@@ -159,7 +164,7 @@ fn priority(raw: &str) -> Result<u8, Error> {
         .ok_or_else(|| {
             Error::BadSchedule(format!(
                 "Job-Priority must be a whole number from 0 (most urgent) to 9: got {:?}",
-                raw.chars().take(32).collect::<String>()
+                shown(raw)
             ))
         })
 }

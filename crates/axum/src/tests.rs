@@ -194,22 +194,13 @@ impl Answer {
 }
 
 async fn call(app: &App, method: &str, uri: &str, prefer: &str, body: &str) -> Answer {
-    let mut req = Request::builder().method(method).uri(uri);
-    if !prefer.is_empty() {
-        req = req.header("prefer", prefer);
-    }
-    let req = req
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    let resp = app.router.clone().oneshot(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
+    let prefer = [("prefer", prefer)];
+    let headers = if prefer[0].1.is_empty() {
+        &[][..]
+    } else {
+        &prefer[..]
+    };
+    call_with(app, method, uri, headers, body).await
 }
 
 #[tokio::test]

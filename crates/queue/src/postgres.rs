@@ -652,13 +652,7 @@ impl JobQueue for PostgresQueue {
     async fn list(&self, filter: ListFilter) -> Result<JobPage, QueueError> {
         let name = &self.inner.options.name.as_str();
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let (t, seq) = match &filter.after {
-            Some(c) => (
-                i64::try_from(c.t).unwrap_or(i64::MAX),
-                c.tie.parse::<i64>().unwrap_or(i64::MAX),
-            ),
-            None => (i64::MAX, i64::MAX),
-        };
+        let (t, seq) = filter.keyset();
         let (status, limit_sql) = (filter.status.as_str(), limit as i64);
         let retention = ms(self.inner.options.retention);
         let finished = filter.status.is_finished();

@@ -945,13 +945,7 @@ impl JobQueue for SqliteQueue {
 
     async fn list(&self, filter: ListFilter) -> Result<JobPage, QueueError> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let (t, seq) = match &filter.after {
-            Some(c) => (
-                i64::try_from(c.t).unwrap_or(i64::MAX),
-                c.tie.parse::<i64>().unwrap_or(i64::MAX),
-            ),
-            None => (i64::MAX, i64::MAX),
-        };
+        let (t, seq) = filter.keyset();
         let status = filter.status;
         self.call(move |conn, opts| {
             // Finished jobs on (status, finished_at), within the retention; unfinished ones on

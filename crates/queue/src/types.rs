@@ -674,6 +674,22 @@ pub struct ListFilter {
     pub after: Option<Cursor>,
 }
 
+impl ListFilter {
+    /// The SQL stores' keyset: the time and sequence number the page starts below (a cursor's,
+    /// or the largest values, from the newest). A tie-break that is not a number (another
+    /// store's cursor) starts the cursor's ms from its newest job.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn keyset(&self) -> (i64, i64) {
+        match &self.after {
+            Some(c) => (
+                i64::try_from(c.t).unwrap_or(i64::MAX),
+                c.tie.parse().unwrap_or(i64::MAX),
+            ),
+            None => (i64::MAX, i64::MAX),
+        }
+    }
+}
+
 /// One page of jobs, newest first: finished jobs by when they finished, queued and running ones
 /// by when they last became due.
 #[derive(Debug, Clone, PartialEq, Eq)]

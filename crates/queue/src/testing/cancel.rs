@@ -1,18 +1,15 @@
 //! Cancel and retry: a queued job never runs, a running one loses its lease and its handler is
 //! told to stop, a finished one is left as it is; a failed or cancelled job can be queued again.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep};
 
-use super::{LEASE, NO_WAIT, Store, TestQueue, options};
+use super::{LEASE, NO_WAIT, Spin, Store, TestQueue, options, spin_handlers};
 use crate::worker::{self, WorkerConfig};
 use crate::{
-    Cancel, Completion, Handlers, Job, JobContext, JobError, JobId, JobQueue, JobStatus, NewJob,
-    QueueOptions, Retry, WorkerId,
+    Cancel, Completion, JobError, JobId, JobQueue, JobStatus, NewJob, QueueOptions, Retry, WorkerId,
 };
 
 /// Queued, waiting for a retry, running, done, unknown: each answered as the trait says, and
@@ -122,14 +119,6 @@ pub async fn cancelled_jobs_free_the_backlog_and_expire<S: Store>(store: S, test
     assert_eq!(q.get(&a).await.unwrap(), None);
 }
 
-/// A job whose handler spins until it is told to stop.
-#[derive(Serialize, Deserialize)]
-struct Spin;
-impl Job for Spin {
-    const NAME: &'static str = "spin";
-    type Output = ();
-}
-
 /// A worker runs a job whose handler spins until told to stop; the job is cancelled from
 /// another handle. The handler is told within about one heartbeat, the job stays `cancelled`
 /// and its outcome is not stored.
@@ -137,20 +126,7 @@ pub async fn cancel_tells_a_running_handler_to_stop<S: Store>(store: S, test: &s
     let Some(h) = TestQueue::open(store, test, options()).await else {
         return;
     };
-    let started = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
-    let handlers = Handlers::new().on_with({
-        let started = started.clone();
-        move |_: Spin, cx: &JobContext| {
-            started.store(true, Ordering::SeqCst);
-            let end = std::time::Instant::now() + Duration::from_secs(10);
-            while !cx.stopped() && std::time::Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let _ = tx.send(Instant::now());
-            Err(JobError::retry("stopped"))
-        }
-    });
+    let (handlers, started, rx) = spin_handlers();
     let heartbeat = Duration::from_millis(100);
     let config = WorkerConfig {
         concurrency: 1,

@@ -3,17 +3,16 @@
 //! run still going at its deadline is stopped and ends `expired`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep};
 
-use super::{LEASE, NO_WAIT, Store, TestQueue, options};
+use super::{LEASE, NO_WAIT, Spin, Store, TestQueue, options, spin_handlers};
 use crate::worker::{self, WorkerConfig};
 use crate::{
-    Completion, EnqueueError, Handlers, Job, JobContext, JobError, JobKey, JobQueue, JobStatus,
-    NewJob, QueueOptions, Retry, WorkerId,
+    Completion, EnqueueError, JobError, JobKey, JobQueue, JobStatus, NewJob, QueueOptions, Retry,
+    WorkerId,
 };
 
 fn key(k: &str) -> JobKey {
@@ -215,34 +214,13 @@ pub async fn a_job_past_its_deadline_never_runs<S: Store>(store: S, test: &str) 
     assert_eq!(q.counts().await.unwrap().expired, 1);
 }
 
-/// A job whose handler spins until it is told to stop.
-#[derive(Serialize, Deserialize)]
-struct Spin;
-impl Job for Spin {
-    const NAME: &'static str = "spin";
-    type Output = ();
-}
-
 /// A worker runs a job whose handler spins until told to stop, with a deadline 300 ms out: the
 /// handler is told at the deadline, and the job ends `expired`.
 pub async fn a_run_is_stopped_at_its_deadline<S: Store>(store: S, test: &str) {
     let Some(h) = TestQueue::open(store, test, options()).await else {
         return;
     };
-    let started = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
-    let handlers = Handlers::new().on_with({
-        let started = started.clone();
-        move |_: Spin, cx: &JobContext| {
-            started.store(true, Ordering::SeqCst);
-            let end = std::time::Instant::now() + Duration::from_secs(10);
-            while !cx.stopped() && std::time::Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let _ = tx.send(Instant::now());
-            Err(JobError::retry("stopped"))
-        }
-    });
+    let (handlers, started, rx) = spin_handlers();
     let within = Duration::from_millis(300);
     let queued_at = Instant::now();
     let id = h

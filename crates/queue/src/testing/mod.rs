@@ -69,6 +69,8 @@ mod reads;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::{JobQueue, QueueOptions};
@@ -100,6 +102,38 @@ pub use self::reads::{
     counts_drop_jobs_past_retention_before_prune, latency_counts_done_jobs_by_label,
     prune_after_retention,
 };
+
+/// A job whose handler ([`spin_handlers`]) spins until it is told to stop.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Spin;
+impl crate::Job for Spin {
+    const NAME: &'static str = "spin";
+    type Output = ();
+}
+
+/// Handlers that run [`Spin`]: a run notes that it started, spins until its stop check turns
+/// true (10 s at most), sends the time it saw it, and fails with a retryable error.
+fn spin_handlers() -> (
+    crate::Handlers,
+    Arc<AtomicBool>,
+    std::sync::mpsc::Receiver<tokio::time::Instant>,
+) {
+    let started = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handlers = crate::Handlers::new().on_with({
+        let started = Arc::clone(&started);
+        move |_: Spin, cx: &crate::JobContext| {
+            started.store(true, Ordering::SeqCst);
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            while !cx.stopped() && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = tx.send(tokio::time::Instant::now());
+            Err(crate::JobError::retry("stopped"))
+        }
+    });
+    (handlers, started, rx)
+}
 
 /// The lease the tests take: short, so that they are quick, and still far above a claim's round
 /// trip.
