@@ -35,6 +35,13 @@ const LEN: u32 = 1 << 19;
 /// length, so a record's length names its job and its kind.
 const LONG_LEN: u32 = 3 << 30;
 const SEED: u64 = 28;
+/// Short jobs (never cancelled) that carry a deadline, drawn within [`DEADLINE_SPAN`] of their
+/// enqueue: a store that drains 1,500 jobs in several seconds lets some of them end `expired`
+/// while queued, and some run before their deadline.
+const EXPIRING: usize = 100;
+/// The latest deadline drawn, from a job's enqueue; the earliest is [`DEADLINE_FROM`].
+const DEADLINE_SPAN: Duration = Duration::from_millis(4000);
+const DEADLINE_FROM: Duration = Duration::from_millis(300);
 /// The workers' lease (the example's `OFFLOAD_LEASE_SECS`): a killed worker's jobs run again
 /// within about two seconds. They heartbeat every third of it.
 const LEASE: Duration = Duration::from_secs(1);
@@ -86,7 +93,10 @@ const TICK: Duration = Duration::from_millis(10);
 ///   on a live worker. The handler takes the time of a `done` before its last look at the
 ///   stop check, so a run recorded `done` at a moment had not been told to stop by then.
 ///
-/// Deadlines (`expired`) are not part of this storm: every job here ends done or cancelled.
+/// Deadlines: [`EXPIRING`] other short jobs carry one. Each ends `done` (with its result) or
+/// `expired`; an expired one has no run recorded later than the stop window after its deadline
+/// (the worker stops a run at the deadline on its own clock), and each of its runs on a worker
+/// alive through that window has ended within it.
 async fn cancel_storm_ends_each_job_once(b: Backend, test: &str) {
     let Some(place) = b.place(test) else { return };
     // The stop window is a time limit: keep other timing-sensitive tests off the two cores.
@@ -188,12 +198,15 @@ async fn cancel_storm_ends_each_job_once(b: Backend, test: &str) {
     assert_eq!(queue.counts().await.expect("counts"), counts);
     assert_eq!(
         (
-            counts.done + counts.cancelled,
-            counts.failed,
-            counts.expired
+            counts.done + counts.cancelled + counts.expired,
+            counts.failed
         ),
-        (JOBS as u64, 0, 0),
-        "every job done or cancelled: {counts:?}"
+        (JOBS as u64, 0),
+        "every job done, cancelled or expired: {counts:?}"
+    );
+    assert!(
+        counts.expired > 0 && counts.expired <= EXPIRING as u64,
+        "some of the {EXPIRING} jobs with a deadline expired, and no other: {counts:?}"
     );
     assert_eq!(
         counts.cancelled as usize,
@@ -235,12 +248,13 @@ async fn cancel_storm_ends_each_job_once(b: Backend, test: &str) {
         "{test} on {b:?}: {JOBS} jobs enqueued in {enqueue_took:.1?}, {} kills, {stalls} runs lost \
          and redone, {queued} jobs cancelled queued and {running} running ({} cancels found the \
          job done), {} runs stopped, a `done` at most {} ms and a stop at most {} ms after a \
-         cancel's answer",
+         cancel's answer; {} of the {EXPIRING} jobs with a deadline expired",
         kills.len(),
         cancels.missed.len(),
         seen.stopped,
         seen.latest_done,
         seen.latest_stop,
+        counts.expired,
     );
     // Proof that the kills and the cancels hit jobs in flight (else this test tested nothing).
     assert!(
@@ -261,9 +275,10 @@ fn now_ms() -> u64 {
     since.expect("a clock after 1970").as_millis() as u64
 }
 
-/// The storm's jobs: which are long.
+/// The storm's jobs: which are long, and which carry a deadline (how long after enqueue).
 struct Plan {
     long: Vec<bool>,
+    deadline: Vec<Option<Duration>>,
 }
 
 impl Plan {
@@ -273,7 +288,14 @@ impl Plan {
         while long.iter().filter(|l| **l).count() < LONG {
             long[dice.below(JOBS)] = true;
         }
-        Plan { long }
+        let mut deadline = vec![None; JOBS];
+        while deadline.iter().filter(|d| d.is_some()).count() < EXPIRING {
+            let i = dice.below(JOBS);
+            if !long[i] {
+                deadline[i] = Some(DEADLINE_FROM + dice.within(DEADLINE_SPAN - DEADLINE_FROM));
+            }
+        }
+        Plan { long, deadline }
     }
 
     /// Job `i`: its own length (so its own result), long or short.
@@ -288,7 +310,11 @@ impl Plan {
     /// Job `i` as the test enqueues it, under its own key.
     fn new_job(&self, i: usize) -> NewJob {
         let key = JobKey::new(format!("cancel-storm-{i}")).expect("a valid key");
-        NewJob::of(&self.job(i)).expect("a job").key(key)
+        let job = NewJob::of(&self.job(i)).expect("a job").key(key);
+        match self.deadline[i] {
+            Some(d) => job.expires_in(d),
+            None => job,
+        }
     }
 
     /// The job that a recorded run is of.
@@ -413,7 +439,9 @@ async fn cancel_at_random(
         .map(|_| start + dice.within(CANCEL_SPAN))
         .collect();
     moments.sort_unstable_by(|a, b| b.cmp(a)); // the next one last
-    let mut candidates: Vec<usize> = (0..JOBS).filter(|i| !plan.long[*i]).collect();
+    let mut candidates: Vec<usize> = (0..JOBS)
+        .filter(|i| !plan.long[*i] && plan.deadline[*i].is_none())
+        .collect();
     // Long jobs seen started, and when each is to be cancelled.
     let mut long_due: Vec<(Instant, usize)> = Vec::new();
     let mut long_seen = HashSet::new();
@@ -539,6 +567,30 @@ impl Seen {
                         }
                     }
                     seen.stopped += count(Mark::Stopped);
+                }
+                (JobStatus::Expired, None) if plan.deadline[i].is_some() => {
+                    if v.result.is_some() {
+                        wrong("expired with a result".to_owned());
+                    }
+                    let limit = v.expires_at.unwrap_or(0) + window.as_millis() as u64;
+                    for r in runs.iter().filter(|r| r.at > limit) {
+                        wrong(format!(
+                            "{:?} on worker {} {} ms after its deadline",
+                            r.mark,
+                            r.pid,
+                            r.at - v.expires_at.unwrap_or(0)
+                        ));
+                    }
+                    for pid in runs.iter().map(|r| r.pid).collect::<HashSet<_>>() {
+                        let on = |m: Mark| {
+                            let of = |r: &&RunRecord| r.pid == pid && r.mark == m;
+                            runs.iter().filter(of).count()
+                        };
+                        let alive = kills.get(&pid).is_none_or(|k| *k > limit);
+                        if alive && on(Mark::Start) != on(Mark::Done) + on(Mark::Stopped) {
+                            wrong(format!("a run on worker {pid} never ended"));
+                        }
+                    }
                 }
                 (status, cancel) => wrong(format!("ended {status:?}, cancel {cancel:?}")),
             }
