@@ -548,15 +548,8 @@ impl Seen {
                         ));
                     }
                     // A worker alive through the window has ended every run it started.
-                    for pid in runs.iter().map(|r| r.pid).collect::<HashSet<_>>() {
-                        let on = |m: Mark| {
-                            let of = |r: &&RunRecord| r.pid == pid && r.mark == m;
-                            runs.iter().filter(of).count()
-                        };
-                        let alive = kills.get(&pid).is_none_or(|k| *k > limit);
-                        if alive && on(Mark::Start) != on(Mark::Done) + on(Mark::Stopped) {
-                            wrong(format!("a run on worker {pid} never ended"));
-                        }
+                    for pid in unended(runs, kills, limit) {
+                        wrong(format!("a run on worker {pid} never ended"));
                     }
                     for r in runs.iter().filter(|r| r.at >= c.at) {
                         let after = r.at - c.at;
@@ -581,15 +574,8 @@ impl Seen {
                             r.at - v.expires_at.unwrap_or(0)
                         ));
                     }
-                    for pid in runs.iter().map(|r| r.pid).collect::<HashSet<_>>() {
-                        let on = |m: Mark| {
-                            let of = |r: &&RunRecord| r.pid == pid && r.mark == m;
-                            runs.iter().filter(of).count()
-                        };
-                        let alive = kills.get(&pid).is_none_or(|k| *k > limit);
-                        if alive && on(Mark::Start) != on(Mark::Done) + on(Mark::Stopped) {
-                            wrong(format!("a run on worker {pid} never ended"));
-                        }
+                    for pid in unended(runs, kills, limit) {
+                        wrong(format!("a run on worker {pid} never ended"));
                     }
                 }
                 (status, cancel) => wrong(format!("ended {status:?}, cancel {cancel:?}")),
@@ -597,6 +583,19 @@ impl Seen {
         }
         seen
     }
+}
+
+/// The workers alive until `limit` (unix ms) on which a run of `runs` started and never ended
+/// (neither `done` nor `stopped`).
+fn unended(runs: &[RunRecord], kills: &HashMap<u32, u64>, limit: u64) -> Vec<u32> {
+    let pids: HashSet<u32> = runs.iter().map(|r| r.pid).collect();
+    pids.into_iter()
+        .filter(|pid| {
+            let on = |m: Mark| runs.iter().filter(|r| r.pid == *pid && r.mark == m).count();
+            let alive = kills.get(pid).is_none_or(|k| *k > limit);
+            alive && on(Mark::Start) != on(Mark::Done) + on(Mark::Stopped)
+        })
+        .collect()
 }
 
 offload_queue::store_tests!(
