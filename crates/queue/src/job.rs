@@ -464,15 +464,28 @@ impl Handlers {
                 Ok(prepared) => prepared,
                 Err(e) => return Box::pin(std::future::ready(Err(e))),
             };
+            // A worker with metrics lends the run's meter: the run is timed on its thread.
+            let meter = crate::metrics::take_meter();
+            let stuck_gauge = meter.as_ref().map(|m| m.stuck().clone());
+            let run: Run = match meter {
+                None => Box::new(run),
+                Some(meter) => Box::new(move || {
+                    let _on_thread = meter.on_thread();
+                    run()
+                }),
+            };
             let running = match limit {
-                None => spawn(Box::new(run)),
+                None => spawn(run),
                 Some(limit) => crate::timeout::limited(
-                    Box::new(run),
+                    run,
                     &spawn,
                     cx.clone(),
                     limit,
                     job,
-                    Arc::clone(&self.stuck),
+                    crate::timeout::Stuck {
+                        count: Arc::clone(&self.stuck),
+                        gauge: stuck_gauge,
+                    },
                 ),
             };
             Box::pin(async move {

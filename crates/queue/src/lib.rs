@@ -84,6 +84,7 @@ mod job;
 pub mod latency;
 pub mod line;
 pub mod log;
+pub mod metrics;
 #[cfg(feature = "postgres")]
 mod postgres;
 pub mod reach;
@@ -107,6 +108,7 @@ pub use self::job::{Handlers, Job, JobContext, JobRun, Run};
 pub use self::latency::{Histogram, Latency};
 pub use self::line::{Line, LineError, LineStats};
 pub use self::log::events;
+pub use self::metrics::WorkerMetrics;
 pub use self::reach::Reach;
 pub use self::timeout::{STOP_GRACE, TIMED_OUT};
 

@@ -31,11 +31,35 @@ const RUNNING: u8 = 0;
 const STUCK: u8 = 1;
 const RETURNED: u8 = 2;
 
+/// Where stuck runs are counted: the [`Handlers`](crate::Handlers)' own count, and the
+/// worker's gauge when it has metrics.
+pub(crate) struct Stuck {
+    pub(crate) count: Arc<AtomicUsize>,
+    pub(crate) gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
+impl Stuck {
+    /// Adds one; answers the count after.
+    fn add(&self) -> usize {
+        if let Some(g) = &self.gauge {
+            g.inc();
+        }
+        self.count.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Takes one off; answers the count after.
+    fn sub(&self) -> usize {
+        if let Some(g) = &self.gauge {
+            g.dec();
+        }
+        self.count.fetch_sub(1, Ordering::AcqRel) - 1
+    }
+}
+
 /// One run under a limit, shared by its thread and its future.
 struct Watch {
     state: AtomicU8,
-    /// The [`Handlers`](crate::Handlers)' gauge of stuck runs.
-    stuck: Arc<AtomicUsize>,
+    stuck: Stuck,
     job: &'static str,
 }
 
@@ -50,7 +74,7 @@ impl Drop for Returned {
     fn drop(&mut self) {
         let w = &self.watch;
         if w.state.swap(RETURNED, Ordering::AcqRel) == STUCK {
-            let left = w.stuck.fetch_sub(1, Ordering::AcqRel) - 1;
+            let left = w.stuck.sub();
             tracing::info!(
                 job = w.job,
                 ran = ?self.began.elapsed(),
@@ -74,7 +98,7 @@ pub(crate) fn limited<S>(
     cx: JobContext,
     limit: Duration,
     job: &'static str,
-    stuck: Arc<AtomicUsize>,
+    stuck: Stuck,
 ) -> BoxFuture<Result<String, JobError>>
 where
     S: Fn(Run) -> BoxFuture<Result<String, JobError>>,
@@ -116,7 +140,7 @@ where
         {
             // Counted before it is marked, so that a return in between never takes the gauge
             // below zero; undone if the run returned first.
-            let now = watch.stuck.fetch_add(1, Ordering::AcqRel) + 1;
+            let now = watch.stuck.add();
             let marked = watch
                 .state
                 .compare_exchange(RUNNING, STUCK, Ordering::AcqRel, Ordering::Acquire)
@@ -131,7 +155,7 @@ where
                     "a run past its timeout ignores its stop check: its thread is stuck until it returns"
                 );
             } else {
-                watch.stuck.fetch_sub(1, Ordering::AcqRel);
+                watch.stuck.sub();
             }
         }
         Err(JobError::retry(format!("{TIMED_OUT} after {limit:?}")))

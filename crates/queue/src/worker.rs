@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{Claimed, Completion, JobError, JobQueue, QueueError, WorkerId};
+use crate::metrics::{Ended, Op, Renewal, TypeSeries, WorkerMetrics};
 
 /// A boxed, sendable future, as returned by an [`Executor`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -99,6 +100,9 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// This worker's name.
     pub worker_id: WorkerId,
+    /// Where the worker counts what it does ([`WorkerMetrics`]); `None`: nowhere but its
+    /// [`WorkerReport`].
+    pub metrics: Option<WorkerMetrics>,
 }
 
 impl Default for WorkerConfig {
@@ -115,6 +119,7 @@ impl Default for WorkerConfig {
             prune_every: DEFAULT_PRUNE_EVERY,
             grace: DEFAULT_GRACE,
             worker_id: WorkerId::new(),
+            metrics: None,
         }
     }
 }
@@ -124,6 +129,13 @@ impl WorkerConfig {
     #[must_use]
     pub fn with_concurrency(mut self, concurrency: usize) -> WorkerConfig {
         self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Counts what the worker does in `metrics` (register them on a registry to serve them).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: WorkerMetrics) -> WorkerConfig {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -147,7 +159,12 @@ pub struct WorkerReport {
     pub failed: u64,
     /// Jobs whose run failed or was stopped at their deadline, now `expired`.
     pub expired: u64,
-    /// Runs whose lease was lost (refused completion or failed heartbeat).
+    /// Jobs cancelled while this worker held them (their runs were told to stop).
+    pub cancelled: u64,
+    /// Runs stopped at their job type's time limit (each also counts as retried or failed).
+    pub timed_out: u64,
+    /// Runs whose job it lost: the lease lapsed (a refused completion or heartbeat), or the
+    /// outcome or a give-back could not be stored. The job runs again, here or elsewhere.
     pub lost: u64,
     /// Jobs given back unrun at shutdown.
     pub released: u64,
@@ -164,6 +181,8 @@ struct Tally {
     retried: AtomicU64,
     failed: AtomicU64,
     expired: AtomicU64,
+    cancelled: AtomicU64,
+    timed_out: AtomicU64,
     lost: AtomicU64,
     released: AtomicU64,
     claims: AtomicU64,
@@ -174,6 +193,21 @@ impl Tally {
     fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+    /// Counts how a job left the worker's hands, here and in its type's series.
+    fn ended(&self, series: Option<&TypeSeries>, how: Ended) {
+        Tally::add(match how {
+            Ended::Done => &self.done,
+            Ended::Retried => &self.retried,
+            Ended::Failed => &self.failed,
+            Ended::Expired => &self.expired,
+            Ended::Cancelled => &self.cancelled,
+            Ended::Lost => &self.lost,
+            Ended::Released => &self.released,
+        });
+        if let Some(s) = series {
+            s.ended(how);
+        }
+    }
     fn report(&self) -> WorkerReport {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         WorkerReport {
@@ -181,6 +215,8 @@ impl Tally {
             retried: n(&self.retried),
             failed: n(&self.failed),
             expired: n(&self.expired),
+            cancelled: n(&self.cancelled),
+            timed_out: n(&self.timed_out),
             lost: n(&self.lost),
             released: n(&self.released),
             claims: n(&self.claims),
@@ -206,6 +242,10 @@ pub async fn run<Q: JobQueue + Clone>(
 ) -> WorkerReport {
     let tally = Arc::new(Tally::default());
     let threads = config.concurrency.max(1);
+    let metrics = config.metrics.clone();
+    if let Some(m) = &metrics {
+        m.threads().inc_by(threads as i64);
+    }
     let room = threads + config.prefetch;
     let permits = Arc::new(Semaphore::new(room));
     // Two per thread: one running and one already handed to the executor, so a thread that
@@ -223,6 +263,7 @@ pub async fn run<Q: JobQueue + Clone>(
         Arc::clone(&tally),
         Arc::clone(&permits),
         room - threads,
+        metrics.clone(),
     ));
     let mut jobs = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -260,13 +301,25 @@ pub async fn run<Q: JobQueue + Clone>(
                 () = &mut shutdown, if !shut => shut = true,
             }
         };
+        if let (Some(m), Ok(batch)) = (&metrics, &got) {
+            m.claimed_batch(batch.len());
+        }
         let pause = match got {
             Ok(batch) if !batch.is_empty() => {
                 idle = config.poll_min;
                 for job in batch {
+                    let series = metrics
+                        .as_ref()
+                        .map(|m| m.series(crate::metrics::job_type(&job.payload)));
+                    if let Some(s) = &series {
+                        s.claimed();
+                    }
                     if shut {
-                        let _ = queue.release(&job).await;
-                        Tally::add(&tally.released);
+                        let how = match queue.release(&job).await {
+                            Ok(true) => Ended::Released,
+                            _ => Ended::Lost,
+                        };
+                        tally.ended(series.as_deref(), how);
                         continue;
                     }
                     let task = Job {
@@ -279,6 +332,7 @@ pub async fn run<Q: JobQueue + Clone>(
                         outcomes: outcomes.clone(),
                         slots: Arc::clone(&slots),
                         pace: Arc::clone(&pace),
+                        series,
                     };
                     let permit = held.split(1).expect("a permit per job claimed");
                     jobs.spawn(task.run(permit));
@@ -298,6 +352,7 @@ pub async fn run<Q: JobQueue + Clone>(
                 }
             }
             Err(e) => {
+                store_error(metrics.as_ref(), Op::Claim);
                 crate::log::throttled!("worker_claim_failed", warn, error = %e, "claim failed; retrying");
                 config.poll_max
             }
@@ -324,7 +379,17 @@ pub async fn run<Q: JobQueue + Clone>(
     }
     // Every sender is gone once the jobs are: the completer stores what is left and ends.
     let _ = tokio::time::timeout(RELEASE_TIMEOUT, completer).await;
+    if let Some(m) = &metrics {
+        m.threads().dec_by(threads as i64);
+    }
     tally.report()
+}
+
+/// Counts a failed store call, if the worker has metrics.
+fn store_error(metrics: Option<&WorkerMetrics>, op: Op) {
+    if let Some(m) = metrics {
+        m.store_error(op);
+    }
 }
 
 /// Stores outcomes in batches: takes one, then every other that is already waiting (up to
@@ -338,6 +403,7 @@ async fn completer<Q: JobQueue>(
     tally: Arc<Tally>,
     permits: Arc<Semaphore>,
     busy_below: usize,
+    metrics: Option<WorkerMetrics>,
 ) {
     let mut batch: Vec<Outcome> = Vec::with_capacity(MAX_COMPLETE);
     while inbox.recv_many(&mut batch, MAX_COMPLETE).await > 0 {
@@ -356,6 +422,9 @@ async fn completer<Q: JobQueue>(
             .map(|(job, outcome, reply)| ((job, outcome), reply))
             .unzip();
         Tally::add(&tally.completions);
+        if let Some(m) = &metrics {
+            m.completed_batch(outcomes.len());
+        }
         match queue.complete_batch(outcomes).await {
             Ok(done) => {
                 for (reply, c) in replies.into_iter().zip(done) {
@@ -363,6 +432,7 @@ async fn completer<Q: JobQueue>(
                 }
             }
             Err(e) => {
+                store_error(metrics.as_ref(), Op::Complete);
                 let e: QueueError = e;
                 let message = e.to_string();
                 for reply in replies {
@@ -385,6 +455,8 @@ struct Job<Q> {
     /// One per thread: a claimed job waits here, under its lease, until a thread is free.
     slots: Arc<Semaphore>,
     pace: Arc<Pace>,
+    /// The job type's series, when the worker has metrics.
+    series: Option<Arc<TypeSeries>>,
 }
 
 /// The mean run time of this worker's jobs (an exponentially weighted mean, in ns; 0 until the
@@ -423,6 +495,8 @@ impl Pace {
 
 impl<Q: JobQueue + Clone> Job<Q> {
     async fn run(mut self, _permit: OwnedSemaphorePermit) {
+        let metrics = self.config.metrics.clone();
+        let _in_hand = metrics.as_ref().map(InHand::new);
         let job = &self.job;
         // Its own task, so that a panic in the work becomes an error, not a dead worker. It
         // waits for a free thread first, so its measured time is its run alone.
@@ -431,11 +505,32 @@ impl<Q: JobQueue + Clone> Job<Q> {
             Arc::clone(&self.pace),
             Arc::clone(&self.executor),
         );
+        let meter = match (&metrics, &self.series) {
+            (Some(m), Some(s)) => Some(m.meter(s)),
+            _ => None,
+        };
         let payload = job.payload.clone();
         let mut work = tokio::spawn(async move {
             let _slot = slots.acquire_owned().await.expect("semaphore never closed");
             let began = Instant::now();
-            let out = executor(payload).await;
+            let out = match meter {
+                None => executor(payload).await,
+                Some(meter) => {
+                    // Lent for the call: an executor from `Handlers` takes it and times the
+                    // run on its thread; any other is timed from here.
+                    let running =
+                        crate::metrics::METER.sync_scope(Arc::clone(&meter), || executor(payload));
+                    if meter.timed_on_thread() {
+                        running.await
+                    } else {
+                        meter.busy().inc();
+                        let out = running.await;
+                        meter.busy().dec();
+                        meter.record(began.elapsed());
+                        out
+                    }
+                }
+            };
             pace.record(began.elapsed());
             out
         });
@@ -472,32 +567,49 @@ impl<Q: JobQueue + Clone> Job<Q> {
                     break Err(JobError::retry("stopped at its deadline"));
                 }
                 _ = beat.tick() => match self.queue.heartbeat(job, self.config.lease).await {
-                    Ok(true) => {}
+                    Ok(true) => self.renewal(Renewal::Renewed),
                     Ok(false) => {
+                        self.renewal(Renewal::Refused);
                         // Dropping the run's future tells its handler to stop.
                         work.abort();
-                        match self.queue.get(&job.id).await {
-                            Ok(Some(v)) if v.status == crate::JobStatus::Cancelled => {
-                                tracing::info!(id = %job.id, "job cancelled; stopping the run");
-                            }
-                            _ => tracing::warn!(id = %job.id, "lease lost; stopping the run"),
+                        let how = self.gone().await;
+                        if how == Ended::Lost {
+                            tracing::warn!(id = %job.id, "lease lost; stopping the run");
+                        } else {
+                            tracing::info!(id = %job.id, "job cancelled; stopping the run");
                         }
-                        Tally::add(&self.tally.lost);
+                        self.end(how);
                         return;
                     }
-                    Err(e) => crate::log::throttled!("worker_heartbeat_failed", warn, id = %job.id, error = %e, "heartbeat failed"),
+                    Err(e) => {
+                        self.renewal(Renewal::Failed);
+                        store_error(metrics.as_ref(), Op::Heartbeat);
+                        crate::log::throttled!("worker_heartbeat_failed", warn, id = %job.id, error = %e, "heartbeat failed");
+                    }
                 },
                 Ok(()) = self.abandon.changed() => {
                     work.abort();
                     match self.queue.release(job).await {
-                        Ok(true) => Tally::add(&self.tally.released),
-                        Ok(false) => Tally::add(&self.tally.lost),
-                        Err(e) => crate::log::throttled!("worker_release_failed", warn, id = %job.id, error = %e, "release failed"),
+                        Ok(true) => self.end(Ended::Released),
+                        Ok(false) => self.end(Ended::Lost),
+                        Err(e) => {
+                            store_error(metrics.as_ref(), Op::Release);
+                            self.end(Ended::Lost);
+                            crate::log::throttled!("worker_release_failed", warn, id = %job.id, error = %e, "release failed");
+                        }
                     }
                     return;
                 }
             }
         };
+        if let Err(e) = &outcome
+            && e.message.starts_with(crate::TIMED_OUT)
+        {
+            Tally::add(&self.tally.timed_out);
+            if let Some(s) = &self.series {
+                s.timed_out();
+            }
+        }
         let (reply, stored) = oneshot::channel();
         if self
             .outcomes
@@ -505,23 +617,68 @@ impl<Q: JobQueue + Clone> Job<Q> {
             .await
             .is_err()
         {
-            return; // the completer is gone: the lease lapses and the job runs again
+            // The completer is gone: the lease lapses and the job runs again.
+            self.end(Ended::Lost);
+            return;
         }
         match stored.await {
-            Ok(Ok(Completion::Done)) => Tally::add(&self.tally.done),
-            Ok(Ok(Completion::Retrying)) => Tally::add(&self.tally.retried),
-            Ok(Ok(Completion::Failed)) => Tally::add(&self.tally.failed),
-            Ok(Ok(Completion::Expired)) => Tally::add(&self.tally.expired),
+            Ok(Ok(Completion::Done)) => self.end(Ended::Done),
+            Ok(Ok(Completion::Retrying)) => self.end(Ended::Retried),
+            Ok(Ok(Completion::Failed)) => self.end(Ended::Failed),
+            Ok(Ok(Completion::Expired)) => self.end(Ended::Expired),
             Ok(Ok(Completion::Refused)) => {
-                tracing::warn!(id = %job.id, "lease lost before completion; outcome dropped");
-                Tally::add(&self.tally.lost);
+                let how = self.gone().await;
+                if how == Ended::Lost {
+                    tracing::warn!(id = %job.id, "lease lost before completion; outcome dropped");
+                }
+                self.end(how);
             }
             // The lease will lapse and the job run again: at-least-once.
             Ok(Err(e)) => {
+                self.end(Ended::Lost);
                 crate::log::throttled!("worker_complete_failed", warn, id = %job.id, error = %e, "complete failed")
             }
-            Err(_) => {}
+            Err(_) => self.end(Ended::Lost),
         }
+    }
+
+    /// Why the store no longer takes this worker's word for the job: it was cancelled, or
+    /// the lease went.
+    async fn gone(&self) -> Ended {
+        match self.queue.get(&self.job.id).await {
+            Ok(Some(v)) if v.status == crate::JobStatus::Cancelled => Ended::Cancelled,
+            Ok(_) => Ended::Lost,
+            Err(_) => {
+                store_error(self.config.metrics.as_ref(), Op::Get);
+                Ended::Lost
+            }
+        }
+    }
+
+    fn end(&self, how: Ended) {
+        self.tally.ended(self.series.as_deref(), how);
+    }
+
+    fn renewal(&self, r: Renewal) {
+        if let Some(m) = &self.config.metrics {
+            m.renewal(r);
+        }
+    }
+}
+
+/// Counts a job in hand from its claim until it leaves, however it leaves.
+struct InHand(WorkerMetrics);
+
+impl InHand {
+    fn new(metrics: &WorkerMetrics) -> InHand {
+        metrics.in_hand().inc();
+        InHand(metrics.clone())
+    }
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        self.0.in_hand().dec();
     }
 }
 
@@ -535,10 +692,19 @@ async fn chores<Q: JobQueue>(queue: Q, config: WorkerConfig) {
         tokio::select! {
             _ = reap.tick() => match queue.reap().await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(jobs = n, "reaped stalled jobs"),
-                Err(e) => crate::log::throttled!("worker_reap_failed", warn, error = %e, "reap failed"),
+                Ok(n) => {
+                    if let Some(m) = &config.metrics {
+                        m.reaped(n);
+                    }
+                    tracing::info!(jobs = n, "reaped stalled jobs");
+                }
+                Err(e) => {
+                    store_error(config.metrics.as_ref(), Op::Reap);
+                    crate::log::throttled!("worker_reap_failed", warn, error = %e, "reap failed");
+                }
             },
             _ = prune.tick() => if let Err(e) = queue.prune().await {
+                store_error(config.metrics.as_ref(), Op::Prune);
                 crate::log::throttled!("worker_prune_failed", warn, error = %e, "prune failed");
             },
         }

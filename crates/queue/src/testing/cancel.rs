@@ -168,8 +168,8 @@ pub async fn cancel_tells_a_running_handler_to_stop<S: Store>(store: S, test: &s
     let _ = stop_tx.send(());
     let report = worker.await.unwrap();
     assert_eq!(
-        (report.done, report.failed, report.lost),
-        (0, 0, 1),
+        (report.done, report.failed, report.lost, report.cancelled),
+        (0, 0, 0, 1),
         "{report:?}"
     );
     let v = h.queue.get(&id).await.unwrap().unwrap();

@@ -65,6 +65,7 @@ mod claims;
 mod lifecycle;
 mod limits;
 mod loops;
+mod metrics;
 mod reads;
 
 use std::fmt;
@@ -98,6 +99,7 @@ pub use self::loops::{
     dead_worker_job_runs_again, long_job_keeps_its_lease, panicking_job_is_retried,
     shutdown_gives_jobs_back, timed_out_job_ends_failed, worker_loops_drain_everything,
 };
+pub use self::metrics::worker_metrics_count_every_job;
 pub use self::reads::{
     counts_drop_jobs_past_retention_before_prune, latency_counts_done_jobs_by_label,
     prune_after_retention,
@@ -335,6 +337,7 @@ macro_rules! conformance_tests {
             list_pages_newest_first_with_a_stable_cursor,
             delays_hold_jobs_back_and_priorities_order_claims,
             low_priority_is_claimed_within_its_handicap,
+            worker_metrics_count_every_job,
         ]);
     };
 }
