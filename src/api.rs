@@ -246,9 +246,10 @@ mod tests {
                 finished_at: Some(12),
                 expires_at: None,
                 priority: 0,
+                label: Some("count:1".into()),
             },
             r#"{"id":"ab","status":"done","attempts":1,"max_attempts":3,"stalls":2,"max_stalls":10,
-                "result":{"work":"count","n":1,"result":1,"run_us":0},"enqueued_at":10,"started_at":11,"finished_at":12}"#,
+                "result":{"work":"count","n":1,"result":1,"run_us":0},"enqueued_at":10,"started_at":11,"finished_at":12,"label":"count:1"}"#,
         );
         round_trip(
             &JobsSummary {

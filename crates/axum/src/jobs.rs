@@ -205,6 +205,10 @@ pub struct JobBody {
     /// Its priority (`Job-Priority`), 0 (most urgent, left out) to 9.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: u8,
+    /// What the job is: its type's name, or for offload's own work the work and its size
+    /// (`count:2000000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 fn is_zero(p: &u8) -> bool {
@@ -231,6 +235,7 @@ impl From<JobView> for JobBody {
             finished_at: v.finished_at,
             expires_at: v.expires_at,
             priority: v.priority,
+            label: v.label,
         }
     }
 }

@@ -60,6 +60,7 @@ fn each_job_reaches_its_own_handler_and_its_output_reads_back_typed() {
         finished_at: Some(2),
         expires_at: None,
         priority: 0,
+        label: None,
     };
     assert_eq!(view.output::<Greet>().unwrap().unwrap(), "hello, ann");
     assert!(

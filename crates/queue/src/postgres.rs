@@ -398,6 +398,7 @@ fn view(row: &Row) -> Result<JobView, QueueError> {
         max_stalls: count(10)?,
         expires_at: time(11)?,
         priority: u8::try_from(row.try_get::<_, i32>(12)?.clamp(0, 255)).unwrap_or(0),
+        label: row.try_get(13)?,
     })
 }
 
@@ -671,8 +672,8 @@ impl JobQueue for PostgresQueue {
             .await?;
         let next = match rows.last() {
             Some(last) if rows.len() == limit => Some(Cursor {
-                t: last.try_get::<_, Option<i64>>(13)?.unwrap_or(0).max(0) as u64,
-                tie: last.try_get::<_, i64>(14)?.to_string(),
+                t: last.try_get::<_, Option<i64>>(14)?.unwrap_or(0).max(0) as u64,
+                tie: last.try_get::<_, i64>(15)?.to_string(),
             }),
             _ => None,
         };

@@ -386,6 +386,7 @@ impl RedisQueue {
             priority: number(&mut h, "priority").unwrap_or(0),
             result: field(&mut h, "result"),
             error: field(&mut h, "error"),
+            label: field(&mut h, "label"),
         }))
     }
 }

@@ -112,7 +112,7 @@ const MAX_EXPIRE: i64 = 1000;
 const EXPIRED: &str = "expired: its deadline passed before it finished";
 
 const VIEW_COLUMNS: &str = "id, status, attempts, max_attempts, result, error, enqueued_at, \
-                            started_at, finished_at, stalls, max_stalls, expires_at, priority";
+                            started_at, finished_at, stalls, max_stalls, expires_at, priority, label";
 
 /// The greatest handicap in the claim order: [`MAX_PRIORITY`] × [`PRIORITY_STEP`], in ms (the
 /// `rank` column's expression writes the step, 1,000 ms, as a literal).
@@ -385,6 +385,7 @@ fn view(row: &rusqlite::Row<'_>) -> Result<JobView, rusqlite::Error> {
         max_stalls: row.get(10)?,
         expires_at: row.get::<_, Option<i64>>(11)?.map(|t| t.max(0) as u64),
         priority: row.get(12)?,
+        label: row.get(13)?,
     })
 }
 
@@ -966,7 +967,7 @@ impl JobQueue for SqliteQueue {
                 )
             };
             fn row(r: &rusqlite::Row<'_>) -> Result<(JobView, i64, i64), rusqlite::Error> {
-                Ok((view(r)?, r.get(13)?, r.get(14)?))
+                Ok((view(r)?, r.get(14)?, r.get(15)?))
             }
             let mut stmt = conn.prepare_cached(&sql)?;
             let (status, limit_sql) = (status.as_str(), limit as i64);

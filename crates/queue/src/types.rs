@@ -306,6 +306,10 @@ pub struct JobView {
     /// Its priority, 0 (most urgent) to [`MAX_PRIORITY`].
     #[serde(skip_serializing_if = "is_zero")]
     pub priority: u8,
+    /// What the job is ([`NewJob::label`]): its type's name for a typed job; offload's
+    /// gateway writes the work and its size (`count:2000000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 fn is_zero(p: &u8) -> bool {

@@ -289,7 +289,7 @@ SELECT count(*) FROM x"
 macro_rules! view_columns {
     () => {
         "id, status, attempts, max_attempts, result, error, enqueued_at, started_at, \
-         finished_at, stalls, max_stalls, expires_at, priority"
+         finished_at, stalls, max_stalls, expires_at, priority, label"
     };
 }
 

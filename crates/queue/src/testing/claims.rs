@@ -17,12 +17,24 @@ pub async fn round_trip<S: Store>(store: S, test: &str) {
         return;
     };
     let q = &h.queue;
-    let id = q.enqueue(NewJob::new(r#"{"n":1}"#)).await.unwrap();
+    let id = q
+        .enqueue(NewJob::new(r#"{"n":1}"#).label("count:1"))
+        .await
+        .unwrap();
     let v = q.get(&id).await.unwrap().expect("stored");
     assert_eq!(
-        (v.status, v.attempts, v.max_attempts),
-        (JobStatus::Queued, 0, 3)
+        (v.status, v.attempts, v.max_attempts, v.label.as_deref()),
+        (JobStatus::Queued, 0, 3, Some("count:1"))
     );
+    let page = q
+        .list(crate::ListFilter {
+            status: JobStatus::Queued,
+            limit: 10,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.jobs, [v.clone()], "a list shows what a read shows");
     assert!(v.enqueued_at > 0 && v.started_at.is_none() && v.result.is_none());
 
     let job = q
