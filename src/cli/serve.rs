@@ -378,6 +378,8 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         crate::strategy::calibrate_priors(&pool, &config_limits, cores());
         Ok(PoolStrategy::new(Arc::new(pool), pool_split))
     };
+    // The queue's backlog in seconds predicts stored work from a calibration made here.
+    let predict = move || crate::queue::builtin::calibrated(config_limits);
     // `inline` and `blocking` run the work on the runtime's own threads (or its blocking
     // threads, which share their start hook): those must not outrank other processes.
     let urgent = match args.strategy {
@@ -398,7 +400,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Name::Pool => Strategy::Pool(pool()?),
                 Name::Auto => Strategy::Auto(Auto::new(
                     pool()?,
-                    QueueStrategy::new(args.queue.open().await?, args.max_queue),
+                    QueueStrategy::new(args.queue.open().await?, args.max_queue, predict()),
                     args.auto_wait,
                 )),
                 Name::Remote => Strategy::Remote(
@@ -410,9 +412,11 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     })
                     .map_err(anyhow::Error::msg)?,
                 ),
-                Name::Queue => {
-                    Strategy::Queue(QueueStrategy::new(args.queue.open().await?, args.max_queue))
-                }
+                Name::Queue => Strategy::Queue(QueueStrategy::new(
+                    args.queue.open().await?,
+                    args.max_queue,
+                    predict(),
+                )),
                 Name::Rayon => {
                     anyhow::bail!("rayon is the compute service's strategy: run `offload compute`")
                 }

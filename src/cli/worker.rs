@@ -1,8 +1,9 @@
 //! `offload worker`: takes jobs from the queue and runs them on a bounded pool, never on the
 //! runtime's threads; renews each job's lease while it runs; stops a run over `--job-timeout`;
 //! on SIGTERM stops claiming, finishes what it can within the grace period and gives the rest
-//! back.
+//! back. With `--metrics-addr` it serves what it does at `/metrics`.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +13,10 @@ use clap::Args;
 
 use super::serve::{LimitArgs, QueueArgs, positive};
 use super::{cores, parse_duration, shutdown_signal};
+use crate::metrics::Registry;
 use crate::pool::{Pool, PoolConfig, TaskError};
 use crate::queue::worker::{self, BoxFuture, Executor, WorkerConfig};
-use crate::queue::{Handlers, JobError};
+use crate::queue::{Handlers, JobError, Queue, Reach, StoreMetrics, WorkerMetrics};
 
 /// Flags of `offload worker`.
 #[derive(Debug, Args)]
@@ -41,6 +43,10 @@ pub struct WorkerArgs {
     /// would fail good jobs]
     #[arg(long, value_parser = parse_timeout, env = "OFFLOAD_JOB_TIMEOUT")]
     pub job_timeout: Option<Duration>,
+    /// Serve the worker's metrics (Prometheus text) at `http://ADDR/metrics`: a port, on
+    /// 127.0.0.1, or HOST:PORT [default: none, no metrics served]
+    #[arg(long, value_parser = parse_metrics_addr, env = "OFFLOAD_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Niceness added to the threads that run jobs (Linux).
     #[arg(long, default_value_t = 0, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
     pub nice: i32,
@@ -79,19 +85,103 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .context("building the async runtime")?;
     runtime.block_on(async move {
         let queue = args.queue.open().await?;
-        let config = WorkerConfig { concurrency, prefetch, grace: args.grace, ..WorkerConfig::default() }.with_lease(args.lease);
-        println!("offload worker: running {} (queue {}, concurrency {concurrency})", config.worker_id.as_str(), args.queue.url);
-        tracing::info!(worker = config.worker_id.as_str(), queue = %args.queue.url, concurrency, job_timeout = ?args.job_timeout, "worker ready");
-        let handlers = crate::queue::builtin::handlers(limits);
+        let mut config = WorkerConfig { concurrency, prefetch, grace: args.grace, ..WorkerConfig::default() }.with_lease(args.lease);
+        // With metrics, the work's startup calibration gives the backlog's predictions a
+        // prior until runs here teach the handlers (their clones share what they learn).
+        let handlers = match args.metrics_addr {
+            Some(_) => crate::queue::builtin::calibrated(limits),
+            None => crate::queue::builtin::handlers(limits),
+        };
         let handlers = match args.job_timeout {
             Some(limit) => handlers.default_timeout(limit),
             None => handlers,
         };
+        if let Some(addr) = args.metrics_addr {
+            let metrics = WorkerMetrics::new();
+            let served = serve_metrics(addr, queue.clone(), metrics.clone(), handlers.clone()).await?;
+            println!("offload worker: metrics at http://{served}/metrics");
+            config = config.with_metrics(metrics);
+        }
+        println!("offload worker: running {} (queue {}, concurrency {concurrency})", config.worker_id.as_str(), args.queue.url);
+        tracing::info!(worker = config.worker_id.as_str(), queue = %args.queue.url, concurrency, job_timeout = ?args.job_timeout, "worker ready");
         let report = worker::run(queue, executor(pool.clone(), handlers), config, shutdown_signal()).await;
         tracing::info!(?report, "worker stopped");
         pool.drain(Duration::from_secs(1));
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A `--metrics-addr`: a port (on loopback) or an address with a port.
+fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    text.parse()
+        .map_err(|_| format!("expected a port (on 127.0.0.1) or HOST:PORT, not {text:?}"))
+}
+
+/// What the worker's `/metrics` shows: the worker's own series, the store's (jobs by state,
+/// the backlog in seconds, predicted by `predict`) and the log events by kind.
+#[derive(Clone)]
+struct MetricsState {
+    registry: Arc<Registry>,
+    store: StoreMetrics,
+    reach: Reach,
+    queue: Queue,
+    predict: Handlers,
+}
+
+/// Binds `addr` and serves `/metrics` on this runtime until the process ends; answers the
+/// address bound (a port of 0 picks one).
+async fn serve_metrics(
+    addr: SocketAddr,
+    queue: Queue,
+    metrics: WorkerMetrics,
+    predict: Handlers,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics address {addr}"))?;
+    let bound = listener.local_addr()?;
+    let store = StoreMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    store.register(&mut registry);
+    crate::logs::register(&mut registry);
+    let state = MetricsState {
+        registry: Arc::new(registry),
+        store,
+        reach: Reach::new(queue.clone()).with_wait(Duration::from_secs(2)),
+        queue,
+        predict,
+    };
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_text))
+        .fallback(|uri: axum::http::Uri| async move {
+            crate::gateway::ApiError::NotFound(uri.path().chars().take(128).collect())
+        })
+        .with_state(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics server stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn metrics_text(
+    axum::extract::State(s): axum::extract::State<MetricsState>,
+) -> impl axum::response::IntoResponse {
+    if let Err(e) = s.store.refresh(&s.reach, &s.queue, &s.predict).await {
+        crate::throttled!("worker_metrics_store_failed", warn, error = %e, "could not read the queue for /metrics");
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        crate::metrics::encode(&s.registry),
+    )
 }
 
 /// A `--job-timeout`: a duration above zero.

@@ -43,17 +43,28 @@ pub struct Fault {
     pub n: u64,
 }
 
+// A job's units are its size, `n`, as in its label (`count:2000000`): each kind's run time
+// grows in proportion to it, so runs teach a time per unit that predicts any size.
 impl Job for Count {
     const NAME: &'static str = "count";
     type Output = JobResult;
+    fn units(&self) -> u64 {
+        self.n
+    }
 }
 impl Job for Primes {
     const NAME: &'static str = "primes";
     type Output = JobResult;
+    fn units(&self) -> u64 {
+        self.n
+    }
 }
 impl Job for Hash {
     const NAME: &'static str = "hash";
     type Output = JobResult;
+    fn units(&self) -> u64 {
+        self.n
+    }
 }
 impl Job for Fault {
     const NAME: &'static str = "fault";
@@ -86,6 +97,17 @@ pub fn handlers(limits: Limits) -> Handlers {
     } else {
         handlers
     }
+}
+
+/// The handlers of offload's work, each kind's prior its startup calibration
+/// ([`Work::probe_costs`]: a run of a fixed size on one thread), for predictions of stored
+/// work ([`Handlers::predict`]) before any has run here.
+pub fn calibrated(limits: Limits) -> Handlers {
+    let mut handlers = handlers(limits);
+    for (kind, secs_per_unit) in Work::probe_costs(&limits) {
+        handlers = handlers.prior_of(kind.name(), secs_per_unit);
+    }
+    handlers
 }
 
 /// Checks the size against the limits, then runs the whole job on this thread, stopping early

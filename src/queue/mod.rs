@@ -5,5 +5,7 @@ pub use offload_queue::*;
 
 pub mod builtin;
 mod line_metrics;
+mod store_metrics;
 
 pub use self::line_metrics::LineMetrics;
+pub use self::store_metrics::StoreMetrics;

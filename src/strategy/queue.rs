@@ -12,10 +12,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::metrics::{Counter, Family, Gauge, Registry, State};
+use crate::metrics::Registry;
 use crate::queue::{
-    Eta, JobId, JobQueue, JobView, Line, LineError, LineMetrics, Prediction, Queue, QueueError,
-    Reach,
+    Eta, Handlers, JobId, JobQueue, JobView, Line, LineError, LineMetrics, Prediction, Queue,
+    QueueError, Reach, StoreMetrics,
 };
 use crate::work::Work;
 
@@ -42,20 +42,14 @@ pub struct QueueStrategy {
     /// The store's calls, bounded by [`STORE_WAIT`]; refused at once while it is out of reach.
     reach: Reach,
     metrics: StoreMetrics,
-}
-
-/// What the store says at each scrape.
-#[derive(Debug, Clone, Default)]
-struct StoreMetrics {
-    up: Gauge,
-    jobs: Family<State, Gauge>,
-    /// The store keeps the count; this mirrors it.
-    stalls: Counter,
+    /// Predicts each stored job's run time for the backlog in seconds: offload's work with
+    /// its startup calibration as priors.
+    predict: Handlers,
 }
 
 impl QueueStrategy {
     /// Enqueues on `queue`; at most `max_waiting` requests wait for room in a full backlog.
-    pub fn new(queue: Queue, max_waiting: usize) -> QueueStrategy {
+    pub fn new(queue: Queue, max_waiting: usize, predict: Handlers) -> QueueStrategy {
         // The clock says when a stored job will be done (in each 202); the gateway's backlog is
         // capped by count only (`--max-backlog`), as the bench measures it.
         let eta = Eta::new(queue.clone());
@@ -67,6 +61,7 @@ impl QueueStrategy {
             reach: Reach::new(queue.clone()).with_wait(STORE_WAIT),
             queue,
             metrics: StoreMetrics::default(),
+            predict,
         }
     }
 
@@ -159,57 +154,26 @@ impl QueueStrategy {
         ExecError::unavailable(e)
     }
 
-    /// Registers the line's metrics and the store's (`offload_queue_up`, `offload_jobs`,
-    /// `offload_job_stalls_total`).
+    /// Registers the line's metrics and the store's ([`StoreMetrics::register`]).
     pub fn register(&self, registry: &mut Registry) {
         self.line_metrics.register(registry);
-        let m = &self.metrics;
-        registry.register(
-            "offload_queue_up",
-            "1 when the queue's store answers",
-            m.up.clone(),
-        );
-        registry.register(
-            "offload_jobs",
-            "Jobs in the queue by state (finished ones until their retention ends)",
-            m.jobs.clone(),
-        );
-        registry.register(
-            "offload_job_stalls",
-            "Runs lost with their worker (lease expired): requeued without spending an attempt",
-            m.stalls.clone(),
-        );
+        self.metrics.register(registry);
     }
 
-    /// Asks the store for the jobs by state, and sets the line's gauges, before a scrape.
-    /// While the store is out of reach the jobs have no series, rather than stale ones.
+    /// Asks the store for the jobs by state and the backlog, and sets the line's gauges,
+    /// before a scrape.
     pub async fn refresh_metrics(&self) {
         self.line_metrics.refresh();
-        let m = &self.metrics;
-        let counts = self.bounded("counting jobs", self.queue.counts()).await;
-        m.up.set(counts.is_ok().into());
-        let c = match counts {
-            Ok(c) => c,
-            Err(e) => {
-                m.jobs.clear();
-                crate::throttled!("queue_count_failed", warn, error = %e, "could not count jobs");
-                return;
-            }
-        };
-        for (state, v) in [
-            ("queued", c.queued),
-            ("running", c.running),
-            ("done", c.done),
-            ("failed", c.failed),
-            ("cancelled", c.cancelled),
-            ("expired", c.expired),
-        ] {
-            m.jobs.get_or_create(&State { state }).set(v as i64);
+        let read = self
+            .metrics
+            .refresh(&self.reach, &self.queue, &self.predict);
+        if let Err(e) = read.await {
+            crate::throttled!("queue_count_failed", warn, error = %e, "could not count jobs");
         }
-        // A counter cannot be set; the store's total only grows, so storing it keeps the
-        // counter's promise.
-        m.stalls
-            .inner()
-            .store(c.stalls, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The backlog in seconds of work at the last refresh of the metrics.
+    pub fn backlog_seconds(&self) -> f64 {
+        self.metrics.backlog_seconds()
     }
 }

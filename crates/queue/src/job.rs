@@ -158,12 +158,14 @@ impl Drop for StopOnDrop {
 
 /// What [`Handlers`] keeps of one job type.
 #[derive(Clone)]
-struct Entry {
+pub(crate) struct Entry {
     run: Erased,
     /// The type's [`Job::SECS_PER_UNIT`], when it is a usable guess.
     secs_per_unit: Option<f64>,
     /// The type's own time limit ([`Handlers::timeout`]).
     timeout: Option<Duration>,
+    /// What its runs took, and its prior, for predictions ([`Handlers::predict`]).
+    pub(crate) cost: Arc<crate::backlog::Cost>,
 }
 
 /// Told of each run that succeeded ([`Handlers::on_run`]).
@@ -185,10 +187,10 @@ pub struct JobRun {
 /// [`worker`](crate::worker) and any code that runs the same jobs in-process.
 #[derive(Clone, Default)]
 pub struct Handlers {
-    by_name: HashMap<&'static str, Entry>,
+    pub(crate) by_name: HashMap<&'static str, Entry>,
     on_run: Option<OnRun>,
     /// The type registered last, which [`Handlers::timeout`] applies to.
-    last: Option<&'static str>,
+    pub(crate) last: Option<&'static str>,
     /// The time limit of types without their own ([`Handlers::default_timeout`]).
     default_timeout: Option<Duration>,
     /// Runs past their time limit still on their thread, shared by every clone.
@@ -270,6 +272,7 @@ impl Handlers {
             run,
             secs_per_unit,
             timeout: None,
+            cost: Arc::new(crate::backlog::Cost::with_prior(secs_per_unit)),
         };
         self.by_name.insert(J::NAME, entry);
         self.last = Some(J::NAME);
@@ -415,13 +418,14 @@ impl Handlers {
                 ))
             })?;
         let (run, payload) = (entry.run.clone(), envelope.payload.get().to_owned());
-        let on_run = self.on_run.clone();
+        let (on_run, cost) = (self.on_run.clone(), Arc::clone(&entry.cost));
         let limit = entry.timeout.or(self.default_timeout);
         let run = move || {
             let start = Instant::now();
             let (json, units) = run(&payload, &cx)?;
+            let took = start.elapsed();
+            cost.ran(units, took);
             if let Some(observe) = on_run {
-                let took = start.elapsed();
                 observe(&JobRun { job, units, took });
             }
             Ok(json)

@@ -79,6 +79,7 @@ struct ReadmeDoctests;
 #[cfg(not(any(feature = "sqlite", feature = "redis", feature = "postgres")))]
 compile_error!("offload-queue needs a backend: enable its feature sqlite, redis or postgres");
 
+pub mod backlog;
 pub mod eta;
 mod job;
 pub mod latency;
@@ -103,6 +104,7 @@ pub mod worker;
 use std::future::Future;
 use std::time::Duration;
 
+pub use self::backlog::Backlog;
 pub use self::eta::{Eta, Prediction};
 pub use self::job::{Handlers, Job, JobContext, JobRun, Run};
 pub use self::latency::{Histogram, Latency};
