@@ -12,6 +12,7 @@ mod gateway;
 mod jobs;
 mod load;
 mod netns;
+mod observe;
 mod past_the_limit;
 mod queue_faults;
 mod remote;

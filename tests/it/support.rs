@@ -151,6 +151,20 @@ impl Proc {
         Proc { child, addr }
     }
 
+    /// Starts `offload worker <args> --metrics-addr 0` and waits for its "metrics at" line;
+    /// `addr` is where its `/metrics` is served.
+    pub fn start_worker_with_metrics(args: &[&str]) -> Proc {
+        let args: Vec<&str> = std::iter::once("worker")
+            .chain(args.iter().copied())
+            .chain(["--metrics-addr", "0"])
+            .collect();
+        let (child, addr) = spawn_until(offload_command(), &args, |line| {
+            let rest = line.strip_prefix("offload worker: metrics at http://")?;
+            rest.strip_suffix("/metrics")?.parse().ok()
+        });
+        Proc { child, addr }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
