@@ -96,6 +96,7 @@ mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod timeout;
+mod trace;
 mod types;
 #[cfg(feature = "sqlite")]
 mod wake;
@@ -113,6 +114,7 @@ pub use self::log::events;
 pub use self::metrics::WorkerMetrics;
 pub use self::reach::Reach;
 pub use self::timeout::{STOP_GRACE, TIMED_OUT};
+pub use self::trace::TraceParent;
 
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresQueue;

@@ -114,7 +114,7 @@ impl PostgresQueue {
     async fn enqueue_one(&self, id: JobId, job: &NewJob) -> Result<JobId, EnqueueError> {
         let opts = &self.inner.options;
         let (name, id_text, payload) = (&opts.name.as_str(), id.as_str(), &job.payload);
-        let label = job.label.as_deref();
+        let (label, trace) = (job.label.as_deref(), job.trace.as_ref().map(|t| t.as_str()));
         let expires_at = deadline(job);
         let (run_at, priority) = (due(job), i32::from(job.priority.min(MAX_PRIORITY)));
         let max_attempts =
@@ -123,7 +123,7 @@ impl PostgresQueue {
         let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
         let (stored, depth) = self
             .call(|l| async move {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
                     name,
                     &id_text,
                     payload,
@@ -134,6 +134,7 @@ impl PostgresQueue {
                     &expires_at,
                     &run_at,
                     &priority,
+                    &trace,
                 ];
                 match l.client.query_one(&l.enqueue, &params).await {
                     Ok(row) => Ok((row.try_get::<_, bool>(0)?, row.try_get::<_, i64>(2)?)),
@@ -164,6 +165,10 @@ impl PostgresQueue {
             })
             .collect();
         let labels: Vec<Option<&str>> = jobs.iter().map(|p| p.job.label.as_deref()).collect();
+        let traces: Vec<Option<&str>> = jobs
+            .iter()
+            .map(|p| p.job.trace.as_ref().map(|t| t.as_str()))
+            .collect();
         let deadlines: Vec<Option<i64>> = jobs.iter().map(|p| deadline(&p.job)).collect();
         let run_ats: Vec<Option<i64>> = jobs.iter().map(|p| due(&p.job)).collect();
         let priorities: Vec<i32> = jobs
@@ -174,11 +179,11 @@ impl PostgresQueue {
         let cap = i64::try_from(opts.max_backlog).unwrap_or(i64::MAX);
         let (ids, payloads, attempts, labels, deadlines) =
             (&ids, &payloads, &attempts, &labels, &deadlines);
-        let (run_ats, priorities) = (&run_ats, &priorities);
+        let (run_ats, priorities, traces) = (&run_ats, &priorities, &traces);
         let name = &opts.name.as_str();
         let (k, depth) = self
             .call(|l| async move {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
                     name,
                     ids,
                     payloads,
@@ -189,6 +194,7 @@ impl PostgresQueue {
                     deadlines,
                     run_ats,
                     priorities,
+                    traces,
                 ];
                 let row = l.client.query_one(&l.enqueue_batch, &params).await?;
                 Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))
@@ -209,6 +215,7 @@ impl PostgresQueue {
         let key = job.key.as_ref().map_or("", |k| k.as_str());
         let (name, id_text, payload) = (&opts.name.as_str(), id.as_str(), &job.payload);
         let (label, expires_at) = (job.label.as_deref(), deadline(job));
+        let trace = job.trace.as_ref().map(|t| t.as_str());
         let (run_at, priority) = (due(job), i32::from(job.priority.min(MAX_PRIORITY)));
         let max_attempts =
             i32::try_from(job.max_attempts.unwrap_or(opts.max_attempts).max(1)).unwrap_or(i32::MAX);
@@ -218,7 +225,7 @@ impl PostgresQueue {
         for _ in 0..TRIES {
             let row = self
                 .call(|l| async move {
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
                         name,
                         &id_text,
                         payload,
@@ -231,6 +238,7 @@ impl PostgresQueue {
                         &retention,
                         &run_at,
                         &priority,
+                        &trace,
                     ];
                     l.client.query_one(sql::ENQUEUE_KEYED, &params).await
                 })
@@ -414,6 +422,9 @@ fn claimed(rows: Vec<Row>, token: &str) -> Result<Vec<Claimed>, QueueError> {
                 attempt: r.try_get::<_, i32>(2)?.max(0) as u32,
                 max_attempts: r.try_get::<_, i32>(3)?.max(0) as u32,
                 expires_at: r.try_get::<_, Option<i64>>(6)?.map(|t| t.max(0) as u64),
+                trace: r
+                    .try_get::<_, Option<&str>>(7)?
+                    .and_then(crate::TraceParent::parse),
                 token: token.to_owned(),
                 entry: String::new(),
                 consumer: String::new(),

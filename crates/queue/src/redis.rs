@@ -340,10 +340,10 @@ impl RedisQueue {
         if let [_, next] = got.as_slice() {
             return Ok(Err(next.parse::<u64>().ok().map(Duration::from_millis)));
         }
-        if !got.len().is_multiple_of(6) {
+        if !got.len().is_multiple_of(7) {
             return Err(QueueError::Corrupt(format!("claim replied {got:?}")));
         }
-        got.chunks_exact(6)
+        got.chunks_exact(7)
             .map(|c| {
                 Ok(Claimed {
                     id: JobId::parse(&c[1])
@@ -352,6 +352,7 @@ impl RedisQueue {
                     attempt: c[3].parse().unwrap_or(1),
                     max_attempts: c[4].parse().unwrap_or(1),
                     expires_at: c[5].parse().ok(),
+                    trace: crate::TraceParent::parse(&c[6]),
                     token: token.clone(),
                     entry: c[0].clone(),
                     consumer: worker.as_str().to_owned(),
@@ -428,6 +429,7 @@ impl JobQueue for RedisQueue {
         let deadline = job.expires_at.map(|e| e.to_string()).unwrap_or_default();
         let run_at = job.run_at.map(|r| r.to_string()).unwrap_or_default();
         let priority = job.priority.min(MAX_PRIORITY).to_string();
+        let trace = job.trace.as_ref().map_or("", |t| t.as_str());
         let (stored, other): (u8, String) = self
             .run(
                 &self.inner.scripts.enqueue,
@@ -442,6 +444,7 @@ impl JobQueue for RedisQueue {
                     &deadline,
                     &run_at,
                     &priority,
+                    trace,
                 ],
             )
             .await?;

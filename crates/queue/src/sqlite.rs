@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS latency_labels (label TEXT PRIMARY KEY) WITHOUT ROWID
 
 /// Columns added since the first release: a file made by an older offload gets them on open,
 /// followed by the statement that fills them in, if any.
-const ADDED_COLUMNS: [(&str, &str, &str, &str); 12] = [
+const ADDED_COLUMNS: [(&str, &str, &str, &str); 13] = [
     ("jobs", "stalls", "INTEGER NOT NULL DEFAULT 0", ""),
     ("jobs", "max_stalls", "INTEGER NOT NULL DEFAULT 10", ""),
     ("qmeta", "stalls", "INTEGER NOT NULL DEFAULT 0", ""),
@@ -91,6 +91,8 @@ const ADDED_COLUMNS: [(&str, &str, &str, &str); 12] = [
         "INTEGER GENERATED ALWAYS AS (run_at + priority * 1000) VIRTUAL",
         "",
     ),
+    // The W3C traceparent of what stored the job.
+    ("jobs", "trace", "TEXT", ""),
 ];
 
 /// Indexes on added columns, made once the columns are there. `jobs_key`: one job per key,
@@ -533,7 +535,7 @@ fn claim_due(
                  lease_until = ?2, started_at = ?3, worker = ?4 \
                  WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND run_at <= ?3 \
                                ORDER BY rank, seq LIMIT ?5) \
-                 RETURNING id, payload, attempts, max_attempts, rank, seq, expires_at",
+                 RETURNING id, payload, attempts, max_attempts, rank, seq, expires_at, trace",
             )?
             .query_map(params![token, t + ms(lease), t, worker, max as i64], |r| {
                 Ok((
@@ -545,19 +547,21 @@ fn claim_due(
                     ),
                     (r.get::<_, i64>(4)?, r.get::<_, i64>(5)?),
                     r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut jobs: Vec<_> = jobs
             .into_iter()
             .filter_map(
-                |((id, payload, attempt, max_attempts), order, expires_at)| {
+                |((id, payload, attempt, max_attempts), order, expires_at, trace)| {
                     let job = Claimed {
                         id: JobId::parse(&id).ok()?,
                         payload,
                         attempt,
                         max_attempts,
                         expires_at: expires_at.map(|e| e.max(0) as u64),
+                        trace: trace.as_deref().and_then(crate::TraceParent::parse),
                         token: token.clone(),
                         entry: String::new(),
                         consumer: String::new(),
@@ -702,9 +706,9 @@ impl JobQueue for SqliteQueue {
                         let t = enqueue_time();
                         tx.prepare_cached(
                             "INSERT INTO jobs (id, status, payload, max_attempts, max_stalls, \
-                             enqueued_at, run_at, label, key, expires_at, priority) \
+                             enqueued_at, run_at, label, key, expires_at, priority, trace) \
                              VALUES (?1, 'queued', ?2, ?3, ?4, ?5, max(?5, ?9), ?6, ?7, ?8, \
-                             ?10)",
+                             ?10, ?11)",
                         )?
                         .execute(params![
                             id.as_str(),
@@ -718,6 +722,7 @@ impl JobQueue for SqliteQueue {
                             job.run_at
                                 .map_or(0, |r| i64::try_from(r).unwrap_or(i64::MAX)),
                             job.priority.min(MAX_PRIORITY),
+                            job.trace.as_ref().map(|t| t.as_str()),
                         ])?;
                         ids.push(id);
                     }

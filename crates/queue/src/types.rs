@@ -339,6 +339,9 @@ pub struct NewJob {
     /// 0 (the default, most urgent) to [`MAX_PRIORITY`]: claims take the job as if it became
     /// due `priority` × [`PRIORITY_STEP`] later than it did. See [`PRIORITY_STEP`].
     pub priority: u8,
+    /// The trace context of what stored the job, handed to its runs ([`Claimed::trace`]):
+    /// not part of the work (a keyed job sent again with another context is the same job).
+    pub trace: Option<crate::TraceParent>,
 }
 
 /// The least urgent priority.
@@ -367,7 +370,14 @@ impl NewJob {
             expires_at: None,
             run_at: None,
             priority: 0,
+            trace: None,
         }
+    }
+
+    /// Carries the trace context `trace` to the job's runs: see the field `trace`.
+    pub fn trace(mut self, trace: crate::TraceParent) -> NewJob {
+        self.trace = Some(trace);
+        self
     }
 
     /// Holds the job back for `d`: no claim takes it before.
@@ -430,6 +440,8 @@ pub struct Claimed {
     pub max_attempts: u32,
     /// The job's deadline, unix ms: the worker stops the run then.
     pub expires_at: Option<u64>,
+    /// The trace context the job was stored with ([`NewJob::trace`]).
+    pub trace: Option<crate::TraceParent>,
     /// Random token naming this lease; stored with the job while the lease is current.
     pub(crate) token: String,
     /// Redis only: the stream entry that delivered the job.

@@ -1,7 +1,7 @@
 -- ARGV[3] consumer, ARGV[4] lease token, ARGV[5] lease ms, ARGV[6] entries already read by a
 -- blocking XREADGROUP, comma-separated ('' = read here), ARGV[7] most jobs to take, ARGV[8]
--- retention ms. Returns {entry, id, payload, attempt, max_attempts, deadline ('' for none)} for
--- each job taken, one after another, or {'', ms until the next retry is due (-1: none)} when
+-- retention ms. Returns {entry, id, payload, attempt, max_attempts, deadline ('' for none),
+-- trace context ('' for none)} for each job taken, one after another, or {'', ms until the next retry is due (-1: none)} when
 -- none was. A job past its deadline is not started: it ends expired.
 local now = now_ms()
 local want = tonumber(ARGV[7])
@@ -53,8 +53,8 @@ local function start(entry)
     'lease_until', now + tonumber(ARGV[5]), 'started_at', now, 'worker', ARGV[3])
   -- Heartbeats and the reaper use the entry's idle time; take it over for this consumer.
   redis.call('XCLAIM', stream, group, ARGV[3], 0, entry, 'JUSTID')
-  local h = redis.call('HMGET', key, 'payload', 'max_attempts')
-  for _, v in ipairs({entry, id, h[1], tostring(attempt), h[2], s[2] or ''}) do
+  local h = redis.call('HMGET', key, 'payload', 'max_attempts', 'trace')
+  for _, v in ipairs({entry, id, h[1], tostring(attempt), h[2], s[2] or '', h[3] or ''}) do
     out[#out + 1] = v
   end
 end
@@ -64,7 +64,7 @@ if ARGV[6] ~= '' then
 end
 -- Left-over entries are dropped and more read; a bounded number of reads keeps it short.
 for _ = 1, 8 do
-  local taken = #out / 6
+  local taken = #out / 7
   if taken >= want then break end
   local r = redis.call('XREADGROUP', 'GROUP', group, ARGV[3], 'COUNT', want - taken,
     'STREAMS', stream, '>')

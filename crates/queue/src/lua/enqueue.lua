@@ -1,6 +1,7 @@
 -- ARGV[3] id, ARGV[4] payload, ARGV[5] max attempts, ARGV[6] backlog cap, ARGV[7] max stalls,
 -- ARGV[8] label ('' for none), ARGV[9] idempotency key ('' for none), ARGV[10] deadline in unix
--- ms ('' for none), ARGV[11] due time in unix ms ('' for now), ARGV[12] priority (0 to 9).
+-- ms ('' for none), ARGV[11] due time in unix ms ('' for now), ARGV[12] priority (0 to 9),
+-- ARGV[13] trace context ('' for none).
 -- Returns {1, depth} when stored, {0, depth} when full, {2, id} when a job with the same
 -- payload holds the key (nothing stored), {3, id} when one with another payload does. Never
 -- bounded with MAXLEN: trimming would silently drop jobs that have not run.
@@ -23,6 +24,7 @@ redis.call('HSET', key, 'status', 'queued', 'payload', ARGV[4], 'attempts', 0,
   'max_attempts', ARGV[5], 'stalls', 0, 'max_stalls', ARGV[7], 'enqueued_at', now)
 if ARGV[12] ~= '0' then redis.call('HSET', key, 'priority', ARGV[12]) end
 if ARGV[8] ~= '' then redis.call('HSET', key, 'label', ARGV[8]) end
+if ARGV[13] ~= '' then redis.call('HSET', key, 'trace', ARGV[13]) end
 if kk ~= '' then
   redis.call('HSET', key, 'key', ARGV[9])
   redis.call('SET', kk, ARGV[3])

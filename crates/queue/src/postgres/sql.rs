@@ -122,6 +122,8 @@ DO $$ BEGIN
             ADD COLUMN rank BIGINT GENERATED ALWAYS AS (run_at + priority * 1000) STORED;
     END IF;
 END $$;
+-- The W3C traceparent of what stored the job.
+ALTER TABLE offload_jobs ADD COLUMN IF NOT EXISTS trace TEXT;
 -- Claims (and lists of queued and running jobs) read the queue's due jobs in claim order.
 CREATE INDEX IF NOT EXISTS offload_jobs_rank ON offload_jobs (queue, status, rank, seq);
 DROP INDEX IF EXISTS offload_jobs_due;
@@ -153,6 +155,9 @@ pub(super) const SCHEMA_READY: &str = "SELECT EXISTS (SELECT 1 FROM information_
      AND EXISTS (SELECT 1 FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name = 'offload_queues' \
      AND column_name = 'expired') \
+     AND EXISTS (SELECT 1 FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = 'offload_jobs' \
+     AND column_name = 'trace') \
      AND to_regclass('offload_jobs_key') IS NOT NULL \
      AND to_regclass('offload_jobs_rank') IS NOT NULL \
      AND to_regclass('offload_jobs_expiring') IS NOT NULL \
@@ -165,7 +170,7 @@ pub(super) const ADD_QUEUE: &str =
     "INSERT INTO offload_queues (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING";
 
 /// `$2` id, `$3` payload, `$4` max attempts, `$5` max stalls, `$6` cap, `$7` label (or NULL),
-/// `$8` deadline (or NULL), `$9` due time (or NULL: now), `$10` priority. Takes a place in the
+/// `$8` deadline (or NULL), `$9` due time (or NULL: now), `$10` priority, `$11` trace context (or NULL). Takes a place in the
 /// backlog (an upsert, so a deleted meta row comes back), stores the job only if it got one, and
 /// notifies idle workers. Answers whether it stored the job and the depth before it.
 pub(super) const ENQUEUE: &str = concat!(
@@ -178,9 +183,9 @@ room AS (
     RETURNING depth),
 job AS (
     INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
-                              enqueued_at, run_at, label, expires_at, priority)
+                              enqueued_at, run_at, label, expires_at, priority, trace)
     SELECT $1, $2, 'queued', $3, $4, $5, t.now, greatest(t.now, $9::bigint), $7::text,
-           $8::bigint, $10::int FROM t
+           $8::bigint, $10::int, $11::text FROM t
     WHERE EXISTS (SELECT 1 FROM room)
     RETURNING queue),
 note AS (SELECT pg_notify('offload_jobs', queue) FROM job)
@@ -189,8 +194,8 @@ SELECT EXISTS (SELECT 1 FROM job), (SELECT count(*) FROM note),
 );
 
 /// `$2` ids, `$3` payloads, `$4` max attempts, `$7` labels, `$8` deadlines, `$9` due times,
-/// `$10` priorities (arrays, one entry per job, in order; a label, deadline or due time may be
-/// NULL), `$5` max stalls, `$6` cap. Takes as many places as the cap leaves for the batch (the first `k` jobs,
+/// `$10` priorities, `$11` trace contexts (arrays, one entry per job, in order; a label,
+/// deadline, due time or trace context may be NULL), `$5` max stalls, `$6` cap. Takes as many places as the cap leaves for the batch (the first `k` jobs,
 /// in order) under one lock of the meta row, stores those `k` jobs and notifies once. The SET
 /// expressions see the row as it was, so `last_batch` returns `k` itself. Answers `k` and the
 /// depth after. One statement for many jobs: the meta row is locked, and the commit flushed,
@@ -209,12 +214,13 @@ room AS (
     RETURNING depth, last_batch),
 job AS (
     INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
-                              enqueued_at, run_at, label, expires_at, priority)
+                              enqueued_at, run_at, label, expires_at, priority, trace)
     SELECT $1, x.id, 'queued', x.payload, x.max_attempts, $5, t.now, greatest(t.now, x.run_at),
-           x.label, x.expires_at, x.priority
+           x.label, x.expires_at, x.priority, x.trace
     FROM t, unnest($2::text[], $3::text[], $4::int[], $7::text[], $8::bigint[], $9::bigint[],
-                   $10::int[])
-        WITH ORDINALITY AS x(id, payload, max_attempts, label, expires_at, run_at, priority, ord)
+                   $10::int[], $11::text[])
+        WITH ORDINALITY AS x(id, payload, max_attempts, label, expires_at, run_at, priority,
+                             trace, ord)
     WHERE x.ord <= (SELECT last_batch FROM room)
     RETURNING queue),
 note AS (SELECT pg_notify('offload_jobs', $1) WHERE EXISTS (SELECT 1 FROM job))
@@ -222,7 +228,7 @@ SELECT (SELECT last_batch FROM room), (SELECT depth FROM room), (SELECT count(*)
 );
 
 /// `$2` id, `$3` payload, `$4` max attempts, `$5` max stalls, `$6` cap, `$7` label, `$8`
-/// deadline, `$9` key, `$10` retention in ms, `$11` due time, `$12` priority. Stores a keyed job unless a job holds its key.
+/// deadline, `$9` key, `$10` retention in ms, `$11` due time, `$12` priority, `$13` trace context. Stores a keyed job unless a job holds its key.
 /// The queue's row is locked before the check of the cap, so the cap holds; the insert skips a
 /// key taken meanwhile (`ON CONFLICT DO NOTHING` sees rows committed after this statement's
 /// snapshot, which its reads do not), and the depth is raised only for a job stored. Answers
@@ -240,9 +246,9 @@ meta AS (SELECT depth FROM offload_queues
          WHERE queue = $1 AND NOT EXISTS (SELECT 1 FROM old) FOR UPDATE),
 job AS (
     INSERT INTO offload_jobs (queue, id, status, payload, max_attempts, max_stalls,
-                              enqueued_at, run_at, label, expires_at, key, priority)
+                              enqueued_at, run_at, label, expires_at, key, priority, trace)
     SELECT $1, $2, 'queued', $3, $4, $5, t.now, greatest(t.now, $11::bigint), $7::text,
-           $8::bigint, $9, $12::int FROM t
+           $8::bigint, $9, $12::int, $13::text FROM t
     WHERE (SELECT depth FROM meta) < $6::bigint
     ON CONFLICT (queue, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING queue),
@@ -318,7 +324,7 @@ due AS MATERIALIZED (
 UPDATE offload_jobs j SET status = 'running', attempts = j.attempts + 1, lease = $3,
     lease_until = t.now + $4::bigint, started_at = t.now, worker = $5
 FROM t WHERE j.seq IN (SELECT seq FROM due)
-RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.rank, j.seq, j.expires_at"
+RETURNING j.id, j.payload, j.attempts, j.max_attempts, j.rank, j.seq, j.expires_at, j.trace"
 );
 
 /// Milliseconds until the next queued job is due (negative: due now), or NULL if none. The

@@ -244,3 +244,35 @@ pub async fn stale_holder_is_refused<S: Store>(store: S, test: &str) {
         "the stall is counted for metrics"
     );
 }
+
+/// A job's trace context reaches its run; a job without one has none; and a keyed job sent
+/// again under another context is the same job, not other work.
+pub async fn the_trace_context_reaches_the_run<S: Store>(store: S, test: &str) {
+    let Some(h) = TestQueue::open(store, test, options()).await else {
+        return;
+    };
+    let q = &h.queue;
+    let t = crate::TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .unwrap();
+    let other = crate::TraceParent::new([7; 16], [9; 8]);
+    let key = crate::JobKey::new("k1").unwrap();
+    let id = q
+        .enqueue(NewJob::new("1").trace(t.clone()).key(key.clone()))
+        .await
+        .unwrap();
+    let again = q
+        .enqueue(NewJob::new("1").trace(other).key(key))
+        .await
+        .unwrap();
+    assert_eq!(again, id, "the context is not part of the work");
+    q.enqueue(NewJob::new("2")).await.unwrap();
+    let got = q
+        .claim_batch(&WorkerId::new(), LEASE, 10, NO_WAIT)
+        .await
+        .unwrap();
+    let traces: Vec<_> = got
+        .iter()
+        .map(|c| (c.payload.as_str(), c.trace.clone()))
+        .collect();
+    assert_eq!(traces, [("1", Some(t)), ("2", None)]);
+}

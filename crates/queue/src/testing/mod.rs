@@ -83,7 +83,7 @@ pub use self::cancel::{
 };
 pub use self::claims::{
     batched_claims_are_exclusive, claim_is_exclusive, round_trip, stale_holder_is_refused,
-    unknown_and_malformed_ids,
+    the_trace_context_reaches_the_run, unknown_and_malformed_ids,
 };
 pub use self::lifecycle::{
     a_job_past_its_deadline_never_runs, a_key_is_free_after_the_retention, a_key_stores_one_job,
@@ -338,6 +338,7 @@ macro_rules! conformance_tests {
             delays_hold_jobs_back_and_priorities_order_claims,
             low_priority_is_claimed_within_its_handicap,
             worker_metrics_count_every_job,
+            the_trace_context_reaches_the_run,
         ]);
     };
 }
