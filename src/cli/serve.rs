@@ -80,6 +80,34 @@ pub struct ServeArgs {
     pub auto_wait: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The token that cancel and retry need (`DELETE /jobs/{id}`, `POST /jobs/{id}/retry`,
+    /// and the buttons of `/ui`), sent as `Authorization: Bearer TOKEN`: 16 to 1,024 visible
+    /// ASCII characters (`openssl rand -hex 16`). Without it, changes are open on a loopback
+    /// `--bind` and refused (401) on any other, with a warning at start. Reading (`/health`,
+    /// `/metrics`, `/jobs`, `/ui`) is always open.
+    #[arg(long, env = "OFFLOAD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<offload_axum::AdminToken>,
+}
+
+/// Who may change jobs on a gateway bound to `bind` with `token`: with a token, whoever sends
+/// it; without one, anyone on loopback (only this machine reaches it) and nobody otherwise.
+pub fn job_changes(bind: IpAddr, token: Option<offload_axum::AdminToken>) -> offload_axum::Changes {
+    use offload_axum::Changes;
+    match token {
+        Some(t) => Changes::Token(t),
+        None if is_loopback(bind) => Changes::Open,
+        None => Changes::Closed,
+    }
+}
+
+/// Loopback, including an IPv4 loopback written as IPv6 (`::ffff:127.0.0.1`).
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+    }
 }
 
 /// How a server's threads share the CPU (see [`crate::pool::priority`]); the same for `serve`
@@ -291,6 +319,7 @@ impl RequestArgs {
                 max,
             },
             open_files,
+            changes: offload_axum::Changes::Open,
         })
     }
 }
@@ -363,7 +392,16 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("--timeout, --health-interval and --connect-timeout must be more than zero");
     }
-    let config = args.request.config(limits, args.max_query)?;
+    let mut config = args.request.config(limits, args.max_query)?;
+    config.changes = job_changes(args.bind, args.admin_token.clone());
+    if config.changes == offload_axum::Changes::Closed {
+        tracing::warn!(
+            bind = %args.bind,
+            "reachable from other hosts with no admin token: reading is open to anyone who can \
+             connect (/health, /metrics, /jobs, /ui); cancel and retry answer 401 until a token \
+             is given (--admin-token or OFFLOAD_ADMIN_TOKEN)"
+        );
+    }
     let config_limits = config.limits;
     let name = args.strategy.as_str();
     let addr = SocketAddr::new(args.bind, args.port);
@@ -490,6 +528,33 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
+
+    #[test]
+    fn changes_are_open_on_loopback_only_unless_a_token_is_given() {
+        use offload_axum::{AdminToken, Changes};
+        let token = AdminToken::new("0123456789abcdef").unwrap();
+        for (bind, open) in [
+            ("127.0.0.1", true),
+            ("127.0.0.2", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("0.0.0.0", false),
+            ("::", false),
+            ("192.168.1.10", false),
+            ("::ffff:10.0.0.1", false),
+        ] {
+            let ip: IpAddr = bind.parse().unwrap();
+            let want = if open { Changes::Open } else { Changes::Closed };
+            assert_eq!(job_changes(ip, None), want, "{bind}");
+            assert_eq!(
+                job_changes(ip, Some(token.clone())),
+                Changes::Token(token.clone()),
+                "{bind}"
+            );
+        }
+        let parsed = Cli::try_parse_from(["offload", "serve", "--admin-token", "short"]);
+        assert!(parsed.is_err(), "a short token is refused before anything starts");
+    }
 
     #[test]
     fn the_connect_timeout_defaults_to_one_and_a_half_seconds() {

@@ -1,11 +1,12 @@
-//! The gateway: the axum router for `/heavy`, `/jobs`, `/health` and `/metrics`, its shared state,
-//! and [`serve`], which runs it on a listener until a shutdown future completes.
+//! The gateway: the axum router for `/heavy`, `/jobs`, `/health`, `/metrics` and `/ui`, its
+//! shared state, and [`serve`], which runs it on a listener until a shutdown future completes.
 
 pub mod conns;
 mod error;
 mod heavy;
 mod metrics;
 mod pace;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 pub(crate) use heavy::post as heavy_post;
 pub use metrics::RequestMetrics;
+pub use ui::UiReads;
 pub use pace::{DEFAULT_MAX_HOLD, DEFAULT_REFUSALS_PER_CORE, PaceMetrics, Pacer};
 
 use crate::metrics::Registry;
@@ -47,6 +49,9 @@ pub struct GatewayConfig {
     pub conns: conns::ConnLimits,
     /// The open-file limit in force (after [`conns::raise_open_files`]).
     pub open_files: u64,
+    /// Who may cancel and retry jobs: `offload serve` decides it from `--bind` and
+    /// `--admin-token`.
+    pub changes: offload_axum::Changes,
 }
 
 /// The state every handler sees.
@@ -62,6 +67,8 @@ pub struct AppState {
     pub conns: Arc<conns::Conns>,
     /// Every metric of this server, for `/metrics`.
     pub registry: Arc<Registry>,
+    /// What `/ui/state` keeps between calls.
+    pub ui: Arc<ui::UiReads>,
 }
 
 impl AppState {
@@ -88,19 +95,26 @@ impl AppState {
             strategy: Arc::new(strategy),
             metrics: Arc::new(metrics),
             registry: Arc::new(registry),
+            ui: Arc::default(),
         }
     }
 }
 
-/// The gateway's router: `/heavy`, and for a strategy that stores jobs, offload-axum's
-/// `/jobs` routes ([`offload_axum::JobRoutes`]) over its queue, sharing its [`Reach`] so that
-/// both refuse at once while the store is out of reach.
+/// The gateway's router: `/heavy`, the live page (`/ui`, `/ui/state`), and for a strategy
+/// that stores jobs, offload-axum's `/jobs` routes ([`offload_axum::JobRoutes`]) over its
+/// queue, sharing its [`Reach`] so that both refuse at once while the store is out of reach,
+/// and changed only as [`GatewayConfig::changes`] allows.
 ///
 /// [`Reach`]: crate::queue::Reach
 pub fn app(state: AppState) -> Router {
-    let mut routes = Router::new().route("/heavy", get(heavy::get).post(heavy::post));
+    let mut routes = Router::new()
+        .route("/heavy", get(heavy::get).post(heavy::post))
+        .route("/ui", get(ui::page))
+        .route("/ui/state", get(ui::state));
     if let Some(q) = state.strategy.queue() {
-        let jobs = offload_axum::JobRoutes::new(q.queue().clone()).reach(q.reach().clone());
+        let jobs = offload_axum::JobRoutes::new(q.queue().clone())
+            .reach(q.reach().clone())
+            .changes(state.config.changes.clone());
         routes = routes.merge(jobs.router());
     }
     with_common(routes, state)
