@@ -553,7 +553,10 @@ mod tests {
             );
         }
         let parsed = Cli::try_parse_from(["offload", "serve", "--admin-token", "short"]);
-        assert!(parsed.is_err(), "a short token is refused before anything starts");
+        assert!(
+            parsed.is_err(),
+            "a short token is refused before anything starts"
+        );
     }
 
     #[test]

@@ -22,8 +22,8 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 pub(crate) use heavy::post as heavy_post;
 pub use metrics::RequestMetrics;
-pub use ui::UiReads;
 pub use pace::{DEFAULT_MAX_HOLD, DEFAULT_REFUSALS_PER_CORE, PaceMetrics, Pacer};
+pub use ui::UiReads;
 
 use crate::metrics::Registry;
 use crate::strategy::Strategy;

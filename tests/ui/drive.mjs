@@ -43,13 +43,26 @@ try {
   // Every chart has drawn samples: rates need two reads, so a few seconds.
   await page.waitForFunction(() => [...document.querySelectorAll("canvas")]
     .every((c) => Number(c.dataset.points) >= 3), null, { timeout: STEP });
-  const canvases = await page.evaluate(() => Object.fromEntries(
+  // Pixels painted at all (grid, scale, lines), and those in a colour of the chart's series.
+  const colours = { throughput: ["--done", "--answered", "--accepted", "--refused"], health: ["--health"] };
+  const canvases = await page.evaluate((colours) => Object.fromEntries(
     [...document.querySelectorAll("canvas")].map((c) => {
+      const css = getComputedStyle(document.documentElement);
+      const rgb = colours[c.id].map((v) => {
+        const hex = css.getPropertyValue(v).trim().slice(1);
+        return [0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16));
+      });
       const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-      let painted = 0;
-      for (let i = 3; i < data.length; i += 4) if (data[i] > 0) painted++;
-      return [c.id, { points: Number(c.dataset.points), painted, width: c.width }];
-    })));
+      let painted = 0, line = 0;
+      for (let i = 0; i < data.length; i += 4) {
+        if (data[i + 3] === 0) continue;
+        painted++;
+        const near = rgb.some(([r, g, b]) =>
+          Math.abs(data[i] - r) + Math.abs(data[i + 1] - g) + Math.abs(data[i + 2] - b) < 24);
+        if (near && data[i + 3] > 200) line++;
+      }
+      return [c.id, { points: Number(c.dataset.points), painted, line, width: c.width }];
+    })), colours);
 
   // The failed job is listed on the default tab, with its Retry button.
   const row = page.locator(`tr[data-id="${job}"]`);
