@@ -96,7 +96,13 @@ async fn changes_on_a_non_loopback_bind_need_the_admin_token() {
     ] {
         assert_eq!(get(addr, path).await.status, 200, "{path} is open to read");
     }
-    assert_eq!(get(addr, "/ui/state").await.json()["changes"], "closed");
+    let state = get(addr, "/ui/state").await.json();
+    assert_eq!(state["changes"], "closed");
+    assert_eq!(state["strategy"], "queue");
+    assert_eq!(state["queue"]["counts"]["queued"], 1, "{state}");
+    assert_eq!(state["requests"]["accepted"], 1, "{state}");
+    let queue = state["queue"].as_object().unwrap();
+    assert_eq!(queue.get("backlog_seconds"), Some(&Value::Null), "{state}");
     drop(open);
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -263,6 +269,10 @@ async fn the_live_page_draws_lists_a_failed_job_and_its_retry_needs_the_token() 
     eprintln!("the page as the driver saw it: {seen}");
 
     assert_eq!(seen["strategy"], "queue");
+    assert_eq!(
+        seen["backlog"], "—",
+        "no backlog in seconds is published yet"
+    );
     for chart in ["throughput", "health"] {
         let c = &seen["canvases"][chart];
         assert!(c["points"].as_u64().unwrap() >= 3, "{chart}: {c}");

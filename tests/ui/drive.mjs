@@ -39,6 +39,10 @@ try {
   await page.waitForFunction(() => document.getElementById("strategy").textContent !== "…",
     null, { timeout: STEP });
   const strategy = await page.textContent("#strategy");
+  // Filled on the first read; the backlog in seconds is not published yet: "—".
+  await page.waitForFunction(() => document.getElementById("q-timed").textContent !== "—",
+    null, { timeout: STEP });
+  const backlog = await page.textContent("#q-backlog");
 
   // Every chart has drawn samples: rates need two reads, so a few seconds.
   await page.waitForFunction(() => [...document.querySelectorAll("canvas")]
@@ -97,6 +101,7 @@ try {
 
   const report = {
     strategy,
+    backlog,
     canvases,
     listed,
     refused,
