@@ -9,6 +9,7 @@ mod pace;
 mod ui;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +50,7 @@ pub struct GatewayConfig {
     pub conns: conns::ConnLimits,
     /// The open-file limit in force (after [`conns::raise_open_files`]).
     pub open_files: u64,
-    /// Who may cancel and retry jobs: `offload serve` decides it from `--bind` and
-    /// `--admin-token`.
+    /// Who may cancel and retry jobs: [`job_changes`] of `--bind` and `--admin-token`.
     pub changes: offload_axum::Changes,
 }
 
@@ -97,6 +97,27 @@ impl AppState {
             registry: Arc::new(registry),
             ui: Arc::default(),
         }
+    }
+}
+
+/// Who may change jobs on a gateway bound to `bind` with `token`: with a token, whoever sends
+/// it; without one, anyone on loopback (only this machine reaches it) and nobody otherwise.
+pub fn job_changes(bind: IpAddr, token: Option<offload_axum::AdminToken>) -> offload_axum::Changes {
+    use offload_axum::Changes;
+    match token {
+        Some(t) => Changes::Token(t),
+        None if is_loopback(bind) => Changes::Open,
+        None => Changes::Closed,
+    }
+}
+
+/// Loopback, including an IPv4 loopback written as IPv6 (`::ffff:127.0.0.1`).
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
     }
 }
 
@@ -181,4 +202,36 @@ pub async fn serve(
         .await
         .ok();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use IpAddr;
+
+    use super::*;
+
+    #[test]
+    fn changes_are_open_on_loopback_only_unless_a_token_is_given() {
+        use offload_axum::{AdminToken, Changes};
+        let token = AdminToken::new("0123456789abcdef").unwrap();
+        for (bind, open) in [
+            ("127.0.0.1", true),
+            ("127.0.0.2", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("0.0.0.0", false),
+            ("::", false),
+            ("192.168.1.10", false),
+            ("::ffff:10.0.0.1", false),
+        ] {
+            let ip: IpAddr = bind.parse().unwrap();
+            let want = if open { Changes::Open } else { Changes::Closed };
+            assert_eq!(job_changes(ip, None), want, "{bind}");
+            assert_eq!(
+                job_changes(ip, Some(token.clone())),
+                Changes::Token(token.clone()),
+                "{bind}"
+            );
+        }
+    }
 }
