@@ -115,6 +115,75 @@ impl Health {
     }
 }
 
+/// `GET /ui/state`: what the gateway's live page (`/ui`) shows, read from live state at each
+/// call. Totals only grow; the page turns them into rates between two reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UiState {
+    /// The strategy's name.
+    pub strategy: String,
+    /// Seconds since the gateway started.
+    pub uptime_s: f64,
+    /// Who may press the page's buttons: `open`, `token` (with `Authorization: Bearer`) or
+    /// `closed` (reachable from other hosts with no admin token).
+    pub changes: String,
+    /// `/heavy`'s answers.
+    pub requests: UiRequests,
+    /// The pool, for `pool` and `auto`.
+    pub pool: Option<UiPool>,
+    /// The job queue, for `queue` and `auto`.
+    pub queue: Option<UiQueue>,
+}
+
+/// `/heavy`'s answers since start ([`UiState::requests`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UiRequests {
+    /// 200s: work that ran and answered its result.
+    pub answered: u64,
+    /// 202s: work stored as a job.
+    pub accepted: u64,
+    /// 503s: refused (full, late, store out of reach).
+    pub refused: u64,
+    /// Being worked on now.
+    pub in_flight: u64,
+}
+
+/// The pool now and its totals ([`UiState::pool`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UiPool {
+    pub threads: usize,
+    /// Threads running a task now.
+    pub busy: usize,
+    /// Requests waiting now.
+    pub queued: usize,
+    /// Tasks admitted since start (a request split across threads is several).
+    pub admitted: u64,
+    /// Requests refused since start: the queue at its cap, or predicted to miss their
+    /// deadline.
+    pub refused: u64,
+    /// Tasks that ran to the end.
+    pub completed: u64,
+    /// Predicted wait of a request arriving now, in seconds.
+    pub predicted_wait_s: f64,
+}
+
+/// The job queue now ([`UiState::queue`]). While the store is out of reach, `up` is false and
+/// what it would say is absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UiQueue {
+    /// The store answered.
+    pub up: bool,
+    /// Jobs by state (finished ones until their retention ends).
+    pub counts: Option<JobCounts>,
+    /// Jobs done since the queue was created, by every worker (the store's latency
+    /// histogram's count): its rate is the done rate.
+    pub done_total: Option<u64>,
+    /// Enqueue-to-done times of every job done ([`Spread`]).
+    pub enqueue_to_done_ms: Option<Spread>,
+    /// The queued jobs' predicted run time on one thread, summed; `null` until the gateway
+    /// publishes it.
+    pub backlog_seconds: Option<f64>,
+}
+
 /// The line a serving process prints on stdout once it listens, which the bench and the
 /// tests read to find it: `offload {role}: listening on http://{addr} (strategy {strategy})`.
 #[derive(Debug, Clone, PartialEq, Eq)]

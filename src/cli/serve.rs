@@ -80,6 +80,13 @@ pub struct ServeArgs {
     pub auto_wait: Duration,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The token that cancel and retry need (`DELETE /jobs/{id}`, `POST /jobs/{id}/retry`,
+    /// and the buttons of `/ui`), sent as `Authorization: Bearer TOKEN`: 16 to 1,024 visible
+    /// ASCII characters (`openssl rand -hex 16`). Without it, changes are open on a loopback
+    /// `--bind` and refused (401) on any other, with a warning at start. Reading (`/health`,
+    /// `/metrics`, `/jobs`, `/ui`) is always open.
+    #[arg(long, env = "OFFLOAD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<offload_axum::AdminToken>,
 }
 
 /// How a server's threads share the CPU (see [`crate::pool::priority`]); the same for `serve`
@@ -291,6 +298,7 @@ impl RequestArgs {
                 max,
             },
             open_files,
+            changes: offload_axum::Changes::Open,
         })
     }
 }
@@ -363,7 +371,16 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     {
         anyhow::bail!("--timeout, --health-interval and --connect-timeout must be more than zero");
     }
-    let config = args.request.config(limits, args.max_query)?;
+    let mut config = args.request.config(limits, args.max_query)?;
+    config.changes = gateway::job_changes(args.bind, args.admin_token.clone());
+    if config.changes == offload_axum::Changes::Closed {
+        tracing::warn!(
+            bind = %args.bind,
+            "reachable from other hosts with no admin token: reading is open to anyone who can \
+             connect (/health, /metrics, /jobs, /ui); cancel and retry answer 401 until a token \
+             is given (--admin-token or OFFLOAD_ADMIN_TOKEN)"
+        );
+    }
     let config_limits = config.limits;
     let name = args.strategy.as_str();
     let addr = SocketAddr::new(args.bind, args.port);
@@ -494,6 +511,14 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
+
+    #[test]
+    fn a_short_admin_token_is_refused_before_anything_starts() {
+        let parsed = Cli::try_parse_from(["offload", "serve", "--admin-token", "short"]);
+        assert!(parsed.is_err());
+        let parsed = Cli::try_parse_from(["offload", "serve", "--admin-token", "0123456789abcdef"]);
+        assert!(parsed.is_ok());
+    }
 
     #[test]
     fn the_connect_timeout_defaults_to_one_and_a_half_seconds() {

@@ -2,6 +2,7 @@
 //! in flight, recorded by one middleware around every route.
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -20,6 +21,22 @@ pub struct RequestMetrics {
     in_flight: Gauge,
     /// Heavy requests whose (valid) work was handed to the strategy.
     handed_off: Counter,
+    /// `/heavy`'s answers by kind, for `/ui`: the same counts as `requests`, without a walk
+    /// over its series.
+    heavy: [AtomicU64; 3],
+}
+
+/// `/heavy`'s answers since start, as `/ui/state` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeavyTotals {
+    /// 200: the work ran and here is its result.
+    pub answered: u64,
+    /// 202: stored as a job.
+    pub accepted: u64,
+    /// 503: refused (full, late, store out of reach).
+    pub refused: u64,
+    /// Heavy requests being worked on now.
+    pub in_flight: u64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +94,7 @@ impl Default for RequestMetrics {
             latency: latencies(),
             in_flight: Gauge::default(),
             handed_off: Counter::default(),
+            heavy: Default::default(),
         }
     }
 }
@@ -87,6 +105,17 @@ impl RequestMetrics {
         self.handed_off.inc();
         self.in_flight.inc();
         InFlight(&self.in_flight)
+    }
+
+    /// `/heavy`'s answers since start, and those in flight.
+    pub fn heavy(&self) -> HeavyTotals {
+        let [answered, accepted, refused] = self.heavy.each_ref().map(|c| c.load(Relaxed));
+        HeavyTotals {
+            answered,
+            accepted,
+            refused,
+            in_flight: self.in_flight.get().max(0) as u64,
+        }
     }
 
     /// Registers the request metrics (`offload_http_*`, `offload_work_handed_off_total`).
@@ -124,6 +153,17 @@ pub(super) async fn track(State(app): State<AppState>, req: Request, next: Next)
         status: resp.status().as_u16(),
     };
     let m = &app.metrics;
+    if labels.route.as_str() == "/heavy" {
+        let kind = match labels.status {
+            200 => Some(0),
+            202 => Some(1),
+            503 => Some(2),
+            _ => None,
+        };
+        if let Some(k) = kind {
+            m.heavy[k].fetch_add(1, Relaxed);
+        }
+    }
     m.requests.get_or_create(&labels).inc();
     m.latency
         .get_or_create(&labels)

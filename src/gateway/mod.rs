@@ -1,13 +1,15 @@
-//! The gateway: the axum router for `/heavy`, `/jobs`, `/health` and `/metrics`, its shared state,
-//! and [`serve`], which runs it on a listener until a shutdown future completes.
+//! The gateway: the axum router for `/heavy`, `/jobs`, `/health`, `/metrics` and `/ui`, its
+//! shared state, and [`serve`], which runs it on a listener until a shutdown future completes.
 
 pub mod conns;
 mod error;
 mod heavy;
 mod metrics;
 mod pace;
+mod ui;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ pub use error::ApiError;
 pub(crate) use heavy::post as heavy_post;
 pub use metrics::RequestMetrics;
 pub use pace::{DEFAULT_MAX_HOLD, DEFAULT_REFUSALS_PER_CORE, PaceMetrics, Pacer};
+pub use ui::UiReads;
 
 use crate::metrics::Registry;
 use crate::strategy::Strategy;
@@ -47,6 +50,8 @@ pub struct GatewayConfig {
     pub conns: conns::ConnLimits,
     /// The open-file limit in force (after [`conns::raise_open_files`]).
     pub open_files: u64,
+    /// Who may cancel and retry jobs: [`job_changes`] of `--bind` and `--admin-token`.
+    pub changes: offload_axum::Changes,
 }
 
 /// The state every handler sees.
@@ -62,6 +67,8 @@ pub struct AppState {
     pub conns: Arc<conns::Conns>,
     /// Every metric of this server, for `/metrics`.
     pub registry: Arc<Registry>,
+    /// What `/ui/state` keeps between calls.
+    pub ui: Arc<ui::UiReads>,
 }
 
 impl AppState {
@@ -88,19 +95,47 @@ impl AppState {
             strategy: Arc::new(strategy),
             metrics: Arc::new(metrics),
             registry: Arc::new(registry),
+            ui: Arc::default(),
         }
     }
 }
 
-/// The gateway's router: `/heavy`, and for a strategy that stores jobs, offload-axum's
-/// `/jobs` routes ([`offload_axum::JobRoutes`]) over its queue, sharing its [`Reach`] so that
-/// both refuse at once while the store is out of reach.
+/// Who may change jobs on a gateway bound to `bind` with `token`: with a token, whoever sends
+/// it; without one, anyone on loopback (only this machine reaches it) and nobody otherwise.
+pub fn job_changes(bind: IpAddr, token: Option<offload_axum::AdminToken>) -> offload_axum::Changes {
+    use offload_axum::Changes;
+    match token {
+        Some(t) => Changes::Token(t),
+        None if is_loopback(bind) => Changes::Open,
+        None => Changes::Closed,
+    }
+}
+
+/// Loopback, including an IPv4 loopback written as IPv6 (`::ffff:127.0.0.1`).
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+    }
+}
+
+/// The gateway's router: `/heavy`, the live page (`/ui`, `/ui/state`), and for a strategy
+/// that stores jobs, offload-axum's `/jobs` routes ([`offload_axum::JobRoutes`]) over its
+/// queue, sharing its [`Reach`] so that both refuse at once while the store is out of reach,
+/// and changed only as [`GatewayConfig::changes`] allows.
 ///
 /// [`Reach`]: crate::queue::Reach
 pub fn app(state: AppState) -> Router {
-    let mut routes = Router::new().route("/heavy", get(heavy::get).post(heavy::post));
+    let mut routes = Router::new()
+        .route("/heavy", get(heavy::get).post(heavy::post))
+        .route("/ui", get(ui::page))
+        .route("/ui/state", get(ui::state));
     if let Some(q) = state.strategy.queue() {
-        let jobs = offload_axum::JobRoutes::new(q.queue().clone()).reach(q.reach().clone());
+        let jobs = offload_axum::JobRoutes::new(q.queue().clone())
+            .reach(q.reach().clone())
+            .changes(state.config.changes.clone());
         routes = routes.merge(jobs.router());
     }
     with_common(routes, state)
@@ -167,4 +202,36 @@ pub async fn serve(
         .await
         .ok();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use IpAddr;
+
+    use super::*;
+
+    #[test]
+    fn changes_are_open_on_loopback_only_unless_a_token_is_given() {
+        use offload_axum::{AdminToken, Changes};
+        let token = AdminToken::new("0123456789abcdef").unwrap();
+        for (bind, open) in [
+            ("127.0.0.1", true),
+            ("127.0.0.2", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("0.0.0.0", false),
+            ("::", false),
+            ("192.168.1.10", false),
+            ("::ffff:10.0.0.1", false),
+        ] {
+            let ip: IpAddr = bind.parse().unwrap();
+            let want = if open { Changes::Open } else { Changes::Closed };
+            assert_eq!(job_changes(ip, None), want, "{bind}");
+            assert_eq!(
+                job_changes(ip, Some(token.clone())),
+                Changes::Token(token.clone()),
+                "{bind}"
+            );
+        }
+    }
 }

@@ -237,6 +237,15 @@ impl Strategy {
         }
     }
 
+    /// The pool behind `pool` and `auto`.
+    pub fn pool(&self) -> Option<&crate::pool::Pool> {
+        match self {
+            Strategy::Pool(p) => Some(p.pool()),
+            Strategy::Auto(a) => Some(a.pool().pool()),
+            _ => None,
+        }
+    }
+
     /// Registers the strategy's metrics: the pool's, the compute service's, the gateway's
     /// sending to compute services, the job queue's.
     pub fn register(&self, registry: &mut Registry) {

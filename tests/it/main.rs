@@ -17,3 +17,4 @@ mod past_the_limit;
 mod queue_faults;
 mod remote;
 mod support;
+mod ui;

@@ -12,6 +12,8 @@ use offload_pool::admission::retry_after_secs;
 use offload_queue::log::Site;
 use serde::{Deserialize, Serialize};
 
+use crate::admin::Denied;
+
 /// Why `auto` or the jobs route answered with an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -37,6 +39,10 @@ pub enum Error {
     /// Not a job id: 32 hex characters are expected (400 `invalid_job_id`).
     #[error("{0:?} is not a job id: expected 32 hex characters")]
     BadJobId(String),
+    /// A change (cancel, retry) without the admin token the routes need, or with a wrong one:
+    /// nothing was changed (401 `unauthorized`, with `WWW-Authenticate: Bearer`).
+    #[error("{}", .0.message())]
+    Unauthorized(Denied),
     /// A query string the route cannot act on: an unknown parameter or a value out of its
     /// range (400 `invalid_query`).
     #[error("{0}")]
@@ -140,6 +146,7 @@ impl Error {
             Error::KeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Error::BadJobId(_) => (StatusCode::BAD_REQUEST, "invalid_job_id"),
             Error::BadQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found"),
             Error::JobFinished { .. } => (StatusCode::CONFLICT, "job_finished"),
             Error::JobNotRetryable { .. } => (StatusCode::CONFLICT, "job_not_retryable"),
@@ -180,6 +187,17 @@ impl Error {
         if let Some(secs) = self.retry_after_secs() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Error::Unauthorized(denied) = self {
+            // RFC 6750: a token that was sent and is wrong is `invalid_token`.
+            let challenge = match denied {
+                Denied::Wrong => r#"Bearer error="invalid_token""#,
+                _ => "Bearer",
+            };
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         resp
     }

@@ -17,6 +17,11 @@
 //!   100, at most 1,000), each with its error, attempts and times, and the cursor of the next
 //!   page ([`JobList`], [`JobQueue::list`]).
 //!
+//! Anyone who reaches the routes may cancel and retry unless [`JobRoutes::changes`] says
+//! otherwise: with [`JobRoutes::admin_token`], a change needs `Authorization: Bearer TOKEN`,
+//! and without it (or with a wrong one) answers 401 `unauthorized` before the store is called.
+//! Reading is always open.
+//!
 //! Every store call is bounded in time, and while the store is out of reach the routes answer
 //! 503 `queue_unavailable` at once ([`Reach`]).
 
@@ -35,6 +40,7 @@ use offload_queue::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::admin::{AdminToken, Changes, Guard};
 use crate::prefer::set_preference_applied;
 use crate::{Error, Prefer};
 
@@ -79,6 +85,8 @@ struct Inner {
     /// Before `/{id}`: empty, or starts with `/` and does not end with one.
     path: String,
     long_polls: Arc<tokio::sync::Semaphore>,
+    /// Who may cancel and retry, and the wrong tokens seen.
+    guard: Guard,
 }
 
 impl JobRoutes {
@@ -91,6 +99,7 @@ impl JobRoutes {
                 queue,
                 path: crate::DEFAULT_JOBS_PATH.to_owned(),
                 long_polls: Arc::new(tokio::sync::Semaphore::new(MAX_LONG_POLLS)),
+                guard: Guard::default(),
             }),
         }
     }
@@ -115,6 +124,35 @@ impl JobRoutes {
         self.with(|i| i.path = path)
     }
 
+    /// Says who may cancel and retry jobs through the routes ([`Changes::Open`] by default).
+    /// A refused change answers 401 `unauthorized` with `WWW-Authenticate: Bearer`, and the
+    /// store is not called.
+    #[must_use]
+    pub fn changes(self, changes: Changes) -> JobRoutes {
+        self.with(|i| i.guard.changes = changes)
+    }
+
+    /// Cancel and retry need `Authorization: Bearer TOKEN` with `token`
+    /// ([`Changes::Token`]); a wrong token is counted ([`JobRoutes::wrong_tokens`]) and logged,
+    /// at most a line a second.
+    #[must_use]
+    pub fn admin_token(self, token: AdminToken) -> JobRoutes {
+        self.changes(Changes::Token(token))
+    }
+
+    /// Who may cancel and retry.
+    pub fn changes_allowed(&self) -> &Changes {
+        &self.inner.guard.changes
+    }
+
+    /// Changes refused for a wrong token since the routes were made (shared by clones).
+    pub fn wrong_tokens(&self) -> u64 {
+        self.inner
+            .guard
+            .wrong
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The path before `/{id}`: empty, or starts with `/` and does not end with one.
     pub fn path_prefix(&self) -> &str {
         &self.inner.path
@@ -131,6 +169,7 @@ impl JobRoutes {
             reach: shared.reach.clone(),
             path: shared.path.clone(),
             long_polls: shared.long_polls.clone(),
+            guard: shared.guard.clone(),
         });
         set(&mut inner);
         JobRoutes {
@@ -387,8 +426,14 @@ async fn job(
 }
 
 /// `DELETE {path}/{id}`: cancels a queued or running job and answers it (200, `cancelled`);
-/// a job already finished is a 409 `job_finished`, an unknown one a 404.
-async fn cancel(State(routes): State<JobRoutes>, uri: Uri) -> Result<Response, Error> {
+/// a job already finished is a 409 `job_finished`, an unknown one a 404; a change the routes
+/// do not allow, a 401.
+async fn cancel(
+    State(routes): State<JobRoutes>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, Error> {
+    routes.inner.guard.check(&headers)?;
     let id = job_id(uri.path())?;
     let i = &routes.inner;
     let done = i.reach.call("a cancel", i.queue.cancel(&id)).await;
@@ -407,8 +452,13 @@ async fn cancel(State(routes): State<JobRoutes>, uri: Uri) -> Result<Response, E
 
 /// `POST {path}/{id}/retry`: queues a failed or cancelled job again with fresh attempts, and
 /// answers 202 with the job and its `Location`; 409 `job_not_retryable` for any other status,
-/// 503 `overloaded` while the backlog is full.
-async fn retry(State(routes): State<JobRoutes>, uri: Uri) -> Result<Response, Error> {
+/// 503 `overloaded` while the backlog is full; a change the routes do not allow, a 401.
+async fn retry(
+    State(routes): State<JobRoutes>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, Error> {
+    routes.inner.guard.check(&headers)?;
     let job_path = uri.path().strip_suffix("/retry").unwrap_or_default();
     let id = job_id(job_path)?;
     let i = &routes.inner;

@@ -84,13 +84,14 @@
 //!   executor of a worker in the same process.
 //! - [`Auto`] (`auto.rs`): the extractor and the decision.
 //! - [`JobRoutes`] (`jobs.rs`): the `/jobs` routes over any queue, which `offload serve`
-//!   mounts too.
+//!   mounts too; who may change jobs through them ([`Changes`], [`AdminToken`]: `admin.rs`).
 //! - [`PaceRefusals`] (`pace.rs`): 503s held to a schedule, for any router.
 //! - [`Prefer`] (`prefer.rs`): RFC 7240 parsing.
 //! - [`Error`] (`error.rs`): every error answer, as JSON ([`ErrorBody`], [`error_response`]).
 
 #![warn(missing_docs)]
 
+pub mod admin;
 mod auto;
 pub mod decide;
 mod error;
@@ -110,6 +111,7 @@ use offload_pool::pace::Pacer;
 use offload_queue::worker::Executor;
 use offload_queue::{Eta, Handlers, Job, Line, Queue};
 
+pub use admin::{AdminToken, Changes};
 pub use auto::{AcceptedBody, Auto};
 pub use error::{Error, ErrorBody, ErrorDetail, error_response};
 pub use jobs::{
@@ -250,6 +252,13 @@ impl Offload {
     #[must_use]
     pub fn jobs_path(self, path: &str) -> Offload {
         self.with(|i| i.jobs = i.jobs.clone().path(path))
+    }
+
+    /// Says who may cancel and retry jobs through [`Offload::routes`] ([`Changes::Open`] by
+    /// default; see [`JobRoutes::changes`]).
+    #[must_use]
+    pub fn job_changes(self, changes: Changes) -> Offload {
+        self.with(|i| i.jobs = i.jobs.clone().changes(changes))
     }
 
     fn with(self, set: impl FnOnce(&mut Inner)) -> Offload {

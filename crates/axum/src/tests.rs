@@ -19,6 +19,8 @@ use tower::ServiceExt;
 
 use super::*;
 
+mod admin;
+
 #[derive(Serialize, Deserialize)]
 struct Square {
     x: i64,

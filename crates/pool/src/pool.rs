@@ -491,6 +491,7 @@ impl Pool {
         let depth = self.shared.queue.lock().expect("pool queue lock").requests;
         self.shared.counters.snapshot(
             depth,
+            self.shared.running.load(Relaxed),
             self.size,
             self.shared.max_queue,
             self.created.elapsed(),

@@ -53,6 +53,8 @@ pub struct PoolStats {
     pub max_queue: usize,
     /// Requests waiting now.
     pub queue_depth: usize,
+    /// Threads running a task now.
+    pub busy: usize,
     /// Tasks accepted into the queue.
     pub submitted: u64,
     /// Submissions refused because the queue was at its cap.
@@ -93,6 +95,7 @@ impl Counters {
     pub(crate) fn snapshot(
         &self,
         depth: usize,
+        busy: usize,
         threads: usize,
         max_queue: usize,
         up: Duration,
@@ -102,6 +105,7 @@ impl Counters {
             threads,
             max_queue,
             queue_depth: depth,
+            busy,
             submitted: self.submitted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             late: self.late.load(Relaxed),
