@@ -100,18 +100,20 @@ async fn queue_now(reads: &UiReads, q: &crate::strategy::QueueStrategy) -> UiQue
     }
     let store = q.queue();
     let read = q.reach().call("the page's counts and times", async {
-        Ok((store.counts().await?, store.latency().await?))
+        let counts = store.counts().await?;
+        let backlog =
+            crate::queue::Backlog::read(store, counts.queued, |label| q.predictor().predict(label));
+        Ok((counts, store.latency().await?, backlog.await?))
     });
     let view = match read.await {
-        Ok((counts, latency)) => {
+        Ok((counts, latency, backlog)) => {
             let total = latency.total();
             UiQueue {
                 up: true,
                 counts: Some(counts),
                 done_total: Some(total.count()),
                 enqueue_to_done_ms: Spread::of_histogram(&total),
-                // Published by the gateway once it predicts the backlog's run time.
-                backlog_seconds: None,
+                backlog_seconds: Some(backlog.seconds),
             }
         }
         Err(e) => {

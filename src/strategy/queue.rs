@@ -172,6 +172,11 @@ impl QueueStrategy {
         }
     }
 
+    /// What predicts each stored job's run time, for the backlog in seconds.
+    pub fn predictor(&self) -> &Handlers {
+        &self.predict
+    }
+
     /// The backlog in seconds of work at the last refresh of the metrics.
     pub fn backlog_seconds(&self) -> f64 {
         self.metrics.backlog_seconds()

@@ -39,7 +39,7 @@ try {
   await page.waitForFunction(() => document.getElementById("strategy").textContent !== "…",
     null, { timeout: STEP });
   const strategy = await page.textContent("#strategy");
-  // Filled on the first read; the backlog in seconds is not published yet: "—".
+  // Filled on the first read: the backlog in seconds of work.
   await page.waitForFunction(() => document.getElementById("q-timed").textContent !== "—",
     null, { timeout: STEP });
   const backlog = await page.textContent("#q-backlog");
