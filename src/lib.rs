@@ -31,6 +31,7 @@ pub mod gateway;
 pub use offload_load as load;
 pub mod logs;
 pub mod metrics;
+pub mod otel;
 pub use offload_pool as pool;
 pub use offload_pool::admission;
 pub mod pool_metrics;

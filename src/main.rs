@@ -7,7 +7,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = offload::cli::Cli::parse();
-    offload::cli::init_tracing();
+    offload::cli::init_tracing(cli.otlp());
     match offload::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

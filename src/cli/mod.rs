@@ -54,14 +54,52 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
+impl Cli {
+    /// Where the command exports spans (`--otlp-endpoint`), and the service it names itself
+    /// (`OTEL_SERVICE_NAME`, else `offload-serve` or `offload-worker`).
+    pub fn otlp(&self) -> Option<(crate::otel::Endpoint, String)> {
+        let (endpoint, service) = match &self.command {
+            Command::Serve(a) => (a.otlp_endpoint.clone()?, "offload-serve"),
+            Command::Worker(a) => (a.otlp_endpoint.clone()?, "offload-worker"),
+            _ => return None,
+        };
+        let service = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| service.to_owned());
+        Some((endpoint, service))
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); with `otlp`, also exports
+/// offload's spans there ([`crate::otel`]), which the log's filter never takes.
+pub fn init_tracing(otlp: Option<(crate::otel::Endpoint, String)>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let spans =
+        otlp.and_then(
+            |(endpoint, service)| match crate::otel::Layer::start(endpoint, service) {
+                Ok(layer) => Some(layer.with_filter(tracing_subscriber::filter::filter_fn(
+                    crate::otel::is_exported,
+                ))),
+                Err(e) => {
+                    eprintln!(
+                        "offload: cannot start the span exporter ({e}); no spans are exported"
+                    );
+                    None
+                }
+            },
+        );
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(spans)
         .try_init();
     crate::logs::count_queue_events();
 }

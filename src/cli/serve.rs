@@ -87,6 +87,11 @@ pub struct ServeArgs {
     /// `/metrics`, `/jobs`, `/ui`) is always open.
     #[arg(long, env = "OFFLOAD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<offload_axum::AdminToken>,
+    /// Export spans of each request (its admission, its store calls) to this OpenTelemetry
+    /// collector, over OTLP/HTTP in protobuf: `http://HOST:PORT` (`/v1/traces` is added) or a
+    /// full URL [default: none: no span is made]
+    #[arg(long, value_parser = crate::otel::Endpoint::parse, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<crate::otel::Endpoint>,
 }
 
 /// How a server's threads share the CPU (see [`crate::pool::priority`]); the same for `serve`
@@ -501,6 +506,7 @@ pub(super) fn run_service(
             .await
             .context("serving")?;
         tracing::info!("{role} stopped");
+        crate::otel::flush(Duration::from_secs(2));
         Ok(ExitCode::SUCCESS)
     })
 }

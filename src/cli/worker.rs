@@ -47,6 +47,11 @@ pub struct WorkerArgs {
     /// 127.0.0.1, or HOST:PORT [default: none, no metrics served]
     #[arg(long, value_parser = parse_metrics_addr, env = "OFFLOAD_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Export a span of each job's run to this OpenTelemetry collector, over OTLP/HTTP in
+    /// protobuf, the child of the request that stored the job: `http://HOST:PORT`
+    /// (`/v1/traces` is added) or a full URL [default: none: no span is made]
+    #[arg(long, value_parser = crate::otel::Endpoint::parse, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<crate::otel::Endpoint>,
     /// Niceness added to the threads that run jobs (Linux).
     #[arg(long, default_value_t = 0, env = "OFFLOAD_NICE", value_parser = clap::value_parser!(i32).range(0..=19))]
     pub nice: i32,
@@ -107,6 +112,7 @@ pub(super) fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let report = worker::run(queue, executor(pool.clone(), handlers), config, shutdown_signal()).await;
         tracing::info!(?report, "worker stopped");
         pool.drain(Duration::from_secs(1));
+        crate::otel::flush(Duration::from_secs(2));
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -148,6 +154,7 @@ async fn serve_metrics(
     metrics.register(&mut registry);
     store.register(&mut registry);
     crate::logs::register(&mut registry);
+    crate::otel::register(&mut registry);
     let state = MetricsState {
         registry: Arc::new(registry),
         store,

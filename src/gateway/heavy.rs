@@ -109,6 +109,32 @@ async fn execute(
     // The timeout stops waiting at the deadline; dropping the strategy's future cancels
     // its queued chunks and tells running ones to stop.
     let run = app.strategy.run(work, deadline, &prefer, &submit);
+    // The admission decision and the work (or the store call), as a span when spans are
+    // exported (crate::otel).
+    let admission = tracing::trace_span!(
+        target: "offload::admission",
+        "admission",
+        offload.strategy = name.as_str(),
+        offload.work = work.kind().name(),
+        offload.n = work.n(),
+        offload.outcome = tracing::field::Empty,
+    );
+    let run = async {
+        if admission.is_disabled() {
+            run.await
+        } else {
+            // Boxed: the traced path's state stays out of every request's future.
+            let out = Box::pin(tracing::Instrument::instrument(run, admission.clone())).await;
+            let outcome = match &out {
+                Ok(Outcome::Done(_)) | Ok(Outcome::Routed(Routed::Pool { .. })) => "ran",
+                Ok(_) => "stored",
+                Err(e) if e.is_refusal() => "refused",
+                Err(_) => "failed",
+            };
+            admission.record("offload.outcome", outcome);
+            out
+        }
+    };
     let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {

@@ -144,10 +144,37 @@ impl RequestMetrics {
 }
 
 /// The middleware: times the request and files it under its matched route.
-pub(super) async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub(super) async fn track(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = RoutePath(req.extensions().get::<MatchedPath>().cloned());
-    let resp = next.run(req).await;
+    // The request's span, made only when spans are exported (crate::otel): it continues the
+    // caller's `traceparent`, and hands its own context on as the request's, so that a job
+    // the request stores carries it and its run is this span's child.
+    let span = tracing::trace_span!(
+        target: "offload::http",
+        "http.request",
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        http.route = route.as_str(),
+        traceparent = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let resp = if span.is_disabled() {
+        next.run(req).await
+    } else {
+        if let Some(context) = crate::otel::context_of(&span)
+            && let Ok(v) = axum::http::HeaderValue::from_str(context.as_str())
+        {
+            req.headers_mut().insert("traceparent", v);
+        }
+        let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+        span.record("http.response.status_code", resp.status().as_u16());
+        resp
+    };
     let labels = RouteStatus {
         route,
         status: resp.status().as_u16(),

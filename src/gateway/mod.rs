@@ -86,6 +86,7 @@ impl AppState {
         pace_metrics.register(&mut registry);
         conns.register(&mut registry);
         crate::logs::register(&mut registry);
+        crate::otel::register(&mut registry);
         strategy.register(&mut registry);
         AppState {
             pacer,

@@ -93,11 +93,21 @@ impl QueueStrategy {
         let until = deadline.checked_sub(LINE_MARGIN).unwrap_or(deadline);
         // The work names the job in the latency histogram's `by_work`.
         let job = submit.apply(crate::queue::builtin::new_job(&work));
-        let id = self
-            .line
-            .enqueue(job, until)
-            .await
-            .map_err(|e| self.refused(e))?;
+        // The store call (with any wait in the line for room), as a span when spans are
+        // exported (crate::otel).
+        let span = tracing::trace_span!(
+            target: "offload::queue",
+            "queue.enqueue",
+            job.id = tracing::field::Empty,
+        );
+        let stored = self.line.enqueue(job, until);
+        let stored = if span.is_disabled() {
+            stored.await
+        } else {
+            Box::pin(tracing::Instrument::instrument(stored, span.clone())).await
+        };
+        let id = stored.map_err(|e| self.refused(e))?;
+        span.record("job.id", id.as_str());
         self.eta.stored(1);
         Ok(id)
     }
@@ -120,7 +130,14 @@ impl QueueStrategy {
     /// # Errors
     /// [`ExecError::Unavailable`] when the store fails or is out of reach.
     pub async fn job(&self, id: &JobId) -> Result<Option<JobView>, ExecError> {
-        self.bounded("a job's status", self.queue.get(id)).await
+        let span =
+            tracing::trace_span!(target: "offload::queue", "queue.get", job.id = id.as_str());
+        let read = self.bounded("a job's status", self.queue.get(id));
+        if span.is_disabled() {
+            read.await
+        } else {
+            Box::pin(tracing::Instrument::instrument(read, span)).await
+        }
     }
 
     fn refused(&self, e: LineError) -> ExecError {

@@ -246,6 +246,18 @@ pub fn combine(parts: &[u64]) -> u64 {
     parts.iter().fold(0u64, |a, b| a.wrapping_add(*b))
 }
 
+/// The calling thread's CPU time (what the probes are timed by: not the time a busy machine
+/// gave to other threads).
+fn thread_cpu_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill; the clock exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,16 +345,4 @@ mod tests {
         let w = work(Kind::Primes, 100_000_000);
         assert_eq!(w.run(&|| true), Err(Stopped));
     }
-}
-
-/// The calling thread's CPU time (what the probes are timed by: not the time a busy machine
-/// gave to other threads).
-fn thread_cpu_time() -> std::time::Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for the call to fill; the clock exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

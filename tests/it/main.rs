@@ -17,4 +17,5 @@ mod past_the_limit;
 mod queue_faults;
 mod remote;
 mod support;
+mod traces;
 mod ui;

@@ -8,6 +8,9 @@
 //! - `Job-Delay: SECONDS`: no claim takes the job before this many seconds from now.
 //! - `Job-Priority: P`: 0 (the default, most urgent) to 9; a job of priority `P` is claimed as
 //!   if it became due `P` seconds later ([`offload_queue::PRIORITY_STEP`]).
+//! - `traceparent` (W3C Trace Context): stored with the job, so that its runs continue the
+//!   caller's trace ([`offload_queue::TraceParent`]). One that is not a valid version-00
+//!   context is ignored, as the W3C spec asks, not refused.
 //!
 //! The deadline is a header rather than a field of the work so that it applies to `GET` and
 //! `POST` alike and is not part of what an idempotency key compares (a resent request whose
@@ -18,7 +21,7 @@
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use offload_queue::{JobKey, NewJob};
+use offload_queue::{JobKey, NewJob, TraceParent};
 
 use crate::Error;
 
@@ -30,6 +33,8 @@ pub const JOB_DEADLINE: &str = "job-deadline";
 pub const JOB_DELAY: &str = "job-delay";
 /// The priority's header.
 pub const JOB_PRIORITY: &str = "job-priority";
+/// The W3C trace context's header.
+pub const TRACEPARENT: &str = "traceparent";
 /// The longest deadline: a day. A job a client will wait longer for needs no deadline.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(86_400);
 /// The longest delay: 30 days. Work planned further ahead belongs in a scheduler; a delayed
@@ -47,6 +52,8 @@ pub struct Submit {
     pub delay: Option<Duration>,
     /// The job's priority, 0 to [`offload_queue::MAX_PRIORITY`].
     pub priority: u8,
+    /// The caller's trace context, carried to the job's runs.
+    pub trace: Option<TraceParent>,
 }
 
 impl Submit {
@@ -75,11 +82,18 @@ impl Submit {
             None => 0,
             Some(raw) => priority(raw)?,
         };
+        // A context sent twice, or not valid, is ignored (W3C Trace Context, 4.2.2: the
+        // receiver starts a trace of its own).
+        let trace = one(headers, TRACEPARENT)
+            .ok()
+            .flatten()
+            .and_then(TraceParent::parse);
         Ok(Submit {
             key,
             deadline,
             delay,
             priority,
+            trace,
         })
     }
 
@@ -93,6 +107,9 @@ impl Submit {
         }
         if let Some(d) = self.delay {
             job = job.delay(d);
+        }
+        if let Some(t) = &self.trace {
+            job = job.trace(t.clone());
         }
         job.priority(self.priority)
     }

@@ -70,7 +70,7 @@ impl Ended {
         Ended::Released,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Ended::Done => "done",
             Ended::Retried => "retried",

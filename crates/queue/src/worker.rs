@@ -322,6 +322,7 @@ pub async fn run<Q: JobQueue + Clone>(
                         tally.ended(series.as_deref(), how);
                         continue;
                     }
+                    let span = run_span(&job);
                     let task = Job {
                         queue: queue.clone(),
                         job,
@@ -332,10 +333,16 @@ pub async fn run<Q: JobQueue + Clone>(
                         outcomes: outcomes.clone(),
                         slots: Arc::clone(&slots),
                         pace: Arc::clone(&pace),
+                        span,
                         series,
                     };
                     let permit = held.split(1).expect("a permit per job claimed");
-                    jobs.spawn(task.run(permit));
+                    if task.span.is_disabled() {
+                        jobs.spawn(task.run(permit));
+                    } else {
+                        let span = task.span.clone();
+                        jobs.spawn(tracing::Instrument::instrument(task.run(permit), span));
+                    }
                 }
                 Duration::ZERO
             }
@@ -457,6 +464,25 @@ struct Job<Q> {
     pace: Arc<Pace>,
     /// The job type's series, when the worker has metrics.
     series: Option<Arc<TypeSeries>>,
+    /// The run's span (disabled unless a layer takes TRACE spans of this crate).
+    span: tracing::Span,
+}
+
+/// The span of a job's run, from its claim until its outcome is stored: `job.run`, at the
+/// TRACE level, continuing the trace of what stored the job (its `traceparent`), so that an
+/// exporting layer makes it the request's child across the 202. Its `job.outcome` is how the
+/// job left the worker.
+fn run_span(job: &Claimed) -> tracing::Span {
+    tracing::trace_span!(
+        target: "offload_queue::run",
+        "job.run",
+        otel.kind = "consumer",
+        job.id = %job.id,
+        job.type = crate::metrics::job_type(&job.payload),
+        job.attempt = job.attempt,
+        traceparent = job.trace.as_ref().map_or("", |t| t.as_str()),
+        job.outcome = tracing::field::Empty,
+    )
 }
 
 /// The mean run time of this worker's jobs (an exponentially weighted mean, in ns; 0 until the
@@ -657,6 +683,7 @@ impl<Q: JobQueue + Clone> Job<Q> {
 
     fn end(&self, how: Ended) {
         self.tally.ended(self.series.as_deref(), how);
+        self.span.record("job.outcome", how.as_str());
     }
 
     fn renewal(&self, r: Renewal) {

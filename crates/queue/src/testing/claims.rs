@@ -34,7 +34,11 @@ pub async fn round_trip<S: Store>(store: S, test: &str) {
         })
         .await
         .unwrap();
-    assert_eq!(page.jobs, [v.clone()], "a list shows what a read shows");
+    assert_eq!(
+        page.jobs,
+        std::slice::from_ref(&v),
+        "a list shows what a read shows"
+    );
     assert!(v.enqueued_at > 0 && v.started_at.is_none() && v.result.is_none());
 
     let job = q
