@@ -10,6 +10,10 @@
 # start-up and idle waits both runs share.
 #
 #   scripts/worker-instructions.sh BIN [SMALL] [LARGE]     e.g. target/release/offload 300 1500
+#
+# SERVE_ARGS and WORKER_ARGS add flags to the gateway and the worker under count (say
+# `--otlp-endpoint http://127.0.0.1:4318` with a collector there, or `--metrics-addr 0`), to
+# count what a feature costs per request and per job.
 set -euo pipefail
 BIN=$(realpath "$1")
 SMALL=${2:-300}
@@ -42,7 +46,7 @@ count() {
     kill "$serve"
     wait "$serve" || true
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.$n" \
-        "$BIN" worker --queue "sqlite://$db" --concurrency 1 >"$dir/worker.log" 2>&1 &
+        "$BIN" worker --queue "sqlite://$db" --concurrency 1 ${WORKER_ARGS:-} >"$dir/worker.log" 2>&1 &
     local worker=$!
     until [ "$(done_jobs "$db")" -ge "$n" ]; do sleep 0.5; done
     kill -TERM "$worker"
@@ -55,7 +59,7 @@ count() {
 count_gateway() {
     local n=$1 strategy=$2 db="$dir/g-$1-$RANDOM.db"
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.g$n" "$BIN" serve --strategy "$strategy" \
-        --queue "sqlite://$db" --bind 127.0.0.1 --port "$PORT" >"$dir/serve.log" 2>&1 &
+        --queue "sqlite://$db" --bind 127.0.0.1 --port "$PORT" ${SERVE_ARGS:-} >"$dir/serve.log" 2>&1 &
     local serve=$!
     for _ in $(seq 300); do
         curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break

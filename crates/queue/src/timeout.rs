@@ -35,7 +35,7 @@ const RETURNED: u8 = 2;
 /// worker's gauge when it has metrics.
 pub(crate) struct Stuck {
     pub(crate) count: Arc<AtomicUsize>,
-    pub(crate) gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+    pub(crate) gauge: Option<crate::metrics::Gauge>,
 }
 
 impl Stuck {

@@ -1,14 +1,5 @@
-//! What a worker does, as Prometheus metrics: [`WorkerMetrics`]. Give one to a worker
-//! ([`WorkerConfig::metrics`](crate::worker::WorkerConfig::metrics)) and register it on the
-//! service's own registry ([`WorkerMetrics::register`]); `offload worker --metrics-addr` serves
-//! the same series.
-//!
-//! Series by job type are made the first time a type is claimed and kept from then on; the
-//! type is read from the stored job's envelope ([`Job::NAME`](crate::Job::NAME)), and jobs
-//! stored as plain text count as `untyped`. At most [`MAX_JOB_TYPES`] types get series of their
-//! own: the rest count as `other`, so a store full of strange names cannot grow a scrape
-//! without bound. Recording to a series is an atomic add; a job's series are found once, when
-//! it is claimed.
+//! [`WorkerMetrics`] on `prometheus-client`: the series, their registration, and the meter of
+//! one run.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,9 +10,12 @@ use std::time::{Duration, Instant};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use super::{Ended, Op, Renewal};
+
+pub(crate) use prometheus_client::metrics::gauge::Gauge;
 
 /// Most job types with series of their own; later types count as `other`.
 pub const MAX_JOB_TYPES: usize = 64;
@@ -38,97 +32,6 @@ pub const RUN_BUCKETS: [f64; 18] = [
 pub const BATCH_BUCKETS: [f64; 11] = [
     0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
 ];
-
-/// How a claimed job left the worker's hands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ended {
-    /// Stored with its result.
-    Done,
-    /// Its run failed and it waits for another attempt.
-    Retried,
-    /// Out of attempts, or a fatal error.
-    Failed,
-    /// Past its deadline.
-    Expired,
-    /// Cancelled while this worker held it: its run was told to stop.
-    Cancelled,
-    /// Its lease went (a long pause, a partition) or its outcome could not be stored: it runs
-    /// again, here or elsewhere.
-    Lost,
-    /// Given back unrun at shutdown.
-    Released,
-}
-
-impl Ended {
-    const ALL: [Ended; 7] = [
-        Ended::Done,
-        Ended::Retried,
-        Ended::Failed,
-        Ended::Expired,
-        Ended::Cancelled,
-        Ended::Lost,
-        Ended::Released,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Ended::Done => "done",
-            Ended::Retried => "retried",
-            Ended::Failed => "failed",
-            Ended::Expired => "expired",
-            Ended::Cancelled => "cancelled",
-            Ended::Lost => "lost",
-            Ended::Released => "released",
-        }
-    }
-}
-
-/// A store call the worker makes, for its errors' label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
-    Claim,
-    Complete,
-    Heartbeat,
-    Release,
-    Get,
-    Reap,
-    Prune,
-}
-
-impl Op {
-    const ALL: [Op; 7] = [
-        Op::Claim,
-        Op::Complete,
-        Op::Heartbeat,
-        Op::Release,
-        Op::Get,
-        Op::Reap,
-        Op::Prune,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Op::Claim => "claim",
-            Op::Complete => "complete",
-            Op::Heartbeat => "heartbeat",
-            Op::Release => "release",
-            Op::Get => "get",
-            Op::Reap => "reap",
-            Op::Prune => "prune",
-        }
-    }
-}
-
-/// What a lease renewal found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Renewal {
-    /// Renewed.
-    Renewed,
-    /// The job was no longer this worker's (cancelled, or the lease had lapsed).
-    Refused,
-    /// The store did not answer.
-    Failed,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabel {
@@ -389,21 +292,9 @@ impl TypeSeries {
     }
 }
 
-/// The job type a stored payload names, read from its envelope without parsing the rest
-/// (`{"job":"NAME",...`, as [`NewJob::of`](crate::NewJob::of) writes it); `untyped` for any
-/// other text.
-pub(crate) fn job_type(payload: &str) -> &str {
-    payload
-        .strip_prefix(r#"{"job":""#)
-        .and_then(|rest| rest.split_once('"'))
-        .map(|(name, _)| name)
-        .filter(|name| !name.is_empty() && !name.contains('\\'))
-        .unwrap_or("untyped")
-}
-
 /// One run's meter: the worker makes it and lends it to the executor's call through a
-/// task-local ([`METER`]), so that [`Handlers`](crate::Handlers)' executor times the run on
-/// its thread and counts the thread busy, and marks its thread stuck past its time limit.
+/// task-local ([`METER`](super::METER)), so that [`Handlers`](crate::Handlers)' executor times
+/// the run on its thread and counts the thread busy, and marks its thread stuck past its time limit.
 /// Another executor never takes it: the worker then times the run from the outside.
 #[derive(Debug)]
 pub(crate) struct RunMeter {
@@ -414,23 +305,12 @@ pub(crate) struct RunMeter {
     on_thread: AtomicBool,
 }
 
-tokio::task_local! {
-    /// The meter of the run whose executor is being called.
-    pub(crate) static METER: Arc<RunMeter>;
-}
-
-/// The meter of the run being handed to an executor now, if the worker has metrics: taken by
-/// [`Handlers`](crate::Handlers)' executor, which then owns the timing.
-pub(crate) fn take_meter() -> Option<Arc<RunMeter>> {
-    METER
-        .try_with(|m| {
-            m.on_thread.store(true, Ordering::Relaxed);
-            Arc::clone(m)
-        })
-        .ok()
-}
-
 impl RunMeter {
+    /// Marks the meter taken by the executor, which then times the run on its thread.
+    pub(crate) fn take(&self) {
+        self.on_thread.store(true, Ordering::Relaxed);
+    }
+
     /// Counts the thread busy until the guard drops, then records the run's time.
     pub(crate) fn on_thread(self: &Arc<Self>) -> OnThread {
         self.busy.inc();
@@ -478,15 +358,6 @@ impl Drop for OnThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_job_type_is_read_from_the_envelope_alone() {
-        assert_eq!(job_type(r#"{"job":"resize","payload":{"w":3}}"#), "resize");
-        assert_eq!(job_type(r#"{"job":"a\"b","payload":1}"#), "untyped");
-        assert_eq!(job_type(r#"{"job":"","payload":1}"#), "untyped");
-        assert_eq!(job_type("count:20"), "untyped");
-        assert_eq!(job_type(r#"{"payload":1,"job":"x"}"#), "untyped");
-    }
 
     #[test]
     fn types_past_the_cap_count_as_other() {
