@@ -13,7 +13,8 @@
 #
 # SERVE_ARGS and WORKER_ARGS add flags to the gateway and the worker under count (say
 # `--otlp-endpoint http://127.0.0.1:4318` with a collector there, or `--metrics-addr 0`), to
-# count what a feature costs per request and per job.
+# count what a feature costs per request and per job. KEEP=1 keeps the callgrind files (for
+# callgrind_annotate); GATEWAY_ONLY=1 counts the gateways alone.
 set -euo pipefail
 BIN=$(realpath "$1")
 SMALL=${2:-300}
@@ -23,7 +24,7 @@ dir=$(mktemp -d)
 cleanup() {
     pkill -f "offload serve --strategy [a-z]* --queue sqlite://$dir" 2>/dev/null || true
     pkill -f "offload worker --queue sqlite://$dir" 2>/dev/null || true
-    rm -rf "$dir"
+    if [ -n "${KEEP:-}" ]; then echo "callgrind files kept in $dir" >&2; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
 
@@ -72,9 +73,11 @@ count_gateway() {
     grep -E '^(summary|totals):' "$dir/cg.g$n" | head -1 | awk '{print $2}'
 }
 
-small=$(count "$SMALL")
-large=$(count "$LARGE")
-echo "$BIN worker: $SMALL jobs $small Ir, $LARGE jobs $large Ir, per job $(( (large - small) / (LARGE - SMALL) )) Ir"
+if [ -z "${GATEWAY_ONLY:-}" ]; then
+    small=$(count "$SMALL")
+    large=$(count "$LARGE")
+    echo "$BIN worker: $SMALL jobs $small Ir, $LARGE jobs $large Ir, per job $(( (large - small) / (LARGE - SMALL) )) Ir"
+fi
 for strategy in ${STRATEGIES:-queue pool auto}; do
     small=$(count_gateway "$SMALL" "$strategy")
     large=$(count_gateway "$LARGE" "$strategy")

@@ -86,9 +86,7 @@ pub fn init_tracing(otlp: Option<(crate::otel::Endpoint, String)>) {
     let spans =
         otlp.and_then(
             |(endpoint, service)| match crate::otel::Layer::start(endpoint, service) {
-                Ok(layer) => Some(layer.with_filter(tracing_subscriber::filter::filter_fn(
-                    crate::otel::is_exported,
-                ))),
+                Ok(layer) => Some(layer.with_filter(crate::otel::Exported)),
                 Err(e) => {
                     eprintln!(
                         "offload: cannot start the span exporter ({e}); no spans are exported"
@@ -97,10 +95,15 @@ pub fn init_tracing(otlp: Option<(crate::otel::Endpoint, String)>) {
                 }
             },
         );
-    let _ = tracing_subscriber::registry()
-        .with(log)
-        .with(spans)
-        .try_init();
+    // Without spans to export, the log's layer alone: a layer that is not there costs no
+    // check at any call site.
+    let _ = match spans {
+        Some(spans) => tracing_subscriber::registry()
+            .with(log)
+            .with(spans)
+            .try_init(),
+        None => tracing_subscriber::registry().with(log).try_init(),
+    };
     crate::logs::count_queue_events();
 }
 

@@ -119,23 +119,17 @@ async fn execute(
         offload.n = work.n(),
         offload.outcome = tracing::field::Empty,
     );
-    let run = async {
-        if admission.is_disabled() {
-            run.await
-        } else {
-            // Boxed: the traced path's state stays out of every request's future.
-            let out = Box::pin(tracing::Instrument::instrument(run, admission.clone())).await;
-            let outcome = match &out {
-                Ok(Outcome::Done(_)) | Ok(Outcome::Routed(Routed::Pool { .. })) => "ran",
-                Ok(_) => "stored",
-                Err(e) if e.is_refusal() => "refused",
-                Err(_) => "failed",
-            };
-            admission.record("offload.outcome", outcome);
-            out
-        }
+    let ran = if admission.is_disabled() {
+        tokio::time::timeout_at(deadline.into(), run).await
+    } else {
+        // Boxed: the traced path's state stays out of every request's future.
+        Box::pin(admitted(
+            admission,
+            tokio::time::timeout_at(deadline.into(), run),
+        ))
+        .await
     };
-    let outcome = match tokio::time::timeout_at(deadline.into(), run).await {
+    let outcome = match ran {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
             if e.is_refusal() {
@@ -222,4 +216,21 @@ async fn execute(
     };
     set_preference_applied(&mut resp, applied);
     Ok(resp)
+}
+
+/// The strategy's run under its `admission` span, whose outcome it records.
+async fn admitted<F>(admission: tracing::Span, run: F) -> F::Output
+where
+    F: Future<Output = Result<Result<Outcome, ExecError>, tokio::time::error::Elapsed>>,
+{
+    let out = tracing::Instrument::instrument(run, admission.clone()).await;
+    let outcome = match &out {
+        Ok(Ok(Outcome::Done(_) | Outcome::Routed(Routed::Pool { .. }))) => "ran",
+        Ok(Ok(_)) => "stored",
+        Ok(Err(e)) if e.is_refusal() => "refused",
+        Ok(Err(_)) => "failed",
+        Err(_) => "expired",
+    };
+    admission.record("offload.outcome", outcome);
+    out
 }

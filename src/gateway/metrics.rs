@@ -144,7 +144,20 @@ impl RequestMetrics {
 }
 
 /// The middleware: times the request and files it under its matched route.
-pub(super) async fn track(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+/// A request under its span: its context handed on as the request's `traceparent`, its status
+/// recorded.
+async fn traced(span: tracing::Span, mut req: Request, next: Next) -> Response {
+    if let Some(context) = crate::otel::context_of(&span)
+        && let Ok(v) = axum::http::HeaderValue::from_str(context.as_str())
+    {
+        req.headers_mut().insert("traceparent", v);
+    }
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.record("http.response.status_code", resp.status().as_u16());
+    resp
+}
+
+pub(super) async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = RoutePath(req.extensions().get::<MatchedPath>().cloned());
     // The request's span, made only when spans are exported (crate::otel): it continues the
@@ -166,14 +179,8 @@ pub(super) async fn track(State(app): State<AppState>, mut req: Request, next: N
     let resp = if span.is_disabled() {
         next.run(req).await
     } else {
-        if let Some(context) = crate::otel::context_of(&span)
-            && let Ok(v) = axum::http::HeaderValue::from_str(context.as_str())
-        {
-            req.headers_mut().insert("traceparent", v);
-        }
-        let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
-        span.record("http.response.status_code", resp.status().as_u16());
-        resp
+        // Boxed: the traced path's state stays out of every request's future.
+        Box::pin(traced(span, req, next)).await
     };
     let labels = RouteStatus {
         route,

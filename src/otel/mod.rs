@@ -77,8 +77,31 @@ pub fn is_exported(meta: &Metadata<'_>) -> bool {
     meta.is_span() && *meta.level() == tracing::Level::TRACE && meta.target().starts_with("offload")
 }
 
+/// The [`Layer`]'s filter: [`is_exported`], decided once per call site (a filter that is asked
+/// at every event would be asked at each of the runtime's and hyper's own `trace!` lines).
+#[derive(Debug, Clone, Copy)]
+pub struct Exported;
+
+impl<S> tracing_subscriber::layer::Filter<S> for Exported {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        is_exported(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        if is_exported(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+}
+
 /// The `tracing` layer that records offload's spans and hands them to the exporter. Filter it
-/// with [`is_exported`].
+/// with [`Exported`].
 #[derive(Debug)]
 pub struct Layer {
     sender: export::Sender,
