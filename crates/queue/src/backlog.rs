@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use crate::{Handlers, JobQueue, JobStatus, ListFilter, MAX_PAGE, QueueError};
 
-/// Weight of the newest run in a type's moving means: they follow a change of machine or data
-/// within a few dozen runs.
-const WEIGHT: f64 = 1.0 / 16.0;
+/// Least weight of the newest run in a type's moving means: a plain average of the first
+/// runs, then a moving mean over about this many (a backlog takes seconds to minutes to
+/// drain, so its prediction wants the recent typical run, not the last few).
+const RUNS: f64 = 64.0;
 
 /// What runs of one job type took, as moving means of seconds per unit and per job, and the
 /// prior per unit; each an `f64`'s bits, 0 for none. Shared by the clones of a [`Handlers`].
@@ -25,6 +26,8 @@ pub(crate) struct Cost {
     per_unit: AtomicU64,
     per_job: AtomicU64,
     prior: AtomicU64,
+    /// Runs learned from.
+    runs: AtomicU64,
 }
 
 fn load(a: &AtomicU64) -> Option<f64> {
@@ -32,12 +35,12 @@ fn load(a: &AtomicU64) -> Option<f64> {
     (v > 0.0).then_some(v)
 }
 
-/// Moves the mean in `a` towards `x`. Two threads that learn at once may lose one's step: a
-/// mean, not a count, so that costs nothing.
-fn learn(a: &AtomicU64, x: f64) {
+/// Moves the mean in `a` towards `x` by `weight`. Two threads that learn at once may lose one's
+/// step: a mean, not a count, so that costs nothing.
+fn learn(a: &AtomicU64, x: f64, weight: f64) {
     let new = match load(a) {
         None => x,
-        Some(old) => old + (x - old) * WEIGHT,
+        Some(old) => old + (x - old) * weight,
     };
     a.store(new.to_bits(), Ordering::Relaxed);
 }
@@ -62,9 +65,11 @@ impl Cost {
     pub(crate) fn ran(&self, units: u64, took: Duration) {
         let secs = took.as_secs_f64();
         if secs > 0.0 {
-            learn(&self.per_job, secs);
+            let n = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
+            let weight = (1.0 / n as f64).max(1.0 / RUNS);
+            learn(&self.per_job, secs, weight);
             if units > 0 {
-                learn(&self.per_unit, secs / units as f64);
+                learn(&self.per_unit, secs / units as f64, weight);
             }
         }
     }
