@@ -1,6 +1,6 @@
 //! Traces across the 202: with `--otlp-endpoint`, the gateway's requests, their admission and
 //! store calls, and the worker's runs are spans, exported over OTLP/HTTP in protobuf to a
-//! collector ([`Layer`], [`export`]).
+//! collector ([`Layer`], and a thread of its own that sends them).
 //!
 //! The spans are `tracing` spans at the TRACE level whose target is one of offload's crates.
 //! Only this layer takes them (the log's filter does not), so without the flag no span is made

@@ -1,13 +1,13 @@
 //! What a worker does, as Prometheus metrics: [`WorkerMetrics`], with the cargo feature
-//! `metrics` (without it the type counts nothing and the crate builds no `prometheus-client`). Give one to a worker
-//! ([`WorkerConfig::metrics`](crate::worker::WorkerConfig::metrics)) and register it on the
-//! service's own registry ([`WorkerMetrics::register`]); `offload worker --metrics-addr` serves
-//! the same series.
+//! `metrics` (without it the type counts nothing and the crate builds no `prometheus-client`).
+//! Give one to a worker ([`WorkerConfig::metrics`](crate::worker::WorkerConfig::metrics)) and
+//! register it on the service's own registry (`WorkerMetrics::register`); `offload worker
+//! --metrics-addr` serves the same series.
 //!
 //! Series by job type are made the first time a type is claimed and kept from then on; the
 //! type is read from the stored job's envelope ([`Job::NAME`](crate::Job::NAME)), and jobs
-//! stored as plain text count as `untyped`. At most [`MAX_JOB_TYPES`] types get series of their
-//! own: the rest count as `other`, so a store full of strange names cannot grow a scrape
+//! stored as plain text count as `untyped`. At most `MAX_JOB_TYPES` (64) types get series of
+//! their own: the rest count as `other`, so a store full of strange names cannot grow a scrape
 //! without bound. Recording to a series is an atomic add; a job's series are found once, when
 //! it is claimed.
 
