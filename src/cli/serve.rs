@@ -378,7 +378,9 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut config = args.request.config(limits, args.max_query)?;
     config.changes = gateway::job_changes(args.bind, args.admin_token.clone());
-    if config.changes == offload_axum::Changes::Closed {
+    // Only a strategy that stores jobs has anything to change (`/jobs`).
+    let stores_jobs = matches!(args.strategy, Name::Queue | Name::Auto);
+    if stores_jobs && config.changes == offload_axum::Changes::Closed {
         tracing::warn!(
             bind = %args.bind,
             "reachable from other hosts with no admin token: reading is open to anyone who can \
