@@ -60,16 +60,8 @@ struct Open {
 /// A closed span, on its way to the collector.
 #[derive(Debug)]
 struct Finished {
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    parent: Option<[u8; 8]>,
-    remote_parent: bool,
-    name: &'static str,
-    kind: Kind,
-    start_ns: u64,
+    span: Open,
     end_ns: u64,
-    attrs: Vec<(&'static str, Attr)>,
-    error: Option<String>,
 }
 
 /// Whether a span is one this layer exports: offload's own, at the TRACE level.
@@ -249,16 +241,8 @@ where
             return;
         };
         self.sender.send(Finished {
-            trace_id: o.trace_id,
-            span_id: o.span_id,
-            parent: o.parent,
-            remote_parent: o.remote_parent,
-            name: o.name,
-            kind: o.kind,
-            start_ns: o.start_ns,
+            span: o,
             end_ns: now_ns(),
-            attrs: o.attrs,
-            error: o.error,
         });
     }
 }

@@ -5,7 +5,7 @@
 //! Each message's length is worked out before it is written, so the request is written once,
 //! front to back, into one buffer: no message is built apart and copied into its parent.
 
-use super::{Attr, Finished};
+use super::{Attr, Finished, Open};
 
 /// Protobuf wire types.
 const VARINT: u8 = 0;
@@ -106,13 +106,14 @@ fn status_len(message: &str) -> usize {
 
 /// SPAN_FLAGS: the W3C sampled flag, and "the parent's remoteness is known" (0x100), with
 /// "remote" (0x200) when the parent came in a traceparent.
-fn flags(s: &Finished) -> u32 {
+fn flags(s: &Open) -> u32 {
     0x01 | if s.remote_parent { 0x300 } else { 0x100 }
 }
 
 /// `Span`: trace_id = 1, span_id = 2, parent_span_id = 4, name = 5, kind = 6,
 /// start_time_unix_nano = 7, end_time_unix_nano = 8, attributes = 9, status = 15, flags = 16.
-fn span_len(s: &Finished) -> usize {
+fn span_len(f: &Finished) -> usize {
+    let s = &f.span;
     let mut n = len_field(1, 16) + len_field(2, 8);
     if s.parent.is_some() {
         n += len_field(4, 8);
@@ -129,7 +130,8 @@ fn span_len(s: &Finished) -> usize {
     n + key_len(16) + 4
 }
 
-fn write_span(out: &mut Out, s: &Finished, len: usize) {
+fn write_span(out: &mut Out, f: &Finished, len: usize) {
+    let s = &f.span;
     out.open(2, len);
     out.bytes(1, &s.trace_id);
     out.bytes(2, &s.span_id);
@@ -139,7 +141,7 @@ fn write_span(out: &mut Out, s: &Finished, len: usize) {
     out.bytes(5, s.name.as_bytes());
     out.uint(6, s.kind as u64);
     out.fixed64(7, s.start_ns);
-    out.fixed64(8, s.end_ns);
+    out.fixed64(8, f.end_ns);
     for (k, v) in &s.attrs {
         write_kv(out, 9, k, v);
     }
@@ -214,16 +216,18 @@ mod tests {
     #[test]
     fn a_request_is_as_long_as_its_lengths_say() {
         let span = |parent: Option<[u8; 8]>, error: Option<String>, attrs| Finished {
-            trace_id: [1; 16],
-            span_id: [2; 8],
-            parent,
-            remote_parent: parent.is_some(),
-            name: "http.request",
-            kind: Kind::Server,
-            start_ns: 1_700_000_000_000_000_000,
+            span: Open {
+                trace_id: [1; 16],
+                span_id: [2; 8],
+                parent,
+                remote_parent: parent.is_some(),
+                name: "http.request",
+                kind: Kind::Server,
+                start_ns: 1_700_000_000_000_000_000,
+                attrs,
+                error,
+            },
             end_ns: 1_700_000_000_000_500_000,
-            attrs,
-            error,
         };
         let long = "x".repeat(300);
         let spans = vec![

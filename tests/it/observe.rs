@@ -14,13 +14,7 @@ use crate::support::{Proc, count_n_for, get, request};
 async fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
     let r = get(addr, "/metrics").await;
     assert_eq!(r.status, 200);
-    String::from_utf8(r.body.to_vec())
-        .expect("utf-8 metrics")
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-        .collect()
+    offload_queue::testing::samples(std::str::from_utf8(&r.body).expect("utf-8 metrics"))
 }
 
 fn sample(m: &HashMap<String, f64>, series: &str) -> f64 {

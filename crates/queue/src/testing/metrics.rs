@@ -40,11 +40,17 @@ impl Job for Stubborn {
     type Output = ();
 }
 
-/// The registry's samples, by name and labels as the text writes them
-/// (`offload_worker_jobs_ended_total{job="add",outcome="done"}`).
+/// The registry's samples ([`samples`]).
 pub(crate) fn scrape(registry: &Registry) -> HashMap<String, f64> {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+    samples(&text)
+}
+
+/// The samples of a Prometheus text, by name and labels as the text writes them
+/// (`offload_worker_jobs_ended_total{job="add",outcome="done"}`); comments and lines whose
+/// value is not a number are left out.
+pub fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' '))

@@ -99,7 +99,7 @@ pub use self::loops::{
     dead_worker_job_runs_again, long_job_keeps_its_lease, panicking_job_is_retried,
     shutdown_gives_jobs_back, timed_out_job_ends_failed, worker_loops_drain_everything,
 };
-pub use self::metrics::worker_metrics_count_every_job;
+pub use self::metrics::{samples, worker_metrics_count_every_job};
 pub use self::reads::{
     counts_drop_jobs_past_retention_before_prune, latency_counts_done_jobs_by_label,
     prune_after_retention,
