@@ -152,8 +152,9 @@ impl PoolMetrics {
         self.predicted_wait
             .set(self.pool.predicted_wait().as_secs_f64());
         self.utilisation.set(s.utilisation);
+        let model = self.pool.model();
         for kind in crate::work::Kind::ALL {
-            if let Some(v) = self.pool.model().secs_per_unit(kind.class()) {
+            if let Some(v) = model.secs_per_unit(kind.class(model)) {
                 let work = Work { work: kind.name() };
                 self.secs_per_unit.get_or_create(&work).set(v);
             }

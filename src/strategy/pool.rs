@@ -37,7 +37,8 @@ pub enum Split {
 pub fn calibrate_priors(pool: &Pool, limits: &crate::work::Limits, cores: usize) {
     let slowdown = (pool.threads() as f64 / cores.max(1) as f64).max(1.0);
     for (kind, secs_per_unit) in Work::probe_costs(limits) {
-        pool.model().prior(kind.class(), secs_per_unit * slowdown);
+        pool.model()
+            .prior(kind.class(pool.model()), secs_per_unit * slowdown);
     }
 }
 
@@ -112,12 +113,17 @@ impl PoolStrategy {
         };
         let (handles, predicted) = match budget {
             None => (
-                self.pool.submit_work(deadline, work.cost(), max, split)?,
+                self.pool
+                    .submit_work(deadline, work.cost(self.pool.model()), max, split)?,
                 Duration::ZERO,
             ),
-            Some(b) => self
-                .pool
-                .submit_work_within(b, deadline, work.cost(), max, split)?,
+            Some(b) => self.pool.submit_work_within(
+                b,
+                deadline,
+                work.cost(self.pool.model()),
+                max,
+                split,
+            )?,
         };
         let mut outcomes = Vec::with_capacity(handles.len());
         // If this future is dropped (client gone, deadline), the remaining handles drop with

@@ -223,7 +223,7 @@ impl Remote {
     /// [`ExecError::Expired`] past the deadline.
     pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
         let body = Bytes::from(work.to_json().to_string());
-        let cost = work.cost();
+        let cost = work.cost(self.gate.model());
         // Counted in the model until this request ends, however it ends.
         let _admitted = self.gate.admit(cost, deadline)?;
         let mut pause = RETRY_PAUSE;
@@ -535,7 +535,7 @@ fn not_sent(e: &hyper_util::client::legacy::Error) -> bool {
 }
 
 /// The `secs_per_unit` a compute service reports on `/health`, by class.
-fn probe_of(health: &crate::api::Health) -> Vec<(usize, f64)> {
+fn probe_of(health: &crate::api::Health) -> Vec<(crate::work::Kind, f64)> {
     let Some(secs) = &health.secs_per_unit else {
         return Vec::new();
     };
@@ -543,7 +543,7 @@ fn probe_of(health: &crate::api::Health) -> Vec<(usize, f64)> {
         .iter()
         .filter_map(|k| {
             let v = *secs.get(k.name())?;
-            (v.is_finite() && v > 0.0).then_some((k.class(), v))
+            (v.is_finite() && v > 0.0).then_some((*k, v))
         })
         .collect()
 }

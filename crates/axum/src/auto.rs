@@ -174,10 +174,7 @@ impl Auto {
         let _stop = StopOnDrop(cx.clone());
         let places = Places {
             offload: &self.offload,
-            cost: Cost {
-                class: self.offload.class::<J>(),
-                units: job.units(),
-            },
+            cost: Cost::new(self.offload.class::<J>(), job.units()),
             deadline: now + inner.deadline,
             stored,
             cx,
@@ -309,7 +306,7 @@ impl Places<'_> {
         let known = pool.model().secs_per_unit(self.cost.class).is_some();
         if !known {
             tracing::debug!(
-                class = self.cost.class,
+                class = ?self.cost.class,
                 "offload-axum: a job type with no measured run and no prior: not run in the pool"
             );
         }

@@ -106,7 +106,7 @@ use std::time::Duration;
 
 use axum::Router;
 use offload_pool::Pool;
-use offload_pool::admission::CLASSES;
+use offload_pool::admission::Class;
 use offload_pool::pace::Pacer;
 use offload_queue::worker::Executor;
 use offload_queue::{Eta, Handlers, Job, Line, Queue};
@@ -160,7 +160,7 @@ struct Inner {
     pacer: Arc<Pacer>,
     handlers: Handlers,
     /// Cost-model class of each job type, by name.
-    classes: HashMap<&'static str, usize>,
+    classes: HashMap<&'static str, Class>,
     wait: Duration,
     deadline: Duration,
     /// The `/jobs` routes, at the path its 202s point to.
@@ -172,23 +172,29 @@ impl Offload {
     /// (the same handlers a worker on `queue` should run). Budget [`DEFAULT_WAIT`], deadline
     /// [`DEFAULT_DEADLINE`], jobs at [`DEFAULT_JOBS_PATH`].
     ///
-    /// Each job type gets its own class in the pool's cost model, in the order of their
-    /// names, and its [`Job::SECS_PER_UNIT`], if any, as that class's prior (a first guess,
-    /// replaced by the first measured run). Only the first [`CLASSES`] types are modelled;
-    /// the others are never predicted, so they are always stored (see [`Auto::run`]). A pool
-    /// shared with other code that submits its own classes should not be shared with more
-    /// job types than that.
+    /// Each job type is a class of the pool's cost model ([`CostModel::class`]), named as the
+    /// type ([`Job::NAME`]), with its [`Job::SECS_PER_UNIT`], if any, as that class's prior (a
+    /// first guess, replaced by the first measured run). Work of your own that you submit to
+    /// the same pool under one of those names is taken to be that job type's; name other
+    /// work otherwise. A type the model has no room for (past
+    /// [`MAX_CLASSES`](offload_pool::admission::MAX_CLASSES) names in the pool) is never
+    /// predicted, so it is always stored (see [`Auto::run`]), and a warning says so.
+    ///
+    /// [`CostModel::class`]: offload_pool::admission::CostModel::class
     pub fn new(pool: Arc<Pool>, queue: Queue, handlers: Handlers) -> Offload {
-        let classes: HashMap<_, _> = handlers
-            .names()
-            .into_iter()
-            .enumerate()
-            .map(|(i, name)| (name, i.min(CLASSES)))
-            .collect();
-        for (name, &class) in &classes {
+        let mut classes = HashMap::new();
+        for name in handlers.names() {
+            let class = pool.model().class(name).unwrap_or_else(|e| {
+                tracing::warn!(
+                    job = name,
+                    "offload-axum: {e}: the job type is always stored"
+                );
+                Class::NONE
+            });
             if let Some(secs) = handlers.secs_per_unit(name) {
                 pool.model().prior(class, secs);
             }
+            classes.insert(name, class);
         }
         let eta = Eta::new(queue.clone());
         let jobs = JobRoutes::new(queue.clone());
@@ -285,8 +291,12 @@ impl Offload {
     /// has learnt of it (`pool.model().secs_per_unit(class)`). A type's first guess is its
     /// [`Job::SECS_PER_UNIT`]; a prior given later with `pool.model().prior(class, secs)`
     /// counts only for a type that has neither that nor a measured run.
-    pub fn class<J: Job>(&self) -> usize {
-        self.inner.classes.get(J::NAME).copied().unwrap_or(CLASSES)
+    pub fn class<J: Job>(&self) -> Class {
+        self.inner
+            .classes
+            .get(J::NAME)
+            .copied()
+            .unwrap_or(Class::NONE)
     }
 
     /// An [`Executor`] for a [`worker`](offload_queue::worker::run) in this process that
@@ -300,7 +310,7 @@ impl Offload {
         let handlers = self.inner.handlers.clone();
         handlers
             .on_run(move |run| {
-                let class = classes.get(run.job).copied().unwrap_or(CLASSES);
+                let class = classes.get(run.job).copied().unwrap_or(Class::NONE);
                 pool.model().observe(class, run.units, run.took);
             })
             .executor()

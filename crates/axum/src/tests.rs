@@ -12,6 +12,7 @@ use axum::extract::FromRef;
 use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
+use offload_pool::admission::Cost;
 use offload_pool::{Pool, PoolConfig};
 use offload_queue::{JobContext, JobError, QueueOptions};
 use serde::{Deserialize, Serialize};
@@ -585,6 +586,44 @@ async fn a_types_prior_is_in_the_model_from_the_start_and_its_units_decide() {
     // That run (microseconds) replaced the prior.
     let learnt = app.offload.pool().model().secs_per_unit(class);
     assert!(learnt.is_some_and(|s| s < 1e-3), "{learnt:?}");
+}
+
+#[tokio::test]
+async fn a_services_own_pool_work_has_its_own_class_beside_the_job_types() {
+    let app = app(64, 100).await;
+    let model = app.offload.pool().model();
+    let priced = app.offload.class::<Priced>();
+    // The job types are classes named as the types, each its own.
+    let names: Vec<_> = model.classes().into_iter().map(|(_, n)| n).collect();
+    for name in ["nap", "priced", "spin", "square"] {
+        assert!(names.contains(&name), "{name} not among {names:?}");
+    }
+    assert_ne!(app.offload.class::<Nap>(), priced);
+    assert_eq!(model.find("priced"), Some(priced));
+    // The service's own work on the same pool, named otherwise: another class, so its runs
+    // and its backlog never move a job type's figure, whatever order things were named in.
+    let own = model.class("thumbnail").unwrap();
+    assert_ne!(own, priced);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let done = app
+        .offload
+        .pool()
+        .submit_one(deadline, Cost::new(own, 1), |_| {
+            std::thread::sleep(Duration::from_millis(20));
+        });
+    done.unwrap().await.unwrap();
+    assert!(model.measured(own), "the pool timed the service's own run");
+    assert_eq!(
+        model.secs_per_unit(priced),
+        Some(1e-3),
+        "Priced's prior stands"
+    );
+    assert!(!model.measured(priced));
+    // A job type without a handler is no class: never predicted, so never run in the pool.
+    assert_eq!(
+        app.offload.class::<Orphan>(),
+        offload_pool::admission::Class::NONE
+    );
 }
 
 #[tokio::test]

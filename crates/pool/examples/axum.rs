@@ -9,7 +9,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Router, routing::get};
-use offload_pool::admission::{Cost, retry_after_secs};
+use offload_pool::admission::{Class, Cost, retry_after_secs};
 use offload_pool::{Pool, PoolConfig, StopCheck};
 
 /// Counts to `n`, giving up (`None`) when the deadline passes or the client goes away.
@@ -24,15 +24,15 @@ fn count_to(n: u64, stop: StopCheck<'_>) -> Option<u64> {
     Some(i)
 }
 
-async fn count(State(pool): State<Arc<Pool>>, RawQuery(q): RawQuery) -> Response {
+type Counting = (Arc<Pool>, Class); // the pool, and the class its model learns counting as
+
+async fn count(State((pool, class)): State<Counting>, RawQuery(q): RawQuery) -> Response {
     let Some(n) = q.and_then(|q| q.strip_prefix("n=")?.parse().ok()) else {
         return (StatusCode::BAD_REQUEST, "expected ?n=N\n").into_response();
     };
-    // Class 0 of the pool's cost model, n units: its time per unit is learned as it runs.
     let deadline = Instant::now() + Duration::from_secs(2);
-    let retry = match pool.submit_one(deadline, Cost { class: 0, units: n }, move |stop| {
-        count_to(n, stop)
-    }) {
+    let admitted = pool.submit_one(deadline, Cost::new(class, n), move |stop| count_to(n, stop));
+    let retry = match admitted {
         Ok(run) => match run.await {
             Ok(Some(c)) => return format!("{c}\n").into_response(),
             _ => return (StatusCode::GATEWAY_TIMEOUT, "deadline passed\n").into_response(),
@@ -46,13 +46,13 @@ async fn count(State(pool): State<Arc<Pool>>, RawQuery(q): RawQuery) -> Response
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    // One thread per core, a queue capped at 1,024 requests.
-    let pool = Arc::new(Pool::new(PoolConfig::default())?);
+    let pool = Arc::new(Pool::new(PoolConfig::default())?); // a thread per core, 1,024 queued
+    let class = pool.model().class("count").map_err(std::io::Error::other)?; // n units each
     let app = Router::new()
         .route("/count", get(count))
         .layer(offload_axum::PaceRefusals::default())
         .route("/health", get(|| async { "ok\n" }))
-        .with_state(pool);
+        .with_state((pool, class));
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);

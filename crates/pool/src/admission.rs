@@ -10,14 +10,18 @@
 //! wait. A queue length in requests is a guess that is right on one machine only; a wait in
 //! seconds is right on any.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// Kinds of work the model keeps apart (their time per unit may differ by orders of
-/// magnitude). A class is a plain index the caller chooses, below this (say 0 for resizing
-/// images, 1 for hashing passwords); a cost of a class at or above it is not modelled (it
-/// adds nothing to the backlog). Four, since the model sums every class on each admission.
-pub const CLASSES: usize = 4;
+/// Most kinds of work one model keeps apart. Each admission sums the backlog of every kind
+/// named so far, so the bound keeps that sum small; kinds are named once, at start-up, and a
+/// service with more than this many should group them.
+pub const MAX_CLASSES: usize = 64;
+
+/// Longest name a class may have, in bytes.
+pub const MAX_CLASS_NAME: usize = 64;
 
 /// Weight of a new measurement in the moving average: about the last ten count.
 const EWMA_WEIGHT: f64 = 0.1;
@@ -26,39 +30,171 @@ const EWMA_WEIGHT: f64 = 0.1;
 /// tens of requests, not hundreds, while one stray sample moves it by less than a third.
 const EWMA_WEIGHT_SHIFT: f64 = 0.3;
 
+/// A kind of work the model keeps apart (its time per unit may differ from another's by
+/// orders of magnitude), by its name: made by [`CostModel::class`], so it cannot be made up,
+/// and valid in the model that made it only. A class of another model, or [`Class::NONE`],
+/// is not modelled: its cost adds nothing to the backlog and its runs teach nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Class {
+    /// The model that named it (0 for none).
+    model: u32,
+    index: u32,
+}
+
+impl Class {
+    /// Work the model does not predict (it adds nothing to the backlog; the hard cap still
+    /// bounds it).
+    pub const NONE: Class = Class { model: 0, index: 0 };
+}
+
+/// Why [`CostModel::class`] named no class.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassError {
+    /// The model already keeps [`MAX_CLASSES`] kinds apart.
+    #[error("the cost model already keeps {MAX_CLASSES} classes of work apart; group them")]
+    Full,
+    /// The name is empty or longer than [`MAX_CLASS_NAME`] bytes.
+    #[error("a class name must be 1 to {MAX_CLASS_NAME} bytes long, not {0}")]
+    BadName(usize),
+}
+
 /// A request's size, as the model sees it: its kind and its units of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cost {
-    /// Index of the kind of work, below [`CLASSES`]: the caller's choice, the same for
-    /// every request of that kind.
-    pub class: usize,
+    /// The kind of work ([`CostModel::class`]): the same for every request of that kind.
+    pub class: Class,
     /// Units of work, in whatever unit the run time grows with (iterations, bytes, hashes).
     pub units: u64,
 }
 
-/// Measured slot time per unit, per class, and the units admitted and not yet finished.
+impl Cost {
+    /// `units` of `class`.
+    pub fn new(class: Class, units: u64) -> Cost {
+        Cost { class, units }
+    }
+}
+
+/// One named kind of work.
 #[derive(Debug, Default)]
-pub struct CostModel {
-    /// f64 bits of seconds per unit; 0 until the first measurement.
-    secs_per_unit: [AtomicU64; CLASSES],
+struct Slot {
+    /// Its name, set once when it is named.
+    name: OnceLock<Box<str>>,
+    /// f64 bits of seconds per unit; 0 until the first measurement or prior.
+    secs_per_unit: AtomicU64,
     /// Units admitted and not finished (queued or running).
-    outstanding: [AtomicU64; CLASSES],
-    /// Whether a class's figure comes from real runs (not only a prior).
-    measured: [AtomicBool; CLASSES],
+    outstanding: AtomicU64,
+    /// Whether the figure comes from real runs (not only a prior).
+    measured: AtomicBool,
+}
+
+/// Which model made a class: each model's classes are its own.
+static NEXT_MODEL: AtomicU32 = AtomicU32::new(1);
+
+/// Measured slot time per unit, per named class, and the units admitted and not yet finished.
+#[derive(Debug)]
+pub struct CostModel {
+    id: u32,
+    slots: Box<[Slot]>,
+    /// Held while a class is named, so that one name is never named twice. Readers take no
+    /// lock: `named` is raised after a slot's name is in place, so a reader that sees the
+    /// count sees the names below it.
+    naming: Mutex<()>,
+    named: AtomicUsize,
+}
+
+impl Default for CostModel {
+    fn default() -> CostModel {
+        CostModel {
+            id: NEXT_MODEL.fetch_add(1, Relaxed),
+            slots: (0..MAX_CLASSES).map(|_| Slot::default()).collect(),
+            naming: Mutex::new(()),
+            named: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl CostModel {
+    /// The class of work named `name`, named now if it is new: the same name is always the
+    /// same class, and two names are never one. Name a kind once (at start-up) and keep the
+    /// [`Class`]; looking a name up is a scan of the names so far.
+    ///
+    /// Code that shares a pool shares its names: work of your own that you name as a job type
+    /// that offload-axum runs in the same pool is taken to be that work, and teaches the same
+    /// figure. Give other work another name.
+    ///
+    /// # Errors
+    /// [`ClassError::BadName`] for an empty name or one over [`MAX_CLASS_NAME`] bytes;
+    /// [`ClassError::Full`] when [`MAX_CLASSES`] are named already.
+    pub fn class(&self, name: &str) -> Result<Class, ClassError> {
+        if name.is_empty() || name.len() > MAX_CLASS_NAME {
+            return Err(ClassError::BadName(name.len()));
+        }
+        if let Some(class) = self.find(name) {
+            return Ok(class);
+        }
+        let _naming = self.naming.lock().expect("cost model naming");
+        if let Some(class) = self.find(name) {
+            return Ok(class);
+        }
+        let index = self.named.load(Acquire);
+        let slot = self.slots.get(index).ok_or(ClassError::Full)?;
+        let _ = slot.name.set(name.into());
+        self.named.store(index + 1, Release);
+        Ok(self.at(index))
+    }
+
+    /// The class named `name`, if it is named: a scan of the names, without a lock.
+    pub fn find(&self, name: &str) -> Option<Class> {
+        let named = self.named.load(Acquire);
+        let index = self.slots[..named]
+            .iter()
+            .position(|s| s.name.get().is_some_and(|n| **n == *name))?;
+        Some(self.at(index))
+    }
+
+    fn at(&self, index: usize) -> Class {
+        Class {
+            model: self.id,
+            index: index as u32,
+        }
+    }
+
+    /// The name of `class`, if this model named it.
+    pub fn name(&self, class: Class) -> Option<&str> {
+        Some(self.slot(class)?.name.get()?)
+    }
+
+    /// Every class named so far, in the order they were named.
+    pub fn classes(&self) -> Vec<(Class, &str)> {
+        let named = self.named.load(Acquire);
+        (0..named)
+            .filter_map(|i| Some((self.at(i), &**self.slots[i].name.get()?)))
+            .collect()
+    }
+
+    /// The class's figures, if this model named it.
+    fn slot(&self, class: Class) -> Option<&Slot> {
+        if class.model != self.id {
+            return None;
+        }
+        self.slots.get(class.index as usize)
+    }
+
     /// Records that `units` of `class` held a slot for `took`.
-    pub fn observe(&self, class: usize, units: u64, took: Duration) {
-        if units == 0 || class >= CLASSES {
+    pub fn observe(&self, class: Class, units: u64, took: Duration) {
+        let Some(slot) = self.slot(class) else {
+            return;
+        };
+        if units == 0 {
             return;
         }
         let sample = took.as_secs_f64() / units as f64;
-        let cell = &self.secs_per_unit[class];
+        let cell = &slot.secs_per_unit;
         // A lost update between two racing threads costs one sample; no lock is worth that.
         let old = f64::from_bits(cell.load(Relaxed));
         // The first real run replaces a prior outright.
-        let new = if old == 0.0 || !self.measured[class].swap(true, Relaxed) {
+        let first = !slot.measured.swap(true, Relaxed);
+        let new = if old == 0.0 || first {
             sample
         } else {
             let weight = if (0.5..=2.0).contains(&(sample / old)) {
@@ -72,21 +208,28 @@ impl CostModel {
     }
 
     /// A first guess for `class` (a startup calibration), used until the first real run.
-    pub fn prior(&self, class: usize, secs_per_unit: f64) {
-        if class >= CLASSES || self.measured[class].load(Relaxed) {
+    pub fn prior(&self, class: Class, secs_per_unit: f64) {
+        let Some(slot) = self.slot(class) else {
             return;
-        }
-        if !(secs_per_unit.is_finite() && secs_per_unit > 0.0) {
+        };
+        if slot.measured.load(Relaxed) || !(secs_per_unit.is_finite() && secs_per_unit > 0.0) {
             return;
         }
         let bits = secs_per_unit.to_bits();
-        let _ = self.secs_per_unit[class].compare_exchange(0, bits, Relaxed, Relaxed);
+        let _ = slot
+            .secs_per_unit
+            .compare_exchange(0, bits, Relaxed, Relaxed);
     }
 
-    /// Seconds per unit of `class`, once measured.
-    pub fn secs_per_unit(&self, class: usize) -> Option<f64> {
-        let v = f64::from_bits(self.secs_per_unit.get(class)?.load(Relaxed));
+    /// Seconds per unit of `class`, once measured or guessed.
+    pub fn secs_per_unit(&self, class: Class) -> Option<f64> {
+        let v = f64::from_bits(self.slot(class)?.secs_per_unit.load(Relaxed));
         (v > 0.0).then_some(v)
+    }
+
+    /// Whether `class`'s figure comes from real runs, not only a prior.
+    pub fn measured(&self, class: Class) -> bool {
+        self.slot(class).is_some_and(|s| s.measured.load(Relaxed))
     }
 
     /// Predicted slot time of `cost` (zero while its class is unmeasured: a model that knows
@@ -98,33 +241,36 @@ impl CostModel {
 
     /// Slot time of everything admitted and not finished.
     pub fn backlog(&self) -> Duration {
-        (0..CLASSES)
-            .map(|c| {
-                self.estimate(Cost {
-                    class: c,
-                    units: self.outstanding[c].load(Relaxed),
-                })
+        let named = self.named.load(Acquire);
+        let secs: f64 = self.slots[..named]
+            .iter()
+            .map(|s| {
+                let per_unit = f64::from_bits(s.secs_per_unit.load(Relaxed));
+                per_unit * s.outstanding.load(Relaxed) as f64
             })
-            .sum()
+            .sum();
+        Duration::from_secs_f64(secs.min(1e6))
     }
 
     /// Counts `cost` as admitted until [`CostModel::finish`].
     pub fn admit(&self, cost: Cost) {
-        if let Some(o) = self.outstanding.get(cost.class) {
-            o.fetch_add(cost.units, Relaxed);
+        if let Some(s) = self.slot(cost.class) {
+            s.outstanding.fetch_add(cost.units, Relaxed);
         }
     }
 
     /// Counts `cost` as finished (done, failed, expired or abandoned).
     pub fn finish(&self, cost: Cost) {
-        if let Some(o) = self.outstanding.get(cost.class) {
-            let _ = o.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(cost.units)));
+        if let Some(s) = self.slot(cost.class) {
+            let _ = s
+                .outstanding
+                .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(cost.units)));
         }
     }
 
-    /// Units admitted and not finished, per class.
-    pub fn outstanding(&self) -> [u64; CLASSES] {
-        std::array::from_fn(|c| self.outstanding[c].load(Relaxed))
+    /// Units admitted and not finished, of `class`.
+    pub fn outstanding(&self, class: Class) -> u64 {
+        self.slot(class).map_or(0, |s| s.outstanding.load(Relaxed))
     }
 }
 
@@ -211,30 +357,62 @@ mod tests {
     #[test]
     fn the_model_learns_time_per_unit_and_sums_the_backlog() {
         let m = CostModel::default();
-        let c = Cost {
-            class: 0,
-            units: 1_000,
-        };
+        let count = m.class("count").unwrap();
+        let hash = m.class("hash").unwrap();
+        let c = Cost::new(count, 1_000);
         assert_eq!(m.estimate(c), Duration::ZERO, "unmeasured: admit");
-        m.prior(0, 5e-6);
+        m.prior(count, 5e-6);
         assert_eq!(m.estimate(c), MS(5), "a prior stands in");
-        m.observe(0, 1_000, MS(10));
+        assert!(!m.measured(count));
+        m.observe(count, 1_000, MS(10));
         assert_eq!(m.estimate(c), MS(10));
+        assert!(m.measured(count));
         m.admit(c);
-        m.admit(Cost {
-            class: 0,
-            units: 3_000,
-        });
-        m.admit(Cost { class: 1, units: 5 }); // unmeasured class: adds nothing yet
+        m.admit(Cost::new(count, 3_000));
+        m.admit(Cost::new(hash, 5)); // unmeasured class: adds nothing yet
         assert_eq!(m.backlog(), MS(40));
         m.finish(c);
         assert_eq!(m.backlog(), MS(30));
+        assert_eq!(m.outstanding(count), 3_000);
         // The average moves toward new measurements, a tenth at a time...
-        m.observe(0, 1_000, MS(20));
-        assert!((m.secs_per_unit(0).unwrap() - 11e-6).abs() < 1e-9);
+        m.observe(count, 1_000, MS(20));
+        assert!((m.secs_per_unit(count).unwrap() - 11e-6).abs() < 1e-9);
         // ...and faster when one is off by more than twice: 11 + 0.3 * (44 - 11).
-        m.observe(0, 1_000, MS(44));
-        assert!((m.secs_per_unit(0).unwrap() - 20.9e-6).abs() < 1e-9);
+        m.observe(count, 1_000, MS(44));
+        assert!((m.secs_per_unit(count).unwrap() - 20.9e-6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn classes_are_named_checked_and_bounded() {
+        let m = CostModel::default();
+        let a = m.class("resize").unwrap();
+        assert_eq!(m.class("resize").unwrap(), a, "one name, one class");
+        let b = m.class("hash").unwrap();
+        assert_ne!(a, b, "two names, two classes");
+        assert_eq!(m.name(b), Some("hash"));
+        assert_eq!(m.find("hash"), Some(b));
+        assert_eq!(m.find("resize "), None);
+        assert_eq!(m.class(""), Err(ClassError::BadName(0)));
+        assert_eq!(m.class(&"x".repeat(65)), Err(ClassError::BadName(65)));
+        // A class is its model's: another model's, or NONE, is not modelled there.
+        let other = CostModel::default();
+        let foreign = other.class("resize").unwrap();
+        assert_ne!(foreign, a);
+        other.observe(foreign, 1, MS(1));
+        m.observe(foreign, 1, MS(1));
+        m.admit(Cost::new(foreign, 1_000));
+        m.admit(Cost::new(Class::NONE, 1_000));
+        assert_eq!(m.secs_per_unit(a), None);
+        assert_eq!(m.backlog(), Duration::ZERO);
+        assert_eq!(m.name(foreign), None);
+        assert_eq!(other.secs_per_unit(foreign), Some(1e-3));
+        // The bound: 64 names, then an error, not a silent share.
+        for i in 2..MAX_CLASSES {
+            m.class(&format!("kind{i}")).unwrap();
+        }
+        assert_eq!(m.class("one too many"), Err(ClassError::Full));
+        assert_eq!(m.class("hash"), Ok(b), "a named class is still found");
+        assert_eq!(m.classes().len(), MAX_CLASSES);
     }
 
     #[test]

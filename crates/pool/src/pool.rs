@@ -250,8 +250,9 @@ impl Pool {
     /// use offload_pool::{Pool, PoolConfig, StopCheck, SubmitError, admission::Cost};
     ///
     /// let pool = Pool::new(PoolConfig { threads: 1, ..PoolConfig::default() })?;
-    /// // Class 0 is whatever kind of work the caller says it is; 1,000 units of it.
-    /// let cost = Cost { class: 0, units: 1_000 };
+    /// // A kind of work, named once (keep the class), and 1,000 units of it.
+    /// let sums = pool.model().class("sums")?;
+    /// let cost = Cost::new(sums, 1_000);
     /// let deadline = Instant::now() + Duration::from_secs(1);
     /// // At most one chunk: `split(1)` gives it all the units.
     /// let split = |_k| vec![(1_000, |_stop: StopCheck<'_>| 42)];
@@ -292,7 +293,8 @@ impl Pool {
     ///
     /// let pool = Pool::new(PoolConfig { threads: 1, ..PoolConfig::default() })?;
     /// let deadline = Instant::now() + Duration::from_secs(1);
-    /// let sum = pool.submit_one(deadline, Cost { class: 0, units: 1_000 }, |_stop| {
+    /// let sums = pool.model().class("sums")?;
+    /// let sum = pool.submit_one(deadline, Cost::new(sums, 1_000), |_stop| {
     ///     (1..=1_000u64).sum::<u64>()
     /// })?;
     /// assert_eq!(sum.wait()?, 500_500); // in async code: `sum.await`

@@ -206,19 +206,15 @@ fn chunks(
         .collect()
 }
 
-const COUNT: usize = 0;
-
 #[tokio::test]
 async fn deadline_admission_refuses_at_once_and_builds_no_work() {
     let p = pool(1, 1024);
     // Teach the model: 1,000 units took 100 ms on a pool thread.
-    p.model().observe(COUNT, 1_000, Duration::from_millis(100));
+    p.model()
+        .observe(count(&p), 1_000, Duration::from_millis(100));
     let (gate, running) = block(&p);
     let made = Arc::new(AtomicUsize::new(0));
-    let cost = Cost {
-        class: COUNT,
-        units: 1_000,
-    };
+    let cost = Cost::new(count(&p), 1_000);
     // The thread is busy: 100 ms of admitted work ahead (this one) fits a 5 s deadline (wide, so
     // a stalled test machine cannot make it miss).
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -231,10 +227,7 @@ async fn deadline_admission_refuses_at_once_and_builds_no_work() {
         "saturated: one chunk, no split"
     );
     // 45 more seconds of work ahead: a 5 s deadline cannot be met.
-    p.model().admit(Cost {
-        class: COUNT,
-        units: 450_000,
-    });
+    p.model().admit(Cost::new(count(&p), 450_000));
     let t = Instant::now();
     let refused = p.submit_work(deadline, cost, 4, |k| chunks(&made, k, 1_000));
     let Err(SubmitError::Late(late)) = refused else {
@@ -254,10 +247,7 @@ async fn deadline_admission_refuses_at_once_and_builds_no_work() {
         "{late:?}"
     );
     assert_eq!(p.stats().late, 1);
-    p.model().finish(Cost {
-        class: COUNT,
-        units: 450_000,
-    });
+    p.model().finish(Cost::new(count(&p), 450_000));
     gate.wait();
     running.await.unwrap();
     assert_eq!(first.into_iter().next().unwrap().await, Ok(0));
@@ -269,11 +259,9 @@ async fn a_request_splits_over_idle_threads_only() {
     let made = Arc::new(AtomicUsize::new(0));
     let far = Instant::now() + Duration::from_secs(60);
     // 40 ms of work on an idle pool of 4: four chunks.
-    p.model().observe(COUNT, 1_000, Duration::from_millis(10));
-    let cost = Cost {
-        class: COUNT,
-        units: 4_000,
-    };
+    p.model()
+        .observe(count(&p), 1_000, Duration::from_millis(10));
+    let cost = Cost::new(count(&p), 4_000);
     let hs = p
         .submit_work(far, cost, 8, |k| chunks(&made, k, 4_000))
         .unwrap();
@@ -282,10 +270,7 @@ async fn a_request_splits_over_idle_threads_only() {
         h.await.unwrap();
     }
     // Too small to be worth a hand-off: one chunk even on an idle pool.
-    let tiny = Cost {
-        class: COUNT,
-        units: 10,
-    };
+    let tiny = Cost::new(count(&p), 10);
     assert_eq!(
         p.submit_work(far, tiny, 8, |k| chunks(&made, k, 10))
             .unwrap()
@@ -318,10 +303,7 @@ async fn the_hard_cap_counts_requests_not_chunks() {
     let (gate, running) = block(&p);
     let far = Instant::now() + Duration::from_secs(60);
     let made = Arc::new(AtomicUsize::new(0));
-    let cost = Cost {
-        class: COUNT,
-        units: 8,
-    };
+    let cost = Cost::new(count(&p), 8);
     // Two requests of four forced chunks each: eight tasks, two requests, both fit.
     let a = p
         .submit_work(far, cost, 1, |_| chunks(&made, 4, 8))
@@ -347,13 +329,11 @@ async fn the_hard_cap_counts_requests_not_chunks() {
 async fn every_refusal_for_load_says_when_to_retry() {
     let p = pool(1, 3);
     // 2^-7 s a unit (exact in binary and in nanoseconds): a request of 8 units is 62.5 ms.
-    p.model().observe(COUNT, 1, Duration::from_nanos(7_812_500));
+    p.model()
+        .observe(count(&p), 1, Duration::from_nanos(7_812_500));
     let ms = |ms: f64| Duration::from_secs_f64(ms / 1e3);
     let (gate, running) = block(&p);
-    let cost = Cost {
-        class: COUNT,
-        units: 8,
-    };
+    let cost = Cost::new(count(&p), 8);
     let one = |_| vec![(8, |_: StopCheck<'_>| ())];
     let far = Instant::now() + Duration::from_secs(60);
     let a = p.submit_one(far, cost, |_| ()).unwrap();
@@ -398,4 +378,9 @@ async fn every_refusal_for_load_says_when_to_retry() {
         (closed, closed.retry_after()),
         (SubmitError::ShuttingDown, None)
     );
+}
+
+/// The class of the tests' counting work in `p`'s model.
+fn count(p: &Pool) -> crate::admission::Class {
+    p.model().class("count").unwrap()
 }

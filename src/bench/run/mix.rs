@@ -88,7 +88,7 @@ pub fn parse(
             work: format!("{}:{}", w.kind().name(), w.n()),
             query: format!("work={}&n={}", w.kind().name(), w.n()),
             weight,
-            units: w.cost().units,
+            units: w.n(),
             sample: Some(w),
         });
     }

@@ -160,6 +160,11 @@ impl Gate {
         self.model.backlog().div_f64(places)
     }
 
+    /// The model that predicts the backends' places (a request's [`Cost`] is of its classes).
+    pub(super) fn model(&self) -> &CostModel {
+        &self.model
+    }
+
     /// Deadline admission: counts the request in the model, or refuses it at once.
     pub(super) fn admit(&self, cost: Cost, deadline: Instant) -> Result<Admitted<'_>, ExecError> {
         let st = self.state.lock().expect("gate lock");
@@ -260,12 +265,12 @@ impl Gate {
         i: usize,
         capacity: usize,
         threads: usize,
-        probe: &[(usize, f64)],
+        probe: &[(crate::work::Kind, f64)],
     ) {
         let capacity = capacity.max(1);
         let per_thread = capacity as f64 / threads.clamp(1, capacity) as f64;
-        for &(class, secs) in probe {
-            self.model.prior(class, secs * per_thread);
+        for &(kind, secs) in probe {
+            self.model.prior(kind.class(&self.model), secs * per_thread);
         }
         let mut st = self.state.lock().expect("gate lock");
         let r = &mut st.room[i];
