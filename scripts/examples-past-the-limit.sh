@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q --bin offload
 cargo build --release -q -p offload-pool --example axum -p offload-axum --example auto
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }

@@ -30,30 +30,19 @@ pub struct HeavyAnswer {
     pub predicted_us: Option<u64>,
 }
 
-/// The `202` answer of the queue strategy and of `auto` for queued work; the same URL is in
-/// `Location`.
+/// The `202` answer of the queue strategy and of `auto` for queued work: offload-axum's
+/// [`AcceptedBody`](offload_axum::AcceptedBody) (the job's id, status and URL, its predicted
+/// time to done, the jobs ahead, and for `auto` the pool's predicted finish that did not fit
+/// the budget), with the strategy and the work. The same URL is in `Location`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     /// `queue` (also when `auto` chose it).
     #[serde(default)]
     pub strategy: String,
-    pub id: String,
-    pub status: JobStatus,
-    /// `/jobs/{id}`.
-    pub status_url: String,
+    #[serde(flatten)]
+    pub job: offload_axum::AcceptedBody,
     pub work: String,
     pub n: u64,
-    /// `auto` only: its predicted time to finish in the pool, which did not fit the budget.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub predicted_us: Option<u64>,
-    /// The predicted time from this answer until the job is done, its wait in the queue
-    /// included: the unfinished jobs over the rate the workers finish them
-    /// (`offload_queue::Eta`). Absent until that rate has been measured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub done_in_us: Option<u64>,
-    /// Unfinished jobs ahead of it when it was stored, as far as this gateway knows.
-    #[serde(default)]
-    pub jobs_ahead: u64,
 }
 
 /// What `offload worker` stores as a job's result, shown as `result` by `GET /jobs/{id}`.
@@ -265,16 +254,18 @@ mod tests {
         round_trip(
             &Accepted {
                 strategy: "queue".into(),
-                id: "0123456789abcdef0123456789abcdef".into(),
-                status: JobStatus::Queued,
-                status_url: "/jobs/0123456789abcdef0123456789abcdef".into(),
+                job: offload_axum::AcceptedBody {
+                    id: "0123456789abcdef0123456789abcdef".into(),
+                    status: JobStatus::Queued,
+                    status_url: "/jobs/0123456789abcdef0123456789abcdef".into(),
+                    done_in_us: Some(31_000_000),
+                    jobs_ahead: 9_876,
+                    pool_finish_us: Some(2_500_000),
+                },
                 work: "count".into(),
                 n: 5,
-                predicted_us: Some(2_500_000),
-                done_in_us: Some(31_000_000),
-                jobs_ahead: 9_876,
             },
-            r#"{"strategy":"queue","id":"0123456789abcdef0123456789abcdef","status":"queued","status_url":"/jobs/0123456789abcdef0123456789abcdef","work":"count","n":5,"predicted_us":2500000,"done_in_us":31000000,"jobs_ahead":9876}"#,
+            r#"{"strategy":"queue","id":"0123456789abcdef0123456789abcdef","status":"queued","status_url":"/jobs/0123456789abcdef0123456789abcdef","done_in_us":31000000,"jobs_ahead":9876,"pool_finish_us":2500000,"work":"count","n":5}"#,
         );
         round_trip(
             &JobResult {

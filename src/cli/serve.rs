@@ -73,6 +73,13 @@ pub struct ServeArgs {
     pub connect_timeout: Duration,
     #[command(flatten)]
     pub queue: QueueArgs,
+    /// `queue` and `auto`: the longest predicted time to done the backlog may reach (its
+    /// unfinished jobs over the rate the workers finish them), beside `--max-backlog`'s count.
+    /// Past it the backlog counts as full: requests wait in its line for room, and `auto` runs
+    /// work in the pool under its deadline. A cap in seconds means the same wait on any
+    /// machine and for any size of job [default: none: the count alone]
+    #[arg(long, value_parser = parse_duration, env = "OFFLOAD_QUEUE_MAX_WAIT")]
+    pub queue_max_wait: Option<Duration>,
     /// `auto`: how long a client waits for an answer unless its `Prefer: wait=N` says
     /// otherwise. Work predicted to finish within it runs in the pool; the rest is queued.
     /// Light requests never wait behind more pool work than this.
@@ -424,7 +431,8 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Name::Pool => Strategy::Pool(pool()?),
                 Name::Auto => Strategy::Auto(Auto::new(
                     pool()?,
-                    QueueStrategy::new(args.queue.open().await?, args.max_queue, predict()),
+                    QueueStrategy::new(args.queue.open().await?, args.max_queue, predict())
+                        .max_wait(args.queue_max_wait),
                     args.auto_wait,
                 )),
                 Name::Remote => Strategy::Remote(
@@ -436,11 +444,10 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     })
                     .map_err(anyhow::Error::msg)?,
                 ),
-                Name::Queue => Strategy::Queue(QueueStrategy::new(
-                    args.queue.open().await?,
-                    args.max_queue,
-                    predict(),
-                )),
+                Name::Queue => Strategy::Queue(
+                    QueueStrategy::new(args.queue.open().await?, args.max_queue, predict())
+                        .max_wait(args.queue_max_wait),
+                ),
                 Name::Rayon => {
                     anyhow::bail!("rayon is the compute service's strategy: run `offload compute`")
                 }

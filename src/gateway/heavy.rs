@@ -10,6 +10,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState, pace};
+use offload_axum::AcceptedBody;
+
 use crate::api::{Accepted, HeavyAnswer, JobStatus};
 use crate::queue::JobId;
 use crate::strategy::{ExecError, Name, Outcome, Routed};
@@ -152,20 +154,19 @@ async fn execute(
         })
         .into_response()
     };
-    let accepted = |id: &JobId, predicted: Option<u64>, status: JobStatus| {
+    let accepted = |id: &JobId, predicted: Option<std::time::Duration>, status: JobStatus| {
         let url = format!("/jobs/{}", id.as_str());
         // The job is stored, so the clock counts it among the unfinished.
-        let backlog = app.strategy.queue().map(|q| q.backlog());
+        let backlog = app
+            .strategy
+            .queue()
+            .map(|q| q.backlog())
+            .unwrap_or_default();
         let body = Accepted {
             strategy: Name::Queue.as_str().to_owned(),
-            id: id.to_string(),
-            status,
-            status_url: url.clone(),
+            job: AcceptedBody::new(id, status, url.clone(), backlog, predicted),
             work: work.kind().name().to_owned(),
             n: work.n(),
-            predicted_us: predicted,
-            done_in_us: backlog.and_then(|b| b.done_in(0)).map(us),
-            jobs_ahead: backlog.map_or(0, |b| b.unfinished.saturating_sub(1)),
         };
         (
             StatusCode::ACCEPTED,
@@ -211,7 +212,7 @@ async fn execute(
             return Ok(r);
         }
         Outcome::Routed(Routed::Queue { id, predicted }) => {
-            accepted(&id, Some(us(predicted)), JobStatus::Queued)
+            accepted(&id, Some(predicted), JobStatus::Queued)
         }
     };
     set_preference_applied(&mut resp, applied);

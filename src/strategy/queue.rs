@@ -51,7 +51,7 @@ impl QueueStrategy {
     /// Enqueues on `queue`; at most `max_waiting` requests wait for room in a full backlog.
     pub fn new(queue: Queue, max_waiting: usize, predict: Handlers) -> QueueStrategy {
         // The clock says when a stored job will be done (in each 202); the gateway's backlog is
-        // capped by count only (`--max-backlog`), as the bench measures it.
+        // capped by count (`--max-backlog`), and in time only when asked ([`Self::max_wait`]).
         let eta = Eta::new(queue.clone());
         let line = Line::new(queue.clone(), max_waiting, STORE_WAIT);
         QueueStrategy {
@@ -62,6 +62,23 @@ impl QueueStrategy {
             queue,
             metrics: StoreMetrics::default(),
             predict,
+        }
+    }
+
+    /// Caps the backlog in predicted time to done as well as in jobs (`--queue-max-wait`):
+    /// past `max_wait`, requests wait in the line as they do behind the count. `None` keeps the
+    /// count alone.
+    #[must_use]
+    pub fn max_wait(self, max_wait: Option<Duration>) -> QueueStrategy {
+        let Some(max_wait) = max_wait else {
+            return self;
+        };
+        let line = Line::new(self.queue.clone(), self.line.max_waiting(), STORE_WAIT)
+            .with_time_cap(self.eta.clone(), max_wait);
+        QueueStrategy {
+            line_metrics: Arc::new(LineMetrics::new(line.clone())),
+            line,
+            ..self
         }
     }
 

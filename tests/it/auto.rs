@@ -103,7 +103,7 @@ async fn light_runs_in_the_pool_and_heavy_work_is_queued(b: Backend, test: &str)
     assert_eq!(r.status, 202, "{:?}", r.body);
     let a = r.json();
     assert_eq!(a["strategy"], "queue", "{a}");
-    assert!(a["predicted_us"].as_u64().unwrap() > 300_000, "{a}");
+    assert!(a["pool_finish_us"].as_u64().unwrap() > 300_000, "{a}");
     let location = r.headers["location"].to_str().unwrap().to_string();
     assert_eq!(a["status_url"], location.as_str());
     let job = auto.result_of(&location, Duration::from_secs(60)).await;
@@ -514,4 +514,96 @@ async fn a_synchronous_strategy_answers_by_the_wait_it_was_given() {
     )
     .await;
     assert_eq!((r.status, r.code()), (400, "invalid_prefer".into()));
+}
+
+/// `serve --queue-max-wait`: once the workers' rate is known, the gateway stores no job that
+/// it predicts would be done past the cap. A request that finds the backlog past it is refused
+/// with a `Retry-After` when it may not wait (`Prefer: wait=0`), and stored again once the
+/// backlog has drained below the cap; every 202 says so in offload-axum's `AcceptedBody`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_stores_no_job_predicted_past_its_time_cap() {
+    let _serial = exclusive().await;
+    let place = Backend::Sqlite
+        .place("queue-time-cap")
+        .expect("SQLite is always here");
+    let (url, name) = (place.url(), place.name().as_str());
+    let gateway = Proc::start(&[
+        "serve",
+        "--strategy",
+        "queue",
+        "--queue",
+        url,
+        "--queue-name",
+        name,
+        "--queue-max-wait",
+        "1s",
+    ]);
+    let _worker = Proc::start_worker(&[
+        "--queue",
+        url,
+        "--queue-name",
+        name,
+        "--concurrency",
+        "1",
+        "--nice",
+        "19",
+    ]);
+    let path = format!(
+        "/heavy?work=count&n={}",
+        count_n_for(Duration::from_millis(20))
+    );
+    let send = || request(gateway.addr, "GET", &path, &[("prefer", "wait=0")], "");
+    // Before the workers' rate is known, the count alone caps the backlog: jobs of about 20 ms
+    // each, one every few milliseconds, some seconds of work for one worker thread
+    // within the second the rate takes to measure. Then the cap refuses them until the
+    // backlog drains below it, and the test polls until one is stored again.
+    let (mut stored, mut refused, mut predicted, mut after) = (0, 0, Vec::new(), None);
+    let end = Instant::now() + Duration::from_secs(120);
+    while after.is_none() {
+        assert!(
+            Instant::now() < end,
+            "no job stored within the cap in 120 s"
+        );
+        let r = send().await;
+        match r.status {
+            503 => {
+                assert_eq!(r.code(), "overloaded", "{:?}", r.body);
+                assert!(r.headers.contains_key("retry-after"));
+                refused += 1;
+            }
+            202 => {
+                let a = r.json();
+                assert_eq!(a["strategy"], "queue", "{a}");
+                assert!(
+                    a.get("pool_finish_us").is_none(),
+                    "the pool was not asked: {a}"
+                );
+                stored += 1;
+                if let Some(us) = a["done_in_us"].as_u64() {
+                    predicted.push(us);
+                    if refused > 0 {
+                        after = Some((us, a["jobs_ahead"].clone()));
+                    }
+                }
+            }
+            s => panic!("{s}: {:?}", r.body),
+        }
+        let pause = if refused > 0 { 20 } else { 3 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    let (done_in_us, jobs_ahead) = after.unwrap();
+    eprintln!(
+        "time cap 1 s: {stored} stored, {refused} refused while the backlog was past the cap; \
+         the first stored after: done_in {done_in_us} us, {jobs_ahead} jobs ahead"
+    );
+    assert!(
+        stored > 50,
+        "only {stored} stored before the cap: no backlog to test it on"
+    );
+    // The cap is on the job's predicted finish before it is stored; read again after, it may
+    // have moved by a few jobs' worth.
+    assert!(
+        predicted.iter().all(|&us| us <= 2_000_000),
+        "a 202 predicted past the 1 s cap: {predicted:?}"
+    );
 }

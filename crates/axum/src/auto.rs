@@ -13,6 +13,7 @@ use offload_pool::admission::Cost;
 use offload_pool::{Budget, StopCheck, SubmitError, TaskError};
 use offload_queue::{
     EnqueueError, Job, JobContext, JobError, JobId, JobQueue, JobStatus, LineError, NewJob,
+    Prediction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -98,7 +99,34 @@ pub struct AcceptedBody {
     pub jobs_ahead: u64,
     /// Why it was stored: its predicted finish had it run in the pool (the work admitted ahead
     /// over the threads, plus its own run), which did not fit the budget, in microseconds.
-    pub pool_finish_us: u64,
+    /// Absent when the pool was not asked: a request that repeats an `Idempotency-Key`, or a
+    /// service that only stores jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_finish_us: Option<u64>,
+}
+
+impl AcceptedBody {
+    /// The body for job `id`, stored and now `status`, served at `status_url`: its time to done
+    /// and the jobs ahead from `backlog` (the queue's [`Eta`](offload_queue::Eta), read once the
+    /// job is stored, so that it counts among the unfinished), and the pool's predicted finish
+    /// that sent it to the queue, if the pool was asked.
+    pub fn new(
+        id: &JobId,
+        status: JobStatus,
+        status_url: String,
+        backlog: Prediction,
+        pool_finish: Option<Duration>,
+    ) -> AcceptedBody {
+        let us = |d: Duration| d.as_micros().try_into().unwrap_or(u64::MAX);
+        AcceptedBody {
+            id: id.to_string(),
+            status,
+            status_url,
+            done_in_us: backlog.done_in(0).map(us),
+            jobs_ahead: backlog.unfinished.saturating_sub(1),
+            pool_finish_us: pool_finish.map(us),
+        }
+    }
 }
 
 impl Auto {
@@ -205,7 +233,7 @@ impl Auto {
                 answer(ran, applied)
             }
             Decision::Stored { stored, predicted } => {
-                Ok(self.accepted(&stored, predicted, JobStatus::Queued))
+                Ok(self.accepted(&stored, Some(predicted), JobStatus::Queued))
             }
         }
     }
@@ -215,7 +243,7 @@ impl Auto {
     async fn keyed(&self, id: &JobId) -> Result<Response, Error> {
         let view = self.offload.inner.jobs.get(id).await?;
         if view.status != JobStatus::Done {
-            return Ok(self.accepted(id, Duration::ZERO, view.status));
+            return Ok(self.accepted(id, None, view.status));
         }
         let jobs = self.offload.inner.jobs.path_prefix();
         let url = format!("{}{jobs}/{}", self.nested, id.as_str());
@@ -227,21 +255,13 @@ impl Auto {
     }
 
     /// 202 with the job's `Location`.
-    fn accepted(&self, id: &JobId, predicted: Duration, status: JobStatus) -> Response {
+    fn accepted(&self, id: &JobId, predicted: Option<Duration>, status: JobStatus) -> Response {
         let jobs = self.offload.inner.jobs.path_prefix();
         let url = format!("{}{jobs}/{}", self.nested, id.as_str());
         let location = HeaderValue::from_str(&url);
         // The job is stored, so the clock counts it among the unfinished.
         let backlog = self.offload.inner.eta.predict();
-        let us = |d: Duration| d.as_micros().try_into().unwrap_or(u64::MAX);
-        let body = AcceptedBody {
-            id: id.to_string(),
-            status,
-            status_url: url,
-            done_in_us: backlog.done_in(0).map(us),
-            jobs_ahead: backlog.unfinished.saturating_sub(1),
-            pool_finish_us: us(predicted),
-        };
+        let body = AcceptedBody::new(id, status, url, backlog, predicted);
         let mut resp = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
         if let Ok(v) = location {
             resp.headers_mut().insert(header::LOCATION, v);

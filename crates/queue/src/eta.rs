@@ -62,7 +62,7 @@ struct State {
 }
 
 /// What an [`Eta`] knows of the backlog now.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Prediction {
     /// Unfinished jobs (queued and running), counting those this process stored since the last
     /// read.

@@ -207,6 +207,11 @@ impl Line {
         st.len() > 0 || Instant::now() < st.full_until
     }
 
+    /// Most requests that may wait at once.
+    pub fn max_waiting(&self) -> usize {
+        self.inner.max_waiting
+    }
+
     /// Requests waiting now.
     pub fn len(&self) -> usize {
         self.inner.state.lock().expect("line lock").len()

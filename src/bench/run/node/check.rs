@@ -36,9 +36,9 @@ impl Setup {
                 .with_context(|| format!("{strategy}: not a 202 answer: {}", text()))?;
             let end = Instant::now() + CHECK_JOB_WAIT;
             loop {
-                let (st, b) = http_get(gateway, &a.status_url).await?;
+                let (st, b) = http_get(gateway, &a.job.status_url).await?;
                 let job: Job = serde_json::from_slice(&b).with_context(|| {
-                    format!("{strategy}: {} answered {st}: not a job", a.status_url)
+                    format!("{strategy}: {} answered {st}: not a job", a.job.status_url)
                 })?;
                 match job.status {
                     JobStatus::Done => {
