@@ -115,28 +115,10 @@ impl ConnLimits {
     }
 }
 
-/// Raises the soft open-file limit to the hard one (as nginx's `worker_rlimit_nofile` and
-/// HAProxy do) and returns the limit in force.
+/// Raises the soft open-file limit to the hard one and returns the limit in force: offload-axum's
+/// [`raise_open_files`](offload_axum::raise_open_files), the same an embedding service calls.
 pub fn raise_open_files() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1_024;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        }
-    }
-    lim.rlim_cur
+    offload_axum::raise_open_files()
 }
 
 /// Why the server closed a connection.

@@ -50,10 +50,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queue = offload_queue::open(&format!("sqlite://{db}"), QueueOptions::default()).await?;
     let offload = Offload::new(pool, queue.clone(), handlers);
     let config = worker::WorkerConfig::default().with_concurrency(1); // the pool keeps the rest
-    let (executor, shutdown) = (offload.executor(), std::future::pending()); // runs teach it
-    tokio::spawn(worker::run(queue, executor, config, shutdown));
+    tokio::spawn(worker::run(
+        queue,
+        offload.executor(),
+        config,
+        std::future::pending(),
+    ));
     let app = Router::new().route("/collatz", post(collatz));
     let app = app.merge(offload.routes()).with_state(offload); // GET /jobs/{id}; `Auto`'s state
+    offload_axum::raise_open_files(); // a connection is a file: 1,000 clients pass a soft 1,024
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     Ok(axum::serve(listener, app).await?)

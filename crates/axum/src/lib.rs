@@ -96,6 +96,7 @@ mod auto;
 pub mod decide;
 mod error;
 pub mod jobs;
+mod limits;
 pub mod pace;
 mod prefer;
 pub mod submit;
@@ -117,6 +118,7 @@ pub use error::{Error, ErrorBody, ErrorDetail, error_response};
 pub use jobs::{
     DEFAULT_PAGE, JobBody, JobList, JobRoutes, JobsSummary, MAX_LONG_POLL, MAX_LONG_POLLS, Spread,
 };
+pub use limits::raise_open_files;
 pub use pace::PaceRefusals;
 pub use prefer::{MAX_WAIT_SECS, Prefer, set_preference_applied};
 pub use submit::Submit;
