@@ -25,10 +25,16 @@ pub const MAX_CLASS_NAME: usize = 64;
 
 /// Weight of a new measurement in the moving average: about the last ten count.
 const EWMA_WEIGHT: f64 = 0.1;
-/// Weight of a measurement more than twice or less than half the average: the machine's
-/// speed has changed (a busy neighbour came or went), and the model should follow within
-/// tens of requests, not hundreds, while one stray sample moves it by less than a third.
+/// Weight of a measurement more than twice or less than half the average, while runs have
+/// been steady: the machine's speed has changed (a busy neighbour came or went), and the model
+/// should follow within tens of requests, not hundreds, while one stray sample moves it by
+/// less than a third.
 const EWMA_WEIGHT_SHIFT: f64 = 0.3;
+/// The spread past which runs count as erratic rather than steady: then a run far from the
+/// average is the work's nature, not a change of speed, and takes the plain weight (with the
+/// faster weight for runs under half the average only, the average of runs of 100 and 470 ms
+/// settles at 192 ms, not 285).
+const STEADY_SPREAD: f64 = 0.25;
 
 /// A kind of work the model keeps apart (its time per unit may differ from another's by
 /// orders of magnitude), by its name: made by [`CostModel::class`], so it cannot be made up,
@@ -87,6 +93,17 @@ struct Slot {
     measured: AtomicBool,
 }
 
+/// Weight of a run's error in the model's spread (see [`CostModel::spread`]): a quarter, as
+/// TCP's estimate of its round trip's variation (RFC 6298), so the margin widens within a few
+/// erratic runs and narrows over tens of steady ones.
+const SPREAD_WEIGHT: f64 = 0.25;
+/// Most a run's error counts for in the spread: one stall of a hundred times the usual time
+/// must not shut admission for seconds.
+const MAX_RUN_ERROR: f64 = 2.0;
+/// Most the margin scales a prediction by ([`CostModel::margin`]): however erratic the work,
+/// admission keeps at least half the time it would give steady work.
+pub const MAX_MARGIN: f64 = 2.0;
+
 /// Which model made a class: each model's classes are its own.
 static NEXT_MODEL: AtomicU32 = AtomicU32::new(1);
 
@@ -100,6 +117,8 @@ pub struct CostModel {
     /// count sees the names below it.
     naming: Mutex<()>,
     named: AtomicUsize,
+    /// f64 bits of the spread: the moving mean of runs' relative errors.
+    spread: AtomicU64,
 }
 
 impl Default for CostModel {
@@ -109,6 +128,7 @@ impl Default for CostModel {
             slots: (0..MAX_CLASSES).map(|_| Slot::default()).collect(),
             naming: Mutex::new(()),
             named: AtomicUsize::new(0),
+            spread: AtomicU64::new(0),
         }
     }
 }
@@ -197,7 +217,13 @@ impl CostModel {
         let new = if old == 0.0 || first {
             sample
         } else {
-            let weight = if (0.5..=2.0).contains(&(sample / old)) {
+            let error = ((sample - old).abs() / old).min(MAX_RUN_ERROR);
+            let spread = f64::from_bits(self.spread.load(Relaxed));
+            self.spread.store(
+                (spread + SPREAD_WEIGHT * (error - spread)).to_bits(),
+                Relaxed,
+            );
+            let weight = if spread > STEADY_SPREAD || (0.5..=2.0).contains(&(sample / old)) {
                 EWMA_WEIGHT
             } else {
                 EWMA_WEIGHT_SHIFT
@@ -230,6 +256,24 @@ impl CostModel {
     /// Whether `class`'s figure comes from real runs, not only a prior.
     pub fn measured(&self, class: Class) -> bool {
         self.slot(class).is_some_and(|s| s.measured.load(Relaxed))
+    }
+
+    /// How far runs stray from the model's figures: the moving mean of each run's relative
+    /// error against its class's time per unit before the run (0.02 for steady work; 0.5 when
+    /// runs of one size take anything from half to one and a half times the mean). One figure
+    /// for all classes: an erratic kind widens the margin for all.
+    pub fn spread(&self) -> f64 {
+        f64::from_bits(self.spread.load(Relaxed))
+    }
+
+    /// What deadline admission scales a prediction by before it judges it: `1 + spread`, at
+    /// most [`MAX_MARGIN`]. As TCP's retransmission timeout is its mean round trip plus a
+    /// multiple of its variation, a request is admitted when its predicted finish *with the
+    /// error the runs have shown* fits: steady work keeps nearly all of [`ADMIT_SHARE`], and
+    /// work whose runs stray is admitted with room for them to, rather than missing its
+    /// deadline after its whole run.
+    pub fn margin(&self) -> f64 {
+        (1.0 + self.spread()).min(MAX_MARGIN)
     }
 
     /// Predicted slot time of `cost` (zero while its class is unmeasured: a model that knows
@@ -380,6 +424,34 @@ mod tests {
         // ...and faster when one is off by more than twice: 11 + 0.3 * (44 - 11).
         m.observe(count, 1_000, MS(44));
         assert!((m.secs_per_unit(count).unwrap() - 20.9e-6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_margin_follows_how_far_runs_stray() {
+        let m = CostModel::default();
+        let count = m.class("count").unwrap();
+        assert_eq!(m.margin(), 1.0, "no runs: no error seen");
+        // Steady runs: the margin stays near 1.
+        for _ in 0..50 {
+            m.observe(count, 1_000, MS(10));
+        }
+        assert!(m.margin() < 1.01, "{}", m.margin());
+        // Runs of one size that take 100 or 470 ms in turn (a loop whose speed depends on the
+        // core's mood): the error is tens of percent, and so is the margin.
+        for i in 0..50 {
+            m.observe(count, 1_000, MS(if i % 2 == 0 { 100 } else { 470 }));
+        }
+        let erratic = m.margin();
+        assert!((1.3..=MAX_MARGIN).contains(&erratic), "{erratic}");
+        // One huge stall counts for at most twice the estimate, and the margin is capped.
+        m.observe(count, 1_000, Duration::from_secs(100));
+        assert!(m.margin() <= MAX_MARGIN);
+        // Steady again: it narrows within tens of runs, as the estimate comes back from the
+        // stall (a 100-fold run moves it by 0.3 of the way, as a change of speed would).
+        for _ in 0..80 {
+            m.observe(count, 1_000, MS(200));
+        }
+        assert!(m.margin() < 1.05, "{}", m.margin());
     }
 
     #[test]

@@ -367,7 +367,12 @@ impl Pool {
         let now = Instant::now();
         let run = own / k as u32;
         let judged = match budget {
-            None => admission::judge(wait, run, deadline.saturating_duration_since(now)),
+            None => {
+                // Deadline admission allows for the error the runs have shown.
+                let m = model.margin();
+                let remaining = deadline.saturating_duration_since(now);
+                admission::judge(wait.mul_f64(m), run.mul_f64(m), remaining)
+            }
             Some(b) if b.start_now && !wait.is_zero() => Err(Late {
                 wait,
                 retry_after: wait,
@@ -589,8 +594,12 @@ fn run_task(shared: &Shared, task: Task) {
     let stop = move || reply.is_closed() || deadline.is_some_and(|d| Instant::now() >= d);
     let out = catch_unwind(AssertUnwindSafe(|| (task.job)(&stop)));
     let ran = start.elapsed();
+    // A run stopped at its deadline took at least `ran`: a figure worth learning when it is
+    // past the estimate (erratic work whose long runs miss would otherwise teach the model its
+    // short ones only). A run whose caller left was cut short at no particular point.
     if let (Some(cost), Ok(_)) = (task.cost, &out)
-        && !stop()
+        && !task.reply.is_closed()
+        && (!stop() || ran > shared.model.estimate(cost))
     {
         shared.model.observe(cost.class, cost.units, ran);
     }

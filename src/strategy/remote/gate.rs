@@ -176,7 +176,10 @@ impl Gate {
         }
         let wait = self.wait(&st);
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if let Err(late) = admission::judge(wait, self.model.estimate(cost), remaining) {
+        // The error the backends' answers have shown widens the prediction (CostModel::margin).
+        let m = self.model.margin();
+        let run = self.model.estimate(cost);
+        if let Err(late) = admission::judge(wait.mul_f64(m), run.mul_f64(m), remaining) {
             self.late.inc();
             return Err(ExecError::Late(late));
         }
