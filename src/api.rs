@@ -288,6 +288,24 @@ mod tests {
     }
 
     #[test]
+    fn a_202_of_another_server_reads_with_what_it_says() {
+        // The Node seed's BullMQ server answers the job's id, status, URL and work only.
+        let a: Accepted = serde_json::from_str(
+            r#"{"id":"663a85f6333750c292da46a3c39def42","status":"queued","status_url":"/jobs/663a85f6333750c292da46a3c39def42","work":"count","n":2000000}"#,
+        )
+        .unwrap();
+        assert_eq!(a.job.status_url, "/jobs/663a85f6333750c292da46a3c39def42");
+        assert_eq!(
+            (a.job.jobs_ahead, a.job.done_in_us, a.job.pool_finish_us),
+            (0, None, None)
+        );
+        assert_eq!(
+            (a.work.as_str(), a.n, a.strategy.as_str()),
+            ("count", 2_000_000, "")
+        );
+    }
+
+    #[test]
     fn jobs_and_health_round_trip() {
         round_trip(
             &Job {

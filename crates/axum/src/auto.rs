@@ -93,9 +93,12 @@ pub struct AcceptedBody {
     /// included, in microseconds: the unfinished jobs (this one among them) over the rate the
     /// queue's workers finish jobs ([`Eta`](offload_queue::Eta)). `null` until that rate has
     /// been measured (the workers have had a backlog for a second).
+    #[serde(default)]
     pub done_in_us: Option<u64>,
     /// Unfinished jobs (queued or running) ahead of it when it was stored, as far as this
-    /// process knows (read four times a second, plus what it stored since).
+    /// process knows (read four times a second, plus what it stored since). Read as 0 from a
+    /// body without it (another server's 202).
+    #[serde(default)]
     pub jobs_ahead: u64,
     /// Why it was stored: its predicted finish had it run in the pool (the work admitted ahead
     /// over the threads, plus its own run), which did not fit the budget, in microseconds.

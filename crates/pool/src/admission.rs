@@ -11,7 +11,7 @@
 //! seconds is right on any.
 
 use std::sync::atomic::Ordering::{Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Acquire};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -89,8 +89,8 @@ struct Slot {
     secs_per_unit: AtomicU64,
     /// Units admitted and not finished (queued or running).
     outstanding: AtomicU64,
-    /// Whether the figure comes from real runs (not only a prior).
-    measured: AtomicBool,
+    /// Real runs measured (saturating): the figure is a prior only while 0.
+    runs: AtomicU32,
 }
 
 /// Weight of a run's error in the model's spread (see [`CostModel::spread`]): a quarter, as
@@ -103,6 +103,12 @@ const MAX_RUN_ERROR: f64 = 2.0;
 /// Most the margin scales a prediction by ([`CostModel::margin`]): however erratic the work,
 /// admission keeps at least half the time it would give steady work.
 pub const MAX_MARGIN: f64 = 2.0;
+
+/// Real runs of a class that replace its figure outright rather than move it: a service's
+/// first request is often a tiny one (a smoke test, a health probe of the work), whose fixed
+/// costs make its time per unit thousands of times the real one; averaged in, it would keep
+/// every request after it refused for dozens of runs. The second run corrects it at once.
+const REPLACING_RUNS: u32 = 2;
 
 /// Which model made a class: each model's classes are its own.
 static NEXT_MODEL: AtomicU32 = AtomicU32::new(1);
@@ -212,9 +218,12 @@ impl CostModel {
         let cell = &slot.secs_per_unit;
         // A lost update between two racing threads costs one sample; no lock is worth that.
         let old = f64::from_bits(cell.load(Relaxed));
-        // The first real run replaces a prior outright.
-        let first = !slot.measured.swap(true, Relaxed);
-        let new = if old == 0.0 || first {
+        // The first real runs replace a prior, and each other, outright (see REPLACING_RUNS).
+        let runs = slot
+            .runs
+            .fetch_update(Relaxed, Relaxed, |r| Some(r.saturating_add(1)))
+            .unwrap_or(u32::MAX);
+        let new = if old == 0.0 || runs < REPLACING_RUNS {
             sample
         } else {
             let error = ((sample - old).abs() / old).min(MAX_RUN_ERROR);
@@ -238,7 +247,7 @@ impl CostModel {
         let Some(slot) = self.slot(class) else {
             return;
         };
-        if slot.measured.load(Relaxed) || !(secs_per_unit.is_finite() && secs_per_unit > 0.0) {
+        if slot.runs.load(Relaxed) > 0 || !(secs_per_unit.is_finite() && secs_per_unit > 0.0) {
             return;
         }
         let bits = secs_per_unit.to_bits();
@@ -255,7 +264,7 @@ impl CostModel {
 
     /// Whether `class`'s figure comes from real runs, not only a prior.
     pub fn measured(&self, class: Class) -> bool {
-        self.slot(class).is_some_and(|s| s.measured.load(Relaxed))
+        self.slot(class).is_some_and(|s| s.runs.load(Relaxed) > 0)
     }
 
     /// How far runs stray from the model's figures: the moving mean of each run's relative
@@ -408,9 +417,13 @@ mod tests {
         m.prior(count, 5e-6);
         assert_eq!(m.estimate(c), MS(5), "a prior stands in");
         assert!(!m.measured(count));
+        // A tiny first run, whose fixed costs make it 1 ms a unit, replaces the prior...
+        m.observe(count, 1, MS(1));
+        assert_eq!(m.estimate(c), MS(1_000));
+        assert!(m.measured(count));
+        // ...and the second run replaces it in turn.
         m.observe(count, 1_000, MS(10));
         assert_eq!(m.estimate(c), MS(10));
-        assert!(m.measured(count));
         m.admit(c);
         m.admit(Cost::new(count, 3_000));
         m.admit(Cost::new(hash, 5)); // unmeasured class: adds nothing yet
