@@ -959,3 +959,31 @@ fn a_flood_reports_goodput_refusals_and_gateway_cpu() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// `auto`'s CPU per request is read over the window its `completed` counts (the load's): with
+/// the drain's CPU charged to the load's requests it printed 23.86 and 58.68 ms a request
+/// against 6-12 ms for every other row (issue 30). The same work on the same cores costs about
+/// the same a request, whether the pool or the in-process worker runs it.
+#[test]
+fn autos_cpu_per_request_is_that_of_the_work_it_counts() {
+    let _x = crate::support::exclusive_blocking();
+    let dir = tempfile::tempdir().unwrap();
+    let (results, stdout) = run_quick_bench(dir.path(), "pool,auto");
+    let per_request = |name: &str| {
+        let run = results["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["strategy"] == name)
+            .unwrap_or_else(|| panic!("no {name} run:\n{stdout}"));
+        let completed = run["completed"].as_u64().unwrap();
+        assert!(completed > 0, "{name} completed nothing:\n{stdout}");
+        run["cpu_s"].as_f64().unwrap() * 1e3 / completed as f64
+    };
+    let (pool, auto) = (per_request("pool"), per_request("auto"));
+    eprintln!("CPU ms a request: pool {pool:.2}, auto {auto:.2}");
+    assert!(
+        auto <= 2.0 * pool,
+        "auto {auto:.2} ms a request against pool's {pool:.2}:\n{stdout}"
+    );
+}

@@ -129,6 +129,8 @@ pub(crate) async fn measure(
         load::run(&heavy_plan, Some(ptx)),
         load::run(&probe_plan, None)
     );
+    // The load's end on the sampler's clock: `auto`'s CPU is read over the load's window.
+    let load_end = since.elapsed().as_secs_f64();
     let heavy = heavy.context("the heavy load")?;
     let bystander = bystander.context("the /health probe")?;
     let _ = shown.await;
@@ -152,10 +154,17 @@ pub(crate) async fn measure(
     let _ = stop_tx.send(true);
     let samples = sampler.await.context("the sampler")?;
     let warmup_s = s.warmup.as_secs_f64();
+    // The CPU is read over the window its `completed` counts: `auto`'s over the load (its
+    // 200s and the jobs finished then; its drain is the worker alone), the queue's through
+    // the drain (every job done), the rest's over the load, after which nothing runs.
+    let cpu_until = match strategy.is(Name::Auto) {
+        true => load_end,
+        false => f64::INFINITY,
+    };
     let processes: Vec<ProcessStats> = procs
         .iter()
         .zip(samples)
-        .map(|(p, v)| process_stats(&p.role, v, warmup_s))
+        .map(|(p, v)| process_stats(&p.role, v, warmup_s, cpu_until))
         .collect();
     for p in procs.into_iter().rev() {
         p.stop(Duration::from_secs(5));
@@ -436,8 +445,13 @@ async fn follow_queue(
     })
 }
 
-fn process_stats(role: &str, samples: Vec<Sample>, warmup_s: f64) -> ProcessStats {
-    let measured: Vec<&Sample> = samples.iter().filter(|x| x.t >= warmup_s).collect();
+/// A process's peaks over the whole run, and its CPU seconds between `warmup_s` and `until`
+/// (seconds on the sampler's clock).
+fn process_stats(role: &str, samples: Vec<Sample>, warmup_s: f64, until: f64) -> ProcessStats {
+    let measured: Vec<&Sample> = samples
+        .iter()
+        .filter(|x| x.t >= warmup_s && x.t <= until)
+        .collect();
     let cpu_s = match (measured.first(), measured.last()) {
         (Some(a), Some(b)) => b.cpu_s - a.cpu_s,
         _ => 0.0,
