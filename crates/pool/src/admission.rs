@@ -100,6 +100,10 @@ const SPREAD_WEIGHT: f64 = 0.25;
 /// Most a run's error counts for in the spread: one stall of a hundred times the usual time
 /// must not shut admission for seconds.
 const MAX_RUN_ERROR: f64 = 2.0;
+/// Spreads of error the margin allows for: the errors of runs in a row go the same way when the
+/// work's speed moves for a while, so a predicted wait of many runs strays about as far as one
+/// run does, and the margin covers twice the mean error, not the mean alone.
+const SPREADS: f64 = 2.0;
 /// Most the margin scales a prediction by ([`CostModel::margin`]): however erratic the work,
 /// admission keeps at least half the time it would give steady work.
 pub const MAX_MARGIN: f64 = 2.0;
@@ -275,14 +279,14 @@ impl CostModel {
         f64::from_bits(self.spread.load(Relaxed))
     }
 
-    /// What deadline admission scales a prediction by before it judges it: `1 + spread`, at
-    /// most [`MAX_MARGIN`]. As TCP's retransmission timeout is its mean round trip plus a
+    /// What deadline admission scales a prediction by before it judges it: `1 + 2 × spread`,
+    /// at most [`MAX_MARGIN`]. As TCP's retransmission timeout is its mean round trip plus a
     /// multiple of its variation, a request is admitted when its predicted finish *with the
     /// error the runs have shown* fits: steady work keeps nearly all of [`ADMIT_SHARE`], and
     /// work whose runs stray is admitted with room for them to, rather than missing its
     /// deadline after its whole run.
     pub fn margin(&self) -> f64 {
-        (1.0 + self.spread()).min(MAX_MARGIN)
+        (1.0 + SPREADS * self.spread()).min(MAX_MARGIN)
     }
 
     /// Predicted slot time of `cost` (zero while its class is unmeasured: a model that knows
