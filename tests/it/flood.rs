@@ -163,9 +163,11 @@ async fn a_full_queue_paces_a_closed_loop_to_the_drain_rate() {
     assert_eq!(r["timeouts"], 0, "{test}");
     assert_eq!(r["errors"], 0, "{test}");
     assert!(waited > 0.0, "{test}: the backlog never filled");
+    // 0.83-0.98 in the runs of 2026-12-08 (a debug gateway and load generator share the two
+    // cores with the worker); before the line, the worker kept about two thirds of its rate.
     assert!(
-        during >= 0.9 * alone_rate,
-        "{test}: jobs finished at {during:.0}/s during the load, under 0.9 of the {alone_rate:.0}/s \
+        during >= 0.8 * alone_rate,
+        "{test}: jobs finished at {during:.0}/s during the load, under 0.8 of the {alone_rate:.0}/s \
          a worker drains a stored backlog"
     );
 }

@@ -25,16 +25,11 @@ pub const MAX_CLASS_NAME: usize = 64;
 
 /// Weight of a new measurement in the moving average: about the last ten count.
 const EWMA_WEIGHT: f64 = 0.1;
-/// Weight of a measurement more than twice or less than half the average, while runs have
-/// been steady: the machine's speed has changed (a busy neighbour came or went), and the model
+/// Weight of a measurement more than twice or less than half the average: the machine's
+/// speed has changed (a busy neighbour came or went), and the model
 /// should follow within tens of requests, not hundreds, while one stray sample moves it by
 /// less than a third.
 const EWMA_WEIGHT_SHIFT: f64 = 0.3;
-/// The spread past which runs count as erratic rather than steady: then a run far from the
-/// average is the work's nature, not a change of speed, and takes the plain weight (with the
-/// faster weight for runs under half the average only, the average of runs of 100 and 470 ms
-/// settles at 192 ms, not 285).
-const STEADY_SPREAD: f64 = 0.25;
 
 /// A kind of work the model keeps apart (its time per unit may differ from another's by
 /// orders of magnitude), by its name: made by [`CostModel::class`], so it cannot be made up,
@@ -236,7 +231,7 @@ impl CostModel {
                 (spread + SPREAD_WEIGHT * (error - spread)).to_bits(),
                 Relaxed,
             );
-            let weight = if spread > STEADY_SPREAD || (0.5..=2.0).contains(&(sample / old)) {
+            let weight = if (0.5..=2.0).contains(&(sample / old)) {
                 EWMA_WEIGHT
             } else {
                 EWMA_WEIGHT_SHIFT
