@@ -527,17 +527,7 @@ async fn the_queue_stores_no_job_predicted_past_its_time_cap() {
         .place("queue-time-cap")
         .expect("SQLite is always here");
     let (url, name) = (place.url(), place.name().as_str());
-    let gateway = Proc::start(&[
-        "serve",
-        "--strategy",
-        "queue",
-        "--queue",
-        url,
-        "--queue-name",
-        name,
-        "--queue-max-wait",
-        "1s",
-    ]);
+    let gateway = Proc::start_queue_gateway(&place, &["--queue-max-wait", "1s"]);
     let _worker = Proc::start_worker(&[
         "--queue",
         url,

@@ -52,15 +52,7 @@ async fn until_counts(
 async fn worker_metrics_and_the_backlog_follow_the_jobs(b: Backend, test: &str) {
     let Some(place) = b.place(test) else { return };
     let (url, name) = (place.url(), place.name().as_str());
-    let gateway = Proc::start(&[
-        "serve",
-        "--strategy",
-        "queue",
-        "--queue",
-        url,
-        "--queue-name",
-        name,
-    ]);
+    let gateway = Proc::start_queue_gateway(&place, &[]);
     let g = gateway.addr;
     let backlog = async || sample(&scrape(g).await, "offload_queue_backlog_seconds");
     assert_eq!(backlog().await, 0.0, "an empty queue");

@@ -165,6 +165,15 @@ impl Proc {
         Proc { child, addr }
     }
 
+    /// Starts `offload serve --strategy queue` on `place`'s queue (its URL and name), with
+    /// `extra` flags added.
+    pub fn start_queue_gateway(place: &offload_queue::testing::Place, extra: &[&str]) -> Proc {
+        let mut args = vec!["serve", "--strategy", "queue", "--queue", place.url()];
+        args.extend(["--queue-name", place.name().as_str()]);
+        args.extend_from_slice(extra);
+        Proc::start(&args)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -210,17 +210,7 @@ async fn the_run_span_is_the_child_of_the_request_that_stored_the_job() {
     };
     let endpoint = format!("http://{collector}");
     let (url, name) = (place.url(), place.name().as_str());
-    let gateway = Proc::start(&[
-        "serve",
-        "--strategy",
-        "queue",
-        "--queue",
-        url,
-        "--queue-name",
-        name,
-        "--otlp-endpoint",
-        &endpoint,
-    ]);
+    let gateway = Proc::start_queue_gateway(&place, &["--otlp-endpoint", &endpoint]);
     let worker = Proc::start_worker(&[
         "--queue",
         url,
