@@ -46,16 +46,7 @@ pub struct Accepted {
 }
 
 /// What `offload worker` stores as a job's result, shown as `result` by `GET /jobs/{id}`.
-/// Smaller than [`HeavyAnswer`]: a job has no strategy of its own, and its wait is the
-/// job view's `started_at - enqueued_at`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobResult {
-    pub work: String,
-    pub n: u64,
-    pub result: u64,
-    /// The run on the worker's thread, in µs.
-    pub run_us: u64,
-}
+pub use crate::work::JobResult;
 
 /// `GET /jobs/{id}`: the queue's view of a job, with its result as JSON (a [`JobResult`] for
 /// jobs run by `offload worker`); the same body offload-axum's jobs route answers.

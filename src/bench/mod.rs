@@ -87,11 +87,9 @@ pub fn parse_work(spec: &str) -> anyhow::Result<(Work, MaxSizes)> {
         .replace('_', "")
         .parse()
         .with_context(|| format!("--work {spec:?}: n must be a whole number"))?;
-    let kind = match kind {
-        "count" => Kind::Count,
-        "primes" => Kind::Primes,
-        "hash" => Kind::Hash,
-        other => anyhow::bail!("--work: unknown kind {other:?}: expected count, primes or hash"),
+    let kind = match Kind::from_name(kind) {
+        Some(kind) if kind != Kind::Fault => kind,
+        _ => anyhow::bail!("--work: unknown kind {kind:?}: expected count, primes or hash"),
     };
     let sizes = MaxSizes::default().raised(kind, n);
     let work =

@@ -211,8 +211,8 @@ impl BenchArgs {
                 connections: self.connections,
                 duration,
                 warmup,
-                work: format!("{}:{}", work.kind().name(), work.n()),
-                work_query: format!("work={}&n={}", work.kind().name(), work.n()),
+                work: work.label(),
+                work_query: work.query(),
                 queue_url,
                 queue_name: crate::queue::QueueName::new(format!(
                     "offload-bench-{}-{}",

@@ -8,67 +8,46 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{Handlers, Job, JobContext, JobError, NewJob};
-use crate::api::JobResult;
-use crate::work::{Kind, Limits, Work};
+use crate::work::{JobResult, Kind, Limits, Work};
 
-/// Counts to `n` (the seed's loop).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Count {
-    /// Iterations.
-    pub n: u64,
-}
+/// One job type per kind of work, named and sized as the kind: `Job::NAME` is
+/// [`Kind::name`], and a job's units are its size `n`, as in its label (`count:2000000`), since
+/// each kind's run time grows in proportion to it, so runs teach a time per unit that predicts
+/// any size.
+macro_rules! kind_jobs {
+    ($($(#[$doc:meta])* $ty:ident = $kind:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $ty {
+            /// The work's size, as in `/heavy?work=...&n=N`.
+            pub n: u64,
+        }
 
-/// Counts the primes below `n`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Primes {
-    /// The bound.
-    pub n: u64,
-}
+        impl $ty {
+            /// The kind of work this job type runs.
+            pub const KIND: Kind = Kind::$kind;
+        }
 
-/// `n` argon2id hashes at the worker's hash cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Hash {
-    /// Hashes.
-    pub n: u64,
-}
-
-/// Panics when run: only a worker started with faults allowed has a handler for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fault {
-    /// Ignored.
-    pub n: u64,
+        impl Job for $ty {
+            const NAME: &'static str = Kind::$kind.name();
+            type Output = JobResult;
+            fn units(&self) -> u64 {
+                self.n
+            }
+        }
+    )*};
 }
 
-// A job's units are its size, `n`, as in its label (`count:2000000`): each kind's run time
-// grows in proportion to it, so runs teach a time per unit that predicts any size.
-impl Job for Count {
-    const NAME: &'static str = "count";
-    type Output = JobResult;
-    fn units(&self) -> u64 {
-        self.n
-    }
-}
-impl Job for Primes {
-    const NAME: &'static str = "primes";
-    type Output = JobResult;
-    fn units(&self) -> u64 {
-        self.n
-    }
-}
-impl Job for Hash {
-    const NAME: &'static str = "hash";
-    type Output = JobResult;
-    fn units(&self) -> u64 {
-        self.n
-    }
-}
-impl Job for Fault {
-    const NAME: &'static str = "fault";
-    type Output = JobResult;
+kind_jobs! {
+    /// Counts to `n` (the seed's loop).
+    Count = Count;
+    /// Counts the primes below `n`.
+    Primes = Primes;
+    /// `n` argon2id hashes at the worker's hash cost.
+    Hash = Hash;
+    /// Panics when run: only a worker started with faults allowed has a handler for it.
+    Fault = Fault;
 }
 
 /// The job that runs `work`, labelled with its kind and size (`count:2000000`) for the latency
@@ -82,18 +61,18 @@ pub fn new_job(work: &Work) -> NewJob {
         Kind::Fault => NewJob::of(&Fault { n }),
     };
     job.expect("a struct of one number is JSON")
-        .label(format!("{}:{n}", work.kind().name()))
+        .label(work.label())
 }
 
 /// The handlers of offload's work within `limits` (sizes over them fail without a retry).
 pub fn handlers(limits: Limits) -> Handlers {
     let handlers = Handlers::new()
-        .on_with(move |Count { n }: Count, cx: &JobContext| run(Kind::Count, n, &limits, cx))
-        .on_with(move |Primes { n }: Primes, cx: &JobContext| run(Kind::Primes, n, &limits, cx))
-        .on_with(move |Hash { n }: Hash, cx: &JobContext| run(Kind::Hash, n, &limits, cx));
+        .on_with(move |Count { n }: Count, cx: &JobContext| run(Count::KIND, n, &limits, cx))
+        .on_with(move |Primes { n }: Primes, cx: &JobContext| run(Primes::KIND, n, &limits, cx))
+        .on_with(move |Hash { n }: Hash, cx: &JobContext| run(Hash::KIND, n, &limits, cx));
     if limits.allow_fault {
         handlers
-            .on_with(move |Fault { n }: Fault, cx: &JobContext| run(Kind::Fault, n, &limits, cx))
+            .on_with(move |Fault { n }: Fault, cx: &JobContext| run(Fault::KIND, n, &limits, cx))
     } else {
         handlers
     }

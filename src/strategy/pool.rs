@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 use super::{Done, ExecError, finish, run_chunk};
 use crate::pool::{Budget, Pool};
 use crate::pool_metrics::PoolMetrics;
-use crate::work::Work;
+use crate::work::{Classes, Work};
 
 /// Runs work on a shared [`Pool`].
 #[derive(Debug)]
 pub struct PoolStrategy {
     pool: Arc<Pool>,
+    /// Each kind's class in the pool's model.
+    classes: Classes,
     split: Split,
     metrics: PoolMetrics,
 }
@@ -46,6 +48,7 @@ impl PoolStrategy {
     pub fn new(pool: Arc<Pool>, split: Split) -> PoolStrategy {
         let metrics = PoolMetrics::new(pool.clone());
         PoolStrategy {
+            classes: Classes::of(pool.model()),
             pool,
             split,
             metrics,
@@ -114,16 +117,13 @@ impl PoolStrategy {
         let (handles, predicted) = match budget {
             None => (
                 self.pool
-                    .submit_work(deadline, work.cost(self.pool.model()), max, split)?,
+                    .submit_work(deadline, work.cost(&self.classes), max, split)?,
                 Duration::ZERO,
             ),
-            Some(b) => self.pool.submit_work_within(
-                b,
-                deadline,
-                work.cost(self.pool.model()),
-                max,
-                split,
-            )?,
+            Some(b) => {
+                self.pool
+                    .submit_work_within(b, deadline, work.cost(&self.classes), max, split)?
+            }
         };
         let mut outcomes = Vec::with_capacity(handles.len());
         // If this future is dropped (client gone, deadline), the remaining handles drop with

@@ -223,7 +223,7 @@ impl Remote {
     /// [`ExecError::Expired`] past the deadline.
     pub async fn run(&self, work: Work, deadline: Instant) -> Result<Done, ExecError> {
         let body = Bytes::from(work.to_json().to_string());
-        let cost = work.cost(self.gate.model());
+        let cost = work.cost(self.gate.classes());
         // Counted in the model until this request ends, however it ends.
         let _admitted = self.gate.admit(cost, deadline)?;
         let mut pause = RETRY_PAUSE;

@@ -47,8 +47,8 @@ impl Kind {
             .unwrap_or(crate::admission::Class::NONE)
     }
 
-    /// The name used in specs and responses.
-    pub fn name(self) -> &'static str {
+    /// The name used in specs, labels, job types and responses.
+    pub const fn name(self) -> &'static str {
         match self {
             Kind::Count => "count",
             Kind::Primes => "primes",
@@ -56,6 +56,46 @@ impl Kind {
             Kind::Fault => "fault",
         }
     }
+
+    /// The kind of that name, as [`Kind::name`] spells it.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kind's place in [`Kind::ALL`], and in every table indexed by kind.
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Each kind's class in one admission model, named once when a strategy starts, so that a
+/// request finds its class by its kind, not by a scan of the model's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classes([crate::admission::Class; Kind::ALL.len()]);
+
+impl Classes {
+    /// Names every kind's class in `model`.
+    pub fn of(model: &crate::admission::CostModel) -> Classes {
+        Classes(Kind::ALL.map(|kind| kind.class(model)))
+    }
+
+    /// The class of `kind`.
+    pub fn get(&self, kind: Kind) -> crate::admission::Class {
+        self.0[kind.index()]
+    }
+}
+
+/// What a run of work returns, wherever it ran: the kind and size, the result, and the run's
+/// time on its thread. `offload worker` stores it as a job's result (`GET /jobs/{id}` shows
+/// it as `result`); smaller than the `/heavy` answer, since a job has no strategy of its own
+/// and its wait is the job view's `started_at - enqueued_at`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobResult {
+    pub work: String,
+    pub n: u64,
+    pub result: u64,
+    /// The run on the worker's thread, in µs.
+    pub run_us: u64,
 }
 
 /// Upper bounds on work sizes, so one request cannot hold a core for hours.
@@ -77,6 +117,30 @@ pub const DEFAULT_MAX_COUNT: u64 = 2_000_000_000;
 pub const DEFAULT_MAX_PRIMES: u64 = 1_000_000_000;
 /// At the default cost one hash takes tens of milliseconds; 256 of them a few seconds.
 pub const DEFAULT_MAX_HASHES: u64 = 256;
+
+impl Limits {
+    /// The largest `n` of `kind` these limits accept; none for `fault` unless allowed.
+    pub fn max_n(&self, kind: Kind) -> Option<u64> {
+        match kind {
+            Kind::Count => Some(self.max_count),
+            Kind::Primes => Some(self.max_primes),
+            Kind::Hash => Some(self.max_hashes),
+            Kind::Fault => self.allow_fault.then_some(1),
+        }
+    }
+
+    /// These limits, with `kind`'s bound raised to `n` where it is lower.
+    pub fn raised(self, kind: Kind, n: u64) -> Limits {
+        let mut out = self;
+        match kind {
+            Kind::Count => out.max_count = out.max_count.max(n),
+            Kind::Primes => out.max_primes = out.max_primes.max(n),
+            Kind::Hash => out.max_hashes = out.max_hashes.max(n),
+            Kind::Fault => {}
+        }
+        out
+    }
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -206,9 +270,20 @@ impl Work {
         out
     }
 
-    /// The request's size as `model` sees it.
-    pub fn cost(&self, model: &crate::admission::CostModel) -> crate::admission::Cost {
-        crate::admission::Cost::new(self.kind.class(model), self.n)
+    /// The request's size in the model whose classes are `classes`.
+    pub fn cost(&self, classes: &Classes) -> crate::admission::Cost {
+        crate::admission::Cost::new(classes.get(self.kind), self.n)
+    }
+
+    /// The work's label, `kind:n` (`count:2000000`): how the queue's latency histogram, the
+    /// bench's rows and `--work` name it.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.kind.name(), self.n)
+    }
+
+    /// The work as a `/heavy` query string, the form [`Work::from_query`] reads back.
+    pub fn query(&self) -> String {
+        format!("work={}&n={}", self.kind.name(), self.n)
     }
 
     fn chunk(&self, range: Range<u64>) -> Chunk {
@@ -327,6 +402,21 @@ mod tests {
         assert_eq!(combine(&parts), seq);
         let other = Work::new(Kind::Hash, 4, &limits).unwrap();
         assert_ne!(other.run(&|| false).unwrap(), seq);
+    }
+
+    #[test]
+    fn every_kind_is_spelled_once_and_indexed_in_order() {
+        for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?}");
+            assert_eq!(Kind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(Kind::from_name("sleep"), None);
+        let model = crate::admission::CostModel::default();
+        let classes = Classes::of(&model);
+        for kind in Kind::ALL {
+            assert_eq!(classes.get(kind), kind.class(&model));
+            assert_eq!(model.name(classes.get(kind)), Some(kind.name()));
+        }
     }
 
     #[test]

@@ -77,12 +77,8 @@ impl Limits {
 }
 
 pub(super) fn validate(kind: Kind, n: u64, limits: &Limits) -> Result<Work, SpecError> {
-    let max = match kind {
-        Kind::Count => limits.max_count,
-        Kind::Primes => limits.max_primes,
-        Kind::Hash => limits.max_hashes,
-        Kind::Fault if limits.allow_fault => 1,
-        Kind::Fault => return Err(SpecError::UnknownWork("fault".into())),
+    let Some(max) = limits.max_n(kind) else {
+        return Err(SpecError::UnknownWork(kind.name().into()));
     };
     if n == 0 {
         return Err(SpecError::InvalidN("got 0".into()));
@@ -99,13 +95,7 @@ pub(super) fn validate(kind: Kind, n: u64, limits: &Limits) -> Result<Work, Spec
 }
 
 fn kind_of(name: &str) -> Result<Kind, SpecError> {
-    match name {
-        "count" => Ok(Kind::Count),
-        "primes" => Ok(Kind::Primes),
-        "hash" => Ok(Kind::Hash),
-        "fault" => Ok(Kind::Fault),
-        other => Err(SpecError::UnknownWork(truncate(other))),
-    }
+    Kind::from_name(name).ok_or_else(|| SpecError::UnknownWork(truncate(name)))
 }
 
 /// Echoes at most 64 characters of client input back in an error message.
@@ -229,6 +219,11 @@ mod tests {
         assert_eq!((w.kind(), w.n()), (Kind::Hash, 3));
         assert_eq!(q("n=5").unwrap().kind(), Kind::Count);
         assert_eq!(j(&w.to_json().to_string()), Ok(w));
+        for kind in [Kind::Count, Kind::Primes, Kind::Hash] {
+            let w = Work::new(kind, 3, &Limits::default()).unwrap();
+            assert_eq!(q(&w.query()), Ok(w), "{}", w.label());
+            assert_eq!(w.label(), format!("{}:3", kind.name()));
+        }
     }
 
     #[test]

@@ -27,14 +27,12 @@ impl Default for MaxSizes {
 impl MaxSizes {
     /// These sizes, with `kind`'s raised to `n` where it is lower.
     pub fn raised(self, kind: Kind, n: u64) -> MaxSizes {
-        let mut out = self;
-        match kind {
-            Kind::Count => out.count = out.count.max(n),
-            Kind::Primes => out.primes = out.primes.max(n),
-            Kind::Hash => out.hashes = out.hashes.max(n),
-            Kind::Fault => {}
+        let limits = self.limits().raised(kind, n);
+        MaxSizes {
+            count: limits.max_count,
+            primes: limits.max_primes,
+            hashes: limits.max_hashes,
         }
-        out
     }
 
     /// The larger size of each kind: a bound raised for one part of the work must hold for

@@ -85,8 +85,8 @@ pub fn parse(
         let (w, more) = parse_work(work.trim()).with_context(|| format!("--mix {item:?}"))?;
         sizes = sizes.max(more);
         parts.push(MixPart {
-            work: format!("{}:{}", w.kind().name(), w.n()),
-            query: format!("work={}&n={}", w.kind().name(), w.n()),
+            work: w.label(),
+            query: w.query(),
             weight,
             units: w.n(),
             sample: Some(w),

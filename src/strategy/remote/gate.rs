@@ -13,6 +13,7 @@ use super::Backend;
 use crate::admission::{self, Cost, CostModel};
 use crate::metrics::{Counter, Family, FloatGauge, Gauge, Outcome, Registry};
 use crate::strategy::{Done, ExecError, RETRY_AFTER_SECS};
+use crate::work::Classes;
 
 /// The gateway's queue and each backend's room: who may send to which backend, and when.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub(super) struct Gate {
     backends: Arc<[Backend]>,
     /// Time per unit of work a request holds a backend's place, and the work admitted.
     model: CostModel,
+    /// Each kind's class in `model`.
+    classes: Classes,
     max_queue: usize,
     next: AtomicUsize,
     /// Requests by outcome; the four counters below are its series.
@@ -103,13 +106,16 @@ impl Gate {
         ];
         let requests = Family::default();
         let c = |outcome| requests.get_or_create_owned(&Outcome { outcome });
+        let model = CostModel::default();
+        let classes = Classes::of(&model);
         Gate {
             state: Mutex::new(GateState {
                 waiting: VecDeque::new(),
                 room,
             }),
             backends,
-            model: CostModel::default(),
+            model,
+            classes,
             max_queue: max_queue.max(1),
             next: AtomicUsize::new(0),
             late: c("late"),
@@ -160,9 +166,10 @@ impl Gate {
         self.model.backlog().div_f64(places)
     }
 
-    /// The model that predicts the backends' places (a request's [`Cost`] is of its classes).
-    pub(super) fn model(&self) -> &CostModel {
-        &self.model
+    /// Each kind's class in the model that predicts the backends' places (a request's
+    /// [`Cost`] is of these classes).
+    pub(super) fn classes(&self) -> &Classes {
+        &self.classes
     }
 
     /// Deadline admission: counts the request in the model, or refuses it at once.
@@ -273,7 +280,7 @@ impl Gate {
         let capacity = capacity.max(1);
         let per_thread = capacity as f64 / threads.clamp(1, capacity) as f64;
         for &(kind, secs) in probe {
-            self.model.prior(kind.class(&self.model), secs * per_thread);
+            self.model.prior(self.classes.get(kind), secs * per_thread);
         }
         let mut st = self.state.lock().expect("gate lock");
         let r = &mut st.room[i];
