@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The two examples past their limit, as README "Use it in your service" reports them: closed
+# The two examples past their limit, as docs/embedding.md reports them: closed
 # loops that resend every answer at once (offload load ignores Retry-After unless told).
 #   - crates/pool/examples/axum.rs: GET /count?n=200000000, 4, 200, then 4 connections, 8 s each;
 #   - crates/axum/examples/auto.rs: POST /collatz {"below":300000}, 1,000 connections, 8 s.
@@ -25,7 +25,7 @@ started() { # the example we started still runs: not another process on its port
 "$bin/examples/axum" 127.0.0.1:3111 >"$tmp/axum.log" 2>&1 &
 pids+=($!)
 started $! 0.5 "$tmp/axum.log"
-# -c 4 before and after the flood: the loop's speed wanders (see README), so the flood is
+# -c 4 before and after the flood: the loop's speed wanders (see docs/embedding.md), so the flood is
 # compared with the slower of the two, as tests/it/past_the_limit.rs does.
 for c in 4 200 4; do
   "$bin/offload" load -c "$c" -d 8s --timeout 30s --json "http://127.0.0.1:3111/count?n=200000000" >"$tmp/pool-$c.json"

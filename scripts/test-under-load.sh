@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's `cargo test` as CI runs it (Redis, Postgres, network namespaces, Chromium and
-# Node required), optionally on a busy machine: `nice -n 10` beside a busy loop pinned to CPU 1.
+# Node required; see docs/testing.md), optionally on a busy machine: `nice -n 10` beside a busy loop pinned to CPU 1.
 #   scripts/test-under-load.sh LOG [busy]
 # Writes cargo's output to LOG and ends it with `rc=N secs=S`. Run it on a fresh clone.
 set -uo pipefail

@@ -6,6 +6,7 @@ mod bench_node;
 mod cancel_storm;
 mod conns;
 mod custom_job;
+mod docs;
 mod embed;
 mod flood;
 mod gateway;
