@@ -172,7 +172,7 @@ pub const DEFAULT_RUNTIME_NICE: i32 = -10;
 /// also to every other process: beside one busy loop per core it kept about a tenth of the CPU.
 /// At 0 it keeps its fair share, and the runtime threads' short slice and raised priority
 /// (`--runtime-slice`, `--runtime-nice`) keep light requests fast instead
-/// (`scripts/fair-share.sh`; the README's "Sharing the machine").
+/// (`scripts/fair-share.sh`; docs/sharing.md).
 pub const DEFAULT_NICE: i32 = 0;
 
 /// How long a `remote` gateway waits for a new connection to a compute service

@@ -93,7 +93,8 @@ async fn execute(
     let mut deadline = now + app.config.timeout;
     // What the strategy makes of the preferences: `auto` takes `wait` as its budget and
     // `respond-async` as a wish for 202; the queue answers async anyway; a synchronous
-    // strategy answers by `wait` at the latest (503 at once if it cannot, 504 at the end).
+    // strategy answers by `wait` at the latest (504 at the end; pool and remote answer 503 sooner
+    // when they predict they would miss it).
     let name = app.strategy.name();
     let applied = match name {
         Name::Auto => Prefer::applied(prefer.wait, prefer.respond_async),

@@ -1,12 +1,12 @@
 //! The thresholds by which the bench reads a run: what counts as keeping up and what counts as
 //! a stall. Shared by the verdict ([`super::summary`]) and the reading under the table
 //! ([`super::report`]), so the two never disagree; each is tested in `summary`'s tests and
-//! written out in the README ("How the verdict is read").
+//! written out in docs/bench.md ("How the verdict is read").
 
 /// A strategy's `/health` p99 this many times the best one's (and over [`STALL_MS`]) is a
 /// stall worth warning about: strategies that keep the runtime free land within a few times
-/// of each other (0.5-4 ms in the README's full run), those that block it hundreds of times
-/// off (0.9-9 s there).
+/// of each other (0.28-3.09 ms in the README's run of 2026-12-07), those that block it hundreds of
+/// times off (inline's 3.78 s there).
 pub(crate) const STALL_RATIO: f64 = 10.0;
 /// Below this `/health` p99 no one notices, whatever the ratio: half the ~100 ms at which a
 /// person starts to see a delay, and far above the few ms a busy machine's scheduler adds.

@@ -308,7 +308,7 @@ fn headline(r: &Results, s: &Standing<'_>) -> String {
 
 /// The verdict: the first line is the headline (how sure the run is, and what to use); then
 /// one line per row, in the rows' order, each starting with the row's name. The rules (also in
-/// the README, "How the verdict is read"):
+/// docs/bench.md, "How the verdict is read"):
 /// 1. Candidates are the in-process strategies without errors, timeouts or non-2xx answers.
 /// 2. A row with a `!` (its calibrations disagree, or it beat its limit) is not comparable:
 ///    its own line says so once, with why, and no line calls it faster or slower.
