@@ -28,7 +28,7 @@ use crate::work::{Kind, Work};
 use draw::{compare, flood as draw_flood, folder, mix as draw_mix, node as draw_node, verdict};
 pub use model::{
     AllCore, Bracket, Calibration, LimitWarning, Machine, MaxSizes, NodeServer, QueueRun, Results,
-    RowId, RunFlag, SCHEMA as RESULTS_SCHEMA, Settings, SingleThread, StrategyRun,
+    RowId, RunFlag, SCHEMA as RESULTS_SCHEMA, Serving, Settings, SingleThread, StrategyRun,
 };
 use run::calibrate::CalibrationPlan;
 pub use run::calibrate::{CalibrationError, calibrate_all_cores, calibrate_single_thread};

@@ -195,6 +195,7 @@ impl Plant {
             bystander: probe,
             processes,
             queue: self.queue,
+            serving: None,
         };
         StrategyRun::new(
             measured,
@@ -226,6 +227,7 @@ fn settings(runs: &[StrategyRun]) -> Settings {
         mix_rate: None,
         auto_wait: None,
         node: false,
+        serving: crate::bench::model::Serving::Raised,
         flood: Vec::new(),
         flood_strategies: Vec::new(),
         honor_retry_after: false,

@@ -9,7 +9,8 @@ use anyhow::bail;
 use clap::Args;
 
 use super::parse_duration;
-use crate::bench::{RowId, Settings};
+
+use crate::bench::{RowId, Serving, Settings};
 use crate::strategy::Name;
 use crate::work::Work;
 
@@ -111,6 +112,12 @@ pub struct BenchArgs {
     /// redis-server on PATH or --queue redis://...
     #[arg(long)]
     pub node: bool,
+    /// How the threads that answer requests are scheduled, alike on both sides of each
+    /// `--node` pair: `raised` gives offload's runtime threads serve's defaults (a 0.1 ms time
+    /// slice, nice -10 where allowed) and each Node server's event loop the same; `plain`
+    /// leaves both at nice 0 on the kernel's slice.
+    #[arg(long, value_enum, default_value_t = Serving::Raised)]
+    pub serving: Serving,
     /// Compares two report folders instead of running: per strategy and figure (and per
     /// flood row), the change and whether it exceeds the run-to-run spread.
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
@@ -233,6 +240,7 @@ impl BenchArgs {
                 mix_rate: self.mix_rate,
                 auto_wait: self.auto_wait,
                 node: self.node,
+                serving: self.serving,
                 flood,
                 flood_strategies: rows(&self.flood_strategies),
                 honor_retry_after: false,

@@ -13,6 +13,12 @@ use serde_json::Value;
 use crate::bench::{render_in_chromium, run_quick_bench_with};
 
 /// Whether `name` is a program on PATH.
+/// Whether the tests run as root (who may raise a thread's priority).
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
@@ -92,6 +98,25 @@ fn node_bench_runs_every_seed_server_beside_its_counterpart() {
         assert_eq!(c["result"], 2_000_000, "{c}");
     }
 
+    // The threads that answer requests run alike on both sides of each pair, as the kernel
+    // reports them: each Node server's event loop was given its counterpart's runtime
+    // threads' niceness and slice.
+    for (offload, name) in PAIRS {
+        let (ours, theirs) = (&run(offload)["serving"], &run(name)["serving"]);
+        assert!(ours.is_object(), "{offload}: serving threads not read");
+        assert_eq!(ours, theirs, "{offload} / {name}: serving threads differ");
+    }
+    // inline's runtime threads run the work, so they keep nice 0; pool's are raised where the
+    // bench may raise them (as root here), and its slice is serve's default 0.1 ms.
+    assert_eq!(run("inline")["serving"]["nice"], 0);
+    if is_root() {
+        assert_eq!(run("node:piscina")["serving"]["nice"], -10);
+    }
+    assert_eq!(run("node:piscina")["serving"]["slice_ns"], 100_000);
+    assert!(
+        stdout.contains("Serving threads (--serving raised:"),
+        "{stdout}"
+    );
     for (offload, name) in PAIRS {
         let r = run(name);
         // A Worker per request may finish nothing in a 2 s window: at -c 50 it starts a

@@ -6,7 +6,9 @@
 use super::units::esc;
 use std::fmt::Write as _;
 
-use crate::bench::model::{Figure, LOW_PRIORITY_NICE, NodeReport, NodeServer, Results, RowId};
+use crate::bench::model::{
+    Figure, LOW_PRIORITY_NICE, NodeReport, NodeServer, Results, RowId, Serving,
+};
 
 /// A figure's value as the table shows it; `flagged`: that side's %limit is not reliable.
 fn value(f: &Figure, v: f64, flagged: bool) -> String {
@@ -76,6 +78,25 @@ fn preamble(r: &Results, n: &NodeReport) -> Vec<String> {
     if n.pairs.iter().any(|p| p.node.nice().is_some()) {
         out.push(format!(
             "Priority: both sides of each pair run their work threads at the same niceness. offload's pool and piscina both default to nice 0; the priority of the work is a choice, so pool and piscina are paired twice: at nice 0, and with both at nice {LOW_PRIORITY_NICE} (pool --nice {LOW_PRIORITY_NICE}, piscina's niceIncrement {LOW_PRIORITY_NICE}, checked on its threads)."
+        ));
+    }
+    let serving: Vec<String> = r
+        .runs
+        .iter()
+        .filter(|run| run.measured.strategy.node().is_some())
+        .filter_map(|run| {
+            let s = run.measured.serving?;
+            Some(format!("{} {s}", run.measured.strategy.as_str()))
+        })
+        .collect();
+    if !serving.is_empty() {
+        out.push(format!(
+            "Serving threads (--serving {}): each Node server's event loop was given the scheduling of its counterpart's runtime threads and checked from the kernel, so both sides of a pair answer requests at one priority: {}.",
+            match r.settings.serving {
+                Serving::Raised => "raised: offload serve's defaults, a 0.1 ms slice and nice -10 where allowed, except for inline, whose runtime threads run the work",
+                Serving::Plain => "plain: nice 0 and the kernel's slice",
+            },
+            serving.join("; ")
         ));
     }
     if !n.checks.is_empty() {

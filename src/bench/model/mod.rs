@@ -34,8 +34,11 @@ pub use node::figures;
 pub use node::{Check, Figure, NodeBracket, NodeReport, with_pairs};
 pub use repeat::{FIGURES, FLOOD_FIGURES, Repeat, RepeatSpread, repeats};
 pub use row::{LOW_PRIORITY_NICE, NodeServer, RowId};
-pub use run::{AcceptPhase, BacklogPoint, Measured, ProcessStats, QueueRun, Sample, StrategyRun};
-pub use settings::Settings;
+pub use run::{
+    AcceptPhase, BacklogPoint, Measured, ProcessStats, QueueRun, Sample, ServingThreads,
+    StrategyRun,
+};
+pub use settings::{Serving, Settings};
 pub use sizes::MaxSizes;
 
 /// The JSON schema of `results.json`.

@@ -113,6 +113,50 @@ pub struct Measured {
     pub bystander: Report,
     pub processes: Vec<ProcessStats>,
     pub queue: Option<QueueRun>,
+    /// How the gateway's threads that answer requests were scheduled, read from the kernel
+    /// once the gateway was up (offload's runtime threads; a Node server's event loop). None
+    /// where it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ServingThreads>,
+}
+
+/// How the threads that answer a gateway's requests are scheduled: offload's runtime threads
+/// (`offload-rt`, the most raised of them: tokio names its blocking threads alike), or the
+/// main thread (a Node server's event loop).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ServingThreads {
+    pub nice: i32,
+    /// The EEVDF time slice, ns (the kernel's default where none was asked for; None where
+    /// the kernel reports none): whole, so that two readings compare exactly.
+    pub slice_ns: Option<u64>,
+}
+
+impl ServingThreads {
+    /// What the kernel reports for `u`.
+    pub fn of(u: crate::pool::priority::Urgent) -> ServingThreads {
+        ServingThreads {
+            nice: u.nice,
+            slice_ns: u.slice.map(|s| s.as_nanos() as u64),
+        }
+    }
+
+    /// The same scheduling, as a thread is given it.
+    pub fn urgent(self) -> crate::pool::priority::Urgent {
+        crate::pool::priority::Urgent {
+            slice: self.slice_ns.map(std::time::Duration::from_nanos),
+            nice: self.nice,
+        }
+    }
+}
+
+impl std::fmt::Display for ServingThreads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "nice {}", self.nice)?;
+        if let Some(ns) = self.slice_ns {
+            write!(f, ", a {:.2} ms slice", ns as f64 / 1e6)?;
+        }
+        Ok(())
+    }
 }
 
 /// Everything measured of one strategy (`Measured`, kept whole and read as `run.measured`;

@@ -49,6 +49,9 @@ pub struct Settings {
     pub auto_wait: Option<Duration>,
     /// `--node`: the seed's Node servers run too (their rows are in `strategies`).
     pub node: bool,
+    /// How the threads that answer requests are scheduled, on offload's side and, with
+    /// `--node`, on Node's (`--serving`).
+    pub serving: Serving,
     /// The flood scenario's closed-loop connection counts, ascending (empty: no flood).
     pub flood: Vec<u32>,
     /// The strategies the flood scenario runs.
@@ -57,6 +60,33 @@ pub struct Settings {
     /// its own copy, never a setting of the whole run (so not in results.json).
     #[serde(skip)]
     pub honor_retry_after: bool,
+}
+
+/// How the threads that answer requests are scheduled in a run: offload's runtime threads and,
+/// with `--node`, each Node server's event loop, alike on both sides of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Serving {
+    /// `offload serve`'s defaults (a 0.1 ms time slice and nice -10, where the bench may raise
+    /// it), and the same given to each Node server's event loop.
+    #[default]
+    Raised,
+    /// The kernel's defaults on both sides: offload's runtime threads at nice 0 on the
+    /// kernel's slice (`serve --runtime-nice 0 --runtime-slice 0`), Node's loop untouched.
+    Plain,
+}
+
+impl Serving {
+    /// What offload's runtime threads and each Node server's event loop get.
+    pub fn urgent(self) -> crate::pool::priority::Urgent {
+        match self {
+            Serving::Raised => crate::pool::priority::Urgent::DEFAULT,
+            Serving::Plain => crate::pool::priority::Urgent {
+                slice: None,
+                nice: 0,
+            },
+        }
+    }
 }
 
 fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -36,6 +36,8 @@ pub struct ServeSpec {
     pub auto_wait: Option<Duration>,
     /// Niceness of the pool's threads (none: the gateway's default, 0).
     pub nice: Option<i32>,
+    /// What the runtime threads that answer requests get (none: the gateway's defaults).
+    pub urgent: Option<crate::pool::priority::Urgent>,
 }
 
 /// `offload compute`: the service `remote` forwards to.
@@ -104,6 +106,10 @@ impl ChildSpec {
                 }
                 if let Some(n) = s.nice {
                     a.flag("--nice", n);
+                }
+                if let Some(u) = s.urgent {
+                    a.flag("--runtime-nice", u.nice);
+                    a.flag("--runtime-slice", duration(u.slice.unwrap_or_default()));
                 }
             }
             ChildSpec::Compute(c) => {
@@ -197,6 +203,10 @@ mod tests {
             max_backlog: Some(500),
             auto_wait: Some(Duration::from_micros(250_500)),
             nice: Some(10),
+            urgent: Some(crate::pool::priority::Urgent {
+                slice: None,
+                nice: 0,
+            }),
         };
         let Command::Serve(a) = parse(&ChildSpec::Serve(spec.clone())) else {
             panic!("not serve");
@@ -212,6 +222,7 @@ mod tests {
         assert_eq!(Some(a.queue.max_backlog), spec.max_backlog);
         assert_eq!(Some(a.auto_wait), spec.auto_wait);
         assert_eq!(Some(a.sched.nice), spec.nice);
+        assert_eq!(Some(a.sched.urgent()), spec.urgent);
         // What the spec leaves out stays the gateway's default.
         let plain = ServeSpec {
             compute: None,
@@ -219,6 +230,7 @@ mod tests {
             max_backlog: None,
             auto_wait: None,
             nice: None,
+            urgent: None,
             ..spec
         };
         let Command::Serve(a) = parse(&ChildSpec::Serve(plain)) else {
@@ -226,6 +238,7 @@ mod tests {
         };
         assert_eq!(a.queue.max_backlog, crate::queue::DEFAULT_MAX_BACKLOG);
         assert_eq!(a.sched.nice, 0);
+        assert_eq!(a.sched.urgent(), crate::pool::priority::Urgent::DEFAULT);
     }
 
     #[test]

@@ -3,12 +3,34 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bench::model::Sample;
+use crate::bench::model::{Sample, ServingThreads};
 
 /// The fields of a `/proc/.../stat` line after the command name (which is in parentheses and
 /// may hold spaces): field N of the line is `N - 3` here.
 pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     Some(stat[stat.rfind(')')? + 2..].split_whitespace().collect())
+}
+
+/// How process `pid`'s threads that answer requests are scheduled: the most raised of its
+/// `offload-rt` threads (offload's runtime), else its main thread (a Node server's event loop).
+/// None when the process is gone or the kernel does not say.
+pub fn serving_threads(pid: u32) -> Option<ServingThreads> {
+    let runtime = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|t| {
+            let path = t.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            comm.starts_with("offload-rt")
+                .then(|| path.file_name()?.to_str()?.parse::<u32>().ok())
+                .flatten()
+        })
+        .filter_map(crate::pool::priority::of_thread)
+        .min_by_key(|u| (u.nice, u.slice));
+    let sched = match runtime {
+        Some(u) => u,
+        None => crate::pool::priority::of_thread(pid)?,
+    };
+    Some(ServingThreads::of(sched))
 }
 
 /// Reads `/proc/<pid>` once; None when the process is gone or /proc is missing.

@@ -8,7 +8,7 @@ use super::child::{ChildSpec, ComputeSpec, QueueSpec, ServeSpec, WorkerSpec};
 use super::procs::ChildProc;
 use super::sample;
 use crate::bench::model::{
-    AcceptPhase, BacklogPoint, Measured, ProcessStats, QueueRun, RowId, Sample, Settings,
+    AcceptPhase, BacklogPoint, Measured, ProcessStats, QueueRun, RowId, Sample, Serving, Settings,
 };
 use crate::bench::{ProgressLine, http_get};
 use crate::load::{self, Mode, Plan, Progress, Report, Stop, Target};
@@ -90,6 +90,7 @@ pub(crate) async fn measure(
     for p in procs.iter().filter(|p| p.addr.is_some()) {
         wait_healthy(p.addr(), &p.role).await?;
     }
+    let serving = sample::serving_threads(procs.last().expect("a gateway").pid());
     let heavy_plan = Plan::new(
         Target::parse(&format!("http://{gateway}/heavy?{}", s.work_query), false)?,
         Mode::Closed {
@@ -202,6 +203,7 @@ pub(crate) async fn measure(
         bystander,
         processes,
         queue,
+        serving,
     })
 }
 
@@ -228,6 +230,8 @@ async fn start_at(name: Name, nice: Option<i32>, s: &Settings) -> anyhow::Result
         max_backlog: None,
         auto_wait: None,
         nice,
+        // Serve's own defaults are `raised`: given only when the run asks for another.
+        urgent: (s.serving != Serving::Raised).then(|| s.serving.urgent()),
     };
     match name.helper() {
         Some(Helper::Compute) => {

@@ -26,7 +26,8 @@ use super::procs::ChildProc;
 use super::scenario;
 use crate::bench::ProgressLine;
 use crate::bench::model::{
-    AllCore, Bracket, Check, Measured, NodeBracket, NodeReport, NodeServer, RowId, Settings,
+    AllCore, Bracket, Check, Measured, NodeBracket, NodeReport, NodeServer, RowId, ServingThreads,
+    Settings,
 };
 use crate::work::Work;
 
@@ -79,14 +80,22 @@ pub async fn run_strategy(
     s: &Settings,
     progress: &ProgressLine,
 ) -> anyhow::Result<(anyhow::Result<Measured>, Option<Bracket>)> {
-    let (Some(setup), Some(server)) = (node, strategy.node()) else {
+    let Some(server) = strategy.node() else {
         // A queue of the run's own: its counts and enqueue-to-done times are its jobs only.
         let own = if strategy.queued() {
             s.own_queue(strategy.as_str())?
         } else {
             s.clone()
         };
-        return Ok((scenario::run(strategy, &own, progress).await, None));
+        let measured = scenario::run(strategy, &own, progress).await;
+        if let Some(setup) = node {
+            // The Node row that follows gives its event loop what these runtime threads had.
+            setup.serving = measured.as_ref().ok().and_then(|m| m.serving);
+        }
+        return Ok((measured, None));
+    };
+    let Some(setup) = node else {
+        bail!("{server}: a Node row without --node");
     };
     let strategy = server;
     if !strategy.on_node_loop() {
@@ -133,6 +142,9 @@ pub struct Setup {
     expected: u64,
     plan: CalibrationPlan,
     cores: usize,
+    /// How the runtime threads of the offload row just run were scheduled: the next Node
+    /// row's event loop is given the same, so both sides of a pair answer at one priority.
+    serving: Option<ServingThreads>,
     pub report: NodeReport,
 }
 
@@ -210,6 +222,7 @@ pub fn prepare(s: &Settings, work: &Work, progress: &ProgressLine) -> anyhow::Re
         expected: work.run(&|| false).context("computing the exact result")?,
         plan: CalibrationPlan::new(s.quick),
         cores: crate::work::cores(),
+        serving: None,
         report: NodeReport {
             node_version,
             npm_version,
@@ -354,12 +367,13 @@ impl Setup {
         for p in procs.iter().filter(|p| p.addr.is_some()) {
             scenario::wait_healthy(p.addr(), &p.role).await?;
         }
+        let pid = procs.last().expect("a gateway").pid();
+        self.serve_alike(strategy, pid)?;
         let result = self.check(strategy, gateway, s).await?;
         if let Some(n) = strategy.nice_increment() {
             // piscina leaves a thread at its niceness when it cannot load @napi-rs/nice: the
             // pair would then compare priorities again, so the bench checks. The check's one
             // request ran a task on every thread, and each thread set its niceness first.
-            let pid = procs.last().expect("a gateway").pid();
             let niced = threads_at_nice(pid, n);
             if niced < self.cores {
                 bail!(
@@ -381,6 +395,30 @@ impl Setup {
             progress,
         )
         .await
+    }
+
+    /// Gives the event loop of the Node gateway `pid` (its main thread) the scheduling of its
+    /// offload counterpart's runtime threads, and checks it from the kernel: the threads that
+    /// answer requests then run at one priority on both sides of the pair.
+    ///
+    /// # Errors
+    /// When the counterpart's was not read, or the loop could not be given it (a raised
+    /// priority needs `CAP_SYS_NICE`, as offload's does).
+    fn serve_alike(&self, strategy: NodeServer, pid: u32) -> anyhow::Result<()> {
+        let Some(want) = self.serving else {
+            bail!(
+                "{strategy}: how its offload counterpart's runtime threads were scheduled was not read, so the pair cannot be made fair (is /proc there?)"
+            );
+        };
+        want.urgent().apply_to(pid);
+        let got = super::sample::serving_threads(pid);
+        if got != Some(want) {
+            bail!(
+                "{strategy}: its event loop runs at {} where its offload counterpart's runtime threads ran at {want}; raising a thread's priority needs CAP_SYS_NICE (run as root, or with --serving plain)",
+                got.map_or("an unknown priority".to_owned(), |g| g.to_string())
+            );
+        }
+        Ok(())
     }
 
     /// Node's all-core limit now: the count loop alone on one worker thread per core.
