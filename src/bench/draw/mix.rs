@@ -235,7 +235,7 @@ mod tests {
             drained: true,
         };
         let auto = row(
-            RowId::Offload(Name::Auto),
+            RowId::parse("auto").unwrap(),
             &Planted {
                 answers: answers(60, 200, 10.0),
                 unfinished: 5,

@@ -395,21 +395,17 @@ mod tests {
             .iter()
             .map(|(s, per_s)| Plant::new(s, *per_s, 1.0).run())
             .collect();
-        let pool: Vec<f64> = reusable(&uniform, RowId::Offload(Name::Pool), 2)
+        let row = |s: &str| RowId::parse(s).unwrap();
+        let pool: Vec<f64> = reusable(&uniform, row("pool"), 2)
             .unwrap()
             .iter()
             .map(|r| r.measured.completed_per_s)
             .collect();
         assert_eq!(pool, [90.0, 110.0]);
-        assert_eq!(
-            reusable(&uniform, RowId::Offload(Name::Inline), 1)
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(reusable(&uniform, row("inline"), 1).unwrap().len(), 1);
         // One of pool's three runs failed: the flood measures the row itself.
-        assert!(reusable(&uniform, RowId::Offload(Name::Pool), 3).is_none());
-        assert!(reusable(&uniform, RowId::Offload(Name::Queue), 1).is_none());
+        assert!(reusable(&uniform, row("pool"), 3).is_none());
+        assert!(reusable(&uniform, row("queue"), 1).is_none());
     }
 
     #[test]
