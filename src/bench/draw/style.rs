@@ -87,6 +87,27 @@ mod tests {
         );
     }
 
+    /// Each strategy keeps its colour, whatever its place in the palette.
+    #[test]
+    fn the_strategies_keep_their_colours() {
+        let colours: Vec<(&str, &str)> = Name::GATEWAY
+            .into_iter()
+            .map(|n| (n.as_str(), colour(RowId::Offload(n))))
+            .collect();
+        assert_eq!(
+            colours,
+            [
+                ("inline", "#d62728"),
+                ("spawn", "#ff7f0e"),
+                ("blocking", "#9467bd"),
+                ("pool", "#2ca02c"),
+                ("remote", "#1f77b4"),
+                ("queue", "#8c564b"),
+                ("auto", "#e377c2"),
+            ]
+        );
+    }
+
     #[test]
     fn headings_wrap_at_spaces_within_the_width() {
         let title =

@@ -220,6 +220,13 @@ async fn one(
 mod tests {
     use super::*;
 
+    /// The strategies that declare they belong in the flood, in the bench's order.
+    #[test]
+    fn the_flood_runs_those_that_refuse_when_full_and_auto() {
+        let names: Vec<&str> = strategies().map(Name::as_str).collect();
+        assert_eq!(names, ["pool", "remote", "queue", "auto"]);
+    }
+
     #[test]
     fn flood_counts_parse_sorted_and_in_range() {
         assert_eq!(parse(DEFAULT_FLOOD).unwrap(), [100, 1000]);

@@ -320,6 +320,15 @@ mod tests {
     use super::*;
     use crate::work::Kind;
 
+    /// The strategies that declare they belong on the mix, in the bench's order, and the
+    /// baseline's.
+    #[test]
+    fn the_mix_compares_pool_queue_and_auto_with_pool_as_its_baseline() {
+        let names: Vec<&str> = strategies().map(Name::as_str).collect();
+        assert_eq!(names, ["pool", "queue", "auto"]);
+        assert_eq!(baseline().as_str(), "pool");
+    }
+
     fn parse_work(spec: &str) -> anyhow::Result<(Work, MaxSizes)> {
         let (k, n) = spec.split_once(':').context("kind:n")?;
         anyhow::ensure!(k == "count", "count only here");
