@@ -575,3 +575,56 @@ impl Drop for CancelOnDrop {
 fn stop_check(cancel: Cancel, deadline: Instant) -> impl Fn() -> bool + Send + Sync + 'static {
     move || cancel.is_set() || Instant::now() >= deadline
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The capabilities each strategy declares, by name: what the gateway, `serve` and the
+    /// bench used to match on.
+    #[test]
+    fn each_strategy_declares_what_callers_ask_of_it() {
+        let with = |can: fn(Name) -> bool| -> Vec<&str> {
+            Name::GATEWAY
+                .into_iter()
+                .filter(|&n| can(n))
+                .map(Name::as_str)
+                .collect()
+        };
+        assert_eq!(with(Name::stores_jobs), ["queue", "auto"]);
+        assert_eq!(with(Name::routes), ["auto"]);
+        assert_eq!(with(Name::always_stores), ["queue"]);
+        assert_eq!(with(Name::on_runtime), ["inline", "blocking"]);
+        assert_eq!(
+            with(Name::in_process),
+            ["inline", "spawn", "blocking", "pool"]
+        );
+        assert_eq!(with(Name::in_flood), ["pool", "remote", "queue", "auto"]);
+        assert_eq!(with(Name::in_mix), ["pool", "queue", "auto"]);
+        for (i, n) in Name::GATEWAY.into_iter().enumerate() {
+            assert_eq!(n.index(), i);
+            assert_eq!(Name::parse(n.as_str()), Some(n));
+        }
+        assert_eq!(Name::parse("rayon"), None);
+        assert_eq!(rayon::ABOUT.name, "rayon");
+    }
+
+    /// A synchronous strategy answers by `wait` and never applies `respond-async`; one that
+    /// stores jobs applies both itself.
+    #[test]
+    fn prefer_is_applied_by_what_the_strategy_does() {
+        let prefer = offload_axum::Prefer {
+            wait: Some(Duration::from_secs(3)),
+            respond_async: true,
+        };
+        let pool = Name::Pool.about().applied(&prefer);
+        assert_eq!(pool.header.as_deref(), Some("wait=3"));
+        assert_eq!(pool.answer_within, Some(Duration::from_secs(3)));
+        for n in [Name::Queue, Name::Auto] {
+            let a = n.about().applied(&prefer);
+            assert_eq!(a.header.as_deref(), Some("respond-async, wait=3"));
+            assert_eq!(a.answer_within, None);
+        }
+        assert_eq!(rayon::ABOUT.applied(&prefer), pool);
+    }
+}
