@@ -82,7 +82,7 @@ mod tests {
         assert_eq!(colours.len(), rows.len(), "{rows:?}");
         assert!(!colours.contains(ACCEPTED));
         assert_ne!(
-            colour(RowId::Offload(pool)),
+            colour(RowId::parse("pool").unwrap()),
             colour(RowId::parse("auto").unwrap())
         );
     }
