@@ -604,6 +604,9 @@ mod tests {
         for (i, n) in Name::GATEWAY.into_iter().enumerate() {
             assert_eq!(n.index(), i);
             assert_eq!(Name::parse(n.as_str()), Some(n));
+            // `serve --strategy` spells it as its file declares.
+            let flag = clap::ValueEnum::to_possible_value(&n).unwrap();
+            assert_eq!(flag.get_name(), n.as_str());
         }
         assert_eq!(Name::parse("rayon"), None);
         assert_eq!(rayon::ABOUT.name, "rayon");
