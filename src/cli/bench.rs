@@ -27,8 +27,7 @@ fn all_strategies() -> Vec<String> {
 
 /// The flood scenario's default strategies.
 fn flood_strategies() -> Vec<String> {
-    crate::bench::flood::FLOOD_STRATEGIES
-        .iter()
+    crate::bench::flood::strategies()
         .map(|n| n.as_str().to_owned())
         .collect()
 }

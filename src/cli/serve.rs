@@ -2,7 +2,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,11 +9,8 @@ use clap::Args;
 
 use super::{cores, parse_duration, shutdown_signal};
 use crate::gateway::{self, AppState, GatewayConfig};
-use crate::pool::{Pool, PoolConfig};
-use crate::strategy::{
-    Auto, Blocking, Inline, Name, PoolStrategy, QueueStrategy, Remote, RemoteConfig, Spawn, Split,
-    Strategy,
-};
+use crate::pool::PoolConfig;
+use crate::strategy::{Name, RemoteConfig, Setup, Split, Strategy};
 use crate::work::{self, HashParams, Limits};
 
 /// Flags of `offload serve`.
@@ -386,8 +382,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.request.config(limits, args.max_query)?;
     config.changes = gateway::job_changes(args.bind, args.admin_token.clone());
     // Only a strategy that stores jobs has anything to change (`/jobs`).
-    let stores_jobs = matches!(args.strategy, Name::Queue | Name::Auto);
-    if stores_jobs && config.changes == offload_axum::Changes::Closed {
+    if args.strategy.stores_jobs() && config.changes == offload_axum::Changes::Closed {
         tracing::warn!(
             bind = %args.bind,
             "reachable from other hosts with no admin token: reading is open to anyone who can \
@@ -398,25 +393,15 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config_limits = config.limits;
     let name = args.strategy.as_str();
     let addr = SocketAddr::new(args.bind, args.port);
-    let pool_config = PoolConfig {
+    let pool = PoolConfig {
         threads,
         max_queue: args.max_queue,
         priority: args.sched.priority(),
         name: "offload-pool".into(),
     };
-    let pool = move || -> anyhow::Result<PoolStrategy> {
-        let pool = Pool::new(pool_config.clone()).context("starting the pool threads")?;
-        crate::strategy::calibrate_priors(&pool, &config_limits, cores());
-        Ok(PoolStrategy::new(Arc::new(pool), pool_split))
-    };
-    // The queue's backlog in seconds predicts stored work from a calibration made here.
-    let predict = move || crate::queue::builtin::calibrated(config_limits);
-    // `inline` and `blocking` run the work on the runtime's own threads (or its blocking
-    // threads, which share their start hook): those must not outrank other processes.
-    let urgent = match args.strategy {
-        Name::Inline | Name::Blocking => None,
-        _ => Some(args.sched.urgent()),
-    };
+    // A strategy whose work runs on the runtime's own threads (or its blocking threads, which
+    // share their start hook) must not have them outrank other processes.
+    let urgent = (!args.strategy.on_runtime()).then(|| args.sched.urgent());
     run_service(
         "serve",
         name,
@@ -424,34 +409,30 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         urgent,
         addr,
         async move || {
-            let strategy = match args.strategy {
-                Name::Inline => Strategy::Inline(Inline),
-                Name::Spawn => Strategy::Spawn(Spawn { split }),
-                Name::Blocking => Strategy::Blocking(Blocking),
-                Name::Pool => Strategy::Pool(pool()?),
-                Name::Auto => Strategy::Auto(Auto::new(
-                    pool()?,
-                    QueueStrategy::new(args.queue.open().await?, args.max_queue, predict())
-                        .max_wait(args.queue_max_wait),
-                    args.auto_wait,
-                )),
-                Name::Remote => Strategy::Remote(
-                    Remote::start(RemoteConfig {
-                        backends: args.compute,
-                        health_interval: args.health_interval,
-                        connect_timeout: args.connect_timeout,
-                        max_queue: args.max_queue,
-                    })
-                    .map_err(anyhow::Error::msg)?,
-                ),
-                Name::Queue => Strategy::Queue(
-                    QueueStrategy::new(args.queue.open().await?, args.max_queue, predict())
-                        .max_wait(args.queue_max_wait),
-                ),
-                Name::Rayon => {
-                    anyhow::bail!("rayon is the compute service's strategy: run `offload compute`")
-                }
+            // Only a strategy that stores jobs opens the store.
+            let store = if args.strategy.stores_jobs() {
+                Some(args.queue.open().await?)
+            } else {
+                None
             };
+            let setup = Setup {
+                split,
+                pool,
+                pool_split,
+                limits: config_limits,
+                cores: cores(),
+                max_queue: args.max_queue,
+                store,
+                queue_max_wait: args.queue_max_wait,
+                auto_wait: args.auto_wait,
+                remote: RemoteConfig {
+                    backends: args.compute,
+                    health_interval: args.health_interval,
+                    connect_timeout: args.connect_timeout,
+                    max_queue: args.max_queue,
+                },
+            };
+            let strategy = Strategy::build(args.strategy, setup)?;
             let state = AppState::new(config, strategy);
             Ok((gateway::app(state.clone()), state))
         },

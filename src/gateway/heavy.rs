@@ -14,7 +14,7 @@ use offload_axum::AcceptedBody;
 
 use crate::api::{Accepted, HeavyAnswer, JobStatus};
 use crate::queue::JobId;
-use crate::strategy::{ExecError, Name, Outcome, Routed};
+use crate::strategy::{ExecError, Outcome, Routed};
 use crate::work::Work;
 use offload_axum::{JobBody, Prefer, Submit, set_preference_applied};
 
@@ -91,23 +91,14 @@ async fn execute(
 ) -> Result<Response, ApiError> {
     let now = Instant::now();
     let mut deadline = now + app.config.timeout;
-    // What the strategy makes of the preferences: `auto` takes `wait` as its budget and
-    // `respond-async` as a wish for 202; the queue answers async anyway; a synchronous
-    // strategy answers by `wait` at the latest (504 at the end; pool and remote answer 503 sooner
-    // when they predict they would miss it).
-    let name = app.strategy.name();
-    let applied = match name {
-        Name::Auto => Prefer::applied(prefer.wait, prefer.respond_async),
-        // The queue answers at once while its backlog has room; when it is full, `wait`
-        // bounds how long the request waits for room (the strategy applies it).
-        Name::Queue => Prefer::applied(prefer.wait, prefer.respond_async),
-        _ => {
-            if let Some(w) = prefer.wait {
-                deadline = deadline.min(now + w);
-            }
-            Prefer::applied(prefer.wait, false)
-        }
-    };
+    // What the strategy makes of the preferences (`About::applied`): `auto` takes `wait` as
+    // its budget and `respond-async` as a wish for 202; the queue answers async anyway; a
+    // synchronous strategy answers by `wait` at the latest.
+    let applied = app.strategy.about().applied(&prefer);
+    if let Some(w) = applied.answer_within {
+        deadline = deadline.min(now + w);
+    }
+    let applied = applied.header;
     let _in_flight = app.metrics.in_flight();
     // The timeout stops waiting at the deadline; dropping the strategy's future cancels
     // its queued chunks and tells running ones to stop.
@@ -117,7 +108,7 @@ async fn execute(
     let admission = tracing::trace_span!(
         target: "offload::admission",
         "admission",
-        offload.strategy = name.as_str(),
+        offload.strategy = app.strategy.as_str(),
         offload.work = work.kind().name(),
         offload.n = work.n(),
         offload.outcome = tracing::field::Empty,
@@ -143,9 +134,11 @@ async fn execute(
         Err(_) => return Err(ExecError::Expired.into()),
     };
     let us = |d: std::time::Duration| d.as_micros() as u64;
-    let answer = |strategy: Name, done: crate::strategy::Done, predicted: Option<u64>| {
+    // The strategy the answer names: where `auto` sent the work, else the strategy itself.
+    let by = outcome.answered_by(&app.strategy);
+    let answer = |done: crate::strategy::Done, predicted: Option<u64>| {
         axum::Json(HeavyAnswer {
-            strategy: strategy.as_str().to_owned(),
+            strategy: by.to_owned(),
             work: work.kind().name().to_owned(),
             n: work.n(),
             result: done.result,
@@ -164,7 +157,7 @@ async fn execute(
             .map(|q| q.backlog())
             .unwrap_or_default();
         let body = Accepted {
-            strategy: Name::Queue.as_str().to_owned(),
+            strategy: by.to_owned(),
             job: AcceptedBody::new(id, status, url.clone(), backlog, predicted),
             work: work.kind().name().to_owned(),
             n: work.n(),
@@ -203,12 +196,12 @@ async fn execute(
         return Ok(resp);
     }
     let mut resp = match outcome {
-        Outcome::Done(done) => answer(name, done, None),
+        Outcome::Done(done) => answer(done, None),
         Outcome::Accepted(id) => accepted(&id, None, JobStatus::Queued),
         Outcome::Routed(Routed::Pool { done, predicted }) => {
             // `respond-async` was honoured only if the answer is async.
             let applied = Prefer::applied(prefer.wait, false);
-            let mut r = answer(Name::Pool, done, Some(us(predicted)));
+            let mut r = answer(done, Some(us(predicted)));
             set_preference_applied(&mut r, applied);
             return Ok(r);
         }

@@ -158,7 +158,7 @@ pub(crate) fn with_common(routes: Router<AppState>, state: AppState) -> Router {
 }
 
 async fn health(State(app): State<AppState>) -> impl IntoResponse {
-    let mut body = crate::api::Health::ok(app.strategy.name().as_str());
+    let mut body = crate::api::Health::ok(app.strategy.as_str());
     app.strategy.describe_capacity(&mut body);
     axum::Json(body)
 }

@@ -58,7 +58,7 @@ pub(super) async fn state(State(app): State<AppState>) -> axum::Json<UiState> {
         None => None,
     };
     axum::Json(UiState {
-        strategy: app.strategy.name().as_str().to_owned(),
+        strategy: app.strategy.as_str().to_owned(),
         uptime_s: app.ui.started.elapsed().as_secs_f64(),
         changes: match app.config.changes {
             Changes::Open => "open",

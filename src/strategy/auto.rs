@@ -18,12 +18,23 @@ use std::time::{Duration, Instant};
 
 use offload_axum::decide::{self, Decision, Places as _, PoolTry, StoreRefusal, decide};
 
-use super::{Done, ExecError, PoolStrategy, QueueStrategy};
+use super::{About, Done, ExecError, Helper, PoolStrategy, QueueStrategy};
 use crate::metrics::{Counter, Family, Histogram, Registry, Route};
 use crate::pool::Budget;
 use crate::queue::JobId;
 use crate::work::Work;
 use offload_axum::{Prefer, Submit};
+
+/// What `auto` declares of itself (see [`About`]).
+pub(super) const ABOUT: About = About {
+    name: "auto",
+    helper: Some(Helper::Worker),
+    routes: true,
+    on_runtime: false,
+    in_flood: true,
+    in_mix: true,
+    advice: "When clients differ in how long they can wait: what is predicted to finish within the wait answers from the pool, the rest is queued (202).",
+};
 
 /// One request's pool and queue, tried in the order offload-axum's [`decide`] gives: the
 /// same decision a service embedding `offload_axum::Auto` makes, with offload's chunked pool
@@ -115,6 +126,16 @@ pub enum Routed {
     Pool { done: Done, predicted: Duration },
     /// Stored as a job: its predicted finish in the pool did not fit the budget.
     Queue { id: JobId, predicted: Duration },
+}
+
+impl Routed {
+    /// The strategy its answer names: the one it was sent to.
+    pub fn by(&self) -> &'static str {
+        match self {
+            Routed::Pool { .. } => super::pool::ABOUT.name,
+            Routed::Queue { .. } => super::queue::ABOUT.name,
+        }
+    }
 }
 
 impl Auto {

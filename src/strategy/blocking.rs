@@ -5,8 +5,19 @@
 
 use std::time::Instant;
 
-use super::{Cancel, Done, ExecError, finish, run_chunk, stop_check};
+use super::{About, Cancel, Done, ExecError, finish, run_chunk, stop_check};
 use crate::work::Work;
+
+/// What `blocking` declares of itself (see [`About`]).
+pub(super) const ABOUT: About = About {
+    name: "blocking",
+    helper: None,
+    routes: false,
+    on_runtime: true,
+    in_flood: false,
+    in_mix: false,
+    advice: "tokio's blocking pool, its queue unbounded: for occasional blocking calls, not a steady load of CPU work.",
+};
 
 /// Hands each request's work to tokio's blocking thread pool.
 #[derive(Debug, Default)]

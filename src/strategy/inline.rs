@@ -6,8 +6,19 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Done, ExecError};
+use super::{About, Done, ExecError};
 use crate::work::{Stopped, Work};
+
+/// What `inline` declares of itself (see [`About`]).
+pub(super) const ABOUT: About = About {
+    name: "inline",
+    helper: None,
+    routes: false,
+    on_runtime: true,
+    in_flood: false,
+    in_mix: false,
+    advice: "Never in a service: it runs the work on the runtime's threads, and is here to show the stall.",
+};
 
 /// Runs work on the calling (runtime) thread.
 #[derive(Debug, Default)]

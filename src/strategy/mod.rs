@@ -1,5 +1,12 @@
 //! The strategies: the ways a `/heavy` request's work can run. One file each, one enum over
 //! them; every strategy gives the same result for the same work.
+//!
+//! Each file declares what is known of its strategy without running it (its `ABOUT`: name,
+//! helper process, whether it routes or runs on the runtime's threads, whether the bench
+//! floods and mixes it, the verdict's advice), and [`Setup`] builds it from `serve`'s flags.
+//! The gateway, `serve` and the bench ask [`Name`] and [`Strategy`] for these instead of
+//! matching on names, so a new strategy is its file plus its variants and arms in this
+//! module (`Name`, `Name::GATEWAY`, `Name::about`, `Strategy`, `Strategy::build`).
 
 mod auto;
 mod blocking;
@@ -8,6 +15,7 @@ mod pool;
 mod queue;
 mod rayon;
 mod remote;
+mod setup;
 mod spawn;
 
 use std::sync::Arc;
@@ -24,6 +32,7 @@ pub use inline::Inline;
 pub use queue::QueueStrategy;
 pub use rayon::Rayon;
 pub use remote::{Backend, Remote, RemoteConfig};
+pub use setup::Setup;
 pub use spawn::Spawn;
 
 /// The strategy names, as given to `offload serve --strategy`.
@@ -45,9 +54,6 @@ pub enum Name {
     /// A pool and a queue: work predicted to finish within the client's wait budget
     /// (`Prefer: wait=N`, else `--auto-wait`) runs in the pool (200), the rest is queued (202).
     Auto,
-    /// The compute service's rayon pool (`offload compute`, not a gateway strategy).
-    #[value(skip)]
-    Rayon,
 }
 
 /// A process a strategy needs beside its gateway (the bench starts it first).
@@ -59,9 +65,64 @@ pub enum Helper {
     Worker,
 }
 
+/// What a strategy declares of itself, in its own file: what the gateway, `serve` and the
+/// bench ask of it instead of matching on its name.
+#[derive(Debug)]
+pub struct About {
+    /// Its name: on the command line, in answers, in `/health` and in `results.json`.
+    pub name: &'static str,
+    /// The process it needs beside the gateway, if any.
+    pub helper: Option<Helper>,
+    /// Whether it chooses per request between running the work in its pool (200) and
+    /// storing it as a job (202).
+    pub routes: bool,
+    /// Whether its work runs on the runtime's own threads (or its blocking threads, which
+    /// share their start hook), which must then not outrank other processes.
+    pub on_runtime: bool,
+    /// Whether the bench floods it by default: it refuses when full, or should not have to.
+    pub in_flood: bool,
+    /// Whether the bench compares it on the mix.
+    pub in_mix: bool,
+    /// When to use it, in one line: the verdict's advice, whatever a run measured.
+    pub advice: &'static str,
+}
+
+impl About {
+    /// Whether it stores work as durable jobs that `offload worker` runs (answering 202 with
+    /// the job's `Location`), and so has a `/jobs` to read and change.
+    pub fn stores_jobs(&self) -> bool {
+        self.helper == Some(Helper::Worker)
+    }
+
+    /// Whether it stores every request's work as a job: every answer is a 202.
+    pub fn always_stores(&self) -> bool {
+        self.stores_jobs() && !self.routes
+    }
+
+    /// What it makes of the client's preferences. A strategy that stores jobs honours
+    /// `respond-async`, and applies `wait` itself: `auto` takes it as its budget, the queue
+    /// as the bound on a request's wait for room in a full backlog (it answers at once while
+    /// the backlog has room). A synchronous strategy answers by `wait` at the latest (504 at
+    /// the end; pool and remote answer 503 sooner when they predict they would miss it).
+    pub fn applied(&self, prefer: &offload_axum::Prefer) -> Applied {
+        if self.stores_jobs() {
+            Applied {
+                header: offload_axum::Prefer::applied(prefer.wait, prefer.respond_async),
+                answer_within: None,
+            }
+        } else {
+            Applied {
+                header: offload_axum::Prefer::applied(prefer.wait, false),
+                answer_within: prefer.wait,
+            }
+        }
+    }
+}
+
 impl Name {
     /// The gateway strategies, in the order the bench runs them by default. The bench, its
-    /// report and its schema take the strategies from here: a new one is added here only.
+    /// report and its schema take the strategies from here, and the charts' colours follow
+    /// this order.
     pub const GATEWAY: [Name; 7] = [
         Name::Inline,
         Name::Spawn,
@@ -72,36 +133,81 @@ impl Name {
         Name::Auto,
     ];
 
+    /// Its place in [`Name::GATEWAY`].
+    pub fn index(self) -> usize {
+        Name::GATEWAY
+            .iter()
+            .position(|&n| n == self)
+            .expect("every strategy is in GATEWAY")
+    }
+
     /// The gateway strategy called `s`.
     pub fn parse(s: &str) -> Option<Name> {
         Name::GATEWAY.into_iter().find(|n| n.as_str() == s)
     }
 
+    /// What the strategy declares of itself (its file's `ABOUT`).
+    pub fn about(self) -> &'static About {
+        match self {
+            Name::Inline => &inline::ABOUT,
+            Name::Spawn => &spawn::ABOUT,
+            Name::Blocking => &blocking::ABOUT,
+            Name::Pool => &pool::ABOUT,
+            Name::Remote => &remote::ABOUT,
+            Name::Queue => &queue::ABOUT,
+            Name::Auto => &auto::ABOUT,
+        }
+    }
+
     /// The process it needs beside the gateway, if any.
     pub fn helper(self) -> Option<Helper> {
-        match self {
-            Name::Remote => Some(Helper::Compute),
-            Name::Queue | Name::Auto => Some(Helper::Worker),
-            _ => None,
-        }
+        self.about().helper
     }
 
     /// Whether the work runs inside the gateway's own process, answering with the result.
     pub fn in_process(self) -> bool {
-        self.helper().is_none() && self != Name::Rayon
+        self.helper().is_none()
+    }
+
+    /// Whether it stores work as durable jobs that `offload worker` runs (answering 202 with
+    /// the job's `Location`), and so has a `/jobs` to read and change.
+    pub fn stores_jobs(self) -> bool {
+        self.about().stores_jobs()
+    }
+
+    /// Whether it chooses per request between its pool (200) and the job store (202), so it
+    /// can answer either way.
+    pub fn routes(self) -> bool {
+        self.about().routes
+    }
+
+    /// Whether it stores every request's work as a job: every answer is a 202.
+    pub fn always_stores(self) -> bool {
+        self.about().always_stores()
+    }
+
+    /// Whether its work runs on the runtime's own threads (or its blocking threads).
+    pub fn on_runtime(self) -> bool {
+        self.about().on_runtime
+    }
+
+    /// Whether the bench floods it by default.
+    pub fn in_flood(self) -> bool {
+        self.about().in_flood
+    }
+
+    /// Whether the bench compares it on the mix.
+    pub fn in_mix(self) -> bool {
+        self.about().in_mix
+    }
+
+    /// When to use it, in one line (the verdict's advice).
+    pub fn advice(self) -> &'static str {
+        self.about().advice
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Name::Inline => "inline",
-            Name::Spawn => "spawn",
-            Name::Blocking => "blocking",
-            Name::Pool => "pool",
-            Name::Remote => "remote",
-            Name::Queue => "queue",
-            Name::Auto => "auto",
-            Name::Rayon => "rayon",
-        }
+        self.about().name
     }
 }
 
@@ -124,6 +230,28 @@ pub enum Outcome {
     Accepted(crate::queue::JobId),
     /// `auto` chose the pool or the queue.
     Routed(Routed),
+}
+
+impl Outcome {
+    /// The strategy its answer names (`"strategy"`): `strategy` itself for work it ran,
+    /// `queue` for a job stored, and where `auto` sent the work.
+    pub fn answered_by(&self, strategy: &Strategy) -> &'static str {
+        match self {
+            Outcome::Done(_) => strategy.as_str(),
+            Outcome::Accepted(_) => queue::ABOUT.name,
+            Outcome::Routed(r) => r.by(),
+        }
+    }
+}
+
+/// What a strategy makes of a request's `Prefer` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The `Preference-Applied` its answer carries.
+    pub header: Option<String>,
+    /// The wait its answer comes within at the latest, when it bounds the deadline: a
+    /// synchronous strategy's `wait` (504 at its end).
+    pub answer_within: Option<Duration>,
 }
 
 /// Why a strategy produced no result.
@@ -165,17 +293,29 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub fn name(&self) -> Name {
+    /// The gateway strategy it is; `None` for the compute service's own.
+    pub fn name(&self) -> Option<Name> {
         match self {
-            Strategy::Inline(_) => Name::Inline,
-            Strategy::Spawn(_) => Name::Spawn,
-            Strategy::Blocking(_) => Name::Blocking,
-            Strategy::Pool(_) => Name::Pool,
-            Strategy::Remote(_) => Name::Remote,
-            Strategy::Queue(_) => Name::Queue,
-            Strategy::Auto(_) => Name::Auto,
-            Strategy::Rayon(_) => Name::Rayon,
+            Strategy::Inline(_) => Some(Name::Inline),
+            Strategy::Spawn(_) => Some(Name::Spawn),
+            Strategy::Blocking(_) => Some(Name::Blocking),
+            Strategy::Pool(_) => Some(Name::Pool),
+            Strategy::Remote(_) => Some(Name::Remote),
+            Strategy::Queue(_) => Some(Name::Queue),
+            Strategy::Auto(_) => Some(Name::Auto),
+            Strategy::Rayon(_) => None,
         }
+    }
+
+    /// What it declares of itself: a gateway strategy's [`Name::about`], or the compute
+    /// service's own.
+    pub fn about(&self) -> &'static About {
+        self.name().map_or(&rayon::ABOUT, Name::about)
+    }
+
+    /// Its name, in answers and in `/health` (`rayon` for the compute service's).
+    pub fn as_str(&self) -> &'static str {
+        self.about().name
     }
 
     /// Runs `work`, giving up at `deadline`; the queue strategy stores it as a job instead,
@@ -434,4 +574,60 @@ impl Drop for CancelOnDrop {
 /// The stop check of threads owned by a request: its deadline passed or it was dropped.
 fn stop_check(cancel: Cancel, deadline: Instant) -> impl Fn() -> bool + Send + Sync + 'static {
     move || cancel.is_set() || Instant::now() >= deadline
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The capabilities each strategy declares, by name: what the gateway, `serve` and the
+    /// bench used to match on.
+    #[test]
+    fn each_strategy_declares_what_callers_ask_of_it() {
+        let with = |can: fn(Name) -> bool| -> Vec<&str> {
+            Name::GATEWAY
+                .into_iter()
+                .filter(|&n| can(n))
+                .map(Name::as_str)
+                .collect()
+        };
+        assert_eq!(with(Name::stores_jobs), ["queue", "auto"]);
+        assert_eq!(with(Name::routes), ["auto"]);
+        assert_eq!(with(Name::always_stores), ["queue"]);
+        assert_eq!(with(Name::on_runtime), ["inline", "blocking"]);
+        assert_eq!(
+            with(Name::in_process),
+            ["inline", "spawn", "blocking", "pool"]
+        );
+        assert_eq!(with(Name::in_flood), ["pool", "remote", "queue", "auto"]);
+        assert_eq!(with(Name::in_mix), ["pool", "queue", "auto"]);
+        for (i, n) in Name::GATEWAY.into_iter().enumerate() {
+            assert_eq!(n.index(), i);
+            assert_eq!(Name::parse(n.as_str()), Some(n));
+            // `serve --strategy` spells it as its file declares.
+            let flag = clap::ValueEnum::to_possible_value(&n).unwrap();
+            assert_eq!(flag.get_name(), n.as_str());
+        }
+        assert_eq!(Name::parse("rayon"), None);
+        assert_eq!(rayon::ABOUT.name, "rayon");
+    }
+
+    /// A synchronous strategy answers by `wait` and never applies `respond-async`; one that
+    /// stores jobs applies both itself.
+    #[test]
+    fn prefer_is_applied_by_what_the_strategy_does() {
+        let prefer = offload_axum::Prefer {
+            wait: Some(Duration::from_secs(3)),
+            respond_async: true,
+        };
+        let pool = Name::Pool.about().applied(&prefer);
+        assert_eq!(pool.header.as_deref(), Some("wait=3"));
+        assert_eq!(pool.answer_within, Some(Duration::from_secs(3)));
+        for n in [Name::Queue, Name::Auto] {
+            let a = n.about().applied(&prefer);
+            assert_eq!(a.header.as_deref(), Some("respond-async, wait=3"));
+            assert_eq!(a.answer_within, None);
+        }
+        assert_eq!(rayon::ABOUT.applied(&prefer), pool);
+    }
 }

@@ -7,10 +7,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Done, ExecError, finish, run_chunk};
+use super::{About, Done, ExecError, finish, run_chunk};
 use crate::pool::{Budget, Pool};
 use crate::pool_metrics::PoolMetrics;
 use crate::work::{Classes, Work};
+
+/// What `pool` declares of itself (see [`About`]).
+pub(super) const ABOUT: About = About {
+    name: "pool",
+    helper: None,
+    routes: false,
+    on_runtime: false,
+    in_flood: true,
+    in_mix: true,
+    advice: "Threads and a queue with bounds, deadlines and cancellation: CPU work answered within the request.",
+};
 
 /// Runs work on a shared [`Pool`].
 #[derive(Debug)]

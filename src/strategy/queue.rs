@@ -19,8 +19,19 @@ use crate::queue::{
 };
 use crate::work::Work;
 
-use super::ExecError;
+use super::{About, ExecError, Helper};
 use offload_axum::Submit;
+
+/// What `queue` declares of itself (see [`About`]).
+pub(super) const ABOUT: About = About {
+    name: "queue",
+    helper: Some(Helper::Worker),
+    routes: false,
+    on_runtime: false,
+    in_flood: true,
+    in_mix: true,
+    advice: "When clients can take a 202 and come back for the result, or the work must outlive a restart.",
+};
 
 /// Longest the gateway waits for the store on a client's behalf (an enqueue, a job's status,
 /// the counts and times on `/jobs`, the counts on `/metrics`); past it, and after any failure,

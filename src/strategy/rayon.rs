@@ -16,10 +16,22 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use super::{Cancel, Done, ExecError, finish, stop_check};
+use super::{About, Cancel, Done, ExecError, finish, stop_check};
 use crate::metrics::{ConstGauge, Gauge, Registry};
 use crate::pool::{Pool, PoolConfig};
 use crate::work::Work;
+
+/// What `rayon` declares of itself (see [`About`]): the compute service's strategy, not a
+/// gateway's choice, so the bench neither floods nor mixes it.
+pub(super) const ABOUT: About = About {
+    name: "rayon",
+    helper: None,
+    routes: false,
+    on_runtime: false,
+    in_flood: false,
+    in_mix: false,
+    advice: "The compute service's own pool, not a gateway's choice.",
+};
 
 /// Runs work on rayon, at most `max_inflight` requests at a time.
 #[derive(Debug)]

@@ -42,13 +42,24 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use self::gate::Gate;
-use super::{Done, ExecError, RETRY_AFTER_SECS};
+use super::{About, Done, ExecError, Helper, RETRY_AFTER_SECS};
 use prometheus_client::encoding::EncodeLabelSet;
 
 use crate::metrics::{
     Counter, Family, FloatGauge, Gauge, Histogram, Latencies, Registry, latencies,
 };
 use crate::work::Work;
+
+/// What `remote` declares of itself (see [`About`]).
+pub(super) const ABOUT: About = About {
+    name: "remote",
+    helper: Some(Helper::Compute),
+    routes: false,
+    on_runtime: false,
+    in_flood: true,
+    in_mix: false,
+    advice: "When the work needs machines of its own, or must scale apart from the service.",
+};
 
 /// Settings of the remote strategy.
 #[derive(Debug, Clone)]

@@ -7,8 +7,19 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::{Cancel, Done, ExecError, finish, run_chunk, stop_check};
+use super::{About, Cancel, Done, ExecError, finish, run_chunk, stop_check};
 use crate::work::Work;
+
+/// What `spawn` declares of itself (see [`About`]).
+pub(super) const ABOUT: About = About {
+    name: "spawn",
+    helper: None,
+    routes: false,
+    on_runtime: false,
+    in_flood: false,
+    in_mix: false,
+    advice: "A thread per request and nothing to bound them: for rare, short bursts only.",
+};
 
 /// Starts fresh threads per request.
 #[derive(Debug)]

@@ -432,7 +432,8 @@ pub(crate) fn backlog(out: &mut String, run: &StrategyRun) {
     let row = run.measured.strategy;
     let pts = &q.backlog;
     let mut axis = Axis::new(pts.iter().map(|p| p.accepted as f64), false);
-    let id = if row.is(Name::Queue) {
+    // The plain id is `queue`'s, the strategy that stores every request's work.
+    let id = if row.offload().is_some_and(Name::always_stores) {
         "chart-queue-backlog".to_owned()
     } else {
         format!(

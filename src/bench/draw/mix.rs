@@ -34,9 +34,12 @@ pub fn statuses(answered: &BTreeMap<String, u64>) -> String {
 /// the `/health` probe beside it, then the jobs followed until drained.
 pub fn reading(runs: &[MixRun], light: &str) -> Vec<String> {
     let find = |row: RowId| runs.iter().find(|r| r.strategy == row);
+    // The run of offload's strategy that has a capability (`auto`: it routes; `queue`: it
+    // stores every request's work).
+    let by = |can: fn(Name) -> bool| runs.iter().find(|r| r.strategy.offload().is_some_and(can));
     let part = |r: &MixRun, work: &str| r.parts.iter().find(|p| p.work == work).cloned();
     let mut out = Vec::new();
-    if let (Some(auto), Some(alone)) = (find(RowId::Offload(Name::Auto)), find(RowId::LightAlone))
+    if let (Some(auto), Some(alone)) = (by(Name::routes), find(RowId::LightAlone))
         && let (Some(a), Some(b)) = (part(auto, light), part(alone, light))
     {
         let (pa, pb) = (a.latency_with_timeouts.p99, b.latency_with_timeouts.p99);
@@ -54,10 +57,7 @@ pub fn reading(runs: &[MixRun], light: &str) -> Vec<String> {
             }
         ));
     }
-    if let (Some(auto), Some(queue)) = (
-        find(RowId::Offload(Name::Auto)),
-        find(RowId::Offload(Name::Queue)),
-    ) {
+    if let (Some(auto), Some(queue)) = (by(Name::routes), by(Name::always_stores)) {
         for q in queue.parts.iter().filter(|p| p.work != light) {
             let Some(a) = part(auto, &q.work) else {
                 continue;
@@ -235,7 +235,7 @@ mod tests {
             drained: true,
         };
         let auto = row(
-            RowId::Offload(Name::Auto),
+            RowId::parse("auto").unwrap(),
             &Planted {
                 answers: answers(60, 200, 10.0),
                 unfinished: 5,

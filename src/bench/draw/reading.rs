@@ -14,7 +14,13 @@ pub fn read(r: &Results) -> Vec<String> {
     if runs.is_empty() {
         return out;
     }
-    let by = |name: Name| runs.iter().find(|x| x.measured.strategy.is(name)).copied();
+    // The run of offload's strategy that has a capability (`queue`: it stores every request's
+    // work; `auto`: it routes).
+    let by = |can: fn(Name) -> bool| {
+        runs.iter()
+            .find(|x| x.measured.strategy.offload().is_some_and(can))
+            .copied()
+    };
     let best_bystander = runs
         .iter()
         .map(|x| x.measured.bystander.latency_with_timeouts.p99)
@@ -51,7 +57,8 @@ pub fn read(r: &Results) -> Vec<String> {
     out.extend(limit::note(&r.calibration));
     let rows: Vec<limit::Row<'_>> = runs.iter().map(|x| limit::row(x)).collect();
     out.extend(limit::reading(&rows));
-    if let Some(q) = by(Name::Queue).and_then(|x| x.measured.queue.clone().map(|q| (x, q))) {
+    if let Some(q) = by(Name::always_stores).and_then(|x| x.measured.queue.clone().map(|q| (x, q)))
+    {
         let (run, q) = q;
         let a = &q.accept_phase;
         let refused = run
@@ -94,7 +101,7 @@ pub fn read(r: &Results) -> Vec<String> {
             ));
         }
     }
-    if let Some(run) = by(Name::Auto)
+    if let Some(run) = by(Name::routes)
         && let Some(q) = &run.measured.queue
     {
         out.extend(auto_rate(run, q));

@@ -2,7 +2,6 @@
 //! text is taken to be when [`super::chart`] places it.
 
 use crate::bench::model::{NodeServer, RowId};
-use crate::strategy::Name;
 
 /// A character's width, in ems, for placing text: a sans-serif's average is about 0.5 em
 /// (digits 0.55), so text measured at 0.6 fits where it is put; bold text gets 0.65.
@@ -30,20 +29,18 @@ pub(super) fn wrap(text: &str, max: usize) -> Vec<String> {
     lines
 }
 
+/// offload's strategies' colours, by their place in [`crate::strategy::Name::GATEWAY`]
+/// (inline, spawn, blocking, pool, remote, queue, auto); the last is spare, for a strategy
+/// added later.
+const OFFLOAD: [&str; 8] = [
+    "#d62728", "#ff7f0e", "#9467bd", "#2ca02c", "#1f77b4", "#8c564b", "#e377c2", "#7f7f7f",
+];
+
 /// A row's colour: the same in every chart, keyed by its name, each distinct. A Node server
 /// takes a light shade of its offload counterpart's hue where one is free.
 pub(super) fn colour(row: RowId) -> &'static str {
     match row {
-        RowId::Offload(n) => match n {
-            Name::Inline => "#d62728",
-            Name::Spawn => "#ff7f0e",
-            Name::Blocking => "#9467bd",
-            Name::Pool => "#2ca02c",
-            Name::Remote => "#1f77b4",
-            Name::Queue => "#8c564b",
-            Name::Auto => "#e377c2",
-            Name::Rayon => "#7f7f7f",
-        },
+        RowId::Offload(n) => OFFLOAD[n.index() % OFFLOAD.len()],
         RowId::Node(n) => match n {
             NodeServer::Inline => "#ff9896",
             NodeServer::Worker => "#ffbb78",
@@ -72,20 +69,42 @@ pub(super) const ACCEPTED: &str = "#555";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::Name;
 
     /// Every row the report can have, each in a colour of its own.
     #[test]
     fn each_row_has_a_colour_of_its_own() {
         let mut rows: Vec<RowId> = Name::GATEWAY.into_iter().map(RowId::Offload).collect();
-        rows.push(RowId::Offload(Name::Rayon));
         rows.extend(NodeServer::ALL.into_iter().map(RowId::Node));
-        rows.extend([RowId::LowPriority(Name::Pool), RowId::LightAlone]);
+        let pool = Name::parse("pool").unwrap();
+        rows.extend([RowId::LowPriority(pool), RowId::LightAlone]);
         let colours: std::collections::HashSet<&str> = rows.iter().map(|&r| colour(r)).collect();
         assert_eq!(colours.len(), rows.len(), "{rows:?}");
         assert!(!colours.contains(ACCEPTED));
         assert_ne!(
-            colour(RowId::Offload(Name::Pool)),
-            colour(RowId::Offload(Name::Auto))
+            colour(RowId::parse("pool").unwrap()),
+            colour(RowId::parse("auto").unwrap())
+        );
+    }
+
+    /// Each strategy keeps its colour, whatever its place in the palette.
+    #[test]
+    fn the_strategies_keep_their_colours() {
+        let colours: Vec<(&str, &str)> = Name::GATEWAY
+            .into_iter()
+            .map(|n| (n.as_str(), colour(RowId::Offload(n))))
+            .collect();
+        assert_eq!(
+            colours,
+            [
+                ("inline", "#d62728"),
+                ("spawn", "#ff7f0e"),
+                ("blocking", "#9467bd"),
+                ("pool", "#2ca02c"),
+                ("remote", "#1f77b4"),
+                ("queue", "#8c564b"),
+                ("auto", "#e377c2"),
+            ]
         );
     }
 

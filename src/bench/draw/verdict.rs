@@ -148,7 +148,7 @@ fn figures(run: &StrategyRun, s: &Standing<'_>) -> String {
         )
     };
     match &m.queue {
-        Some(q) if m.strategy.is(Name::Auto) => {
+        Some(q) if m.strategy.offload().is_some_and(Name::routes) => {
             let status = |k: &str| m.heavy.requests.by_status.get(k).copied().unwrap_or(0);
             let wait = q.enqueue_to_done_ms.as_ref().map_or(String::new(), |d| {
                 format!(" ({} from enqueue to done at p50)", ms(d.p50))
@@ -241,28 +241,7 @@ fn standing(run: &StrategyRun, s: &Standing<'_>) -> Vec<String> {
 /// When to use a row's strategy, whatever this run measured.
 fn when(row: RowId) -> &'static str {
     match row {
-        RowId::Offload(Name::Inline) => {
-            "Never in a service: it runs the work on the runtime's threads, and is here to show the stall."
-        }
-        RowId::Offload(Name::Spawn) => {
-            "A thread per request and nothing to bound them: for rare, short bursts only."
-        }
-        RowId::Offload(Name::Blocking) => {
-            "tokio's blocking pool, its queue unbounded: for occasional blocking calls, not a steady load of CPU work."
-        }
-        RowId::Offload(Name::Pool) => {
-            "Threads and a queue with bounds, deadlines and cancellation: CPU work answered within the request."
-        }
-        RowId::Offload(Name::Remote) => {
-            "When the work needs machines of its own, or must scale apart from the service."
-        }
-        RowId::Offload(Name::Queue) => {
-            "When clients can take a 202 and come back for the result, or the work must outlive a restart."
-        }
-        RowId::Offload(Name::Auto) => {
-            "When clients differ in how long they can wait: what is predicted to finish within the wait answers from the pool, the rest is queued (202)."
-        }
-        RowId::Offload(Name::Rayon) => "The compute service's own pool, not a gateway's choice.",
+        RowId::Offload(n) => n.advice(),
         RowId::Node(_) => "The seed's Node server: read beside its offload counterpart below.",
         RowId::LowPriority(_) => {
             "Its work threads at nice 10: the service's other work goes first."

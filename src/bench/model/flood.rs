@@ -119,9 +119,10 @@ impl FloodRow {
         let name = run.measured.strategy.offload();
         // Every 200 that arrived in the window, with those to requests the warm-up sent (past
         // -c / limit, no request sent in a short window is answered in it). Those carried
-        // over are 202s for `queue`; for the others 200s (`auto` answers a 202 within
-        // milliseconds, so next to none straddle the warm-up's end).
-        let carried = if name == Some(Name::Queue) {
+        // over are 202s for `queue`, which stores every request's work; for the others 200s
+        // (`auto` answers a 202 within milliseconds, so next to none straddle the warm-up's
+        // end).
+        let carried = if name.is_some_and(Name::always_stores) {
             0
         } else {
             q.carried_over_2xx
@@ -133,8 +134,9 @@ impl FloodRow {
             .as_ref()
             .map(|x| x.jobs_finished_in_window);
         let goodput = match (name, jobs) {
-            // The pool's answers and the worker's jobs, on the same cores at the same time.
-            (Some(Name::Auto), Some(j)) => ok + j,
+            // `auto`'s pool's answers and the worker's jobs, on the same cores at the same
+            // time.
+            (Some(n), Some(j)) if n.routes() => ok + j,
             (_, Some(j)) => j,
             _ => ok,
         };
@@ -393,21 +395,17 @@ mod tests {
             .iter()
             .map(|(s, per_s)| Plant::new(s, *per_s, 1.0).run())
             .collect();
-        let pool: Vec<f64> = reusable(&uniform, RowId::Offload(Name::Pool), 2)
+        let row = |s: &str| RowId::parse(s).unwrap();
+        let pool: Vec<f64> = reusable(&uniform, row("pool"), 2)
             .unwrap()
             .iter()
             .map(|r| r.measured.completed_per_s)
             .collect();
         assert_eq!(pool, [90.0, 110.0]);
-        assert_eq!(
-            reusable(&uniform, RowId::Offload(Name::Inline), 1)
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(reusable(&uniform, row("inline"), 1).unwrap().len(), 1);
         // One of pool's three runs failed: the flood measures the row itself.
-        assert!(reusable(&uniform, RowId::Offload(Name::Pool), 3).is_none());
-        assert!(reusable(&uniform, RowId::Offload(Name::Queue), 1).is_none());
+        assert!(reusable(&uniform, row("pool"), 3).is_none());
+        assert!(reusable(&uniform, row("queue"), 1).is_none());
     }
 
     #[test]

@@ -177,11 +177,6 @@ impl RowId {
         }
     }
 
-    /// Whether this row is offload's `name`.
-    pub fn is(self, name: Name) -> bool {
-        self == RowId::Offload(name)
-    }
-
     /// Whether this row's work goes through a queue (offload's `queue` and `auto`, BullMQ).
     pub fn queued(self) -> bool {
         match self {

@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn a_gateway_spec_reads_back_as_the_same_flags() {
         let spec = ServeSpec {
-            strategy: Name::Auto,
+            strategy: Name::parse("auto").unwrap(),
             port: 0,
             timeout: Duration::from_millis(1500),
             sizes: sizes(),

@@ -25,10 +25,13 @@ use anyhow::Context;
 /// The connection counts of the default flood: the seed's `-c 100`, and ten times that.
 pub const DEFAULT_FLOOD: &str = "100,1000";
 
-/// The strategies flooded by default: those that refuse when full (`pool`, `remote`,
-/// `queue`) and the one that should not have to (`auto`). `inline`, `spawn` and `blocking`
-/// never refuse: a flood only makes them slower, which the uniform scenario already shows.
-pub const FLOOD_STRATEGIES: [Name; 4] = [Name::Pool, Name::Remote, Name::Queue, Name::Auto];
+/// The strategies flooded by default, in the bench's order: those that declare it
+/// ([`Name::in_flood`]), the ones that refuse when full (`pool`, `remote`, `queue`) and the
+/// one that should not have to (`auto`). `inline`, `spawn` and `blocking` never refuse: a
+/// flood only makes them slower, which the uniform scenario already shows.
+pub fn strategies() -> impl Iterator<Item = Name> {
+    Name::GATEWAY.into_iter().filter(|n| n.in_flood())
+}
 
 /// Parses `--flood`: comma-separated connection counts, each from 1 to the load generator's
 /// maximum; returned sorted, without repeats.
@@ -216,6 +219,13 @@ async fn one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The strategies that declare they belong in the flood, in the bench's order.
+    #[test]
+    fn the_flood_runs_those_that_refuse_when_full_and_auto() {
+        let names: Vec<&str> = strategies().map(Name::as_str).collect();
+        assert_eq!(names, ["pool", "remote", "queue", "auto"]);
+    }
 
     #[test]
     fn flood_counts_parse_sorted_and_in_range() {

@@ -61,8 +61,19 @@ fn round2(x: f64) -> f64 {
 /// latency and completion, not a queue that only grows.
 pub const MIX_LOAD: f64 = 0.5;
 
-/// The strategies compared on the mix, in order.
-pub const MIX_STRATEGIES: [Name; 3] = [Name::Pool, Name::Queue, Name::Auto];
+/// The strategies compared on the mix, in the bench's order: those that declare it
+/// ([`Name::in_mix`]).
+pub fn strategies() -> impl Iterator<Item = Name> {
+    Name::GATEWAY.into_iter().filter(|n| n.in_mix())
+}
+
+/// The strategy the mix's baseline (its lightest part alone) runs on: the mix's one that
+/// answers within the request, in the gateway's own process (`pool`).
+fn baseline() -> Name {
+    strategies()
+        .find(|n| n.in_process())
+        .expect("a strategy on the mix runs its work in-process")
+}
 
 /// Parses `kind:n=weight,...` with `parse_work` for each `kind:n`.
 ///
@@ -137,7 +148,7 @@ async fn limit(parts: &[MixPart], plan: CalibrationPlan, cores: usize) -> anyhow
     Ok(1.0 / per_request.max(1e-12))
 }
 
-/// Runs the mixed scenario on [`MIX_STRATEGIES`], whatever `--strategies` says.
+/// Runs the mixed scenario on [`strategies`], whatever `--strategies` says.
 ///
 /// # Errors
 /// A calibration that cannot run; a strategy that fails is reported in its place and the
@@ -161,7 +172,7 @@ pub async fn run(
         rate / limit_per_s.max(1e-9) * 100.0
     ));
     let mut runs = Vec::new();
-    let chosen: Vec<Name> = MIX_STRATEGIES.to_vec();
+    let chosen: Vec<Name> = strategies().collect();
     let lightest = parts
         .iter()
         .filter(|p| p.weight > 0)
@@ -178,7 +189,7 @@ pub async fn run(
     }];
     rows.push((
         RowId::LightAlone,
-        Name::Pool,
+        baseline(),
         alone,
         rate * f64::from(lightest.weight) / total,
     ));
@@ -308,6 +319,15 @@ async fn one(
 mod tests {
     use super::*;
     use crate::work::Kind;
+
+    /// The strategies that declare they belong on the mix, in the bench's order, and the
+    /// baseline's.
+    #[test]
+    fn the_mix_compares_pool_queue_and_auto_with_pool_as_its_baseline() {
+        let names: Vec<&str> = strategies().map(Name::as_str).collect();
+        assert_eq!(names, ["pool", "queue", "auto"]);
+        assert_eq!(baseline().as_str(), "pool");
+    }
 
     fn parse_work(spec: &str) -> anyhow::Result<(Work, MaxSizes)> {
         let (k, n) = spec.split_once(':').context("kind:n")?;

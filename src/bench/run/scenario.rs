@@ -158,7 +158,7 @@ pub(crate) async fn measure(
     // The CPU is read over the window its `completed` counts: `auto`'s over the load (its
     // 200s and the jobs finished then; its drain is the worker alone), the queue's through
     // the drain (every job done), the rest's over the load, after which nothing runs.
-    let cpu_until = match strategy.is(Name::Auto) {
+    let cpu_until = match strategy.offload().is_some_and(Name::routes) {
         true => load_end,
         false => f64::INFINITY,
     };
@@ -176,7 +176,7 @@ pub(crate) async fn measure(
         // work done on the same cores, so both are counted over one window, the load's (its
         // 200s, those to requests the warm-up sent included, and the jobs finished then).
         // The drain after it is the worker alone, reported apart in the reading.
-        Some(q) if strategy.is(Name::Auto) => {
+        Some(q) if strategy.offload().is_some_and(Name::routes) => {
             let answered = heavy.requests.by_status.get("200").copied().unwrap_or(0)
                 + heavy.requests.carried_over_2xx;
             let done = answered + q.jobs_finished_in_window;
@@ -250,7 +250,7 @@ async fn start_at(name: Name, nice: Option<i32>, s: &Settings) -> anyhow::Result
                 url: s.queue_url.clone(),
                 name: s.queue_name.clone(),
             };
-            let auto = name == Name::Auto;
+            let auto = name.routes();
             if auto {
                 serve.auto_wait = s.auto_wait;
             }
