@@ -426,6 +426,7 @@ fn claimed(rows: Vec<Row>, token: &str) -> Result<Vec<Claimed>, QueueError> {
                     .try_get::<_, Option<&str>>(7)?
                     .and_then(crate::TraceParent::parse),
                 token: token.to_owned(),
+                row: 0,
                 entry: String::new(),
                 consumer: String::new(),
             };

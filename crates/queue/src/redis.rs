@@ -354,6 +354,7 @@ impl RedisQueue {
                     expires_at: c[5].parse().ok(),
                     trace: crate::TraceParent::parse(&c[6]),
                     token: token.clone(),
+                    row: 0,
                     entry: c[0].clone(),
                     consumer: worker.as_str().to_owned(),
                 })

@@ -444,6 +444,9 @@ pub struct Claimed {
     pub trace: Option<crate::TraceParent>,
     /// Random token naming this lease; stored with the job while the lease is current.
     pub(crate) token: String,
+    /// SQLite only: the job's row (`seq`), by which the lease's later statements find it
+    /// without a search of the ids' index (0 elsewhere).
+    pub(crate) row: i64,
     /// Redis only: the stream entry that delivered the job.
     pub(crate) entry: String,
     /// Redis only: the consumer (worker) that holds the entry.
