@@ -480,17 +480,55 @@ fn finished(tx: &Connection, done: u64, failed: u64) -> Result<(), rusqlite::Err
     Ok(())
 }
 
-/// Counts a job done after `ms` in the histogram, under its label if that is kept.
-fn record_latency(tx: &Connection, label: Option<&str>, ms: i64) -> Result<(), rusqlite::Error> {
-    let label = match label {
-        None | Some("") => "",
-        Some(label) => kept_label(tx, label)?,
-    };
+/// What a batch of completions adds to the queue's counts and its histogram, written once for
+/// the batch ([`Tally::write`]) rather than once per job: a worker's batch holds the jobs that
+/// ended while the previous one was being written.
+#[derive(Debug, Default)]
+struct Tally {
+    done: u64,
+    failed: u64,
+    /// Each job done: its label and its enqueue-to-done time, ms.
+    latencies: Vec<(Option<String>, i64)>,
+}
+
+impl Tally {
+    /// Counts the jobs ended and adds their times to the histogram: one update of `qmeta`,
+    /// and one of `latency` per label and bucket.
+    fn write(self, tx: &Connection) -> Result<(), rusqlite::Error> {
+        finished(tx, self.done, self.failed)?;
+        let mut cells: std::collections::BTreeMap<(String, u32), (i64, i64)> =
+            std::collections::BTreeMap::new();
+        for (label, ms) in self.latencies {
+            let label = match label.as_deref() {
+                None | Some("") => "",
+                Some(label) => kept_label(tx, label)?,
+            };
+            let cell = cells
+                .entry((label.to_owned(), latency::bucket(ms)))
+                .or_insert((0, 0));
+            *cell = (cell.0 + 1, cell.1.max(ms.max(0)));
+        }
+        for ((label, bucket), (n, max_ms)) in cells {
+            record_latency(tx, &label, bucket, n, max_ms)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts `n` jobs done in the histogram's `bucket` under `label`, the longest `max_ms`.
+fn record_latency(
+    tx: &Connection,
+    label: &str,
+    bucket: u32,
+    n: i64,
+    max_ms: i64,
+) -> Result<(), rusqlite::Error> {
     tx.prepare_cached(
-        "INSERT INTO latency (label, bucket, n, max_ms) VALUES (?1, ?2, 1, ?3) \
-         ON CONFLICT (label, bucket) DO UPDATE SET n = n + 1, max_ms = max(max_ms, excluded.max_ms)",
+        "INSERT INTO latency (label, bucket, n, max_ms) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (label, bucket) DO UPDATE SET n = n + excluded.n, \
+         max_ms = max(max_ms, excluded.max_ms)",
     )?
-    .execute(params![label, latency::bucket(ms), ms.max(0)])?;
+    .execute(params![label, bucket, n, max_ms])?;
     Ok(())
 }
 
@@ -610,6 +648,7 @@ fn complete_one(
     t: i64,
     job: &Claimed,
     outcome: Result<String, JobError>,
+    tally: &mut Tally,
 ) -> Result<Completion, rusqlite::Error> {
     // Found by its row, not its id: the rowid is the table's own key, and the id would cost
     // a search of its index first (the lease's token still names the job exactly).
@@ -653,8 +692,8 @@ fn complete_one(
                  finished_at = ?2, lease = NULL, lease_until = NULL WHERE seq = ?3",
             )?
             .execute(params![result, t, id])?;
-            finished(tx, 1, 0)?;
-            record_latency(tx, label.as_deref(), t - enqueued_at)?;
+            tally.done += 1;
+            tally.latencies.push((label, t - enqueued_at));
             Completion::Done
         }
         Err(e) if e.retry && attempts < max_attempts => {
@@ -672,7 +711,7 @@ fn complete_one(
                  lease = NULL, lease_until = NULL WHERE seq = ?3",
             )?
             .execute(params![e.message, t, id])?;
-            finished(tx, 0, 1)?;
+            tally.failed += 1;
             Completion::Failed
         }
     })
@@ -841,10 +880,13 @@ impl JobQueue for SqliteQueue {
         self.call(move |conn, opts| {
             let t = now();
             write(conn, |tx| {
-                outcomes
+                let mut tally = Tally::default();
+                let completions = outcomes
                     .into_iter()
-                    .map(|(job, outcome)| complete_one(tx, opts, t, &job, outcome))
-                    .collect()
+                    .map(|(job, outcome)| complete_one(tx, opts, t, &job, outcome, &mut tally))
+                    .collect::<Result<Vec<_>, _>>()?;
+                tally.write(tx)?;
+                Ok(completions)
             })
         })
         .await
