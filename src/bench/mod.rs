@@ -355,11 +355,8 @@ pub fn run(settings: Settings, work: Work, out: PathBuf) -> anyhow::Result<ExitC
     runtime.shutdown_timeout(Duration::from_secs(1));
     let (all_runs, failures, all_core, mixed, flooded) = outcome?;
     let (runs, repeats) = if settings.repeat > 1 {
-        let json: Vec<serde_json::Value> = all_runs
-            .iter()
-            .map(|r| serde_json::to_value(r).unwrap_or_default())
-            .collect();
-        (nearest_median(all_runs), model::repeats(&json))
+        let repeats = model::repeats(&all_runs);
+        (nearest_median(all_runs), repeats)
     } else {
         (all_runs, Vec::new())
     };

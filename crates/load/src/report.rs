@@ -1,11 +1,12 @@
 //! The result of a run: counts that add up, latency and throughput statistics, a per-second
-//! timeline. Serialised as is for `--json`; `report.schema.json` beside this file describes it.
+//! timeline. Serialised as is for `--json`, and read back as is (offload's bench keeps reports
+//! in its `results.json`); `report.schema.json` beside this file describes it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plan::{Mode, Plan, Stop};
 use super::stats::{ErrorCounts, Recorder, TimeoutCounts};
@@ -30,7 +31,7 @@ retry_after.waited_s, not in any latency, and in an open loop the requests that 
 during a wait are retry_after.skipped, not part of sent";
 
 /// Everything one run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Version of this JSON layout ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
@@ -39,7 +40,7 @@ pub struct Report {
     /// The HTTP method of every request.
     pub method: String,
     /// `closed` or `open`.
-    pub mode: &'static str,
+    pub mode: String,
     /// Number of connections (each with at most one request in flight).
     pub connections: u32,
     /// Threads the connections ran on (each with its own event loop).
@@ -91,7 +92,7 @@ pub struct Report {
 
 /// Request outcomes. `sent = completed + timeouts + errors + aborted_at_deadline`, and
 /// `completed = status_2xx + non_2xx`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Requests {
     /// Requests issued in the measured phase (a failed connect counts as an issued request).
     pub sent: u64,
@@ -126,7 +127,7 @@ pub struct Requests {
 }
 
 /// `Retry-After` on 503 and 429 answers in the measured phase.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetryAfterStats {
     /// `--honor-retry-after`: each connection waited as asked before it sent again.
     pub honoured: bool,
@@ -146,7 +147,7 @@ pub struct RetryAfterStats {
 }
 
 /// Latency statistics in milliseconds (microsecond resolution).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyStats {
     /// Number of values recorded.
     pub count: u64,
@@ -204,7 +205,7 @@ impl LatencyStats {
 }
 
 /// Per-second rate statistics (autocannon's Req/Sec and Bytes/Sec columns).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RateStats {
     /// Whole seconds sampled.
     pub samples: u64,
@@ -263,7 +264,7 @@ impl RateStats {
 }
 
 /// One second of the timeline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Second {
     /// Seconds since the measured phase began (this entry covers [second, second + span_s)).
     pub second: u64,
@@ -361,7 +362,8 @@ pub fn build(plan: &Plan, rec: &Recorder, elapsed: Duration, started: SystemTime
         mode: match mode {
             Mode::Closed { .. } => "closed",
             Mode::Open { .. } => "open",
-        },
+        }
+        .to_owned(),
         connections,
         threads: plan.threads().min(connections as usize),
         rate: mode.rate(),

@@ -28,7 +28,7 @@ pub enum ErrorKind {
 }
 
 /// Counts of connection errors by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorCounts {
     /// TCP connect refused, unreachable, or timed out.
     pub connect: u64,
@@ -43,7 +43,7 @@ pub struct ErrorCounts {
 }
 
 /// Protocol errors by `Violation`, each under its `snake_case` name.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProtocolCounts {
     /// The head (status line and headers) did not end within [`MAX_HEAD`](crate::MAX_HEAD)
     /// bytes (64 KiB).
@@ -128,7 +128,7 @@ impl ErrorCounts {
 /// Timeouts by how far the answer had got when the request was given up on: a slow server
 /// sends nothing, a trickling or stuck one stops mid-head or mid-body (a body that never
 /// ends is the last).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimeoutCounts {
     /// Not one byte of the answer had arrived.
     pub no_response: u64,

@@ -112,8 +112,10 @@ pub const MAX_NAME_LEN: usize = 64;
 /// A queue's name: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `_` or `-`. It becomes part of
 /// Redis keys (inside a `{}` hash tag, and in the pattern `destroy` scans) and a Postgres
 /// column value, so it is checked once, here, and no other string can reach a key: a name such
-/// as `a*` would be a glob matching every queue whose name starts with `a`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// as `a*` would be a glob matching every queue whose name starts with `a`. Read back (from a
+/// report that keeps it) through the same check.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct QueueName(String);
 
 impl QueueName {

@@ -1,18 +1,20 @@
 //! Repeats and comparisons: the figures a person compares between runs, their median and
 //! min-max over `--repeat N` runs, and `--compare A B`, which diffs two report folders figure
 //! by figure and says whether each change exceeds the run-to-run spread (as critcmp does for
-//! criterion), for the uniform scenario's strategies and the flood's rows. Both read the
-//! figures from the runs' JSON, so a report folder written by any version with the same schema
-//! can be compared (one whose flood has no repeats, or no flood, too).
+//! criterion), for the uniform scenario's strategies and the flood's rows. A folder's
+//! results.json is read back as `Results`, so a folder written by any version with the same
+//! schema can be compared (one whose flood has no repeats, or no flood, too).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use serde_json::Value;
 
-use crate::bench::model::{FIGURES, FLOOD_FIGURES, Repeat, RepeatSpread, repeats};
+use crate::bench::model::{
+    FIGURES, FLOOD_FIGURES, Repeat, RepeatSpread, Results, RowId, SCHEMA_VERSION, repeats,
+    spread_of,
+};
 
 /// Without a spread (a side has one run only), a change counts as beyond the noise past this
 /// fraction: a shared machine moves single runs by about that much (and often more).
@@ -102,64 +104,63 @@ pub struct Change {
     pub significant: bool,
 }
 
-/// A report folder's `results.json`.
-fn read(dir: &Path) -> anyhow::Result<Value> {
+/// A report folder's `results.json`, read back as the results it was written from.
+fn read(dir: &Path) -> anyhow::Result<Results> {
+    /// The version alone, read first so that a file of another schema says so.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        schema_version: u32,
+    }
     let path = dir.join("results.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
+    let v: Version = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a results.json", path.display()))?;
+    anyhow::ensure!(
+        v.schema_version == SCHEMA_VERSION,
+        "{}: schema_version {}, but this offload reads {SCHEMA_VERSION}",
+        path.display(),
+        v.schema_version
+    );
+    serde_json::from_str(&text).with_context(|| format!("{}: unreadable", path.display()))
 }
 
-/// The repeats of a report folder's results `v`: its `repeats`, or its runs taken one each.
-fn folder_repeats(v: &Value, dir: &Path) -> anyhow::Result<Vec<Repeat>> {
-    let path = dir.join("results.json");
-    if let Some(reps) = v
-        .get("repeats")
-        .filter(|r| r.as_array().is_some_and(|a| !a.is_empty()))
-    {
-        return serde_json::from_value(reps.clone())
-            .with_context(|| format!("{}: unreadable repeats", path.display()));
+/// The repeats of a report folder's results: its `repeats`, or its runs taken one each.
+fn folder_repeats(r: &Results) -> Vec<Repeat> {
+    if r.repeats.is_empty() {
+        repeats(&r.runs)
+    } else {
+        r.repeats.clone()
     }
-    let runs = v["runs"]
-        .as_array()
-        .with_context(|| format!("{}: no runs", path.display()))?;
-    Ok(repeats(runs))
 }
 
 /// One flood row of a report folder: the compared figures over its repeats, scaled to their
 /// labels' units.
 struct FloodFigures {
-    strategy: String,
+    strategy: RowId,
     point: FloodPoint,
     figures: BTreeMap<&'static str, RepeatSpread>,
 }
 
-/// The flood rows of a report folder's results `v`, each figure from the row's `spread`, or
-/// (a folder written before the flood had repeats) its one value. Empty when it has no flood.
-fn flood_rows(v: &Value) -> Vec<FloodFigures> {
-    let Some(rows) = v.pointer("/flood/rows").and_then(Value::as_array) else {
+/// The flood rows of a report folder's results, each figure over the row's repeats. Empty
+/// when it has no flood.
+fn flood_rows(r: &Results) -> Vec<FloodFigures> {
+    let Some(flood) = &r.flood else {
         return Vec::new();
     };
-    rows.iter()
-        .filter_map(|r| {
-            let figures = FLOOD_FIGURES
+    flood
+        .rows
+        .iter()
+        .map(|row| FloodFigures {
+            strategy: row.strategy,
+            point: FloodPoint {
+                connections: row.connections.into(),
+                honor_retry_after: row.honor_retry_after,
+            },
+            figures: FLOOD_FIGURES
                 .iter()
-                .filter_map(|(name, _, scale)| {
-                    let spread = match r.get("spread").and_then(|s| s.get(name)) {
-                        Some(s) => serde_json::from_value::<RepeatSpread>(s.clone()).ok()?,
-                        None => RepeatSpread::of(vec![r.get(name)?.as_f64()?]),
-                    };
-                    Some((*name, spread.scaled(*scale)))
-                })
-                .collect();
-            Some(FloodFigures {
-                strategy: r.get("strategy")?.as_str()?.to_owned(),
-                point: FloodPoint {
-                    connections: r.get("connections")?.as_u64()?,
-                    honor_retry_after: r.get("honor_retry_after")?.as_bool()?,
-                },
-                figures,
-            })
+                .filter_map(|(name, _, scale)| Some((*name, spread_of(row, name)?.scaled(*scale))))
+                .collect(),
         })
         .collect()
 }
@@ -198,10 +199,11 @@ fn judge(
 /// by strategy, connection count and client).
 ///
 /// # Errors
-/// When a folder has no readable `results.json`.
+/// When a folder's `results.json` cannot be read, is of another schema version, or does not
+/// parse as results.
 pub fn compare(a: &Path, b: &Path) -> anyhow::Result<Vec<Change>> {
     let (va, vb) = (read(a)?, read(b)?);
-    let (ra, rb) = (folder_repeats(&va, a)?, folder_repeats(&vb, b)?);
+    let (ra, rb) = (folder_repeats(&va), folder_repeats(&vb));
     let mut out = Vec::new();
     for x in &ra {
         let Some(y) = rb.iter().find(|y| y.strategy == x.strategy) else {
@@ -209,7 +211,7 @@ pub fn compare(a: &Path, b: &Path) -> anyhow::Result<Vec<Change>> {
         };
         for name in FIGURES.iter().map(|f| f.0) {
             if let (Some(sa), Some(sb)) = (x.figures.get(name), y.figures.get(name)) {
-                out.push(judge(&x.strategy, None, name, sa, sb));
+                out.push(judge(x.strategy.as_str(), None, name, sa, sb));
             }
         }
     }
@@ -223,7 +225,7 @@ pub fn compare(a: &Path, b: &Path) -> anyhow::Result<Vec<Change>> {
         };
         for (name, ..) in FLOOD_FIGURES {
             if let (Some(sa), Some(sb)) = (x.figures.get(name), y.figures.get(name)) {
-                out.push(judge(&x.strategy, Some(x.point), name, sa, sb));
+                out.push(judge(x.strategy.as_str(), Some(x.point), name, sa, sb));
             }
         }
     }
@@ -303,8 +305,10 @@ pub fn render(a: &Path, b: &Path, changes: &[Change]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
-    use crate::bench::model::{FloodRow, Results};
+    use crate::bench::model::FloodRow;
     use crate::bench::planted::{self, FloodPlant, Plant};
 
     /// pool's flood row at `c` over three rounds, with these goodputs and 20 refusals/s.
@@ -462,7 +466,7 @@ mod tests {
 
     #[test]
     fn repeats_group_runs_by_strategy() {
-        let run = |s: &str, rps: f64| serde_json::json!({"strategy": s, "completed_per_s": rps, "peak_threads": 5});
+        let run = |s: &str, rps: f64| Plant::new(s, rps, 1.0).run();
         let reps = repeats(&[run("pool", 100.0), run("inline", 50.0), run("pool", 120.0)]);
         assert_eq!(reps.len(), 2);
         assert_eq!((reps[0].strategy.as_str(), reps[0].runs), ("pool", 2));
@@ -470,6 +474,98 @@ mod tests {
             reps[0].figures["completed_per_s"].values,
             vec![100.0, 120.0]
         );
-        assert!(!reps[0].figures.contains_key("health_p99_ms"));
+        assert!(!reps[0].figures.contains_key("accepted_per_s"));
     }
+
+    /// The whole text of two comparisons, as it read when results.json was walked untyped.
+    #[test]
+    fn the_comparison_reads_as_it_did() {
+        let (a, b) = (folder(&run_a()), folder(&run_b()));
+        let changes = compare(a.path(), b.path()).unwrap();
+        assert_eq!(
+            render(Path::new("A"), Path::new("B"), &changes),
+            GOLDEN_FLOOD
+        );
+        // A queue's figures too, single runs taken one each.
+        let run = |pool: f64, queue: f64, accepted: f64| {
+            let r = planted::results(vec![
+                Plant::new("pool", pool, 1.0),
+                Plant::new("queue", queue, 2.0).queue(accepted, 100, 50.0),
+            ]);
+            folder(&serde_json::to_value(r).unwrap())
+        };
+        let (a, b) = (run(50.0, 40.0, 200.0), run(60.0, 41.0, 150.0));
+        let changes = compare(a.path(), b.path()).unwrap();
+        assert_eq!(
+            render(Path::new("A"), Path::new("B"), &changes),
+            GOLDEN_QUEUE
+        );
+    }
+
+    #[test]
+    fn a_results_json_of_another_schema_or_shape_is_an_error_naming_it() {
+        let a = folder(&run_a());
+        let mut older = run_b();
+        older["schema_version"] = 6.into();
+        let b = folder(&older);
+        let e = format!("{:#}", compare(a.path(), b.path()).unwrap_err());
+        assert!(e.contains("results.json: schema_version 6"), "{e}");
+        assert!(e.contains(&b.path().display().to_string()), "{e}");
+        let mut broken = run_b();
+        broken.as_object_mut().unwrap().remove("runs");
+        let b = folder(&broken);
+        let e = format!("{:#}", compare(a.path(), b.path()).unwrap_err());
+        assert!(e.contains(&b.path().display().to_string()), "{e}");
+        assert!(e.contains("missing field `runs`"), "{e}");
+    }
+
+    /// The text of `the_comparison_reads_as_it_did`.
+    const GOLDEN_FLOOD: &str = "\
+A: A
+B: B
+strategy  figure                A median (min-max)     B median (min-max)   change  beyond the spread?
+pool      req/s                               50.0                   50.0      +0%  no (single runs: within 10%)
+pool      %limit                              33.3                   33.3      +0%  no (single runs: within 10%)
+pool      /heavy p50 ms                        500                    500      +0%  no (single runs: within 10%)
+pool      /heavy p99 ms                        500                    500      +0%  no (single runs: within 10%)
+pool      /health p99 ms                      1.00                   1.00      +0%  no (single runs: within 10%)
+pool      RSS MiB                             10.0                   10.0      +0%  no (single runs: within 10%)
+pool      threads                             5.00                   5.00      +0%  no (single runs: within 10%)
+
+flood:
+strategy     -c client      figure              A median (min-max)     B median (min-max)   change  beyond the spread?
+pool       1000 plain       goodput/s               100 (90.0-110)          150 (140-160)     +50%  yes: the ranges do not overlap
+pool       1000 plain       %limit                66.7 (60.0-73.3)         100 (93.3-107)     +50%  yes: the ranges do not overlap
+pool       1000 plain       503/s                 20.0 (20.0-20.0)       20.0 (20.0-20.0)      +0%  no
+pool       1000 plain       gw CPU %              50.0 (50.0-50.0)       50.0 (50.0-50.0)      +0%  no
+pool       1000 plain       /health p99 ms        1.00 (1.00-1.00)       1.00 (1.00-1.00)      +0%  no
+pool       1000 Retry-After goodput/s                120 (118-121)          121 (119-122)      +1%  no
+pool       1000 Retry-After %limit                80.0 (78.7-80.7)       80.7 (79.3-81.3)      +1%  no
+pool       1000 Retry-After 503/s                 20.0 (20.0-20.0)       20.0 (20.0-20.0)      +0%  no
+pool       1000 Retry-After gw CPU %              50.0 (50.0-50.0)       50.0 (50.0-50.0)      +0%  no
+pool       1000 Retry-After /health p99 ms        1.00 (1.00-1.00)       1.00 (1.00-1.00)      +0%  no
+2 figure(s) changed beyond the run-to-run spread
+";
+    /// The text of `the_comparison_reads_as_it_did`.
+    const GOLDEN_QUEUE: &str = "\
+A: A
+B: B
+strategy  figure                A median (min-max)     B median (min-max)   change  beyond the spread?
+pool      req/s                               50.0                   60.0     +20%  yes: over 10% (single runs, no spread known)
+pool      %limit                              33.3                   40.0     +20%  yes: over 10% (single runs, no spread known)
+pool      /heavy p50 ms                        500                    500      +0%  no (single runs: within 10%)
+pool      /heavy p99 ms                        500                    500      +0%  no (single runs: within 10%)
+pool      /health p99 ms                      1.00                   1.00      +0%  no (single runs: within 10%)
+pool      RSS MiB                             10.0                   10.0      +0%  no (single runs: within 10%)
+pool      threads                             5.00                   5.00      +0%  no (single runs: within 10%)
+queue     req/s                               40.0                   41.0      +2%  no (single runs: within 10%)
+queue     %limit                              26.7                   27.3      +2%  no (single runs: within 10%)
+queue     /heavy p50 ms                        500                    500      +0%  no (single runs: within 10%)
+queue     /heavy p99 ms                        500                    500      +0%  no (single runs: within 10%)
+queue     /health p99 ms                      2.00                   2.00      +0%  no (single runs: within 10%)
+queue     RSS MiB                             20.0                   20.0      +0%  no (single runs: within 10%)
+queue     threads                             10.0                   10.0      +0%  no (single runs: within 10%)
+queue     queue accepted/s                     200                    150     -25%  yes: over 10% (single runs, no spread known)
+3 figure(s) changed beyond the run-to-run spread
+";
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::limit::{Bracket, LimitWarning};
 use super::repeat::RepeatSpread;
@@ -15,7 +15,7 @@ use crate::load::{Report, RetryAfterStats};
 use crate::strategy::Name;
 
 /// The flood scenario's results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FloodResults {
     /// The closed loop's connection counts (`--flood`).
     pub connections: Vec<u32>,
@@ -23,7 +23,9 @@ pub struct FloodResults {
     pub honour_connections: u32,
     /// The machine's cores, which the gateway's CPU share is of.
     pub cores: usize,
-    /// The rounds run (`--repeat`): each row was measured once in each.
+    /// The rounds run (`--repeat`): each row was measured once in each. 0 in a file written
+    /// before the flood had repeats.
+    #[serde(default)]
     pub repeat: u32,
     /// Strategy by strategy, in `--flood` order, the honouring row last.
     pub rows: Vec<FloodRow>,
@@ -33,7 +35,7 @@ pub struct FloodResults {
 }
 
 /// A flood row that could not be measured, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FloodFailure {
     pub strategy: RowId,
     pub connections: u32,
@@ -45,7 +47,7 @@ pub struct FloodFailure {
 
 /// One strategy under one flood: the figures of its repeat with the median goodput, and the
 /// spread over all its repeats.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FloodRow {
     pub strategy: RowId,
     pub connections: u32,
@@ -55,12 +57,16 @@ pub struct FloodRow {
     /// The uniform scenario's runs at the same `-c`, reused rather than run twice (with
     /// `--repeat N`, its N runs of this strategy are this row's N repeats).
     pub from_uniform: bool,
-    /// The repeats measured (`--repeat`, less those that failed).
+    /// The repeats measured (`--repeat`, less those that failed). This and the next two are
+    /// 0 and empty in a file written before the flood had repeats.
+    #[serde(default)]
     pub runs: usize,
     /// Each figure of [`FloodRepeat`] over the repeats that have it, in the row's own units:
     /// median, min, max and every value in round order (as many as the repeats that have it).
+    #[serde(default)]
     pub spread: BTreeMap<String, RepeatSpread>,
     /// Every repeat's figures, in round order.
+    #[serde(default)]
     pub repeats: Vec<FloodRepeat>,
     /// The measured load window, in seconds (after the warm-up).
     pub window_s: f64,
@@ -221,7 +227,7 @@ pub const FIGURES: [&str; 8] = [
 ];
 
 /// One repeat of a flood row: the figures a person compares between repeats.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FloodRepeat {
     /// The round it ran in, from 1 (a round that failed leaves a gap).
     pub round: u32,
@@ -299,14 +305,23 @@ pub fn median_of(repeats: Vec<(u32, FloodRow)>) -> Option<FloodRow> {
     Some(row)
 }
 
-/// A figure of `row` over its repeats, read by `pick` (the median, the max) from its spread;
-/// for a row built without one, its own value.
-pub fn over_repeats(row: &FloodRow, name: &str, pick: fn(&RepeatSpread) -> f64) -> Option<f64> {
+/// A figure of `row` over its repeats: its spread, or for a row built without one (or read
+/// from a file written before the flood had repeats) its own value alone.
+pub fn spread_of(row: &FloodRow, name: &str) -> Option<RepeatSpread> {
     match row.spread.get(name) {
-        Some(s) => Some(pick(s)),
-        None if row.repeats.is_empty() => FloodRepeat::of(1, row).figure(name),
+        Some(s) => Some(s.clone()),
+        None if row.repeats.is_empty() => {
+            let v = FloodRepeat::of(1, row).figure(name)?;
+            Some(RepeatSpread::of(vec![v]))
+        }
         None => None,
     }
+}
+
+/// A figure of `row` over its repeats, read by `pick` (the median, the max) from its
+/// [`spread_of`].
+pub fn over_repeats(row: &FloodRow, name: &str, pick: fn(&RepeatSpread) -> f64) -> Option<f64> {
+    spread_of(row, name).map(|s| pick(&s))
 }
 
 /// The uniform scenario's runs of `strategy` that the flood row at its `-c` takes as its

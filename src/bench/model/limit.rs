@@ -3,7 +3,7 @@
 //! the mean of the two calibrations around it. A strategy is flagged, and no conclusion is
 //! drawn from its %limit, when those two disagree or when it beats its limit.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::machine::{AllCore, SingleThread};
 
@@ -20,7 +20,7 @@ pub const OVER_LIMIT: f64 = 1.05;
 pub const SINGLE_THREAD_RATIO: f64 = 1.25;
 
 /// Why one strategy's %limit is not to be trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitWarning {
     /// The calibrations before and after it differ by more than `DISAGREE_RATIO`.
@@ -30,7 +30,7 @@ pub enum LimitWarning {
 }
 
 /// Why the run as a whole deserves a note.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunFlag {
     /// cores / single-thread time and the all-core limit differ by more than
@@ -39,7 +39,7 @@ pub enum RunFlag {
 }
 
 /// Every calibration of a run, and what they add up to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Calibration {
     pub cores: usize,
     pub single_thread: SingleThread,
@@ -91,7 +91,7 @@ impl Calibration {
 }
 
 /// The two calibrations around one strategy.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bracket {
     pub before: AllCore,
     pub after: AllCore,

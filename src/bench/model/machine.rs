@@ -1,10 +1,10 @@
 //! The machine a report came from, and its calibrations: how fast it ran the work on one
 //! idle thread and on every core at once (the all-core figure is the physical limit).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The machine a report came from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu_model: String,
     pub cores: usize,
@@ -16,7 +16,7 @@ pub struct Machine {
 /// The work's time on one idle thread: what one core does alone, shown beside the limit and
 /// never used as it (one idle core's speed is not the machine's: turbo, SMT siblings and
 /// neighbours all slow cores down once every core is busy).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SingleThread {
     /// Every timed run, in milliseconds, in the order taken.
     pub runs_ms: Vec<f64>,
@@ -25,7 +25,7 @@ pub struct SingleThread {
 }
 
 /// One all-core calibration: the work run on every core at once, several times.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AllCore {
     /// Threads run at once (one per core).
     pub threads: usize,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::row::RowId;
 use crate::api::Spread;
@@ -11,7 +11,7 @@ use crate::load::{self, LatencyStats};
 use crate::work::Work;
 
 /// One kind of work in the mix.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MixPart {
     /// `kind:n`.
     pub work: String,
@@ -26,7 +26,7 @@ pub struct MixPart {
 }
 
 /// The mixed scenario's settings and results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MixResults {
     /// The `--mix` spec.
     pub spec: String,
@@ -42,7 +42,7 @@ pub struct MixResults {
 }
 
 /// One strategy on the mix.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MixRun {
     /// `pool`, `queue`, `auto`, or the light part alone.
     pub strategy: RowId,
@@ -58,7 +58,7 @@ pub struct MixRun {
 }
 
 /// One kind of work of the mix under one strategy.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartRun {
     pub work: String,
     pub weight: u32,

@@ -23,9 +23,11 @@ mod sizes;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use flood::{FloodFailure, FloodResults, FloodRow, median_of, over_repeats, reusable};
+pub use flood::{
+    FloodFailure, FloodResults, FloodRow, median_of, over_repeats, reusable, spread_of,
+};
 pub use limit::{Bracket, Calibration, DISAGREE_RATIO, LimitWarning, OVER_LIMIT, RunFlag};
 pub use machine::{AllCore, Machine, SingleThread, median};
 pub use mix::{MixPart, MixResults, MixRun, PartRun};
@@ -59,14 +61,14 @@ pub fn mib(bytes: u64) -> f64 {
 }
 
 /// A strategy that could not be measured, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Failure {
     pub strategy: RowId,
     pub error: String,
 }
 
 /// Everything a bench run produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
     pub schema_version: u32,
     pub offload_version: String,
@@ -120,5 +122,118 @@ impl Results {
             flood: None,
             node: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::bench::planted::{self, FloodPlant, Plant};
+    use crate::load::Planted;
+    use crate::strategy::Name;
+
+    /// A planted run with some of everything results.json holds: a queue, a Node pair, the
+    /// serving threads, repeats, a failure, the mix, the flood and the Node servers' set-up.
+    fn everything() -> Results {
+        let mut r = planted::results(vec![
+            Plant::new("pool", 50.0, 1.0),
+            Plant::new("queue", 40.0, 2.0).queue(200.0, 100, 50.0),
+            Plant::new("node:piscina", 45.0, 3.0).limits(150.0, 170.0),
+        ]);
+        r.runs[0].measured.serving = Some(ServingThreads {
+            nice: -10,
+            slice_ns: Some(100_000),
+        });
+        r.settings.serving = Serving::Plain;
+        r.settings.auto_wait = Some(Duration::from_millis(250));
+        r.repeats = repeats(&r.runs);
+        r.failures.push(Failure {
+            strategy: RowId::LowPriority(Name::Pool),
+            error: "planted".into(),
+        });
+        let row = |goodput_per_s| {
+            FloodPlant {
+                goodput_per_s,
+                refused_per_s: 20.0,
+                health_p99_ms: 1.0,
+                gateway_cpu: 0.5,
+            }
+            .row("pool", 1000, false)
+        };
+        r.flood = Some(planted::flood(
+            &[1000],
+            2,
+            vec![vec![row(90.0), row(110.0)]],
+        ));
+        let part = MixPart {
+            work: "count:1000".into(),
+            query: "work=count&n=1000".into(),
+            weight: 1,
+            units: 0,
+            sample: None,
+        };
+        let report = planted::open(&Planted {
+            answers: planted::answers(100, 200, 2.0),
+            ..Planted::default()
+        });
+        r.mix = Some(MixResults {
+            spec: part.work.clone(),
+            seed: 1,
+            rate: 20.0,
+            limit_per_s: 150.0,
+            load_fraction: 0.5,
+            runs: vec![MixRun {
+                strategy: RowId::LightAlone,
+                rate: 10.0,
+                parts: vec![PartRun::new(&part, &report, None, 10.0)],
+                health: report.latency_with_timeouts.clone(),
+                drain_s: None,
+                drained: true,
+            }],
+            reading: vec!["planted".into()],
+        });
+        r.settings.mix = vec![part];
+        let setup = NodeReport {
+            node_version: "v22.0.0".into(),
+            npm_version: "10.0.0".into(),
+            packages: BTreeMap::from([("piscina".into(), "4.0.0".into())]),
+            folder: "/tmp/planted".into(),
+            redis: None,
+            calibrations: vec![NodeBracket {
+                strategy: NodeServer::Piscina,
+                before: r.runs[2].limit.before.clone(),
+                after: r.runs[2].limit.after.clone(),
+            }],
+            checks: vec![Check {
+                strategy: NodeServer::Piscina,
+                expected: 1,
+                result: 1,
+            }],
+            pairs: Vec::new(),
+        };
+        r.node = Some(with_pairs(setup, &r.runs));
+        r
+    }
+
+    #[test]
+    fn a_results_json_reads_back_as_results_and_writes_the_same() {
+        let json = serde_json::to_string_pretty(&everything()).unwrap();
+        let back: Results = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&back).unwrap(), json);
+        assert_eq!(back.node.map(|n| n.pairs.len()), Some(1));
+    }
+
+    #[test]
+    fn a_results_json_from_before_the_serving_threads_reads() {
+        let mut v = serde_json::to_value(everything()).unwrap();
+        v["settings"].as_object_mut().unwrap().remove("serving");
+        for run in v["runs"].as_array_mut().unwrap() {
+            run.as_object_mut().unwrap().remove("serving");
+        }
+        let r: Results = serde_json::from_value(v).unwrap();
+        assert_eq!(r.settings.serving, Serving::Raised);
+        assert!(r.runs.iter().all(|r| r.measured.serving.is_none()));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::machine::AllCore;
 use super::mib;
@@ -12,7 +12,7 @@ use super::row::{NodeServer, RowId};
 use super::run::StrategyRun;
 
 /// `results.json`'s `node`: what ran, how it was calibrated and checked, and the pairs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeReport {
     pub node_version: String,
     pub npm_version: String,
@@ -32,7 +32,7 @@ pub struct NodeReport {
 }
 
 /// Node's calibrations around one Node row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeBracket {
     pub strategy: NodeServer,
     pub before: AllCore,
@@ -40,7 +40,7 @@ pub struct NodeBracket {
 }
 
 /// A Node server's answer against offload's result for the same work.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     pub strategy: NodeServer,
     pub expected: u64,
@@ -48,7 +48,7 @@ pub struct Check {
 }
 
 /// One seed strategy: offload's row and the Node row, figure by figure.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pair {
     pub offload: RowId,
     pub node: RowId,
@@ -56,7 +56,7 @@ pub struct Pair {
 }
 
 /// One figure of a pair.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
     /// `req/s`, `%limit`, `/health p99 ms`, `RSS MiB`, `threads`; for the queues also
     /// `accepted/s`, `done/s` and `drain s` (and `req/s` is left out: it is done/s there).

@@ -1,46 +1,65 @@
 //! The figures a person compares between runs, and their median and min-max over
-//! `--repeat N` runs. They are read from the runs' JSON, so a report folder written by any
-//! version with the same schema can be compared.
+//! `--repeat N` runs. They are read off the runs themselves: a report folder's results.json
+//! reads back as `Results`, so `--compare` takes them from its runs alike.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-/// The figures compared, with their JSON path inside one strategy's run, a label and a scale.
-pub const FIGURES: [(&str, &[&str], &str, f64); 8] = [
-    ("completed_per_s", &["completed_per_s"], "req/s", 1.0),
-    ("limit_fraction", &["limit_fraction"], "%limit", 100.0),
+use super::mib;
+use super::row::RowId;
+use super::run::StrategyRun;
+
+/// How to read one figure off one strategy's run, in its label's unit; None where the run has
+/// no such figure (only a queue has an accept phase).
+pub type Read = fn(&StrategyRun) -> Option<f64>;
+
+/// The figures compared: a name, how to read it, and a label.
+pub const FIGURES: [(&str, Read, &str); 8] = [
+    (
+        "completed_per_s",
+        |r| Some(r.measured.completed_per_s),
+        "req/s",
+    ),
+    (
+        "limit_fraction",
+        |r| Some(r.limit_fraction * 100.0),
+        "%limit",
+    ),
     (
         "heavy_p50_ms",
-        &["heavy", "latency", "p50"],
+        |r| Some(r.measured.heavy.latency.p50),
         "/heavy p50 ms",
-        1.0,
     ),
     (
         "heavy_p99_ms",
-        &["heavy", "latency", "p99"],
+        |r| Some(r.measured.heavy.latency.p99),
         "/heavy p99 ms",
-        1.0,
     ),
     (
         "health_p99_ms",
-        &["bystander", "latency_with_timeouts", "p99"],
+        |r| Some(r.measured.bystander.latency_with_timeouts.p99),
         "/health p99 ms",
-        1.0,
     ),
     (
         "peak_rss_mib",
-        &["peak_rss_bytes"],
+        |r| Some(mib(r.measured.peak_rss_bytes)),
         "RSS MiB",
-        1.0 / 1_048_576.0,
     ),
-    ("peak_threads", &["peak_threads"], "threads", 1.0),
+    (
+        "peak_threads",
+        |r| Some(r.measured.peak_threads as f64),
+        "threads",
+    ),
     (
         "accepted_per_s",
-        &["queue", "accept_phase", "accepted_per_s"],
+        |r| {
+            r.measured
+                .queue
+                .as_ref()
+                .map(|q| q.accept_phase.accepted_per_s)
+        },
         "queue accepted/s",
-        1.0,
     ),
 ];
 
@@ -56,7 +75,7 @@ pub const FLOOD_FIGURES: [(&str, &str, f64); 5] = [
 
 /// One figure over the repeated runs of a strategy or a flood row: its median, min and max
 /// (not to be confused with [`crate::api::Spread`], percentiles of one run's latencies).
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepeatSpread {
     pub median: f64,
     pub min: f64,
@@ -96,51 +115,39 @@ impl RepeatSpread {
 }
 
 /// A strategy's figures over its runs.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Repeat {
-    pub strategy: String,
+    pub strategy: RowId,
     pub runs: usize,
     pub figures: BTreeMap<String, RepeatSpread>,
 }
 
-/// The figures of one run (as its JSON), by name; those it does not have are left out.
-fn figures_of(run: &Value) -> BTreeMap<&'static str, f64> {
-    FIGURES
-        .iter()
-        .filter_map(|(name, path, _, scale)| {
-            let v = path.iter().try_fold(run, |v, k| v.get(k))?.as_f64()?;
-            Some((*name, v * scale))
-        })
-        .collect()
-}
-
-/// Groups runs (as JSON) by strategy, in first-seen order, into their spreads.
-pub fn repeats(runs: &[Value]) -> Vec<Repeat> {
-    let mut order: Vec<String> = Vec::new();
-    let mut by: BTreeMap<String, Vec<BTreeMap<&'static str, f64>>> = BTreeMap::new();
-    for run in runs {
-        let Some(name) = run["strategy"].as_str() else {
-            continue;
-        };
-        if !by.contains_key(name) {
-            order.push(name.to_owned());
+/// Groups runs by strategy, in first-seen order, into the spreads of the figures every one
+/// of its runs has.
+pub fn repeats(runs: &[StrategyRun]) -> Vec<Repeat> {
+    let mut order: Vec<RowId> = Vec::new();
+    for r in runs {
+        if !order.contains(&r.measured.strategy) {
+            order.push(r.measured.strategy);
         }
-        by.entry(name.to_owned()).or_default().push(figures_of(run));
     }
     order
         .into_iter()
         .map(|strategy| {
-            let rows = &by[&strategy];
+            let of: Vec<&StrategyRun> = runs
+                .iter()
+                .filter(|r| r.measured.strategy == strategy)
+                .collect();
             let figures = FIGURES
                 .iter()
-                .filter_map(|(name, ..)| {
-                    let vals: Vec<f64> = rows.iter().filter_map(|r| r.get(name).copied()).collect();
-                    (vals.len() == rows.len()).then(|| (name.to_string(), RepeatSpread::of(vals)))
+                .filter_map(|(name, read, _)| {
+                    let values: Option<Vec<f64>> = of.iter().map(|r| read(r)).collect();
+                    Some((name.to_string(), RepeatSpread::of(values?)))
                 })
                 .collect();
             Repeat {
-                runs: rows.len(),
                 strategy,
+                runs: of.len(),
                 figures,
             }
         })

@@ -2,7 +2,7 @@
 //! or the mix's baseline. Rows are compared and looked up by this type, never by their names;
 //! the name is how a row is shown and how `results.json` spells it (`"pool"`, `"node:piscina"`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::strategy::Name;
 
@@ -11,8 +11,9 @@ use crate::strategy::Name;
 pub const LOW_PRIORITY_NICE: i32 = 10;
 
 /// One of the seed's Node servers (`bench --node`), each the counterpart of one of offload's
-/// strategies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// strategies. Written and read by its row's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub enum NodeServer {
     /// The count in Express's handler, on the event loop.
     Inline,
@@ -107,8 +108,9 @@ impl NodeServer {
     }
 }
 
-/// A row of the report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A row of the report. Written and read by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub enum RowId {
     /// One of offload's gateway strategies.
     Offload(Name),
@@ -207,6 +209,33 @@ impl std::fmt::Display for RowId {
     }
 }
 
+impl TryFrom<String> for RowId {
+    type Error = String;
+
+    /// The row named `s`: `parse`'s rows, and those never asked for by name (the pool at
+    /// nice 10, the mix's baseline), as `results.json` is read back.
+    fn try_from(s: String) -> Result<RowId, String> {
+        RowId::parse(&s)
+            .or_else(|| {
+                [RowId::LowPriority(Name::Pool), RowId::LightAlone]
+                    .into_iter()
+                    .find(|r| r.as_str() == s)
+            })
+            .ok_or_else(|| format!("no row is called {s:?}"))
+    }
+}
+
+impl TryFrom<String> for NodeServer {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<NodeServer, String> {
+        NodeServer::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| format!("no Node server is called {s:?}"))
+    }
+}
+
 impl Serialize for RowId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
@@ -247,5 +276,20 @@ mod tests {
             serde_json::to_string(&RowId::Node(NodeServer::Piscina)).unwrap(),
             "\"node:piscina\""
         );
+        // Every row reads back from its name, those never asked for by name too.
+        let rows = Name::GATEWAY
+            .map(RowId::Offload)
+            .into_iter()
+            .chain(NodeServer::ALL.map(RowId::Node))
+            .chain([RowId::LowPriority(Name::Pool), RowId::LightAlone]);
+        for row in rows {
+            let json = serde_json::to_string(&row).unwrap();
+            assert_eq!(serde_json::from_str::<RowId>(&json).unwrap(), row, "{json}");
+        }
+        for n in NodeServer::ALL {
+            let json = serde_json::to_string(&n).unwrap();
+            assert_eq!(serde_json::from_str::<NodeServer>(&json).unwrap(), n);
+        }
+        assert!(serde_json::from_str::<RowId>("\"rayon\"").is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! One strategy's run as measured: its processes, its queue, its answers, and its place
 //! against the all-core limit around it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::limit::{Bracket, LimitWarning};
 use super::row::RowId;
@@ -9,7 +9,7 @@ use crate::api::Spread;
 use crate::load::Report;
 
 /// One reading of one process.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Seconds since the sampler started.
     pub t: f64,
@@ -20,7 +20,7 @@ pub struct Sample {
 }
 
 /// One process of a run, as sampled.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessStats {
     pub role: String,
     pub peak_rss_bytes: u64,
@@ -31,7 +31,7 @@ pub struct ProcessStats {
 }
 
 /// The queue's side of a run: accepted is not done.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueueRun {
     /// How fast the gateway accepts while its backlog cap does not bind.
     pub accept_phase: AcceptPhase,
@@ -67,7 +67,7 @@ pub struct QueueRun {
 
 /// A burst of requests sized to fit the backlog cap, sent before the main load: what the
 /// gateway accepts per second when the cap is not what answers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AcceptPhase {
     /// Requests sent (half the backlog cap, so the cap cannot bind).
     pub requests: u64,
@@ -81,7 +81,7 @@ pub struct AcceptPhase {
 }
 
 /// One reading of the queue's job counts.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct BacklogPoint {
     /// Seconds since the accept phase began.
     pub t: f64,
@@ -93,7 +93,7 @@ pub struct BacklogPoint {
 
 /// Everything measured of one strategy, before its limit is known (the calibration after it
 /// runs once its processes are gone).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measured {
     /// The row: offload's strategy or the Node server (`"strategy"` in `results.json`).
     pub strategy: RowId,
@@ -123,7 +123,7 @@ pub struct Measured {
 /// How the threads that answer a gateway's requests are scheduled: offload's runtime threads
 /// (`offload-rt`, the most raised of them: tokio names its blocking threads alike), or the
 /// main thread (a Node server's event loop).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ServingThreads {
     pub nice: i32,
     /// The EEVDF time slice, ns (the kernel's default where none was asked for; None where
@@ -162,7 +162,7 @@ impl std::fmt::Display for ServingThreads {
 /// Everything measured of one strategy (`Measured`, kept whole and read as `run.measured`;
 /// `#[serde(flatten)]` shows its fields as the run's own in results.json),
 /// against its limit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StrategyRun {
     #[serde(flatten)]
     pub measured: Measured,

@@ -7,15 +7,15 @@ use super::row::RowId;
 use super::sizes::MaxSizes;
 
 /// Validated settings of a bench run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     /// The uniform scenario's rows, in the order they run (with `--node`, each Node server
     /// right after its counterpart).
     pub strategies: Vec<RowId>,
     pub connections: u32,
-    #[serde(serialize_with = "secs")]
+    #[serde(with = "secs")]
     pub duration: Duration,
-    #[serde(serialize_with = "secs")]
+    #[serde(with = "secs")]
     pub warmup: Duration,
     pub work: String,
     /// The query string of the heavy request.
@@ -25,10 +25,10 @@ pub struct Settings {
     /// strategy run, mix row and flood row takes its own queue under it (`Settings::own_queue`).
     pub queue_name: crate::queue::QueueName,
     pub probe_rate: f64,
-    #[serde(serialize_with = "secs")]
+    #[serde(with = "secs")]
     pub timeout: Duration,
     pub max_backlog: u64,
-    #[serde(serialize_with = "secs")]
+    #[serde(with = "secs")]
     pub drain_timeout: Duration,
     /// The largest size of each kind of work the servers and workers are started with, so
     /// the chosen work (and the mix's) is accepted.
@@ -45,12 +45,14 @@ pub struct Settings {
     /// The mixed scenario's rate, when given (`--mix-rate`).
     pub mix_rate: Option<f64>,
     /// `auto`'s wait budget, when given (`--auto-wait`).
-    #[serde(serialize_with = "opt_secs")]
+    #[serde(with = "opt_secs")]
     pub auto_wait: Option<Duration>,
     /// `--node`: the seed's Node servers run too (their rows are in `strategies`).
     pub node: bool,
     /// How the threads that answer requests are scheduled, on offload's side and, with
-    /// `--node`, on Node's (`--serving`).
+    /// `--node`, on Node's (`--serving`). A file written before 2026-12-08 has none: its
+    /// runs had the default.
+    #[serde(default)]
     pub serving: Serving,
     /// The flood scenario's closed-loop connection counts, ascending (empty: no flood).
     pub flood: Vec<u32>,
@@ -64,7 +66,17 @@ pub struct Settings {
 
 /// How the threads that answer requests are scheduled in a run: offload's runtime threads and,
 /// with `--node`, each Node server's event loop, alike on both sides of a pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Serving {
     /// `offload serve`'s defaults (a 0.1 ms time slice and nice -10, where the bench may raise
@@ -89,13 +101,37 @@ impl Serving {
     }
 }
 
-fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
+/// An optional duration as seconds (null for none), as `results.json` writes it.
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
+/// A duration as seconds, as `results.json` writes it.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }

@@ -1,12 +1,12 @@
 //! The sizes of work the bench's servers and workers are started to accept.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::work::{self, Kind, Limits};
 
 /// The largest `n` of each kind of work the bench's servers and workers accept: their
 /// defaults, raised to the sizes the run's work asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaxSizes {
     pub count: u64,
     pub primes: u64,
